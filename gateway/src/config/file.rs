@@ -1,0 +1,200 @@
+//! The configuration file as written (`serde` types mirroring `../shared/CONFIG.md`).
+//!
+//! These types exist only to be parsed and handed to [`super::validate`]; nothing outside
+//! `config/` sees them. Every struct denies unknown keys, so a typo is an error with its path.
+//! Sections of the contract that this build does not implement yet are captured as raw values so
+//! validation can say so precisely instead of calling them unknown.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+use serde_yaml::Value;
+
+/// A value that may be written natively (`threads: 2`) or as a string, which is what a `${VAR}`
+/// reference expands to (`threads: "${THREADS:-2}"`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Lenient<T>(pub T);
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        let v = match v {
+            Value::String(s) => serde_yaml::from_str::<Value>(&s).map_err(serde::de::Error::custom)?,
+            other => other,
+        };
+        T::deserialize(v).map(Lenient).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub server: FileServer,
+    #[serde(default)]
+    pub providers: Vec<FileProvider>,
+    #[serde(default)]
+    pub models: Vec<FileModel>,
+    #[serde(default)]
+    pub routing: Option<FileRouting>,
+    #[serde(default)]
+    pub telemetry: Option<FileTelemetry>,
+    // Contract sections owned by later work; validation reports them as not yet supported.
+    #[serde(default)]
+    pub auth: Option<Value>,
+    #[serde(default)]
+    pub budgets: Option<Value>,
+    #[serde(default)]
+    pub store: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileServer {
+    #[serde(default)]
+    pub listen: Vec<String>,
+    #[serde(default)]
+    pub admin_listen: Option<String>,
+    #[serde(default)]
+    pub admin_token: Option<String>,
+    #[serde(default)]
+    pub threads: Option<Lenient<usize>>,
+    #[serde(default)]
+    pub max_body_bytes: Option<Lenient<u64>>,
+    #[serde(default)]
+    pub public_health: Option<Lenient<bool>>,
+    /// How long a graceful shutdown waits for in-flight requests (Switchyard extension).
+    #[serde(default)]
+    pub grace_period: Option<String>,
+    #[serde(default)]
+    pub tls: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileProvider {
+    pub name: String,
+    pub kind: String,
+    #[serde(default)]
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub api_key: Option<String>,
+    #[serde(default)]
+    pub timeouts: Option<FileTimeouts>,
+    // kind: mock
+    #[serde(default)]
+    pub latency: Option<String>,
+    #[serde(default)]
+    pub chunks: Option<Lenient<usize>>,
+    #[serde(default)]
+    pub chunk_interval: Option<String>,
+    // Contract keys owned by later work.
+    #[serde(default)]
+    pub rate_limit: Option<Value>,
+    #[serde(default)]
+    pub health_check: Option<Value>,
+    #[serde(default)]
+    pub device: Option<Value>,
+    #[serde(default)]
+    pub workers: Option<Value>,
+    #[serde(default)]
+    pub queue: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTimeouts {
+    #[serde(default)]
+    pub connect: Option<String>,
+    #[serde(default)]
+    pub first_byte: Option<String>,
+    #[serde(default)]
+    pub idle: Option<String>,
+    #[serde(default)]
+    pub total: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileModel {
+    pub name: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    #[serde(default)]
+    pub strategy: Option<String>,
+    #[serde(default)]
+    pub retry: Option<FileRetry>,
+    #[serde(default)]
+    pub deadline: Option<String>,
+    #[serde(default)]
+    pub deployments: Vec<FileDeployment>,
+    // Contract keys owned by later work.
+    #[serde(default)]
+    pub strict: Option<Value>,
+    #[serde(default)]
+    pub hedge_after: Option<Value>,
+    #[serde(default)]
+    pub circuit_breaker: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDeployment {
+    pub provider: String,
+    pub model: String,
+    #[serde(default)]
+    pub price: Option<FilePrice>,
+    #[serde(default)]
+    pub weight: Option<Lenient<u32>>,
+    #[serde(default)]
+    pub priority: Option<Lenient<i64>>,
+    #[serde(default)]
+    pub max_tokens: Option<Lenient<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePrice {
+    pub input_per_mtok: Lenient<f64>,
+    pub output_per_mtok: Lenient<f64>,
+    #[serde(default)]
+    pub cached_input_per_mtok: Option<Lenient<f64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRouting {
+    #[serde(default)]
+    pub strategy: Option<String>,
+    #[serde(default)]
+    pub retry: Option<FileRetry>,
+    #[serde(default)]
+    pub deadline: Option<String>,
+    #[serde(default)]
+    pub circuit_breaker: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRetry {
+    #[serde(default)]
+    pub attempts: Option<Lenient<u32>>,
+    #[serde(default)]
+    pub backoff: Option<FileBackoff>,
+    #[serde(default)]
+    pub on: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBackoff {
+    #[serde(default)]
+    pub base: Option<String>,
+    #[serde(default)]
+    pub max: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTelemetry {
+    #[serde(default)]
+    pub access_log: Option<String>,
+}

@@ -1,0 +1,232 @@
+//! Configuration: YAML file → validated [`Config`].
+//!
+//! Owns reading the file, `${VAR}` expansion ([`env`]), the file model ([`file`], private to this
+//! module), validation ([`validate`]) and the validated model ([`model`]) that the rest of the
+//! gateway uses. Errors always carry the key path of what is wrong. It must not start anything:
+//! loading a config has no side effects, so `switchyard check` and reloads can call it freely.
+
+mod env;
+mod file;
+pub mod model;
+mod validate;
+
+pub use model::*;
+
+use std::fmt;
+use std::path::Path;
+
+/// One problem in a configuration file, with the key path it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// e.g. `models[1].deployments[0].provider`; empty for whole-file problems.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in a configuration file.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+fn single(path: impl Into<String>, message: impl Into<String>) -> ConfigErrors {
+    ConfigErrors(vec![ConfigError {
+        path: path.into(),
+        message: message.into(),
+    }])
+}
+
+/// Reads and validates the file at `path`, expanding variables from the process environment.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| single("", format!("cannot read {}: {e}", path.display())))?;
+    parse(&text, &|name| std::env::var(name).ok())
+}
+
+/// Parses and validates configuration text, reading variables through `lookup`.
+pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+    let mut tree: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| single("", format!("invalid YAML: {e}")))?;
+    if tree.is_null() {
+        return Err(single("", "the file is empty"));
+    }
+    let mut env_errors = Vec::new();
+    env::expand_tree(&mut tree, lookup, &mut env_errors);
+    if !env_errors.is_empty() {
+        return Err(ConfigErrors(
+            env_errors
+                .into_iter()
+                .map(|e| ConfigError {
+                    path: e.path,
+                    message: e.message,
+                })
+                .collect(),
+        ));
+    }
+    let file: file::FileConfig = serde_path_to_error::deserialize(tree).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        single(path, e.into_inner().to_string())
+    })?;
+    validate::validate(file).map_err(ConfigErrors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    const MINIMAL: &str = r#"
+server:
+  listen: ["127.0.0.1:8080"]
+providers:
+  - name: sim
+    kind: mock
+models:
+  - name: chat
+    deployments:
+      - provider: sim
+        model: mock-1
+"#;
+
+    #[test]
+    fn minimal_file_loads_with_defaults() {
+        let c = parse(MINIMAL, &no_env).unwrap();
+        assert_eq!(c.server.max_body_bytes, 8 * 1024 * 1024);
+        assert_eq!(c.models[0].deployments[0].provider.name, "sim");
+        assert_eq!(c.models[0].routing.retry.attempts, 3);
+        assert_eq!(c.telemetry.access_log, AccessLog::Stdout);
+    }
+
+    fn errors_of(text: &str) -> Vec<String> {
+        match parse(text, &|n| (n == "SET").then(|| "4".to_string())) {
+            Ok(_) => panic!("expected errors"),
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn unknown_provider_is_reported_with_its_path() {
+        let text = MINIMAL.replace("provider: sim", "provider: opnai");
+        assert_eq!(
+            errors_of(&text),
+            vec![r#"models[0].deployments[0].provider: unknown provider "opnai""#]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_path() {
+        let text = MINIMAL.replace("    model: mock-1", "    model: mock-1\n        modle: x");
+        let errs = errors_of(&text);
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].starts_with("models[0].deployments[0]"), "{errs:?}");
+        assert!(errs[0].contains("unknown field `modle`"), "{errs:?}");
+    }
+
+    #[test]
+    fn every_validation_error_is_reported() {
+        let text = r#"
+server:
+  listen: ["nope"]
+  max_body_bytes: 0
+providers:
+  - name: a
+    kind: opnai
+  - name: b
+    kind: openai
+    base_url: ftp://x
+    timeouts: { connect: 2 parsecs }
+models:
+  - name: m
+    strategy: fastest
+    deployments:
+      - provider: zz
+        model: x
+"#;
+        let errs = errors_of(text);
+        for want in [
+            "server.listen[0]: invalid address",
+            "server.max_body_bytes: must be greater than 0",
+            "providers[0].kind: unknown provider kind \"opnai\"",
+            "providers[1].base_url:",
+            "providers[1].timeouts.connect: invalid duration",
+            "models[0].strategy: unknown strategy",
+            "models[0].deployments[0].provider: unknown provider \"zz\"",
+        ] {
+            assert!(errs.iter().any(|e| e.starts_with(want)), "missing {want:?} in {errs:#?}");
+        }
+    }
+
+    #[test]
+    fn env_references_expand_and_numbers_accept_strings() {
+        let text = MINIMAL.replace(
+            "server:\n",
+            "server:\n  threads: \"${SET}\"\n  max_body_bytes: \"${UNSET:-1024}\"\n",
+        );
+        let c = parse(&text, &|n| (n == "SET").then(|| "4".to_string())).unwrap();
+        assert_eq!(c.server.threads, 4);
+        assert_eq!(c.server.max_body_bytes, 1024);
+    }
+
+    #[test]
+    fn unset_variable_is_an_error_naming_it() {
+        let text = MINIMAL.replace("model: mock-1", "model: ${MODEL_NAME}");
+        let errs = errors_of(&text);
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].starts_with("models[0].deployments[0].model:"));
+        assert!(errs[0].contains("MODEL_NAME"));
+    }
+
+    #[test]
+    fn later_sections_are_refused_not_ignored() {
+        let text = format!("{MINIMAL}auth:\n  api_keys: []\n");
+        let errs = errors_of(&text);
+        assert!(errs[0].starts_with("auth: the `auth` section is not supported"), "{errs:?}");
+    }
+
+    #[test]
+    fn duplicate_names_and_aliases() {
+        let text = MINIMAL.replace("  - name: chat\n", "  - name: chat\n    aliases: [chat]\n");
+        let errs = errors_of(&text);
+        assert!(errs[0].starts_with("models[0].aliases[0]: alias \"chat\""), "{errs:?}");
+    }
+
+    #[test]
+    fn priority_orders_deployments() {
+        let text = r#"
+server: { listen: ["127.0.0.1:1"] }
+providers: [{ name: a, kind: mock }, { name: b, kind: mock }]
+models:
+  - name: m
+    deployments:
+      - { provider: a, model: x, priority: 2 }
+      - { provider: b, model: y, priority: 1 }
+"#;
+        let c = parse(text, &no_env).unwrap();
+        let order: Vec<_> = c.models[0].deployments.iter().map(|d| d.provider.name.as_str()).collect();
+        assert_eq!(order, vec!["b", "a"]);
+    }
+}

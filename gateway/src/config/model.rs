@@ -1,0 +1,232 @@
+//! The validated configuration: what the rest of the gateway reads.
+//!
+//! Built only by [`super::validate`]; every value here has been checked and every default filled
+//! in, so callers never re-validate. Secrets are wrapped in [`Secret`], whose `Debug` and
+//! `Display` never print the value.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub providers: Vec<Arc<Provider>>,
+    pub models: Vec<Arc<Model>>,
+    pub telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Plain-text listeners (HTTP/1.1 and h2c).
+    pub listen: Vec<String>,
+    /// Listener for `/metrics` (and later the admin API).
+    pub admin_listen: Option<String>,
+    pub threads: usize,
+    pub max_body_bytes: u64,
+    /// How long a graceful shutdown waits for in-flight requests.
+    pub grace_period: Duration,
+}
+
+/// A credential from the configuration. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+    /// The secret itself, for the one place that sends it upstream.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Debug)]
+pub struct Provider {
+    pub name: String,
+    pub kind: ProviderKind,
+    pub timeouts: Timeouts,
+}
+
+#[derive(Debug)]
+pub enum ProviderKind {
+    /// Any OpenAI-compatible HTTP API (OpenAI, vLLM, Ollama `/v1`, Groq, another Switchyard).
+    OpenAi {
+        endpoint: HttpEndpoint,
+        api_key: Option<Secret>,
+    },
+    /// The built-in deterministic provider.
+    Mock(MockSettings),
+}
+
+impl ProviderKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi { .. } => "openai",
+            ProviderKind::Mock(_) => "mock",
+        }
+    }
+}
+
+/// Where an HTTP provider lives, parsed once from its `base_url`.
+#[derive(Debug, Clone)]
+pub struct HttpEndpoint {
+    /// The URL as configured (without credentials), for display.
+    pub base_url: String,
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path prefix without a trailing slash, e.g. `/v1`.
+    pub path_prefix: String,
+    /// Value for the upstream `Host` header (`host` or `host:port` when the port is not default).
+    pub host_header: String,
+}
+
+impl HttpEndpoint {
+    /// The full upstream path for an API path such as `/chat/completions`.
+    pub fn path(&self, api_path: &str) -> String {
+        let mut p = String::with_capacity(self.path_prefix.len() + api_path.len());
+        p.push_str(&self.path_prefix);
+        p.push_str(api_path);
+        p
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP (and TLS) connection set-up.
+    pub connect: Duration,
+    /// Time to the first byte of a streamed response (time to first token).
+    pub first_byte: Duration,
+    /// Longest gap between two reads of a response body.
+    pub idle: Duration,
+    /// One whole try, from connecting to the last byte; also bounds a non-stream wait.
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            first_byte: Duration::from_secs(30),
+            idle: Duration::from_secs(30),
+            total: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MockSettings {
+    /// Delay before the first byte of every answer.
+    pub latency: Duration,
+    /// Content chunks in a streamed answer.
+    pub chunks: usize,
+    /// Delay between streamed chunks.
+    pub chunk_interval: Duration,
+}
+
+#[derive(Debug)]
+pub struct Model {
+    pub name: String,
+    pub aliases: Vec<String>,
+    pub deployments: Vec<Deployment>,
+    pub routing: RoutingPolicy,
+}
+
+#[derive(Debug)]
+pub struct Deployment {
+    pub provider: Arc<Provider>,
+    /// The provider's own model name.
+    pub model: String,
+    pub price: Price,
+    pub priority: i64,
+    pub weight: u32,
+    /// Default max tokens when the caller gives none.
+    pub max_tokens: Option<u64>,
+}
+
+/// USD per million tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Price {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+    pub cached_input_per_mtok: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Ordered failover by `priority` (lower first; ties keep file order).
+    Priority,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoutingPolicy {
+    pub strategy: Strategy,
+    pub retry: RetryPolicy,
+    /// Bound on all tries together, up to the first response byte.
+    pub deadline: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Total tries across deployments.
+    pub attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub on: RetryOn,
+}
+
+/// Which failures move a request on to its next try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryOn {
+    pub connect: bool,
+    pub timeout: bool,
+    pub too_many_requests: bool,
+    pub server_error: bool,
+}
+
+impl Default for RoutingPolicy {
+    fn default() -> Self {
+        RoutingPolicy {
+            strategy: Strategy::Priority,
+            retry: RetryPolicy {
+                attempts: 3,
+                backoff_base: Duration::from_millis(100),
+                backoff_max: Duration::from_secs(2),
+                on: RetryOn {
+                    connect: true,
+                    timeout: true,
+                    too_many_requests: true,
+                    server_error: true,
+                },
+            },
+            deadline: Duration::from_secs(120),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    Stdout,
+    Off,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct TelemetrySettings {
+    pub access_log: AccessLog,
+}

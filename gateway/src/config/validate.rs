@@ -1,0 +1,588 @@
+//! File model → validated model, collecting every error with its key path.
+
+use super::file::*;
+use super::model::*;
+use super::ConfigError;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+const SUPPORTED_KINDS: &[&str] = &["openai", "mock"];
+const LATER_KINDS: &[&str] = &["anthropic", "gemini", "cloudflare", "ollama", "local"];
+const DEFAULT_MAX_BODY: u64 = 8 * 1024 * 1024;
+
+struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn not_yet(&mut self, path: impl Into<String>, what: &str) {
+        self.push(
+            path,
+            format!("{what} is not supported by this build yet; remove it to run this file"),
+        );
+    }
+
+    fn duration(&mut self, path: String, value: Option<&str>, default: Duration) -> Duration {
+        match value {
+            None => default,
+            Some(s) => match humantime::parse_duration(s.trim()) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.push(path, format!("invalid duration {s:?}: {e} (use e.g. 250ms, 10s, 5m)"));
+                    default
+                }
+            },
+        }
+    }
+}
+
+/// Validates a parsed file. Returns every problem found, not just the first.
+pub fn validate(file: FileConfig) -> Result<Config, Vec<ConfigError>> {
+    let mut errs = Errors(Vec::new());
+
+    for (key, present) in [
+        ("auth", file.auth.is_some()),
+        ("budgets", file.budgets.is_some()),
+        ("store", file.store.is_some()),
+    ] {
+        if present {
+            errs.not_yet(key, &format!("the `{key}` section"));
+        }
+    }
+
+    let server = server_settings(&file.server, &mut errs);
+    let routing = routing_defaults(file.routing.as_ref(), &mut errs);
+    let providers = providers(&file.providers, &mut errs);
+    let models = models(&file.models, &providers, &routing, &mut errs);
+    let telemetry = telemetry(file.telemetry.as_ref(), &mut errs);
+
+    if errs.0.is_empty() {
+        Ok(Config {
+            server,
+            providers: providers.into_values().collect_sorted(),
+            models,
+            telemetry,
+        })
+    } else {
+        Err(errs.0)
+    }
+}
+
+/// Providers keep their file order for display.
+trait CollectSorted {
+    fn collect_sorted(self) -> Vec<Arc<Provider>>;
+}
+
+impl<I: Iterator<Item = (usize, Arc<Provider>)>> CollectSorted for I {
+    fn collect_sorted(self) -> Vec<Arc<Provider>> {
+        let mut v: Vec<_> = self.collect();
+        v.sort_by_key(|(i, _)| *i);
+        v.into_iter().map(|(_, p)| p).collect()
+    }
+}
+
+fn server_settings(s: &FileServer, errs: &mut Errors) -> ServerSettings {
+    if s.listen.is_empty() {
+        errs.push("server.listen", "at least one listen address is required");
+    }
+    for (i, addr) in s.listen.iter().enumerate() {
+        if addr.parse::<SocketAddr>().is_err() {
+            errs.push(
+                format!("server.listen[{i}]"),
+                format!("invalid address {addr:?} (expected IP:PORT, e.g. 127.0.0.1:8080)"),
+            );
+        }
+    }
+    if let Some(addr) = &s.admin_listen {
+        if addr.parse::<SocketAddr>().is_err() {
+            errs.push(
+                "server.admin_listen",
+                format!("invalid address {addr:?} (expected IP:PORT)"),
+            );
+        } else if s.listen.iter().any(|l| l == addr) {
+            errs.push(
+                "server.admin_listen",
+                "must differ from every server.listen address",
+            );
+        }
+    }
+    if s.tls.is_some() {
+        errs.not_yet("server.tls", "TLS termination");
+    }
+    if s.admin_token.is_some() {
+        errs.not_yet("server.admin_token", "the admin API");
+    }
+    if s.public_health.is_some() {
+        errs.not_yet("server.public_health", "caller authentication (and so public_health)");
+    }
+    let threads = match s.threads {
+        Some(Lenient(0)) => {
+            errs.push("server.threads", "must be at least 1");
+            1
+        }
+        Some(Lenient(n)) => n,
+        None => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+    };
+    let max_body_bytes = match s.max_body_bytes {
+        Some(Lenient(0)) => {
+            errs.push("server.max_body_bytes", "must be greater than 0");
+            DEFAULT_MAX_BODY
+        }
+        Some(Lenient(n)) => n,
+        None => DEFAULT_MAX_BODY,
+    };
+    let grace_period = errs.duration(
+        "server.grace_period".into(),
+        s.grace_period.as_deref(),
+        Duration::from_secs(30),
+    );
+    ServerSettings {
+        listen: s.listen.clone(),
+        admin_listen: s.admin_listen.clone(),
+        threads,
+        max_body_bytes,
+        grace_period,
+    }
+}
+
+fn providers(list: &[FileProvider], errs: &mut Errors) -> HashMap<String, (usize, Arc<Provider>)> {
+    let mut out = HashMap::new();
+    for (i, p) in list.iter().enumerate() {
+        let path = format!("providers[{i}]");
+        if p.name.trim().is_empty() {
+            errs.push(format!("{path}.name"), "must not be empty");
+            continue;
+        }
+        if out.contains_key(&p.name) {
+            errs.push(format!("{path}.name"), format!("duplicate provider name {:?}", p.name));
+            continue;
+        }
+        for (key, present) in [
+            ("rate_limit", p.rate_limit.is_some()),
+            ("health_check", p.health_check.is_some()),
+        ] {
+            if present {
+                errs.not_yet(format!("{path}.{key}"), &format!("`{key}`"));
+            }
+        }
+        let timeouts = timeouts(p.timeouts.as_ref(), &path, errs);
+        let kind = match p.kind.as_str() {
+            "openai" => openai_kind(p, &path, errs),
+            "mock" => mock_kind(p, &path, errs),
+            k if LATER_KINDS.contains(&k) => {
+                errs.push(
+                    format!("{path}.kind"),
+                    format!("provider kind {k:?} is not supported by this build yet (supported: {})", SUPPORTED_KINDS.join(", ")),
+                );
+                None
+            }
+            k => {
+                errs.push(
+                    format!("{path}.kind"),
+                    format!(
+                        "unknown provider kind {k:?} (expected one of: {})",
+                        SUPPORTED_KINDS
+                            .iter()
+                            .chain(LATER_KINDS)
+                            .copied()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+                None
+            }
+        };
+        if let Some(kind) = kind {
+            out.insert(
+                p.name.clone(),
+                (
+                    i,
+                    Arc::new(Provider {
+                        name: p.name.clone(),
+                        kind,
+                        timeouts,
+                    }),
+                ),
+            );
+        }
+    }
+    out
+}
+
+fn reject_keys(p: &FileProvider, path: &str, kind: &str, keys: &[(&str, bool)], errs: &mut Errors) {
+    let _ = p;
+    for (key, present) in keys {
+        if *present {
+            errs.push(format!("{path}.{key}"), format!("does not apply to kind {kind}"));
+        }
+    }
+}
+
+fn openai_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Option<ProviderKind> {
+    reject_keys(
+        p,
+        path,
+        "openai",
+        &[
+            ("latency", p.latency.is_some()),
+            ("chunks", p.chunks.is_some()),
+            ("chunk_interval", p.chunk_interval.is_some()),
+            ("device", p.device.is_some()),
+            ("workers", p.workers.is_some()),
+            ("queue", p.queue.is_some()),
+        ],
+        errs,
+    );
+    let Some(url) = &p.base_url else {
+        errs.push(format!("{path}.base_url"), "required for kind openai");
+        return None;
+    };
+    let endpoint = match parse_endpoint(url) {
+        Ok(e) => e,
+        Err(msg) => {
+            errs.push(format!("{path}.base_url"), msg);
+            return None;
+        }
+    };
+    let api_key = p
+        .api_key
+        .as_ref()
+        .filter(|k| !k.is_empty())
+        .map(|k| Secret::new(k.clone()));
+    Some(ProviderKind::OpenAi { endpoint, api_key })
+}
+
+fn mock_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Option<ProviderKind> {
+    reject_keys(
+        p,
+        path,
+        "mock",
+        &[
+            ("base_url", p.base_url.is_some()),
+            ("api_key", p.api_key.is_some()),
+            ("device", p.device.is_some()),
+            ("workers", p.workers.is_some()),
+            ("queue", p.queue.is_some()),
+        ],
+        errs,
+    );
+    let latency = errs.duration(format!("{path}.latency"), p.latency.as_deref(), Duration::ZERO);
+    let chunk_interval = errs.duration(
+        format!("{path}.chunk_interval"),
+        p.chunk_interval.as_deref(),
+        Duration::ZERO,
+    );
+    let chunks = match p.chunks {
+        Some(Lenient(0)) => {
+            errs.push(format!("{path}.chunks"), "must be at least 1");
+            1
+        }
+        Some(Lenient(n)) => n,
+        None => 8,
+    };
+    Some(ProviderKind::Mock(MockSettings {
+        latency,
+        chunks,
+        chunk_interval,
+    }))
+}
+
+/// Parses `http(s)://host[:port][/prefix]`.
+fn parse_endpoint(url: &str) -> Result<HttpEndpoint, String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+    let tls = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => return Err(format!("URL {url:?} must start with http:// or https://")),
+    };
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("URL {url:?} has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err("credentials in the URL are not allowed; use api_key".into());
+    }
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("URL {url:?} has no host"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("URL {url:?} must not have a query string"));
+    }
+    let default_port = if tls { 443 } else { 80 };
+    let port = authority.port_u16().unwrap_or(default_port);
+    let host_header = if port == default_port {
+        authority.host().to_string()
+    } else {
+        format!("{}:{port}", authority.host())
+    };
+    let path_prefix = uri.path().trim_end_matches('/').to_string();
+    Ok(HttpEndpoint {
+        base_url: url.to_string(),
+        tls,
+        host: host.to_string(),
+        port,
+        path_prefix,
+        host_header,
+    })
+}
+
+fn timeouts(t: Option<&FileTimeouts>, path: &str, errs: &mut Errors) -> Timeouts {
+    let d = Timeouts::default();
+    let Some(t) = t else { return d };
+    let p = |k: &str| format!("{path}.timeouts.{k}");
+    let out = Timeouts {
+        connect: errs.duration(p("connect"), t.connect.as_deref(), d.connect),
+        first_byte: errs.duration(p("first_byte"), t.first_byte.as_deref(), d.first_byte),
+        idle: errs.duration(p("idle"), t.idle.as_deref(), d.idle),
+        total: errs.duration(p("total"), t.total.as_deref(), d.total),
+    };
+    for (k, v) in [
+        ("connect", out.connect),
+        ("first_byte", out.first_byte),
+        ("idle", out.idle),
+        ("total", out.total),
+    ] {
+        if v.is_zero() {
+            errs.push(p(k), "must be greater than 0");
+        }
+    }
+    out
+}
+
+fn routing_defaults(r: Option<&FileRouting>, errs: &mut Errors) -> RoutingPolicy {
+    let base = RoutingPolicy::default();
+    let Some(r) = r else { return base };
+    if r.circuit_breaker.is_some() {
+        errs.not_yet("routing.circuit_breaker", "circuit breakers");
+    }
+    apply_routing(
+        base,
+        "routing",
+        r.strategy.as_deref(),
+        r.retry.as_ref(),
+        r.deadline.as_deref(),
+        errs,
+    )
+}
+
+fn apply_routing(
+    base: RoutingPolicy,
+    path: &str,
+    strategy: Option<&str>,
+    retry: Option<&FileRetry>,
+    deadline: Option<&str>,
+    errs: &mut Errors,
+) -> RoutingPolicy {
+    let mut out = base;
+    match strategy {
+        None | Some("priority") => {}
+        Some(
+            s @ ("round_robin" | "weighted" | "least_latency" | "cost"
+            | "lowest_latency_under_budget" | "conditional"),
+        ) => errs.push(
+            format!("{path}.strategy"),
+            format!("strategy {s:?} is not supported by this build yet (supported: priority)"),
+        ),
+        Some(s) => errs.push(
+            format!("{path}.strategy"),
+            format!("unknown strategy {s:?} (expected one of: priority, round_robin, weighted, least_latency, cost, lowest_latency_under_budget, conditional)"),
+        ),
+    }
+    if let Some(r) = retry {
+        if let Some(Lenient(a)) = r.attempts {
+            if a == 0 {
+                errs.push(format!("{path}.retry.attempts"), "must be at least 1");
+            } else {
+                out.retry.attempts = a;
+            }
+        }
+        if let Some(b) = &r.backoff {
+            out.retry.backoff_base = errs.duration(
+                format!("{path}.retry.backoff.base"),
+                b.base.as_deref(),
+                out.retry.backoff_base,
+            );
+            out.retry.backoff_max = errs.duration(
+                format!("{path}.retry.backoff.max"),
+                b.max.as_deref(),
+                out.retry.backoff_max,
+            );
+        }
+        if let Some(on) = &r.on {
+            let mut set = RetryOn {
+                connect: false,
+                timeout: false,
+                too_many_requests: false,
+                server_error: false,
+            };
+            for (i, trigger) in on.iter().enumerate() {
+                match trigger.as_str() {
+                    "connect" => set.connect = true,
+                    "timeout" => set.timeout = true,
+                    "429" => set.too_many_requests = true,
+                    "5xx" => set.server_error = true,
+                    t => errs.push(
+                        format!("{path}.retry.on[{i}]"),
+                        format!("unknown retry trigger {t:?} (expected connect, timeout, \"429\" or \"5xx\")"),
+                    ),
+                }
+            }
+            out.retry.on = set;
+        }
+    }
+    out.deadline = errs.duration(format!("{path}.deadline"), deadline, out.deadline);
+    if out.deadline.is_zero() {
+        errs.push(format!("{path}.deadline"), "must be greater than 0");
+    }
+    out
+}
+
+fn models(
+    list: &[FileModel],
+    providers: &HashMap<String, (usize, Arc<Provider>)>,
+    defaults: &RoutingPolicy,
+    errs: &mut Errors,
+) -> Vec<Arc<Model>> {
+    let mut names: HashSet<&str> = HashSet::new();
+    let mut out = Vec::new();
+    if list.is_empty() {
+        errs.push("models", "at least one model is required");
+    }
+    for (i, m) in list.iter().enumerate() {
+        let path = format!("models[{i}]");
+        if m.name.trim().is_empty() {
+            errs.push(format!("{path}.name"), "must not be empty");
+        } else if !names.insert(&m.name) {
+            errs.push(format!("{path}.name"), format!("model name {:?} is already used", m.name));
+        }
+        for (j, a) in m.aliases.iter().enumerate() {
+            if a.trim().is_empty() {
+                errs.push(format!("{path}.aliases[{j}]"), "must not be empty");
+            } else if !names.insert(a) {
+                errs.push(format!("{path}.aliases[{j}]"), format!("alias {a:?} is already used by another model or alias"));
+            }
+        }
+        for (key, present) in [
+            ("strict", m.strict.is_some()),
+            ("hedge_after", m.hedge_after.is_some()),
+            ("circuit_breaker", m.circuit_breaker.is_some()),
+        ] {
+            if present {
+                errs.not_yet(format!("{path}.{key}"), &format!("`{key}`"));
+            }
+        }
+        let routing = apply_routing(
+            *defaults,
+            &path,
+            m.strategy.as_deref(),
+            m.retry.as_ref(),
+            m.deadline.as_deref(),
+            errs,
+        );
+        if m.deployments.is_empty() {
+            errs.push(format!("{path}.deployments"), "at least one deployment is required");
+        }
+        let mut deployments = Vec::new();
+        for (j, d) in m.deployments.iter().enumerate() {
+            let dpath = format!("{path}.deployments[{j}]");
+            let Some((_, provider)) = providers.get(&d.provider) else {
+                errs.push(format!("{dpath}.provider"), format!("unknown provider {:?}", d.provider));
+                continue;
+            };
+            if d.model.trim().is_empty() {
+                errs.push(format!("{dpath}.model"), "must not be empty");
+            }
+            let price = match &d.price {
+                None => Price::default(),
+                Some(p) => {
+                    let price = Price {
+                        input_per_mtok: p.input_per_mtok.0,
+                        output_per_mtok: p.output_per_mtok.0,
+                        cached_input_per_mtok: p
+                            .cached_input_per_mtok
+                            .map(|c| c.0)
+                            .unwrap_or(p.input_per_mtok.0),
+                    };
+                    for (k, v) in [
+                        ("input_per_mtok", price.input_per_mtok),
+                        ("output_per_mtok", price.output_per_mtok),
+                        ("cached_input_per_mtok", price.cached_input_per_mtok),
+                    ] {
+                        if !(v.is_finite() && v >= 0.0) {
+                            errs.push(format!("{dpath}.price.{k}"), "must be a number >= 0");
+                        }
+                    }
+                    price
+                }
+            };
+            let weight = d.weight.map(|w| w.0).unwrap_or(1);
+            if weight == 0 {
+                errs.push(format!("{dpath}.weight"), "must be at least 1");
+            }
+            deployments.push(Deployment {
+                provider: provider.clone(),
+                model: d.model.clone(),
+                price,
+                priority: d.priority.map(|p| p.0).unwrap_or(j as i64),
+                weight,
+                max_tokens: d.max_tokens.map(|m| m.0),
+            });
+        }
+        // `priority` strategy: lower first, file order breaks ties (stable sort).
+        deployments.sort_by_key(|d| d.priority);
+        out.push(Arc::new(Model {
+            name: m.name.clone(),
+            aliases: m.aliases.clone(),
+            deployments,
+            routing,
+        }));
+    }
+    out
+}
+
+fn telemetry(t: Option<&FileTelemetry>, errs: &mut Errors) -> TelemetrySettings {
+    let access_log = match t.and_then(|t| t.access_log.as_deref()) {
+        None | Some("stdout") => AccessLog::Stdout,
+        Some("off") => AccessLog::Off,
+        Some("") => {
+            errs.push("telemetry.access_log", "must be stdout, off or a file path");
+            AccessLog::Off
+        }
+        Some(path) => AccessLog::File(path.into()),
+    };
+    TelemetrySettings { access_log }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_parsing() {
+        let e = parse_endpoint("https://api.openai.com/v1/").unwrap();
+        assert!(e.tls);
+        assert_eq!((e.host.as_str(), e.port), ("api.openai.com", 443));
+        assert_eq!(e.path_prefix, "/v1");
+        assert_eq!(e.host_header, "api.openai.com");
+        assert_eq!(e.path("/chat/completions"), "/v1/chat/completions");
+        let e = parse_endpoint("http://127.0.0.1:8000").unwrap();
+        assert_eq!(e.path("/chat/completions"), "/chat/completions");
+        assert_eq!(e.host_header, "127.0.0.1:8000");
+        let e = parse_endpoint("http://[::1]:9000/v1").unwrap();
+        assert_eq!(e.host, "::1");
+        assert!(parse_endpoint("ftp://x").is_err());
+        assert!(parse_endpoint("https://user:pw@x/v1").is_err());
+        assert!(parse_endpoint("not a url").is_err());
+    }
+}

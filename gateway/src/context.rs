@@ -1,0 +1,159 @@
+//! Per-request context (`ProxyHttp::CTX`): what one request learnt on its way, read by the
+//! `logging` phase for metrics and the access log. Plain data plus two RAII gauges.
+
+use crate::errors::TryFailure;
+use crate::state::{RoutedModel, State};
+use prometheus::IntGauge;
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use switchyard_adapters::openai::Usage;
+
+/// Which endpoint a request hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    ChatCompletions,
+    Infer,
+    Models,
+    Health,
+    Unknown,
+}
+
+impl Route {
+    pub fn name(self) -> &'static str {
+        match self {
+            Route::ChatCompletions => "chat_completions",
+            Route::Infer => "infer",
+            Route::Models => "models",
+            Route::Health => "health",
+            Route::Unknown => "unknown",
+        }
+    }
+
+    pub fn is_inference(self) -> bool {
+        matches!(self, Route::ChatCompletions | Route::Infer)
+    }
+}
+
+/// Keeps a gauge incremented while alive.
+pub struct GaugeGuard(IntGauge);
+
+impl GaugeGuard {
+    pub fn new(g: &IntGauge) -> Self {
+        g.inc();
+        GaugeGuard(g.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+pub struct RequestCtx {
+    pub started: Instant,
+    pub request_id: String,
+    pub traceparent: Option<String>,
+    pub route: Route,
+    pub state: Option<Arc<State>>,
+    pub model: Option<Arc<RoutedModel>>,
+    /// Index of the deployment that answered, in `model.deployments`.
+    pub served: Option<usize>,
+    pub status: u16,
+    pub stream: bool,
+    pub first_byte: Option<Duration>,
+    pub usage: Option<Usage>,
+    pub tries: u32,
+    pub failures: Vec<TryFailure>,
+    /// The OpenAI error code answered, when the request failed.
+    pub error_code: Option<&'static str>,
+    /// The response was written in full.
+    pub completed: bool,
+    pub active: Option<GaugeGuard>,
+    active_streams: IntGauge,
+}
+
+thread_local! {
+    static ID_STATE: Cell<(u64, u64)> = Cell::new((random_u64(), 0));
+}
+
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+/// A new request id: a random per-thread prefix and a per-thread counter (no shared state).
+pub fn new_request_id() -> String {
+    ID_STATE.with(|s| {
+        let (prefix, n) = s.get();
+        s.set((prefix, n.wrapping_add(1)));
+        format!("{prefix:016x}{n:016x}")
+    })
+}
+
+impl RequestCtx {
+    pub fn new(active_streams: IntGauge) -> Self {
+        RequestCtx {
+            started: Instant::now(),
+            request_id: String::new(),
+            traceparent: None,
+            route: Route::Unknown,
+            state: None,
+            model: None,
+            served: None,
+            status: 0,
+            stream: false,
+            first_byte: None,
+            usage: None,
+            tries: 0,
+            failures: Vec::new(),
+            error_code: None,
+            completed: false,
+            active: None,
+            active_streams,
+        }
+    }
+
+    /// Records the time of the first response body byte (once).
+    pub fn mark_first_byte(&mut self) {
+        if self.first_byte.is_none() {
+            self.first_byte = Some(self.started.elapsed());
+        }
+    }
+
+    /// Counts this request as an active stream while the guard lives.
+    pub fn stream_guard(&self) -> GaugeGuard {
+        GaugeGuard::new(&self.active_streams)
+    }
+
+    /// Seed for the plan's backoff jitter.
+    pub fn seed(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.request_id.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        h
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_unique_and_safe() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        assert!(switchyard_filters::request_id::is_acceptable(a.as_bytes()));
+    }
+}

@@ -1,0 +1,142 @@
+//! The gateway's own failures and how each is answered to an OpenAI-format caller.
+//!
+//! Every failure a caller can see is one [`GatewayError`] variant with a fixed status, OpenAI
+//! `type` and `code`. Messages name what failed (a model, a deployment, a limit) but never carry a
+//! credential. Rendering to other caller formats joins here when those formats do.
+
+use bytes::Bytes;
+use switchyard_adapters::openai::{self, InspectError};
+
+/// One failed try, kept for the final error message and the access log.
+#[derive(Debug, Clone)]
+pub struct TryFailure {
+    pub provider: String,
+    pub model: String,
+    pub reason: String,
+}
+
+fn describe(tries: &[TryFailure]) -> String {
+    tries
+        .iter()
+        .map(|t| format!("{}/{}: {}", t.provider, t.model, t.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{0}")]
+    InvalidRequest(#[from] InspectError),
+    #[error("{0}")]
+    BodyTooLarge(#[from] switchyard_filters::guard::GuardError),
+    #[error("the model `{0}` does not exist or you do not have access to it")]
+    ModelNotFound(String),
+    #[error("Invalid URL ({method} {path})")]
+    UnknownRoute { method: String, path: String },
+    #[error("method {method} is not allowed on {path} (allowed: {allow})")]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allow: &'static str,
+    },
+    #[error("invalid request body for the mock provider: {0}")]
+    InvalidMockRequest(String),
+    #[error("could not read the request body: {0}")]
+    BodyRead(String),
+    #[error("no deployment of `{model}` could answer after {} tries: {}", tries.len(), describe(tries))]
+    NoDeploymentAvailable {
+        model: String,
+        tries: Vec<TryFailure>,
+    },
+    #[error("upstream timed out for `{model}` after {} tries: {}", tries.len(), describe(tries))]
+    UpstreamTimeout {
+        model: String,
+        tries: Vec<TryFailure>,
+    },
+}
+
+impl GatewayError {
+    pub fn status(&self) -> u16 {
+        match self {
+            GatewayError::InvalidRequest(_)
+            | GatewayError::InvalidMockRequest(_)
+            | GatewayError::BodyRead(_) => 400,
+            GatewayError::BodyTooLarge(_) => 413,
+            GatewayError::ModelNotFound(_) | GatewayError::UnknownRoute { .. } => 404,
+            GatewayError::MethodNotAllowed { .. } => 405,
+            GatewayError::NoDeploymentAvailable { .. } => 502,
+            GatewayError::UpstreamTimeout { .. } => 504,
+        }
+    }
+
+    /// OpenAI `error.type`.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            GatewayError::NoDeploymentAvailable { .. } | GatewayError::UpstreamTimeout { .. } => {
+                "upstream_error"
+            }
+            _ => "invalid_request_error",
+        }
+    }
+
+    /// OpenAI `error.code`; also the `kind` label of `switchyard_errors_total`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::InvalidRequest(InspectError::Json(_) | InspectError::NotAnObject) => {
+                "invalid_json"
+            }
+            GatewayError::InvalidRequest(InspectError::MissingModel) => "missing_model",
+            GatewayError::InvalidRequest(InspectError::ModelNotString) => "invalid_model",
+            GatewayError::InvalidRequest(InspectError::WrongType(..)) => "invalid_type",
+            GatewayError::InvalidMockRequest(_) => "invalid_request",
+            GatewayError::BodyRead(_) => "body_read_error",
+            GatewayError::BodyTooLarge(_) => "request_too_large",
+            GatewayError::ModelNotFound(_) => "model_not_found",
+            GatewayError::UnknownRoute { .. } => "unknown_url",
+            GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
+            GatewayError::NoDeploymentAvailable { .. } => "no_deployment_available",
+            GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
+        }
+    }
+
+    fn param(&self) -> Option<&'static str> {
+        match self {
+            GatewayError::InvalidRequest(e) => e.param(),
+            GatewayError::ModelNotFound(_) => Some("model"),
+            _ => None,
+        }
+    }
+
+    /// The OpenAI-format body.
+    pub fn openai_body(&self) -> Bytes {
+        openai::error_body(
+            &self.to_string(),
+            self.error_type(),
+            self.param(),
+            Some(self.code()),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_codes() {
+        let e = GatewayError::ModelNotFound("x".into());
+        assert_eq!((e.status(), e.code()), (404, "model_not_found"));
+        let e = GatewayError::NoDeploymentAvailable {
+            model: "chat".into(),
+            tries: vec![TryFailure {
+                provider: "p".into(),
+                model: "m".into(),
+                reason: "connection refused".into(),
+            }],
+        };
+        assert_eq!(e.status(), 502);
+        assert!(e.to_string().contains("p/m: connection refused"));
+        let v: serde_json::Value = serde_json::from_slice(&e.openai_body()).unwrap();
+        assert_eq!(v["error"]["code"], "no_deployment_available");
+    }
+}

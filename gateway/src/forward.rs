@@ -1,0 +1,578 @@
+//! Executes a routing plan for one chat request: tries deployments in order, exchanges the request
+//! with the chosen upstream through Pingora's pooled [`Connector`], and relays the answer to the
+//! caller as it arrives.
+//!
+//! This is "pattern C" from `docs/architecture.md`: the body was read once in `request_filter`,
+//! so any size replays to any number of deployments, and a 429/5xx answer or a connect failure
+//! moves to the next deployment before a single byte reached the caller. Once the response header
+//! has been written to the caller there is no retry. It owns upstream I/O only; what bytes to send
+//! comes from `switchyard_adapters`, which deployment from [`crate::router`].
+
+use crate::config::{HttpEndpoint, MockSettings, ProviderKind, RetryOn, Secret};
+use crate::context::RequestCtx;
+use crate::errors::{GatewayError, TryFailure};
+use crate::mock::MockAnswer;
+use crate::router;
+use crate::state::{RoutedDeployment, RoutedModel};
+use crate::telemetry::AttemptOutcome;
+use bytes::{Bytes, BytesMut};
+use pingora_core::connectors::http::Connector;
+use pingora_core::protocols::http::client::HttpSession;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::Session;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use switchyard_adapters::openai::{self, ChatRequestFacts, PassthroughStream};
+
+/// Upstream connections idle longer than this are not reused (below common provider keep-alives).
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How a request ended without a normal response.
+pub enum Failure {
+    /// Nothing was written yet: answer the caller with this error.
+    Respond(GatewayError),
+    /// The caller's connection failed or the response was already under way: stop.
+    Abort(Box<Error>),
+}
+
+impl From<GatewayError> for Failure {
+    fn from(e: GatewayError) -> Self {
+        Failure::Respond(e)
+    }
+}
+
+/// Why one try did not produce a response to relay.
+struct TryError {
+    outcome: AttemptOutcome,
+    reason: String,
+}
+
+impl TryError {
+    fn retryable(&self, on: &RetryOn) -> bool {
+        match self.outcome {
+            AttemptOutcome::ConnectError => on.connect,
+            AttemptOutcome::Timeout => on.timeout,
+            AttemptOutcome::Status429 => on.too_many_requests,
+            AttemptOutcome::Status5xx => on.server_error,
+            _ => false,
+        }
+    }
+}
+
+/// A response whose header has arrived and which will be relayed.
+struct Committed {
+    upstream: HttpSession,
+    peer: HttpPeer,
+    started: Instant,
+}
+
+/// Runs plans against upstreams. One per process; the connector's pool is shared.
+pub struct Forwarder {
+    connector: Connector,
+}
+
+impl Forwarder {
+    pub fn new(connector: Connector) -> Self {
+        Forwarder { connector }
+    }
+
+    /// Serves one chat completion request for `model` through its plan.
+    pub async fn serve_chat(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        model: &RoutedModel,
+        body: &Bytes,
+        facts: &ChatRequestFacts<'_>,
+    ) -> Result<(), Failure> {
+        let routing = &model.config.routing;
+        let steps = router::plan(model, ctx.seed());
+        let deadline = ctx.started + routing.deadline;
+        let mut failures: Vec<TryFailure> = Vec::new();
+        let mut last_outcome = AttemptOutcome::ConnectError;
+        let count = steps.len();
+        for (i, step) in steps.iter().enumerate() {
+            let is_last = i + 1 == count;
+            let dep = step.deployment;
+            let spec = dep.spec(model);
+            if !step.backoff.is_zero() {
+                if Instant::now() + step.backoff >= deadline {
+                    break;
+                }
+                tokio::time::sleep(step.backoff).await;
+            }
+            ctx.tries += 1;
+            let (endpoint, api_key) = match &dep.provider.config.kind {
+                ProviderKind::Mock(settings) => {
+                    return self
+                        .serve_mock(session, ctx, model, dep, settings, body, facts)
+                        .await;
+                }
+                ProviderKind::OpenAi { endpoint, api_key } => (endpoint, api_key.as_ref()),
+            };
+            let rewritten = openai::rewrite_chat_request(body, facts, &spec.model);
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let attempt = tokio::time::timeout(
+                remaining,
+                self.try_openai(ctx, dep, endpoint, api_key, &rewritten.body, facts.stream, !is_last, &routing.retry.on),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(TryError {
+                    outcome: AttemptOutcome::Timeout,
+                    reason: format!("request deadline of {:?} reached", routing.deadline),
+                })
+            });
+            match attempt {
+                Ok(committed) => {
+                    dep.provider.metrics.attempt(AttemptOutcome::Ok);
+                    return self
+                        .relay(session, ctx, dep, committed, rewritten.usage_injected, facts.stream)
+                        .await;
+                }
+                Err(e) => {
+                    dep.provider.metrics.attempt(e.outcome);
+                    dep.provider.record_failure(&e.reason);
+                    log::warn!(
+                        "request {} try {} on {}/{} failed: {}",
+                        ctx.request_id,
+                        ctx.tries,
+                        dep.provider.name(),
+                        spec.model,
+                        e.reason
+                    );
+                    last_outcome = e.outcome;
+                    let retry = e.retryable(&routing.retry.on);
+                    failures.push(TryFailure {
+                        provider: dep.provider.name().to_string(),
+                        model: spec.model.clone(),
+                        reason: e.reason,
+                    });
+                    if !retry || Instant::now() >= deadline {
+                        break;
+                    }
+                }
+            }
+        }
+        ctx.failures = failures.clone();
+        let name = model.config.name.clone();
+        Err(Failure::Respond(if last_outcome == AttemptOutcome::Timeout {
+            GatewayError::UpstreamTimeout {
+                model: name,
+                tries: failures,
+            }
+        } else {
+            GatewayError::NoDeploymentAvailable {
+                model: name,
+                tries: failures,
+            }
+        }))
+    }
+
+    /// One try against an OpenAI-compatible upstream, up to its response header. A retryable
+    /// status is a failure only when `may_retry` (there is a next step to take).
+    #[allow(clippy::too_many_arguments)]
+    async fn try_openai(
+        &self,
+        ctx: &RequestCtx,
+        dep: &RoutedDeployment,
+        endpoint: &HttpEndpoint,
+        api_key: Option<&Secret>,
+        body: &Bytes,
+        stream: bool,
+        may_retry: bool,
+        on: &RetryOn,
+    ) -> Result<Committed, TryError> {
+        let timeouts = dep.provider.config.timeouts;
+        let addr = dep.provider.address().await.map_err(|reason| TryError {
+            outcome: AttemptOutcome::ConnectError,
+            reason,
+        })?;
+        let mut peer = HttpPeer::new(
+            addr,
+            endpoint.tls,
+            if endpoint.tls { endpoint.host.clone() } else { String::new() },
+        );
+        peer.options.connection_timeout = Some(timeouts.connect);
+        peer.options.total_connection_timeout = Some(timeouts.connect);
+        peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
+        peer.options.write_timeout = Some(timeouts.idle);
+        // Streams must show their first event within `first_byte`; a non-stream answer comes
+        // whole, so its wait is bounded by `total` instead.
+        peer.options.read_timeout = Some(if stream { timeouts.first_byte } else { timeouts.total });
+        let started = Instant::now();
+        let header = self.request_header(ctx, endpoint, api_key, body.len(), stream)?;
+        // A pooled connection may have been closed by the upstream meanwhile: one fresh retry.
+        let mut fresh_retry = true;
+        loop {
+            let (mut up, reused) = self
+                .connector
+                .get_http_session(&peer)
+                .await
+                .map_err(|e| classify(&e, "connecting"))?;
+            let sent = async {
+                up.write_request_header(Box::new(header.clone())).await?;
+                up.write_request_body(body.clone(), true).await?;
+                up.finish_request_body().await?;
+                up.read_response_header().await
+            }
+            .await;
+            match sent {
+                Ok(()) => {}
+                Err(e) if reused && fresh_retry && !is_timeout(&e) => {
+                    fresh_retry = false;
+                    continue;
+                }
+                Err(e) => return Err(classify(&e, "waiting for the response")),
+            }
+            let status = up.response_header().map(|h| h.status.as_u16()).unwrap_or(502);
+            if may_retry {
+                let outcome = match status {
+                    429 if on.too_many_requests => Some(AttemptOutcome::Status429),
+                    500..=599 if on.server_error => Some(AttemptOutcome::Status5xx),
+                    _ => None,
+                };
+                if let Some(outcome) = outcome {
+                    return Err(TryError {
+                        outcome,
+                        reason: format!("upstream answered {status}"),
+                    });
+                }
+            }
+            return Ok(Committed {
+                upstream: up,
+                peer,
+                started,
+            });
+        }
+    }
+
+    fn request_header(
+        &self,
+        ctx: &RequestCtx,
+        endpoint: &HttpEndpoint,
+        api_key: Option<&Secret>,
+        body_len: usize,
+        stream: bool,
+    ) -> Result<RequestHeader, TryError> {
+        let internal = |e: Box<Error>| TryError {
+            outcome: AttemptOutcome::ConnectError,
+            reason: format!("cannot build the upstream request: {e}"),
+        };
+        let path = endpoint.path("/chat/completions");
+        let mut req = RequestHeader::build("POST", path.as_bytes(), Some(8)).map_err(internal)?;
+        req.insert_header("host", &endpoint.host_header).map_err(internal)?;
+        req.insert_header("content-type", "application/json").map_err(internal)?;
+        req.insert_header("content-length", body_len.to_string()).map_err(internal)?;
+        req.insert_header("accept", if stream { "text/event-stream" } else { "application/json" })
+            .map_err(internal)?;
+        // Bodies are inspected for usage: ask for them uncompressed.
+        req.insert_header("accept-encoding", "identity").map_err(internal)?;
+        req.insert_header("user-agent", concat!("switchyard/", env!("CARGO_PKG_VERSION")))
+            .map_err(internal)?;
+        req.insert_header("x-request-id", &ctx.request_id).map_err(internal)?;
+        if let Some(tp) = &ctx.traceparent {
+            req.insert_header("traceparent", tp).map_err(internal)?;
+        }
+        if let Some(key) = api_key {
+            req.insert_header("authorization", format!("Bearer {}", key.expose()))
+                .map_err(internal)?;
+        }
+        Ok(req)
+    }
+
+    /// Writes the committed upstream response to the caller, event by event for streams.
+    async fn relay(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        dep: &RoutedDeployment,
+        committed: Committed,
+        usage_injected: bool,
+        stream_requested: bool,
+    ) -> Result<(), Failure> {
+        let Committed {
+            mut upstream,
+            peer,
+            started,
+        } = committed;
+        let timeouts = dep.provider.config.timeouts;
+        let Some(up_header) = upstream.response_header() else {
+            return Err(Failure::Respond(GatewayError::NoDeploymentAvailable {
+                model: String::new(),
+                tries: Vec::new(),
+            }));
+        };
+        let status = up_header.status.as_u16();
+        let success = (200..300).contains(&status);
+        let is_sse = success
+            && up_header
+                .headers
+                .get("content-type")
+                .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        let has_length = up_header.headers.get("content-length").is_some();
+        let mut resp = up_header.clone();
+        for h in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "transfer-encoding",
+            "te",
+            "trailer",
+            "upgrade",
+        ] {
+            resp.remove_header(h);
+        }
+        if let Some(upstream_id) = resp.remove_header("x-request-id") {
+            let _ = resp.insert_header("x-upstream-request-id", upstream_id);
+        }
+        if is_sse || !has_length {
+            resp.remove_header("content-length");
+            let _ = resp.insert_header("transfer-encoding", "chunked");
+        }
+        let spec_model = dep_model_name(ctx, dep);
+        add_gateway_headers(&mut resp, &ctx.request_id, Some((dep.provider.name(), &spec_model)))
+            .map_err(Failure::Abort)?;
+        ctx.status = status;
+        ctx.served = Some(dep.index);
+        ctx.stream = is_sse;
+        if success {
+            dep.provider.record_success();
+        } else {
+            ctx.error_code = Some("upstream_status");
+        }
+        session
+            .write_response_header(Box::new(resp), false)
+            .await
+            .map_err(Failure::Abort)?;
+        let _stream_guard = is_sse.then(|| ctx.stream_guard());
+
+        upstream.set_read_timeout(Some(timeouts.idle));
+        let try_deadline = started + timeouts.total;
+        let mut relay = is_sse.then(|| PassthroughStream::new(usage_injected));
+        let mut kept: Vec<Bytes> = Vec::new();
+        let mut midstream_error: Option<(AttemptOutcome, String)> = None;
+        loop {
+            let left = try_deadline.saturating_duration_since(Instant::now());
+            let chunk = match tokio::time::timeout(left, upstream.read_response_body()).await {
+                Err(_) => {
+                    midstream_error = Some((
+                        AttemptOutcome::Timeout,
+                        format!("response exceeded the total timeout of {:?}", timeouts.total),
+                    ));
+                    break;
+                }
+                Ok(Err(e)) => {
+                    let outcome = if is_timeout(&e) {
+                        AttemptOutcome::Timeout
+                    } else {
+                        AttemptOutcome::StreamError
+                    };
+                    midstream_error = Some((outcome, format!("upstream failed mid-response: {e}")));
+                    break;
+                }
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(chunk))) => chunk,
+            };
+            let out = match relay.as_mut() {
+                Some(r) => r.push(chunk),
+                None => {
+                    if success && !stream_requested {
+                        kept.push(chunk.clone());
+                    }
+                    Some(chunk)
+                }
+            };
+            if let Some(out) = out {
+                ctx.mark_first_byte();
+                session
+                    .write_response_body(Some(out), false)
+                    .await
+                    .map_err(Failure::Abort)?;
+            }
+        }
+        if let Some(r) = relay.as_mut() {
+            if let Some(tail) = r.finish() {
+                session
+                    .write_response_body(Some(tail), false)
+                    .await
+                    .map_err(Failure::Abort)?;
+            }
+            ctx.usage = r.usage();
+        } else if success {
+            ctx.usage = usage_of(&kept);
+        }
+        if let Some((outcome, reason)) = midstream_error {
+            dep.provider.metrics.attempt(outcome);
+            dep.provider.record_failure(&reason);
+            ctx.error_code = Some("upstream_stream_error");
+            log::warn!("request {}: {reason}", ctx.request_id);
+            if is_sse {
+                // Tell the caller in its own stream format, then end the stream cleanly.
+                let ev = openai::stream_error_event(&reason, "upstream_error", "upstream_stream_error");
+                session
+                    .write_response_body(Some(ev), true)
+                    .await
+                    .map_err(Failure::Abort)?;
+                return Ok(());
+            }
+            // A body with a length cannot signal an error: drop the connection so the caller
+            // sees a truncated response instead of a silently short one.
+            return Err(Failure::Abort(Error::explain(
+                ErrorType::ReadError,
+                "upstream failed mid-response",
+            )));
+        }
+        session
+            .write_response_body(None, true)
+            .await
+            .map_err(Failure::Abort)?;
+        dep.provider
+            .metrics
+            .upstream_duration
+            .observe(started.elapsed().as_secs_f64());
+        ctx.completed = true;
+        if upstream.response_done() {
+            self.connector
+                .release_http_session(upstream, &peer, Some(POOL_IDLE_TIMEOUT))
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Answers from the built-in mock provider.
+    #[allow(clippy::too_many_arguments)]
+    async fn serve_mock(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        model: &RoutedModel,
+        dep: &RoutedDeployment,
+        settings: &MockSettings,
+        body: &Bytes,
+        facts: &ChatRequestFacts<'_>,
+    ) -> Result<(), Failure> {
+        let spec = dep.spec(model);
+        let max_tokens = facts.max_tokens.or(spec.max_tokens);
+        let answer = MockAnswer::generate(body, max_tokens)
+            .map_err(|e| Failure::Respond(GatewayError::InvalidMockRequest(e)))?;
+        if !settings.latency.is_zero() {
+            tokio::time::sleep(settings.latency).await;
+        }
+        let created = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let id = format!("chatcmpl-{}", ctx.request_id);
+        let mut resp = ResponseHeader::build(200, Some(6)).map_err(Failure::Abort)?;
+        add_gateway_headers(&mut resp, &ctx.request_id, Some((dep.provider.name(), &spec.model)))
+            .map_err(Failure::Abort)?;
+        ctx.status = 200;
+        ctx.served = Some(dep.index);
+        ctx.stream = facts.stream;
+        ctx.usage = Some(answer.usage_counts());
+        dep.provider.metrics.attempt(AttemptOutcome::Ok);
+        dep.provider.record_success();
+        if !facts.stream {
+            let body = answer.completion_body(&id, &spec.model, created);
+            resp.insert_header("content-type", "application/json")
+                .map_err(Failure::Abort)?;
+            resp.insert_header("content-length", body.len().to_string())
+                .map_err(Failure::Abort)?;
+            session
+                .write_response_header(Box::new(resp), false)
+                .await
+                .map_err(Failure::Abort)?;
+            ctx.mark_first_byte();
+            session
+                .write_response_body(Some(body), true)
+                .await
+                .map_err(Failure::Abort)?;
+            ctx.completed = true;
+            return Ok(());
+        }
+        resp.insert_header("content-type", "text/event-stream")
+            .map_err(Failure::Abort)?;
+        resp.insert_header("cache-control", "no-cache")
+            .map_err(Failure::Abort)?;
+        resp.insert_header("transfer-encoding", "chunked")
+            .map_err(Failure::Abort)?;
+        session
+            .write_response_header(Box::new(resp), false)
+            .await
+            .map_err(Failure::Abort)?;
+        let _stream_guard = ctx.stream_guard();
+        let events = answer.stream_events(&id, &spec.model, created, settings.chunks);
+        for (i, ev) in events.into_iter().enumerate() {
+            if i > 0 && !settings.chunk_interval.is_zero() {
+                tokio::time::sleep(settings.chunk_interval).await;
+            }
+            ctx.mark_first_byte();
+            session
+                .write_response_body(Some(ev), false)
+                .await
+                .map_err(Failure::Abort)?;
+        }
+        session
+            .write_response_body(None, true)
+            .await
+            .map_err(Failure::Abort)?;
+        ctx.completed = true;
+        Ok(())
+    }
+}
+
+fn dep_model_name(ctx: &RequestCtx, dep: &RoutedDeployment) -> String {
+    ctx.model
+        .as_ref()
+        .map(|m| dep.spec(m).model.clone())
+        .unwrap_or_default()
+}
+
+/// Adds `x-request-id` and, when a deployment served, `x-switchyard-provider` / `-model`.
+pub fn add_gateway_headers(
+    resp: &mut ResponseHeader,
+    request_id: &str,
+    served_by: Option<(&str, &str)>,
+) -> pingora_error::Result<()> {
+    resp.insert_header("x-request-id", request_id)?;
+    if let Some((provider, model)) = served_by {
+        resp.insert_header("x-switchyard-provider", provider)?;
+        resp.insert_header("x-switchyard-model", model)?;
+    }
+    Ok(())
+}
+
+fn usage_of(chunks: &[Bytes]) -> Option<openai::Usage> {
+    match chunks {
+        [] => None,
+        [one] => openai::response_usage(one),
+        many => {
+            let mut all = BytesMut::with_capacity(many.iter().map(Bytes::len).sum());
+            for c in many {
+                all.extend_from_slice(c);
+            }
+            openai::response_usage(&all)
+        }
+    }
+}
+
+fn is_timeout(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout | ErrorType::ConnectTimedout
+    )
+}
+
+fn classify(e: &Error, during: &str) -> TryError {
+    let outcome = if is_timeout(e) {
+        AttemptOutcome::Timeout
+    } else {
+        AttemptOutcome::ConnectError
+    };
+    TryError {
+        outcome,
+        reason: format!("{during}: {}", e.etype().as_str()),
+    }
+}

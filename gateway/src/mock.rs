@@ -1,0 +1,276 @@
+//! The built-in `mock` provider: deterministic OpenAI-format answers generated in-process.
+//!
+//! The answer is derived from the prompt (same prompt, same words), with realistic usage counts,
+//! `max_tokens` honoured (`finish_reason: "length"`), and streaming in `chunks` pieces spaced by
+//! `chunk_interval` after `latency`. It backs the quickstart (a first `curl` with no cloud keys)
+//! and tests. Generation is pure ([`MockAnswer`]); [`crate::forward`] writes it to the caller.
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+const VOCABULARY: [&str; 32] = [
+    "gateway", "route", "token", "stream", "model", "latency", "budget", "request", "provider",
+    "answer", "edge", "policy", "cache", "shard", "quota", "signal", "packet", "switch", "yard",
+    "rail", "track", "junction", "engine", "signal", "freight", "schedule", "platform", "relay",
+    "buffer", "metric", "health", "fallback",
+];
+
+#[derive(Deserialize)]
+struct MockRequest {
+    messages: Vec<MockMessage>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct MockMessage {
+    role: String,
+    #[serde(default)]
+    content: Value,
+}
+
+/// A generated answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MockAnswer {
+    pub words: Vec<&'static str>,
+    pub prompt_tokens: u64,
+    pub finish_reason: &'static str,
+    pub include_usage: bool,
+}
+
+impl MockAnswer {
+    /// Generates the answer for a chat request body. Errors describe what is wrong with the body.
+    pub fn generate(body: &[u8], max_tokens: Option<u64>) -> Result<MockAnswer, String> {
+        let req: MockRequest = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        if req.messages.is_empty() {
+            return Err("'messages' must contain at least one message".into());
+        }
+        let mut prompt_tokens = 3u64;
+        let mut last_user = String::new();
+        for m in &req.messages {
+            let text = content_text(&m.content);
+            prompt_tokens += 4 + text.split_whitespace().count() as u64;
+            if m.role == "user" {
+                last_user = text;
+            }
+        }
+        let mut h = fnv1a(last_user.as_bytes());
+        let natural = 12 + (h % 12) as usize;
+        let limit = max_tokens.map(|m| m as usize).unwrap_or(usize::MAX);
+        let count = natural.min(limit);
+        let mut words = Vec::with_capacity(count);
+        for _ in 0..count {
+            h = xorshift(h);
+            words.push(VOCABULARY[(h % VOCABULARY.len() as u64) as usize]);
+        }
+        Ok(MockAnswer {
+            words,
+            prompt_tokens,
+            finish_reason: if count < natural { "length" } else { "stop" },
+            include_usage: req
+                .stream_options
+                .and_then(|s| s.include_usage)
+                .unwrap_or(false),
+        })
+    }
+
+    pub fn content(&self) -> String {
+        self.words.join(" ")
+    }
+
+    fn usage(&self) -> Value {
+        let completion = self.words.len() as u64;
+        json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": self.prompt_tokens + completion,
+        })
+    }
+
+    /// Usage as the metering code sees it.
+    pub fn usage_counts(&self) -> switchyard_adapters::openai::Usage {
+        let completion = self.words.len() as u64;
+        switchyard_adapters::openai::Usage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: completion,
+            total_tokens: self.prompt_tokens + completion,
+            ..Default::default()
+        }
+    }
+
+    /// The non-stream `chat.completion` body.
+    pub fn completion_body(&self, id: &str, model: &str, created: u64) -> Bytes {
+        let body = json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": self.content(), "refusal": null},
+                "logprobs": null,
+                "finish_reason": self.finish_reason,
+            }],
+            "usage": self.usage(),
+        });
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+    }
+
+    /// The stream's SSE events: role chunk, `chunks` content chunks, finish chunk, the usage
+    /// chunk when asked for, `[DONE]`.
+    pub fn stream_events(&self, id: &str, model: &str, created: u64, chunks: usize) -> Vec<Bytes> {
+        let usage_field = if self.include_usage {
+            Some(Value::Null)
+        } else {
+            None
+        };
+        let chunk = |delta: Value, finish: Value| {
+            let mut v = json!({
+                "id": id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+            });
+            if let (Some(u), Some(obj)) = (&usage_field, v.as_object_mut()) {
+                obj.insert("usage".into(), u.clone());
+            }
+            sse(&v)
+        };
+        let mut out = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+        let pieces = chunks.clamp(1, self.words.len().max(1));
+        let per = self.words.len().div_ceil(pieces).max(1);
+        for (i, group) in self.words.chunks(per).enumerate() {
+            let mut text = group.join(" ");
+            if i > 0 {
+                text.insert(0, ' ');
+            }
+            out.push(chunk(json!({"content": text}), Value::Null));
+        }
+        out.push(chunk(json!({}), json!(self.finish_reason)));
+        if self.include_usage {
+            out.push(sse(&json!({
+                "id": id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [],
+                "usage": self.usage(),
+            })));
+        }
+        out.push(Bytes::from_static(b"data: [DONE]\n\n"));
+        out
+    }
+}
+
+fn sse(v: &Value) -> Bytes {
+    let mut out = b"data: ".to_vec();
+    out.extend_from_slice(&serde_json::to_vec(v).unwrap_or_default());
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+/// The text of a message's content: a string, or the text parts of a part list.
+fn content_text(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h | 1
+}
+
+fn xorshift(mut x: u64) -> u64 {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HELLO: &[u8] = br#"{"model":"chat","messages":[{"role":"user","content":"hello"}]}"#;
+
+    #[test]
+    fn same_prompt_same_answer_different_prompt_different_answer() {
+        let a = MockAnswer::generate(HELLO, None).unwrap();
+        let b = MockAnswer::generate(HELLO, None).unwrap();
+        let c = MockAnswer::generate(
+            br#"{"model":"chat","messages":[{"role":"user","content":"goodbye"}]}"#,
+            None,
+        )
+        .unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a.content(), c.content());
+        assert_eq!(a.finish_reason, "stop");
+        assert!(a.prompt_tokens > 0 && !a.words.is_empty());
+    }
+
+    #[test]
+    fn max_tokens_truncates_with_length() {
+        let a = MockAnswer::generate(HELLO, Some(2)).unwrap();
+        assert_eq!(a.words.len(), 2);
+        assert_eq!(a.finish_reason, "length");
+    }
+
+    #[test]
+    fn stream_reassembles_to_the_non_stream_content() {
+        let a = MockAnswer::generate(HELLO, None).unwrap();
+        let events = a.stream_events("id", "mock-1", 1, 4);
+        let mut text = String::new();
+        for ev in &events[..events.len() - 1] {
+            let data = &ev[6..ev.len() - 2];
+            let v: Value = serde_json::from_slice(data).unwrap();
+            if let Some(c) = v["choices"][0]["delta"]["content"].as_str() {
+                text.push_str(c);
+            }
+            assert!(v.get("usage").is_none());
+        }
+        assert_eq!(text, a.content());
+        assert_eq!(events.len(), 1 + 4 + 1 + 1);
+        assert_eq!(&events[events.len() - 1][..], b"data: [DONE]\n\n");
+    }
+
+    #[test]
+    fn usage_chunk_only_when_asked() {
+        let body = br#"{"model":"c","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
+        let a = MockAnswer::generate(body, None).unwrap();
+        let events = a.stream_events("id", "m", 1, 3);
+        let usage_ev = &events[events.len() - 2];
+        let v: Value = serde_json::from_slice(&usage_ev[6..usage_ev.len() - 2]).unwrap();
+        assert_eq!(v["choices"], json!([]));
+        assert_eq!(
+            v["usage"]["total_tokens"].as_u64().unwrap(),
+            a.usage_counts().total_tokens
+        );
+    }
+
+    #[test]
+    fn bad_bodies_are_described() {
+        assert!(MockAnswer::generate(br#"{"model":"c"}"#, None)
+            .unwrap_err()
+            .contains("messages"));
+        assert!(MockAnswer::generate(br#"{"model":"c","messages":[]}"#, None).is_err());
+    }
+}

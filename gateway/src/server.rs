@@ -1,0 +1,133 @@
+//! Assembles the Pingora [`Server`]: the inference service (an `HttpProxy` over
+//! [`crate::proxy::Gateway`]) on every `server.listen` address with HTTP/1.1 and h2c, and the
+//! admin service on `server.admin_listen`. Also renders the routing table for `switchyard check`.
+
+use crate::access_log::AccessLogger;
+use crate::admin::AdminApp;
+use crate::config::{Config, ProviderKind};
+use crate::forward::Forwarder;
+use crate::proxy::Gateway;
+use crate::state::State;
+use crate::telemetry::Metrics;
+use arc_swap::ArcSwap;
+use pingora_core::apps::HttpServerOptions;
+use pingora_core::connectors::http::Connector;
+use pingora_core::connectors::ConnectorOptions;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::Server;
+use pingora_core::services::listening::Service;
+use std::convert::Infallible;
+use std::fmt::Write;
+use std::sync::Arc;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the access log: {0}")]
+    AccessLog(std::io::Error),
+    #[error("cannot set up the inference service")]
+    Service,
+}
+
+/// Starts serving; returns only on a start-up failure (shutdown exits the process).
+pub fn run(cfg: Config) -> Result<Infallible, StartError> {
+    let cfg = Arc::new(cfg);
+    let metrics = Arc::new(Metrics::new());
+    let access_log = AccessLogger::start(&cfg.telemetry.access_log, metrics.access_log_dropped.clone())
+        .map_err(StartError::AccessLog)?;
+
+    let conf = ServerConf {
+        threads: cfg.server.threads,
+        grace_period_seconds: Some(cfg.server.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(5),
+        pid_file: "/tmp/switchyard.pid".into(),
+        upgrade_sock: "/tmp/switchyard_upgrade.sock".into(),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let state = Arc::new(ArcSwap::from_pointee(State::build(cfg.clone(), &metrics)));
+    let connector = Connector::new(Some(ConnectorOptions::from_server_conf(&server.configuration)));
+    let gateway = Gateway::new(state, metrics.clone(), Forwarder::new(connector), access_log);
+
+    let mut inference = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        gateway,
+        "switchyard inference",
+    );
+    let mut options = HttpServerOptions::default();
+    options.h2c = true;
+    options.h2_idle_timeout = Some(std::time::Duration::from_secs(300));
+    inference
+        .app_logic_mut()
+        .ok_or(StartError::Service)?
+        .server_options = Some(options);
+    for addr in &cfg.server.listen {
+        inference.add_tcp(addr);
+    }
+    server.add_service(inference);
+
+    if let Some(addr) = &cfg.server.admin_listen {
+        let mut admin = Service::new("switchyard admin".to_string(), AdminApp { metrics });
+        admin.add_tcp(addr);
+        server.add_service(admin);
+    }
+    log::info!(
+        "switchyard {} serving {} model(s) on {:?} (admin: {})",
+        env!("CARGO_PKG_VERSION"),
+        cfg.models.len(),
+        cfg.server.listen,
+        cfg.server.admin_listen.as_deref().unwrap_or("off"),
+    );
+    server.run_forever()
+}
+
+/// The routing table `switchyard check` prints: public model → deployments → provider.
+pub fn routing_table(cfg: &Config) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "listen: {}", cfg.server.listen.join(", "));
+    let _ = writeln!(out, "admin:  {}", cfg.server.admin_listen.as_deref().unwrap_or("off"));
+    for m in &cfg.models {
+        let r = &m.routing;
+        let aliases = if m.aliases.is_empty() {
+            String::new()
+        } else {
+            format!(" (aliases: {})", m.aliases.join(", "))
+        };
+        let _ = writeln!(
+            out,
+            "model {}{aliases}  strategy={:?} attempts={} deadline={:?}",
+            m.name,
+            r.strategy,
+            r.retry.attempts,
+            r.deadline
+        );
+        for (i, d) in m.deployments.iter().enumerate() {
+            let p = &d.provider;
+            let target = match &p.kind {
+                ProviderKind::OpenAi { endpoint, .. } => format!(
+                    "{} (POST {})",
+                    endpoint.base_url,
+                    endpoint.path("/chat/completions")
+                ),
+                ProviderKind::Mock(_) => "built-in".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "  {}. {} [{}] {} -> {}  priority={} weight={} price/Mtok: in ${} out ${} cached ${}",
+                i + 1,
+                p.name,
+                p.kind.name(),
+                target,
+                d.model,
+                d.priority,
+                d.weight,
+                d.price.input_per_mtok,
+                d.price.output_per_mtok,
+                d.price.cached_input_per_mtok
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,249 @@
+//! The live state one request works against: the validated config plus everything derived from
+//! it (model index, provider handles with their health and DNS cache, pre-rendered bodies,
+//! pre-resolved metric handles).
+//!
+//! A request loads one `Arc<State>` at its start and keeps it to its end. Per-provider runtime
+//! state (health, resolved addresses) lives in [`ProviderHandle`]s, which a rebuilt state can
+//! carry over by provider name. Nothing here does I/O except the resolver's DNS look-ups.
+
+use crate::config::{Config, Deployment, HttpEndpoint, Model, Provider, ProviderKind};
+use crate::telemetry::{DeploymentMetrics, Metrics, ModelMetrics, ProviderMetrics, StatusCounters};
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use switchyard_filters::guard::BodyLimit;
+
+/// Consecutive failed tries after which a provider is reported unhealthy.
+const UNHEALTHY_AFTER: u32 = 3;
+/// How long a DNS answer is reused.
+const DNS_TTL: Duration = Duration::from_secs(30);
+
+pub struct State {
+    pub config: Arc<Config>,
+    pub providers: Vec<Arc<ProviderHandle>>,
+    by_name: HashMap<String, Arc<RoutedModel>>,
+    /// `GET /v1/models` body, rendered once.
+    pub models_body: Bytes,
+    pub body_limit: BodyLimit,
+    pub unrouted: StatusCounters,
+}
+
+impl State {
+    /// Derives the live state from a validated config.
+    pub fn build(config: Arc<Config>, metrics: &Metrics) -> State {
+        let providers: Vec<Arc<ProviderHandle>> = config
+            .providers
+            .iter()
+            .map(|p| Arc::new(ProviderHandle::new(p.clone(), metrics.provider(&p.name))))
+            .collect();
+        let handle_of = |p: &Arc<Provider>| {
+            providers
+                .iter()
+                .find(|h| Arc::ptr_eq(&h.config, p))
+                .cloned()
+                .unwrap_or_else(|| Arc::new(ProviderHandle::new(p.clone(), metrics.provider(&p.name))))
+        };
+        let mut by_name = HashMap::new();
+        for m in &config.models {
+            let routed = Arc::new(RoutedModel {
+                deployments: m
+                    .deployments
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| RoutedDeployment {
+                        index: i,
+                        provider: handle_of(&d.provider),
+                        metrics: metrics.deployment(&m.name, &d.provider.name),
+                    })
+                    .collect(),
+                metrics: metrics.model(&m.name),
+                config: m.clone(),
+            });
+            by_name.insert(m.name.clone(), routed.clone());
+            for a in &m.aliases {
+                by_name.insert(a.clone(), routed.clone());
+            }
+        }
+        let models_body = render_models(&config);
+        State {
+            body_limit: BodyLimit {
+                max_bytes: config.server.max_body_bytes,
+            },
+            unrouted: metrics.unrouted(),
+            config,
+            providers,
+            by_name,
+            models_body,
+        }
+    }
+
+    /// The model a caller's `model` names (public name or alias).
+    pub fn model(&self, name: &str) -> Option<&Arc<RoutedModel>> {
+        self.by_name.get(name)
+    }
+}
+
+fn render_models(config: &Config) -> Bytes {
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let data: Vec<serde_json::Value> = config
+        .models
+        .iter()
+        .flat_map(|m| std::iter::once(&m.name).chain(m.aliases.iter()))
+        .map(|id| {
+            serde_json::json!({"id": id, "object": "model", "created": created, "owned_by": "switchyard"})
+        })
+        .collect();
+    let body = serde_json::json!({"object": "list", "data": data});
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// A public model with its deployments bound to provider handles.
+pub struct RoutedModel {
+    pub config: Arc<Model>,
+    pub deployments: Vec<RoutedDeployment>,
+    pub metrics: ModelMetrics,
+}
+
+pub struct RoutedDeployment {
+    /// Index into `config.deployments`.
+    pub index: usize,
+    pub provider: Arc<ProviderHandle>,
+    pub metrics: DeploymentMetrics,
+}
+
+impl RoutedDeployment {
+    pub fn spec<'a>(&self, model: &'a RoutedModel) -> &'a Deployment {
+        &model.config.deployments[self.index]
+    }
+}
+
+/// A provider's runtime side: passive health, resolved addresses, metrics.
+pub struct ProviderHandle {
+    pub config: Arc<Provider>,
+    pub health: ProviderHealth,
+    resolver: Option<Resolver>,
+    pub metrics: ProviderMetrics,
+}
+
+impl ProviderHandle {
+    fn new(config: Arc<Provider>, metrics: ProviderMetrics) -> Self {
+        let resolver = match &config.kind {
+            ProviderKind::OpenAi { endpoint, .. } => Some(Resolver::new(endpoint)),
+            ProviderKind::Mock(_) => None,
+        };
+        metrics.up.set(1);
+        ProviderHandle {
+            config,
+            health: ProviderHealth::default(),
+            resolver,
+            metrics,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The address to connect to (DNS answers are cached; look-ups never block a worker).
+    pub async fn address(&self) -> Result<SocketAddr, String> {
+        match &self.resolver {
+            Some(r) => r.resolve().await,
+            None => Err("provider has no network address".into()),
+        }
+    }
+
+    pub fn record_success(&self) {
+        self.health.consecutive_failures.store(0, Ordering::Relaxed);
+        self.health
+            .last_success_ms
+            .store(unix_ms(), Ordering::Relaxed);
+        self.metrics.up.set(1);
+    }
+
+    pub fn record_failure(&self, reason: &str) {
+        let n = self
+            .health
+            .consecutive_failures
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        self.health
+            .last_failure_ms
+            .store(unix_ms(), Ordering::Relaxed);
+        self.health.last_error.store(Some(Arc::new(reason.to_string())));
+        if n >= UNHEALTHY_AFTER {
+            self.metrics.up.set(0);
+        }
+    }
+}
+
+/// Health learnt from live traffic (active checks join with the routing work).
+#[derive(Default)]
+pub struct ProviderHealth {
+    pub consecutive_failures: AtomicU32,
+    pub last_success_ms: AtomicU64,
+    pub last_failure_ms: AtomicU64,
+    pub last_error: ArcSwapOption<String>,
+}
+
+impl ProviderHealth {
+    pub fn is_healthy(&self) -> bool {
+        self.consecutive_failures.load(Ordering::Relaxed) < UNHEALTHY_AFTER
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Resolves a provider host asynchronously and caches the answer for [`DNS_TTL`].
+struct Resolver {
+    host: String,
+    port: u16,
+    fixed: Option<SocketAddr>,
+    cached: ArcSwapOption<(SocketAddr, Instant)>,
+}
+
+impl Resolver {
+    fn new(endpoint: &HttpEndpoint) -> Self {
+        let fixed = endpoint
+            .host
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, endpoint.port));
+        Resolver {
+            host: endpoint.host.clone(),
+            port: endpoint.port,
+            fixed,
+            cached: ArcSwapOption::empty(),
+        }
+    }
+
+    async fn resolve(&self) -> Result<SocketAddr, String> {
+        if let Some(addr) = self.fixed {
+            return Ok(addr);
+        }
+        if let Some(c) = self.cached.load().as_ref() {
+            if c.1.elapsed() < DNS_TTL {
+                return Ok(c.0);
+            }
+        }
+        let mut addrs = tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| format!("cannot resolve {}: {e}", self.host))?;
+        let addr = addrs
+            .next()
+            .ok_or_else(|| format!("{} resolved to no address", self.host))?;
+        self.cached.store(Some(Arc::new((addr, Instant::now()))));
+        Ok(addr)
+    }
+}

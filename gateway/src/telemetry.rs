@@ -1,0 +1,329 @@
+//! Prometheus metrics: the families, their registration, and pre-resolved per-model,
+//! per-deployment and per-provider handles.
+//!
+//! Label sets are resolved once when the live state is built, so the request path only touches
+//! atomics (no label hashing, no registry lock). Labels come from configuration names only — never
+//! from what a caller sent — so cardinality is bounded by the config.
+//! It owns no I/O: `/metrics` is served by [`crate::admin`].
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Buckets for whole-request and upstream durations (seconds).
+const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0, 300.0,
+];
+
+/// Status classes used as the `status` label.
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn class_index(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
+/// Outcome of one upstream try, the `outcome` label of `switchyard_upstream_attempts_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Ok,
+    ConnectError,
+    Timeout,
+    Status429,
+    Status5xx,
+    Status4xx,
+    StreamError,
+}
+
+impl AttemptOutcome {
+    pub const ALL: [AttemptOutcome; 7] = [
+        AttemptOutcome::Ok,
+        AttemptOutcome::ConnectError,
+        AttemptOutcome::Timeout,
+        AttemptOutcome::Status429,
+        AttemptOutcome::Status5xx,
+        AttemptOutcome::Status4xx,
+        AttemptOutcome::StreamError,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            AttemptOutcome::Ok => "ok",
+            AttemptOutcome::ConnectError => "connect_error",
+            AttemptOutcome::Timeout => "timeout",
+            AttemptOutcome::Status429 => "status_429",
+            AttemptOutcome::Status5xx => "status_5xx",
+            AttemptOutcome::Status4xx => "status_4xx",
+            AttemptOutcome::StreamError => "stream_error",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// All metric families, registered in one registry.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    ttfb: HistogramVec,
+    upstream_duration: HistogramVec,
+    attempts: IntCounterVec,
+    tokens: IntCounterVec,
+    errors: IntCounterVec,
+    provider_up: IntGaugeVec,
+    pub active_requests: IntGauge,
+    pub active_streams: IntGauge,
+    pub access_log_dropped: IntCounter,
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Metric definitions are static; a failure here is a programming error found at start-up.
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("invalid metric definition: {e}"),
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every family. Called once at start-up.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_requests_total",
+                "Inference requests by public model, serving provider and status class",
+            ),
+            &["model", "provider", "status"],
+        ));
+        let duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "switchyard_request_duration_seconds",
+                "Whole-request duration as seen by the gateway",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["model"],
+        ));
+        let ttfb = must(HistogramVec::new(
+            HistogramOpts::new(
+                "switchyard_time_to_first_byte_seconds",
+                "Time from request start to the first response body byte sent to the caller",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["model", "provider"],
+        ));
+        let upstream_duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "switchyard_upstream_duration_seconds",
+                "Duration of the successful upstream try, connect to last byte",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["provider"],
+        ));
+        let attempts = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_upstream_attempts_total",
+                "Upstream tries by provider and outcome",
+            ),
+            &["provider", "outcome"],
+        ));
+        let tokens = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_tokens_total",
+                "Tokens reported by providers, by public model, provider and direction",
+            ),
+            &["model", "provider", "direction"],
+        ));
+        let errors = must(IntCounterVec::new(
+            Opts::new("switchyard_errors_total", "Errors answered to callers, by kind"),
+            &["kind"],
+        ));
+        let provider_up = must(IntGaugeVec::new(
+            Opts::new(
+                "switchyard_provider_up",
+                "1 when the provider answered its last tries, 0 after repeated failures",
+            ),
+            &["provider"],
+        ));
+        let active_requests = must(IntGauge::new(
+            "switchyard_active_requests",
+            "Inference requests in progress",
+        ));
+        let active_streams = must(IntGauge::new(
+            "switchyard_active_streams",
+            "Streaming responses in progress",
+        ));
+        let access_log_dropped = must(IntCounter::new(
+            "switchyard_access_log_dropped_total",
+            "Access-log lines dropped because the writer fell behind",
+        ));
+        let build_info = must(IntGaugeVec::new(
+            Opts::new("switchyard_build_info", "Build information"),
+            &["version"],
+        ));
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration.clone()),
+            Box::new(ttfb.clone()),
+            Box::new(upstream_duration.clone()),
+            Box::new(attempts.clone()),
+            Box::new(tokens.clone()),
+            Box::new(errors.clone()),
+            Box::new(provider_up.clone()),
+            Box::new(active_requests.clone()),
+            Box::new(active_streams.clone()),
+            Box::new(access_log_dropped.clone()),
+            Box::new(build_info),
+        ] {
+            must(registry.register(c));
+        }
+        Metrics {
+            registry,
+            requests,
+            duration,
+            ttfb,
+            upstream_duration,
+            attempts,
+            tokens,
+            errors,
+            provider_up,
+            active_requests,
+            active_streams,
+            access_log_dropped,
+        }
+    }
+
+    /// The Prometheus text exposition of every family.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        let families = self.registry.gather();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+            log::error!("cannot encode metrics: {e}");
+        }
+        out
+    }
+
+    /// Handles for requests that were not routed to any model.
+    pub fn unrouted(&self) -> StatusCounters {
+        StatusCounters::new(&self.requests, "", "")
+    }
+
+    pub fn model(&self, model: &str) -> ModelMetrics {
+        ModelMetrics {
+            duration: self.duration.with_label_values(&[model]),
+            unserved: StatusCounters::new(&self.requests, model, ""),
+        }
+    }
+
+    pub fn deployment(&self, model: &str, provider: &str) -> DeploymentMetrics {
+        DeploymentMetrics {
+            requests: StatusCounters::new(&self.requests, model, provider),
+            ttfb: self.ttfb.with_label_values(&[model, provider]),
+            prompt_tokens: self.tokens.with_label_values(&[model, provider, "prompt"]),
+            completion_tokens: self
+                .tokens
+                .with_label_values(&[model, provider, "completion"]),
+            cached_tokens: self.tokens.with_label_values(&[model, provider, "cached"]),
+        }
+    }
+
+    pub fn provider(&self, provider: &str) -> ProviderMetrics {
+        ProviderMetrics {
+            attempts: AttemptOutcome::ALL
+                .map(|o| self.attempts.with_label_values(&[provider, o.label()])),
+            upstream_duration: self.upstream_duration.with_label_values(&[provider]),
+            up: self.provider_up.with_label_values(&[provider]),
+        }
+    }
+
+    /// Counts an error answered to a caller (rare path: label lookup is fine here).
+    pub fn error(&self, kind: &str) {
+        self.errors.with_label_values(&[kind]).inc();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `switchyard_requests_total` children for one (model, provider), by status class.
+#[derive(Clone)]
+pub struct StatusCounters([IntCounter; 5]);
+
+impl StatusCounters {
+    fn new(family: &IntCounterVec, model: &str, provider: &str) -> Self {
+        StatusCounters(STATUS_CLASSES.map(|c| family.with_label_values(&[model, provider, c])))
+    }
+
+    pub fn observe(&self, status: u16) {
+        self.0[class_index(status)].inc();
+    }
+}
+
+#[derive(Clone)]
+pub struct ModelMetrics {
+    pub duration: Histogram,
+    /// Requests for this model that no deployment served (errors before or after all tries).
+    pub unserved: StatusCounters,
+}
+
+#[derive(Clone)]
+pub struct DeploymentMetrics {
+    pub requests: StatusCounters,
+    pub ttfb: Histogram,
+    pub prompt_tokens: IntCounter,
+    pub completion_tokens: IntCounter,
+    pub cached_tokens: IntCounter,
+}
+
+#[derive(Clone)]
+pub struct ProviderMetrics {
+    attempts: [IntCounter; 7],
+    pub upstream_duration: Histogram,
+    pub up: IntGauge,
+}
+
+impl ProviderMetrics {
+    pub fn attempt(&self, outcome: AttemptOutcome) {
+        self.attempts[outcome.index()].inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_registered_families() {
+        let m = Metrics::new();
+        let d = m.deployment("chat", "sim");
+        d.requests.observe(200);
+        d.prompt_tokens.inc_by(5);
+        m.provider("sim").attempt(AttemptOutcome::Timeout);
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(text.contains(
+            "switchyard_requests_total{model=\"chat\",provider=\"sim\",status=\"2xx\"} 1"
+        ));
+        assert!(text.contains(
+            "switchyard_tokens_total{direction=\"prompt\",model=\"chat\",provider=\"sim\"} 5"
+        ));
+        assert!(text.contains(
+            "switchyard_upstream_attempts_total{outcome=\"timeout\",provider=\"sim\"} 1"
+        ));
+        assert!(text.contains("switchyard_build_info"));
+    }
+}
