@@ -175,7 +175,10 @@ pub fn rewrite_chat_request(
     let inject = facts.stream && facts.include_usage != Some(true);
     // Replacement edits sorted by position: (span, new bytes).
     let mut edits: Vec<(Range<usize>, Cow<'_, [u8]>)> = Vec::with_capacity(2);
-    edits.push((facts.model_span.clone(), Cow::Owned(model_json.into_bytes())));
+    edits.push((
+        facts.model_span.clone(),
+        Cow::Owned(model_json.into_bytes()),
+    ));
     if inject {
         match &facts.stream_options_span {
             None => edits.push((
@@ -401,7 +404,12 @@ pub fn stream_error_event(message: &str, error_type: &str, code: &str) -> Bytes 
 }
 
 /// An OpenAI-format error body: `{"error":{"message","type","param","code"}}`.
-pub fn error_body(message: &str, error_type: &str, param: Option<&str>, code: Option<&str>) -> Bytes {
+pub fn error_body(
+    message: &str,
+    error_type: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> Bytes {
     let body = serde_json::json!({
         "error": {
             "message": message,
@@ -435,12 +443,30 @@ mod tests {
 
     #[test]
     fn rejects_bad_bodies() {
-        assert!(matches!(inspect_chat_request(b"{\"model\":"), Err(InspectError::Json(_))));
-        assert!(matches!(inspect_chat_request(b""), Err(InspectError::Json(_))));
-        assert_eq!(inspect_chat_request(b"[1,2]"), Err(InspectError::NotAnObject));
-        assert_eq!(inspect_chat_request(b"{\"messages\":[]}"), Err(InspectError::MissingModel));
-        assert_eq!(inspect_chat_request(b"{\"model\":5}"), Err(InspectError::ModelNotString));
-        assert_eq!(inspect_chat_request(b"{\"model\":null}"), Err(InspectError::ModelNotString));
+        assert!(matches!(
+            inspect_chat_request(b"{\"model\":"),
+            Err(InspectError::Json(_))
+        ));
+        assert!(matches!(
+            inspect_chat_request(b""),
+            Err(InspectError::Json(_))
+        ));
+        assert_eq!(
+            inspect_chat_request(b"[1,2]"),
+            Err(InspectError::NotAnObject)
+        );
+        assert_eq!(
+            inspect_chat_request(b"{\"messages\":[]}"),
+            Err(InspectError::MissingModel)
+        );
+        assert_eq!(
+            inspect_chat_request(b"{\"model\":5}"),
+            Err(InspectError::ModelNotString)
+        );
+        assert_eq!(
+            inspect_chat_request(b"{\"model\":null}"),
+            Err(InspectError::ModelNotString)
+        );
         assert!(matches!(
             inspect_chat_request(b"{\"model\":\"m\",\"stream\":\"yes\"}"),
             Err(InspectError::WrongType("stream", _))
@@ -484,7 +510,11 @@ mod tests {
 
     #[test]
     fn rewrite_merges_existing_stream_options() {
-        for so in [r#"{"include_obfuscation":false}"#, r#"{"include_usage":false}"#, "null"] {
+        for so in [
+            r#"{"include_obfuscation":false}"#,
+            r#"{"include_usage":false}"#,
+            "null",
+        ] {
             let body = format!(r#"{{"stream_options":{so},"model":"chat","stream":true}}"#);
             let f = inspect_chat_request(body.as_bytes()).unwrap();
             let out = rewrite_chat_request(body.as_bytes(), &f, "up");
@@ -518,7 +548,10 @@ mod tests {
         // OpenAI's documented text response (wire-formats reference, OAI-SPEC example).
         let body = br#"{"id":"chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT","object":"chat.completion","created":1741569952,"model":"gpt-5.4","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I assist you today?","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"service_tier":"default"}"#;
         let u = response_usage(body).unwrap();
-        assert_eq!((u.prompt_tokens, u.completion_tokens, u.total_tokens), (19, 10, 29));
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+            (19, 10, 29)
+        );
         assert_eq!(u.cached_tokens(), 0);
     }
 
@@ -535,8 +568,14 @@ mod tests {
 
 "#;
         assert_eq!(classify_stream_event(chunk), StreamEvent::Chunk);
-        assert_eq!(classify_stream_event(b"data: [DONE]\n\n"), StreamEvent::Done);
-        assert_eq!(classify_stream_event(b": keep-alive\n\n"), StreamEvent::Other);
+        assert_eq!(
+            classify_stream_event(b"data: [DONE]\n\n"),
+            StreamEvent::Done
+        );
+        assert_eq!(
+            classify_stream_event(b": keep-alive\n\n"),
+            StreamEvent::Other
+        );
     }
 
     #[test]
@@ -551,7 +590,12 @@ mod tests {
 
     #[test]
     fn error_body_has_all_four_keys() {
-        let b = error_body("nope", "invalid_request_error", None, Some("model_not_found"));
+        let b = error_body(
+            "nope",
+            "invalid_request_error",
+            None,
+            Some("model_not_found"),
+        );
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(v["error"]["message"], "nope");
         assert_eq!(v["error"]["type"], "invalid_request_error");
@@ -576,7 +620,11 @@ mod tests {
             }
         }
         assert!(relay.finish().is_none());
-        (String::from_utf8(out).unwrap(), relay.usage(), relay.completed())
+        (
+            String::from_utf8(out).unwrap(),
+            relay.usage(),
+            relay.completed(),
+        )
     }
 
     #[test]

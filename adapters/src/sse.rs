@@ -170,8 +170,14 @@ mod tests {
     #[test]
     fn split_events_are_reassembled() {
         let mut f = SseFramer::new();
-        let evs = collect(&mut f, &["data: one\n", "\ndata: tw", "o\n\ndata: three\n\n"]);
-        assert_eq!(evs, vec!["data: one\n\n", "data: two\n\n", "data: three\n\n"]);
+        let evs = collect(
+            &mut f,
+            &["data: one\n", "\ndata: tw", "o\n\ndata: three\n\n"],
+        );
+        assert_eq!(
+            evs,
+            vec!["data: one\n\n", "data: two\n\n", "data: three\n\n"]
+        );
     }
 
     #[test]
@@ -191,9 +197,20 @@ mod tests {
 
     #[test]
     fn data_lines_are_joined() {
-        assert_eq!(event_data(b"data: {\"a\":1}\n\n").unwrap().as_ref(), b"{\"a\":1}");
-        assert_eq!(event_data(b"event: x\ndata: a\ndata: b\n\n").unwrap().as_ref(), b"a\nb");
-        assert_eq!(event_data(b"data:[DONE]\r\n\r\n").unwrap().as_ref(), b"[DONE]");
+        assert_eq!(
+            event_data(b"data: {\"a\":1}\n\n").unwrap().as_ref(),
+            b"{\"a\":1}"
+        );
+        assert_eq!(
+            event_data(b"event: x\ndata: a\ndata: b\n\n")
+                .unwrap()
+                .as_ref(),
+            b"a\nb"
+        );
+        assert_eq!(
+            event_data(b"data:[DONE]\r\n\r\n").unwrap().as_ref(),
+            b"[DONE]"
+        );
         assert!(event_data(b": comment\n\n").is_none());
     }
 

@@ -13,7 +13,8 @@ pub struct AdminApp {
 }
 
 fn json_error(status: u16, message: &str, code: &str) -> Response<Vec<u8>> {
-    let body = switchyard_adapters::openai::error_body(message, "invalid_request_error", None, Some(code));
+    let body =
+        switchyard_adapters::openai::error_body(message, "invalid_request_error", None, Some(code));
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
@@ -38,8 +39,16 @@ impl ServeHttp for AdminApp {
                     .body(body)
                     .unwrap_or_else(|_| Response::new(Vec::new()))
             }
-            (_, "/metrics") => json_error(405, &format!("method {method} is not allowed on /metrics"), "method_not_allowed"),
-            _ => json_error(404, &format!("Invalid URL ({method} {path})"), "unknown_url"),
+            (_, "/metrics") => json_error(
+                405,
+                &format!("method {method} is not allowed on /metrics"),
+                "method_not_allowed",
+            ),
+            _ => json_error(
+                404,
+                &format!("Invalid URL ({method} {path})"),
+                "unknown_url",
+            ),
         }
     }
 }

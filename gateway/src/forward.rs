@@ -115,7 +115,16 @@ impl Forwarder {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let attempt = tokio::time::timeout(
                 remaining,
-                self.try_openai(ctx, dep, endpoint, api_key, &rewritten.body, facts.stream, !is_last, &routing.retry.on),
+                self.try_openai(
+                    ctx,
+                    dep,
+                    endpoint,
+                    api_key,
+                    &rewritten.body,
+                    facts.stream,
+                    !is_last,
+                    &routing.retry.on,
+                ),
             )
             .await
             .unwrap_or_else(|_| {
@@ -128,7 +137,14 @@ impl Forwarder {
                 Ok(committed) => {
                     dep.provider.metrics.attempt(AttemptOutcome::Ok);
                     return self
-                        .relay(session, ctx, dep, committed, rewritten.usage_injected, facts.stream)
+                        .relay(
+                            session,
+                            ctx,
+                            dep,
+                            committed,
+                            rewritten.usage_injected,
+                            facts.stream,
+                        )
                         .await;
                 }
                 Err(e) => {
@@ -157,17 +173,19 @@ impl Forwarder {
         }
         ctx.failures = failures.clone();
         let name = model.config.name.clone();
-        Err(Failure::Respond(if last_outcome == AttemptOutcome::Timeout {
-            GatewayError::UpstreamTimeout {
-                model: name,
-                tries: failures,
-            }
-        } else {
-            GatewayError::NoDeploymentAvailable {
-                model: name,
-                tries: failures,
-            }
-        }))
+        Err(Failure::Respond(
+            if last_outcome == AttemptOutcome::Timeout {
+                GatewayError::UpstreamTimeout {
+                    model: name,
+                    tries: failures,
+                }
+            } else {
+                GatewayError::NoDeploymentAvailable {
+                    model: name,
+                    tries: failures,
+                }
+            },
+        ))
     }
 
     /// One try against an OpenAI-compatible upstream, up to its response header. A retryable
@@ -192,7 +210,11 @@ impl Forwarder {
         let mut peer = HttpPeer::new(
             addr,
             endpoint.tls,
-            if endpoint.tls { endpoint.host.clone() } else { String::new() },
+            if endpoint.tls {
+                endpoint.host.clone()
+            } else {
+                String::new()
+            },
         );
         peer.options.connection_timeout = Some(timeouts.connect);
         peer.options.total_connection_timeout = Some(timeouts.connect);
@@ -200,7 +222,11 @@ impl Forwarder {
         peer.options.write_timeout = Some(timeouts.idle);
         // Streams must show their first event within `first_byte`; a non-stream answer comes
         // whole, so its wait is bounded by `total` instead.
-        peer.options.read_timeout = Some(if stream { timeouts.first_byte } else { timeouts.total });
+        peer.options.read_timeout = Some(if stream {
+            timeouts.first_byte
+        } else {
+            timeouts.total
+        });
         let started = Instant::now();
         let header = self.request_header(ctx, endpoint, api_key, body.len(), stream)?;
         // A pooled connection may have been closed by the upstream meanwhile: one fresh retry.
@@ -226,7 +252,10 @@ impl Forwarder {
                 }
                 Err(e) => return Err(classify(&e, "waiting for the response")),
             }
-            let status = up.response_header().map(|h| h.status.as_u16()).unwrap_or(502);
+            let status = up
+                .response_header()
+                .map(|h| h.status.as_u16())
+                .unwrap_or(502);
             if may_retry {
                 let outcome = match status {
                     429 if on.too_many_requests => Some(AttemptOutcome::Status429),
@@ -262,16 +291,31 @@ impl Forwarder {
         };
         let path = endpoint.path("/chat/completions");
         let mut req = RequestHeader::build("POST", path.as_bytes(), Some(8)).map_err(internal)?;
-        req.insert_header("host", &endpoint.host_header).map_err(internal)?;
-        req.insert_header("content-type", "application/json").map_err(internal)?;
-        req.insert_header("content-length", body_len.to_string()).map_err(internal)?;
-        req.insert_header("accept", if stream { "text/event-stream" } else { "application/json" })
+        req.insert_header("host", &endpoint.host_header)
             .map_err(internal)?;
+        req.insert_header("content-type", "application/json")
+            .map_err(internal)?;
+        req.insert_header("content-length", body_len.to_string())
+            .map_err(internal)?;
+        req.insert_header(
+            "accept",
+            if stream {
+                "text/event-stream"
+            } else {
+                "application/json"
+            },
+        )
+        .map_err(internal)?;
         // Bodies are inspected for usage: ask for them uncompressed.
-        req.insert_header("accept-encoding", "identity").map_err(internal)?;
-        req.insert_header("user-agent", concat!("switchyard/", env!("CARGO_PKG_VERSION")))
+        req.insert_header("accept-encoding", "identity")
             .map_err(internal)?;
-        req.insert_header("x-request-id", &ctx.request_id).map_err(internal)?;
+        req.insert_header(
+            "user-agent",
+            concat!("switchyard/", env!("CARGO_PKG_VERSION")),
+        )
+        .map_err(internal)?;
+        req.insert_header("x-request-id", &ctx.request_id)
+            .map_err(internal)?;
         if let Some(tp) = &ctx.traceparent {
             req.insert_header("traceparent", tp).map_err(internal)?;
         }
@@ -332,8 +376,12 @@ impl Forwarder {
             let _ = resp.insert_header("transfer-encoding", "chunked");
         }
         let spec_model = dep_model_name(ctx, dep);
-        add_gateway_headers(&mut resp, &ctx.request_id, Some((dep.provider.name(), &spec_model)))
-            .map_err(Failure::Abort)?;
+        add_gateway_headers(
+            &mut resp,
+            &ctx.request_id,
+            Some((dep.provider.name(), &spec_model)),
+        )
+        .map_err(Failure::Abort)?;
         ctx.status = status;
         ctx.served = Some(dep.index);
         ctx.stream = is_sse;
@@ -359,7 +407,10 @@ impl Forwarder {
                 Err(_) => {
                     midstream_error = Some((
                         AttemptOutcome::Timeout,
-                        format!("response exceeded the total timeout of {:?}", timeouts.total),
+                        format!(
+                            "response exceeded the total timeout of {:?}",
+                            timeouts.total
+                        ),
                     ));
                     break;
                 }
@@ -410,7 +461,8 @@ impl Forwarder {
             log::warn!("request {}: {reason}", ctx.request_id);
             if is_sse {
                 // Tell the caller in its own stream format, then end the stream cleanly.
-                let ev = openai::stream_error_event(&reason, "upstream_error", "upstream_stream_error");
+                let ev =
+                    openai::stream_error_event(&reason, "upstream_error", "upstream_stream_error");
                 session
                     .write_response_body(Some(ev), true)
                     .await
@@ -466,8 +518,12 @@ impl Forwarder {
             .unwrap_or(0);
         let id = format!("chatcmpl-{}", ctx.request_id);
         let mut resp = ResponseHeader::build(200, Some(6)).map_err(Failure::Abort)?;
-        add_gateway_headers(&mut resp, &ctx.request_id, Some((dep.provider.name(), &spec.model)))
-            .map_err(Failure::Abort)?;
+        add_gateway_headers(
+            &mut resp,
+            &ctx.request_id,
+            Some((dep.provider.name(), &spec.model)),
+        )
+        .map_err(Failure::Abort)?;
         ctx.status = 200;
         ctx.served = Some(dep.index);
         ctx.stream = facts.stream;

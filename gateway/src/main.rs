@@ -71,7 +71,11 @@ fn main() -> ExitCode {
                     for e in &errors.0 {
                         log::error!("{e}");
                     }
-                    eprintln!("{}: {} error(s); not starting", conf.display(), errors.0.len());
+                    eprintln!(
+                        "{}: {} error(s); not starting",
+                        conf.display(),
+                        errors.0.len()
+                    );
                     return ExitCode::FAILURE;
                 }
             };

@@ -144,7 +144,10 @@ impl MockAnswer {
             }
             sse(&v)
         };
-        let mut out = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+        let mut out = vec![chunk(
+            json!({"role": "assistant", "content": ""}),
+            Value::Null,
+        )];
         let pieces = chunks.clamp(1, self.words.len().max(1));
         let per = self.words.len().div_ceil(pieces).max(1);
         for (i, group) in self.words.chunks(per).enumerate() {

@@ -94,7 +94,12 @@ async fn write_json(
 }
 
 /// Answers a gateway error in OpenAI's format.
-async fn write_error(session: &mut Session, ctx: &mut RequestCtx, err: &GatewayError, metrics: &Metrics) -> Result<()> {
+async fn write_error(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    err: &GatewayError,
+    metrics: &Metrics,
+) -> Result<()> {
     ctx.error_code = Some(err.code());
     metrics.error(err.code());
     let extra: &[(&'static str, &'static str)] = match err {
@@ -151,7 +156,9 @@ async fn read_body(session: &mut Session, limit: BodyLimit) -> std::result::Resu
             (Some(b), _) => b.extend_from_slice(&chunk),
             (None, None) => first = Some(chunk),
             (None, Some(f)) => {
-                let mut b = BytesMut::with_capacity(limit.initial_capacity(announced).max(f.len() + chunk.len()));
+                let mut b = BytesMut::with_capacity(
+                    limit.initial_capacity(announced).max(f.len() + chunk.len()),
+                );
                 b.extend_from_slice(&f);
                 b.extend_from_slice(&chunk);
                 buf = Some(b);
@@ -166,7 +173,12 @@ async fn read_body(session: &mut Session, limit: BodyLimit) -> std::result::Resu
 }
 
 impl Gateway {
-    async fn chat(&self, session: &mut Session, ctx: &mut RequestCtx, state: &Arc<State>) -> std::result::Result<(), Failure> {
+    async fn chat(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        state: &Arc<State>,
+    ) -> std::result::Result<(), Failure> {
         let body = read_body(session, state.body_limit).await?;
         let facts = openai::inspect_chat_request(&body).map_err(GatewayError::from)?;
         let Some(model) = state.model(&facts.model) else {
@@ -197,7 +209,11 @@ impl Gateway {
                 })
             })
             .collect();
-        let healthy = state.providers.iter().filter(|p| p.health.is_healthy()).count();
+        let healthy = state
+            .providers
+            .iter()
+            .filter(|p| p.health.is_healthy())
+            .count();
         let (status, overall) = if healthy == state.providers.len() {
             (200, "ok")
         } else if healthy > 0 {
@@ -211,7 +227,10 @@ impl Gateway {
             "models": state.config.models.len(),
             "providers": providers,
         });
-        (status, Bytes::from(serde_json::to_vec(&body).unwrap_or_default()))
+        (
+            status,
+            Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+        )
     }
 }
 
@@ -290,7 +309,11 @@ impl ProxyHttp for Gateway {
         Ok(true)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         // Every route answers in request_filter; reaching this phase is a bug, answered as 500.
         Err(Error::explain(
             ErrorType::InternalError,
@@ -298,12 +321,22 @@ impl ProxyHttp for Gateway {
         ))
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let downstream_gone = e.esource() == &ErrorSource::Downstream;
         let code = if session.response_written().is_some() || downstream_gone {
             0
         } else {
-            let body = openai::error_body("internal gateway error", "server_error", None, Some("internal_error"));
+            let body = openai::error_body(
+                "internal gateway error",
+                "server_error",
+                None,
+                Some("internal_error"),
+            );
             match write_json(session, ctx, 500, body, &[]).await {
                 Ok(()) => 500,
                 Err(_) => 0,
@@ -326,16 +359,20 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let elapsed = ctx.started.elapsed();
         if e.is_some() && !ctx.completed && ctx.error_code.is_none() {
-            ctx.error_code = Some(if e.is_some_and(|e| e.esource() == &ErrorSource::Downstream) {
-                "client_disconnected"
-            } else {
-                "aborted"
-            });
+            ctx.error_code = Some(
+                if e.is_some_and(|e| e.esource() == &ErrorSource::Downstream) {
+                    "client_disconnected"
+                } else {
+                    "aborted"
+                },
+            );
         }
         if e.is_some() && ctx.status == 0 {
             ctx.status = 499;
         }
-        let Some(state) = ctx.state.as_ref() else { return };
+        let Some(state) = ctx.state.as_ref() else {
+            return;
+        };
         let served = match (&ctx.model, ctx.served) {
             (Some(m), Some(i)) => m.deployments.get(i).map(|d| (m, d)),
             _ => None,
@@ -371,7 +408,11 @@ impl ProxyHttp for Gateway {
                 Some(d.provider.name()),
                 Some(d.spec(m).model.as_str()),
             ),
-            None => (ctx.model.as_ref().map(|m| m.config.name.as_str()), None, None),
+            None => (
+                ctx.model.as_ref().map(|m| m.config.name.as_str()),
+                None,
+                None,
+            ),
         };
         let record = serde_json::json!({
             "ts": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
@@ -404,10 +445,22 @@ mod tests {
 
     #[test]
     fn routes_and_methods() {
-        assert_eq!(route_of(&http::Method::POST, "/v1/chat/completions"), Ok(Route::ChatCompletions));
-        assert_eq!(route_of(&http::Method::POST, "/v1/ai/infer"), Ok(Route::Infer));
-        assert_eq!(route_of(&http::Method::GET, "/v1/chat/completions"), Err("POST"));
-        assert_eq!(route_of(&http::Method::GET, "/v1/models"), Ok(Route::Models));
+        assert_eq!(
+            route_of(&http::Method::POST, "/v1/chat/completions"),
+            Ok(Route::ChatCompletions)
+        );
+        assert_eq!(
+            route_of(&http::Method::POST, "/v1/ai/infer"),
+            Ok(Route::Infer)
+        );
+        assert_eq!(
+            route_of(&http::Method::GET, "/v1/chat/completions"),
+            Err("POST")
+        );
+        assert_eq!(
+            route_of(&http::Method::GET, "/v1/models"),
+            Ok(Route::Models)
+        );
         assert_eq!(route_of(&http::Method::POST, "/v1/models"), Err("GET"));
         assert_eq!(route_of(&http::Method::GET, "/nope"), Ok(Route::Unknown));
     }

@@ -33,8 +33,11 @@ pub enum StartError {
 pub fn run(cfg: Config) -> Result<Infallible, StartError> {
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(Metrics::new());
-    let access_log = AccessLogger::start(&cfg.telemetry.access_log, metrics.access_log_dropped.clone())
-        .map_err(StartError::AccessLog)?;
+    let access_log = AccessLogger::start(
+        &cfg.telemetry.access_log,
+        metrics.access_log_dropped.clone(),
+    )
+    .map_err(StartError::AccessLog)?;
 
     let conf = ServerConf {
         threads: cfg.server.threads,
@@ -48,8 +51,15 @@ pub fn run(cfg: Config) -> Result<Infallible, StartError> {
     server.bootstrap();
 
     let state = Arc::new(ArcSwap::from_pointee(State::build(cfg.clone(), &metrics)));
-    let connector = Connector::new(Some(ConnectorOptions::from_server_conf(&server.configuration)));
-    let gateway = Gateway::new(state, metrics.clone(), Forwarder::new(connector), access_log);
+    let connector = Connector::new(Some(ConnectorOptions::from_server_conf(
+        &server.configuration,
+    )));
+    let gateway = Gateway::new(
+        state,
+        metrics.clone(),
+        Forwarder::new(connector),
+        access_log,
+    );
 
     let mut inference = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -87,7 +97,11 @@ pub fn run(cfg: Config) -> Result<Infallible, StartError> {
 pub fn routing_table(cfg: &Config) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "listen: {}", cfg.server.listen.join(", "));
-    let _ = writeln!(out, "admin:  {}", cfg.server.admin_listen.as_deref().unwrap_or("off"));
+    let _ = writeln!(
+        out,
+        "admin:  {}",
+        cfg.server.admin_listen.as_deref().unwrap_or("off")
+    );
     for m in &cfg.models {
         let r = &m.routing;
         let aliases = if m.aliases.is_empty() {
@@ -98,10 +112,7 @@ pub fn routing_table(cfg: &Config) -> String {
         let _ = writeln!(
             out,
             "model {}{aliases}  strategy={:?} attempts={} deadline={:?}",
-            m.name,
-            r.strategy,
-            r.retry.attempts,
-            r.deadline
+            m.name, r.strategy, r.retry.attempts, r.deadline
         );
         for (i, d) in m.deployments.iter().enumerate() {
             let p = &d.provider;

@@ -45,7 +45,9 @@ impl State {
                 .iter()
                 .find(|h| Arc::ptr_eq(&h.config, p))
                 .cloned()
-                .unwrap_or_else(|| Arc::new(ProviderHandle::new(p.clone(), metrics.provider(&p.name))))
+                .unwrap_or_else(|| {
+                    Arc::new(ProviderHandle::new(p.clone(), metrics.provider(&p.name)))
+                })
         };
         let mut by_name = HashMap::new();
         for m in &config.models {
@@ -176,7 +178,9 @@ impl ProviderHandle {
         self.health
             .last_failure_ms
             .store(unix_ms(), Ordering::Relaxed);
-        self.health.last_error.store(Some(Arc::new(reason.to_string())));
+        self.health
+            .last_error
+            .store(Some(Arc::new(reason.to_string())));
         if n >= UNHEALTHY_AFTER {
             self.metrics.up.set(0);
         }

@@ -144,7 +144,10 @@ impl Metrics {
             &["model", "provider", "direction"],
         ));
         let errors = must(IntCounterVec::new(
-            Opts::new("switchyard_errors_total", "Errors answered to callers, by kind"),
+            Opts::new(
+                "switchyard_errors_total",
+                "Errors answered to callers, by kind",
+            ),
             &["kind"],
         ));
         let provider_up = must(IntGaugeVec::new(

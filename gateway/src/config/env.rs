@@ -28,14 +28,10 @@ fn walk(
     errors: &mut Vec<EnvError>,
 ) {
     match value {
-        Value::String(s) => {
-            if s.contains("${") {
-                match expand_str(s, lookup) {
-                    Ok(v) => *s = v,
-                    Err(message) => errors.push(EnvError { path, message }),
-                }
-            }
-        }
+        Value::String(s) if s.contains("${") => match expand_str(s, lookup) {
+            Ok(v) => *s = v,
+            Err(message) => errors.push(EnvError { path, message }),
+        },
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 walk(item, format!("{path}[{i}]"), lookup, errors);
@@ -84,11 +80,7 @@ pub fn expand_str(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<St
             Some(i) => (&expr[..i], Some(&expr[i + 2..])),
             None => (expr, None),
         };
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(format!("invalid variable name {name:?}"));
         }
         match (lookup(name), default) {
@@ -126,9 +118,15 @@ mod tests {
 
     #[test]
     fn errors_name_the_variable() {
-        assert!(expand_str("${MISSING}", &env).unwrap_err().contains("MISSING"));
-        assert!(expand_str("${KEY", &env).unwrap_err().contains("unterminated"));
-        assert!(expand_str("${BAD-NAME}", &env).unwrap_err().contains("invalid"));
+        assert!(expand_str("${MISSING}", &env)
+            .unwrap_err()
+            .contains("MISSING"));
+        assert!(expand_str("${KEY", &env)
+            .unwrap_err()
+            .contains("unterminated"));
+        assert!(expand_str("${BAD-NAME}", &env)
+            .unwrap_err()
+            .contains("invalid"));
     }
 
     #[test]

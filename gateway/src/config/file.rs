@@ -18,10 +18,14 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Lenient<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = Value::deserialize(d)?;
         let v = match v {
-            Value::String(s) => serde_yaml::from_str::<Value>(&s).map_err(serde::de::Error::custom)?,
+            Value::String(s) => {
+                serde_yaml::from_str::<Value>(&s).map_err(serde::de::Error::custom)?
+            }
             other => other,
         };
-        T::deserialize(v).map(Lenient).map_err(serde::de::Error::custom)
+        T::deserialize(v)
+            .map(Lenient)
+            .map_err(serde::de::Error::custom)
     }
 }
 

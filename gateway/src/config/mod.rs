@@ -176,7 +176,10 @@ models:
             "models[0].strategy: unknown strategy",
             "models[0].deployments[0].provider: unknown provider \"zz\"",
         ] {
-            assert!(errs.iter().any(|e| e.starts_with(want)), "missing {want:?} in {errs:#?}");
+            assert!(
+                errs.iter().any(|e| e.starts_with(want)),
+                "missing {want:?} in {errs:#?}"
+            );
         }
     }
 
@@ -204,14 +207,20 @@ models:
     fn later_sections_are_refused_not_ignored() {
         let text = format!("{MINIMAL}auth:\n  api_keys: []\n");
         let errs = errors_of(&text);
-        assert!(errs[0].starts_with("auth: the `auth` section is not supported"), "{errs:?}");
+        assert!(
+            errs[0].starts_with("auth: the `auth` section is not supported"),
+            "{errs:?}"
+        );
     }
 
     #[test]
     fn duplicate_names_and_aliases() {
         let text = MINIMAL.replace("  - name: chat\n", "  - name: chat\n    aliases: [chat]\n");
         let errs = errors_of(&text);
-        assert!(errs[0].starts_with("models[0].aliases[0]: alias \"chat\""), "{errs:?}");
+        assert!(
+            errs[0].starts_with("models[0].aliases[0]: alias \"chat\""),
+            "{errs:?}"
+        );
     }
 
     #[test]
@@ -226,7 +235,11 @@ models:
       - { provider: b, model: y, priority: 1 }
 "#;
         let c = parse(text, &no_env).unwrap();
-        let order: Vec<_> = c.models[0].deployments.iter().map(|d| d.provider.name.as_str()).collect();
+        let order: Vec<_> = c.models[0]
+            .deployments
+            .iter()
+            .map(|d| d.provider.name.as_str())
+            .collect();
         assert_eq!(order, vec!["b", "a"]);
     }
 }

@@ -35,7 +35,10 @@ impl Errors {
             Some(s) => match humantime::parse_duration(s.trim()) {
                 Ok(d) => d,
                 Err(e) => {
-                    self.push(path, format!("invalid duration {s:?}: {e} (use e.g. 250ms, 10s, 5m)"));
+                    self.push(
+                        path,
+                        format!("invalid duration {s:?}: {e} (use e.g. 250ms, 10s, 5m)"),
+                    );
                     default
                 }
             },
@@ -120,7 +123,10 @@ fn server_settings(s: &FileServer, errs: &mut Errors) -> ServerSettings {
         errs.not_yet("server.admin_token", "the admin API");
     }
     if s.public_health.is_some() {
-        errs.not_yet("server.public_health", "caller authentication (and so public_health)");
+        errs.not_yet(
+            "server.public_health",
+            "caller authentication (and so public_health)",
+        );
     }
     let threads = match s.threads {
         Some(Lenient(0)) => {
@@ -163,7 +169,10 @@ fn providers(list: &[FileProvider], errs: &mut Errors) -> HashMap<String, (usize
             continue;
         }
         if out.contains_key(&p.name) {
-            errs.push(format!("{path}.name"), format!("duplicate provider name {:?}", p.name));
+            errs.push(
+                format!("{path}.name"),
+                format!("duplicate provider name {:?}", p.name),
+            );
             continue;
         }
         for (key, present) in [
@@ -181,7 +190,10 @@ fn providers(list: &[FileProvider], errs: &mut Errors) -> HashMap<String, (usize
             k if LATER_KINDS.contains(&k) => {
                 errs.push(
                     format!("{path}.kind"),
-                    format!("provider kind {k:?} is not supported by this build yet (supported: {})", SUPPORTED_KINDS.join(", ")),
+                    format!(
+                        "provider kind {k:?} is not supported by this build yet (supported: {})",
+                        SUPPORTED_KINDS.join(", ")
+                    ),
                 );
                 None
             }
@@ -222,7 +234,10 @@ fn reject_keys(p: &FileProvider, path: &str, kind: &str, keys: &[(&str, bool)], 
     let _ = p;
     for (key, present) in keys {
         if *present {
-            errs.push(format!("{path}.{key}"), format!("does not apply to kind {kind}"));
+            errs.push(
+                format!("{path}.{key}"),
+                format!("does not apply to kind {kind}"),
+            );
         }
     }
 }
@@ -275,7 +290,11 @@ fn mock_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Option<Provider
         ],
         errs,
     );
-    let latency = errs.duration(format!("{path}.latency"), p.latency.as_deref(), Duration::ZERO);
+    let latency = errs.duration(
+        format!("{path}.latency"),
+        p.latency.as_deref(),
+        Duration::ZERO,
+    );
     let chunk_interval = errs.duration(
         format!("{path}.chunk_interval"),
         p.chunk_interval.as_deref(),
@@ -312,7 +331,10 @@ fn parse_endpoint(url: &str) -> Result<HttpEndpoint, String> {
     if authority.as_str().contains('@') {
         return Err("credentials in the URL are not allowed; use api_key".into());
     }
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     if host.is_empty() {
         return Err(format!("URL {url:?} has no host"));
     }
@@ -464,13 +486,19 @@ fn models(
         if m.name.trim().is_empty() {
             errs.push(format!("{path}.name"), "must not be empty");
         } else if !names.insert(&m.name) {
-            errs.push(format!("{path}.name"), format!("model name {:?} is already used", m.name));
+            errs.push(
+                format!("{path}.name"),
+                format!("model name {:?} is already used", m.name),
+            );
         }
         for (j, a) in m.aliases.iter().enumerate() {
             if a.trim().is_empty() {
                 errs.push(format!("{path}.aliases[{j}]"), "must not be empty");
             } else if !names.insert(a) {
-                errs.push(format!("{path}.aliases[{j}]"), format!("alias {a:?} is already used by another model or alias"));
+                errs.push(
+                    format!("{path}.aliases[{j}]"),
+                    format!("alias {a:?} is already used by another model or alias"),
+                );
             }
         }
         for (key, present) in [
@@ -491,13 +519,19 @@ fn models(
             errs,
         );
         if m.deployments.is_empty() {
-            errs.push(format!("{path}.deployments"), "at least one deployment is required");
+            errs.push(
+                format!("{path}.deployments"),
+                "at least one deployment is required",
+            );
         }
         let mut deployments = Vec::new();
         for (j, d) in m.deployments.iter().enumerate() {
             let dpath = format!("{path}.deployments[{j}]");
             let Some((_, provider)) = providers.get(&d.provider) else {
-                errs.push(format!("{dpath}.provider"), format!("unknown provider {:?}", d.provider));
+                errs.push(
+                    format!("{dpath}.provider"),
+                    format!("unknown provider {:?}", d.provider),
+                );
                 continue;
             };
             if d.model.trim().is_empty() {

@@ -1,0 +1,262 @@
+//! Test harness: starts the real `switchyard` binary on ephemeral ports with a generated config,
+//! and talks to it with hyper clients (HTTP/1.1 and h2c).
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// An address nothing listens on (connections are refused).
+pub fn refused_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let a = l.local_addr().expect("addr");
+    drop(l);
+    a
+}
+
+pub struct Gateway {
+    child: Child,
+    pub port: u16,
+    pub admin_port: u16,
+    pub dir: PathBuf,
+    client: Client<HttpConnector, Full<Bytes>>,
+    h2: Client<HttpConnector, Full<Bytes>>,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl Gateway {
+    /// Starts the gateway with `body` (YAML without the `server` section) plus a server section
+    /// on fresh ports. `server_extra` lines are added under `server:`.
+    pub async fn start(body: &str, server_extra: &str) -> Gateway {
+        let port = free_port();
+        let admin_port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("switchyard-test-{}-{}", std::process::id(), port));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let conf = format!(
+            "server:\n  listen: [\"127.0.0.1:{port}\"]\n  admin_listen: \"127.0.0.1:{admin_port}\"\n  threads: 1\n  grace_period: 1s\n{server_extra}\n{body}\ntelemetry:\n  access_log: {}\n",
+            dir.join("access.log").display()
+        );
+        let conf_path = dir.join("switchyard.yaml");
+        std::fs::write(&conf_path, conf).expect("write conf");
+        let log = std::fs::File::create(dir.join("gateway.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .arg("run")
+            .arg("--conf")
+            .arg(&conf_path)
+            .stdout(Stdio::from(log.try_clone().expect("clone")))
+            .stderr(Stdio::from(log))
+            .env("RUST_LOG", "info")
+            .spawn()
+            .expect("spawn switchyard");
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        let h2 = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+        let mut gw = Gateway {
+            child,
+            port,
+            admin_port,
+            dir,
+            client,
+            h2,
+        };
+        gw.wait_ready().await;
+        gw
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("switchyard exited with {status}:\n{}", self.log());
+            }
+            if let Ok(r) = self
+                .try_request(false, "GET", "/v1/health", None, &[])
+                .await
+            {
+                if r.status == 200 || r.status == 503 {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("switchyard did not become ready:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default()
+    }
+
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    async fn try_request(
+        &self,
+        h2: bool,
+        method: &str,
+        path: &str,
+        body: Option<Bytes>,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply, String> {
+        let mut req = http::Request::builder().method(method).uri(self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .body(Full::new(body.unwrap_or_default()))
+            .map_err(|e| e.to_string())?;
+        let client = if h2 { &self.h2 } else { &self.client };
+        let resp = client.request(req).await.map_err(|e| e.to_string())?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok(Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        self.try_request(
+            false,
+            method,
+            path,
+            body.map(Bytes::copy_from_slice),
+            headers,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("request failed: {e}\n{}", self.log()))
+    }
+
+    pub async fn request_h2(&self, method: &str, path: &str, body: Option<&[u8]>) -> Reply {
+        self.try_request(true, method, path, body.map(Bytes::copy_from_slice), &[])
+            .await
+            .unwrap_or_else(|e| panic!("h2 request failed: {e}\n{}", self.log()))
+    }
+
+    pub async fn post_json(&self, path: &str, body: &[u8]) -> Reply {
+        self.request(
+            "POST",
+            path,
+            Some(body),
+            &[
+                ("content-type", "application/json"),
+                ("authorization", "Bearer sk-caller-key"),
+            ],
+        )
+        .await
+    }
+
+    /// Starts a request and returns the streaming response (header read, body not yet).
+    pub async fn open_stream(&self, body: &[u8]) -> http::Response<Incoming> {
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(self.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::copy_from_slice(body)))
+            .expect("request");
+        self.client
+            .request(req)
+            .await
+            .unwrap_or_else(|e| panic!("stream request failed: {e}\n{}", self.log()))
+    }
+
+    pub async fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.admin_port);
+        let req = http::Request::builder()
+            .uri(url)
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let resp = self.client.request(req).await.expect("metrics");
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    /// The value of one metric sample line (`name{labels}`), if present.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.metrics().await;
+        text.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Reads the next body frame with data, with a timeout; `None` at end of body.
+pub async fn next_data(body: &mut Incoming, timeout: Duration) -> Option<Bytes> {
+    loop {
+        let frame = tokio::time::timeout(timeout, body.frame())
+            .await
+            .expect("timed out waiting for a stream frame")?;
+        let frame = frame.expect("frame error");
+        if let Ok(data) = frame.into_data() {
+            if !data.is_empty() {
+                return Some(data);
+            }
+        }
+    }
+}
+
+/// A provider block for an OpenAI-compatible upstream.
+pub fn openai_provider(name: &str, base_url: &str, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    kind: openai\n    base_url: {base_url}\n    api_key: sk-{name}-secret\n{extra}"
+    )
+}

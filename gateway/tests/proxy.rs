@@ -1,0 +1,633 @@
+//! Integration tests: the real gateway binary against real local upstreams.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+use switchyard_benches::upstream::{
+    chat_completion_body, stream_events, MockUpstream, MockUpstreamConfig,
+};
+
+fn ok_upstream() -> MockUpstreamConfig {
+    MockUpstreamConfig::default()
+}
+
+/// One model `fast` served by `providers` (YAML list items) through `deployments`.
+fn config(providers: &[String], deployments: &[(&str, &str)], model_extra: &str) -> String {
+    let mut s = String::from("providers:\n");
+    for p in providers {
+        s.push_str(p);
+        s.push('\n');
+    }
+    s.push_str("models:\n  - name: fast\n    aliases: [\"gpt-4o-mini\"]\n");
+    s.push_str(model_extra);
+    s.push_str("    deployments:\n");
+    for (provider, model) in deployments {
+        s.push_str(&format!(
+            "      - provider: {provider}\n        model: {model}\n"
+        ));
+    }
+    s
+}
+
+async fn single(up: &MockUpstream) -> Gateway {
+    let conf = config(
+        &[openai_provider("up", &up.base_url(), "")],
+        &[("up", "mock-model")],
+        "",
+    );
+    Gateway::start(&conf, "").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_stream_passes_bytes_through_and_swaps_only_the_model() {
+    let up = MockUpstream::start(ok_upstream()).await.expect("upstream");
+    let gw = single(&up).await;
+    // Odd spacing, key order and unicode must survive untouched.
+    let body = "{ \"messages\" : [{\"role\":\"user\",\"content\":\"h\u{e9}llo \\\"model\\\"\"}],\n  \"model\":  \"gpt-4o-mini\", \"temperature\": 0.25, \"x_extra\": {\"a\": [1,2,3]} }";
+    let r = gw
+        .request(
+            "POST",
+            "/v1/chat/completions",
+            Some(body.as_bytes()),
+            &[
+                ("content-type", "application/json"),
+                ("authorization", "Bearer sk-caller-key"),
+                ("x-api-key", "sk-caller-key"),
+                ("x-request-id", "caller-req-1"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body, chat_completion_body("mock-model").as_bytes());
+    assert_eq!(r.header("x-request-id"), Some("caller-req-1"));
+    assert_eq!(r.header("x-switchyard-provider"), Some("up"));
+    assert_eq!(r.header("x-switchyard-model"), Some("mock-model"));
+
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 1);
+    let seen = &reqs[0];
+    assert_eq!(seen.path, "/v1/chat/completions");
+    assert_eq!(
+        seen.body,
+        body.replace("\"gpt-4o-mini\"", "\"mock-model\"").as_bytes()
+    );
+    assert_eq!(seen.header("authorization"), Some("Bearer sk-up-secret"));
+    assert_eq!(seen.header("x-api-key"), None);
+    assert_eq!(seen.header("x-request-id"), Some("caller-req-1"));
+    assert!(!format!("{:?}", seen.headers).contains("sk-caller-key"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infer_endpoint_has_the_same_contract() {
+    let up = MockUpstream::start(ok_upstream()).await.expect("upstream");
+    let gw = single(&up).await;
+    let r = gw
+        .post_json(
+            "/v1/ai/infer",
+            br#"{"model":"fast","messages":[{"role":"user","content":"x"}]}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, chat_completion_body("mock-model").as_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_hides_the_injected_usage_chunk_but_meters_it() {
+    let up = MockUpstream::start(MockUpstreamConfig {
+        stream_chunks: 4,
+        ..ok_upstream()
+    })
+    .await
+    .expect("upstream");
+    let gw = single(&up).await;
+    let r = gw
+        .post_json(
+            "/v1/chat/completions",
+            br#"{"model":"fast","stream":true,"messages":[{"role":"user","content":"x"}]}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("content-type")
+        .unwrap_or("")
+        .starts_with("text/event-stream"));
+    assert_eq!(r.text(), stream_events("mock-model", 4, false).concat());
+    // The upstream was asked for usage...
+    let sent: serde_json::Value = serde_json::from_slice(&up.requests()[0].body).expect("json");
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+    // ...and it was metered.
+    let completion = gw
+        .metric(r#"switchyard_tokens_total{direction="completion",model="fast",provider="up"}"#)
+        .await;
+    assert!(completion.unwrap_or(0.0) > 0.0, "{}", gw.metrics().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_with_requested_usage_is_byte_exact() {
+    let up = MockUpstream::start(ok_upstream()).await.expect("upstream");
+    let gw = single(&up).await;
+    let body =
+        br#"{"model":"fast","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#;
+    let r = gw.post_json("/v1/chat/completions", body).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), stream_events("mock-model", 3, true).concat());
+    let seen = &up.requests()[0].body;
+    assert_eq!(
+        seen.as_ref(),
+        String::from_utf8_lossy(body)
+            .replace("\"fast\"", "\"mock-model\"")
+            .as_bytes()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_events_are_relayed_as_they_arrive() {
+    let interval = Duration::from_millis(250);
+    let up = MockUpstream::start(MockUpstreamConfig {
+        stream_chunks: 4,
+        chunk_interval: interval,
+        ..ok_upstream()
+    })
+    .await
+    .expect("upstream");
+    let gw = single(&up).await;
+    let started = Instant::now();
+    let resp = gw
+        .open_stream(br#"{"model":"fast","stream":true,"messages":[]}"#)
+        .await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let first = next_data(&mut body, Duration::from_secs(5))
+        .await
+        .expect("first event");
+    let first_at = started.elapsed();
+    assert!(String::from_utf8_lossy(&first).starts_with("data: "));
+    let mut last_at = first_at;
+    while next_data(&mut body, Duration::from_secs(5)).await.is_some() {
+        last_at = started.elapsed();
+    }
+    // 4 content chunks + role + finish + usage + [DONE] are spaced by `interval` upstream: if the
+    // gateway buffered, everything would arrive together at the end.
+    assert!(
+        last_at - first_at >= interval * 4,
+        "first event at {first_at:?}, last at {last_at:?}: the stream was buffered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fails_over_when_the_first_deployment_refuses_connections() {
+    let up = MockUpstream::start(ok_upstream()).await.expect("upstream");
+    let dead = format!("http://{}/v1", refused_addr());
+    let conf = config(
+        &[
+            openai_provider("dead", &dead, ""),
+            openai_provider("up", &up.base_url(), ""),
+        ],
+        &[("dead", "m1"), ("up", "mock-model")],
+        "",
+    );
+    let gw = Gateway::start(&conf, "").await;
+    let r = gw
+        .post_json("/v1/chat/completions", br#"{"model":"fast","messages":[]}"#)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-switchyard-provider"), Some("up"));
+    assert_eq!(
+        gw.metric(r#"switchyard_upstream_attempts_total{outcome="connect_error",provider="dead"}"#)
+            .await,
+        Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2_mib_prompt_reaches_the_second_deployment_intact_after_a_5xx() {
+    let failing = MockUpstream::start(MockUpstreamConfig {
+        status: 503,
+        ..ok_upstream()
+    })
+    .await
+    .expect("upstream");
+    let up = MockUpstream::start(ok_upstream()).await.expect("upstream");
+    let conf = config(
+        &[
+            openai_provider("flaky", &failing.base_url(), ""),
+            openai_provider("up", &up.base_url(), ""),
+        ],
+        &[("flaky", "m1"), ("up", "mock-model")],
+        "",
+    );
+    let gw = Gateway::start(&conf, "").await;
+    let prompt: String = (0..2 * 1024 * 1024)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    let body = format!(r#"{{"model":"fast","messages":[{{"role":"user","content":"{prompt}"}}]}}"#);
+    let r = gw.post_json("/v1/chat/completions", body.as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-switchyard-provider"), Some("up"));
+    let first = &failing.requests()[0].body;
+    let second = &up.requests()[0].body;
+    assert_eq!(
+        first.as_ref(),
+        body.replace("\"fast\"", "\"m1\"").as_bytes()
+    );
+    assert_eq!(
+        second.as_ref(),
+        body.replace("\"fast\"", "\"mock-model\"").as_bytes()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_deployment_error_is_relayed_as_the_provider_sent_it() {
+    let limited = MockUpstream::start(MockUpstreamConfig {
+        status: 429,
+        error_body: Some(r#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#.into()),
+        ..ok_upstream()
+    })
+    .await
+    .expect("upstream");
+    let gw = single(&limited).await;
+    let r = gw
+        .post_json("/v1/chat/completions", br#"{"model":"fast","messages":[]}"#)
+        .await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["error"]["code"], "rate_limit_exceeded");
+    // One deployment, three attempts: retried with backoff, then the provider's answer relayed.
+    assert_eq!(limited.request_count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_deployment_unreachable_is_a_502() {
+    let dead1 = format!("http://{}/v1", refused_addr());
+    let dead2 = format!("http://{}/v1", refused_addr());
+    let conf = config(
+        &[
+            openai_provider("d1", &dead1, ""),
+            openai_provider("d2", &dead2, ""),
+        ],
+        &[("d1", "a"), ("d2", "b")],
+        "    retry: { attempts: 2 }\n",
+    );
+    let gw = Gateway::start(&conf, "").await;
+    let r = gw
+        .post_json("/v1/chat/completions", br#"{"model":"fast","messages":[]}"#)
+        .await;
+    assert_eq!(r.status, 502);
+    let e = r.json();
+    assert_eq!(e["error"]["code"], "no_deployment_available");
+    assert_eq!(e["error"]["type"], "upstream_error");
+    let msg = e["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("d1/a") && msg.contains("d2/b"), "{msg}");
+    assert!(!msg.contains("secret"), "{msg}");
+    // The health endpoint reflects the failures.
+    let h = gw.request("GET", "/v1/health", None, &[]).await.json();
+    assert_eq!(h["providers"][0]["consecutive_failures"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_timeout_is_a_504() {
+    let slow = MockUpstream::start(MockUpstreamConfig {
+        first_byte_delay: Duration::from_secs(3),
+        ..ok_upstream()
+    })
+    .await
+    .expect("upstream");
+    let conf = config(
+        &[openai_provider(
+            "slow",
+            &slow.base_url(),
+            "    timeouts: { total: 300ms, first_byte: 300ms }\n",
+        )],
+        &[("slow", "m")],
+        "    retry: { attempts: 1 }\n",
+    );
+    let gw = Gateway::start(&conf, "").await;
+    let r = gw
+        .post_json("/v1/chat/completions", br#"{"model":"fast","messages":[]}"#)
+        .await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "upstream_timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_fails_over_to_the_next_deployment() {
+    let slow = MockUpstream::start(MockUpstreamConfig {
+        first_byte_delay: Duration::from_secs(3),
+        ..ok_upstream()
+    })
+    .await
+    .expect("upstream");
+    let up = MockUpstream::start(ok_upstream()).await.expect("upstream");
+    let conf = config(
+        &[
+            openai_provider("slow", &slow.base_url(), "    timeouts: { total: 300ms }\n"),
+            openai_provider("up", &up.base_url(), ""),
+        ],
+        &[("slow", "m"), ("up", "mock-model")],
+        "",
+    );
+    let gw = Gateway::start(&conf, "").await;
+    let r = gw
+        .post_json("/v1/chat/completions", br#"{"model":"fast","messages":[]}"#)
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-switchyard-provider"), Some("up"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_openai_errors() {
+    let up = MockUpstream::start(ok_upstream()).await.expect("upstream");
+    let gw = Gateway::start(
+        &config(
+            &[openai_provider("up", &up.base_url(), "")],
+            &[("up", "mock-model")],
+            "",
+        ),
+        "  max_body_bytes: 4096\n",
+    )
+    .await;
+    let cases: &[(&[u8], u16, &str)] = &[
+        (b"{\"model\":", 400, "invalid_json"),
+        (b"not json", 400, "invalid_json"),
+        (b"[1]", 400, "invalid_json"),
+        (b"{\"messages\":[]}", 400, "missing_model"),
+        (b"{\"model\":42}", 400, "invalid_model"),
+        (
+            b"{\"model\":\"nope\",\"messages\":[]}",
+            404,
+            "model_not_found",
+        ),
+        (
+            b"{\"model\":\"fast\",\"stream\":\"yes\"}",
+            400,
+            "invalid_type",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let r = gw.post_json("/v1/chat/completions", body).await;
+        assert_eq!(r.status, *status, "{}", String::from_utf8_lossy(body));
+        let e = r.json();
+        assert_eq!(e["error"]["code"], *code, "{e}");
+        assert!(e["error"]["message"].is_string());
+        assert!(e["error"]["type"].is_string());
+        assert!(r.header("x-request-id").is_some());
+    }
+    let big = vec![b' '; 5000];
+    let r = gw.post_json("/v1/chat/completions", &big).await;
+    assert_eq!(r.status, 413);
+    assert_eq!(r.json()["error"]["code"], "request_too_large");
+
+    let r = gw.request("GET", "/v1/nowhere", None, &[]).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["code"], "unknown_url");
+    let r = gw.request("GET", "/v1/chat/completions", None, &[]).await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("POST"));
+    assert_eq!(r.json()["error"]["code"], "method_not_allowed");
+    let r = gw.request("DELETE", "/v1/models", None, &[]).await;
+    assert_eq!(r.status, 405);
+    // Nothing above reached the upstream.
+    assert_eq!(up.request_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_body_with_chunked_encoding_is_refused_while_reading() {
+    let up = MockUpstream::start(ok_upstream()).await.expect("upstream");
+    let gw = Gateway::start(
+        &config(
+            &[openai_provider("up", &up.base_url(), "")],
+            &[("up", "m")],
+            "",
+        ),
+        "  max_body_bytes: 1024\n",
+    )
+    .await;
+    // hyper sends a streamed body as chunked; use a raw socket to be explicit.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .expect("connect");
+    let chunk = vec![b'x'; 800];
+    let mut req =
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+            .to_vec();
+    for _ in 0..2 {
+        req.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        req.extend_from_slice(&chunk);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    s.write_all(&req).await.expect("write");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("request_too_large"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_health_and_metrics() {
+    let up = MockUpstream::start(ok_upstream()).await.expect("upstream");
+    let gw = single(&up).await;
+    let r = gw.request("GET", "/v1/models", None, &[]).await;
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["object"], "list");
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert_eq!(ids, vec!["fast", "gpt-4o-mini"]);
+    assert_eq!(v["data"][0]["object"], "model");
+
+    let h = gw.request("GET", "/v1/health", None, &[]).await;
+    assert_eq!(h.status, 200);
+    let h = h.json();
+    assert_eq!(h["status"], "ok");
+    assert_eq!(h["providers"][0]["name"], "up");
+    assert_eq!(h["providers"][0]["kind"], "openai");
+    assert_eq!(h["providers"][0]["status"], "healthy");
+
+    let r = gw
+        .post_json("/v1/chat/completions", br#"{"model":"fast","messages":[]}"#)
+        .await;
+    assert_eq!(r.status, 200);
+    let text = gw.metrics().await;
+    for family in [
+        "switchyard_requests_total",
+        "switchyard_request_duration_seconds",
+        "switchyard_time_to_first_byte_seconds",
+        "switchyard_upstream_attempts_total",
+        "switchyard_upstream_duration_seconds",
+        "switchyard_tokens_total",
+        "switchyard_active_requests",
+        "switchyard_active_streams",
+        "switchyard_provider_up",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "missing {family}:\n{text}"
+        );
+    }
+    assert_eq!(
+        gw.metric(r#"switchyard_requests_total{model="fast",provider="up",status="2xx"}"#)
+            .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        gw.metric(r#"switchyard_tokens_total{direction="prompt",model="fast",provider="up"}"#)
+            .await,
+        Some(9.0)
+    );
+    // /metrics lives on the admin listener only.
+    assert_eq!(gw.request("GET", "/metrics", None, &[]).await.status, 404);
+    // The access log has one JSON line per request, without credentials.
+    let log = gw.access_log();
+    assert!(!log.contains("sk-caller-key") && !log.contains("sk-up-secret"));
+    let chat_line = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
+        .find(|l| l["route"] == "chat_completions")
+        .expect("access log line");
+    assert_eq!(chat_line["provider"], "up");
+    assert_eq!(chat_line["status"], 200);
+    assert_eq!(chat_line["prompt_tokens"], 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_callers_are_served() {
+    let up = MockUpstream::start(ok_upstream()).await.expect("upstream");
+    let gw = single(&up).await;
+    let r = gw
+        .request_h2(
+            "POST",
+            "/v1/chat/completions",
+            Some(br#"{"model":"fast","messages":[]}"#),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, chat_completion_body("mock-model").as_bytes());
+    let r = gw
+        .request_h2(
+            "POST",
+            "/v1/chat/completions",
+            Some(br#"{"model":"fast","stream":true,"messages":[]}"#),
+        )
+        .await;
+    assert_eq!(r.text(), stream_events("mock-model", 3, false).concat());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_disconnects_mid_stream_frees_the_stream() {
+    let up = MockUpstream::start(MockUpstreamConfig {
+        stream_chunks: 50,
+        chunk_interval: Duration::from_millis(100),
+        ..ok_upstream()
+    })
+    .await
+    .expect("upstream");
+    let gw = single(&up).await;
+    let resp = gw
+        .open_stream(br#"{"model":"fast","stream":true,"messages":[]}"#)
+        .await;
+    let mut body = resp.into_body();
+    assert!(next_data(&mut body, Duration::from_secs(5)).await.is_some());
+    assert_eq!(gw.metric("switchyard_active_streams").await, Some(1.0));
+    drop(body);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let streams = gw.metric("switchyard_active_streams").await;
+        let requests = gw.metric("switchyard_active_requests").await;
+        if streams == Some(0.0) && requests == Some(0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stream not freed: {streams:?} {requests:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The gateway is still fine.
+    let r = gw
+        .post_json("/v1/chat/completions", br#"{"model":"fast","messages":[]}"#)
+        .await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_built_in_mock_provider_answers() {
+    let conf = "providers:\n  - name: sim\n    kind: mock\n    chunks: 3\nmodels:\n  - name: chat\n    deployments:\n      - provider: sim\n        model: mock-1\n";
+    let gw = Gateway::start(conf, "").await;
+    let body = br#"{"model":"chat","messages":[{"role":"user","content":"hello"}]}"#;
+    let a = gw.post_json("/v1/chat/completions", body).await.json();
+    let b = gw.post_json("/v1/chat/completions", body).await.json();
+    assert_eq!(a["choices"][0]["message"], b["choices"][0]["message"]);
+    assert_eq!(a["model"], "mock-1");
+    assert!(a["usage"]["prompt_tokens"].as_u64().unwrap_or(0) > 0);
+    let s = gw
+        .post_json(
+            "/v1/chat/completions",
+            br#"{"model":"chat","stream":true,"messages":[{"role":"user","content":"hello"}]}"#,
+        )
+        .await;
+    let text = s.text();
+    assert_eq!(text.matches("data: ").count(), 1 + 3 + 1 + 1);
+    assert!(text.ends_with("data: [DONE]\n\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_every_error_with_its_path() {
+    let dir = std::env::temp_dir().join(format!("switchyard-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "server:\n  listen: [\"127.0.0.1:1\"]\nproviders:\n  - name: openai\n    kind: openai\n    base_url: http://127.0.0.1:9/v1\nmodels:\n  - name: a\n    deployments: [{provider: openai, model: x}]\n  - name: b\n    deployments:\n      - provider: opnai\n        model: y\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["check", "--conf"])
+        .arg(&bad)
+        .output()
+        .expect("run check");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("models[1].deployments[0].provider: unknown provider \"opnai\""),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn every_file_in_conf_is_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("conf dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["check", "--conf"])
+            .arg(&path)
+            .env("OPENAI_API_KEY", "sk-test")
+            .output()
+            .expect("run check");
+        assert!(
+            out.status.success(),
+            "{} is invalid:\n{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let table = String::from_utf8_lossy(&out.stdout);
+        assert!(table.contains("model "), "{table}");
+        checked += 1;
+    }
+    assert!(
+        checked >= 2,
+        "expected quickstart.yaml and full.yaml in conf/"
+    );
+}
