@@ -219,14 +219,13 @@ impl Forwarder {
         peer.options.connection_timeout = Some(timeouts.connect);
         peer.options.total_connection_timeout = Some(timeouts.connect);
         peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
-        peer.options.write_timeout = Some(timeouts.idle);
         // Streams must show their first event within `first_byte`; a non-stream answer comes
         // whole, so its wait is bounded by `total` instead.
-        peer.options.read_timeout = Some(if stream {
+        let header_timeout = if stream {
             timeouts.first_byte
         } else {
             timeouts.total
-        });
+        };
         let started = Instant::now();
         let header = self.request_header(ctx, endpoint, api_key, body.len(), stream)?;
         // A pooled connection may have been closed by the upstream meanwhile: one fresh retry.
@@ -237,6 +236,8 @@ impl Forwarder {
                 .get_http_session(&peer)
                 .await
                 .map_err(|e| classify(&e, "connecting"))?;
+            up.set_write_timeout(Some(timeouts.idle));
+            up.set_read_timeout(Some(header_timeout));
             let sent = async {
                 up.write_request_header(Box::new(header.clone())).await?;
                 up.write_request_body(body.clone(), true).await?;

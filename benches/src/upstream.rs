@@ -1,0 +1,325 @@
+//! A deterministic OpenAI-compatible upstream: `POST /v1/chat/completions` (non-stream and SSE
+//! stream, with the usage chunk when `stream_options.include_usage` is set), `GET /v1/models`.
+//! It can answer with an error status, delay its first byte and space its stream events, and it
+//! records what it received so tests can check what the gateway sent.
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+#[derive(Clone, Debug)]
+pub struct MockUpstreamConfig {
+    /// Status of every chat answer; a non-2xx status answers `error_body`.
+    pub status: u16,
+    pub error_body: Option<String>,
+    /// Content chunks in a stream.
+    pub stream_chunks: usize,
+    /// Pause between stream events.
+    pub chunk_interval: Duration,
+    /// Pause before the response header.
+    pub first_byte_delay: Duration,
+    /// Keep every request for [`MockUpstream::requests`].
+    pub record: bool,
+}
+
+impl Default for MockUpstreamConfig {
+    fn default() -> Self {
+        MockUpstreamConfig {
+            status: 200,
+            error_body: None,
+            stream_chunks: 3,
+            chunk_interval: Duration::ZERO,
+            first_byte_delay: Duration::ZERO,
+            record: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl RecordedRequest {
+    /// A header's value, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub struct MockUpstream {
+    pub addr: SocketAddr,
+    recorded: Arc<Mutex<Vec<RecordedRequest>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Shared {
+    config: MockUpstreamConfig,
+    recorded: Arc<Mutex<Vec<RecordedRequest>>>,
+}
+
+impl MockUpstream {
+    /// Serves on a fresh loopback port on the current tokio runtime until dropped.
+    pub async fn start(config: MockUpstreamConfig) -> std::io::Result<MockUpstream> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), config).await
+    }
+
+    /// Serves on `addr` on the current tokio runtime until dropped.
+    pub async fn start_on(
+        addr: SocketAddr,
+        config: MockUpstreamConfig,
+    ) -> std::io::Result<MockUpstream> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let recorded = Arc::new(Mutex::new(Vec::new()));
+        let shared = Arc::new(Shared {
+            config,
+            recorded: recorded.clone(),
+        });
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| handle(shared.clone(), req));
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Ok(MockUpstream {
+            addr,
+            recorded,
+            task,
+        })
+    }
+
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.recorded.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.recorded.lock().map(|r| r.len()).unwrap_or(0)
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+}
+
+const CREATED: u64 = 1_700_000_000;
+const ID: &str = "chatcmpl-mock";
+
+/// The exact non-stream body answered for `model`.
+pub fn chat_completion_body(model: &str) -> String {
+    let model = serde_json::to_string(model).unwrap_or_default();
+    format!(
+        concat!(
+            r#"{{"id":"{id}","object":"chat.completion","created":{created},"model":{model},"#,
+            r#""choices":[{{"index":0,"message":{{"role":"assistant","content":"Hello from the mock upstream.","refusal":null}},"logprobs":null,"finish_reason":"stop"}}],"#,
+            r#""usage":{{"prompt_tokens":9,"completion_tokens":12,"total_tokens":21}}}}"#
+        ),
+        id = ID,
+        created = CREATED,
+        model = model
+    )
+}
+
+/// The exact SSE events streamed for `model`, the last one `data: [DONE]`.
+pub fn stream_events(model: &str, chunks: usize, include_usage: bool) -> Vec<String> {
+    let model = serde_json::to_string(model).unwrap_or_default();
+    let usage_null = if include_usage {
+        r#","usage":null"#
+    } else {
+        ""
+    };
+    let chunk = |delta: &str, finish: &str| {
+        format!(
+            r#"data: {{"id":"{ID}","object":"chat.completion.chunk","created":{CREATED},"model":{model},"choices":[{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":{finish}}}]{usage_null}}}"#
+        ) + "\n\n"
+    };
+    let mut out = vec![chunk(r#"{"role":"assistant","content":""}"#, "null")];
+    for i in 0..chunks {
+        out.push(chunk(&format!(r#"{{"content":"word{i} "}}"#), "null"));
+    }
+    out.push(chunk("{}", r#""stop""#));
+    if include_usage {
+        out.push(format!(
+            r#"data: {{"id":"{ID}","object":"chat.completion.chunk","created":{CREATED},"model":{model},"choices":[],"usage":{{"prompt_tokens":9,"completion_tokens":{chunks},"total_tokens":{}}}}}"#,
+            9 + chunks
+        ) + "\n\n");
+    }
+    out.push("data: [DONE]\n\n".to_string());
+    out
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+fn full(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let body: Bytes = body.into();
+    let mut resp = Response::new(Full::new(body).boxed());
+    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
+    if let Ok(v) = content_type.parse() {
+        resp.headers_mut().insert("content-type", v);
+    }
+    resp
+}
+
+fn error_json(message: &str) -> String {
+    serde_json::json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": null}})
+        .to_string()
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let cfg = &shared.config;
+    if cfg.record {
+        let rec = RecordedRequest {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_string(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: body.clone(),
+        };
+        if let Ok(mut r) = shared.recorded.lock() {
+            r.push(rec);
+        }
+    }
+    match (parts.method.as_str(), parts.uri.path()) {
+        ("GET", "/v1/models" | "/models") => Ok(full(
+            200,
+            "application/json",
+            r#"{"object":"list","data":[{"id":"mock-model","object":"model","created":1700000000,"owned_by":"mock"}]}"#,
+        )),
+        ("POST", "/v1/chat/completions" | "/chat/completions") => Ok(chat(cfg, &body).await),
+        _ => Ok(full(404, "application/json", error_json("unknown path"))),
+    }
+}
+
+async fn chat(cfg: &MockUpstreamConfig, body: &[u8]) -> Response<Body> {
+    if !cfg.first_byte_delay.is_zero() {
+        tokio::time::sleep(cfg.first_byte_delay).await;
+    }
+    if !(200..300).contains(&cfg.status) {
+        let body = cfg.error_body.clone().unwrap_or_else(|| {
+            r#"{"error":{"message":"mock upstream error","type":"server_error","param":null,"code":null}}"#.to_string()
+        });
+        return full(cfg.status, "application/json", body);
+    }
+    let v: serde_json::Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return full(
+                400,
+                "application/json",
+                error_json(&format!("invalid JSON: {e}")),
+            )
+        }
+    };
+    let model = v["model"].as_str().unwrap_or("unknown");
+    if v["stream"].as_bool() != Some(true) {
+        return full(200, "application/json", chat_completion_body(model));
+    }
+    let include_usage = v["stream_options"]["include_usage"].as_bool() == Some(true);
+    let events = stream_events(model, cfg.stream_chunks, include_usage);
+    let interval = cfg.chunk_interval;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+    tokio::spawn(async move {
+        for (i, ev) in events.into_iter().enumerate() {
+            if i > 0 && !interval.is_zero() {
+                tokio::time::sleep(interval).await;
+            }
+            if tx.send(Ok(Frame::data(Bytes::from(ev)))).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut resp = Response::new(ChannelBody(rx).boxed());
+    resp.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("text/event-stream"),
+    );
+    resp.headers_mut().insert(
+        "cache-control",
+        hyper::header::HeaderValue::from_static("no-cache"),
+    );
+    resp
+}
+
+/// A response body fed frame by frame from a channel (one HTTP chunk per event).
+struct ChannelBody(tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, Infallible>>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_events_have_the_documented_shape() {
+        let evs = stream_events("m", 2, true);
+        assert_eq!(evs.len(), 1 + 2 + 1 + 1 + 1);
+        for ev in &evs[..evs.len() - 1] {
+            let v: serde_json::Value =
+                serde_json::from_str(ev.trim_end().trim_start_matches("data: ")).unwrap();
+            assert_eq!(v["object"], "chat.completion.chunk");
+            assert_eq!(v["model"], "m");
+        }
+        let usage: serde_json::Value =
+            serde_json::from_str(evs[evs.len() - 2].trim_end().trim_start_matches("data: "))
+                .unwrap();
+        assert_eq!(usage["choices"], serde_json::json!([]));
+        assert_eq!(usage["usage"]["total_tokens"], 11);
+        assert!(!stream_events("m", 2, false).concat().contains("usage"));
+        let body: serde_json::Value = serde_json::from_str(&chat_completion_body("x\"y")).unwrap();
+        assert_eq!(body["model"], "x\"y");
+    }
+}
