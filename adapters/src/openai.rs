@@ -263,7 +263,17 @@ struct UsageView {
 }
 
 /// Usage of a non-stream chat completion body, if it has one.
+///
+/// Reads only the `usage` object: its key is found from the end of the body (OpenAI puts it
+/// last; a `"usage":` inside a string value would be escaped, so a raw match is a real key) and
+/// just that object is parsed. Falls back to a full parse when that fails.
 pub fn response_usage(body: &[u8]) -> Option<Usage> {
+    if let Some(pos) = memchr::memmem::rfind(body, b"\"usage\":") {
+        let mut de = serde_json::Deserializer::from_slice(&body[pos + 8..]);
+        if let Ok(Some(u)) = <Option<Usage>>::deserialize(&mut de) {
+            return Some(u);
+        }
+    }
     serde_json::from_slice::<UsageView>(body).ok()?.usage
 }
 
@@ -303,20 +313,19 @@ pub fn classify_stream_event(event: &[u8]) -> StreamEvent {
     StreamEvent::Chunk
 }
 
-/// Removes the `"usage":null` member that OpenAI adds to every chunk once `include_usage` is on,
-/// so a caller who did not ask for usage sees the chunk the provider would have sent. Returns
-/// `None` when the event has no such member (forward it unchanged).
-pub fn strip_null_usage(event: &[u8]) -> Option<Vec<u8>> {
+/// Appends `event` to `out` without the `"usage":null` member that OpenAI adds to every chunk
+/// once `include_usage` is on, so a caller who did not ask for usage sees the chunk the provider
+/// would have sent.
+pub fn push_without_null_usage(event: &[u8], out: &mut BytesMut) {
     const PATTERNS: [&[u8]; 2] = [b",\"usage\":null", b",\"usage\": null"];
     for pat in PATTERNS {
         if let Some(pos) = memchr::memmem::find(event, pat) {
-            let mut out = Vec::with_capacity(event.len() - pat.len());
             out.extend_from_slice(&event[..pos]);
             out.extend_from_slice(&event[pos + pat.len()..]);
-            return Some(out);
+            return;
         }
     }
-    None
+    out.extend_from_slice(event);
 }
 
 /// Relays an OpenAI-compatible SSE stream to an OpenAI caller, chunk by chunk.
@@ -358,10 +367,7 @@ impl PassthroughStream {
             if let StreamEvent::Usage(_) = self.observe(&ev) {
                 continue;
             }
-            match strip_null_usage(&ev) {
-                Some(stripped) => out.extend_from_slice(&stripped),
-                None => out.extend_from_slice(&ev),
-            }
+            push_without_null_usage(&ev, &mut out);
         }
         (!out.is_empty()).then(|| out.freeze())
     }
@@ -580,12 +586,21 @@ mod tests {
 
     #[test]
     fn strips_null_usage_member() {
-        let ev = br#"data: {"id":"c","choices":[],"usage":null}"#;
-        assert_eq!(
-            strip_null_usage(ev).unwrap(),
-            br#"data: {"id":"c","choices":[]}"#.to_vec()
-        );
-        assert!(strip_null_usage(b"data: {\"id\":\"c\"}").is_none());
+        let mut out = BytesMut::new();
+        push_without_null_usage(br#"data: {"id":"c","choices":[],"usage":null}"#, &mut out);
+        assert_eq!(&out[..], br#"data: {"id":"c","choices":[]}"#);
+        out.clear();
+        push_without_null_usage(b"data: {\"id\":\"c\"}", &mut out);
+        assert_eq!(&out[..], b"data: {\"id\":\"c\"}");
+    }
+
+    #[test]
+    fn usage_is_found_wherever_it_sits() {
+        let first = br#"{"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3},"choices":[{"message":{"content":"say \"usage\": 5"}}]}"#;
+        assert_eq!(response_usage(first).unwrap().total_tokens, 3);
+        let tricky = br#"{"choices":[{"message":{"content":"x"}}],"usage":null}"#;
+        assert_eq!(response_usage(tricky), None);
+        assert_eq!(response_usage(b"{}"), None);
     }
 
     #[test]

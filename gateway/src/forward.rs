@@ -89,7 +89,6 @@ impl Forwarder {
         let routing = &model.config.routing;
         let steps = router::plan(model, ctx.seed());
         let deadline = ctx.started + routing.deadline;
-        let mut failures: Vec<TryFailure> = Vec::new();
         let mut last_outcome = AttemptOutcome::ConnectError;
         let count = steps.len();
         for (i, step) in steps.iter().enumerate() {
@@ -113,7 +112,7 @@ impl Forwarder {
             };
             let rewritten = openai::rewrite_chat_request(body, facts, &spec.model);
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let attempt = tokio::time::timeout(
+            let attempt = pingora_timeout::timeout(
                 remaining,
                 self.try_openai(
                     ctx,
@@ -141,6 +140,7 @@ impl Forwarder {
                             session,
                             ctx,
                             dep,
+                            &spec.model,
                             committed,
                             rewritten.usage_injected,
                             facts.stream,
@@ -160,7 +160,7 @@ impl Forwarder {
                     );
                     last_outcome = e.outcome;
                     let retry = e.retryable(&routing.retry.on);
-                    failures.push(TryFailure {
+                    ctx.failures.push(TryFailure {
                         provider: dep.provider.name().to_string(),
                         model: spec.model.clone(),
                         reason: e.reason,
@@ -171,7 +171,7 @@ impl Forwarder {
                 }
             }
         }
-        ctx.failures = failures.clone();
+        let failures = ctx.failures.clone();
         let name = model.config.name.clone();
         Err(Failure::Respond(
             if last_outcome == AttemptOutcome::Timeout {
@@ -227,7 +227,7 @@ impl Forwarder {
             timeouts.total
         };
         let started = Instant::now();
-        let header = self.request_header(ctx, endpoint, api_key, body.len(), stream)?;
+        let mut header = Some(self.request_header(ctx, endpoint, api_key, body.len(), stream)?);
         // A pooled connection may have been closed by the upstream meanwhile: one fresh retry.
         let mut fresh_retry = true;
         loop {
@@ -238,8 +238,12 @@ impl Forwarder {
                 .map_err(|e| classify(&e, "connecting"))?;
             up.set_write_timeout(Some(timeouts.idle));
             up.set_read_timeout(Some(header_timeout));
+            let req = match header.take() {
+                Some(h) => h,
+                None => self.request_header(ctx, endpoint, api_key, body.len(), stream)?,
+            };
             let sent = async {
-                up.write_request_header(Box::new(header.clone())).await?;
+                up.write_request_header(Box::new(req)).await?;
                 up.write_request_body(body.clone(), true).await?;
                 up.finish_request_body().await?;
                 up.read_response_header().await
@@ -328,11 +332,13 @@ impl Forwarder {
     }
 
     /// Writes the committed upstream response to the caller, event by event for streams.
+    #[allow(clippy::too_many_arguments)]
     async fn relay(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
         dep: &RoutedDeployment,
+        upstream_model: &str,
         committed: Committed,
         usage_injected: bool,
         stream_requested: bool,
@@ -376,11 +382,10 @@ impl Forwarder {
             resp.remove_header("content-length");
             let _ = resp.insert_header("transfer-encoding", "chunked");
         }
-        let spec_model = dep_model_name(ctx, dep);
         add_gateway_headers(
             &mut resp,
             &ctx.request_id,
-            Some((dep.provider.name(), &spec_model)),
+            Some((dep.provider.name(), upstream_model)),
         )
         .map_err(Failure::Abort)?;
         ctx.status = status;
@@ -397,35 +402,44 @@ impl Forwarder {
             .map_err(Failure::Abort)?;
         let _stream_guard = is_sse.then(|| ctx.stream_guard());
 
-        upstream.set_read_timeout(Some(timeouts.idle));
         let try_deadline = started + timeouts.total;
         let mut relay = is_sse.then(|| PassthroughStream::new(usage_injected));
         let mut kept: Vec<Bytes> = Vec::new();
         let mut midstream_error: Option<(AttemptOutcome, String)> = None;
         loop {
+            // One read timeout bounds both the idle gap and what is left of `total`, so no timer
+            // beyond Pingora's own is armed per chunk.
             let left = try_deadline.saturating_duration_since(Instant::now());
-            let chunk = match tokio::time::timeout(left, upstream.read_response_body()).await {
-                Err(_) => {
-                    midstream_error = Some((
-                        AttemptOutcome::Timeout,
-                        format!(
-                            "response exceeded the total timeout of {:?}",
-                            timeouts.total
-                        ),
-                    ));
-                    break;
-                }
-                Ok(Err(e)) => {
-                    let outcome = if is_timeout(&e) {
-                        AttemptOutcome::Timeout
+            upstream.set_read_timeout(Some(timeouts.idle.min(left)));
+            let chunk = match upstream.read_response_body().await {
+                Err(e) => {
+                    let (outcome, reason) = if !is_timeout(&e) {
+                        (
+                            AttemptOutcome::StreamError,
+                            format!("upstream failed mid-response: {}", e.etype().as_str()),
+                        )
+                    } else if Instant::now() >= try_deadline {
+                        (
+                            AttemptOutcome::Timeout,
+                            format!(
+                                "response exceeded the total timeout of {:?}",
+                                timeouts.total
+                            ),
+                        )
                     } else {
-                        AttemptOutcome::StreamError
+                        (
+                            AttemptOutcome::Timeout,
+                            format!(
+                                "upstream sent nothing for {:?} (idle timeout)",
+                                timeouts.idle
+                            ),
+                        )
                     };
-                    midstream_error = Some((outcome, format!("upstream failed mid-response: {e}")));
+                    midstream_error = Some((outcome, reason));
                     break;
                 }
-                Ok(Ok(None)) => break,
-                Ok(Ok(Some(chunk))) => chunk,
+                Ok(None) => break,
+                Ok(Some(chunk)) => chunk,
             };
             let out = match relay.as_mut() {
                 Some(r) => r.push(chunk),
@@ -578,13 +592,6 @@ impl Forwarder {
         ctx.completed = true;
         Ok(())
     }
-}
-
-fn dep_model_name(ctx: &RequestCtx, dep: &RoutedDeployment) -> String {
-    ctx.model
-        .as_ref()
-        .map(|m| dep.spec(m).model.clone())
-        .unwrap_or_default()
 }
 
 /// Adds `x-request-id` and, when a deployment served, `x-switchyard-provider` / `-model`.

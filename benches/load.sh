@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Load bench: direct vs bare Pingora hop vs Switchyard, in one run, against the same local mock
+# upstream. Prints RPS, p50, p99 and proxy CPU per request for each, and the ratios.
+#   bash benches/load.sh                 (DURATION=10 seconds per run by default)
+# Loopback only; every run is bounded by DURATION; all processes are stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10}
+STREAM_SAMPLES=${STREAM_SAMPLES:-200}
+UP_PORT=${UP_PORT:-18000}
+HOP_PORT=${HOP_PORT:-18001}
+SY_PORT=${SY_PORT:-18002}
+SY_ADMIN=${SY_ADMIN:-18003}
+SLOW_UP_PORT=${SLOW_UP_PORT:-18010}
+SLOW_HOP_PORT=${SLOW_HOP_PORT:-18011}
+SLOW_SY_PORT=${SLOW_SY_PORT:-18012}
+
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+cargo build --release -q -p switchyard -p switchyard-benches
+bin=target/release
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+wait_port() { for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+
+gateway_conf() { # port admin upstream_port
+  cat <<YAML
+server:
+  listen: ["127.0.0.1:$1"]
+  admin_listen: "127.0.0.1:$2"
+  threads: 1
+providers:
+  - name: up
+    kind: openai
+    base_url: http://127.0.0.1:$3/v1
+    api_key: bench-key
+models:
+  - name: bench
+    deployments:
+      - provider: up
+        model: mock-model
+telemetry:
+  access_log: off
+YAML
+}
+
+start() { "$@" > "$work/$(basename "$1")-$RANDOM.log" 2>&1 & pids+=($!); }
+
+# Fast upstream (throughput and latency) and a paced one (5 ms between events, for first-event).
+start $bin/mock-upstream --listen 127.0.0.1:$UP_PORT --threads 1; up_pid=${pids[-1]}
+start $bin/bare-hop --listen 127.0.0.1:$HOP_PORT --upstream 127.0.0.1:$UP_PORT --threads 1; hop_pid=${pids[-1]}
+gateway_conf $SY_PORT $SY_ADMIN $UP_PORT > "$work/sy.yaml"
+start $bin/switchyard run --conf "$work/sy.yaml"; sy_pid=${pids[-1]}
+start $bin/mock-upstream --listen 127.0.0.1:$SLOW_UP_PORT --threads 1 --chunk-interval-ms 5
+start $bin/bare-hop --listen 127.0.0.1:$SLOW_HOP_PORT --upstream 127.0.0.1:$SLOW_UP_PORT --threads 1
+gateway_conf $SLOW_SY_PORT $((SY_ADMIN + 10)) $SLOW_UP_PORT > "$work/sy-slow.yaml"
+start $bin/switchyard run --conf "$work/sy-slow.yaml"
+for p in $UP_PORT $HOP_PORT $SY_PORT $SLOW_UP_PORT $SLOW_HOP_PORT $SLOW_SY_PORT; do wait_port $p; done
+
+ticks=$(getconf CLK_TCK)
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# run NAME PORT MODEL PID CONNS STREAM -> appends a result line
+run() {
+  local name=$1 port=$2 model=$3 pid=$4 conns=$5 stream=$6 body
+  if [ "$stream" = 1 ]; then
+    body="{\"model\":\"$model\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}"
+  else
+    body="{\"model\":\"$model\",\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}"
+  fi
+  local c0; c0=$(cpu "$pid")
+  BENCH_BODY=$body wrk -t1 -c"$conns" -d"${DURATION}s" --latency -s benches/post.lua \
+    "http://127.0.0.1:$port/v1/chat/completions" > "$work/wrk.out"
+  local c1; c1=$(cpu "$pid")
+  python3 - "$name" "$conns" "$stream" "$c0" "$c1" "$ticks" "$work/wrk.out" >> "$work/results" <<'PY'
+import re, sys
+name, conns, stream, c0, c1, ticks, path = sys.argv[1:]
+text = open(path).read()
+def ms(v, unit):
+    return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+lat = {p: ms(v, u) for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)}
+total = int(re.search(r"(\d+) requests in", text).group(1))
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+cpu_ms = (int(c1) - int(c0)) * 1000.0 / int(ticks) / max(total, 1)
+scenario = ("stream" if stream == "1" else "non-stream") + f" c={conns}"
+print(f"{name}|{scenario}|{rps:.0f}|{lat['50']:.3f}|{lat['99']:.3f}|{cpu_ms:.4f}|{errors.group(1) if errors else 0}")
+PY
+}
+
+: > "$work/results"
+for scenario in "1 0" "32 0" "64 0" "32 1"; do
+  set -- $scenario
+  run direct $UP_PORT mock-model $up_pid "$1" "$2"
+  run bare-hop $HOP_PORT mock-model $hop_pid "$1" "$2"
+  run switchyard $SY_PORT bench $sy_pid "$1" "$2"
+done
+python3 benches/first_event.py "$STREAM_SAMPLES" \
+  direct=127.0.0.1:$SLOW_UP_PORT:mock-model bare-hop=127.0.0.1:$SLOW_HOP_PORT:mock-model \
+  switchyard=127.0.0.1:$SLOW_SY_PORT:bench > "$work/first"
+
+python3 - "$work/results" "$work/first" "$DURATION" <<'PY'
+import sys
+rows = [l.strip().split("|") for l in open(sys.argv[1]) if l.strip()]
+first = {l.split()[0]: l.split()[1:] for l in open(sys.argv[2]) if l.strip()}
+print(f"\nSwitchyard load bench ({sys.argv[3]}s per run, wrk -t1, 1 proxy thread, loopback; CPU = proxy process)")
+print(f"{'target':<11} {'scenario':<16} {'RPS':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>11} {'non-2xx':>8}")
+by = {}
+for name, scen, rps, p50, p99, cpu, err in rows:
+    cpu_s = "-" if name == "direct" else cpu
+    print(f"{name:<11} {scen:<16} {rps:>8} {p50:>8} {p99:>8} {cpu_s:>11} {err:>8}")
+    by[(name, scen)] = (float(rps), float(p50), float(p99), float(cpu))
+print("\nratios (Switchyard vs bare hop; targets: RPS >= 0.85x, CPU/req <= 1.2x)")
+for scen in dict.fromkeys(s for _, s, *_ in rows):
+    sy, hop, d = by[("switchyard", scen)], by[("bare-hop", scen)], by[("direct", scen)]
+    print(f"  {scen:<16} RPS {sy[0]/hop[0]:.2f}x   CPU/req {sy[3]/hop[3]:.2f}x   "
+          f"p50 +{(sy[1]-d[1]):.3f} ms over direct (hop +{(hop[1]-d[1]):.3f} ms)")
+print("\ntime to first stream event, ms (p50 / p90), upstream paced at 5 ms per event:")
+for name, (p50, p90) in first.items():
+    print(f"  {name:<11} {p50} / {p90}")
+if "switchyard" in first and "direct" in first:
+    print(f"  switchyard - direct (p50): {float(first['switchyard'][0]) - float(first['direct'][0]):+.3f} ms (target <= 1 ms)")
+PY
