@@ -64,7 +64,9 @@ fn benches(c: &mut Criterion) {
         })
     });
     let response = br#"{"id":"chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT","object":"chat.completion","created":1741569952,"model":"gpt-5.4","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I assist you today?","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"service_tier":"default"}"#;
-    c.bench_function("response_usage", |b| b.iter(|| response_usage(black_box(response))));
+    c.bench_function("response_usage", |b| {
+        b.iter(|| response_usage(black_box(response)))
+    });
 }
 
 criterion_group!(hot_path, benches);

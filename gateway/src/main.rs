@@ -12,6 +12,7 @@ mod errors;
 mod forward;
 mod mock;
 mod proxy;
+mod reload;
 mod router;
 mod server;
 mod state;
@@ -30,11 +31,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway.
+    /// Run the gateway. SIGHUP reloads the config file; SIGTERM shuts down gracefully; SIGQUIT
+    /// hands the listening sockets to a new instance started with --upgrade.
     Run {
         /// The configuration file (YAML).
         #[arg(long, short = 'c')]
         conf: PathBuf,
+        /// Take the listening sockets over from the running instance (zero-downtime binary
+        /// upgrade: start the new binary with --upgrade, then send SIGQUIT to the old one).
+        #[arg(long, short = 'u')]
+        upgrade: bool,
+        /// Socket used to hand listening sockets over during an upgrade.
+        #[arg(long, default_value = "/tmp/switchyard_upgrade.sock")]
+        upgrade_sock: PathBuf,
     },
     /// Validate a configuration file and print its routing table.
     Check {
@@ -61,7 +70,11 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { conf } => {
+        Command::Run {
+            conf,
+            upgrade,
+            upgrade_sock,
+        } => {
             env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
                 .format_timestamp_millis()
                 .init();
@@ -79,7 +92,12 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match server::run(cfg) {
+            let options = server::RunOptions {
+                conf_path: conf,
+                upgrade,
+                upgrade_sock,
+            };
+            match server::run(cfg, options) {
                 Ok(never) => match never {},
                 Err(e) => {
                     eprintln!("switchyard: {e}");

@@ -7,17 +7,20 @@ use crate::admin::AdminApp;
 use crate::config::{Config, ProviderKind};
 use crate::forward::Forwarder;
 use crate::proxy::Gateway;
+use crate::reload::Reloader;
 use crate::state::State;
 use crate::telemetry::Metrics;
 use arc_swap::ArcSwap;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::connectors::http::Connector;
 use pingora_core::connectors::ConnectorOptions;
-use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use std::convert::Infallible;
 use std::fmt::Write;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Why the server could not start.
@@ -29,8 +32,18 @@ pub enum StartError {
     Service,
 }
 
+/// How the process was asked to start.
+pub struct RunOptions {
+    /// The config file, re-read on SIGHUP.
+    pub conf_path: PathBuf,
+    /// Take the listening sockets over from a running instance (Pingora graceful upgrade).
+    pub upgrade: bool,
+    /// Unix socket through which listening sockets are handed over on upgrade.
+    pub upgrade_sock: PathBuf,
+}
+
 /// Starts serving; returns only on a start-up failure (shutdown exits the process).
-pub fn run(cfg: Config) -> Result<Infallible, StartError> {
+pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(Metrics::new());
     let access_log = AccessLogger::start(
@@ -43,14 +56,24 @@ pub fn run(cfg: Config) -> Result<Infallible, StartError> {
         threads: cfg.server.threads,
         grace_period_seconds: Some(cfg.server.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(5),
-        pid_file: "/tmp/switchyard.pid".into(),
-        upgrade_sock: "/tmp/switchyard_upgrade.sock".into(),
+        upgrade_sock: options.upgrade_sock.display().to_string(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = Opt {
+        upgrade: options.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
 
     let state = Arc::new(ArcSwap::from_pointee(State::build(cfg.clone(), &metrics)));
+    let reloader = Reloader {
+        path: options.conf_path,
+        live: state.clone(),
+        metrics: metrics.clone(),
+        started_with: cfg.server.clone(),
+    };
+    let reload_handle = server.add_service(background_service("switchyard reload", reloader));
     let connector = Connector::new(Some(ConnectorOptions::from_server_conf(
         &server.configuration,
     )));
@@ -76,7 +99,8 @@ pub fn run(cfg: Config) -> Result<Infallible, StartError> {
     for addr in &cfg.server.listen {
         inference.add_tcp(addr);
     }
-    server.add_service(inference);
+    let inference_handle = server.add_service(inference);
+    inference_handle.add_dependency(&reload_handle);
 
     if let Some(addr) = &cfg.server.admin_listen {
         let mut admin = Service::new("switchyard admin".to_string(), AdminApp { metrics });

@@ -35,10 +35,28 @@ pub struct State {
 impl State {
     /// Derives the live state from a validated config.
     pub fn build(config: Arc<Config>, metrics: &Metrics) -> State {
+        Self::rebuild(config, metrics, None)
+    }
+
+    /// Derives a new live state, carrying over from `previous` what must outlive a reload: the
+    /// health of providers that still exist under the same name and kind, and their DNS cache
+    /// when their endpoint did not change.
+    pub fn rebuild(config: Arc<Config>, metrics: &Metrics, previous: Option<&State>) -> State {
         let providers: Vec<Arc<ProviderHandle>> = config
             .providers
             .iter()
-            .map(|p| Arc::new(ProviderHandle::new(p.clone(), metrics.provider(&p.name))))
+            .map(|p| {
+                let old = previous.and_then(|s| {
+                    s.providers
+                        .iter()
+                        .find(|h| h.config.name == p.name && h.config.kind.name() == p.kind.name())
+                });
+                Arc::new(ProviderHandle::new(
+                    p.clone(),
+                    metrics.provider(&p.name),
+                    old.map(|h| &**h),
+                ))
+            })
             .collect();
         let handle_of = |p: &Arc<Provider>| {
             providers
@@ -46,7 +64,11 @@ impl State {
                 .find(|h| Arc::ptr_eq(&h.config, p))
                 .cloned()
                 .unwrap_or_else(|| {
-                    Arc::new(ProviderHandle::new(p.clone(), metrics.provider(&p.name)))
+                    Arc::new(ProviderHandle::new(
+                        p.clone(),
+                        metrics.provider(&p.name),
+                        None,
+                    ))
                 })
         };
         let mut by_name = HashMap::new();
@@ -129,21 +151,32 @@ impl RoutedDeployment {
 /// A provider's runtime side: passive health, resolved addresses, metrics.
 pub struct ProviderHandle {
     pub config: Arc<Provider>,
-    pub health: ProviderHealth,
-    resolver: Option<Resolver>,
+    /// Shared with the handle of the same provider in the next state after a reload.
+    pub health: Arc<ProviderHealth>,
+    resolver: Option<Arc<Resolver>>,
     pub metrics: ProviderMetrics,
 }
 
 impl ProviderHandle {
-    fn new(config: Arc<Provider>, metrics: ProviderMetrics) -> Self {
+    fn new(
+        config: Arc<Provider>,
+        metrics: ProviderMetrics,
+        previous: Option<&ProviderHandle>,
+    ) -> Self {
         let resolver = match &config.kind {
-            ProviderKind::OpenAi { endpoint, .. } => Some(Resolver::new(endpoint)),
+            ProviderKind::OpenAi { endpoint, .. } => Some(
+                previous
+                    .and_then(|p| p.resolver.clone())
+                    .filter(|r| r.host == endpoint.host && r.port == endpoint.port)
+                    .unwrap_or_else(|| Arc::new(Resolver::new(endpoint))),
+            ),
             ProviderKind::Mock(_) => None,
         };
-        metrics.up.set(1);
+        let health = previous.map(|p| p.health.clone()).unwrap_or_default();
+        metrics.up.set(i64::from(health.is_healthy()));
         ProviderHandle {
             config,
-            health: ProviderHealth::default(),
+            health,
             resolver,
             metrics,
         }

@@ -81,6 +81,7 @@ pub struct Metrics {
     tokens: IntCounterVec,
     errors: IntCounterVec,
     provider_up: IntGaugeVec,
+    reloads: IntCounterVec,
     pub active_requests: IntGauge,
     pub active_streams: IntGauge,
     pub access_log_dropped: IntCounter,
@@ -157,6 +158,16 @@ impl Metrics {
             ),
             &["provider"],
         ));
+        let reloads = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_config_reloads_total",
+                "Configuration reloads (SIGHUP) by result",
+            ),
+            &["result"],
+        ));
+        for result in ["success", "failure"] {
+            reloads.with_label_values(&[result]);
+        }
         let active_requests = must(IntGauge::new(
             "switchyard_active_requests",
             "Inference requests in progress",
@@ -185,6 +196,7 @@ impl Metrics {
             Box::new(tokens.clone()),
             Box::new(errors.clone()),
             Box::new(provider_up.clone()),
+            Box::new(reloads.clone()),
             Box::new(active_requests.clone()),
             Box::new(active_streams.clone()),
             Box::new(access_log_dropped.clone()),
@@ -202,6 +214,7 @@ impl Metrics {
             tokens,
             errors,
             provider_up,
+            reloads,
             active_requests,
             active_streams,
             access_log_dropped,
@@ -249,6 +262,13 @@ impl Metrics {
             upstream_duration: self.upstream_duration.with_label_values(&[provider]),
             up: self.provider_up.with_label_values(&[provider]),
         }
+    }
+
+    /// Counts a configuration reload by result.
+    pub fn reload(&self, success: bool) {
+        self.reloads
+            .with_label_values(&[if success { "success" } else { "failure" }])
+            .inc();
     }
 
     /// Counts an error answered to a caller (rare path: label lookup is fine here).

@@ -1,0 +1,138 @@
+//! SIGHUP reload: re-read the config file, validate it with the same checks as `switchyard
+//! check`, build the new live state beside the old one and swap it in atomically.
+//!
+//! Requests in flight keep the `State` they loaded; new requests see the new one. An invalid file
+//! changes nothing: every error is logged with its key path and the failure is counted in
+//! `switchyard_config_reloads_total{result="failure"}`. Settings that cannot change live (listen
+//! addresses, threads) are logged as needing a restart. It owns the signal and the swap only.
+
+use crate::config::{self, ServerSettings};
+use crate::state::State;
+use crate::telemetry::Metrics;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use pingora_core::services::ServiceReadyNotifier;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::signal::unix::{signal, SignalKind};
+
+pub struct Reloader {
+    pub path: PathBuf,
+    pub live: Arc<ArcSwap<State>>,
+    pub metrics: Arc<Metrics>,
+    /// The settings the process started with (listeners cannot change without a restart).
+    pub started_with: ServerSettings,
+}
+
+impl Reloader {
+    /// Loads, validates and swaps in the file. Returns whether the new config is live.
+    pub fn reload(&self) -> bool {
+        let cfg = match config::load(&self.path) {
+            Ok(c) => c,
+            Err(errors) => {
+                for e in &errors.0 {
+                    log::error!("reload rejected: {e}");
+                }
+                log::error!(
+                    "reload of {} rejected with {} error(s); the previous configuration keeps serving",
+                    self.path.display(),
+                    errors.0.len()
+                );
+                self.metrics.reload(false);
+                return false;
+            }
+        };
+        for change in restart_only_changes(&self.started_with, &cfg.server) {
+            log::warn!("reload: {change} changed; this takes effect only after a restart");
+        }
+        let old = self.live.load_full();
+        let new = State::rebuild(Arc::new(cfg), &self.metrics, Some(&old));
+        let models = new.config.models.len();
+        self.live.store(Arc::new(new));
+        self.metrics.reload(true);
+        log::info!(
+            "reloaded {}: {models} model(s) now live",
+            self.path.display()
+        );
+        true
+    }
+}
+
+/// Server settings that a reload cannot apply.
+fn restart_only_changes(old: &ServerSettings, new: &ServerSettings) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if old.listen != new.listen {
+        out.push("server.listen");
+    }
+    if old.admin_listen != new.admin_listen {
+        out.push("server.admin_listen");
+    }
+    if old.threads != new.threads {
+        out.push("server.threads");
+    }
+    if old.grace_period != new.grace_period {
+        out.push("server.grace_period");
+    }
+    out
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start_with_ready_notifier(
+        &self,
+        mut shutdown: ShutdownWatch,
+        ready: ServiceReadyNotifier,
+    ) {
+        // Installed before the listeners open (they depend on this service): a SIGHUP can then
+        // never hit the default action, which would kill the process.
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot install the SIGHUP handler, reload is disabled: {e}");
+                ready.notify_ready();
+                return;
+            }
+        };
+        ready.notify_ready();
+        loop {
+            tokio::select! {
+                got = hup.recv() => {
+                    if got.is_none() {
+                        return;
+                    }
+                    log::info!("SIGHUP: reloading {}", self.path.display());
+                    self.reload();
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn settings() -> ServerSettings {
+        ServerSettings {
+            listen: vec!["127.0.0.1:1".into()],
+            admin_listen: None,
+            threads: 1,
+            max_body_bytes: 10,
+            grace_period: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn listener_changes_need_a_restart() {
+        let a = settings();
+        let mut b = settings();
+        assert!(restart_only_changes(&a, &b).is_empty());
+        b.listen = vec!["127.0.0.1:2".into()];
+        b.max_body_bytes = 20; // applies live
+        assert_eq!(restart_only_changes(&a, &b), vec!["server.listen"]);
+    }
+}
