@@ -7,7 +7,10 @@
 use crate::config::AccessLog;
 use prometheus::IntCounter;
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 const QUEUE: usize = 16 * 1024;
 
@@ -15,13 +18,21 @@ const QUEUE: usize = 16 * 1024;
 pub struct AccessLogger {
     tx: Option<SyncSender<Vec<u8>>>,
     dropped: IntCounter,
+    /// Lines queued but not yet written and flushed.
+    pending: Arc<AtomicUsize>,
 }
 
 impl AccessLogger {
     /// Starts the writer thread for `target` (none for `off`).
     pub fn start(target: &AccessLog, dropped: IntCounter) -> std::io::Result<Self> {
         let sink: Box<dyn Write + Send> = match target {
-            AccessLog::Off => return Ok(AccessLogger { tx: None, dropped }),
+            AccessLog::Off => {
+                return Ok(AccessLogger {
+                    tx: None,
+                    dropped,
+                    pending: Arc::default(),
+                })
+            }
             AccessLog::Stdout => Box::new(std::io::stdout()),
             AccessLog::File(path) => Box::new(
                 std::fs::OpenOptions::new()
@@ -31,22 +42,28 @@ impl AccessLogger {
             ),
         };
         let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE);
+        let pending = Arc::new(AtomicUsize::new(0));
+        let written = pending.clone();
         std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || {
                 let mut out = std::io::BufWriter::with_capacity(64 * 1024, sink);
                 while let Ok(line) = rx.recv() {
                     let _ = out.write_all(&line);
+                    let mut n = 1;
                     // Drain what is queued, then flush once.
                     while let Ok(more) = rx.try_recv() {
                         let _ = out.write_all(&more);
+                        n += 1;
                     }
                     let _ = out.flush();
+                    written.fetch_sub(n, Ordering::AcqRel);
                 }
             })?;
         Ok(AccessLogger {
             tx: Some(tx),
             dropped,
+            pending,
         })
     }
 
@@ -62,9 +79,25 @@ impl AccessLogger {
             Err(_) => return,
         };
         line.push(b'\n');
+        self.pending.fetch_add(1, Ordering::AcqRel);
         match tx.try_send(line) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.dropped.inc(),
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
+                self.dropped.inc();
+            }
         }
+    }
+
+    /// Waits (up to `limit`) until every queued line is written and flushed.
+    pub fn wait_flushed(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.pending.load(Ordering::Acquire) > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
     }
 }

@@ -35,6 +35,29 @@ impl Route {
     }
 }
 
+/// Counts every request in progress (all routes); the drain on shutdown waits for zero.
+#[derive(Clone, Default)]
+pub struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    pub fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn enter(&self) -> InFlightGuard {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        InFlightGuard(self.0.clone())
+    }
+}
+
+pub struct InFlightGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// Keeps a gauge incremented while alive.
 pub struct GaugeGuard(IntGauge);
 
@@ -72,6 +95,7 @@ pub struct RequestCtx {
     pub completed: bool,
     pub active: Option<GaugeGuard>,
     active_streams: IntGauge,
+    _in_flight: InFlightGuard,
 }
 
 thread_local! {
@@ -100,7 +124,7 @@ pub fn new_request_id() -> String {
 }
 
 impl RequestCtx {
-    pub fn new(active_streams: IntGauge) -> Self {
+    pub fn new(active_streams: IntGauge, in_flight: &InFlight) -> Self {
         RequestCtx {
             started: Instant::now(),
             request_id: String::new(),
@@ -119,6 +143,7 @@ impl RequestCtx {
             completed: false,
             active: None,
             active_streams,
+            _in_flight: in_flight.enter(),
         }
     }
 

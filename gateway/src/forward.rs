@@ -108,7 +108,9 @@ impl Forwarder {
                         .serve_mock(session, ctx, model, dep, settings, body, facts)
                         .await;
                 }
-                ProviderKind::OpenAi { endpoint, api_key } => (endpoint, api_key.as_ref()),
+                ProviderKind::OpenAi {
+                    endpoint, api_key, ..
+                } => (endpoint, api_key.as_ref()),
             };
             let rewritten = openai::rewrite_chat_request(body, facts, &spec.model);
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -219,6 +221,7 @@ impl Forwarder {
         peer.options.connection_timeout = Some(timeouts.connect);
         peer.options.total_connection_timeout = Some(timeouts.connect);
         peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
+        peer.options.ca = dep.provider.ca.clone();
         // Streams must show their first event within `first_byte`; a non-stream answer comes
         // whole, so its wait is bounded by `total` instead.
         let header_timeout = if stream {

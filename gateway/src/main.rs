@@ -8,6 +8,7 @@ mod access_log;
 mod admin;
 mod config;
 mod context;
+mod drain;
 mod errors;
 mod forward;
 mod mock;

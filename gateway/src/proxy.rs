@@ -7,7 +7,7 @@
 //! `logging` turns the request context into metrics and an access-log line.
 
 use crate::access_log::AccessLogger;
-use crate::context::{GaugeGuard, RequestCtx, Route};
+use crate::context::{GaugeGuard, InFlight, RequestCtx, Route};
 use crate::errors::GatewayError;
 use crate::forward::{add_gateway_headers, Failure, Forwarder};
 use crate::state::State;
@@ -29,6 +29,7 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     forwarder: Forwarder,
     access_log: AccessLogger,
+    in_flight: InFlight,
 }
 
 impl Gateway {
@@ -37,12 +38,14 @@ impl Gateway {
         metrics: Arc<Metrics>,
         forwarder: Forwarder,
         access_log: AccessLogger,
+        in_flight: InFlight,
     ) -> Self {
         Gateway {
             state,
             metrics,
             forwarder,
             access_log,
+            in_flight,
         }
     }
 }
@@ -243,7 +246,7 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new(self.metrics.active_streams.clone())
+        RequestCtx::new(self.metrics.active_streams.clone(), &self.in_flight)
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {

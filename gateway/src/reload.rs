@@ -75,6 +75,9 @@ fn restart_only_changes(old: &ServerSettings, new: &ServerSettings) -> Vec<&'sta
     if old.grace_period != new.grace_period {
         out.push("server.grace_period");
     }
+    if old.tls != new.tls {
+        out.push("server.tls");
+    }
     out
 }
 
@@ -123,6 +126,7 @@ mod tests {
             threads: 1,
             max_body_bytes: 10,
             grace_period: Duration::from_secs(1),
+            tls: None,
         }
     }
 

@@ -5,6 +5,8 @@
 use crate::access_log::AccessLogger;
 use crate::admin::AdminApp;
 use crate::config::{Config, ProviderKind};
+use crate::context::InFlight;
+use crate::drain::Drain;
 use crate::forward::Forwarder;
 use crate::proxy::Gateway;
 use crate::reload::Reloader;
@@ -14,6 +16,7 @@ use arc_swap::ArcSwap;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::connectors::http::Connector;
 use pingora_core::connectors::ConnectorOptions;
+use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
@@ -30,6 +33,8 @@ pub enum StartError {
     AccessLog(std::io::Error),
     #[error("cannot set up the inference service")]
     Service,
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
 }
 
 /// How the process was asked to start.
@@ -77,11 +82,20 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
     let connector = Connector::new(Some(ConnectorOptions::from_server_conf(
         &server.configuration,
     )));
+    let in_flight = InFlight::default();
+    server.add_service(background_service(
+        "switchyard drain",
+        Drain {
+            in_flight: in_flight.clone(),
+            access_log: access_log.clone(),
+        },
+    ));
     let gateway = Gateway::new(
         state,
         metrics.clone(),
         Forwarder::new(connector),
         access_log,
+        in_flight,
     );
 
     let mut inference = pingora_proxy::http_proxy_service_with_name(
@@ -98,6 +112,12 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
         .server_options = Some(options);
     for addr in &cfg.server.listen {
         inference.add_tcp(addr);
+    }
+    if let Some(tls) = &cfg.server.tls {
+        let mut settings = TlsSettings::intermediate(&tls.cert_path, &tls.key_path)
+            .map_err(|e| StartError::Tls(e.to_string()))?;
+        settings.enable_h2();
+        inference.add_tls_with_settings(&tls.listen, None, settings);
     }
     let inference_handle = server.add_service(inference);
     inference_handle.add_dependency(&reload_handle);

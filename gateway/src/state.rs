@@ -10,6 +10,8 @@ use crate::config::{Config, Deployment, HttpEndpoint, Model, Provider, ProviderK
 use crate::telemetry::{DeploymentMetrics, Metrics, ModelMetrics, ProviderMetrics, StatusCounters};
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
+use pingora_core::protocols::tls::CaType;
+use pingora_core::utils::tls::{parse_x509, WrappedX509};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -154,6 +156,8 @@ pub struct ProviderHandle {
     /// Shared with the handle of the same provider in the next state after a reload.
     pub health: Arc<ProviderHealth>,
     resolver: Option<Arc<Resolver>>,
+    /// The provider's own trust anchors, in the form Pingora's connector takes.
+    pub ca: Option<Arc<CaType>>,
     pub metrics: ProviderMetrics,
 }
 
@@ -173,11 +177,26 @@ impl ProviderHandle {
             ProviderKind::Mock(_) => None,
         };
         let health = previous.map(|p| p.health.clone()).unwrap_or_default();
+        let ca = match &config.kind {
+            ProviderKind::OpenAi {
+                ca: Some(bundle), ..
+            } => Some(
+                bundle
+                    .certs
+                    .iter()
+                    // Parsed successfully during validation, so `parse_x509` cannot fail here.
+                    .map(|der| WrappedX509::new(der.clone(), parse_x509))
+                    .collect::<Vec<_>>()
+                    .into(),
+            ),
+            _ => None,
+        };
         metrics.up.set(i64::from(health.is_healthy()));
         ProviderHandle {
             config,
             health,
             resolver,
+            ca,
             metrics,
         }
     }

@@ -89,33 +89,64 @@ telemetry:
 """
 
 
-@pytest.fixture(scope="session")
-def gateway_url():
-    switchyard = os.environ.get("SWITCHYARD_BIN", str(ROOT / "target/debug/switchyard"))
-    mock_upstream = os.environ.get("MOCK_UPSTREAM_BIN", str(ROOT / "target/debug/mock-upstream"))
-    with tempfile.TemporaryDirectory(prefix="switchyard-py-") as tmp:
-        tmp = Path(tmp)
-        port, admin_port, up_port = free_port(), free_port(), free_port()
-        up_log = tmp / "upstream.log"
-        up = subprocess.Popen(
-            [mock_upstream, "--listen", f"127.0.0.1:{up_port}", "--chunks", "4"],
-            stdout=up_log.open("w"),
+SWITCHYARD = os.environ.get("SWITCHYARD_BIN", str(ROOT / "target/debug/switchyard"))
+MOCK_UPSTREAM = os.environ.get("MOCK_UPSTREAM_BIN", str(ROOT / "target/debug/mock-upstream"))
+
+
+class Processes:
+    """Starts the mock upstream and gateways in a temp dir; stops them all at the end."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen] = []
+
+    def upstream(self, chunks: int = 4) -> int:
+        port = free_port()
+        log = self.tmp / f"upstream-{port}.log"
+        p = subprocess.Popen(
+            [MOCK_UPSTREAM, "--listen", f"127.0.0.1:{port}", "--chunks", str(chunks)],
+            stdout=log.open("w"),
             stderr=subprocess.STDOUT,
         )
-        procs = [up]
+        self.procs.append(p)
+        wait_for_port(port, p, log)
+        return port
+
+    def gateway(self, config: str, health_url: str) -> subprocess.Popen:
+        n = len(self.procs)
+        conf = self.tmp / f"switchyard-{n}.yaml"
+        conf.write_text(config)
+        log = self.tmp / f"gateway-{n}.log"
+        p = subprocess.Popen(
+            [SWITCHYARD, "run", "--conf", str(conf)],
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        self.procs.append(p)
+        wait_for(health_url, p, log)
+        return p
+
+    def stop_all(self) -> None:
+        for p in reversed(self.procs):
+            stop(p)
+
+
+@pytest.fixture(scope="session")
+def processes():
+    with tempfile.TemporaryDirectory(prefix="switchyard-py-") as tmp:
+        procs = Processes(Path(tmp))
         try:
-            wait_for_port(up_port, up, up_log)
-            conf = tmp / "switchyard.yaml"
-            conf.write_text(CONFIG.format(port=port, admin_port=admin_port, up_port=up_port))
-            gw_log = tmp / "gateway.log"
-            gw = subprocess.Popen(
-                [switchyard, "run", "--conf", str(conf)],
-                stdout=gw_log.open("w"),
-                stderr=subprocess.STDOUT,
-            )
-            procs.append(gw)
-            wait_for(f"http://127.0.0.1:{port}/v1/health", gw, gw_log)
-            yield f"http://127.0.0.1:{port}/v1"
+            yield procs
         finally:
-            for p in reversed(procs):
-                stop(p)
+            procs.stop_all()
+
+
+@pytest.fixture(scope="session")
+def gateway_url(processes):
+    up_port = processes.upstream()
+    port, admin_port = free_port(), free_port()
+    processes.gateway(
+        CONFIG.format(port=port, admin_port=admin_port, up_port=up_port),
+        f"http://127.0.0.1:{port}/v1/health",
+    )
+    return f"http://127.0.0.1:{port}/v1"

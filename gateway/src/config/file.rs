@@ -69,7 +69,15 @@ pub struct FileServer {
     #[serde(default)]
     pub grace_period: Option<String>,
     #[serde(default)]
-    pub tls: Option<Value>,
+    pub tls: Option<FileTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    pub listen: String,
+    pub cert: String,
+    pub key: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +91,9 @@ pub struct FileProvider {
     pub api_key: Option<String>,
     #[serde(default)]
     pub timeouts: Option<FileTimeouts>,
+    /// PEM CA bundle that signs an internal HTTPS endpoint (Switchyard extension).
+    #[serde(default)]
+    pub ca_file: Option<String>,
     // kind: mock
     #[serde(default)]
     pub latency: Option<String>,

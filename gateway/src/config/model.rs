@@ -27,6 +27,33 @@ pub struct ServerSettings {
     pub max_body_bytes: u64,
     /// How long a graceful shutdown waits for in-flight requests.
     pub grace_period: Duration,
+    /// TLS listener (HTTP/1.1 and HTTP/2 by ALPN).
+    pub tls: Option<TlsListener>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsListener {
+    pub listen: String,
+    pub cert_path: String,
+    pub key_path: String,
+}
+
+/// Extra trust anchors for one provider (DER certificates read from a PEM file).
+#[derive(Clone, PartialEq, Eq)]
+pub struct CaBundle {
+    pub path: String,
+    pub certs: Vec<Vec<u8>>,
+}
+
+impl fmt::Debug for CaBundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "CaBundle({}, {} certificate(s))",
+            self.path,
+            self.certs.len()
+        )
+    }
 }
 
 /// A credential from the configuration. Never printed.
@@ -68,6 +95,8 @@ pub enum ProviderKind {
     OpenAi {
         endpoint: HttpEndpoint,
         api_key: Option<Secret>,
+        /// Trust these CAs (instead of the system store) for this provider's certificate.
+        ca: Option<CaBundle>,
     },
     /// The built-in deterministic provider.
     Mock(MockSettings),

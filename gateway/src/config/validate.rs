@@ -116,9 +116,37 @@ fn server_settings(s: &FileServer, errs: &mut Errors) -> ServerSettings {
             );
         }
     }
-    if s.tls.is_some() {
-        errs.not_yet("server.tls", "TLS termination");
-    }
+    let tls = s.tls.as_ref().and_then(|t| {
+        let mut ok = true;
+        if t.listen.parse::<SocketAddr>().is_err() {
+            errs.push(
+                "server.tls.listen",
+                format!("invalid address {:?} (expected IP:PORT)", t.listen),
+            );
+            ok = false;
+        } else if s.listen.contains(&t.listen) || s.admin_listen.as_ref() == Some(&t.listen) {
+            errs.push(
+                "server.tls.listen",
+                "must differ from the plain-text and admin listeners",
+            );
+            ok = false;
+        }
+        if let Err(e) = pingora_rustls::load_certs_and_key_files(&t.cert, &t.key)
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.ok_or_else(|| "no certificate found".to_string()))
+        {
+            errs.push(
+                "server.tls",
+                format!("cannot load cert {:?} / key {:?}: {e}", t.cert, t.key),
+            );
+            ok = false;
+        }
+        ok.then(|| TlsListener {
+            listen: t.listen.clone(),
+            cert_path: t.cert.clone(),
+            key_path: t.key.clone(),
+        })
+    });
     if s.admin_token.is_some() {
         errs.not_yet("server.admin_token", "the admin API");
     }
@@ -157,6 +185,7 @@ fn server_settings(s: &FileServer, errs: &mut Errors) -> ServerSettings {
         threads,
         max_body_bytes,
         grace_period,
+        tls,
     }
 }
 
@@ -273,7 +302,28 @@ fn openai_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Option<Provid
         .as_ref()
         .filter(|k| !k.is_empty())
         .map(|k| Secret::new(k.clone()));
-    Some(ProviderKind::OpenAi { endpoint, api_key })
+    let ca = match &p.ca_file {
+        None => None,
+        Some(_) if !endpoint.tls => {
+            errs.push(
+                format!("{path}.ca_file"),
+                "only applies to an https:// base_url",
+            );
+            None
+        }
+        Some(file) => match load_ca_bundle(file) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                errs.push(format!("{path}.ca_file"), e);
+                None
+            }
+        },
+    };
+    Some(ProviderKind::OpenAi {
+        endpoint,
+        api_key,
+        ca,
+    })
 }
 
 fn mock_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Option<ProviderKind> {
@@ -284,6 +334,7 @@ fn mock_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Option<Provider
         &[
             ("base_url", p.base_url.is_some()),
             ("api_key", p.api_key.is_some()),
+            ("ca_file", p.ca_file.is_some()),
             ("device", p.device.is_some()),
             ("workers", p.workers.is_some()),
             ("queue", p.queue.is_some()),
@@ -313,6 +364,25 @@ fn mock_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Option<Provider
         chunks,
         chunk_interval,
     }))
+}
+
+/// Reads a PEM CA bundle, checking that every certificate parses.
+fn load_ca_bundle(file: &str) -> Result<CaBundle, String> {
+    let data = std::fs::read(file).map_err(|e| format!("cannot read {file:?}: {e}"))?;
+    let mut certs = Vec::new();
+    for item in rustls_pemfile::certs(&mut data.as_slice()) {
+        let der = item.map_err(|e| format!("invalid PEM in {file:?}: {e}"))?;
+        x509_parser::parse_x509_certificate(der.as_ref())
+            .map_err(|e| format!("invalid certificate in {file:?}: {e}"))?;
+        certs.push(der.to_vec());
+    }
+    if certs.is_empty() {
+        return Err(format!("no certificate found in {file:?}"));
+    }
+    Ok(CaBundle {
+        path: file.to_string(),
+        certs,
+    })
 }
 
 /// Parses `http(s)://host[:port][/prefix]`.
