@@ -77,7 +77,7 @@ impl Drop for GaugeGuard {
 pub struct RequestCtx {
     pub started: Instant,
     pub request_id: String,
-    pub traceparent: Option<String>,
+    pub trace: Option<crate::trace::TraceContext>,
     pub route: Route,
     pub state: Option<Arc<State>>,
     pub model: Option<Arc<RoutedModel>>,
@@ -99,10 +99,26 @@ pub struct RequestCtx {
 }
 
 thread_local! {
-    static ID_STATE: Cell<(u64, u64)> = Cell::new((random_u64(), 0));
+    static ID_STATE: Cell<(u64, u64)> = Cell::new((seed_u64(), 0));
 }
 
-fn random_u64() -> u64 {
+/// A random 64-bit value (per-thread generator seeded from the OS's hasher keys; not for secrets).
+pub fn random_u64() -> u64 {
+    thread_local! {
+        static RNG: Cell<u64> = Cell::new(seed_u64());
+    }
+    RNG.with(|r| {
+        // xorshift64*
+        let mut x = r.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        r.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    })
+}
+
+fn seed_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
@@ -128,7 +144,7 @@ impl RequestCtx {
         RequestCtx {
             started: Instant::now(),
             request_id: String::new(),
-            traceparent: None,
+            trace: None,
             route: Route::Unknown,
             state: None,
             model: None,

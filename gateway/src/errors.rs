@@ -23,6 +23,29 @@ fn describe(tries: &[TryFailure]) -> String {
         .join("; ")
 }
 
+/// Every `code` a [`GatewayError`] can have, plus the codes of failures the proxy records
+/// itself; `switchyard_errors_total` starts with a zero series for each.
+pub const CODES: &[&str] = &[
+    "invalid_json",
+    "missing_model",
+    "invalid_model",
+    "invalid_type",
+    "invalid_request",
+    "body_read_error",
+    "request_too_large",
+    "model_not_found",
+    "unknown_url",
+    "method_not_allowed",
+    "no_deployment_available",
+    "upstream_timeout",
+    // Recorded by the proxy, not answered as a GatewayError:
+    "upstream_status",
+    "upstream_stream_error",
+    "client_disconnected",
+    "aborted",
+    "internal_error",
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("{0}")]
@@ -121,6 +144,44 @@ impl GatewayError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_code_is_listed() {
+        let samples = [
+            GatewayError::InvalidRequest(InspectError::Json("x".into())),
+            GatewayError::InvalidRequest(InspectError::NotAnObject),
+            GatewayError::InvalidRequest(InspectError::MissingModel),
+            GatewayError::InvalidRequest(InspectError::ModelNotString),
+            GatewayError::InvalidRequest(InspectError::WrongType("stream", "x".into())),
+            GatewayError::BodyTooLarge(switchyard_filters::guard::GuardError::BodyTooLarge {
+                actual: 2,
+                limit: 1,
+            }),
+            GatewayError::ModelNotFound("m".into()),
+            GatewayError::UnknownRoute {
+                method: "GET".into(),
+                path: "/".into(),
+            },
+            GatewayError::MethodNotAllowed {
+                method: "GET".into(),
+                path: "/".into(),
+                allow: "POST",
+            },
+            GatewayError::InvalidMockRequest("x".into()),
+            GatewayError::BodyRead("x".into()),
+            GatewayError::NoDeploymentAvailable {
+                model: "m".into(),
+                tries: vec![],
+            },
+            GatewayError::UpstreamTimeout {
+                model: "m".into(),
+                tries: vec![],
+            },
+        ];
+        for e in &samples {
+            assert!(CODES.contains(&e.code()), "{} missing from CODES", e.code());
+        }
+    }
 
     #[test]
     fn statuses_and_codes() {

@@ -324,8 +324,9 @@ impl Forwarder {
         .map_err(internal)?;
         req.insert_header("x-request-id", &ctx.request_id)
             .map_err(internal)?;
-        if let Some(tp) = &ctx.traceparent {
-            req.insert_header("traceparent", tp).map_err(internal)?;
+        if let Some(trace) = &ctx.trace {
+            req.insert_header("traceparent", trace.upstream_header())
+                .map_err(internal)?;
         }
         if let Some(key) = api_key {
             req.insert_header("authorization", format!("Bearer {}", key.expose()))

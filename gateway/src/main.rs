@@ -8,6 +8,7 @@ mod access_log;
 mod admin;
 mod config;
 mod context;
+mod cost;
 mod drain;
 mod errors;
 mod forward;
@@ -18,6 +19,7 @@ mod router;
 mod server;
 mod state;
 mod telemetry;
+mod trace;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

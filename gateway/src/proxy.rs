@@ -101,10 +101,8 @@ async fn write_error(
     session: &mut Session,
     ctx: &mut RequestCtx,
     err: &GatewayError,
-    metrics: &Metrics,
 ) -> Result<()> {
     ctx.error_code = Some(err.code());
-    metrics.error(err.code());
     let extra: &[(&'static str, &'static str)] = match err {
         GatewayError::MethodNotAllowed { allow, .. } => {
             if *allow == "POST" {
@@ -257,12 +255,10 @@ impl ProxyHttp for Gateway {
             }
             _ => crate::context::new_request_id(),
         };
-        ctx.traceparent = req
-            .headers
-            .get("traceparent")
-            .filter(|v| v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic()))
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        ctx.trace = Some(crate::trace::TraceContext::from_header(
+            req.headers.get("traceparent").map(|v| v.as_bytes()),
+            crate::context::random_u64,
+        ));
         let state = self.state.load_full();
         ctx.state = Some(state.clone());
         let route = route_of(&req.method, req.uri.path());
@@ -274,7 +270,7 @@ impl ProxyHttp for Gateway {
                     path: req.uri.path().to_string(),
                     allow,
                 };
-                write_error(session, ctx, &err, &self.metrics).await?;
+                write_error(session, ctx, &err).await?;
                 return Ok(true);
             }
         };
@@ -288,7 +284,7 @@ impl ProxyHttp for Gateway {
                         if session.response_written().is_some() {
                             return Err(Error::explain(ErrorType::InternalError, err.to_string()));
                         }
-                        write_error(session, ctx, &err, &self.metrics).await?;
+                        write_error(session, ctx, &err).await?;
                     }
                     Err(Failure::Abort(e)) => return Err(e),
                 }
@@ -306,7 +302,7 @@ impl ProxyHttp for Gateway {
                     method: req.method.to_string(),
                     path: req.uri.path().to_string(),
                 };
-                write_error(session, ctx, &err, &self.metrics).await?;
+                write_error(session, ctx, &err).await?;
             }
         }
         Ok(true)
@@ -340,6 +336,7 @@ impl ProxyHttp for Gateway {
                 None,
                 Some("internal_error"),
             );
+            ctx.error_code = Some("internal_error");
             match write_json(session, ctx, 500, body, &[]).await {
                 Ok(()) => 500,
                 Err(_) => 0,
@@ -373,6 +370,9 @@ impl ProxyHttp for Gateway {
         if e.is_some() && ctx.status == 0 {
             ctx.status = 499;
         }
+        if let Some(code) = ctx.error_code {
+            self.metrics.error(code);
+        }
         let Some(state) = ctx.state.as_ref() else {
             return;
         };
@@ -405,6 +405,10 @@ impl ProxyHttp for Gateway {
             return;
         }
         let req = session.req_header();
+        let cost = match (served, ctx.usage) {
+            (Some((m, d)), Some(u)) => Some(crate::cost::cost_usd(&d.spec(m).price, &u)),
+            _ => None,
+        };
         let (model, provider, upstream_model) = match served {
             Some((m, d)) => (
                 Some(m.config.name.as_str()),
@@ -420,7 +424,11 @@ impl ProxyHttp for Gateway {
         let record = serde_json::json!({
             "ts": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
             "request_id": ctx.request_id,
-            "traceparent": ctx.traceparent,
+            "trace_id": ctx.trace.as_ref().map(|t| t.trace_id.as_str()),
+            "span_id": ctx.trace.as_ref().map(|t| t.span_id.as_str()),
+            "parent_span_id": ctx.trace.as_ref().and_then(|t| t.parent_id.as_deref()),
+            "caller": serde_json::Value::Null,
+            "cost_usd": cost,
             "client": session.client_addr().map(|a| a.to_string()),
             "method": req.method.as_str(),
             "path": req.uri.path(),

@@ -51,6 +51,7 @@ pub struct RunOptions {
 pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(Metrics::new());
+    metrics.init_error_kinds(crate::errors::CODES);
     let access_log = AccessLogger::start(
         &cfg.telemetry.access_log,
         metrics.access_log_dropped.clone(),

@@ -271,6 +271,13 @@ impl Metrics {
             .inc();
     }
 
+    /// Creates a zero series for each error kind, so dashboards see them before the first one.
+    pub fn init_error_kinds(&self, kinds: &[&str]) {
+        for k in kinds {
+            self.errors.with_label_values(&[k]);
+        }
+    }
+
     /// Counts an error answered to a caller (rare path: label lookup is fine here).
     pub fn error(&self, kind: &str) {
         self.errors.with_label_values(&[kind]).inc();

@@ -1,0 +1,113 @@
+//! W3C Trace Context (`traceparent`): continue the caller's trace or start one, and give this hop
+//! its own span id so the upstream call is a child of the gateway's span.
+
+use std::fmt::Write;
+
+/// The trace this request belongs to and the gateway's span in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    /// 32 lowercase hex digits.
+    pub trace_id: String,
+    /// The caller's span (16 hex), when the caller sent a valid `traceparent`.
+    pub parent_id: Option<String>,
+    /// This hop's span (16 hex), sent upstream as the parent.
+    pub span_id: String,
+    /// Trace flags (2 hex), `01` (sampled) for new traces.
+    pub flags: String,
+}
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl TraceContext {
+    /// Continues a valid version-00 `traceparent`, or starts a new trace. `random` supplies
+    /// 64-bit random values.
+    pub fn from_header(header: Option<&[u8]>, mut random: impl FnMut() -> u64) -> TraceContext {
+        let span_id = format!("{:016x}", random() | 1);
+        if let Some(parsed) = header
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(parse)
+        {
+            return TraceContext {
+                trace_id: parsed.0.to_string(),
+                parent_id: Some(parsed.1.to_string()),
+                span_id,
+                flags: parsed.2.to_string(),
+            };
+        }
+        let mut trace_id = String::with_capacity(32);
+        let _ = write!(trace_id, "{:016x}{:016x}", random(), random() | 1);
+        TraceContext {
+            trace_id,
+            parent_id: None,
+            span_id,
+            flags: "01".into(),
+        }
+    }
+
+    /// The `traceparent` to send upstream: same trace, this hop as parent.
+    pub fn upstream_header(&self) -> String {
+        format!("00-{}-{}-{}", self.trace_id, self.span_id, self.flags)
+    }
+}
+
+/// `(trace_id, parent_id, flags)` of a valid version-00 header; all-zero ids are invalid.
+fn parse(h: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = h.trim().split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || version != "00" {
+        return None;
+    }
+    if !is_hex(trace, 32) || !is_hex(parent, 16) || !is_hex(flags, 2) {
+        return None;
+    }
+    if trace.bytes().all(|b| b == b'0') || parent.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    Some((trace, parent, flags))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counter() -> impl FnMut() -> u64 {
+        let mut n = 0x1234u64;
+        move || {
+            n += 1;
+            n
+        }
+    }
+
+    #[test]
+    fn continues_a_valid_trace_with_a_new_span() {
+        let h = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let t = TraceContext::from_header(Some(h), counter());
+        assert_eq!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(t.parent_id.as_deref(), Some("00f067aa0ba902b7"));
+        let up = t.upstream_header();
+        assert!(up.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert!(!up.contains("00f067aa0ba902b7"));
+        assert!(up.ends_with("-01"));
+    }
+
+    #[test]
+    fn starts_a_trace_when_absent_or_invalid() {
+        for h in [
+            None,
+            Some(&b"garbage"[..]),
+            Some(&b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"[..]),
+            Some(&b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"[..]),
+            Some(&b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"[..]),
+        ] {
+            let t = TraceContext::from_header(h, counter());
+            assert!(t.parent_id.is_none());
+            assert!(is_hex(&t.trace_id, 32));
+            assert!(parse(&t.upstream_header()).is_some());
+        }
+    }
+}
