@@ -17,6 +17,8 @@ command -v cmake >/dev/null || need+=(cmake)
 command -v cc >/dev/null || need+=(build-essential)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+command -v systemd-analyze >/dev/null || need+=(systemd)   # the unit file is verified
+command -v openssl >/dev/null || need+=(openssl)           # TLS tests make a throwaway CA
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq

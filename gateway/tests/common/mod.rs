@@ -31,6 +31,7 @@ pub fn refused_addr() -> SocketAddr {
 
 pub struct Gateway {
     child: Child,
+    server_extra: String,
     pub port: u16,
     pub admin_port: u16,
     pub dir: PathBuf,
@@ -68,10 +69,7 @@ impl Gateway {
         let dir =
             std::env::temp_dir().join(format!("switchyard-test-{}-{}", std::process::id(), port));
         std::fs::create_dir_all(&dir).expect("tmp dir");
-        let conf = format!(
-            "server:\n  listen: [\"127.0.0.1:{port}\"]\n  admin_listen: \"127.0.0.1:{admin_port}\"\n  threads: 1\n  grace_period: 1s\n{server_extra}\n{body}\ntelemetry:\n  access_log: {}\n",
-            dir.join("access.log").display()
-        );
+        let conf = config_text(port, admin_port, &dir, server_extra, body);
         let conf_path = dir.join("switchyard.yaml");
         std::fs::write(&conf_path, conf).expect("write conf");
         let log = std::fs::File::create(dir.join("gateway.log")).expect("log file");
@@ -90,6 +88,7 @@ impl Gateway {
             .build_http();
         let mut gw = Gateway {
             child,
+            server_extra: server_extra.to_string(),
             port,
             admin_port,
             dir,
@@ -118,6 +117,47 @@ impl Gateway {
                 panic!("switchyard did not become ready:\n{}", self.log());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Replaces the config file's body (same server section); takes effect on SIGHUP.
+    pub fn rewrite_config(&self, body: &str) {
+        let text = config_text(
+            self.port,
+            self.admin_port,
+            &self.dir,
+            &self.server_extra,
+            body,
+        );
+        let tmp = self.dir.join("switchyard.yaml.tmp");
+        std::fs::write(&tmp, text).expect("write conf");
+        std::fs::rename(&tmp, self.dir.join("switchyard.yaml")).expect("rename conf");
+    }
+
+    /// Writes raw text as the config file.
+    pub fn write_raw_config(&self, text: &str) {
+        std::fs::write(self.dir.join("switchyard.yaml"), text).expect("write conf");
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args(["-s", sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -s {sig} failed");
+    }
+
+    /// Waits up to `limit` for the process to exit by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -183,6 +223,11 @@ impl Gateway {
             .unwrap_or_else(|e| panic!("h2 request failed: {e}\n{}", self.log()))
     }
 
+    /// A client sharing nothing with the harness's (for load loops).
+    pub fn client(&self) -> Client<HttpConnector, Full<Bytes>> {
+        self.client.clone()
+    }
+
     pub async fn post_json(&self, path: &str, body: &[u8]) -> Reply {
         self.request(
             "POST",
@@ -229,6 +274,19 @@ impl Gateway {
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
     }
+}
+
+fn config_text(
+    port: u16,
+    admin_port: u16,
+    dir: &std::path::Path,
+    server_extra: &str,
+    body: &str,
+) -> String {
+    format!(
+        "server:\n  listen: [\"127.0.0.1:{port}\"]\n  admin_listen: \"127.0.0.1:{admin_port}\"\n  threads: 1\n  grace_period: 5s\n{server_extra}\n{body}\ntelemetry:\n  access_log: {}\n",
+        dir.join("access.log").display()
+    )
 }
 
 impl Drop for Gateway {

@@ -1,0 +1,305 @@
+//! Operations: SIGHUP reload under load, invalid reloads, SIGTERM with streams in flight, the
+//! metrics list, the systemd unit.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use switchyard_benches::upstream::{MockUpstream, MockUpstreamConfig};
+
+fn routed_to(provider: &str, base_url: &str) -> String {
+    format!(
+        "providers:\n{}\nmodels:\n  - name: fast\n    deployments:\n      - provider: {provider}\n        model: m-{provider}\n",
+        openai_provider(provider, base_url, "")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_under_load_switches_routing_without_failing_a_request() {
+    let soak = std::env::var("SWITCHYARD_RELOAD_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20u64);
+    let a = MockUpstream::start(MockUpstreamConfig {
+        record: false,
+        ..Default::default()
+    })
+    .await
+    .expect("upstream a");
+    let b = MockUpstream::start(MockUpstreamConfig {
+        record: false,
+        ..Default::default()
+    })
+    .await
+    .expect("upstream b");
+    let conf_a = routed_to("alpha", &a.base_url());
+    let conf_b = routed_to("beta", &b.base_url());
+    let gw = Gateway::start(&conf_a, "").await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let seen_alpha = Arc::new(AtomicU64::new(0));
+    let seen_beta = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let client = gw.client();
+        let url = gw.url("/v1/chat/completions");
+        let (stop, ok, alpha, beta, failures) = (
+            stop.clone(),
+            ok.clone(),
+            seen_alpha.clone(),
+            seen_beta.clone(),
+            failures.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let req = http::Request::post(&url)
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from_static(
+                        br#"{"model":"fast","messages":[{"role":"user","content":"hi"}]}"#,
+                    )))
+                    .expect("request");
+                match client.request(req).await {
+                    Ok(resp) => {
+                        let status = resp.status();
+                        let provider = resp
+                            .headers()
+                            .get("x-switchyard-provider")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string();
+                        let body = resp.into_body().collect().await.map(|b| b.to_bytes());
+                        if status == 200 && body.is_ok() {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                            match provider.as_str() {
+                                "alpha" => alpha.fetch_add(1, Ordering::Relaxed),
+                                "beta" => beta.fetch_add(1, Ordering::Relaxed),
+                                _ => 0,
+                            };
+                        } else if let Ok(mut f) = failures.lock() {
+                            f.push(format!("status {status}: {body:?}"));
+                        }
+                    }
+                    Err(e) => {
+                        if let Ok(mut f) = failures.lock() {
+                            f.push(format!("transport: {e}"));
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    let mut reloads = 0u64;
+    while started.elapsed() < Duration::from_secs(soak) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        reloads += 1;
+        gw.rewrite_config(if reloads % 2 == 1 { &conf_b } else { &conf_a });
+        gw.signal("HUP");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("load task");
+    }
+    let failures = failures.lock().map(|f| f.clone()).unwrap_or_default();
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed, e.g. {:?}\n{}",
+        failures.len(),
+        failures.len() as u64 + ok.load(Ordering::Relaxed),
+        &failures[..failures.len().min(5)],
+        gw.log()
+    );
+    eprintln!(
+        "{} requests ok over {soak}s at c=32 with {reloads} reloads (alpha {}, beta {})",
+        ok.load(Ordering::Relaxed),
+        seen_alpha.load(Ordering::Relaxed),
+        seen_beta.load(Ordering::Relaxed)
+    );
+    assert!(
+        ok.load(Ordering::Relaxed) > 100,
+        "too little load to mean anything"
+    );
+    assert!(seen_alpha.load(Ordering::Relaxed) > 0 && seen_beta.load(Ordering::Relaxed) > 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let done = gw
+        .metric(r#"switchyard_config_reloads_total{result="success"}"#)
+        .await
+        .unwrap_or(0.0);
+    assert_eq!(done as u64, reloads, "{}", gw.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_reload_changes_nothing() {
+    let a = MockUpstream::start(MockUpstreamConfig::default())
+        .await
+        .expect("upstream");
+    let gw = Gateway::start(&routed_to("alpha", &a.base_url()), "").await;
+    gw.write_raw_config("server:\n  listen: [\"127.0.0.1:1\"]\nproviders:\n  - name: x\n    kind: opnai\nmodels: []\n");
+    gw.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gw
+        .metric(r#"switchyard_config_reloads_total{result="failure"}"#)
+        .await
+        != Some(1.0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no failed reload counted:\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = gw
+        .post_json("/v1/chat/completions", br#"{"model":"fast","messages":[]}"#)
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-switchyard-provider"), Some("alpha"));
+    let log = gw.log();
+    assert!(
+        log.contains("providers[0].kind: unknown provider kind \"opnai\""),
+        "{log}"
+    );
+    assert!(
+        log.contains("server.listen") || log.contains("models"),
+        "{log}"
+    );
+    assert_eq!(
+        gw.metric(r#"switchyard_config_reloads_total{result="success"}"#)
+            .await,
+        Some(0.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_streams_in_flight_finish_then_exits_0() {
+    let up = MockUpstream::start(MockUpstreamConfig {
+        stream_chunks: 10,
+        chunk_interval: Duration::from_millis(100),
+        ..Default::default()
+    })
+    .await
+    .expect("upstream");
+    let mut gw = Gateway::start(&routed_to("alpha", &up.base_url()), "").await;
+    let mut bodies = Vec::new();
+    for _ in 0..4 {
+        let resp = gw
+            .open_stream(br#"{"model":"fast","stream":true,"messages":[]}"#)
+            .await;
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        let first = next_data(&mut body, Duration::from_secs(5))
+            .await
+            .expect("first event");
+        bodies.push((first, body));
+    }
+    gw.signal("TERM");
+    let mut tasks = Vec::new();
+    for (first, mut body) in bodies {
+        tasks.push(tokio::spawn(async move {
+            let mut text = String::from_utf8_lossy(&first).into_owned();
+            while let Some(data) = next_data(&mut body, Duration::from_secs(5)).await {
+                text.push_str(&String::from_utf8_lossy(&data));
+            }
+            text
+        }));
+    }
+    for t in tasks {
+        let text = t.await.expect("stream task");
+        assert!(
+            text.ends_with("data: [DONE]\n\n"),
+            "stream cut short: {text}"
+        );
+        assert_eq!(text.matches("\"content\":\"word").count(), 10);
+    }
+    let status = gw
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("did not exit after SIGTERM:\n{}", gw.log()));
+    assert_eq!(status.code(), Some(0), "{}", gw.log());
+    // It stopped accepting.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", gw.port)).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_doc_lists_exactly_what_is_served() {
+    let up = MockUpstream::start(MockUpstreamConfig::default())
+        .await
+        .expect("upstream");
+    let gw = Gateway::start(&routed_to("alpha", &up.base_url()), "").await;
+    let served: std::collections::BTreeSet<String> = gw
+        .metrics()
+        .await
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/metrics.md"),
+    )
+    .expect("docs/metrics.md");
+    let documented: std::collections::BTreeSet<String> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .filter(|n| n.starts_with("switchyard_"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(served, documented, "docs/metrics.md and /metrics disagree");
+}
+
+#[test]
+fn systemd_unit_verifies() {
+    let analyze = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("systemd-analyze not found: scripts/test.sh installs the `systemd` package");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let unit = std::fs::read_to_string(root.join("systemd/switchyard.service")).expect("unit");
+    for needed in [
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "Restart=on-failure",
+        "StateDirectory=",
+        "EnvironmentFile=",
+        "LimitNOFILE=",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "CapabilityBoundingSet=",
+    ] {
+        assert!(unit.contains(needed), "unit lacks {needed}");
+    }
+    // Verify the unit as installed, with the binary and config paths pointing at this build.
+    let dir = std::env::temp_dir().join(format!("switchyard-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let conf = root.join("conf/quickstart.yaml");
+    let local = unit
+        .replace(
+            "/usr/local/bin/switchyard",
+            env!("CARGO_BIN_EXE_switchyard"),
+        )
+        .replace(
+            "/etc/switchyard/switchyard.yaml",
+            &conf.display().to_string(),
+        );
+    let path = dir.join("switchyard.service");
+    std::fs::write(&path, local).expect("write unit");
+    let out = std::process::Command::new(analyze)
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("run systemd-analyze");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
