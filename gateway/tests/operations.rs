@@ -226,6 +226,44 @@ async fn sigterm_lets_streams_in_flight_finish_then_exits_0() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_upgrade_hands_over_the_listeners_without_a_failed_request() {
+    let up = MockUpstream::start(MockUpstreamConfig::default())
+        .await
+        .expect("upstream");
+    let mut gw = Gateway::start(&routed_to("alpha", &up.base_url()), "").await;
+    let mut new = gw.start_upgrade();
+    // The new process waits for the sockets; give it a moment to connect to the upgrade socket.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    gw.signal("QUIT");
+    let started = Instant::now();
+    let mut served = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        let r = gw
+            .post_json("/v1/chat/completions", br#"{"model":"fast","messages":[]}"#)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served > 10);
+    let status = gw
+        .wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("old process did not exit:\n{}", gw.log()));
+    assert_eq!(status.code(), Some(0));
+    // Only the new process is left, and it serves.
+    let r = gw
+        .post_json("/v1/chat/completions", br#"{"model":"fast","messages":[]}"#)
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(
+        new.try_wait().expect("try_wait").is_none(),
+        "new process died"
+    );
+    let _ = new.kill();
+    let _ = new.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_doc_lists_exactly_what_is_served() {
     let up = MockUpstream::start(MockUpstreamConfig::default())
         .await

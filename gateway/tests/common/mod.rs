@@ -77,6 +77,8 @@ impl Gateway {
             .arg("run")
             .arg("--conf")
             .arg(&conf_path)
+            .arg("--upgrade-sock")
+            .arg(dir.join("upgrade.sock"))
             .stdout(Stdio::from(log.try_clone().expect("clone")))
             .stderr(Stdio::from(log))
             .env("RUST_LOG", "info")
@@ -137,6 +139,23 @@ impl Gateway {
     /// Writes raw text as the config file.
     pub fn write_raw_config(&self, text: &str) {
         std::fs::write(self.dir.join("switchyard.yaml"), text).expect("write conf");
+    }
+
+    /// Starts a second process that takes the listening sockets over (`--upgrade`); it serves
+    /// once this one gets SIGQUIT. The caller owns (and must kill) the returned child.
+    pub fn start_upgrade(&self) -> Child {
+        let log = std::fs::File::create(self.dir.join("gateway-upgraded.log")).expect("log");
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .arg("run")
+            .arg("--conf")
+            .arg(self.dir.join("switchyard.yaml"))
+            .arg("--upgrade")
+            .arg("--upgrade-sock")
+            .arg(self.dir.join("upgrade.sock"))
+            .stdout(Stdio::from(log.try_clone().expect("clone")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn upgraded switchyard")
     }
 
     pub fn signal(&self, sig: &str) {
