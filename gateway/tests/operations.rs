@@ -289,6 +289,38 @@ async fn metrics_doc_lists_exactly_what_is_served() {
         .map(str::to_string)
         .collect();
     assert_eq!(served, documented, "docs/metrics.md and /metrics disagree");
+
+    // The Grafana dashboard charts only metrics that exist.
+    let dashboard = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/grafana-dashboard.json"),
+    )
+    .expect("conf/grafana-dashboard.json");
+    let json: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard is JSON");
+    assert!(json["panels"].as_array().is_some_and(|p| p.len() >= 8));
+    let mut charted = std::collections::BTreeSet::new();
+    for (i, _) in dashboard.match_indices("switchyard_") {
+        let name: String = dashboard[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(&name)
+            .to_string();
+        if family != "switchyard_" && !family.starts_with("switchyard_overview") {
+            charted.insert(family);
+        }
+    }
+    let unknown: Vec<_> = charted.difference(&served).collect();
+    assert!(
+        unknown.is_empty(),
+        "dashboard charts unknown metrics: {unknown:?}"
+    );
+    assert!(
+        charted.len() >= 10,
+        "dashboard charts too little: {charted:?}"
+    );
 }
 
 #[test]
