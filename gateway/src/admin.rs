@@ -1,50 +1,308 @@
-//! The admin listener (`server.admin_listen`): `GET /metrics` in Prometheus text format. It never
-//! shares a port with the inference API; the admin API for keys joins here.
+//! The admin listener (`server.admin_listen`): `GET /metrics` (Prometheus text format) and the key
+//! administration API under `/admin/` (documented in `docs/admin-api.md`), authenticated with
+//! `server.admin_token`. It never shares a port with the inference API. Every admin action and
+//! every refused admin call goes to the audit log, without secrets.
 
+use crate::identity::{AdminError, Auth, NewKey};
+use crate::state::State;
 use crate::telemetry::Metrics;
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::Response;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
+use serde_json::{json, Value};
 use std::sync::Arc;
+use std::time::Duration;
+use switchyard_filters::auth::keys::{hash_key, KeyRecord};
+
+const MAX_ADMIN_BODY: usize = 64 * 1024;
 
 pub struct AdminApp {
     pub metrics: Arc<Metrics>,
+    pub auth: Arc<Auth>,
+    pub state: Arc<ArcSwap<State>>,
 }
 
-fn json_error(status: u16, message: &str, code: &str) -> Response<Vec<u8>> {
-    let body =
-        switchyard_adapters::openai::error_body(message, "invalid_request_error", None, Some(code));
+fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     Response::builder()
         .status(status)
-        .header("content-type", "application/json")
+        .header("content-type", content_type)
         .header("content-length", body.len())
-        .body(body.to_vec())
+        .header("cache-control", "no-store")
+        .body(body)
         .unwrap_or_else(|_| Response::new(Vec::new()))
+}
+
+fn json_response(status: u16, v: &Value) -> Response<Vec<u8>> {
+    respond(
+        status,
+        "application/json",
+        serde_json::to_vec(v).unwrap_or_default(),
+    )
+}
+
+fn error(status: u16, message: &str, code: &str) -> Response<Vec<u8>> {
+    let error_type = match status {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        409 => "conflict_error",
+        _ => "invalid_request_error",
+    };
+    let body = switchyard_adapters::openai::error_body(message, error_type, None, Some(code));
+    respond(status, "application/json", body.to_vec())
+}
+
+fn admin_error(e: &AdminError) -> Response<Vec<u8>> {
+    match e {
+        AdminError::Invalid(m) => error(400, m, "invalid_request"),
+        AdminError::NotFound(_) => error(404, &e.to_string(), "key_not_found"),
+        AdminError::Conflict(m) => error(409, m, "conflict"),
+        AdminError::Store(_) | AdminError::Random => {
+            log::error!("admin: {e}");
+            error(
+                500,
+                "the key store failed; see the gateway log",
+                "store_error",
+            )
+        }
+    }
+}
+
+/// A key's policy as the admin API shows it (never the secret).
+fn key_json(k: &KeyRecord) -> Value {
+    json!({
+        "name": k.name,
+        "team": k.team,
+        "project": k.project,
+        "models": k.models,
+        "expires": k.expires_unix.map(|t| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(t)).to_string()),
+        "ip_allow": k.ip_allow.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        "metadata": k.metadata,
+        "revoked": k.revoked,
+        "source": k.source.label(),
+        "read_only": k.source == switchyard_filters::auth::keys::KeySource::Config,
+        "created": (k.created_unix > 0).then(|| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(k.created_unix)).to_string()),
+    })
+}
+
+async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Response<Vec<u8>>> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_ADMIN_BODY {
+                    return Err(error(413, "request body too large", "request_too_large"));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(_) => {
+                return Err(error(
+                    400,
+                    "could not read the request body",
+                    "body_read_error",
+                ))
+            }
+        }
+    }
+}
+
+fn group(keys: &[KeyRecord], by: impl Fn(&KeyRecord) -> Option<&String>, label: &str) -> Value {
+    let mut counts: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+    for k in keys {
+        if let Some(g) = by(k) {
+            let e = counts.entry(g.as_str()).or_default();
+            e.0 += 1;
+            if !k.revoked {
+                e.1 += 1;
+            }
+        }
+    }
+    let list: Vec<Value> = counts
+        .into_iter()
+        .map(|(name, (keys, active))| json!({"name": name, "keys": keys, "active_keys": active}))
+        .collect();
+    json!({ label: list })
+}
+
+impl AdminApp {
+    fn audit(&self, action: &str, target: Option<&str>, client: Option<String>, outcome: &str) {
+        self.auth.audit.log(&json!({
+            "ts": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            "event": "admin",
+            "action": action,
+            "target": target,
+            "actor": "admin_token",
+            "client": client,
+            "outcome": outcome,
+        }));
+    }
+
+    async fn admin(
+        &self,
+        session: &mut ServerSession,
+        method: &str,
+        path: &str,
+    ) -> Response<Vec<u8>> {
+        let client = session.client_addr().map(|a| a.to_string());
+        let state = self.state.load_full();
+        let Some(token) = state.config.server.admin_token.as_ref() else {
+            return error(
+                404,
+                "the admin API is disabled: set server.admin_token",
+                "admin_disabled",
+            );
+        };
+        let presented = session
+            .req_header()
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        // Compare digests, so the comparison time says nothing about the token.
+        if presented.map(hash_key) != Some(hash_key(token.expose())) {
+            self.audit(&format!("{method} {path}"), None, client, "unauthorized");
+            return error(401, "missing or invalid admin token", "invalid_admin_token");
+        }
+        let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(2).collect();
+        let known_models: Vec<String> =
+            state.config.models.iter().map(|m| m.name.clone()).collect();
+        match (method, segments.as_slice()) {
+            ("GET", ["keys"]) => match self.auth.list() {
+                Ok(keys) => json_response(
+                    200,
+                    &json!({"keys": keys.iter().map(key_json).collect::<Vec<_>>()}),
+                ),
+                Err(e) => admin_error(&e),
+            },
+            ("POST", ["keys"]) => {
+                let body = match read_body(session).await {
+                    Ok(b) => b,
+                    Err(r) => return r,
+                };
+                let req: NewKey = match serde_json::from_slice(&body) {
+                    Ok(r) => r,
+                    Err(e) => return error(400, &format!("invalid JSON: {e}"), "invalid_json"),
+                };
+                let name = req.name.clone();
+                match self.auth.create(req, &known_models) {
+                    Ok((secret, rec)) => {
+                        self.audit("create_key", Some(&name), client, "ok");
+                        let mut v = key_json(&rec);
+                        v["key"] = Value::from(secret);
+                        v["persistent"] = Value::from(self.auth.store_is_persistent());
+                        json_response(201, &v)
+                    }
+                    Err(e) => {
+                        self.audit("create_key", Some(&name), client, "error");
+                        admin_error(&e)
+                    }
+                }
+            }
+            ("GET", ["keys", name]) => match self.auth.get(name) {
+                Ok(k) => json_response(200, &key_json(&k)),
+                Err(e) => admin_error(&e),
+            },
+            ("DELETE", ["keys", name]) => match self.auth.revoke(name) {
+                Ok(()) => {
+                    self.audit("revoke_key", Some(name), client, "ok");
+                    json_response(200, &json!({"name": name, "revoked": true}))
+                }
+                Err(e) => {
+                    self.audit("revoke_key", Some(name), client, "error");
+                    admin_error(&e)
+                }
+            },
+            ("POST", ["keys", name, "rotate"]) => {
+                let body = match read_body(session).await {
+                    Ok(b) => b,
+                    Err(r) => return r,
+                };
+                let grace = if body.is_empty() {
+                    Ok(Duration::from_secs(3600))
+                } else {
+                    serde_json::from_slice::<Value>(&body)
+                        .map_err(|e| format!("invalid JSON: {e}"))
+                        .and_then(|v| match v.get("grace").and_then(Value::as_str) {
+                            None => Ok(Duration::from_secs(3600)),
+                            Some(g) => {
+                                humantime::parse_duration(g).map_err(|e| format!("grace: {e}"))
+                            }
+                        })
+                };
+                let grace = match grace {
+                    Ok(g) => g,
+                    Err(m) => return error(400, &m, "invalid_request"),
+                };
+                match self.auth.rotate(name, grace) {
+                    Ok((secret, until)) => {
+                        self.audit("rotate_key", Some(name), client, "ok");
+                        json_response(
+                            200,
+                            &json!({
+                                "name": name,
+                                "key": secret,
+                                "previous_key_valid_until": humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(until)).to_string(),
+                            }),
+                        )
+                    }
+                    Err(e) => {
+                        self.audit("rotate_key", Some(name), client, "error");
+                        admin_error(&e)
+                    }
+                }
+            }
+            ("GET", ["teams"]) => match self.auth.list() {
+                Ok(keys) => json_response(200, &group(&keys, |k| k.team.as_ref(), "teams")),
+                Err(e) => admin_error(&e),
+            },
+            ("GET", ["projects"]) => match self.auth.list() {
+                Ok(keys) => json_response(200, &group(&keys, |k| k.project.as_ref(), "projects")),
+                Err(e) => admin_error(&e),
+            },
+            (_, ["keys"] | ["keys", _] | ["keys", _, "rotate"] | ["teams"] | ["projects"]) => {
+                error(
+                    405,
+                    &format!("method {method} is not allowed on {path}"),
+                    "method_not_allowed",
+                )
+            }
+            _ => error(
+                404,
+                &format!("Invalid URL ({method} {path})"),
+                "unknown_url",
+            ),
+        }
+    }
 }
 
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
-        let path = req.uri.path();
-        let method = req.method.as_str();
-        match (method, path) {
-            ("GET", "/metrics") => {
-                let body = self.metrics.render();
-                Response::builder()
-                    .status(200)
-                    .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-                    .header("content-length", body.len())
-                    .body(body)
-                    .unwrap_or_else(|_| Response::new(Vec::new()))
-            }
-            (_, "/metrics") => json_error(
+        let path = req.uri.path().to_string();
+        let method = req.method.as_str().to_string();
+        match (method.as_str(), path.as_str()) {
+            ("GET", "/metrics") => respond(
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.metrics.render(),
+            ),
+            (_, "/metrics") => error(
                 405,
                 &format!("method {method} is not allowed on /metrics"),
                 "method_not_allowed",
             ),
-            _ => json_error(
+            (_, p) if p == "/admin" || p.starts_with("/admin/") => {
+                self.admin(session, &method, &path).await
+            }
+            _ => error(
                 404,
                 &format!("Invalid URL ({method} {path})"),
                 "unknown_url",

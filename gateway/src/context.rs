@@ -78,6 +78,8 @@ pub struct RequestCtx {
     pub started: Instant,
     pub request_id: String,
     pub trace: Option<crate::trace::TraceContext>,
+    /// The authenticated caller (`None` without an `auth` section).
+    pub identity: Option<switchyard_filters::auth::Identity>,
     pub route: Route,
     pub state: Option<Arc<State>>,
     pub model: Option<Arc<RoutedModel>>,
@@ -145,6 +147,7 @@ impl RequestCtx {
             started: Instant::now(),
             request_id: String::new(),
             trace: None,
+            identity: None,
             route: Route::Unknown,
             state: None,
             model: None,

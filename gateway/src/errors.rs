@@ -38,6 +38,16 @@ pub const CODES: &[&str] = &[
     "method_not_allowed",
     "no_deployment_available",
     "upstream_timeout",
+    "missing_api_key",
+    "invalid_api_key",
+    "revoked_api_key",
+    "rotated_api_key",
+    "expired_api_key",
+    "invalid_token",
+    "expired_token",
+    "model_not_allowed",
+    "ip_not_allowed",
+    "too_many_auth_failures",
     // Recorded by the proxy, not answered as a GatewayError:
     "upstream_status",
     "upstream_stream_error",
@@ -71,6 +81,10 @@ pub enum GatewayError {
         model: String,
         tries: Vec<TryFailure>,
     },
+    #[error("{0}")]
+    Auth(switchyard_filters::auth::AuthError),
+    #[error("too many failed authentication attempts from this address; try again later")]
+    TooManyAuthFailures,
     #[error("upstream timed out for `{model}` after {} tries: {}", tries.len(), describe(tries))]
     UpstreamTimeout {
         model: String,
@@ -89,6 +103,8 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::NoDeploymentAvailable { .. } => 502,
             GatewayError::UpstreamTimeout { .. } => 504,
+            GatewayError::Auth(e) => e.status(),
+            GatewayError::TooManyAuthFailures => 429,
         }
     }
 
@@ -98,6 +114,9 @@ impl GatewayError {
             GatewayError::NoDeploymentAvailable { .. } | GatewayError::UpstreamTimeout { .. } => {
                 "upstream_error"
             }
+            GatewayError::Auth(e) if e.status() == 401 => "authentication_error",
+            GatewayError::Auth(_) => "permission_error",
+            GatewayError::TooManyAuthFailures => "rate_limit_error",
             _ => "invalid_request_error",
         }
     }
@@ -119,6 +138,8 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::NoDeploymentAvailable { .. } => "no_deployment_available",
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
+            GatewayError::Auth(e) => e.code(),
+            GatewayError::TooManyAuthFailures => "too_many_auth_failures",
         }
     }
 
@@ -177,7 +198,26 @@ mod tests {
                 model: "m".into(),
                 tries: vec![],
             },
+            GatewayError::TooManyAuthFailures,
         ];
+        use switchyard_filters::auth::AuthError;
+        for e in [
+            AuthError::Missing,
+            AuthError::InvalidKey,
+            AuthError::Revoked("k".into()),
+            AuthError::Rotated("k".into()),
+            AuthError::Expired("k".into()),
+            AuthError::InvalidToken("x".into()),
+            AuthError::TokenExpired,
+            AuthError::ModelNotAllowed {
+                caller: "k".into(),
+                model: "m".into(),
+            },
+            AuthError::IpNotAllowed { caller: "k".into() },
+        ] {
+            let code = GatewayError::Auth(e).code();
+            assert!(CODES.contains(&code), "{code} missing from CODES");
+        }
         for e in &samples {
             assert!(CODES.contains(&e.code()), "{} missing from CODES", e.code());
         }

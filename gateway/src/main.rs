@@ -12,6 +12,7 @@ mod cost;
 mod drain;
 mod errors;
 mod forward;
+mod identity;
 mod mock;
 mod proxy;
 mod reload;

@@ -10,6 +10,7 @@ use crate::access_log::AccessLogger;
 use crate::context::{GaugeGuard, InFlight, RequestCtx, Route};
 use crate::errors::GatewayError;
 use crate::forward::{add_gateway_headers, Failure, Forwarder};
+use crate::identity::{Auth, Denied};
 use crate::state::State;
 use crate::telemetry::Metrics;
 use arc_swap::ArcSwap;
@@ -22,10 +23,12 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use switchyard_adapters::openai;
+use switchyard_filters::auth::AuthError;
 use switchyard_filters::guard::BodyLimit;
 
 pub struct Gateway {
     state: Arc<ArcSwap<State>>,
+    auth: Arc<Auth>,
     metrics: Arc<Metrics>,
     forwarder: Forwarder,
     access_log: AccessLogger,
@@ -35,6 +38,7 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(
         state: Arc<ArcSwap<State>>,
+        auth: Arc<Auth>,
         metrics: Arc<Metrics>,
         forwarder: Forwarder,
         access_log: AccessLogger,
@@ -42,6 +46,7 @@ impl Gateway {
     ) -> Self {
         Gateway {
             state,
+            auth,
             metrics,
             forwarder,
             access_log,
@@ -186,10 +191,69 @@ impl Gateway {
             return Err(GatewayError::ModelNotFound(facts.model.into_owned()).into());
         };
         let model = model.clone();
+        if let Some(who) = &ctx.identity {
+            if !who.may_use(&model.config.name) {
+                return Err(GatewayError::Auth(AuthError::ModelNotAllowed {
+                    caller: who.name.clone(),
+                    model: model.config.name.clone(),
+                })
+                .into());
+            }
+        }
         ctx.model = Some(model.clone());
         self.forwarder
             .serve_chat(session, ctx, &model, &body, &facts)
             .await
+    }
+
+    /// Writes an authentication or authorisation failure to the audit log (never the credential).
+    fn audit_denial(&self, session: &Session, ctx: &RequestCtx, err: &GatewayError) {
+        self.auth.audit.log(&serde_json::json!({
+            "ts": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            "event": "auth_failure",
+            "reason": err.code(),
+            "message": err.to_string(),
+            "caller": ctx.identity.as_ref().map(|i| i.name.as_str()),
+            "client": session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string()),
+            "path": session.req_header().uri.path(),
+            "request_id": ctx.request_id,
+            "outcome": "denied",
+        }));
+    }
+
+    /// Authenticates the caller; failures are audited (never with the credential).
+    async fn authenticate(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<(), GatewayError> {
+        let headers = &session.req_header().headers;
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let outcome = self
+            .auth
+            .authenticate(
+                headers.get("authorization").map(|v| v.as_bytes()),
+                headers.get("x-api-key").map(|v| v.as_bytes()),
+                client,
+            )
+            .await;
+        match outcome {
+            Ok(identity) => {
+                ctx.identity = identity;
+                Ok(())
+            }
+            Err(denied) => {
+                let err = match denied {
+                    Denied::Auth(e) => GatewayError::Auth(e),
+                    Denied::TooManyFailures => GatewayError::TooManyAuthFailures,
+                };
+                self.audit_denial(session, ctx, &err);
+                Err(err)
+            }
+        }
     }
 
     fn health_body(state: &State) -> (u16, Bytes) {
@@ -275,12 +339,26 @@ impl ProxyHttp for Gateway {
             }
         };
         ctx.route = route;
+        let needs_auth = match route {
+            Route::ChatCompletions | Route::Infer => true,
+            Route::Models | Route::Health => !state.config.server.public_health,
+            Route::Unknown => false,
+        };
+        if needs_auth {
+            if let Err(err) = self.authenticate(session, ctx).await {
+                write_error(session, ctx, &err).await?;
+                return Ok(true);
+            }
+        }
         match route {
             Route::ChatCompletions | Route::Infer => {
                 ctx.active = Some(GaugeGuard::new(&self.metrics.active_requests));
                 match self.chat(session, ctx, &state).await {
                     Ok(()) => {}
                     Err(Failure::Respond(err)) => {
+                        if matches!(err, GatewayError::Auth(_)) {
+                            self.audit_denial(session, ctx, &err);
+                        }
                         if session.response_written().is_some() {
                             return Err(Error::explain(ErrorType::InternalError, err.to_string()));
                         }
@@ -427,7 +505,9 @@ impl ProxyHttp for Gateway {
             "trace_id": ctx.trace.as_ref().map(|t| t.trace_id.as_str()),
             "span_id": ctx.trace.as_ref().map(|t| t.span_id.as_str()),
             "parent_span_id": ctx.trace.as_ref().and_then(|t| t.parent_id.as_deref()),
-            "caller": serde_json::Value::Null,
+            "caller": ctx.identity.as_ref().map(|i| serde_json::json!({
+                "name": i.name, "team": i.team, "project": i.project, "user": i.user, "kind": i.kind.label(),
+            })),
             "cost_usd": cost,
             "client": session.client_addr().map(|a| a.to_string()),
             "method": req.method.as_str(),

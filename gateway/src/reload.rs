@@ -24,6 +24,7 @@ pub struct Reloader {
     pub metrics: Arc<Metrics>,
     /// The settings the process started with (listeners cannot change without a restart).
     pub started_with: ServerSettings,
+    pub auth: Arc<crate::identity::Auth>,
 }
 
 impl Reloader {
@@ -46,6 +47,11 @@ impl Reloader {
         };
         for change in restart_only_changes(&self.started_with, &cfg.server) {
             log::warn!("reload: {change} changed; this takes effect only after a restart");
+        }
+        if let Err(e) = self.auth.apply(cfg.auth.clone()) {
+            log::error!("reload rejected: {e}; the previous configuration keeps serving");
+            self.metrics.reload(false);
+            return false;
         }
         let old = self.live.load_full();
         let new = State::rebuild(Arc::new(cfg), &self.metrics, Some(&old));
@@ -127,6 +133,8 @@ mod tests {
             max_body_bytes: 10,
             grace_period: Duration::from_secs(1),
             tls: None,
+            admin_token: None,
+            public_health: false,
         }
     }
 

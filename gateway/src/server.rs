@@ -8,6 +8,9 @@ use crate::config::{Config, ProviderKind};
 use crate::context::InFlight;
 use crate::drain::Drain;
 use crate::forward::Forwarder;
+use crate::identity::jwks::Jwks;
+use crate::identity::store::KeyStore;
+use crate::identity::{Auth, JwksRefresher};
 use crate::proxy::Gateway;
 use crate::reload::Reloader;
 use crate::state::State;
@@ -35,6 +38,8 @@ pub enum StartError {
     Service,
     #[error("cannot set up TLS: {0}")]
     Tls(String),
+    #[error("{0}")]
+    Store(crate::identity::store::StoreError),
 }
 
 /// How the process was asked to start.
@@ -73,11 +78,27 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
     server.bootstrap();
 
     let state = Arc::new(ArcSwap::from_pointee(State::build(cfg.clone(), &metrics)));
+    let store = KeyStore::open(cfg.store.sqlite_path.as_deref()).map_err(StartError::Store)?;
+    if !store.persistent && cfg.server.admin_token.is_some() {
+        log::warn!("no `store` configured: keys created through the admin API live in memory and are lost on restart");
+    }
+    let audit = AccessLogger::start(&cfg.telemetry.audit_log, metrics.access_log_dropped.clone())
+        .map_err(StartError::AccessLog)?;
+    let jwks = Jwks::new(Connector::new(Some(ConnectorOptions::from_server_conf(
+        &server.configuration,
+    ))));
+    let auth =
+        Arc::new(Auth::new(cfg.auth.clone(), store, jwks, audit).map_err(StartError::Store)?);
+    let jwks_handle = server.add_service(background_service(
+        "switchyard jwks",
+        JwksRefresher { auth: auth.clone() },
+    ));
     let reloader = Reloader {
         path: options.conf_path,
         live: state.clone(),
         metrics: metrics.clone(),
         started_with: cfg.server.clone(),
+        auth: auth.clone(),
     };
     let reload_handle = server.add_service(background_service("switchyard reload", reloader));
     let connector = Connector::new(Some(ConnectorOptions::from_server_conf(
@@ -92,7 +113,8 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
         },
     ));
     let gateway = Gateway::new(
-        state,
+        state.clone(),
+        auth.clone(),
         metrics.clone(),
         Forwarder::new(connector),
         access_log,
@@ -122,9 +144,17 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
     }
     let inference_handle = server.add_service(inference);
     inference_handle.add_dependency(&reload_handle);
+    inference_handle.add_dependency(&jwks_handle);
 
     if let Some(addr) = &cfg.server.admin_listen {
-        let mut admin = Service::new("switchyard admin".to_string(), AdminApp { metrics });
+        let mut admin = Service::new(
+            "switchyard admin".to_string(),
+            AdminApp {
+                metrics,
+                auth,
+                state,
+            },
+        );
         admin.add_tcp(addr);
         server.add_service(admin);
     }

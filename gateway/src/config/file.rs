@@ -41,13 +41,92 @@ pub struct FileConfig {
     pub routing: Option<FileRouting>,
     #[serde(default)]
     pub telemetry: Option<FileTelemetry>,
+    #[serde(default)]
+    pub auth: Option<FileAuth>,
+    #[serde(default)]
+    pub store: Option<FileStore>,
     // Contract sections owned by later work; validation reports them as not yet supported.
     #[serde(default)]
-    pub auth: Option<Value>,
-    #[serde(default)]
     pub budgets: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAuth {
     #[serde(default)]
-    pub store: Option<Value>,
+    pub api_keys: Vec<FileApiKey>,
+    #[serde(default)]
+    pub oauth: Option<FileOAuth>,
+    /// Failed authentications per client address per minute before it is slowed down
+    /// (Switchyard extension; default 30).
+    #[serde(default)]
+    pub max_failures_per_minute: Option<Lenient<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileApiKey {
+    pub name: String,
+    #[serde(default)]
+    pub key_sha256: Option<String>,
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub team: Option<String>,
+    #[serde(default)]
+    pub project: Option<String>,
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    #[serde(default)]
+    pub expires: Option<String>,
+    /// Client networks (CIDR) the key may be used from (Switchyard extension).
+    #[serde(default)]
+    pub ip_allow: Option<Vec<String>>,
+    #[serde(default)]
+    pub metadata: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    pub limits: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOAuth {
+    pub issuer: String,
+    pub audience: String,
+    pub jwks_url: String,
+    #[serde(default)]
+    pub algorithms: Option<Vec<String>>,
+    #[serde(default)]
+    pub claims: Option<FileClaims>,
+    /// Clock leeway for exp/nbf (Switchyard extension; default 60s).
+    #[serde(default)]
+    pub leeway: Option<String>,
+    /// JWKS refresh interval (Switchyard extension; default 10m).
+    #[serde(default)]
+    pub refresh: Option<String>,
+    #[serde(default)]
+    pub introspection: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileClaims {
+    #[serde(default)]
+    pub team: Option<String>,
+    #[serde(default)]
+    pub project: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileStore {
+    pub kind: String,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -212,4 +291,7 @@ pub struct FileBackoff {
 pub struct FileTelemetry {
     #[serde(default)]
     pub access_log: Option<String>,
+    /// Admin actions and authentication failures, one JSON object a line (Switchyard extension).
+    #[serde(default)]
+    pub audit_log: Option<String>,
 }

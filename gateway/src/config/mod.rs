@@ -9,8 +9,10 @@ mod env;
 mod file;
 pub mod model;
 mod validate;
+pub(crate) mod validate_auth;
 
 pub use model::*;
+pub use validate_auth::parse_net;
 
 use std::fmt;
 use std::path::Path;
@@ -205,12 +207,39 @@ models:
 
     #[test]
     fn later_sections_are_refused_not_ignored() {
-        let text = format!("{MINIMAL}auth:\n  api_keys: []\n");
+        let text = format!("{MINIMAL}budgets:\n  - scope: global\n");
         let errs = errors_of(&text);
         assert!(
-            errs[0].starts_with("auth: the `auth` section is not supported"),
+            errs[0].starts_with("budgets: the `budgets` section is not supported"),
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn auth_section_is_validated_with_paths() {
+        let text = format!(
+            "{MINIMAL}auth:\n  api_keys:\n    - name: a\n      key_sha256: nothex\n    - name: b\n      key: sk-long-enough-secret\n      models: [nope]\n      ip_allow: [\"10.0.0.0/33\"]\n      expires: tomorrow\n  oauth:\n    issuer: https://i/\n    audience: sy\n    jwks_url: ftp://x\n    algorithms: [HS256]\n"
+        );
+        let errs = errors_of(&text);
+        for want in [
+            "auth.api_keys[0].key_sha256:",
+            "auth.api_keys[1].models[0]: unknown model \"nope\"",
+            "auth.api_keys[1].ip_allow[0]:",
+            "auth.api_keys[1].expires:",
+            "auth.oauth.algorithms[0]: algorithm \"HS256\" is not allowed",
+            "auth.oauth.jwks_url:",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(want)),
+                "missing {want:?} in {errs:#?}"
+            );
+        }
+        let ok = format!("{MINIMAL}auth:\n  api_keys:\n    - name: a\n      key_sha256: \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"\n      ip_allow: [10.0.0.0/8, 127.0.0.1]\n      expires: 2027-06-30T00:00:00Z\n");
+        let c = parse(&ok, &no_env).unwrap();
+        let auth = c.auth.unwrap();
+        assert_eq!(auth.keys.len(), 1);
+        assert_eq!(auth.keys[0].1.ip_allow.len(), 2);
+        assert!(auth.keys[0].1.expires_unix.is_some());
     }
 
     #[test]

@@ -8,6 +8,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_filters::auth::jwt::JwtPolicy;
+use switchyard_filters::auth::keys::{KeyHash, KeyRecord};
 
 #[derive(Debug)]
 pub struct Config {
@@ -15,6 +17,32 @@ pub struct Config {
     pub providers: Vec<Arc<Provider>>,
     pub models: Vec<Arc<Model>>,
     pub telemetry: TelemetrySettings,
+    /// `None`: every caller is accepted (no `auth` section).
+    pub auth: Option<AuthSettings>,
+    pub store: StoreSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// Keys from the config file (read-only at runtime), by hash.
+    pub keys: Vec<(KeyHash, KeyRecord)>,
+    pub oauth: Option<OAuthSettings>,
+    pub max_failures_per_minute: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct OAuthSettings {
+    pub policy: JwtPolicy,
+    pub jwks: HttpEndpoint,
+    /// Path and query of the JWKS document on `jwks`.
+    pub jwks_path: String,
+    pub refresh: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// SQLite file for runtime state; `None` keeps it in memory (lost on restart).
+    pub sqlite_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -29,6 +57,10 @@ pub struct ServerSettings {
     pub grace_period: Duration,
     /// TLS listener (HTTP/1.1 and HTTP/2 by ALPN).
     pub tls: Option<TlsListener>,
+    /// Bearer token for the admin API; `None` disables `/admin/*`.
+    pub admin_token: Option<Secret>,
+    /// `/v1/health` and `/v1/models` answer without credentials.
+    pub public_health: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -258,4 +290,5 @@ pub enum AccessLog {
 #[derive(Debug, Clone)]
 pub struct TelemetrySettings {
     pub access_log: AccessLog,
+    pub audit_log: AccessLog,
 }

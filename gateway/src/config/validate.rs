@@ -50,14 +50,8 @@ impl Errors {
 pub fn validate(file: FileConfig) -> Result<Config, Vec<ConfigError>> {
     let mut errs = Errors(Vec::new());
 
-    for (key, present) in [
-        ("auth", file.auth.is_some()),
-        ("budgets", file.budgets.is_some()),
-        ("store", file.store.is_some()),
-    ] {
-        if present {
-            errs.not_yet(key, &format!("the `{key}` section"));
-        }
+    if file.budgets.is_some() {
+        errs.not_yet("budgets", "the `budgets` section");
     }
 
     let server = server_settings(&file.server, &mut errs);
@@ -65,6 +59,12 @@ pub fn validate(file: FileConfig) -> Result<Config, Vec<ConfigError>> {
     let providers = providers(&file.providers, &mut errs);
     let models = models(&file.models, &providers, &routing, &mut errs);
     let telemetry = telemetry(file.telemetry.as_ref(), &mut errs);
+    let model_names: HashSet<&str> = file.models.iter().map(|m| m.name.as_str()).collect();
+    let auth = file
+        .auth
+        .as_ref()
+        .map(|a| super::validate_auth::auth(a, &model_names, &mut errs.0));
+    let store = store(file.store.as_ref(), &mut errs);
 
     if errs.0.is_empty() {
         Ok(Config {
@@ -72,6 +72,8 @@ pub fn validate(file: FileConfig) -> Result<Config, Vec<ConfigError>> {
             providers: providers.into_values().collect_sorted(),
             models,
             telemetry,
+            auth,
+            store,
         })
     } else {
         Err(errs.0)
@@ -147,14 +149,13 @@ fn server_settings(s: &FileServer, errs: &mut Errors) -> ServerSettings {
             key_path: t.key.clone(),
         })
     });
-    if s.admin_token.is_some() {
-        errs.not_yet("server.admin_token", "the admin API");
-    }
-    if s.public_health.is_some() {
-        errs.not_yet(
-            "server.public_health",
-            "caller authentication (and so public_health)",
-        );
+    let admin_token = s
+        .admin_token
+        .as_ref()
+        .filter(|t| !t.is_empty())
+        .map(|t| Secret::new(t.clone()));
+    if admin_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
+        errs.push("server.admin_token", "must be at least 16 characters");
     }
     let threads = match s.threads {
         Some(Lenient(0)) => {
@@ -186,6 +187,8 @@ fn server_settings(s: &FileServer, errs: &mut Errors) -> ServerSettings {
         max_body_bytes,
         grace_period,
         tls,
+        admin_token,
+        public_health: s.public_health.map(|p| p.0).unwrap_or(false),
     }
 }
 
@@ -386,7 +389,7 @@ fn load_ca_bundle(file: &str) -> Result<CaBundle, String> {
 }
 
 /// Parses `http(s)://host[:port][/prefix]`.
-fn parse_endpoint(url: &str) -> Result<HttpEndpoint, String> {
+pub(super) fn parse_endpoint(url: &str) -> Result<HttpEndpoint, String> {
     let uri: http::Uri = url
         .parse()
         .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
@@ -655,17 +658,64 @@ fn models(
     out
 }
 
-fn telemetry(t: Option<&FileTelemetry>, errs: &mut Errors) -> TelemetrySettings {
-    let access_log = match t.and_then(|t| t.access_log.as_deref()) {
+fn log_target(value: Option<&str>, key: &str, errs: &mut Errors) -> AccessLog {
+    match value {
         None | Some("stdout") => AccessLog::Stdout,
         Some("off") => AccessLog::Off,
         Some("") => {
-            errs.push("telemetry.access_log", "must be stdout, off or a file path");
+            errs.push(key, "must be stdout, off or a file path");
             AccessLog::Off
         }
         Some(path) => AccessLog::File(path.into()),
+    }
+}
+
+fn telemetry(t: Option<&FileTelemetry>, errs: &mut Errors) -> TelemetrySettings {
+    TelemetrySettings {
+        access_log: log_target(
+            t.and_then(|t| t.access_log.as_deref()),
+            "telemetry.access_log",
+            errs,
+        ),
+        audit_log: log_target(
+            t.and_then(|t| t.audit_log.as_deref()),
+            "telemetry.audit_log",
+            errs,
+        ),
+    }
+}
+
+fn store(s: Option<&FileStore>, errs: &mut Errors) -> StoreSettings {
+    let Some(s) = s else {
+        return StoreSettings { sqlite_path: None };
     };
-    TelemetrySettings { access_log }
+    match s.kind.as_str() {
+        "sqlite" => {
+            if s.url.is_some() {
+                errs.push("store.url", "does not apply to kind sqlite (use path)");
+            }
+            match s.path.as_deref() {
+                Some(p) if !p.trim().is_empty() => StoreSettings {
+                    sqlite_path: Some(p.into()),
+                },
+                _ => {
+                    errs.push("store.path", "required for kind sqlite");
+                    StoreSettings { sqlite_path: None }
+                }
+            }
+        }
+        "redis" => {
+            errs.not_yet("store.kind", "the redis store");
+            StoreSettings { sqlite_path: None }
+        }
+        k => {
+            errs.push(
+                "store.kind",
+                format!("unknown store kind {k:?} (expected sqlite or redis)"),
+            );
+            StoreSettings { sqlite_path: None }
+        }
+    }
 }
 
 #[cfg(test)]

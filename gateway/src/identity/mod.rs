@@ -1,0 +1,411 @@
+//! Who is calling: virtual API keys and OAuth2/OIDC bearer tokens, checked on every inference
+//! request, plus the key administration behind `/admin/*`.
+//!
+//! [`Auth`] lives for the whole process (it outlives config reloads): it holds the key index
+//! (config keys + runtime keys from the [`store::KeyStore`]), the JWKS and verified-token cache
+//! ([`jwks::Jwks`]), the per-address failure limiter, and the audit log. Policy decisions
+//! themselves are `switchyard_filters::auth`'s; this module feeds them the clock, the client
+//! address and the data.
+
+pub mod jwks;
+pub mod store;
+
+use crate::access_log::AccessLogger;
+use crate::config::AuthSettings;
+use arc_swap::ArcSwap;
+use pingora_limits::rate::Rate;
+use ring::rand::SystemRandom;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use store::KeyStore;
+use switchyard_filters::auth::jwt::{self, JwtError};
+use switchyard_filters::auth::keys::{
+    generate_key, hash_key, KeyEntry, KeyIndex, KeyRecord, KeySource,
+};
+use switchyard_filters::auth::{credential, AuthError, Credential, Identity};
+
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The outcome of authenticating a request.
+#[derive(Debug)]
+pub enum Denied {
+    Auth(AuthError),
+    /// Too many failed attempts from this address recently.
+    TooManyFailures,
+}
+
+/// Why an admin operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no key named {0:?}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("cannot generate a key")]
+    Random,
+}
+
+/// What the admin API asks for when creating a key.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    pub name: String,
+    #[serde(default)]
+    pub team: Option<String>,
+    #[serde(default)]
+    pub project: Option<String>,
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    #[serde(default)]
+    pub expires: Option<String>,
+    #[serde(default)]
+    pub ip_allow: Option<Vec<String>>,
+    #[serde(default)]
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+pub struct Auth {
+    settings: ArcSwap<Option<AuthSettings>>,
+    store: KeyStore,
+    index: ArcSwap<KeyIndex>,
+    pub jwks: jwks::Jwks,
+    failures: Rate,
+    rng: SystemRandom,
+    pub audit: AccessLogger,
+}
+
+impl Auth {
+    pub fn new(
+        settings: Option<AuthSettings>,
+        store: KeyStore,
+        jwks: jwks::Jwks,
+        audit: AccessLogger,
+    ) -> Result<Auth, store::StoreError> {
+        let auth = Auth {
+            settings: ArcSwap::from_pointee(settings),
+            store,
+            index: ArcSwap::from_pointee(KeyIndex::default()),
+            jwks,
+            failures: Rate::new(Duration::from_secs(60)),
+            rng: SystemRandom::new(),
+            audit,
+        };
+        auth.rebuild_index()?;
+        Ok(auth)
+    }
+
+    pub fn settings(&self) -> Arc<Option<AuthSettings>> {
+        self.settings.load_full()
+    }
+
+    /// Applies a reloaded `auth` section (keys from the file, OAuth policy).
+    pub fn apply(&self, settings: Option<AuthSettings>) -> Result<(), store::StoreError> {
+        let old = self.settings.load_full();
+        let jwks_changed = old
+            .as_ref()
+            .as_ref()
+            .and_then(|s| s.oauth.as_ref())
+            .map(|o| (&o.jwks.base_url, &o.policy))
+            != settings
+                .as_ref()
+                .and_then(|s| s.oauth.as_ref())
+                .map(|o| (&o.jwks.base_url, &o.policy));
+        self.settings.store(Arc::new(settings));
+        if jwks_changed {
+            self.jwks.clear_cache();
+        }
+        self.rebuild_index()
+    }
+
+    /// Rebuilds the key index from the config's keys and the store's.
+    fn rebuild_index(&self) -> Result<(), store::StoreError> {
+        let mut index = KeyIndex::default();
+        if let Some(s) = self.settings.load().as_ref() {
+            for (hash, rec) in &s.keys {
+                index.insert(
+                    *hash,
+                    KeyEntry {
+                        record: Arc::new(rec.clone()),
+                        superseded_until: None,
+                    },
+                );
+            }
+        }
+        let (keys, superseded) = self.store.load()?;
+        let mut by_name = std::collections::HashMap::new();
+        for k in keys {
+            let rec = Arc::new(k.record);
+            by_name.insert(rec.name.clone(), rec.clone());
+            index.insert(
+                k.hash,
+                KeyEntry {
+                    record: rec,
+                    superseded_until: None,
+                },
+            );
+        }
+        for s in superseded {
+            if let Some(rec) = by_name.get(&s.name) {
+                index.insert(
+                    s.hash,
+                    KeyEntry {
+                        record: rec.clone(),
+                        superseded_until: Some(s.valid_until),
+                    },
+                );
+            }
+        }
+        self.index.store(Arc::new(index));
+        Ok(())
+    }
+
+    /// Authenticates a request from its credential headers. `Ok(None)`: no `auth` section, every
+    /// caller is accepted.
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&[u8]>,
+        x_api_key: Option<&[u8]>,
+        client: Option<IpAddr>,
+    ) -> Result<Option<Identity>, Denied> {
+        let settings = self.settings.load();
+        let Some(settings) = settings.as_ref() else {
+            return Ok(None);
+        };
+        let ip_key = client.map(|ip| ip.to_string()).unwrap_or_default();
+        if self.failures.observe(&ip_key, 0) >= settings.max_failures_per_minute as isize {
+            return Err(Denied::TooManyFailures);
+        }
+        let now = now_unix();
+        let result = match credential(authorization, x_api_key) {
+            None => Err(AuthError::Missing),
+            Some(Credential::Key(secret)) => self
+                .index
+                .load()
+                .check(secret, client, now)
+                .map(|rec| rec.identity()),
+            Some(Credential::Token(token)) => self.verify_token(settings, token, now).await,
+        };
+        if let Err(e) = &result {
+            if e.is_guess() {
+                self.failures.observe(&ip_key, 1);
+            }
+        }
+        result.map(Some).map_err(Denied::Auth)
+    }
+
+    async fn verify_token(
+        &self,
+        settings: &AuthSettings,
+        token: &str,
+        now: u64,
+    ) -> Result<Identity, AuthError> {
+        let Some(oauth) = settings.oauth.as_ref() else {
+            return Err(AuthError::InvalidToken(
+                "bearer tokens are not accepted here".into(),
+            ));
+        };
+        if let Some(v) = self.jwks.cached(token, now) {
+            return Ok(v.identity);
+        }
+        let attempt = |set: &switchyard_filters::auth::jwt::JwkSet| {
+            jwt::verify(token, set, &oauth.policy, now)
+        };
+        let verified = match attempt(&self.jwks.set.load()) {
+            Err(JwtError::UnknownKid(kid)) => {
+                self.jwks.refresh_on_demand(oauth).await;
+                attempt(&self.jwks.set.load()).map_err(|e| match e {
+                    JwtError::UnknownKid(_) => {
+                        AuthError::InvalidToken(format!("unknown key id {kid:?}"))
+                    }
+                    JwtError::Auth(a) => a,
+                })?
+            }
+            Err(JwtError::Auth(a)) => return Err(a),
+            Ok(v) => v,
+        };
+        self.jwks.remember(token, &verified, now);
+        Ok(verified.identity)
+    }
+
+    // ---- administration (admin listener only) ----
+
+    fn config_key_names(&self) -> Vec<String> {
+        self.settings
+            .load()
+            .as_ref()
+            .as_ref()
+            .map(|s| s.keys.iter().map(|(_, r)| r.name.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Every key's policy (config and store), without secrets.
+    pub fn list(&self) -> Result<Vec<KeyRecord>, AdminError> {
+        let mut out: Vec<KeyRecord> = self
+            .settings
+            .load()
+            .as_ref()
+            .as_ref()
+            .map(|s| s.keys.iter().map(|(_, r)| r.clone()).collect())
+            .unwrap_or_default();
+        let (keys, _) = self.store.load()?;
+        out.extend(keys.into_iter().map(|k| k.record));
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    pub fn get(&self, name: &str) -> Result<KeyRecord, AdminError> {
+        self.list()?
+            .into_iter()
+            .find(|k| k.name == name)
+            .ok_or_else(|| AdminError::NotFound(name.to_string()))
+    }
+
+    /// Creates a runtime key; returns the secret (shown once) and the record.
+    pub fn create(
+        &self,
+        req: NewKey,
+        known_models: &[String],
+    ) -> Result<(String, KeyRecord), AdminError> {
+        let valid_name = !req.name.is_empty()
+            && req.name.len() <= 64
+            && req
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !valid_name {
+            return Err(AdminError::Invalid(
+                "name must be 1-64 characters of [A-Za-z0-9._-]".into(),
+            ));
+        }
+        if self.config_key_names().contains(&req.name)
+            || self.list()?.iter().any(|k| k.name == req.name)
+        {
+            return Err(AdminError::Conflict(format!(
+                "a key named {:?} already exists",
+                req.name
+            )));
+        }
+        if let Some(models) = &req.models {
+            if let Some(m) = models.iter().find(|m| !known_models.contains(m)) {
+                return Err(AdminError::Invalid(format!("unknown model {m:?}")));
+            }
+        }
+        let expires_unix = match req.expires.as_deref() {
+            None => None,
+            Some(e) => Some(
+                humantime::parse_rfc3339_weak(e)
+                    .map_err(|err| AdminError::Invalid(format!("expires: {err} (use RFC 3339)")))?
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+            ),
+        };
+        let mut ip_allow = Vec::new();
+        for net in req.ip_allow.iter().flatten() {
+            ip_allow.push(crate::config::parse_net(net).ok_or_else(|| {
+                AdminError::Invalid(format!("ip_allow: invalid network {net:?}"))
+            })?);
+        }
+        let secret = generate_key(&self.rng).map_err(|_| AdminError::Random)?;
+        let record = KeyRecord {
+            name: req.name,
+            team: req.team,
+            project: req.project,
+            models: req.models,
+            expires_unix,
+            ip_allow,
+            limits: BTreeMap::new(),
+            metadata: req.metadata.unwrap_or_default(),
+            revoked: false,
+            source: KeySource::Store,
+            created_unix: now_unix(),
+        };
+        self.store.insert(&hash_key(&secret), &record)?;
+        self.rebuild_index()?;
+        Ok((secret, record))
+    }
+
+    pub fn revoke(&self, name: &str) -> Result<(), AdminError> {
+        if self.config_key_names().iter().any(|n| n == name) {
+            return Err(AdminError::Conflict(format!(
+                "{name:?} is defined in the config file; remove it there"
+            )));
+        }
+        if !self.store.revoke(name)? {
+            return Err(AdminError::NotFound(name.to_string()));
+        }
+        self.rebuild_index()?;
+        Ok(())
+    }
+
+    /// Gives a runtime key a new secret; the old one works for `grace` more.
+    pub fn rotate(&self, name: &str, grace: Duration) -> Result<(String, u64), AdminError> {
+        if self.config_key_names().iter().any(|n| n == name) {
+            return Err(AdminError::Conflict(format!(
+                "{name:?} is defined in the config file; rotate it there"
+            )));
+        }
+        let secret = generate_key(&self.rng).map_err(|_| AdminError::Random)?;
+        let until = now_unix() + grace.as_secs();
+        if !self.store.rotate(name, &hash_key(&secret), until)? {
+            return Err(AdminError::NotFound(name.to_string()));
+        }
+        self.rebuild_index()?;
+        Ok((secret, until))
+    }
+
+    pub fn store_is_persistent(&self) -> bool {
+        self.store.persistent
+    }
+}
+
+/// Fetches the JWKS before the listeners open, then every `refresh` interval.
+pub struct JwksRefresher {
+    pub auth: Arc<Auth>,
+}
+
+#[async_trait::async_trait]
+impl pingora_core::services::background::BackgroundService for JwksRefresher {
+    async fn start_with_ready_notifier(
+        &self,
+        mut shutdown: pingora_core::server::ShutdownWatch,
+        ready: pingora_core::services::ServiceReadyNotifier,
+    ) {
+        let mut ready = Some(ready);
+        loop {
+            let settings = self.auth.settings();
+            let oauth = settings.as_ref().as_ref().and_then(|s| s.oauth.clone());
+            let wait = match &oauth {
+                Some(o) => {
+                    match self.auth.jwks.fetch(o).await {
+                        Ok(n) => log::info!("JWKS loaded from {} ({n} keys)", o.jwks.base_url),
+                        Err(e) => log::error!(
+                            "JWKS fetch from {} failed: {e}; tokens fail until it succeeds",
+                            o.jwks.base_url
+                        ),
+                    }
+                    o.refresh
+                }
+                None => Duration::from_secs(5),
+            };
+            if let Some(r) = ready.take() {
+                r.notify_ready();
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
