@@ -102,10 +102,7 @@ impl AuthError {
 
     /// Failures that count towards the per-address guessing limiter.
     pub fn is_guess(&self) -> bool {
-        matches!(
-            self,
-            AuthError::InvalidKey | AuthError::InvalidToken(_) | AuthError::Missing
-        )
+        matches!(self, AuthError::InvalidKey | AuthError::InvalidToken(_))
     }
 }
 

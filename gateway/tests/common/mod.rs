@@ -111,7 +111,7 @@ impl Gateway {
                 .try_request(false, "GET", "/v1/health", None, &[])
                 .await
             {
-                if r.status == 200 || r.status == 503 {
+                if matches!(r.status, 200 | 401 | 503) {
                     return;
                 }
             }
@@ -182,6 +182,37 @@ impl Gateway {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default()
+    }
+
+    pub fn audit_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default()
+    }
+
+    /// A request to the admin listener.
+    pub async fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> Reply {
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(format!("http://127.0.0.1:{}{path}", self.admin_port));
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default().to_string())))
+            .expect("request");
+        let resp = self.client.request(req).await.expect("admin request");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        }
     }
 
     pub fn access_log(&self) -> String {
@@ -303,8 +334,9 @@ fn config_text(
     body: &str,
 ) -> String {
     format!(
-        "server:\n  listen: [\"127.0.0.1:{port}\"]\n  admin_listen: \"127.0.0.1:{admin_port}\"\n  threads: 1\n  grace_period: 5s\n{server_extra}\n{body}\ntelemetry:\n  access_log: {}\n",
-        dir.join("access.log").display()
+        "server:\n  listen: [\"127.0.0.1:{port}\"]\n  admin_listen: \"127.0.0.1:{admin_port}\"\n  threads: 1\n  grace_period: 5s\n{server_extra}\n{body}\ntelemetry:\n  access_log: {}\n  audit_log: {}\n",
+        dir.join("access.log").display(),
+        dir.join("audit.log").display()
     )
 }
 

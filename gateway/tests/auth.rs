@@ -1,0 +1,496 @@
+//! Identity: virtual keys, OAuth2/OIDC JWTs against a local JWKS server, the admin API, the
+//! store across restarts, the failure limiter — and no secret in any log.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use switchyard_filters::auth::jwt::testing::{sign_hs256, unsigned, TestKey, RSA_A, RSA_B};
+
+const ADMIN: &str = "admin-token-for-tests-0123";
+const KEY_OK: &str = "sk-config-key-valid-0001";
+const KEY_EXPIRED: &str = "sk-config-key-expired-02";
+const KEY_NET: &str = "sk-config-key-10-net-003";
+const ISSUER: &str = "https://auth.test/";
+
+/// A JWKS server whose document can be swapped (key rotation) and whose hits are counted.
+struct JwksServer {
+    port: u16,
+    doc: Arc<Mutex<String>>,
+    hits: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for JwksServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl JwksServer {
+    async fn start(doc: Value) -> JwksServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let doc = Arc::new(Mutex::new(doc.to_string()));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (d, h) = (doc.clone(), hits.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (d, h) = (d.clone(), h.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |_req| {
+                        h.fetch_add(1, Ordering::SeqCst);
+                        let body = d.lock().map(|s| s.clone()).unwrap_or_default();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(
+                                http::Response::builder()
+                                    .header("content-type", "application/json")
+                                    .body(Full::new(Bytes::from(body)))
+                                    .expect("response"),
+                            )
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        JwksServer {
+            port,
+            doc,
+            hits,
+            task,
+        }
+    }
+
+    fn set(&self, doc: Value) {
+        if let Ok(mut d) = self.doc.lock() {
+            *d = doc.to_string();
+        }
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn claims() -> Value {
+    json!({"iss": ISSUER, "aud": "switchyard", "sub": "alice", "exp": now() + 600,
+           "team": "team-a", "project": "bot"})
+}
+
+fn config(jwks_port: u16, store: &std::path::Path, extra_auth: &str) -> String {
+    format!(
+        r#"providers:
+  - name: sim
+    kind: mock
+models:
+  - name: chat
+    deployments: [{{ provider: sim, model: mock-1 }}]
+  - name: other
+    deployments: [{{ provider: sim, model: mock-2 }}]
+auth:
+  api_keys:
+    - {{ name: app, key: "{KEY_OK}", team: team-a, models: [chat] }}
+    - {{ name: old-app, key: "{KEY_EXPIRED}", expires: "2020-01-01T00:00:00Z" }}
+    - {{ name: internal, key: "{KEY_NET}", ip_allow: ["10.0.0.0/8"] }}
+  oauth:
+    issuer: "{ISSUER}"
+    audience: switchyard
+    jwks_url: http://127.0.0.1:{jwks_port}/.well-known/jwks.json
+    algorithms: [RS256, ES256]
+    claims: {{ team: team, project: project, user: sub }}
+    leeway: 5s
+{extra_auth}store:
+  kind: sqlite
+  path: {}
+"#,
+        store.display()
+    )
+}
+
+const CHAT: &[u8] = br#"{"model":"chat","messages":[{"role":"user","content":"hi"}]}"#;
+
+async fn call(gw: &Gateway, bearer: Option<&str>, body: &[u8]) -> Reply {
+    let auth = bearer.map(|b| format!("Bearer {b}"));
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(a) = &auth {
+        headers.push(("authorization", a.as_str()));
+    }
+    gw.request("POST", "/v1/chat/completions", Some(body), &headers)
+        .await
+}
+
+fn code(r: &Reply) -> String {
+    r.json()["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+struct Setup {
+    gw: Gateway,
+    jwks: JwksServer,
+    rsa: TestKey,
+    ec: TestKey,
+    _store: tempdir::Dir,
+}
+
+mod tempdir {
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    pub fn new(tag: &str) -> Dir {
+        let p = std::env::temp_dir().join(format!(
+            "sy-auth-{tag}-{}-{}",
+            std::process::id(),
+            super::free_port()
+        ));
+        std::fs::create_dir_all(&p).expect("dir");
+        Dir(p)
+    }
+}
+
+async fn setup(tag: &str, extra_auth: &str) -> Setup {
+    let rsa = TestKey::rsa(RSA_A);
+    let ec = TestKey::ec();
+    let jwks = JwksServer::start(json!({"keys": [rsa.jwk("rsa-1"), ec.jwk("ec-1")]})).await;
+    let store = tempdir::new(tag);
+    let gw = Gateway::start(
+        &config(jwks.port, &store.0.join("state.db"), extra_auth),
+        &format!("  admin_token: \"{ADMIN}\"\n"),
+    )
+    .await;
+    Setup {
+        gw,
+        jwks,
+        rsa,
+        ec,
+        _store: store,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_keys() {
+    let s = setup("keys", "").await;
+    let gw = &s.gw;
+    assert_eq!(code(&call(gw, None, CHAT).await), "missing_api_key");
+    assert_eq!(call(gw, None, CHAT).await.status, 401);
+    let ok = call(gw, Some(KEY_OK), CHAT).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    // x-api-key works too (Anthropic style).
+    let r = gw
+        .request(
+            "POST",
+            "/v1/chat/completions",
+            Some(CHAT),
+            &[("x-api-key", KEY_OK)],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = call(gw, Some("sk-not-a-key-at-all-xyz"), CHAT).await;
+    assert_eq!((r.status, code(&r)), (401, "invalid_api_key".into()));
+    let r = call(gw, Some(KEY_OK), br#"{"model":"other","messages":[]}"#).await;
+    assert_eq!((r.status, code(&r)), (403, "model_not_allowed".into()));
+    let r = call(gw, Some(KEY_EXPIRED), CHAT).await;
+    assert_eq!((r.status, code(&r)), (403, "expired_api_key".into()));
+    let r = call(gw, Some(KEY_NET), CHAT).await;
+    assert_eq!((r.status, code(&r)), (403, "ip_not_allowed".into()));
+
+    // Runtime keys through the admin API.
+    let created = gw
+        .admin(
+            "POST",
+            "/admin/keys",
+            Some(ADMIN),
+            Some(r#"{"name":"runtime","team":"team-b","models":["chat","other"]}"#),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let secret = created.json()["key"].as_str().expect("key").to_string();
+    assert!(secret.starts_with("sy-") && secret.len() >= 3 + 43);
+    assert_eq!(call(gw, Some(&secret), CHAT).await.status, 200);
+    // Rotation with a grace period: both work, then only the new one.
+    let rotated = gw
+        .admin(
+            "POST",
+            "/admin/keys/runtime/rotate",
+            Some(ADMIN),
+            Some(r#"{"grace":"2s"}"#),
+        )
+        .await;
+    assert_eq!(rotated.status, 200, "{}", rotated.text());
+    let new_secret = rotated.json()["key"].as_str().expect("key").to_string();
+    assert_eq!(
+        call(gw, Some(&secret), CHAT).await.status,
+        200,
+        "old key inside its grace period"
+    );
+    assert_eq!(call(gw, Some(&new_secret), CHAT).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let r = call(gw, Some(&secret), CHAT).await;
+    assert_eq!((r.status, code(&r)), (401, "rotated_api_key".into()));
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("rotated"));
+    assert_eq!(call(gw, Some(&new_secret), CHAT).await.status, 200);
+    // Revocation.
+    assert_eq!(
+        gw.admin("DELETE", "/admin/keys/runtime", Some(ADMIN), None)
+            .await
+            .status,
+        200
+    );
+    let r = call(gw, Some(&new_secret), CHAT).await;
+    assert_eq!((r.status, code(&r)), (401, "revoked_api_key".into()));
+    // Config keys are read-only through the API.
+    assert_eq!(
+        gw.admin("DELETE", "/admin/keys/app", Some(ADMIN), None)
+            .await
+            .status,
+        409
+    );
+
+    // The caller travels to the access log; no secret reaches any log.
+    let access = gw.access_log();
+    let line = access
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["status"] == 200)
+        .expect("an access log line");
+    assert_eq!(line["caller"]["name"], "app");
+    assert_eq!(line["caller"]["team"], "team-a");
+    assert_eq!(line["caller"]["kind"], "virtual_key");
+    for log in [gw.access_log(), gw.audit_log(), gw.log()] {
+        for secret in [KEY_OK, KEY_EXPIRED, KEY_NET, &secret, &new_secret, ADMIN] {
+            assert!(!log.contains(secret), "a secret leaked into a log");
+        }
+    }
+    let audit = gw.audit_log();
+    assert!(
+        audit.contains("\"action\":\"create_key\"") && audit.contains("\"action\":\"rotate_key\"")
+    );
+    assert!(audit.contains("\"reason\":\"invalid_api_key\""));
+    assert!(audit.contains("\"reason\":\"model_not_allowed\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_tokens() {
+    let s = setup("jwt", "").await;
+    let gw = &s.gw;
+    let rs = |c: &Value| s.rsa.sign("RS256", Some("rsa-1"), c);
+    let ok = call(gw, Some(&rs(&claims())), CHAT).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(
+        call(gw, Some(&s.ec.sign("ES256", Some("ec-1"), &claims())), CHAT)
+            .await
+            .status,
+        200
+    );
+
+    let mut c = claims();
+    c["exp"] = json!(now() - 60);
+    assert_eq!(code(&call(gw, Some(&rs(&c)), CHAT).await), "expired_token");
+    let mut c = claims();
+    c["nbf"] = json!(now() + 600);
+    assert_eq!(code(&call(gw, Some(&rs(&c)), CHAT).await), "invalid_token");
+    let mut c = claims();
+    c["iss"] = json!("https://evil.test/");
+    assert_eq!(call(gw, Some(&rs(&c)), CHAT).await.status, 401);
+    let mut c = claims();
+    c["aud"] = json!("not-us");
+    assert_eq!(call(gw, Some(&rs(&c)), CHAT).await.status, 401);
+    assert_eq!(call(gw, Some(&unsigned(&claims())), CHAT).await.status, 401);
+    let public_n = s.rsa.jwk("rsa-1")["n"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let hs = sign_hs256(public_n.as_bytes(), Some("rsa-1"), &claims());
+    assert_eq!(call(gw, Some(&hs), CHAT).await.status, 401);
+    let good = rs(&claims());
+    let mut parts: Vec<String> = good.split('.').map(str::to_string).collect();
+    let mut evil = claims();
+    evil["sub"] = json!("mallory");
+    parts[1] = base64_url(&evil.to_string());
+    assert_eq!(call(gw, Some(&parts.join(".")), CHAT).await.status, 401);
+
+    // Key rotation at the issuer: a token with an unknown kid triggers a JWKS refresh.
+    let rotated = TestKey::rsa(RSA_B);
+    let before = s.jwks.hits.load(Ordering::SeqCst);
+    s.jwks
+        .set(json!({"keys": [s.rsa.jwk("rsa-1"), s.ec.jwk("ec-1"), rotated.jwk("rsa-2")]}));
+    tokio::time::sleep(Duration::from_millis(5100)).await; // past the on-demand refresh interval
+    let r = call(
+        gw,
+        Some(&rotated.sign("RS256", Some("rsa-2"), &claims())),
+        CHAT,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(s.jwks.hits.load(Ordering::SeqCst) > before);
+
+    // Machine token (client credentials) and user token are told apart in the access log.
+    let mut m = claims();
+    m["sub"] = json!("billing@clients");
+    m["azp"] = json!("billing");
+    assert_eq!(
+        call(gw, Some(&s.ec.sign("ES256", Some("ec-1"), &m)), CHAT)
+            .await
+            .status,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let kinds: Vec<String> = gw
+        .access_log()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|l| l["caller"]["kind"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        kinds.iter().any(|k| k == "user_token") && kinds.iter().any(|k| k == "machine_token"),
+        "{kinds:?}"
+    );
+    let logs = [gw.access_log(), gw.audit_log(), gw.log()].concat();
+    assert!(
+        !logs.contains(&good[good.len() - 20..]),
+        "a token leaked into a log"
+    );
+}
+
+fn base64_url(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_needs_its_token_and_keys_survive_a_restart() {
+    let rsa = TestKey::rsa(RSA_A);
+    let jwks = JwksServer::start(json!({"keys": [rsa.jwk("rsa-1")]})).await;
+    let store = tempdir::new("restart");
+    let conf = config(jwks.port, &store.0.join("state.db"), "");
+    let admin_line = format!("  admin_token: \"{ADMIN}\"\n");
+    let secret = {
+        let gw = Gateway::start(&conf, &admin_line).await;
+        assert_eq!(gw.admin("GET", "/admin/keys", None, None).await.status, 401);
+        assert_eq!(
+            gw.admin("GET", "/admin/keys", Some("wrong-token-wrong-token"), None)
+                .await
+                .status,
+            401
+        );
+        let list = gw.admin("GET", "/admin/keys", Some(ADMIN), None).await;
+        assert_eq!(list.status, 200);
+        assert_eq!(list.json()["keys"].as_array().map(Vec::len), Some(3));
+        assert!(!list.text().contains(KEY_OK));
+        let r = gw
+            .admin(
+                "POST",
+                "/admin/keys",
+                Some(ADMIN),
+                Some(r#"{"name":"durable","project":"p1"}"#),
+            )
+            .await;
+        assert_eq!(r.status, 201);
+        assert_eq!(r.json()["persistent"], true);
+        let bad = gw
+            .admin(
+                "POST",
+                "/admin/keys",
+                Some(ADMIN),
+                Some(r#"{"name":"x","models":["nope"]}"#),
+            )
+            .await;
+        assert_eq!(bad.status, 400);
+        let dup = gw
+            .admin(
+                "POST",
+                "/admin/keys",
+                Some(ADMIN),
+                Some(r#"{"name":"app"}"#),
+            )
+            .await;
+        assert_eq!(dup.status, 409);
+        let projects = gw
+            .admin("GET", "/admin/projects", Some(ADMIN), None)
+            .await
+            .json();
+        assert_eq!(projects["projects"][0]["name"], "p1");
+        r.json()["key"].as_str().expect("key").to_string()
+    };
+    let gw = Gateway::start(&conf, &admin_line).await;
+    assert_eq!(
+        call(&gw, Some(&secret), CHAT).await.status,
+        200,
+        "runtime key lost on restart"
+    );
+    let shown = gw
+        .admin("GET", "/admin/keys/durable", Some(ADMIN), None)
+        .await;
+    assert_eq!(shown.status, 200);
+    assert_eq!(shown.json()["source"], "store");
+    // Reloads keep them too.
+    gw.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(call(&gw, Some(&secret), CHAT).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failures_from_one_address_are_slowed_down() {
+    let s = setup("limit", "  max_failures_per_minute: 3\n").await;
+    for _ in 0..3 {
+        assert_eq!(
+            call(&s.gw, Some("sk-guess-guess-guess-1"), CHAT)
+                .await
+                .status,
+            401
+        );
+    }
+    let r = call(&s.gw, Some(KEY_OK), CHAT).await;
+    assert_eq!((r.status, code(&r)), (429, "too_many_auth_failures".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_models_need_credentials_unless_public() {
+    let s = setup("health", "").await;
+    assert_eq!(
+        s.gw.request("GET", "/v1/models", None, &[]).await.status,
+        401
+    );
+    let bearer = format!("Bearer {KEY_OK}");
+    assert_eq!(
+        s.gw.request("GET", "/v1/models", None, &[("authorization", &bearer)])
+            .await
+            .status,
+        200
+    );
+    let rsa = TestKey::rsa(RSA_A);
+    let jwks = JwksServer::start(json!({"keys": [rsa.jwk("rsa-1")]})).await;
+    let store = tempdir::new("public");
+    let gw = Gateway::start(
+        &config(jwks.port, &store.0.join("state.db"), ""),
+        "  public_health: true\n",
+    )
+    .await;
+    assert_eq!(gw.request("GET", "/v1/health", None, &[]).await.status, 200);
+    assert_eq!(call(&gw, None, CHAT).await.status, 401);
+}
