@@ -15,6 +15,8 @@ SY_ADMIN=${SY_ADMIN:-18003}
 SLOW_UP_PORT=${SLOW_UP_PORT:-18010}
 SLOW_HOP_PORT=${SLOW_HOP_PORT:-18011}
 SLOW_SY_PORT=${SLOW_SY_PORT:-18012}
+AUTH_SY_PORT=${AUTH_SY_PORT:-18020}
+JWKS_PORT=${JWKS_PORT:-18021}
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 cargo build --release -q -p switchyard -p switchyard-benches
@@ -58,21 +60,39 @@ start $bin/mock-upstream --listen 127.0.0.1:$SLOW_UP_PORT --threads 1 --chunk-in
 start $bin/bare-hop --listen 127.0.0.1:$SLOW_HOP_PORT --upstream 127.0.0.1:$SLOW_UP_PORT --threads 1
 gateway_conf $SLOW_SY_PORT $((SY_ADMIN + 10)) $SLOW_UP_PORT > "$work/sy-slow.yaml"
 start $bin/switchyard run --conf "$work/sy-slow.yaml"
-for p in $UP_PORT $HOP_PORT $SY_PORT $SLOW_UP_PORT $SLOW_HOP_PORT $SLOW_SY_PORT; do wait_port $p; done
+# Switchyard with authentication: one virtual key and OAuth JWTs against a local JWKS.
+mkdir -p "$work/jwks"
+TOKEN=$($bin/bench-token --jwks-out "$work/jwks/jwks.json")
+start python3 -m http.server "$JWKS_PORT" --bind 127.0.0.1 --directory "$work/jwks"
+wait_port $JWKS_PORT
+{ gateway_conf $AUTH_SY_PORT $((SY_ADMIN + 20)) $UP_PORT; cat <<YAML
+auth:
+  api_keys:
+    - { name: bench-key, key: "sk-bench-virtual-key-0001" }
+  oauth:
+    issuer: "https://bench/"
+    audience: switchyard
+    jwks_url: http://127.0.0.1:$JWKS_PORT/jwks.json
+    algorithms: [RS256]
+  max_failures_per_minute: 1000000
+YAML
+} | sed 's/^telemetry:$/telemetry:\n  audit_log: off/' > "$work/sy-auth.yaml"
+start $bin/switchyard run --conf "$work/sy-auth.yaml"; auth_pid=${pids[-1]}
+for p in $UP_PORT $HOP_PORT $SY_PORT $SLOW_UP_PORT $SLOW_HOP_PORT $SLOW_SY_PORT $AUTH_SY_PORT; do wait_port $p; done
 
 ticks=$(getconf CLK_TCK)
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-# run NAME PORT MODEL PID CONNS STREAM -> appends a result line
+# run NAME PORT MODEL PID CONNS STREAM [AUTH] -> appends a result line
 run() {
-  local name=$1 port=$2 model=$3 pid=$4 conns=$5 stream=$6 body
+  local name=$1 port=$2 model=$3 pid=$4 conns=$5 stream=$6 auth=${7:-} body
   if [ "$stream" = 1 ]; then
     body="{\"model\":\"$model\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}"
   else
     body="{\"model\":\"$model\",\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}"
   fi
   local c0; c0=$(cpu "$pid")
-  BENCH_BODY=$body wrk -t1 -c"$conns" -d"${DURATION}s" --latency -s benches/post.lua \
+  BENCH_AUTH=$auth BENCH_BODY=$body wrk -t1 -c"$conns" -d"${DURATION}s" --latency -s benches/post.lua \
     "http://127.0.0.1:$port/v1/chat/completions" > "$work/wrk.out"
   local c1; c1=$(cpu "$pid")
   python3 - "$name" "$conns" "$stream" "$c0" "$c1" "$ticks" "$work/wrk.out" >> "$work/results" <<'PY'
@@ -97,6 +117,10 @@ for scenario in "1 0" "32 0" "64 0" "32 1"; do
   run direct $UP_PORT mock-model $up_pid "$1" "$2"
   run bare-hop $HOP_PORT mock-model $hop_pid "$1" "$2"
   run switchyard $SY_PORT bench $sy_pid "$1" "$2"
+  if [ "$2" = 0 ]; then
+    run sy+key $AUTH_SY_PORT bench $auth_pid "$1" "$2" "Bearer sk-bench-virtual-key-0001"
+    run sy+jwt $AUTH_SY_PORT bench $auth_pid "$1" "$2" "Bearer $TOKEN"
+  fi
 done
 python3 benches/first_event.py "$STREAM_SAMPLES" \
   direct=127.0.0.1:$SLOW_UP_PORT:mock-model bare-hop=127.0.0.1:$SLOW_HOP_PORT:mock-model \
@@ -118,6 +142,13 @@ for scen in dict.fromkeys(s for _, s, *_ in rows):
     sy, hop, d = by[("switchyard", scen)], by[("bare-hop", scen)], by[("direct", scen)]
     print(f"  {scen:<16} RPS {sy[0]/hop[0]:.2f}x   CPU/req {sy[3]/hop[3]:.2f}x   "
           f"p50 +{(sy[1]-d[1]):.3f} ms over direct (hop +{(hop[1]-d[1]):.3f} ms)")
+print("\nauthentication cost (vs Switchyard without auth, same scenario)")
+for scen in dict.fromkeys(s for _, s, *_ in rows):
+    base = by.get(("switchyard", scen))
+    for name in ("sy+key", "sy+jwt"):
+        if base and (name, scen) in by:
+            r = by[(name, scen)]
+            print(f"  {name:<7} {scen:<16} RPS {r[0]/base[0]:.2f}x   CPU/req {r[3]/base[3]:.2f}x")
 print("\ntime to first stream event, ms (p50 / p90), upstream paced at 5 ms per event:")
 for name, (p50, p90) in first.items():
     print(f"  {name:<11} {p50} / {p90}")

@@ -614,6 +614,7 @@ fn every_file_in_conf_is_valid() {
             .args(["check", "--conf"])
             .arg(&path)
             .env("OPENAI_API_KEY", "sk-test")
+            .env("SWITCHYARD_ADMIN_TOKEN", "test-admin-token-0123456789")
             .output()
             .expect("run check");
         assert!(

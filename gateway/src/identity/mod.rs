@@ -182,7 +182,8 @@ impl Auth {
         let Some(settings) = settings.as_ref() else {
             return Ok(None);
         };
-        let ip_key = client.map(|ip| ip.to_string()).unwrap_or_default();
+        // No address (a Unix socket): one shared bucket.
+        let ip_key = client.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         if self.failures.observe(&ip_key, 0) >= settings.max_failures_per_minute as isize {
             return Err(Denied::TooManyFailures);
         }
