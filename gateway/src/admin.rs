@@ -128,13 +128,20 @@ fn group(keys: &[KeyRecord], by: impl Fn(&KeyRecord) -> Option<&String>, label: 
 }
 
 impl AdminApp {
-    fn audit(&self, action: &str, target: Option<&str>, client: Option<String>, outcome: &str) {
+    fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: Option<&str>,
+        client: Option<String>,
+        outcome: &str,
+    ) {
         self.auth.audit.log(&json!({
             "ts": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
             "event": "admin",
             "action": action,
             "target": target,
-            "actor": "admin_token",
+            "actor": actor,
             "client": client,
             "outcome": outcome,
         }));
@@ -148,13 +155,20 @@ impl AdminApp {
     ) -> Response<Vec<u8>> {
         let client = session.client_addr().map(|a| a.to_string());
         let state = self.state.load_full();
-        let Some(token) = state.config.server.admin_token.as_ref() else {
+        let token = state.config.server.admin_token.as_ref();
+        let oauth_admin = self
+            .auth
+            .settings()
+            .as_ref()
+            .as_ref()
+            .is_some_and(|s| s.oauth.is_some());
+        if token.is_none() && !oauth_admin {
             return error(
                 404,
                 "the admin API is disabled: set server.admin_token",
                 "admin_disabled",
             );
-        };
+        }
         let presented = session
             .req_header()
             .headers
@@ -164,12 +178,36 @@ impl AdminApp {
                 v.strip_prefix("Bearer ")
                     .or_else(|| v.strip_prefix("bearer "))
             })
-            .map(str::trim);
+            .map(str::trim)
+            .map(str::to_string);
         // Compare digests, so the comparison time says nothing about the token.
-        if presented.map(hash_key) != Some(hash_key(token.expose())) {
-            self.audit(&format!("{method} {path}"), None, client, "unauthorized");
-            return error(401, "missing or invalid admin token", "invalid_admin_token");
-        }
+        let by_token = match (&presented, token) {
+            (Some(p), Some(t)) => hash_key(p) == hash_key(t.expose()),
+            _ => false,
+        };
+        let actor = if by_token {
+            "admin_token".to_string()
+        } else {
+            let jwt = match presented.as_deref() {
+                Some(p) if oauth_admin && p.split('.').count() == 3 => {
+                    self.auth.verify_admin_token(p).await.ok()
+                }
+                _ => None,
+            };
+            match jwt {
+                Some(name) => format!("token:{name}"),
+                None => {
+                    self.audit(
+                        "unknown",
+                        &format!("{method} {path}"),
+                        None,
+                        client,
+                        "unauthorized",
+                    );
+                    return error(401, "missing or invalid admin token", "invalid_admin_token");
+                }
+            }
+        };
         let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(2).collect();
         let known_models: Vec<String> =
             state.config.models.iter().map(|m| m.name.clone()).collect();
@@ -193,14 +231,14 @@ impl AdminApp {
                 let name = req.name.clone();
                 match self.auth.create(req, &known_models) {
                     Ok((secret, rec)) => {
-                        self.audit("create_key", Some(&name), client, "ok");
+                        self.audit(&actor, "create_key", Some(&name), client, "ok");
                         let mut v = key_json(&rec);
                         v["key"] = Value::from(secret);
                         v["persistent"] = Value::from(self.auth.store_is_persistent());
                         json_response(201, &v)
                     }
                     Err(e) => {
-                        self.audit("create_key", Some(&name), client, "error");
+                        self.audit(&actor, "create_key", Some(&name), client, "error");
                         admin_error(&e)
                     }
                 }
@@ -211,11 +249,11 @@ impl AdminApp {
             },
             ("DELETE", ["keys", name]) => match self.auth.revoke(name) {
                 Ok(()) => {
-                    self.audit("revoke_key", Some(name), client, "ok");
+                    self.audit(&actor, "revoke_key", Some(name), client, "ok");
                     json_response(200, &json!({"name": name, "revoked": true}))
                 }
                 Err(e) => {
-                    self.audit("revoke_key", Some(name), client, "error");
+                    self.audit(&actor, "revoke_key", Some(name), client, "error");
                     admin_error(&e)
                 }
             },
@@ -242,7 +280,7 @@ impl AdminApp {
                 };
                 match self.auth.rotate(name, grace) {
                     Ok((secret, until)) => {
-                        self.audit("rotate_key", Some(name), client, "ok");
+                        self.audit(&actor, "rotate_key", Some(name), client, "ok");
                         json_response(
                             200,
                             &json!({
@@ -253,7 +291,7 @@ impl AdminApp {
                         )
                     }
                     Err(e) => {
-                        self.audit("rotate_key", Some(name), client, "error");
+                        self.audit(&actor, "rotate_key", Some(name), client, "error");
                         admin_error(&e)
                     }
                 }

@@ -128,7 +128,10 @@ async fn sighup_under_load_switches_routing_without_failing_a_request() {
     assert!(seen_alpha.load(Ordering::Relaxed) > 0 && seen_beta.load(Ordering::Relaxed) > 0);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let done = gw
-        .metric(r#"switchyard_config_reloads_total{result="success"}"#)
+        .metric_eventually(
+            r#"switchyard_config_reloads_total{result="success"}"#,
+            reloads as f64,
+        )
         .await
         .unwrap_or(0.0);
     assert_eq!(done as u64, reloads, "{}", gw.log());

@@ -118,7 +118,10 @@ async fn stream_hides_the_injected_usage_chunk_but_meters_it() {
     assert_eq!(sent["stream_options"]["include_usage"], true);
     // ...and it was metered.
     let completion = gw
-        .metric(r#"switchyard_tokens_total{direction="completion",model="fast",provider="up"}"#)
+        .metric_eventually(
+            r#"switchyard_tokens_total{direction="completion",model="fast",provider="up"}"#,
+            1.0,
+        )
         .await;
     assert!(completion.unwrap_or(0.0) > 0.0, "{}", gw.metrics().await);
 }
@@ -472,25 +475,30 @@ async fn models_health_and_metrics() {
         );
     }
     assert_eq!(
-        gw.metric(r#"switchyard_requests_total{model="fast",provider="up",status="2xx"}"#)
-            .await,
+        gw.metric_eventually(
+            r#"switchyard_requests_total{model="fast",provider="up",status="2xx"}"#,
+            1.0
+        )
+        .await,
         Some(1.0)
     );
     assert_eq!(
-        gw.metric(r#"switchyard_tokens_total{direction="prompt",model="fast",provider="up"}"#)
-            .await,
+        gw.metric_eventually(
+            r#"switchyard_tokens_total{direction="prompt",model="fast",provider="up"}"#,
+            9.0
+        )
+        .await,
         Some(9.0)
     );
     // /metrics lives on the admin listener only.
     assert_eq!(gw.request("GET", "/metrics", None, &[]).await.status, 404);
     // The access log has one JSON line per request, without credentials.
+    let chat_line = gw
+        .access_line(|l| l["route"] == "chat_completions")
+        .await
+        .expect("access log line");
     let log = gw.access_log();
     assert!(!log.contains("sk-caller-key") && !log.contains("sk-up-secret"));
-    let chat_line = log
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
-        .find(|l| l["route"] == "chat_completions")
-        .expect("access log line");
     assert_eq!(chat_line["provider"], "up");
     assert_eq!(chat_line["status"], 200);
     assert_eq!(chat_line["prompt_tokens"], 9);
@@ -615,6 +623,7 @@ fn every_file_in_conf_is_valid() {
             .arg(&path)
             .env("OPENAI_API_KEY", "sk-test")
             .env("SWITCHYARD_ADMIN_TOKEN", "test-admin-token-0123456789")
+            .env("INTROSPECTION_SECRET", "test-introspection-secret")
             .output()
             .expect("run check");
         assert!(

@@ -185,6 +185,8 @@ struct Header {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
     pub identity: Identity,
+    /// Scopes granted (`scope` / `scp`), e.g. for the admin API.
+    pub scopes: Vec<String>,
     pub expires_unix: u64,
 }
 
@@ -293,8 +295,32 @@ fn check_claims(claims: &Value, policy: &JwtPolicy, now: u64) -> Result<Verified
             return Err(invalid("token not valid yet (nbf)"));
         }
     }
+    Ok(Verified {
+        identity: identity_from_claims(claims, &policy.claims)?,
+        scopes: scopes(claims),
+        expires_unix: exp,
+    })
+}
+
+/// The scopes a token grants (`scope` as a space-separated string, or `scp` as a list).
+pub fn scopes(claims: &Value) -> Vec<String> {
+    match (claims.get("scope"), claims.get("scp")) {
+        (Some(Value::String(s)), _) => s.split_whitespace().map(str::to_string).collect(),
+        (_, Some(Value::Array(list))) => list
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        (_, Some(Value::String(s))) => s.split_whitespace().map(str::to_string).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Maps verified claims (a JWT's, or an introspection answer's) to the caller. A token whose
+/// subject is its own client (client credentials) is a machine token, any other a user token.
+pub fn identity_from_claims(claims: &Value, map: &ClaimMap) -> Result<Identity, JwtError> {
     let client = str_claim(claims, "client_id").or_else(|| str_claim(claims, "azp"));
-    let user = str_claim(claims, &policy.claims.user);
+    let user = str_claim(claims, &map.user);
     let machine = str_claim(claims, "gty") == Some("client-credentials")
         || match (client, user) {
             (Some(c), Some(u)) => u == c || u.strip_suffix("@clients") == Some(c),
@@ -314,24 +340,21 @@ fn check_claims(claims: &Value, policy: &JwtPolicy, now: u64) -> Result<Verified
     .or_else(|| str_claim(claims, "sub"))
     .ok_or_else(|| invalid("token names no subject or client"))?
     .to_string();
-    Ok(Verified {
-        identity: Identity {
-            name,
-            team: scope(&policy.claims.team),
-            project: scope(&policy.claims.project),
-            user: if machine {
-                None
-            } else {
-                user.map(str::to_string)
-            },
-            kind: if machine {
-                CredentialKind::MachineToken
-            } else {
-                CredentialKind::UserToken
-            },
-            models: None,
+    Ok(Identity {
+        name,
+        team: scope(&map.team),
+        project: scope(&map.project),
+        user: if machine {
+            None
+        } else {
+            user.map(str::to_string)
         },
-        expires_unix: exp,
+        kind: if machine {
+            CredentialKind::MachineToken
+        } else {
+            CredentialKind::UserToken
+        },
+        models: None,
     })
 }
 
@@ -580,6 +603,13 @@ mod tests {
         assert_eq!(v.identity.kind, CredentialKind::MachineToken);
         assert_eq!(v.identity.name, "billing-service");
         assert_eq!(v.identity.user, None);
+    }
+
+    #[test]
+    fn scopes_are_read_from_scope_or_scp() {
+        assert_eq!(scopes(&json!({"scope": "a b"})), vec!["a", "b"]);
+        assert_eq!(scopes(&json!({"scp": ["x", "y"]})), vec!["x", "y"]);
+        assert!(scopes(&json!({})).is_empty());
     }
 
     #[test]

@@ -104,8 +104,20 @@ pub struct FileOAuth {
     /// JWKS refresh interval (Switchyard extension; default 10m).
     #[serde(default)]
     pub refresh: Option<String>,
+    /// RFC 7662 introspection for opaque tokens.
     #[serde(default)]
-    pub introspection: Option<Value>,
+    pub introspection: Option<FileIntrospection>,
+    /// Scope that lets a token use the admin API (Switchyard extension; default switchyard:admin).
+    #[serde(default)]
+    pub admin_scope: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileIntrospection {
+    pub url: String,
+    pub client_id: String,
+    pub client_secret: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -37,6 +37,18 @@ pub struct OAuthSettings {
     /// Path and query of the JWKS document on `jwks`.
     pub jwks_path: String,
     pub refresh: Duration,
+    pub introspection: Option<Introspection>,
+    /// Scope a token needs for the admin API.
+    pub admin_scope: String,
+}
+
+/// RFC 7662 token introspection for opaque bearer tokens.
+#[derive(Debug, Clone)]
+pub struct Introspection {
+    pub endpoint: HttpEndpoint,
+    pub path: String,
+    pub client_id: String,
+    pub client_secret: Secret,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -193,13 +193,25 @@ fn duration(
 }
 
 fn oauth(o: &FileOAuth, errs: &mut Vec<ConfigError>) -> Option<OAuthSettings> {
-    if o.introspection.is_some() {
-        push(
-            errs,
-            "auth.oauth.introspection".into(),
-            "token introspection is not supported by this build yet; remove it to run this file",
-        );
-    }
+    let introspection =
+        o.introspection
+            .as_ref()
+            .and_then(|i| match super::validate::parse_endpoint(&i.url) {
+                Ok(endpoint) => Some(super::model::Introspection {
+                    path: if endpoint.path_prefix.is_empty() {
+                        "/".into()
+                    } else {
+                        endpoint.path_prefix.clone()
+                    },
+                    endpoint,
+                    client_id: i.client_id.clone(),
+                    client_secret: super::model::Secret::new(i.client_secret.clone()),
+                }),
+                Err(e) => {
+                    push(errs, "auth.oauth.introspection.url".into(), e);
+                    None
+                }
+            });
     let mut algorithms = Vec::new();
     for (i, a) in o
         .algorithms
@@ -253,6 +265,11 @@ fn oauth(o: &FileOAuth, errs: &mut Vec<ConfigError>) -> Option<OAuthSettings> {
             jwks: endpoint,
             policy,
             refresh,
+            introspection,
+            admin_scope: o
+                .admin_scope
+                .clone()
+                .unwrap_or_else(|| "switchyard:admin".into()),
         }),
         Err(e) => {
             push(errs, "auth.oauth.jwks_url".into(), e);

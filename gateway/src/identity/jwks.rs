@@ -5,10 +5,8 @@
 
 use crate::config::OAuthSettings;
 use arc_swap::ArcSwap;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pingora_core::connectors::http::Connector;
-use pingora_core::upstreams::peer::HttpPeer;
-use pingora_http::RequestHeader;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,7 +16,6 @@ use switchyard_filters::auth::keys::{hash_key, KeyHash};
 
 pub const ON_DEMAND_INTERVAL: Duration = Duration::from_secs(5);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
-const MAX_JWKS_BYTES: usize = 1024 * 1024;
 const CACHE_SHARDS: usize = 16;
 const CACHE_MAX_PER_SHARD: usize = 4096;
 
@@ -80,70 +77,24 @@ impl Jwks {
     }
 
     async fn get(&self, oauth: &OAuthSettings) -> Result<Bytes, String> {
-        let ep = &oauth.jwks;
-        let addr = tokio::net::lookup_host((ep.host.as_str(), ep.port))
-            .await
-            .map_err(|e| format!("cannot resolve {}: {e}", ep.host))?
-            .next()
-            .ok_or_else(|| format!("{} resolved to no address", ep.host))?;
-        let mut peer = HttpPeer::new(
-            addr,
-            ep.tls,
-            if ep.tls {
-                ep.host.clone()
-            } else {
-                String::new()
-            },
-        );
-        peer.options.connection_timeout = Some(FETCH_TIMEOUT);
-        peer.options.read_timeout = Some(FETCH_TIMEOUT);
-        let (mut session, _) = self
-            .connector
-            .get_http_session(&peer)
-            .await
-            .map_err(|e| format!("connecting: {}", e.etype().as_str()))?;
-        let mut req = RequestHeader::build("GET", oauth.jwks_path.as_bytes(), Some(3))
-            .map_err(|e| e.to_string())?;
-        req.insert_header("host", &ep.host_header)
-            .map_err(|e| e.to_string())?;
-        req.insert_header("accept", "application/json")
-            .map_err(|e| e.to_string())?;
-        req.insert_header(
-            "user-agent",
-            concat!("switchyard/", env!("CARGO_PKG_VERSION")),
+        let (status, body) = super::http::call(
+            &self.connector,
+            &oauth.jwks,
+            "GET",
+            &oauth.jwks_path,
+            &[("accept", "application/json".to_string())],
+            Bytes::new(),
+            FETCH_TIMEOUT,
         )
-        .map_err(|e| e.to_string())?;
-        session
-            .write_request_header(Box::new(req))
-            .await
-            .map_err(|e| e.to_string())?;
-        session
-            .finish_request_body()
-            .await
-            .map_err(|e| e.to_string())?;
-        session
-            .read_response_header()
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = session
-            .response_header()
-            .map(|h| h.status.as_u16())
-            .unwrap_or(0);
-        let mut body = BytesMut::new();
-        while let Some(chunk) = session
-            .read_response_body()
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            if body.len() + chunk.len() > MAX_JWKS_BYTES {
-                return Err("JWKS document too large".into());
-            }
-            body.extend_from_slice(&chunk);
-        }
+        .await?;
         if status != 200 {
             return Err(format!("JWKS endpoint answered {status}"));
         }
-        Ok(body.freeze())
+        Ok(body)
+    }
+
+    pub fn connector(&self) -> &Connector {
+        &self.connector
     }
 
     fn shard(&self, key: &KeyHash) -> &Mutex<HashMap<KeyHash, Verified>> {

@@ -7,6 +7,7 @@
 //! themselves are `switchyard_filters::auth`'s; this module feeds them the clock, the client
 //! address and the data.
 
+mod http;
 pub mod jwks;
 pub mod store;
 
@@ -22,9 +23,28 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use store::KeyStore;
 use switchyard_filters::auth::jwt::{self, JwtError};
 use switchyard_filters::auth::keys::{
-    generate_key, hash_key, KeyEntry, KeyIndex, KeyRecord, KeySource,
+    generate_key, hash_key, KeyEntry, KeyIndex, KeyRecord, KeySource, KEY_PREFIX,
 };
 use switchyard_filters::auth::{credential, AuthError, Credential, Identity};
+
+/// Longest an introspection answer without `exp` is trusted.
+const INTROSPECTION_TTL: Duration = Duration::from_secs(60);
+/// Longest any introspection answer is reused.
+const INTROSPECTION_MAX_CACHE: Duration = Duration::from_secs(300);
+
+/// `application/x-www-form-urlencoded` encoding of one value.
+fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
 
 pub fn now_unix() -> u64 {
     SystemTime::now()
@@ -190,11 +210,21 @@ impl Auth {
         let now = now_unix();
         let result = match credential(authorization, x_api_key) {
             None => Err(AuthError::Missing),
-            Some(Credential::Key(secret)) => self
-                .index
-                .load()
-                .check(secret, client, now)
-                .map(|rec| rec.identity()),
+            Some(Credential::Key(secret)) => {
+                match self.index.load().check(secret, client, now) {
+                    Ok(rec) => Ok(rec.identity()),
+                    // Not one of ours: maybe an opaque token the issuer can vouch for.
+                    Err(AuthError::InvalidKey) if !secret.starts_with(KEY_PREFIX) => match settings
+                        .oauth
+                        .as_ref()
+                        .and_then(|o| o.introspection.as_ref().map(|i| (o, i)))
+                    {
+                        Some((oauth, intro)) => self.introspect(oauth, intro, secret, now).await,
+                        None => Err(AuthError::InvalidKey),
+                    },
+                    Err(e) => Err(e),
+                }
+            }
             Some(Credential::Token(token)) => self.verify_token(settings, token, now).await,
         };
         if let Err(e) = &result {
@@ -237,6 +267,143 @@ impl Auth {
         };
         self.jwks.remember(token, &verified, now);
         Ok(verified.identity)
+    }
+
+    /// RFC 7662: asks the issuer whether an opaque token is active; the answer is cached until
+    /// the token's `exp` (at most [`INTROSPECTION_TTL`] when it gives none).
+    async fn introspect(
+        &self,
+        oauth: &crate::config::OAuthSettings,
+        intro: &crate::config::Introspection,
+        token: &str,
+        now: u64,
+    ) -> Result<Identity, AuthError> {
+        if let Some(v) = self.jwks.cached(token, now) {
+            return Ok(v.identity);
+        }
+        use base64::Engine;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            form_encode(&intro.client_id),
+            form_encode(intro.client_secret.expose())
+        ));
+        let body = format!("token={}&token_type_hint=access_token", form_encode(token));
+        let answer = http::call(
+            self.jwks.connector(),
+            &intro.endpoint,
+            "POST",
+            &intro.path,
+            &[
+                (
+                    "content-type",
+                    "application/x-www-form-urlencoded".to_string(),
+                ),
+                ("accept", "application/json".to_string()),
+                ("authorization", format!("Basic {basic}")),
+            ],
+            bytes::Bytes::from(body),
+            Duration::from_secs(5),
+        )
+        .await;
+        let claims: serde_json::Value = match answer {
+            Ok((200, body)) => serde_json::from_slice(&body)
+                .map_err(|_| AuthError::InvalidToken("introspection answer is not JSON".into()))?,
+            Ok((status, _)) => {
+                log::warn!("token introspection answered {status}");
+                return Err(AuthError::InvalidToken(
+                    "the issuer could not check the token".into(),
+                ));
+            }
+            Err(e) => {
+                log::warn!("token introspection failed: {e}");
+                return Err(AuthError::InvalidToken(
+                    "the issuer could not check the token".into(),
+                ));
+            }
+        };
+        if claims.get("active").and_then(serde_json::Value::as_bool) != Some(true) {
+            return Err(AuthError::InvalidToken("token is not active".into()));
+        }
+        if claims
+            .get("iss")
+            .is_some_and(|i| i.as_str() != Some(oauth.policy.issuer.as_str()))
+        {
+            return Err(AuthError::InvalidToken("wrong issuer".into()));
+        }
+        let aud_ok = match claims.get("aud") {
+            None => true,
+            Some(serde_json::Value::String(a)) => *a == oauth.policy.audience,
+            Some(serde_json::Value::Array(l)) => {
+                l.iter().any(|a| a.as_str() == Some(&oauth.policy.audience))
+            }
+            _ => false,
+        };
+        if !aud_ok {
+            return Err(AuthError::InvalidToken("wrong audience".into()));
+        }
+        let exp = claims.get("exp").and_then(serde_json::Value::as_u64);
+        if exp.is_some_and(|e| now > e) {
+            return Err(AuthError::TokenExpired);
+        }
+        let identity =
+            jwt::identity_from_claims(&claims, &oauth.policy.claims).map_err(|e| match e {
+                JwtError::Auth(a) => a,
+                JwtError::UnknownKid(_) => AuthError::InvalidToken("introspection".into()),
+            })?;
+        let verified = jwt::Verified {
+            identity: identity.clone(),
+            scopes: jwt::scopes(&claims),
+            // Never past the token's own expiry; re-asked at least every INTROSPECTION_MAX_CACHE
+            // so a revocation at the issuer is seen.
+            expires_unix: exp
+                .unwrap_or(now + INTROSPECTION_TTL.as_secs())
+                .min(now + INTROSPECTION_MAX_CACHE.as_secs()),
+        };
+        self.jwks.remember(token, &verified, now);
+        Ok(identity)
+    }
+
+    /// Checks a bearer JWT for the admin API: valid, and granting the admin scope. Returns the
+    /// caller's name for the audit log.
+    pub async fn verify_admin_token(&self, token: &str) -> Result<String, AuthError> {
+        let settings = self.settings.load();
+        let oauth = settings
+            .as_ref()
+            .as_ref()
+            .and_then(|s| s.oauth.as_ref())
+            .ok_or(AuthError::InvalidKey)?;
+        let now = now_unix();
+        let verified = match self.jwks.cached(token, now) {
+            Some(v) => v,
+            None => {
+                let attempt = |set: &switchyard_filters::auth::jwt::JwkSet| {
+                    jwt::verify(token, set, &oauth.policy, now)
+                };
+                let v = match attempt(&self.jwks.set.load()) {
+                    Err(JwtError::UnknownKid(_)) => {
+                        self.jwks.refresh_on_demand(oauth).await;
+                        attempt(&self.jwks.set.load())
+                    }
+                    other => other,
+                }
+                .map_err(|e| match e {
+                    JwtError::Auth(a) => a,
+                    JwtError::UnknownKid(k) => {
+                        AuthError::InvalidToken(format!("unknown key id {k:?}"))
+                    }
+                })?;
+                self.jwks.remember(token, &v, now);
+                v
+            }
+        };
+        if verified.scopes.contains(&oauth.admin_scope) {
+            Ok(verified.identity.name)
+        } else {
+            Err(AuthError::ModelNotAllowed {
+                caller: verified.identity.name,
+                model: "admin API".into(),
+            })
+        }
     }
 
     // ---- administration (admin listener only) ----

@@ -316,6 +316,38 @@ impl Gateway {
         String::from_utf8_lossy(&body).into_owned()
     }
 
+    /// Waits (up to 3 s) until a metric sample reaches `want`: metrics and access-log lines are
+    /// recorded in the logging phase, which can finish just after the caller got its last byte.
+    pub async fn metric_eventually(&self, series: &str, want: f64) -> Option<f64> {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let v = self.metric(series).await;
+            if v.is_some_and(|v| v >= want) || Instant::now() > deadline {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits (up to 3 s) for an access-log line matching `pred`.
+    pub async fn access_line(
+        &self,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let found = self
+                .access_log()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|l| pred(l));
+            if found.is_some() || Instant::now() > deadline {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The value of one metric sample line (`name{labels}`), if present.
     pub async fn metric(&self, series: &str) -> Option<f64> {
         let text = self.metrics().await;

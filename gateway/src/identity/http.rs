@@ -1,0 +1,95 @@
+//! A small HTTP(S) client for the identity provider (JWKS, token introspection) on Pingora's
+//! connector: resolves the host without blocking a worker, bounds the answer's size and the time.
+
+use crate::config::HttpEndpoint;
+use bytes::{Bytes, BytesMut};
+use pingora_core::connectors::http::Connector;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_http::RequestHeader;
+use std::time::Duration;
+
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// Sends one request and returns the status and body.
+pub async fn call(
+    connector: &Connector,
+    ep: &HttpEndpoint,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Bytes,
+    timeout: Duration,
+) -> Result<(u16, Bytes), String> {
+    pingora_timeout::timeout(
+        timeout,
+        exchange(connector, ep, method, path, headers, body, timeout),
+    )
+    .await
+    .map_err(|_| format!("timed out after {timeout:?}"))?
+}
+
+async fn exchange(
+    connector: &Connector,
+    ep: &HttpEndpoint,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Bytes,
+    timeout: Duration,
+) -> Result<(u16, Bytes), String> {
+    let addr = tokio::net::lookup_host((ep.host.as_str(), ep.port))
+        .await
+        .map_err(|e| format!("cannot resolve {}: {e}", ep.host))?
+        .next()
+        .ok_or_else(|| format!("{} resolved to no address", ep.host))?;
+    let mut peer = HttpPeer::new(
+        addr,
+        ep.tls,
+        if ep.tls {
+            ep.host.clone()
+        } else {
+            String::new()
+        },
+    );
+    peer.options.connection_timeout = Some(timeout);
+    peer.options.read_timeout = Some(timeout);
+    let (mut session, _) = connector
+        .get_http_session(&peer)
+        .await
+        .map_err(|e| format!("connecting: {}", e.etype().as_str()))?;
+    let err = |e: Box<pingora_error::Error>| e.etype().as_str().to_string();
+    let mut req =
+        RequestHeader::build(method, path.as_bytes(), Some(4 + headers.len())).map_err(err)?;
+    req.insert_header("host", &ep.host_header).map_err(err)?;
+    req.insert_header(
+        "user-agent",
+        concat!("switchyard/", env!("CARGO_PKG_VERSION")),
+    )
+    .map_err(err)?;
+    req.insert_header("content-length", body.len().to_string())
+        .map_err(err)?;
+    for (k, v) in headers {
+        req.insert_header(k.to_string(), v).map_err(err)?;
+    }
+    session
+        .write_request_header(Box::new(req))
+        .await
+        .map_err(err)?;
+    if !body.is_empty() {
+        session.write_request_body(body, true).await.map_err(err)?;
+    }
+    session.finish_request_body().await.map_err(err)?;
+    session.read_response_header().await.map_err(err)?;
+    let status = session
+        .response_header()
+        .map(|h| h.status.as_u16())
+        .unwrap_or(0);
+    let mut answer = BytesMut::new();
+    while let Some(chunk) = session.read_response_body().await.map_err(err)? {
+        if answer.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err("answer too large".into());
+        }
+        answer.extend_from_slice(&chunk);
+    }
+    Ok((status, answer.freeze()))
+}
