@@ -459,6 +459,12 @@ impl ProxyHttp for Gateway {
             _ => None,
         };
         if ctx.route.is_inference() {
+            match &ctx.identity {
+                Some(who) => self
+                    .metrics
+                    .caller(who.team.as_deref().unwrap_or(""), who.kind.label()),
+                None => self.metrics.caller("", "anonymous"),
+            }
             match (&ctx.model, served) {
                 (_, Some((m, d))) => {
                     d.metrics.requests.observe(ctx.status);

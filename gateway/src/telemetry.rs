@@ -82,6 +82,7 @@ pub struct Metrics {
     errors: IntCounterVec,
     provider_up: IntGaugeVec,
     reloads: IntCounterVec,
+    callers: IntCounterVec,
     pub active_requests: IntGauge,
     pub active_streams: IntGauge,
     pub access_log_dropped: IntCounter,
@@ -168,6 +169,14 @@ impl Metrics {
         for result in ["success", "failure"] {
             reloads.with_label_values(&[result]);
         }
+        let callers = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_caller_requests_total",
+                "Inference requests by the caller's team and credential kind",
+            ),
+            &["team", "credential"],
+        ));
+        callers.with_label_values(&["", "anonymous"]);
         let active_requests = must(IntGauge::new(
             "switchyard_active_requests",
             "Inference requests in progress",
@@ -197,6 +206,7 @@ impl Metrics {
             Box::new(errors.clone()),
             Box::new(provider_up.clone()),
             Box::new(reloads.clone()),
+            Box::new(callers.clone()),
             Box::new(active_requests.clone()),
             Box::new(active_streams.clone()),
             Box::new(access_log_dropped.clone()),
@@ -215,6 +225,7 @@ impl Metrics {
             errors,
             provider_up,
             reloads,
+            callers,
             active_requests,
             active_streams,
             access_log_dropped,
@@ -262,6 +273,31 @@ impl Metrics {
             upstream_duration: self.upstream_duration.with_label_values(&[provider]),
             up: self.provider_up.with_label_values(&[provider]),
         }
+    }
+
+    /// Counts an inference request for a caller's team and credential kind. Handles are cached
+    /// per thread, so the shared label map is read once per (team, kind) per thread.
+    pub fn caller(&self, team: &str, credential: &'static str) {
+        type Handles = std::collections::HashMap<String, Vec<(&'static str, IntCounter)>>;
+        thread_local! {
+            static HANDLES: std::cell::RefCell<Handles> = std::cell::RefCell::new(Handles::new());
+        }
+        HANDLES.with(|h| {
+            let mut h = h.borrow_mut();
+            if let Some(c) = h
+                .get(team)
+                .and_then(|kinds| kinds.iter().find(|(k, _)| *k == credential))
+            {
+                c.1.inc();
+                return;
+            }
+            if h.len() > 10_000 {
+                h.clear();
+            }
+            let c = self.callers.with_label_values(&[team, credential]);
+            c.inc();
+            h.entry(team.to_string()).or_default().push((credential, c));
+        });
     }
 
     /// Counts a configuration reload by result.
