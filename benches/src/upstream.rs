@@ -29,6 +29,8 @@ pub struct MockUpstreamConfig {
     pub first_byte_delay: Duration,
     /// Keep every request for [`MockUpstream::requests`].
     pub record: bool,
+    /// Extra headers on error answers (e.g. `retry-after`).
+    pub error_headers: Vec<(String, String)>,
 }
 
 impl Default for MockUpstreamConfig {
@@ -40,6 +42,7 @@ impl Default for MockUpstreamConfig {
             chunk_interval: Duration::ZERO,
             first_byte_delay: Duration::ZERO,
             record: true,
+            error_headers: Vec::new(),
         }
     }
 }
@@ -242,7 +245,16 @@ async fn chat(cfg: &MockUpstreamConfig, body: &[u8]) -> Response<Body> {
         let body = cfg.error_body.clone().unwrap_or_else(|| {
             r#"{"error":{"message":"mock upstream error","type":"server_error","param":null,"code":null}}"#.to_string()
         });
-        return full(cfg.status, "application/json", body);
+        let mut resp = full(cfg.status, "application/json", body);
+        for (k, v) in &cfg.error_headers {
+            if let (Ok(k), Ok(v)) = (
+                hyper::header::HeaderName::from_bytes(k.as_bytes()),
+                hyper::header::HeaderValue::from_str(v),
+            ) {
+                resp.headers_mut().insert(k, v);
+            }
+        }
+        return resp;
     }
     let v: serde_json::Value = match serde_json::from_slice(body) {
         Ok(v) => v,

@@ -8,6 +8,7 @@
 //! has been written to the caller there is no retry. It owns upstream I/O only; what bytes to send
 //! comes from `switchyard_adapters`, which deployment from [`crate::router`].
 
+use crate::breaker::{now_ms, Unavailable};
 use crate::config::{HttpEndpoint, MockSettings, ProviderKind, RetryOn, Secret};
 use crate::context::RequestCtx;
 use crate::errors::{GatewayError, TryFailure};
@@ -46,6 +47,8 @@ impl From<GatewayError> for Failure {
 struct TryError {
     outcome: AttemptOutcome,
     reason: String,
+    /// The provider's `Retry-After`, when it sent one.
+    retry_after: Option<Duration>,
 }
 
 impl TryError {
@@ -87,14 +90,41 @@ impl Forwarder {
         facts: &ChatRequestFacts<'_>,
     ) -> Result<(), Failure> {
         let routing = &model.config.routing;
-        let steps = router::plan(model, ctx.seed());
+        let input = router::PlanInput {
+            body_bytes: body.len(),
+            max_tokens: facts.max_tokens,
+            seed: ctx.seed(),
+        };
+        let steps = router::plan(model, &input);
         let deadline = ctx.started + routing.deadline;
         let mut last_outcome = AttemptOutcome::ConnectError;
-        let count = steps.len();
         for (i, step) in steps.iter().enumerate() {
-            let is_last = i + 1 == count;
             let dep = step.deployment;
             let spec = dep.spec(model);
+            if let Err(why) = dep.runtime.acquire(&routing.breaker, now_ms()) {
+                // Skipped without a try: its circuit is open or the provider asked to wait.
+                if !ctx
+                    .failures
+                    .iter()
+                    .any(|f| f.provider == dep.provider.name() && f.model == spec.model)
+                {
+                    ctx.failures.push(TryFailure {
+                        provider: dep.provider.name().to_string(),
+                        model: spec.model.clone(),
+                        reason: match why {
+                            Unavailable::CircuitOpen => "skipped: circuit open".into(),
+                            Unavailable::RetryAfter => {
+                                "skipped: provider asked to retry later".into()
+                            }
+                        },
+                    });
+                }
+                continue;
+            }
+            let now = now_ms();
+            let is_last = !steps[i + 1..]
+                .iter()
+                .any(|s| s.deployment.runtime.available(now));
             if !step.backoff.is_zero() {
                 if Instant::now() + step.backoff >= deadline {
                     break;
@@ -131,12 +161,14 @@ impl Forwarder {
             .unwrap_or_else(|_| {
                 Err(TryError {
                     outcome: AttemptOutcome::Timeout,
+                    retry_after: None,
                     reason: format!("request deadline of {:?} reached", routing.deadline),
                 })
             });
             match attempt {
                 Ok(committed) => {
                     dep.provider.metrics.attempt(AttemptOutcome::Ok);
+                    dep.runtime.observe_ttfb(committed.started.elapsed());
                     return self
                         .relay(
                             session,
@@ -152,6 +184,17 @@ impl Forwarder {
                 Err(e) => {
                     dep.provider.metrics.attempt(e.outcome);
                     dep.provider.record_failure(&e.reason);
+                    if let Some(wait) = e.retry_after {
+                        dep.runtime.retry_after(wait, now_ms());
+                    }
+                    if dep.runtime.on_failure(&routing.breaker, now_ms()) {
+                        log::warn!(
+                            "circuit opened for {}/{} for {:?}",
+                            dep.provider.name(),
+                            spec.model,
+                            routing.breaker.open_for
+                        );
+                    }
                     log::warn!(
                         "request {} try {} on {}/{} failed: {}",
                         ctx.request_id,
@@ -207,6 +250,7 @@ impl Forwarder {
         let timeouts = dep.provider.config.timeouts;
         let addr = dep.provider.address().await.map_err(|reason| TryError {
             outcome: AttemptOutcome::ConnectError,
+            retry_after: None,
             reason,
         })?;
         let mut peer = HttpPeer::new(
@@ -271,9 +315,17 @@ impl Forwarder {
                     _ => None,
                 };
                 if let Some(outcome) = outcome {
+                    let headers = up.response_header().map(|h| &h.headers);
+                    let retry_after = headers.and_then(|h| {
+                        crate::breaker::parse_retry_after(
+                            h.get("retry-after").map(|v| v.as_bytes()),
+                            h.get("retry-after-ms").map(|v| v.as_bytes()),
+                        )
+                    });
                     return Err(TryError {
                         outcome,
                         reason: format!("upstream answered {status}"),
+                        retry_after,
                     });
                 }
             }
@@ -295,6 +347,7 @@ impl Forwarder {
     ) -> Result<RequestHeader, TryError> {
         let internal = |e: Box<Error>| TryError {
             outcome: AttemptOutcome::ConnectError,
+            retry_after: None,
             reason: format!("cannot build the upstream request: {e}"),
         };
         let path = endpoint.path("/chat/completions");
@@ -399,6 +452,12 @@ impl Forwarder {
             dep.provider.record_success();
         } else {
             ctx.error_code = Some("upstream_status");
+        }
+        // A 4xx other than 429 is the caller's problem, not the deployment's.
+        if status == 429 || status >= 500 {
+            dep.runtime.on_failure(&model_breaker(ctx), now_ms());
+        } else {
+            dep.runtime.on_success();
         }
         session
             .write_response_header(Box::new(resp), false)
@@ -549,6 +608,7 @@ impl Forwarder {
         ctx.usage = Some(answer.usage_counts());
         dep.provider.metrics.attempt(AttemptOutcome::Ok);
         dep.provider.record_success();
+        dep.runtime.on_success();
         if !facts.stream {
             let body = answer.completion_body(&id, &spec.model, created);
             resp.insert_header("content-type", "application/json")
@@ -598,6 +658,14 @@ impl Forwarder {
     }
 }
 
+/// The breaker policy of the request's model (the default when no model is set).
+fn model_breaker(ctx: &RequestCtx) -> crate::config::BreakerPolicy {
+    ctx.model
+        .as_ref()
+        .map(|m| m.config.routing.breaker)
+        .unwrap_or_else(|| crate::config::RoutingPolicy::default().breaker)
+}
+
 /// Adds `x-request-id` and, when a deployment served, `x-switchyard-provider` / `-model`.
 pub fn add_gateway_headers(
     resp: &mut ResponseHeader,
@@ -641,6 +709,7 @@ fn classify(e: &Error, during: &str) -> TryError {
     };
     TryError {
         outcome,
+        retry_after: None,
         reason: format!("{during}: {}", e.etype().as_str()),
     }
 }

@@ -6,6 +6,7 @@
 
 mod access_log;
 mod admin;
+mod breaker;
 mod config;
 mod context;
 mod cost;

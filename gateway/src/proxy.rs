@@ -286,11 +286,32 @@ impl Gateway {
         } else {
             (503, "down")
         };
+        let now = crate::breaker::now_ms();
+        let models: Vec<serde_json::Value> = state
+            .models()
+            .map(|m| {
+                serde_json::json!({
+                    "name": m.config.name,
+                    "strategy": format!("{:?}", m.config.routing.strategy).to_lowercase(),
+                    "deployments": m.deployments.iter().map(|d| {
+                        let spec = d.spec(m);
+                        serde_json::json!({
+                            "provider": d.provider.name(),
+                            "model": spec.model,
+                            "circuit": d.runtime.state(now).label(),
+                            "consecutive_failures": d.runtime.consecutive_failures(),
+                            "ewma_ttfb_ms": d.runtime.ewma_ttfb().map(|t| t.as_secs_f64() * 1000.0),
+                            "available": d.runtime.available(now),
+                        })
+                    }).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
         let body = serde_json::json!({
             "status": overall,
             "version": env!("CARGO_PKG_VERSION"),
-            "models": state.config.models.len(),
             "providers": providers,
+            "models": models,
         });
         (
             status,

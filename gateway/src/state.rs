@@ -84,8 +84,19 @@ impl State {
                         index: i,
                         provider: handle_of(&d.provider),
                         metrics: metrics.deployment(&m.name, &d.provider.name),
+                        runtime: previous
+                            .and_then(|s| s.by_name.get(&m.name))
+                            .and_then(|old| {
+                                old.deployments.iter().find(|od| {
+                                    let spec = od.spec(old);
+                                    spec.provider.name == d.provider.name && spec.model == d.model
+                                })
+                            })
+                            .map(|od| od.runtime.clone())
+                            .unwrap_or_default(),
                     })
                     .collect(),
+                next: std::sync::atomic::AtomicUsize::new(0),
                 metrics: metrics.model(&m.name),
                 config: m.clone(),
             });
@@ -105,6 +116,14 @@ impl State {
             by_name,
             models_body,
         }
+    }
+
+    /// Every public model, in config order.
+    pub fn models(&self) -> impl Iterator<Item = &Arc<RoutedModel>> {
+        self.config
+            .models
+            .iter()
+            .filter_map(|m| self.by_name.get(&m.name))
     }
 
     /// The model a caller's `model` names (public name or alias).
@@ -135,6 +154,8 @@ pub struct RoutedModel {
     pub config: Arc<Model>,
     pub deployments: Vec<RoutedDeployment>,
     pub metrics: ModelMetrics,
+    /// Round-robin position.
+    pub next: std::sync::atomic::AtomicUsize,
 }
 
 pub struct RoutedDeployment {
@@ -142,6 +163,8 @@ pub struct RoutedDeployment {
     pub index: usize,
     pub provider: Arc<ProviderHandle>,
     pub metrics: DeploymentMetrics,
+    /// Circuit breaker, Retry-After and latency estimate; survives reloads.
+    pub runtime: Arc<crate::breaker::DeploymentRuntime>,
 }
 
 impl RoutedDeployment {

@@ -238,7 +238,7 @@ pub struct FileModel {
     #[serde(default)]
     pub hedge_after: Option<Value>,
     #[serde(default)]
-    pub circuit_breaker: Option<Value>,
+    pub circuit_breaker: Option<FileBreaker>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -275,7 +275,16 @@ pub struct FileRouting {
     #[serde(default)]
     pub deadline: Option<String>,
     #[serde(default)]
-    pub circuit_breaker: Option<Value>,
+    pub circuit_breaker: Option<FileBreaker>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBreaker {
+    #[serde(default)]
+    pub failures: Option<Lenient<u32>>,
+    #[serde(default)]
+    pub open_for: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -244,11 +244,28 @@ pub struct Price {
 pub enum Strategy {
     /// Ordered failover by `priority` (lower first; ties keep file order).
     Priority,
+    /// Each request starts at the next deployment.
+    RoundRobin,
+    /// The first deployment is drawn with probability proportional to `weight`.
+    Weighted,
+    /// Power of two choices on the EWMA of time to first byte.
+    LeastLatency,
+    /// The lowest expected cost for this request (prompt estimate + max tokens, by price).
+    Cost,
+}
+
+/// Per-deployment circuit breaker: open after `failures` consecutive failures, half-open (one
+/// probe) after `open_for`, closed again on a success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerPolicy {
+    pub failures: u32,
+    pub open_for: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RoutingPolicy {
     pub strategy: Strategy,
+    pub breaker: BreakerPolicy,
     pub retry: RetryPolicy,
     /// Bound on all tries together, up to the first response byte.
     pub deadline: Duration,
@@ -276,6 +293,10 @@ impl Default for RoutingPolicy {
     fn default() -> Self {
         RoutingPolicy {
             strategy: Strategy::Priority,
+            breaker: BreakerPolicy {
+                failures: 5,
+                open_for: Duration::from_secs(30),
+            },
             retry: RetryPolicy {
                 attempts: 3,
                 backoff_base: Duration::from_millis(100),

@@ -458,15 +458,13 @@ fn timeouts(t: Option<&FileTimeouts>, path: &str, errs: &mut Errors) -> Timeouts
 fn routing_defaults(r: Option<&FileRouting>, errs: &mut Errors) -> RoutingPolicy {
     let base = RoutingPolicy::default();
     let Some(r) = r else { return base };
-    if r.circuit_breaker.is_some() {
-        errs.not_yet("routing.circuit_breaker", "circuit breakers");
-    }
     apply_routing(
         base,
         "routing",
         r.strategy.as_deref(),
         r.retry.as_ref(),
         r.deadline.as_deref(),
+        r.circuit_breaker.as_ref(),
         errs,
     )
 }
@@ -477,17 +475,37 @@ fn apply_routing(
     strategy: Option<&str>,
     retry: Option<&FileRetry>,
     deadline: Option<&str>,
+    breaker: Option<&FileBreaker>,
     errs: &mut Errors,
 ) -> RoutingPolicy {
     let mut out = base;
+    if let Some(b) = breaker {
+        if let Some(Lenient(f)) = b.failures {
+            if f == 0 {
+                errs.push(
+                    format!("{path}.circuit_breaker.failures"),
+                    "must be at least 1",
+                );
+            } else {
+                out.breaker.failures = f;
+            }
+        }
+        out.breaker.open_for = errs.duration(
+            format!("{path}.circuit_breaker.open_for"),
+            b.open_for.as_deref(),
+            out.breaker.open_for,
+        );
+    }
     match strategy {
-        None | Some("priority") => {}
-        Some(
-            s @ ("round_robin" | "weighted" | "least_latency" | "cost"
-            | "lowest_latency_under_budget" | "conditional"),
-        ) => errs.push(
+        None => {}
+        Some("priority") => out.strategy = Strategy::Priority,
+        Some("round_robin") => out.strategy = Strategy::RoundRobin,
+        Some("weighted") => out.strategy = Strategy::Weighted,
+        Some("least_latency") => out.strategy = Strategy::LeastLatency,
+        Some("cost") => out.strategy = Strategy::Cost,
+        Some(s @ ("lowest_latency_under_budget" | "conditional")) => errs.push(
             format!("{path}.strategy"),
-            format!("strategy {s:?} is not supported by this build yet (supported: priority)"),
+            format!("strategy {s:?} is not supported by this build yet (supported: priority, round_robin, weighted, least_latency, cost)"),
         ),
         Some(s) => errs.push(
             format!("{path}.strategy"),
@@ -577,7 +595,6 @@ fn models(
         for (key, present) in [
             ("strict", m.strict.is_some()),
             ("hedge_after", m.hedge_after.is_some()),
-            ("circuit_breaker", m.circuit_breaker.is_some()),
         ] {
             if present {
                 errs.not_yet(format!("{path}.{key}"), &format!("`{key}`"));
@@ -589,6 +606,7 @@ fn models(
             m.strategy.as_deref(),
             m.retry.as_ref(),
             m.deadline.as_deref(),
+            m.circuit_breaker.as_ref(),
             errs,
         );
         if m.deployments.is_empty() {

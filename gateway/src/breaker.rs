@@ -1,0 +1,249 @@
+//! What routing learns from each deployment's answers: a circuit breaker (closed → open after
+//! `failures` consecutive failures → half-open after `open_for`, one probe at a time → closed on a
+//! success), the provider's `Retry-After` (the deployment is skipped until then), and an EWMA of
+//! time to first byte for `least_latency`.
+//!
+//! All atomics: routing reads and updates them on the request path without locks. A
+//! [`DeploymentRuntime`] outlives config reloads for deployments that still exist.
+
+use crate::config::BreakerPolicy;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Milliseconds on a process-wide monotonic clock (never 0).
+pub fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl BreakerState {
+    pub fn label(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// Why a deployment cannot take a request now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    CircuitOpen,
+    RetryAfter,
+}
+
+#[derive(Debug, Default)]
+pub struct DeploymentRuntime {
+    consecutive_failures: AtomicU32,
+    /// 0: closed. Otherwise open until this time, then half-open.
+    open_until_ms: AtomicU64,
+    /// When the current half-open probe started (0 = none). A probe whose request vanished
+    /// (caller gone) expires after `open_for`, so the breaker cannot stick half-open.
+    probe_started_ms: AtomicU64,
+    retry_after_until_ms: AtomicU64,
+    /// Microseconds; 0 = nothing measured yet.
+    ewma_ttfb_us: AtomicU64,
+}
+
+impl DeploymentRuntime {
+    pub fn state(&self, now: u64) -> BreakerState {
+        match self.open_until_ms.load(Ordering::Acquire) {
+            0 => BreakerState::Closed,
+            t if now < t => BreakerState::Open,
+            _ => BreakerState::HalfOpen,
+        }
+    }
+
+    /// Whether a request could be sent now (without claiming a half-open probe).
+    pub fn available(&self, now: u64) -> bool {
+        now >= self.retry_after_until_ms.load(Ordering::Acquire)
+            && self.state(now) != BreakerState::Open
+    }
+
+    /// Claims the right to send a request now (in half-open state only one probe at a time).
+    pub fn acquire(&self, policy: &BreakerPolicy, now: u64) -> Result<(), Unavailable> {
+        if now < self.retry_after_until_ms.load(Ordering::Acquire) {
+            return Err(Unavailable::RetryAfter);
+        }
+        match self.state(now) {
+            BreakerState::Closed => Ok(()),
+            BreakerState::Open => Err(Unavailable::CircuitOpen),
+            BreakerState::HalfOpen => {
+                let started = self.probe_started_ms.load(Ordering::Acquire);
+                let stale = started != 0
+                    && now.saturating_sub(started) > policy.open_for.as_millis() as u64;
+                if started != 0 && !stale {
+                    return Err(Unavailable::CircuitOpen);
+                }
+                self.probe_started_ms
+                    .compare_exchange(started, now, Ordering::AcqRel, Ordering::Acquire)
+                    .map(|_| ())
+                    .map_err(|_| Unavailable::CircuitOpen)
+            }
+        }
+    }
+
+    pub fn on_success(&self) {
+        self.consecutive_failures.store(0, Ordering::Release);
+        self.open_until_ms.store(0, Ordering::Release);
+        self.probe_started_ms.store(0, Ordering::Release);
+    }
+
+    /// Records a failure; returns true when this failure opened (or re-opened) the circuit.
+    pub fn on_failure(&self, policy: &BreakerPolicy, now: u64) -> bool {
+        let n = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
+        let was_probe = self.probe_started_ms.swap(0, Ordering::AcqRel) != 0;
+        if was_probe || (n >= policy.failures && self.state(now) == BreakerState::Closed) {
+            self.open_until_ms
+                .store(now + policy.open_for.as_millis() as u64, Ordering::Release);
+            return true;
+        }
+        false
+    }
+
+    /// The provider asked to wait (`Retry-After`): skip this deployment until then.
+    pub fn retry_after(&self, wait: Duration, now: u64) {
+        self.retry_after_until_ms
+            .fetch_max(now + wait.as_millis() as u64, Ordering::AcqRel);
+    }
+
+    /// Folds one time-to-first-byte sample into the EWMA (weight 0.2).
+    pub fn observe_ttfb(&self, ttfb: Duration) {
+        let sample = ttfb.as_micros().max(1) as u64;
+        let old = self.ewma_ttfb_us.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            (old * 4 + sample) / 5
+        };
+        self.ewma_ttfb_us.store(new, Ordering::Relaxed);
+    }
+
+    /// `None` until a first sample.
+    pub fn ewma_ttfb(&self) -> Option<Duration> {
+        match self.ewma_ttfb_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures.load(Ordering::Relaxed)
+    }
+}
+
+/// Parses `Retry-After` (delta seconds) or `retry-after-ms`, capped at 10 minutes.
+pub fn parse_retry_after(seconds: Option<&[u8]>, millis: Option<&[u8]>) -> Option<Duration> {
+    let parse = |v: &[u8]| std::str::from_utf8(v).ok()?.trim().parse::<f64>().ok();
+    let d = millis
+        .and_then(parse)
+        .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0))
+        .or_else(|| {
+            seconds
+                .and_then(parse)
+                .map(|s| Duration::from_secs_f64(s.max(0.0)))
+        })?;
+    Some(d.min(Duration::from_secs(600)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: BreakerPolicy = BreakerPolicy {
+        failures: 3,
+        open_for: Duration::from_millis(1000),
+    };
+
+    #[test]
+    fn opens_after_consecutive_failures_and_half_opens_with_one_probe() {
+        let r = DeploymentRuntime::default();
+        assert!(r.acquire(&POLICY, 10).is_ok());
+        assert!(!r.on_failure(&POLICY, 10));
+        assert!(!r.on_failure(&POLICY, 11));
+        assert!(r.on_failure(&POLICY, 12), "third failure opens");
+        assert_eq!(r.state(500), BreakerState::Open);
+        assert_eq!(r.acquire(&POLICY, 500), Err(Unavailable::CircuitOpen));
+        // Half-open after open_for: one probe.
+        assert_eq!(r.state(1013), BreakerState::HalfOpen);
+        assert!(r.acquire(&POLICY, 1013).is_ok());
+        assert_eq!(
+            r.acquire(&POLICY, 1014),
+            Err(Unavailable::CircuitOpen),
+            "only one probe"
+        );
+        // The probe fails: open again.
+        assert!(r.on_failure(&POLICY, 1015));
+        assert_eq!(r.state(1500), BreakerState::Open);
+        // Next probe succeeds: closed.
+        assert!(r.acquire(&POLICY, 2100).is_ok());
+        r.on_success();
+        assert_eq!(r.state(2100), BreakerState::Closed);
+        assert!(r.acquire(&POLICY, 2101).is_ok());
+    }
+
+    #[test]
+    fn an_abandoned_probe_expires() {
+        let r = DeploymentRuntime::default();
+        for t in 0..3 {
+            r.on_failure(&POLICY, t);
+        }
+        assert!(r.acquire(&POLICY, 1100).is_ok(), "probe");
+        // The probe's caller vanished: nothing was recorded. After open_for another probe may go.
+        assert!(r.acquire(&POLICY, 1500).is_err());
+        assert!(r.acquire(&POLICY, 2200).is_ok());
+    }
+
+    #[test]
+    fn a_success_resets_the_count() {
+        let r = DeploymentRuntime::default();
+        r.on_failure(&POLICY, 1);
+        r.on_failure(&POLICY, 2);
+        r.on_success();
+        assert!(!r.on_failure(&POLICY, 3));
+        assert_eq!(r.state(4), BreakerState::Closed);
+    }
+
+    #[test]
+    fn retry_after_skips_until_then() {
+        let r = DeploymentRuntime::default();
+        r.retry_after(Duration::from_millis(500), 100);
+        assert_eq!(r.acquire(&POLICY, 599), Err(Unavailable::RetryAfter));
+        assert!(r.acquire(&POLICY, 600).is_ok());
+        assert_eq!(
+            parse_retry_after(Some(b"2"), None),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            parse_retry_after(Some(b"2"), Some(b"250")),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            parse_retry_after(Some(b"99999"), None),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(
+            parse_retry_after(Some(b"Wed, 21 Oct 2015 07:28:00 GMT"), None),
+            None
+        );
+    }
+
+    #[test]
+    fn ewma_moves_towards_samples() {
+        let r = DeploymentRuntime::default();
+        assert_eq!(r.ewma_ttfb(), None);
+        r.observe_ttfb(Duration::from_millis(100));
+        assert_eq!(r.ewma_ttfb(), Some(Duration::from_millis(100)));
+        r.observe_ttfb(Duration::from_millis(200));
+        assert_eq!(r.ewma_ttfb(), Some(Duration::from_millis(120)));
+    }
+}

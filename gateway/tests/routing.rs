@@ -1,0 +1,137 @@
+//! Routing: circuit breakers, Retry-After, strategies — against fault-injecting local upstreams.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+use switchyard_benches::upstream::{MockUpstream, MockUpstreamConfig};
+
+const CHAT: &[u8] = br#"{"model":"fast","messages":[{"role":"user","content":"hi"}]}"#;
+
+fn two(a: &MockUpstream, b: &MockUpstream, model_extra: &str) -> String {
+    format!(
+        "providers:\n{}\n{}\nmodels:\n  - name: fast\n{model_extra}    deployments:\n      - {{ provider: first, model: m1 }}\n      - {{ provider: second, model: m2 }}\n",
+        openai_provider("first", &a.base_url(), ""),
+        openai_provider("second", &b.base_url(), "")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_circuit_opens_skips_the_deployment_then_probes_it() {
+    let flaky = MockUpstream::start(MockUpstreamConfig {
+        status: 503,
+        ..Default::default()
+    })
+    .await
+    .expect("upstream");
+    let good = MockUpstream::start(MockUpstreamConfig::default())
+        .await
+        .expect("upstream");
+    let gw = Gateway::start(
+        &two(
+            &flaky,
+            &good,
+            "    circuit_breaker: { failures: 2, open_for: 1s }\n",
+        ),
+        "",
+    )
+    .await;
+    for _ in 0..2 {
+        let r = gw.post_json("/v1/chat/completions", CHAT).await;
+        assert_eq!(r.header("x-switchyard-provider"), Some("second"));
+    }
+    assert_eq!(flaky.request_count(), 2);
+    // Open: skipped without a try.
+    for _ in 0..3 {
+        let r = gw.post_json("/v1/chat/completions", CHAT).await;
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(flaky.request_count(), 2, "an open circuit was tried");
+    let h = gw.request("GET", "/v1/health", None, &[]).await.json();
+    assert_eq!(h["models"][0]["deployments"][0]["circuit"], "open", "{h}");
+    // Half-open after open_for: one probe reaches it again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(gw.post_json("/v1/chat/completions", CHAT).await.status, 200);
+    assert_eq!(flaky.request_count(), 3);
+    let h = gw.request("GET", "/v1/health", None, &[]).await.json();
+    assert_eq!(
+        h["models"][0]["deployments"][0]["circuit"], "open",
+        "the failed probe re-opens it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured() {
+    let limited = MockUpstream::start(MockUpstreamConfig {
+        status: 429,
+        error_headers: vec![("retry-after".into(), "2".into())],
+        ..Default::default()
+    })
+    .await
+    .expect("upstream");
+    let good = MockUpstream::start(MockUpstreamConfig::default())
+        .await
+        .expect("upstream");
+    let gw = Gateway::start(&two(&limited, &good, ""), "").await;
+    assert_eq!(
+        gw.post_json("/v1/chat/completions", CHAT)
+            .await
+            .header("x-switchyard-provider"),
+        Some("second")
+    );
+    for _ in 0..3 {
+        assert_eq!(gw.post_json("/v1/chat/completions", CHAT).await.status, 200);
+    }
+    assert_eq!(
+        limited.request_count(),
+        1,
+        "a deployment inside its Retry-After was tried"
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    gw.post_json("/v1/chat/completions", CHAT).await;
+    assert_eq!(limited.request_count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_spreads_requests() {
+    let a = MockUpstream::start(MockUpstreamConfig::default())
+        .await
+        .expect("upstream");
+    let b = MockUpstream::start(MockUpstreamConfig::default())
+        .await
+        .expect("upstream");
+    let gw = Gateway::start(&two(&a, &b, "    strategy: round_robin\n"), "").await;
+    for _ in 0..10 {
+        assert_eq!(gw.post_json("/v1/chat/completions", CHAT).await.status, 200);
+    }
+    assert_eq!((a.request_count(), b.request_count()), (5, 5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_latency_moves_traffic_to_the_fast_deployment() {
+    let slow = MockUpstream::start(MockUpstreamConfig {
+        first_byte_delay: Duration::from_millis(60),
+        ..Default::default()
+    })
+    .await
+    .expect("upstream");
+    let fast = MockUpstream::start(MockUpstreamConfig::default())
+        .await
+        .expect("upstream");
+    let gw = Gateway::start(&two(&slow, &fast, "    strategy: least_latency\n"), "").await;
+    for _ in 0..40 {
+        assert_eq!(gw.post_json("/v1/chat/completions", CHAT).await.status, 200);
+    }
+    // Both were measured; with two deployments p2c always compares both, so the fast one wins
+    // every request once both have a sample.
+    assert!(
+        slow.request_count() >= 1,
+        "the slow deployment was never probed"
+    );
+    assert!(
+        fast.request_count() >= 35,
+        "slow {} fast {}",
+        slow.request_count(),
+        fast.request_count()
+    );
+}
