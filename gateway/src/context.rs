@@ -78,6 +78,8 @@ pub struct RequestCtx {
     pub started: Instant,
     pub request_id: String,
     pub trace: Option<crate::trace::TraceContext>,
+    /// Switchyard nodes this request already crossed (`x-switchyard-hops`).
+    pub hops: u32,
     /// The authenticated caller (`None` without an `auth` section).
     pub identity: Option<switchyard_filters::auth::Identity>,
     pub route: Route,
@@ -147,6 +149,7 @@ impl RequestCtx {
             started: Instant::now(),
             request_id: String::new(),
             trace: None,
+            hops: 0,
             identity: None,
             route: Route::Unknown,
             state: None,

@@ -48,6 +48,7 @@ pub const CODES: &[&str] = &[
     "model_not_allowed",
     "ip_not_allowed",
     "too_many_auth_failures",
+    "loop_detected",
     // Recorded by the proxy, not answered as a GatewayError:
     "upstream_status",
     "upstream_stream_error",
@@ -85,6 +86,8 @@ pub enum GatewayError {
     Auth(switchyard_filters::auth::AuthError),
     #[error("too many failed authentication attempts from this address; try again later")]
     TooManyAuthFailures,
+    #[error("routing loop: the request already crossed {hops} Switchyard nodes (limit {limit}); check the mesh's provider base_urls")]
+    LoopDetected { hops: u32, limit: u32 },
     #[error("upstream timed out for `{model}` after {} tries: {}", tries.len(), describe(tries))]
     UpstreamTimeout {
         model: String,
@@ -105,6 +108,7 @@ impl GatewayError {
             GatewayError::UpstreamTimeout { .. } => 504,
             GatewayError::Auth(e) => e.status(),
             GatewayError::TooManyAuthFailures => 429,
+            GatewayError::LoopDetected { .. } => 508,
         }
     }
 
@@ -117,6 +121,7 @@ impl GatewayError {
             GatewayError::Auth(e) if e.status() == 401 => "authentication_error",
             GatewayError::Auth(_) => "permission_error",
             GatewayError::TooManyAuthFailures => "rate_limit_error",
+            GatewayError::LoopDetected { .. } => "upstream_error",
             _ => "invalid_request_error",
         }
     }
@@ -140,6 +145,7 @@ impl GatewayError {
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
             GatewayError::Auth(e) => e.code(),
             GatewayError::TooManyAuthFailures => "too_many_auth_failures",
+            GatewayError::LoopDetected { .. } => "loop_detected",
         }
     }
 
@@ -199,6 +205,7 @@ mod tests {
                 tries: vec![],
             },
             GatewayError::TooManyAuthFailures,
+            GatewayError::LoopDetected { hops: 9, limit: 8 },
         ];
         use switchyard_filters::auth::AuthError;
         for e in [

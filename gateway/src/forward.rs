@@ -26,6 +26,9 @@ use pingora_proxy::Session;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use switchyard_adapters::openai::{self, ChatRequestFacts, PassthroughStream};
 
+/// Counts the Switchyard nodes a request crossed; a mesh loop ends in a 508 at `max_hops`.
+pub const HOPS_HEADER: &str = "x-switchyard-hops";
+
 /// Upstream connections idle longer than this are not reused (below common provider keep-alives).
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -102,6 +105,10 @@ impl Forwarder {
             let dep = step.deployment;
             let spec = dep.spec(model);
             if let Err(why) = dep.runtime.acquire(&routing.breaker, now_ms()) {
+                match why {
+                    Unavailable::CircuitOpen => dep.provider.metrics.skipped_circuit_open.inc(),
+                    Unavailable::RetryAfter => dep.provider.metrics.skipped_retry_after.inc(),
+                }
                 // Skipped without a try: its circuit is open or the provider asked to wait.
                 if !ctx
                     .failures
@@ -168,6 +175,9 @@ impl Forwarder {
             match attempt {
                 Ok(committed) => {
                     dep.provider.metrics.attempt(AttemptOutcome::Ok);
+                    if ctx.tries > 1 {
+                        model.metrics.failovers.inc();
+                    }
                     dep.runtime.observe_ttfb(committed.started.elapsed());
                     return self
                         .relay(
@@ -188,6 +198,7 @@ impl Forwarder {
                         dep.runtime.retry_after(wait, now_ms());
                     }
                     if dep.runtime.on_failure(&routing.breaker, now_ms()) {
+                        dep.provider.metrics.circuit_opened.inc();
                         log::warn!(
                             "circuit opened for {}/{} for {:?}",
                             dep.provider.name(),
@@ -310,6 +321,8 @@ impl Forwarder {
                 .unwrap_or(502);
             if may_retry {
                 let outcome = match status {
+                    // A loop further down the mesh: retrying elsewhere would only loop again.
+                    508 => None,
                     429 if on.too_many_requests => Some(AttemptOutcome::Status429),
                     500..=599 if on.server_error => Some(AttemptOutcome::Status5xx),
                     _ => None,
@@ -376,6 +389,8 @@ impl Forwarder {
         )
         .map_err(internal)?;
         req.insert_header("x-request-id", &ctx.request_id)
+            .map_err(internal)?;
+        req.insert_header(HOPS_HEADER, (ctx.hops + 1).to_string())
             .map_err(internal)?;
         if let Some(trace) = &ctx.trace {
             req.insert_header("traceparent", trace.upstream_header())
@@ -455,7 +470,9 @@ impl Forwarder {
         }
         // A 4xx other than 429 is the caller's problem, not the deployment's.
         if status == 429 || status >= 500 {
-            dep.runtime.on_failure(&model_breaker(ctx), now_ms());
+            if dep.runtime.on_failure(&model_breaker(ctx), now_ms()) {
+                dep.provider.metrics.circuit_opened.inc();
+            }
         } else {
             dep.runtime.on_success();
         }

@@ -344,6 +344,12 @@ impl ProxyHttp for Gateway {
             req.headers.get("traceparent").map(|v| v.as_bytes()),
             crate::context::random_u64,
         ));
+        ctx.hops = req
+            .headers
+            .get(crate::forward::HOPS_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
         let state = self.state.load_full();
         ctx.state = Some(state.clone());
         let route = route_of(&req.method, req.uri.path());
@@ -370,6 +376,14 @@ impl ProxyHttp for Gateway {
                 write_error(session, ctx, &err).await?;
                 return Ok(true);
             }
+        }
+        if route.is_inference() && ctx.hops >= state.config.server.max_hops {
+            let err = GatewayError::LoopDetected {
+                hops: ctx.hops,
+                limit: state.config.server.max_hops,
+            };
+            write_error(session, ctx, &err).await?;
+            return Ok(true);
         }
         match route {
             Route::ChatCompletions | Route::Infer => {

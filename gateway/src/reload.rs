@@ -135,6 +135,7 @@ mod tests {
             tls: None,
             admin_token: None,
             public_health: false,
+            max_hops: 8,
         }
     }
 

@@ -83,6 +83,9 @@ pub struct Metrics {
     provider_up: IntGaugeVec,
     reloads: IntCounterVec,
     callers: IntCounterVec,
+    failovers: IntCounterVec,
+    circuit_opened: IntCounterVec,
+    skips: IntCounterVec,
     pub active_requests: IntGauge,
     pub active_streams: IntGauge,
     pub access_log_dropped: IntCounter,
@@ -177,6 +180,27 @@ impl Metrics {
             &["team", "credential"],
         ));
         callers.with_label_values(&["", "anonymous"]);
+        let failovers = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_failovers_total",
+                "Requests answered by a later deployment after earlier tries failed",
+            ),
+            &["model"],
+        ));
+        let circuit_opened = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_circuit_opened_total",
+                "Times a deployment's circuit breaker opened (or re-opened after a failed probe)",
+            ),
+            &["provider"],
+        ));
+        let skips = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_routing_skips_total",
+                "Deployments skipped without a try, by reason (circuit_open, retry_after)",
+            ),
+            &["provider", "reason"],
+        ));
         let active_requests = must(IntGauge::new(
             "switchyard_active_requests",
             "Inference requests in progress",
@@ -207,6 +231,9 @@ impl Metrics {
             Box::new(provider_up.clone()),
             Box::new(reloads.clone()),
             Box::new(callers.clone()),
+            Box::new(failovers.clone()),
+            Box::new(circuit_opened.clone()),
+            Box::new(skips.clone()),
             Box::new(active_requests.clone()),
             Box::new(active_streams.clone()),
             Box::new(access_log_dropped.clone()),
@@ -226,6 +253,9 @@ impl Metrics {
             provider_up,
             reloads,
             callers,
+            failovers,
+            circuit_opened,
+            skips,
             active_requests,
             active_streams,
             access_log_dropped,
@@ -249,6 +279,7 @@ impl Metrics {
 
     pub fn model(&self, model: &str) -> ModelMetrics {
         ModelMetrics {
+            failovers: self.failovers.with_label_values(&[model]),
             duration: self.duration.with_label_values(&[model]),
             unserved: StatusCounters::new(&self.requests, model, ""),
         }
@@ -272,6 +303,9 @@ impl Metrics {
                 .map(|o| self.attempts.with_label_values(&[provider, o.label()])),
             upstream_duration: self.upstream_duration.with_label_values(&[provider]),
             up: self.provider_up.with_label_values(&[provider]),
+            circuit_opened: self.circuit_opened.with_label_values(&[provider]),
+            skipped_circuit_open: self.skips.with_label_values(&[provider, "circuit_open"]),
+            skipped_retry_after: self.skips.with_label_values(&[provider, "retry_after"]),
         }
     }
 
@@ -342,6 +376,7 @@ impl StatusCounters {
 
 #[derive(Clone)]
 pub struct ModelMetrics {
+    pub failovers: IntCounter,
     pub duration: Histogram,
     /// Requests for this model that no deployment served (errors before or after all tries).
     pub unserved: StatusCounters,
@@ -361,6 +396,9 @@ pub struct ProviderMetrics {
     attempts: [IntCounter; 7],
     pub upstream_duration: Histogram,
     pub up: IntGauge,
+    pub circuit_opened: IntCounter,
+    pub skipped_circuit_open: IntCounter,
+    pub skipped_retry_after: IntCounter,
 }
 
 impl ProviderMetrics {

@@ -47,6 +47,21 @@ async fn the_circuit_opens_skips_the_deployment_then_probes_it() {
         assert_eq!(r.status, 200);
     }
     assert_eq!(flaky.request_count(), 2, "an open circuit was tried");
+    assert_eq!(
+        gw.metric(r#"switchyard_circuit_opened_total{provider="first"}"#)
+            .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        gw.metric(r#"switchyard_routing_skips_total{provider="first",reason="circuit_open"}"#)
+            .await,
+        Some(3.0)
+    );
+    assert_eq!(
+        gw.metric_eventually(r#"switchyard_failovers_total{model="fast"}"#, 2.0)
+            .await,
+        Some(2.0)
+    );
     let h = gw.request("GET", "/v1/health", None, &[]).await.json();
     assert_eq!(h["models"][0]["deployments"][0]["circuit"], "open", "{h}");
     // Half-open after open_for: one probe reaches it again.
@@ -134,4 +149,29 @@ async fn least_latency_moves_traffic_to_the_fast_deployment() {
         slow.request_count(),
         fast.request_count()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesh_loop_ends_in_a_508() {
+    // A node whose only deployment is itself: every hop adds one to x-switchyard-hops.
+    let conf = format!(
+        "providers:\n{}\nmodels:\n  - name: fast\n    deployments:\n      - {{ provider: me, model: fast }}\n",
+        openai_provider("me", "http://127.0.0.1:{SELF_PORT}/v1", "")
+    );
+    let gw = Gateway::start(&conf, "  max_hops: 3\n").await;
+    let r = gw.post_json("/v1/chat/completions", CHAT).await;
+    assert_eq!(r.status, 508, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "loop_detected");
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("limit 3"));
+    // 508 is not retried: 3 hops, one request each (plus the caller's).
+    let tries = gw
+        .metric_eventually(
+            r#"switchyard_upstream_attempts_total{outcome="ok",provider="me"}"#,
+            3.0,
+        )
+        .await;
+    assert_eq!(tries, Some(3.0));
 }

@@ -156,6 +156,9 @@ pub struct FileServer {
     pub max_body_bytes: Option<Lenient<u64>>,
     #[serde(default)]
     pub public_health: Option<Lenient<bool>>,
+    /// Most Switchyard hops a request may take through a mesh of nodes (Switchyard extension).
+    #[serde(default)]
+    pub max_hops: Option<Lenient<u32>>,
     /// How long a graceful shutdown waits for in-flight requests (Switchyard extension).
     #[serde(default)]
     pub grace_period: Option<String>,

@@ -73,6 +73,8 @@ pub struct ServerSettings {
     pub admin_token: Option<Secret>,
     /// `/v1/health` and `/v1/models` answer without credentials.
     pub public_health: bool,
+    /// A request that already crossed this many Switchyard nodes is refused (508).
+    pub max_hops: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -189,6 +189,7 @@ fn server_settings(s: &FileServer, errs: &mut Errors) -> ServerSettings {
         tls,
         admin_token,
         public_health: s.public_health.map(|p| p.0).unwrap_or(false),
+        max_hops: s.max_hops.map(|h| h.0).unwrap_or(8),
     }
 }
 

@@ -358,6 +358,7 @@ impl Gateway {
     }
 }
 
+/// The config file; `{SELF_PORT}` in `body` becomes the gateway's own port (mesh loop tests).
 fn config_text(
     port: u16,
     admin_port: u16,
@@ -365,6 +366,7 @@ fn config_text(
     server_extra: &str,
     body: &str,
 ) -> String {
+    let body = body.replace("{SELF_PORT}", &port.to_string());
     format!(
         "server:\n  listen: [\"127.0.0.1:{port}\"]\n  admin_listen: \"127.0.0.1:{admin_port}\"\n  threads: 1\n  grace_period: 5s\n{server_extra}\n{body}\ntelemetry:\n  access_log: {}\n  audit_log: {}\n",
         dir.join("access.log").display(),
