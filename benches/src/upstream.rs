@@ -31,6 +31,10 @@ pub struct MockUpstreamConfig {
     pub record: bool,
     /// Extra headers on error answers (e.g. `retry-after`).
     pub error_headers: Vec<(String, String)>,
+    /// Streams: after this many events, stop sending but keep the connection open (a stall).
+    pub stall_after_events: Option<usize>,
+    /// Streams: after this many events, abort the connection (a reset mid-stream).
+    pub reset_after_events: Option<usize>,
 }
 
 impl Default for MockUpstreamConfig {
@@ -43,6 +47,8 @@ impl Default for MockUpstreamConfig {
             first_byte_delay: Duration::ZERO,
             record: true,
             error_headers: Vec::new(),
+            stall_after_events: None,
+            reset_after_events: None,
         }
     }
 }
@@ -181,11 +187,11 @@ pub fn stream_events(model: &str, chunks: usize, include_usage: bool) -> Vec<Str
     out
 }
 
-type Body = BoxBody<Bytes, Infallible>;
+type Body = BoxBody<Bytes, std::io::Error>;
 
 fn full(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
     let body: Bytes = body.into();
-    let mut resp = Response::new(Full::new(body).boxed());
+    let mut resp = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
     *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
     if let Ok(v) = content_type.parse() {
         resp.headers_mut().insert("content-type", v);
@@ -273,11 +279,26 @@ async fn chat(cfg: &MockUpstreamConfig, body: &[u8]) -> Response<Body> {
     let include_usage = v["stream_options"]["include_usage"].as_bool() == Some(true);
     let events = stream_events(model, cfg.stream_chunks, include_usage);
     let interval = cfg.chunk_interval;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+    let (stall, reset) = (cfg.stall_after_events, cfg.reset_after_events);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
     tokio::spawn(async move {
         for (i, ev) in events.into_iter().enumerate() {
             if i > 0 && !interval.is_zero() {
                 tokio::time::sleep(interval).await;
+            }
+            if stall == Some(i) {
+                // Hold the connection open, sending nothing, until the peer gives up.
+                tx.closed().await;
+                return;
+            }
+            if reset == Some(i) {
+                let _ = tx
+                    .send(Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionReset,
+                        "injected reset",
+                    )))
+                    .await;
+                return;
             }
             if tx.send(Ok(Frame::data(Bytes::from(ev)))).await.is_err() {
                 return;
@@ -296,17 +317,18 @@ async fn chat(cfg: &MockUpstreamConfig, body: &[u8]) -> Response<Body> {
     resp
 }
 
-/// A response body fed frame by frame from a channel (one HTTP chunk per event).
-struct ChannelBody(tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, Infallible>>);
+/// A response body fed frame by frame from a channel (one HTTP chunk per event); an `Err`
+/// frame aborts the connection.
+struct ChannelBody(tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, std::io::Error>>);
 
 impl hyper::body::Body for ChannelBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = std::io::Error;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         self.0.poll_recv(cx)
     }
 }

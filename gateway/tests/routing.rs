@@ -175,3 +175,93 @@ async fn a_mesh_loop_ends_in_a_508() {
         .await;
     assert_eq!(tries, Some(3.0));
 }
+
+async fn stream_text(gw: &Gateway) -> String {
+    let r = gw
+        .post_json(
+            "/v1/chat/completions",
+            br#"{"model":"fast","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    r.text()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_mid_stream_ends_with_an_error_event_and_is_not_retried() {
+    let stalling = MockUpstream::start(MockUpstreamConfig {
+        stall_after_events: Some(2),
+        ..Default::default()
+    })
+    .await
+    .expect("upstream");
+    let spare = MockUpstream::start(MockUpstreamConfig::default())
+        .await
+        .expect("upstream");
+    let conf = format!(
+        "providers:\n{}\n{}\nmodels:\n  - name: fast\n    deployments:\n      - {{ provider: first, model: m1 }}\n      - {{ provider: second, model: m2 }}\n",
+        openai_provider("first", &stalling.base_url(), "    timeouts: { idle: 300ms }\n"),
+        openai_provider("second", &spare.base_url(), "")
+    );
+    let gw = Gateway::start(&conf, "").await;
+    let started = std::time::Instant::now();
+    let text = stream_text(&gw).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the stall was not bounded"
+    );
+    assert_eq!(text.matches("chat.completion.chunk").count(), 2, "{text}");
+    assert!(text.contains(r#"data: {"error":"#), "{text}");
+    assert!(text.contains("idle timeout"), "{text}");
+    assert_eq!(
+        spare.request_count(),
+        0,
+        "retried after bytes reached the caller"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_mid_stream_ends_with_an_error_event() {
+    let resetting = MockUpstream::start(MockUpstreamConfig {
+        reset_after_events: Some(3),
+        chunk_interval: Duration::from_millis(50),
+        ..Default::default()
+    })
+    .await
+    .expect("upstream");
+    let conf = format!(
+        "providers:\n{}\nmodels:\n  - name: fast\n    deployments:\n      - {{ provider: first, model: m1 }}\n",
+        openai_provider("first", &resetting.base_url(), "")
+    );
+    let gw = Gateway::start(&conf, "").await;
+    let text = stream_text(&gw).await;
+    assert_eq!(text.matches("chat.completion.chunk").count(), 3, "{text}");
+    assert!(text.contains(r#"data: {"error":"#), "{text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+    assert_eq!(resetting.request_count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deadline_bounds_every_try_together() {
+    let slow_a = MockUpstream::start(MockUpstreamConfig {
+        first_byte_delay: Duration::from_secs(5),
+        ..Default::default()
+    })
+    .await
+    .expect("upstream");
+    let slow_b = MockUpstream::start(MockUpstreamConfig {
+        first_byte_delay: Duration::from_secs(5),
+        ..Default::default()
+    })
+    .await
+    .expect("upstream");
+    let gw = Gateway::start(&two(&slow_a, &slow_b, "    deadline: 700ms\n"), "").await;
+    let started = std::time::Instant::now();
+    let r = gw.post_json("/v1/chat/completions", CHAT).await;
+    let took = started.elapsed();
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(
+        took < Duration::from_millis(2000),
+        "deadline of 700ms took {took:?}"
+    );
+}
