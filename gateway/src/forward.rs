@@ -139,39 +139,59 @@ impl Forwarder {
                 tokio::time::sleep(step.backoff).await;
             }
             ctx.tries += 1;
-            let (endpoint, api_key) = match &dep.provider.config.kind {
-                ProviderKind::Mock(settings) => {
-                    return self
-                        .serve_mock(session, ctx, model, dep, settings, body, facts)
-                        .await;
-                }
-                ProviderKind::OpenAi {
-                    endpoint, api_key, ..
-                } => (endpoint, api_key.as_ref()),
-            };
+            if let ProviderKind::Mock(settings) = &dep.provider.config.kind {
+                return self
+                    .serve_mock(session, ctx, model, dep, settings, body, facts)
+                    .await;
+            }
             let rewritten = openai::rewrite_chat_request(body, facts, &spec.model);
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let attempt = pingora_timeout::timeout(
-                remaining,
-                self.try_openai(
-                    ctx,
-                    dep,
-                    endpoint,
-                    api_key,
-                    &rewritten.body,
-                    facts.stream,
-                    !is_last,
-                    &routing.retry.on,
-                ),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Err(TryError {
-                    outcome: AttemptOutcome::Timeout,
-                    retry_after: None,
-                    reason: format!("request deadline of {:?} reached", routing.deadline),
-                })
+            // A hedge partner: the next available OpenAI-compatible deployment in the plan.
+            let partner = routing.hedge_after.filter(|_| i == 0).and_then(|after| {
+                steps[1..]
+                    .iter()
+                    .map(|s| s.deployment)
+                    .find(|d| {
+                        !std::ptr::eq(*d, dep)
+                            && d.runtime.available(now_ms())
+                            && matches!(d.provider.config.kind, ProviderKind::OpenAi { .. })
+                    })
+                    .map(|d| (after, d))
             });
+            let (attempt, dep, rewritten) = match partner {
+                None => {
+                    let attempt = self
+                        .try_within(
+                            ctx,
+                            dep,
+                            &rewritten.body,
+                            facts.stream,
+                            !is_last,
+                            deadline,
+                            routing,
+                        )
+                        .await;
+                    (attempt, dep, rewritten)
+                }
+                Some((after, other)) => {
+                    let raced = self
+                        .race(
+                            ctx,
+                            model,
+                            (dep, rewritten),
+                            other,
+                            after,
+                            body,
+                            facts,
+                            deadline,
+                        )
+                        .await;
+                    match raced {
+                        Raced::Won(d, committed, rw) => (Ok(*committed), d, rw),
+                        Raced::Lost(d, e, rw) => (Err(e), d, rw),
+                    }
+                }
+            };
+            let spec = dep.spec(model);
             match attempt {
                 Ok(committed) => {
                     dep.provider.metrics.attempt(AttemptOutcome::Ok);
@@ -192,35 +212,8 @@ impl Forwarder {
                         .await;
                 }
                 Err(e) => {
-                    dep.provider.metrics.attempt(e.outcome);
-                    dep.provider.record_failure(&e.reason);
-                    if let Some(wait) = e.retry_after {
-                        dep.runtime.retry_after(wait, now_ms());
-                    }
-                    if dep.runtime.on_failure(&routing.breaker, now_ms()) {
-                        dep.provider.metrics.circuit_opened.inc();
-                        log::warn!(
-                            "circuit opened for {}/{} for {:?}",
-                            dep.provider.name(),
-                            spec.model,
-                            routing.breaker.open_for
-                        );
-                    }
-                    log::warn!(
-                        "request {} try {} on {}/{} failed: {}",
-                        ctx.request_id,
-                        ctx.tries,
-                        dep.provider.name(),
-                        spec.model,
-                        e.reason
-                    );
                     last_outcome = e.outcome;
-                    let retry = e.retryable(&routing.retry.on);
-                    ctx.failures.push(TryFailure {
-                        provider: dep.provider.name().to_string(),
-                        model: spec.model.clone(),
-                        reason: e.reason,
-                    });
+                    let retry = note_failure(ctx, model, dep, e);
                     if !retry || Instant::now() >= deadline {
                         break;
                     }
@@ -242,6 +235,146 @@ impl Forwarder {
                 }
             },
         ))
+    }
+
+    /// One try, bounded by what is left of the request's deadline.
+    #[allow(clippy::too_many_arguments)]
+    async fn try_within(
+        &self,
+        ctx: &RequestCtx,
+        dep: &RoutedDeployment,
+        body: &Bytes,
+        stream: bool,
+        may_retry: bool,
+        deadline: Instant,
+        routing: &crate::config::RoutingPolicy,
+    ) -> Result<Committed, TryError> {
+        let ProviderKind::OpenAi {
+            endpoint, api_key, ..
+        } = &dep.provider.config.kind
+        else {
+            return Err(TryError {
+                outcome: AttemptOutcome::ConnectError,
+                retry_after: None,
+                reason: "not an HTTP provider".into(),
+            });
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        pingora_timeout::timeout(
+            remaining,
+            self.try_openai(
+                ctx,
+                dep,
+                endpoint,
+                api_key.as_ref(),
+                body,
+                stream,
+                may_retry,
+                &routing.retry.on,
+            ),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(TryError {
+                outcome: AttemptOutcome::Timeout,
+                retry_after: None,
+                reason: format!("request deadline of {:?} reached", routing.deadline),
+            })
+        })
+    }
+
+    /// A hedged try: `first` alone until `after`, then `second` too; the first response header
+    /// wins and the other try is cancelled (counted as `hedge_cancelled`). When one fails, the
+    /// other is awaited. The loser's failure, if any, is recorded here.
+    #[allow(clippy::too_many_arguments)]
+    async fn race<'m>(
+        &self,
+        ctx: &mut RequestCtx,
+        model: &'m RoutedModel,
+        first: (&'m RoutedDeployment, openai::RewrittenRequest),
+        second: &'m RoutedDeployment,
+        after: Duration,
+        body: &Bytes,
+        facts: &ChatRequestFacts<'_>,
+        deadline: Instant,
+    ) -> Raced<'m> {
+        let routing = &model.config.routing;
+        let (dep_a, rw_a) = first;
+        let rw_b = openai::rewrite_chat_request(body, facts, &upstream_model_of(second, model));
+        let (body_a, body_b) = (rw_a.body.clone(), rw_b.body.clone());
+        let (winner, loser_failure, hedged): (
+            Raced<'m>,
+            Option<(&RoutedDeployment, TryError)>,
+            bool,
+        ) = {
+            let ctx_view: &RequestCtx = ctx;
+            let fut_a = self.try_within(
+                ctx_view,
+                dep_a,
+                &body_a,
+                facts.stream,
+                true,
+                deadline,
+                routing,
+            );
+            tokio::pin!(fut_a);
+            let early = tokio::select! {
+                r = &mut fut_a => Some(r),
+                _ = tokio::time::sleep(after) => None,
+            };
+            match early {
+                Some(Ok(c)) => (Raced::Won(dep_a, Box::new(c), rw_a), None, false),
+                Some(Err(e)) => (Raced::Lost(dep_a, e, rw_a), None, false),
+                None if second.runtime.acquire(&routing.breaker, now_ms()).is_err() => {
+                    match fut_a.await {
+                        Ok(c) => (Raced::Won(dep_a, Box::new(c), rw_a), None, false),
+                        Err(e) => (Raced::Lost(dep_a, e, rw_a), None, false),
+                    }
+                }
+                None => {
+                    model.metrics.hedges.inc();
+                    let fut_b = self.try_within(
+                        ctx_view,
+                        second,
+                        &body_b,
+                        facts.stream,
+                        true,
+                        deadline,
+                        routing,
+                    );
+                    tokio::pin!(fut_b);
+                    tokio::select! {
+                        ra = &mut fut_a => match ra {
+                            Ok(c) => {
+                                second.provider.metrics.attempt(AttemptOutcome::HedgeCancelled);
+                                (Raced::Won(dep_a, Box::new(c), rw_a), None, true)
+                            }
+                            Err(ea) => match fut_b.await {
+                                Ok(c) => (Raced::Won(second, Box::new(c), rw_b), Some((dep_a, ea)), true),
+                                Err(eb) => (Raced::Lost(second, eb, rw_b), Some((dep_a, ea)), true),
+                            },
+                        },
+                        rb = &mut fut_b => match rb {
+                            Ok(c) => {
+                                dep_a.provider.metrics.attempt(AttemptOutcome::HedgeCancelled);
+                                (Raced::Won(second, Box::new(c), rw_b), None, true)
+                            }
+                            Err(eb) => match fut_a.await {
+                                Ok(c) => (Raced::Won(dep_a, Box::new(c), rw_a), Some((second, eb)), true),
+                                Err(ea) => (Raced::Lost(dep_a, ea, rw_a), Some((second, eb)), true),
+                            },
+                        },
+                    }
+                }
+            }
+        };
+        if hedged {
+            ctx.tries += 1;
+        }
+        if let Some((d, e)) = loser_failure {
+            note_failure(ctx, model, d, e);
+        }
+        winner
     }
 
     /// One try against an OpenAI-compatible upstream, up to its response header. A retryable
@@ -673,6 +806,61 @@ impl Forwarder {
         ctx.completed = true;
         Ok(())
     }
+}
+
+/// The outcome of a hedged try.
+enum Raced<'m> {
+    Won(
+        &'m RoutedDeployment,
+        Box<Committed>,
+        openai::RewrittenRequest,
+    ),
+    Lost(&'m RoutedDeployment, TryError, openai::RewrittenRequest),
+}
+
+fn upstream_model_of(d: &RoutedDeployment, model: &RoutedModel) -> String {
+    d.spec(model).model.clone()
+}
+
+/// Records a failed try everywhere it counts (metrics, provider health, breaker, Retry-After,
+/// the request's failure list). Returns whether the failure allows another try.
+fn note_failure(
+    ctx: &mut RequestCtx,
+    model: &RoutedModel,
+    dep: &RoutedDeployment,
+    e: TryError,
+) -> bool {
+    let routing = &model.config.routing;
+    let spec = dep.spec(model);
+    dep.provider.metrics.attempt(e.outcome);
+    dep.provider.record_failure(&e.reason);
+    if let Some(wait) = e.retry_after {
+        dep.runtime.retry_after(wait, now_ms());
+    }
+    if dep.runtime.on_failure(&routing.breaker, now_ms()) {
+        dep.provider.metrics.circuit_opened.inc();
+        log::warn!(
+            "circuit opened for {}/{} for {:?}",
+            dep.provider.name(),
+            spec.model,
+            routing.breaker.open_for
+        );
+    }
+    log::warn!(
+        "request {} try {} on {}/{} failed: {}",
+        ctx.request_id,
+        ctx.tries,
+        dep.provider.name(),
+        spec.model,
+        e.reason
+    );
+    let retry = e.retryable(&routing.retry.on);
+    ctx.failures.push(TryFailure {
+        provider: dep.provider.name().to_string(),
+        model: spec.model.clone(),
+        reason: e.reason,
+    });
+    retry
 }
 
 /// The breaker policy of the request's model (the default when no model is set).

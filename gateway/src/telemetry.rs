@@ -40,10 +40,12 @@ pub enum AttemptOutcome {
     Status5xx,
     Status4xx,
     StreamError,
+    /// A hedged try that lost the race and was cancelled.
+    HedgeCancelled,
 }
 
 impl AttemptOutcome {
-    pub const ALL: [AttemptOutcome; 7] = [
+    pub const ALL: [AttemptOutcome; 8] = [
         AttemptOutcome::Ok,
         AttemptOutcome::ConnectError,
         AttemptOutcome::Timeout,
@@ -51,6 +53,7 @@ impl AttemptOutcome {
         AttemptOutcome::Status5xx,
         AttemptOutcome::Status4xx,
         AttemptOutcome::StreamError,
+        AttemptOutcome::HedgeCancelled,
     ];
 
     pub fn label(self) -> &'static str {
@@ -62,6 +65,7 @@ impl AttemptOutcome {
             AttemptOutcome::Status5xx => "status_5xx",
             AttemptOutcome::Status4xx => "status_4xx",
             AttemptOutcome::StreamError => "stream_error",
+            AttemptOutcome::HedgeCancelled => "hedge_cancelled",
         }
     }
 
@@ -84,6 +88,7 @@ pub struct Metrics {
     reloads: IntCounterVec,
     callers: IntCounterVec,
     failovers: IntCounterVec,
+    hedges: IntCounterVec,
     circuit_opened: IntCounterVec,
     skips: IntCounterVec,
     pub active_requests: IntGauge,
@@ -187,6 +192,13 @@ impl Metrics {
             ),
             &["model"],
         ));
+        let hedges = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_hedges_total",
+                "Hedged tries started because the first deployment had not answered by hedge_after",
+            ),
+            &["model"],
+        ));
         let circuit_opened = must(IntCounterVec::new(
             Opts::new(
                 "switchyard_circuit_opened_total",
@@ -232,6 +244,7 @@ impl Metrics {
             Box::new(reloads.clone()),
             Box::new(callers.clone()),
             Box::new(failovers.clone()),
+            Box::new(hedges.clone()),
             Box::new(circuit_opened.clone()),
             Box::new(skips.clone()),
             Box::new(active_requests.clone()),
@@ -254,6 +267,7 @@ impl Metrics {
             reloads,
             callers,
             failovers,
+            hedges,
             circuit_opened,
             skips,
             active_requests,
@@ -280,6 +294,7 @@ impl Metrics {
     pub fn model(&self, model: &str) -> ModelMetrics {
         ModelMetrics {
             failovers: self.failovers.with_label_values(&[model]),
+            hedges: self.hedges.with_label_values(&[model]),
             duration: self.duration.with_label_values(&[model]),
             unserved: StatusCounters::new(&self.requests, model, ""),
         }
@@ -377,6 +392,7 @@ impl StatusCounters {
 #[derive(Clone)]
 pub struct ModelMetrics {
     pub failovers: IntCounter,
+    pub hedges: IntCounter,
     pub duration: Histogram,
     /// Requests for this model that no deployment served (errors before or after all tries).
     pub unserved: StatusCounters,
@@ -393,7 +409,7 @@ pub struct DeploymentMetrics {
 
 #[derive(Clone)]
 pub struct ProviderMetrics {
-    attempts: [IntCounter; 7],
+    attempts: [IntCounter; 8],
     pub upstream_duration: Histogram,
     pub up: IntGauge,
     pub circuit_opened: IntCounter,

@@ -265,3 +265,52 @@ async fn the_deadline_bounds_every_try_together() {
         "deadline of 700ms took {took:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hedging_beats_a_slow_upstream() {
+    let slow = MockUpstream::start(MockUpstreamConfig {
+        first_byte_delay: Duration::from_secs(2),
+        ..Default::default()
+    })
+    .await
+    .expect("upstream");
+    let fast = MockUpstream::start(MockUpstreamConfig::default())
+        .await
+        .expect("upstream");
+    let gw = Gateway::start(&two(&slow, &fast, "    hedge_after: 150ms\n"), "").await;
+    let started = std::time::Instant::now();
+    let r = gw.post_json("/v1/chat/completions", CHAT).await;
+    let took = started.elapsed();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-switchyard-provider"), Some("second"));
+    assert!(
+        took < Duration::from_millis(1500),
+        "hedge did not win: {took:?}"
+    );
+    assert_eq!((slow.request_count(), fast.request_count()), (1, 1));
+    assert_eq!(
+        gw.metric_eventually(r#"switchyard_hedges_total{model="fast"}"#, 1.0)
+            .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        gw.metric(
+            r#"switchyard_upstream_attempts_total{outcome="hedge_cancelled",provider="first"}"#
+        )
+        .await,
+        Some(1.0)
+    );
+    // Without a slow first deployment no hedge starts.
+    let quick = MockUpstream::start(MockUpstreamConfig::default())
+        .await
+        .expect("upstream");
+    let other = MockUpstream::start(MockUpstreamConfig::default())
+        .await
+        .expect("upstream");
+    let gw2 = Gateway::start(&two(&quick, &other, "    hedge_after: 500ms\n"), "").await;
+    assert_eq!(
+        gw2.post_json("/v1/chat/completions", CHAT).await.status,
+        200
+    );
+    assert_eq!((quick.request_count(), other.request_count()), (1, 0));
+}

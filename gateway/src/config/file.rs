@@ -239,7 +239,7 @@ pub struct FileModel {
     #[serde(default)]
     pub strict: Option<Value>,
     #[serde(default)]
-    pub hedge_after: Option<Value>,
+    pub hedge_after: Option<String>,
     #[serde(default)]
     pub circuit_breaker: Option<FileBreaker>,
 }

@@ -266,6 +266,8 @@ pub struct BreakerPolicy {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RoutingPolicy {
+    /// With no response header from the first deployment by then, race the next one too.
+    pub hedge_after: Option<Duration>,
     pub strategy: Strategy,
     pub breaker: BreakerPolicy,
     pub retry: RetryPolicy,
@@ -294,6 +296,7 @@ pub struct RetryOn {
 impl Default for RoutingPolicy {
     fn default() -> Self {
         RoutingPolicy {
+            hedge_after: None,
             strategy: Strategy::Priority,
             breaker: BreakerPolicy {
                 failures: 5,

@@ -593,10 +593,7 @@ fn models(
                 );
             }
         }
-        for (key, present) in [
-            ("strict", m.strict.is_some()),
-            ("hedge_after", m.hedge_after.is_some()),
-        ] {
+        for (key, present) in [("strict", m.strict.is_some())] {
             if present {
                 errs.not_yet(format!("{path}.{key}"), &format!("`{key}`"));
             }
@@ -610,6 +607,14 @@ fn models(
             m.circuit_breaker.as_ref(),
             errs,
         );
+        let mut routing = routing;
+        routing.hedge_after = m.hedge_after.as_deref().map(|h| {
+            errs.duration(
+                format!("{path}.hedge_after"),
+                Some(h),
+                Duration::from_millis(400),
+            )
+        });
         if m.deployments.is_empty() {
             errs.push(
                 format!("{path}.deployments"),
