@@ -39,6 +39,8 @@ impl BreakerState {
 pub enum Unavailable {
     CircuitOpen,
     RetryAfter,
+    /// The provider's quota for this minute is used up.
+    Quota,
 }
 
 #[derive(Debug, Default)]
@@ -245,5 +247,146 @@ mod tests {
         assert_eq!(r.ewma_ttfb(), Some(Duration::from_millis(100)));
         r.observe_ttfb(Duration::from_millis(200));
         assert_eq!(r.ewma_ttfb(), Some(Duration::from_millis(120)));
+    }
+}
+
+/// A provider's quota as Switchyard sees it: requests and tokens in the current UTC minute
+/// (counted locally), plus what the provider's rate-limit headers said (`x-ratelimit-remaining-*`
+/// at 0 blocks the provider until the matching `x-ratelimit-reset-*`).
+#[derive(Debug, Default)]
+pub struct QuotaTracker {
+    minute: AtomicU64,
+    requests: AtomicU64,
+    tokens: AtomicU64,
+    blocked_until_ms: AtomicU64,
+}
+
+impl QuotaTracker {
+    fn roll(&self, minute: u64) {
+        let seen = self.minute.load(Ordering::Acquire);
+        if seen != minute
+            && self
+                .minute
+                .compare_exchange(seen, minute, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.requests.store(0, Ordering::Release);
+            self.tokens.store(0, Ordering::Release);
+        }
+    }
+
+    /// Counts one request if the quota allows it now.
+    pub fn admit(&self, quota: Option<&crate::config::Quota>, unix_minute: u64, now: u64) -> bool {
+        if now < self.blocked_until_ms.load(Ordering::Acquire) {
+            return false;
+        }
+        let Some(q) = quota else { return true };
+        self.roll(unix_minute);
+        if q.tokens_per_minute
+            .is_some_and(|t| self.tokens.load(Ordering::Acquire) >= t)
+        {
+            return false;
+        }
+        let n = self.requests.fetch_add(1, Ordering::AcqRel);
+        if q.requests_per_minute.is_some_and(|r| n >= r) {
+            self.requests.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    pub fn add_tokens(&self, n: u64, unix_minute: u64) {
+        self.roll(unix_minute);
+        self.tokens.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Applies the provider's rate-limit headers (OpenAI style).
+    pub fn observe_headers(&self, headers: &http::HeaderMap, now: u64) {
+        for kind in ["requests", "tokens"] {
+            let remaining = headers
+                .get(format!("x-ratelimit-remaining-{kind}"))
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if remaining == Some(0) {
+                let reset = headers
+                    .get(format!("x-ratelimit-reset-{kind}"))
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_reset)
+                    .unwrap_or(Duration::from_secs(1))
+                    .min(Duration::from_secs(600));
+                self.blocked_until_ms
+                    .fetch_max(now + reset.as_millis() as u64, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+/// OpenAI's reset durations: `1s`, `6m0s`, `12ms`, `1h2m3.5s`.
+pub fn parse_reset(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let mut total = 0f64;
+    let mut num = String::new();
+    let mut chars = s.chars().peekable();
+    let mut any = false;
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let value: f64 = num.parse().ok()?;
+        num.clear();
+        let unit = match c {
+            'h' => 3600.0,
+            'm' if chars.peek() == Some(&'s') => {
+                chars.next();
+                0.001
+            }
+            'm' => 60.0,
+            's' => 1.0,
+            _ => return None,
+        };
+        total += value * unit;
+        any = true;
+    }
+    if !num.is_empty() {
+        return None;
+    }
+    any.then(|| Duration::from_secs_f64(total))
+}
+
+#[cfg(test)]
+mod quota_tests {
+    use super::*;
+    use crate::config::Quota;
+
+    #[test]
+    fn counts_per_minute() {
+        let q = Quota {
+            requests_per_minute: Some(2),
+            tokens_per_minute: Some(100),
+        };
+        let t = QuotaTracker::default();
+        assert!(t.admit(Some(&q), 10, 1));
+        assert!(t.admit(Some(&q), 10, 1));
+        assert!(!t.admit(Some(&q), 10, 1), "third request in the minute");
+        assert!(t.admit(Some(&q), 11, 1), "next minute");
+        t.add_tokens(100, 11);
+        assert!(!t.admit(Some(&q), 11, 1), "token quota used up");
+        assert!(t.admit(None, 11, 1));
+    }
+
+    #[test]
+    fn provider_headers_block_until_reset() {
+        let t = QuotaTracker::default();
+        let mut h = http::HeaderMap::new();
+        h.insert("x-ratelimit-remaining-requests", "0".parse().unwrap());
+        h.insert("x-ratelimit-reset-requests", "1.5s".parse().unwrap());
+        t.observe_headers(&h, 1000);
+        assert!(!t.admit(None, 0, 2000));
+        assert!(t.admit(None, 0, 2600));
+        assert_eq!(parse_reset("6m0s"), Some(Duration::from_secs(360)));
+        assert_eq!(parse_reset("12ms"), Some(Duration::from_millis(12)));
+        assert_eq!(parse_reset("1h2m3s"), Some(Duration::from_secs(3723)));
+        assert_eq!(parse_reset("soon"), None);
     }
 }

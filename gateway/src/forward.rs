@@ -104,10 +104,21 @@ impl Forwarder {
         for (i, step) in steps.iter().enumerate() {
             let dep = step.deployment;
             let spec = dep.spec(model);
-            if let Err(why) = dep.runtime.acquire(&routing.breaker, now_ms()) {
+            let acquired = dep
+                .runtime
+                .acquire(&routing.breaker, now_ms())
+                .and_then(|()| {
+                    if dep.provider.admit() {
+                        Ok(())
+                    } else {
+                        Err(Unavailable::Quota)
+                    }
+                });
+            if let Err(why) = acquired {
                 match why {
                     Unavailable::CircuitOpen => dep.provider.metrics.skipped_circuit_open.inc(),
                     Unavailable::RetryAfter => dep.provider.metrics.skipped_retry_after.inc(),
+                    Unavailable::Quota => dep.provider.metrics.skipped_quota.inc(),
                 }
                 // Skipped without a try: its circuit is open or the provider asked to wait.
                 if !ctx
@@ -123,6 +134,7 @@ impl Forwarder {
                             Unavailable::RetryAfter => {
                                 "skipped: provider asked to retry later".into()
                             }
+                            Unavailable::Quota => "skipped: provider quota used up".into(),
                         },
                     });
                 }
@@ -452,6 +464,9 @@ impl Forwarder {
                 .response_header()
                 .map(|h| h.status.as_u16())
                 .unwrap_or(502);
+            if let Some(h) = up.response_header() {
+                dep.provider.quota.observe_headers(&h.headers, now_ms());
+            }
             if may_retry {
                 let outcome = match status {
                     // A loop further down the mesh: retrying elsewhere would only loop again.
@@ -681,6 +696,10 @@ impl Forwarder {
             ctx.usage = r.usage();
         } else if success {
             ctx.usage = usage_of(&kept);
+        }
+        if let Some(u) = ctx.usage {
+            dep.provider
+                .add_tokens(u.prompt_tokens + u.completion_tokens);
         }
         if let Some((outcome, reason)) = midstream_error {
             dep.provider.metrics.attempt(outcome);

@@ -13,6 +13,7 @@ mod cost;
 mod drain;
 mod errors;
 mod forward;
+mod health;
 mod identity;
 mod mock;
 mod proxy;

@@ -8,6 +8,7 @@ use crate::config::{Config, ProviderKind};
 use crate::context::InFlight;
 use crate::drain::Drain;
 use crate::forward::Forwarder;
+use crate::health::HealthChecker;
 use crate::identity::jwks::Jwks;
 use crate::identity::store::KeyStore;
 use crate::identity::{Auth, JwksRefresher};
@@ -142,7 +143,17 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
         settings.enable_h2();
         inference.add_tls_with_settings(&tls.listen, None, settings);
     }
+    let health_handle = server.add_service(background_service(
+        "switchyard health",
+        HealthChecker {
+            live: state.clone(),
+            connector: Connector::new(Some(ConnectorOptions::from_server_conf(
+                &server.configuration,
+            ))),
+        },
+    ));
     let inference_handle = server.add_service(inference);
+    inference_handle.add_dependency(&health_handle);
     inference_handle.add_dependency(&reload_handle);
     inference_handle.add_dependency(&jwks_handle);
 

@@ -178,6 +178,8 @@ pub struct ProviderHandle {
     pub config: Arc<Provider>,
     /// Shared with the handle of the same provider in the next state after a reload.
     pub health: Arc<ProviderHealth>,
+    /// Requests and tokens this minute against the provider's quota; survives reloads.
+    pub quota: Arc<crate::breaker::QuotaTracker>,
     resolver: Option<Arc<Resolver>>,
     /// The provider's own trust anchors, in the form Pingora's connector takes.
     pub ca: Option<Arc<CaType>>,
@@ -200,6 +202,7 @@ impl ProviderHandle {
             ProviderKind::Mock(_) => None,
         };
         let health = previous.map(|p| p.health.clone()).unwrap_or_default();
+        let quota = previous.map(|p| p.quota.clone()).unwrap_or_default();
         let ca = match &config.kind {
             ProviderKind::OpenAi {
                 ca: Some(bundle), ..
@@ -218,6 +221,7 @@ impl ProviderHandle {
         ProviderHandle {
             config,
             health,
+            quota,
             resolver,
             ca,
             metrics,
@@ -226,6 +230,17 @@ impl ProviderHandle {
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// Counts a request against the provider's quota; false when it is used up.
+    pub fn admit(&self) -> bool {
+        let minute = unix_ms() / 60_000;
+        self.quota
+            .admit(self.config.quota.as_ref(), minute, crate::breaker::now_ms())
+    }
+
+    pub fn add_tokens(&self, n: u64) {
+        self.quota.add_tokens(n, unix_ms() / 60_000);
     }
 
     /// The address to connect to (DNS answers are cached; look-ups never block a worker).

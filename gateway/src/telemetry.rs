@@ -321,6 +321,7 @@ impl Metrics {
             circuit_opened: self.circuit_opened.with_label_values(&[provider]),
             skipped_circuit_open: self.skips.with_label_values(&[provider, "circuit_open"]),
             skipped_retry_after: self.skips.with_label_values(&[provider, "retry_after"]),
+            skipped_quota: self.skips.with_label_values(&[provider, "quota"]),
         }
     }
 
@@ -415,6 +416,7 @@ pub struct ProviderMetrics {
     pub circuit_opened: IntCounter,
     pub skipped_circuit_open: IntCounter,
     pub skipped_retry_after: IntCounter,
+    pub skipped_quota: IntCounter,
 }
 
 impl ProviderMetrics {

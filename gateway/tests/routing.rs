@@ -314,3 +314,83 @@ async fn hedging_beats_a_slow_upstream() {
     );
     assert_eq!((quick.request_count(), other.request_count()), (1, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_health_checks_move_a_dead_provider_last() {
+    let good = MockUpstream::start(MockUpstreamConfig::default())
+        .await
+        .expect("upstream");
+    let dead = format!("http://{}/v1", refused_addr());
+    let conf = format!(
+        "providers:\n{}\n{}\nmodels:\n  - name: fast\n    deployments:\n      - {{ provider: dead, model: m1 }}\n      - {{ provider: good, model: m2 }}\n",
+        openai_provider("dead", &dead, "    health_check: { interval: 100ms, timeout: 500ms }\n"),
+        openai_provider("good", &good.base_url(), "    health_check: { interval: 100ms }\n")
+    );
+    let gw = Gateway::start(&conf, "").await;
+    // Probed before the listeners opened, then every 100ms: three failures make it unhealthy.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let h = gw.request("GET", "/v1/health", None, &[]).await.json();
+        if h["providers"][0]["status"] == "unhealthy" {
+            assert_eq!(h["providers"][1]["status"], "healthy");
+            assert_eq!(h["status"], "degraded");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never marked unhealthy: {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The unhealthy provider is tried last: the request is answered with a single try.
+    let r = gw.post_json("/v1/chat/completions", CHAT).await;
+    assert_eq!(r.header("x-switchyard-provider"), Some("good"));
+    let line = gw
+        .access_line(|l| l["route"] == "chat_completions")
+        .await
+        .expect("line");
+    assert_eq!(line["tries"], 1, "{line}");
+    assert!(good
+        .requests()
+        .iter()
+        .any(|r| r.path == "/v1/models"
+            && r.header("authorization") == Some("Bearer sk-good-secret")));
+    assert!(
+        gw.log().contains("provider dead [openai]"),
+        "routing table logged at start"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_at_quota_is_skipped() {
+    let limited = MockUpstream::start(MockUpstreamConfig::default())
+        .await
+        .expect("upstream");
+    let spare = MockUpstream::start(MockUpstreamConfig::default())
+        .await
+        .expect("upstream");
+    let conf = format!(
+        "providers:\n{}\n{}\nmodels:\n  - name: fast\n    deployments:\n      - {{ provider: limited, model: m1 }}\n      - {{ provider: spare, model: m2 }}\n",
+        openai_provider("limited", &limited.base_url(), "    rate_limit: { requests_per_minute: 2 }\n"),
+        openai_provider("spare", &spare.base_url(), "")
+    );
+    let gw = Gateway::start(&conf, "").await;
+    let mut served = Vec::new();
+    for _ in 0..4 {
+        let r = gw.post_json("/v1/chat/completions", CHAT).await;
+        served.push(
+            r.header("x-switchyard-provider")
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    // Two per minute on `limited`; the rest spill (unless the minute just rolled over).
+    assert!(limited.request_count() <= 3, "{served:?}");
+    assert!(spare.request_count() >= 1, "{served:?}");
+    assert!(
+        gw.metric(r#"switchyard_routing_skips_total{provider="limited",reason="quota"}"#)
+            .await
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+}

@@ -197,15 +197,33 @@ pub struct FileProvider {
     pub chunk_interval: Option<String>,
     // Contract keys owned by later work.
     #[serde(default)]
-    pub rate_limit: Option<Value>,
+    pub rate_limit: Option<FileRateLimit>,
     #[serde(default)]
-    pub health_check: Option<Value>,
+    pub health_check: Option<FileHealthCheck>,
     #[serde(default)]
     pub device: Option<Value>,
     #[serde(default)]
     pub workers: Option<Value>,
     #[serde(default)]
     pub queue: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRateLimit {
+    #[serde(default)]
+    pub requests_per_minute: Option<Lenient<u64>>,
+    #[serde(default)]
+    pub tokens_per_minute: Option<Lenient<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHealthCheck {
+    #[serde(default)]
+    pub interval: Option<String>,
+    #[serde(default)]
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -271,6 +289,10 @@ pub struct FilePrice {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileRouting {
+    /// `wait` (default): probe providers that have a health_check before accepting traffic;
+    /// `background`: accept at once and probe meanwhile (Switchyard extension).
+    #[serde(default)]
+    pub startup_probe: Option<String>,
     #[serde(default)]
     pub strategy: Option<String>,
     #[serde(default)]

@@ -20,6 +20,8 @@ pub struct Config {
     /// `None`: every caller is accepted (no `auth` section).
     pub auth: Option<AuthSettings>,
     pub store: StoreSettings,
+    /// Probe providers with a health check before accepting traffic.
+    pub startup_probe_wait: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -133,6 +135,22 @@ pub struct Provider {
     pub name: String,
     pub kind: ProviderKind,
     pub timeouts: Timeouts,
+    /// The provider's own quota, tracked so a deployment at quota is skipped.
+    pub quota: Option<Quota>,
+    /// Active health check (openai kind: an authenticated `GET {base_url}/models`).
+    pub health_check: Option<HealthCheckSettings>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub requests_per_minute: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthCheckSettings {
+    pub interval: Duration,
+    pub timeout: Duration,
 }
 
 #[derive(Debug)]

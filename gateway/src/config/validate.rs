@@ -65,6 +65,21 @@ pub fn validate(file: FileConfig) -> Result<Config, Vec<ConfigError>> {
         .as_ref()
         .map(|a| super::validate_auth::auth(a, &model_names, &mut errs.0));
     let store = store(file.store.as_ref(), &mut errs);
+    let startup_probe_wait = match file
+        .routing
+        .as_ref()
+        .and_then(|r| r.startup_probe.as_deref())
+    {
+        None | Some("wait") => true,
+        Some("background") => false,
+        Some(other) => {
+            errs.push(
+                "routing.startup_probe",
+                format!("expected wait or background, not {other:?}"),
+            );
+            true
+        }
+    };
 
     if errs.0.is_empty() {
         Ok(Config {
@@ -74,6 +89,7 @@ pub fn validate(file: FileConfig) -> Result<Config, Vec<ConfigError>> {
             telemetry,
             auth,
             store,
+            startup_probe_wait,
         })
     } else {
         Err(errs.0)
@@ -208,14 +224,32 @@ fn providers(list: &[FileProvider], errs: &mut Errors) -> HashMap<String, (usize
             );
             continue;
         }
-        for (key, present) in [
-            ("rate_limit", p.rate_limit.is_some()),
-            ("health_check", p.health_check.is_some()),
-        ] {
-            if present {
-                errs.not_yet(format!("{path}.{key}"), &format!("`{key}`"));
+        let quota = p.rate_limit.as_ref().map(|r| {
+            for (k, v) in [
+                ("requests_per_minute", r.requests_per_minute),
+                ("tokens_per_minute", r.tokens_per_minute),
+            ] {
+                if v.is_some_and(|v| v.0 == 0) {
+                    errs.push(format!("{path}.rate_limit.{k}"), "must be at least 1");
+                }
             }
-        }
+            Quota {
+                requests_per_minute: r.requests_per_minute.map(|v| v.0),
+                tokens_per_minute: r.tokens_per_minute.map(|v| v.0),
+            }
+        });
+        let health_check = p.health_check.as_ref().map(|h| HealthCheckSettings {
+            interval: errs.duration(
+                format!("{path}.health_check.interval"),
+                h.interval.as_deref(),
+                Duration::from_secs(10),
+            ),
+            timeout: errs.duration(
+                format!("{path}.health_check.timeout"),
+                h.timeout.as_deref(),
+                Duration::from_secs(2),
+            ),
+        });
         let timeouts = timeouts(p.timeouts.as_ref(), &path, errs);
         let kind = match p.kind.as_str() {
             "openai" => openai_kind(p, &path, errs),
@@ -255,6 +289,8 @@ fn providers(list: &[FileProvider], errs: &mut Errors) -> HashMap<String, (usize
                         name: p.name.clone(),
                         kind,
                         timeouts,
+                        quota,
+                        health_check,
                     }),
                 ),
             );

@@ -8,6 +8,7 @@
 //! address and the data.
 
 mod http;
+pub use http::call as http_call;
 pub mod jwks;
 pub mod store;
 
