@@ -54,6 +54,8 @@ pub struct DeploymentRuntime {
     retry_after_until_ms: AtomicU64,
     /// Microseconds; 0 = nothing measured yet.
     ewma_ttfb_us: AtomicU64,
+    /// EWMA (weight 0.1) of the failure indicator, in millionths.
+    error_rate_ppm: AtomicU64,
 }
 
 impl DeploymentRuntime {
@@ -94,7 +96,20 @@ impl DeploymentRuntime {
         }
     }
 
+    fn fold_error(&self, failed: bool) {
+        let old = self.error_rate_ppm.load(Ordering::Relaxed);
+        let sample = if failed { 1_000_000 } else { 0 };
+        self.error_rate_ppm
+            .store((old * 9 + sample) / 10, Ordering::Relaxed);
+    }
+
+    /// Recent share of failed tries (EWMA, 0.0 to 1.0).
+    pub fn error_rate(&self) -> f64 {
+        self.error_rate_ppm.load(Ordering::Relaxed) as f64 / 1_000_000.0
+    }
+
     pub fn on_success(&self) {
+        self.fold_error(false);
         self.consecutive_failures.store(0, Ordering::Release);
         self.open_until_ms.store(0, Ordering::Release);
         self.probe_started_ms.store(0, Ordering::Release);
@@ -102,6 +117,7 @@ impl DeploymentRuntime {
 
     /// Records a failure; returns true when this failure opened (or re-opened) the circuit.
     pub fn on_failure(&self, policy: &BreakerPolicy, now: u64) -> bool {
+        self.fold_error(true);
         let n = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
         let was_probe = self.probe_started_ms.swap(0, Ordering::AcqRel) != 0;
         if was_probe || (n >= policy.failures && self.state(now) == BreakerState::Closed) {

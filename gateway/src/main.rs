@@ -4,29 +4,10 @@
 //! the routing table. This file owns the command line only; the server is assembled in
 //! [`server`].
 
-mod access_log;
-mod admin;
-mod breaker;
-mod config;
-mod context;
-mod cost;
-mod drain;
-mod errors;
-mod forward;
-mod health;
-mod identity;
-mod mock;
-mod proxy;
-mod reload;
-mod router;
-mod server;
-mod state;
-mod telemetry;
-mod trace;
-
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use switchyard::{config, server};
 
 #[derive(Parser)]
 #[command(name = "switchyard", version, about = "An LLM edge gateway on Pingora")]

@@ -300,6 +300,7 @@ impl Gateway {
                             "model": spec.model,
                             "circuit": d.runtime.state(now).label(),
                             "consecutive_failures": d.runtime.consecutive_failures(),
+                            "error_rate": (d.runtime.error_rate() * 1000.0).round() / 1000.0,
                             "ewma_ttfb_ms": d.runtime.ewma_ttfb().map(|t| t.as_secs_f64() * 1000.0),
                             "available": d.runtime.available(now),
                         })
@@ -493,6 +494,11 @@ impl ProxyHttp for Gateway {
             (Some(m), Some(i)) => m.deployments.get(i).map(|d| (m, d)),
             _ => None,
         };
+        if let Some(m) = &ctx.model {
+            if ctx.tries > 1 {
+                m.metrics.retries.inc_by(u64::from(ctx.tries - 1));
+            }
+        }
         if ctx.route.is_inference() {
             match &ctx.identity {
                 Some(who) => self

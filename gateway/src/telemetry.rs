@@ -88,6 +88,7 @@ pub struct Metrics {
     reloads: IntCounterVec,
     callers: IntCounterVec,
     failovers: IntCounterVec,
+    retries: IntCounterVec,
     hedges: IntCounterVec,
     circuit_opened: IntCounterVec,
     skips: IntCounterVec,
@@ -192,6 +193,13 @@ impl Metrics {
             ),
             &["model"],
         ));
+        let retries = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_retries_total",
+                "Upstream tries beyond the first for a request, by public model",
+            ),
+            &["model"],
+        ));
         let hedges = must(IntCounterVec::new(
             Opts::new(
                 "switchyard_hedges_total",
@@ -245,6 +253,7 @@ impl Metrics {
             Box::new(callers.clone()),
             Box::new(failovers.clone()),
             Box::new(hedges.clone()),
+            Box::new(retries.clone()),
             Box::new(circuit_opened.clone()),
             Box::new(skips.clone()),
             Box::new(active_requests.clone()),
@@ -267,6 +276,7 @@ impl Metrics {
             reloads,
             callers,
             failovers,
+            retries,
             hedges,
             circuit_opened,
             skips,
@@ -295,6 +305,7 @@ impl Metrics {
         ModelMetrics {
             failovers: self.failovers.with_label_values(&[model]),
             hedges: self.hedges.with_label_values(&[model]),
+            retries: self.retries.with_label_values(&[model]),
             duration: self.duration.with_label_values(&[model]),
             unserved: StatusCounters::new(&self.requests, model, ""),
         }
@@ -394,6 +405,7 @@ impl StatusCounters {
 pub struct ModelMetrics {
     pub failovers: IntCounter,
     pub hedges: IntCounter,
+    pub retries: IntCounter,
     pub duration: Histogram,
     /// Requests for this model that no deployment served (errors before or after all tries).
     pub unserved: StatusCounters,

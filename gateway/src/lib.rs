@@ -1,0 +1,23 @@
+//! Switchyard's gateway: everything the `switchyard` binary is made of, as a library so that
+//! benches and tools can reach the routing and state code. The binary (`main.rs`) owns only the
+//! command line.
+
+pub mod access_log;
+pub mod admin;
+pub mod breaker;
+pub mod config;
+pub mod context;
+pub mod cost;
+pub mod drain;
+pub mod errors;
+pub mod forward;
+pub mod health;
+pub mod identity;
+pub mod mock;
+pub mod proxy;
+pub mod reload;
+pub mod router;
+pub mod server;
+pub mod state;
+pub mod telemetry;
+pub mod trace;
