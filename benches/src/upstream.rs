@@ -31,6 +31,8 @@ pub struct MockUpstreamConfig {
     pub record: bool,
     /// Extra headers on error answers (e.g. `retry-after`).
     pub error_headers: Vec<(String, String)>,
+    /// Streams: pause before the first event (the header goes out at once, like real providers).
+    pub first_event_delay: Duration,
     /// Streams: after this many events, stop sending but keep the connection open (a stall).
     pub stall_after_events: Option<usize>,
     /// Streams: after this many events, abort the connection (a reset mid-stream).
@@ -49,6 +51,7 @@ impl Default for MockUpstreamConfig {
             error_headers: Vec::new(),
             stall_after_events: None,
             reset_after_events: None,
+            first_event_delay: Duration::ZERO,
         }
     }
 }
@@ -280,8 +283,12 @@ async fn chat(cfg: &MockUpstreamConfig, body: &[u8]) -> Response<Body> {
     let events = stream_events(model, cfg.stream_chunks, include_usage);
     let interval = cfg.chunk_interval;
     let (stall, reset) = (cfg.stall_after_events, cfg.reset_after_events);
+    let first_event_delay = cfg.first_event_delay;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
     tokio::spawn(async move {
+        if !first_event_delay.is_zero() {
+            tokio::time::sleep(first_event_delay).await;
+        }
         for (i, ev) in events.into_iter().enumerate() {
             if i > 0 && !interval.is_zero() {
                 tokio::time::sleep(interval).await;

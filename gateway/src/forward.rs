@@ -71,6 +71,9 @@ struct Committed {
     upstream: HttpSession,
     peer: HttpPeer,
     started: Instant,
+    /// For a successful stream: its first body chunk, read before committing so that a late
+    /// first token (past `first_byte`) can still move on to the next deployment.
+    first_chunk: Option<Bytes>,
 }
 
 /// Runs plans against upstreams. One per process; the connector's pool is shared.
@@ -490,10 +493,22 @@ impl Forwarder {
                     });
                 }
             }
+            // Providers send a stream's header at once and its first event when the first token
+            // is ready: wait for that event (within `first_byte`) before committing.
+            let first_chunk = if stream && (200..300).contains(&status) {
+                match up.read_response_body().await {
+                    Ok(Some(chunk)) => Some(chunk),
+                    Ok(None) => None,
+                    Err(e) => return Err(classify(&e, "waiting for the first token")),
+                }
+            } else {
+                None
+            };
             return Ok(Committed {
                 upstream: up,
                 peer,
                 started,
+                first_chunk,
             });
         }
     }
@@ -567,6 +582,7 @@ impl Forwarder {
             mut upstream,
             peer,
             started,
+            mut first_chunk,
         } = committed;
         let timeouts = dep.provider.config.timeouts;
         let Some(up_header) = upstream.response_header() else {
@@ -639,7 +655,11 @@ impl Forwarder {
             // beyond Pingora's own is armed per chunk.
             let left = try_deadline.saturating_duration_since(Instant::now());
             upstream.set_read_timeout(Some(timeouts.idle.min(left)));
-            let chunk = match upstream.read_response_body().await {
+            let next = match first_chunk.take() {
+                Some(c) => Ok(Some(c)),
+                None => upstream.read_response_body().await,
+            };
+            let chunk = match next {
                 Err(e) => {
                     let (outcome, reason) = if !is_timeout(&e) {
                         (

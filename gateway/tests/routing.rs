@@ -394,3 +394,35 @@ async fn a_provider_at_quota_is_skipped() {
             >= 1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_first_token_moves_on_to_the_next_deployment() {
+    // The header comes at once, the first event only after 2s: first_byte (300ms) is about the
+    // first token, not the header.
+    let sluggish = MockUpstream::start(MockUpstreamConfig {
+        first_event_delay: Duration::from_secs(2),
+        ..Default::default()
+    })
+    .await
+    .expect("upstream");
+    let good = MockUpstream::start(MockUpstreamConfig::default())
+        .await
+        .expect("upstream");
+    let conf = format!(
+        "providers:\n{}\n{}\nmodels:\n  - name: fast\n    deployments:\n      - {{ provider: first, model: m1 }}\n      - {{ provider: second, model: m2 }}\n",
+        openai_provider("first", &sluggish.base_url(), "    timeouts: { first_byte: 300ms }\n"),
+        openai_provider("second", &good.base_url(), "")
+    );
+    let gw = Gateway::start(&conf, "").await;
+    let started = std::time::Instant::now();
+    let r = gw
+        .post_json(
+            "/v1/chat/completions",
+            br#"{"model":"fast","stream":true,"messages":[]}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-switchyard-provider"), Some("second"));
+    assert!(r.text().ends_with("data: [DONE]\n\n"));
+    assert!(started.elapsed() < Duration::from_millis(1500));
+}
