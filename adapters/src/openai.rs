@@ -60,6 +60,8 @@ pub struct ChatRequestFacts<'a> {
     object_start: usize,
     /// `max_completion_tokens`, else `max_tokens`, when given.
     pub max_tokens: Option<u64>,
+    /// The raw `metadata` object, when given (parsed only by routing rules that need it).
+    pub metadata: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -74,6 +76,8 @@ struct ChatRequestView<'a> {
     max_tokens: Option<&'a RawValue>,
     #[serde(borrow, default)]
     max_completion_tokens: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    metadata: Option<&'a RawValue>,
 }
 
 /// Parses an optional field's raw value as `T`, naming the field when its type is wrong.
@@ -145,6 +149,7 @@ pub fn inspect_chat_request(body: &[u8]) -> Result<ChatRequestFacts<'_>, Inspect
         stream_options_span,
         object_start: first + 1,
         max_tokens: max_completion_tokens.or(max_tokens),
+        metadata: view.metadata.map(RawValue::get),
     })
 }
 

@@ -23,6 +23,7 @@ providers:
 models:
   - name: m
     strategy: {strategy}
+    max_cost_per_request: 0.01
     deployments:
       - {{ provider: a, model: x, weight: 1, price: {{ input_per_mtok: 0.15, output_per_mtok: 0.6 }} }}
       - {{ provider: b, model: y, weight: 2, price: {{ input_per_mtok: 0.8, output_per_mtok: 4 }} }}
@@ -57,6 +58,8 @@ fn benches(c: &mut Criterion) {
                     body_bytes: 2000,
                     max_tokens: Some(256),
                     seed,
+                    requested_model: "m",
+                    ..Default::default()
                 };
                 plan(black_box(model), &input).len()
             })

@@ -100,6 +100,9 @@ impl Forwarder {
             body_bytes: body.len(),
             max_tokens: facts.max_tokens,
             seed: ctx.seed(),
+            requested_model: &facts.model,
+            headers: Some(&session.req_header().headers),
+            metadata: facts.metadata,
         };
         let steps = router::plan(model, &input);
         let deadline = ctx.started + routing.deadline;

@@ -15,20 +15,26 @@
 //! jitter first. Circuit breakers and `Retry-After` are checked when a step is taken
 //! ([`crate::forward`]), since they change while a request is in flight. The plan is pure data.
 
-use crate::config::{Deployment, RetryPolicy, Strategy};
+use crate::config::{Condition, Deployment, RetryPolicy, Strategy};
 use crate::state::{RoutedDeployment, RoutedModel};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// What a plan needs to know about the request.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct PlanInput {
+pub struct PlanInput<'a> {
     /// Request body size, a cheap upper estimate of the prompt (≈ 4 bytes per token).
     pub body_bytes: usize,
     /// The caller's max tokens, if given.
     pub max_tokens: Option<u64>,
     /// Random bits for jitter and weighted draws.
     pub seed: u64,
+    /// The model name as the caller wrote it (a public name or an alias).
+    pub requested_model: &'a str,
+    /// The request's headers (for `conditional` rules).
+    pub headers: Option<&'a http::HeaderMap>,
+    /// The body's raw `metadata` object (for `conditional` rules).
+    pub metadata: Option<&'a str>,
 }
 
 /// `least_latency` sends one request in this many to a random deployment.
@@ -45,7 +51,7 @@ pub struct Step<'a> {
 }
 
 /// Expected cost in USD of sending this request to `d`.
-pub fn expected_cost(d: &Deployment, input: &PlanInput) -> f64 {
+pub fn expected_cost(d: &Deployment, input: &PlanInput<'_>) -> f64 {
     let prompt_tokens = (input.body_bytes / 4) as f64;
     let out = input
         .max_tokens
@@ -55,69 +61,40 @@ pub fn expected_cost(d: &Deployment, input: &PlanInput) -> f64 {
 }
 
 /// The ordered tries for one request.
-pub fn plan<'a>(model: &'a RoutedModel, input: &PlanInput) -> Vec<Step<'a>> {
-    let n = model.deployments.len();
-    if n == 0 {
+pub fn plan<'a>(model: &'a RoutedModel, input: &PlanInput<'_>) -> Vec<Step<'a>> {
+    if model.deployments.is_empty() {
         return Vec::new();
     }
     let mut rng = input.seed | 1;
-    let mut order: Vec<&RoutedDeployment> = model.deployments.iter().collect();
-    match model.config.routing.strategy {
-        Strategy::Priority => {}
-        Strategy::RoundRobin => {
-            let start = model.next.fetch_add(1, Ordering::Relaxed) % n;
-            order.rotate_left(start);
-        }
-        Strategy::Weighted => {
-            let total: u64 = order.iter().map(|d| u64::from(d.spec(model).weight)).sum();
-            rng = xorshift(rng);
-            let mut pick = rng % total.max(1);
-            let mut chosen = 0;
-            for (i, d) in order.iter().enumerate() {
-                let w = u64::from(d.spec(model).weight);
-                if pick < w {
-                    chosen = i;
-                    break;
+    let all: Vec<&RoutedDeployment> = model.deployments.iter().collect();
+    let mut order = match model.config.routing.strategy {
+        Strategy::Conditional => {
+            let rule = model
+                .config
+                .rules
+                .iter()
+                .find(|r| r.when.as_ref().is_none_or(|c| matches(c, input)));
+            match rule {
+                Some(r) => {
+                    let subset: Vec<&RoutedDeployment> = r
+                        .deployments
+                        .iter()
+                        .filter_map(|i| model.deployments.get(*i))
+                        .collect();
+                    arrange(model, subset, r.strategy, input, &mut rng)
                 }
-                pick -= w;
-            }
-            let first = order.remove(chosen);
-            order.insert(0, first);
-        }
-        Strategy::LeastLatency => {
-            if n > 1 {
-                rng = xorshift(rng);
-                let a = (rng % n as u64) as usize;
-                rng = xorshift(rng);
-                let mut b = (rng % (n as u64 - 1)) as usize;
-                if b >= a {
-                    b += 1;
-                }
-                let latency = |i: usize| order[i].runtime.ewma_ttfb().unwrap_or(Duration::ZERO);
-                rng = xorshift(rng);
-                // One request in EXPLORE goes to a random deployment, so a slow one that got
-                // faster is noticed even when p2c would never pick it.
-                let chosen = if rng.is_multiple_of(EXPLORE) {
-                    a
-                } else if latency(b) < latency(a) {
-                    b
-                } else {
-                    a
-                };
-                let first = order.remove(chosen);
-                // The rest by measured latency, fastest first.
-                order.sort_by_key(|d| d.runtime.ewma_ttfb().unwrap_or(Duration::ZERO));
-                order.insert(0, first);
+                // No rule matched: every deployment, by priority.
+                None => all,
             }
         }
-        Strategy::Cost => {
-            order.sort_by(|x, y| {
-                expected_cost(x.spec(model), input).total_cmp(&expected_cost(y.spec(model), input))
-            });
-        }
+        strategy => arrange(model, all, strategy, input, &mut rng),
+    };
+    if order.is_empty() {
+        return Vec::new();
     }
     // Stable: keeps the strategy's order within the healthy and the unhealthy group.
     order.sort_by_key(|d| !d.provider.health.is_healthy());
+    let n = order.len();
     let retry = &model.config.routing.retry;
     (0..retry.attempts as usize)
         .map(|i| {
@@ -134,6 +111,107 @@ pub fn plan<'a>(model: &'a RoutedModel, input: &PlanInput) -> Vec<Step<'a>> {
             }
         })
         .collect()
+}
+
+/// Whether a `conditional` rule's condition holds for this request.
+fn matches(c: &Condition, input: &PlanInput<'_>) -> bool {
+    match c {
+        Condition::Model(name) => input.requested_model == name,
+        Condition::Header { name, value } => input
+            .headers
+            .and_then(|h| h.get(name.as_str()))
+            .is_some_and(|v| v.as_bytes() == value.as_bytes()),
+        Condition::Metadata { key, value } => input
+            .metadata
+            .and_then(|raw| {
+                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(raw).ok()
+            })
+            .and_then(|m| m.get(key).and_then(|v| v.as_str().map(|s| s == value)))
+            .unwrap_or(false),
+    }
+}
+
+/// Orders `order` (already in priority order) by `strategy`.
+fn arrange<'a>(
+    model: &'a RoutedModel,
+    mut order: Vec<&'a RoutedDeployment>,
+    strategy: Strategy,
+    input: &PlanInput<'_>,
+    rng: &mut u64,
+) -> Vec<&'a RoutedDeployment> {
+    let n = order.len();
+    if n < 2 {
+        return order;
+    }
+    let by_cost = |v: &mut Vec<&'a RoutedDeployment>| {
+        v.sort_by(|x, y| {
+            expected_cost(x.spec(model), input).total_cmp(&expected_cost(y.spec(model), input))
+        })
+    };
+    match strategy {
+        Strategy::Priority | Strategy::Conditional => {}
+        Strategy::RoundRobin => {
+            let start = model.next.fetch_add(1, Ordering::Relaxed) % n;
+            order.rotate_left(start);
+        }
+        Strategy::Weighted => {
+            let total: u64 = order.iter().map(|d| u64::from(d.spec(model).weight)).sum();
+            *rng = xorshift(*rng);
+            let mut pick = *rng % total.max(1);
+            let mut chosen = 0;
+            for (i, d) in order.iter().enumerate() {
+                let w = u64::from(d.spec(model).weight);
+                if pick < w {
+                    chosen = i;
+                    break;
+                }
+                pick -= w;
+            }
+            let first = order.remove(chosen);
+            order.insert(0, first);
+        }
+        Strategy::LeastLatency => least_latency(&mut order, rng),
+        Strategy::Cost => by_cost(&mut order),
+        Strategy::LowestLatencyUnderBudget => {
+            let cap = model.config.max_cost_per_request.unwrap_or(f64::INFINITY);
+            let (mut under, mut over): (Vec<_>, Vec<_>) = order
+                .into_iter()
+                .partition(|d| expected_cost(d.spec(model), input) <= cap);
+            least_latency(&mut under, rng);
+            // Over budget: only as a fallback, cheapest first.
+            by_cost(&mut over);
+            under.extend(over);
+            order = under;
+        }
+    }
+    order
+}
+
+/// Power of two choices on the EWMA of time to first byte, then the rest fastest first.
+fn least_latency(order: &mut Vec<&RoutedDeployment>, rng: &mut u64) {
+    let n = order.len();
+    if n < 2 {
+        return;
+    }
+    *rng = xorshift(*rng);
+    let a = (*rng % n as u64) as usize;
+    *rng = xorshift(*rng);
+    let mut b = (*rng % (n as u64 - 1)) as usize;
+    if b >= a {
+        b += 1;
+    }
+    let latency = |d: &RoutedDeployment| d.runtime.ewma_ttfb().unwrap_or(Duration::ZERO);
+    *rng = xorshift(*rng);
+    // One request in EXPLORE goes to a random deployment, so a slow one that got faster is
+    // noticed even when p2c would never pick it.
+    let chosen = if rng.is_multiple_of(EXPLORE) || latency(order[a]) <= latency(order[b]) {
+        a
+    } else {
+        b
+    };
+    let first = order.remove(chosen);
+    order.sort_by_key(|d| latency(d));
+    order.insert(0, first);
 }
 
 /// Exponential backoff for the `round`-th revisit (1-based), with "equal jitter": between half
@@ -276,6 +354,119 @@ mod tests {
         assert!(a > 0 && a < 150, "{counts:?}");
     }
 
+    fn state_with(model_yaml: &str) -> State {
+        let text = format!(
+            "server: {{ listen: [\"127.0.0.1:1\"] }}\nproviders: [{{name: a, kind: mock}}, {{name: b, kind: mock}}, {{name: c, kind: mock}}]\nmodels:\n  - name: m\n    aliases: [alias]\n{model_yaml}"
+        );
+        let cfg = config::parse(&text, &|_| None).unwrap();
+        State::build(Arc::new(cfg), &Metrics::new())
+    }
+
+    #[test]
+    fn conditional_rules_pick_deployments_by_header_metadata_and_model() {
+        let s = state_with(
+            r#"    strategy: conditional
+    deployments:
+      - { provider: a, model: x }
+      - { provider: b, model: y }
+      - { provider: c, model: z }
+    rules:
+      - when: { header: X-Tier, equals: premium }
+        deployments: [c]
+      - when: { metadata: team, equals: research }
+        deployments: [b, c]
+        strategy: round_robin
+      - when: { model: alias }
+        deployments: [b]
+      - deployments: [a]
+"#,
+        );
+        let m = s.model("m").unwrap();
+        let names = |input: &PlanInput<'_>| -> Vec<String> {
+            plan(m, input)
+                .iter()
+                .map(|s| s.deployment.provider.name().to_string())
+                .collect()
+        };
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-tier", "premium".parse().unwrap());
+        let premium = PlanInput {
+            requested_model: "m",
+            headers: Some(&headers),
+            ..Default::default()
+        };
+        assert_eq!(names(&premium), vec!["c", "c", "c"]);
+        let research = PlanInput {
+            requested_model: "m",
+            metadata: Some(r#"{"team":"research"}"#),
+            ..Default::default()
+        };
+        let firsts: Vec<String> = (0..4).map(|_| names(&research)[0].clone()).collect();
+        assert_eq!(firsts, vec!["b", "c", "b", "c"]);
+        let alias = PlanInput {
+            requested_model: "alias",
+            ..Default::default()
+        };
+        assert_eq!(names(&alias)[0], "b");
+        let other = PlanInput {
+            requested_model: "m",
+            ..Default::default()
+        };
+        assert_eq!(names(&other)[0], "a");
+    }
+
+    #[test]
+    fn lowest_latency_under_budget_skips_deployments_over_the_cap() {
+        let s = state_with(
+            r#"    strategy: lowest_latency_under_budget
+    max_cost_per_request: 0.01
+    deployments:
+      - { provider: a, model: x, price: { input_per_mtok: 1, output_per_mtok: 1 } }
+      - { provider: b, model: y, price: { input_per_mtok: 100, output_per_mtok: 100 } }
+      - { provider: c, model: z, price: { input_per_mtok: 2, output_per_mtok: 2 } }
+"#,
+        );
+        let m = s.model("m").unwrap();
+        // b is the fastest but a 1000-token request there costs 0.1 > 0.01.
+        m.deployments[0]
+            .runtime
+            .observe_ttfb(Duration::from_millis(300));
+        m.deployments[1]
+            .runtime
+            .observe_ttfb(Duration::from_millis(10));
+        m.deployments[2]
+            .runtime
+            .observe_ttfb(Duration::from_millis(50));
+        let mut seed = 7u64;
+        for _ in 0..200 {
+            seed = xorshift(seed);
+            let input = PlanInput {
+                body_bytes: 400,
+                max_tokens: Some(900),
+                seed,
+                requested_model: "m",
+                ..Default::default()
+            };
+            let order: Vec<String> = plan(m, &input)
+                .iter()
+                .map(|s| s.deployment.provider.name().to_string())
+                .collect();
+            assert_ne!(order[0], "b", "over budget chosen first");
+        }
+        let input = PlanInput {
+            body_bytes: 400,
+            max_tokens: Some(900),
+            seed: 3,
+            requested_model: "m",
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(m, &input)[2].deployment.provider.name(),
+            "b",
+            "over budget only as a fallback"
+        );
+    }
+
     #[test]
     fn cost_picks_the_cheapest_for_this_request() {
         // a: cheap input, expensive output; b: the reverse.
@@ -288,6 +479,7 @@ mod tests {
             body_bytes: 400_000,
             max_tokens: Some(10),
             seed: 1,
+            ..Default::default()
         };
         assert_eq!(first(&s, &long), "a");
         // Short prompt, many output tokens: output price dominates → b.
@@ -295,6 +487,7 @@ mod tests {
             body_bytes: 200,
             max_tokens: Some(4000),
             seed: 1,
+            ..Default::default()
         };
         assert_eq!(first(&s, &short), "b");
     }

@@ -426,3 +426,33 @@ async fn a_late_first_token_moves_on_to_the_next_deployment() {
     assert!(r.text().ends_with("data: [DONE]\n\n"));
     assert!(started.elapsed() < Duration::from_millis(1500));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_rules_route_by_header() {
+    let a = MockUpstream::start(MockUpstreamConfig::default())
+        .await
+        .expect("upstream");
+    let b = MockUpstream::start(MockUpstreamConfig::default())
+        .await
+        .expect("upstream");
+    let gw = Gateway::start(
+        &two(
+            &a,
+            &b,
+            "    strategy: conditional\n    rules:\n      - when: { header: x-tier, equals: premium }\n        deployments: [second]\n      - deployments: [first]\n",
+        ),
+        "",
+    )
+    .await;
+    let premium = gw
+        .request(
+            "POST",
+            "/v1/chat/completions",
+            Some(CHAT),
+            &[("content-type", "application/json"), ("x-tier", "premium")],
+        )
+        .await;
+    assert_eq!(premium.header("x-switchyard-provider"), Some("second"));
+    let plain = gw.post_json("/v1/chat/completions", CHAT).await;
+    assert_eq!(plain.header("x-switchyard-provider"), Some("first"));
+}

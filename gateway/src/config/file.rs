@@ -253,6 +253,12 @@ pub struct FileModel {
     pub deadline: Option<String>,
     #[serde(default)]
     pub deployments: Vec<FileDeployment>,
+    /// `conditional` strategy: ordered rules, the first match wins.
+    #[serde(default)]
+    pub rules: Option<Vec<FileRule>>,
+    /// `lowest_latency_under_budget`: most a single request may be expected to cost (USD).
+    #[serde(default)]
+    pub max_cost_per_request: Option<Lenient<f64>>,
     // Contract keys owned by later work.
     #[serde(default)]
     pub strict: Option<Value>,
@@ -260,6 +266,35 @@ pub struct FileModel {
     pub hedge_after: Option<String>,
     #[serde(default)]
     pub circuit_breaker: Option<FileBreaker>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRule {
+    /// No `when`: always matches (a default rule).
+    #[serde(default)]
+    pub when: Option<FileWhen>,
+    /// Provider names selecting a subset of the model's deployments (default: all).
+    #[serde(default)]
+    pub deployments: Option<Vec<String>>,
+    #[serde(default)]
+    pub strategy: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileWhen {
+    /// A request header's name (with `equals`).
+    #[serde(default)]
+    pub header: Option<String>,
+    /// A key of the request body's `metadata` object (with `equals`).
+    #[serde(default)]
+    pub metadata: Option<String>,
+    /// The model name the caller used (a public name or an alias).
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub equals: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -238,6 +238,10 @@ pub struct Model {
     pub aliases: Vec<String>,
     pub deployments: Vec<Deployment>,
     pub routing: RoutingPolicy,
+    /// `conditional` strategy's rules.
+    pub rules: Vec<Rule>,
+    /// `lowest_latency_under_budget`'s per-request cap (USD).
+    pub max_cost_per_request: Option<f64>,
 }
 
 #[derive(Debug)]
@@ -272,6 +276,29 @@ pub enum Strategy {
     LeastLatency,
     /// The lowest expected cost for this request (prompt estimate + max tokens, by price).
     Cost,
+    /// The fastest deployment whose expected cost stays under `max_cost_per_request`.
+    LowestLatencyUnderBudget,
+    /// The first matching rule picks the deployments and the strategy.
+    Conditional,
+}
+
+/// A `conditional` rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub when: Option<Condition>,
+    /// Indices into the model's (priority-sorted) deployments.
+    pub deployments: Vec<usize>,
+    pub strategy: Strategy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// Header name (lowercase) equals value.
+    Header { name: String, value: String },
+    /// `metadata[key]` equals value.
+    Metadata { key: String, value: String },
+    /// The model name the caller used.
+    Model(String),
 }
 
 /// Per-deployment circuit breaker: open after `failures` consecutive failures, half-open (one
@@ -282,7 +309,7 @@ pub struct BreakerPolicy {
     pub open_for: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RoutingPolicy {
     /// With no response header from the first deployment by then, race the next one too.
     pub hedge_after: Option<Duration>,

@@ -540,10 +540,8 @@ fn apply_routing(
         Some("weighted") => out.strategy = Strategy::Weighted,
         Some("least_latency") => out.strategy = Strategy::LeastLatency,
         Some("cost") => out.strategy = Strategy::Cost,
-        Some(s @ ("lowest_latency_under_budget" | "conditional")) => errs.push(
-            format!("{path}.strategy"),
-            format!("strategy {s:?} is not supported by this build yet (supported: priority, round_robin, weighted, least_latency, cost)"),
-        ),
+        Some("lowest_latency_under_budget") => out.strategy = Strategy::LowestLatencyUnderBudget,
+        Some("conditional") => out.strategy = Strategy::Conditional,
         Some(s) => errs.push(
             format!("{path}.strategy"),
             format!("unknown strategy {s:?} (expected one of: priority, round_robin, weighted, least_latency, cost, lowest_latency_under_budget, conditional)"),
@@ -708,11 +706,28 @@ fn models(
         }
         // `priority` strategy: lower first, file order breaks ties (stable sort).
         deployments.sort_by_key(|d| d.priority);
+        let rules = rules(m, &path, &deployments, &routing, errs);
+        let max_cost_per_request = m.max_cost_per_request.map(|c| c.0);
+        if routing.strategy == Strategy::LowestLatencyUnderBudget && max_cost_per_request.is_none()
+        {
+            errs.push(
+                format!("{path}.max_cost_per_request"),
+                "required by strategy lowest_latency_under_budget (USD per request)",
+            );
+        }
+        if max_cost_per_request.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
+            errs.push(
+                format!("{path}.max_cost_per_request"),
+                "must be a number > 0",
+            );
+        }
         out.push(Arc::new(Model {
             name: m.name.clone(),
             aliases: m.aliases.clone(),
             deployments,
             routing,
+            rules,
+            max_cost_per_request,
         }));
     }
     out
@@ -728,6 +743,115 @@ fn log_target(value: Option<&str>, key: &str, errs: &mut Errors) -> AccessLog {
         }
         Some(path) => AccessLog::File(path.into()),
     }
+}
+
+fn rules(
+    m: &FileModel,
+    path: &str,
+    deployments: &[Deployment],
+    routing: &RoutingPolicy,
+    errs: &mut Errors,
+) -> Vec<Rule> {
+    let conditional = routing.strategy == Strategy::Conditional;
+    let Some(list) = &m.rules else {
+        if conditional {
+            errs.push(format!("{path}.rules"), "required by strategy conditional");
+        }
+        return Vec::new();
+    };
+    if !conditional {
+        errs.push(
+            format!("{path}.rules"),
+            "only applies to strategy conditional",
+        );
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (i, r) in list.iter().enumerate() {
+        let rpath = format!("{path}.rules[{i}]");
+        let when = r.when.as_ref().and_then(|w| {
+            let set = [w.header.is_some(), w.metadata.is_some(), w.model.is_some()]
+                .iter()
+                .filter(|x| **x)
+                .count();
+            if set != 1 {
+                errs.push(
+                    format!("{rpath}.when"),
+                    "give exactly one of header, metadata or model",
+                );
+                return None;
+            }
+            if let Some(model) = &w.model {
+                if w.equals.is_some() {
+                    errs.push(
+                        format!("{rpath}.when.equals"),
+                        "does not apply to a model condition",
+                    );
+                }
+                return Some(Condition::Model(model.clone()));
+            }
+            let Some(value) = w.equals.clone() else {
+                errs.push(
+                    format!("{rpath}.when.equals"),
+                    "required with header or metadata",
+                );
+                return None;
+            };
+            match (&w.header, &w.metadata) {
+                (Some(h), _) => Some(Condition::Header {
+                    name: h.to_ascii_lowercase(),
+                    value,
+                }),
+                (_, Some(k)) => Some(Condition::Metadata {
+                    key: k.clone(),
+                    value,
+                }),
+                _ => None,
+            }
+        });
+        let picked: Vec<usize> = match &r.deployments {
+            None => (0..deployments.len()).collect(),
+            Some(names) => {
+                let mut idx = Vec::new();
+                for (j, n) in names.iter().enumerate() {
+                    let found: Vec<usize> = deployments
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, d)| d.provider.name == *n)
+                        .map(|(k, _)| k)
+                        .collect();
+                    if found.is_empty() {
+                        errs.push(
+                            format!("{rpath}.deployments[{j}]"),
+                            format!("no deployment of this model uses provider {n:?}"),
+                        );
+                    }
+                    idx.extend(found);
+                }
+                idx
+            }
+        };
+        let strategy = match r.strategy.as_deref() {
+            None | Some("priority") => Strategy::Priority,
+            Some("round_robin") => Strategy::RoundRobin,
+            Some("weighted") => Strategy::Weighted,
+            Some("least_latency") => Strategy::LeastLatency,
+            Some("cost") => Strategy::Cost,
+            Some(s) => {
+                errs.push(
+                    format!("{rpath}.strategy"),
+                    format!("{s:?} is not allowed in a rule (priority, round_robin, weighted, least_latency, cost)"),
+                );
+                Strategy::Priority
+            }
+        };
+        out.push(Rule {
+            when,
+            deployments: picked,
+            strategy,
+        });
+    }
+    out
 }
 
 fn telemetry(t: Option<&FileTelemetry>, errs: &mut Errors) -> TelemetrySettings {
