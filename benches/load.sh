@@ -28,6 +28,8 @@ trap cleanup EXIT
 
 wait_port() { for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
+STRATEGY=${STRATEGY:-priority}   # the bench model's strategy (two deployments, same upstream)
+
 gateway_conf() { # port admin upstream_port
   cat <<YAML
 server:
@@ -39,11 +41,17 @@ providers:
     kind: openai
     base_url: http://127.0.0.1:$3/v1
     api_key: bench-key
+  - name: up2
+    kind: openai
+    base_url: http://127.0.0.1:$3/v1
+    api_key: bench-key
 models:
   - name: bench
+    strategy: $STRATEGY
+    max_cost_per_request: 1
     deployments:
-      - provider: up
-        model: mock-model
+      - { provider: up, model: mock-model, price: { input_per_mtok: 0.15, output_per_mtok: 0.6 } }
+      - { provider: up2, model: mock-model, price: { input_per_mtok: 0.3, output_per_mtok: 1.2 } }
 telemetry:
   access_log: off
 YAML
@@ -130,7 +138,7 @@ python3 - "$work/results" "$work/first" "$DURATION" <<'PY'
 import sys
 rows = [l.strip().split("|") for l in open(sys.argv[1]) if l.strip()]
 first = {l.split()[0]: l.split()[1:] for l in open(sys.argv[2]) if l.strip()}
-print(f"\nSwitchyard load bench ({sys.argv[3]}s per run, wrk -t1, 1 proxy thread, loopback; CPU = proxy process)")
+print(f"\nSwitchyard load bench, bench model strategy {__import__('os').environ.get('STRATEGY', 'priority')} ({sys.argv[3]}s per run, wrk -t1, 1 proxy thread, loopback; CPU = proxy process)")
 print(f"{'target':<11} {'scenario':<16} {'RPS':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>11} {'non-2xx':>8}")
 by = {}
 for name, scen, rps, p50, p99, cpu, err in rows:
