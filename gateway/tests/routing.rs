@@ -8,11 +8,30 @@ use switchyard_benches::upstream::{MockUpstream, MockUpstreamConfig};
 
 const CHAT: &[u8] = br#"{"model":"fast","messages":[{"role":"user","content":"hi"}]}"#;
 
+/// Model `fast` over providers `(name, base_url, provider extra YAML)`, in priority order; the
+/// deployment of the i-th provider is `m{i+1}`.
+fn model_over(providers: &[(&str, &str, &str)], model_extra: &str) -> String {
+    let mut s = String::from("providers:\n");
+    for (name, url, extra) in providers {
+        s.push_str(&openai_provider(name, url, extra));
+        s.push('\n');
+    }
+    s.push_str(&format!(
+        "models:\n  - name: fast\n{model_extra}    deployments:\n"
+    ));
+    for (i, (name, _, _)) in providers.iter().enumerate() {
+        s.push_str(&format!(
+            "      - {{ provider: {name}, model: m{} }}\n",
+            i + 1
+        ));
+    }
+    s
+}
+
 fn two(a: &MockUpstream, b: &MockUpstream, model_extra: &str) -> String {
-    format!(
-        "providers:\n{}\n{}\nmodels:\n  - name: fast\n{model_extra}    deployments:\n      - {{ provider: first, model: m1 }}\n      - {{ provider: second, model: m2 }}\n",
-        openai_provider("first", &a.base_url(), ""),
-        openai_provider("second", &b.base_url(), "")
+    model_over(
+        &[("first", &a.base_url(), ""), ("second", &b.base_url(), "")],
+        model_extra,
     )
 }
 
@@ -154,10 +173,9 @@ async fn least_latency_moves_traffic_to_the_fast_deployment() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mesh_loop_ends_in_a_508() {
     // A node whose only deployment is itself: every hop adds one to x-switchyard-hops.
-    let conf = format!(
-        "providers:\n{}\nmodels:\n  - name: fast\n    deployments:\n      - {{ provider: me, model: fast }}\n",
-        openai_provider("me", "http://127.0.0.1:{SELF_PORT}/v1", "")
-    );
+    // The deployment's upstream model is `fast` itself, so each hop asks this node again.
+    let conf = model_over(&[("me", "http://127.0.0.1:{SELF_PORT}/v1", "")], "")
+        .replace("model: m1", "model: fast");
     let gw = Gateway::start(&conf, "  max_hops: 3\n").await;
     let r = gw.post_json("/v1/chat/completions", CHAT).await;
     assert_eq!(r.status, 508, "{}", r.text());
@@ -198,10 +216,16 @@ async fn a_stall_mid_stream_ends_with_an_error_event_and_is_not_retried() {
     let spare = MockUpstream::start(MockUpstreamConfig::default())
         .await
         .expect("upstream");
-    let conf = format!(
-        "providers:\n{}\n{}\nmodels:\n  - name: fast\n    deployments:\n      - {{ provider: first, model: m1 }}\n      - {{ provider: second, model: m2 }}\n",
-        openai_provider("first", &stalling.base_url(), "    timeouts: { idle: 300ms }\n"),
-        openai_provider("second", &spare.base_url(), "")
+    let conf = model_over(
+        &[
+            (
+                "first",
+                &stalling.base_url(),
+                "    timeouts: { idle: 300ms }\n",
+            ),
+            ("second", &spare.base_url(), ""),
+        ],
+        "",
     );
     let gw = Gateway::start(&conf, "").await;
     let started = std::time::Instant::now();
@@ -229,10 +253,7 @@ async fn a_reset_mid_stream_ends_with_an_error_event() {
     })
     .await
     .expect("upstream");
-    let conf = format!(
-        "providers:\n{}\nmodels:\n  - name: fast\n    deployments:\n      - {{ provider: first, model: m1 }}\n",
-        openai_provider("first", &resetting.base_url(), "")
-    );
+    let conf = model_over(&[("first", &resetting.base_url(), "")], "");
     let gw = Gateway::start(&conf, "").await;
     let text = stream_text(&gw).await;
     assert_eq!(text.matches("chat.completion.chunk").count(), 3, "{text}");
@@ -321,10 +342,20 @@ async fn active_health_checks_move_a_dead_provider_last() {
         .await
         .expect("upstream");
     let dead = format!("http://{}/v1", refused_addr());
-    let conf = format!(
-        "providers:\n{}\n{}\nmodels:\n  - name: fast\n    deployments:\n      - {{ provider: dead, model: m1 }}\n      - {{ provider: good, model: m2 }}\n",
-        openai_provider("dead", &dead, "    health_check: { interval: 100ms, timeout: 500ms }\n"),
-        openai_provider("good", &good.base_url(), "    health_check: { interval: 100ms }\n")
+    let conf = model_over(
+        &[
+            (
+                "dead",
+                &dead,
+                "    health_check: { interval: 100ms, timeout: 500ms }\n",
+            ),
+            (
+                "good",
+                &good.base_url(),
+                "    health_check: { interval: 100ms }\n",
+            ),
+        ],
+        "",
     );
     let gw = Gateway::start(&conf, "").await;
     // Probed before the listeners opened, then every 100ms: three failures make it unhealthy.
@@ -369,10 +400,16 @@ async fn a_provider_at_quota_is_skipped() {
     let spare = MockUpstream::start(MockUpstreamConfig::default())
         .await
         .expect("upstream");
-    let conf = format!(
-        "providers:\n{}\n{}\nmodels:\n  - name: fast\n    deployments:\n      - {{ provider: limited, model: m1 }}\n      - {{ provider: spare, model: m2 }}\n",
-        openai_provider("limited", &limited.base_url(), "    rate_limit: { requests_per_minute: 2 }\n"),
-        openai_provider("spare", &spare.base_url(), "")
+    let conf = model_over(
+        &[
+            (
+                "limited",
+                &limited.base_url(),
+                "    rate_limit: { requests_per_minute: 2 }\n",
+            ),
+            ("spare", &spare.base_url(), ""),
+        ],
+        "",
     );
     let gw = Gateway::start(&conf, "").await;
     let mut served = Vec::new();
@@ -408,10 +445,16 @@ async fn a_late_first_token_moves_on_to_the_next_deployment() {
     let good = MockUpstream::start(MockUpstreamConfig::default())
         .await
         .expect("upstream");
-    let conf = format!(
-        "providers:\n{}\n{}\nmodels:\n  - name: fast\n    deployments:\n      - {{ provider: first, model: m1 }}\n      - {{ provider: second, model: m2 }}\n",
-        openai_provider("first", &sluggish.base_url(), "    timeouts: { first_byte: 300ms }\n"),
-        openai_provider("second", &good.base_url(), "")
+    let conf = model_over(
+        &[
+            (
+                "first",
+                &sluggish.base_url(),
+                "    timeouts: { first_byte: 300ms }\n",
+            ),
+            ("second", &good.base_url(), ""),
+        ],
+        "",
     );
     let gw = Gateway::start(&conf, "").await;
     let started = std::time::Instant::now();
