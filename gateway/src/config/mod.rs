@@ -85,12 +85,76 @@ pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Conf
                 .collect(),
         ));
     }
-    let file: file::FileConfig = serde_path_to_error::deserialize(tree).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        single(path, e.into_inner().to_string())
-    })?;
-    validate::validate(file).map_err(ConfigErrors)
+    // Every unknown key is reported, not just the first: each one found is removed from the tree
+    // and parsing resumes. Any other structural error stops there.
+    let mut structural = Vec::new();
+    let file = loop {
+        match serde_path_to_error::deserialize::<_, file::FileConfig>(tree.clone()) {
+            Ok(f) => break Some(f),
+            Err(e) => {
+                let path = e.path().to_string();
+                let path = if path == "." { String::new() } else { path };
+                let segments: Vec<String> = e
+                    .path()
+                    .iter()
+                    .map(|s| match s {
+                        serde_path_to_error::Segment::Map { key } => key.clone(),
+                        serde_path_to_error::Segment::Seq { index } => format!("[{index}]"),
+                        _ => String::new(),
+                    })
+                    .collect();
+                let message = e.into_inner().to_string();
+                structural.push(ConfigError {
+                    path,
+                    message: message.clone(),
+                });
+                let unknown = message
+                    .strip_prefix("unknown field `")
+                    .and_then(|m| m.split('`').next());
+                let removed = unknown.is_some_and(|key| remove_key(&mut tree, &segments, key));
+                if !removed || structural.len() >= 100 {
+                    break None;
+                }
+            }
+        }
+    };
+    match (file, structural.is_empty()) {
+        (Some(f), true) => validate::validate(f).map_err(ConfigErrors),
+        (Some(f), false) => {
+            // Unknown keys, but the rest parsed: report them with every validation error.
+            if let Err(mut more) = validate::validate(f) {
+                structural.append(&mut more);
+            }
+            Err(ConfigErrors(structural))
+        }
+        (None, _) => Err(ConfigErrors(structural)),
+    }
+}
+
+/// Removes mapping key `key` found at `path` (which may or may not end with the key itself).
+fn remove_key(tree: &mut serde_yaml::Value, path: &[String], key: &str) -> bool {
+    let parent_path = match path.last() {
+        Some(last) if last == key => &path[..path.len() - 1],
+        _ => path,
+    };
+    let mut node = tree;
+    for seg in parent_path {
+        let next = if let Some(i) = seg.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+            i.parse::<usize>()
+                .ok()
+                .and_then(|i| node.as_sequence_mut().and_then(|s| s.get_mut(i)))
+        } else {
+            node.as_mapping_mut()
+                .and_then(|m| m.get_mut(serde_yaml::Value::String(seg.clone())))
+        };
+        match next {
+            Some(n) => node = n,
+            None => return false,
+        }
+    }
+    node.as_mapping_mut()
+        .and_then(|m| m.remove(serde_yaml::Value::String(key.to_string())))
+        .is_some()
 }
 
 #[cfg(test)]
@@ -146,6 +210,33 @@ models:
         assert_eq!(errs.len(), 1);
         assert!(errs[0].starts_with("models[0].deployments[0]"), "{errs:?}");
         assert!(errs[0].contains("unknown field `modle`"), "{errs:?}");
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_with_validation_errors() {
+        let text = MINIMAL
+            .replace("    kind: mock", "    kind: mock\n    colour: red")
+            .replace(
+                "        model: mock-1",
+                "        model: mock-1\n        modle: x",
+            )
+            .replace("  - name: chat", "  - name: chat\n    strategy: fastest");
+        let errs = errors_of(&text);
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("providers[0]") && e.contains("`colour`")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("models[0].deployments[0]") && e.contains("`modle`")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("models[0].strategy: unknown strategy")),
+            "{errs:#?}"
+        );
     }
 
     #[test]
