@@ -282,6 +282,25 @@ pub fn response_usage(body: &[u8]) -> Option<Usage> {
     serde_json::from_slice::<UsageView>(body).ok()?.usage
 }
 
+/// Substring searchers built once (building one per call costs more than the search itself on
+/// a short SSE event).
+struct Finders {
+    usage: memchr::memmem::Finder<'static>,
+    usage_spaced: memchr::memmem::Finder<'static>,
+    null_usage: memchr::memmem::Finder<'static>,
+    null_usage_spaced: memchr::memmem::Finder<'static>,
+}
+
+fn finders() -> &'static Finders {
+    static FINDERS: std::sync::OnceLock<Finders> = std::sync::OnceLock::new();
+    FINDERS.get_or_init(|| Finders {
+        usage: memchr::memmem::Finder::new(b"\"usage\":{"),
+        usage_spaced: memchr::memmem::Finder::new(b"\"usage\": {"),
+        null_usage: memchr::memmem::Finder::new(b",\"usage\":null"),
+        null_usage_spaced: memchr::memmem::Finder::new(b",\"usage\": null"),
+    })
+}
+
 /// What one upstream stream event is, as far as the relay cares.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamEvent {
@@ -305,9 +324,7 @@ pub fn classify_stream_event(event: &[u8]) -> StreamEvent {
     if data.starts_with(b"[DONE]") {
         return StreamEvent::Done;
     }
-    if memchr::memmem::find(data, b"\"usage\":{").is_some()
-        || memchr::memmem::find(data, b"\"usage\": {").is_some()
-    {
+    if finders().usage.find(data).is_some() || finders().usage_spaced.find(data).is_some() {
         if let Some(u) = serde_json::from_slice::<UsageView>(data)
             .ok()
             .and_then(|v| v.usage)
@@ -322,11 +339,11 @@ pub fn classify_stream_event(event: &[u8]) -> StreamEvent {
 /// once `include_usage` is on, so a caller who did not ask for usage sees the chunk the provider
 /// would have sent.
 pub fn push_without_null_usage(event: &[u8], out: &mut BytesMut) {
-    const PATTERNS: [&[u8]; 2] = [b",\"usage\":null", b",\"usage\": null"];
-    for pat in PATTERNS {
-        if let Some(pos) = memchr::memmem::find(event, pat) {
+    let f = finders();
+    for finder in [&f.null_usage, &f.null_usage_spaced] {
+        if let Some(pos) = finder.find(event) {
             out.extend_from_slice(&event[..pos]);
-            out.extend_from_slice(&event[pos + pat.len()..]);
+            out.extend_from_slice(&event[pos + finder.needle().len()..]);
             return;
         }
     }
