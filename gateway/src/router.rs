@@ -288,6 +288,24 @@ mod tests {
             .to_string()
     }
 
+    /// How often each provider is planned first over `n` requests with varying seeds.
+    fn first_counts(
+        s: &State,
+        n: usize,
+        mut seed: u64,
+    ) -> std::collections::HashMap<String, usize> {
+        let mut counts = std::collections::HashMap::new();
+        for _ in 0..n {
+            seed = xorshift(seed);
+            let input = PlanInput {
+                seed,
+                ..Default::default()
+            };
+            *counts.entry(first(s, &input)).or_insert(0) += 1;
+        }
+        counts
+    }
+
     const THREE: &str = "      - { provider: a, model: x, weight: 1 }\n      - { provider: b, model: y, weight: 3 }\n      - { provider: c, model: z, weight: 6 }\n";
 
     #[test]
@@ -300,20 +318,7 @@ mod tests {
     #[test]
     fn weighted_shares_follow_weights() {
         let s = state("weighted", THREE);
-        let mut counts = std::collections::HashMap::new();
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        for _ in 0..10_000 {
-            seed = xorshift(seed);
-            *counts
-                .entry(first(
-                    &s,
-                    &PlanInput {
-                        seed,
-                        ..Default::default()
-                    },
-                ))
-                .or_insert(0) += 1;
-        }
+        let counts = first_counts(&s, 10_000, 0x9e37_79b9_7f4a_7c15);
         for (name, share) in [("a", 0.1), ("b", 0.3), ("c", 0.6)] {
             let got = counts[name] as f64 / 10_000.0;
             assert!((got - share).abs() < 0.03, "{name}: {got} vs {share}");
@@ -333,20 +338,7 @@ mod tests {
         m.deployments[2]
             .runtime
             .observe_ttfb(Duration::from_millis(150));
-        let mut counts = std::collections::HashMap::new();
-        let mut seed = 12345u64;
-        for _ in 0..3000 {
-            seed = xorshift(seed);
-            *counts
-                .entry(first(
-                    &s,
-                    &PlanInput {
-                        seed,
-                        ..Default::default()
-                    },
-                ))
-                .or_insert(0) += 1;
-        }
+        let counts = first_counts(&s, 3000, 12345);
         // p2c: the fastest wins any pair it is in (≈2/3); the slowest only starts when explored.
         assert!(counts["b"] > 1700, "{counts:?}");
         assert!(counts.get("c").copied().unwrap_or(0) > 500, "{counts:?}");
