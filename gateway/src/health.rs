@@ -1,8 +1,14 @@
-//! Active health checks, as a Pingora background service: every provider with a `health_check`
-//! is probed at its interval (openai kind: an authenticated `GET {base_url}/models`, the cheapest
-//! call every OpenAI-compatible server has), and the result feeds the same provider health that
-//! live traffic updates (passive checks). With `routing.startup_probe: wait` (the default) the
-//! first round runs before the listeners open, and the live routing table is logged.
+//! Active health checks on pingora-load-balancing: every provider with a `health_check` gets its
+//! own `LoadBalancer` (a Pingora background service) whose `ServiceDiscovery` resolves the
+//! provider's current address asynchronously and whose `HealthCheck` is the provider's probe
+//! (openai kind: an authenticated `GET {base_url}/models`, the cheapest call every
+//! OpenAI-compatible server has) at the configured interval. Results feed the same provider health
+//! that live traffic updates (passive checks). One balancer per provider, because Pingora's
+//! `Backend` is identified by address: two providers on one host must not merge.
+//!
+//! [`HealthChecker`] itself runs the startup round: with `routing.startup_probe: wait` (the
+//! default) every checked provider is probed before the listeners open, and the live routing
+//! table is logged.
 
 use crate::config::ProviderKind;
 use crate::state::{ProviderHandle, State};
@@ -13,18 +19,23 @@ use pingora_core::connectors::http::Connector;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use pingora_core::services::ServiceReadyNotifier;
-use std::collections::HashMap;
+use pingora_load_balancing::discovery::ServiceDiscovery;
+use pingora_load_balancing::health_check::HealthCheck;
+use pingora_load_balancing::selection::RoundRobin;
+use pingora_load_balancing::{Backend, Backends, LoadBalancer};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+#[derive(Clone)]
 pub struct HealthChecker {
     pub live: Arc<ArcSwap<State>>,
-    pub connector: Connector,
+    pub connector: Arc<Connector>,
 }
 
 impl HealthChecker {
     /// Probes one provider; `Ok` when it answered 2xx.
-    async fn probe(&self, p: &ProviderHandle) -> Result<(), String> {
+    pub async fn probe(&self, p: &ProviderHandle) -> Result<(), String> {
         let (
             ProviderKind::OpenAi {
                 endpoint, api_key, ..
@@ -65,18 +76,15 @@ impl HealthChecker {
         }
     }
 
-    async fn round(&self, due: &mut HashMap<String, Instant>, force: bool) {
+    /// Probes every provider that has a health check once.
+    async fn round(&self) {
         let state = self.live.load_full();
-        let now = Instant::now();
-        for p in &state.providers {
-            let Some(hc) = p.config.health_check else {
-                continue;
-            };
-            let next = due.get(p.name()).copied();
-            if force || next.is_none_or(|t| now >= t) {
-                self.check(p).await;
-                due.insert(p.name().to_string(), now + hc.interval);
-            }
+        for p in state
+            .providers
+            .iter()
+            .filter(|p| p.config.health_check.is_some())
+        {
+            self.check(p).await;
         }
     }
 }
@@ -88,10 +96,9 @@ impl BackgroundService for HealthChecker {
         mut shutdown: ShutdownWatch,
         ready: ServiceReadyNotifier,
     ) {
-        let mut due = HashMap::new();
         let wait = self.live.load().config.startup_probe_wait;
         if wait {
-            self.round(&mut due, true).await;
+            self.round().await;
         }
         let state = self.live.load_full();
         for line in crate::server::routing_table(&state.config).lines() {
@@ -114,11 +121,96 @@ impl BackgroundService for HealthChecker {
             );
         }
         ready.notify_ready();
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(500)) => self.round(&mut due, false).await,
-                _ = shutdown.changed() => return,
+        if !wait {
+            self.round().await;
+        }
+        // Periodic checks are the per-provider load balancers' (see `balancers`).
+        let _ = shutdown.changed().await;
+    }
+}
+
+/// Resolves a provider's current address (the provider may change on reload).
+struct ProviderDiscovery {
+    live: Arc<ArcSwap<State>>,
+    provider: String,
+}
+
+#[async_trait]
+impl ServiceDiscovery for ProviderDiscovery {
+    async fn discover(&self) -> pingora_error::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+        let state = self.live.load_full();
+        let mut set = BTreeSet::new();
+        if let Some(p) = state.providers.iter().find(|p| p.name() == self.provider) {
+            match p.address().await {
+                Ok(addr) => {
+                    if let Ok(b) = Backend::new(&addr.to_string()) {
+                        set.insert(b);
+                    }
+                }
+                Err(e) => log::warn!("health check of {}: {e}", self.provider),
+            }
+        }
+        Ok((set, HashMap::new()))
+    }
+}
+
+/// The provider's probe as a pingora-load-balancing `HealthCheck`.
+struct ProviderProbe {
+    checker: HealthChecker,
+    provider: String,
+}
+
+#[async_trait]
+impl HealthCheck for ProviderProbe {
+    async fn check(&self, _target: &Backend) -> pingora_error::Result<()> {
+        let state = self.checker.live.load_full();
+        let Some(p) = state.providers.iter().find(|p| p.name() == self.provider) else {
+            return Ok(());
+        };
+        match self.checker.probe(p).await {
+            Ok(()) => {
+                p.record_success();
+                Ok(())
+            }
+            Err(e) => {
+                log::warn!("provider {}: {e}", p.name());
+                p.record_failure(&format!("health check: {e}"));
+                Err(pingora_error::Error::explain(
+                    pingora_error::ErrorType::ConnectError,
+                    e,
+                ))
             }
         }
     }
+
+    fn health_threshold(&self, _success: bool) -> usize {
+        1
+    }
+}
+
+/// One `LoadBalancer` per provider with a `health_check`, to run as Pingora background services.
+/// Providers added by a later reload get theirs at the next restart (logged).
+pub fn balancers(checker: &HealthChecker) -> Vec<(String, LoadBalancer<RoundRobin>)> {
+    let state = checker.live.load_full();
+    state
+        .providers
+        .iter()
+        .filter_map(|p| p.config.health_check.map(|hc| (p.name().to_string(), hc)))
+        .map(|(name, hc)| {
+            let discovery = ProviderDiscovery {
+                live: checker.live.clone(),
+                provider: name.clone(),
+            };
+            let mut backends = Backends::new(Box::new(discovery));
+            backends.set_health_check(Box::new(ProviderProbe {
+                checker: checker.clone(),
+                provider: name.clone(),
+            }));
+            let mut lb = LoadBalancer::<RoundRobin>::from_backends(backends);
+            lb.health_check_frequency = Some(hc.interval);
+            // Re-resolve the provider's address now and then (DNS, reloads).
+            lb.update_frequency = Some(Duration::from_secs(30));
+            (name, lb)
+        })
+        .collect()
 }

@@ -143,15 +143,16 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
         settings.enable_h2();
         inference.add_tls_with_settings(&tls.listen, None, settings);
     }
-    let health_handle = server.add_service(background_service(
-        "switchyard health",
-        HealthChecker {
-            live: state.clone(),
-            connector: Connector::new(Some(ConnectorOptions::from_server_conf(
-                &server.configuration,
-            ))),
-        },
-    ));
+    let checker = HealthChecker {
+        live: state.clone(),
+        connector: Arc::new(Connector::new(Some(ConnectorOptions::from_server_conf(
+            &server.configuration,
+        )))),
+    };
+    for (name, lb) in crate::health::balancers(&checker) {
+        server.add_service(background_service(&format!("switchyard health {name}"), lb));
+    }
+    let health_handle = server.add_service(background_service("switchyard health", checker));
     let inference_handle = server.add_service(inference);
     inference_handle.add_dependency(&health_handle);
     inference_handle.add_dependency(&reload_handle);
