@@ -26,6 +26,9 @@ use pingora_proxy::Session;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use switchyard_adapters::openai::{self, ChatRequestFacts, PassthroughStream};
 
+/// Largest non-stream answer read whole so that `x-switchyard-cost-usd` can be set on it.
+const MAX_PRICED_BODY: usize = 4 * 1024 * 1024;
+
 /// Counts the Switchyard nodes a request crossed; a mesh loop ends in a 508 at `max_hops`.
 pub const HOPS_HEADER: &str = "x-switchyard-hops";
 
@@ -643,6 +646,70 @@ impl Forwarder {
         } else {
             dep.runtime.on_success();
         }
+        // A whole, modest, successful non-stream answer is read before its header is sent, so the
+        // header can say what it cost. Anything else streams through as it comes.
+        let declared = up_header
+            .headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if success && !is_sse && !stream_requested && declared.is_some_and(|n| n <= MAX_PRICED_BODY)
+        {
+            upstream.set_read_timeout(Some(timeouts.idle));
+            let mut whole = BytesMut::with_capacity(declared.unwrap_or(0));
+            loop {
+                match upstream.read_response_body().await {
+                    Ok(Some(chunk)) => whole.extend_from_slice(&chunk),
+                    Ok(None) => break,
+                    Err(e) => {
+                        let reason =
+                            format!("upstream failed mid-response: {}", e.etype().as_str());
+                        dep.provider.metrics.attempt(AttemptOutcome::StreamError);
+                        dep.provider.record_failure(&reason);
+                        return Err(Failure::Respond(GatewayError::NoDeploymentAvailable {
+                            model: ctx
+                                .model
+                                .as_ref()
+                                .map(|m| m.config.name.clone())
+                                .unwrap_or_default(),
+                            tries: vec![TryFailure {
+                                provider: dep.provider.name().to_string(),
+                                model: upstream_model.to_string(),
+                                reason,
+                            }],
+                        }));
+                    }
+                }
+            }
+            let body = whole.freeze();
+            ctx.usage = openai::response_usage(&body);
+            if let (Some(u), Some(m)) = (ctx.usage, ctx.model.as_ref()) {
+                let cost = crate::cost::cost_usd(&dep.spec(m).price, &u);
+                let _ = resp.insert_header("x-switchyard-cost-usd", format!("{cost:.8}"));
+                dep.provider
+                    .add_tokens(u.prompt_tokens + u.completion_tokens);
+            }
+            session
+                .write_response_header(Box::new(resp), false)
+                .await
+                .map_err(Failure::Abort)?;
+            ctx.mark_first_byte();
+            session
+                .write_response_body(Some(body), true)
+                .await
+                .map_err(Failure::Abort)?;
+            dep.provider
+                .metrics
+                .upstream_duration
+                .observe(started.elapsed().as_secs_f64());
+            ctx.completed = true;
+            if upstream.response_done() {
+                self.connector
+                    .release_http_session(upstream, &peer, Some(POOL_IDLE_TIMEOUT))
+                    .await;
+            }
+            return Ok(());
+        }
         session
             .write_response_header(Box::new(resp), false)
             .await
@@ -803,6 +870,9 @@ impl Forwarder {
         dep.runtime.on_success();
         if !facts.stream {
             let body = answer.completion_body(&id, &spec.model, created);
+            let cost = crate::cost::cost_usd(&spec.price, &answer.usage_counts());
+            resp.insert_header("x-switchyard-cost-usd", format!("{cost:.8}"))
+                .map_err(Failure::Abort)?;
             resp.insert_header("content-type", "application/json")
                 .map_err(Failure::Abort)?;
             resp.insert_header("content-length", body.len().to_string())

@@ -641,3 +641,28 @@ fn every_file_in_conf_is_valid() {
         "expected quickstart.yaml and full.yaml in conf/"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_stream_answers_say_what_they_cost() {
+    let up = MockUpstream::start(ok_upstream()).await.expect("upstream");
+    let conf = format!(
+        "providers:\n{}\nmodels:\n  - name: fast\n    deployments:\n      - {{ provider: up, model: mock-model, price: {{ input_per_mtok: 1, output_per_mtok: 2 }} }}\n",
+        openai_provider("up", &up.base_url(), "")
+    );
+    let gw = Gateway::start(&conf, "").await;
+    let r = gw
+        .post_json("/v1/chat/completions", br#"{"model":"fast","messages":[]}"#)
+        .await;
+    assert_eq!(r.status, 200);
+    // The mock reports 9 prompt and 12 completion tokens: (9 × 1 + 12 × 2) / 1e6 USD.
+    assert_eq!(r.header("x-switchyard-cost-usd"), Some("0.00003300"));
+    assert_eq!(r.body, chat_completion_body("mock-model").as_bytes());
+    let line = gw
+        .access_line(|l| l["route"] == "chat_completions")
+        .await
+        .expect("line");
+    assert!(
+        (line["cost_usd"].as_f64().unwrap_or(0.0) - 0.000033).abs() < 1e-12,
+        "{line}"
+    );
+}
