@@ -112,6 +112,8 @@ impl MockUpstream {
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
+                    // e.g. out of file descriptors: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
@@ -343,24 +345,200 @@ impl hyper::body::Body for ChannelBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::Full;
+    use hyper_util::client::legacy::{connect::HttpConnector, Client};
+
+    fn event_json(ev: &str) -> serde_json::Value {
+        let data = ev
+            .strip_prefix("data: ")
+            .and_then(|e| e.strip_suffix("\n\n"))
+            .unwrap();
+        serde_json::from_str(data).unwrap()
+    }
 
     #[test]
     fn stream_events_have_the_documented_shape() {
         let evs = stream_events("m", 2, true);
         assert_eq!(evs.len(), 1 + 2 + 1 + 1 + 1);
-        for ev in &evs[..evs.len() - 1] {
-            let v: serde_json::Value =
-                serde_json::from_str(ev.trim_end().trim_start_matches("data: ")).unwrap();
+        assert_eq!(evs.last().unwrap(), "data: [DONE]\n\n");
+        let chunks: Vec<_> = evs[..evs.len() - 1].iter().map(|e| event_json(e)).collect();
+        for v in &chunks {
+            assert_eq!(v["id"], "chatcmpl-mock");
             assert_eq!(v["object"], "chat.completion.chunk");
+            assert_eq!(v["created"], 1_700_000_000);
             assert_eq!(v["model"], "m");
         }
-        let usage: serde_json::Value =
-            serde_json::from_str(evs[evs.len() - 2].trim_end().trim_start_matches("data: "))
-                .unwrap();
+        let delta = |i: usize| &chunks[i]["choices"][0]["delta"];
+        assert_eq!(
+            *delta(0),
+            serde_json::json!({"role": "assistant", "content": ""})
+        );
+        assert_eq!(*delta(1), serde_json::json!({"content": "word0 "}));
+        assert_eq!(*delta(2), serde_json::json!({"content": "word1 "}));
+        assert_eq!(*delta(3), serde_json::json!({}));
+        for (i, v) in chunks[..4].iter().enumerate() {
+            let finish = if i == 3 {
+                "stop".into()
+            } else {
+                serde_json::Value::Null
+            };
+            assert_eq!(v["choices"][0]["finish_reason"], finish);
+            // OpenAI sends "usage": null in every chunk but the usage chunk.
+            assert_eq!(v.get("usage"), Some(&serde_json::Value::Null));
+        }
+        let usage = &chunks[4];
         assert_eq!(usage["choices"], serde_json::json!([]));
-        assert_eq!(usage["usage"]["total_tokens"], 11);
-        assert!(!stream_events("m", 2, false).concat().contains("usage"));
+        assert_eq!(
+            usage["usage"],
+            serde_json::json!({"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11})
+        );
+    }
+
+    #[test]
+    fn without_include_usage_no_chunk_mentions_usage() {
+        let evs = stream_events("m", 3, false);
+        assert_eq!(evs.len(), 1 + 3 + 1 + 1);
+        assert!(!evs.concat().contains("usage"));
+        assert_eq!(stream_events("m", 0, false).len(), 3);
+    }
+
+    #[test]
+    fn chat_completion_body_is_openai_shaped_and_escapes_the_model() {
         let body: serde_json::Value = serde_json::from_str(&chat_completion_body("x\"y")).unwrap();
         assert_eq!(body["model"], "x\"y");
+        assert_eq!(body["object"], "chat.completion");
+        assert_eq!(body["choices"][0]["message"]["role"], "assistant");
+        assert_eq!(body["choices"][0]["finish_reason"], "stop");
+        assert_eq!(body["usage"]["total_tokens"], 21);
+    }
+
+    struct Answer {
+        status: u16,
+        headers: hyper::HeaderMap,
+        body: Bytes,
+    }
+
+    async fn send(
+        client: &Client<HttpConnector, Full<Bytes>>,
+        method: &str,
+        url: String,
+        body: &str,
+    ) -> Answer {
+        let req = Request::builder()
+            .method(method)
+            .uri(url)
+            .header("content-type", "application/json")
+            .header("x-test", "yes")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    fn http1() -> Client<HttpConnector, Full<Bytes>> {
+        Client::builder(TokioExecutor::new()).build_http()
+    }
+
+    #[tokio::test]
+    async fn answers_a_chat_completion_over_http1_and_records_it() {
+        let up = MockUpstream::start(MockUpstreamConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            up.base_url(),
+            format!("http://127.0.0.1:{}/v1", up.addr.port())
+        );
+        let req_body = r#"{"model":"gpt-x","messages":[{"role":"user","content":"hi"}]}"#;
+        let url = format!("{}/chat/completions", up.base_url());
+        let a = send(&http1(), "POST", url, req_body).await;
+        assert_eq!(a.status, 200);
+        assert_eq!(a.headers["content-type"], "application/json");
+        let expected = chat_completion_body("gpt-x");
+        assert_eq!(a.headers["content-length"], expected.len().to_string());
+        assert_eq!(a.body, expected.as_bytes());
+        assert_eq!(up.request_count(), 1);
+        let rec = &up.requests()[0];
+        assert_eq!(rec.method, "POST");
+        assert_eq!(rec.path, "/v1/chat/completions");
+        assert_eq!(rec.header("X-Test"), Some("yes"));
+        assert_eq!(rec.body, req_body.as_bytes());
+    }
+
+    #[tokio::test]
+    async fn speaks_h2c_on_the_same_port() {
+        let up = MockUpstream::start(MockUpstreamConfig::default())
+            .await
+            .unwrap();
+        let h2: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+        let url = format!("http://{}/chat/completions", up.addr);
+        let a = send(&h2, "POST", url, r#"{"model":"m"}"#).await;
+        assert_eq!(a.status, 200);
+        assert_eq!(a.body, chat_completion_body("m").as_bytes());
+        assert_eq!(up.requests()[0].path, "/chat/completions");
+    }
+
+    #[tokio::test]
+    async fn streams_the_documented_events() {
+        let up = MockUpstream::start(MockUpstreamConfig {
+            stream_chunks: 4,
+            chunk_interval: Duration::from_millis(1),
+            ..MockUpstreamConfig::default()
+        })
+        .await
+        .unwrap();
+        let url = format!("{}/chat/completions", up.base_url());
+        let body = r#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#;
+        let a = send(&http1(), "POST", url, body).await;
+        assert_eq!(a.status, 200);
+        assert_eq!(a.headers["content-type"], "text/event-stream");
+        assert_eq!(a.headers["transfer-encoding"], "chunked");
+        assert_eq!(a.body, stream_events("m", 4, true).concat().as_bytes());
+    }
+
+    #[tokio::test]
+    async fn errors_unknown_paths_and_models() {
+        let failing = MockUpstream::start(MockUpstreamConfig {
+            status: 503,
+            record: false,
+            ..MockUpstreamConfig::default()
+        })
+        .await
+        .unwrap();
+        let client = http1();
+        let url = format!("{}/chat/completions", failing.base_url());
+        let a = send(&client, "POST", url, r#"{"model":"m"}"#).await;
+        assert_eq!(a.status, 503);
+        assert_eq!(a.headers["content-type"], "application/json");
+        let err: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(err["error"]["type"], "server_error");
+        assert_eq!(failing.request_count(), 0, "record: false keeps nothing");
+
+        let up = MockUpstream::start(MockUpstreamConfig::default())
+            .await
+            .unwrap();
+        let url = format!("{}/chat/completions", up.base_url());
+        let a = send(&client, "POST", url, "{not json").await;
+        assert_eq!(a.status, 400);
+        let err: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert!(err["error"]["message"].is_string());
+
+        let a = send(&client, "GET", format!("{}/nope", up.base_url()), "").await;
+        assert_eq!(a.status, 404);
+
+        let a = send(&client, "GET", format!("{}/models", up.base_url()), "").await;
+        assert_eq!(a.status, 200);
+        let list: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(list["object"], "list");
+        assert_eq!(list["data"][0]["id"], "mock-model");
+        assert_eq!(up.request_count(), 3);
     }
 }
