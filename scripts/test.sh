@@ -1,54 +1,92 @@
 #!/usr/bin/env bash
 # Runs every test of Switchyard on a fresh machine: formatting, lints, Rust unit and integration
 # tests (the real gateway against local mock upstreams), and the Python tests that drive the
-# gateway with the official OpenAI SDK. Installs what is missing (Debian packages, a venv).
-#   bash scripts/test.sh          everything (what CI runs)
-#   bash scripts/test.sh --quick  skip fmt and clippy
+# gateway with the official OpenAI SDK. Installs only what is missing (Debian packages, the venv
+# in .venv/), so a second run on a prepared machine needs no network.
+#
+#   bash scripts/test.sh          everything (what CI runs, through .ci/run)
+#   bash scripts/test.sh --quick  skip `cargo fmt --check` and `cargo clippy` (local iteration)
+#
+# Exits non-zero on the first failure and names the section that failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 quick=0
-[ "${1:-}" = "--quick" ] && quick=1
-section() { printf '\n=== %s ===\n' "$*"; }
+for arg in "$@"; do
+  case "$arg" in
+    --quick) quick=1 ;;
+    -h | --help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "scripts/test.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+current="start"
+section() {
+  current="$*"
+  printf '\n=== %s ===\n' "$*"
+}
+trap 'rc=$?; [ $rc -eq 0 ] || printf "\n*** FAILED (exit %s) in section: %s ***\n" "$rc" "$current" >&2' EXIT
 
 section "system packages"
+# cargo may be installed by rustup without being on PATH (non-login shells, CI).
+if ! command -v cargo >/dev/null && [ -f "$HOME/.cargo/env" ]; then
+  # shellcheck disable=SC1091
+  . "$HOME/.cargo/env"
+fi
+command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup" >&2; exit 1; }
 need=()
-command -v cmake >/dev/null || need+=(cmake)
+command -v cmake >/dev/null || need+=(cmake)                 # Pingora's zlib-ng build
 command -v cc >/dev/null || need+=(build-essential)
 command -v pkg-config >/dev/null || need+=(pkg-config)
+command -v python3 >/dev/null || need+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
-command -v systemd-analyze >/dev/null || need+=(systemd)   # the unit file is verified
-command -v openssl >/dev/null || need+=(openssl)           # TLS tests make a throwaway CA
+command -v systemd-analyze >/dev/null || need+=(systemd)     # the unit file is verified
+command -v openssl >/dev/null || need+=(openssl)             # TLS tests make a throwaway CA
 if [ ${#need[@]} -gt 0 ]; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "installing: ${need[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o Dpkg::Use-Pty=0 "${need[@]}"
 fi
+if [ $quick -eq 0 ]; then
+  cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+  cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+fi
+cargo --version
 echo "ok"
 
 section "python venv (.venv)"
 req=tests/python/requirements.txt
 stamp=.venv/.requirements.sha256
 want=$(sha256sum "$req" | cut -d' ' -f1)
-if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  python3 -m venv .venv
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -r "$req"
-  echo "$want" > "$stamp"
+if ! .venv/bin/python -c '' 2>/dev/null || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "(re)creating .venv from $req"
+  python3 -m venv --clear .venv
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r "$req"
+  echo "$want" >"$stamp"
+else
+  echo "up to date ($req unchanged)"
 fi
 .venv/bin/python -c 'import openai, pytest; print("openai", openai.__version__, "pytest", pytest.__version__)'
 
 if [ $quick -eq 0 ]; then
   section "cargo fmt --check"
   cargo fmt --all -- --check
-  section "cargo clippy"
+  section "cargo clippy -D warnings"
   cargo clippy --workspace --all-targets -- -D warnings
+else
+  echo; echo "(--quick: skipping cargo fmt and cargo clippy)"
 fi
 
 section "cargo test"
 cargo test --workspace
 
-section "python tests (official openai SDK)"
+section "build the gateway and the mock upstream (debug)"
 cargo build -p switchyard -p switchyard-benches --bins
+
+section "python tests (official openai SDK)"
 SWITCHYARD_BIN="$PWD/target/debug/switchyard" MOCK_UPSTREAM_BIN="$PWD/target/debug/mock-upstream" \
   .venv/bin/python -m pytest tests/python -q
+
+current="done"

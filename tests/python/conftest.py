@@ -1,7 +1,7 @@
 """Starts a mock OpenAI-compatible upstream and the real Switchyard gateway for the SDK tests.
 
 Binaries come from SWITCHYARD_BIN and MOCK_UPSTREAM_BIN (set by scripts/test.sh), defaulting to
-the debug build. Only 127.0.0.1 is used.
+the debug build. Only 127.0.0.1 is used: proxies from the environment are bypassed for it.
 """
 import os
 import socket
@@ -16,43 +16,67 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
+SWITCHYARD = os.environ.get("SWITCHYARD_BIN", str(ROOT / "target/debug/switchyard"))
+MOCK_UPSTREAM = os.environ.get("MOCK_UPSTREAM_BIN", str(ROOT / "target/debug/mock-upstream"))
+
+# The SDK's HTTP client honours HTTP(S)_PROXY from the environment (CI runners often set one):
+# loopback must never go through it.
+for _var in ("NO_PROXY", "no_proxy"):
+    _hosts = [h for h in os.environ.get(_var, "").split(",") if h]
+    os.environ[_var] = ",".join(_hosts + [h for h in ("127.0.0.1", "localhost") if h not in _hosts])
+
+# Readiness probes: plain urllib with no proxy at all.
+_direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+READY_TIMEOUT_S = 30.0
+POLL_S = 0.1
+
 
 def free_port() -> int:
+    """A free loopback port (bound then released; the child binds it right after)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def wait_for(url: str, proc: subprocess.Popen, log: Path, timeout: float = 30.0) -> None:
+def _exited(proc: subprocess.Popen, log: Path) -> RuntimeError:
+    return RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before it was ready:\n{log.read_text()}")
+
+
+def wait_for(url: str, proc: subprocess.Popen, log: Path, timeout: float = READY_TIMEOUT_S) -> None:
+    """Polls `url` until it answers 200; fails with the process's log if it exits or times out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}:\n{log.read_text()}")
+            raise _exited(proc, log)
         try:
-            with urllib.request.urlopen(url, timeout=1) as r:
+            with _direct.open(url, timeout=1) as r:
                 if r.status == 200:
                     return
-        except (urllib.error.URLError, ConnectionError, OSError):
+        except (urllib.error.URLError, OSError):
             pass
-        time.sleep(0.1)
+        time.sleep(POLL_S)
     raise RuntimeError(f"{url} not ready after {timeout}s:\n{log.read_text()}")
 
 
-def wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 30.0) -> None:
+def wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = READY_TIMEOUT_S) -> None:
+    """Polls until 127.0.0.1:`port` accepts connections; fails with the log as wait_for does."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}:\n{log.read_text()}")
+            raise _exited(proc, log)
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
         except OSError:
-            time.sleep(0.1)
+            time.sleep(POLL_S)
     raise RuntimeError(f"port {port} not open after {timeout}s:\n{log.read_text()}")
 
 
 def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
+    """SIGTERM, then SIGKILL after 5 s."""
+    if proc.poll() is None:
+        proc.terminate()
     try:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
@@ -88,9 +112,9 @@ telemetry:
   access_log: off
 """
 
-
-SWITCHYARD = os.environ.get("SWITCHYARD_BIN", str(ROOT / "target/debug/switchyard"))
-MOCK_UPSTREAM = os.environ.get("MOCK_UPSTREAM_BIN", str(ROOT / "target/debug/mock-upstream"))
+# Logs of the session's processes, kept when a test failed so the terminal summary can show them
+# after the temporary directory is gone.
+_failure_logs: list[tuple[str, str]] = []
 
 
 class Processes:
@@ -98,55 +122,68 @@ class Processes:
 
     def __init__(self, tmp: Path):
         self.tmp = tmp
-        self.procs: list[subprocess.Popen] = []
+        self.procs: list[tuple[subprocess.Popen, Path]] = []
+
+    def _spawn(self, args: list[str], log: Path) -> subprocess.Popen:
+        with log.open("w") as out:
+            p = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.procs.append((p, log))
+        return p
 
     def upstream(self, chunks: int = 4) -> int:
+        """Starts mock-upstream on a free port; returns the port once it accepts connections."""
         port = free_port()
         log = self.tmp / f"upstream-{port}.log"
-        p = subprocess.Popen(
-            [MOCK_UPSTREAM, "--listen", f"127.0.0.1:{port}", "--chunks", str(chunks)],
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-        )
-        self.procs.append(p)
+        p = self._spawn([MOCK_UPSTREAM, "--listen", f"127.0.0.1:{port}", "--chunks", str(chunks)], log)
         wait_for_port(port, p, log)
         return port
 
     def gateway(self, config: str, health_url: str) -> subprocess.Popen:
+        """Writes `config` and runs `switchyard run --conf` on it until `health_url` answers 200."""
         n = len(self.procs)
         conf = self.tmp / f"switchyard-{n}.yaml"
         conf.write_text(config)
         log = self.tmp / f"gateway-{n}.log"
-        p = subprocess.Popen(
-            [SWITCHYARD, "run", "--conf", str(conf)],
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-        )
-        self.procs.append(p)
+        p = self._spawn([SWITCHYARD, "run", "--conf", str(conf)], log)
         wait_for(health_url, p, log)
         return p
 
-    def stop_all(self) -> None:
-        for p in reversed(self.procs):
+    def stop_all(self, keep_logs: bool) -> None:
+        for p, log in reversed(self.procs):
+            died = p.poll()
             stop(p)
+            if keep_logs or died is not None:
+                status = f"exited early with {died}" if died is not None else "stopped at the end"
+                _failure_logs.append((f"{log.name} ({' '.join(map(str, p.args))}; {status})", log.read_text()))
 
 
 @pytest.fixture(scope="session")
-def processes():
+def processes(request):
+    for binary, var in ((SWITCHYARD, "SWITCHYARD_BIN"), (MOCK_UPSTREAM, "MOCK_UPSTREAM_BIN")):
+        if not os.access(binary, os.X_OK):
+            pytest.fail(f"{binary} is not an executable: build it (cargo build -p switchyard -p "
+                        f"switchyard-benches --bins) or set {var}", pytrace=False)
     with tempfile.TemporaryDirectory(prefix="switchyard-py-") as tmp:
         procs = Processes(Path(tmp))
         try:
             yield procs
         finally:
-            procs.stop_all()
+            procs.stop_all(keep_logs=request.session.testsfailed > 0)
 
 
 @pytest.fixture(scope="session")
 def gateway_url(processes):
-    up_port = processes.upstream()
+    """The main gateway (mock provider `sim` and the mock upstream behind `upstream`)."""
+    up_port = processes.upstream(chunks=4)
     port, admin_port = free_port(), free_port()
     processes.gateway(
         CONFIG.format(port=port, admin_port=admin_port, up_port=up_port),
         f"http://127.0.0.1:{port}/v1/health",
     )
     return f"http://127.0.0.1:{port}/v1"
+
+
+def pytest_terminal_summary(terminalreporter):
+    for name, text in _failure_logs:
+        terminalreporter.section(f"log: {name}")
+        terminalreporter.write(text if text.endswith("\n") or not text else text + "\n")

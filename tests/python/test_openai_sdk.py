@@ -1,4 +1,8 @@
-"""The official `openai` SDK talking to Switchyard: only base_url changes."""
+"""The official `openai` SDK talking to Switchyard: only base_url changes.
+
+`fast` goes to the mock OpenAI-compatible upstream (provider `upstream`, model `mock-model`);
+`chat` and its alias `gpt-4o-mini` are answered by the built-in mock provider (`sim`, `mock-1`).
+"""
 import openai
 import pytest
 
@@ -17,11 +21,13 @@ def ask(client, model, prompt="hello", **kw):
 @pytest.mark.parametrize("model", ["fast", "chat", "gpt-4o-mini"])
 def test_non_stream(client, model):
     r = ask(client, model)
+    assert isinstance(r, openai.types.chat.ChatCompletion)
     assert r.object == "chat.completion"
     assert r.choices[0].message.content
     assert r.choices[0].finish_reason == "stop"
     assert r.usage.prompt_tokens > 0
     assert r.usage.completion_tokens > 0
+    assert r.usage.total_tokens > 0
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
 
 
@@ -29,13 +35,17 @@ def test_mock_answers_are_deterministic(client):
     a = ask(client, "chat", "what is a switchyard?").choices[0].message.content
     b = ask(client, "chat", "what is a switchyard?").choices[0].message.content
     c = ask(client, "chat", "something else entirely").choices[0].message.content
+    assert a
     assert a == b
     assert a != c
+    # The alias reaches the same deployment, so the same prompt gets the same answer.
+    assert ask(client, "gpt-4o-mini", "what is a switchyard?").choices[0].message.content == a
 
 
 @pytest.mark.parametrize("model", ["fast", "chat"])
 def test_stream(client, model):
     chunks = list(ask(client, model, stream=True))
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
     with_content = [c for c in chunks if c.choices and c.choices[0].delta.content]
     assert len(with_content) > 1
     text = "".join(c.choices[0].delta.content for c in with_content)
@@ -53,10 +63,18 @@ def test_stream_with_usage(client, model):
     chunks = list(ask(client, model, stream=True, stream_options={"include_usage": True}))
     last = chunks[-1]
     assert last.choices == []
+    assert last.usage is not None
     assert last.usage.total_tokens > 0
+    # Only the final chunk carries usage; the content still streamed before it.
+    assert all(c.usage is None and c.choices for c in chunks[:-1])
+    assert "".join(c.choices[0].delta.content or "" for c in chunks[:-1])
+    assert chunks[-2].choices[0].finish_reason == "stop"
 
 
-@pytest.mark.parametrize("model,provider,upstream_model", [("fast", "upstream", "mock-model"), ("chat", "sim", "mock-1")])
+@pytest.mark.parametrize(
+    "model,provider,upstream_model",
+    [("fast", "upstream", "mock-model"), ("chat", "sim", "mock-1"), ("gpt-4o-mini", "sim", "mock-1")],
+)
 def test_gateway_headers(client, model, provider, upstream_model):
     raw = client.chat.completions.with_raw_response.create(
         model=model, messages=[{"role": "user", "content": "hi"}]
@@ -71,7 +89,10 @@ def test_unknown_model_is_not_found(client):
     with pytest.raises(openai.NotFoundError) as e:
         ask(client, "no-such-model")
     assert e.value.status_code == 404
+    # The SDK unwraps OpenAI's {"error": {...}} envelope into `body`.
     assert e.value.body["code"] == "model_not_found"
+    assert e.value.body["message"]
+    assert e.value.code == "model_not_found"
 
 
 def test_models_list(client):

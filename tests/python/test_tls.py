@@ -77,7 +77,7 @@ def test_sdk_over_tls(tls_gateway):
     client = openai.OpenAI(
         base_url=f"https://127.0.0.1:{tls_gateway['tls_port']}/v1",
         api_key="sk-caller",
-        http_client=openai.DefaultHttpx2Client(verify=ctx),
+        http_client=openai.DefaultHttpxClient(verify=ctx),  # the SDK's own transport (httpx or httpx2)
         max_retries=0,
     )
     r = client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}])
