@@ -698,16 +698,7 @@ impl Forwarder {
                 .write_response_body(Some(body), true)
                 .await
                 .map_err(Failure::Abort)?;
-            dep.provider
-                .metrics
-                .upstream_duration
-                .observe(started.elapsed().as_secs_f64());
-            ctx.completed = true;
-            if upstream.response_done() {
-                self.connector
-                    .release_http_session(upstream, &peer, Some(POOL_IDLE_TIMEOUT))
-                    .await;
-            }
+            self.complete(ctx, dep, upstream, &peer, started).await;
             return Ok(());
         }
         session
@@ -817,6 +808,20 @@ impl Forwarder {
             .write_response_body(None, true)
             .await
             .map_err(Failure::Abort)?;
+        self.complete(ctx, dep, upstream, &peer, started).await;
+        Ok(())
+    }
+
+    /// Bookkeeping once a response went out in full: the try's duration, the request marked
+    /// complete, and the upstream connection back to the pool when its body was read to the end.
+    async fn complete(
+        &self,
+        ctx: &mut RequestCtx,
+        dep: &RoutedDeployment,
+        mut upstream: HttpSession,
+        peer: &HttpPeer,
+        started: Instant,
+    ) {
         dep.provider
             .metrics
             .upstream_duration
@@ -824,10 +829,9 @@ impl Forwarder {
         ctx.completed = true;
         if upstream.response_done() {
             self.connector
-                .release_http_session(upstream, &peer, Some(POOL_IDLE_TIMEOUT))
+                .release_http_session(upstream, peer, Some(POOL_IDLE_TIMEOUT))
                 .await;
         }
-        Ok(())
     }
 
     /// Answers from the built-in mock provider.

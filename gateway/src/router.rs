@@ -288,6 +288,13 @@ mod tests {
             .to_string()
     }
 
+    /// Gives each deployment one time-to-first-byte sample, in milliseconds.
+    fn set_latencies(m: &RoutedModel, ms: &[u64]) {
+        for (d, ms) in m.deployments.iter().zip(ms) {
+            d.runtime.observe_ttfb(Duration::from_millis(*ms));
+        }
+    }
+
     /// How often each provider is planned first over `n` requests with varying seeds.
     fn first_counts(
         s: &State,
@@ -329,15 +336,7 @@ mod tests {
     fn least_latency_prefers_the_fast_one_but_still_probes() {
         let s = state("least_latency", "      - { provider: a, model: x }\n      - { provider: b, model: y }\n      - { provider: c, model: z }\n");
         let m = s.model("m").unwrap();
-        m.deployments[0]
-            .runtime
-            .observe_ttfb(Duration::from_millis(300));
-        m.deployments[1]
-            .runtime
-            .observe_ttfb(Duration::from_millis(20));
-        m.deployments[2]
-            .runtime
-            .observe_ttfb(Duration::from_millis(150));
+        set_latencies(m, &[300, 20, 150]);
         let counts = first_counts(&s, 3000, 12345);
         // p2c: the fastest wins any pair it is in (≈2/3); the slowest only starts when explored.
         assert!(counts["b"] > 1700, "{counts:?}");
@@ -420,15 +419,7 @@ mod tests {
         );
         let m = s.model("m").unwrap();
         // b is the fastest but a 1000-token request there costs 0.1 > 0.01.
-        m.deployments[0]
-            .runtime
-            .observe_ttfb(Duration::from_millis(300));
-        m.deployments[1]
-            .runtime
-            .observe_ttfb(Duration::from_millis(10));
-        m.deployments[2]
-            .runtime
-            .observe_ttfb(Duration::from_millis(50));
+        set_latencies(m, &[300, 10, 50]);
         let mut seed = 7u64;
         for _ in 0..200 {
             seed = xorshift(seed);

@@ -12,7 +12,7 @@ mod validate;
 pub(crate) mod validate_auth;
 
 pub use model::*;
-pub use validate_auth::parse_net;
+pub use validate_auth::{parse_expiry, parse_net};
 
 use std::fmt;
 use std::path::Path;

@@ -115,26 +115,13 @@ fn api_key(
             }
         }
     }
-    let expires_unix =
-        k.expires
-            .as_deref()
-            .and_then(|e| match humantime::parse_rfc3339_weak(e.trim()) {
-                Ok(t) => Some(
-                    t.duration_since(UNIX_EPOCH)
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0),
-                ),
-                Err(err) => {
-                    push(
-                        errs,
-                        format!("{path}.expires"),
-                        format!(
-                        "invalid timestamp {e:?}: {err} (use RFC 3339, e.g. 2027-06-30T00:00:00Z)"
-                    ),
-                    );
-                    None
-                }
-            });
+    let expires_unix = k.expires.as_deref().and_then(|e| match parse_expiry(e) {
+        Ok(t) => Some(t),
+        Err(msg) => {
+            push(errs, format!("{path}.expires"), msg);
+            None
+        }
+    });
     let mut ip_allow = Vec::new();
     for (j, net) in k.ip_allow.iter().flatten().enumerate() {
         match parse_net(net) {
@@ -163,6 +150,19 @@ fn api_key(
             created_unix: 0,
         },
     ))
+}
+
+/// An RFC 3339 timestamp (`2027-06-30T00:00:00Z`) as unix seconds.
+pub fn parse_expiry(s: &str) -> Result<u64, String> {
+    humantime::parse_rfc3339_weak(s.trim())
+        .map(|t| {
+            t.duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        })
+        .map_err(|err| {
+            format!("invalid timestamp {s:?}: {err} (use RFC 3339, e.g. 2027-06-30T00:00:00Z)")
+        })
 }
 
 /// A CIDR network, or a single address as a /32 or /128.

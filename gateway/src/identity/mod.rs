@@ -470,16 +470,12 @@ impl Auth {
                 return Err(AdminError::Invalid(format!("unknown model {m:?}")));
             }
         }
-        let expires_unix = match req.expires.as_deref() {
-            None => None,
-            Some(e) => Some(
-                humantime::parse_rfc3339_weak(e)
-                    .map_err(|err| AdminError::Invalid(format!("expires: {err} (use RFC 3339)")))?
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0),
-            ),
-        };
+        let expires_unix = req
+            .expires
+            .as_deref()
+            .map(crate::config::parse_expiry)
+            .transpose()
+            .map_err(|e| AdminError::Invalid(format!("expires: {e}")))?;
         let mut ip_allow = Vec::new();
         for net in req.ip_allow.iter().flatten() {
             ip_allow.push(crate::config::parse_net(net).ok_or_else(|| {
