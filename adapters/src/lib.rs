@@ -5,9 +5,23 @@
 //! here can be unit-tested and benchmarked in isolation.
 //!
 //! Modules:
+//! - [`canonical`]: the format-independent request / response / stream-event / error model.
+//! - [`capabilities`]: which provider honours which request field (forward, translate, ignore,
+//!   reject) and the pruning that enforces it.
 //! - [`openai`]: the OpenAI Chat Completions format (fast-path inspection and in-place rewrite,
-//!   usage extraction, stream-chunk classification, error bodies).
+//!   usage extraction, stream-chunk classification, error bodies; canonical codecs in
+//!   [`openai::translate`]).
+//! - [`anthropic`]: the Anthropic Messages format, as a caller format and as a provider.
+//! - [`gemini`], [`cloudflare`], [`ollama`]: provider formats.
+//! - [`providers`]: dispatch by dialect and caller format.
 //! - [`sse`]: incremental Server-Sent-Events framing over arbitrary byte chunks.
 
+pub mod anthropic;
+pub mod canonical;
+pub mod capabilities;
+pub mod cloudflare;
+pub mod gemini;
+pub mod ollama;
 pub mod openai;
+pub mod providers;
 pub mod sse;

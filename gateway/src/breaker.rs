@@ -333,6 +333,22 @@ impl QuotaTracker {
                 self.blocked_until_ms
                     .fetch_max(now + reset.as_millis() as u64, Ordering::AcqRel);
             }
+            // Anthropic's variant: the reset is an RFC 3339 instant, not a duration.
+            let remaining = headers
+                .get(format!("anthropic-ratelimit-{kind}-remaining"))
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if remaining == Some(0) {
+                let reset = headers
+                    .get(format!("anthropic-ratelimit-{kind}-reset"))
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| humantime::parse_rfc3339_weak(v.trim()).ok())
+                    .and_then(|t| t.duration_since(std::time::SystemTime::now()).ok())
+                    .unwrap_or(Duration::from_secs(1))
+                    .min(Duration::from_secs(600));
+                self.blocked_until_ms
+                    .fetch_max(now + reset.as_millis() as u64, Ordering::AcqRel);
+            }
         }
     }
 }

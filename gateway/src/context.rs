@@ -13,6 +13,8 @@ use switchyard_adapters::openai::Usage;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     ChatCompletions,
+    /// Anthropic's Messages API (`POST /v1/messages`).
+    Messages,
     Infer,
     Models,
     Health,
@@ -23,6 +25,7 @@ impl Route {
     pub fn name(self) -> &'static str {
         match self {
             Route::ChatCompletions => "chat_completions",
+            Route::Messages => "messages",
             Route::Infer => "infer",
             Route::Models => "models",
             Route::Health => "health",
@@ -31,7 +34,10 @@ impl Route {
     }
 
     pub fn is_inference(self) -> bool {
-        matches!(self, Route::ChatCompletions | Route::Infer)
+        matches!(
+            self,
+            Route::ChatCompletions | Route::Messages | Route::Infer
+        )
     }
 }
 
@@ -80,6 +86,10 @@ pub struct RequestCtx {
     pub trace: Option<crate::trace::TraceContext>,
     /// Switchyard nodes this request already crossed (`x-switchyard-hops`).
     pub hops: u32,
+    /// The API format the caller speaks (errors are answered in it).
+    pub caller: switchyard_adapters::providers::Caller,
+    /// The caller's `anthropic-beta` header, passed on when an Anthropic caller reaches Anthropic.
+    pub anthropic_beta: Option<String>,
     /// The authenticated caller (`None` without an `auth` section).
     pub identity: Option<switchyard_filters::auth::Identity>,
     pub route: Route,
@@ -150,6 +160,8 @@ impl RequestCtx {
             request_id: String::new(),
             trace: None,
             hops: 0,
+            caller: switchyard_adapters::providers::Caller::OpenAi,
+            anthropic_beta: None,
             identity: None,
             route: Route::Unknown,
             state: None,

@@ -1,11 +1,14 @@
-//! The gateway's own failures and how each is answered to an OpenAI-format caller.
+//! The gateway's own failures and how each is answered in the caller's format (OpenAI or
+//! Anthropic).
 //!
 //! Every failure a caller can see is one [`GatewayError`] variant with a fixed status, OpenAI
-//! `type` and `code`. Messages name what failed (a model, a deployment, a limit) but never carry a
-//! credential. Rendering to other caller formats joins here when those formats do.
+//! `type` and `code` (Anthropic callers get the matching Anthropic `error.type`). Messages name
+//! what failed (a model, a deployment, a limit) but never carry a credential.
 
 use bytes::Bytes;
+use switchyard_adapters::canonical::TranslateError;
 use switchyard_adapters::openai::{self, InspectError};
+use switchyard_adapters::providers::Caller;
 
 /// One failed try, kept for the final error message and the access log.
 #[derive(Debug, Clone)]
@@ -49,6 +52,8 @@ pub const CODES: &[&str] = &[
     "ip_not_allowed",
     "too_many_auth_failures",
     "loop_detected",
+    "unsupported_field",
+    "upstream_rate_limited",
     // Recorded by the proxy, not answered as a GatewayError:
     "upstream_status",
     "upstream_stream_error",
@@ -61,6 +66,19 @@ pub const CODES: &[&str] = &[
 pub enum GatewayError {
     #[error("{0}")]
     InvalidRequest(#[from] InspectError),
+    /// Every deployment that could answer is rate limited by its provider right now.
+    #[error(
+        "every deployment of `{model}` is rate limited by its provider; retry shortly ({})",
+        describe(tries)
+    )]
+    UpstreamRateLimited {
+        model: String,
+        tries: Vec<TryFailure>,
+    },
+    /// The request cannot be expressed for any deployment of its model (a field a provider
+    /// cannot honour under `strict`, or content only the caller's own format can carry).
+    #[error("{0}")]
+    Untranslatable(TranslateError),
     #[error("{0}")]
     BodyTooLarge(#[from] switchyard_filters::guard::GuardError),
     #[error("the model `{0}` does not exist or you do not have access to it")]
@@ -99,6 +117,7 @@ impl GatewayError {
     pub fn status(&self) -> u16 {
         match self {
             GatewayError::InvalidRequest(_)
+            | GatewayError::Untranslatable(_)
             | GatewayError::InvalidMockRequest(_)
             | GatewayError::BodyRead(_) => 400,
             GatewayError::BodyTooLarge(_) => 413,
@@ -107,7 +126,7 @@ impl GatewayError {
             GatewayError::NoDeploymentAvailable { .. } => 502,
             GatewayError::UpstreamTimeout { .. } => 504,
             GatewayError::Auth(e) => e.status(),
-            GatewayError::TooManyAuthFailures => 429,
+            GatewayError::TooManyAuthFailures | GatewayError::UpstreamRateLimited { .. } => 429,
             GatewayError::LoopDetected { .. } => 508,
         }
     }
@@ -120,7 +139,9 @@ impl GatewayError {
             }
             GatewayError::Auth(e) if e.status() == 401 => "authentication_error",
             GatewayError::Auth(_) => "permission_error",
-            GatewayError::TooManyAuthFailures => "rate_limit_error",
+            GatewayError::TooManyAuthFailures | GatewayError::UpstreamRateLimited { .. } => {
+                "rate_limit_error"
+            }
             GatewayError::LoopDetected { .. } => "upstream_error",
             _ => "invalid_request_error",
         }
@@ -136,6 +157,8 @@ impl GatewayError {
             GatewayError::InvalidRequest(InspectError::ModelNotString) => "invalid_model",
             GatewayError::InvalidRequest(InspectError::WrongType(..)) => "invalid_type",
             GatewayError::InvalidMockRequest(_) => "invalid_request",
+            GatewayError::Untranslatable(TranslateError::Unsupported { .. }) => "unsupported_field",
+            GatewayError::Untranslatable(TranslateError::Invalid { .. }) => "invalid_request",
             GatewayError::BodyRead(_) => "body_read_error",
             GatewayError::BodyTooLarge(_) => "request_too_large",
             GatewayError::ModelNotFound(_) => "model_not_found",
@@ -146,14 +169,43 @@ impl GatewayError {
             GatewayError::Auth(e) => e.code(),
             GatewayError::TooManyAuthFailures => "too_many_auth_failures",
             GatewayError::LoopDetected { .. } => "loop_detected",
+            GatewayError::UpstreamRateLimited { .. } => "upstream_rate_limited",
         }
     }
 
-    fn param(&self) -> Option<&'static str> {
+    fn param(&self) -> Option<&str> {
         match self {
             GatewayError::InvalidRequest(e) => e.param(),
+            GatewayError::Untranslatable(e) => e.param(),
             GatewayError::ModelNotFound(_) => Some("model"),
             _ => None,
+        }
+    }
+
+    /// Anthropic `error.type` for this error's status.
+    pub fn anthropic_type(&self) -> &'static str {
+        match self.status() {
+            400 | 405 => "invalid_request_error",
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            504 => "timeout_error",
+            529 => "overloaded_error",
+            _ => "api_error",
+        }
+    }
+
+    /// The body in the caller's format.
+    pub fn body_for(&self, caller: Caller, request_id: &str) -> Bytes {
+        match caller {
+            Caller::OpenAi => self.openai_body(),
+            Caller::Anthropic => Bytes::from(switchyard_adapters::anthropic::error_body(
+                self.anthropic_type(),
+                &self.to_string(),
+                Some(request_id),
+            )),
         }
     }
 
@@ -206,6 +258,15 @@ mod tests {
             },
             GatewayError::TooManyAuthFailures,
             GatewayError::LoopDetected { hops: 9, limit: 8 },
+            GatewayError::Untranslatable(TranslateError::invalid("x", None)),
+            GatewayError::UpstreamRateLimited {
+                model: "m".into(),
+                tries: vec![],
+            },
+            GatewayError::Untranslatable(TranslateError::Unsupported {
+                field: "n>1".into(),
+                provider: "anthropic",
+            }),
         ];
         use switchyard_filters::auth::AuthError;
         for e in [

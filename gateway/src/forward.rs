@@ -16,6 +16,7 @@ use crate::mock::MockAnswer;
 use crate::router;
 use crate::state::{RoutedDeployment, RoutedModel};
 use crate::telemetry::AttemptOutcome;
+use crate::translate::{self, Inbound, Mode, Prepared, StreamRelay};
 use bytes::{Bytes, BytesMut};
 use pingora_core::connectors::http::Connector;
 use pingora_core::protocols::http::client::HttpSession;
@@ -24,10 +25,18 @@ use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use switchyard_adapters::openai::{self, ChatRequestFacts, PassthroughStream};
+use switchyard_adapters::canonical::{Dialect, ErrorKind, TranslateError};
+use switchyard_adapters::openai;
+use switchyard_adapters::providers::{self, Caller};
 
 /// Largest non-stream answer read whole so that `x-switchyard-cost-usd` can be set on it.
 const MAX_PRICED_BODY: usize = 4 * 1024 * 1024;
+
+/// Largest non-stream answer (or error body) read whole to be translated to the caller's format.
+const MAX_TRANSLATED_BODY: usize = 64 * 1024 * 1024;
+
+/// Lists request fields dropped because the provider cannot honour them (`strict: false`).
+pub const DROPPED_HEADER: &str = "x-switchyard-dropped";
 
 /// Counts the Switchyard nodes a request crossed; a mesh loop ends in a 508 at `max_hops`.
 pub const HOPS_HEADER: &str = "x-switchyard-hops";
@@ -95,9 +104,9 @@ impl Forwarder {
         session: &mut Session,
         ctx: &mut RequestCtx,
         model: &RoutedModel,
-        body: &Bytes,
-        facts: &ChatRequestFacts<'_>,
+        inbound: &Inbound<'_>,
     ) -> Result<(), Failure> {
+        let (body, facts) = (inbound.body, inbound.facts);
         let routing = &model.config.routing;
         let input = router::PlanInput {
             body_bytes: body.len(),
@@ -110,9 +119,30 @@ impl Forwarder {
         let steps = router::plan(model, &input);
         let deadline = ctx.started + routing.deadline;
         let mut last_outcome = AttemptOutcome::ConnectError;
+        // The first deployment that could not take the request as written (a field its provider
+        // cannot honour): answered as a 400 when no deployment could.
+        let mut refused: Option<TranslateError> = None;
+        let mut tried = false;
+        // Some deployment was skipped because its provider asked to wait (Retry-After, quota).
+        let mut rate_limited = false;
         for (i, step) in steps.iter().enumerate() {
             let dep = step.deployment;
             let spec = dep.spec(model);
+            let is_mock = matches!(dep.provider.config.kind, ProviderKind::Mock(_));
+            let prepared = match prepare_for(inbound, model, dep) {
+                _ if is_mock => None,
+                Ok(p) => Some(p),
+                Err(e) => {
+                    // Not a failure of the deployment: it just cannot take this request.
+                    ctx.failures.push(TryFailure {
+                        provider: dep.provider.name().to_string(),
+                        model: spec.model.clone(),
+                        reason: format!("skipped: {e}"),
+                    });
+                    refused.get_or_insert(e);
+                    continue;
+                }
+            };
             let acquired = dep
                 .runtime
                 .acquire(&routing.breaker, now_ms())
@@ -124,6 +154,7 @@ impl Forwarder {
                     }
                 });
             if let Err(why) = acquired {
+                rate_limited |= matches!(why, Unavailable::RetryAfter | Unavailable::Quota);
                 match why {
                     Unavailable::CircuitOpen => dep.provider.metrics.skipped_circuit_open.inc(),
                     Unavailable::RetryAfter => dep.provider.metrics.skipped_retry_after.inc(),
@@ -159,50 +190,53 @@ impl Forwarder {
                 }
                 tokio::time::sleep(step.backoff).await;
             }
-            ctx.tries += 1;
             if let ProviderKind::Mock(settings) = &dep.provider.config.kind {
+                ctx.tries += 1;
                 return self
-                    .serve_mock(session, ctx, model, dep, settings, body, facts)
+                    .serve_mock(session, ctx, model, dep, settings, inbound)
                     .await;
             }
-            let rewritten = openai::rewrite_chat_request(body, facts, &spec.model);
-            // A hedge partner: the next available OpenAI-compatible deployment in the plan.
+            let Some(prepared) = prepared else {
+                continue;
+            };
+            ctx.tries += 1;
+            tried = true;
+            // A hedge partner: the next available deployment in the plan that can take the request.
             let partner = routing.hedge_after.filter(|_| i == 0).and_then(|after| {
                 steps[1..]
                     .iter()
                     .map(|s| s.deployment)
-                    .find(|d| {
+                    .filter(|d| {
                         !std::ptr::eq(*d, dep)
                             && d.runtime.available(now_ms())
-                            && matches!(d.provider.config.kind, ProviderKind::OpenAi { .. })
+                            && matches!(d.provider.config.kind, ProviderKind::Http { .. })
                     })
-                    .map(|d| (after, d))
+                    .find_map(|d| prepare_for(inbound, model, d).ok().map(|p| (after, d, p)))
             });
-            let (attempt, dep, rewritten) = match partner {
+            let (attempt, dep, prepared) = match partner {
                 None => {
                     let attempt = self
                         .try_within(
                             ctx,
                             dep,
-                            &rewritten.body,
+                            &prepared,
                             facts.stream,
                             !is_last,
                             deadline,
                             routing,
                         )
                         .await;
-                    (attempt, dep, rewritten)
+                    (attempt, dep, prepared)
                 }
-                Some((after, other)) => {
+                Some((after, other, other_prepared)) => {
                     let raced = self
                         .race(
                             ctx,
                             model,
-                            (dep, rewritten),
-                            other,
+                            (dep, prepared),
+                            (other, other_prepared),
                             after,
-                            body,
-                            facts,
+                            facts.stream,
                             deadline,
                         )
                         .await;
@@ -227,8 +261,8 @@ impl Forwarder {
                             dep,
                             &spec.model,
                             committed,
-                            rewritten.usage_injected,
-                            facts.stream,
+                            &prepared,
+                            inbound,
                         )
                         .await;
                 }
@@ -240,6 +274,17 @@ impl Forwarder {
                     }
                 }
             }
+        }
+        if let (false, Some(e)) = (tried, refused) {
+            return Err(Failure::Respond(GatewayError::Untranslatable(e)));
+        }
+        if !tried && rate_limited {
+            // Nothing was sent: every provider that could answer asked to wait. That is a 429
+            // for the caller (with a Retry-After), not a gateway failure.
+            return Err(Failure::Respond(GatewayError::UpstreamRateLimited {
+                model: model.config.name.clone(),
+                tries: ctx.failures.clone(),
+            }));
         }
         let failures = ctx.failures.clone();
         let name = model.config.name.clone();
@@ -264,14 +309,17 @@ impl Forwarder {
         &self,
         ctx: &RequestCtx,
         dep: &RoutedDeployment,
-        body: &Bytes,
+        prepared: &Prepared,
         stream: bool,
         may_retry: bool,
         deadline: Instant,
         routing: &crate::config::RoutingPolicy,
     ) -> Result<Committed, TryError> {
-        let ProviderKind::OpenAi {
-            endpoint, api_key, ..
+        let ProviderKind::Http {
+            dialect,
+            endpoint,
+            api_key,
+            ..
         } = &dep.provider.config.kind
         else {
             return Err(TryError {
@@ -283,12 +331,15 @@ impl Forwarder {
         let remaining = deadline.saturating_duration_since(Instant::now());
         pingora_timeout::timeout(
             remaining,
-            self.try_openai(
+            self.try_http(
                 ctx,
                 dep,
-                endpoint,
-                api_key.as_ref(),
-                body,
+                Upstream {
+                    dialect: *dialect,
+                    endpoint,
+                    api_key: api_key.as_ref(),
+                },
+                prepared,
                 stream,
                 may_retry,
                 &routing.retry.on,
@@ -312,32 +363,23 @@ impl Forwarder {
         &self,
         ctx: &mut RequestCtx,
         model: &'m RoutedModel,
-        first: (&'m RoutedDeployment, openai::RewrittenRequest),
-        second: &'m RoutedDeployment,
+        first: (&'m RoutedDeployment, Prepared),
+        second: (&'m RoutedDeployment, Prepared),
         after: Duration,
-        body: &Bytes,
-        facts: &ChatRequestFacts<'_>,
+        stream: bool,
         deadline: Instant,
     ) -> Raced<'m> {
         let routing = &model.config.routing;
         let (dep_a, rw_a) = first;
-        let rw_b = openai::rewrite_chat_request(body, facts, &upstream_model_of(second, model));
-        let (body_a, body_b) = (rw_a.body.clone(), rw_b.body.clone());
+        let (second, rw_b) = second;
+        let (body_a, body_b) = (rw_a.clone(), rw_b.clone());
         let (winner, loser_failure, hedged): (
             Raced<'m>,
             Option<(&RoutedDeployment, TryError)>,
             bool,
         ) = {
             let ctx_view: &RequestCtx = ctx;
-            let fut_a = self.try_within(
-                ctx_view,
-                dep_a,
-                &body_a,
-                facts.stream,
-                true,
-                deadline,
-                routing,
-            );
+            let fut_a = self.try_within(ctx_view, dep_a, &body_a, stream, true, deadline, routing);
             tokio::pin!(fut_a);
             let early = tokio::select! {
                 r = &mut fut_a => Some(r),
@@ -354,15 +396,8 @@ impl Forwarder {
                 }
                 None => {
                     model.metrics.hedges.inc();
-                    let fut_b = self.try_within(
-                        ctx_view,
-                        second,
-                        &body_b,
-                        facts.stream,
-                        true,
-                        deadline,
-                        routing,
-                    );
+                    let fut_b =
+                        self.try_within(ctx_view, second, &body_b, stream, true, deadline, routing);
                     tokio::pin!(fut_b);
                     tokio::select! {
                         ra = &mut fut_a => match ra {
@@ -398,20 +433,21 @@ impl Forwarder {
         winner
     }
 
-    /// One try against an OpenAI-compatible upstream, up to its response header. A retryable
-    /// status is a failure only when `may_retry` (there is a next step to take).
+    /// One try against an HTTP upstream, up to its response header. A retryable status is a
+    /// failure only when `may_retry` (there is a next step to take).
     #[allow(clippy::too_many_arguments)]
-    async fn try_openai(
+    async fn try_http(
         &self,
         ctx: &RequestCtx,
         dep: &RoutedDeployment,
-        endpoint: &HttpEndpoint,
-        api_key: Option<&Secret>,
-        body: &Bytes,
+        upstream: Upstream<'_>,
+        prepared: &Prepared,
         stream: bool,
         may_retry: bool,
         on: &RetryOn,
     ) -> Result<Committed, TryError> {
+        let endpoint = upstream.endpoint;
+        let body = &prepared.body;
         let timeouts = dep.provider.config.timeouts;
         let addr = dep.provider.address().await.map_err(|reason| TryError {
             outcome: AttemptOutcome::ConnectError,
@@ -439,7 +475,7 @@ impl Forwarder {
             timeouts.total
         };
         let started = Instant::now();
-        let mut header = Some(self.request_header(ctx, endpoint, api_key, body.len(), stream)?);
+        let mut header = Some(self.request_header(ctx, &upstream, prepared, stream)?);
         // A pooled connection may have been closed by the upstream meanwhile: one fresh retry.
         let mut fresh_retry = true;
         loop {
@@ -452,7 +488,7 @@ impl Forwarder {
             up.set_read_timeout(Some(header_timeout));
             let req = match header.take() {
                 Some(h) => h,
-                None => self.request_header(ctx, endpoint, api_key, body.len(), stream)?,
+                None => self.request_header(ctx, &upstream, prepared, stream)?,
             };
             let sent = async {
                 up.write_request_header(Box::new(req)).await?;
@@ -522,17 +558,18 @@ impl Forwarder {
     fn request_header(
         &self,
         ctx: &RequestCtx,
-        endpoint: &HttpEndpoint,
-        api_key: Option<&Secret>,
-        body_len: usize,
+        upstream: &Upstream<'_>,
+        prepared: &Prepared,
         stream: bool,
     ) -> Result<RequestHeader, TryError> {
+        let endpoint = upstream.endpoint;
+        let body_len = prepared.body.len();
         let internal = |e: Box<Error>| TryError {
             outcome: AttemptOutcome::ConnectError,
             retry_after: None,
             reason: format!("cannot build the upstream request: {e}"),
         };
-        let path = endpoint.path("/chat/completions");
+        let path = endpoint.path(&prepared.path);
         let mut req = RequestHeader::build("POST", path.as_bytes(), Some(8)).map_err(internal)?;
         req.insert_header("host", &endpoint.host_header)
             .map_err(internal)?;
@@ -542,10 +579,10 @@ impl Forwarder {
             .map_err(internal)?;
         req.insert_header(
             "accept",
-            if stream {
-                "text/event-stream"
-            } else {
-                "application/json"
+            match (stream, upstream.dialect) {
+                (true, Dialect::Ollama) => "application/x-ndjson",
+                (true, _) => "text/event-stream",
+                (false, _) => "application/json",
             },
         )
         .map_err(internal)?;
@@ -565,14 +602,22 @@ impl Forwarder {
             req.insert_header("traceparent", trace.upstream_header())
                 .map_err(internal)?;
         }
-        if let Some(key) = api_key {
-            req.insert_header("authorization", format!("Bearer {}", key.expose()))
+        let key = upstream.api_key.map(Secret::expose);
+        for (name, value) in providers::auth_headers(upstream.dialect, key) {
+            req.insert_header(name, value).map_err(internal)?;
+        }
+        if let (Mode::Observed(Dialect::Anthropic), Some(beta)) =
+            (prepared.mode, &ctx.anthropic_beta)
+        {
+            // Same-format passthrough: the caller's beta features reach Anthropic as asked.
+            req.insert_header("anthropic-beta", beta.as_str())
                 .map_err(internal)?;
         }
         Ok(req)
     }
 
-    /// Writes the committed upstream response to the caller, event by event for streams.
+    /// Writes the committed upstream response to the caller, event by event for streams, in the
+    /// caller's format.
     #[allow(clippy::too_many_arguments)]
     async fn relay(
         &self,
@@ -581,8 +626,8 @@ impl Forwarder {
         dep: &RoutedDeployment,
         upstream_model: &str,
         committed: Committed,
-        usage_injected: bool,
-        stream_requested: bool,
+        prepared: &Prepared,
+        inbound: &Inbound<'_>,
     ) -> Result<(), Failure> {
         let Committed {
             mut upstream,
@@ -590,6 +635,9 @@ impl Forwarder {
             started,
             mut first_chunk,
         } = committed;
+        let stream_requested = inbound.facts.stream;
+        let caller = inbound.caller;
+        let translated = matches!(prepared.mode, Mode::Translated(_));
         let timeouts = dep.provider.config.timeouts;
         let Some(up_header) = upstream.response_header() else {
             return Err(Failure::Respond(GatewayError::NoDeploymentAvailable {
@@ -599,12 +647,26 @@ impl Forwarder {
         };
         let status = up_header.status.as_u16();
         let success = (200..300).contains(&status);
-        let is_sse = success
-            && up_header
-                .headers
-                .get("content-type")
-                .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        let upstream_sse = up_header
+            .headers
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        // A translated stream is a stream whatever the provider calls it (Ollama sends NDJSON).
+        let is_stream = success
+            && if translated {
+                stream_requested
+            } else {
+                upstream_sse
+            };
         let has_length = up_header.headers.get("content-length").is_some();
+        let retry_after_secs = crate::breaker::parse_retry_after(
+            up_header.headers.get("retry-after").map(|v| v.as_bytes()),
+            up_header
+                .headers
+                .get("retry-after-ms")
+                .map(|v| v.as_bytes()),
+        )
+        .map(|d| d.as_secs().max(1));
         let mut resp = up_header.clone();
         for h in [
             "connection",
@@ -620,9 +682,16 @@ impl Forwarder {
         if let Some(upstream_id) = resp.remove_header("x-request-id") {
             let _ = resp.insert_header("x-upstream-request-id", upstream_id);
         }
-        if is_sse || !has_length {
+        if is_stream || !has_length {
             resp.remove_header("content-length");
             let _ = resp.insert_header("transfer-encoding", "chunked");
+        }
+        if is_stream && translated {
+            let _ = resp.insert_header("content-type", "text/event-stream");
+            let _ = resp.insert_header("cache-control", "no-cache");
+        }
+        if !prepared.dropped.is_empty() {
+            let _ = resp.insert_header(DROPPED_HEADER, prepared.dropped.join(", "));
         }
         add_gateway_headers(
             &mut resp,
@@ -632,7 +701,7 @@ impl Forwarder {
         .map_err(Failure::Abort)?;
         ctx.status = status;
         ctx.served = Some(dep.index);
-        ctx.stream = is_sse;
+        ctx.stream = is_stream;
         if success {
             dep.provider.record_success();
         } else {
@@ -646,24 +715,45 @@ impl Forwarder {
         } else {
             dep.runtime.on_success();
         }
+        let response_id = format!("{}{}", caller.id_prefix(), ctx.request_id);
+        let created = unix_now();
         // A whole, modest, successful non-stream answer is read before its header is sent, so the
-        // header can say what it cost. Anything else streams through as it comes.
+        // header can say what it cost; an answer (or error) to translate is always read whole.
+        // Anything else streams through as it comes.
         let declared = up_header
             .headers
             .get("content-length")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
-        if success && !is_sse && !stream_requested && declared.is_some_and(|n| n <= MAX_PRICED_BODY)
-        {
+        let read_whole = !is_stream
+            && (translated
+                || (success
+                    && !stream_requested
+                    && declared.is_some_and(|n| n <= MAX_PRICED_BODY)));
+        if read_whole {
             upstream.set_read_timeout(Some(timeouts.idle));
-            let mut whole = BytesMut::with_capacity(declared.unwrap_or(0));
+            let limit = if translated {
+                MAX_TRANSLATED_BODY
+            } else {
+                MAX_PRICED_BODY
+            };
+            let mut whole = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+            if let Some(c) = first_chunk.take() {
+                whole.extend_from_slice(&c);
+            }
             loop {
                 match upstream.read_response_body().await {
-                    Ok(Some(chunk)) => whole.extend_from_slice(&chunk),
+                    Ok(Some(chunk)) if whole.len() + chunk.len() <= limit => {
+                        whole.extend_from_slice(&chunk)
+                    }
                     Ok(None) => break,
-                    Err(e) => {
-                        let reason =
-                            format!("upstream failed mid-response: {}", e.etype().as_str());
+                    outcome => {
+                        let reason = match outcome {
+                            Err(e) => {
+                                format!("upstream failed mid-response: {}", e.etype().as_str())
+                            }
+                            _ => format!("upstream response exceeds {limit} bytes"),
+                        };
                         dep.provider.metrics.attempt(AttemptOutcome::StreamError);
                         dep.provider.record_failure(&reason);
                         return Err(Failure::Respond(GatewayError::NoDeploymentAvailable {
@@ -681,8 +771,48 @@ impl Forwarder {
                     }
                 }
             }
-            let body = whole.freeze();
-            ctx.usage = openai::response_usage(&body);
+            let raw = whole.freeze();
+            let (status, body) = if success {
+                match translate::translate_body(
+                    prepared.mode,
+                    caller,
+                    raw,
+                    &response_id,
+                    upstream_model,
+                    created,
+                ) {
+                    Ok((body, usage)) => {
+                        ctx.usage = usage;
+                        (status, body)
+                    }
+                    Err(e) => {
+                        // A 2xx carrying an error (or nothing readable): the caller gets the error.
+                        dep.provider.record_failure(&e.message);
+                        ctx.error_code = Some("upstream_status");
+                        let (st, body) = caller.encode_error(&e, &ctx.request_id);
+                        (st, Bytes::from(body))
+                    }
+                }
+            } else {
+                translate::translate_error(
+                    prepared.mode,
+                    caller,
+                    status,
+                    &raw,
+                    retry_after_secs,
+                    &ctx.request_id,
+                )
+                .unwrap_or((status, raw))
+            };
+            if status != resp.status.as_u16() {
+                let _ = resp.set_status(status);
+                ctx.status = status;
+            }
+            if translated {
+                let _ = resp.insert_header("content-type", "application/json");
+            }
+            resp.remove_header("transfer-encoding");
+            let _ = resp.insert_header("content-length", body.len().to_string());
             if let (Some(u), Some(m)) = (ctx.usage, ctx.model.as_ref()) {
                 let cost = crate::cost::cost_usd(&dep.spec(m).price, &u);
                 let _ = resp.insert_header("x-switchyard-cost-usd", format!("{cost:.8}"));
@@ -705,12 +835,21 @@ impl Forwarder {
             .write_response_header(Box::new(resp), false)
             .await
             .map_err(Failure::Abort)?;
-        let _stream_guard = is_sse.then(|| ctx.stream_guard());
+        let _stream_guard = is_stream.then(|| ctx.stream_guard());
 
         let try_deadline = started + timeouts.total;
-        let mut relay = is_sse.then(|| PassthroughStream::new(usage_injected));
+        let mut relay = is_stream.then(|| {
+            StreamRelay::new(
+                prepared.mode,
+                caller,
+                &response_id,
+                upstream_model,
+                created,
+                inbound.include_usage(),
+            )
+        });
         let mut kept: Vec<Bytes> = Vec::new();
-        let mut midstream_error: Option<(AttemptOutcome, String)> = None;
+        let mut midstream_error: Option<(AttemptOutcome, ErrorKind, String)> = None;
         loop {
             // One read timeout bounds both the idle gap and what is left of `total`, so no timer
             // beyond Pingora's own is armed per chunk.
@@ -722,14 +861,16 @@ impl Forwarder {
             };
             let chunk = match next {
                 Err(e) => {
-                    let (outcome, reason) = if !is_timeout(&e) {
+                    midstream_error = Some(if !is_timeout(&e) {
                         (
                             AttemptOutcome::StreamError,
+                            ErrorKind::Server,
                             format!("upstream failed mid-response: {}", e.etype().as_str()),
                         )
                     } else if Instant::now() >= try_deadline {
                         (
                             AttemptOutcome::Timeout,
+                            ErrorKind::Timeout,
                             format!(
                                 "response exceeded the total timeout of {:?}",
                                 timeouts.total
@@ -738,13 +879,13 @@ impl Forwarder {
                     } else {
                         (
                             AttemptOutcome::Timeout,
+                            ErrorKind::Timeout,
                             format!(
                                 "upstream sent nothing for {:?} (idle timeout)",
                                 timeouts.idle
                             ),
                         )
-                    };
-                    midstream_error = Some((outcome, reason));
+                    });
                     break;
                 }
                 Ok(None) => break,
@@ -768,13 +909,29 @@ impl Forwarder {
             }
         }
         if let Some(r) = relay.as_mut() {
-            if let Some(tail) = r.finish() {
-                session
-                    .write_response_body(Some(tail), false)
-                    .await
-                    .map_err(Failure::Abort)?;
+            if midstream_error.is_none() {
+                if let Some(tail) = r.finish() {
+                    session
+                        .write_response_body(Some(tail), false)
+                        .await
+                        .map_err(Failure::Abort)?;
+                }
             }
             ctx.usage = r.usage();
+            if midstream_error.is_none() {
+                if let Some(e) = r.provider_error() {
+                    // The provider reported an error inside the stream (already relayed to the
+                    // caller in its format): it counts against the deployment.
+                    dep.provider.metrics.attempt(AttemptOutcome::StreamError);
+                    dep.provider.record_failure(&e.message);
+                    ctx.error_code = Some("upstream_stream_error");
+                    session
+                        .write_response_body(None, true)
+                        .await
+                        .map_err(Failure::Abort)?;
+                    return Ok(());
+                }
+            }
         } else if success {
             ctx.usage = usage_of(&kept);
         }
@@ -782,15 +939,14 @@ impl Forwarder {
             dep.provider
                 .add_tokens(u.prompt_tokens + u.completion_tokens);
         }
-        if let Some((outcome, reason)) = midstream_error {
+        if let Some((outcome, kind, reason)) = midstream_error {
             dep.provider.metrics.attempt(outcome);
             dep.provider.record_failure(&reason);
             ctx.error_code = Some("upstream_stream_error");
             log::warn!("request {}: {reason}", ctx.request_id);
-            if is_sse {
+            if let Some(r) = relay.as_mut() {
                 // Tell the caller in its own stream format, then end the stream cleanly.
-                let ev =
-                    openai::stream_error_event(&reason, "upstream_error", "upstream_stream_error");
+                let ev = r.fail(kind, &reason);
                 session
                     .write_response_body(Some(ev), true)
                     .await
@@ -834,8 +990,8 @@ impl Forwarder {
         }
     }
 
-    /// Answers from the built-in mock provider.
-    #[allow(clippy::too_many_arguments)]
+    /// Answers from the built-in mock provider (OpenAI-format answers, translated for callers
+    /// of other formats like any provider's).
     async fn serve_mock(
         &self,
         session: &mut Session,
@@ -843,21 +999,22 @@ impl Forwarder {
         model: &RoutedModel,
         dep: &RoutedDeployment,
         settings: &MockSettings,
-        body: &Bytes,
-        facts: &ChatRequestFacts<'_>,
+        inbound: &Inbound<'_>,
     ) -> Result<(), Failure> {
         let spec = dep.spec(model);
+        let facts = inbound.facts;
+        let caller = inbound.caller;
         let max_tokens = facts.max_tokens.or(spec.max_tokens);
-        let answer = MockAnswer::generate(body, max_tokens)
+        let mut answer = MockAnswer::generate(inbound.body, max_tokens)
             .map_err(|e| Failure::Respond(GatewayError::InvalidMockRequest(e)))?;
+        if caller != Caller::OpenAi {
+            answer.include_usage = true;
+        }
         if !settings.latency.is_zero() {
             tokio::time::sleep(settings.latency).await;
         }
-        let created = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let id = format!("chatcmpl-{}", ctx.request_id);
+        let created = unix_now();
+        let id = format!("{}{}", caller.id_prefix(), ctx.request_id);
         let mut resp = ResponseHeader::build(200, Some(6)).map_err(Failure::Abort)?;
         add_gateway_headers(
             &mut resp,
@@ -872,8 +1029,19 @@ impl Forwarder {
         dep.provider.metrics.attempt(AttemptOutcome::Ok);
         dep.provider.record_success();
         dep.runtime.on_success();
+        // The mock speaks OpenAI; other callers get it through the same translation as a
+        // provider's answer.
+        let mode = if caller == Caller::OpenAi {
+            Mode::OpenAiPassthrough {
+                usage_injected: false,
+            }
+        } else {
+            Mode::Translated(Dialect::OpenAi)
+        };
         if !facts.stream {
-            let body = answer.completion_body(&id, &spec.model, created);
+            let raw = answer.completion_body(&id, &spec.model, created);
+            let (body, _) = translate::translate_body(mode, caller, raw, &id, &spec.model, created)
+                .map_err(|e| Failure::Respond(GatewayError::InvalidMockRequest(e.message)))?;
             let cost = crate::cost::cost_usd(&spec.price, &answer.usage_counts());
             resp.insert_header("x-switchyard-cost-usd", format!("{cost:.8}"))
                 .map_err(Failure::Abort)?;
@@ -904,14 +1072,30 @@ impl Forwarder {
             .await
             .map_err(Failure::Abort)?;
         let _stream_guard = ctx.stream_guard();
+        let mut relay = StreamRelay::new(
+            mode,
+            caller,
+            &id,
+            &spec.model,
+            created,
+            inbound.include_usage(),
+        );
         let events = answer.stream_events(&id, &spec.model, created, settings.chunks);
         for (i, ev) in events.into_iter().enumerate() {
             if i > 0 && !settings.chunk_interval.is_zero() {
                 tokio::time::sleep(settings.chunk_interval).await;
             }
-            ctx.mark_first_byte();
+            if let Some(out) = relay.push(ev) {
+                ctx.mark_first_byte();
+                session
+                    .write_response_body(Some(out), false)
+                    .await
+                    .map_err(Failure::Abort)?;
+            }
+        }
+        if let Some(tail) = relay.finish() {
             session
-                .write_response_body(Some(ev), false)
+                .write_response_body(Some(tail), false)
                 .await
                 .map_err(Failure::Abort)?;
         }
@@ -926,16 +1110,35 @@ impl Forwarder {
 
 /// The outcome of a hedged try.
 enum Raced<'m> {
-    Won(
-        &'m RoutedDeployment,
-        Box<Committed>,
-        openai::RewrittenRequest,
-    ),
-    Lost(&'m RoutedDeployment, TryError, openai::RewrittenRequest),
+    Won(&'m RoutedDeployment, Box<Committed>, Prepared),
+    Lost(&'m RoutedDeployment, TryError, Prepared),
 }
 
-fn upstream_model_of(d: &RoutedDeployment, model: &RoutedModel) -> String {
-    d.spec(model).model.clone()
+/// Where one try goes: the provider's format, address and credential.
+struct Upstream<'a> {
+    dialect: Dialect,
+    endpoint: &'a HttpEndpoint,
+    api_key: Option<&'a Secret>,
+}
+
+/// The upstream request for one deployment of `model`.
+fn prepare_for(
+    inbound: &Inbound<'_>,
+    model: &RoutedModel,
+    dep: &RoutedDeployment,
+) -> Result<Prepared, TranslateError> {
+    let ProviderKind::Http { dialect, .. } = &dep.provider.config.kind else {
+        return Err(TranslateError::invalid("not an HTTP provider", None));
+    };
+    let spec = dep.spec(model);
+    inbound.prepare(*dialect, &spec.model, spec.max_tokens, model.config.strict)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Records a failed try everywhere it counts (metrics, provider health, breaker, Retry-After,

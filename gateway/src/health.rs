@@ -26,6 +26,7 @@ use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_adapters::providers;
 
 #[derive(Clone)]
 pub struct HealthChecker {
@@ -37,8 +38,11 @@ impl HealthChecker {
     /// Probes one provider; `Ok` when it answered 2xx.
     pub async fn probe(&self, p: &ProviderHandle) -> Result<(), String> {
         let (
-            ProviderKind::OpenAi {
-                endpoint, api_key, ..
+            ProviderKind::Http {
+                dialect,
+                endpoint,
+                api_key,
+                ..
             },
             Some(hc),
         ) = (&p.config.kind, p.config.health_check)
@@ -46,14 +50,15 @@ impl HealthChecker {
             return Ok(());
         };
         let mut headers = vec![("accept", "application/json".to_string())];
-        if let Some(k) = api_key {
-            headers.push(("authorization", format!("Bearer {}", k.expose())));
-        }
+        headers.extend(providers::auth_headers(
+            *dialect,
+            api_key.as_ref().map(|k| k.expose()),
+        ));
         let (status, _) = crate::identity::http_call(
             &self.connector,
             endpoint,
             "GET",
-            &endpoint.path("/models"),
+            &endpoint.path(providers::probe_path(*dialect)),
             &headers,
             Bytes::new(),
             hc.timeout,

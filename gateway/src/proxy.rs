@@ -13,6 +13,7 @@ use crate::forward::{add_gateway_headers, Failure, Forwarder};
 use crate::identity::{Auth, Denied};
 use crate::state::State;
 use crate::telemetry::Metrics;
+use crate::translate::Inbound;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -23,6 +24,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use switchyard_adapters::openai;
+use switchyard_adapters::providers::Caller;
 use switchyard_filters::auth::AuthError;
 use switchyard_filters::guard::BodyLimit;
 
@@ -58,6 +60,7 @@ impl Gateway {
 fn route_of(method: &http::Method, path: &str) -> std::result::Result<Route, &'static str> {
     let (route, allow) = match path {
         "/v1/chat/completions" => (Route::ChatCompletions, "POST"),
+        "/v1/messages" => (Route::Messages, "POST"),
         "/v1/ai/infer" => (Route::Infer, "POST"),
         "/v1/models" => (Route::Models, "GET"),
         "/v1/health" => (Route::Health, "GET"),
@@ -109,6 +112,7 @@ async fn write_error(
 ) -> Result<()> {
     ctx.error_code = Some(err.code());
     let extra: &[(&'static str, &'static str)] = match err {
+        GatewayError::UpstreamRateLimited { .. } => &[("retry-after", "1")],
         GatewayError::MethodNotAllowed { allow, .. } => {
             if *allow == "POST" {
                 &[("allow", "POST")]
@@ -122,7 +126,8 @@ async fn write_error(
         // The rest of an oversized body is not worth draining: close after answering.
         session.set_keepalive(None);
     }
-    write_json(session, ctx, err.status(), err.openai_body(), extra).await
+    let body = err.body_for(ctx.caller, &ctx.request_id);
+    write_json(session, ctx, err.status(), body, extra).await
 }
 
 /// Reads the whole request body, refusing it as soon as it passes the limit.
@@ -187,6 +192,12 @@ impl Gateway {
     ) -> std::result::Result<(), Failure> {
         let body = read_body(session, state.body_limit).await?;
         let facts = openai::inspect_chat_request(&body).map_err(GatewayError::from)?;
+        let inbound = Inbound::new(ctx.caller, &body, &facts);
+        if ctx.caller == Caller::Anthropic {
+            // Validate the Messages request up front: a malformed one is the caller's 400, in
+            // its own format, whichever deployment would have served it.
+            inbound.canonical().map_err(GatewayError::Untranslatable)?;
+        }
         let Some(model) = state.model(&facts.model) else {
             return Err(GatewayError::ModelNotFound(facts.model.into_owned()).into());
         };
@@ -202,7 +213,7 @@ impl Gateway {
         }
         ctx.model = Some(model.clone());
         self.forwarder
-            .serve_chat(session, ctx, &model, &body, &facts)
+            .serve_chat(session, ctx, &model, &inbound)
             .await
     }
 
@@ -367,8 +378,17 @@ impl ProxyHttp for Gateway {
             }
         };
         ctx.route = route;
+        if route == Route::Messages {
+            ctx.caller = Caller::Anthropic;
+            ctx.anthropic_beta = session
+                .req_header()
+                .headers
+                .get("anthropic-beta")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+        }
         let needs_auth = match route {
-            Route::ChatCompletions | Route::Infer => true,
+            Route::ChatCompletions | Route::Messages | Route::Infer => true,
             Route::Models | Route::Health => !state.config.server.public_health,
             Route::Unknown => false,
         };
@@ -387,7 +407,7 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
         match route {
-            Route::ChatCompletions | Route::Infer => {
+            Route::ChatCompletions | Route::Messages | Route::Infer => {
                 ctx.active = Some(GaugeGuard::new(&self.metrics.active_requests));
                 match self.chat(session, ctx, &state).await {
                     Ok(()) => {}

@@ -204,10 +204,12 @@ pub fn routing_table(cfg: &Config) -> String {
         for (i, d) in m.deployments.iter().enumerate() {
             let p = &d.provider;
             let target = match &p.kind {
-                ProviderKind::OpenAi { endpoint, .. } => format!(
+                ProviderKind::Http {
+                    dialect, endpoint, ..
+                } => format!(
                     "{} (POST {})",
                     endpoint.base_url,
-                    endpoint.path("/chat/completions")
+                    endpoint.path(switchyard_adapters::providers::chat_path(*dialect))
                 ),
                 ProviderKind::Mock(_) => "built-in".to_string(),
             };

@@ -193,7 +193,7 @@ impl ProviderHandle {
         previous: Option<&ProviderHandle>,
     ) -> Self {
         let resolver = match &config.kind {
-            ProviderKind::OpenAi { endpoint, .. } => Some(
+            ProviderKind::Http { endpoint, .. } => Some(
                 previous
                     .and_then(|p| p.resolver.clone())
                     .filter(|r| r.host == endpoint.host && r.port == endpoint.port)
@@ -204,7 +204,7 @@ impl ProviderHandle {
         let health = previous.map(|p| p.health.clone()).unwrap_or_default();
         let quota = previous.map(|p| p.quota.clone()).unwrap_or_default();
         let ca = match &config.kind {
-            ProviderKind::OpenAi {
+            ProviderKind::Http {
                 ca: Some(bundle), ..
             } => Some(
                 bundle

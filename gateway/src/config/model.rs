@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+pub use switchyard_adapters::canonical::Dialect;
 use switchyard_filters::auth::jwt::JwtPolicy;
 use switchyard_filters::auth::keys::{KeyHash, KeyRecord};
 
@@ -155,8 +156,10 @@ pub struct HealthCheckSettings {
 
 #[derive(Debug)]
 pub enum ProviderKind {
-    /// Any OpenAI-compatible HTTP API (OpenAI, vLLM, Ollama `/v1`, Groq, another Switchyard).
-    OpenAi {
+    /// An HTTP provider speaking `dialect` (`openai` also covers any OpenAI-compatible API:
+    /// vLLM, Ollama `/v1`, Groq, another Switchyard node).
+    Http {
+        dialect: Dialect,
         endpoint: HttpEndpoint,
         api_key: Option<Secret>,
         /// Trust these CAs (instead of the system store) for this provider's certificate.
@@ -169,7 +172,7 @@ pub enum ProviderKind {
 impl ProviderKind {
     pub fn name(&self) -> &'static str {
         match self {
-            ProviderKind::OpenAi { .. } => "openai",
+            ProviderKind::Http { dialect, .. } => dialect.name(),
             ProviderKind::Mock(_) => "mock",
         }
     }
@@ -242,6 +245,9 @@ pub struct Model {
     pub rules: Vec<Rule>,
     /// `lowest_latency_under_budget`'s per-request cap (USD).
     pub max_cost_per_request: Option<f64>,
+    /// Refuse (400) request fields a deployment's provider cannot honour; when false they are
+    /// dropped and listed in `x-switchyard-dropped`.
+    pub strict: bool,
 }
 
 #[derive(Debug)]

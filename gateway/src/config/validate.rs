@@ -8,8 +8,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-const SUPPORTED_KINDS: &[&str] = &["openai", "mock"];
-const LATER_KINDS: &[&str] = &["anthropic", "gemini", "cloudflare", "ollama", "local"];
+const SUPPORTED_KINDS: &[&str] = &[
+    "openai",
+    "anthropic",
+    "gemini",
+    "cloudflare",
+    "ollama",
+    "mock",
+];
+const LATER_KINDS: &[&str] = &["local"];
 const DEFAULT_MAX_BODY: u64 = 8 * 1024 * 1024;
 
 struct Errors(Vec<ConfigError>);
@@ -252,7 +259,11 @@ fn providers(list: &[FileProvider], errs: &mut Errors) -> HashMap<String, (usize
         });
         let timeouts = timeouts(p.timeouts.as_ref(), &path, errs);
         let kind = match p.kind.as_str() {
-            "openai" => openai_kind(p, &path, errs),
+            "openai" => http_kind(Dialect::OpenAi, p, &path, errs),
+            "anthropic" => http_kind(Dialect::Anthropic, p, &path, errs),
+            "gemini" => http_kind(Dialect::Gemini, p, &path, errs),
+            "cloudflare" => http_kind(Dialect::Cloudflare, p, &path, errs),
+            "ollama" => http_kind(Dialect::Ollama, p, &path, errs),
             "mock" => mock_kind(p, &path, errs),
             k if LATER_KINDS.contains(&k) => {
                 errs.push(
@@ -311,11 +322,16 @@ fn reject_keys(p: &FileProvider, path: &str, kind: &str, keys: &[(&str, bool)], 
     }
 }
 
-fn openai_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Option<ProviderKind> {
+fn http_kind(
+    dialect: Dialect,
+    p: &FileProvider,
+    path: &str,
+    errs: &mut Errors,
+) -> Option<ProviderKind> {
     reject_keys(
         p,
         path,
-        "openai",
+        dialect.name(),
         &[
             ("latency", p.latency.is_some()),
             ("chunks", p.chunks.is_some()),
@@ -327,7 +343,10 @@ fn openai_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Option<Provid
         errs,
     );
     let Some(url) = &p.base_url else {
-        errs.push(format!("{path}.base_url"), "required for kind openai");
+        errs.push(
+            format!("{path}.base_url"),
+            format!("required for kind {}", dialect.name()),
+        );
         return None;
     };
     let endpoint = match parse_endpoint(url) {
@@ -359,7 +378,8 @@ fn openai_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Option<Provid
             }
         },
     };
-    Some(ProviderKind::OpenAi {
+    Some(ProviderKind::Http {
+        dialect,
         endpoint,
         api_key,
         ca,
@@ -627,11 +647,14 @@ fn models(
                 );
             }
         }
-        for (key, present) in [("strict", m.strict.is_some())] {
-            if present {
-                errs.not_yet(format!("{path}.{key}"), &format!("`{key}`"));
+        let strict = match &m.strict {
+            None => true,
+            Some(serde_yaml::Value::Bool(b)) => *b,
+            Some(_) => {
+                errs.push(format!("{path}.strict"), "must be true or false");
+                true
             }
-        }
+        };
         let routing = apply_routing(
             *defaults,
             &path,
@@ -728,6 +751,7 @@ fn models(
             routing,
             rules,
             max_cost_per_request,
+            strict,
         }));
     }
     out

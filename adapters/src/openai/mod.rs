@@ -11,6 +11,8 @@
 //!
 //! No I/O here; the gateway decides what to do with the results.
 
+pub mod codec;
+
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -210,6 +212,18 @@ pub fn rewrite_chat_request(
         body: out.freeze(),
         usage_injected: inject,
     }
+}
+
+/// The caller's bytes with only the model name replaced (same-format passthrough for formats
+/// that need no usage injection, e.g. Anthropic to Anthropic).
+pub fn rewrite_model(body: &[u8], facts: &ChatRequestFacts<'_>, upstream_model: &str) -> Bytes {
+    let model_json = json_string(upstream_model);
+    let span = facts.model_span.clone();
+    let mut out = BytesMut::with_capacity(body.len() + model_json.len());
+    out.extend_from_slice(&body[..span.start]);
+    out.extend_from_slice(model_json.as_bytes());
+    out.extend_from_slice(&body[span.end..]);
+    out.freeze()
 }
 
 /// `stream_options` value with `include_usage: true`, other options kept.

@@ -1,0 +1,1187 @@
+//! Canonical codecs for the OpenAI Chat Completions format, both as the format callers speak
+//! (request decoder, response and stream encoders, error bodies) and as a provider format
+//! (request encoder, response and stream decoders, error decoder).
+//!
+//! The byte-splicing fast path in the parent module serves OpenAI callers talking to OpenAI
+//! deployments; these codecs serve every other pairing. No I/O here.
+
+use crate::canonical::*;
+use crate::sse::{self, SseFramer};
+use bytes::{Bytes, BytesMut};
+use serde_json::{json, Map, Value};
+
+/// Largest event (or unterminated tail) a stream decoder buffers before giving up.
+pub(crate) const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+
+// ---------------------------------------------------------------------------------------------
+// Caller side: request decoding.
+
+/// Request keys with a canonical slot; everything else goes to `extra`.
+const KNOWN_KEYS: &[&str] = &[
+    "model",
+    "messages",
+    "stream",
+    "stream_options",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop",
+    "seed",
+    "n",
+    "presence_penalty",
+    "frequency_penalty",
+    "logprobs",
+    "top_logprobs",
+    "response_format",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "user",
+];
+
+fn invalid(message: impl Into<String>, param: &str) -> TranslateError {
+    TranslateError::invalid(message, Some(param.to_string()))
+}
+
+fn opt_f64(obj: &Map<String, Value>, key: &str) -> Result<Option<f64>, TranslateError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| invalid(format!("`{key}` must be a number"), key)),
+    }
+}
+
+fn opt_u32(obj: &Map<String, Value>, key: &str) -> Result<Option<u32>, TranslateError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| invalid(format!("`{key}` must be a non-negative integer"), key)),
+    }
+}
+
+fn opt_bool(obj: &Map<String, Value>, key: &str) -> Result<Option<bool>, TranslateError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(invalid(format!("`{key}` must be a boolean"), key)),
+    }
+}
+
+fn opt_str(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, TranslateError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(invalid(format!("`{key}` must be a string"), key)),
+    }
+}
+
+/// Decodes an OpenAI Chat Completions request body into the canonical model.
+pub fn decode_request(body: &[u8]) -> Result<ChatRequest, TranslateError> {
+    let root: Value = serde_json::from_slice(body).map_err(|e| {
+        TranslateError::invalid(format!("request body is not valid JSON: {e}"), None)
+    })?;
+    let Value::Object(obj) = root else {
+        return Err(TranslateError::invalid(
+            "request body must be a JSON object",
+            None,
+        ));
+    };
+    let model = match obj.get("model") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        _ => return Err(invalid("`model` is required and must be a string", "model")),
+    };
+    let Some(Value::Array(raw_messages)) = obj.get("messages") else {
+        return Err(invalid(
+            "`messages` is required and must be an array",
+            "messages",
+        ));
+    };
+    let messages = decode_messages(raw_messages)?;
+    let stream = opt_bool(&obj, "stream")?.unwrap_or(false);
+    let include_usage = obj
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let max_tokens = match opt_u32(&obj, "max_completion_tokens")? {
+        Some(n) => Some(n),
+        None => opt_u32(&obj, "max_tokens")?,
+    };
+    let stop = match obj.get("stop") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| {
+                v.as_str().map(str::to_string).ok_or_else(|| {
+                    invalid("`stop` must be a string or an array of strings", "stop")
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(invalid(
+                "`stop` must be a string or an array of strings",
+                "stop",
+            ))
+        }
+    };
+    let seed = match obj.get("seed") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_i64()
+                .ok_or_else(|| invalid("`seed` must be an integer", "seed"))?,
+        ),
+    };
+    let tools = match obj.get("tools") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a.iter().map(decode_tool).collect::<Result<_, _>>()?,
+        Some(_) => return Err(invalid("`tools` must be an array", "tools")),
+    };
+    let tool_choice = match obj.get("tool_choice") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(match s.as_str() {
+            "auto" => ToolChoice::Auto,
+            "none" => ToolChoice::None,
+            "required" => ToolChoice::Required,
+            other => {
+                return Err(invalid(format!("unknown `tool_choice` value `{other}`"), "tool_choice"))
+            }
+        }),
+        Some(v) => match v
+            .get("function")
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str)
+        {
+            Some(name) if v.get("type").and_then(Value::as_str) == Some("function") => {
+                Some(ToolChoice::Function(name.to_string()))
+            }
+            _ => {
+                return Err(invalid(
+                    "`tool_choice` must be \"auto\", \"none\", \"required\" or {\"type\":\"function\",\"function\":{\"name\":...}}",
+                    "tool_choice",
+                ))
+            }
+        },
+    };
+    let response_format = match obj.get("response_format") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(decode_response_format(v)?),
+    };
+    let extra = obj
+        .iter()
+        .filter(|(k, _)| !KNOWN_KEYS.contains(&k.as_str()))
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(ChatRequest {
+        model,
+        messages,
+        stream,
+        include_usage,
+        max_tokens,
+        temperature: opt_f64(&obj, "temperature")?,
+        top_p: opt_f64(&obj, "top_p")?,
+        top_k: opt_u32(&obj, "top_k")?,
+        stop,
+        seed,
+        n: opt_u32(&obj, "n")?,
+        presence_penalty: opt_f64(&obj, "presence_penalty")?,
+        frequency_penalty: opt_f64(&obj, "frequency_penalty")?,
+        logprobs: opt_bool(&obj, "logprobs")?,
+        top_logprobs: opt_u32(&obj, "top_logprobs")?,
+        response_format,
+        tools,
+        tool_choice,
+        parallel_tool_calls: opt_bool(&obj, "parallel_tool_calls")?,
+        user: opt_str(&obj, "user")?,
+        extra,
+    })
+}
+
+fn decode_response_format(v: &Value) -> Result<ResponseFormat, TranslateError> {
+    match v.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(ResponseFormat::Text),
+        Some("json_object") => Ok(ResponseFormat::JsonObject),
+        Some("json_schema") => {
+            let js = v.get("json_schema").ok_or_else(|| {
+                invalid(
+                    "`response_format.json_schema` is required",
+                    "response_format",
+                )
+            })?;
+            Ok(ResponseFormat::JsonSchema {
+                name: js
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("response")
+                    .to_string(),
+                schema: js.get("schema").cloned().unwrap_or_else(|| json!({})),
+                strict: js.get("strict").and_then(Value::as_bool),
+            })
+        }
+        _ => Err(invalid(
+            "`response_format.type` must be text, json_object or json_schema",
+            "response_format",
+        )),
+    }
+}
+
+fn decode_tool(v: &Value) -> Result<Tool, TranslateError> {
+    if v.get("type").and_then(Value::as_str) != Some("function") {
+        return Err(invalid(
+            "only tools of type `function` can be translated",
+            "tools",
+        ));
+    }
+    let f = v
+        .get("function")
+        .ok_or_else(|| invalid("`tools[].function` is required", "tools"))?;
+    let name = f
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| invalid("`tools[].function.name` is required", "tools"))?;
+    Ok(Tool {
+        name: name.to_string(),
+        description: f
+            .get("description")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        parameters: f.get("parameters").filter(|p| !p.is_null()).cloned(),
+    })
+}
+
+/// Text of a `content` that may be a string or an array of text parts.
+fn text_content(v: &Value, at: &str) -> Result<String, TranslateError> {
+    match v {
+        Value::Null => Ok(String::new()),
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(parts) => {
+            let mut out = String::new();
+            for p in parts {
+                match p.get("type").and_then(Value::as_str) {
+                    Some("text") | Some("refusal") => {
+                        let key = if p.get("text").is_some() {
+                            "text"
+                        } else {
+                            "refusal"
+                        };
+                        out.push_str(p.get(key).and_then(Value::as_str).unwrap_or(""));
+                    }
+                    other => {
+                        return Err(invalid(
+                            format!("{at}: content part type {other:?} is not allowed here"),
+                            "messages",
+                        ))
+                    }
+                }
+            }
+            Ok(out)
+        }
+        _ => Err(invalid(
+            format!("{at}: `content` must be a string or an array"),
+            "messages",
+        )),
+    }
+}
+
+fn decode_messages(raw: &[Value]) -> Result<Vec<Message>, TranslateError> {
+    let mut out: Vec<Message> = Vec::with_capacity(raw.len());
+    for (i, m) in raw.iter().enumerate() {
+        let at = format!("messages[{i}]");
+        let role = m
+            .get("role")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid(format!("{at}: `role` is required"), "messages"))?;
+        let content = m.get("content").unwrap_or(&Value::Null);
+        let msg = match role {
+            "system" | "developer" => {
+                let t = text_content(content, &at)?;
+                Message {
+                    role: Role::System,
+                    content: if t.is_empty() {
+                        vec![]
+                    } else {
+                        vec![Part::Text(t)]
+                    },
+                }
+            }
+            "user" => Message {
+                role: Role::User,
+                content: user_parts(content, &at)?,
+            },
+            "assistant" => {
+                let mut parts = Vec::new();
+                let t = text_content(content, &at)?;
+                if !t.is_empty() {
+                    parts.push(Part::Text(t));
+                }
+                if let Some(Value::Array(calls)) = m.get("tool_calls") {
+                    for c in calls {
+                        let f = c.get("function").unwrap_or(&Value::Null);
+                        let id = c.get("id").and_then(Value::as_str).unwrap_or_default();
+                        let name = f.get("name").and_then(Value::as_str).unwrap_or_default();
+                        if id.is_empty() || name.is_empty() {
+                            return Err(invalid(
+                                format!("{at}: tool calls need an `id` and a `function.name`"),
+                                "messages",
+                            ));
+                        }
+                        let arguments = match f.get("arguments") {
+                            Some(Value::String(s)) => s.clone(),
+                            Some(Value::Null) | None => String::new(),
+                            Some(other) => other.to_string(),
+                        };
+                        parts.push(Part::ToolCall {
+                            id: id.to_string(),
+                            name: name.to_string(),
+                            arguments,
+                        });
+                    }
+                }
+                Message {
+                    role: Role::Assistant,
+                    content: parts,
+                }
+            }
+            "tool" => {
+                let call_id = m
+                    .get("tool_call_id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        invalid(format!("{at}: `tool_call_id` is required"), "messages")
+                    })?;
+                Message {
+                    role: Role::Tool,
+                    content: vec![Part::ToolResult {
+                        call_id: call_id.to_string(),
+                        name: tool_name_for(&out, call_id),
+                        content: text_content(content, &at)?,
+                        is_error: false,
+                    }],
+                }
+            }
+            other => {
+                return Err(invalid(
+                    format!("{at}: role `{other}` cannot be translated for this deployment"),
+                    "messages",
+                ))
+            }
+        };
+        out.push(msg);
+    }
+    Ok(out)
+}
+
+/// The name of the tool an earlier assistant turn called with `call_id`.
+pub(crate) fn tool_name_for(history: &[Message], call_id: &str) -> Option<String> {
+    history.iter().rev().find_map(|m| {
+        m.content.iter().find_map(|p| match p {
+            Part::ToolCall { id, name, .. } if id == call_id => Some(name.clone()),
+            _ => None,
+        })
+    })
+}
+
+fn user_parts(content: &Value, at: &str) -> Result<Vec<Part>, TranslateError> {
+    match content {
+        Value::String(s) if s.is_empty() => Ok(vec![]),
+        Value::String(s) => Ok(vec![Part::Text(s.clone())]),
+        Value::Array(parts) => {
+            let mut out = Vec::with_capacity(parts.len());
+            for p in parts {
+                match p.get("type").and_then(Value::as_str) {
+                    Some("text") => {
+                        let t = p.get("text").and_then(Value::as_str).unwrap_or("");
+                        if !t.is_empty() {
+                            out.push(Part::Text(t.to_string()));
+                        }
+                    }
+                    Some("image_url") => {
+                        let url = p
+                            .get("image_url")
+                            .and_then(|i| i.get("url"))
+                            .and_then(Value::as_str)
+                            .ok_or_else(|| {
+                                invalid(format!("{at}: `image_url.url` is required"), "messages")
+                            })?;
+                        out.push(Part::Image(match parse_data_url(url) {
+                            Some((media_type, data)) => Image::Base64 {
+                                media_type: media_type.to_string(),
+                                data: data.to_string(),
+                            },
+                            None => Image::Url(url.to_string()),
+                        }));
+                    }
+                    other => {
+                        return Err(invalid(
+                            format!(
+                                "{at}: content part type {other:?} can only be sent to an openai deployment"
+                            ),
+                            "messages",
+                        ))
+                    }
+                }
+            }
+            Ok(out)
+        }
+        _ => Err(invalid(
+            format!("{at}: `content` must be a string or an array"),
+            "messages",
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Caller side: response, stream and error encoding.
+
+pub fn finish_reason_str(f: &FinishReason) -> &'static str {
+    match f {
+        FinishReason::Stop | FinishReason::StopSequence(_) | FinishReason::Other(_) => "stop",
+        FinishReason::Length => "length",
+        FinishReason::ToolCalls => "tool_calls",
+        FinishReason::ContentFilter => "content_filter",
+    }
+}
+
+fn usage_json(u: &Usage) -> Value {
+    json!({
+        "prompt_tokens": u.input_tokens,
+        "completion_tokens": u.output_tokens,
+        "total_tokens": u.total(),
+        "prompt_tokens_details": {"cached_tokens": u.cache_read_tokens},
+        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+    })
+}
+
+/// A `chat.completion` body for `resp`. `id` and `created` come from the gateway when the provider
+/// gave none.
+pub fn encode_response(resp: &ChatResponse, id: &str, model: &str, created: u64) -> Vec<u8> {
+    let mut text = String::new();
+    let mut reasoning = String::new();
+    let mut calls = Vec::new();
+    for p in &resp.content {
+        match p {
+            OutputPart::Text(t) => text.push_str(t),
+            OutputPart::Reasoning(t) => reasoning.push_str(t),
+            OutputPart::ToolCall {
+                id,
+                name,
+                arguments,
+            } => calls.push(json!({
+                "id": id, "type": "function",
+                "function": {"name": name, "arguments": arguments},
+            })),
+        }
+    }
+    let mut message = Map::new();
+    message.insert("role".into(), json!("assistant"));
+    message.insert(
+        "content".into(),
+        if text.is_empty() && !calls.is_empty() {
+            Value::Null
+        } else {
+            json!(text)
+        },
+    );
+    if !reasoning.is_empty() {
+        message.insert("reasoning_content".into(), json!(reasoning));
+    }
+    if !calls.is_empty() {
+        message.insert("tool_calls".into(), Value::Array(calls));
+    }
+    let mut body = json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": Value::Object(message),
+            "logprobs": null,
+            "finish_reason": finish_reason_str(&resp.finish),
+        }],
+    });
+    if let (Some(u), Some(obj)) = (resp.usage, body.as_object_mut()) {
+        obj.insert("usage".into(), usage_json(&u));
+    }
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// The caller-facing status and OpenAI `error.type` / `error.code` for a provider error.
+pub fn error_status_and_type(kind: ErrorKind) -> (u16, &'static str, &'static str) {
+    match kind {
+        ErrorKind::Auth => (502, "upstream_error", "upstream_auth_failed"),
+        ErrorKind::Permission => (502, "upstream_error", "upstream_permission_denied"),
+        ErrorKind::NotFound => (404, "invalid_request_error", "model_not_found"),
+        ErrorKind::RateLimited => (429, "rate_limit_error", "rate_limit_exceeded"),
+        ErrorKind::Overloaded => (503, "overloaded_error", "overloaded"),
+        ErrorKind::InvalidRequest => (400, "invalid_request_error", "invalid_request"),
+        ErrorKind::ContextLength => (400, "invalid_request_error", "context_length_exceeded"),
+        ErrorKind::ContentPolicy => (400, "invalid_request_error", "content_policy_violation"),
+        ErrorKind::Server => (502, "upstream_error", "upstream_error"),
+        ErrorKind::Timeout => (504, "timeout_error", "upstream_timeout"),
+    }
+}
+
+/// An OpenAI error response (status, body) for a provider error.
+pub fn encode_error(err: &ProviderError) -> (u16, Vec<u8>) {
+    let (status, etype, code) = error_status_and_type(err.kind);
+    (
+        status,
+        super::error_body(&err.message, etype, None, Some(code)).to_vec(),
+    )
+}
+
+/// Re-encodes canonical stream events as OpenAI `chat.completion.chunk` events, one caller event
+/// per upstream event as it arrives.
+#[derive(Debug)]
+pub struct StreamEncoder {
+    id: String,
+    model: String,
+    created: u64,
+    include_usage: bool,
+    started: bool,
+    finished: bool,
+    done: bool,
+    failed: bool,
+    usage: Option<Usage>,
+}
+
+impl StreamEncoder {
+    pub fn new(id: &str, model: &str, created: u64, include_usage: bool) -> Self {
+        StreamEncoder {
+            id: id.to_string(),
+            model: model.to_string(),
+            created,
+            include_usage,
+            started: false,
+            finished: false,
+            done: false,
+            failed: false,
+            usage: None,
+        }
+    }
+
+    /// The usage seen so far (the last cumulative total).
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    /// Whether the stream ended normally (`[DONE]` written).
+    pub fn completed(&self) -> bool {
+        self.done && !self.failed
+    }
+
+    fn chunk(&self, out: &mut BytesMut, delta: Value, finish: Option<&str>) {
+        let body = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        });
+        write_data(out, &body);
+    }
+
+    fn ensure_started(&mut self, out: &mut BytesMut) {
+        if !self.started {
+            self.started = true;
+            self.chunk(out, json!({"role": "assistant", "content": ""}), None);
+        }
+    }
+
+    /// Appends the caller bytes for one event to `out`.
+    pub fn push(&mut self, event: &StreamEvent, out: &mut BytesMut) {
+        if self.done {
+            return;
+        }
+        match event {
+            StreamEvent::Start { .. } => self.ensure_started(out),
+            StreamEvent::TextDelta(t) => {
+                self.ensure_started(out);
+                self.chunk(out, json!({"content": t}), None);
+            }
+            StreamEvent::ReasoningDelta(t) => {
+                self.ensure_started(out);
+                self.chunk(out, json!({"reasoning_content": t}), None);
+            }
+            StreamEvent::ToolCallStart { index, id, name } => {
+                self.ensure_started(out);
+                self.chunk(
+                    out,
+                    json!({"tool_calls": [{"index": index, "id": id, "type": "function",
+                        "function": {"name": name, "arguments": ""}}]}),
+                    None,
+                );
+            }
+            StreamEvent::ToolCallDelta { index, arguments } => {
+                self.ensure_started(out);
+                self.chunk(
+                    out,
+                    json!({"tool_calls": [{"index": index, "function": {"arguments": arguments}}]}),
+                    None,
+                );
+            }
+            StreamEvent::Usage(u) => self.usage = Some(*u),
+            StreamEvent::Finish(f) => {
+                if !self.finished {
+                    self.ensure_started(out);
+                    self.finished = true;
+                    self.chunk(out, json!({}), Some(finish_reason_str(f)));
+                }
+            }
+            StreamEvent::End => {
+                self.ensure_started(out);
+                if !self.finished {
+                    self.finished = true;
+                    self.chunk(out, json!({}), Some("stop"));
+                }
+                if self.include_usage {
+                    let body = json!({
+                        "id": self.id,
+                        "object": "chat.completion.chunk",
+                        "created": self.created,
+                        "model": self.model,
+                        "choices": [],
+                        "usage": usage_json(&self.usage.unwrap_or_default()),
+                    });
+                    write_data(out, &body);
+                }
+                out.extend_from_slice(b"data: [DONE]\n\n");
+                self.done = true;
+            }
+            StreamEvent::Error(e) => {
+                let (_, etype, code) = error_status_and_type(e.kind);
+                out.extend_from_slice(&super::stream_error_event(&e.message, etype, code));
+                self.done = true;
+                self.failed = true;
+            }
+        }
+    }
+}
+
+fn write_data(out: &mut BytesMut, body: &Value) {
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(&serde_json::to_vec(body).unwrap_or_default());
+    out.extend_from_slice(b"\n\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Provider side: request encoding.
+
+/// Encodes a canonical request for an OpenAI-compatible provider (`/chat/completions`). Streams
+/// always ask for usage so the gateway can meter them.
+pub fn encode_request(
+    req: &ChatRequest,
+    opts: &EncodeOptions,
+) -> Result<EncodedRequest, TranslateError> {
+    let mut body = Map::new();
+    body.insert("model".into(), json!(opts.model));
+    let mut messages = Vec::with_capacity(req.messages.len());
+    for m in &req.messages {
+        match m.role {
+            // Several text parts (Anthropic system blocks) join like hoisted system turns do.
+            Role::System => messages.push(json!({
+                "role": "system",
+                "content": system_text(std::slice::from_ref(m)).unwrap_or_default(),
+            })),
+            Role::User => {
+                // Several text parts stay separate parts: concatenating them would glue words.
+                let only_text =
+                    m.content.len() <= 1 && m.content.iter().all(|p| matches!(p, Part::Text(_)));
+                let content = if only_text {
+                    json!(joined_text(&m.content))
+                } else {
+                    Value::Array(
+                        m.content
+                            .iter()
+                            .filter_map(|p| match p {
+                                Part::Text(t) => Some(json!({"type": "text", "text": t})),
+                                Part::Image(Image::Url(u)) => {
+                                    Some(json!({"type": "image_url", "image_url": {"url": u}}))
+                                }
+                                Part::Image(Image::Base64 { media_type, data }) => Some(json!({
+                                    "type": "image_url",
+                                    "image_url": {"url": format!("data:{media_type};base64,{data}")},
+                                })),
+                                _ => None,
+                            })
+                            .collect(),
+                    )
+                };
+                messages.push(json!({"role": "user", "content": content}));
+                // Tool results carried in a user turn (Anthropic callers) become tool messages.
+                push_tool_results(&m.content, &mut messages);
+            }
+            Role::Assistant => {
+                let text = joined_text(&m.content);
+                let calls: Vec<Value> = m
+                    .content
+                    .iter()
+                    .filter_map(|p| match p {
+                        Part::ToolCall { id, name, arguments } => Some(json!({
+                            "id": id, "type": "function",
+                            "function": {"name": name, "arguments": if arguments.is_empty() { "{}" } else { arguments }},
+                        })),
+                        _ => None,
+                    })
+                    .collect();
+                let mut msg = Map::new();
+                msg.insert("role".into(), json!("assistant"));
+                msg.insert(
+                    "content".into(),
+                    if text.is_empty() && !calls.is_empty() {
+                        Value::Null
+                    } else {
+                        json!(text)
+                    },
+                );
+                if !calls.is_empty() {
+                    msg.insert("tool_calls".into(), Value::Array(calls));
+                }
+                messages.push(Value::Object(msg));
+            }
+            Role::Tool => push_tool_results(&m.content, &mut messages),
+        }
+    }
+    // A user turn that held only tool results leaves an empty user message: drop those.
+    messages.retain(|m| {
+        !(m.get("role").and_then(Value::as_str) == Some("user")
+            && m.get("content").and_then(Value::as_str) == Some(""))
+    });
+    body.insert("messages".into(), Value::Array(messages));
+    if req.stream {
+        body.insert("stream".into(), json!(true));
+        body.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    let mut put = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            body.insert(k.into(), v);
+        }
+    };
+    put("max_tokens", req.max_tokens.map(|n| json!(n)));
+    put("temperature", req.temperature.map(|n| json!(n)));
+    put("top_p", req.top_p.map(|n| json!(n)));
+    put("top_k", req.top_k.map(|n| json!(n)));
+    put("stop", (!req.stop.is_empty()).then(|| json!(req.stop)));
+    put("seed", req.seed.map(|n| json!(n)));
+    put("n", req.n.map(|n| json!(n)));
+    put("presence_penalty", req.presence_penalty.map(|n| json!(n)));
+    put("frequency_penalty", req.frequency_penalty.map(|n| json!(n)));
+    put("logprobs", req.logprobs.map(|n| json!(n)));
+    put("top_logprobs", req.top_logprobs.map(|n| json!(n)));
+    put(
+        "response_format",
+        req.response_format.as_ref().map(|f| match f {
+            ResponseFormat::Text => json!({"type": "text"}),
+            ResponseFormat::JsonObject => json!({"type": "json_object"}),
+            ResponseFormat::JsonSchema {
+                name,
+                schema,
+                strict,
+            } => {
+                let mut js = json!({"name": name, "schema": schema});
+                if let (Some(s), Some(o)) = (strict, js.as_object_mut()) {
+                    o.insert("strict".into(), json!(s));
+                }
+                json!({"type": "json_schema", "json_schema": js})
+            }
+        }),
+    );
+    put(
+        "tools",
+        (!req.tools.is_empty()).then(|| {
+            Value::Array(
+                req.tools
+                    .iter()
+                    .map(|t| {
+                        let mut f = Map::new();
+                        f.insert("name".into(), json!(t.name));
+                        if let Some(d) = &t.description {
+                            f.insert("description".into(), json!(d));
+                        }
+                        if let Some(p) = &t.parameters {
+                            f.insert("parameters".into(), p.clone());
+                        }
+                        json!({"type": "function", "function": Value::Object(f)})
+                    })
+                    .collect(),
+            )
+        }),
+    );
+    put(
+        "tool_choice",
+        req.tool_choice.as_ref().map(|c| match c {
+            ToolChoice::Auto => json!("auto"),
+            ToolChoice::None => json!("none"),
+            ToolChoice::Required => json!("required"),
+            ToolChoice::Function(n) => json!({"type": "function", "function": {"name": n}}),
+        }),
+    );
+    put(
+        "parallel_tool_calls",
+        req.parallel_tool_calls.map(|b| json!(b)),
+    );
+    put("user", req.user.as_ref().map(|u| json!(u)));
+    for (k, v) in &req.extra {
+        body.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    Ok(EncodedRequest {
+        path: "/chat/completions".into(),
+        body: serde_json::to_vec(&Value::Object(body)).unwrap_or_default(),
+    })
+}
+
+fn push_tool_results(parts: &[Part], messages: &mut Vec<Value>) {
+    for p in parts {
+        if let Part::ToolResult {
+            call_id, content, ..
+        } = p
+        {
+            messages.push(json!({"role": "tool", "tool_call_id": call_id, "content": content}));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Provider side: response, stream and error decoding.
+
+fn u64_at(v: &Value, path: &[&str]) -> u64 {
+    let mut cur = v;
+    for k in path {
+        match cur.get(k) {
+            Some(n) => cur = n,
+            None => return 0,
+        }
+    }
+    cur.as_u64().unwrap_or(0)
+}
+
+pub(crate) fn decode_usage(u: &Value) -> Usage {
+    Usage {
+        input_tokens: u64_at(u, &["prompt_tokens"]),
+        output_tokens: u64_at(u, &["completion_tokens"]),
+        cache_read_tokens: u64_at(u, &["prompt_tokens_details", "cached_tokens"]),
+        cache_write_tokens: u64_at(u, &["prompt_tokens_details", "cache_write_tokens"]),
+        reasoning_tokens: u64_at(u, &["completion_tokens_details", "reasoning_tokens"]),
+    }
+}
+
+pub(crate) fn decode_finish(s: &str) -> FinishReason {
+    match s {
+        "stop" => FinishReason::Stop,
+        "length" => FinishReason::Length,
+        "tool_calls" | "function_call" => FinishReason::ToolCalls,
+        "content_filter" => FinishReason::ContentFilter,
+        other => FinishReason::Other(other.to_string()),
+    }
+}
+
+fn malformed(what: &str) -> ProviderError {
+    ProviderError::new(
+        ErrorKind::Server,
+        format!("malformed response from the provider: {what}"),
+    )
+}
+
+/// Decodes a non-stream `chat.completion` body.
+pub fn decode_response(body: &[u8]) -> Result<ChatResponse, ProviderError> {
+    let v: Value = serde_json::from_slice(body).map_err(|_| malformed("not JSON"))?;
+    if v.get("error").is_some_and(|e| !e.is_null()) {
+        return Err(decode_error(200, body, None));
+    }
+    let choice = v
+        .get("choices")
+        .and_then(|c| c.get(0))
+        .ok_or_else(|| malformed("no choices"))?;
+    let msg = choice.get("message").unwrap_or(&Value::Null);
+    let mut content = Vec::new();
+    if let Some(r) = msg
+        .get("reasoning_content")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
+        content.push(OutputPart::Reasoning(r.to_string()));
+    }
+    if let Some(t) = msg
+        .get("content")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
+        content.push(OutputPart::Text(t.to_string()));
+    }
+    if let Some(t) = msg
+        .get("refusal")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
+        content.push(OutputPart::Text(t.to_string()));
+    }
+    if let Some(Value::Array(calls)) = msg.get("tool_calls") {
+        for (i, c) in calls.iter().enumerate() {
+            let f = c.get("function").unwrap_or(&Value::Null);
+            content.push(OutputPart::ToolCall {
+                id: c
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("call_{i}")),
+                name: f
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                arguments: match f.get("arguments") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Null) | None => "{}".into(),
+                    Some(other) => other.to_string(),
+                },
+            });
+        }
+    }
+    let refused = msg
+        .get("refusal")
+        .and_then(Value::as_str)
+        .is_some_and(|s| !s.is_empty());
+    let finish = match choice.get("finish_reason").and_then(Value::as_str) {
+        Some(s) => decode_finish(s),
+        None if refused => FinishReason::ContentFilter,
+        None => FinishReason::Stop,
+    };
+    Ok(ChatResponse {
+        id: v
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        model: v
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        content,
+        finish,
+        usage: v.get("usage").filter(|u| u.is_object()).map(decode_usage),
+    })
+}
+
+/// Decodes an OpenAI error body (`{"error":{message,type,param,code}}`).
+pub fn decode_error(status: u16, body: &[u8], retry_after_secs: Option<u64>) -> ProviderError {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let e = v.get("error").unwrap_or(&Value::Null);
+    let message = match e {
+        Value::String(s) => s.clone(),
+        _ => e
+            .get("message")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| body_excerpt(body)),
+    };
+    let code = e
+        .get("code")
+        .and_then(Value::as_str)
+        .or_else(|| e.get("type").and_then(Value::as_str));
+    let kind = match code {
+        Some("context_length_exceeded") => ErrorKind::ContextLength,
+        Some("content_policy_violation") | Some("content_filter") => ErrorKind::ContentPolicy,
+        Some("insufficient_quota") | Some("rate_limit_exceeded") => ErrorKind::RateLimited,
+        Some("invalid_api_key") => ErrorKind::Auth,
+        _ if status == 200 => ErrorKind::Server,
+        _ => ErrorKind::from_status(status),
+    };
+    ProviderError {
+        kind,
+        message,
+        provider_code: code.map(str::to_string),
+        retry_after_secs,
+    }
+}
+
+/// The first 500 characters of a body that is not a known error shape.
+pub(crate) fn body_excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let t = text.trim();
+    if t.is_empty() {
+        return "the provider returned an error with an empty body".into();
+    }
+    t.chars().take(500).collect()
+}
+
+/// Decodes an OpenAI chunk stream into canonical events.
+#[derive(Debug, Default)]
+pub struct StreamDecoder {
+    framer: SseFramer,
+    started: bool,
+    finished: bool,
+    terminal: bool,
+    /// Tool-call indexes already announced.
+    announced: Vec<u32>,
+}
+
+impl StreamDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn on_data(&mut self, data: &[u8], out: &mut Vec<StreamEvent>) {
+        let data = trim_ascii(data);
+        if data.is_empty() {
+            return;
+        }
+        if data.starts_with(b"[DONE]") {
+            self.terminal = true;
+            out.push(StreamEvent::End);
+            return;
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(data) else {
+            self.fail(out, malformed("a stream event is not JSON"));
+            return;
+        };
+        if v.get("error").is_some_and(|e| !e.is_null()) {
+            let e = decode_error(200, data, None);
+            self.fail(out, e);
+            return;
+        }
+        if !self.started {
+            self.started = true;
+            out.push(StreamEvent::Start {
+                id: v.get("id").and_then(Value::as_str).map(str::to_string),
+                model: v.get("model").and_then(Value::as_str).map(str::to_string),
+            });
+        }
+        if let Some(choice) = v.get("choices").and_then(|c| c.get(0)) {
+            let delta = choice.get("delta").unwrap_or(&Value::Null);
+            if let Some(t) = delta
+                .get("reasoning_content")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+            {
+                out.push(StreamEvent::ReasoningDelta(t.to_string()));
+            }
+            for key in ["content", "refusal"] {
+                if let Some(t) = delta
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                {
+                    out.push(StreamEvent::TextDelta(t.to_string()));
+                }
+            }
+            if let Some(Value::Array(calls)) = delta.get("tool_calls") {
+                for c in calls {
+                    let index = c.get("index").and_then(Value::as_u64).unwrap_or(0) as u32;
+                    let f = c.get("function").unwrap_or(&Value::Null);
+                    if !self.announced.contains(&index) {
+                        self.announced.push(index);
+                        out.push(StreamEvent::ToolCallStart {
+                            index,
+                            id: c
+                                .get("id")
+                                .and_then(Value::as_str)
+                                .filter(|s| !s.is_empty())
+                                .map(str::to_string)
+                                .unwrap_or_else(|| format!("call_{index}")),
+                            name: f
+                                .get("name")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_string(),
+                        });
+                    }
+                    if let Some(a) = f
+                        .get("arguments")
+                        .and_then(Value::as_str)
+                        .filter(|s| !s.is_empty())
+                    {
+                        out.push(StreamEvent::ToolCallDelta {
+                            index,
+                            arguments: a.to_string(),
+                        });
+                    }
+                }
+            }
+            if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
+                if !self.finished {
+                    self.finished = true;
+                    out.push(StreamEvent::Finish(decode_finish(f)));
+                }
+            }
+        }
+        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+            out.push(StreamEvent::Usage(decode_usage(u)));
+        }
+    }
+
+    fn fail(&mut self, out: &mut Vec<StreamEvent>, e: ProviderError) {
+        self.terminal = true;
+        out.push(StreamEvent::Error(e));
+    }
+}
+
+pub(crate) fn trim_ascii(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if first.is_ascii_whitespace() {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    while let [rest @ .., last] = s {
+        if last.is_ascii_whitespace() {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    s
+}
+
+impl StreamDecode for StreamDecoder {
+    fn push(&mut self, chunk: &[u8], out: &mut Vec<StreamEvent>) {
+        if self.terminal {
+            return;
+        }
+        if let Some(block) = self.framer.push(Bytes::copy_from_slice(chunk)) {
+            for ev in sse::events(&block) {
+                if self.terminal {
+                    return;
+                }
+                if let Some(data) = sse::event_data(&ev) {
+                    self.on_data(&data, out);
+                }
+            }
+        }
+        if self.framer.buffered() > MAX_EVENT_BYTES {
+            self.fail(out, malformed("a stream event exceeds 16 MiB"));
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<StreamEvent>) {
+        if self.terminal {
+            return;
+        }
+        if let Some(tail) = self.framer.finish() {
+            if let Some(data) = sse::event_data(&tail) {
+                self.on_data(&data, out);
+            }
+        }
+        if !self.terminal {
+            self.fail(
+                out,
+                ProviderError::new(
+                    ErrorKind::Server,
+                    "the provider's stream ended before completion",
+                ),
+            );
+        }
+    }
+}

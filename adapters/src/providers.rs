@@ -1,0 +1,185 @@
+//! Dispatch by [`Dialect`]: one entry point per codec operation, so the gateway picks a provider's
+//! encoder and decoders from its configured `kind` without knowing the modules. Pure, like the rest
+//! of the crate.
+
+use crate::canonical::*;
+use crate::{anthropic, cloudflare, gemini, ollama, openai};
+
+/// Encodes a canonical request (already pruned with [`crate::capabilities::prune`]).
+pub fn encode_request(
+    dialect: Dialect,
+    req: &ChatRequest,
+    opts: &EncodeOptions,
+) -> Result<EncodedRequest, TranslateError> {
+    match dialect {
+        Dialect::OpenAi => openai::codec::encode_request(req, opts),
+        Dialect::Anthropic => anthropic::encode_request(req, opts),
+        Dialect::Gemini => gemini::encode_request(req, opts),
+        Dialect::Cloudflare => cloudflare::encode_request(req, opts),
+        Dialect::Ollama => ollama::encode_request(req, opts),
+    }
+}
+
+/// Decodes a whole (non-stream) successful response.
+pub fn decode_response(dialect: Dialect, body: &[u8]) -> Result<ChatResponse, ProviderError> {
+    match dialect {
+        Dialect::OpenAi => openai::codec::decode_response(body),
+        Dialect::Anthropic => anthropic::decode_response(body),
+        Dialect::Gemini => gemini::decode_response(body),
+        Dialect::Cloudflare => cloudflare::decode_response(body),
+        Dialect::Ollama => ollama::decode_response(body),
+    }
+}
+
+/// A fresh incremental decoder for the provider's stream format.
+pub fn stream_decoder(dialect: Dialect) -> Box<dyn StreamDecode> {
+    match dialect {
+        Dialect::OpenAi => Box::new(openai::codec::StreamDecoder::new()),
+        Dialect::Anthropic => Box::new(anthropic::StreamDecoder::new()),
+        Dialect::Gemini => Box::new(gemini::StreamDecoder::new()),
+        Dialect::Cloudflare => Box::new(cloudflare::StreamDecoder::new()),
+        Dialect::Ollama => Box::new(ollama::StreamDecoder::new()),
+    }
+}
+
+/// Decodes an error answer (status, body, the `Retry-After` seconds the gateway saw).
+pub fn decode_error(
+    dialect: Dialect,
+    status: u16,
+    body: &[u8],
+    retry_after_secs: Option<u64>,
+) -> ProviderError {
+    match dialect {
+        Dialect::OpenAi => openai::codec::decode_error(status, body, retry_after_secs),
+        Dialect::Anthropic => anthropic::decode_error(status, body, retry_after_secs),
+        Dialect::Gemini => gemini::decode_error(status, body, retry_after_secs),
+        Dialect::Cloudflare => cloudflare::decode_error(status, body, retry_after_secs),
+        Dialect::Ollama => ollama::decode_error(status, body, retry_after_secs),
+    }
+}
+
+/// The formats callers speak to the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// `POST /v1/chat/completions`.
+    OpenAi,
+    /// `POST /v1/messages`.
+    Anthropic,
+}
+
+impl Caller {
+    /// The provider dialect that is the same wire format (bytes can pass through untouched).
+    pub fn dialect(self) -> Dialect {
+        match self {
+            Caller::OpenAi => Dialect::OpenAi,
+            Caller::Anthropic => Dialect::Anthropic,
+        }
+    }
+
+    /// Decodes a request body in this format.
+    pub fn decode_request(self, body: &[u8]) -> Result<ChatRequest, TranslateError> {
+        match self {
+            Caller::OpenAi => openai::codec::decode_request(body),
+            Caller::Anthropic => anthropic::decode_request(body),
+        }
+    }
+
+    /// Encodes a whole response in this format.
+    pub fn encode_response(
+        self,
+        resp: &ChatResponse,
+        id: &str,
+        model: &str,
+        created: u64,
+    ) -> Vec<u8> {
+        match self {
+            Caller::OpenAi => openai::codec::encode_response(resp, id, model, created),
+            Caller::Anthropic => anthropic::encode_response(resp, id, model),
+        }
+    }
+
+    /// Encodes a provider error in this format: (status, body).
+    pub fn encode_error(self, err: &ProviderError, request_id: &str) -> (u16, Vec<u8>) {
+        match self {
+            Caller::OpenAi => openai::codec::encode_error(err),
+            Caller::Anthropic => anthropic::encode_error(err, Some(request_id)),
+        }
+    }
+
+    /// The id prefix of responses in this format.
+    pub fn id_prefix(self) -> &'static str {
+        match self {
+            Caller::OpenAi => "chatcmpl-",
+            Caller::Anthropic => "msg_",
+        }
+    }
+}
+
+/// A caller-format stream encoder.
+#[derive(Debug)]
+pub enum StreamEncoder {
+    OpenAi(openai::codec::StreamEncoder),
+    Anthropic(anthropic::StreamEncoder),
+}
+
+impl StreamEncoder {
+    pub fn new(caller: Caller, id: &str, model: &str, created: u64, include_usage: bool) -> Self {
+        match caller {
+            Caller::OpenAi => StreamEncoder::OpenAi(openai::codec::StreamEncoder::new(
+                id,
+                model,
+                created,
+                include_usage,
+            )),
+            Caller::Anthropic => StreamEncoder::Anthropic(anthropic::StreamEncoder::new(id, model)),
+        }
+    }
+
+    pub fn push(&mut self, event: &StreamEvent, out: &mut bytes::BytesMut) {
+        match self {
+            StreamEncoder::OpenAi(e) => e.push(event, out),
+            StreamEncoder::Anthropic(e) => e.push(event, out),
+        }
+    }
+}
+
+/// The request headers that carry a provider's credential (and, for Anthropic, the API version).
+pub fn auth_headers(dialect: Dialect, api_key: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut out = Vec::with_capacity(2);
+    match (dialect, api_key) {
+        (Dialect::Anthropic, key) => {
+            if let Some(k) = key {
+                out.push(("x-api-key", k.to_string()));
+            }
+            out.push((
+                "anthropic-version",
+                crate::anthropic::API_VERSION.to_string(),
+            ));
+        }
+        (Dialect::Gemini, Some(k)) => out.push(("x-goog-api-key", k.to_string())),
+        (_, Some(k)) => out.push(("authorization", format!("Bearer {k}"))),
+        (_, None) => {}
+    }
+    out
+}
+
+/// The cheap authenticated `GET` (below the base URL) that shows a provider is up.
+pub fn probe_path(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::OpenAi | Dialect::Gemini => "/models",
+        Dialect::Anthropic => "/v1/models",
+        Dialect::Cloudflare => "/models/search",
+        Dialect::Ollama => "/api/tags",
+    }
+}
+
+/// The path (below the base URL) chat requests go to, for display in the routing table.
+pub fn chat_path(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::OpenAi => "/chat/completions",
+        Dialect::Anthropic => "/v1/messages",
+        Dialect::Gemini => "/models/{model}:generateContent",
+        Dialect::Cloudflare => "/run/{model}",
+        Dialect::Ollama => "/api/chat",
+    }
+}

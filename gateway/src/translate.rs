@@ -1,0 +1,424 @@
+//! Per request and deployment: what body to send upstream, and how the provider's answer becomes
+//! the caller's. Owns the choice between the byte-exact fast paths (caller and provider speak the
+//! same format) and full translation through the canonical model of `switchyard_adapters`.
+//!
+//! It holds no I/O: [`crate::forward`] sends what [`Inbound::prepare`] built and pipes the answer
+//! through a [`StreamRelay`] or [`translate_body`].
+
+use bytes::{Bytes, BytesMut};
+use std::sync::OnceLock;
+use switchyard_adapters::canonical::{
+    ChatRequest, Dialect, EncodeOptions, ErrorKind, ProviderError, StreamDecode, StreamEvent,
+    TranslateError, Usage,
+};
+use switchyard_adapters::openai::{self, ChatRequestFacts, PassthroughStream};
+use switchyard_adapters::providers::{self, Caller, StreamEncoder};
+use switchyard_adapters::{anthropic, capabilities};
+
+/// `max_tokens` sent to providers that require one when neither the caller nor the deployment
+/// gave any.
+pub const FALLBACK_MAX_TOKENS: u32 = 4096;
+
+/// How a deployment's answer reaches the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// OpenAI caller, OpenAI-compatible provider: the caller's bytes with the model spliced in
+    /// (and usage turned on for metering, hidden again on the way back).
+    OpenAiPassthrough { usage_injected: bool },
+    /// Caller and provider speak the same other format: bytes pass through untouched while a
+    /// decoder watches them for usage and completion.
+    Observed(Dialect),
+    /// Decoded from the provider's format and re-encoded in the caller's.
+    Translated(Dialect),
+}
+
+/// An upstream request ready to send to one deployment.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub body: Bytes,
+    /// Path below the provider's base URL.
+    pub path: String,
+    pub mode: Mode,
+    /// Request fields dropped because the provider cannot honour them (`strict: false`).
+    pub dropped: Vec<String>,
+}
+
+/// The caller's request, read once; each deployment's body is prepared from it.
+pub struct Inbound<'a> {
+    pub caller: Caller,
+    pub body: &'a Bytes,
+    pub facts: &'a ChatRequestFacts<'a>,
+    canonical: OnceLock<Result<ChatRequest, TranslateError>>,
+}
+
+impl<'a> Inbound<'a> {
+    pub fn new(caller: Caller, body: &'a Bytes, facts: &'a ChatRequestFacts<'a>) -> Self {
+        Inbound {
+            caller,
+            body,
+            facts,
+            canonical: OnceLock::new(),
+        }
+    }
+
+    /// The canonical request, decoded on first use (never for OpenAI-to-OpenAI traffic).
+    pub fn canonical(&self) -> Result<&ChatRequest, TranslateError> {
+        self.canonical
+            .get_or_init(|| self.caller.decode_request(self.body))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Whether the caller asked for usage in a stream (always, for Anthropic callers).
+    pub fn include_usage(&self) -> bool {
+        match self.caller {
+            Caller::OpenAi => self.facts.include_usage == Some(true),
+            Caller::Anthropic => true,
+        }
+    }
+
+    /// Builds the upstream request for a deployment of `dialect` serving `upstream_model`.
+    pub fn prepare(
+        &self,
+        dialect: Dialect,
+        upstream_model: &str,
+        default_max_tokens: Option<u64>,
+        strict: bool,
+    ) -> Result<Prepared, TranslateError> {
+        if dialect == self.caller.dialect() {
+            return Ok(match self.caller {
+                Caller::OpenAi => {
+                    let rw = openai::rewrite_chat_request(self.body, self.facts, upstream_model);
+                    Prepared {
+                        body: rw.body,
+                        path: "/chat/completions".into(),
+                        mode: Mode::OpenAiPassthrough {
+                            usage_injected: rw.usage_injected,
+                        },
+                        dropped: Vec::new(),
+                    }
+                }
+                Caller::Anthropic => Prepared {
+                    body: openai::rewrite_model(self.body, self.facts, upstream_model),
+                    path: "/v1/messages".into(),
+                    mode: Mode::Observed(dialect),
+                    dropped: Vec::new(),
+                },
+            });
+        }
+        let mut req = self.canonical()?.clone();
+        let dropped = capabilities::prune(&mut req, dialect, strict)?;
+        let default_max_tokens = default_max_tokens
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(FALLBACK_MAX_TOKENS);
+        if req.max_tokens.is_none() && dialect == Dialect::Anthropic {
+            req.max_tokens = Some(default_max_tokens);
+        }
+        let encoded = providers::encode_request(
+            dialect,
+            &req,
+            &EncodeOptions {
+                model: upstream_model,
+                default_max_tokens,
+            },
+        )?;
+        Ok(Prepared {
+            body: Bytes::from(encoded.body),
+            path: encoded.path,
+            mode: Mode::Translated(dialect),
+            dropped,
+        })
+    }
+}
+
+/// Token counts in the shape the gateway meters (OpenAI's).
+pub fn metered(u: &Usage) -> openai::Usage {
+    openai::Usage {
+        prompt_tokens: u.input_tokens,
+        completion_tokens: u.output_tokens,
+        total_tokens: u.total(),
+        prompt_tokens_details: Some(openai::PromptTokensDetails {
+            cached_tokens: Some(u.cache_read_tokens),
+        }),
+        completion_tokens_details: Some(openai::CompletionTokensDetails {
+            reasoning_tokens: Some(u.reasoning_tokens),
+        }),
+    }
+}
+
+/// A successful non-stream answer in the caller's format: (body, usage). `Err` when the provider
+/// answered 2xx with an error or an unreadable body.
+pub fn translate_body(
+    mode: Mode,
+    caller: Caller,
+    body: Bytes,
+    id: &str,
+    model: &str,
+    created: u64,
+) -> Result<(Bytes, Option<openai::Usage>), ProviderError> {
+    match mode {
+        Mode::OpenAiPassthrough { .. } => {
+            let usage = openai::response_usage(&body);
+            Ok((body, usage))
+        }
+        Mode::Observed(d) => {
+            let usage = providers::decode_response(d, &body)
+                .ok()
+                .and_then(|r| r.usage)
+                .map(|u| metered(&u));
+            Ok((body, usage))
+        }
+        Mode::Translated(d) => {
+            let resp = providers::decode_response(d, &body)?;
+            let out = caller.encode_response(&resp, id, model, created);
+            Ok((Bytes::from(out), resp.usage.map(|u| metered(&u))))
+        }
+    }
+}
+
+/// An error answer in the caller's format: (status, body). Passthrough modes keep the provider's
+/// status and bytes.
+pub fn translate_error(
+    mode: Mode,
+    caller: Caller,
+    status: u16,
+    body: &[u8],
+    retry_after_secs: Option<u64>,
+    request_id: &str,
+) -> Option<(u16, Bytes)> {
+    match mode {
+        Mode::OpenAiPassthrough { .. } | Mode::Observed(_) => None,
+        Mode::Translated(d) => {
+            let err = providers::decode_error(d, status, body, retry_after_secs);
+            let (status, body) = caller.encode_error(&err, request_id);
+            Some((status, Bytes::from(body)))
+        }
+    }
+}
+
+/// Turns an upstream stream into the caller's, chunk by chunk: nothing waits for the end.
+pub enum StreamRelay {
+    OpenAi(PassthroughStream),
+    Observed {
+        caller: Caller,
+        decoder: Box<dyn StreamDecode>,
+        events: Vec<StreamEvent>,
+        usage: Option<Usage>,
+        ended: bool,
+        error: Option<ProviderError>,
+    },
+    Translated {
+        decoder: Box<dyn StreamDecode>,
+        encoder: StreamEncoder,
+        events: Vec<StreamEvent>,
+        usage: Option<Usage>,
+        ended: bool,
+        error: Option<ProviderError>,
+    },
+}
+
+impl StreamRelay {
+    pub fn new(
+        mode: Mode,
+        caller: Caller,
+        id: &str,
+        model: &str,
+        created: u64,
+        include_usage: bool,
+    ) -> Self {
+        match mode {
+            Mode::OpenAiPassthrough { usage_injected } => {
+                StreamRelay::OpenAi(PassthroughStream::new(usage_injected))
+            }
+            Mode::Observed(d) => StreamRelay::Observed {
+                caller,
+                decoder: providers::stream_decoder(d),
+                events: Vec::new(),
+                usage: None,
+                ended: false,
+                error: None,
+            },
+            Mode::Translated(d) => StreamRelay::Translated {
+                decoder: providers::stream_decoder(d),
+                encoder: StreamEncoder::new(caller, id, model, created, include_usage),
+                events: Vec::new(),
+                usage: None,
+                ended: false,
+                error: None,
+            },
+        }
+    }
+
+    /// Feeds an upstream chunk; returns the caller bytes it completes.
+    pub fn push(&mut self, chunk: Bytes) -> Option<Bytes> {
+        match self {
+            StreamRelay::OpenAi(p) => p.push(chunk),
+            StreamRelay::Observed {
+                decoder,
+                events,
+                usage,
+                ended,
+                error,
+                ..
+            } => {
+                decoder.push(&chunk, events);
+                note(events.drain(..), usage, ended, error, |_| {});
+                (!chunk.is_empty()).then_some(chunk)
+            }
+            StreamRelay::Translated {
+                decoder,
+                encoder,
+                events,
+                usage,
+                ended,
+                error,
+            } => {
+                decoder.push(&chunk, events);
+                encode(events, encoder, usage, ended, error)
+            }
+        }
+    }
+
+    /// The upstream body ended; returns the caller bytes still owed (e.g. an error event when
+    /// the provider stopped before its end marker).
+    pub fn finish(&mut self) -> Option<Bytes> {
+        match self {
+            StreamRelay::OpenAi(p) => p.finish(),
+            StreamRelay::Observed {
+                caller,
+                decoder,
+                events,
+                usage,
+                ended,
+                error,
+            } => {
+                decoder.finish(events);
+                let mut out = None;
+                let caller = *caller;
+                note(events.drain(..), usage, ended, error, |e| {
+                    out = Some(caller_error_event(caller, e));
+                });
+                out
+            }
+            StreamRelay::Translated {
+                decoder,
+                encoder,
+                events,
+                usage,
+                ended,
+                error,
+            } => {
+                decoder.finish(events);
+                encode(events, encoder, usage, ended, error)
+            }
+        }
+    }
+
+    /// The gateway's own failure mid-stream (upstream reset, idle timeout): the caller's error
+    /// event, after which the stream ends.
+    pub fn fail(&mut self, kind: ErrorKind, message: &str) -> Bytes {
+        let err = ProviderError::new(kind, message);
+        match self {
+            StreamRelay::OpenAi(_) => {
+                let (_, etype, code) = openai::codec::error_status_and_type(kind);
+                openai::stream_error_event(message, etype, code)
+            }
+            StreamRelay::Observed { caller, error, .. } => {
+                *error = Some(err.clone());
+                caller_error_event(*caller, &err)
+            }
+            StreamRelay::Translated { encoder, error, .. } => {
+                let mut out = BytesMut::new();
+                encoder.push(&StreamEvent::Error(err.clone()), &mut out);
+                *error = Some(err);
+                out.freeze()
+            }
+        }
+    }
+
+    /// The last cumulative usage the provider reported.
+    pub fn usage(&self) -> Option<openai::Usage> {
+        match self {
+            StreamRelay::OpenAi(p) => p.usage(),
+            StreamRelay::Observed { usage, .. } | StreamRelay::Translated { usage, .. } => {
+                usage.as_ref().map(metered)
+            }
+        }
+    }
+
+    /// Whether the provider ended the stream normally.
+    pub fn completed(&self) -> bool {
+        match self {
+            StreamRelay::OpenAi(p) => p.completed(),
+            StreamRelay::Observed { ended, error, .. }
+            | StreamRelay::Translated { ended, error, .. } => *ended && error.is_none(),
+        }
+    }
+
+    /// The error the provider reported inside the stream, if any.
+    pub fn provider_error(&self) -> Option<&ProviderError> {
+        match self {
+            StreamRelay::OpenAi(_) => None,
+            StreamRelay::Observed { error, .. } | StreamRelay::Translated { error, .. } => {
+                error.as_ref()
+            }
+        }
+    }
+}
+
+fn note(
+    events: impl Iterator<Item = StreamEvent>,
+    usage: &mut Option<Usage>,
+    ended: &mut bool,
+    error: &mut Option<ProviderError>,
+    mut on_decoder_error: impl FnMut(&ProviderError),
+) {
+    for ev in events {
+        match ev {
+            StreamEvent::Usage(u) => *usage = Some(u),
+            StreamEvent::End => *ended = true,
+            StreamEvent::Error(e) => {
+                on_decoder_error(&e);
+                *error = Some(e);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn encode(
+    events: &mut Vec<StreamEvent>,
+    encoder: &mut StreamEncoder,
+    usage: &mut Option<Usage>,
+    ended: &mut bool,
+    error: &mut Option<ProviderError>,
+) -> Option<Bytes> {
+    if events.is_empty() {
+        return None;
+    }
+    let mut out = BytesMut::new();
+    for ev in events.drain(..) {
+        encoder.push(&ev, &mut out);
+        match ev {
+            StreamEvent::Usage(u) => *usage = Some(u),
+            StreamEvent::End => *ended = true,
+            StreamEvent::Error(e) => *error = Some(e),
+            _ => {}
+        }
+    }
+    (!out.is_empty()).then(|| out.freeze())
+}
+
+/// An error event in the caller's stream format.
+fn caller_error_event(caller: Caller, e: &ProviderError) -> Bytes {
+    match caller {
+        Caller::OpenAi => {
+            let (_, etype, code) = openai::codec::error_status_and_type(e.kind);
+            openai::stream_error_event(&e.message, etype, code)
+        }
+        Caller::Anthropic => {
+            let (_, etype) = anthropic::error_status_and_type(e.kind);
+            anthropic::stream_error_event(etype, &e.message)
+        }
+    }
+}
