@@ -14,6 +14,9 @@ use serde_json::{json, Map, Value};
 use crate::canonical::*;
 
 /// Largest single SSE event (or raw JSON error body) the stream decoder buffers.
+/// Gemini's documented placeholder signature for function calls from other providers.
+pub const SKIP_THOUGHT_SIGNATURE: &str = "skip_thought_signature_validator";
+
 pub const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 
 /// Longest error message taken from an unparseable error body, in characters.
@@ -129,7 +132,13 @@ fn encode_contents(messages: &[Message]) -> Result<Vec<Value>, TranslateError> {
                 } => {
                     call_names.insert(id.as_str(), name.as_str());
                     let args = arguments_object(arguments)?;
-                    parts.push(json!({ "functionCall": { "name": name, "args": args } }));
+                    // The canonical model carries no thought signature, and Gemini 3 rejects a
+                    // history call without one: Google's documented placeholder for histories
+                    // that did not come from Gemini skips that check (wire-formats §6.5 #8).
+                    parts.push(json!({
+                        "functionCall": { "name": name, "args": args },
+                        "thoughtSignature": SKIP_THOUGHT_SIGNATURE,
+                    }));
                 }
                 Part::ToolResult {
                     call_id,

@@ -44,6 +44,11 @@ TOOL_ARGS = {"city": "Paris"}
 TOOL_CALL_TOKENS = 5
 ANTHROPIC_TOOL_PREAMBLE = "Let me check."
 EVENT_GAP_S = 0.01
+# A prompt starting with this streams ten words 50 ms apart, and the send time of every event is
+# recorded (record line with method "SENT"), so a test can measure each event's delay through the
+# gateway.
+PACED_PREFIX = "paced-50ms"
+PACED_GAP_S = 0.05
 CF_ACCOUNT = "acc123"
 
 _record_lock = threading.Lock()
@@ -87,6 +92,9 @@ class Conv:
             return "fail429", None
         if text.strip() == "fail midstream":
             return "midstream", f"Echo: {text}"
+        if text.startswith(PACED_PREFIX):
+            # Ten numbered words, one per event, 50 ms apart (see Handler.event).
+            return "text", "Echo: " + " ".join(f"w{i}" for i in range(10))
         if self.tools and not self.tool_choice_none:
             return "tool", self.tools[0]
         return "text", f"Echo: {text}"
@@ -398,17 +406,24 @@ class Handler(BaseHTTPRequestHandler):
         self._first_event = True
 
     def event(self, data: str):
-        """One chunk per event, flushed, 10 ms after the previous one."""
+        """One chunk per event, flushed, 10 ms (paced: 50 ms) after the previous one."""
         if not self._first_event:
-            time.sleep(EVENT_GAP_S)
+            time.sleep(PACED_GAP_S if self._paced is not None else EVENT_GAP_S)
         self._first_event = False
         raw = data.encode()
         self.wfile.write(b"%x\r\n%s\r\n" % (len(raw), raw))
         self.wfile.flush()
+        if self._paced is not None:
+            self._paced.append([time.time(), data])
 
     def end_stream(self):
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
+        if self._paced is not None and _record_file is not None:
+            line = json.dumps({"method": "SENT", "path": self.path, "headers": {},
+                               "body": {"marker": self._paced_marker, "events": self._paced}})
+            with _record_lock, open(_record_file, "a") as f:
+                f.write(line + "\n")
 
     def sse(self, obj, name=None):
         payload = obj if isinstance(obj, str) else json.dumps(obj, separators=(",", ":"))
@@ -451,6 +466,9 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = raw.decode("utf-8", "replace")
         self.record(body)
+        marker = re.search(rb"paced-50ms-[A-Za-z0-9]+", raw or b"")
+        self._paced = [] if marker else None
+        self._paced_marker = marker.group(0).decode() if marker else None
         path = url.path
         query = parse_qs(url.query)
         m = re.fullmatch(r"/v1beta/models/([^/:]+):(generateContent|streamGenerateContent)", path)

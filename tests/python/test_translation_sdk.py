@@ -446,3 +446,86 @@ def test_caller_key_never_reaches_upstream(env):
     assert records, "no upstream request was recorded"
     for r in records:
         assert CALLER_KEY not in json.dumps(r["headers"]), r["path"]
+
+
+# ------------------------------------------ latency ------------------------------------------
+@both
+@every_provider
+def test_each_event_is_relayed_as_it_arrives(env, oai, ant, caller, provider):
+    """The upstream sends one event every 50 ms; every translated event reaches the SDK within a
+    few ms of leaving the upstream (nothing waits for a later event or for the end)."""
+    mk = f"paced-50ms-{uuid.uuid4().hex[:10]}"
+    messages = [{"role": "user", "content": mk}]
+    arrivals: list[tuple[float, str]] = []
+    if caller == "openai":
+        for c in oai.chat.completions.create(model=model(provider), messages=messages, stream=True):
+            if c.choices and c.choices[0].delta.content:
+                arrivals.append((time.time(), c.choices[0].delta.content))
+    else:
+        with ant.messages.stream(model=model(provider), max_tokens=MAX_TOKENS, messages=messages) as s:
+            for t in s.text_stream:
+                arrivals.append((time.time(), t))
+    assert "".join(t for _, t in arrivals) == "Echo: " + " ".join(f"w{i}" for i in range(10))
+    sent = [r for r in env.records() if r["method"] == "SENT" and r["body"]["marker"] == mk]
+    assert len(sent) == 1, "the mock records the send time of each event"
+    events = sent[0]["body"]["events"]
+    delays = []
+    for arrived, text in arrivals:
+        word = text.strip()
+        if not word.startswith("w"):
+            continue
+        left = next(t for t, data in events if f" {word}" in data or f'"{word}' in data)
+        delays.append(arrived - left)
+    assert len(delays) == 10
+    delays.sort()
+    # Events leave the upstream 50 ms apart: a delay near that would mean events are batched.
+    assert delays[-1] < 0.040, f"slowest event took {delays[-1] * 1000:.1f} ms: {delays}"
+    assert delays[len(delays) // 2] < 0.015, f"median {delays[len(delays) // 2] * 1000:.1f} ms"
+
+
+# ------------------------------------ Anthropic ingress errors ------------------------------------
+def _post_messages(env, body: bytes) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(f"http://127.0.0.1:{env.port}/v1/messages", data=body, method="POST",
+                                 headers={"content-type": "application/json", "x-api-key": CALLER_KEY})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+@pytest.mark.parametrize("body, status, etype, mentions", [
+    (b'{"model": "via-openai", "messages": [{"role": "user", "content": "hi"}]}', 400,
+     "invalid_request_error", "max_tokens"),
+    (b'{"model": "nope", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}', 404,
+     "not_found_error", "nope"),
+    (b'{"model": "via-openai", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}', 400,
+     "invalid_request_error", "role"),
+    (b'{"model": "via-openai", "max_tokens": 5, "messages": ', 400, "invalid_request_error", "JSON"),
+], ids=["missing-max-tokens", "unknown-model", "system-role", "bad-json"])
+def test_messages_errors_are_anthropic_shaped(env, body, status, etype, mentions):
+    got, err = _post_messages(env, body)
+    assert got == status, err
+    assert err["type"] == "error"
+    assert err["error"]["type"] == etype
+    assert mentions.lower() in err["error"]["message"].lower(), err
+    assert err.get("request_id")
+
+
+def test_messages_reaches_anthropic_byte_for_byte(env, ant):
+    """Anthropic caller → anthropic provider: no translation, only the model name changes."""
+    mk = marker()
+    ant.messages.create(model="via-anthropic", max_tokens=7, extra_body={"top_k": 3},
+                        messages=[{"role": "user", "content": [{"type": "text", "text": f"hi {mk}",
+                                                                "cache_control": {"type": "ephemeral"}}]}],
+                        extra_headers={"anthropic-beta": "prompt-caching-2024-07-31"})
+    [sent] = env.sent(mk, "anthropic")
+    assert sent["body"]["model"] == "claude-up"
+    assert sent["body"]["top_k"] == 3
+    assert sent["body"]["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral"}
+    assert sent["headers"]["anthropic-beta"] == "prompt-caching-2024-07-31"
+    assert sent["headers"]["x-api-key"] == "sk-up-anthropic"
