@@ -22,6 +22,7 @@ pub struct AdminApp {
     pub metrics: Arc<Metrics>,
     pub auth: Arc<Auth>,
     pub state: Arc<ArcSwap<State>>,
+    pub spend: Arc<crate::governance::Spend>,
 }
 
 fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -212,6 +213,13 @@ impl AdminApp {
         let known_models: Vec<String> =
             state.config.models.iter().map(|m| m.name.clone()).collect();
         match (method, segments.as_slice()) {
+            ("GET", ["usage"]) => self.usage(session.req_header().uri.query().unwrap_or("")),
+            ("GET", ["budgets"]) => self.budgets(),
+            (_, ["usage"] | ["budgets"]) => error(
+                405,
+                &format!("method {method} is not allowed on {path}"),
+                "method_not_allowed",
+            ),
             ("GET", ["keys"]) => match self.auth.list() {
                 Ok(keys) => json_response(
                     200,
@@ -317,6 +325,124 @@ impl AdminApp {
                 "unknown_url",
             ),
         }
+    }
+}
+
+/// Parses a `from`/`to` bound: RFC 3339, a date (`2026-11-01`), or Unix seconds.
+fn parse_instant(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<i64>() {
+        return Some(n);
+    }
+    let t = humantime::parse_rfc3339_weak(s)
+        .or_else(|_| humantime::parse_rfc3339_weak(&format!("{s}T00:00:00Z")))
+        .ok()?;
+    t.duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs() as i64)
+}
+
+impl AdminApp {
+    /// `GET /admin/usage?from=&to=&group_by=`: totals from the spend ledger, and a forecast of
+    /// the current month.
+    fn usage(&self, query: &str) -> Response<Vec<u8>> {
+        use crate::ledger::{self, GroupBy};
+        let mut from = None;
+        let mut to = None;
+        let mut group_by = None;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = v
+                .replace("%3A", ":")
+                .replace("%3a", ":")
+                .replace("%2B", "+");
+            match k {
+                "from" => match parse_instant(&v) {
+                    Some(t) => from = Some(t),
+                    None => return error(400, &format!("invalid `from`: {v:?} (RFC 3339, a date or Unix seconds)"), "invalid_request"),
+                },
+                "to" => match parse_instant(&v) {
+                    Some(t) => to = Some(t),
+                    None => return error(400, &format!("invalid `to`: {v:?} (RFC 3339, a date or Unix seconds)"), "invalid_request"),
+                },
+                "group_by" => match GroupBy::parse(&v) {
+                    Some(g) => group_by = Some(g),
+                    None => return error(400, &format!("invalid `group_by`: {v:?} (key, team, project, model, provider or tag)"), "invalid_request"),
+                },
+                other => return error(400, &format!("unknown parameter `{other}`"), "invalid_request"),
+            }
+        }
+        let now = crate::governance::unix_now();
+        let (month_start, month_end) = switchyard_filters::budget::Period::Monthly.window(now);
+        let month_end = month_end.unwrap_or(now);
+        let from = from.unwrap_or(month_start);
+        let to = to.unwrap_or(now + 1);
+        let conn = match self.spend.ledger.reader() {
+            Ok(c) => c,
+            Err(e) => return error(500, &e.to_string(), "ledger_unavailable"),
+        };
+        let totals = match ledger::usage(&conn, from * 1000, to * 1000, group_by) {
+            Ok(t) => t,
+            Err(e) => return error(500, &format!("spend ledger: {e}"), "ledger_unavailable"),
+        };
+        let month = ledger::usage(&conn, month_start * 1000, (now + 1) * 1000, None)
+            .ok()
+            .and_then(|v| v.into_iter().next());
+        let month_so_far = month.map(|m| m.cost_nanos).unwrap_or(0);
+        let elapsed = (now - month_start).max(1) as f64;
+        let span = (month_end - month_start).max(1) as f64;
+        let usd = switchyard_filters::budget::nanos_to_usd;
+        let rows: Vec<Value> = totals
+            .iter()
+            .map(|t| {
+                json!({
+                    "group": t.group,
+                    "requests": t.requests,
+                    "prompt_tokens": t.tokens_in,
+                    "completion_tokens": t.tokens_out,
+                    "cost_usd": usd(t.cost_nanos),
+                })
+            })
+            .collect();
+        json_response(
+            200,
+            &json!({
+                "from": humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(from.max(0) as u64)).to_string(),
+                "to": humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(to.max(0) as u64)).to_string(),
+                "group_by": query.split('&').find_map(|p| p.strip_prefix("group_by=")),
+                "totals": rows,
+                "forecast": {
+                    "month_to_date_usd": usd(month_so_far),
+                    "projected_month_usd": usd(month_so_far) * span / elapsed,
+                },
+            }),
+        )
+    }
+
+    /// `GET /admin/budgets`: every budget's limit, spend, reservations and state.
+    fn budgets(&self) -> Response<Vec<u8>> {
+        let now = crate::governance::unix_now();
+        let usd = switchyard_filters::budget::nanos_to_usd;
+        let gov = self.spend.governance();
+        let list: Vec<Value> = gov
+            .budgets
+            .iter()
+            .map(|b| {
+                let a = &b.account;
+                json!({
+                    "scope": b.settings.scope.to_string(),
+                    "period": b.settings.period.name(),
+                    "limit_usd": b.settings.limit_usd,
+                    "spent_usd": usd(a.spent(now)),
+                    "reserved_usd": usd(a.committed(now).saturating_sub(a.spent(now))),
+                    "remaining_usd": usd(a.remaining(now)),
+                    "soft_ratio": b.settings.soft_ratio,
+                    "over_soft_ratio": a.over_soft(now),
+                    "resets_at": b.settings.period.window(now).1,
+                })
+            })
+            .collect();
+        json_response(200, &json!({ "budgets": list }))
     }
 }
 

@@ -90,6 +90,20 @@ pub struct RequestCtx {
     pub caller: switchyard_adapters::providers::Caller,
     /// The caller's `anthropic-beta` header, passed on when an Anthropic caller reaches Anthropic.
     pub anthropic_beta: Option<String>,
+    /// Limits and budget reservations held by this request (settled in `logging`).
+    pub admission: Option<crate::governance::Admission>,
+    /// The live governance the request was admitted under (provider budgets are checked per try).
+    pub governance: Option<Arc<crate::governance::Governance>>,
+    /// The most this request may cost (nano-dollars), as reserved.
+    pub estimate_nanos: u64,
+    /// Request body size (the prompt estimate when a provider reports no usage).
+    pub body_bytes: usize,
+    /// Stream events relayed (the completion estimate when a cut stream reports no usage).
+    pub streamed_events: u64,
+    /// Ledger tags (a JSON object) from the request's `metadata` or `x-switchyard-tags`.
+    pub tags: Option<String>,
+    /// The ledger row was already written (strict durability writes it before the last bytes).
+    pub ledger_recorded: bool,
     /// The authenticated caller (`None` without an `auth` section).
     pub identity: Option<switchyard_filters::auth::Identity>,
     pub route: Route,
@@ -162,6 +176,13 @@ impl RequestCtx {
             hops: 0,
             caller: switchyard_adapters::providers::Caller::OpenAi,
             anthropic_beta: None,
+            admission: None,
+            governance: None,
+            estimate_nanos: 0,
+            body_bytes: 0,
+            streamed_events: 0,
+            tags: None,
+            ledger_recorded: false,
             identity: None,
             route: Route::Unknown,
             state: None,

@@ -54,6 +54,8 @@ pub const CODES: &[&str] = &[
     "loop_detected",
     "unsupported_field",
     "upstream_rate_limited",
+    "rate_limit_exceeded",
+    "budget_exceeded",
     // Recorded by the proxy, not answered as a GatewayError:
     "upstream_status",
     "upstream_stream_error",
@@ -66,6 +68,20 @@ pub const CODES: &[&str] = &[
 pub enum GatewayError {
     #[error("{0}")]
     InvalidRequest(#[from] InspectError),
+    /// The caller's key or team is over one of its rate limits.
+    #[error("rate limit reached: {subject} is over its {limit}; retry after {retry_after_secs}s")]
+    RateLimited {
+        limit: &'static str,
+        subject: String,
+        retry_after_secs: u64,
+    },
+    /// A budget that applies to the request has no room left for it.
+    #[error("budget exceeded: the {scope} budget of ${limit_usd:.2} is spent{}", resets_at.map(|t| format!("; it resets at {}", humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64)))).unwrap_or_default())]
+    BudgetExceeded {
+        scope: String,
+        limit_usd: f64,
+        resets_at: Option<i64>,
+    },
     /// Every deployment that could answer is rate limited by its provider right now.
     #[error(
         "every deployment of `{model}` is rate limited by its provider; retry shortly ({})",
@@ -126,7 +142,10 @@ impl GatewayError {
             GatewayError::NoDeploymentAvailable { .. } => 502,
             GatewayError::UpstreamTimeout { .. } => 504,
             GatewayError::Auth(e) => e.status(),
-            GatewayError::TooManyAuthFailures | GatewayError::UpstreamRateLimited { .. } => 429,
+            GatewayError::TooManyAuthFailures
+            | GatewayError::UpstreamRateLimited { .. }
+            | GatewayError::RateLimited { .. }
+            | GatewayError::BudgetExceeded { .. } => 429,
             GatewayError::LoopDetected { .. } => 508,
         }
     }
@@ -139,9 +158,10 @@ impl GatewayError {
             }
             GatewayError::Auth(e) if e.status() == 401 => "authentication_error",
             GatewayError::Auth(_) => "permission_error",
-            GatewayError::TooManyAuthFailures | GatewayError::UpstreamRateLimited { .. } => {
-                "rate_limit_error"
-            }
+            GatewayError::TooManyAuthFailures
+            | GatewayError::UpstreamRateLimited { .. }
+            | GatewayError::RateLimited { .. } => "rate_limit_error",
+            GatewayError::BudgetExceeded { .. } => "budget_exceeded",
             GatewayError::LoopDetected { .. } => "upstream_error",
             _ => "invalid_request_error",
         }
@@ -170,6 +190,8 @@ impl GatewayError {
             GatewayError::TooManyAuthFailures => "too_many_auth_failures",
             GatewayError::LoopDetected { .. } => "loop_detected",
             GatewayError::UpstreamRateLimited { .. } => "upstream_rate_limited",
+            GatewayError::RateLimited { .. } => "rate_limit_exceeded",
+            GatewayError::BudgetExceeded { .. } => "budget_exceeded",
         }
     }
 
@@ -194,6 +216,20 @@ impl GatewayError {
             504 => "timeout_error",
             529 => "overloaded_error",
             _ => "api_error",
+        }
+    }
+
+    /// `Retry-After` seconds to send with this error, if any.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            GatewayError::UpstreamRateLimited { .. } => Some(1),
+            GatewayError::RateLimited {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            GatewayError::BudgetExceeded { resets_at, .. } => {
+                resets_at.map(|t| (t - crate::governance::unix_now()).max(1) as u64)
+            }
+            _ => None,
         }
     }
 
@@ -262,6 +298,16 @@ mod tests {
             GatewayError::UpstreamRateLimited {
                 model: "m".into(),
                 tries: vec![],
+            },
+            GatewayError::RateLimited {
+                limit: "requests_per_minute",
+                subject: "key:k".into(),
+                retry_after_secs: 1,
+            },
+            GatewayError::BudgetExceeded {
+                scope: "team:a".into(),
+                limit_usd: 1.0,
+                resets_at: Some(86_400),
             },
             GatewayError::Untranslatable(TranslateError::Unsupported {
                 field: "n>1".into(),

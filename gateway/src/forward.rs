@@ -115,6 +115,7 @@ impl Forwarder {
             requested_model: &facts.model,
             headers: Some(&session.req_header().headers),
             metadata: facts.metadata,
+            prefer_cheapest: ctx.admission.as_ref().is_some_and(|a| a.prefer_cheapest),
         };
         let steps = router::plan(model, &input);
         let deadline = ctx.started + routing.deadline;
@@ -125,6 +126,8 @@ impl Forwarder {
         let mut tried = false;
         // Some deployment was skipped because its provider asked to wait (Retry-After, quota).
         let mut rate_limited = false;
+        // Some deployment was skipped because its provider's budget is spent.
+        let mut provider_budget: Option<String> = None;
         for (i, step) in steps.iter().enumerate() {
             let dep = step.deployment;
             let spec = dep.spec(model);
@@ -143,6 +146,17 @@ impl Forwarder {
                     continue;
                 }
             };
+            if let Some(gov) = &ctx.governance {
+                if !gov.provider_allows(dep.provider.name(), ctx.estimate_nanos) {
+                    ctx.failures.push(TryFailure {
+                        provider: dep.provider.name().to_string(),
+                        model: spec.model.clone(),
+                        reason: "skipped: the provider's budget is spent".into(),
+                    });
+                    provider_budget.get_or_insert_with(|| dep.provider.name().to_string());
+                    continue;
+                }
+            }
             let acquired = dep
                 .runtime
                 .acquire(&routing.breaker, now_ms())
@@ -277,6 +291,23 @@ impl Forwarder {
         }
         if let (false, Some(e)) = (tried, refused) {
             return Err(Failure::Respond(GatewayError::Untranslatable(e)));
+        }
+        if let (false, Some(p)) = (tried, provider_budget) {
+            let limit_usd = ctx
+                .governance
+                .as_ref()
+                .and_then(|g| {
+                    g.budgets.iter().find(|b| {
+                        matches!(&b.settings.scope, crate::config::BudgetScope::Provider(n) if *n == p)
+                    })
+                })
+                .map(|b| b.settings.limit_usd)
+                .unwrap_or(0.0);
+            return Err(Failure::Respond(GatewayError::BudgetExceeded {
+                scope: format!("provider:{p}"),
+                limit_usd,
+                resets_at: None,
+            }));
         }
         if !tried && rate_limited {
             // Nothing was sent: every provider that could answer asked to wait. That is a 429
@@ -693,12 +724,22 @@ impl Forwarder {
         if !prepared.dropped.is_empty() {
             let _ = resp.insert_header(DROPPED_HEADER, prepared.dropped.join(", "));
         }
-        add_gateway_headers(
-            &mut resp,
-            &ctx.request_id,
-            Some((dep.provider.name(), upstream_model)),
-        )
-        .map_err(Failure::Abort)?;
+        // The provider's quota headers describe the gateway's upstream account, not the caller's
+        // limits (those are the gateway's own `x-ratelimit-*`, added below).
+        let quota_headers: Vec<_> = resp
+            .headers
+            .keys()
+            .filter(|k| {
+                let k = k.as_str();
+                k.starts_with("x-ratelimit-") || k.starts_with("anthropic-ratelimit-")
+            })
+            .cloned()
+            .collect();
+        for h in quota_headers {
+            resp.remove_header(&h);
+        }
+        add_gateway_headers(&mut resp, ctx, Some((dep.provider.name(), upstream_model)))
+            .map_err(Failure::Abort)?;
         ctx.status = status;
         ctx.served = Some(dep.index);
         ctx.stream = is_stream;
@@ -902,6 +943,7 @@ impl Forwarder {
             };
             if let Some(out) = out {
                 ctx.mark_first_byte();
+                ctx.streamed_events += 1;
                 session
                     .write_response_body(Some(out), false)
                     .await
@@ -1016,12 +1058,8 @@ impl Forwarder {
         let created = unix_now();
         let id = format!("{}{}", caller.id_prefix(), ctx.request_id);
         let mut resp = ResponseHeader::build(200, Some(6)).map_err(Failure::Abort)?;
-        add_gateway_headers(
-            &mut resp,
-            &ctx.request_id,
-            Some((dep.provider.name(), &spec.model)),
-        )
-        .map_err(Failure::Abort)?;
+        add_gateway_headers(&mut resp, ctx, Some((dep.provider.name(), &spec.model)))
+            .map_err(Failure::Abort)?;
         ctx.status = 200;
         ctx.served = Some(dep.index);
         ctx.stream = facts.stream;
@@ -1087,6 +1125,7 @@ impl Forwarder {
             }
             if let Some(out) = relay.push(ev) {
                 ctx.mark_first_byte();
+                ctx.streamed_events += 1;
                 session
                     .write_response_body(Some(out), false)
                     .await
@@ -1190,13 +1229,19 @@ fn model_breaker(ctx: &RequestCtx) -> crate::config::BreakerPolicy {
         .unwrap_or_else(|| crate::config::RoutingPolicy::default().breaker)
 }
 
-/// Adds `x-request-id` and, when a deployment served, `x-switchyard-provider` / `-model`.
+/// Adds `x-request-id`, the caller's `x-ratelimit-*` when it has limits and, when a deployment
+/// served, `x-switchyard-provider` / `-model`.
 pub fn add_gateway_headers(
     resp: &mut ResponseHeader,
-    request_id: &str,
+    ctx: &RequestCtx,
     served_by: Option<(&str, &str)>,
 ) -> pingora_error::Result<()> {
-    resp.insert_header("x-request-id", request_id)?;
+    resp.insert_header("x-request-id", &ctx.request_id)?;
+    if let Some(a) = &ctx.admission {
+        for (name, value) in &a.headers {
+            resp.insert_header(*name, value)?;
+        }
+    }
     if let Some((provider, model)) = served_by {
         resp.insert_header("x-switchyard-provider", provider)?;
         resp.insert_header("x-switchyard-model", model)?;

@@ -10,6 +10,7 @@ use crate::access_log::AccessLogger;
 use crate::context::{GaugeGuard, InFlight, RequestCtx, Route};
 use crate::errors::GatewayError;
 use crate::forward::{add_gateway_headers, Failure, Forwarder};
+use crate::governance::Spend;
 use crate::identity::{Auth, Denied};
 use crate::state::State;
 use crate::telemetry::Metrics;
@@ -30,6 +31,7 @@ use switchyard_filters::guard::BodyLimit;
 
 pub struct Gateway {
     state: Arc<ArcSwap<State>>,
+    spend: Arc<Spend>,
     auth: Arc<Auth>,
     metrics: Arc<Metrics>,
     forwarder: Forwarder,
@@ -38,8 +40,10 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         state: Arc<ArcSwap<State>>,
+        spend: Arc<Spend>,
         auth: Arc<Auth>,
         metrics: Arc<Metrics>,
         forwarder: Forwarder,
@@ -48,6 +52,7 @@ impl Gateway {
     ) -> Self {
         Gateway {
             state,
+            spend,
             auth,
             metrics,
             forwarder,
@@ -83,14 +88,14 @@ async fn write_json(
     ctx: &mut RequestCtx,
     status: u16,
     body: Bytes,
-    extra: &[(&'static str, &'static str)],
+    extra: &[(&'static str, String)],
 ) -> Result<()> {
     let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
-    add_gateway_headers(&mut resp, &ctx.request_id, None)?;
+    add_gateway_headers(&mut resp, ctx, None)?;
     for (k, v) in extra {
-        resp.insert_header(*k, *v)?;
+        resp.insert_header(*k, v)?;
     }
     ctx.status = status;
     let head_only = session.req_header().method == http::Method::HEAD;
@@ -111,23 +116,27 @@ async fn write_error(
     err: &GatewayError,
 ) -> Result<()> {
     ctx.error_code = Some(err.code());
-    let extra: &[(&'static str, &'static str)] = match err {
-        GatewayError::UpstreamRateLimited { .. } => &[("retry-after", "1")],
-        GatewayError::MethodNotAllowed { allow, .. } => {
+    let mut extra: Vec<(&'static str, String)> = Vec::new();
+    if let GatewayError::MethodNotAllowed { allow, .. } = err {
+        extra.push((
+            "allow",
             if *allow == "POST" {
-                &[("allow", "POST")]
+                "POST"
             } else {
-                &[("allow", "GET, HEAD")]
+                "GET, HEAD"
             }
-        }
-        _ => &[],
-    };
+            .to_string(),
+        ));
+    }
+    if let Some(secs) = err.retry_after_secs() {
+        extra.push(("retry-after", secs.to_string()));
+    }
     if matches!(err, GatewayError::BodyTooLarge(_)) {
         // The rest of an oversized body is not worth draining: close after answering.
         session.set_keepalive(None);
     }
     let body = err.body_for(ctx.caller, &ctx.request_id);
-    write_json(session, ctx, err.status(), body, extra).await
+    write_json(session, ctx, err.status(), body, &extra).await
 }
 
 /// Reads the whole request body, refusing it as soon as it passes the limit.
@@ -212,6 +221,28 @@ impl Gateway {
             }
         }
         ctx.model = Some(model.clone());
+        ctx.body_bytes = body.len();
+        ctx.tags = crate::governance::tags(
+            facts.metadata,
+            session
+                .req_header()
+                .headers
+                .get("x-switchyard-tags")
+                .and_then(|v| v.to_str().ok()),
+        );
+        let gov = self.spend.governance();
+        if !gov.is_empty() {
+            let estimate = crate::governance::max_cost_nanos(&model, body.len(), facts.max_tokens);
+            ctx.estimate_nanos = estimate;
+            match gov.admit(ctx.identity.as_ref(), estimate, crate::governance::now_ns()) {
+                Ok(a) => ctx.admission = Some(a),
+                Err(r) => {
+                    self.spend.refused(&r);
+                    return Err(GatewayError::from(r).into());
+                }
+            }
+            ctx.governance = Some(gov);
+        }
         self.forwarder
             .serve_chat(session, ctx, &model, &inbound)
             .await
@@ -267,7 +298,7 @@ impl Gateway {
         }
     }
 
-    fn health_body(state: &State) -> (u16, Bytes) {
+    fn health_body(state: &State, spend: &Spend) -> (u16, Bytes) {
         let providers: Vec<serde_json::Value> = state
             .providers
             .iter()
@@ -319,11 +350,34 @@ impl Gateway {
                 })
             })
             .collect();
+        let now_s = crate::governance::unix_now();
+        let budgets: Vec<serde_json::Value> = spend
+            .governance()
+            .budgets
+            .iter()
+            .map(|b| {
+                serde_json::json!({
+                    "scope": b.settings.scope.to_string(),
+                    "period": b.settings.period.name(),
+                    "limit_usd": b.settings.limit_usd,
+                    "remaining_usd": switchyard_filters::budget::nanos_to_usd(b.account.remaining(now_s)),
+                    // Past the soft ratio the router prefers the cheapest deployments.
+                    "state": if b.account.remaining(now_s) == 0 {
+                        "exhausted"
+                    } else if b.account.over_soft(now_s) {
+                        "prefer_cheapest"
+                    } else {
+                        "ok"
+                    },
+                })
+            })
+            .collect();
         let body = serde_json::json!({
             "status": overall,
             "version": env!("CARGO_PKG_VERSION"),
             "providers": providers,
             "models": models,
+            "budgets": budgets,
         });
         (
             status,
@@ -427,8 +481,15 @@ impl ProxyHttp for Gateway {
                 write_json(session, ctx, 200, state.models_body.clone(), &[]).await?;
             }
             Route::Health => {
-                let (status, body) = Self::health_body(&state);
-                write_json(session, ctx, status, body, &[("cache-control", "no-store")]).await?;
+                let (status, body) = Self::health_body(&state, &self.spend);
+                write_json(
+                    session,
+                    ctx,
+                    status,
+                    body,
+                    &[("cache-control", "no-store".to_string())],
+                )
+                .await?;
             }
             Route::Unknown => {
                 let req = session.req_header();
@@ -506,6 +567,24 @@ impl ProxyHttp for Gateway {
         }
         if let Some(code) = ctx.error_code {
             self.metrics.error(code);
+        }
+        if ctx.route.is_inference() {
+            // Every inference request leaves a ledger row (strict durability may have written it
+            // already, before the response's last bytes) and releases what it reserved.
+            let row = crate::governance::row_for(ctx);
+            if let Some(a) = ctx.admission.as_mut() {
+                a.settle(
+                    row.cost_nanos,
+                    row.tokens_in + row.tokens_out,
+                    row.provider.as_deref(),
+                    crate::governance::now_ns(),
+                );
+            }
+            ctx.admission = None;
+            if !ctx.ledger_recorded {
+                ctx.ledger_recorded = true;
+                self.spend.record(row);
+            }
         }
         let Some(state) = ctx.state.as_ref() else {
             return;

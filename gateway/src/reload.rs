@@ -25,6 +25,7 @@ pub struct Reloader {
     /// The settings the process started with (listeners cannot change without a restart).
     pub started_with: ServerSettings,
     pub auth: Arc<crate::identity::Auth>,
+    pub spend: Arc<crate::governance::Spend>,
 }
 
 impl Reloader {
@@ -54,6 +55,7 @@ impl Reloader {
             return false;
         }
         let old = self.live.load_full();
+        self.spend.reload(&cfg);
         let new = State::rebuild(Arc::new(cfg), &self.metrics, Some(&old));
         let models = new.config.models.len();
         self.live.store(Arc::new(new));

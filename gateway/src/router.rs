@@ -35,6 +35,9 @@ pub struct PlanInput<'a> {
     pub headers: Option<&'a http::HeaderMap>,
     /// The body's raw `metadata` object (for `conditional` rules).
     pub metadata: Option<&'a str>,
+    /// A budget of the caller is past its soft ratio: order by expected cost whatever the
+    /// strategy (the financial circuit breaker).
+    pub prefer_cheapest: bool,
 }
 
 /// `least_latency` sends one request in this many to a random deployment.
@@ -68,7 +71,7 @@ pub fn plan<'a>(model: &'a RoutedModel, input: &PlanInput<'_>) -> Vec<Step<'a>> 
     let mut rng = input.seed | 1;
     let all: Vec<&RoutedDeployment> = model.deployments.iter().collect();
     let mut order = match model.config.routing.strategy {
-        Strategy::Conditional => {
+        Strategy::Conditional if !input.prefer_cheapest => {
             let rule = model
                 .config
                 .rules
@@ -87,6 +90,7 @@ pub fn plan<'a>(model: &'a RoutedModel, input: &PlanInput<'_>) -> Vec<Step<'a>> 
                 None => all,
             }
         }
+        _ if input.prefer_cheapest => arrange(model, all, Strategy::Cost, input, &mut rng),
         strategy => arrange(model, all, strategy, input, &mut rng),
     };
     if order.is_empty() {

@@ -41,6 +41,8 @@ pub enum StartError {
     Tls(String),
     #[error("{0}")]
     Store(crate::identity::store::StoreError),
+    #[error("{0}")]
+    Ledger(crate::ledger::LedgerError),
 }
 
 /// How the process was asked to start.
@@ -79,6 +81,8 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
     server.bootstrap();
 
     let state = Arc::new(ArcSwap::from_pointee(State::build(cfg.clone(), &metrics)));
+    let spend =
+        Arc::new(crate::governance::Spend::start(&cfg, &metrics).map_err(StartError::Ledger)?);
     let store = KeyStore::open(cfg.store.sqlite_path.as_deref()).map_err(StartError::Store)?;
     if !store.persistent && cfg.server.admin_token.is_some() {
         log::warn!("no `store` configured: keys created through the admin API live in memory and are lost on restart");
@@ -100,6 +104,7 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
         metrics: metrics.clone(),
         started_with: cfg.server.clone(),
         auth: auth.clone(),
+        spend: spend.clone(),
     };
     let reload_handle = server.add_service(background_service("switchyard reload", reloader));
     let connector = Connector::new(Some(ConnectorOptions::from_server_conf(
@@ -115,6 +120,7 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
     ));
     let gateway = Gateway::new(
         state.clone(),
+        spend.clone(),
         auth.clone(),
         metrics.clone(),
         Forwarder::new(connector),
@@ -165,6 +171,7 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
                 metrics,
                 auth,
                 state,
+                spend,
             },
         );
         admin.add_tcp(addr);

@@ -286,6 +286,11 @@ impl Metrics {
         }
     }
 
+    /// Registers a family owned elsewhere (e.g. spend metrics).
+    pub fn register(&self, c: Box<dyn prometheus::core::Collector>) {
+        must(self.registry.register(c));
+    }
+
     /// The Prometheus text exposition of every family.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);

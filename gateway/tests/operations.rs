@@ -271,10 +271,29 @@ async fn metrics_doc_lists_exactly_what_is_served() {
     let up = MockUpstream::start(MockUpstreamConfig::default())
         .await
         .expect("upstream");
-    let gw = Gateway::start(&routed_to("alpha", &up.base_url()), "").await;
-    let served: std::collections::BTreeSet<String> = gw
-        .metrics()
-        .await
+    // A budget and one answered request, so spend and budget families have series.
+    let body = format!(
+        "{}budgets:\n  - {{ scope: global, limit: 100, period: monthly }}\n",
+        routed_to("alpha", &up.base_url())
+    );
+    let gw = Gateway::start(&body, "").await;
+    let r = gw
+        .post_json(
+            "/v1/chat/completions",
+            br#"{"model":"fast","messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The request is accounted (ledger, spend metrics) in its logging phase, just after the reply.
+    let mut text = gw.metrics().await;
+    for _ in 0..50 {
+        if text.contains("switchyard_spend_usd_total") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        text = gw.metrics().await;
+    }
+    let served: std::collections::BTreeSet<String> = text
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .filter_map(|l| l.split_whitespace().next())

@@ -45,9 +45,36 @@ pub struct FileConfig {
     pub auth: Option<FileAuth>,
     #[serde(default)]
     pub store: Option<FileStore>,
-    // Contract sections owned by later work; validation reports them as not yet supported.
     #[serde(default)]
-    pub budgets: Option<Value>,
+    pub budgets: Option<Vec<FileBudget>>,
+    /// Rate limits per team (Switchyard extension: `auth.api_keys[].limits` covers keys).
+    #[serde(default)]
+    pub team_limits: Option<std::collections::BTreeMap<String, FileLimits>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBudget {
+    pub scope: String,
+    pub limit: Lenient<f64>,
+    pub period: String,
+    #[serde(default)]
+    pub soft_ratio: Option<Lenient<f64>>,
+    #[serde(default)]
+    pub on_exhaust: Option<String>,
+    #[serde(default)]
+    pub alert_webhook: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    #[serde(default)]
+    pub requests_per_minute: Option<Lenient<u64>>,
+    #[serde(default)]
+    pub tokens_per_minute: Option<Lenient<u64>>,
+    #[serde(default)]
+    pub concurrency: Option<Lenient<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,7 +112,7 @@ pub struct FileApiKey {
     #[serde(default)]
     pub metadata: Option<std::collections::BTreeMap<String, String>>,
     #[serde(default)]
-    pub limits: Option<Value>,
+    pub limits: Option<FileLimits>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,6 +166,12 @@ pub struct FileStore {
     pub path: Option<String>,
     #[serde(default)]
     pub url: Option<String>,
+    /// Spend ledger: how often queued rows are committed (default 1s).
+    #[serde(default)]
+    pub flush_interval: Option<String>,
+    /// Spend ledger: `batched` (default) or `strict` (a response's last bytes wait for its row).
+    #[serde(default)]
+    pub durability: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

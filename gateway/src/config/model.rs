@@ -21,6 +21,11 @@ pub struct Config {
     /// `None`: every caller is accepted (no `auth` section).
     pub auth: Option<AuthSettings>,
     pub store: StoreSettings,
+    pub budgets: Vec<BudgetSettings>,
+    /// Rate limits by key name (config keys).
+    pub key_limits: std::collections::HashMap<String, RateLimits>,
+    /// Rate limits by team.
+    pub team_limits: std::collections::HashMap<String, RateLimits>,
     /// Probe providers with a health check before accepting traffic.
     pub startup_probe_wait: bool,
 }
@@ -58,6 +63,64 @@ pub struct Introspection {
 pub struct StoreSettings {
     /// SQLite file for runtime state; `None` keeps it in memory (lost on restart).
     pub sqlite_path: Option<PathBuf>,
+    /// How often the spend ledger commits queued rows.
+    pub flush_interval: Duration,
+    /// A response's last bytes wait until its ledger row is committed.
+    pub strict_durability: bool,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            sqlite_path: None,
+            flush_interval: Duration::from_secs(1),
+            strict_durability: false,
+        }
+    }
+}
+
+/// Who a budget applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BudgetScope {
+    Global,
+    Team(String),
+    Project(String),
+    Key(String),
+    Provider(String),
+}
+
+impl fmt::Display for BudgetScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BudgetScope::Global => write!(f, "global"),
+            BudgetScope::Team(n) => write!(f, "team:{n}"),
+            BudgetScope::Project(n) => write!(f, "project:{n}"),
+            BudgetScope::Key(n) => write!(f, "key:{n}"),
+            BudgetScope::Provider(n) => write!(f, "provider:{n}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BudgetSettings {
+    pub scope: BudgetScope,
+    pub limit_usd: f64,
+    pub period: switchyard_filters::budget::Period,
+    pub soft_ratio: f64,
+}
+
+/// Per key or team: requests and tokens per minute, requests in flight.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimits {
+    pub requests_per_minute: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
+    pub concurrency: Option<u64>,
+}
+
+impl RateLimits {
+    pub fn is_empty(&self) -> bool {
+        *self == RateLimits::default()
+    }
 }
 
 #[derive(Debug, Clone)]

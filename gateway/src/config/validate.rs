@@ -57,10 +57,6 @@ impl Errors {
 pub fn validate(file: FileConfig) -> Result<Config, Vec<ConfigError>> {
     let mut errs = Errors(Vec::new());
 
-    if file.budgets.is_some() {
-        errs.not_yet("budgets", "the `budgets` section");
-    }
-
     let server = server_settings(&file.server, &mut errs);
     let routing = routing_defaults(file.routing.as_ref(), &mut errs);
     let providers = providers(&file.providers, &mut errs);
@@ -72,6 +68,35 @@ pub fn validate(file: FileConfig) -> Result<Config, Vec<ConfigError>> {
         .as_ref()
         .map(|a| super::validate_auth::auth(a, &model_names, &mut errs.0));
     let store = store(file.store.as_ref(), &mut errs);
+    let budgets = budgets(
+        file.budgets.as_deref().unwrap_or_default(),
+        &providers,
+        &mut errs,
+    );
+    let key_limits = file
+        .auth
+        .iter()
+        .flat_map(|a| a.api_keys.iter().enumerate())
+        .filter_map(|(i, k)| {
+            let l = limits(
+                k.limits.as_ref()?,
+                &format!("auth.api_keys[{i}].limits"),
+                &mut errs,
+            );
+            Some((k.name.clone(), l))
+        })
+        .collect();
+    let team_limits = file
+        .team_limits
+        .iter()
+        .flatten()
+        .map(|(team, l)| {
+            (
+                team.clone(),
+                limits(l, &format!("team_limits.{team}"), &mut errs),
+            )
+        })
+        .collect();
     let startup_probe_wait = match file
         .routing
         .as_ref()
@@ -96,6 +121,9 @@ pub fn validate(file: FileConfig) -> Result<Config, Vec<ConfigError>> {
             telemetry,
             auth,
             store,
+            budgets,
+            key_limits,
+            team_limits,
             startup_probe_wait,
         })
     } else {
@@ -895,7 +923,31 @@ fn telemetry(t: Option<&FileTelemetry>, errs: &mut Errors) -> TelemetrySettings 
 
 fn store(s: Option<&FileStore>, errs: &mut Errors) -> StoreSettings {
     let Some(s) = s else {
-        return StoreSettings { sqlite_path: None };
+        return StoreSettings::default();
+    };
+    let flush_interval = errs.duration(
+        "store.flush_interval".into(),
+        s.flush_interval.as_deref(),
+        Duration::from_secs(1),
+    );
+    if flush_interval.is_zero() || flush_interval > Duration::from_secs(60) {
+        errs.push("store.flush_interval", "must be between 1ms and 60s");
+    }
+    let strict_durability = match s.durability.as_deref() {
+        None | Some("batched") => false,
+        Some("strict") => true,
+        Some(other) => {
+            errs.push(
+                "store.durability",
+                format!("expected batched or strict, not {other:?}"),
+            );
+            false
+        }
+    };
+    let base = StoreSettings {
+        sqlite_path: None,
+        flush_interval,
+        strict_durability,
     };
     match s.kind.as_str() {
         "sqlite" => {
@@ -905,24 +957,126 @@ fn store(s: Option<&FileStore>, errs: &mut Errors) -> StoreSettings {
             match s.path.as_deref() {
                 Some(p) if !p.trim().is_empty() => StoreSettings {
                     sqlite_path: Some(p.into()),
+                    ..base
                 },
                 _ => {
                     errs.push("store.path", "required for kind sqlite");
-                    StoreSettings { sqlite_path: None }
+                    base
                 }
             }
         }
         "redis" => {
             errs.not_yet("store.kind", "the redis store");
-            StoreSettings { sqlite_path: None }
+            base
         }
         k => {
             errs.push(
                 "store.kind",
                 format!("unknown store kind {k:?} (expected sqlite or redis)"),
             );
-            StoreSettings { sqlite_path: None }
+            base
         }
+    }
+}
+
+fn budgets(
+    list: &[FileBudget],
+    providers: &HashMap<String, (usize, Arc<Provider>)>,
+    errs: &mut Errors,
+) -> Vec<BudgetSettings> {
+    let mut out = Vec::with_capacity(list.len());
+    let mut seen = HashSet::new();
+    for (i, b) in list.iter().enumerate() {
+        let path = format!("budgets[{i}]");
+        let scope = match b.scope.split_once(':') {
+            None if b.scope == "global" => Some(BudgetScope::Global),
+            Some(("team", n)) if !n.is_empty() => Some(BudgetScope::Team(n.into())),
+            Some(("project", n)) if !n.is_empty() => Some(BudgetScope::Project(n.into())),
+            Some(("key", n)) if !n.is_empty() => Some(BudgetScope::Key(n.into())),
+            Some(("provider", n)) if providers.contains_key(n) => {
+                Some(BudgetScope::Provider(n.into()))
+            }
+            Some(("provider", n)) => {
+                errs.push(format!("{path}.scope"), format!("unknown provider {n:?}"));
+                None
+            }
+            _ => {
+                errs.push(
+                    format!("{path}.scope"),
+                    format!(
+                        "expected global, team:<name>, project:<name>, key:<name> or provider:<name>, not {:?}",
+                        b.scope
+                    ),
+                );
+                None
+            }
+        };
+        let period = switchyard_filters::budget::Period::parse(&b.period).unwrap_or_else(|| {
+            errs.push(
+                format!("{path}.period"),
+                format!(
+                    "expected daily, weekly, monthly or total, not {:?}",
+                    b.period
+                ),
+            );
+            switchyard_filters::budget::Period::Total
+        });
+        let Lenient(limit_usd) = b.limit;
+        if !(limit_usd.is_finite() && limit_usd >= 0.0) {
+            errs.push(
+                format!("{path}.limit"),
+                "must be a non-negative amount in USD",
+            );
+        }
+        let soft_ratio = b.soft_ratio.map(|Lenient(r)| r).unwrap_or(0.8);
+        if !(0.0..=1.0).contains(&soft_ratio) {
+            errs.push(format!("{path}.soft_ratio"), "must be between 0 and 1");
+        }
+        match b.on_exhaust.as_deref() {
+            None | Some("reject") => {}
+            Some("cutoff") => errs.not_yet(format!("{path}.on_exhaust"), "`on_exhaust: cutoff`"),
+            Some(other) => errs.push(
+                format!("{path}.on_exhaust"),
+                format!("expected reject or cutoff, not {other:?}"),
+            ),
+        }
+        if b.alert_webhook.is_some() {
+            errs.not_yet(format!("{path}.alert_webhook"), "budget alert webhooks");
+        }
+        if let Some(scope) = scope {
+            if !seen.insert((scope.clone(), period)) {
+                errs.push(
+                    format!("{path}.scope"),
+                    format!("{scope} already has a {} budget", period.name()),
+                );
+            }
+            out.push(BudgetSettings {
+                scope,
+                limit_usd,
+                period,
+                soft_ratio,
+            });
+        }
+    }
+    out
+}
+
+fn limits(l: &FileLimits, path: &str, errs: &mut Errors) -> RateLimits {
+    let mut positive = |key: &str, v: Option<Lenient<u64>>| match v {
+        Some(Lenient(0)) => {
+            errs.push(
+                format!("{path}.{key}"),
+                "must be at least 1 (omit it for no limit)",
+            );
+            None
+        }
+        Some(Lenient(n)) => Some(n),
+        None => None,
+    };
+    RateLimits {
+        requests_per_minute: positive("requests_per_minute", l.requests_per_minute),
+        tokens_per_minute: positive("tokens_per_minute", l.tokens_per_minute),
+        concurrency: positive("concurrency", l.concurrency),
     }
 }
 

@@ -97,13 +97,6 @@ fn api_key(
             None
         }
     };
-    if k.limits.is_some() {
-        push(
-            errs,
-            format!("{path}.limits"),
-            "per-key limits are not enforced by this build yet; remove them to run this file",
-        );
-    }
     if let Some(list) = &k.models {
         for (j, m) in list.iter().enumerate() {
             if !models.contains(m.as_str()) {

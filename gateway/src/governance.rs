@@ -1,0 +1,686 @@
+//! Cost governance at request time: rate limits per key and team, budgets per scope with
+//! reservations, and the bookkeeping when a request ends (settling reservations, charging token
+//! limits, writing the ledger row, spend metrics).
+//!
+//! [`Spend`] lives for the process (it owns the [`Ledger`]); the [`Governance`] it serves is
+//! rebuilt on every config reload, carrying budget accounts and limiters over by identity so a
+//! reload neither forgets spend nor resets a limit. Budget totals are rebuilt from the ledger at
+//! start. The decisions themselves are `switchyard_filters::{budget, ratelimit}`: lock-free
+//! atomics, nothing shared by all requests is locked.
+
+use crate::config::{BudgetScope, BudgetSettings, Config, RateLimits};
+use crate::ledger::{Ledger, LedgerError, LedgerRow, ScopeColumn};
+use crate::telemetry::Metrics;
+use arc_swap::ArcSwap;
+use prometheus::{CounterVec, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts};
+use std::collections::HashMap;
+use std::sync::Arc;
+use switchyard_filters::auth::Identity;
+use switchyard_filters::budget::{self, BudgetAccount, Reservation};
+use switchyard_filters::ratelimit::{Concurrency, Gcra};
+
+/// One subject's limits (a key or a team).
+pub struct Limiter {
+    pub limits: RateLimits,
+    requests: Option<Gcra>,
+    tokens: Option<Gcra>,
+    concurrency: Option<Concurrency>,
+}
+
+impl Limiter {
+    fn new(limits: RateLimits) -> Self {
+        Limiter {
+            limits,
+            requests: limits.requests_per_minute.map(Gcra::per_minute),
+            tokens: limits.tokens_per_minute.map(Gcra::per_minute),
+            concurrency: limits.concurrency.map(Concurrency::new),
+        }
+    }
+}
+
+/// One configured budget and its running account.
+pub struct Budget {
+    pub settings: BudgetSettings,
+    pub account: Arc<BudgetAccount>,
+    remaining: prometheus::Gauge,
+    over_soft: prometheus::IntGauge,
+}
+
+impl Budget {
+    fn applies_to(&self, who: Option<&Identity>) -> bool {
+        match &self.settings.scope {
+            BudgetScope::Global => true,
+            BudgetScope::Team(t) => who.and_then(|i| i.team.as_deref()) == Some(t),
+            BudgetScope::Project(p) => who.and_then(|i| i.project.as_deref()) == Some(p),
+            BudgetScope::Key(k) => who.map(|i| i.name.as_str()) == Some(k),
+            BudgetScope::Provider(_) => false,
+        }
+    }
+
+    fn publish(&self, now: i64) {
+        self.remaining
+            .set(budget::nanos_to_usd(self.account.remaining(now)));
+        self.over_soft.set(i64::from(self.account.over_soft(now)));
+    }
+}
+
+/// What a refused request is told.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    RateLimited {
+        /// `requests_per_minute`, `tokens_per_minute` or `concurrency`.
+        limit: &'static str,
+        /// `key:<name>` or `team:<name>`.
+        subject: String,
+        retry_after_secs: u64,
+    },
+    BudgetExceeded {
+        scope: String,
+        limit_usd: f64,
+        /// Unix seconds; `None` for a total budget.
+        resets_at: Option<i64>,
+    },
+}
+
+impl From<Refusal> for crate::errors::GatewayError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::RateLimited {
+                limit,
+                subject,
+                retry_after_secs,
+            } => crate::errors::GatewayError::RateLimited {
+                limit,
+                subject,
+                retry_after_secs,
+            },
+            Refusal::BudgetExceeded {
+                scope,
+                limit_usd,
+                resets_at,
+            } => crate::errors::GatewayError::BudgetExceeded {
+                scope,
+                limit_usd,
+                resets_at,
+            },
+        }
+    }
+}
+
+/// The live policy for one config.
+pub struct Governance {
+    pub budgets: Vec<Arc<Budget>>,
+    key_limits: HashMap<String, Arc<Limiter>>,
+    team_limits: HashMap<String, Arc<Limiter>>,
+}
+
+/// A request admitted by limits and budgets: its reservations and limiter slots, released when it
+/// is settled or dropped.
+pub struct Admission {
+    reservations: Vec<(Arc<Budget>, Reservation)>,
+    limiters: Vec<Arc<Limiter>>,
+    /// Some budget of the caller is past its soft ratio: route to the cheapest deployment.
+    pub prefer_cheapest: bool,
+    /// `x-ratelimit-*` headers for the response.
+    pub headers: Vec<(&'static str, String)>,
+    /// Provider budgets to charge when the request settles.
+    providers: Vec<Arc<Budget>>,
+    settled: bool,
+}
+
+impl Admission {
+    /// An admission with nothing to release (no limits, no budgets apply).
+    pub fn none() -> Self {
+        Admission {
+            reservations: Vec::new(),
+            limiters: Vec::new(),
+            prefer_cheapest: false,
+            headers: Vec::new(),
+            providers: Vec::new(),
+            settled: false,
+        }
+    }
+
+    /// Replaces the reservations by the actual cost and charges token limits.
+    pub fn settle(&mut self, cost_nanos: u64, tokens: u64, provider: Option<&str>, now_ns: u64) {
+        let now = unix_now();
+        for (b, r) in self.reservations.drain(..) {
+            b.account.settle(r, cost_nanos, now);
+            b.publish(now);
+        }
+        if let Some(p) = provider {
+            for b in &self.providers {
+                if matches!(&b.settings.scope, BudgetScope::Provider(n) if n == p) {
+                    b.account.record(cost_nanos, now);
+                    b.publish(now);
+                }
+            }
+        }
+        for l in &self.limiters {
+            if let (Some(t), true) = (&l.tokens, tokens > 0) {
+                t.charge(tokens, now_ns);
+            }
+        }
+        self.settled = true;
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if !self.settled {
+            let now = unix_now();
+            for (b, r) in self.reservations.drain(..) {
+                b.account.settle(r, 0, now);
+            }
+        }
+        for l in &self.limiters {
+            if let Some(c) = &l.concurrency {
+                c.exit();
+            }
+        }
+    }
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A duration in OpenAI's `x-ratelimit-reset-*` style (`850ms`, `12s`, `1m30s`).
+fn reset_string(ns: u64) -> String {
+    let ms = ns.div_ceil(1_000_000);
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{}s", ms.div_ceil(1000))
+    } else {
+        let s = ms.div_ceil(1000);
+        format!("{}m{}s", s / 60, s % 60)
+    }
+}
+
+impl Governance {
+    /// Whether any limit or budget could apply (if not, requests skip admission entirely).
+    pub fn is_empty(&self) -> bool {
+        self.budgets.is_empty() && self.key_limits.is_empty() && self.team_limits.is_empty()
+    }
+
+    /// Checks limits, then reserves `estimate_nanos` on every budget that applies to the caller.
+    pub fn admit(
+        &self,
+        who: Option<&Identity>,
+        estimate_nanos: u64,
+        now_ns: u64,
+    ) -> Result<Admission, Refusal> {
+        let mut adm = Admission::none();
+        let subjects = [
+            who.and_then(|i| self.key_limits.get(&i.name)).map(|l| {
+                (
+                    l,
+                    format!("key:{}", who.map(|i| i.name.as_str()).unwrap_or("")),
+                )
+            }),
+            who.and_then(|i| i.team.as_deref())
+                .and_then(|t| self.team_limits.get(t).map(|l| (l, format!("team:{t}")))),
+        ];
+        for (limiter, subject) in subjects.into_iter().flatten() {
+            let refuse = |limit: &'static str, ns: u64| Refusal::RateLimited {
+                limit,
+                subject: subject.clone(),
+                retry_after_secs: ns.div_ceil(1_000_000_000).max(1),
+            };
+            let first = adm.headers.is_empty();
+            if let Some(g) = &limiter.requests {
+                let ok = g
+                    .acquire(1, now_ns)
+                    .map_err(|d| refuse("requests_per_minute", d.retry_after_ns))?;
+                if first {
+                    adm.headers.extend([
+                        ("x-ratelimit-limit-requests", g.rate().to_string()),
+                        ("x-ratelimit-remaining-requests", ok.remaining.to_string()),
+                        ("x-ratelimit-reset-requests", reset_string(ok.reset_ns)),
+                    ]);
+                }
+            }
+            if let Some(g) = &limiter.tokens {
+                let ok = g
+                    .check(now_ns)
+                    .map_err(|d| refuse("tokens_per_minute", d.retry_after_ns))?;
+                if first {
+                    adm.headers.extend([
+                        ("x-ratelimit-limit-tokens", g.rate().to_string()),
+                        ("x-ratelimit-remaining-tokens", ok.remaining.to_string()),
+                        ("x-ratelimit-reset-tokens", reset_string(ok.reset_ns)),
+                    ]);
+                }
+            }
+            if let Some(c) = &limiter.concurrency {
+                if !c.try_enter() {
+                    return Err(refuse("concurrency", 1_000_000_000));
+                }
+            }
+            adm.limiters.push(limiter.clone());
+        }
+        let now = unix_now();
+        for b in self.budgets.iter().filter(|b| b.applies_to(who)) {
+            match b.account.reserve(estimate_nanos, now) {
+                Ok(r) => {
+                    adm.prefer_cheapest |= b.account.over_soft(now);
+                    b.publish(now);
+                    adm.reservations.push((b.clone(), r));
+                }
+                Err(e) => {
+                    return Err(Refusal::BudgetExceeded {
+                        scope: b.settings.scope.to_string(),
+                        limit_usd: budget::nanos_to_usd(e.limit),
+                        resets_at: e.resets_at,
+                    })
+                }
+            }
+        }
+        adm.providers = self
+            .budgets
+            .iter()
+            .filter(|b| matches!(b.settings.scope, BudgetScope::Provider(_)))
+            .cloned()
+            .collect();
+        Ok(adm)
+    }
+
+    /// Whether `provider`'s budget leaves room for `estimate_nanos` (a deployment on a provider
+    /// whose budget is spent is skipped like an unavailable one).
+    pub fn provider_allows(&self, provider: &str, estimate_nanos: u64) -> bool {
+        let now = unix_now();
+        self.budgets.iter().all(|b| match &b.settings.scope {
+            BudgetScope::Provider(p) if p == provider => {
+                b.account.committed(now).saturating_add(estimate_nanos) <= b.account.limit
+            }
+            _ => true,
+        })
+    }
+}
+
+/// Prometheus families for spend, budgets and refusals.
+struct SpendMetrics {
+    spend_usd: CounterVec,
+    tokens: IntCounterVec,
+    remaining: GaugeVec,
+    over_soft: IntGaugeVec,
+    refused: IntCounterVec,
+    ledger_pending: IntGauge,
+}
+
+impl SpendMetrics {
+    fn new(metrics: &Metrics) -> Self {
+        let m = SpendMetrics {
+            spend_usd: must(CounterVec::new(
+                Opts::new(
+                    "switchyard_spend_usd_total",
+                    "Spend in USD by caller team, public model and provider",
+                ),
+                &["team", "model", "provider"],
+            )),
+            tokens: must(IntCounterVec::new(
+                Opts::new(
+                    "switchyard_spend_tokens_total",
+                    "Tokens by caller team, public model, provider and direction",
+                ),
+                &["team", "model", "provider", "direction"],
+            )),
+            remaining: must(GaugeVec::new(
+                Opts::new(
+                    "switchyard_budget_remaining_usd",
+                    "What a budget has left in its current period (limit minus spent and reserved)",
+                ),
+                &["scope", "period"],
+            )),
+            over_soft: must(IntGaugeVec::new(
+                Opts::new(
+                    "switchyard_budget_over_soft_ratio",
+                    "1 while a budget is past its soft ratio (routing prefers the cheapest deployment)",
+                ),
+                &["scope", "period"],
+            )),
+            refused: must(IntCounterVec::new(
+                Opts::new(
+                    "switchyard_refused_total",
+                    "Requests refused by a rate limit or a budget",
+                ),
+                &["reason", "limit"],
+            )),
+            ledger_pending: must(IntGauge::new(
+                "switchyard_ledger_pending_rows",
+                "Spend-ledger rows queued but not yet committed",
+            )),
+        };
+        for (reason, limit) in [
+            ("rate_limit", "requests_per_minute"),
+            ("rate_limit", "tokens_per_minute"),
+            ("rate_limit", "concurrency"),
+            ("budget", "budget"),
+        ] {
+            m.refused.with_label_values(&[reason, limit]);
+        }
+        for c in [
+            Box::new(m.spend_usd.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.tokens.clone()),
+            Box::new(m.remaining.clone()),
+            Box::new(m.over_soft.clone()),
+            Box::new(m.refused.clone()),
+            Box::new(m.ledger_pending.clone()),
+        ] {
+            metrics.register(c);
+        }
+        m
+    }
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("invalid metric definition: {e}"),
+    }
+}
+
+/// Process-wide spend bookkeeping: the ledger and the live governance.
+pub struct Spend {
+    pub ledger: Ledger,
+    live: ArcSwap<Governance>,
+    metrics: SpendMetrics,
+    pub strict: bool,
+}
+
+impl Spend {
+    /// Opens the ledger and builds the governance, rebuilding budget totals from the ledger.
+    pub fn start(cfg: &Config, metrics: &Metrics) -> Result<Spend, LedgerError> {
+        let ledger = Ledger::open(
+            cfg.store.sqlite_path.as_deref(),
+            cfg.store.flush_interval,
+            cfg.store.strict_durability,
+        )?;
+        let m = SpendMetrics::new(metrics);
+        let gov = build(cfg, None, &ledger, &m);
+        Ok(Spend {
+            ledger,
+            live: ArcSwap::from_pointee(gov),
+            metrics: m,
+            strict: cfg.store.strict_durability,
+        })
+    }
+
+    /// Swaps in the governance of a reloaded config (accounts and limiters carried over).
+    pub fn reload(&self, cfg: &Config) {
+        let old = self.live.load_full();
+        let gov = build(cfg, Some(&old), &self.ledger, &self.metrics);
+        self.live.store(Arc::new(gov));
+    }
+
+    pub fn governance(&self) -> Arc<Governance> {
+        self.live.load_full()
+    }
+
+    /// Counts a refusal.
+    pub fn refused(&self, r: &Refusal) {
+        let (reason, limit) = match r {
+            Refusal::RateLimited { limit, .. } => ("rate_limit", *limit),
+            Refusal::BudgetExceeded { .. } => ("budget", "budget"),
+        };
+        self.metrics
+            .refused
+            .with_label_values(&[reason, limit])
+            .inc();
+    }
+
+    /// Records a finished request: spend metrics and its ledger row.
+    pub fn record(&self, row: LedgerRow) {
+        self.count(&row);
+        self.ledger.record(row);
+        self.metrics.ledger_pending.set(
+            self.ledger
+                .pending
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+    }
+
+    /// Records a finished request and waits until its row is committed (strict durability).
+    pub async fn record_durable(&self, row: LedgerRow) -> Result<(), LedgerError> {
+        self.count(&row);
+        self.ledger.record_durable(row).await
+    }
+
+    fn count(&self, row: &LedgerRow) {
+        if row.model.is_none() {
+            return;
+        }
+        let labels = [
+            row.team.as_deref().unwrap_or(""),
+            row.model.as_deref().unwrap_or(""),
+            row.provider.as_deref().unwrap_or(""),
+        ];
+        // Rare enough per request (one lookup each) and off the streaming path.
+        self.metrics
+            .spend_usd
+            .with_label_values(&labels)
+            .inc_by(budget::nanos_to_usd(row.cost_nanos));
+        for (dir, n) in [("input", row.tokens_in), ("output", row.tokens_out)] {
+            if n > 0 {
+                self.metrics
+                    .tokens
+                    .with_label_values(&[labels[0], labels[1], labels[2], dir])
+                    .inc_by(n);
+            }
+        }
+    }
+}
+
+fn build(cfg: &Config, old: Option<&Governance>, ledger: &Ledger, m: &SpendMetrics) -> Governance {
+    let now = unix_now();
+    let reader = ledger.reader().map_err(|e| log::error!("{e}")).ok();
+    let budgets = cfg
+        .budgets
+        .iter()
+        .map(|s| {
+            let limit = budget::usd_to_nanos(s.limit_usd);
+            let carried = old.and_then(|g| {
+                g.budgets
+                    .iter()
+                    .find(|b| b.settings.scope == s.scope && b.settings.period == s.period)
+            });
+            let spent = match carried {
+                Some(b) => b.account.spent(now),
+                None => {
+                    let since_ms = s.period.window(now).0 * 1000;
+                    let col = match &s.scope {
+                        BudgetScope::Global => ScopeColumn::All,
+                        BudgetScope::Team(t) => ScopeColumn::Team(t),
+                        BudgetScope::Project(p) => ScopeColumn::Project(p),
+                        BudgetScope::Key(k) => ScopeColumn::Key(k),
+                        BudgetScope::Provider(p) => ScopeColumn::Provider(p),
+                    };
+                    reader
+                        .as_ref()
+                        .and_then(|c| crate::ledger::spent_since(c, col, since_ms).ok())
+                        .unwrap_or(0)
+                }
+            };
+            let account = match carried {
+                Some(b) if b.account.limit == limit && b.settings.soft_ratio == s.soft_ratio => {
+                    b.account.clone()
+                }
+                _ => Arc::new(BudgetAccount::new(
+                    limit,
+                    s.soft_ratio,
+                    s.period,
+                    spent,
+                    now,
+                )),
+            };
+            let labels = [s.scope.to_string(), s.period.name().to_string()];
+            let b = Budget {
+                settings: s.clone(),
+                account,
+                remaining: m.remaining.with_label_values(&[&labels[0], &labels[1]]),
+                over_soft: m.over_soft.with_label_values(&[&labels[0], &labels[1]]),
+            };
+            b.publish(now);
+            Arc::new(b)
+        })
+        .collect();
+    let carry = |old: Option<&HashMap<String, Arc<Limiter>>>, name: &str, l: &RateLimits| {
+        old.and_then(|o| o.get(name))
+            .filter(|x| x.limits == *l)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Limiter::new(*l)))
+    };
+    let key_limits = cfg
+        .key_limits
+        .iter()
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(k, l)| (k.clone(), carry(old.map(|g| &g.key_limits), k, l)))
+        .collect();
+    let team_limits = cfg
+        .team_limits
+        .iter()
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(t, l)| (t.clone(), carry(old.map(|g| &g.team_limits), t, l)))
+        .collect();
+    Governance {
+        budgets,
+        key_limits,
+        team_limits,
+    }
+}
+
+/// Nanoseconds on the process's monotonic clock (for rate limits).
+pub fn now_ns() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_nanos() as u64
+}
+
+/// The most a request may cost on any deployment of its model (nano-dollars): the prompt
+/// estimated from the body size (≈ 4 bytes per token, an upper estimate for JSON) plus the
+/// caller's max tokens — or the deployment's default, or 4096 — at the output price.
+pub fn max_cost_nanos(
+    model: &crate::state::RoutedModel,
+    body_bytes: usize,
+    max_tokens: Option<u64>,
+) -> u64 {
+    let prompt = (body_bytes / 4) as u64 + 1;
+    model
+        .deployments
+        .iter()
+        .map(|d| {
+            let spec = d.spec(model);
+            let completion = max_tokens
+                .or(spec.max_tokens)
+                .unwrap_or(u64::from(crate::translate::FALLBACK_MAX_TOKENS));
+            let usage = switchyard_adapters::openai::Usage {
+                prompt_tokens: prompt,
+                completion_tokens: completion,
+                total_tokens: prompt + completion,
+                ..Default::default()
+            };
+            budget::usd_to_nanos(crate::cost::cost_usd(&spec.price, &usage))
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Ledger tags: the string values of the request's `metadata` object and the `k=v` pairs of an
+/// `x-switchyard-tags` header, as one JSON object (`None` when there are none).
+pub fn tags(metadata: Option<&str>, header: Option<&str>) -> Option<String> {
+    let mut map = serde_json::Map::new();
+    if let Some(Ok(serde_json::Value::Object(m))) =
+        metadata.map(serde_json::from_str::<serde_json::Value>)
+    {
+        for (k, v) in m {
+            if let serde_json::Value::String(s) = v {
+                map.insert(k, serde_json::Value::String(s));
+            }
+        }
+    }
+    for pair in header.unwrap_or("").split(',') {
+        if let Some((k, v)) = pair.split_once('=') {
+            let (k, v) = (k.trim(), v.trim());
+            if !k.is_empty() {
+                map.insert(k.to_string(), serde_json::Value::String(v.to_string()));
+            }
+        }
+    }
+    if map.is_empty() || map.len() > 64 {
+        return None;
+    }
+    serde_json::to_string(&map).ok()
+}
+
+/// The ledger row of a finished (or finishing) request. When a deployment served but reported no
+/// usage (a cut stream, a provider without usage), tokens are estimated — the prompt from the
+/// body size, the completion from the events relayed — and the row says so.
+pub fn row_for(ctx: &crate::context::RequestCtx) -> LedgerRow {
+    let served = match (&ctx.model, ctx.served) {
+        (Some(m), Some(i)) => m.deployments.get(i).map(|d| (m, d)),
+        _ => None,
+    };
+    let (usage, estimated) = match (ctx.usage, served) {
+        (Some(u), _) => (Some(u), false),
+        (None, Some(_)) => {
+            let prompt = (ctx.body_bytes / 4) as u64;
+            let completion = ctx.streamed_events;
+            (
+                Some(switchyard_adapters::openai::Usage {
+                    prompt_tokens: prompt,
+                    completion_tokens: completion,
+                    total_tokens: prompt + completion,
+                    ..Default::default()
+                }),
+                true,
+            )
+        }
+        (None, None) => (None, false),
+    };
+    let cost_nanos = match (served, usage) {
+        (Some((m, d)), Some(u)) => {
+            budget::usd_to_nanos(crate::cost::cost_usd(&d.spec(m).price, &u))
+        }
+        _ => 0,
+    };
+    let who = ctx.identity.as_ref();
+    LedgerRow {
+        ts_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
+        request_id: ctx.request_id.clone(),
+        key: who.map(|i| i.name.clone()),
+        team: who.and_then(|i| i.team.clone()),
+        project: who.and_then(|i| i.project.clone()),
+        user: who.and_then(|i| i.user.clone()),
+        model: ctx.model.as_ref().map(|m| m.config.name.clone()),
+        provider: served.map(|(_, d)| d.provider.name().to_string()),
+        deployment: served.map(|(m, d)| d.spec(m).model.clone()),
+        tokens_in: usage.map(|u| u.prompt_tokens).unwrap_or(0),
+        tokens_out: usage.map(|u| u.completion_tokens).unwrap_or(0),
+        tokens_cached: usage.map(|u| u.cached_tokens()).unwrap_or(0),
+        cost_nanos,
+        estimated,
+        status: ctx.status,
+        tags: ctx.tags.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_strings_look_like_openai_s() {
+        assert_eq!(reset_string(12_000_000), "12ms");
+        assert_eq!(reset_string(1_500_000_000), "2s");
+        assert_eq!(reset_string(90_000_000_000), "1m30s");
+    }
+}

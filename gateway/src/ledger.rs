@@ -1,0 +1,437 @@
+//! The spend ledger: one row per inference request (who, what, which deployment, tokens, cost,
+//! status, tags) in SQLite, written off the request path by a dedicated writer thread.
+//!
+//! The request path only sends a row down a channel ([`Ledger::record`]); the writer commits
+//! whatever is queued every `flush_interval` in one transaction, so a crash (even `kill -9`) loses
+//! at most the rows of the last interval. In `strict` durability a response's last bytes wait for
+//! [`Ledger::record_durable`]: the writer commits at once together with whatever else is queued
+//! (group commit) and acknowledges, so no record of a response a caller received in full is lost.
+//! Reads (start-up totals, the usage API) use their own connections; they never block writes for
+//! long (WAL mode). It owns the ledger table and nothing else.
+
+use rusqlite::{params, Connection, OpenFlags};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("spend ledger: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("spend ledger: cannot start the writer thread: {0}")]
+    Thread(std::io::Error),
+    #[error("spend ledger: the writer stopped")]
+    WriterGone,
+}
+
+/// One request's record.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LedgerRow {
+    /// Unix milliseconds when the request finished.
+    pub ts_ms: i64,
+    pub request_id: String,
+    /// The caller's key (or token subject) name; never the secret.
+    pub key: Option<String>,
+    pub team: Option<String>,
+    pub project: Option<String>,
+    pub user: Option<String>,
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    /// The provider's own model name.
+    pub deployment: Option<String>,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub tokens_cached: u64,
+    pub cost_nanos: u64,
+    /// Usage was estimated locally (the provider reported none).
+    pub estimated: bool,
+    pub status: u16,
+    /// Tags as a JSON object (from the request's `metadata` or `x-switchyard-tags`).
+    pub tags: Option<String>,
+}
+
+enum Msg {
+    Row(Box<LedgerRow>, Option<oneshot::Sender<()>>),
+}
+
+/// Handle to the ledger; cheap to share.
+pub struct Ledger {
+    tx: Sender<Msg>,
+    /// Rows sent but not yet committed.
+    pub pending: Arc<AtomicI64>,
+    target: Target,
+}
+
+/// Where the database lives: a file, or a process-private shared in-memory database.
+#[derive(Clone)]
+enum Target {
+    File(PathBuf),
+    Memory(String),
+}
+
+impl Target {
+    fn open(&self, write: bool) -> rusqlite::Result<Connection> {
+        match self {
+            Target::File(p) => {
+                if write {
+                    Connection::open(p)
+                } else {
+                    Connection::open_with_flags(
+                        p,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )
+                }
+            }
+            Target::Memory(name) => Connection::open_with_flags(
+                format!("file:{name}?mode=memory&cache=shared"),
+                OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | OpenFlags::SQLITE_OPEN_CREATE
+                    | OpenFlags::SQLITE_OPEN_URI
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            ),
+        }
+    }
+}
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS ledger (
+    ts_ms INTEGER NOT NULL,
+    request_id TEXT NOT NULL,
+    key TEXT, team TEXT, project TEXT, user TEXT,
+    model TEXT, provider TEXT, deployment TEXT,
+    tokens_in INTEGER NOT NULL, tokens_out INTEGER NOT NULL, tokens_cached INTEGER NOT NULL,
+    cost_nanos INTEGER NOT NULL, estimated INTEGER NOT NULL,
+    status INTEGER NOT NULL, tags TEXT);
+ CREATE INDEX IF NOT EXISTS ledger_ts ON ledger (ts_ms);";
+
+impl Ledger {
+    /// Opens (creating) the ledger at `path` — in memory when `None` — and starts the writer.
+    pub fn open(
+        path: Option<&Path>,
+        flush_interval: Duration,
+        strict: bool,
+    ) -> Result<Ledger, LedgerError> {
+        let target = match path {
+            Some(p) => Target::File(p.to_path_buf()),
+            None => Target::Memory(format!("switchyard-ledger-{}", std::process::id())),
+        };
+        let conn = target.open(true)?;
+        conn.execute_batch(if strict {
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+        } else {
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+        })?;
+        conn.execute_batch(SCHEMA)?;
+        let (tx, rx) = mpsc::channel();
+        let pending = Arc::new(AtomicI64::new(0));
+        let writer_pending = pending.clone();
+        std::thread::Builder::new()
+            .name("switchyard-ledger".into())
+            .spawn(move || writer(conn, rx, flush_interval, writer_pending))
+            .map_err(LedgerError::Thread)?;
+        Ok(Ledger {
+            tx,
+            pending,
+            target,
+        })
+    }
+
+    /// Queues a row (never blocks).
+    pub fn record(&self, row: LedgerRow) {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(Msg::Row(Box::new(row), None)).is_err() {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            log::error!("spend ledger writer is gone: a row was lost");
+        }
+    }
+
+    /// Queues a row and waits until it is committed.
+    pub async fn record_durable(&self, row: LedgerRow) -> Result<(), LedgerError> {
+        let (ack, done) = oneshot::channel();
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(Msg::Row(Box::new(row), Some(ack))).is_err() {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            return Err(LedgerError::WriterGone);
+        }
+        done.await.map_err(|_| LedgerError::WriterGone)
+    }
+
+    /// A read connection (start-up totals, the usage API).
+    pub fn reader(&self) -> Result<Connection, LedgerError> {
+        Ok(self.target.open(false)?)
+    }
+}
+
+fn writer(mut conn: Connection, rx: Receiver<Msg>, interval: Duration, pending: Arc<AtomicI64>) {
+    let mut batch: Vec<LedgerRow> = Vec::new();
+    let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
+    loop {
+        // Wait for the first row of the next batch.
+        let first = match rx.recv() {
+            Ok(m) => m,
+            Err(_) => return,
+        };
+        let deadline = Instant::now() + interval;
+        let mut closed = false;
+        let mut urgent = false;
+        let take = |m: Msg, batch: &mut Vec<LedgerRow>, acks: &mut Vec<_>| match m {
+            Msg::Row(row, ack) => {
+                batch.push(*row);
+                if let Some(a) = ack {
+                    acks.push(a);
+                    true
+                } else {
+                    false
+                }
+            }
+        };
+        urgent |= take(first, &mut batch, &mut acks);
+        // Collect until the interval ends — or, for a durable row, take what is already queued
+        // and commit at once (group commit).
+        loop {
+            if urgent {
+                match rx.try_recv() {
+                    Ok(m) => {
+                        take(m, &mut batch, &mut acks);
+                        continue;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match rx.recv_timeout(left) {
+                Ok(m) => urgent |= take(m, &mut batch, &mut acks),
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        let n = batch.len() as i64;
+        if let Err(e) = commit(&mut conn, &batch) {
+            log::error!("spend ledger: {} row(s) not written: {e}", batch.len());
+        }
+        pending.fetch_sub(n, Ordering::Relaxed);
+        batch.clear();
+        for a in acks.drain(..) {
+            let _ = a.send(());
+        }
+        if closed {
+            return;
+        }
+    }
+}
+
+fn commit(conn: &mut Connection, rows: &[LedgerRow]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO ledger (ts_ms, request_id, key, team, project, user, model, provider,
+                deployment, tokens_in, tokens_out, tokens_cached, cost_nanos, estimated, status, tags)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        )?;
+        for r in rows {
+            stmt.execute(params![
+                r.ts_ms,
+                r.request_id,
+                r.key,
+                r.team,
+                r.project,
+                r.user,
+                r.model,
+                r.provider,
+                r.deployment,
+                r.tokens_in as i64,
+                r.tokens_out as i64,
+                r.tokens_cached as i64,
+                r.cost_nanos as i64,
+                r.estimated,
+                r.status,
+                r.tags,
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
+/// What a budget scope matches in the ledger.
+#[derive(Debug, Clone, Copy)]
+pub enum ScopeColumn<'a> {
+    All,
+    Team(&'a str),
+    Project(&'a str),
+    Key(&'a str),
+    Provider(&'a str),
+}
+
+/// Total cost (nano-dollars) of the rows since `since_ms` matching `scope`.
+pub fn spent_since(
+    conn: &Connection,
+    scope: ScopeColumn<'_>,
+    since_ms: i64,
+) -> rusqlite::Result<u64> {
+    let (sql, arg): (&str, Option<&str>) = match scope {
+        ScopeColumn::All => (
+            "SELECT COALESCE(SUM(cost_nanos),0) FROM ledger WHERE ts_ms >= ?1",
+            None,
+        ),
+        ScopeColumn::Team(t) => (
+            "SELECT COALESCE(SUM(cost_nanos),0) FROM ledger WHERE ts_ms >= ?1 AND team = ?2",
+            Some(t),
+        ),
+        ScopeColumn::Project(p) => (
+            "SELECT COALESCE(SUM(cost_nanos),0) FROM ledger WHERE ts_ms >= ?1 AND project = ?2",
+            Some(p),
+        ),
+        ScopeColumn::Key(k) => (
+            "SELECT COALESCE(SUM(cost_nanos),0) FROM ledger WHERE ts_ms >= ?1 AND key = ?2",
+            Some(k),
+        ),
+        ScopeColumn::Provider(p) => (
+            "SELECT COALESCE(SUM(cost_nanos),0) FROM ledger WHERE ts_ms >= ?1 AND provider = ?2",
+            Some(p),
+        ),
+    };
+    let total: i64 = match arg {
+        None => conn.query_row(sql, params![since_ms], |r| r.get(0))?,
+        Some(a) => conn.query_row(sql, params![since_ms, a], |r| r.get(0))?,
+    };
+    Ok(total.max(0) as u64)
+}
+
+/// How the usage API groups rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    Key,
+    Team,
+    Project,
+    Model,
+    Provider,
+    Tag,
+}
+
+impl GroupBy {
+    pub fn parse(s: &str) -> Option<GroupBy> {
+        Some(match s {
+            "key" => GroupBy::Key,
+            "team" => GroupBy::Team,
+            "project" => GroupBy::Project,
+            "model" => GroupBy::Model,
+            "provider" => GroupBy::Provider,
+            "tag" => GroupBy::Tag,
+            _ => return None,
+        })
+    }
+}
+
+/// One group's totals.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageTotals {
+    pub group: Option<String>,
+    pub requests: u64,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub cost_nanos: u64,
+}
+
+/// Totals of the rows with `from_ms <= ts_ms < to_ms`, grouped.
+pub fn usage(
+    conn: &Connection,
+    from_ms: i64,
+    to_ms: i64,
+    group_by: Option<GroupBy>,
+) -> rusqlite::Result<Vec<UsageTotals>> {
+    let sql = match group_by {
+        None => "SELECT NULL, COUNT(*), COALESCE(SUM(tokens_in),0), COALESCE(SUM(tokens_out),0),
+                 COALESCE(SUM(cost_nanos),0) FROM ledger WHERE ts_ms >= ?1 AND ts_ms < ?2"
+            .to_string(),
+        Some(GroupBy::Tag) => "SELECT t.key || '=' || t.value, COUNT(*), SUM(l.tokens_in),
+                 SUM(l.tokens_out), SUM(l.cost_nanos)
+                 FROM ledger l, json_each(CASE WHEN json_valid(l.tags) THEN l.tags ELSE '{}' END) t
+                 WHERE l.ts_ms >= ?1 AND l.ts_ms < ?2 GROUP BY 1 ORDER BY 5 DESC"
+            .to_string(),
+        Some(g) => {
+            let col = match g {
+                GroupBy::Key => "key",
+                GroupBy::Team => "team",
+                GroupBy::Project => "project",
+                GroupBy::Model => "model",
+                _ => "provider",
+            };
+            format!(
+                "SELECT {col}, COUNT(*), SUM(tokens_in), SUM(tokens_out), SUM(cost_nanos)
+                 FROM ledger WHERE ts_ms >= ?1 AND ts_ms < ?2 GROUP BY {col} ORDER BY 5 DESC"
+            )
+        }
+    };
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(params![from_ms, to_ms], |r| {
+        Ok(UsageTotals {
+            group: r.get(0)?,
+            requests: r.get::<_, i64>(1)?.max(0) as u64,
+            tokens_in: r.get::<_, i64>(2)?.max(0) as u64,
+            tokens_out: r.get::<_, i64>(3)?.max(0) as u64,
+            cost_nanos: r.get::<_, i64>(4)?.max(0) as u64,
+        })
+    })?;
+    rows.collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(i: i64, team: &str, cost: u64) -> LedgerRow {
+        LedgerRow {
+            ts_ms: 1_000 + i,
+            request_id: format!("r{i}"),
+            key: Some("k".into()),
+            team: Some(team.into()),
+            model: Some("chat".into()),
+            provider: Some("p".into()),
+            tokens_in: 10,
+            tokens_out: 5,
+            cost_nanos: cost,
+            status: 200,
+            tags: Some(r#"{"app":"x"}"#.into()),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn rows_reach_the_table_and_totals_add_up() {
+        let dir = std::env::temp_dir().join(format!("sy-ledger-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let l = Ledger::open(Some(&dir), Duration::from_millis(20), false).unwrap();
+        for i in 0..10 {
+            l.record(row(i, if i % 2 == 0 { "a" } else { "b" }, 100));
+        }
+        l.record_durable(row(10, "a", 50)).await.unwrap();
+        let c = l.reader().unwrap();
+        assert_eq!(spent_since(&c, ScopeColumn::All, 0).unwrap(), 1050);
+        assert_eq!(spent_since(&c, ScopeColumn::Team("a"), 0).unwrap(), 550);
+        assert_eq!(spent_since(&c, ScopeColumn::Team("a"), 1_005).unwrap(), 250);
+        let by_team = usage(&c, 0, i64::MAX, Some(GroupBy::Team)).unwrap();
+        assert_eq!(by_team[0].group.as_deref(), Some("a"));
+        assert_eq!(by_team[0].requests, 6);
+        let by_tag = usage(&c, 0, i64::MAX, Some(GroupBy::Tag)).unwrap();
+        assert_eq!(by_tag[0].group.as_deref(), Some("app=x"));
+        assert_eq!(by_tag[0].requests, 11);
+        assert_eq!(l.pending.load(Ordering::Relaxed), 0);
+        let _ = std::fs::remove_file(&dir);
+    }
+
+    #[tokio::test]
+    async fn in_memory_ledger_is_readable() {
+        let l = Ledger::open(None, Duration::from_millis(5), false).unwrap();
+        l.record_durable(row(1, "a", 7)).await.unwrap();
+        let c = l.reader().unwrap();
+        assert_eq!(spent_since(&c, ScopeColumn::Key("k"), 0).unwrap(), 7);
+    }
+}
