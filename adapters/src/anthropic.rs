@@ -977,6 +977,8 @@ pub struct StreamDecoder {
     framer: SseFramer,
     terminal: bool,
     finished: bool,
+    /// An event was emitted: a later `message_start` must not emit a second (or late) `Start`.
+    started: bool,
     usage: Usage,
     base_input: u64,
     /// (content block index, tool index) of each tool_use block.
@@ -1003,13 +1005,16 @@ impl StreamDecoder {
             return;
         };
         let block_index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+        let emitted_before = out.len();
         match v.get("type").and_then(Value::as_str) {
             Some("message_start") => {
                 let m = v.get("message").unwrap_or(&Value::Null);
-                out.push(StreamEvent::Start {
-                    id: m.get("id").and_then(Value::as_str).map(str::to_string),
-                    model: m.get("model").and_then(Value::as_str).map(str::to_string),
-                });
+                if !self.started {
+                    out.push(StreamEvent::Start {
+                        id: m.get("id").and_then(Value::as_str).map(str::to_string),
+                        model: m.get("model").and_then(Value::as_str).map(str::to_string),
+                    });
+                }
                 if let Some(u) = m.get("usage") {
                     merge_usage(&mut self.usage, u, &mut self.base_input);
                     out.push(StreamEvent::Usage(self.usage));
@@ -1107,6 +1112,7 @@ impl StreamDecoder {
             // `ping`, `content_block_stop` and event types added later carry nothing to relay.
             _ => {}
         }
+        self.started |= out.len() > emitted_before;
     }
 }
 

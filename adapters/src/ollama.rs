@@ -28,7 +28,8 @@ pub fn encode_request(
     );
     // Ollama streams unless told otherwise.
     body.insert("stream".into(), Value::Bool(req.stream));
-    if !req.tools.is_empty() {
+    // Ollama has no `tool_choice`: `none` is honoured by not sending the tools (capability table).
+    if !req.tools.is_empty() && req.tool_choice != Some(ToolChoice::None) {
         let tools: Vec<Value> = req.tools.iter().map(encode_tool).collect();
         body.insert("tools".into(), Value::Array(tools));
     }

@@ -12,6 +12,7 @@ use crate::breaker::{now_ms, Unavailable};
 use crate::config::{HttpEndpoint, MockSettings, ProviderKind, RetryOn, Secret};
 use crate::context::RequestCtx;
 use crate::errors::{GatewayError, TryFailure};
+use crate::governance::Spend;
 use crate::mock::MockAnswer;
 use crate::router;
 use crate::state::{RoutedDeployment, RoutedModel};
@@ -24,6 +25,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use switchyard_adapters::canonical::{Dialect, ErrorKind, TranslateError};
 use switchyard_adapters::openai;
@@ -91,11 +93,28 @@ struct Committed {
 /// Runs plans against upstreams. One per process; the connector's pool is shared.
 pub struct Forwarder {
     connector: Connector,
+    spend: Arc<Spend>,
 }
 
 impl Forwarder {
-    pub fn new(connector: Connector) -> Self {
-        Forwarder { connector }
+    pub fn new(connector: Connector, spend: Arc<Spend>) -> Self {
+        Forwarder { connector, spend }
+    }
+
+    /// Strict durability: commits the request's ledger row before the caller gets the response's
+    /// last bytes (a no-op in batched mode, where `logging` queues the row).
+    async fn commit_row(&self, ctx: &mut RequestCtx) {
+        if !self.spend.strict || ctx.ledger_recorded {
+            return;
+        }
+        match self
+            .spend
+            .record_durable(crate::governance::row_for(ctx))
+            .await
+        {
+            Ok(()) => ctx.ledger_recorded = true,
+            Err(e) => log::error!("request {}: {e}", ctx.request_id),
+        }
     }
 
     /// Serves one chat completion request for `model` through its plan.
@@ -147,7 +166,13 @@ impl Forwarder {
                 }
             };
             if let Some(gov) = &ctx.governance {
-                if !gov.provider_allows(dep.provider.name(), ctx.estimate_nanos) {
+                let estimate = crate::governance::deployment_cost_nanos(
+                    model,
+                    dep,
+                    body.len(),
+                    facts.max_tokens,
+                );
+                if !gov.provider_allows(dep.provider.name(), estimate) {
                     ctx.failures.push(TryFailure {
                         provider: dep.provider.name().to_string(),
                         model: spec.model.clone(),
@@ -865,6 +890,7 @@ impl Forwarder {
                 .await
                 .map_err(Failure::Abort)?;
             ctx.mark_first_byte();
+            self.commit_row(ctx).await;
             session
                 .write_response_body(Some(body), true)
                 .await
@@ -944,6 +970,11 @@ impl Forwarder {
             if let Some(out) = out {
                 ctx.mark_first_byte();
                 ctx.streamed_events += 1;
+                if let Some(r) = relay.as_ref().filter(|r| r.completed()) {
+                    // This chunk ends the stream: its record is committed first (strict mode).
+                    ctx.usage = r.usage();
+                    self.commit_row(ctx).await;
+                }
                 session
                     .write_response_body(Some(out), false)
                     .await
@@ -1001,6 +1032,9 @@ impl Forwarder {
                 ErrorType::ReadError,
                 "upstream failed mid-response",
             )));
+        }
+        if success {
+            self.commit_row(ctx).await;
         }
         session
             .write_response_body(None, true)
@@ -1092,6 +1126,7 @@ impl Forwarder {
                 .await
                 .map_err(Failure::Abort)?;
             ctx.mark_first_byte();
+            self.commit_row(ctx).await;
             session
                 .write_response_body(Some(body), true)
                 .await
@@ -1126,6 +1161,9 @@ impl Forwarder {
             if let Some(out) = relay.push(ev) {
                 ctx.mark_first_byte();
                 ctx.streamed_events += 1;
+                if relay.completed() {
+                    self.commit_row(ctx).await;
+                }
                 session
                     .write_response_body(Some(out), false)
                     .await

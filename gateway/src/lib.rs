@@ -17,6 +17,7 @@ pub mod identity;
 pub mod ledger;
 pub mod mock;
 pub mod proxy;
+pub mod redis_store;
 pub mod reload;
 pub mod router;
 pub mod server;

@@ -123,7 +123,7 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
         spend.clone(),
         auth.clone(),
         metrics.clone(),
-        Forwarder::new(connector),
+        Forwarder::new(connector, spend.clone()),
         access_log,
         in_flight,
     );

@@ -1023,7 +1023,8 @@ pub struct StreamDecoder {
     started: bool,
     finished: bool,
     terminal: bool,
-    /// Tool-call indexes already announced.
+    /// The provider's indexes of the tool calls announced so far; the canonical index of a call is
+    /// its position here (the provider's may skip numbers or start above 0).
     announced: Vec<u32>,
 }
 
@@ -1078,10 +1079,12 @@ impl StreamDecoder {
             }
             if let Some(Value::Array(calls)) = delta.get("tool_calls") {
                 for c in calls {
-                    let index = c.get("index").and_then(Value::as_u64).unwrap_or(0) as u32;
+                    let raw_index = c.get("index").and_then(Value::as_u64).unwrap_or(0) as u32;
                     let f = c.get("function").unwrap_or(&Value::Null);
-                    if !self.announced.contains(&index) {
-                        self.announced.push(index);
+                    let known = self.announced.iter().position(|&i| i == raw_index);
+                    let index = known.unwrap_or(self.announced.len()) as u32;
+                    if known.is_none() {
+                        self.announced.push(raw_index);
                         out.push(StreamEvent::ToolCallStart {
                             index,
                             id: c

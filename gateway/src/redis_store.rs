@@ -1,0 +1,821 @@
+//! Shared counters in Redis: budgets with reservations, GCRA rate limits and concurrency limits
+//! that several gateway processes enforce together, each read-modify-write done atomically by a
+//! Lua script on the server.
+//!
+//! This module owns only the Redis side: the key layout, the scripts and the connection. The
+//! semantics mirror the single-node versions exactly — [`switchyard_filters::budget`]
+//! (`committed` = spent + reserved, reserve only if committed + amount ≤ limit, settle swaps the
+//! reservation for the actual cost) and [`switchyard_filters::ratelimit`] (GCRA with
+//! emission = 60 s / rate and tolerance = emission × [`burst_of`]`(rate)`) — but nothing here
+//! decides which budget or limit applies to a request, computes periods or costs, or falls back
+//! to local state when Redis is down: callers own all of that.
+//!
+//! Keys (every one under the store's `prefix`):
+//! - `{prefix}budget:{key}:{period_start}`: a hash `{committed, spent}` in nano-dollars;
+//! - `{prefix}gcra:{key}`: the theoretical arrival time, integer nanoseconds since the Unix epoch
+//!   on the Redis server's clock (`TIME` inside the script, so all gateways agree), expiring one
+//!   minute after it is reached;
+//! - `{prefix}conc:{key}`: requests in flight, expiring 10 minutes after the last entry (a safety
+//!   net against holders that crashed without exiting).
+//!
+//! Lua numbers are doubles: budget comparisons are exact below 2^53 nano-dollars (about
+//! $9 million per period; the stored values themselves are exact 64-bit integers), and a rate
+//! limiter's arrival time never runs more than 2^53 ns (about 104 days) ahead of now.
+//!
+//! Every call is bounded by [`OP_TIMEOUT`] so that a dead Redis never hangs a request; the
+//! connection manager reconnects by itself when Redis comes back.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Script;
+use switchyard_filters::ratelimit::burst_of;
+
+/// The longest any one command may take before it fails with [`RedisStoreError::Timeout`].
+pub const OP_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long [`RedisStore::connect`] waits for a first connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+const MINUTE_NS: u64 = 60_000_000_000;
+/// Concurrency keys expire this long after the last entry.
+const CONC_TTL_MS: u64 = 600_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedisStoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis: invalid url: {0}")]
+    Url(String),
+    #[error("redis: {0} timed out")]
+    Timeout(&'static str),
+}
+
+/// The outcome of a GCRA call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcraOutcome {
+    pub allowed: bool,
+    /// Units the limiter would still admit right now (after this call's units, if taken).
+    pub remaining: u64,
+    /// Nanoseconds until the limiter is back to its full burst.
+    pub reset_ns: u64,
+    /// When refused: nanoseconds to wait before retrying (0 when allowed).
+    pub retry_after_ns: u64,
+}
+
+/// A budget reservation: `KEYS[1]` budget hash; `ARGV` limit, amount, ttl (0: none).
+/// Returns `{1, committed_after}` or `{0, committed_now}` (committed as a decimal string).
+const RESERVE_LUA: &str = r#"
+local k = KEYS[1]
+local raw = redis.call('HGET', k, 'committed')
+if not raw then raw = '0' end
+if tonumber(raw) + tonumber(ARGV[2]) > tonumber(ARGV[1]) then
+  return {0, raw}
+end
+redis.call('HINCRBY', k, 'committed', ARGV[2])
+redis.call('HSETNX', k, 'spent', '0')
+if tonumber(ARGV[3]) > 0 then
+  redis.call('EXPIRE', k, ARGV[3])
+end
+return {1, redis.call('HGET', k, 'committed')}
+"#;
+
+/// Swaps a reservation for the actual cost: `KEYS[1]` budget hash; `ARGV` reserved, actual, ttl.
+const SETTLE_LUA: &str = r#"
+local k = KEYS[1]
+local raw = redis.call('HGET', k, 'committed')
+if not raw then raw = '0' end
+if ARGV[1] ~= '0' then
+  if tonumber(ARGV[1]) >= tonumber(raw) then
+    redis.call('HSET', k, 'committed', '0')
+  elseif redis.call('HINCRBY', k, 'committed', '-' .. ARGV[1]) < 0 then
+    redis.call('HSET', k, 'committed', '0')
+  end
+end
+redis.call('HINCRBY', k, 'committed', ARGV[2])
+redis.call('HINCRBY', k, 'spent', ARGV[2])
+if tonumber(ARGV[3]) > 0 then
+  redis.call('EXPIRE', k, ARGV[3])
+end
+return 1
+"#;
+
+/// Seeds a period only if it has no key yet: `KEYS[1]` budget hash; `ARGV` spent, ttl.
+const SEED_LUA: &str = r#"
+local k = KEYS[1]
+if redis.call('EXISTS', k) == 1 then
+  return 0
+end
+redis.call('HSET', k, 'committed', ARGV[1], 'spent', ARGV[1])
+if tonumber(ARGV[2]) > 0 then
+  redis.call('EXPIRE', k, ARGV[2])
+end
+return 1
+"#;
+
+/// GCRA on the server's clock: `KEYS[1]` arrival-time key; `ARGV` emission_ns, tolerance_ns,
+/// cost, mode (`acquire`, `check` or `charge`). Returns `{allowed, remaining, reset_ns,
+/// retry_after_ns}`.
+///
+/// The arrival time is stored as integer nanoseconds since the epoch, which a double cannot hold
+/// exactly; it is split into seconds and nanoseconds and everything is computed relative to now,
+/// where doubles are exact.
+const GCRA_LUA: &str = r#"
+if redis.replicate_commands then
+  redis.replicate_commands()
+end
+local MAX_AHEAD = 9007199254740991 - 1000000000
+local t = redis.call('TIME')
+local now_s = tonumber(t[1])
+local now_f = tonumber(t[2]) * 1000
+local emission = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local inc = tonumber(ARGV[3]) * emission
+local mode = ARGV[4]
+local k = KEYS[1]
+
+local ahead = 0
+local v = redis.call('GET', k)
+if v and string.len(v) > 9 then
+  local ts = tonumber(string.sub(v, 1, -10))
+  local tf = tonumber(string.sub(v, -9))
+  if ts and tf then
+    ahead = (ts - now_s) * 1000000000 + (tf - now_f)
+  end
+end
+if ahead < 0 then ahead = 0 end
+if ahead > MAX_AHEAD then ahead = MAX_AHEAD end
+
+local function remaining(a)
+  if a >= tolerance then return 0 end
+  return math.floor((tolerance - a) / emission)
+end
+
+local function store(a)
+  local total = now_f + a
+  local s = now_s + math.floor(total / 1000000000)
+  local f = total % 1000000000
+  local px = math.floor(a / 1000000) + 60000
+  redis.call('SET', k, string.format('%d%09d', s, f), 'PX', string.format('%d', px))
+end
+
+local new = ahead + inc
+if new > MAX_AHEAD then new = MAX_AHEAD end
+if mode == 'charge' then
+  store(new)
+  return {1, remaining(new), new, 0}
+end
+if new > tolerance then
+  return {0, remaining(ahead), ahead, new - tolerance}
+end
+if mode == 'check' then
+  return {1, remaining(ahead), ahead, 0}
+end
+store(new)
+return {1, remaining(new), new, 0}
+"#;
+
+/// Enters a concurrency limit: `KEYS[1]` counter; `ARGV` limit, ttl_ms. Returns 1 if entered.
+const ENTER_LUA: &str = r#"
+local k = KEYS[1]
+local c = tonumber(redis.call('GET', k) or '0') or 0
+if c >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('INCR', k)
+redis.call('PEXPIRE', k, ARGV[2])
+return 1
+"#;
+
+/// Leaves a concurrency limit: `KEYS[1]` counter; never below zero.
+const EXIT_LUA: &str = r#"
+local k = KEYS[1]
+local c = tonumber(redis.call('GET', k) or '0') or 0
+if c > 1 then
+  redis.call('DECR', k)
+else
+  redis.call('DEL', k)
+end
+return 1
+"#;
+
+struct Scripts {
+    reserve: Script,
+    settle: Script,
+    seed: Script,
+    gcra: Script,
+    enter: Script,
+    exit: Script,
+}
+
+/// A handle on the shared counters; cheap to share behind an `Arc`, usable from many tasks.
+pub struct RedisStore {
+    conn: ConnectionManager,
+    scripts: Scripts,
+    prefix: String,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Amounts travel as Redis integers (signed 64-bit).
+fn clamp_i64(v: u64) -> u64 {
+    v.min(i64::MAX as u64)
+}
+
+async fn bounded<T>(
+    what: &'static str,
+    fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, RedisStoreError> {
+    match tokio::time::timeout(OP_TIMEOUT, fut).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(RedisStoreError::Timeout(what)),
+    }
+}
+
+impl RedisStore {
+    /// Connects (fails fast if unreachable: a connect timeout of ~1 s). `prefix` namespaces every
+    /// key (e.g. "switchyard:").
+    pub async fn connect(url: &str, prefix: &str) -> Result<RedisStore, RedisStoreError> {
+        let client = redis::Client::open(url).map_err(|e| RedisStoreError::Url(e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(CONNECT_TIMEOUT)
+            .set_response_timeout(OP_TIMEOUT)
+            // Reconnection: a few quick attempts (100 ms, 200 ms, …, at most 1 s apart); once
+            // they are spent, the next command that fails on I/O starts another round.
+            .set_number_of_retries(3)
+            .set_factor(100)
+            .set_exponent_base(2)
+            .set_max_delay(1000);
+        let conn = match tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        {
+            Ok(c) => c?,
+            Err(_) => return Err(RedisStoreError::Timeout("connect")),
+        };
+        Ok(RedisStore {
+            conn,
+            scripts: Scripts {
+                reserve: Script::new(RESERVE_LUA),
+                settle: Script::new(SETTLE_LUA),
+                seed: Script::new(SEED_LUA),
+                gcra: Script::new(GCRA_LUA),
+                enter: Script::new(ENTER_LUA),
+                exit: Script::new(EXIT_LUA),
+            },
+            prefix: prefix.to_string(),
+        })
+    }
+
+    fn budget_key(&self, key: &str, period_start: i64) -> String {
+        format!("{}budget:{key}:{period_start}", self.prefix)
+    }
+
+    fn gcra_key(&self, key: &str) -> String {
+        format!("{}gcra:{key}", self.prefix)
+    }
+
+    fn conc_key(&self, key: &str) -> String {
+        format!("{}conc:{key}", self.prefix)
+    }
+
+    /// Budget `key` for the period starting `period_start` (unix s); `ttl_secs` = seconds until the
+    /// period's end + 1 day (None for total budgets: no expiry).
+    /// Atomically: if committed + amount <= limit then committed += amount, return
+    /// Ok(committed_after) else return Err(committed_now).
+    pub async fn reserve(
+        &self,
+        key: &str,
+        period_start: i64,
+        limit: u64,
+        amount: u64,
+        ttl_secs: Option<u64>,
+    ) -> Result<Result<u64, u64>, RedisStoreError> {
+        let mut conn = self.conn.clone();
+        let mut inv = self.scripts.reserve.key(self.budget_key(key, period_start));
+        inv.arg(limit)
+            .arg(clamp_i64(amount))
+            .arg(clamp_i64(ttl_secs.unwrap_or(0)));
+        let (ok, committed): (i64, u64) = bounded("reserve", inv.invoke_async(&mut conn)).await?;
+        Ok(if ok == 1 {
+            Ok(committed)
+        } else {
+            Err(committed)
+        })
+    }
+
+    /// committed = max(0, committed - reserved) + actual; spent += actual (same period key; if the
+    /// period changed since the reservation, the caller passes the new period_start and
+    /// reserved = 0).
+    pub async fn settle(
+        &self,
+        key: &str,
+        period_start: i64,
+        reserved: u64,
+        actual: u64,
+        ttl_secs: Option<u64>,
+    ) -> Result<(), RedisStoreError> {
+        let mut conn = self.conn.clone();
+        let mut inv = self.scripts.settle.key(self.budget_key(key, period_start));
+        inv.arg(clamp_i64(reserved))
+            .arg(clamp_i64(actual))
+            .arg(clamp_i64(ttl_secs.unwrap_or(0)));
+        let _: i64 = bounded("settle", inv.invoke_async(&mut conn)).await?;
+        Ok(())
+    }
+
+    /// (spent, committed) for the period.
+    pub async fn totals(
+        &self,
+        key: &str,
+        period_start: i64,
+    ) -> Result<(u64, u64), RedisStoreError> {
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(self.budget_key(key, period_start))
+            .arg("spent")
+            .arg("committed");
+        let (spent, committed): (Option<u64>, Option<u64>) =
+            bounded("totals", cmd.query_async(&mut conn)).await?;
+        Ok((spent.unwrap_or(0), committed.unwrap_or(0)))
+    }
+
+    /// Seeds spent/committed for a period only if the period key does not exist yet (SETNX
+    /// semantics; used at start-up from the local ledger).
+    pub async fn seed(
+        &self,
+        key: &str,
+        period_start: i64,
+        spent: u64,
+        ttl_secs: Option<u64>,
+    ) -> Result<(), RedisStoreError> {
+        let mut conn = self.conn.clone();
+        let mut inv = self.scripts.seed.key(self.budget_key(key, period_start));
+        inv.arg(clamp_i64(spent))
+            .arg(clamp_i64(ttl_secs.unwrap_or(0)));
+        let _: i64 = bounded("seed", inv.invoke_async(&mut conn)).await?;
+        Ok(())
+    }
+
+    async fn gcra_call(
+        &self,
+        key: &str,
+        rate_per_minute: u64,
+        cost: u64,
+        mode: &'static str,
+    ) -> Result<GcraOutcome, RedisStoreError> {
+        let rate = rate_per_minute.max(1);
+        let emission_ns = (MINUTE_NS / rate).max(1);
+        let tolerance_ns = emission_ns.saturating_mul(burst_of(rate));
+        let mut conn = self.conn.clone();
+        let mut inv = self.scripts.gcra.key(self.gcra_key(key));
+        inv.arg(emission_ns)
+            .arg(tolerance_ns)
+            .arg(clamp_i64(cost))
+            .arg(mode);
+        let (allowed, remaining, reset_ns, retry_after_ns): (i64, i64, i64, i64) =
+            bounded("gcra", inv.invoke_async(&mut conn)).await?;
+        let nonneg = |v: i64| u64::try_from(v).unwrap_or(0);
+        Ok(GcraOutcome {
+            allowed: allowed == 1,
+            remaining: nonneg(remaining),
+            reset_ns: nonneg(reset_ns),
+            retry_after_ns: nonneg(retry_after_ns),
+        })
+    }
+
+    /// GCRA with the Redis server's clock (TIME inside the script, so all gateways agree).
+    /// `check_only`: do not take (tokens pre-check) — whether `cost` units would be admitted
+    /// (pass 1 for the single-node `Gcra::check`).
+    pub async fn gcra(
+        &self,
+        key: &str,
+        rate_per_minute: u64,
+        cost: u64,
+        check_only: bool,
+    ) -> Result<GcraOutcome, RedisStoreError> {
+        let mode = if check_only { "check" } else { "acquire" };
+        self.gcra_call(key, rate_per_minute, cost, mode).await
+    }
+
+    /// Charge-after-the-fact (may push the arrival time ahead).
+    pub async fn gcra_charge(
+        &self,
+        key: &str,
+        rate_per_minute: u64,
+        cost: u64,
+    ) -> Result<(), RedisStoreError> {
+        self.gcra_call(key, rate_per_minute, cost, "charge")
+            .await
+            .map(|_| ())
+    }
+
+    /// Concurrency: INCR if below limit (key expires after 10 min as a safety net against crashed
+    /// holders), returns whether entered.
+    pub async fn enter(&self, key: &str, limit: u64) -> Result<bool, RedisStoreError> {
+        let mut conn = self.conn.clone();
+        let mut inv = self.scripts.enter.key(self.conc_key(key));
+        inv.arg(clamp_i64(limit)).arg(CONC_TTL_MS);
+        let entered: i64 = bounded("enter", inv.invoke_async(&mut conn)).await?;
+        Ok(entered == 1)
+    }
+
+    /// Leaves a concurrency limit: DECR, never below 0.
+    pub async fn exit(&self, key: &str) -> Result<(), RedisStoreError> {
+        let mut conn = self.conn.clone();
+        let inv = self.scripts.exit.key(self.conc_key(key));
+        let _: i64 = bounded("exit", inv.invoke_async(&mut conn)).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::Arc;
+    use std::time::Instant;
+    use switchyard_filters::budget::{BudgetAccount, Period};
+
+    const MS: u64 = 1_000_000;
+
+    /// A throwaway `redis-server` on a free port, killed on drop.
+    struct TestRedis {
+        port: u16,
+        child: Option<Child>,
+    }
+
+    impl TestRedis {
+        fn start() -> TestRedis {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut r = TestRedis { port, child: None };
+            r.restart();
+            r
+        }
+
+        fn restart(&mut self) {
+            let child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &self.port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server (is it installed?)");
+            self.child = Some(child);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+                assert!(Instant::now() < deadline, "redis-server did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+
+        fn kill(&mut self) {
+            if let Some(mut c) = self.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+
+        fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}/", self.port)
+        }
+
+        async fn store(&self) -> RedisStore {
+            RedisStore::connect(&self.url(), "test:").await.unwrap()
+        }
+    }
+
+    impl Drop for TestRedis {
+        fn drop(&mut self) {
+            self.kill();
+        }
+    }
+
+    #[tokio::test]
+    async fn budget_semantics_match_the_local_account() {
+        let srv = TestRedis::start();
+        let s = srv.store().await;
+        let limit = 1_000;
+        let local = BudgetAccount::new(limit, 0.8, Period::Total, 0, 0);
+        // (reserve amount, actual cost when settled)
+        let ops: &[(u64, u64)] = &[
+            (300, 100),
+            (400, 450),
+            (600, 0),
+            (500, 500),
+            (2_000, 0),
+            (150, 10),
+            (0, 0),
+            (200, 300),
+        ];
+        let mut held = Vec::new();
+        for (i, &(amount, actual)) in ops.iter().enumerate() {
+            let l = local.reserve(amount, 0);
+            let r = s.reserve("acct", 0, limit, amount, None).await.unwrap();
+            match (&l, &r) {
+                (Ok(_), Ok(after)) => assert_eq!(*after, local.committed(0), "op {i}"),
+                (Err(e), Err(now)) => assert_eq!(*now, e.committed, "op {i}"),
+                _ => panic!("op {i}: local {l:?} vs redis {r:?}"),
+            }
+            if let Ok(res) = l {
+                held.push((res, actual));
+            }
+            // Settle every other reservation right away; the rest stay in flight.
+            if i % 2 == 1 {
+                if let Some((res, actual)) = held.pop() {
+                    local.settle(res, actual, 0);
+                    s.settle("acct", 0, res.amount, actual, None).await.unwrap();
+                }
+            }
+            let (spent, committed) = s.totals("acct", 0).await.unwrap();
+            assert_eq!(
+                (spent, committed),
+                (local.spent(0), local.committed(0)),
+                "op {i}"
+            );
+        }
+        for (res, actual) in held.drain(..) {
+            local.settle(res, actual, 0);
+            s.settle("acct", 0, res.amount, actual, None).await.unwrap();
+        }
+        let totals = s.totals("acct", 0).await.unwrap();
+        assert_eq!(totals, (local.spent(0), local.committed(0)));
+        assert_eq!(totals.0, totals.1, "nothing reserved any more");
+
+        // Over-settling a reservation never drives committed below zero.
+        s.settle("zero", 0, 500, 7, None).await.unwrap();
+        assert_eq!(s.totals("zero", 0).await.unwrap(), (7, 7));
+
+        // A new period is a new key; settling a stale reservation lands there with reserved = 0.
+        let day: u64 = 86_400;
+        let r = s.reserve("daily", 0, 100, 60, Some(2 * day)).await.unwrap();
+        assert_eq!(r, Ok(60));
+        s.settle("daily", day as i64, 0, 40, Some(2 * day))
+            .await
+            .unwrap();
+        assert_eq!(s.totals("daily", day as i64).await.unwrap(), (40, 40));
+        assert_eq!(s.totals("daily", 0).await.unwrap(), (0, 60));
+        let mut c = s.conn.clone();
+        let ttl: i64 = redis::cmd("TTL")
+            .arg("test:budget:daily:0")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert!(ttl > day as i64 && ttl <= 2 * day as i64, "ttl {ttl}");
+        let ttl: i64 = redis::cmd("TTL")
+            .arg("test:budget:acct:0")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(ttl, -1, "total budgets never expire");
+
+        // Seeding only fills a period that has no key yet.
+        s.seed("seeded", 0, 250, None).await.unwrap();
+        assert_eq!(s.totals("seeded", 0).await.unwrap(), (250, 250));
+        s.seed("seeded", 0, 999, None).await.unwrap();
+        assert_eq!(s.totals("seeded", 0).await.unwrap(), (250, 250));
+        assert_eq!(
+            s.reserve("seeded", 0, 300, 60, None).await.unwrap(),
+            Err(250)
+        );
+        assert_eq!(
+            s.reserve("seeded", 0, 300, 50, None).await.unwrap(),
+            Ok(300)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_reservations_from_two_clients_never_overshoot() {
+        let srv = TestRedis::start();
+        let a = Arc::new(srv.store().await);
+        let b = Arc::new(srv.store().await);
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..200 {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.spawn(async move { s.reserve("shared", 0, 500, 10, None).await.unwrap() });
+        }
+        let mut ok = 0;
+        while let Some(r) = tasks.join_next().await {
+            match r.unwrap() {
+                Ok(after) => {
+                    assert!(after <= 500, "committed {after}");
+                    ok += 1;
+                }
+                Err(now) => assert!(now <= 500, "committed {now}"),
+            }
+        }
+        assert_eq!(ok, 50);
+        assert_eq!(a.totals("shared", 0).await.unwrap(), (0, 500));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gcra_burst_and_retry_shared_by_two_clients() {
+        let srv = TestRedis::start();
+        let a = Arc::new(srv.store().await);
+        let b = Arc::new(srv.store().await);
+        // Warm up the script cache so that the burst below is fast.
+        a.gcra("other", 600, 1, true).await.unwrap();
+        b.gcra("other", 600, 1, true).await.unwrap();
+
+        // 600/min: one unit every 100 ms, burst 60.
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..100 {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.spawn(async move { s.gcra("k", 600, 1, false).await.unwrap() });
+        }
+        let mut outcomes = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            outcomes.push(r.unwrap());
+        }
+        let passed = outcomes.iter().filter(|o| o.allowed).count();
+        assert_eq!(passed, 60);
+        for o in outcomes.iter().filter(|o| !o.allowed) {
+            assert!(
+                o.retry_after_ns > 50 * MS && o.retry_after_ns <= 100 * MS,
+                "retry after {} ns",
+                o.retry_after_ns
+            );
+            assert_eq!(o.remaining, 0);
+        }
+        assert!(outcomes
+            .iter()
+            .any(|o| o.allowed && o.remaining == 59 && o.reset_ns <= 100 * MS));
+
+        // Checking takes nothing; after the retry delay one more unit passes, on either client.
+        let d = b.gcra("k", 600, 1, true).await.unwrap();
+        assert!(!d.allowed && d.retry_after_ns <= 100 * MS);
+        tokio::time::sleep(Duration::from_nanos(d.retry_after_ns + 5 * MS)).await;
+        let c = a.gcra("k", 600, 1, true).await.unwrap();
+        assert!(c.allowed, "{c:?}");
+        assert!(a.gcra("k", 600, 1, false).await.unwrap().allowed);
+        assert!(!b.gcra("k", 600, 1, false).await.unwrap().allowed);
+
+        // Idle keys vanish a minute after their arrival time.
+        let mut conn = a.conn.clone();
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg("test:gcra:k")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!((60_000..=66_100).contains(&pttl), "pttl {pttl}");
+
+        // Charging after the fact blocks later requests until it is paid off.
+        let first = a.gcra("tokens", 1000, 1, true).await.unwrap();
+        assert!(first.allowed);
+        assert_eq!(first.remaining, 100);
+        a.gcra_charge("tokens", 1000, 5000).await.unwrap();
+        let d = b.gcra("tokens", 1000, 1, true).await.unwrap();
+        assert!(!d.allowed);
+        // 5000 units at 60 ms each, minus the 100-unit burst, plus the unit checked.
+        let expect = (5000 + 1 - 100) * 60 * MS;
+        assert!(
+            d.retry_after_ns <= expect && d.retry_after_ns > expect - 1_000 * MS,
+            "{d:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn gcra_matches_the_local_limiter_on_remaining_and_reset() {
+        use switchyard_filters::ratelimit::Gcra;
+        let srv = TestRedis::start();
+        let s = srv.store().await;
+        let local = Gcra::per_minute(100); // burst 10, 600 ms per unit
+        for i in 0..12 {
+            let l = local.acquire(1, 0);
+            let r = s.gcra("m", 100, 1, false).await.unwrap();
+            assert_eq!(l.is_ok(), r.allowed, "call {i}");
+            match l {
+                Ok(a) => {
+                    assert_eq!(a.remaining, r.remaining, "call {i}");
+                    // The server's clock moved on a little between calls.
+                    assert!(a.reset_ns - r.reset_ns < 200 * MS, "call {i}");
+                }
+                Err(d) => {
+                    assert!(d.retry_after_ns - r.retry_after_ns < 200 * MS, "call {i}")
+                }
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrency_limit_across_two_clients() {
+        let srv = TestRedis::start();
+        let a = srv.store().await;
+        let b = srv.store().await;
+        assert!(a.enter("c", 2).await.unwrap());
+        assert!(b.enter("c", 2).await.unwrap());
+        assert!(!a.enter("c", 2).await.unwrap());
+        assert!(!b.enter("c", 2).await.unwrap());
+        b.exit("c").await.unwrap();
+        assert!(a.enter("c", 2).await.unwrap());
+        assert!(!b.enter("c", 2).await.unwrap());
+        let mut conn = a.conn.clone();
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg("test:conc:c")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(pttl > 590_000 && pttl <= 600_000, "pttl {pttl}");
+        // Exits beyond the entries never go below zero.
+        for _ in 0..4 {
+            a.exit("c").await.unwrap();
+        }
+        let n: Option<i64> = redis::cmd("GET")
+            .arg("test:conc:c")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(n.unwrap_or(0) == 0, "{n:?}");
+        assert!(b.enter("c", 2).await.unwrap());
+        assert!(a.enter("c", 2).await.unwrap());
+        assert!(!a.enter("c", 2).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn connect_fails_fast_when_unreachable() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let t = Instant::now();
+        let r = RedisStore::connect(&format!("redis://127.0.0.1:{port}/"), "x:").await;
+        assert!(r.is_err());
+        assert!(
+            t.elapsed() < Duration::from_millis(1_500),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(matches!(
+            RedisStore::connect("nope://", "x:").await,
+            Err(RedisStoreError::Url(_))
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fails_fast_while_down_and_recovers_by_itself() {
+        let mut srv = TestRedis::start();
+        let s = srv.store().await;
+        assert_eq!(s.reserve("r", 0, 100, 10, None).await.unwrap(), Ok(10));
+
+        srv.kill();
+        let down = Instant::now();
+        for i in 0..5 {
+            let t = Instant::now();
+            let r = s.reserve("r", 0, 100, 10, None).await;
+            let took = t.elapsed();
+            assert!(r.is_err(), "call {i} while down: {r:?}");
+            assert!(
+                took < Duration::from_millis(1_100),
+                "call {i} took {took:?}"
+            );
+            eprintln!("down call {i}: {took:?}: {}", r.unwrap_err());
+            assert!(s.gcra("g", 60, 1, false).await.is_err());
+            assert!(s.enter("c", 1).await.is_err());
+        }
+        eprintln!("down for {:?}", down.elapsed());
+
+        srv.restart();
+        let up = Instant::now();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match s.reserve("r", 0, 100, 10, None).await {
+                // A fresh server: the scripts were flushed too, and are loaded again.
+                Ok(r) => {
+                    assert_eq!(r, Ok(10));
+                    break;
+                }
+                Err(e) => {
+                    assert!(up.elapsed() < Duration::from_secs(5), "not back: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        eprintln!(
+            "recovered {:?} after restart ({attempts} attempts)",
+            up.elapsed()
+        );
+        assert!(s.gcra("g", 60, 1, false).await.unwrap().allowed);
+        assert!(s.enter("c", 1).await.unwrap());
+    }
+}

@@ -1,0 +1,404 @@
+//! Cost governance end to end: rate limits, budgets with reservations, the spend ledger (also
+//! across `kill -9`), the usage API — the real gateway against its built-in mock provider.
+
+mod common;
+
+use common::*;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "sk-governance-test-key-0001";
+const ADMIN: &str = "0123456789abcdef-admin";
+
+/// A fresh directory for a test's store (kept outside the harness's dir, which restarts share).
+fn store_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "switchyard-gov-{name}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&d).expect("store dir");
+    d
+}
+
+/// One mock deployment priced at $1000 per million output tokens, so a 5-token answer costs
+/// exactly $0.005 (input is free: the reservation equals the actual cost).
+fn config(extra: &str) -> String {
+    format!(
+        "providers:\n  - {{ name: sim, kind: mock }}\nmodels:\n  - name: chat\n    deployments:\n      - {{ provider: sim, model: mock-1, price: {{ input_per_mtok: 0, output_per_mtok: 1000 }} }}\nauth:\n  api_keys:\n    - {{ name: k1, key: {KEY}, team: t1, project: p1 }}\n{extra}"
+    )
+}
+
+const ASK: &[u8] =
+    br#"{"model":"chat","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#;
+
+async fn ask(gw: &Gateway) -> Reply {
+    gw.request(
+        "POST",
+        "/v1/chat/completions",
+        Some(ASK),
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &format!("Bearer {KEY}")),
+        ],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_lets_the_rate_through_and_never_twice_it() {
+    let cfg = config("").replace(
+        "project: p1 }",
+        "project: p1, limits: { requests_per_minute: 120 } }",
+    );
+    let gw = Gateway::start(&cfg, &format!("  admin_token: {ADMIN}\n")).await;
+    let started = Instant::now();
+    let window = Duration::from_secs(3);
+    let (mut ok, mut refused) = (0u32, 0u32);
+    let mut first_refusal = None;
+    while started.elapsed() < window {
+        let r = ask(&gw).await;
+        match r.status {
+            200 => {
+                ok += 1;
+                assert_eq!(r.header("x-ratelimit-limit-requests"), Some("120"));
+                assert!(r.header("x-ratelimit-remaining-requests").is_some());
+                assert!(r.header("x-ratelimit-reset-requests").is_some());
+            }
+            429 => {
+                refused += 1;
+                first_refusal.get_or_insert(r);
+            }
+            s => panic!("unexpected {s}"),
+        }
+    }
+    // 120/min = 2/s after a burst of 12: about 12 + 2 × 3 s in three seconds.
+    let secs = started.elapsed().as_secs_f64();
+    let expected = 12.0 + 2.0 * secs;
+    eprintln!(
+        "rate limit: {ok} admitted, {refused} refused in {secs:.2}s (expected ≈ {expected:.1})"
+    );
+    assert!(refused > 0);
+    assert!(
+        (ok as f64) >= expected - 2.0 && (ok as f64) <= expected + 1.0,
+        "{ok} admitted"
+    );
+    assert!((ok as f64) < 2.0 * expected);
+    let r = first_refusal.expect("a refusal");
+    let e = r.json();
+    assert_eq!(e["error"]["type"], "rate_limit_error");
+    assert_eq!(e["error"]["code"], "rate_limit_exceeded");
+    assert!(e["error"]["message"].as_str().unwrap().contains("key:k1"));
+    let retry: u64 = r
+        .header("retry-after")
+        .expect("retry-after")
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry));
+    // Anthropic callers get the refusal in their format.
+    let r = gw
+        .request(
+            "POST",
+            "/v1/messages",
+            Some(br#"{"model":"chat","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#),
+            &[("x-api-key", KEY)],
+        )
+        .await;
+    if r.status == 429 {
+        assert_eq!(r.json()["type"], "error");
+        assert_eq!(r.json()["error"]["type"], "rate_limit_error");
+    }
+    assert!(
+        gw.metric("switchyard_refused_total{limit=\"requests_per_minute\",reason=\"rate_limit\"}")
+            .await
+            .unwrap_or(0.0)
+            >= f64::from(refused)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_requests_never_overshoot_a_budget_that_fits_fifty() {
+    let dir = store_dir("budget");
+    let cfg = config(&format!(
+        "budgets:\n  - {{ scope: team:t1, limit: 0.25, period: daily }}\nstore: {{ kind: sqlite, path: {}, flush_interval: 50ms }}\n",
+        dir.join("state.db").display()
+    ));
+    let gw = Arc::new(Gateway::start(&cfg, &format!("  admin_token: {ADMIN}\n")).await);
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let gw = gw.clone();
+        tasks.push(tokio::spawn(async move { ask(&gw).await }));
+    }
+    let mut ok = 0;
+    let mut budget_refusals = 0;
+    for t in tasks {
+        let r = t.await.expect("task");
+        match r.status {
+            200 => ok += 1,
+            429 => {
+                let e = r.json();
+                assert_eq!(e["error"]["type"], "budget_exceeded", "{e}");
+                assert!(e["error"]["message"].as_str().unwrap().contains("team:t1"));
+                assert!(r.header("retry-after").is_some(), "resets at midnight UTC");
+                budget_refusals += 1;
+            }
+            s => panic!("unexpected {s}: {}", r.text()),
+        }
+    }
+    assert_eq!(ok, 50, "exactly the 50 requests the budget fits");
+    assert_eq!(budget_refusals, 150);
+    let b = gw
+        .admin("GET", "/admin/budgets", Some(ADMIN), None)
+        .await
+        .json();
+    let spent = b["budgets"][0]["spent_usd"].as_f64().unwrap();
+    assert!(spent <= 0.25 + 1e-9, "spent {spent}");
+    assert!((spent - 0.25).abs() < 1e-9);
+    assert_eq!(b["budgets"][0]["reserved_usd"].as_f64(), Some(0.0));
+    // The ledger agrees (rows are flushed every 50 ms).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let u = gw
+        .admin("GET", "/admin/usage?group_by=team", Some(ADMIN), None)
+        .await
+        .json();
+    assert_eq!(u["totals"][0]["group"], "t1");
+    assert_eq!(u["totals"][0]["requests"], 200);
+    assert!((u["totals"][0]["cost_usd"].as_f64().unwrap() - 0.25).abs() < 1e-9);
+    drop(gw);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spend_survives_a_restart_and_the_usage_api_groups_it() {
+    let dir = store_dir("restart");
+    let cfg = config(&format!(
+        "budgets:\n  - {{ scope: key:k1, limit: 10, period: monthly }}\nstore: {{ kind: sqlite, path: {}, flush_interval: 20ms }}\n",
+        dir.join("state.db").display()
+    ));
+    let extra = format!("  admin_token: {ADMIN}\n");
+    {
+        let gw = Gateway::start(&cfg, &extra).await;
+        for i in 0..3 {
+            let r = gw
+                .request(
+                    "POST",
+                    "/v1/chat/completions",
+                    Some(ASK),
+                    &[
+                        ("authorization", &format!("Bearer {KEY}")),
+                        (
+                            "x-switchyard-tags",
+                            if i == 0 { "app=billing" } else { "app=search" },
+                        ),
+                    ],
+                )
+                .await;
+            assert_eq!(r.status, 200);
+            assert_eq!(r.header("x-switchyard-cost-usd"), Some("0.00500000"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        gw.signal("TERM");
+    }
+    let gw = Gateway::start(&cfg, &extra).await;
+    let b = gw
+        .admin("GET", "/admin/budgets", Some(ADMIN), None)
+        .await
+        .json();
+    assert!(
+        (b["budgets"][0]["spent_usd"].as_f64().unwrap() - 0.015).abs() < 1e-9,
+        "rebuilt from the ledger: {b}"
+    );
+    let u = gw
+        .admin("GET", "/admin/usage?group_by=tag", Some(ADMIN), None)
+        .await
+        .json();
+    let tags: Vec<(String, u64)> = u["totals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["group"].as_str().unwrap().to_string(),
+                t["requests"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(tags.contains(&("app=search".into(), 2)), "{tags:?}");
+    assert!(tags.contains(&("app=billing".into(), 1)), "{tags:?}");
+    let u = gw
+        .admin(
+            "GET",
+            "/admin/usage?group_by=model&from=2020-01-01",
+            Some(ADMIN),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(u["totals"][0]["group"], "chat");
+    assert!(u["forecast"]["projected_month_usd"].as_f64().unwrap() >= 0.015);
+    let bad = gw
+        .admin("GET", "/admin/usage?group_by=colour", Some(ADMIN), None)
+        .await;
+    assert_eq!(bad.status, 400);
+    drop(gw);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Load from a few tasks until `kill -9`; returns (request id, completion time) of every
+/// response received in full, and the moment of the kill.
+async fn load_then_kill(gw: &Gateway, run: Duration) -> (Vec<(String, Instant)>, Instant) {
+    let done: Arc<Mutex<Vec<(String, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (client, url, done, stop) = (
+            gw.client(),
+            gw.url("/v1/chat/completions"),
+            done.clone(),
+            stop.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            use http_body_util::BodyExt;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let req = http::Request::post(&url)
+                    .header("authorization", format!("Bearer {KEY}"))
+                    .body(http_body_util::Full::new(bytes::Bytes::from_static(ASK)))
+                    .expect("request");
+                let Ok(resp) = client.request(req).await else {
+                    break;
+                };
+                let id = resp
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let ok = resp.status() == 200;
+                if resp.into_body().collect().await.is_ok() && ok {
+                    if let Some(id) = id {
+                        done.lock().unwrap().push((id, Instant::now()));
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(run).await;
+    gw.signal("KILL");
+    let killed = Instant::now();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let v = done.lock().unwrap().clone();
+    (v, killed)
+}
+
+fn ledger_ids(db: &std::path::Path) -> HashSet<String> {
+    let conn = rusqlite::Connection::open(db).expect("open ledger");
+    let mut stmt = conn
+        .prepare("SELECT request_id FROM ledger")
+        .expect("query");
+    let ids = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .expect("rows")
+        .map(|r| r.expect("row"))
+        .collect();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_at_most_the_flush_interval_of_ledger_rows() {
+    let dir = store_dir("kill");
+    let db = dir.join("state.db");
+    let flush = Duration::from_millis(300);
+    let cfg = config(&format!(
+        "store: {{ kind: sqlite, path: {}, flush_interval: 300ms }}\n",
+        db.display()
+    ));
+    let gw = Gateway::start(&cfg, "").await;
+    let (done, killed) = load_then_kill(&gw, Duration::from_millis(1500)).await;
+    assert!(done.len() > 50, "load ran: {} responses", done.len());
+    let ids = ledger_ids(&db);
+    let lost: Vec<&(String, Instant)> = done.iter().filter(|(id, _)| !ids.contains(id)).collect();
+    // Every lost row belongs to a response completed within the last flush interval before the
+    // kill (plus scheduling slack): nothing older is ever lost.
+    let oldest_lost = lost.iter().map(|(_, t)| killed.duration_since(*t)).max();
+    eprintln!(
+        "kill -9 (batched, flush {flush:?}): {} of {} completed responses without a ledger row; oldest {:?} before the kill",
+        lost.len(),
+        done.len(),
+        oldest_lost
+    );
+    if let Some(age) = oldest_lost {
+        assert!(
+            age <= flush + Duration::from_millis(250),
+            "lost a row {age:?} old"
+        );
+    }
+    drop(gw);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_durability_loses_no_record_of_a_completed_response_on_kill_9() {
+    let dir = store_dir("strict");
+    let db = dir.join("state.db");
+    let cfg = config(&format!(
+        "store: {{ kind: sqlite, path: {}, durability: strict }}\n",
+        db.display()
+    ));
+    let gw = Gateway::start(&cfg, "").await;
+    let (done, _) = load_then_kill(&gw, Duration::from_millis(1500)).await;
+    assert!(done.len() > 20, "load ran: {} responses", done.len());
+    let ids = ledger_ids(&db);
+    let lost: Vec<_> = done.iter().filter(|(id, _)| !ids.contains(id)).collect();
+    eprintln!(
+        "kill -9 (strict): {} completed responses, {} without a ledger row",
+        done.len(),
+        lost.len()
+    );
+    assert!(lost.is_empty(), "lost {lost:?}");
+    drop(gw);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_soft_ratio_the_cheapest_deployment_serves_and_a_spent_provider_is_skipped() {
+    let cfg = format!(
+        "providers:\n  - {{ name: pricey, kind: mock }}\n  - {{ name: cheap, kind: mock }}\nmodels:\n  - name: chat\n    deployments:\n      - {{ provider: pricey, model: big, priority: 1, price: {{ input_per_mtok: 0, output_per_mtok: 2000 }} }}\n      - {{ provider: cheap, model: small, priority: 2, price: {{ input_per_mtok: 0, output_per_mtok: 1000 }} }}\nauth:\n  api_keys:\n    - {{ name: k1, key: {KEY}, team: t1 }}\nbudgets:\n  - {{ scope: global, limit: 1.0, period: total, soft_ratio: 0.025 }}\n  - {{ scope: provider:cheap, limit: 0.012, period: total }}\n"
+    );
+    let gw = Gateway::start(&cfg, &format!("  admin_token: {ADMIN}\n")).await;
+    // $0.01 a request on `pricey` (reserved before it runs): below 2.5% of $1 the priority
+    // order holds.
+    let r = ask(&gw).await;
+    assert_eq!(r.header("x-switchyard-provider"), Some("pricey"));
+    let r = ask(&gw).await;
+    assert_eq!(r.header("x-switchyard-provider"), Some("pricey"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // $0.02 of $1 spent, plus the next reservation: past 2.5%, so the cheapest deployment serves.
+    let mut providers = Vec::new();
+    for _ in 0..6 {
+        let r = ask(&gw).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        providers.push(r.header("x-switchyard-provider").unwrap_or("").to_string());
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    // `cheap` costs $0.005 a request and its own budget is $0.012: two requests, then it is
+    // skipped and `pricey` serves again.
+    assert_eq!(
+        &providers[..3],
+        ["cheap", "cheap", "pricey"],
+        "{providers:?}"
+    );
+    let health = gw
+        .request(
+            "GET",
+            "/v1/health",
+            None,
+            &[("authorization", &format!("Bearer {KEY}"))],
+        )
+        .await
+        .json();
+    let global = &health["budgets"][0];
+    assert_eq!(global["state"], "prefer_cheapest", "{health}");
+}
