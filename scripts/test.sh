@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test of Switchyard on a fresh machine: formatting, lints, Rust unit and integration
-# tests (the real gateway against local mock upstreams), and the Python tests that drive the
-# gateway with the official OpenAI SDK. Installs only what is missing (Debian packages, the venv
-# in .venv/), so a second run on a prepared machine needs no network.
+# tests (the real gateway against local mock upstreams, Redis for the shared-store tests), the
+# Python tests that drive the gateway with the official OpenAI and Anthropic SDKs, and a bounded
+# fuzzing run of every wire-format decoder (scripts/fuzz.sh). Installs only what is missing
+# (Debian packages, the venv in .venv/, cargo-fuzz), so a second run on a prepared machine needs
+# no network.
 #
 #   bash scripts/test.sh          everything (what CI runs, through .ci/run)
-#   bash scripts/test.sh --quick  skip `cargo fmt --check` and `cargo clippy` (local iteration)
+#   bash scripts/test.sh --quick  skip `cargo fmt --check`, `cargo clippy` and fuzzing (local iteration)
 #
 # Exits non-zero on the first failure and names the section that failed.
 set -euo pipefail
@@ -15,7 +17,7 @@ quick=0
 for arg in "$@"; do
   case "$arg" in
     --quick) quick=1 ;;
-    -h | --help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "scripts/test.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -42,6 +44,7 @@ command -v python3 >/dev/null || need+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v systemd-analyze >/dev/null || need+=(systemd)     # the unit file is verified
 command -v openssl >/dev/null || need+=(openssl)             # TLS tests make a throwaway CA
+command -v redis-server >/dev/null || need+=(redis-server)   # shared-store tests start their own
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""
@@ -85,8 +88,13 @@ cargo test --workspace
 section "build the gateway and the mock upstream (debug)"
 cargo build -p switchyard -p switchyard-benches --bins
 
-section "python tests (official openai SDK)"
+section "python tests (official openai and anthropic SDKs)"
 SWITCHYARD_BIN="$PWD/target/debug/switchyard" MOCK_UPSTREAM_BIN="$PWD/target/debug/mock-upstream" \
   .venv/bin/python -m pytest tests/python -q
+
+if [ $quick -eq 0 ]; then
+  section "fuzz every decoder (scripts/fuzz.sh, ${FUZZ_SECONDS:-10}s per target)"
+  bash scripts/fuzz.sh
+fi
 
 current="done"

@@ -214,7 +214,7 @@ impl AdminApp {
             state.config.models.iter().map(|m| m.name.clone()).collect();
         match (method, segments.as_slice()) {
             ("GET", ["usage"]) => self.usage(session.req_header().uri.query().unwrap_or("")),
-            ("GET", ["budgets"]) => self.budgets(),
+            ("GET", ["budgets"]) => self.budgets().await,
             (_, ["usage"] | ["budgets"]) => error(
                 405,
                 &format!("method {method} is not allowed on {path}"),
@@ -420,28 +420,27 @@ impl AdminApp {
     }
 
     /// `GET /admin/budgets`: every budget's limit, spend, reservations and state.
-    fn budgets(&self) -> Response<Vec<u8>> {
+    async fn budgets(&self) -> Response<Vec<u8>> {
         let now = crate::governance::unix_now();
         let usd = switchyard_filters::budget::nanos_to_usd;
         let gov = self.spend.governance();
-        let list: Vec<Value> = gov
-            .budgets
-            .iter()
-            .map(|b| {
-                let a = &b.account;
-                json!({
-                    "scope": b.settings.scope.to_string(),
-                    "period": b.settings.period.name(),
-                    "limit_usd": b.settings.limit_usd,
-                    "spent_usd": usd(a.spent(now)),
-                    "reserved_usd": usd(a.committed(now).saturating_sub(a.spent(now))),
-                    "remaining_usd": usd(a.remaining(now)),
-                    "soft_ratio": b.settings.soft_ratio,
-                    "over_soft_ratio": a.over_soft(now),
-                    "resets_at": b.settings.period.window(now).1,
-                })
-            })
-            .collect();
+        let mut list: Vec<Value> = Vec::with_capacity(gov.budgets.len());
+        for b in &gov.budgets {
+            let a = &b.account;
+            let (spent, committed) = b.totals(self.spend.shared.as_ref()).await;
+            list.push(json!({
+                "scope": b.settings.scope.to_string(),
+                "period": b.settings.period.name(),
+                "limit_usd": b.settings.limit_usd,
+                "spent_usd": usd(spent),
+                "reserved_usd": usd(committed.saturating_sub(spent)),
+                "remaining_usd": usd(a.limit.saturating_sub(committed)),
+                "soft_ratio": b.settings.soft_ratio,
+                "over_soft_ratio": committed >= a.soft,
+                "resets_at": b.settings.period.window(now).1,
+                "shared": self.spend.shared.is_some(),
+            }));
+        }
         json_response(200, &json!({ "budgets": list }))
     }
 }

@@ -56,6 +56,7 @@ pub const CODES: &[&str] = &[
     "upstream_rate_limited",
     "rate_limit_exceeded",
     "budget_exceeded",
+    "store_unavailable",
     // Recorded by the proxy, not answered as a GatewayError:
     "upstream_status",
     "upstream_stream_error",
@@ -82,6 +83,9 @@ pub enum GatewayError {
         limit_usd: f64,
         resets_at: Option<i64>,
     },
+    /// The shared store that enforces limits and budgets is unreachable (`fail_closed`).
+    #[error("limits and budgets cannot be checked right now (the shared store is unreachable); retry shortly")]
+    StoreUnavailable,
     /// Every deployment that could answer is rate limited by its provider right now.
     #[error(
         "every deployment of `{model}` is rate limited by its provider; retry shortly ({})",
@@ -147,6 +151,7 @@ impl GatewayError {
             | GatewayError::RateLimited { .. }
             | GatewayError::BudgetExceeded { .. } => 429,
             GatewayError::LoopDetected { .. } => 508,
+            GatewayError::StoreUnavailable => 503,
         }
     }
 
@@ -162,6 +167,7 @@ impl GatewayError {
             | GatewayError::UpstreamRateLimited { .. }
             | GatewayError::RateLimited { .. } => "rate_limit_error",
             GatewayError::BudgetExceeded { .. } => "budget_exceeded",
+            GatewayError::StoreUnavailable => "service_unavailable",
             GatewayError::LoopDetected { .. } => "upstream_error",
             _ => "invalid_request_error",
         }
@@ -192,6 +198,7 @@ impl GatewayError {
             GatewayError::UpstreamRateLimited { .. } => "upstream_rate_limited",
             GatewayError::RateLimited { .. } => "rate_limit_exceeded",
             GatewayError::BudgetExceeded { .. } => "budget_exceeded",
+            GatewayError::StoreUnavailable => "store_unavailable",
         }
     }
 
@@ -222,7 +229,7 @@ impl GatewayError {
     /// `Retry-After` seconds to send with this error, if any.
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            GatewayError::UpstreamRateLimited { .. } => Some(1),
+            GatewayError::UpstreamRateLimited { .. } | GatewayError::StoreUnavailable => Some(1),
             GatewayError::RateLimited {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
@@ -309,6 +316,7 @@ mod tests {
                 limit_usd: 1.0,
                 resets_at: Some(86_400),
             },
+            GatewayError::StoreUnavailable,
             GatewayError::Untranslatable(TranslateError::Unsupported {
                 field: "n>1".into(),
                 provider: "anthropic",

@@ -8,8 +8,9 @@
 //! start. The decisions themselves are `switchyard_filters::{budget, ratelimit}`: lock-free
 //! atomics, nothing shared by all requests is locked.
 
-use crate::config::{BudgetScope, BudgetSettings, Config, RateLimits};
+use crate::config::{BudgetScope, BudgetSettings, Config, RateLimits, RedisSettings};
 use crate::ledger::{Ledger, LedgerError, LedgerRow, ScopeColumn};
+use crate::redis_store::{RedisStore, RedisStoreError};
 use crate::telemetry::Metrics;
 use arc_swap::ArcSwap;
 use prometheus::{CounterVec, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts};
@@ -47,6 +48,23 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// (spent, committed) now: from the shared store when there is one, else this node's account.
+    pub async fn totals(&self, shared: Option<&Arc<Shared>>) -> (u64, u64) {
+        let now = unix_now();
+        if let Some(sh) = shared {
+            if let Ok(store) = sh.store().await {
+                let (key, start, _) = shared_budget_key(self, now);
+                match store.totals(&key, start).await {
+                    Ok(t) => return t,
+                    Err(e) => sh.failed(&e),
+                }
+            }
+        }
+        (self.account.spent(now), self.account.committed(now))
+    }
+}
+
+impl Budget {
     fn applies_to(&self, who: Option<&Identity>) -> bool {
         match &self.settings.scope {
             BudgetScope::Global => true,
@@ -80,6 +98,8 @@ pub enum Refusal {
         /// Unix seconds; `None` for a total budget.
         resets_at: Option<i64>,
     },
+    /// The shared store is unreachable and the config says `fail_closed`.
+    StoreUnavailable,
 }
 
 impl From<Refusal> for crate::errors::GatewayError {
@@ -103,6 +123,7 @@ impl From<Refusal> for crate::errors::GatewayError {
                 limit_usd,
                 resets_at,
             },
+            Refusal::StoreUnavailable => crate::errors::GatewayError::StoreUnavailable,
         }
     }
 }
@@ -126,6 +147,68 @@ pub struct Admission {
     /// Provider budgets to charge when the request settles.
     providers: Vec<Arc<Budget>>,
     settled: bool,
+    /// Set when the request was admitted through the shared (Redis) store.
+    shared: Option<SharedHold>,
+}
+
+/// A reservation in the shared store.
+struct SharedReservation {
+    budget: Arc<Budget>,
+    key: String,
+    period_start: i64,
+    amount: u64,
+    ttl: Option<u64>,
+}
+
+/// What a request holds in the shared store.
+struct SharedHold {
+    store: Arc<Shared>,
+    budgets: Vec<SharedReservation>,
+    /// Concurrency keys entered.
+    entered: Vec<String>,
+    /// Token limiters to charge: (key, rate per minute).
+    tokens: Vec<(String, u64)>,
+}
+
+impl SharedHold {
+    /// Settles (or, with `None`, releases) everything in the background: the request's
+    /// response is already out, and Redis round trips must not hold its connection.
+    fn finish(self, actual: Option<(u64, u64)>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            let Ok(store) = self.store.store().await else {
+                return;
+            };
+            let (cost, tokens) = actual.unwrap_or((0, 0));
+            let now = unix_now();
+            for r in &self.budgets {
+                let start_now = r.budget.settings.period.window(now).0;
+                let (start, reserved) = if start_now == r.period_start {
+                    (r.period_start, r.amount)
+                } else {
+                    (start_now, 0)
+                };
+                let r = store.settle(&r.key, start, reserved, cost, r.ttl).await;
+                if let Err(e) = r {
+                    self.store.failed(&e);
+                }
+            }
+            if tokens > 0 {
+                for (key, rate) in &self.tokens {
+                    if let Err(e) = store.gcra_charge(key, *rate, tokens).await {
+                        self.store.failed(&e);
+                    }
+                }
+            }
+            for key in &self.entered {
+                if let Err(e) = store.exit(key).await {
+                    self.store.failed(&e);
+                }
+            }
+        });
+    }
 }
 
 impl Admission {
@@ -138,11 +221,15 @@ impl Admission {
             headers: Vec::new(),
             providers: Vec::new(),
             settled: false,
+            shared: None,
         }
     }
 
     /// Replaces the reservations by the actual cost and charges token limits.
     pub fn settle(&mut self, cost_nanos: u64, tokens: u64, provider: Option<&str>, now_ns: u64) {
+        if let Some(hold) = self.shared.take() {
+            hold.finish(Some((cost_nanos, tokens)));
+        }
         let now = unix_now();
         for (b, r) in self.reservations.drain(..) {
             b.account.settle(r, cost_nanos, now);
@@ -167,6 +254,9 @@ impl Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
+        if let Some(hold) = self.shared.take() {
+            hold.finish(None);
+        }
         if !self.settled {
             let now = unix_now();
             for (b, r) in self.reservations.drain(..) {
@@ -205,6 +295,152 @@ impl Governance {
     /// Whether any limit or budget could apply (if not, requests skip admission entirely).
     pub fn is_empty(&self) -> bool {
         self.budgets.is_empty() && self.key_limits.is_empty() && self.team_limits.is_empty()
+    }
+
+    /// Admits through the shared store when one is configured (falling back to this node's own
+    /// accounts while it is unreachable, unless `fail_closed`), else locally.
+    pub async fn admit_with(
+        &self,
+        shared: Option<&Arc<Shared>>,
+        who: Option<&Identity>,
+        estimate_nanos: u64,
+        now_ns: u64,
+    ) -> Result<Admission, Refusal> {
+        let Some(shared) = shared else {
+            return self.admit(who, estimate_nanos, now_ns);
+        };
+        match self.admit_shared(shared, who, estimate_nanos).await {
+            Ok(r) => {
+                shared.up.set(1);
+                r
+            }
+            Err(e) => {
+                shared.failed(&e);
+                if shared.settings.fail_closed {
+                    Err(Refusal::StoreUnavailable)
+                } else {
+                    self.admit(who, estimate_nanos, now_ns)
+                }
+            }
+        }
+    }
+
+    /// Limits and budgets in Redis: every gateway on it enforces the same numbers. The outer
+    /// `Err` is a store failure; the inner result is the decision.
+    async fn admit_shared(
+        &self,
+        shared: &Arc<Shared>,
+        who: Option<&Identity>,
+        estimate_nanos: u64,
+    ) -> Result<Result<Admission, Refusal>, RedisStoreError> {
+        let store = shared.store().await?;
+        shared.seed(store, self).await;
+        let mut adm = Admission::none();
+        let mut hold = SharedHold {
+            store: shared.clone(),
+            budgets: Vec::new(),
+            entered: Vec::new(),
+            tokens: Vec::new(),
+        };
+        let subjects = [
+            who.and_then(|i| {
+                self.key_limits
+                    .get(&i.name)
+                    .map(|l| (l, format!("key:{}", i.name)))
+            }),
+            who.and_then(|i| i.team.as_deref())
+                .and_then(|t| self.team_limits.get(t).map(|l| (l, format!("team:{t}")))),
+        ];
+        for (limiter, subject) in subjects.into_iter().flatten() {
+            let first = adm.headers.is_empty();
+            let refuse = |limit: &'static str, ns: u64| Refusal::RateLimited {
+                limit,
+                subject: subject.clone(),
+                retry_after_secs: ns.div_ceil(1_000_000_000).max(1),
+            };
+            if let Some(rate) = limiter.limits.requests_per_minute {
+                let o = store
+                    .gcra(&format!("{subject}:rpm"), rate, 1, false)
+                    .await?;
+                if !o.allowed {
+                    adm.shared = Some(hold);
+                    return Ok(Err(refuse("requests_per_minute", o.retry_after_ns)));
+                }
+                if first {
+                    adm.headers.extend([
+                        ("x-ratelimit-limit-requests", rate.to_string()),
+                        ("x-ratelimit-remaining-requests", o.remaining.to_string()),
+                        ("x-ratelimit-reset-requests", reset_string(o.reset_ns)),
+                    ]);
+                }
+            }
+            if let Some(rate) = limiter.limits.tokens_per_minute {
+                let key = format!("{subject}:tpm");
+                let o = store.gcra(&key, rate, 1, true).await?;
+                if !o.allowed {
+                    adm.shared = Some(hold);
+                    return Ok(Err(refuse("tokens_per_minute", o.retry_after_ns)));
+                }
+                if first {
+                    adm.headers.extend([
+                        ("x-ratelimit-limit-tokens", rate.to_string()),
+                        ("x-ratelimit-remaining-tokens", o.remaining.to_string()),
+                        ("x-ratelimit-reset-tokens", reset_string(o.reset_ns)),
+                    ]);
+                }
+                hold.tokens.push((key, rate));
+            }
+            if let Some(limit) = limiter.limits.concurrency {
+                if !store.enter(&subject, limit).await? {
+                    adm.shared = Some(hold);
+                    return Ok(Err(refuse("concurrency", 1_000_000_000)));
+                }
+                hold.entered.push(subject.clone());
+            }
+        }
+        let now = unix_now();
+        for b in self.budgets.iter().filter(|b| b.applies_to(who)) {
+            let (key, start, ttl) = shared_budget_key(b, now);
+            match store
+                .reserve(&key, start, b.account.limit, estimate_nanos, ttl)
+                .await
+            {
+                Ok(Ok(committed)) => {
+                    adm.prefer_cheapest |= committed >= b.account.soft;
+                    b.remaining.set(budget::nanos_to_usd(
+                        b.account.limit.saturating_sub(committed),
+                    ));
+                    b.over_soft.set(i64::from(committed >= b.account.soft));
+                    hold.budgets.push(SharedReservation {
+                        budget: b.clone(),
+                        key,
+                        period_start: start,
+                        amount: estimate_nanos,
+                        ttl,
+                    });
+                }
+                Ok(Err(_)) => {
+                    adm.shared = Some(hold);
+                    return Ok(Err(Refusal::BudgetExceeded {
+                        scope: b.settings.scope.to_string(),
+                        limit_usd: b.settings.limit_usd,
+                        resets_at: b.settings.period.window(now).1,
+                    }));
+                }
+                Err(e) => {
+                    adm.shared = Some(hold);
+                    return Err(e);
+                }
+            }
+        }
+        adm.providers = self
+            .budgets
+            .iter()
+            .filter(|b| matches!(b.settings.scope, BudgetScope::Provider(_)))
+            .cloned()
+            .collect();
+        adm.shared = Some(hold);
+        Ok(Ok(adm))
     }
 
     /// Checks limits, then reserves `estimate_nanos` on every budget that applies to the caller.
@@ -302,6 +538,81 @@ impl Governance {
     }
 }
 
+/// A budget's key in the shared store: (key, period start, expiry seconds).
+fn shared_budget_key(b: &Budget, now: i64) -> (String, i64, Option<u64>) {
+    let (start, end) = b.settings.period.window(now);
+    (
+        format!("{}:{}", b.settings.scope, b.settings.period.name()),
+        start,
+        end.map(|e| (e - now).max(0) as u64 + 86_400),
+    )
+}
+
+/// The shared (Redis) store: connected on first use from the request path's runtime, and
+/// reconnected by the client while Redis is away.
+pub struct Shared {
+    settings: RedisSettings,
+    store: tokio::sync::OnceCell<RedisStore>,
+    /// The UTC day (days since the epoch) budgets were last seeded in; periods start on day
+    /// boundaries, so seeding once a day covers every new period.
+    seeded_day: std::sync::atomic::AtomicI64,
+    up: IntGauge,
+    errors: prometheus::IntCounter,
+    last_warning: std::sync::atomic::AtomicI64,
+}
+
+impl Shared {
+    async fn store(&self) -> Result<&RedisStore, RedisStoreError> {
+        self.store
+            .get_or_try_init(|| RedisStore::connect(&self.settings.url, "switchyard:"))
+            .await
+    }
+
+    /// Seeds budget periods Redis does not know yet with this node's ledger totals (Redis keeps
+    /// the larger truth once set: seeding never overwrites).
+    async fn seed(&self, store: &RedisStore, gov: &Governance) {
+        let now = unix_now();
+        let day = now.div_euclid(86_400) + 1;
+        if self
+            .seeded_day
+            .swap(day, std::sync::atomic::Ordering::AcqRel)
+            == day
+        {
+            return;
+        }
+        for b in &gov.budgets {
+            let (key, start, ttl) = shared_budget_key(b, now);
+            if let Err(e) = store.seed(&key, start, b.account.spent(now), ttl).await {
+                self.failed(&e);
+                self.seeded_day
+                    .store(0, std::sync::atomic::Ordering::Release);
+            }
+        }
+    }
+
+    fn failed(&self, e: &RedisStoreError) {
+        self.errors.inc();
+        self.up.set(0);
+        // Redis may come back empty (restarted without persistence): seed again once it answers.
+        self.seeded_day
+            .store(0, std::sync::atomic::Ordering::Release);
+        let now = unix_now();
+        let last = self.last_warning.load(std::sync::atomic::Ordering::Relaxed);
+        if now - last >= 10 {
+            self.last_warning
+                .store(now, std::sync::atomic::Ordering::Relaxed);
+            log::warn!(
+                "shared store unavailable ({e}); {}",
+                if self.settings.fail_closed {
+                    "refusing requests that need it (fail_closed)"
+                } else {
+                    "enforcing limits and budgets on this node alone (fail_open)"
+                }
+            );
+        }
+    }
+}
+
 /// Prometheus families for spend, budgets and refusals.
 struct SpendMetrics {
     spend_usd: CounterVec,
@@ -310,6 +621,8 @@ struct SpendMetrics {
     over_soft: IntGaugeVec,
     refused: IntCounterVec,
     ledger_pending: IntGauge,
+    store_up: IntGauge,
+    store_errors: prometheus::IntCounter,
 }
 
 impl SpendMetrics {
@@ -354,12 +667,22 @@ impl SpendMetrics {
                 "switchyard_ledger_pending_rows",
                 "Spend-ledger rows queued but not yet committed",
             )),
+            store_up: must(IntGauge::new(
+                "switchyard_store_up",
+                "1 while the shared (Redis) store answers; 0 after a failed call (always 1 without one)",
+            )),
+            store_errors: must(prometheus::IntCounter::new(
+                "switchyard_store_errors_total",
+                "Failed calls to the shared (Redis) store",
+            )),
         };
+        m.store_up.set(1);
         for (reason, limit) in [
             ("rate_limit", "requests_per_minute"),
             ("rate_limit", "tokens_per_minute"),
             ("rate_limit", "concurrency"),
             ("budget", "budget"),
+            ("store_unavailable", "store"),
         ] {
             m.refused.with_label_values(&[reason, limit]);
         }
@@ -370,6 +693,8 @@ impl SpendMetrics {
             Box::new(m.over_soft.clone()),
             Box::new(m.refused.clone()),
             Box::new(m.ledger_pending.clone()),
+            Box::new(m.store_up.clone()),
+            Box::new(m.store_errors.clone()),
         ] {
             metrics.register(c);
         }
@@ -390,6 +715,8 @@ pub struct Spend {
     live: ArcSwap<Governance>,
     metrics: SpendMetrics,
     pub strict: bool,
+    /// The shared store, when `store.kind` is `redis`.
+    pub shared: Option<Arc<Shared>>,
 }
 
 impl Spend {
@@ -402,11 +729,22 @@ impl Spend {
         )?;
         let m = SpendMetrics::new(metrics);
         let gov = build(cfg, None, &ledger, &m);
+        let shared = cfg.store.redis.clone().map(|settings| {
+            Arc::new(Shared {
+                settings,
+                store: tokio::sync::OnceCell::new(),
+                seeded_day: Default::default(),
+                up: m.store_up.clone(),
+                errors: m.store_errors.clone(),
+                last_warning: Default::default(),
+            })
+        });
         Ok(Spend {
             ledger,
             live: ArcSwap::from_pointee(gov),
             metrics: m,
             strict: cfg.store.strict_durability,
+            shared,
         })
     }
 
@@ -426,6 +764,7 @@ impl Spend {
         let (reason, limit) = match r {
             Refusal::RateLimited { limit, .. } => ("rate_limit", *limit),
             Refusal::BudgetExceeded { .. } => ("budget", "budget"),
+            Refusal::StoreUnavailable => ("store_unavailable", "store"),
         };
         self.metrics
             .refused

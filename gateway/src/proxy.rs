@@ -234,7 +234,15 @@ impl Gateway {
         if !gov.is_empty() {
             let estimate = crate::governance::max_cost_nanos(&model, body.len(), facts.max_tokens);
             ctx.estimate_nanos = estimate;
-            match gov.admit(ctx.identity.as_ref(), estimate, crate::governance::now_ns()) {
+            let admitted = gov
+                .admit_with(
+                    self.spend.shared.as_ref(),
+                    ctx.identity.as_ref(),
+                    estimate,
+                    crate::governance::now_ns(),
+                )
+                .await;
+            match admitted {
                 Ok(a) => ctx.admission = Some(a),
                 Err(r) => {
                     self.spend.refused(&r);

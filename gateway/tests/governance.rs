@@ -402,3 +402,154 @@ async fn past_the_soft_ratio_the_cheapest_deployment_serves_and_a_spent_provider
     let global = &health["budgets"][0];
     assert_eq!(global["state"], "prefer_cheapest", "{health}");
 }
+
+/// A throwaway `redis-server` on a free loopback port (Debian's; `scripts/test.sh` installs it).
+struct Redis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start_on(port: u16) -> Redis {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (apt-get install redis-server)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn ask_as(gw: &Gateway, key: &str) -> Reply {
+    gw.request(
+        "POST",
+        "/v1/chat/completions",
+        Some(ASK),
+        &[("authorization", &format!("Bearer {key}"))],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_on_one_redis_share_a_budget_and_a_rate_limit_and_survive_its_restart() {
+    let redis = Redis::start_on(free_port());
+    const K2: &str = "sk-governance-test-key-0002";
+    let cfg = format!(
+        "providers:\n  - {{ name: sim, kind: mock }}\nmodels:\n  - name: chat\n    deployments:\n      - {{ provider: sim, model: mock-1, price: {{ input_per_mtok: 0, output_per_mtok: 1000 }} }}\nauth:\n  api_keys:\n    - {{ name: k1, key: {KEY}, team: t1 }}\n    - {{ name: k2, key: {K2}, team: t2, limits: {{ requests_per_minute: 60 }} }}\nbudgets:\n  - {{ scope: team:t1, limit: 0.05, period: total }}\nstore: {{ kind: redis, url: \"{}\" }}\n",
+        redis.url()
+    );
+    let extra = format!("  admin_token: {ADMIN}\n");
+    let a = Arc::new(Gateway::start(&cfg, &extra).await);
+    let b = Arc::new(Gateway::start(&cfg, &extra).await);
+
+    // One budget for both: $0.05 fits ten $0.005 requests, wherever they land.
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let gw = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move { ask_as(&gw, KEY).await.status }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.expect("task"));
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(ok, 10, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429));
+    let view = b
+        .admin("GET", "/admin/budgets", Some(ADMIN), None)
+        .await
+        .json();
+    assert!(
+        (view["budgets"][0]["spent_usd"].as_f64().unwrap() - 0.05).abs() < 1e-9,
+        "{view}"
+    );
+
+    // One rate limit for both: 60/min admits a burst of 6, not 6 per gateway.
+    let mut admitted = 0;
+    for i in 0..20 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        if ask_as(gw, K2).await.status == 200 {
+            admitted += 1;
+        }
+    }
+    assert!(
+        (6..=7).contains(&admitted),
+        "{admitted} admitted across two gateways"
+    );
+
+    // Redis goes away: fail_open serves on each node's own accounts, and says so.
+    let port = redis.port;
+    drop(redis);
+    // k1's shared budget is spent, but this node alone has not spent it: served.
+    let r = ask_as(&a, KEY).await;
+    assert_eq!(r.status, 200, "fail_open: {}", r.text());
+    assert_eq!(a.metric("switchyard_store_up").await, Some(0.0));
+    assert!(
+        a.metric("switchyard_store_errors_total")
+            .await
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    // It comes back (empty: no persistence) and the gateways use it again by themselves.
+    let redis = Redis::start_on(port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = ask_as(&a, KEY).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        if a.metric("switchyard_store_up").await == Some(1.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the shared store did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_closed_refuses_with_503_while_the_store_is_down() {
+    let port = free_port();
+    let cfg = config(&format!(
+        "budgets:\n  - {{ scope: global, limit: 1, period: daily }}\nstore: {{ kind: redis, url: \"redis://127.0.0.1:{port}\", on_unavailable: fail_closed }}\n"
+    ));
+    let gw = Gateway::start(&cfg, "").await;
+    let r = ask(&gw).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "store_unavailable");
+    assert!(r.header("retry-after").is_some());
+    let redis = Redis::start_on(port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ask(&gw).await.status != 200 {
+        assert!(Instant::now() < deadline, "did not recover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(redis);
+}

@@ -172,6 +172,10 @@ pub struct FileStore {
     /// Spend ledger: `batched` (default) or `strict` (a response's last bytes wait for its row).
     #[serde(default)]
     pub durability: Option<String>,
+    /// Redis store: `fail_open` (default: enforce on this node alone) or `fail_closed` (refuse
+    /// with 503) while Redis is unreachable.
+    #[serde(default)]
+    pub on_unavailable: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

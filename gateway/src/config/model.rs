@@ -67,6 +67,15 @@ pub struct StoreSettings {
     pub flush_interval: Duration,
     /// A response's last bytes wait until its ledger row is committed.
     pub strict_durability: bool,
+    /// Budgets, reservations and rate limits shared by every gateway on this Redis.
+    pub redis: Option<RedisSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    pub url: String,
+    /// While Redis is unreachable: refuse (503) instead of enforcing on this node alone.
+    pub fail_closed: bool,
 }
 
 impl Default for StoreSettings {
@@ -75,6 +84,7 @@ impl Default for StoreSettings {
             sqlite_path: None,
             flush_interval: Duration::from_secs(1),
             strict_durability: false,
+            redis: None,
         }
     }
 }

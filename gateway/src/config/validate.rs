@@ -944,15 +944,30 @@ fn store(s: Option<&FileStore>, errs: &mut Errors) -> StoreSettings {
             false
         }
     };
+    let fail_closed = match s.on_unavailable.as_deref() {
+        None | Some("fail_open") => false,
+        Some("fail_closed") => true,
+        Some(other) => {
+            errs.push(
+                "store.on_unavailable",
+                format!("expected fail_open or fail_closed, not {other:?}"),
+            );
+            false
+        }
+    };
     let base = StoreSettings {
         sqlite_path: None,
         flush_interval,
         strict_durability,
+        redis: None,
     };
     match s.kind.as_str() {
         "sqlite" => {
             if s.url.is_some() {
                 errs.push("store.url", "does not apply to kind sqlite (use path)");
+            }
+            if s.on_unavailable.is_some() {
+                errs.push("store.on_unavailable", "applies to kind redis only");
             }
             match s.path.as_deref() {
                 Some(p) if !p.trim().is_empty() => StoreSettings {
@@ -966,8 +981,30 @@ fn store(s: Option<&FileStore>, errs: &mut Errors) -> StoreSettings {
             }
         }
         "redis" => {
-            errs.not_yet("store.kind", "the redis store");
-            base
+            let url = match s.url.as_deref() {
+                Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => u.to_string(),
+                Some(u) => {
+                    errs.push(
+                        "store.url",
+                        format!("expected redis://host:port, not {u:?}"),
+                    );
+                    String::new()
+                }
+                None => {
+                    errs.push("store.url", "required for kind redis (redis://host:port)");
+                    String::new()
+                }
+            };
+            StoreSettings {
+                // The spend ledger stays a local file (optional `path`); totals are shared.
+                sqlite_path: s
+                    .path
+                    .as_deref()
+                    .filter(|p| !p.trim().is_empty())
+                    .map(Into::into),
+                redis: Some(RedisSettings { url, fail_closed }),
+                ..base
+            }
         }
         k => {
             errs.push(
