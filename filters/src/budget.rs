@@ -186,6 +186,39 @@ impl BudgetAccount {
         }
     }
 
+    /// Reserves up to `max_amount`: as much as is left when that is less (`on_exhaust: cutoff`
+    /// budgets let a request start with what remains and end it there). Fails only when nothing
+    /// is left.
+    pub fn reserve_up_to(&self, max_amount: u64, now: i64) -> Result<Reservation, Exhausted> {
+        let period_start = self.roll(now);
+        let mut cur = self.committed.load(Ordering::Acquire);
+        loop {
+            let room = self.limit.saturating_sub(cur);
+            if room == 0 {
+                return Err(Exhausted {
+                    limit: self.limit,
+                    committed: cur,
+                    resets_at: self.period.window(now).1,
+                });
+            }
+            let amount = max_amount.min(room);
+            match self.committed.compare_exchange_weak(
+                cur,
+                cur + amount,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    return Ok(Reservation {
+                        amount,
+                        period_start,
+                    })
+                }
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
     /// Replaces a reservation by the actual cost (which may be lower, or — when the estimate was
     /// short — higher).
     pub fn settle(&self, r: Reservation, actual: u64, now: i64) {
@@ -293,6 +326,16 @@ mod tests {
         }
         assert_eq!(ok.load(Ordering::Relaxed), 500);
         assert_eq!(a.spent(0), 50_000);
+    }
+
+    #[test]
+    fn reserve_up_to_takes_what_is_left() {
+        let a = BudgetAccount::new(100, 0.8, Period::Total, 70, 0);
+        let r = a.reserve_up_to(50, 0).unwrap();
+        assert_eq!(r.amount, 30);
+        assert!(a.reserve_up_to(1, 0).is_err());
+        a.settle(r, 10, 0);
+        assert_eq!(a.reserve_up_to(50, 0).unwrap().amount, 20);
     }
 
     #[test]

@@ -979,6 +979,17 @@ impl Forwarder {
                     .write_response_body(Some(out), false)
                     .await
                     .map_err(Failure::Abort)?;
+                if relay.as_ref().is_some_and(|r| !r.completed()) && over_cutoff(ctx, dep) {
+                    // The budget's cutoff: end the stream cleanly, saying why; the upstream
+                    // connection is dropped (nothing more is bought).
+                    ctx.usage = relay.as_ref().and_then(|r| r.usage());
+                    ctx.error_code = Some("budget_exceeded");
+                    session
+                        .write_response_body(Some(budget_stop_event(inbound.caller)), true)
+                        .await
+                        .map_err(Failure::Abort)?;
+                    return Ok(());
+                }
             }
         }
         if let Some(r) = relay.as_mut() {
@@ -1168,6 +1179,15 @@ impl Forwarder {
                     .write_response_body(Some(out), false)
                     .await
                     .map_err(Failure::Abort)?;
+                if !relay.completed() && over_cutoff(ctx, dep) {
+                    ctx.usage = None;
+                    ctx.error_code = Some("budget_exceeded");
+                    session
+                        .write_response_body(Some(budget_stop_event(caller)), true)
+                        .await
+                        .map_err(Failure::Abort)?;
+                    return Ok(());
+                }
             }
         }
         if let Some(tail) = relay.finish() {
@@ -1182,6 +1202,33 @@ impl Forwarder {
             .map_err(Failure::Abort)?;
         ctx.completed = true;
         Ok(())
+    }
+}
+
+/// `on_exhaust: cutoff`: whether a stream's running cost — the prompt estimated from the body
+/// plus one output token per event relayed — reached what the request may spend.
+fn over_cutoff(ctx: &RequestCtx, dep: &RoutedDeployment) -> bool {
+    let (Some(limit), Some(model)) = (
+        ctx.admission.as_ref().and_then(|a| a.cutoff_nanos),
+        ctx.model.as_ref(),
+    ) else {
+        return false;
+    };
+    let price = &dep.spec(model).price;
+    // $ per million tokens = nano-dollars per thousandth of a token: × 1000 per token.
+    let prompt = (ctx.body_bytes / 4) as f64 * price.input_per_mtok * 1000.0;
+    let output = ctx.streamed_events as f64 * price.output_per_mtok * 1000.0;
+    prompt + output >= limit as f64
+}
+
+/// The final stream event when a budget cut the stream off, in the caller's format.
+fn budget_stop_event(caller: Caller) -> Bytes {
+    let message = "the budget is exhausted: the stream was ended (on_exhaust: cutoff)";
+    match caller {
+        Caller::OpenAi => openai::stream_error_event(message, "budget_exceeded", "budget_exceeded"),
+        Caller::Anthropic => {
+            switchyard_adapters::anthropic::stream_error_event("billing_error", message)
+        }
     }
 }
 

@@ -45,6 +45,120 @@ pub struct Budget {
     pub account: Arc<BudgetAccount>,
     remaining: prometheus::Gauge,
     over_soft: prometheus::IntGauge,
+    /// Alert state, carried across reloads with the account.
+    alerts: Arc<AlertState>,
+    notifier: Arc<Notifier>,
+}
+
+/// The period (its start) for which each alert was last sent.
+#[derive(Debug)]
+struct AlertState {
+    soft: std::sync::atomic::AtomicI64,
+    hard: std::sync::atomic::AtomicI64,
+}
+
+impl Default for AlertState {
+    fn default() -> Self {
+        AlertState {
+            soft: std::sync::atomic::AtomicI64::new(i64::MIN),
+            hard: std::sync::atomic::AtomicI64::new(i64::MIN),
+        }
+    }
+}
+
+/// Sends budget alert webhooks (off the request path, with retries).
+pub struct Notifier {
+    connector: pingora_core::connectors::http::Connector,
+}
+
+impl Notifier {
+    pub fn new() -> Self {
+        Notifier {
+            connector: pingora_core::connectors::http::Connector::new(None),
+        }
+    }
+}
+
+impl Default for Notifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Budget {
+    /// Sends the soft-ratio alert and the hard-limit alert, each once per period, when
+    /// `committed` (spent + reserved) crossed them or a request was refused (`exhausted`).
+    fn alert(&self, committed: u64, exhausted: bool, now: i64) {
+        let Some(endpoint) = self.settings.alert_webhook.clone() else {
+            return;
+        };
+        let (start, end) = self.settings.period.window(now);
+        let mut events = Vec::new();
+        if committed >= self.account.soft
+            && self
+                .alerts
+                .soft
+                .swap(start, std::sync::atomic::Ordering::AcqRel)
+                != start
+        {
+            events.push("budget_soft_limit");
+        }
+        if (exhausted || committed >= self.account.limit)
+            && self
+                .alerts
+                .hard
+                .swap(start, std::sync::atomic::Ordering::AcqRel)
+                != start
+        {
+            events.push("budget_exhausted");
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        for event in events {
+            let body = serde_json::json!({
+                "event": event,
+                "scope": self.settings.scope.to_string(),
+                "period": self.settings.period.name(),
+                "limit_usd": self.settings.limit_usd,
+                "soft_ratio": self.settings.soft_ratio,
+                "committed_usd": budget::nanos_to_usd(committed),
+                "resets_at": end,
+                "ts": now,
+            });
+            let endpoint = endpoint.clone();
+            let notifier = self.notifier.clone();
+            let scope = self.settings.scope.to_string();
+            rt.spawn(async move {
+                let body = bytes::Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+                let mut wait = std::time::Duration::from_millis(500);
+                for attempt in 1..=4 {
+                    let outcome = crate::identity::http_call(
+                        &notifier.connector,
+                        &endpoint,
+                        "POST",
+                        &endpoint.path(""),
+                        &[("content-type", "application/json".to_string())],
+                        body.clone(),
+                        std::time::Duration::from_secs(5),
+                    )
+                    .await;
+                    match outcome {
+                        Ok((status, _)) if (200..300).contains(&status) => return,
+                        Ok((status, _)) => log::warn!(
+                            "budget alert {event} for {scope}: webhook answered {status} (attempt {attempt})"
+                        ),
+                        Err(e) => log::warn!(
+                            "budget alert {event} for {scope}: {e} (attempt {attempt})"
+                        ),
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                log::error!("budget alert {event} for {scope}: webhook failed 4 times; giving up");
+            });
+        }
+    }
 }
 
 impl Budget {
@@ -149,6 +263,9 @@ pub struct Admission {
     settled: bool,
     /// Set when the request was admitted through the shared (Redis) store.
     shared: Option<SharedHold>,
+    /// Under an `on_exhaust: cutoff` budget: the most this request may spend (nano-dollars); a
+    /// stream is ended when its running cost reaches it.
+    pub cutoff_nanos: Option<u64>,
 }
 
 /// A reservation in the shared store.
@@ -222,6 +339,7 @@ impl Admission {
             providers: Vec::new(),
             settled: false,
             shared: None,
+            cutoff_nanos: None,
         }
     }
 
@@ -401,11 +519,29 @@ impl Governance {
         let now = unix_now();
         for b in self.budgets.iter().filter(|b| b.applies_to(who)) {
             let (key, start, ttl) = shared_budget_key(b, now);
-            match store
-                .reserve(&key, start, b.account.limit, estimate_nanos, ttl)
-                .await
-            {
+            let mut amount = estimate_nanos;
+            let mut outcome = store
+                .reserve(&key, start, b.account.limit, amount, ttl)
+                .await;
+            // A cutoff budget lets the request start with what is left (retried if another
+            // gateway took it meanwhile).
+            for _ in 0..3 {
+                match outcome {
+                    Ok(Err(committed)) if b.settings.cutoff && committed < b.account.limit => {
+                        amount = b.account.limit - committed;
+                        outcome = store
+                            .reserve(&key, start, b.account.limit, amount, ttl)
+                            .await;
+                    }
+                    _ => break,
+                }
+            }
+            match outcome {
                 Ok(Ok(committed)) => {
+                    if b.settings.cutoff {
+                        adm.cutoff_nanos = Some(adm.cutoff_nanos.unwrap_or(u64::MAX).min(amount));
+                    }
+                    b.alert(committed, false, now);
                     adm.prefer_cheapest |= committed >= b.account.soft;
                     b.remaining.set(budget::nanos_to_usd(
                         b.account.limit.saturating_sub(committed),
@@ -415,11 +551,12 @@ impl Governance {
                         budget: b.clone(),
                         key,
                         period_start: start,
-                        amount: estimate_nanos,
+                        amount,
                         ttl,
                     });
                 }
-                Ok(Err(_)) => {
+                Ok(Err(committed)) => {
+                    b.alert(committed, true, now);
                     adm.shared = Some(hold);
                     return Ok(Err(Refusal::BudgetExceeded {
                         scope: b.settings.scope.to_string(),
@@ -501,18 +638,28 @@ impl Governance {
         }
         let now = unix_now();
         for b in self.budgets.iter().filter(|b| b.applies_to(who)) {
-            match b.account.reserve(estimate_nanos, now) {
+            let reserved = if b.settings.cutoff {
+                b.account.reserve_up_to(estimate_nanos, now)
+            } else {
+                b.account.reserve(estimate_nanos, now)
+            };
+            match reserved {
                 Ok(r) => {
+                    if b.settings.cutoff {
+                        adm.cutoff_nanos = Some(adm.cutoff_nanos.unwrap_or(u64::MAX).min(r.amount));
+                    }
                     adm.prefer_cheapest |= b.account.over_soft(now);
                     b.publish(now);
+                    b.alert(b.account.committed(now), false, now);
                     adm.reservations.push((b.clone(), r));
                 }
                 Err(e) => {
+                    b.alert(e.committed, true, now);
                     return Err(Refusal::BudgetExceeded {
                         scope: b.settings.scope.to_string(),
                         limit_usd: budget::nanos_to_usd(e.limit),
                         resets_at: e.resets_at,
-                    })
+                    });
                 }
             }
         }
@@ -712,6 +859,7 @@ fn must<T>(r: prometheus::Result<T>) -> T {
 /// Process-wide spend bookkeeping: the ledger and the live governance.
 pub struct Spend {
     pub ledger: Ledger,
+    notifier: Arc<Notifier>,
     live: ArcSwap<Governance>,
     metrics: SpendMetrics,
     pub strict: bool,
@@ -728,7 +876,8 @@ impl Spend {
             cfg.store.strict_durability,
         )?;
         let m = SpendMetrics::new(metrics);
-        let gov = build(cfg, None, &ledger, &m);
+        let notifier = Arc::new(Notifier::new());
+        let gov = build(cfg, None, &ledger, &m, &notifier);
         let shared = cfg.store.redis.clone().map(|settings| {
             Arc::new(Shared {
                 settings,
@@ -741,6 +890,7 @@ impl Spend {
         });
         Ok(Spend {
             ledger,
+            notifier,
             live: ArcSwap::from_pointee(gov),
             metrics: m,
             strict: cfg.store.strict_durability,
@@ -751,7 +901,7 @@ impl Spend {
     /// Swaps in the governance of a reloaded config (accounts and limiters carried over).
     pub fn reload(&self, cfg: &Config) {
         let old = self.live.load_full();
-        let gov = build(cfg, Some(&old), &self.ledger, &self.metrics);
+        let gov = build(cfg, Some(&old), &self.ledger, &self.metrics, &self.notifier);
         self.live.store(Arc::new(gov));
     }
 
@@ -814,7 +964,13 @@ impl Spend {
     }
 }
 
-fn build(cfg: &Config, old: Option<&Governance>, ledger: &Ledger, m: &SpendMetrics) -> Governance {
+fn build(
+    cfg: &Config,
+    old: Option<&Governance>,
+    ledger: &Ledger,
+    m: &SpendMetrics,
+    notifier: &Arc<Notifier>,
+) -> Governance {
     let now = unix_now();
     let reader = ledger.reader().map_err(|e| log::error!("{e}")).ok();
     let budgets = cfg
@@ -859,6 +1015,8 @@ fn build(cfg: &Config, old: Option<&Governance>, ledger: &Ledger, m: &SpendMetri
             let labels = [s.scope.to_string(), s.period.name().to_string()];
             let b = Budget {
                 settings: s.clone(),
+                alerts: carried.map(|b| b.alerts.clone()).unwrap_or_default(),
+                notifier: notifier.clone(),
                 account,
                 remaining: m.remaining.with_label_values(&[&labels[0], &labels[1]]),
                 over_soft: m.over_soft.with_label_values(&[&labels[0], &labels[1]]),

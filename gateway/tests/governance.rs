@@ -553,3 +553,89 @@ async fn fail_closed_refuses_with_503_while_the_store_is_down() {
     }
     drop(redis);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budget_alerts_are_posted_once_at_the_soft_ratio_and_once_at_the_limit() {
+    use switchyard_benches::upstream::{MockUpstream, MockUpstreamConfig};
+    let hook = MockUpstream::start(MockUpstreamConfig::default())
+        .await
+        .expect("webhook receiver");
+    let cfg = config(&format!(
+        "budgets:\n  - {{ scope: team:t1, limit: 0.02, period: daily, soft_ratio: 0.5, alert_webhook: \"{}/chat/completions\" }}\n",
+        hook.base_url()
+    ));
+    let gw = Gateway::start(&cfg, "").await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(ask(&gw).await.status);
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 429, 429]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while hook.request_count() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let calls = hook.requests();
+    let events: Vec<String> = calls
+        .iter()
+        .map(|c| {
+            let v: serde_json::Value = serde_json::from_slice(&c.body).expect("JSON alert");
+            assert_eq!(v["scope"], "team:t1");
+            assert_eq!(v["limit_usd"], 0.02);
+            v["event"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(
+        events,
+        ["budget_soft_limit", "budget_exhausted"],
+        "one of each"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cutoff_budget_ends_a_stream_cleanly_when_its_cost_reaches_what_is_left() {
+    let cfg = config(
+        "budgets:\n  - { scope: team:t1, limit: 0.01, period: daily, on_exhaust: cutoff }\n",
+    )
+    .replace(
+        "{ name: sim, kind: mock }",
+        "{ name: sim, kind: mock, chunks: 40 }",
+    );
+    let gw = Gateway::start(&cfg, "").await;
+    // No max_tokens: the request may cost far more than $0.01, but a cutoff budget lets it start
+    // with what is left ($0.001 a token: ten tokens).
+    let body = br#"{"model":"chat","stream":true,"messages":[{"role":"user","content":"tell me a long story"}]}"#;
+    let r = gw
+        .request(
+            "POST",
+            "/v1/chat/completions",
+            Some(body),
+            &[("authorization", &format!("Bearer {KEY}"))],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    let events: Vec<&str> = text
+        .split("\n\n")
+        .filter(|e| e.starts_with("data: "))
+        .collect();
+    let last = events.last().expect("events");
+    assert!(last.contains("\"budget_exceeded\""), "{text}");
+    assert!(
+        !text.contains("[DONE]"),
+        "a cut stream has no clean terminator: {text}"
+    );
+    let content_events = events
+        .iter()
+        .filter(|e| e.contains("\"content\":\""))
+        .count();
+    assert!(
+        (9..=11).contains(&content_events),
+        "{content_events} content events: {text}"
+    );
+    // The budget is spent: the next request is refused up front.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = ask(&gw).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "budget_exceeded");
+}

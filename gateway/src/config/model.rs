@@ -117,6 +117,11 @@ pub struct BudgetSettings {
     pub limit_usd: f64,
     pub period: switchyard_filters::budget::Period,
     pub soft_ratio: f64,
+    /// POSTed once per period when the soft ratio is crossed and once at the hard limit.
+    pub alert_webhook: Option<HttpEndpoint>,
+    /// `on_exhaust: cutoff`: a request may start with what is left and its stream is ended
+    /// (with a final event saying why) when its running cost reaches that.
+    pub cutoff: bool,
 }
 
 /// Per key or team: requests and tokens per minute, requests in flight.

@@ -29,13 +29,6 @@ impl Errors {
         });
     }
 
-    fn not_yet(&mut self, path: impl Into<String>, what: &str) {
-        self.push(
-            path,
-            format!("{what} is not supported by this build yet; remove it to run this file"),
-        );
-    }
-
     fn duration(&mut self, path: String, value: Option<&str>, default: Duration) -> Duration {
         match value {
             None => default,
@@ -1069,17 +1062,27 @@ fn budgets(
         if !(0.0..=1.0).contains(&soft_ratio) {
             errs.push(format!("{path}.soft_ratio"), "must be between 0 and 1");
         }
-        match b.on_exhaust.as_deref() {
-            None | Some("reject") => {}
-            Some("cutoff") => errs.not_yet(format!("{path}.on_exhaust"), "`on_exhaust: cutoff`"),
-            Some(other) => errs.push(
-                format!("{path}.on_exhaust"),
-                format!("expected reject or cutoff, not {other:?}"),
-            ),
-        }
-        if b.alert_webhook.is_some() {
-            errs.not_yet(format!("{path}.alert_webhook"), "budget alert webhooks");
-        }
+        let cutoff = match b.on_exhaust.as_deref() {
+            None | Some("reject") => false,
+            Some("cutoff") => true,
+            Some(other) => {
+                errs.push(
+                    format!("{path}.on_exhaust"),
+                    format!("expected reject or cutoff, not {other:?}"),
+                );
+                false
+            }
+        };
+        let alert_webhook = b
+            .alert_webhook
+            .as_deref()
+            .and_then(|u| match parse_endpoint(u) {
+                Ok(e) => Some(e),
+                Err(msg) => {
+                    errs.push(format!("{path}.alert_webhook"), msg);
+                    None
+                }
+            });
         if let Some(scope) = scope {
             if !seen.insert((scope.clone(), period)) {
                 errs.push(
@@ -1092,6 +1095,8 @@ fn budgets(
                 limit_usd,
                 period,
                 soft_ratio,
+                alert_webhook,
+                cutoff,
             });
         }
     }
