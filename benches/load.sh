@@ -17,6 +17,8 @@ SLOW_HOP_PORT=${SLOW_HOP_PORT:-18011}
 SLOW_SY_PORT=${SLOW_SY_PORT:-18012}
 AUTH_SY_PORT=${AUTH_SY_PORT:-18020}
 JWKS_PORT=${JWKS_PORT:-18021}
+GOV_SY_PORT=${GOV_SY_PORT:-18030}
+GOV_ADMIN=${GOV_ADMIN:-18031}
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 cargo build --release -q -p switchyard -p switchyard-benches
@@ -86,7 +88,23 @@ auth:
 YAML
 } | sed 's/^telemetry:$/telemetry:\n  audit_log: off/' > "$work/sy-auth.yaml"
 start $bin/switchyard run --conf "$work/sy-auth.yaml"; auth_pid=${pids[-1]}
-for p in $UP_PORT $HOP_PORT $SY_PORT $SLOW_UP_PORT $SLOW_HOP_PORT $SLOW_SY_PORT $AUTH_SY_PORT; do wait_port $p; done
+# Switchyard with cost governance on top of the same key: a rate limit and a concurrency limit
+# (never reached), a budget (never reached), and the spend ledger in a SQLite file.
+{ gateway_conf $GOV_SY_PORT $GOV_ADMIN $UP_PORT; cat <<YAML
+auth:
+  api_keys:
+    - { name: bench-key, key: "sk-bench-virtual-key-0001", team: bench,
+        limits: { requests_per_minute: 100000000, tokens_per_minute: 1000000000000, concurrency: 10000 } }
+  max_failures_per_minute: 1000000
+budgets:
+  - { scope: team:bench, limit: 1000000, period: monthly }
+store: { kind: sqlite, path: $work/ledger.db }
+YAML
+} | sed 's/^telemetry:$/telemetry:\n  audit_log: off/' > "$work/sy-gov.yaml"
+start $bin/switchyard run --conf "$work/sy-gov.yaml"; gov_pid=${pids[-1]}
+for p in $UP_PORT $HOP_PORT $SY_PORT $SLOW_UP_PORT $SLOW_HOP_PORT $SLOW_SY_PORT $AUTH_SY_PORT $GOV_SY_PORT; do wait_port $p; done
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+gov_rss0=$(rss_kb "$gov_pid")
 
 ticks=$(getconf CLK_TCK)
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -128,13 +146,19 @@ for scenario in "1 0" "32 0" "64 0" "32 1"; do
   if [ "$2" = 0 ]; then
     run sy+key $AUTH_SY_PORT bench $auth_pid "$1" "$2" "Bearer sk-bench-virtual-key-0001"
     run sy+jwt $AUTH_SY_PORT bench $auth_pid "$1" "$2" "Bearer $TOKEN"
+    run sy+gov $GOV_SY_PORT bench $gov_pid "$1" "$2" "Bearer sk-bench-virtual-key-0001"
   fi
 done
+sleep 2   # one more ledger flush
+gov_rss1=$(rss_kb "$gov_pid")
+gov_pending=$(curl -s "http://127.0.0.1:$GOV_ADMIN/metrics" | awk '/^switchyard_ledger_pending_rows/ {print $2}')
+gov_rows=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from ledger').fetchone()[0])" "$work/ledger.db")
+echo "$gov_rss0 $gov_rss1 ${gov_pending:-?} $gov_rows" > "$work/gov"
 python3 benches/first_event.py "$STREAM_SAMPLES" \
   direct=127.0.0.1:$SLOW_UP_PORT:mock-model bare-hop=127.0.0.1:$SLOW_HOP_PORT:mock-model \
   switchyard=127.0.0.1:$SLOW_SY_PORT:bench > "$work/first"
 
-python3 - "$work/results" "$work/first" "$DURATION" <<'PY'
+python3 - "$work/results" "$work/first" "$DURATION" "$work/gov" <<'PY'
 import sys
 rows = [l.strip().split("|") for l in open(sys.argv[1]) if l.strip()]
 first = {l.split()[0]: l.split()[1:] for l in open(sys.argv[2]) if l.strip()}
@@ -157,6 +181,16 @@ for scen in dict.fromkeys(s for _, s, *_ in rows):
         if base and (name, scen) in by:
             r = by[(name, scen)]
             print(f"  {name:<7} {scen:<16} RPS {r[0]/base[0]:.2f}x   CPU/req {r[3]/base[3]:.2f}x")
+print("\ncost governance (sy+gov: key + rate/concurrency limits + budget + SQLite ledger, vs sy+key; target: RPS >= 0.90x)")
+for scen in dict.fromkeys(s for _, s, *_ in rows):
+    base = by.get(("sy+key", scen))
+    if base and ("sy+gov", scen) in by:
+        r = by[("sy+gov", scen)]
+        print(f"  {scen:<16} RPS {r[0]/base[0]:.2f}x   CPU/req {r[3]/base[3]:.2f}x")
+rss0, rss1, pending, rows_written = open(sys.argv[4]).read().split()
+gov_requests = sum(float(rps) * float(sys.argv[3]) for name, _, rps, *_ in rows if name == "sy+gov")
+print(f"  ledger: {rows_written} rows written (~{gov_requests:.0f} requests sent), {pending} pending at the end; "
+      f"gateway RSS {int(rss0)//1024} MiB before -> {int(rss1)//1024} MiB after")
 print("\ntime to first stream event, ms (p50 / p90), upstream paced at 5 ms per event:")
 for name, (p50, p90) in first.items():
     print(f"  {name:<11} {p50} / {p90}")
