@@ -466,7 +466,13 @@ def test_each_event_is_relayed_as_it_arrives(env, oai, ant, caller, provider):
             for t in s.text_stream:
                 arrivals.append((time.time(), t))
     assert "".join(t for _, t in arrivals) == "Echo: " + " ".join(f"w{i}" for i in range(10))
-    sent = [r for r in env.records() if r["method"] == "SENT" and r["body"]["marker"] == mk]
+    # The mock writes its send times when it closes the stream, just after the last event.
+    deadline = time.monotonic() + 5
+    while True:
+        sent = [r for r in env.records() if r["method"] == "SENT" and r["body"]["marker"] == mk]
+        if sent or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     assert len(sent) == 1, "the mock records the send time of each event"
     events = sent[0]["body"]["events"]
     delays = []
