@@ -377,7 +377,14 @@ impl AdminApp {
         let month_end = month_end.unwrap_or(now);
         let from = from.unwrap_or(month_start);
         let to = to.unwrap_or(now + 1);
-        let conn = match self.spend.ledger.reader() {
+        let Some(ledger) = &self.spend.ledger else {
+            return error(
+                404,
+                "no spend ledger: set `store.path` (kind sqlite, or a local file with kind redis)",
+                "ledger_disabled",
+            );
+        };
+        let conn = match ledger.reader() {
             Ok(c) => c,
             Err(e) => return error(500, &e.to_string(), "ledger_unavailable"),
         };

@@ -858,7 +858,9 @@ fn must<T>(r: prometheus::Result<T>) -> T {
 
 /// Process-wide spend bookkeeping: the ledger and the live governance.
 pub struct Spend {
-    pub ledger: Ledger,
+    /// The spend ledger; `None` without a `store.path` (nothing is recorded, budgets start from
+    /// zero at each start, and the usage API says so).
+    pub ledger: Option<Ledger>,
     notifier: Arc<Notifier>,
     live: ArcSwap<Governance>,
     metrics: SpendMetrics,
@@ -870,14 +872,18 @@ pub struct Spend {
 impl Spend {
     /// Opens the ledger and builds the governance, rebuilding budget totals from the ledger.
     pub fn start(cfg: &Config, metrics: &Metrics) -> Result<Spend, LedgerError> {
-        let ledger = Ledger::open(
-            cfg.store.sqlite_path.as_deref(),
-            cfg.store.flush_interval,
-            cfg.store.strict_durability,
-        )?;
         let m = SpendMetrics::new(metrics);
+        let ledger = match cfg.store.sqlite_path.as_deref() {
+            Some(path) => Some(Ledger::open(
+                Some(path),
+                cfg.store.flush_interval,
+                cfg.store.strict_durability,
+                m.ledger_pending.clone(),
+            )?),
+            None => None,
+        };
         let notifier = Arc::new(Notifier::new());
-        let gov = build(cfg, None, &ledger, &m, &notifier);
+        let gov = build(cfg, None, ledger.as_ref(), &m, &notifier);
         let shared = cfg.store.redis.clone().map(|settings| {
             Arc::new(Shared {
                 settings,
@@ -901,7 +907,13 @@ impl Spend {
     /// Swaps in the governance of a reloaded config (accounts and limiters carried over).
     pub fn reload(&self, cfg: &Config) {
         let old = self.live.load_full();
-        let gov = build(cfg, Some(&old), &self.ledger, &self.metrics, &self.notifier);
+        let gov = build(
+            cfg,
+            Some(&old),
+            self.ledger.as_ref(),
+            &self.metrics,
+            &self.notifier,
+        );
         self.live.store(Arc::new(gov));
     }
 
@@ -922,57 +934,106 @@ impl Spend {
             .inc();
     }
 
-    /// Records a finished request: spend metrics and its ledger row.
-    pub fn record(&self, row: LedgerRow) {
-        self.count(&row);
-        self.ledger.record(row);
-        self.metrics.ledger_pending.set(
-            self.ledger
-                .pending
-                .load(std::sync::atomic::Ordering::Relaxed),
-        );
+    /// Accounts for a finished request: settles its admission, counts spend metrics and (when
+    /// there is a ledger and the row was not written already) queues its ledger row. Builds the
+    /// row — a handful of string copies — only when a ledger will keep it.
+    pub fn finish(&self, ctx: &mut crate::context::RequestCtx) {
+        let acct = accounting(ctx);
+        let (cost, tokens) = (acct.cost_nanos, acct.tokens_in + acct.tokens_out);
+        // Owned only when there is an admission to settle (the common path allocates nothing).
+        let provider = ctx.admission.as_ref().and(acct.provider.map(str::to_owned));
+        if let (Some(m), Some(p)) = (ctx.model.as_ref(), acct.provider) {
+            let team = ctx
+                .identity
+                .as_ref()
+                .and_then(|i| i.team.as_deref())
+                .unwrap_or("");
+            self.count(team, &m.config.name, p, &acct);
+        }
+        if let Some(a) = ctx.admission.as_mut() {
+            a.settle(cost, tokens, provider.as_deref(), now_ns());
+        }
+        ctx.admission = None;
+        if !ctx.ledger_recorded {
+            ctx.ledger_recorded = true;
+            if let Some(ledger) = &self.ledger {
+                ledger.record(row_for(ctx));
+            }
+        }
     }
 
     /// Records a finished request and waits until its row is committed (strict durability).
     pub async fn record_durable(&self, row: LedgerRow) -> Result<(), LedgerError> {
-        self.count(&row);
-        self.ledger.record_durable(row).await
+        match &self.ledger {
+            Some(l) => l.record_durable(row).await,
+            None => Ok(()),
+        }
     }
 
-    fn count(&self, row: &LedgerRow) {
-        if row.model.is_none() {
-            return;
+    /// Spend metrics for one request. Handles are cached per thread by (team, model, provider),
+    /// so the registry's label map (a lock shared by all requests) is read once per combination
+    /// per thread, not per request.
+    fn count(&self, team: &str, model: &str, provider: &str, acct: &Accounting<'_>) {
+        struct Handles {
+            labels: (String, String, String),
+            spend: prometheus::Counter,
+            input: prometheus::IntCounter,
+            output: prometheus::IntCounter,
         }
-        let labels = [
-            row.team.as_deref().unwrap_or(""),
-            row.model.as_deref().unwrap_or(""),
-            row.provider.as_deref().unwrap_or(""),
-        ];
-        // Rare enough per request (one lookup each) and off the streaming path.
-        self.metrics
-            .spend_usd
-            .with_label_values(&labels)
-            .inc_by(budget::nanos_to_usd(row.cost_nanos));
-        for (dir, n) in [("input", row.tokens_in), ("output", row.tokens_out)] {
-            if n > 0 {
-                self.metrics
-                    .tokens
-                    .with_label_values(&[labels[0], labels[1], labels[2], dir])
-                    .inc_by(n);
+        thread_local! {
+            static CACHE: std::cell::RefCell<HashMap<u64, Handles>> =
+                std::cell::RefCell::new(HashMap::new());
+        }
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (team, model, provider).hash(&mut h);
+        let key = h.finish();
+        CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            let hit = c.get(&key).is_some_and(|h| {
+                h.labels.0 == team && h.labels.1 == model && h.labels.2 == provider
+            });
+            if !hit {
+                if c.len() > 10_000 {
+                    c.clear();
+                }
+                c.insert(
+                    key,
+                    Handles {
+                        labels: (team.to_string(), model.to_string(), provider.to_string()),
+                        spend: self
+                            .metrics
+                            .spend_usd
+                            .with_label_values(&[team, model, provider]),
+                        input: self
+                            .metrics
+                            .tokens
+                            .with_label_values(&[team, model, provider, "input"]),
+                        output: self
+                            .metrics
+                            .tokens
+                            .with_label_values(&[team, model, provider, "output"]),
+                    },
+                );
             }
-        }
+            if let Some(h) = c.get(&key) {
+                h.spend.inc_by(budget::nanos_to_usd(acct.cost_nanos));
+                h.input.inc_by(acct.tokens_in);
+                h.output.inc_by(acct.tokens_out);
+            }
+        });
     }
 }
 
 fn build(
     cfg: &Config,
     old: Option<&Governance>,
-    ledger: &Ledger,
+    ledger: Option<&Ledger>,
     m: &SpendMetrics,
     notifier: &Arc<Notifier>,
 ) -> Governance {
     let now = unix_now();
-    let reader = ledger.reader().map_err(|e| log::error!("{e}")).ok();
+    let reader = ledger.and_then(|l| l.reader().map_err(|e| log::error!("{e}")).ok());
     let budgets = cfg
         .budgets
         .iter()
@@ -1124,10 +1185,21 @@ pub fn tags(metadata: Option<&str>, header: Option<&str>) -> Option<String> {
     serde_json::to_string(&map).ok()
 }
 
-/// The ledger row of a finished (or finishing) request. When a deployment served but reported no
-/// usage (a cut stream, a provider without usage), tokens are estimated — the prompt from the
-/// body size, the completion from the events relayed — and the row says so.
-pub fn row_for(ctx: &crate::context::RequestCtx) -> LedgerRow {
+/// What a request used and cost, without allocating.
+pub struct Accounting<'a> {
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub tokens_cached: u64,
+    pub cost_nanos: u64,
+    pub estimated: bool,
+    /// The serving provider's name.
+    pub provider: Option<&'a str>,
+}
+
+/// The usage and cost of a finished (or finishing) request. When a deployment served but reported
+/// no usage (a cut stream, a provider without usage), tokens are estimated — the prompt from the
+/// body size, the completion from the events relayed — and `estimated` says so.
+pub fn accounting(ctx: &crate::context::RequestCtx) -> Accounting<'_> {
     let served = match (&ctx.model, ctx.served) {
         (Some(m), Some(i)) => m.deployments.get(i).map(|d| (m, d)),
         _ => None,
@@ -1155,6 +1227,23 @@ pub fn row_for(ctx: &crate::context::RequestCtx) -> LedgerRow {
         }
         _ => 0,
     };
+    Accounting {
+        tokens_in: usage.map(|u| u.prompt_tokens).unwrap_or(0),
+        tokens_out: usage.map(|u| u.completion_tokens).unwrap_or(0),
+        tokens_cached: usage.map(|u| u.cached_tokens()).unwrap_or(0),
+        cost_nanos,
+        estimated,
+        provider: served.map(|(_, d)| d.provider.name()),
+    }
+}
+
+/// The ledger row of a finished (or finishing) request (see [`accounting`]).
+pub fn row_for(ctx: &crate::context::RequestCtx) -> LedgerRow {
+    let served = match (&ctx.model, ctx.served) {
+        (Some(m), Some(i)) => m.deployments.get(i).map(|d| (m, d)),
+        _ => None,
+    };
+    let acct = accounting(ctx);
     let who = ctx.identity.as_ref();
     LedgerRow {
         ts_ms: std::time::SystemTime::now()
@@ -1169,11 +1258,11 @@ pub fn row_for(ctx: &crate::context::RequestCtx) -> LedgerRow {
         model: ctx.model.as_ref().map(|m| m.config.name.clone()),
         provider: served.map(|(_, d)| d.provider.name().to_string()),
         deployment: served.map(|(m, d)| d.spec(m).model.clone()),
-        tokens_in: usage.map(|u| u.prompt_tokens).unwrap_or(0),
-        tokens_out: usage.map(|u| u.completion_tokens).unwrap_or(0),
-        tokens_cached: usage.map(|u| u.cached_tokens()).unwrap_or(0),
-        cost_nanos,
-        estimated,
+        tokens_in: acct.tokens_in,
+        tokens_out: acct.tokens_out,
+        tokens_cached: acct.tokens_cached,
+        cost_nanos: acct.cost_nanos,
+        estimated: acct.estimated,
         status: ctx.status,
         tags: ctx.tags.clone(),
     }

@@ -9,11 +9,10 @@
 //! Reads (start-up totals, the usage API) use their own connections; they never block writes for
 //! long (WAL mode). It owns the ledger table and nothing else.
 
+use prometheus::IntGauge;
 use rusqlite::{params, Connection, OpenFlags};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -60,8 +59,8 @@ enum Msg {
 /// Handle to the ledger; cheap to share.
 pub struct Ledger {
     tx: Sender<Msg>,
-    /// Rows sent but not yet committed.
-    pub pending: Arc<AtomicI64>,
+    /// Rows sent but not yet committed (also the `switchyard_ledger_pending_rows` gauge).
+    pub pending: IntGauge,
     target: Target,
 }
 
@@ -112,6 +111,7 @@ impl Ledger {
         path: Option<&Path>,
         flush_interval: Duration,
         strict: bool,
+        pending: IntGauge,
     ) -> Result<Ledger, LedgerError> {
         let target = match path {
             Some(p) => Target::File(p.to_path_buf()),
@@ -125,7 +125,6 @@ impl Ledger {
         })?;
         conn.execute_batch(SCHEMA)?;
         let (tx, rx) = mpsc::channel();
-        let pending = Arc::new(AtomicI64::new(0));
         let writer_pending = pending.clone();
         std::thread::Builder::new()
             .name("switchyard-ledger".into())
@@ -140,9 +139,9 @@ impl Ledger {
 
     /// Queues a row (never blocks).
     pub fn record(&self, row: LedgerRow) {
-        self.pending.fetch_add(1, Ordering::Relaxed);
+        self.pending.inc();
         if self.tx.send(Msg::Row(Box::new(row), None)).is_err() {
-            self.pending.fetch_sub(1, Ordering::Relaxed);
+            self.pending.dec();
             log::error!("spend ledger writer is gone: a row was lost");
         }
     }
@@ -150,9 +149,9 @@ impl Ledger {
     /// Queues a row and waits until it is committed.
     pub async fn record_durable(&self, row: LedgerRow) -> Result<(), LedgerError> {
         let (ack, done) = oneshot::channel();
-        self.pending.fetch_add(1, Ordering::Relaxed);
+        self.pending.inc();
         if self.tx.send(Msg::Row(Box::new(row), Some(ack))).is_err() {
-            self.pending.fetch_sub(1, Ordering::Relaxed);
+            self.pending.dec();
             return Err(LedgerError::WriterGone);
         }
         done.await.map_err(|_| LedgerError::WriterGone)
@@ -164,60 +163,57 @@ impl Ledger {
     }
 }
 
-fn writer(mut conn: Connection, rx: Receiver<Msg>, interval: Duration, pending: Arc<AtomicI64>) {
+/// The writer loop. It blocks only for the first row of a batch; then, in batched mode, it
+/// sleeps out the flush interval and drains the queue in one go — senders never wake it per row
+/// (a wake-up per request costs more than the insert). A durable row (strict mode) is committed
+/// at once together with whatever else is queued: a group commit.
+fn writer(mut conn: Connection, rx: Receiver<Msg>, interval: Duration, pending: IntGauge) {
     let mut batch: Vec<LedgerRow> = Vec::new();
     let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
+    let take = |m: Msg, batch: &mut Vec<LedgerRow>, acks: &mut Vec<_>| match m {
+        Msg::Row(row, ack) => {
+            batch.push(*row);
+            match ack {
+                Some(a) => {
+                    acks.push(a);
+                    true
+                }
+                None => false,
+            }
+        }
+    };
     loop {
-        // Wait for the first row of the next batch.
         let first = match rx.recv() {
             Ok(m) => m,
             Err(_) => return,
         };
-        let deadline = Instant::now() + interval;
+        let started = Instant::now();
+        let mut urgent = take(first, &mut batch, &mut acks);
         let mut closed = false;
-        let mut urgent = false;
-        let take = |m: Msg, batch: &mut Vec<LedgerRow>, acks: &mut Vec<_>| match m {
-            Msg::Row(row, ack) => {
-                batch.push(*row);
-                if let Some(a) = ack {
-                    acks.push(a);
-                    true
-                } else {
-                    false
-                }
-            }
-        };
-        urgent |= take(first, &mut batch, &mut acks);
-        // Collect until the interval ends — or, for a durable row, take what is already queued
-        // and commit at once (group commit).
         loop {
-            if urgent {
+            // Take everything queued now.
+            loop {
                 match rx.try_recv() {
-                    Ok(m) => {
-                        take(m, &mut batch, &mut acks);
-                        continue;
+                    Ok(m) => urgent |= take(m, &mut batch, &mut acks),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
                     }
-                    Err(_) => break,
                 }
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            let left = interval.saturating_sub(started.elapsed());
+            if urgent || closed || left.is_zero() {
                 break;
             }
-            match rx.recv_timeout(left) {
-                Ok(m) => urgent |= take(m, &mut batch, &mut acks),
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => {
-                    closed = true;
-                    break;
-                }
-            }
+            // Nap in short steps so a durable row arriving meanwhile waits at most 2 ms.
+            std::thread::sleep(left.min(Duration::from_millis(2)));
         }
         let n = batch.len() as i64;
         if let Err(e) = commit(&mut conn, &batch) {
             log::error!("spend ledger: {} row(s) not written: {e}", batch.len());
         }
-        pending.fetch_sub(n, Ordering::Relaxed);
+        pending.sub(n);
         batch.clear();
         for a in acks.drain(..) {
             let _ = a.send(());
@@ -387,6 +383,10 @@ pub fn usage(
 mod tests {
     use super::*;
 
+    fn gauge() -> IntGauge {
+        IntGauge::new("pending", "rows").unwrap()
+    }
+
     fn row(i: i64, team: &str, cost: u64) -> LedgerRow {
         LedgerRow {
             ts_ms: 1_000 + i,
@@ -408,7 +408,7 @@ mod tests {
     async fn rows_reach_the_table_and_totals_add_up() {
         let dir = std::env::temp_dir().join(format!("sy-ledger-{}", std::process::id()));
         let _ = std::fs::remove_file(&dir);
-        let l = Ledger::open(Some(&dir), Duration::from_millis(20), false).unwrap();
+        let l = Ledger::open(Some(&dir), Duration::from_millis(20), false, gauge()).unwrap();
         for i in 0..10 {
             l.record(row(i, if i % 2 == 0 { "a" } else { "b" }, 100));
         }
@@ -423,13 +423,13 @@ mod tests {
         let by_tag = usage(&c, 0, i64::MAX, Some(GroupBy::Tag)).unwrap();
         assert_eq!(by_tag[0].group.as_deref(), Some("app=x"));
         assert_eq!(by_tag[0].requests, 11);
-        assert_eq!(l.pending.load(Ordering::Relaxed), 0);
+        assert_eq!(l.pending.get(), 0);
         let _ = std::fs::remove_file(&dir);
     }
 
     #[tokio::test]
     async fn in_memory_ledger_is_readable() {
-        let l = Ledger::open(None, Duration::from_millis(5), false).unwrap();
+        let l = Ledger::open(None, Duration::from_millis(5), false, gauge()).unwrap();
         l.record_durable(row(1, "a", 7)).await.unwrap();
         let c = l.reader().unwrap();
         assert_eq!(spent_since(&c, ScopeColumn::Key("k"), 0).unwrap(), 7);

@@ -577,22 +577,9 @@ impl ProxyHttp for Gateway {
             self.metrics.error(code);
         }
         if ctx.route.is_inference() {
-            // Every inference request leaves a ledger row (strict durability may have written it
-            // already, before the response's last bytes) and releases what it reserved.
-            let row = crate::governance::row_for(ctx);
-            if let Some(a) = ctx.admission.as_mut() {
-                a.settle(
-                    row.cost_nanos,
-                    row.tokens_in + row.tokens_out,
-                    row.provider.as_deref(),
-                    crate::governance::now_ns(),
-                );
-            }
-            ctx.admission = None;
-            if !ctx.ledger_recorded {
-                ctx.ledger_recorded = true;
-                self.spend.record(row);
-            }
+            // Every inference request releases what it reserved and leaves a ledger row (strict
+            // durability may have written it already, before the response's last bytes).
+            self.spend.finish(ctx);
         }
         let Some(state) = ctx.state.as_ref() else {
             return;

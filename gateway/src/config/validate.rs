@@ -973,6 +973,13 @@ fn store(s: Option<&FileStore>, errs: &mut Errors) -> StoreSettings {
                 }
             }
         }
+        "redis" if strict_durability && s.path.is_none() => {
+            errs.push(
+                "store.durability",
+                "strict needs the local ledger file: set store.path",
+            );
+            base
+        }
         "redis" => {
             let url = match s.url.as_deref() {
                 Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => u.to_string(),
