@@ -15,6 +15,8 @@ pub enum Route {
     ChatCompletions,
     /// Anthropic's Messages API (`POST /v1/messages`).
     Messages,
+    /// OpenAI embeddings (`POST /v1/embeddings`).
+    Embeddings,
     Infer,
     Models,
     Health,
@@ -26,6 +28,7 @@ impl Route {
         match self {
             Route::ChatCompletions => "chat_completions",
             Route::Messages => "messages",
+            Route::Embeddings => "embeddings",
             Route::Infer => "infer",
             Route::Models => "models",
             Route::Health => "health",
@@ -36,7 +39,7 @@ impl Route {
     pub fn is_inference(self) -> bool {
         matches!(
             self,
-            Route::ChatCompletions | Route::Messages | Route::Infer
+            Route::ChatCompletions | Route::Messages | Route::Embeddings | Route::Infer
         )
     }
 }

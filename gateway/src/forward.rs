@@ -1091,6 +1091,46 @@ impl Forwarder {
         let spec = dep.spec(model);
         let facts = inbound.facts;
         let caller = inbound.caller;
+        if inbound.embeddings {
+            let (body, tokens) = crate::mock::embeddings_body(inbound.body, &spec.model)
+                .map_err(|e| Failure::Respond(GatewayError::InvalidMockRequest(e)))?;
+            if !settings.latency.is_zero() {
+                tokio::time::sleep(settings.latency).await;
+            }
+            let usage = openai::Usage {
+                prompt_tokens: tokens,
+                total_tokens: tokens,
+                ..Default::default()
+            };
+            let mut resp = ResponseHeader::build(200, Some(6)).map_err(Failure::Abort)?;
+            add_gateway_headers(&mut resp, ctx, Some((dep.provider.name(), &spec.model)))
+                .map_err(Failure::Abort)?;
+            let cost = crate::cost::cost_usd(&spec.price, &usage);
+            resp.insert_header("x-switchyard-cost-usd", format!("{cost:.8}"))
+                .map_err(Failure::Abort)?;
+            resp.insert_header("content-type", "application/json")
+                .map_err(Failure::Abort)?;
+            resp.insert_header("content-length", body.len().to_string())
+                .map_err(Failure::Abort)?;
+            ctx.status = 200;
+            ctx.served = Some(dep.index);
+            ctx.usage = Some(usage);
+            dep.provider.metrics.attempt(AttemptOutcome::Ok);
+            dep.provider.record_success();
+            dep.runtime.on_success();
+            session
+                .write_response_header(Box::new(resp), false)
+                .await
+                .map_err(Failure::Abort)?;
+            ctx.mark_first_byte();
+            self.commit_row(ctx).await;
+            session
+                .write_response_body(Some(body), true)
+                .await
+                .map_err(Failure::Abort)?;
+            ctx.completed = true;
+            return Ok(());
+        }
         let max_tokens = facts.max_tokens.or(spec.max_tokens);
         let mut answer = MockAnswer::generate(inbound.body, max_tokens)
             .map_err(|e| Failure::Respond(GatewayError::InvalidMockRequest(e)))?;

@@ -66,6 +66,7 @@ fn route_of(method: &http::Method, path: &str) -> std::result::Result<Route, &'s
     let (route, allow) = match path {
         "/v1/chat/completions" => (Route::ChatCompletions, "POST"),
         "/v1/messages" => (Route::Messages, "POST"),
+        "/v1/embeddings" => (Route::Embeddings, "POST"),
         "/v1/ai/infer" => (Route::Infer, "POST"),
         "/v1/models" => (Route::Models, "GET"),
         "/v1/health" => (Route::Health, "GET"),
@@ -201,7 +202,7 @@ impl Gateway {
     ) -> std::result::Result<(), Failure> {
         let body = read_body(session, state.body_limit).await?;
         let facts = openai::inspect_chat_request(&body).map_err(GatewayError::from)?;
-        let inbound = Inbound::new(ctx.caller, &body, &facts);
+        let inbound = Inbound::new(ctx.caller, &body, &facts, ctx.route == Route::Embeddings);
         if ctx.caller == Caller::Anthropic {
             // Validate the Messages request up front: a malformed one is the caller's 400, in
             // its own format, whichever deployment would have served it.
@@ -450,7 +451,7 @@ impl ProxyHttp for Gateway {
                 .map(str::to_string);
         }
         let needs_auth = match route {
-            Route::ChatCompletions | Route::Messages | Route::Infer => true,
+            Route::ChatCompletions | Route::Messages | Route::Embeddings | Route::Infer => true,
             Route::Models | Route::Health => !state.config.server.public_health,
             Route::Unknown => false,
         };
@@ -469,7 +470,7 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
         match route {
-            Route::ChatCompletions | Route::Messages | Route::Infer => {
+            Route::ChatCompletions | Route::Messages | Route::Embeddings | Route::Infer => {
                 ctx.active = Some(GaugeGuard::new(&self.metrics.active_requests));
                 match self.chat(session, ctx, &state).await {
                     Ok(()) => {}

@@ -46,15 +46,23 @@ pub struct Prepared {
 /// The caller's request, read once; each deployment's body is prepared from it.
 pub struct Inbound<'a> {
     pub caller: Caller,
+    /// An OpenAI `/v1/embeddings` request (served by `openai` deployments only).
+    pub embeddings: bool,
     pub body: &'a Bytes,
     pub facts: &'a ChatRequestFacts<'a>,
     canonical: OnceLock<Result<ChatRequest, TranslateError>>,
 }
 
 impl<'a> Inbound<'a> {
-    pub fn new(caller: Caller, body: &'a Bytes, facts: &'a ChatRequestFacts<'a>) -> Self {
+    pub fn new(
+        caller: Caller,
+        body: &'a Bytes,
+        facts: &'a ChatRequestFacts<'a>,
+        embeddings: bool,
+    ) -> Self {
         Inbound {
             caller,
+            embeddings,
             body,
             facts,
             canonical: OnceLock::new(),
@@ -85,6 +93,23 @@ impl<'a> Inbound<'a> {
         default_max_tokens: Option<u64>,
         strict: bool,
     ) -> Result<Prepared, TranslateError> {
+        if self.embeddings {
+            // Embeddings pass through to OpenAI-compatible deployments with the model spliced in.
+            if dialect != Dialect::OpenAi {
+                return Err(TranslateError::Unsupported {
+                    field: "embeddings".into(),
+                    provider: dialect.name(),
+                });
+            }
+            return Ok(Prepared {
+                body: openai::rewrite_model(self.body, self.facts, upstream_model),
+                path: "/embeddings".into(),
+                mode: Mode::OpenAiPassthrough {
+                    usage_injected: false,
+                },
+                dropped: Vec::new(),
+            });
+        }
         if dialect == self.caller.dialect() {
             return Ok(match self.caller {
                 Caller::OpenAi => {

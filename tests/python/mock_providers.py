@@ -476,6 +476,8 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if path == "/v1/chat/completions":
                 return self.openai(body)
+            if path == "/v1/embeddings":
+                return self.openai_embeddings(body)
             if path == "/v1/messages":
                 return self.anthropic(body)
             if m:
@@ -491,6 +493,24 @@ class Handler(BaseHTTPRequestHandler):
         self.send_json(404, {"error": f"no route for POST {path}"})
 
     # ======================================== OpenAI ========================================
+    def openai_embeddings(self, body):
+        if self.headers.get("Authorization") != f"Bearer {KEYS['openai']}":
+            return self.openai_error(401, "Incorrect API key provided", "invalid_request_error", "invalid_api_key")
+        inputs = body.get("input") if isinstance(body, dict) else None
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if not isinstance(inputs, list) or not inputs:
+            return self.openai_error(400, "'input' is required", "invalid_request_error", param="input")
+        data = []
+        for i, text in enumerate(inputs):
+            # Three dimensions: word count, character count, and a constant — enough to tell apart.
+            data.append({"object": "embedding", "index": i,
+                         "embedding": [float(words(str(text))), float(len(str(text))), 1.0]})
+        n = sum(words(str(t)) for t in inputs)
+        self.send_json(200, {"object": "list", "data": data, "model": body.get("model"),
+                             "usage": {"prompt_tokens": n, "total_tokens": n}})
+
+
     def openai_error(self, status, message, etype, code=None, param=None, headers=None):
         self.send_json(status, {"error": {"message": message, "type": etype, "param": param, "code": code}},
                        headers)

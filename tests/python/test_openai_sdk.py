@@ -98,3 +98,12 @@ def test_unknown_model_is_not_found(client):
 def test_models_list(client):
     ids = {m.id for m in client.models.list()}
     assert {"chat", "gpt-4o-mini", "fast"} <= ids
+
+
+def test_embeddings_from_the_mock_provider(client):
+    r = client.embeddings.create(model="chat", input=["the same text", "other text", "the same text"])
+    vectors = [d.embedding for d in r.data]
+    assert len(vectors) == 3 and all(len(v) == 16 for v in vectors)
+    assert vectors[0] == vectors[2] != vectors[1]
+    assert all(abs(sum(x * x for x in v) - 1.0) < 1e-9 for v in vectors)
+    assert r.usage.prompt_tokens == 8

@@ -535,3 +535,22 @@ def test_messages_reaches_anthropic_byte_for_byte(env, ant):
     assert sent["body"]["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral"}
     assert sent["headers"]["anthropic-beta"] == "prompt-caching-2024-07-31"
     assert sent["headers"]["x-api-key"] == "sk-up-anthropic"
+
+
+# ------------------------------------------ embeddings ------------------------------------------
+def test_embeddings_route_to_openai_deployments(env, oai):
+    mk = marker()
+    r = oai.embeddings.create(model="via-openai", input=[f"one two {mk}", "three"])
+    assert [d.index for d in r.data] == [0, 1]
+    assert r.data[0].embedding == [3.0, float(len(f"one two {mk}")), 1.0]
+    assert r.usage.prompt_tokens == 4
+    [sent] = env.sent(mk)
+    assert sent["path"] == "/v1/embeddings"
+    assert sent["body"]["model"] == "gpt-up"
+    assert sent["headers"]["authorization"] == "Bearer sk-up-openai"
+
+
+def test_embeddings_are_refused_for_providers_without_them(env, oai):
+    with pytest.raises(openai.BadRequestError) as ei:
+        oai.embeddings.create(model="via-anthropic", input="hello")
+    assert "embeddings" in str(ei.value) and "anthropic" in str(ei.value)
