@@ -48,6 +48,9 @@ EVENT_GAP_S = 0.01
 # recorded (record line with method "SENT"), so a test can measure each event's delay through the
 # gateway.
 PACED_PREFIX = "paced-50ms"
+# "stall midstream": two text events, then nothing for this long (the gateway's idle timeout in the
+# tests is shorter), then the stream closes.
+STALL_S = 3.0
 PACED_GAP_S = 0.05
 CF_ACCOUNT = "acc123"
 
@@ -90,7 +93,7 @@ class Conv:
         text = self.last_value or ""
         if text.strip() == "fail 429":
             return "fail429", None
-        if text.strip() == "fail midstream":
+        if text.strip() in ("fail midstream", "stall midstream"):
             return "midstream", f"Echo: {text}"
         if text.startswith(PACED_PREFIX):
             # Ten numbered words, one per event, 50 ms apart (see Handler.event).
@@ -406,7 +409,11 @@ class Handler(BaseHTTPRequestHandler):
         self._first_event = True
 
     def event(self, data: str):
-        """One chunk per event, flushed, 10 ms (paced: 50 ms) after the previous one."""
+        """One chunk per event, flushed, 10 ms (paced: 50 ms) after the previous one. For a
+        "stall midstream" prompt the mid-stream error event is replaced by 3 s of silence."""
+        if self._stall and ('"error"' in data or '"errors"' in data):
+            time.sleep(STALL_S)
+            return
         if not self._first_event:
             time.sleep(PACED_GAP_S if self._paced is not None else EVENT_GAP_S)
         self._first_event = False
@@ -468,6 +475,7 @@ class Handler(BaseHTTPRequestHandler):
         self.record(body)
         marker = re.search(rb"paced-50ms-[A-Za-z0-9]+", raw or b"")
         self._paced = [] if marker else None
+        self._stall = b"stall midstream" in (raw or b"")
         self._paced_marker = marker.group(0).decode() if marker else None
         path = url.path
         query = parse_qs(url.query)

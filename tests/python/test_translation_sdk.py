@@ -30,11 +30,11 @@ server:
   threads: 1
   grace_period: 1s
 providers:
-  - {{name: up-openai, kind: openai, base_url: "http://127.0.0.1:{mp}/v1", api_key: sk-up-openai}}
-  - {{name: up-anthropic, kind: anthropic, base_url: "http://127.0.0.1:{mp}", api_key: sk-up-anthropic}}
-  - {{name: up-gemini, kind: gemini, base_url: "http://127.0.0.1:{mp}/v1beta", api_key: sk-up-gemini}}
-  - {{name: up-cloudflare, kind: cloudflare, base_url: "http://127.0.0.1:{mp}/client/v4/accounts/acc123/ai", api_key: sk-up-cloudflare}}
-  - {{name: up-ollama, kind: ollama, base_url: "http://127.0.0.1:{mp}"}}
+  - {{name: up-openai, kind: openai, base_url: "http://127.0.0.1:{mp}/v1", api_key: sk-up-openai, timeouts: {{idle: 1s}}}}
+  - {{name: up-anthropic, kind: anthropic, base_url: "http://127.0.0.1:{mp}", api_key: sk-up-anthropic, timeouts: {{idle: 1s}}}}
+  - {{name: up-gemini, kind: gemini, base_url: "http://127.0.0.1:{mp}/v1beta", api_key: sk-up-gemini, timeouts: {{idle: 1s}}}}
+  - {{name: up-cloudflare, kind: cloudflare, base_url: "http://127.0.0.1:{mp}/client/v4/accounts/acc123/ai", api_key: sk-up-cloudflare, timeouts: {{idle: 1s}}}}
+  - {{name: up-ollama, kind: ollama, base_url: "http://127.0.0.1:{mp}", timeouts: {{idle: 1s}}}}
 models:
   - {{name: via-openai, deployments: [{{provider: up-openai, model: gpt-up}}]}}
   - {{name: via-anthropic, deployments: [{{provider: up-anthropic, model: claude-up, max_tokens: 256}}]}}
@@ -554,3 +554,28 @@ def test_embeddings_are_refused_for_providers_without_them(env, oai):
     with pytest.raises(openai.BadRequestError) as ei:
         oai.embeddings.create(model="via-anthropic", input="hello")
     assert "embeddings" in str(ei.value) and "anthropic" in str(ei.value)
+
+
+@both
+@every_provider
+def test_a_stalled_stream_ends_with_an_error_event_not_a_hang(env, oai, ant, caller, provider):
+    """Two text events, then the provider goes silent for 3 s: past the provider's 1 s idle timeout
+    the caller's stream ends with an error event in its own format, with the text so far intact."""
+    messages = [{"role": "user", "content": "stall midstream"}]
+    got = []
+    started = time.monotonic()
+    if caller == "openai":
+        with pytest.raises(openai.APIError) as ei:
+            for c in oai.chat.completions.create(model=model(provider), messages=messages, stream=True):
+                if c.choices and c.choices[0].delta.content:
+                    got.append(c.choices[0].delta.content)
+        assert not isinstance(ei.value, openai.APIConnectionError)
+    else:
+        with pytest.raises(anthropic.APIStatusError) as ei:
+            with ant.messages.stream(model=model(provider), max_tokens=MAX_TOKENS, messages=messages) as s:
+                for t in s.text_stream:
+                    got.append(t)
+        assert ei.value.body["error"]["type"] == "timeout_error", ei.value.body
+    elapsed = time.monotonic() - started
+    assert "".join(got) == "Echo: stall"
+    assert 0.9 < elapsed < 2.9, f"ended after {elapsed:.2f}s"
