@@ -82,6 +82,9 @@ else
   echo; echo "(--quick: skipping cargo fmt and cargo clippy)"
 fi
 
+section "local model artefacts (scripts/fetch-models.sh: ONNX Runtime, MiniLM; sha256-checked)"
+PYTHON=.venv/bin/python bash scripts/fetch-models.sh
+
 section "cargo test"
 cargo test --workspace
 

@@ -150,9 +150,25 @@ impl Forwarder {
         for (i, step) in steps.iter().enumerate() {
             let dep = step.deployment;
             let spec = dep.spec(model);
-            let is_mock = matches!(dep.provider.config.kind, ProviderKind::Mock(_));
+            let in_process = matches!(
+                dep.provider.config.kind,
+                ProviderKind::Mock(_) | ProviderKind::Local(_)
+            );
+            if matches!(dep.provider.config.kind, ProviderKind::Local(_)) && !inbound.embeddings {
+                let e = TranslateError::Unsupported {
+                    field: "chat completions".into(),
+                    provider: "local",
+                };
+                ctx.failures.push(TryFailure {
+                    provider: dep.provider.name().to_string(),
+                    model: spec.model.clone(),
+                    reason: format!("skipped: {e}"),
+                });
+                refused.get_or_insert(e);
+                continue;
+            }
             let prepared = match prepare_for(inbound, model, dep) {
-                _ if is_mock => None,
+                _ if in_process => None,
                 Ok(p) => Some(p),
                 Err(e) => {
                     // Not a failure of the deployment: it just cannot take this request.
@@ -234,6 +250,27 @@ impl Forwarder {
                 return self
                     .serve_mock(session, ctx, model, dep, settings, inbound)
                     .await;
+            }
+            if let ProviderKind::Local(_) = &dep.provider.config.kind {
+                ctx.tries += 1;
+                tried = true;
+                match self
+                    .serve_local(session, ctx, model, dep, inbound, deadline)
+                    .await
+                {
+                    Ok(()) => return Ok(()),
+                    Err(LocalMiss::Spilled(reason)) => {
+                        // Not the deployment's fault: it is busy. The next one answers.
+                        dep.provider.metrics.skipped_quota.inc();
+                        ctx.failures.push(TryFailure {
+                            provider: dep.provider.name().to_string(),
+                            model: spec.model.clone(),
+                            reason: format!("spilled: {reason}"),
+                        });
+                        continue;
+                    }
+                    Err(LocalMiss::Failed(f)) => return Err(f),
+                }
             }
             let Some(prepared) = prepared else {
                 continue;
@@ -1077,6 +1114,104 @@ impl Forwarder {
         }
     }
 
+    /// Embeddings from the local ONNX pool: the job goes to a worker thread through the bounded
+    /// queue; this task waits without blocking its thread. A full queue or a long wait spills.
+    async fn serve_local(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        model: &RoutedModel,
+        dep: &RoutedDeployment,
+        inbound: &Inbound<'_>,
+        deadline: Instant,
+    ) -> Result<(), LocalMiss> {
+        let spec = dep.spec(model);
+        let Some(pool) = dep.provider.local.as_ref() else {
+            let why = dep
+                .provider
+                .health
+                .last_error
+                .load()
+                .as_deref()
+                .cloned()
+                .unwrap_or_else(|| "the local pool is not running".into());
+            return Err(LocalMiss::Spilled(why));
+        };
+        let texts = embedding_inputs(inbound.body).map_err(|e| {
+            LocalMiss::Failed(Failure::Respond(GatewayError::Untranslatable(
+                TranslateError::invalid(e, Some("input".to_string())),
+            )))
+        })?;
+        let started = Instant::now();
+        let answer = pool
+            .try_submit(std::path::PathBuf::from(&spec.model), texts)
+            .map_err(|s| LocalMiss::Spilled(s.to_string()))?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let result = match tokio::time::timeout(left, answer).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => return Err(LocalMiss::Spilled("the worker stopped".into())),
+            Err(_) => return Err(LocalMiss::Spilled("request deadline reached".into())),
+        };
+        let (vectors, tokens) = match result {
+            Ok(v) => v,
+            Err(spill) => {
+                if matches!(spill, crate::local::pool::Spill::Waited(_)) {
+                    pool.spilled();
+                }
+                return Err(LocalMiss::Spilled(spill.to_string()));
+            }
+        };
+        let data: Vec<serde_json::Value> = vectors
+            .iter()
+            .enumerate()
+            .map(|(i, v)| serde_json::json!({"object": "embedding", "index": i, "embedding": v}))
+            .collect();
+        let body = Bytes::from(
+            serde_json::to_vec(&serde_json::json!({
+                "object": "list",
+                "data": data,
+                "model": model.config.name,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }))
+            .unwrap_or_default(),
+        );
+        let usage = openai::Usage {
+            prompt_tokens: tokens,
+            total_tokens: tokens,
+            ..Default::default()
+        };
+        let fail = |e: Box<Error>| LocalMiss::Failed(Failure::Abort(e));
+        let mut resp = ResponseHeader::build(200, Some(6)).map_err(fail)?;
+        add_gateway_headers(&mut resp, ctx, Some((dep.provider.name(), &spec.model)))
+            .map_err(fail)?;
+        let cost = crate::cost::cost_usd(&spec.price, &usage);
+        resp.insert_header("x-switchyard-cost-usd", format!("{cost:.8}"))
+            .map_err(fail)?;
+        resp.insert_header("content-type", "application/json")
+            .map_err(fail)?;
+        resp.insert_header("content-length", body.len().to_string())
+            .map_err(fail)?;
+        ctx.status = 200;
+        ctx.served = Some(dep.index);
+        ctx.usage = Some(usage);
+        dep.provider.metrics.attempt(AttemptOutcome::Ok);
+        dep.provider.record_success();
+        dep.runtime.on_success();
+        dep.runtime.observe_ttfb(started.elapsed());
+        session
+            .write_response_header(Box::new(resp), false)
+            .await
+            .map_err(fail)?;
+        ctx.mark_first_byte();
+        self.commit_row(ctx).await;
+        session
+            .write_response_body(Some(body), true)
+            .await
+            .map_err(fail)?;
+        ctx.completed = true;
+        Ok(())
+    }
+
     /// Answers from the built-in mock provider (OpenAI-format answers, translated for callers
     /// of other formats like any provider's).
     async fn serve_mock(
@@ -1269,6 +1404,31 @@ fn budget_stop_event(caller: Caller) -> Bytes {
         Caller::Anthropic => {
             switchyard_adapters::anthropic::stream_error_event("billing_error", message)
         }
+    }
+}
+
+/// Why the local pool did not answer.
+enum LocalMiss {
+    /// Busy or unavailable: the next deployment should answer.
+    Spilled(String),
+    Failed(Failure),
+}
+
+/// The inputs of an OpenAI embeddings body: a string or an array of strings.
+fn embedding_inputs(body: &[u8]) -> Result<Vec<String>, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+    match v.get("input") {
+        Some(serde_json::Value::String(s)) => Ok(vec![s.clone()]),
+        Some(serde_json::Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .map(|i| {
+                i.as_str().map(str::to_string).ok_or_else(|| {
+                    "'input' must be a string or an array of strings for local models".to_string()
+                })
+            })
+            .collect(),
+        _ => Err("'input' must be a non-empty string or array of strings".into()),
     }
 }
 

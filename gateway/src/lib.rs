@@ -15,6 +15,7 @@ pub mod governance;
 pub mod health;
 pub mod identity;
 pub mod ledger;
+pub mod local;
 pub mod mock;
 pub mod proxy;
 pub mod redis_store;

@@ -219,6 +219,10 @@ pub fn routing_table(cfg: &Config) -> String {
                     endpoint.path(switchyard_adapters::providers::chat_path(*dialect))
                 ),
                 ProviderKind::Mock(_) => "built-in".to_string(),
+                ProviderKind::Local(l) => format!(
+                    "local ONNX pool ({} worker(s), queue {})",
+                    l.workers, l.queue
+                ),
             };
             let _ = writeln!(
                 out,

@@ -56,6 +56,7 @@ impl State {
                 Arc::new(ProviderHandle::new(
                     p.clone(),
                     metrics.provider(&p.name),
+                    pool_metrics(metrics, p),
                     old.map(|h| &**h),
                 ))
             })
@@ -69,6 +70,7 @@ impl State {
                     Arc::new(ProviderHandle::new(
                         p.clone(),
                         metrics.provider(&p.name),
+                        pool_metrics(metrics, p),
                         None,
                     ))
                 })
@@ -184,12 +186,16 @@ pub struct ProviderHandle {
     /// The provider's own trust anchors, in the form Pingora's connector takes.
     pub ca: Option<Arc<CaType>>,
     pub metrics: ProviderMetrics,
+    /// The worker pool of a `local` provider (`None` when it failed to start: the provider is
+    /// then unhealthy and its deployments are skipped).
+    pub local: Option<Arc<crate::local::pool::Pool>>,
 }
 
 impl ProviderHandle {
     fn new(
         config: Arc<Provider>,
         metrics: ProviderMetrics,
+        pool_metrics: Option<crate::local::pool::PoolMetrics>,
         previous: Option<&ProviderHandle>,
     ) -> Self {
         let resolver = match &config.kind {
@@ -199,9 +205,20 @@ impl ProviderHandle {
                     .filter(|r| r.host == endpoint.host && r.port == endpoint.port)
                     .unwrap_or_else(|| Arc::new(Resolver::new(endpoint))),
             ),
-            ProviderKind::Mock(_) => None,
+            ProviderKind::Mock(_) | ProviderKind::Local(_) => None,
         };
-        let health = previous.map(|p| p.health.clone()).unwrap_or_default();
+        let health: Arc<ProviderHealth> = previous.map(|p| p.health.clone()).unwrap_or_default();
+        let local = match (&config.kind, pool_metrics) {
+            (ProviderKind::Local(settings), Some(pm)) => {
+                let same = previous
+                    .filter(|p| matches!(&p.config.kind, ProviderKind::Local(s) if s == settings));
+                match same.and_then(|p| p.local.clone()) {
+                    Some(pool) => Some(pool),
+                    None => start_pool(&config.name, settings, pm, &health),
+                }
+            }
+            _ => None,
+        };
         let quota = previous.map(|p| p.quota.clone()).unwrap_or_default();
         let ca = match &config.kind {
             ProviderKind::Http {
@@ -225,6 +242,7 @@ impl ProviderHandle {
             resolver,
             ca,
             metrics,
+            local,
         }
     }
 
@@ -339,5 +357,54 @@ impl Resolver {
             .ok_or_else(|| format!("{} resolved to no address", self.host))?;
         self.cached.store(Some(Arc::new((addr, Instant::now()))));
         Ok(addr)
+    }
+}
+
+fn pool_metrics(metrics: &Metrics, p: &Provider) -> Option<crate::local::pool::PoolMetrics> {
+    matches!(p.kind, ProviderKind::Local(_)).then(|| metrics.local_pool(&p.name))
+}
+
+/// Loads ONNX Runtime (once per process) and starts a local provider's workers. On failure the
+/// provider is marked unhealthy with the reason, and its deployments are skipped.
+fn start_pool(
+    name: &str,
+    settings: &crate::config::LocalSettings,
+    metrics: crate::local::pool::PoolMetrics,
+    health: &ProviderHealth,
+) -> Option<Arc<crate::local::pool::Pool>> {
+    let started = crate::local::runtime::environment(settings.library.as_deref())
+        .map_err(|e| e.to_string())
+        .and_then(|env| {
+            crate::local::pool::Pool::start(
+                name,
+                env,
+                settings.workers,
+                settings.queue,
+                settings.max_wait,
+                metrics,
+            )
+            .map_err(|e| format!("cannot start worker threads: {e}"))
+        });
+    match started {
+        Ok(pool) => {
+            log::info!(
+                "local provider {name}: ONNX Runtime on CPU, {} worker(s), queue {} (this build has no CUDA execution provider: device auto means cpu)",
+                settings.workers,
+                settings.queue
+            );
+            Some(Arc::new(pool))
+        }
+        Err(e) => {
+            log::error!("local provider {name} is unavailable: {e}");
+            // Unhealthy at once (not after a few failed tries): it cannot serve at all.
+            health
+                .consecutive_failures
+                .store(UNHEALTHY_AFTER, Ordering::Relaxed);
+            health.last_failure_ms.store(unix_ms(), Ordering::Relaxed);
+            health
+                .last_error
+                .store(Some(Arc::new(format!("local pool: {e}"))));
+            None
+        }
     }
 }

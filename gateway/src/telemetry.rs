@@ -92,6 +92,9 @@ pub struct Metrics {
     hedges: IntCounterVec,
     circuit_opened: IntCounterVec,
     skips: IntCounterVec,
+    local_queue_depth: IntGaugeVec,
+    local_spilled: IntCounterVec,
+    local_tokens: IntCounterVec,
     pub active_requests: IntGauge,
     pub active_streams: IntGauge,
     pub access_log_dropped: IntCounter,
@@ -221,6 +224,27 @@ impl Metrics {
             ),
             &["provider", "reason"],
         ));
+        let local_queue_depth = must(IntGaugeVec::new(
+            Opts::new(
+                "switchyard_local_queue_depth",
+                "Jobs waiting for a worker of a local inference pool",
+            ),
+            &["provider"],
+        ));
+        let local_spilled = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_local_spilled_total",
+                "Requests a local pool could not take (queue full, waited too long) and left to the next deployment",
+            ),
+            &["provider"],
+        ));
+        let local_tokens = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_local_tokens_total",
+                "Tokens processed by a local inference pool",
+            ),
+            &["provider"],
+        ));
         let active_requests = must(IntGauge::new(
             "switchyard_active_requests",
             "Inference requests in progress",
@@ -256,6 +280,9 @@ impl Metrics {
             Box::new(retries.clone()),
             Box::new(circuit_opened.clone()),
             Box::new(skips.clone()),
+            Box::new(local_queue_depth.clone()),
+            Box::new(local_spilled.clone()),
+            Box::new(local_tokens.clone()),
             Box::new(active_requests.clone()),
             Box::new(active_streams.clone()),
             Box::new(access_log_dropped.clone()),
@@ -280,6 +307,9 @@ impl Metrics {
             hedges,
             circuit_opened,
             skips,
+            local_queue_depth,
+            local_spilled,
+            local_tokens,
             active_requests,
             active_streams,
             access_log_dropped,
@@ -338,6 +368,15 @@ impl Metrics {
             skipped_circuit_open: self.skips.with_label_values(&[provider, "circuit_open"]),
             skipped_retry_after: self.skips.with_label_values(&[provider, "retry_after"]),
             skipped_quota: self.skips.with_label_values(&[provider, "quota"]),
+        }
+    }
+
+    /// Handles for a local inference pool.
+    pub fn local_pool(&self, provider: &str) -> crate::local::pool::PoolMetrics {
+        crate::local::pool::PoolMetrics {
+            queue_depth: self.local_queue_depth.with_label_values(&[provider]),
+            spilled: self.local_spilled.with_label_values(&[provider]),
+            tokens: self.local_tokens.with_label_values(&[provider]),
         }
     }
 

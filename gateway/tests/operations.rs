@@ -271,10 +271,14 @@ async fn metrics_doc_lists_exactly_what_is_served() {
     let up = MockUpstream::start(MockUpstreamConfig::default())
         .await
         .expect("upstream");
-    // A budget and one answered request, so spend and budget families have series.
+    // A budget, a local pool and one answered request, so spend, budget and pool families have
+    // series (the pool's runtime need not load for its metrics to exist).
     let body = format!(
         "{}budgets:\n  - {{ scope: global, limit: 100, period: monthly }}\n",
-        routed_to("alpha", &up.base_url())
+        routed_to("alpha", &up.base_url()).replace(
+            "providers:\n",
+            "providers:\n  - { name: gpu0, kind: local, library: /nonexistent/libonnxruntime.so }\n"
+        )
     );
     let gw = Gateway::start(&body, "").await;
     let r = gw

@@ -243,6 +243,12 @@ pub struct FileProvider {
     pub workers: Option<Value>,
     #[serde(default)]
     pub queue: Option<Value>,
+    /// `kind: local`: the longest a job may wait in the queue before it spills (default 2s).
+    #[serde(default)]
+    pub max_wait: Option<String>,
+    /// `kind: local`: path of the ONNX Runtime library (default: `ORT_DYLIB_PATH`).
+    #[serde(default)]
+    pub library: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

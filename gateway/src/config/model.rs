@@ -245,6 +245,21 @@ pub enum ProviderKind {
     },
     /// The built-in deterministic provider.
     Mock(MockSettings),
+    /// ONNX Runtime models on dedicated worker threads inside the gateway.
+    Local(LocalSettings),
+}
+
+/// `kind: local`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalSettings {
+    /// Dedicated OS threads, each owning its model sessions.
+    pub workers: usize,
+    /// Jobs waiting for a worker; a full queue makes the deployment unavailable (spill).
+    pub queue: usize,
+    /// A job that waited longer than this is spilled to the next deployment.
+    pub max_wait: Duration,
+    /// The ONNX Runtime shared library (`None`: `ORT_DYLIB_PATH`).
+    pub library: Option<PathBuf>,
 }
 
 impl ProviderKind {
@@ -252,6 +267,7 @@ impl ProviderKind {
         match self {
             ProviderKind::Http { dialect, .. } => dialect.name(),
             ProviderKind::Mock(_) => "mock",
+            ProviderKind::Local(_) => "local",
         }
     }
 }

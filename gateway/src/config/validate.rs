@@ -14,9 +14,10 @@ const SUPPORTED_KINDS: &[&str] = &[
     "gemini",
     "cloudflare",
     "ollama",
+    "local",
     "mock",
 ];
-const LATER_KINDS: &[&str] = &["local"];
+const LATER_KINDS: &[&str] = &[];
 const DEFAULT_MAX_BODY: u64 = 8 * 1024 * 1024;
 
 struct Errors(Vec<ConfigError>);
@@ -286,6 +287,7 @@ fn providers(list: &[FileProvider], errs: &mut Errors) -> HashMap<String, (usize
             "cloudflare" => http_kind(Dialect::Cloudflare, p, &path, errs),
             "ollama" => http_kind(Dialect::Ollama, p, &path, errs),
             "mock" => mock_kind(p, &path, errs),
+            "local" => local_kind(p, &path, errs),
             k if LATER_KINDS.contains(&k) => {
                 errs.push(
                     format!("{path}.kind"),
@@ -407,6 +409,68 @@ fn http_kind(
     })
 }
 
+fn local_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Option<ProviderKind> {
+    reject_keys(
+        p,
+        path,
+        "local",
+        &[
+            ("base_url", p.base_url.is_some()),
+            ("api_key", p.api_key.is_some()),
+            ("ca_file", p.ca_file.is_some()),
+            ("latency", p.latency.is_some()),
+            ("chunks", p.chunks.is_some()),
+            ("chunk_interval", p.chunk_interval.is_some()),
+        ],
+        errs,
+    );
+    let count =
+        |key: &str, v: Option<&serde_yaml::Value>, default: usize, errs: &mut Errors| match v {
+            None => default,
+            Some(v) => match v
+                .as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+            {
+                Some(n) if (1..=1024).contains(&n) => n as usize,
+                _ => {
+                    errs.push(
+                        format!("{path}.{key}"),
+                        "must be a whole number from 1 to 1024",
+                    );
+                    default
+                }
+            },
+        };
+    let workers = count("workers", p.workers.as_ref(), 1, errs);
+    let queue = count("queue", p.queue.as_ref(), 64, errs);
+    match p.device.as_ref().map(|d| d.as_str().unwrap_or("")) {
+        None | Some("auto") | Some("cpu") => {}
+        Some("cuda") => errs.push(
+            format!("{path}.device"),
+            "the CUDA execution provider is not supported by this build yet (use cpu or auto)",
+        ),
+        Some(other) => errs.push(
+            format!("{path}.device"),
+            format!("expected auto, cpu or cuda, not {other:?}"),
+        ),
+    }
+    let max_wait = errs.duration(
+        format!("{path}.max_wait"),
+        p.max_wait.as_deref(),
+        Duration::from_secs(2),
+    );
+    Some(ProviderKind::Local(LocalSettings {
+        workers,
+        queue,
+        max_wait,
+        library: p
+            .library
+            .as_deref()
+            .filter(|l| !l.is_empty())
+            .map(Into::into),
+    }))
+}
+
 fn mock_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Option<ProviderKind> {
     reject_keys(
         p,
@@ -419,6 +483,8 @@ fn mock_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Option<Provider
             ("device", p.device.is_some()),
             ("workers", p.workers.is_some()),
             ("queue", p.queue.is_some()),
+            ("max_wait", p.max_wait.is_some()),
+            ("library", p.library.is_some()),
         ],
         errs,
     );
