@@ -9,6 +9,7 @@
 //! Workers AI cannot honour, so everything still present in the request is encoded.
 
 use crate::canonical::*;
+use crate::openai::codec::{function_tool, role_str};
 use crate::sse::{self, SseFramer};
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -75,7 +76,7 @@ pub fn encode_request(
         }
     }
     if !req.tools.is_empty() {
-        let tools: Vec<Value> = req.tools.iter().map(encode_tool).collect();
+        let tools: Vec<Value> = req.tools.iter().map(function_tool).collect();
         body.insert("tools".into(), Value::Array(tools));
     }
     let body = serde_json::to_vec(&Value::Object(body))
@@ -84,30 +85,6 @@ pub fn encode_request(
         path: format!("/run/{}", opts.model),
         body,
     })
-}
-
-fn encode_tool(t: &Tool) -> Value {
-    let mut f = Map::new();
-    f.insert("name".into(), json!(t.name));
-    if let Some(d) = &t.description {
-        f.insert("description".into(), json!(d));
-    }
-    f.insert(
-        "parameters".into(),
-        t.parameters
-            .clone()
-            .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-    );
-    json!({"type": "function", "function": f})
-}
-
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::System => "system",
-        Role::User => "user",
-        Role::Assistant => "assistant",
-        Role::Tool => "tool",
-    }
 }
 
 /// Messages with string content; tool results become one `tool` message each, in place.
@@ -155,7 +132,7 @@ fn encode_messages(messages: &[Message]) -> Vec<Value> {
             continue;
         }
         let mut msg = Map::new();
-        msg.insert("role".into(), json!(role_name(m.role)));
+        msg.insert("role".into(), json!(role_str(m.role)));
         msg.insert("content".into(), json!(text));
         if !calls.is_empty() {
             msg.insert("tool_calls".into(), Value::Array(calls));

@@ -10,6 +10,7 @@
 //! Ollama cannot honour, so everything still present in the request is encoded.
 
 use crate::canonical::*;
+use crate::openai::codec::{function_tool, role_str};
 use serde_json::{json, Map, Value};
 
 /// Longest NDJSON line accepted before the stream is declared broken.
@@ -30,7 +31,7 @@ pub fn encode_request(
     body.insert("stream".into(), Value::Bool(req.stream));
     // Ollama has no `tool_choice`: `none` is honoured by not sending the tools (capability table).
     if !req.tools.is_empty() && req.tool_choice != Some(ToolChoice::None) {
-        let tools: Vec<Value> = req.tools.iter().map(encode_tool).collect();
+        let tools: Vec<Value> = req.tools.iter().map(function_tool).collect();
         body.insert("tools".into(), Value::Array(tools));
     }
     match &req.response_format {
@@ -76,30 +77,6 @@ pub fn encode_request(
         path: "/api/chat".to_string(),
         body,
     })
-}
-
-fn encode_tool(t: &Tool) -> Value {
-    let mut f = Map::new();
-    f.insert("name".into(), json!(t.name));
-    if let Some(d) = &t.description {
-        f.insert("description".into(), json!(d));
-    }
-    f.insert(
-        "parameters".into(),
-        t.parameters
-            .clone()
-            .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-    );
-    json!({"type": "function", "function": f})
-}
-
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::System => "system",
-        Role::User => "user",
-        Role::Assistant => "assistant",
-        Role::Tool => "tool",
-    }
 }
 
 /// Messages with string content; tool results become one `tool` message each, in place.
@@ -149,7 +126,7 @@ fn encode_messages(messages: &[Message]) -> Result<Vec<Value>, TranslateError> {
             continue;
         }
         let mut msg = Map::new();
-        msg.insert("role".into(), json!(role_name(m.role)));
+        msg.insert("role".into(), json!(role_str(m.role)));
         msg.insert("content".into(), json!(text));
         if !images.is_empty() {
             msg.insert("images".into(), Value::Array(images));

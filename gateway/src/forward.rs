@@ -1175,39 +1175,35 @@ impl Forwarder {
             }))
             .unwrap_or_default(),
         );
-        let usage = openai::Usage {
-            prompt_tokens: tokens,
-            total_tokens: tokens,
-            ..Default::default()
-        };
-        let fail = |e: Box<Error>| LocalMiss::Failed(Failure::Abort(e));
-        let mut resp = ResponseHeader::build(200, Some(6)).map_err(fail)?;
-        add_gateway_headers(&mut resp, ctx, Some((dep.provider.name(), &spec.model)))
-            .map_err(fail)?;
-        let cost = crate::cost::cost_usd(&spec.price, &usage);
-        resp.insert_header("x-switchyard-cost-usd", format!("{cost:.8}"))
-            .map_err(fail)?;
-        resp.insert_header("content-type", "application/json")
-            .map_err(fail)?;
-        resp.insert_header("content-length", body.len().to_string())
-            .map_err(fail)?;
-        ctx.status = 200;
-        ctx.served = Some(dep.index);
-        ctx.usage = Some(usage);
-        dep.provider.metrics.attempt(AttemptOutcome::Ok);
-        dep.provider.record_success();
-        dep.runtime.on_success();
+        served_in_process(ctx, dep, embedding_usage(tokens));
         dep.runtime.observe_ttfb(started.elapsed());
-        session
-            .write_response_header(Box::new(resp), false)
+        self.write_whole_json(session, ctx, dep, &spec, body)
             .await
-            .map_err(fail)?;
+            .map_err(|e| LocalMiss::Failed(Failure::Abort(e)))
+    }
+
+    /// Writes a whole JSON answer produced in process (mock, local pool): gateway and cost
+    /// headers, then — after the strict-mode ledger commit — the body.
+    async fn write_whole_json(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        dep: &RoutedDeployment,
+        spec: &crate::config::Deployment,
+        body: Bytes,
+    ) -> pingora_error::Result<()> {
+        let mut resp = ResponseHeader::build(200, Some(8))?;
+        add_gateway_headers(&mut resp, ctx, Some((dep.provider.name(), &spec.model)))?;
+        if let Some(u) = &ctx.usage {
+            let cost = crate::cost::cost_usd(&spec.price, u);
+            resp.insert_header("x-switchyard-cost-usd", format!("{cost:.8}"))?;
+        }
+        resp.insert_header("content-type", "application/json")?;
+        resp.insert_header("content-length", body.len().to_string())?;
+        session.write_response_header(Box::new(resp), false).await?;
         ctx.mark_first_byte();
         self.commit_row(ctx).await;
-        session
-            .write_response_body(Some(body), true)
-            .await
-            .map_err(fail)?;
+        session.write_response_body(Some(body), true).await?;
         ctx.completed = true;
         Ok(())
     }
@@ -1232,39 +1228,11 @@ impl Forwarder {
             if !settings.latency.is_zero() {
                 tokio::time::sleep(settings.latency).await;
             }
-            let usage = openai::Usage {
-                prompt_tokens: tokens,
-                total_tokens: tokens,
-                ..Default::default()
-            };
-            let mut resp = ResponseHeader::build(200, Some(6)).map_err(Failure::Abort)?;
-            add_gateway_headers(&mut resp, ctx, Some((dep.provider.name(), &spec.model)))
-                .map_err(Failure::Abort)?;
-            let cost = crate::cost::cost_usd(&spec.price, &usage);
-            resp.insert_header("x-switchyard-cost-usd", format!("{cost:.8}"))
-                .map_err(Failure::Abort)?;
-            resp.insert_header("content-type", "application/json")
-                .map_err(Failure::Abort)?;
-            resp.insert_header("content-length", body.len().to_string())
-                .map_err(Failure::Abort)?;
-            ctx.status = 200;
-            ctx.served = Some(dep.index);
-            ctx.usage = Some(usage);
-            dep.provider.metrics.attempt(AttemptOutcome::Ok);
-            dep.provider.record_success();
-            dep.runtime.on_success();
-            session
-                .write_response_header(Box::new(resp), false)
+            served_in_process(ctx, dep, embedding_usage(tokens));
+            return self
+                .write_whole_json(session, ctx, dep, &spec, body)
                 .await
-                .map_err(Failure::Abort)?;
-            ctx.mark_first_byte();
-            self.commit_row(ctx).await;
-            session
-                .write_response_body(Some(body), true)
-                .await
-                .map_err(Failure::Abort)?;
-            ctx.completed = true;
-            return Ok(());
+                .map_err(Failure::Abort);
         }
         let max_tokens = facts.max_tokens.or(spec.max_tokens);
         let mut answer = MockAnswer::generate(inbound.body, max_tokens)
@@ -1277,16 +1245,8 @@ impl Forwarder {
         }
         let created = unix_now();
         let id = format!("{}{}", caller.id_prefix(), ctx.request_id);
-        let mut resp = ResponseHeader::build(200, Some(6)).map_err(Failure::Abort)?;
-        add_gateway_headers(&mut resp, ctx, Some((dep.provider.name(), &spec.model)))
-            .map_err(Failure::Abort)?;
-        ctx.status = 200;
-        ctx.served = Some(dep.index);
+        served_in_process(ctx, dep, answer.usage_counts());
         ctx.stream = facts.stream;
-        ctx.usage = Some(answer.usage_counts());
-        dep.provider.metrics.attempt(AttemptOutcome::Ok);
-        dep.provider.record_success();
-        dep.runtime.on_success();
         // The mock speaks OpenAI; other callers get it through the same translation as a
         // provider's answer.
         let mode = if caller == Caller::OpenAi {
@@ -1300,26 +1260,14 @@ impl Forwarder {
             let raw = answer.completion_body(&id, &spec.model, created);
             let (body, _) = translate::translate_body(mode, caller, raw, &id, &spec.model, created)
                 .map_err(|e| Failure::Respond(GatewayError::InvalidMockRequest(e.message)))?;
-            let cost = crate::cost::cost_usd(&spec.price, &answer.usage_counts());
-            resp.insert_header("x-switchyard-cost-usd", format!("{cost:.8}"))
-                .map_err(Failure::Abort)?;
-            resp.insert_header("content-type", "application/json")
-                .map_err(Failure::Abort)?;
-            resp.insert_header("content-length", body.len().to_string())
-                .map_err(Failure::Abort)?;
-            session
-                .write_response_header(Box::new(resp), false)
+            return self
+                .write_whole_json(session, ctx, dep, &spec, body)
                 .await
-                .map_err(Failure::Abort)?;
-            ctx.mark_first_byte();
-            self.commit_row(ctx).await;
-            session
-                .write_response_body(Some(body), true)
-                .await
-                .map_err(Failure::Abort)?;
-            ctx.completed = true;
-            return Ok(());
+                .map_err(Failure::Abort);
         }
+        let mut resp = ResponseHeader::build(200, Some(6)).map_err(Failure::Abort)?;
+        add_gateway_headers(&mut resp, ctx, Some((dep.provider.name(), &spec.model)))
+            .map_err(Failure::Abort)?;
         resp.insert_header("content-type", "text/event-stream")
             .map_err(Failure::Abort)?;
         resp.insert_header("cache-control", "no-cache")
@@ -1404,6 +1352,25 @@ fn budget_stop_event(caller: Caller) -> Bytes {
         Caller::Anthropic => {
             switchyard_adapters::anthropic::stream_error_event("billing_error", message)
         }
+    }
+}
+
+/// Bookkeeping for an answer produced in process: the request is served by `dep` with `usage`.
+fn served_in_process(ctx: &mut RequestCtx, dep: &RoutedDeployment, usage: openai::Usage) {
+    ctx.status = 200;
+    ctx.served = Some(dep.index);
+    ctx.usage = Some(usage);
+    dep.provider.metrics.attempt(AttemptOutcome::Ok);
+    dep.provider.record_success();
+    dep.runtime.on_success();
+}
+
+/// Usage of an embeddings answer: prompt tokens only.
+fn embedding_usage(tokens: u64) -> openai::Usage {
+    openai::Usage {
+        prompt_tokens: tokens,
+        total_tokens: tokens,
+        ..Default::default()
     }
 }
 

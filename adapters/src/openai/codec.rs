@@ -840,6 +840,34 @@ pub fn encode_request(
     })
 }
 
+/// A tool in OpenAI's `{type: function, function: {name, description?, parameters}}` shape, with
+/// an empty object schema for a function without arguments (what OpenAI-shaped provider APIs —
+/// Cloudflare, Ollama — expect).
+pub(crate) fn function_tool(t: &Tool) -> Value {
+    let mut f = Map::new();
+    f.insert("name".into(), json!(t.name));
+    if let Some(d) = &t.description {
+        f.insert("description".into(), json!(d));
+    }
+    f.insert(
+        "parameters".into(),
+        t.parameters
+            .clone()
+            .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+    );
+    json!({"type": "function", "function": f})
+}
+
+/// The OpenAI-style role name.
+pub(crate) fn role_str(role: Role) -> &'static str {
+    match role {
+        Role::System => "system",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::Tool => "tool",
+    }
+}
+
 fn push_tool_results(parts: &[Part], messages: &mut Vec<Value>) {
     for p in parts {
         if let Part::ToolResult {
