@@ -1177,7 +1177,7 @@ impl Forwarder {
         );
         served_in_process(ctx, dep, embedding_usage(tokens));
         dep.runtime.observe_ttfb(started.elapsed());
-        self.write_whole_json(session, ctx, dep, &spec, body)
+        self.write_whole_json(session, ctx, dep, spec, body)
             .await
             .map_err(|e| LocalMiss::Failed(Failure::Abort(e)))
     }
@@ -1230,7 +1230,7 @@ impl Forwarder {
             }
             served_in_process(ctx, dep, embedding_usage(tokens));
             return self
-                .write_whole_json(session, ctx, dep, &spec, body)
+                .write_whole_json(session, ctx, dep, spec, body)
                 .await
                 .map_err(Failure::Abort);
         }
@@ -1261,7 +1261,7 @@ impl Forwarder {
             let (body, _) = translate::translate_body(mode, caller, raw, &id, &spec.model, created)
                 .map_err(|e| Failure::Respond(GatewayError::InvalidMockRequest(e.message)))?;
             return self
-                .write_whole_json(session, ctx, dep, &spec, body)
+                .write_whole_json(session, ctx, dep, spec, body)
                 .await
                 .map_err(Failure::Abort);
         }
