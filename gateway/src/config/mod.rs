@@ -329,7 +329,7 @@ models:
 
     #[test]
     fn later_sections_are_refused_not_ignored() {
-        let text = MINIMAL.replace("kind: mock", "kind: local");
+        let text = MINIMAL.replace("kind: mock", "kind: local\n    device: cuda");
         let errs = errors_of(&text);
         assert!(
             errs.iter()
