@@ -148,14 +148,25 @@ async fn two_hundred_concurrent_requests_never_overshoot_a_budget_that_fits_fift
     }
     assert_eq!(ok, 50, "exactly the 50 requests the budget fits");
     assert_eq!(budget_refusals, 150);
-    let b = gw
-        .admin("GET", "/admin/budgets", Some(ADMIN), None)
-        .await
-        .json();
-    let spent = b["budgets"][0]["spent_usd"].as_f64().unwrap();
-    assert!(spent <= 0.25 + 1e-9, "spent {spent}");
-    assert!((spent - 0.25).abs() < 1e-9);
-    assert_eq!(b["budgets"][0]["reserved_usd"].as_f64(), Some(0.0));
+    // Each request settles in its logging phase, just after its response: poll briefly.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let b = gw
+            .admin("GET", "/admin/budgets", Some(ADMIN), None)
+            .await
+            .json();
+        let spent = b["budgets"][0]["spent_usd"].as_f64().unwrap();
+        let reserved = b["budgets"][0]["reserved_usd"].as_f64().unwrap();
+        assert!(
+            spent + reserved <= 0.25 + 1e-9,
+            "committed {spent} + {reserved}"
+        );
+        if (spent - 0.25).abs() < 1e-9 && reserved == 0.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{b}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // The ledger agrees (rows are flushed every 50 ms).
     tokio::time::sleep(Duration::from_millis(300)).await;
     let u = gw
@@ -481,14 +492,25 @@ async fn two_gateways_on_one_redis_share_a_budget_and_a_rate_limit_and_survive_i
     let ok = statuses.iter().filter(|s| **s == 200).count();
     assert_eq!(ok, 10, "{statuses:?}");
     assert!(statuses.iter().all(|s| *s == 200 || *s == 429));
-    let view = b
-        .admin("GET", "/admin/budgets", Some(ADMIN), None)
-        .await
-        .json();
-    assert!(
-        (view["budgets"][0]["spent_usd"].as_f64().unwrap() - 0.05).abs() < 1e-9,
-        "{view}"
-    );
+    // Shared-store settlement runs in a task after each response: poll until it has landed.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let view = b
+            .admin("GET", "/admin/budgets", Some(ADMIN), None)
+            .await
+            .json();
+        let spent = view["budgets"][0]["spent_usd"].as_f64().unwrap();
+        if (spent - 0.05).abs() < 1e-9 {
+            assert_eq!(
+                view["budgets"][0]["reserved_usd"].as_f64(),
+                Some(0.0),
+                "{view}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{view}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // One rate limit for both: 60/min admits a burst of 6, not 6 per gateway.
     let mut admitted = 0;
