@@ -1,6 +1,6 @@
 //! Graceful shutdown, finished early: once Pingora has stopped accepting (SIGTERM, or SIGQUIT
 //! after handing the listeners to an upgraded process), wait for the requests in flight —
-//! streams included — to finish, flush the access log, and exit 0.
+//! streams included — to finish, flush the access log and the spend ledger, and exit 0.
 //!
 //! Pingora alone always sleeps the whole grace period, even with nothing in flight; this service
 //! ends the process as soon as the work is done. The grace period (`server.grace_period`) still
@@ -16,6 +16,7 @@ use std::time::Duration;
 pub struct Drain {
     pub in_flight: InFlight,
     pub access_log: AccessLogger,
+    pub spend: std::sync::Arc<crate::governance::Spend>,
 }
 
 #[async_trait]
@@ -39,6 +40,11 @@ impl BackgroundService for Drain {
             .unwrap_or(false);
         if !flushed {
             log::warn!("shutting down: the access log did not flush in time");
+        }
+        // Every finished request has queued its ledger row by now (rows are queued before a
+        // request leaves the in-flight count): commit them, so a clean stop loses none.
+        if !self.spend.flush(Duration::from_secs(5)).await {
+            log::warn!("shutting down: the spend ledger did not flush in time");
         }
         log::info!("shutdown complete: no request in flight");
         std::process::exit(0);

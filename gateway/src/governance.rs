@@ -962,6 +962,14 @@ impl Spend {
         }
     }
 
+    /// Commits the ledger's queued rows (graceful shutdown); gives up after `limit`.
+    pub async fn flush(&self, limit: std::time::Duration) -> bool {
+        match &self.ledger {
+            None => true,
+            Some(l) => matches!(tokio::time::timeout(limit, l.flush()).await, Ok(Ok(()))),
+        }
+    }
+
     /// Records a finished request and waits until its row is committed (strict durability).
     pub async fn record_durable(&self, row: LedgerRow) -> Result<(), LedgerError> {
         match &self.ledger {

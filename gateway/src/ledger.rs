@@ -54,6 +54,8 @@ pub struct LedgerRow {
 
 enum Msg {
     Row(Box<LedgerRow>, Option<oneshot::Sender<()>>),
+    /// Commit what is queued now and acknowledge (graceful shutdown).
+    Flush(oneshot::Sender<()>),
 }
 
 /// Handle to the ledger; cheap to share.
@@ -157,6 +159,15 @@ impl Ledger {
         done.await.map_err(|_| LedgerError::WriterGone)
     }
 
+    /// Commits everything queued so far; returns once it is on disk (graceful shutdown).
+    pub async fn flush(&self) -> Result<(), LedgerError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Msg::Flush(ack))
+            .map_err(|_| LedgerError::WriterGone)?;
+        done.await.map_err(|_| LedgerError::WriterGone)
+    }
+
     /// A read connection (start-up totals, the usage API).
     pub fn reader(&self) -> Result<Connection, LedgerError> {
         Ok(self.target.open(false)?)
@@ -180,6 +191,10 @@ fn writer(mut conn: Connection, rx: Receiver<Msg>, interval: Duration, pending: 
                 }
                 None => false,
             }
+        }
+        Msg::Flush(ack) => {
+            acks.push(ack);
+            true
         }
     };
     loop {

@@ -116,6 +116,7 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
         Drain {
             in_flight: in_flight.clone(),
             access_log: access_log.clone(),
+            spend: spend.clone(),
         },
     ));
     let gateway = Gateway::new(

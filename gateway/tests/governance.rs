@@ -184,7 +184,7 @@ async fn two_hundred_concurrent_requests_never_overshoot_a_budget_that_fits_fift
 async fn spend_survives_a_restart_and_the_usage_api_groups_it() {
     let dir = store_dir("restart");
     let cfg = config(&format!(
-        "budgets:\n  - {{ scope: key:k1, limit: 10, period: monthly }}\nstore: {{ kind: sqlite, path: {}, flush_interval: 20ms }}\n",
+        "budgets:\n  - {{ scope: key:k1, limit: 10, period: monthly }}\nstore: {{ kind: sqlite, path: {}, flush_interval: 1s }}\n",
         dir.join("state.db").display()
     ));
     let extra = format!("  admin_token: {ADMIN}\n");
@@ -208,8 +208,13 @@ async fn spend_survives_a_restart_and_the_usage_api_groups_it() {
             assert_eq!(r.status, 200);
             assert_eq!(r.header("x-switchyard-cost-usd"), Some("0.00500000"));
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // A clean stop commits the queued rows (the flush interval here is a full second).
         gw.signal("TERM");
+        let mut gw = gw;
+        assert!(
+            gw.wait_exit(Duration::from_secs(10)).is_some(),
+            "did not stop"
+        );
     }
     let gw = Gateway::start(&cfg, &extra).await;
     let b = gw
