@@ -223,14 +223,17 @@ impl Gateway {
         }
         ctx.model = Some(model.clone());
         ctx.body_bytes = body.len();
-        ctx.tags = crate::governance::tags(
-            facts.metadata,
-            session
-                .req_header()
-                .headers
-                .get("x-switchyard-tags")
-                .and_then(|v| v.to_str().ok()),
-        );
+        if self.spend.ledger.is_some() {
+            // Tags only go to the ledger: without one, the metadata is not parsed for them.
+            ctx.tags = crate::governance::tags(
+                facts.metadata,
+                session
+                    .req_header()
+                    .headers
+                    .get("x-switchyard-tags")
+                    .and_then(|v| v.to_str().ok()),
+            );
+        }
         let gov = self.spend.governance();
         if !gov.is_empty() {
             let estimate = crate::governance::max_cost_nanos(&model, body.len(), facts.max_tokens);
