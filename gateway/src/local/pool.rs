@@ -106,18 +106,24 @@ impl Pool {
             queued: Instant::now(),
             reply,
         };
+        // Counted before the send: a worker may take the job (and count it out) before
+        // `try_send` even returns.
+        let d = self.depth.fetch_add(1, Ordering::AcqRel).saturating_add(1);
+        self.metrics.queue_depth.set(d as i64);
         match self.tx.try_send(job) {
-            Ok(()) => {
-                let d = self.depth.fetch_add(1, Ordering::AcqRel) + 1;
+            Ok(()) => Ok(answer),
+            Err(e) => {
+                let d = self.depth.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
                 self.metrics.queue_depth.set(d as i64);
-                Ok(answer)
-            }
-            Err(TrySendError::Full(_)) => {
-                self.metrics.spilled.inc();
-                Err(Spill::QueueFull)
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                Err(Spill::Unavailable("the workers stopped".into()))
+                match e {
+                    TrySendError::Full(_) => {
+                        self.metrics.spilled.inc();
+                        Err(Spill::QueueFull)
+                    }
+                    TrySendError::Disconnected(_) => {
+                        Err(Spill::Unavailable("the workers stopped".into()))
+                    }
+                }
             }
         }
     }
