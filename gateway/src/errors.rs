@@ -131,6 +131,9 @@ pub enum GatewayError {
         model: String,
         tries: Vec<TryFailure>,
     },
+    /// A local model failed after it started answering (or ran past the request's deadline).
+    #[error("local inference failed: {0}")]
+    LocalInference(String),
 }
 
 impl GatewayError {
@@ -145,6 +148,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::NoDeploymentAvailable { .. } => 502,
             GatewayError::UpstreamTimeout { .. } => 504,
+            GatewayError::LocalInference(_) => 500,
             GatewayError::Auth(e) => e.status(),
             GatewayError::TooManyAuthFailures
             | GatewayError::UpstreamRateLimited { .. }
@@ -161,6 +165,7 @@ impl GatewayError {
             GatewayError::NoDeploymentAvailable { .. } | GatewayError::UpstreamTimeout { .. } => {
                 "upstream_error"
             }
+            GatewayError::LocalInference(_) => "server_error",
             GatewayError::Auth(e) if e.status() == 401 => "authentication_error",
             GatewayError::Auth(_) => "permission_error",
             GatewayError::TooManyAuthFailures
@@ -192,6 +197,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::NoDeploymentAvailable { .. } => "no_deployment_available",
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
+            GatewayError::LocalInference(_) => "local_inference_failed",
             GatewayError::Auth(e) => e.code(),
             GatewayError::TooManyAuthFailures => "too_many_auth_failures",
             GatewayError::LoopDetected { .. } => "loop_detected",

@@ -13,6 +13,8 @@ use crate::config::{HttpEndpoint, MockSettings, ProviderKind, RetryOn, Secret};
 use crate::context::RequestCtx;
 use crate::errors::{GatewayError, TryFailure};
 use crate::governance::Spend;
+use crate::local::generate::GenerateRequest;
+use crate::local::pool::{GenEvent, Spill};
 use crate::mock::MockAnswer;
 use crate::router;
 use crate::state::{RoutedDeployment, RoutedModel};
@@ -27,9 +29,11 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use switchyard_adapters::canonical::{Dialect, ErrorKind, TranslateError};
+use switchyard_adapters::canonical::{
+    ChatResponse, Dialect, ErrorKind, OutputPart, ProviderError, StreamEvent, TranslateError, Usage,
+};
 use switchyard_adapters::openai;
-use switchyard_adapters::providers::{self, Caller};
+use switchyard_adapters::providers::{self, Caller, StreamEncoder};
 
 /// Largest non-stream answer read whole so that `x-switchyard-cost-usd` can be set on it.
 const MAX_PRICED_BODY: usize = 4 * 1024 * 1024;
@@ -147,6 +151,8 @@ impl Forwarder {
         let mut rate_limited = false;
         // Some deployment was skipped because its provider's budget is spent.
         let mut provider_budget: Option<String> = None;
+        // Local deployments whose model refused the request (asked once, not per retry).
+        let mut local_refused: Vec<usize> = Vec::new();
         for (i, step) in steps.iter().enumerate() {
             let dep = step.deployment;
             let spec = dep.spec(model);
@@ -154,30 +160,22 @@ impl Forwarder {
                 dep.provider.config.kind,
                 ProviderKind::Mock(_) | ProviderKind::Local(_)
             );
-            if matches!(dep.provider.config.kind, ProviderKind::Local(_)) && !inbound.embeddings {
-                let e = TranslateError::Unsupported {
-                    field: "chat completions".into(),
-                    provider: "local",
-                };
-                ctx.failures.push(TryFailure {
-                    provider: dep.provider.name().to_string(),
-                    model: spec.model.clone(),
-                    reason: format!("skipped: {e}"),
-                });
-                refused.get_or_insert(e);
-                continue;
-            }
+            // A chat request for a local model: what it asks of the model, or why it cannot.
+            let local_chat = match &dep.provider.config.kind {
+                ProviderKind::Local(_) if !inbound.embeddings => match local_request(inbound) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        skip_refused(ctx, dep, spec, &mut refused, e);
+                        continue;
+                    }
+                },
+                _ => None,
+            };
             let prepared = match prepare_for(inbound, model, dep) {
                 _ if in_process => None,
                 Ok(p) => Some(p),
                 Err(e) => {
-                    // Not a failure of the deployment: it just cannot take this request.
-                    ctx.failures.push(TryFailure {
-                        provider: dep.provider.name().to_string(),
-                        model: spec.model.clone(),
-                        reason: format!("skipped: {e}"),
-                    });
-                    refused.get_or_insert(e);
+                    skip_refused(ctx, dep, spec, &mut refused, e);
                     continue;
                 }
             };
@@ -252,14 +250,32 @@ impl Forwarder {
                     .await;
             }
             if let ProviderKind::Local(_) = &dep.provider.config.kind {
+                if local_refused.contains(&dep.index) {
+                    continue;
+                }
                 ctx.tries += 1;
-                tried = true;
-                match self
-                    .serve_local(session, ctx, model, dep, inbound, deadline)
-                    .await
-                {
+                let served = match local_chat {
+                    Some(request) => {
+                        self.serve_local_chat(session, ctx, model, dep, inbound, request, deadline)
+                            .await
+                    }
+                    None => {
+                        self.serve_local(session, ctx, model, dep, inbound, deadline)
+                            .await
+                    }
+                };
+                match served {
                     Ok(()) => return Ok(()),
+                    Err(LocalMiss::Refused(e)) => {
+                        // This model cannot take the request (e.g. the prompt exceeds its
+                        // context): another deployment may. Not a try, and not asked again.
+                        ctx.tries -= 1;
+                        local_refused.push(dep.index);
+                        skip_refused(ctx, dep, spec, &mut refused, e);
+                        continue;
+                    }
                     Err(LocalMiss::Spilled(reason)) => {
+                        tried = true;
                         // Not the deployment's fault: it is busy. The next one answers.
                         dep.provider.metrics.skipped_quota.inc();
                         ctx.failures.push(TryFailure {
@@ -1127,15 +1143,7 @@ impl Forwarder {
     ) -> Result<(), LocalMiss> {
         let spec = dep.spec(model);
         let Some(pool) = dep.provider.local.as_ref() else {
-            let why = dep
-                .provider
-                .health
-                .last_error
-                .load()
-                .as_deref()
-                .cloned()
-                .unwrap_or_else(|| "the local pool is not running".into());
-            return Err(LocalMiss::Spilled(why));
+            return Err(LocalMiss::Spilled(local_unavailable(dep)));
         };
         let texts = embedding_inputs(inbound.body).map_err(|e| {
             LocalMiss::Failed(Failure::Respond(GatewayError::Untranslatable(
@@ -1144,7 +1152,7 @@ impl Forwarder {
         })?;
         let started = Instant::now();
         let answer = pool
-            .try_submit(std::path::PathBuf::from(&spec.model), texts)
+            .try_embed(std::path::PathBuf::from(&spec.model), texts)
             .map_err(|s| LocalMiss::Spilled(s.to_string()))?;
         let left = deadline.saturating_duration_since(Instant::now());
         let result = match tokio::time::timeout(left, answer).await {
@@ -1155,7 +1163,7 @@ impl Forwarder {
         let (vectors, tokens) = match result {
             Ok(v) => v,
             Err(spill) => {
-                if matches!(spill, crate::local::pool::Spill::Waited(_)) {
+                if matches!(spill, Spill::Waited(_)) {
                     pool.spilled();
                 }
                 return Err(LocalMiss::Spilled(spill.to_string()));
@@ -1180,6 +1188,215 @@ impl Forwarder {
         self.write_whole_json(session, ctx, dep, spec, body)
             .await
             .map_err(|e| LocalMiss::Failed(Failure::Abort(e)))
+    }
+
+    /// A chat answer from a local generation model: the job goes to a worker thread, whose
+    /// tokens come back on a channel as they are produced and go out through the caller's
+    /// encoder, as a remote provider's would. Until the first event the job may still spill to
+    /// the next deployment; after it, the answer is this deployment's.
+    #[allow(clippy::too_many_arguments)]
+    async fn serve_local_chat(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        model: &RoutedModel,
+        dep: &RoutedDeployment,
+        inbound: &Inbound<'_>,
+        mut request: GenerateRequest,
+        deadline: Instant,
+    ) -> Result<(), LocalMiss> {
+        let spec = dep.spec(model);
+        let Some(pool) = dep.provider.local.as_ref() else {
+            return Err(LocalMiss::Spilled(local_unavailable(dep)));
+        };
+        if request.max_tokens.is_none() {
+            request.max_tokens = spec.max_tokens.and_then(|m| u32::try_from(m).ok());
+        }
+        let started = Instant::now();
+        let mut events = pool
+            .try_generate(std::path::PathBuf::from(&spec.model), request)
+            .map_err(|s| LocalMiss::Spilled(s.to_string()))?;
+        let prompt_tokens = match tokio::time::timeout_at(deadline.into(), events.recv()).await {
+            Err(_) => return Err(LocalMiss::Spilled("request deadline reached".into())),
+            Ok(None) => return Err(LocalMiss::Spilled("the worker stopped".into())),
+            Ok(Some(GenEvent::Started { prompt_tokens })) => prompt_tokens,
+            Ok(Some(GenEvent::Spilled(spill))) => {
+                if matches!(spill, Spill::Waited(_)) {
+                    pool.spilled();
+                }
+                return Err(LocalMiss::Spilled(spill.to_string()));
+            }
+            Ok(Some(GenEvent::Rejected(why))) => {
+                return Err(LocalMiss::Refused(TranslateError::invalid(why, None)))
+            }
+            Ok(Some(other)) => {
+                return Err(LocalMiss::Spilled(format!(
+                    "unexpected first event from the local pool: {other:?}"
+                )))
+            }
+        };
+        let usage = |completion: u64| openai::Usage {
+            prompt_tokens,
+            completion_tokens: completion,
+            total_tokens: prompt_tokens + completion,
+            ..Default::default()
+        };
+        served_in_process(ctx, dep, usage(0));
+        ctx.stream = inbound.facts.stream;
+        let caller = inbound.caller;
+        let id = format!("{}{}", caller.id_prefix(), ctx.request_id);
+        let public_model = model.config.name.as_str();
+        let created = unix_now();
+        let failed =
+            |why: String| LocalMiss::Failed(Failure::Respond(GatewayError::LocalInference(why)));
+
+        if !inbound.facts.stream {
+            let mut text = String::new();
+            let (finish, completion) = loop {
+                match tokio::time::timeout_at(deadline.into(), events.recv()).await {
+                    Err(_) => return Err(failed("the request deadline was reached".into())),
+                    Ok(None) => return Err(failed("the worker stopped".into())),
+                    Ok(Some(GenEvent::Text(t))) => text.push_str(&t),
+                    Ok(Some(GenEvent::Finished {
+                        finish,
+                        completion_tokens,
+                        ..
+                    })) => break (finish, completion_tokens),
+                    Ok(Some(GenEvent::Failed(why))) => return Err(failed(why)),
+                    Ok(Some(other)) => return Err(failed(format!("unexpected event {other:?}"))),
+                }
+            };
+            dep.runtime.observe_ttfb(started.elapsed());
+            ctx.usage = Some(usage(completion));
+            let response = ChatResponse {
+                id: id.clone(),
+                model: public_model.to_string(),
+                content: if text.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![OutputPart::Text(text)]
+                },
+                finish,
+                usage: Some(canonical_usage(prompt_tokens, completion)),
+            };
+            let body = Bytes::from(caller.encode_response(&response, &id, public_model, created));
+            return self
+                .write_whole_json(session, ctx, dep, spec, body)
+                .await
+                .map_err(|e| LocalMiss::Failed(Failure::Abort(e)));
+        }
+
+        let abort = |e| LocalMiss::Failed(Failure::Abort(e));
+        let mut resp = ResponseHeader::build(200, Some(6)).map_err(abort)?;
+        add_gateway_headers(&mut resp, ctx, Some((dep.provider.name(), &spec.model)))
+            .map_err(abort)?;
+        resp.insert_header("content-type", "text/event-stream")
+            .map_err(abort)?;
+        resp.insert_header("cache-control", "no-cache")
+            .map_err(abort)?;
+        resp.insert_header("transfer-encoding", "chunked")
+            .map_err(abort)?;
+        session
+            .write_response_header(Box::new(resp), false)
+            .await
+            .map_err(abort)?;
+        let _stream_guard = ctx.stream_guard();
+        let mut encoder =
+            StreamEncoder::new(caller, &id, public_model, created, inbound.include_usage());
+        let mut out = BytesMut::new();
+        encoder.push(
+            &StreamEvent::Start {
+                id: Some(id.clone()),
+                model: Some(public_model.to_string()),
+            },
+            &mut out,
+        );
+        let mut first = true;
+        let mut completion = 0u64;
+        loop {
+            let Some(event) = events.recv().await else {
+                encoder.push(
+                    &StreamEvent::Error(ProviderError::new(
+                        ErrorKind::Server,
+                        "local inference stopped unexpectedly",
+                    )),
+                    &mut out,
+                );
+                ctx.error_code = Some("local_inference_failed");
+                break;
+            };
+            let done = match event {
+                GenEvent::Text(t) => {
+                    completion += 1;
+                    encoder.push(&StreamEvent::TextDelta(t), &mut out);
+                    false
+                }
+                GenEvent::Finished {
+                    finish,
+                    completion_tokens,
+                    ..
+                } => {
+                    completion = completion_tokens;
+                    encoder.push(
+                        &StreamEvent::Usage(canonical_usage(prompt_tokens, completion)),
+                        &mut out,
+                    );
+                    encoder.push(&StreamEvent::Finish(finish), &mut out);
+                    encoder.push(&StreamEvent::End, &mut out);
+                    true
+                }
+                GenEvent::Failed(why) => {
+                    encoder.push(
+                        &StreamEvent::Error(ProviderError::new(
+                            ErrorKind::Server,
+                            format!("local inference failed: {why}"),
+                        )),
+                        &mut out,
+                    );
+                    ctx.error_code = Some("local_inference_failed");
+                    true
+                }
+                other => {
+                    log::error!("local pool: unexpected event {other:?}");
+                    false
+                }
+            };
+            ctx.usage = Some(usage(completion));
+            if out.is_empty() {
+                continue;
+            }
+            if first {
+                first = false;
+                dep.runtime.observe_ttfb(started.elapsed());
+                ctx.mark_first_byte();
+            }
+            ctx.streamed_events += 1;
+            if done && ctx.error_code.is_none() {
+                self.commit_row(ctx).await;
+            }
+            session
+                .write_response_body(Some(out.split().freeze()), false)
+                .await
+                .map_err(abort)?;
+            if done {
+                break;
+            }
+            if over_cutoff(ctx, dep) {
+                // Dropping the receiver stops the worker's generation at its next token.
+                ctx.error_code = Some("budget_exceeded");
+                session
+                    .write_response_body(Some(budget_stop_event(caller)), true)
+                    .await
+                    .map_err(abort)?;
+                return Ok(());
+            }
+        }
+        session
+            .write_response_body(None, true)
+            .await
+            .map_err(abort)?;
+        ctx.completed = ctx.error_code.is_none();
+        Ok(())
     }
 
     /// Writes a whole JSON answer produced in process (mock, local pool): gateway and cost
@@ -1378,7 +1595,55 @@ fn embedding_usage(tokens: u64) -> openai::Usage {
 enum LocalMiss {
     /// Busy or unavailable: the next deployment should answer.
     Spilled(String),
+    /// The model cannot take this request as written; another deployment may.
+    Refused(TranslateError),
     Failed(Failure),
+}
+
+/// A deployment that cannot take the request as written (not a failure of the deployment):
+/// noted in the tries, and the first such reason kept for a 400 when no deployment could.
+fn skip_refused(
+    ctx: &mut RequestCtx,
+    dep: &RoutedDeployment,
+    spec: &crate::config::Deployment,
+    refused: &mut Option<TranslateError>,
+    e: TranslateError,
+) {
+    ctx.failures.push(TryFailure {
+        provider: dep.provider.name().to_string(),
+        model: spec.model.clone(),
+        reason: format!("skipped: {e}"),
+    });
+    refused.get_or_insert(e);
+}
+
+/// Why a local deployment has no running pool.
+fn local_unavailable(dep: &RoutedDeployment) -> String {
+    dep.provider
+        .health
+        .last_error
+        .load()
+        .as_deref()
+        .cloned()
+        .unwrap_or_else(|| "the local pool is not running".into())
+}
+
+/// Canonical usage of a local generation.
+fn canonical_usage(prompt_tokens: u64, completion_tokens: u64) -> Usage {
+    Usage {
+        input_tokens: prompt_tokens,
+        output_tokens: completion_tokens,
+        ..Default::default()
+    }
+}
+
+/// What a chat request asks of a local model, or the field no local model honours.
+fn local_request(inbound: &Inbound<'_>) -> Result<GenerateRequest, TranslateError> {
+    let req = inbound.canonical()?;
+    GenerateRequest::from_chat(req).map_err(|field| TranslateError::Unsupported {
+        field: field.into(),
+        provider: "local",
+    })
 }
 
 /// The inputs of an OpenAI embeddings body: a string or an array of strings.

@@ -372,25 +372,26 @@ fn start_pool(
     metrics: crate::local::pool::PoolMetrics,
     health: &ProviderHealth,
 ) -> Option<Arc<crate::local::pool::Pool>> {
+    let pool_settings = crate::local::pool::PoolSettings {
+        workers: settings.workers,
+        queue: settings.queue,
+        max_wait: settings.max_wait,
+        device: settings.device,
+        cores: settings.cores.clone(),
+    };
     let started = crate::local::runtime::environment(settings.library.as_deref())
         .map_err(|e| e.to_string())
         .and_then(|env| {
-            crate::local::pool::Pool::start(
-                name,
-                env,
-                settings.workers,
-                settings.queue,
-                settings.max_wait,
-                metrics,
-            )
-            .map_err(|e| format!("cannot start worker threads: {e}"))
+            crate::local::pool::Pool::start(name, env, &pool_settings, metrics)
+                .map_err(|e| format!("cannot start worker threads: {e}"))
         });
     match started {
         Ok(pool) => {
             log::info!(
-                "local provider {name}: ONNX Runtime on CPU, {} worker(s), queue {} (this build has no CUDA execution provider: device auto means cpu)",
+                "local provider {name}: ONNX Runtime loaded, {} worker(s), queue {}, device {} (each model logs where it runs when it loads)",
                 settings.workers,
-                settings.queue
+                settings.queue,
+                settings.device.name(),
             );
             Some(Arc::new(pool))
         }

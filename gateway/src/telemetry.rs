@@ -7,7 +7,7 @@
 //! It owns no I/O: `/metrics` is served by [`crate::admin`].
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -95,6 +95,10 @@ pub struct Metrics {
     local_queue_depth: IntGaugeVec,
     local_spilled: IntCounterVec,
     local_tokens: IntCounterVec,
+    local_time_per_token: HistogramVec,
+    local_ttft: HistogramVec,
+    local_tokens_per_second: GaugeVec,
+    local_device: IntGaugeVec,
     pub active_requests: IntGauge,
     pub active_streams: IntGauge,
     pub access_log_dropped: IntCounter,
@@ -245,6 +249,40 @@ impl Metrics {
             ),
             &["provider"],
         ));
+        let local_time_per_token = must(HistogramVec::new(
+            HistogramOpts::new(
+                "switchyard_local_time_per_token_seconds",
+                "Time a local pool took to generate one token after the first",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
+            &["provider"],
+        ));
+        let local_ttft = must(HistogramVec::new(
+            HistogramOpts::new(
+                "switchyard_local_time_to_first_token_seconds",
+                "From queueing a generation on a local pool to its first token (queue wait and prompt included)",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["provider"],
+        ));
+        let local_tokens_per_second = must(GaugeVec::new(
+            Opts::new(
+                "switchyard_local_tokens_per_second",
+                "Decoding speed of the last generation a local pool finished",
+            ),
+            &["provider"],
+        ));
+        let local_device = must(IntGaugeVec::new(
+            Opts::new(
+                "switchyard_local_device",
+                "1 for the device (cpu or cuda) a local pool's models run on",
+            ),
+            &["provider", "device"],
+        ));
         let active_requests = must(IntGauge::new(
             "switchyard_active_requests",
             "Inference requests in progress",
@@ -283,6 +321,10 @@ impl Metrics {
             Box::new(local_queue_depth.clone()),
             Box::new(local_spilled.clone()),
             Box::new(local_tokens.clone()),
+            Box::new(local_time_per_token.clone()),
+            Box::new(local_ttft.clone()),
+            Box::new(local_tokens_per_second.clone()),
+            Box::new(local_device.clone()),
             Box::new(active_requests.clone()),
             Box::new(active_streams.clone()),
             Box::new(access_log_dropped.clone()),
@@ -310,6 +352,10 @@ impl Metrics {
             local_queue_depth,
             local_spilled,
             local_tokens,
+            local_time_per_token,
+            local_ttft,
+            local_tokens_per_second,
+            local_device,
             active_requests,
             active_streams,
             access_log_dropped,
@@ -377,6 +423,11 @@ impl Metrics {
             queue_depth: self.local_queue_depth.with_label_values(&[provider]),
             spilled: self.local_spilled.with_label_values(&[provider]),
             tokens: self.local_tokens.with_label_values(&[provider]),
+            time_per_token: self.local_time_per_token.with_label_values(&[provider]),
+            time_to_first_token: self.local_ttft.with_label_values(&[provider]),
+            tokens_per_second: self.local_tokens_per_second.with_label_values(&[provider]),
+            device_cpu: self.local_device.with_label_values(&[provider, "cpu"]),
+            device_cuda: self.local_device.with_label_values(&[provider, "cuda"]),
         }
     }
 

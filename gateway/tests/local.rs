@@ -1,6 +1,7 @@
 //! The local ONNX pool end to end: real all-MiniLM-L6-v2 embeddings on worker threads (fetched by
-//! `scripts/fetch-models.sh`), spill to the next deployment when the queue is full, and a clear
-//! refusal for what local pools do not serve yet.
+//! `scripts/fetch-models.sh`), text generation with the committed tiny LM (`conf/models/tiny-lm`,
+//! whose greedy answer is known: "Hello" → "pqrstuvwxyz") in both caller formats, streamed and
+//! not, spill to the next deployment when the queue is full, and clear refusals.
 
 mod common;
 
@@ -24,12 +25,50 @@ fn artefacts() -> (PathBuf, PathBuf) {
     (lib, model)
 }
 
+fn tiny_lm() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../conf/models/tiny-lm/model.onnx")
+}
+
+/// `emb` (local, then mock), `local-chat` (the tiny LM only), `chat` (the tiny LM, then mock).
 fn config(lib: &str, model: &std::path::Path, queue: usize) -> String {
     format!(
-        "providers:\n  - {{ name: gpu0, kind: local, device: auto, workers: 1, queue: {queue}, max_wait: 5s, library: \"{lib}\" }}\n  - {{ name: sim, kind: mock }}\nmodels:\n  - name: emb\n    deployments:\n      - {{ provider: gpu0, model: \"{}\", priority: 1 }}\n      - {{ provider: sim, model: mock-embed, priority: 2 }}\n  - name: local-chat\n    deployments:\n      - {{ provider: gpu0, model: \"{}\" }}\n",
+        "providers:\n  - {{ name: gpu0, kind: local, device: auto, workers: 1, queue: {queue}, max_wait: 5s, library: \"{lib}\" }}\n  - {{ name: sim, kind: mock }}\nmodels:\n  - name: emb\n    deployments:\n      - {{ provider: gpu0, model: \"{}\", priority: 1 }}\n      - {{ provider: sim, model: mock-embed, priority: 2 }}\n  - name: local-chat\n    deployments:\n      - {{ provider: gpu0, model: \"{lm}\" }}\n  - name: chat\n    deployments:\n      - {{ provider: gpu0, model: \"{lm}\", priority: 1 }}\n      - {{ provider: sim, model: mock-chat, priority: 2 }}\n",
         model.display(),
-        model.display()
+        lm = tiny_lm().display(),
     )
+}
+
+/// Sends `n` copies of a request at once; counts who answered each (all must succeed).
+async fn answered_by(
+    gw: &Arc<Gateway>,
+    path: &'static str,
+    body: &str,
+    n: usize,
+) -> std::collections::HashMap<String, usize> {
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let (gw, body) = (gw.clone(), body.to_string());
+        tasks.push(tokio::spawn(async move {
+            gw.post_json(path, body.as_bytes()).await
+        }));
+    }
+    let mut by = std::collections::HashMap::new();
+    for t in tasks {
+        let r = t.await.expect("task");
+        assert_eq!(r.status, 200, "{}", r.text());
+        *by.entry(r.header("x-switchyard-provider").unwrap_or("").to_string())
+            .or_insert(0) += 1;
+    }
+    by
+}
+
+/// The `data:` payloads of an SSE body, parsed (`[DONE]` left out).
+fn sse_events(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap_or_else(|e| panic!("{e}: {d}")))
+        .collect()
 }
 
 fn cosine(a: &[f64], b: &[f64]) -> f64 {
@@ -76,15 +115,6 @@ async fn local_embeddings_have_real_semantics() {
         "near {near:.3}, far {far:.3}"
     );
     assert!(r.json()["usage"]["prompt_tokens"].as_u64().unwrap() > 10);
-    // Chat completions are not served by local pools in this build: a clear 400, not a stub.
-    let r = gw
-        .post_json(
-            "/v1/chat/completions",
-            br#"{"model":"local-chat","messages":[{"role":"user","content":"hi"}]}"#,
-        )
-        .await;
-    assert_eq!(r.status, 400, "{}", r.text());
-    assert!(r.text().contains("local"), "{}", r.text());
     assert!(
         gw.metric("switchyard_local_tokens_total{provider=\"gpu0\"}")
             .await
@@ -104,20 +134,7 @@ async fn a_full_local_queue_spills_to_the_next_deployment() {
             .collect::<Vec<_>>()
             .join(",")
     );
-    let mut tasks = Vec::new();
-    for _ in 0..12 {
-        let (gw, body) = (gw.clone(), long.clone());
-        tasks.push(tokio::spawn(async move {
-            gw.post_json("/v1/embeddings", body.as_bytes()).await
-        }));
-    }
-    let mut by = std::collections::HashMap::new();
-    for t in tasks {
-        let r = t.await.expect("task");
-        assert_eq!(r.status, 200, "{}", r.text());
-        *by.entry(r.header("x-switchyard-provider").unwrap_or("").to_string())
-            .or_insert(0) += 1;
-    }
+    let by = answered_by(&gw, "/v1/embeddings", &long, 12).await;
     assert!(by.get("gpu0").copied().unwrap_or(0) >= 1, "{by:?}");
     assert!(
         by.get("sim").copied().unwrap_or(0) >= 1,
@@ -152,5 +169,224 @@ async fn a_local_provider_whose_runtime_cannot_load_is_skipped_and_says_why() {
     assert!(
         gpu["last_error"].as_str().unwrap().contains("/nonexistent"),
         "{gpu}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_generation_answers_both_formats_with_the_known_greedy_text() {
+    let (lib, model) = artefacts();
+    let gw = Gateway::start(&config(&lib.display().to_string(), &model, 16), "").await;
+    let r = gw
+        .post_json(
+            "/v1/chat/completions",
+            br#"{"model":"local-chat","messages":[{"role":"user","content":"Hello"}]}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), gw.log());
+    assert_eq!(r.header("x-switchyard-provider"), Some("gpu0"));
+    assert_eq!(r.header("x-switchyard-cost-usd"), Some("0.00000000"));
+    let j = r.json();
+    assert_eq!(j["object"], "chat.completion");
+    assert_eq!(j["model"], "local-chat");
+    assert_eq!(j["choices"][0]["message"]["content"], "pqrstuvwxyz");
+    assert_eq!(j["choices"][0]["finish_reason"], "stop");
+    // 5 prompt bytes; 11 letters and the end-of-sequence token.
+    assert_eq!(j["usage"]["prompt_tokens"], 5);
+    assert_eq!(j["usage"]["completion_tokens"], 12);
+
+    // max_tokens and stop sequences, OpenAI's names.
+    let r = gw
+        .post_json(
+            "/v1/chat/completions",
+            br#"{"model":"local-chat","max_tokens":4,"messages":[{"role":"user","content":"Hello"}]}"#,
+        )
+        .await;
+    let j = r.json();
+    assert_eq!(j["choices"][0]["message"]["content"], "pqrs", "{j}");
+    assert_eq!(j["choices"][0]["finish_reason"], "length");
+    let r = gw
+        .post_json(
+            "/v1/chat/completions",
+            br#"{"model":"local-chat","stop":["uv"],"messages":[{"role":"user","content":"Hello"}]}"#,
+        )
+        .await;
+    assert_eq!(r.json()["choices"][0]["message"]["content"], "pqrst");
+
+    // The Anthropic Messages API, with its stop_sequences.
+    let r = gw
+        .request(
+            "POST",
+            "/v1/messages",
+            Some(br#"{"model":"local-chat","max_tokens":64,"system":"","stop_sequences":["wx"],"messages":[{"role":"user","content":"Hello"}]}"#),
+            &[("content-type", "application/json"), ("x-api-key", "sk-caller-key"), ("anthropic-version", "2023-06-01")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    assert_eq!(j["type"], "message");
+    assert_eq!(j["content"][0]["text"], "pqrstuv", "{j}");
+    assert_eq!(j["stop_reason"], "stop_sequence");
+    assert_eq!(j["stop_sequence"], "wx");
+    assert_eq!(j["usage"]["input_tokens"], 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_generation_streams_token_by_token_in_both_formats() {
+    let (lib, model) = artefacts();
+    let gw = Gateway::start(&config(&lib.display().to_string(), &model, 16), "").await;
+    let r = gw
+        .post_json(
+            "/v1/chat/completions",
+            br#"{"model":"local-chat","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Hello"}]}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    assert!(
+        r.text().trim_end().ends_with("data: [DONE]"),
+        "{}",
+        r.text()
+    );
+    let events = sse_events(&r.text());
+    let deltas: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+        .filter(|c| !c.is_empty())
+        .collect();
+    // One chunk per generated character: tokens go out as they are produced.
+    assert_eq!(deltas.len(), 11, "{deltas:?}");
+    assert_eq!(deltas.concat(), "pqrstuvwxyz");
+    assert!(events
+        .iter()
+        .any(|e| e["choices"][0]["finish_reason"] == "stop"));
+    let usage = events
+        .iter()
+        .find(|e| e["usage"].is_object())
+        .expect("usage chunk");
+    assert_eq!(usage["usage"]["completion_tokens"], 12);
+
+    let r = gw
+        .request(
+            "POST",
+            "/v1/messages",
+            Some(br#"{"model":"local-chat","max_tokens":3,"stream":true,"messages":[{"role":"user","content":"Hello"}]}"#),
+            &[("content-type", "application/json"), ("x-api-key", "sk-caller-key")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let events = sse_events(&r.text());
+    let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(types.first(), Some(&"message_start"));
+    assert_eq!(types.last(), Some(&"message_stop"));
+    let text: String = events
+        .iter()
+        .filter(|e| e["type"] == "content_block_delta")
+        .filter_map(|e| e["delta"]["text"].as_str())
+        .collect();
+    assert_eq!(text, "pqr");
+    let delta = events
+        .iter()
+        .find(|e| e["type"] == "message_delta")
+        .expect("message_delta");
+    assert_eq!(delta["delta"]["stop_reason"], "max_tokens");
+    assert_eq!(delta["usage"]["output_tokens"], 3);
+
+    // Per-token metrics and the device the model runs on (no GPU here: cpu).
+    assert!(
+        gw.metric_eventually(
+            "switchyard_local_time_per_token_seconds_count{provider=\"gpu0\"}",
+            10.0
+        )
+        .await
+        .unwrap_or(0.0)
+            >= 10.0
+    );
+    assert_eq!(
+        gw.metric("switchyard_local_device{device=\"cpu\",provider=\"gpu0\"}")
+            .await,
+        Some(1.0)
+    );
+    assert!(
+        gw.metric("switchyard_local_tokens_per_second{provider=\"gpu0\"}")
+            .await
+            .unwrap_or(0.0)
+            > 0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_local_models_cannot_do_goes_elsewhere_or_gets_a_clear_400() {
+    let (lib, model) = artefacts();
+    let gw = Gateway::start(&config(&lib.display().to_string(), &model, 16), "").await;
+    let tools =
+        r#""tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}]"#;
+    // Only the local model: a 400 naming the field and the provider kind.
+    let body = format!(
+        r#"{{"model":"local-chat",{tools},"messages":[{{"role":"user","content":"Hello"}}]}}"#
+    );
+    let r = gw.post_json("/v1/chat/completions", body.as_bytes()).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(
+        r.json()["error"]["code"],
+        "unsupported_field",
+        "{}",
+        r.text()
+    );
+    assert!(
+        r.text().contains("tools") && r.text().contains("local"),
+        "{}",
+        r.text()
+    );
+    // With a cloud deployment behind it, the request goes there.
+    let body =
+        format!(r#"{{"model":"chat",{tools},"messages":[{{"role":"user","content":"Hello"}}]}}"#);
+    let r = gw.post_json("/v1/chat/completions", body.as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-switchyard-provider"), Some("sim"));
+    // A prompt beyond the model's 512-token context: the next deployment, or a 400.
+    let long = "x".repeat(600);
+    let body = format!(r#"{{"model":"chat","messages":[{{"role":"user","content":"{long}"}}]}}"#);
+    let r = gw.post_json("/v1/chat/completions", body.as_bytes()).await;
+    assert_eq!(
+        r.header("x-switchyard-provider"),
+        Some("sim"),
+        "{}",
+        r.text()
+    );
+    let body =
+        format!(r#"{{"model":"local-chat","messages":[{{"role":"user","content":"{long}"}}]}}"#);
+    let r = gw.post_json("/v1/chat/completions", body.as_bytes()).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("context"), "{}", r.text());
+    // The same refusal in Anthropic's format.
+    let body = format!(
+        r#"{{"model":"local-chat","max_tokens":5,"messages":[{{"role":"user","content":"{long}"}}]}}"#
+    );
+    let r = gw
+        .request(
+            "POST",
+            "/v1/messages",
+            Some(body.as_bytes()),
+            &[
+                ("content-type", "application/json"),
+                ("x-api-key", "sk-caller-key"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["type"], "error", "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_local_generation_spills_to_the_cloud() {
+    let (lib, model) = artefacts();
+    let gw = Arc::new(Gateway::start(&config(&lib.display().to_string(), &model, 1), "").await);
+    // Long answers (every byte value from 0x80 to 'z') keep the single worker busy.
+    let body = r#"{"model":"chat","messages":[{"role":"user","content":"\u0080"}]}"#;
+    let by = answered_by(&gw, "/v1/chat/completions", body, 16).await;
+    assert!(by.get("gpu0").copied().unwrap_or(0) >= 1, "{by:?}");
+    assert!(
+        by.get("sim").copied().unwrap_or(0) >= 1,
+        "some spilled: {by:?}"
     );
 }

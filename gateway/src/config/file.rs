@@ -249,6 +249,9 @@ pub struct FileProvider {
     /// `kind: local`: path of the ONNX Runtime library (default: `ORT_DYLIB_PATH`).
     #[serde(default)]
     pub library: Option<String>,
+    /// `kind: local`: CPU cores to pin the worker threads to (extension).
+    #[serde(default)]
+    pub cores: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]

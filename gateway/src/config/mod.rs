@@ -328,14 +328,27 @@ models:
     }
 
     #[test]
-    fn later_sections_are_refused_not_ignored() {
-        let text = MINIMAL.replace("kind: mock", "kind: local\n    device: cuda");
+    fn local_provider_device_and_cores_are_validated() {
+        let text = MINIMAL.replace(
+            "kind: mock",
+            "kind: local\n    device: cuda\n    cores: [2, 3]",
+        );
+        let c = parse(&text, &|_| None).unwrap();
+        match &c.providers[0].kind {
+            ProviderKind::Local(s) => {
+                assert_eq!(s.device, Device::Cuda);
+                assert_eq!(s.cores, vec![2, 3]);
+            }
+            other => panic!("not local: {other:?}"),
+        }
+        let text = MINIMAL.replace("kind: mock", "kind: local\n    device: tpu\n    cores: []");
         let errs = errors_of(&text);
         assert!(
             errs.iter()
-                .any(|e| e.contains("not supported by this build yet")),
+                .any(|e| e.contains("expected auto, cpu or cuda")),
             "{errs:?}"
         );
+        assert!(errs.iter().any(|e| e.contains("cores")), "{errs:?}");
     }
 
     #[test]

@@ -260,6 +260,31 @@ pub struct LocalSettings {
     pub max_wait: Duration,
     /// The ONNX Runtime shared library (`None`: `ORT_DYLIB_PATH`).
     pub library: Option<PathBuf>,
+    /// Where sessions run.
+    pub device: Device,
+    /// CPU cores the workers are pinned to (worker `i` on `cores[i % len]`); empty: not pinned.
+    pub cores: Vec<usize>,
+}
+
+/// `device` of a local provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    /// The CUDA execution provider when it loads, else the CPU (logged either way).
+    #[default]
+    Auto,
+    Cpu,
+    /// CUDA or nothing: a session that cannot run on CUDA fails to load.
+    Cuda,
+}
+
+impl Device {
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Auto => "auto",
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        }
+    }
 }
 
 impl ProviderKind {

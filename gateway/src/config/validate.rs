@@ -362,6 +362,7 @@ fn http_kind(
             ("device", p.device.is_some()),
             ("workers", p.workers.is_some()),
             ("queue", p.queue.is_some()),
+            ("cores", p.cores.is_some()),
         ],
         errs,
     );
@@ -443,17 +444,39 @@ fn local_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Option<Provide
         };
     let workers = count("workers", p.workers.as_ref(), 1, errs);
     let queue = count("queue", p.queue.as_ref(), 64, errs);
-    match p.device.as_ref().map(|d| d.as_str().unwrap_or("")) {
-        None | Some("auto") | Some("cpu") => {}
-        Some("cuda") => errs.push(
-            format!("{path}.device"),
-            "the CUDA execution provider is not supported by this build yet (use cpu or auto)",
-        ),
-        Some(other) => errs.push(
-            format!("{path}.device"),
-            format!("expected auto, cpu or cuda, not {other:?}"),
-        ),
-    }
+    let device = match p.device.as_ref().map(|d| d.as_str().unwrap_or("")) {
+        None | Some("auto") => Device::Auto,
+        Some("cpu") => Device::Cpu,
+        Some("cuda") => Device::Cuda,
+        Some(other) => {
+            errs.push(
+                format!("{path}.device"),
+                format!("expected auto, cpu or cuda, not {other:?}"),
+            );
+            Device::Auto
+        }
+    };
+    let cores = match p.cores.as_ref() {
+        None => Vec::new(),
+        Some(v) => {
+            let list: Option<Vec<usize>> = v.as_sequence().and_then(|items| {
+                items
+                    .iter()
+                    .map(|i| i.as_u64().filter(|n| *n < 4096).map(|n| n as usize))
+                    .collect()
+            });
+            match list {
+                Some(l) if !l.is_empty() => l,
+                _ => {
+                    errs.push(
+                        format!("{path}.cores"),
+                        "must be a non-empty list of CPU core numbers, e.g. [2, 3]",
+                    );
+                    Vec::new()
+                }
+            }
+        }
+    };
     let max_wait = errs.duration(
         format!("{path}.max_wait"),
         p.max_wait.as_deref(),
@@ -468,6 +491,8 @@ fn local_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Option<Provide
             .as_deref()
             .filter(|l| !l.is_empty())
             .map(Into::into),
+        device,
+        cores,
     }))
 }
 
@@ -485,6 +510,7 @@ fn mock_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Option<Provider
             ("queue", p.queue.is_some()),
             ("max_wait", p.max_wait.is_some()),
             ("library", p.library.is_some()),
+            ("cores", p.cores.is_some()),
         ],
         errs,
     );

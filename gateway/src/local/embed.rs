@@ -12,8 +12,10 @@
 use std::path::{Path, PathBuf};
 
 use ort::environment::Environment;
-use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
+
+use super::session::{self, RunsOn};
+use crate::config::Device;
 use ort::value::Tensor;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
@@ -77,6 +79,8 @@ pub struct Embedder {
     output: Output,
     dimensions: usize,
     max_len: usize,
+    runs_on: RunsOn,
+    cuda_error: Option<String>,
 }
 
 impl Embedder {
@@ -87,6 +91,7 @@ impl Embedder {
     pub fn load(
         env: &Environment,
         model: &Path,
+        device: Device,
         intra_threads: usize,
     ) -> Result<Embedder, EmbedError> {
         let tokenizer_path = model
@@ -95,11 +100,13 @@ impl Embedder {
             .join(TOKENIZER_FILE);
         let tokenizer = load_tokenizer(&tokenizer_path, MAX_TOKENS)?;
 
-        let session =
-            open_session(env, model, intra_threads.max(1)).map_err(|source| EmbedError::Model {
+        let opened = session::open(env, model, device, intra_threads).map_err(|source| {
+            EmbedError::Model {
                 path: model.to_path_buf(),
                 source,
-            })?;
+            }
+        })?;
+        let session = opened.session;
         let unsupported = |reason: String| EmbedError::Unsupported {
             path: model.to_path_buf(),
             reason,
@@ -149,6 +156,8 @@ impl Embedder {
             output,
             dimensions: declared.unwrap_or(0),
             max_len: MAX_TOKENS,
+            runs_on: opened.runs_on,
+            cuda_error: opened.cuda_error,
         };
         if declared.is_none() {
             // Symbolic width: learn it from one tiny run.
@@ -254,6 +263,11 @@ impl Embedder {
         Ok((vectors, tokens))
     }
 
+    /// Where this model's session runs, and (under `device: auto`) why not on CUDA.
+    pub fn runs_on(&self) -> (RunsOn, Option<&str>) {
+        (self.runs_on, self.cuda_error.as_deref())
+    }
+
     /// Length of every vector [`Embedder::embed`] returns (384 for MiniLM-L6).
     pub fn dimensions(&self) -> usize {
         self.dimensions
@@ -288,16 +302,6 @@ fn load_tokenizer(path: &Path, max_len: usize) -> Result<Tokenizer, EmbedError> 
         }))
         .map_err(|e| err(e.to_string()))?;
     Ok(tokenizer)
-}
-
-/// Session builder calls return `ort::Error<SessionBuilder>` (not `Send`), so build the session
-/// in a function returning the plain `ort::Result`.
-fn open_session(env: &Environment, model: &Path, intra_threads: usize) -> ort::Result<Session> {
-    Session::builder(env)?
-        .with_optimization_level(GraphOptimizationLevel::Level3)?
-        .with_intra_threads(intra_threads)?
-        .with_intra_op_spinning(false)?
-        .commit_from_file(model)
 }
 
 /// Mean of each row's hidden states over the positions whose mask is 1.
@@ -351,28 +355,15 @@ mod tests {
         model
     }
 
-    fn lib_path() -> PathBuf {
-        let lib = std::env::var_os("ORT_DYLIB_PATH")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| manifest_dir().join("../target/onnx/lib/libonnxruntime.so.1.31.1"));
-        assert!(
-            lib.is_file(),
-            "ONNX Runtime library {} missing: run scripts/fetch-models.sh (or set ORT_DYLIB_PATH)",
-            lib.display()
-        );
-        lib
-    }
-
     /// One embedder shared by the tests (one environment per process; loading takes a while).
     fn embedder() -> std::sync::MutexGuard<'static, Embedder> {
         static EMBEDDER: OnceLock<Mutex<Embedder>> = OnceLock::new();
         EMBEDDER
             .get_or_init(|| {
-                let lib = lib_path();
-                let env = super::super::runtime::environment(Some(&lib))
-                    .unwrap_or_else(|e| panic!("{e} (run scripts/fetch-models.sh)"));
+                let env = super::super::test_support::environment();
                 let model = model_path();
-                let e = Embedder::load(&env, &model, 1).unwrap_or_else(|e| panic!("{e}"));
+                let e = Embedder::load(&env, &model, crate::config::Device::Cpu, 1)
+                    .unwrap_or_else(|e| panic!("{e}"));
                 Mutex::new(e)
             })
             .lock()
