@@ -356,7 +356,7 @@ impl Generator {
         seq.generated += 1;
         seq.next_input = Some(token);
         if self.eos.binary_search(&token).is_ok() {
-            return Ok(Step::Done(seq.stops.finish(), FinishReason::Stop));
+            return self.finish(seq, String::new(), FinishReason::Stop);
         }
         let delta = seq
             .detok
@@ -370,11 +370,30 @@ impl Generator {
             ));
         }
         if seq.generated >= seq.max_tokens {
-            let mut text = released.text;
-            text.push_str(&seq.stops.finish());
-            return Ok(Step::Done(text, FinishReason::Length));
+            return self.finish(seq, released.text, FinishReason::Length);
         }
         Ok(Step::Text(released.text))
+    }
+
+    /// The last step's text: `text`, then what the detokeniser and the stop matcher still held
+    /// (which may yet complete a stop sequence).
+    fn finish(
+        &self,
+        seq: &mut Sequence,
+        mut text: String,
+        finish: FinishReason,
+    ) -> Result<Step, GenerateError> {
+        let tail = seq
+            .detok
+            .flush(&self.tokenizer)
+            .map_err(GenerateError::Text)?;
+        let released = seq.stops.push(&tail);
+        text.push_str(&released.text);
+        if let Some(stop) = released.stopped {
+            return Ok(Step::Done(text, FinishReason::StopSequence(Some(stop))));
+        }
+        text.push_str(&seq.stops.finish());
+        Ok(Step::Done(text, finish))
     }
 
     /// One model run: feeds `fed` after the cached past; returns the last position's logits and
@@ -674,6 +693,21 @@ mod tests {
         // At temperature 1 the oracle's token holds ~99 % of the mass: top_p 0.5 keeps only it.
         assert_eq!(sampled(&mut g, 1, 1.0, Some(0.5)), "defghijklmno");
         assert_eq!(sampled(&mut g, 2, 1.0, Some(0.5)), "defghijklmno");
+    }
+
+    #[test]
+    fn text_held_for_an_incomplete_character_is_flushed_at_the_end() {
+        // From U+0080 (bytes C2 80) the oracle continues with lone continuation bytes 81, 82, …:
+        // never valid UTF-8, so held while generating, and released (as U+FFFD) at the end.
+        let mut g = generator();
+        let mut req = request("\u{80}");
+        req.max_tokens = Some(3);
+        let (text, finish, _) = generate(&mut g, &req);
+        assert_eq!(finish, FinishReason::Length);
+        assert!(
+            !text.is_empty() && text.chars().all(|c| c == '\u{FFFD}'),
+            "{text:?}"
+        );
     }
 
     #[test]

@@ -60,6 +60,21 @@ impl Detokenizer {
     }
 }
 
+impl Detokenizer {
+    /// Generation ended: whatever is still held (an incomplete character at the very end is
+    /// released as U+FFFD rather than lost).
+    pub fn flush(&mut self, tokenizer: &Tokenizer) -> Result<String, String> {
+        if self.read == self.ids.len() {
+            return Ok(String::new());
+        }
+        let decode = |ids: &[u32]| tokenizer.decode(ids, true).map_err(|e| e.to_string());
+        let before = decode(&self.ids[self.prefix..self.read])?;
+        let now = decode(&self.ids[self.prefix..])?;
+        self.read = self.ids.len();
+        Ok(now.chars().skip(before.chars().count()).collect())
+    }
+}
+
 /// What [`StopMatcher::push`] releases.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Released {
