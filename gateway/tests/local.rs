@@ -390,3 +390,34 @@ async fn busy_local_generation_spills_to_the_cloud() {
         "some spilled: {by:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_cuda_without_a_cuda_runtime_spills_and_says_why() {
+    // The CPU onnxruntime wheel has no CUDA execution provider: `device: auto` runs on the CPU
+    // (the other tests), `device: cuda` refuses to load the model and the next deployment answers.
+    let (lib, model) = artefacts();
+    let text =
+        config(&lib.display().to_string(), &model, 4).replace("device: auto", "device: cuda");
+    let gw = Gateway::start(&text, "").await;
+    let r = gw
+        .post_json(
+            "/v1/chat/completions",
+            br#"{"model":"chat","messages":[{"role":"user","content":"Hello"}]}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-switchyard-provider"), Some("sim"));
+    assert!(
+        gw.log().contains("CUDA execution provider"),
+        "the log says why: {}",
+        gw.log()
+    );
+    let r = gw
+        .post_json(
+            "/v1/chat/completions",
+            br#"{"model":"local-chat","messages":[{"role":"user","content":"Hello"}]}"#,
+        )
+        .await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("cuda"), "{}", r.text());
+}

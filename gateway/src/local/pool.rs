@@ -30,6 +30,9 @@ use tokio::sync::{mpsc, oneshot};
 /// Generations one worker advances in turn (more wait in the queue).
 pub const MAX_ACTIVE_PER_WORKER: usize = 8;
 
+/// A model that failed to load is not tried again for this long (its error is answered at once).
+const RELOAD_AFTER_FAILURE: Duration = Duration::from_secs(30);
+
 /// Why a job was not run here (the router moves on to the next deployment).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Spill {
@@ -169,6 +172,7 @@ impl Pool {
                 device: settings.device,
                 embedders: HashMap::new(),
                 generators: HashMap::new(),
+                failed: HashMap::new(),
                 active: Vec::new(),
             };
             let core =
@@ -289,6 +293,8 @@ struct Worker {
     device: Device,
     embedders: HashMap<PathBuf, Embedder>,
     generators: HashMap<PathBuf, Generator>,
+    /// Models that failed to load: when, and why.
+    failed: HashMap<PathBuf, (Instant, String)>,
     active: Vec<Active>,
 }
 
@@ -388,10 +394,9 @@ impl Worker {
 
     fn embed(&mut self, model: &PathBuf, texts: &[String]) -> Result<Embedded, Spill> {
         if !self.embedders.contains_key(model) {
-            let e = Embedder::load(&self.env, model, self.device, 1).map_err(|e| {
-                log::error!("local model {}: {e}", model.display());
-                Spill::Unavailable(e.to_string())
-            })?;
+            self.recently_failed(model).map_err(Spill::Unavailable)?;
+            let e = Embedder::load(&self.env, model, self.device, 1)
+                .map_err(|e| Spill::Unavailable(self.load_failed(model, e.to_string())))?;
             self.loaded(model, e.runs_on());
             self.embedders.insert(model.clone(), e);
         }
@@ -405,16 +410,35 @@ impl Worker {
 
     fn generator(&mut self, model: &PathBuf) -> Result<&mut Generator, String> {
         if !self.generators.contains_key(model) {
-            let g = Generator::load(&self.env, model, self.device, 1).map_err(|e| {
-                log::error!("local model {}: {e}", model.display());
-                e.to_string()
-            })?;
+            self.recently_failed(model)?;
+            let g = Generator::load(&self.env, model, self.device, 1)
+                .map_err(|e| self.load_failed(model, e.to_string()))?;
             self.loaded(model, g.runs_on());
             self.generators.insert(model.clone(), g);
         }
         self.generators
             .get_mut(model)
             .ok_or_else(|| "model not loaded".to_string())
+    }
+
+    /// The error of a load that failed less than [`RELOAD_AFTER_FAILURE`] ago.
+    fn recently_failed(&self, model: &std::path::Path) -> Result<(), String> {
+        match self.failed.get(model) {
+            Some((at, why)) if at.elapsed() < RELOAD_AFTER_FAILURE => Err(why.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    fn load_failed(&mut self, model: &std::path::Path, why: String) -> String {
+        log::error!(
+            "local provider {}: model {}: {why} (not retried for {:?})",
+            self.provider,
+            model.display(),
+            RELOAD_AFTER_FAILURE
+        );
+        self.failed
+            .insert(model.to_path_buf(), (Instant::now(), why.clone()));
+        why
     }
 
     /// Logs and exports where a newly loaded model runs.
