@@ -21,6 +21,7 @@ pub mod proxy;
 pub mod redis_store;
 pub mod reload;
 pub mod router;
+pub mod selection;
 pub mod server;
 pub mod state;
 pub mod telemetry;

@@ -16,8 +16,8 @@
 //! ([`crate::forward`]), since they change while a request is in flight. The plan is pure data.
 
 use crate::config::{Condition, Deployment, RetryPolicy, Strategy};
+use crate::selection::DeploymentSelector;
 use crate::state::{RoutedDeployment, RoutedModel};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// What a plan needs to know about the request.
@@ -76,22 +76,27 @@ pub fn plan<'a>(model: &'a RoutedModel, input: &PlanInput<'_>) -> Vec<Step<'a>> 
                 .config
                 .rules
                 .iter()
-                .find(|r| r.when.as_ref().is_none_or(|c| matches(c, input)));
+                .enumerate()
+                .find(|(_, r)| r.when.as_ref().is_none_or(|c| matches(c, input)));
             match rule {
-                Some(r) => {
+                Some((i, r)) => {
                     let subset: Vec<&RoutedDeployment> = r
                         .deployments
                         .iter()
                         .filter_map(|i| model.deployments.get(*i))
                         .collect();
-                    arrange(model, subset, r.strategy, input, &mut rng)
+                    let selector = model.rule_selectors.get(i).and_then(Option::as_ref);
+                    arrange(model, subset, r.strategy, selector, input, &mut rng)
                 }
                 // No rule matched: every deployment, by priority.
                 None => all,
             }
         }
-        _ if input.prefer_cheapest => arrange(model, all, Strategy::Cost, input, &mut rng),
-        strategy => arrange(model, all, strategy, input, &mut rng),
+        _ if input.prefer_cheapest => arrange(model, all, Strategy::Cost, None, input, &mut rng),
+        strategy => {
+            let selector = model.selector.as_ref();
+            arrange(model, all, strategy, selector, input, &mut rng)
+        }
     };
     if order.is_empty() {
         return Vec::new();
@@ -135,11 +140,13 @@ fn matches(c: &Condition, input: &PlanInput<'_>) -> bool {
     }
 }
 
-/// Orders `order` (already in priority order) by `strategy`.
+/// Orders `order` (already in priority order) by `strategy`. `round_robin` and `weighted` take
+/// their first deployment from Pingora's selection over the same set (`selector`).
 fn arrange<'a>(
     model: &'a RoutedModel,
     mut order: Vec<&'a RoutedDeployment>,
     strategy: Strategy,
+    selector: Option<&DeploymentSelector>,
     input: &PlanInput<'_>,
     rng: &mut u64,
 ) -> Vec<&'a RoutedDeployment> {
@@ -152,27 +159,25 @@ fn arrange<'a>(
             expected_cost(x.spec(model), input).total_cmp(&expected_cost(y.spec(model), input))
         })
     };
+    let picked = || {
+        selector
+            .and_then(DeploymentSelector::pick)
+            .and_then(|index| order.iter().position(|d| d.index == index))
+    };
     match strategy {
         Strategy::Priority | Strategy::Conditional => {}
         Strategy::RoundRobin => {
-            let start = model.next.fetch_add(1, Ordering::Relaxed) % n;
-            order.rotate_left(start);
+            // The rest follow in cyclic order, so retries move on round the set.
+            if let Some(start) = picked() {
+                order.rotate_left(start);
+            }
         }
         Strategy::Weighted => {
-            let total: u64 = order.iter().map(|d| u64::from(d.spec(model).weight)).sum();
-            *rng = xorshift(*rng);
-            let mut pick = *rng % total.max(1);
-            let mut chosen = 0;
-            for (i, d) in order.iter().enumerate() {
-                let w = u64::from(d.spec(model).weight);
-                if pick < w {
-                    chosen = i;
-                    break;
-                }
-                pick -= w;
+            // The pick first; fallbacks in priority order.
+            if let Some(chosen) = picked() {
+                let first = order.remove(chosen);
+                order.insert(0, first);
             }
-            let first = order.remove(chosen);
-            order.insert(0, first);
         }
         Strategy::LeastLatency => least_latency(&mut order, rng),
         Strategy::Cost => by_cost(&mut order),

@@ -6,7 +6,8 @@
 //! state (health, resolved addresses) lives in [`ProviderHandle`]s, which a rebuilt state can
 //! carry over by provider name. Nothing here does I/O except the resolver's DNS look-ups.
 
-use crate::config::{Config, Deployment, HttpEndpoint, Model, Provider, ProviderKind};
+use crate::config::{Config, Deployment, HttpEndpoint, Model, Provider, ProviderKind, Strategy};
+use crate::selection::DeploymentSelector;
 use crate::telemetry::{DeploymentMetrics, Metrics, ModelMetrics, ProviderMetrics, StatusCounters};
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
@@ -98,7 +99,14 @@ impl State {
                             .unwrap_or_default(),
                     })
                     .collect(),
-                next: std::sync::atomic::AtomicUsize::new(0),
+                selector: selector_for(m.routing.strategy, &m.deployments, 0..m.deployments.len()),
+                rule_selectors: m
+                    .rules
+                    .iter()
+                    .map(|r| {
+                        selector_for(r.strategy, &m.deployments, r.deployments.iter().copied())
+                    })
+                    .collect(),
                 metrics: metrics.model(&m.name),
                 config: m.clone(),
             });
@@ -134,6 +142,23 @@ impl State {
     }
 }
 
+/// Pingora's selection over `indices` of `deployments` when `strategy` is one it serves.
+fn selector_for(
+    strategy: Strategy,
+    deployments: &[Deployment],
+    indices: impl Iterator<Item = usize>,
+) -> Option<DeploymentSelector> {
+    let weighted = match strategy {
+        Strategy::RoundRobin => false,
+        Strategy::Weighted => true,
+        _ => return None,
+    };
+    let set: Vec<(usize, u32)> = indices
+        .filter_map(|i| deployments.get(i).map(|d| (i, d.weight)))
+        .collect();
+    DeploymentSelector::new(&set, weighted)
+}
+
 fn render_models(config: &Config) -> Bytes {
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -156,8 +181,10 @@ pub struct RoutedModel {
     pub config: Arc<Model>,
     pub deployments: Vec<RoutedDeployment>,
     pub metrics: ModelMetrics,
-    /// Round-robin position.
-    pub next: std::sync::atomic::AtomicUsize,
+    /// Pingora's selection over the deployments, for `round_robin` and `weighted`.
+    pub selector: Option<DeploymentSelector>,
+    /// The same for each `conditional` rule's subset (`None` for other strategies).
+    pub rule_selectors: Vec<Option<DeploymentSelector>>,
 }
 
 pub struct RoutedDeployment {
