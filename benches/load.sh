@@ -2,6 +2,7 @@
 # Load bench: direct vs bare Pingora hop vs Switchyard, in one run, against the same local mock
 # upstream. Prints RPS, p50, p99 and proxy CPU per request for each, and the ratios.
 #   bash benches/load.sh                 (DURATION=10 seconds per run by default)
+#   GOV_ROUNDS=5 DURATION=3 bash benches/load.sh   (+ 5 back-to-back sy+key/sy+gov pairs per c)
 # Loopback only; every run is bounded by DURATION; all processes are stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -121,7 +122,7 @@ run() {
   BENCH_AUTH=$auth BENCH_BODY=$body wrk -t1 -c"$conns" -d"${DURATION}s" --latency -s benches/post.lua \
     "http://127.0.0.1:$port/v1/chat/completions" > "$work/wrk.out"
   local c1; c1=$(cpu "$pid")
-  python3 - "$name" "$conns" "$stream" "$c0" "$c1" "$ticks" "$work/wrk.out" >> "$work/results" <<'PY'
+  python3 - "$name" "$conns" "$stream" "$c0" "$c1" "$ticks" "$work/wrk.out" >> "${RESULTS:-$work/results}" <<'PY'
 import re, sys
 name, conns, stream, c0, c1, ticks, path = sys.argv[1:]
 text = open(path).read()
@@ -136,6 +137,7 @@ scenario = ("stream" if stream == "1" else "non-stream") + f" c={conns}"
 print(f"{name}|{scenario}|{rps:.0f}|{lat['50']:.3f}|{lat['99']:.3f}|{cpu_ms:.4f}|{errors.group(1) if errors else 0}")
 PY
 }
+# (run appends to $RESULTS when set, else to $work/results)
 
 : > "$work/results"
 for scenario in "1 0" "32 0" "64 0" "32 1"; do
@@ -149,6 +151,15 @@ for scenario in "1 0" "32 0" "64 0" "32 1"; do
     run sy+gov $GOV_SY_PORT bench $gov_pid "$1" "$2" "Bearer sk-bench-virtual-key-0001"
   fi
 done
+# GOV_ROUNDS=N: N more rounds of sy+key and sy+gov back to back at c=32 and c=64, so the
+# governance ratio is a median of pairs run seconds apart rather than one pair.
+: > "$work/govrounds"
+for _ in $(seq 1 "${GOV_ROUNDS:-0}"); do
+  for conns in 32 64; do
+    RESULTS=$work/govrounds run sy+key $AUTH_SY_PORT bench $auth_pid "$conns" 0 "Bearer sk-bench-virtual-key-0001"
+    RESULTS=$work/govrounds run sy+gov $GOV_SY_PORT bench $gov_pid "$conns" 0 "Bearer sk-bench-virtual-key-0001"
+  done
+done
 sleep 2   # one more ledger flush
 gov_rss1=$(rss_kb "$gov_pid")
 gov_pending=$(curl -s "http://127.0.0.1:$GOV_ADMIN/metrics" | awk '/^switchyard_ledger_pending_rows/ {print $2}')
@@ -158,7 +169,7 @@ python3 benches/first_event.py "$STREAM_SAMPLES" \
   direct=127.0.0.1:$SLOW_UP_PORT:mock-model bare-hop=127.0.0.1:$SLOW_HOP_PORT:mock-model \
   switchyard=127.0.0.1:$SLOW_SY_PORT:bench > "$work/first"
 
-python3 - "$work/results" "$work/first" "$DURATION" "$work/gov" <<'PY'
+python3 - "$work/results" "$work/first" "$DURATION" "$work/gov" "$work/govrounds" <<'PY'
 import sys
 rows = [l.strip().split("|") for l in open(sys.argv[1]) if l.strip()]
 first = {l.split()[0]: l.split()[1:] for l in open(sys.argv[2]) if l.strip()}
@@ -187,6 +198,19 @@ for scen in dict.fromkeys(s for _, s, *_ in rows):
     if base and ("sy+gov", scen) in by:
         r = by[("sy+gov", scen)]
         print(f"  {scen:<16} RPS {r[0]/base[0]:.2f}x   CPU/req {r[3]/base[3]:.2f}x")
+pairs = {}
+last_key = {}
+for l in open(sys.argv[5]):
+    name, scen, rps, _, _, cpu, _ = l.strip().split("|")
+    if name == "sy+key":
+        last_key[scen] = (float(rps), float(cpu))
+    elif scen in last_key:
+        k = last_key.pop(scen)
+        pairs.setdefault(scen, []).append((float(rps) / k[0], float(cpu) / k[1]))
+for scen, rs in pairs.items():
+    med = lambda xs: sorted(xs)[len(xs) // 2]
+    print(f"  {scen:<16} {len(rs)} back-to-back pairs: median RPS {med([r for r, _ in rs]):.2f}x "
+          f"(each: {' '.join(f'{r:.2f}' for r, _ in rs)}), median CPU/req {med([c for _, c in rs]):.2f}x")
 rss0, rss1, pending, rows_written = open(sys.argv[4]).read().split()
 gov_requests = sum(float(rps) * float(sys.argv[3]) for name, _, rps, *_ in rows if name == "sy+gov")
 print(f"  ledger: {rows_written} rows written (~{gov_requests:.0f} requests sent), {pending} pending at the end; "
