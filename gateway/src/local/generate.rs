@@ -16,7 +16,7 @@ use std::time::Instant;
 use ort::environment::Environment;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
-use switchyard_adapters::canonical::{ChatRequest, FinishReason, Message, Part, Role};
+use switchyard_adapters::canonical::{ChatRequest, FinishReason, Message, Part, Role, ToolChoice};
 use tokenizers::Tokenizer;
 
 use super::chat_template::{ChatTemplate, TokenizerConfig};
@@ -78,7 +78,11 @@ impl GenerateRequest {
         if !req.tools.is_empty() {
             return Err("tools");
         }
-        if req.tool_choice.is_some() {
+        // Without tools, "auto" and "none" ask for nothing a local model lacks.
+        if matches!(
+            req.tool_choice,
+            Some(ToolChoice::Required | ToolChoice::Function(_))
+        ) {
             return Err("tool_choice");
         }
         if req.n.is_some_and(|n| n > 1) {
@@ -732,6 +736,11 @@ mod tests {
         req.n = Some(2);
         assert_eq!(GenerateRequest::from_chat(&req).err(), Some("n"));
         req.n = None;
+        req.tool_choice = Some(ToolChoice::None);
+        assert!(GenerateRequest::from_chat(&req).is_ok());
+        req.tool_choice = Some(ToolChoice::Required);
+        assert_eq!(GenerateRequest::from_chat(&req).err(), Some("tool_choice"));
+        req.tool_choice = None;
         req.tools.push(switchyard_adapters::canonical::Tool {
             name: "f".into(),
             description: None,
