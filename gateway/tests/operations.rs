@@ -253,11 +253,21 @@ async fn graceful_upgrade_hands_over_the_listeners_without_a_failed_request() {
         .wait_exit(Duration::from_secs(20))
         .unwrap_or_else(|| panic!("old process did not exit:\n{}", gw.log()));
     assert_eq!(status.code(), Some(0));
-    // Only the new process is left, and it serves.
-    let r = gw
-        .post_json("/v1/chat/completions", br#"{"model":"fast","messages":[]}"#)
-        .await;
-    assert_eq!(r.status, 200);
+    // Only the new process is left, and it serves: asked on a fresh connection (the harness's
+    // pooled ones were to the process that exited).
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(gw.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(
+            br#"{"model":"fast","messages":[]}"#,
+        )))
+        .expect("request");
+    let resp = tokio::time::timeout(REQUEST_TIMEOUT, gw.client().request(req))
+        .await
+        .unwrap_or_else(|_| panic!("the new process did not answer:\n{}", gw.log()))
+        .expect("request to the new process");
+    assert_eq!(resp.status(), 200);
     assert!(
         new.try_wait().expect("try_wait").is_none(),
         "new process died"

@@ -14,6 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A free loopback port (bound then released), never the same one twice in this process.
+/// The longest any harness request may take (tests that expect slower answers use their own
+/// clients).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
@@ -247,9 +251,18 @@ impl Gateway {
             .body(Full::new(body.unwrap_or_default()))
             .map_err(|e| e.to_string())?;
         let client = if h2 { &self.h2 } else { &self.client };
-        let resp = client.request(req).await.map_err(|e| e.to_string())?;
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        // Bounded: a request that never completes fails the test instead of hanging the run.
+        let exchange = async {
+            let resp = client.request(req).await.map_err(|e| e.to_string())?;
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+            Ok::<_, String>((parts, body))
+        };
+        let (parts, body) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| {
+                format!("{method} {path}: no complete answer within {REQUEST_TIMEOUT:?}")
+            })??;
         Ok(Reply {
             status: parts.status.as_u16(),
             headers: parts.headers,
