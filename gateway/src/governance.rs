@@ -588,20 +588,16 @@ impl Governance {
         now_ns: u64,
     ) -> Result<Admission, Refusal> {
         let mut adm = Admission::none();
+        // (limiter, subject kind, subject name); the subject is spelled out only on a refusal.
         let subjects = [
-            who.and_then(|i| self.key_limits.get(&i.name)).map(|l| {
-                (
-                    l,
-                    format!("key:{}", who.map(|i| i.name.as_str()).unwrap_or("")),
-                )
-            }),
+            who.and_then(|i| self.key_limits.get(&i.name).map(|l| (l, "key", i.name.as_str()))),
             who.and_then(|i| i.team.as_deref())
-                .and_then(|t| self.team_limits.get(t).map(|l| (l, format!("team:{t}")))),
+                .and_then(|t| self.team_limits.get(t).map(|l| (l, "team", t))),
         ];
-        for (limiter, subject) in subjects.into_iter().flatten() {
+        for (limiter, kind, name) in subjects.into_iter().flatten() {
             let refuse = |limit: &'static str, ns: u64| Refusal::RateLimited {
                 limit,
-                subject: subject.clone(),
+                subject: format!("{kind}:{name}"),
                 retry_after_secs: ns.div_ceil(1_000_000_000).max(1),
             };
             let first = adm.headers.is_empty();
