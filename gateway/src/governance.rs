@@ -590,7 +590,11 @@ impl Governance {
         let mut adm = Admission::none();
         // (limiter, subject kind, subject name); the subject is spelled out only on a refusal.
         let subjects = [
-            who.and_then(|i| self.key_limits.get(&i.name).map(|l| (l, "key", i.name.as_str()))),
+            who.and_then(|i| {
+                self.key_limits
+                    .get(&i.name)
+                    .map(|l| (l, "key", i.name.as_str()))
+            }),
             who.and_then(|i| i.team.as_deref())
                 .and_then(|t| self.team_limits.get(t).map(|l| (l, "team", t))),
         ];
