@@ -9,7 +9,7 @@
 //! atomics, nothing shared by all requests is locked.
 
 use crate::config::{BudgetScope, BudgetSettings, Config, RateLimits, RedisSettings};
-use crate::ledger::{Ledger, LedgerError, LedgerRow, ScopeColumn};
+use crate::ledger::{Ledger, LedgerError, LedgerRow, RowNumbers, RowText, ScopeColumn};
 use crate::redis_store::{RedisStore, RedisStoreError};
 use crate::telemetry::Metrics;
 use arc_swap::ArcSwap;
@@ -1253,27 +1253,31 @@ pub fn row_for(ctx: &crate::context::RequestCtx) -> LedgerRow {
     };
     let acct = accounting(ctx);
     let who = ctx.identity.as_ref();
-    LedgerRow {
-        ts_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0),
-        request_id: ctx.request_id.clone(),
-        key: who.map(|i| i.name.clone()),
-        team: who.and_then(|i| i.team.clone()),
-        project: who.and_then(|i| i.project.clone()),
-        user: who.and_then(|i| i.user.clone()),
-        model: ctx.model.as_ref().map(|m| m.config.name.clone()),
-        provider: served.map(|(_, d)| d.provider.name().to_string()),
-        deployment: served.map(|(m, d)| d.spec(m).model.clone()),
-        tokens_in: acct.tokens_in,
-        tokens_out: acct.tokens_out,
-        tokens_cached: acct.tokens_cached,
-        cost_nanos: acct.cost_nanos,
-        estimated: acct.estimated,
-        status: ctx.status,
-        tags: ctx.tags.clone(),
-    }
+    LedgerRow::new(
+        &RowText {
+            request_id: &ctx.request_id,
+            key: who.map(|i| i.name.as_str()),
+            team: who.and_then(|i| i.team.as_deref()),
+            project: who.and_then(|i| i.project.as_deref()),
+            user: who.and_then(|i| i.user.as_deref()),
+            model: ctx.model.as_ref().map(|m| m.config.name.as_str()),
+            provider: served.map(|(_, d)| d.provider.name()),
+            deployment: served.map(|(m, d)| d.spec(m).model.as_str()),
+            tags: ctx.tags.as_deref(),
+        },
+        RowNumbers {
+            ts_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+            tokens_in: acct.tokens_in,
+            tokens_out: acct.tokens_out,
+            tokens_cached: acct.tokens_cached,
+            cost_nanos: acct.cost_nanos,
+            estimated: acct.estimated,
+            status: ctx.status,
+        },
+    )
 }
 
 #[cfg(test)]
