@@ -193,7 +193,7 @@ impl Ledger {
         let writer_pending = pending.clone();
         std::thread::Builder::new()
             .name("switchyard-ledger".into())
-            .spawn(move || writer(conn, rx, flush_interval, writer_pending))
+            .spawn(move || writer(conn, rx, flush_interval, strict, writer_pending))
             .map_err(LedgerError::Thread)?;
         Ok(Ledger {
             tx,
@@ -241,7 +241,25 @@ impl Ledger {
 /// sleeps out the flush interval and drains the queue in one go — senders never wake it per row
 /// (a wake-up per request costs more than the insert). A durable row (strict mode) is committed
 /// at once together with whatever else is queued: a group commit.
-fn writer(mut conn: Connection, rx: Receiver<Msg>, interval: Duration, pending: IntGauge) {
+/// How long the writer naps between looks at its queue while a batch fills: short under strict
+/// durability (a response waits for its row's commit), longer otherwise (only a shutdown's
+/// flush waits for it), so an idle-looking writer does not wake 500 times a second beside the
+/// request threads.
+fn nap(strict: bool) -> Duration {
+    if strict {
+        Duration::from_millis(2)
+    } else {
+        Duration::from_millis(50)
+    }
+}
+
+fn writer(
+    mut conn: Connection,
+    rx: Receiver<Msg>,
+    interval: Duration,
+    strict: bool,
+    pending: IntGauge,
+) {
     let mut batch: Vec<LedgerRow> = Vec::new();
     let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
     let take = |m: Msg, batch: &mut Vec<LedgerRow>, acks: &mut Vec<_>| match m {
@@ -284,8 +302,8 @@ fn writer(mut conn: Connection, rx: Receiver<Msg>, interval: Duration, pending: 
             if urgent || closed || left.is_zero() {
                 break;
             }
-            // Nap in short steps so a durable row arriving meanwhile waits at most 2 ms.
-            std::thread::sleep(left.min(Duration::from_millis(2)));
+            // Nap in steps so a durable row (or a flush) arriving meanwhile waits one step at most.
+            std::thread::sleep(left.min(nap(strict)));
         }
         let n = batch.len() as i64;
         if let Err(e) = commit(&mut conn, &batch) {
