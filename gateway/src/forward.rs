@@ -1287,17 +1287,7 @@ impl Forwarder {
         }
 
         let abort = |e| LocalMiss::Failed(Failure::Abort(e));
-        let mut resp = ResponseHeader::build(200, Some(6)).map_err(abort)?;
-        add_gateway_headers(&mut resp, ctx, Some((dep.provider.name(), &spec.model)))
-            .map_err(abort)?;
-        resp.insert_header("content-type", "text/event-stream")
-            .map_err(abort)?;
-        resp.insert_header("cache-control", "no-cache")
-            .map_err(abort)?;
-        resp.insert_header("transfer-encoding", "chunked")
-            .map_err(abort)?;
-        session
-            .write_response_header(Box::new(resp), false)
+        write_stream_header(session, ctx, dep, spec)
             .await
             .map_err(abort)?;
         let _stream_guard = ctx.stream_guard();
@@ -1482,17 +1472,7 @@ impl Forwarder {
                 .await
                 .map_err(Failure::Abort);
         }
-        let mut resp = ResponseHeader::build(200, Some(6)).map_err(Failure::Abort)?;
-        add_gateway_headers(&mut resp, ctx, Some((dep.provider.name(), &spec.model)))
-            .map_err(Failure::Abort)?;
-        resp.insert_header("content-type", "text/event-stream")
-            .map_err(Failure::Abort)?;
-        resp.insert_header("cache-control", "no-cache")
-            .map_err(Failure::Abort)?;
-        resp.insert_header("transfer-encoding", "chunked")
-            .map_err(Failure::Abort)?;
-        session
-            .write_response_header(Box::new(resp), false)
+        write_stream_header(session, ctx, dep, spec)
             .await
             .map_err(Failure::Abort)?;
         let _stream_guard = ctx.stream_guard();
@@ -1543,6 +1523,21 @@ impl Forwarder {
         ctx.completed = true;
         Ok(())
     }
+}
+
+/// The 200 header of a stream produced in process (mock, local pool): gateway headers, SSE.
+async fn write_stream_header(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    dep: &RoutedDeployment,
+    spec: &crate::config::Deployment,
+) -> pingora_error::Result<()> {
+    let mut resp = ResponseHeader::build(200, Some(6))?;
+    add_gateway_headers(&mut resp, ctx, Some((dep.provider.name(), &spec.model)))?;
+    resp.insert_header("content-type", "text/event-stream")?;
+    resp.insert_header("cache-control", "no-cache")?;
+    resp.insert_header("transfer-encoding", "chunked")?;
+    session.write_response_header(Box::new(resp), false).await
 }
 
 /// `on_exhaust: cutoff`: whether a stream's running cost — the prompt estimated from the body

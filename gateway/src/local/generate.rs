@@ -11,7 +11,6 @@
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use ort::environment::Environment;
 use ort::session::{Session, SessionInputValue};
@@ -172,8 +171,6 @@ pub struct Sequence {
     sampler: Sampler,
     detok: Detokenizer,
     stops: StopMatcher,
-    /// Time spent in the model for this sequence, and the number of runs.
-    pub compute: std::time::Duration,
 }
 
 impl Sequence {
@@ -339,7 +336,6 @@ impl Generator {
             max_tokens,
             sampler: Sampler::new(req.sampling.clone()),
             stops: StopMatcher::new(&req.stop),
-            compute: std::time::Duration::ZERO,
         })
     }
 
@@ -350,9 +346,7 @@ impl Generator {
             None => seq.prompt.iter().map(|&t| i64::from(t)).collect(),
             Some(t) => vec![i64::from(t)],
         };
-        let started = Instant::now();
         let logits = self.run(seq, &fed)?;
-        seq.compute += started.elapsed();
         let token = seq
             .sampler
             .pick(&logits)

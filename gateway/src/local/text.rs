@@ -58,9 +58,7 @@ impl Detokenizer {
         }
         Ok(delta)
     }
-}
 
-impl Detokenizer {
     /// Generation ended: whatever is still held (an incomplete character at the very end is
     /// released as U+FFFD rather than lost).
     pub fn flush(&mut self, tokenizer: &Tokenizer) -> Result<String, String> {
