@@ -123,6 +123,9 @@ pub struct BudgetAccount {
     pub soft: u64,
     pub period: Period,
     period_start: AtomicI64,
+    /// End of the current window (`i64::MAX` for a total budget), so the calendar is worked out
+    /// once per window, not on every request. Stored after `period_start` on a roll.
+    period_end: AtomicI64,
     committed: AtomicU64,
     spent: AtomicU64,
 }
@@ -135,14 +138,23 @@ impl BudgetAccount {
             soft: (limit as f64 * soft_ratio.clamp(0.0, 1.0)) as u64,
             period,
             period_start: AtomicI64::new(period.window(now).0),
+            period_end: AtomicI64::new(period.window(now).1.unwrap_or(i64::MAX)),
             committed: AtomicU64::new(spent),
             spent: AtomicU64::new(spent),
         }
     }
 
-    /// Starts a new window when `now` left the current one.
+    /// Starts a new window when `now` left the current one; returns the start of `now`'s window.
     fn roll(&self, now: i64) -> i64 {
-        let start = self.period.window(now).0;
+        // Fast path: `now` is inside the current window. A reader that sees a new end also sees
+        // its start (stored before it); one that sees the old end after a roll falls through.
+        if now < self.period_end.load(Ordering::Acquire) {
+            let start = self.period_start.load(Ordering::Acquire);
+            if start <= now {
+                return start;
+            }
+        }
+        let (start, end) = self.period.window(now);
         let cur = self.period_start.load(Ordering::Acquire);
         if start > cur
             && self
@@ -152,6 +164,8 @@ impl BudgetAccount {
         {
             self.committed.store(0, Ordering::Release);
             self.spent.store(0, Ordering::Release);
+            self.period_end
+                .store(end.unwrap_or(i64::MAX), Ordering::Release);
         }
         start
     }
@@ -347,6 +361,31 @@ mod tests {
         assert!(a.over_soft(10));
         assert!(a.reserve(20, 86_400 + 5).is_ok());
         assert_eq!(a.spent(86_400 + 5), 0);
+    }
+
+    #[test]
+    fn windows_roll_more_than_once_and_a_late_reading_does_not_roll_back() {
+        let day = 86_400;
+        let a = BudgetAccount::new(100, 0.5, Period::Daily, 0, 10);
+        let r1 = a.reserve(30, 10).unwrap();
+        assert_eq!(r1.period_start, 0);
+        // Day 2: a fresh window; the day-1 reservation settles into it.
+        let r2 = a.reserve(40, day + 1).unwrap();
+        assert_eq!((r2.period_start, a.committed(day + 1)), (day, 40));
+        a.settle(r1, 5, day + 2);
+        assert_eq!(a.spent(day + 2), 5);
+        // A thread that read the clock just before midnight neither rolls back nor resets.
+        assert_eq!(a.reserve(1, day - 1).unwrap().period_start, 0);
+        assert_eq!(a.committed(day + 3), 46);
+        // Day 4 (skipping day 3): from zero again, and the fast path follows the new window.
+        assert_eq!(a.committed(3 * day + 7), 0);
+        assert_eq!(a.reserve(100, 3 * day + 8).unwrap().period_start, 3 * day);
+        assert!(a.reserve(1, 4 * day - 1).is_err());
+        assert!(a.reserve(1, 4 * day).is_ok());
+        // A total budget never rolls.
+        let t = BudgetAccount::new(10, 1.0, Period::Total, 0, 0);
+        t.record(7, 0);
+        assert_eq!(t.spent(i64::MAX - 1), 7);
     }
 
     #[test]

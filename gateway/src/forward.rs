@@ -16,6 +16,7 @@ use crate::governance::Spend;
 use crate::local::generate::GenerateRequest;
 use crate::local::pool::{GenEvent, Spill};
 use crate::mock::MockAnswer;
+use crate::response_headers as rh;
 use crate::router;
 use crate::state::{RoutedDeployment, RoutedModel};
 use crate::telemetry::AttemptOutcome;
@@ -25,7 +26,7 @@ use pingora_core::connectors::http::Connector;
 use pingora_core::protocols::http::client::HttpSession;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType};
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -41,8 +42,10 @@ const MAX_PRICED_BODY: usize = 4 * 1024 * 1024;
 /// Largest non-stream answer (or error body) read whole to be translated to the caller's format.
 const MAX_TRANSLATED_BODY: usize = 64 * 1024 * 1024;
 
-/// Lists request fields dropped because the provider cannot honour them (`strict: false`).
-pub const DROPPED_HEADER: &str = "x-switchyard-dropped";
+/// `x-switchyard-cost-usd`'s value: dollars with eight decimals.
+fn cost_value(usd: f64) -> http::HeaderValue {
+    rh::value(&format!("{usd:.8}")).unwrap_or(http::HeaderValue::from_static("0"))
+}
 
 /// Counts the Switchyard nodes a request crossed; a mesh loop ends in a 508 at `max_hops`.
 pub const HOPS_HEADER: &str = "x-switchyard-hops";
@@ -776,36 +779,50 @@ impl Forwarder {
                 .map(|v| v.as_bytes()),
         )
         .map(|d| d.as_secs().max(1));
-        let mut resp = up_header.clone();
-        for h in [
-            "connection",
-            "keep-alive",
-            "proxy-connection",
-            "transfer-encoding",
-            "te",
-            "trailer",
-            "upgrade",
+        // The caller's head is edited as plain parts (see `response_headers`).
+        let mut resp = up_header.as_owned_parts();
+        let h = &mut resp.headers;
+        // Room for what is added below (the gateway's own headers), so the map grows at most once.
+        h.reserve(12);
+        for name in [
+            &http::header::CONNECTION,
+            &rh::KEEP_ALIVE,
+            &rh::PROXY_CONNECTION,
+            &http::header::TRANSFER_ENCODING,
+            &http::header::TE,
+            &http::header::TRAILER,
+            &http::header::UPGRADE,
         ] {
-            resp.remove_header(h);
+            h.remove(name);
         }
-        if let Some(upstream_id) = resp.remove_header("x-request-id") {
-            let _ = resp.insert_header("x-upstream-request-id", upstream_id);
+        if let Some(upstream_id) = h.remove(&rh::X_REQUEST_ID) {
+            h.insert(&rh::X_UPSTREAM_REQUEST_ID, upstream_id);
         }
         if is_stream || !has_length {
-            resp.remove_header("content-length");
-            let _ = resp.insert_header("transfer-encoding", "chunked");
+            h.remove(http::header::CONTENT_LENGTH);
+            h.insert(
+                http::header::TRANSFER_ENCODING,
+                http::HeaderValue::from_static("chunked"),
+            );
         }
         if is_stream && translated {
-            let _ = resp.insert_header("content-type", "text/event-stream");
-            let _ = resp.insert_header("cache-control", "no-cache");
+            h.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/event-stream"),
+            );
+            h.insert(
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static("no-cache"),
+            );
         }
         if !prepared.dropped.is_empty() {
-            let _ = resp.insert_header(DROPPED_HEADER, prepared.dropped.join(", "));
+            if let Ok(v) = rh::value(&prepared.dropped.join(", ")) {
+                h.insert(&rh::X_SWITCHYARD_DROPPED, v);
+            }
         }
         // The provider's quota headers describe the gateway's upstream account, not the caller's
         // limits (those are the gateway's own `x-ratelimit-*`, added below).
-        let quota_headers: Vec<_> = resp
-            .headers
+        let quota_headers: Vec<_> = h
             .keys()
             .filter(|k| {
                 let k = k.as_str();
@@ -813,10 +830,10 @@ impl Forwarder {
             })
             .cloned()
             .collect();
-        for h in quota_headers {
-            resp.remove_header(&h);
+        for name in quota_headers {
+            h.remove(&name);
         }
-        add_gateway_headers(&mut resp, ctx, Some((dep.provider.name(), upstream_model)))
+        rh::add_gateway_headers(h, ctx, Some((dep.provider.name(), upstream_model)))
             .map_err(Failure::Abort)?;
         ctx.status = status;
         ctx.served = Some(dep.index);
@@ -924,22 +941,28 @@ impl Forwarder {
                 .unwrap_or((status, raw))
             };
             if status != resp.status.as_u16() {
-                let _ = resp.set_status(status);
+                if let Ok(code) = http::StatusCode::from_u16(status) {
+                    resp.status = code;
+                }
                 ctx.status = status;
             }
+            let h = &mut resp.headers;
             if translated {
-                let _ = resp.insert_header("content-type", "application/json");
+                h.insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
             }
-            resp.remove_header("transfer-encoding");
-            let _ = resp.insert_header("content-length", body.len().to_string());
+            h.remove(http::header::TRANSFER_ENCODING);
+            rh::set_length(h, body.len());
             if let (Some(u), Some(m)) = (ctx.usage, ctx.model.as_ref()) {
                 let cost = crate::cost::cost_usd(&dep.spec(m).price, &u);
-                let _ = resp.insert_header("x-switchyard-cost-usd", format!("{cost:.8}"));
+                h.insert(&rh::X_SWITCHYARD_COST_USD, cost_value(cost));
                 dep.provider
                     .add_tokens(u.prompt_tokens + u.completion_tokens);
             }
             session
-                .write_response_header(Box::new(resp), false)
+                .write_response_header(rh::finish(resp), false)
                 .await
                 .map_err(Failure::Abort)?;
             ctx.mark_first_byte();
@@ -952,7 +975,7 @@ impl Forwarder {
             return Ok(());
         }
         session
-            .write_response_header(Box::new(resp), false)
+            .write_response_header(rh::finish(resp), false)
             .await
             .map_err(Failure::Abort)?;
         let _stream_guard = is_stream.then(|| ctx.stream_guard());
@@ -1399,15 +1422,21 @@ impl Forwarder {
         spec: &crate::config::Deployment,
         body: Bytes,
     ) -> pingora_error::Result<()> {
-        let mut resp = ResponseHeader::build(200, Some(8))?;
-        add_gateway_headers(&mut resp, ctx, Some((dep.provider.name(), &spec.model)))?;
+        let mut resp = rh::head(200, 16)?;
+        let h = &mut resp.headers;
+        rh::add_gateway_headers(h, ctx, Some((dep.provider.name(), &spec.model)))?;
         if let Some(u) = &ctx.usage {
             let cost = crate::cost::cost_usd(&spec.price, u);
-            resp.insert_header("x-switchyard-cost-usd", format!("{cost:.8}"))?;
+            h.insert(&rh::X_SWITCHYARD_COST_USD, cost_value(cost));
         }
-        resp.insert_header("content-type", "application/json")?;
-        resp.insert_header("content-length", body.len().to_string())?;
-        session.write_response_header(Box::new(resp), false).await?;
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        rh::set_length(h, body.len());
+        session
+            .write_response_header(rh::finish(resp), false)
+            .await?;
         ctx.mark_first_byte();
         self.commit_row(ctx).await;
         session.write_response_body(Some(body), true).await?;
@@ -1532,12 +1561,17 @@ async fn write_stream_header(
     dep: &RoutedDeployment,
     spec: &crate::config::Deployment,
 ) -> pingora_error::Result<()> {
-    let mut resp = ResponseHeader::build(200, Some(6))?;
-    add_gateway_headers(&mut resp, ctx, Some((dep.provider.name(), &spec.model)))?;
-    resp.insert_header("content-type", "text/event-stream")?;
-    resp.insert_header("cache-control", "no-cache")?;
-    resp.insert_header("transfer-encoding", "chunked")?;
-    session.write_response_header(Box::new(resp), false).await
+    let mut resp = rh::head(200, 16)?;
+    let h = &mut resp.headers;
+    rh::add_gateway_headers(h, ctx, Some((dep.provider.name(), &spec.model)))?;
+    for (name, v) in [
+        (http::header::CONTENT_TYPE, "text/event-stream"),
+        (http::header::CACHE_CONTROL, "no-cache"),
+        (http::header::TRANSFER_ENCODING, "chunked"),
+    ] {
+        h.insert(name, http::HeaderValue::from_static(v));
+    }
+    session.write_response_header(rh::finish(resp), false).await
 }
 
 /// `on_exhaust: cutoff`: whether a stream's running cost — the prompt estimated from the body
@@ -1739,26 +1773,6 @@ fn model_breaker(ctx: &RequestCtx) -> crate::config::BreakerPolicy {
         .as_ref()
         .map(|m| m.config.routing.breaker)
         .unwrap_or_else(|| crate::config::RoutingPolicy::default().breaker)
-}
-
-/// Adds `x-request-id`, the caller's `x-ratelimit-*` when it has limits and, when a deployment
-/// served, `x-switchyard-provider` / `-model`.
-pub fn add_gateway_headers(
-    resp: &mut ResponseHeader,
-    ctx: &RequestCtx,
-    served_by: Option<(&str, &str)>,
-) -> pingora_error::Result<()> {
-    resp.insert_header("x-request-id", &ctx.request_id)?;
-    if let Some(a) = &ctx.admission {
-        for (name, value) in &a.headers {
-            resp.insert_header(*name, value)?;
-        }
-    }
-    if let Some((provider, model)) = served_by {
-        resp.insert_header("x-switchyard-provider", provider)?;
-        resp.insert_header("x-switchyard-model", model)?;
-    }
-    Ok(())
 }
 
 fn usage_of(chunks: &[Bytes]) -> Option<openai::Usage> {

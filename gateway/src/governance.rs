@@ -10,10 +10,13 @@
 
 use crate::config::{BudgetScope, BudgetSettings, Config, RateLimits, RedisSettings};
 use crate::ledger::{Ledger, LedgerError, LedgerRow, RowNumbers, RowText, ScopeColumn};
+use crate::rate_headers::{limit_value, LimitReport, RateHeaders};
 use crate::redis_store::{RedisStore, RedisStoreError};
 use crate::telemetry::Metrics;
 use arc_swap::ArcSwap;
+use http::HeaderValue;
 use prometheus::{CounterVec, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts};
+use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::sync::Arc;
 use switchyard_filters::auth::Identity;
@@ -26,6 +29,9 @@ pub struct Limiter {
     requests: Option<Gcra>,
     tokens: Option<Gcra>,
     concurrency: Option<Concurrency>,
+    /// `x-ratelimit-limit-requests` / `-tokens` values, made once.
+    requests_limit: HeaderValue,
+    tokens_limit: HeaderValue,
 }
 
 impl Limiter {
@@ -35,7 +41,17 @@ impl Limiter {
             requests: limits.requests_per_minute.map(Gcra::per_minute),
             tokens: limits.tokens_per_minute.map(Gcra::per_minute),
             concurrency: limits.concurrency.map(Concurrency::new),
+            requests_limit: limit_value(limits.requests_per_minute.unwrap_or(0)),
+            tokens_limit: limit_value(limits.tokens_per_minute.unwrap_or(0)),
         }
+    }
+
+    fn report(limit: &HeaderValue, remaining: u64, reset_ns: u64) -> Option<LimitReport> {
+        Some(LimitReport {
+            limit: limit.clone(),
+            remaining,
+            reset_ns,
+        })
     }
 }
 
@@ -252,12 +268,14 @@ pub struct Governance {
 /// A request admitted by limits and budgets: its reservations and limiter slots, released when it
 /// is settled or dropped.
 pub struct Admission {
-    reservations: Vec<(Arc<Budget>, Reservation)>,
-    limiters: Vec<Arc<Limiter>>,
+    /// Inline for the usual one or two budgets and limiters (a key's and its team's): admitting
+    /// a request allocates nothing.
+    reservations: SmallVec<[(Arc<Budget>, Reservation); 2]>,
+    limiters: SmallVec<[Arc<Limiter>; 2]>,
     /// Some budget of the caller is past its soft ratio: route to the cheapest deployment.
     pub prefer_cheapest: bool,
     /// `x-ratelimit-*` headers for the response.
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: RateHeaders,
     /// Provider budgets to charge when the request settles.
     providers: Vec<Arc<Budget>>,
     settled: bool,
@@ -332,10 +350,10 @@ impl Admission {
     /// An admission with nothing to release (no limits, no budgets apply).
     pub fn none() -> Self {
         Admission {
-            reservations: Vec::new(),
-            limiters: Vec::new(),
+            reservations: SmallVec::new(),
+            limiters: SmallVec::new(),
             prefer_cheapest: false,
-            headers: Vec::new(),
+            headers: RateHeaders::default(),
             providers: Vec::new(),
             settled: false,
             shared: None,
@@ -394,19 +412,6 @@ pub fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-/// A duration in OpenAI's `x-ratelimit-reset-*` style (`850ms`, `12s`, `1m30s`).
-fn reset_string(ns: u64) -> String {
-    let ms = ns.div_ceil(1_000_000);
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms < 60_000 {
-        format!("{}s", ms.div_ceil(1000))
-    } else {
-        let s = ms.div_ceil(1000);
-        format!("{}m{}s", s / 60, s % 60)
-    }
 }
 
 impl Governance {
@@ -485,11 +490,8 @@ impl Governance {
                     return Ok(Err(refuse("requests_per_minute", o.retry_after_ns)));
                 }
                 if first {
-                    adm.headers.extend([
-                        ("x-ratelimit-limit-requests", rate.to_string()),
-                        ("x-ratelimit-remaining-requests", o.remaining.to_string()),
-                        ("x-ratelimit-reset-requests", reset_string(o.reset_ns)),
-                    ]);
+                    adm.headers.requests =
+                        Limiter::report(&limiter.requests_limit, o.remaining, o.reset_ns);
                 }
             }
             if let Some(rate) = limiter.limits.tokens_per_minute {
@@ -500,11 +502,8 @@ impl Governance {
                     return Ok(Err(refuse("tokens_per_minute", o.retry_after_ns)));
                 }
                 if first {
-                    adm.headers.extend([
-                        ("x-ratelimit-limit-tokens", rate.to_string()),
-                        ("x-ratelimit-remaining-tokens", o.remaining.to_string()),
-                        ("x-ratelimit-reset-tokens", reset_string(o.reset_ns)),
-                    ]);
+                    adm.headers.tokens =
+                        Limiter::report(&limiter.tokens_limit, o.remaining, o.reset_ns);
                 }
                 hold.tokens.push((key, rate));
             }
@@ -610,11 +609,8 @@ impl Governance {
                     .acquire(1, now_ns)
                     .map_err(|d| refuse("requests_per_minute", d.retry_after_ns))?;
                 if first {
-                    adm.headers.extend([
-                        ("x-ratelimit-limit-requests", g.rate().to_string()),
-                        ("x-ratelimit-remaining-requests", ok.remaining.to_string()),
-                        ("x-ratelimit-reset-requests", reset_string(ok.reset_ns)),
-                    ]);
+                    adm.headers.requests =
+                        Limiter::report(&limiter.requests_limit, ok.remaining, ok.reset_ns);
                 }
             }
             if let Some(g) = &limiter.tokens {
@@ -622,11 +618,8 @@ impl Governance {
                     .check(now_ns)
                     .map_err(|d| refuse("tokens_per_minute", d.retry_after_ns))?;
                 if first {
-                    adm.headers.extend([
-                        ("x-ratelimit-limit-tokens", g.rate().to_string()),
-                        ("x-ratelimit-remaining-tokens", ok.remaining.to_string()),
-                        ("x-ratelimit-reset-tokens", reset_string(ok.reset_ns)),
-                    ]);
+                    adm.headers.tokens =
+                        Limiter::report(&limiter.tokens_limit, ok.remaining, ok.reset_ns);
                 }
             }
             if let Some(c) = &limiter.concurrency {
@@ -938,10 +931,10 @@ impl Spend {
     /// there is a ledger and the row was not written already) queues its ledger row. Builds the
     /// row — a handful of string copies — only when a ledger will keep it.
     pub fn finish(&self, ctx: &mut crate::context::RequestCtx) {
+        // Taken out so the accounting can borrow the context while the admission settles.
+        let mut admission = ctx.admission.take();
         let acct = accounting(ctx);
         let (cost, tokens) = (acct.cost_nanos, acct.tokens_in + acct.tokens_out);
-        // Owned only when there is an admission to settle (the common path allocates nothing).
-        let provider = ctx.admission.as_ref().and(acct.provider.map(str::to_owned));
         if let (Some(m), Some(p)) = (ctx.model.as_ref(), acct.provider) {
             let team = ctx
                 .identity
@@ -950,10 +943,10 @@ impl Spend {
                 .unwrap_or("");
             self.count(team, &m.config.name, p, &acct);
         }
-        if let Some(a) = ctx.admission.as_mut() {
-            a.settle(cost, tokens, provider.as_deref(), now_ns());
+        if let Some(a) = admission.as_mut() {
+            a.settle(cost, tokens, acct.provider, now_ns());
         }
-        ctx.admission = None;
+        drop(admission);
         if !ctx.ledger_recorded {
             ctx.ledger_recorded = true;
             if let Some(ledger) = &self.ledger {
@@ -1278,16 +1271,4 @@ pub fn row_for(ctx: &crate::context::RequestCtx) -> LedgerRow {
             status: ctx.status,
         },
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reset_strings_look_like_openai_s() {
-        assert_eq!(reset_string(12_000_000), "12ms");
-        assert_eq!(reset_string(1_500_000_000), "2s");
-        assert_eq!(reset_string(90_000_000_000), "1m30s");
-    }
 }

@@ -180,7 +180,12 @@ impl Ledger {
     ) -> Result<Ledger, LedgerError> {
         let target = match path {
             Some(p) => Target::File(p.to_path_buf()),
-            None => Target::Memory(format!("switchyard-ledger-{}", std::process::id())),
+            None => {
+                // Unique per ledger: two in one process (tests) must not share a database.
+                static OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let n = OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Target::Memory(format!("switchyard-ledger-{}-{n}", std::process::id()))
+            }
         };
         let conn = target.open(true)?;
         conn.execute_batch(if strict {
@@ -320,37 +325,70 @@ fn writer(
     }
 }
 
+/// Rows per multi-row `INSERT`: SQLite's per-statement work (step, reset, the VDBE's set-up) is
+/// paid once per chunk instead of once per row. 32 × 16 parameters stay far below SQLite's limit.
+const ROWS_PER_INSERT: usize = 32;
+/// Columns per row, in the order [`bind_row`] binds them.
+const COLUMNS: usize = 16;
+
+/// `INSERT` of `rows` rows.
+fn insert_sql(rows: usize) -> String {
+    let one = format!("({})", vec!["?"; COLUMNS].join(","));
+    format!(
+        "INSERT INTO ledger (ts_ms, request_id, key, team, project, user, model, provider,
+            deployment, tokens_in, tokens_out, tokens_cached, cost_nanos, estimated, status, tags)
+         VALUES {}",
+        vec![one; rows].join(",")
+    )
+}
+
 fn commit(conn: &mut Connection, rows: &[LedgerRow]) -> rusqlite::Result<()> {
+    static MANY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static ONE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let tx = conn.transaction()?;
     {
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO ledger (ts_ms, request_id, key, team, project, user, model, provider,
-                deployment, tokens_in, tokens_out, tokens_cached, cost_nanos, estimated, status, tags)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-        )?;
-        for r in rows {
-            let n = &r.numbers;
-            stmt.execute(params![
-                n.ts_ms,
-                r.column(0).unwrap_or(""),
-                r.column(1),
-                r.column(2),
-                r.column(3),
-                r.column(4),
-                r.column(5),
-                r.column(6),
-                r.column(7),
-                n.tokens_in as i64,
-                n.tokens_out as i64,
-                n.tokens_cached as i64,
-                n.cost_nanos as i64,
-                n.estimated,
-                n.status,
-                r.column(8),
-            ])?;
+        let mut chunks = rows.chunks_exact(ROWS_PER_INSERT);
+        if rows.len() >= ROWS_PER_INSERT {
+            let mut stmt = tx.prepare_cached(MANY.get_or_init(|| insert_sql(ROWS_PER_INSERT)))?;
+            for chunk in &mut chunks {
+                for (i, r) in chunk.iter().enumerate() {
+                    bind_row(&mut stmt, i * COLUMNS, r)?;
+                }
+                stmt.raw_execute()?;
+            }
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut stmt = tx.prepare_cached(ONE.get_or_init(|| insert_sql(1)))?;
+            for r in rest {
+                bind_row(&mut stmt, 0, r)?;
+                stmt.raw_execute()?;
+            }
         }
     }
     tx.commit()
+}
+
+/// Binds one row's columns at parameters `base + 1 ..= base + COLUMNS`.
+fn bind_row(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    base: usize,
+    r: &LedgerRow,
+) -> rusqlite::Result<()> {
+    let n = &r.numbers;
+    stmt.raw_bind_parameter(base + 1, n.ts_ms)?;
+    stmt.raw_bind_parameter(base + 2, r.column(0).unwrap_or(""))?;
+    for (i, column) in (1..=7).enumerate() {
+        stmt.raw_bind_parameter(base + 3 + i, r.column(column))?;
+    }
+    stmt.raw_bind_parameter(base + 10, n.tokens_in as i64)?;
+    stmt.raw_bind_parameter(base + 11, n.tokens_out as i64)?;
+    stmt.raw_bind_parameter(base + 12, n.tokens_cached as i64)?;
+    stmt.raw_bind_parameter(base + 13, n.cost_nanos as i64)?;
+    stmt.raw_bind_parameter(base + 14, n.estimated)?;
+    stmt.raw_bind_parameter(base + 15, n.status)?;
+    stmt.raw_bind_parameter(base + 16, r.column(8))?;
+    Ok(())
 }
 
 /// What a budget scope matches in the ledger.
@@ -558,6 +596,62 @@ mod tests {
         assert_eq!(by_tag[0].requests, 11);
         assert_eq!(l.pending.get(), 0);
         let _ = std::fs::remove_file(&dir);
+    }
+
+    #[tokio::test]
+    async fn batches_larger_than_one_insert_keep_every_row_and_column() {
+        // 75 rows in one flush: two 32-row INSERTs and 11 single-row ones.
+        let l = Ledger::open(None, Duration::from_millis(200), false, gauge()).unwrap();
+        for i in 0..74 {
+            l.record(row(i, if i % 3 == 0 { "a" } else { "b" }, i as u64));
+        }
+        let odd = LedgerRow::new(
+            &RowText {
+                request_id: "odd",
+                user: Some("u"),
+                deployment: Some("gpt-x"),
+                ..Default::default()
+            },
+            RowNumbers {
+                ts_ms: 5,
+                tokens_in: 1,
+                tokens_out: 2,
+                tokens_cached: 3,
+                cost_nanos: 4,
+                estimated: true,
+                status: 503,
+            },
+        );
+        l.record_durable(odd).await.unwrap();
+        let c = l.reader().unwrap();
+        assert_eq!(usage(&c, 0, i64::MAX, None).unwrap()[0].requests, 75);
+        assert_eq!(
+            spent_since(&c, ScopeColumn::All, 0).unwrap(),
+            (0..74).sum::<u64>() + 4
+        );
+        assert_eq!(
+            spent_since(&c, ScopeColumn::Team("a"), 0).unwrap(),
+            (0..74).filter(|i| i % 3 == 0).sum::<u64>()
+        );
+        let got: String = c
+            .query_row(
+                "SELECT printf('%d|%s|%s|%s|%d|%d|%d|%d|%d', ts_ms, IFNULL(key, 'NULL'), user,
+                        deployment, tokens_in, tokens_out, tokens_cached, estimated, status)
+                 FROM ledger WHERE request_id = 'odd'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(got, "5|NULL|u|gpt-x|1|2|3|1|503");
+        let tags: String = c
+            .query_row(
+                "SELECT tags FROM ledger WHERE request_id = 'r40'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tags, r#"{"app":"x"}"#);
+        assert_eq!(l.pending.get(), 0);
     }
 
     #[tokio::test]

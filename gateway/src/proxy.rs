@@ -9,9 +9,10 @@
 use crate::access_log::AccessLogger;
 use crate::context::{GaugeGuard, InFlight, RequestCtx, Route};
 use crate::errors::GatewayError;
-use crate::forward::{add_gateway_headers, Failure, Forwarder};
+use crate::forward::{Failure, Forwarder};
 use crate::governance::Spend;
 use crate::identity::{Auth, Denied};
+use crate::response_headers as rh;
 use crate::state::State;
 use crate::telemetry::Metrics;
 use crate::translate::Inbound;
@@ -20,7 +21,6 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
-use pingora_http::ResponseHeader;
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -89,19 +89,23 @@ async fn write_json(
     ctx: &mut RequestCtx,
     status: u16,
     body: Bytes,
-    extra: &[(&'static str, String)],
+    extra: &[(http::HeaderName, String)],
 ) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
-    resp.insert_header("content-type", "application/json")?;
-    resp.insert_header("content-length", body.len().to_string())?;
-    add_gateway_headers(&mut resp, ctx, None)?;
+    let mut resp = rh::head(status, 12 + extra.len())?;
+    let h = &mut resp.headers;
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    rh::set_length(h, body.len());
+    rh::add_gateway_headers(h, ctx, None)?;
     for (k, v) in extra {
-        resp.insert_header(*k, v)?;
+        h.insert(k, rh::value(v)?);
     }
     ctx.status = status;
     let head_only = session.req_header().method == http::Method::HEAD;
     session
-        .write_response_header(Box::new(resp), head_only)
+        .write_response_header(rh::finish(resp), head_only)
         .await?;
     if !head_only {
         session.write_response_body(Some(body), true).await?;
@@ -117,10 +121,10 @@ async fn write_error(
     err: &GatewayError,
 ) -> Result<()> {
     ctx.error_code = Some(err.code());
-    let mut extra: Vec<(&'static str, String)> = Vec::new();
+    let mut extra: Vec<(http::HeaderName, String)> = Vec::new();
     if let GatewayError::MethodNotAllowed { allow, .. } = err {
         extra.push((
-            "allow",
+            http::header::ALLOW,
             if *allow == "POST" {
                 "POST"
             } else {
@@ -130,7 +134,7 @@ async fn write_error(
         ));
     }
     if let Some(secs) = err.retry_after_secs() {
-        extra.push(("retry-after", secs.to_string()));
+        extra.push((http::header::RETRY_AFTER, secs.to_string()));
     }
     if matches!(err, GatewayError::BodyTooLarge(_)) {
         // The rest of an oversized body is not worth draining: close after answering.
@@ -499,7 +503,7 @@ impl ProxyHttp for Gateway {
                     ctx,
                     status,
                     body,
-                    &[("cache-control", "no-store".to_string())],
+                    &[(http::header::CACHE_CONTROL, "no-store".to_string())],
                 )
                 .await?;
             }

@@ -1,0 +1,91 @@
+//! The response heads Switchyard writes to its callers: the names of its own headers and the
+//! helpers that build a head on a plain `http::HeaderMap` before Pingora sends it.
+//!
+//! Heads are edited as `http::response::Parts` and handed to Pingora as a `ResponseHeader`
+//! without a case map. Pingora's case-preserving `insert_header` parses each name and allocates
+//! twice per header (the name, and its case copy); a plain map takes the static names below as
+//! they are. Header names go out lower-case (standard ones Title-Case), which HTTP allows.
+//! It owns no policy: which headers a response carries is decided by the forwarder.
+
+use crate::context::RequestCtx;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::response::Parts;
+use pingora_error::{ErrorType, OrErr};
+use pingora_http::ResponseHeader;
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-request-id");
+pub static X_SWITCHYARD_PROVIDER: HeaderName = HeaderName::from_static("x-switchyard-provider");
+pub static X_SWITCHYARD_MODEL: HeaderName = HeaderName::from_static("x-switchyard-model");
+pub static X_SWITCHYARD_COST_USD: HeaderName = HeaderName::from_static("x-switchyard-cost-usd");
+/// Lists request fields dropped because the provider cannot honour them (`strict: false`).
+pub static X_SWITCHYARD_DROPPED: HeaderName = HeaderName::from_static("x-switchyard-dropped");
+pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+pub static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// An empty head with `status`, room for `headers` headers.
+pub fn head(status: u16, headers: usize) -> pingora_error::Result<Parts> {
+    ResponseHeader::build_no_case(status, Some(headers)).map(Parts::from)
+}
+
+/// The head as Pingora sends it.
+pub fn finish(parts: Parts) -> Box<ResponseHeader> {
+    Box::new(ResponseHeader::from(parts))
+}
+
+/// A header value from text the gateway produced or accepted (an error, never a panic, if it
+/// holds a byte a header cannot).
+pub fn value(text: &str) -> pingora_error::Result<HeaderValue> {
+    HeaderValue::from_str(text).or_err(ErrorType::InvalidHTTPHeader, "invalid header value")
+}
+
+/// Sets `name` to `text` in `headers`.
+pub fn set(headers: &mut HeaderMap, name: &HeaderName, text: &str) -> pingora_error::Result<()> {
+    headers.insert(name, value(text)?);
+    Ok(())
+}
+
+/// Sets `content-length`.
+pub fn set_length(headers: &mut HeaderMap, len: usize) {
+    headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
+}
+
+/// The headers every answer carries: the request id, the caller's `x-ratelimit-*` when a limit
+/// applies, and which provider and model served it.
+pub fn add_gateway_headers(
+    headers: &mut HeaderMap,
+    ctx: &RequestCtx,
+    served_by: Option<(&str, &str)>,
+) -> pingora_error::Result<()> {
+    set(headers, &X_REQUEST_ID, &ctx.request_id)?;
+    if let Some(a) = &ctx.admission {
+        a.headers.write(headers);
+    }
+    if let Some((provider, model)) = served_by {
+        set(headers, &X_SWITCHYARD_PROVIDER, provider)?;
+        set(headers, &X_SWITCHYARD_MODEL, model)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_head_built_here_goes_out_as_set() {
+        let mut h = head(201, 4).unwrap();
+        set(&mut h.headers, &X_SWITCHYARD_MODEL, "gpt-4o").unwrap();
+        set_length(&mut h.headers, 42);
+        assert!(set(&mut h.headers, &X_SWITCHYARD_PROVIDER, "bad\nvalue").is_err());
+        let resp = finish(h);
+        assert!(!resp.has_case());
+        let mut wire = Vec::new();
+        resp.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire).unwrap();
+        assert!(wire.contains("x-switchyard-model: gpt-4o\r\n"), "{wire}");
+        assert!(wire.contains("Content-Length: 42\r\n"), "{wire}");
+        assert!(!wire.contains("provider"));
+        assert_eq!(resp.status.as_u16(), 201);
+    }
+}
