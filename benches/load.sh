@@ -151,11 +151,12 @@ for scenario in "1 0" "32 0" "64 0" "32 1"; do
     run sy+gov $GOV_SY_PORT bench $gov_pid "$1" "$2" "Bearer sk-bench-virtual-key-0001"
   fi
 done
-# GOV_ROUNDS=N: N more rounds of sy+key and sy+gov back to back at c=32 and c=64, so the
-# governance ratio is a median of pairs run seconds apart rather than one pair.
+# GOV_ROUNDS=N: N more rounds of switchyard, sy+key and sy+gov back to back at c=32 and c=64,
+# so the governance ratios are medians of runs seconds apart rather than one of each.
 : > "$work/govrounds"
 for _ in $(seq 1 "${GOV_ROUNDS:-0}"); do
   for conns in 32 64; do
+    RESULTS=$work/govrounds run switchyard $SY_PORT bench $sy_pid "$conns" 0
     RESULTS=$work/govrounds run sy+key $AUTH_SY_PORT bench $auth_pid "$conns" 0 "Bearer sk-bench-virtual-key-0001"
     RESULTS=$work/govrounds run sy+gov $GOV_SY_PORT bench $gov_pid "$conns" 0 "Bearer sk-bench-virtual-key-0001"
   done
@@ -192,27 +193,30 @@ for scen in dict.fromkeys(s for _, s, *_ in rows):
         if base and (name, scen) in by:
             r = by[(name, scen)]
             print(f"  {name:<7} {scen:<16} RPS {r[0]/base[0]:.2f}x   CPU/req {r[3]/base[3]:.2f}x")
-print("\ncost governance (sy+gov: key + rate/concurrency limits + budget + SQLite ledger, vs sy+key; target: RPS >= 0.90x)")
+print("\ncost governance (sy+gov: key + rate/concurrency limits + budget + SQLite ledger; target: RPS >= 0.90x of none)")
 for scen in dict.fromkeys(s for _, s, *_ in rows):
-    base = by.get(("sy+key", scen))
-    if base and ("sy+gov", scen) in by:
+    none, key = by.get(("switchyard", scen)), by.get(("sy+key", scen))
+    if none and key and ("sy+gov", scen) in by:
         r = by[("sy+gov", scen)]
-        print(f"  {scen:<16} RPS {r[0]/base[0]:.2f}x   CPU/req {r[3]/base[3]:.2f}x")
-pairs = {}
-last_key = {}
+        print(f"  {scen:<16} vs none: RPS {r[0]/none[0]:.2f}x CPU/req {r[3]/none[3]:.2f}x   "
+              f"vs key only: RPS {r[0]/key[0]:.2f}x CPU/req {r[3]/key[3]:.2f}x")
+rounds = {}
+last = {}
 for l in open(sys.argv[5]):
     name, scen, rps, _, _, cpu, _ = l.strip().split("|")
-    if name == "sy+key":
-        last_key[scen] = (float(rps), float(cpu))
-    elif scen in last_key:
-        k = last_key.pop(scen)
-        pairs.setdefault(scen, []).append((float(rps) / k[0], float(cpu) / k[1]))
-for scen, rs in pairs.items():
-    med = lambda xs: sorted(xs)[len(xs) // 2]
-    print(f"  {scen:<16} {len(rs)} back-to-back pairs: median RPS {med([r for r, _ in rs]):.2f}x "
-          f"(each: {' '.join(f'{r:.2f}' for r, _ in rs)}), median CPU/req {med([c for _, c in rs]):.2f}x")
+    last[(name, scen)] = (float(rps), float(cpu))
+    if name == "sy+gov" and ("switchyard", scen) in last and ("sy+key", scen) in last:
+        g, n, k = last[(name, scen)], last[("switchyard", scen)], last[("sy+key", scen)]
+        rounds.setdefault(scen, []).append((g[0] / n[0], g[1] / n[1], g[0] / k[0], g[1] / k[1]))
+med = lambda xs: sorted(xs)[len(xs) // 2]
+for scen, rs in rounds.items():
+    print(f"  {scen:<16} {len(rs)} back-to-back rounds, medians: vs none RPS {med([r[0] for r in rs]):.2f}x "
+          f"CPU/req {med([r[1] for r in rs]):.2f}x; vs key only RPS {med([r[2] for r in rs]):.2f}x "
+          f"CPU/req {med([r[3] for r in rs]):.2f}x")
+    print(f"  {'':<16} each vs none: {' '.join(f'{r[0]:.2f}' for r in rs)}")
 rss0, rss1, pending, rows_written = open(sys.argv[4]).read().split()
-gov_requests = sum(float(rps) * float(sys.argv[3]) for name, _, rps, *_ in rows if name == "sy+gov")
+round_rows = [l.strip().split("|") for l in open(sys.argv[5]) if l.strip()]
+gov_requests = sum(float(rps) * float(sys.argv[3]) for name, _, rps, *_ in rows + round_rows if name == "sy+gov")
 print(f"  ledger: {rows_written} rows written (~{gov_requests:.0f} requests sent), {pending} pending at the end; "
       f"gateway RSS {int(rss0)//1024} MiB before -> {int(rss1)//1024} MiB after")
 print("\ntime to first stream event, ms (p50 / p90), upstream paced at 5 ms per event:")

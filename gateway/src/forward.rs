@@ -182,7 +182,7 @@ impl Forwarder {
                     continue;
                 }
             };
-            if let Some(gov) = &ctx.governance {
+            if let Some(gov) = ctx.governance.as_ref().filter(|g| g.has_provider_budgets()) {
                 let estimate = crate::governance::deployment_cost_nanos(
                     model,
                     dep,

@@ -263,6 +263,8 @@ pub struct Governance {
     pub budgets: Vec<Arc<Budget>>,
     key_limits: HashMap<String, Arc<Limiter>>,
     team_limits: HashMap<String, Arc<Limiter>>,
+    /// Whether any budget has a provider scope (if not, routing skips the per-deployment check).
+    provider_budgets: bool,
 }
 
 /// A request admitted by limits and budgets: its reservations and limiter slots, released when it
@@ -569,12 +571,7 @@ impl Governance {
                 }
             }
         }
-        adm.providers = self
-            .budgets
-            .iter()
-            .filter(|b| matches!(b.settings.scope, BudgetScope::Provider(_)))
-            .cloned()
-            .collect();
+        adm.providers = self.provider_budgets_list();
         adm.shared = Some(hold);
         Ok(Ok(adm))
     }
@@ -641,9 +638,10 @@ impl Governance {
                     if b.settings.cutoff {
                         adm.cutoff_nanos = Some(adm.cutoff_nanos.unwrap_or(u64::MAX).min(r.amount));
                     }
-                    adm.prefer_cheapest |= b.account.over_soft(now);
-                    b.publish(now);
-                    b.alert(b.account.committed(now), false, now);
+                    // (The remaining-budget gauge is published when the request settles.)
+                    let committed = b.account.committed(now);
+                    adm.prefer_cheapest |= committed >= b.account.soft;
+                    b.alert(committed, false, now);
                     adm.reservations.push((b.clone(), r));
                 }
                 Err(e) => {
@@ -656,18 +654,31 @@ impl Governance {
                 }
             }
         }
-        adm.providers = self
-            .budgets
+        if self.provider_budgets {
+            adm.providers = self.provider_budgets_list();
+        }
+        Ok(adm)
+    }
+
+    /// Whether any budget is scoped to a provider.
+    pub fn has_provider_budgets(&self) -> bool {
+        self.provider_budgets
+    }
+
+    fn provider_budgets_list(&self) -> Vec<Arc<Budget>> {
+        self.budgets
             .iter()
             .filter(|b| matches!(b.settings.scope, BudgetScope::Provider(_)))
             .cloned()
-            .collect();
-        Ok(adm)
+            .collect()
     }
 
     /// Whether `provider`'s budget leaves room for `estimate_nanos` (a deployment on a provider
     /// whose budget is spent is skipped like an unavailable one).
     pub fn provider_allows(&self, provider: &str, estimate_nanos: u64) -> bool {
+        if !self.provider_budgets {
+            return true;
+        }
         let now = unix_now();
         self.budgets.iter().all(|b| match &b.settings.scope {
             BudgetScope::Provider(p) if p == provider => {
@@ -948,10 +959,10 @@ impl Spend {
         }
         drop(admission);
         if !ctx.ledger_recorded {
-            ctx.ledger_recorded = true;
             if let Some(ledger) = &self.ledger {
-                ledger.record(row_for(ctx));
+                ledger.record(row_with(ctx, &acct));
             }
+            ctx.ledger_recorded = true;
         }
     }
 
@@ -1035,7 +1046,7 @@ fn build(
 ) -> Governance {
     let now = unix_now();
     let reader = ledger.and_then(|l| l.reader().map_err(|e| log::error!("{e}")).ok());
-    let budgets = cfg
+    let budgets: Vec<Arc<Budget>> = cfg
         .budgets
         .iter()
         .map(|s| {
@@ -1106,6 +1117,9 @@ fn build(
         .map(|(t, l)| (t.clone(), carry(old.map(|g| &g.team_limits), t, l)))
         .collect();
     Governance {
+        provider_budgets: budgets
+            .iter()
+            .any(|b| matches!(b.settings.scope, BudgetScope::Provider(_))),
         budgets,
         key_limits,
         team_limits,
@@ -1240,11 +1254,15 @@ pub fn accounting(ctx: &crate::context::RequestCtx) -> Accounting<'_> {
 
 /// The ledger row of a finished (or finishing) request (see [`accounting`]).
 pub fn row_for(ctx: &crate::context::RequestCtx) -> LedgerRow {
+    row_with(ctx, &accounting(ctx))
+}
+
+/// The ledger row of a request whose accounting is already worked out.
+fn row_with(ctx: &crate::context::RequestCtx, acct: &Accounting<'_>) -> LedgerRow {
     let served = match (&ctx.model, ctx.served) {
         (Some(m), Some(i)) => m.deployments.get(i).map(|d| (m, d)),
         _ => None,
     };
-    let acct = accounting(ctx);
     let who = ctx.identity.as_ref();
     LedgerRow::new(
         &RowText {

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Instructions per request, counted by valgrind's callgrind: a figure that does not move with the
+# neighbours of a shared VM (wall-clock RPS on one does, by ±10 % between runs minutes apart).
+# Three Switchyard configs against the same mock upstream, each under callgrind in turn:
+#   none  no auth, no limits, no ledger (the load bench's `switchyard`)
+#   key   one virtual key (`sy+key`)
+#   gov   the key + requests/tokens/concurrency limits + a team budget + the SQLite spend ledger
+#         (`sy+gov`; limits set never to refuse)
+# Each gets WARMUP requests, then its counters are zeroed, N more requests are sent on one
+# keep-alive connection, the ledger is given a flush, and every instruction of every gateway
+# thread (request thread and ledger writer) is divided by N.
+#   bash benches/instructions.sh            (N=2000)
+#   N=5000 bash benches/instructions.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N=${N:-2000}
+WARMUP=${WARMUP:-300}
+UP_PORT=${UP_PORT:-18200}
+SY_PORT=${SY_PORT:-18201}
+SY_ADMIN=${SY_ADMIN:-18202}
+
+command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind; }
+cargo build --release -q -p switchyard -p switchyard-benches
+bin=target/release
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+wait_port() { for _ in $(seq 1 600); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+
+conf() { # none|key|gov
+  cat <<YAML
+server:
+  listen: ["127.0.0.1:$SY_PORT"]
+  admin_listen: "127.0.0.1:$SY_ADMIN"
+  threads: 1
+providers:
+  - { name: up, kind: openai, base_url: "http://127.0.0.1:$UP_PORT/v1", api_key: bench-key }
+models:
+  - name: bench
+    deployments:
+      - { provider: up, model: mock-model, price: { input_per_mtok: 0.15, output_per_mtok: 0.6 } }
+telemetry: { access_log: off, audit_log: off }
+YAML
+  case $1 in
+    key) cat <<YAML
+auth:
+  api_keys:
+    - { name: bench-key, key: "sk-bench-virtual-key-0001", team: bench }
+  max_failures_per_minute: 1000000
+YAML
+    ;;
+    gov) cat <<YAML
+auth:
+  api_keys:
+    - { name: bench-key, key: "sk-bench-virtual-key-0001", team: bench,
+        limits: { requests_per_minute: 100000000, tokens_per_minute: 1000000000000, concurrency: 10000 } }
+  max_failures_per_minute: 1000000
+budgets:
+  - { scope: team:bench, limit: 1000000, period: monthly }
+store: { kind: sqlite, path: $work/ledger.db }
+YAML
+    ;;
+  esac
+}
+
+cat > "$work/client.py" <<'PY'
+import http.client, json, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+body = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "hello"}]})
+headers = {"content-type": "application/json", "authorization": "Bearer sk-bench-virtual-key-0001"}
+c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+for _ in range(n):
+    c.request("POST", "/v1/chat/completions", body, headers)
+    r = c.getresponse()
+    r.read()
+    if r.status != 200:
+        sys.exit(f"status {r.status}")
+PY
+
+$bin/mock-upstream --listen 127.0.0.1:$UP_PORT --threads 1 > "$work/up.log" 2>&1 & pids+=($!)
+wait_port $UP_PORT
+: > "$work/results"
+for name in none key gov; do
+  conf $name > "$work/$name.yaml"
+  valgrind --tool=callgrind --callgrind-out-file="$work/cg.$name.%p" \
+    $bin/switchyard run --conf "$work/$name.yaml" > "$work/$name.log" 2>&1 &
+  pid=$!
+  pids+=($pid)
+  wait_port $SY_PORT
+  python3 "$work/client.py" $SY_PORT "$WARMUP"
+  sleep 1.5                                   # the warm-up's ledger flush is not counted
+  callgrind_control -z $pid > /dev/null 2>&1
+  python3 "$work/client.py" $SY_PORT "$N"
+  sleep 1.5                                   # ...this run's is
+  callgrind_control -d $pid > /dev/null 2>&1
+  sleep 0.5
+  out=$(ls -t "$work"/cg.$name.$pid* | head -1)
+  total=$(awk '/^(summary|totals):/ {print $2; exit}' "$out")
+  echo "$name $total" >> "$work/results"
+  kill $pid; wait $pid 2>/dev/null || true
+  sleep 0.5
+done
+
+python3 - "$work/results" "$N" <<'PY'
+import sys
+ir = {k: int(v) / int(sys.argv[2]) for k, v in (l.split() for l in open(sys.argv[1]))}
+print(f"\nSwitchyard instructions per request (callgrind, {sys.argv[2]} non-stream requests, all gateway threads)")
+for name, v in ir.items():
+    print(f"  {name:<5} {v:>9,.0f}   {v / ir['none']:.3f}x none   {v / ir['key']:.3f}x key")
+PY
