@@ -20,14 +20,8 @@ UP_PORT=${UP_PORT:-18200}
 SY_PORT=${SY_PORT:-18201}
 SY_ADMIN=${SY_ADMIN:-18202}
 
-command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind; }
-cargo build --release -q -p switchyard -p switchyard-benches
-bin=target/release
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-wait_port() { for _ in $(seq 1 600); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+. benches/lib.sh
+bench_setup valgrind
 
 conf() { # none|key|gov
   cat <<YAML
@@ -79,7 +73,7 @@ for _ in range(n):
         sys.exit(f"status {r.status}")
 PY
 
-$bin/mock-upstream --listen 127.0.0.1:$UP_PORT --threads 1 > "$work/up.log" 2>&1 & pids+=($!)
+start $bin/mock-upstream --listen 127.0.0.1:$UP_PORT --threads 1
 wait_port $UP_PORT
 : > "$work/results"
 for name in none key gov; do
@@ -88,7 +82,7 @@ for name in none key gov; do
     $bin/switchyard run --conf "$work/$name.yaml" > "$work/$name.log" 2>&1 &
   pid=$!
   pids+=($pid)
-  wait_port $SY_PORT
+  wait_port $SY_PORT 60   # valgrind starts slowly
   python3 "$work/client.py" $SY_PORT "$WARMUP"
   sleep 1.5                                   # the warm-up's ledger flush is not counted
   callgrind_control -z $pid > /dev/null 2>&1

@@ -21,15 +21,8 @@ JWKS_PORT=${JWKS_PORT:-18021}
 GOV_SY_PORT=${GOV_SY_PORT:-18030}
 GOV_ADMIN=${GOV_ADMIN:-18031}
 
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-cargo build --release -q -p switchyard -p switchyard-benches
-bin=target/release
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-wait_port() { for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+. benches/lib.sh
+bench_setup wrk
 
 STRATEGY=${STRATEGY:-priority}   # the bench model's strategy (two deployments, same upstream)
 
@@ -59,8 +52,6 @@ telemetry:
   access_log: off
 YAML
 }
-
-start() { "$@" > "$work/$(basename "$1")-$RANDOM.log" 2>&1 & pids+=($!); }
 
 # Fast upstream (throughput and latency) and a paced one (5 ms between events, for first-event).
 start $bin/mock-upstream --listen 127.0.0.1:$UP_PORT --threads 1; up_pid=${pids[-1]}

@@ -324,17 +324,18 @@ impl Forwarder {
                     (attempt, dep, prepared)
                 }
                 Some((after, other, other_prepared)) => {
-                    let raced = self
-                        .race(
-                            ctx,
-                            model,
-                            (dep, prepared),
-                            (other, other_prepared),
-                            after,
-                            facts.stream,
-                            deadline,
-                        )
-                        .await;
+                    // Boxed: a race holds two tries at once, and inline it would double the
+                    // size of every request's future (which Pingora moves into a box per request).
+                    let raced = Box::pin(self.race(
+                        ctx,
+                        model,
+                        (dep, prepared),
+                        (other, other_prepared),
+                        after,
+                        facts.stream,
+                        deadline,
+                    ))
+                    .await;
                     match raced {
                         Raced::Won(d, committed, rw) => (Ok(*committed), d, rw),
                         Raced::Lost(d, e, rw) => (Err(e), d, rw),
@@ -591,9 +592,10 @@ impl Forwarder {
         // A pooled connection may have been closed by the upstream meanwhile: one fresh retry.
         let mut fresh_retry = true;
         loop {
-            let (mut up, reused) = self
-                .connector
-                .get_http_session(&peer)
+            // Boxed: Pingora's connect future is ~9 KB (TLS and HTTP/2 set-up states); inline,
+            // it made every try's future that big, and each try is moved into its timeout and the
+            // request's future into Pingora's box — ~40 KB of copying per request.
+            let (mut up, reused) = Box::pin(self.connector.get_http_session(&peer))
                 .await
                 .map_err(|e| classify(&e, "connecting"))?;
             up.set_write_timeout(Some(timeouts.idle));
