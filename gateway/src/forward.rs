@@ -47,9 +47,6 @@ fn cost_value(usd: f64) -> http::HeaderValue {
     rh::value(&format!("{usd:.8}")).unwrap_or(http::HeaderValue::from_static("0"))
 }
 
-/// Counts the Switchyard nodes a request crossed; a mesh loop ends in a 508 at `max_hops`.
-pub const HOPS_HEADER: &str = "x-switchyard-hops";
-
 /// Upstream connections idle longer than this are not reused (below common provider keep-alives).
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -684,49 +681,67 @@ impl Forwarder {
             reason: format!("cannot build the upstream request: {e}"),
         };
         let path = endpoint.path(&prepared.path);
-        let mut req = RequestHeader::build("POST", path.as_bytes(), Some(8)).map_err(internal)?;
-        req.insert_header("host", &endpoint.host_header)
-            .map_err(internal)?;
-        req.insert_header("content-type", "application/json")
-            .map_err(internal)?;
-        req.insert_header("content-length", body_len.to_string())
-            .map_err(internal)?;
-        req.insert_header(
-            "accept",
-            match (stream, upstream.dialect) {
+        // Built as plain parts with static names (see `response_headers`): Pingora's
+        // case-preserving `insert_header` would parse and allocate each name twice.
+        let req =
+            RequestHeader::build_no_case("POST", path.as_bytes(), Some(12)).map_err(internal)?;
+        let mut parts = http::request::Parts::from(req);
+        let h = &mut parts.headers;
+        let static_value = http::HeaderValue::from_static;
+        use http::header;
+        h.insert(
+            header::HOST,
+            rh::value(&endpoint.host_header).map_err(internal)?,
+        );
+        h.insert(header::CONTENT_TYPE, static_value("application/json"));
+        rh::set_length(h, body_len);
+        h.insert(
+            header::ACCEPT,
+            static_value(match (stream, upstream.dialect) {
                 (true, Dialect::Ollama) => "application/x-ndjson",
                 (true, _) => "text/event-stream",
                 (false, _) => "application/json",
-            },
-        )
-        .map_err(internal)?;
+            }),
+        );
         // Bodies are inspected for usage: ask for them uncompressed.
-        req.insert_header("accept-encoding", "identity")
-            .map_err(internal)?;
-        req.insert_header(
-            "user-agent",
-            concat!("switchyard/", env!("CARGO_PKG_VERSION")),
-        )
-        .map_err(internal)?;
-        req.insert_header("x-request-id", &ctx.request_id)
-            .map_err(internal)?;
-        req.insert_header(HOPS_HEADER, (ctx.hops + 1).to_string())
-            .map_err(internal)?;
+        h.insert(header::ACCEPT_ENCODING, static_value("identity"));
+        h.insert(
+            header::USER_AGENT,
+            static_value(concat!("switchyard/", env!("CARGO_PKG_VERSION"))),
+        );
+        h.insert(
+            &rh::X_REQUEST_ID,
+            rh::value(&ctx.request_id).map_err(internal)?,
+        );
+        h.insert(
+            &rh::X_SWITCHYARD_HOPS,
+            http::HeaderValue::from(ctx.hops + 1),
+        );
         if let Some(trace) = &ctx.trace {
-            req.insert_header("traceparent", trace.upstream_header())
-                .map_err(internal)?;
+            h.insert(
+                &rh::TRACEPARENT,
+                rh::value(&trace.upstream_header()).map_err(internal)?,
+            );
         }
         let key = upstream.api_key.map(Secret::expose);
         for (name, value) in providers::auth_headers(upstream.dialect, key) {
-            req.insert_header(name, value).map_err(internal)?;
+            let name = header::HeaderName::from_bytes(name.as_bytes()).map_err(|e| TryError {
+                outcome: AttemptOutcome::ConnectError,
+                retry_after: None,
+                reason: format!("cannot build the upstream request: {e}"),
+            })?;
+            let mut value = rh::value(&value).map_err(internal)?;
+            // Credentials: never printed by `Debug`, never indexed by HPACK.
+            value.set_sensitive(true);
+            h.insert(name, value);
         }
         if let (Mode::Observed(Dialect::Anthropic), Some(beta)) =
             (prepared.mode, &ctx.anthropic_beta)
         {
             // Same-format passthrough: the caller's beta features reach Anthropic as asked.
-            req.insert_header("anthropic-beta", beta.as_str())
-                .map_err(internal)?;
+            h.insert(&rh::ANTHROPIC_BETA, rh::value(beta).map_err(internal)?);
         }
+        let req = RequestHeader::from(parts);
         Ok(req)
     }
 

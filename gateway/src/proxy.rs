@@ -428,7 +428,7 @@ impl ProxyHttp for Gateway {
         ));
         ctx.hops = req
             .headers
-            .get(crate::forward::HOPS_HEADER)
+            .get(&rh::X_SWITCHYARD_HOPS)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0);

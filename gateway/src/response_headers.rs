@@ -1,5 +1,6 @@
-//! The response heads Switchyard writes to its callers: the names of its own headers and the
-//! helpers that build a head on a plain `http::HeaderMap` before Pingora sends it.
+//! The heads Switchyard writes — responses to its callers, requests to upstreams: the names of
+//! its own headers and the helpers that build a head on a plain `http::HeaderMap` before Pingora
+//! sends it.
 //!
 //! Heads are edited as `http::response::Parts` and handed to Pingora as a `ResponseHeader`
 //! without a case map. Pingora's case-preserving `insert_header` parses each name and allocates
@@ -20,6 +21,11 @@ pub static X_SWITCHYARD_MODEL: HeaderName = HeaderName::from_static("x-switchyar
 pub static X_SWITCHYARD_COST_USD: HeaderName = HeaderName::from_static("x-switchyard-cost-usd");
 /// Lists request fields dropped because the provider cannot honour them (`strict: false`).
 pub static X_SWITCHYARD_DROPPED: HeaderName = HeaderName::from_static("x-switchyard-dropped");
+/// Counts the Switchyard nodes a request crossed (sent upstream); a mesh loop ends in a 508 at
+/// `max_hops`.
+pub static X_SWITCHYARD_HOPS: HeaderName = HeaderName::from_static("x-switchyard-hops");
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub static ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
 pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 pub static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
