@@ -11,6 +11,8 @@
 # thread (request thread and ledger writer) is divided by N.
 #   bash benches/instructions.sh            (N=2000)
 #   N=5000 bash benches/instructions.sh
+#   KEEP=/tmp/cg bash benches/instructions.sh   also keeps each config's callgrind profile there
+#                                               (read with callgrind_annotate --inclusive=yes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -93,6 +95,7 @@ for name in none key gov; do
   out=$(ls -t "$work"/cg.$name.$pid* | head -1)
   total=$(awk '/^(summary|totals):/ {print $2; exit}' "$out")
   echo "$name $total" >> "$work/results"
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$out" "$KEEP/callgrind.$name"; fi
   kill $pid; wait $pid 2>/dev/null || true
   sleep 0.5
 done

@@ -26,33 +26,6 @@ bench_setup wrk
 
 STRATEGY=${STRATEGY:-priority}   # the bench model's strategy (two deployments, same upstream)
 
-gateway_conf() { # port admin upstream_port
-  cat <<YAML
-server:
-  listen: ["127.0.0.1:$1"]
-  admin_listen: "127.0.0.1:$2"
-  threads: 1
-providers:
-  - name: up
-    kind: openai
-    base_url: http://127.0.0.1:$3/v1
-    api_key: bench-key
-  - name: up2
-    kind: openai
-    base_url: http://127.0.0.1:$3/v1
-    api_key: bench-key
-models:
-  - name: bench
-    strategy: $STRATEGY
-    max_cost_per_request: 1
-    deployments:
-      - { provider: up, model: mock-model, price: { input_per_mtok: 0.15, output_per_mtok: 0.6 } }
-      - { provider: up2, model: mock-model, price: { input_per_mtok: 0.3, output_per_mtok: 1.2 } }
-telemetry:
-  access_log: off
-YAML
-}
-
 # Fast upstream (throughput and latency) and a paced one (5 ms between events, for first-event).
 start $bin/mock-upstream --listen 127.0.0.1:$UP_PORT --threads 1; up_pid=${pids[-1]}
 start $bin/bare-hop --listen 127.0.0.1:$HOP_PORT --upstream 127.0.0.1:$UP_PORT --threads 1; hop_pid=${pids[-1]}
@@ -70,7 +43,7 @@ wait_port $JWKS_PORT
 { gateway_conf $AUTH_SY_PORT $((SY_ADMIN + 20)) $UP_PORT; cat <<YAML
 auth:
   api_keys:
-    - { name: bench-key, key: "sk-bench-virtual-key-0001" }
+    - { name: bench-key, key: "$BENCH_KEY" }
   oauth:
     issuer: "https://bench/"
     audience: switchyard
@@ -78,21 +51,11 @@ auth:
     algorithms: [RS256]
   max_failures_per_minute: 1000000
 YAML
-} | sed 's/^telemetry:$/telemetry:\n  audit_log: off/' > "$work/sy-auth.yaml"
+} > "$work/sy-auth.yaml"
 start $bin/switchyard run --conf "$work/sy-auth.yaml"; auth_pid=${pids[-1]}
-# Switchyard with cost governance on top of the same key: a rate limit and a concurrency limit
+# Switchyard with cost governance on top of the same key: request, token and concurrency limits
 # (never reached), a budget (never reached), and the spend ledger in a SQLite file.
-{ gateway_conf $GOV_SY_PORT $GOV_ADMIN $UP_PORT; cat <<YAML
-auth:
-  api_keys:
-    - { name: bench-key, key: "sk-bench-virtual-key-0001", team: bench,
-        limits: { requests_per_minute: 100000000, tokens_per_minute: 1000000000000, concurrency: 10000 } }
-  max_failures_per_minute: 1000000
-budgets:
-  - { scope: team:bench, limit: 1000000, period: monthly }
-store: { kind: sqlite, path: $work/ledger.db }
-YAML
-} | sed 's/^telemetry:$/telemetry:\n  audit_log: off/' > "$work/sy-gov.yaml"
+governed_conf $GOV_SY_PORT $GOV_ADMIN $UP_PORT "$work/ledger.db" > "$work/sy-gov.yaml"
 start $bin/switchyard run --conf "$work/sy-gov.yaml"; gov_pid=${pids[-1]}
 for p in $UP_PORT $HOP_PORT $SY_PORT $SLOW_UP_PORT $SLOW_HOP_PORT $SLOW_SY_PORT $AUTH_SY_PORT $GOV_SY_PORT; do wait_port $p; done
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
@@ -137,9 +100,9 @@ for scenario in "1 0" "32 0" "64 0" "32 1"; do
   run bare-hop $HOP_PORT mock-model $hop_pid "$1" "$2"
   run switchyard $SY_PORT bench $sy_pid "$1" "$2"
   if [ "$2" = 0 ]; then
-    run sy+key $AUTH_SY_PORT bench $auth_pid "$1" "$2" "Bearer sk-bench-virtual-key-0001"
+    run sy+key $AUTH_SY_PORT bench $auth_pid "$1" "$2" "Bearer $BENCH_KEY"
     run sy+jwt $AUTH_SY_PORT bench $auth_pid "$1" "$2" "Bearer $TOKEN"
-    run sy+gov $GOV_SY_PORT bench $gov_pid "$1" "$2" "Bearer sk-bench-virtual-key-0001"
+    run sy+gov $GOV_SY_PORT bench $gov_pid "$1" "$2" "Bearer $BENCH_KEY"
   fi
 done
 # GOV_ROUNDS=N: N more rounds of switchyard, sy+key and sy+gov back to back at c=32 and c=64,
@@ -148,8 +111,8 @@ done
 for _ in $(seq 1 "${GOV_ROUNDS:-0}"); do
   for conns in 32 64; do
     RESULTS=$work/govrounds run switchyard $SY_PORT bench $sy_pid "$conns" 0
-    RESULTS=$work/govrounds run sy+key $AUTH_SY_PORT bench $auth_pid "$conns" 0 "Bearer sk-bench-virtual-key-0001"
-    RESULTS=$work/govrounds run sy+gov $GOV_SY_PORT bench $gov_pid "$conns" 0 "Bearer sk-bench-virtual-key-0001"
+    RESULTS=$work/govrounds run sy+key $AUTH_SY_PORT bench $auth_pid "$conns" 0 "Bearer $BENCH_KEY"
+    RESULTS=$work/govrounds run sy+gov $GOV_SY_PORT bench $gov_pid "$conns" 0 "Bearer $BENCH_KEY"
   done
 done
 sleep 2   # one more ledger flush

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Paired A/B: two Switchyard configs measured at the same time on one shared core, so that the
+# host's speed (which on a shared VM drifts by ±20 % within seconds) moves both alike. Both
+# gateways are pinned to CPU 1, where the kernel's scheduler splits the core between them; the
+# mock upstream and one wrk per gateway run on CPU 0. The ratio of CPU time per request (all of a
+# gateway's threads: the request thread and, for `gov`, the ledger writer) is what one core
+# serves: RPS(B)/RPS(A) = 1 / cpu_ratio when the gateway is the bottleneck. Needs 2 CPUs.
+#   bash benches/paired.sh                    none vs gov, 5 rounds of 5 s at c=32
+#   A=key B=gov ROUNDS=8 DURATION=3 CONNS=64 bash benches/paired.sh
+# Configs (benches/lib.sh): none = no auth; key = one virtual key; gov = the key with request,
+# token and concurrency limits, a team budget and the SQLite spend ledger.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+A=${A:-none}
+B=${B:-gov}
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-5}
+CONNS=${CONNS:-32}
+UP_PORT=${UP_PORT:-18400}
+
+. benches/lib.sh
+bench_setup wrk
+[ "$(nproc)" -ge 2 ] || { echo "paired.sh needs 2 CPUs" >&2; exit 1; }
+
+conf() { # name port admin
+  case $1 in
+    none) gateway_conf "$2" "$3" $UP_PORT ;;
+    key) keyed_conf "$2" "$3" $UP_PORT ;;
+    gov) governed_conf "$2" "$3" $UP_PORT "$work/ledger-$2.db" ;;
+    *) echo "unknown config $1 (none, key, gov)" >&2; exit 2 ;;
+  esac
+}
+
+start taskset -c 0 $bin/mock-upstream --listen 127.0.0.1:$UP_PORT --threads 1
+conf "$A" $((UP_PORT + 1)) $((UP_PORT + 11)) > "$work/a.yaml"
+conf "$B" $((UP_PORT + 2)) $((UP_PORT + 12)) > "$work/b.yaml"
+start taskset -c 1 $bin/switchyard run --conf "$work/a.yaml"; a_pid=${pids[-1]}
+start taskset -c 1 $bin/switchyard run --conf "$work/b.yaml"; b_pid=${pids[-1]}
+for p in $UP_PORT $((UP_PORT + 1)) $((UP_PORT + 2)); do wait_port $p; done
+
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime of every thread, in ticks
+body='{"model":"bench","messages":[{"role":"user","content":"hello"}]}'
+load() { # port out
+  BENCH_AUTH="Bearer $BENCH_KEY" BENCH_BODY=$body taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" \
+    -s benches/post.lua "http://127.0.0.1:$1/v1/chat/completions" > "$2"
+}
+requests() { awk '/requests in/ {print $1}' "$1"; }
+errors() { awk '/Non-2xx/ {print $5}' "$1"; }
+
+# One unmeasured second each, then the rounds.
+DURATION=1 load $((UP_PORT + 1)) /dev/null & DURATION=1 load $((UP_PORT + 2)) /dev/null; wait $!
+: > "$work/rounds"
+for _ in $(seq 1 "$ROUNDS"); do
+  a0=$(cpu $a_pid); b0=$(cpu $b_pid)
+  load $((UP_PORT + 1)) "$work/a.out" & la=$!
+  load $((UP_PORT + 2)) "$work/b.out" & lb=$!
+  wait $la $lb
+  a1=$(cpu $a_pid); b1=$(cpu $b_pid)
+  echo "$(requests "$work/a.out") $((a1 - a0)) $(requests "$work/b.out") $((b1 - b0)) $(errors "$work/a.out")$(errors "$work/b.out")" >> "$work/rounds"
+done
+
+python3 - "$work/rounds" "$A" "$B" "$CONNS" "$DURATION" "$(getconf CLK_TCK)" <<'PY'
+import statistics, sys
+path, a, b, conns, duration, tick = sys.argv[1:]
+rows = [l.split() for l in open(path) if l.strip()]
+print(f"\npaired A/B on one shared core: {a} vs {b}, wrk -t1 -c{conns} each, {duration}s rounds")
+print(f"{'round':>5} {a + ' req':>12} {a + ' CPU s':>10} {b + ' req':>12} {b + ' CPU s':>10} {'CPU/req ' + b + '/' + a:>18}")
+ratios = []
+for i, r in enumerate(rows, 1):
+    ra, ca, rb, cb = (int(x) for x in r[:4])
+    if len(r) > 4:
+        sys.exit(f"non-2xx answers in round {i}: {r[4:]}")
+    ratio = (cb / rb) / (ca / ra)
+    ratios.append(ratio)
+    print(f"{i:>5} {ra:>12} {ca / int(tick):>10.2f} {rb:>12} {cb / int(tick):>10.2f} {ratio:>18.3f}")
+m = statistics.median(ratios)
+print(f"median CPU per request {b}/{a}: {m:.3f}x (rounds {min(ratios):.3f}-{max(ratios):.3f}) "
+      f"=> one core serves {1 / m:.3f}x the requests with {b} ({(1 / m - 1) * 100:+.1f} %)")
+PY
