@@ -7,6 +7,7 @@
 # serves: RPS(B)/RPS(A) = 1 / cpu_ratio when the gateway is the bottleneck. Needs 2 CPUs.
 #   bash benches/paired.sh                    none vs gov, 5 rounds of 5 s at c=32
 #   A=key B=gov ROUNDS=8 DURATION=3 CONNS=64 bash benches/paired.sh
+#   A=none B=none B_BIN=/tmp/old/switchyard bash benches/paired.sh   two builds of one config
 # Configs (benches/lib.sh): none = no auth; key = one virtual key; gov = the key with request,
 # token and concurrency limits, a team budget and the SQLite spend ledger.
 set -euo pipefail
@@ -35,8 +36,8 @@ conf() { # name port admin
 start taskset -c 0 $bin/mock-upstream --listen 127.0.0.1:$UP_PORT --threads 1
 conf "$A" $((UP_PORT + 1)) $((UP_PORT + 11)) > "$work/a.yaml"
 conf "$B" $((UP_PORT + 2)) $((UP_PORT + 12)) > "$work/b.yaml"
-start taskset -c 1 $bin/switchyard run --conf "$work/a.yaml"; a_pid=${pids[-1]}
-start taskset -c 1 $bin/switchyard run --conf "$work/b.yaml"; b_pid=${pids[-1]}
+start taskset -c 1 "${A_BIN:-$bin/switchyard}" run --conf "$work/a.yaml"; a_pid=${pids[-1]}
+start taskset -c 1 "${B_BIN:-$bin/switchyard}" run --conf "$work/b.yaml"; b_pid=${pids[-1]}
 for p in $UP_PORT $((UP_PORT + 1)) $((UP_PORT + 2)); do wait_port $p; done
 
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime of every thread, in ticks

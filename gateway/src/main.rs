@@ -9,6 +9,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use switchyard::{config, server};
 
+/// mimalloc instead of glibc's malloc: the ledger's rows (and the spend channel's blocks) are
+/// allocated on request threads and freed on the writer thread, a pattern glibc serves through
+/// its slow paths and arena locks; mimalloc frees them into the owning page's thread-free list.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "switchyard", version, about = "An LLM edge gateway on Pingora")]
 struct Cli {

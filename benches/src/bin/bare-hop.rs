@@ -11,6 +11,10 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_proxy::{ProxyHttp, Session};
 use std::net::SocketAddr;
 
+/// The allocator Switchyard's binary uses, so the hop is a like-for-like ceiling.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 struct Args {
     #[arg(long, default_value = "127.0.0.1:18001")]
