@@ -25,39 +25,11 @@ SY_ADMIN=${SY_ADMIN:-18202}
 . benches/lib.sh
 bench_setup valgrind
 
-conf() { # none|key|gov
-  cat <<YAML
-server:
-  listen: ["127.0.0.1:$SY_PORT"]
-  admin_listen: "127.0.0.1:$SY_ADMIN"
-  threads: 1
-providers:
-  - { name: up, kind: openai, base_url: "http://127.0.0.1:$UP_PORT/v1", api_key: bench-key }
-models:
-  - name: bench
-    deployments:
-      - { provider: up, model: mock-model, price: { input_per_mtok: 0.15, output_per_mtok: 0.6 } }
-telemetry: { access_log: off, audit_log: off }
-YAML
+conf() { # none|key|gov: the configs of load.sh and paired.sh (benches/lib.sh)
   case $1 in
-    key) cat <<YAML
-auth:
-  api_keys:
-    - { name: bench-key, key: "sk-bench-virtual-key-0001", team: bench }
-  max_failures_per_minute: 1000000
-YAML
-    ;;
-    gov) cat <<YAML
-auth:
-  api_keys:
-    - { name: bench-key, key: "sk-bench-virtual-key-0001", team: bench,
-        limits: { requests_per_minute: 100000000, tokens_per_minute: 1000000000000, concurrency: 10000 } }
-  max_failures_per_minute: 1000000
-budgets:
-  - { scope: team:bench, limit: 1000000, period: monthly }
-store: { kind: sqlite, path: $work/ledger.db }
-YAML
-    ;;
+    none) gateway_conf $SY_PORT $SY_ADMIN $UP_PORT ;;
+    key) keyed_conf $SY_PORT $SY_ADMIN $UP_PORT ;;
+    gov) governed_conf $SY_PORT $SY_ADMIN $UP_PORT "$work/ledger.db" ;;
   esac
 }
 
@@ -65,7 +37,7 @@ cat > "$work/client.py" <<'PY'
 import http.client, json, sys
 port, n = int(sys.argv[1]), int(sys.argv[2])
 body = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "hello"}]})
-headers = {"content-type": "application/json", "authorization": "Bearer sk-bench-virtual-key-0001"}
+headers = {"content-type": "application/json", "authorization": "Bearer " + sys.argv[3]}
 c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
 for _ in range(n):
     c.request("POST", "/v1/chat/completions", body, headers)
@@ -85,10 +57,10 @@ for name in none key gov; do
   pid=$!
   pids+=($pid)
   wait_port $SY_PORT 60   # valgrind starts slowly
-  python3 "$work/client.py" $SY_PORT "$WARMUP"
+  python3 "$work/client.py" $SY_PORT "$WARMUP" "$BENCH_KEY"
   sleep 1.5                                   # the warm-up's ledger flush is not counted
   callgrind_control -z $pid > /dev/null 2>&1
-  python3 "$work/client.py" $SY_PORT "$N"
+  python3 "$work/client.py" $SY_PORT "$N" "$BENCH_KEY"
   sleep 1.5                                   # ...this run's is
   callgrind_control -d $pid > /dev/null 2>&1
   sleep 0.5

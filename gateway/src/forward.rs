@@ -675,11 +675,13 @@ impl Forwarder {
     ) -> Result<RequestHeader, TryError> {
         let endpoint = upstream.endpoint;
         let body_len = prepared.body.len();
-        let internal = |e: Box<Error>| TryError {
-            outcome: AttemptOutcome::ConnectError,
-            retry_after: None,
-            reason: format!("cannot build the upstream request: {e}"),
-        };
+        fn internal(e: impl std::fmt::Display) -> TryError {
+            TryError {
+                outcome: AttemptOutcome::ConnectError,
+                retry_after: None,
+                reason: format!("cannot build the upstream request: {e}"),
+            }
+        }
         let path = endpoint.path(&prepared.path);
         // Built as plain parts with static names (see `response_headers`): Pingora's
         // case-preserving `insert_header` would parse and allocate each name twice.
@@ -725,11 +727,7 @@ impl Forwarder {
         }
         let key = upstream.api_key.map(Secret::expose);
         for (name, value) in providers::auth_headers(upstream.dialect, key) {
-            let name = header::HeaderName::from_bytes(name.as_bytes()).map_err(|e| TryError {
-                outcome: AttemptOutcome::ConnectError,
-                retry_after: None,
-                reason: format!("cannot build the upstream request: {e}"),
-            })?;
+            let name = header::HeaderName::from_bytes(name.as_bytes()).map_err(internal)?;
             let mut value = rh::value(&value).map_err(internal)?;
             // Credentials: never printed by `Debug`, never indexed by HPACK.
             value.set_sensitive(true);
