@@ -7,9 +7,9 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard::config;
-use switchyard::router::{plan, PlanInput};
-use switchyard::state::State;
-use switchyard::telemetry::Metrics;
+use switchyard::ops::telemetry::Metrics;
+use switchyard::routing::router::{plan, PlanInput};
+use switchyard::routing::state::State;
 
 fn state(strategy: &str) -> State {
     let text = format!(
@@ -72,7 +72,7 @@ fn benches(c: &mut Criterion) {
     c.bench_function("breaker_acquire", |b| {
         b.iter(|| {
             d.runtime
-                .acquire(&policy, black_box(switchyard::breaker::now_ms()))
+                .acquire(&policy, black_box(switchyard::clock::now_ms()))
         })
     });
 }

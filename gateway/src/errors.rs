@@ -240,7 +240,7 @@ impl GatewayError {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
             GatewayError::BudgetExceeded { resets_at, .. } => {
-                resets_at.map(|t| (t - crate::governance::unix_now()).max(1) as u64)
+                resets_at.map(|t| (t - crate::clock::unix_secs_i64()).max(1) as u64)
             }
             _ => None,
         }

@@ -1,31 +1,31 @@
 //! Switchyard's gateway: everything the `switchyard` binary is made of, as a library so that
 //! benches and tools can reach the routing and state code. The binary (`main.rs`) owns only the
 //! command line.
+//!
+//! The folders follow one request (see `docs/architecture.md`):
+//!
+//! * [`snapshot`] — the one atomically swapped view of a config file (routing, auth settings,
+//!   governance) that a request holds from its first phase to its logging;
+//! * [`proxy`] — the Pingora phases: routing by path, the request and response step chains,
+//!   control endpoints, logging;
+//! * [`identity`] — who is calling (keys, JWTs, introspection, the failure limiter);
+//! * [`governance`] — rate limits, budgets, the spend service and its ledger;
+//! * [`routing`] — the live model index, deployment health and the plan for one request;
+//! * [`forward`] — executing a plan: attempts, the relay, in-process providers;
+//! * [`ops`] — what an operator touches: admin API, metrics, access log, reload, drain;
+//! * [`local`] — the local ONNX pool (cargo feature `local`);
+//! * [`server`] — assembles all of it into a Pingora `Server`.
 
-pub mod access_log;
-pub mod admin;
-pub mod breaker;
+pub mod clock;
 pub mod config;
-pub mod context;
-pub mod cost;
-pub mod drain;
 pub mod errors;
 pub mod forward;
 pub mod governance;
-pub mod health;
 pub mod identity;
-pub mod ledger;
+#[cfg(feature = "local")]
 pub mod local;
-pub mod mock;
+pub mod ops;
 pub mod proxy;
-pub mod rate_headers;
-pub mod redis_store;
-pub mod reload;
-pub mod response_headers;
-pub mod router;
-pub mod selection;
+pub mod routing;
 pub mod server;
-pub mod state;
-pub mod telemetry;
-pub mod trace;
-pub mod translate;
+pub mod snapshot;

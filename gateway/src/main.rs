@@ -51,7 +51,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { conf } => match config::load(&conf) {
             Ok(cfg) => {
-                print!("{}", server::routing_table(&cfg));
+                print!("{}", switchyard::routing::table::routing_table(&cfg));
                 println!("{}: OK", conf.display());
                 ExitCode::SUCCESS
             }

@@ -2,21 +2,22 @@
 //! [`crate::proxy::Gateway`]) on every `server.listen` address with HTTP/1.1 and h2c, and the
 //! admin service on `server.admin_listen`. Also renders the routing table for `switchyard check`.
 
-use crate::access_log::AccessLogger;
-use crate::admin::AdminApp;
-use crate::config::{Config, ProviderKind};
-use crate::context::InFlight;
-use crate::drain::Drain;
+use crate::config::Config;
 use crate::forward::Forwarder;
-use crate::health::HealthChecker;
 use crate::identity::jwks::Jwks;
 use crate::identity::store::KeyStore;
+use crate::identity::AuthView;
 use crate::identity::{Auth, JwksRefresher};
+use crate::ops::access_log::AccessLogger;
+use crate::ops::admin::AdminApp;
+use crate::ops::drain::Drain;
+use crate::ops::reload::Reloader;
+use crate::ops::telemetry::Metrics;
+use crate::proxy::context::InFlight;
 use crate::proxy::Gateway;
-use crate::reload::Reloader;
-use crate::state::State;
-use crate::telemetry::Metrics;
-use arc_swap::ArcSwap;
+use crate::routing::health::HealthChecker;
+use crate::routing::state::State;
+use crate::snapshot::{Live, Parts};
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::connectors::http::Connector;
 use pingora_core::connectors::ConnectorOptions;
@@ -26,7 +27,6 @@ use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use std::convert::Infallible;
-use std::fmt::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -42,7 +42,7 @@ pub enum StartError {
     #[error("{0}")]
     Store(crate::identity::store::StoreError),
     #[error("{0}")]
-    Ledger(crate::ledger::LedgerError),
+    Ledger(crate::governance::ledger::LedgerError),
 }
 
 /// How the process was asked to start.
@@ -80,9 +80,14 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
     let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
 
-    let state = Arc::new(ArcSwap::from_pointee(State::build(cfg.clone(), &metrics)));
     let spend =
         Arc::new(crate::governance::Spend::start(&cfg, &metrics).map_err(StartError::Ledger)?);
+    // The one live config snapshot: routing, auth settings and governance, swapped together.
+    let live = Arc::new(Live::new(Parts {
+        state: Arc::new(State::build(cfg.clone(), &metrics)),
+        auth: Arc::new(AuthView::new(cfg.auth.clone())),
+        governance: Arc::new(spend.governance_for(&cfg, None)),
+    }));
     let store = KeyStore::open(cfg.store.sqlite_path.as_deref()).map_err(StartError::Store)?;
     if !store.persistent && cfg.server.admin_token.is_some() {
         log::warn!("no `store` configured: keys created through the admin API live in memory and are lost on restart");
@@ -92,15 +97,15 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
     let jwks = Jwks::new(Connector::new(Some(ConnectorOptions::from_server_conf(
         &server.configuration,
     ))));
-    let auth =
-        Arc::new(Auth::new(cfg.auth.clone(), store, jwks, audit).map_err(StartError::Store)?);
+    let auth = Arc::new(Auth::new(store, jwks, audit).map_err(StartError::Store)?);
+    auth.attach(live.clone());
     let jwks_handle = server.add_service(background_service(
         "switchyard jwks",
         JwksRefresher { auth: auth.clone() },
     ));
     let reloader = Reloader {
         path: options.conf_path,
-        live: state.clone(),
+        live: live.clone(),
         metrics: metrics.clone(),
         started_with: cfg.server.clone(),
         auth: auth.clone(),
@@ -119,15 +124,15 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
             spend: spend.clone(),
         },
     ));
-    let gateway = Gateway::new(
-        state.clone(),
-        spend.clone(),
-        auth.clone(),
-        metrics.clone(),
-        Forwarder::new(connector, spend.clone()),
+    let gateway = Gateway {
+        live: live.clone(),
+        spend: spend.clone(),
+        auth: auth.clone(),
+        metrics: metrics.clone(),
+        forwarder: Forwarder::new(connector, spend.clone()),
         access_log,
         in_flight,
-    );
+    };
 
     let mut inference = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -151,12 +156,12 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
         inference.add_tls_with_settings(&tls.listen, None, settings);
     }
     let checker = HealthChecker {
-        live: state.clone(),
+        live: live.clone(),
         connector: Arc::new(Connector::new(Some(ConnectorOptions::from_server_conf(
             &server.configuration,
         )))),
     };
-    for (name, lb) in crate::health::balancers(&checker) {
+    for (name, lb) in crate::routing::health::balancers(&checker) {
         server.add_service(background_service(&format!("switchyard health {name}"), lb));
     }
     let health_handle = server.add_service(background_service("switchyard health", checker));
@@ -171,7 +176,7 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
             AdminApp {
                 metrics,
                 auth,
-                state,
+                live,
                 spend,
             },
         );
@@ -186,60 +191,4 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
         cfg.server.admin_listen.as_deref().unwrap_or("off"),
     );
     server.run_forever()
-}
-
-/// The routing table `switchyard check` prints: public model → deployments → provider.
-pub fn routing_table(cfg: &Config) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "listen: {}", cfg.server.listen.join(", "));
-    let _ = writeln!(
-        out,
-        "admin:  {}",
-        cfg.server.admin_listen.as_deref().unwrap_or("off")
-    );
-    for m in &cfg.models {
-        let r = &m.routing;
-        let aliases = if m.aliases.is_empty() {
-            String::new()
-        } else {
-            format!(" (aliases: {})", m.aliases.join(", "))
-        };
-        let _ = writeln!(
-            out,
-            "model {}{aliases}  strategy={:?} attempts={} deadline={:?}",
-            m.name, r.strategy, r.retry.attempts, r.deadline
-        );
-        for (i, d) in m.deployments.iter().enumerate() {
-            let p = &d.provider;
-            let target = match &p.kind {
-                ProviderKind::Http {
-                    dialect, endpoint, ..
-                } => format!(
-                    "{} (POST {})",
-                    endpoint.base_url,
-                    endpoint.path(switchyard_adapters::providers::chat_path(*dialect))
-                ),
-                ProviderKind::Mock(_) => "built-in".to_string(),
-                ProviderKind::Local(l) => format!(
-                    "local ONNX pool ({} worker(s), queue {})",
-                    l.workers, l.queue
-                ),
-            };
-            let _ = writeln!(
-                out,
-                "  {}. {} [{}] {} -> {}  priority={} weight={} price/Mtok: in ${} out ${} cached ${}",
-                i + 1,
-                p.name,
-                p.kind.name(),
-                target,
-                d.model,
-                d.priority,
-                d.weight,
-                d.price.input_per_mtok,
-                d.price.output_per_mtok,
-                d.price.cached_input_per_mtok
-            );
-        }
-    }
-    out
 }

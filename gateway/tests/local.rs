@@ -3,6 +3,8 @@
 //! whose greedy answer is known: "Hello" → "pqrstuvwxyz") in both caller formats, streamed and
 //! not, spill to the next deployment when the queue is full, and clear refusals.
 
+#![cfg(feature = "local")]
+
 mod common;
 
 use common::*;

@@ -409,3 +409,115 @@ fn systemd_unit_verifies() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A reload storm that changes a key's allowed models and the routing together never serves a
+/// request by a mix of the two files: each answer names its config generation, and every answer
+/// of one generation agrees with one file (file A lets the key use `chat`, routed to `mock-a`;
+/// file B forbids it, and routes `chat` to `mock-b`). A mix would show as a 200 from `mock-b`
+/// (authorised by A, routed by B) or a 403 under a generation whose other answers were 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_storm_never_mixes_two_files() {
+    const KEY: &str = "sk-storm-key-000000000001";
+    let file = |allowed: &str, upstream_model: &str| {
+        format!(
+            r#"providers:
+  - name: sim
+    kind: mock
+models:
+  - name: chat
+    deployments: [{{ provider: sim, model: {upstream_model} }}]
+  - name: other
+    deployments: [{{ provider: sim, model: other-1 }}]
+auth:
+  api_keys:
+    - {{ name: app, key: "{KEY}", models: [{allowed}] }}
+"#
+        )
+    };
+    let conf_a = file("chat", "mock-a");
+    let conf_b = file("other", "mock-b");
+    let gw = Gateway::start(&conf_a, "").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    // generation -> (answers from file A, answers from file B)
+    let seen = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+        u64,
+        (u64, u64),
+    >::new()));
+    let mixed = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (client, url) = (gw.client(), gw.url("/v1/chat/completions"));
+        let (stop, seen, mixed) = (stop.clone(), seen.clone(), mixed.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let req = http::Request::post(&url)
+                    .header("content-type", "application/json")
+                    .header("authorization", format!("Bearer {KEY}"))
+                    .body(Full::new(Bytes::from_static(
+                        br#"{"model":"chat","messages":[{"role":"user","content":"hi"}]}"#,
+                    )))
+                    .expect("request");
+                let Ok(resp) = client.request(req).await else {
+                    continue;
+                };
+                let status = resp.status().as_u16();
+                let header = |n: &str| {
+                    resp.headers()
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string()
+                };
+                let generation: u64 = header("x-switchyard-config-generation")
+                    .parse()
+                    .unwrap_or(0);
+                let served_by = header("x-switchyard-model");
+                let _ = resp.into_body().collect().await;
+                let from = match (status, served_by.as_str()) {
+                    (200, "mock-a") => Some(true),
+                    (403, "") => Some(false),
+                    _ => None,
+                };
+                let Some(from_a) = from.filter(|_| generation > 0) else {
+                    if let Ok(mut m) = mixed.lock() {
+                        m.push(format!(
+                            "generation {generation}: status {status} from {served_by:?}"
+                        ));
+                    }
+                    continue;
+                };
+                if let Ok(mut s) = seen.lock() {
+                    let e = s.entry(generation).or_default();
+                    if from_a {
+                        e.0 += 1;
+                    } else {
+                        e.1 += 1;
+                    }
+                }
+            }
+        }));
+    }
+    for i in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        gw.rewrite_config(if i % 2 == 0 { &conf_b } else { &conf_a });
+        gw.signal("HUP");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("load task");
+    }
+    let mixed = mixed.lock().map(|m| m.clone()).unwrap_or_default();
+    assert!(mixed.is_empty(), "answers mixing two files: {mixed:?}");
+    let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    let split: Vec<_> = seen.iter().filter(|(_, (a, b))| *a > 0 && *b > 0).collect();
+    assert!(
+        split.is_empty(),
+        "one generation answered as both files: {split:?}"
+    );
+    assert!(
+        seen.len() >= 5,
+        "the storm published too few generations that served requests: {seen:?}"
+    );
+    assert!(seen.values().any(|(a, _)| *a > 0) && seen.values().any(|(_, b)| *b > 0));
+}

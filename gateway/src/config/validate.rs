@@ -1,5 +1,6 @@
 //! File model → validated model, collecting every error with its key path.
 
+use super::endpoint::parse_endpoint;
 use super::file::*;
 use super::model::*;
 use super::ConfigError;
@@ -411,6 +412,12 @@ fn http_kind(
 }
 
 fn local_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Option<ProviderKind> {
+    if cfg!(not(feature = "local")) {
+        errs.push(
+            format!("{path}.kind"),
+            "local inference is not in this build (it was built without the `local` cargo feature)",
+        );
+    }
     reject_keys(
         p,
         path,
@@ -555,50 +562,6 @@ fn load_ca_bundle(file: &str) -> Result<CaBundle, String> {
     Ok(CaBundle {
         path: file.to_string(),
         certs,
-    })
-}
-
-/// Parses `http(s)://host[:port][/prefix]`.
-pub(super) fn parse_endpoint(url: &str) -> Result<HttpEndpoint, String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
-    let tls = match uri.scheme_str() {
-        Some("https") => true,
-        Some("http") => false,
-        _ => return Err(format!("URL {url:?} must start with http:// or https://")),
-    };
-    let authority = uri
-        .authority()
-        .ok_or_else(|| format!("URL {url:?} has no host"))?;
-    if authority.as_str().contains('@') {
-        return Err("credentials in the URL are not allowed; use api_key".into());
-    }
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    if host.is_empty() {
-        return Err(format!("URL {url:?} has no host"));
-    }
-    if uri.query().is_some() {
-        return Err(format!("URL {url:?} must not have a query string"));
-    }
-    let default_port = if tls { 443 } else { 80 };
-    let port = authority.port_u16().unwrap_or(default_port);
-    let host_header = if port == default_port {
-        authority.host().to_string()
-    } else {
-        format!("{}:{port}", authority.host())
-    };
-    let path_prefix = uri.path().trim_end_matches('/').to_string();
-    Ok(HttpEndpoint {
-        base_url: url.to_string(),
-        tls,
-        host: host.to_string(),
-        port,
-        path_prefix,
-        host_header,
     })
 }
 

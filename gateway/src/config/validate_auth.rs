@@ -189,7 +189,7 @@ fn oauth(o: &FileOAuth, errs: &mut Vec<ConfigError>) -> Option<OAuthSettings> {
     let introspection =
         o.introspection
             .as_ref()
-            .and_then(|i| match super::validate::parse_endpoint(&i.url) {
+            .and_then(|i| match super::endpoint::parse_endpoint(&i.url) {
                 Ok(endpoint) => Some(super::model::Introspection {
                     path: if endpoint.path_prefix.is_empty() {
                         "/".into()
@@ -248,7 +248,7 @@ fn oauth(o: &FileOAuth, errs: &mut Vec<ConfigError>) -> Option<OAuthSettings> {
         Duration::from_secs(600),
         errs,
     );
-    match super::validate::parse_endpoint(&o.jwks_url) {
+    match super::endpoint::parse_endpoint(&o.jwks_url) {
         Ok(endpoint) => Some(OAuthSettings {
             jwks_path: if endpoint.path_prefix.is_empty() {
                 "/".into()

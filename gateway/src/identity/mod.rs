@@ -12,15 +12,15 @@ pub use http::call as http_call;
 pub mod jwks;
 pub mod store;
 
-use crate::access_log::AccessLogger;
 use crate::config::AuthSettings;
+use crate::ops::access_log::AccessLogger;
 use arc_swap::ArcSwap;
 use pingora_limits::rate::Rate;
 use ring::rand::SystemRandom;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use store::KeyStore;
 use switchyard_filters::auth::jwt::{self, JwtError};
 use switchyard_filters::auth::keys::{
@@ -45,13 +45,6 @@ fn form_encode(s: &str) -> String {
         }
     }
     out
-}
-
-pub fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// The outcome of authenticating a request.
@@ -96,9 +89,58 @@ pub struct NewKey {
     pub metadata: Option<BTreeMap<String, String>>,
 }
 
+/// The `auth` section of one config file and the index of the keys it defines: part of the
+/// config [`crate::snapshot::Snapshot`], so a request is authorised by the same file that routes
+/// it. Runtime keys (the admin API's) are not the file's: they live in [`Auth`].
+#[derive(Default)]
+pub struct AuthView {
+    pub settings: Option<AuthSettings>,
+    keys: KeyIndex,
+}
+
+impl AuthView {
+    pub fn new(settings: Option<AuthSettings>) -> AuthView {
+        let mut keys = KeyIndex::default();
+        if let Some(s) = &settings {
+            for (hash, rec) in &s.keys {
+                keys.insert(
+                    *hash,
+                    KeyEntry {
+                        record: Arc::new(rec.clone()),
+                        superseded_until: None,
+                    },
+                );
+            }
+        }
+        AuthView { settings, keys }
+    }
+
+    fn key_names(&self) -> impl Iterator<Item = &KeyRecord> {
+        self.settings
+            .iter()
+            .flat_map(|s| s.keys.iter().map(|(_, r)| r))
+    }
+
+    /// Whether the JWKS source or token policy differs from `other`'s (verified tokens cached
+    /// under the old one must not be served under the new one).
+    pub fn oauth_changed(&self, other: &AuthView) -> bool {
+        let of = |v: &AuthView| {
+            v.settings
+                .as_ref()
+                .and_then(|s| s.oauth.as_ref())
+                .map(|o| (o.jwks.base_url.clone(), o.policy.clone()))
+        };
+        of(self) != of(other)
+    }
+}
+
+/// Identity for the whole process (it outlives config reloads): the runtime key store and its
+/// index, the JWKS and verified-token cache, the failure limiter and the audit log. The file's
+/// settings come from the live snapshot.
 pub struct Auth {
-    settings: ArcSwap<Option<AuthSettings>>,
+    live: std::sync::OnceLock<Arc<crate::snapshot::Live>>,
     store: KeyStore,
+    /// Keys created through the admin API (and superseded secrets in their grace period).
     index: ArcSwap<KeyIndex>,
     pub jwks: jwks::Jwks,
     failures: Rate,
@@ -108,13 +150,12 @@ pub struct Auth {
 
 impl Auth {
     pub fn new(
-        settings: Option<AuthSettings>,
         store: KeyStore,
         jwks: jwks::Jwks,
         audit: AccessLogger,
     ) -> Result<Auth, store::StoreError> {
         let auth = Auth {
-            settings: ArcSwap::from_pointee(settings),
+            live: std::sync::OnceLock::new(),
             store,
             index: ArcSwap::from_pointee(KeyIndex::default()),
             jwks,
@@ -126,43 +167,23 @@ impl Auth {
         Ok(auth)
     }
 
-    pub fn settings(&self) -> Arc<Option<AuthSettings>> {
-        self.settings.load_full()
+    /// Connects the process's live snapshot (once, at start), from which the admin API and the
+    /// JWKS refresher read the file's settings.
+    pub fn attach(&self, live: Arc<crate::snapshot::Live>) {
+        let _ = self.live.set(live);
     }
 
-    /// Applies a reloaded `auth` section (keys from the file, OAuth policy).
-    pub fn apply(&self, settings: Option<AuthSettings>) -> Result<(), store::StoreError> {
-        let old = self.settings.load_full();
-        let jwks_changed = old
-            .as_ref()
-            .as_ref()
-            .and_then(|s| s.oauth.as_ref())
-            .map(|o| (&o.jwks.base_url, &o.policy))
-            != settings
-                .as_ref()
-                .and_then(|s| s.oauth.as_ref())
-                .map(|o| (&o.jwks.base_url, &o.policy));
-        self.settings.store(Arc::new(settings));
-        if jwks_changed {
-            self.jwks.clear_cache();
+    /// The live file's auth view (an empty one before [`Auth::attach`]).
+    pub fn view(&self) -> Arc<AuthView> {
+        match self.live.get() {
+            Some(l) => l.load().auth.clone(),
+            None => Arc::new(AuthView::default()),
         }
-        self.rebuild_index()
     }
 
-    /// Rebuilds the key index from the config's keys and the store's.
+    /// Rebuilds the runtime key index from the store.
     fn rebuild_index(&self) -> Result<(), store::StoreError> {
         let mut index = KeyIndex::default();
-        if let Some(s) = self.settings.load().as_ref() {
-            for (hash, rec) in &s.keys {
-                index.insert(
-                    *hash,
-                    KeyEntry {
-                        record: Arc::new(rec.clone()),
-                        superseded_until: None,
-                    },
-                );
-            }
-        }
         let (keys, superseded) = self.store.load()?;
         let mut by_name = std::collections::HashMap::new();
         for k in keys {
@@ -195,12 +216,12 @@ impl Auth {
     /// caller is accepted.
     pub async fn authenticate(
         &self,
+        view: &AuthView,
         authorization: Option<&[u8]>,
         x_api_key: Option<&[u8]>,
         client: Option<IpAddr>,
     ) -> Result<Option<Identity>, Denied> {
-        let settings = self.settings.load();
-        let Some(settings) = settings.as_ref() else {
+        let Some(settings) = view.settings.as_ref() else {
             return Ok(None);
         };
         // No address (a Unix socket): one shared bucket.
@@ -208,11 +229,15 @@ impl Auth {
         if self.failures.observe(&ip_key, 0) >= settings.max_failures_per_minute as isize {
             return Err(Denied::TooManyFailures);
         }
-        let now = now_unix();
+        let now = crate::clock::unix_secs();
         let result = match credential(authorization, x_api_key) {
             None => Err(AuthError::Missing),
             Some(Credential::Key(secret)) => {
-                match self.index.load().check(secret, client, now) {
+                let checked = match view.keys.check(secret, client, now) {
+                    Err(AuthError::InvalidKey) => self.index.load().check(secret, client, now),
+                    found => found,
+                };
+                match checked {
                     Ok(rec) => Ok(rec.identity()),
                     // Not one of ours: maybe an opaque token the issuer can vouch for.
                     Err(AuthError::InvalidKey) if !secret.starts_with(KEY_PREFIX) => match settings
@@ -367,13 +392,13 @@ impl Auth {
     /// Checks a bearer JWT for the admin API: valid, and granting the admin scope. Returns the
     /// caller's name for the audit log.
     pub async fn verify_admin_token(&self, token: &str) -> Result<String, AuthError> {
-        let settings = self.settings.load();
-        let oauth = settings
-            .as_ref()
+        let view = self.view();
+        let oauth = view
+            .settings
             .as_ref()
             .and_then(|s| s.oauth.as_ref())
             .ok_or(AuthError::InvalidKey)?;
-        let now = now_unix();
+        let now = crate::clock::unix_secs();
         let verified = match self.jwks.cached(token, now) {
             Some(v) => v,
             None => {
@@ -410,23 +435,12 @@ impl Auth {
     // ---- administration (admin listener only) ----
 
     fn config_key_names(&self) -> Vec<String> {
-        self.settings
-            .load()
-            .as_ref()
-            .as_ref()
-            .map(|s| s.keys.iter().map(|(_, r)| r.name.clone()).collect())
-            .unwrap_or_default()
+        self.view().key_names().map(|r| r.name.clone()).collect()
     }
 
     /// Every key's policy (config and store), without secrets.
     pub fn list(&self) -> Result<Vec<KeyRecord>, AdminError> {
-        let mut out: Vec<KeyRecord> = self
-            .settings
-            .load()
-            .as_ref()
-            .as_ref()
-            .map(|s| s.keys.iter().map(|(_, r)| r.clone()).collect())
-            .unwrap_or_default();
+        let mut out: Vec<KeyRecord> = self.view().key_names().cloned().collect();
         let (keys, _) = self.store.load()?;
         out.extend(keys.into_iter().map(|k| k.record));
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -494,7 +508,7 @@ impl Auth {
             metadata: req.metadata.unwrap_or_default(),
             revoked: false,
             source: KeySource::Store,
-            created_unix: now_unix(),
+            created_unix: crate::clock::unix_secs(),
         };
         self.store.insert(&hash_key(&secret), &record)?;
         self.rebuild_index()?;
@@ -522,7 +536,7 @@ impl Auth {
             )));
         }
         let secret = generate_key(&self.rng).map_err(|_| AdminError::Random)?;
-        let until = now_unix() + grace.as_secs();
+        let until = crate::clock::unix_secs() + grace.as_secs();
         if !self.store.rotate(name, &hash_key(&secret), until)? {
             return Err(AdminError::NotFound(name.to_string()));
         }
@@ -549,8 +563,8 @@ impl pingora_core::services::background::BackgroundService for JwksRefresher {
     ) {
         let mut ready = Some(ready);
         loop {
-            let settings = self.auth.settings();
-            let oauth = settings.as_ref().as_ref().and_then(|s| s.oauth.clone());
+            let view = self.auth.view();
+            let oauth = view.settings.as_ref().and_then(|s| s.oauth.clone());
             let wait = match &oauth {
                 Some(o) => {
                     match self.auth.jwks.fetch(o).await {

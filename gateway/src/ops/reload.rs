@@ -1,15 +1,17 @@
 //! SIGHUP reload: re-read the config file, validate it with the same checks as `switchyard
-//! check`, build the new live state beside the old one and swap it in atomically.
+//! check`, build the new routing state, auth view and governance beside the old ones and publish
+//! them in one [`crate::snapshot::Live`] swap.
 //!
-//! Requests in flight keep the `State` they loaded; new requests see the new one. An invalid file
+//! Requests in flight keep the snapshot they loaded; new requests see the new one. An invalid file
 //! changes nothing: every error is logged with its key path and the failure is counted in
 //! `switchyard_config_reloads_total{result="failure"}`. Settings that cannot change live (listen
 //! addresses, threads) are logged as needing a restart. It owns the signal and the swap only.
 
 use crate::config::{self, ServerSettings};
-use crate::state::State;
-use crate::telemetry::Metrics;
-use arc_swap::ArcSwap;
+use crate::identity::AuthView;
+use crate::ops::telemetry::Metrics;
+use crate::routing::state::State;
+use crate::snapshot::{Live, Parts};
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
@@ -20,7 +22,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 pub struct Reloader {
     pub path: PathBuf,
-    pub live: Arc<ArcSwap<State>>,
+    pub live: Arc<Live>,
     pub metrics: Arc<Metrics>,
     /// The settings the process started with (listeners cannot change without a restart).
     pub started_with: ServerSettings,
@@ -49,20 +51,32 @@ impl Reloader {
         for change in restart_only_changes(&self.started_with, &cfg.server) {
             log::warn!("reload: {change} changed; this takes effect only after a restart");
         }
-        if let Err(e) = self.auth.apply(cfg.auth.clone()) {
-            log::error!("reload rejected: {e}; the previous configuration keeps serving");
-            self.metrics.reload(false);
-            return false;
-        }
-        let old = self.live.load_full();
-        self.spend.reload(&cfg);
-        let new = State::rebuild(Arc::new(cfg), &self.metrics, Some(&old));
-        let models = new.config.models.len();
-        self.live.store(Arc::new(new));
+        let published = self.live.publish(|old| {
+            let auth = Arc::new(AuthView::new(cfg.auth.clone()));
+            if auth.oauth_changed(&old.auth) {
+                // Tokens verified under the old JWKS source or policy are not served under the
+                // new one.
+                self.auth.jwks.clear_cache();
+            }
+            let governance = Arc::new(self.spend.governance_for(&cfg, Some(&old.governance)));
+            let state = Arc::new(State::rebuild(
+                Arc::new(cfg),
+                &self.metrics,
+                Some(&old.state),
+            ));
+            Ok::<_, std::convert::Infallible>(Parts {
+                state,
+                auth,
+                governance,
+            })
+        });
+        let Ok(new) = published;
         self.metrics.reload(true);
         log::info!(
-            "reloaded {}: {models} model(s) now live",
-            self.path.display()
+            "reloaded {}: generation {}, {} model(s) now live",
+            self.path.display(),
+            new.generation,
+            new.state.config.models.len()
         );
         true
     }

@@ -7,8 +7,10 @@
 //! carry over by provider name. Nothing here does I/O except the resolver's DNS look-ups.
 
 use crate::config::{Config, Deployment, HttpEndpoint, Model, Provider, ProviderKind, Strategy};
-use crate::selection::DeploymentSelector;
-use crate::telemetry::{DeploymentMetrics, Metrics, ModelMetrics, ProviderMetrics, StatusCounters};
+use crate::ops::telemetry::{
+    DeploymentMetrics, Metrics, ModelMetrics, ProviderMetrics, StatusCounters,
+};
+use crate::routing::selection::DeploymentSelector;
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use pingora_core::protocols::tls::CaType;
@@ -17,8 +19,21 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use switchyard_filters::guard::BodyLimit;
+
+#[cfg(feature = "local")]
+use crate::local::pool::{Pool as LocalPool, PoolMetrics as LocalPoolMetrics};
+
+/// Stand-ins for a build without the `local` feature: no pool can exist (the type has no value),
+/// so every `local` provider is unavailable, as `check` already says.
+#[cfg(not(feature = "local"))]
+mod no_local {
+    pub enum LocalPool {}
+    pub struct LocalPoolMetrics;
+}
+#[cfg(not(feature = "local"))]
+use no_local::{LocalPool, LocalPoolMetrics};
 
 /// Consecutive failed tries after which a provider is reported unhealthy.
 const UNHEALTHY_AFTER: u32 = 3;
@@ -160,10 +175,7 @@ fn selector_for(
 }
 
 fn render_models(config: &Config) -> Bytes {
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let created = crate::clock::unix_secs();
     let data: Vec<serde_json::Value> = config
         .models
         .iter()
@@ -193,7 +205,7 @@ pub struct RoutedDeployment {
     pub provider: Arc<ProviderHandle>,
     pub metrics: DeploymentMetrics,
     /// Circuit breaker, Retry-After and latency estimate; survives reloads.
-    pub runtime: Arc<crate::breaker::DeploymentRuntime>,
+    pub runtime: Arc<crate::routing::breaker::DeploymentRuntime>,
 }
 
 impl RoutedDeployment {
@@ -208,21 +220,21 @@ pub struct ProviderHandle {
     /// Shared with the handle of the same provider in the next state after a reload.
     pub health: Arc<ProviderHealth>,
     /// Requests and tokens this minute against the provider's quota; survives reloads.
-    pub quota: Arc<crate::breaker::QuotaTracker>,
+    pub quota: Arc<crate::routing::breaker::QuotaTracker>,
     resolver: Option<Arc<Resolver>>,
     /// The provider's own trust anchors, in the form Pingora's connector takes.
     pub ca: Option<Arc<CaType>>,
     pub metrics: ProviderMetrics,
     /// The worker pool of a `local` provider (`None` when it failed to start: the provider is
     /// then unhealthy and its deployments are skipped).
-    pub local: Option<Arc<crate::local::pool::Pool>>,
+    pub local: Option<Arc<LocalPool>>,
 }
 
 impl ProviderHandle {
     fn new(
         config: Arc<Provider>,
         metrics: ProviderMetrics,
-        pool_metrics: Option<crate::local::pool::PoolMetrics>,
+        pool_metrics: Option<LocalPoolMetrics>,
         previous: Option<&ProviderHandle>,
     ) -> Self {
         let resolver = match &config.kind {
@@ -279,13 +291,13 @@ impl ProviderHandle {
 
     /// Counts a request against the provider's quota; false when it is used up.
     pub fn admit(&self) -> bool {
-        let minute = unix_ms() / 60_000;
+        let minute = crate::clock::unix_ms() / 60_000;
         self.quota
-            .admit(self.config.quota.as_ref(), minute, crate::breaker::now_ms())
+            .admit(self.config.quota.as_ref(), minute, crate::clock::now_ms())
     }
 
     pub fn add_tokens(&self, n: u64) {
-        self.quota.add_tokens(n, unix_ms() / 60_000);
+        self.quota.add_tokens(n, crate::clock::unix_ms() / 60_000);
     }
 
     /// The address to connect to (DNS answers are cached; look-ups never block a worker).
@@ -300,7 +312,7 @@ impl ProviderHandle {
         self.health.consecutive_failures.store(0, Ordering::Relaxed);
         self.health
             .last_success_ms
-            .store(unix_ms(), Ordering::Relaxed);
+            .store(crate::clock::unix_ms(), Ordering::Relaxed);
         self.metrics.up.set(1);
     }
 
@@ -312,7 +324,7 @@ impl ProviderHandle {
             + 1;
         self.health
             .last_failure_ms
-            .store(unix_ms(), Ordering::Relaxed);
+            .store(crate::clock::unix_ms(), Ordering::Relaxed);
         self.health
             .last_error
             .store(Some(Arc::new(reason.to_string())));
@@ -335,13 +347,6 @@ impl ProviderHealth {
     pub fn is_healthy(&self) -> bool {
         self.consecutive_failures.load(Ordering::Relaxed) < UNHEALTHY_AFTER
     }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Resolves a provider host asynchronously and caches the answer for [`DNS_TTL`].
@@ -387,18 +392,55 @@ impl Resolver {
     }
 }
 
-fn pool_metrics(metrics: &Metrics, p: &Provider) -> Option<crate::local::pool::PoolMetrics> {
+#[cfg(feature = "local")]
+fn pool_metrics(metrics: &Metrics, p: &Provider) -> Option<LocalPoolMetrics> {
     matches!(p.kind, ProviderKind::Local(_)).then(|| metrics.local_pool(&p.name))
 }
 
+#[cfg(not(feature = "local"))]
+fn pool_metrics(_: &Metrics, p: &Provider) -> Option<LocalPoolMetrics> {
+    matches!(p.kind, ProviderKind::Local(_)).then_some(LocalPoolMetrics)
+}
+
+/// Without the `local` feature no pool starts: the provider is unhealthy and says why.
+#[cfg(not(feature = "local"))]
+fn start_pool(
+    name: &str,
+    _: &crate::config::LocalSettings,
+    _: LocalPoolMetrics,
+    health: &ProviderHealth,
+) -> Option<Arc<LocalPool>> {
+    mark_unavailable(
+        name,
+        health,
+        "this build has no local inference (built without the `local` feature)".into(),
+    );
+    None
+}
+
+/// Marks a provider that cannot serve at all unhealthy at once, with the reason.
+fn mark_unavailable(name: &str, health: &ProviderHealth, e: String) {
+    log::error!("local provider {name} is unavailable: {e}");
+    health
+        .consecutive_failures
+        .store(UNHEALTHY_AFTER, Ordering::Relaxed);
+    health
+        .last_failure_ms
+        .store(crate::clock::unix_ms(), Ordering::Relaxed);
+    health
+        .last_error
+        .store(Some(Arc::new(format!("local pool: {e}"))));
+}
+
+#[cfg(feature = "local")]
 /// Loads ONNX Runtime (once per process) and starts a local provider's workers. On failure the
 /// provider is marked unhealthy with the reason, and its deployments are skipped.
 fn start_pool(
     name: &str,
     settings: &crate::config::LocalSettings,
-    metrics: crate::local::pool::PoolMetrics,
+    metrics: LocalPoolMetrics,
     health: &ProviderHealth,
-) -> Option<Arc<crate::local::pool::Pool>> {
+) -> Option<Arc<LocalPool>> {
     let pool_settings = crate::local::pool::PoolSettings {
         workers: settings.workers,
         queue: settings.queue,
@@ -409,7 +451,7 @@ fn start_pool(
     let started = crate::local::runtime::environment(settings.library.as_deref())
         .map_err(|e| e.to_string())
         .and_then(|env| {
-            crate::local::pool::Pool::start(name, env, &pool_settings, metrics)
+            LocalPool::start(name, env, &pool_settings, metrics)
                 .map_err(|e| format!("cannot start worker threads: {e}"))
         });
     match started {
@@ -423,15 +465,8 @@ fn start_pool(
             Some(Arc::new(pool))
         }
         Err(e) => {
-            log::error!("local provider {name} is unavailable: {e}");
             // Unhealthy at once (not after a few failed tries): it cannot serve at all.
-            health
-                .consecutive_failures
-                .store(UNHEALTHY_AFTER, Ordering::Relaxed);
-            health.last_failure_ms.store(unix_ms(), Ordering::Relaxed);
-            health
-                .last_error
-                .store(Some(Arc::new(format!("local pool: {e}"))));
+            mark_unavailable(name, health, e);
             None
         }
     }

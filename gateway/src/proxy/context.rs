@@ -1,8 +1,11 @@
 //! Per-request context (`ProxyHttp::CTX`): what one request learnt on its way, read by the
-//! `logging` phase for metrics and the access log. Plain data plus two RAII gauges.
+//! `logging` phase for metrics and the access log. Plain data plus two RAII gauges; the config
+//! snapshot it holds is loaded once in `request_filter`.
 
 use crate::errors::TryFailure;
-use crate::state::{RoutedModel, State};
+use crate::governance::Governance;
+use crate::routing::state::RoutedModel;
+use crate::snapshot::Snapshot;
 use prometheus::IntGauge;
 use std::cell::Cell;
 use std::sync::Arc;
@@ -86,7 +89,7 @@ impl Drop for GaugeGuard {
 pub struct RequestCtx {
     pub started: Instant,
     pub request_id: String,
-    pub trace: Option<crate::trace::TraceContext>,
+    pub trace: Option<crate::proxy::trace::TraceContext>,
     /// Switchyard nodes this request already crossed (`x-switchyard-hops`).
     pub hops: u32,
     /// The API format the caller speaks (errors are answered in it).
@@ -95,8 +98,6 @@ pub struct RequestCtx {
     pub anthropic_beta: Option<String>,
     /// Limits and budget reservations held by this request (settled in `logging`).
     pub admission: Option<crate::governance::Admission>,
-    /// The live governance the request was admitted under (provider budgets are checked per try).
-    pub governance: Option<Arc<crate::governance::Governance>>,
     /// The most this request may cost (nano-dollars), as reserved.
     pub estimate_nanos: u64,
     /// Request body size (the prompt estimate when a provider reports no usage).
@@ -110,7 +111,8 @@ pub struct RequestCtx {
     /// The authenticated caller (`None` without an `auth` section).
     pub identity: Option<switchyard_filters::auth::Identity>,
     pub route: Route,
-    pub state: Option<Arc<State>>,
+    /// The config snapshot the request runs under, from its first phase to its logging.
+    pub snapshot: Option<Arc<Snapshot>>,
     pub model: Option<Arc<RoutedModel>>,
     /// Index of the deployment that answered, in `model.deployments`.
     pub served: Option<usize>,
@@ -180,7 +182,6 @@ impl RequestCtx {
             caller: switchyard_adapters::providers::Caller::OpenAi,
             anthropic_beta: None,
             admission: None,
-            governance: None,
             estimate_nanos: 0,
             body_bytes: 0,
             streamed_events: 0,
@@ -188,7 +189,7 @@ impl RequestCtx {
             ledger_recorded: false,
             identity: None,
             route: Route::Unknown,
-            state: None,
+            snapshot: None,
             model: None,
             served: None,
             status: 0,
@@ -215,6 +216,19 @@ impl RequestCtx {
     /// Counts this request as an active stream while the guard lives.
     pub fn stream_guard(&self) -> GaugeGuard {
         GaugeGuard::new(&self.active_streams)
+    }
+
+    /// The governance the request runs under, when its config has any limit or budget.
+    pub fn governance(&self) -> Option<&Governance> {
+        self.snapshot
+            .as_deref()
+            .map(|s| &*s.governance)
+            .filter(|g| !g.is_empty())
+    }
+
+    /// The generation of the config snapshot the request runs under (0 before it has one).
+    pub fn generation(&self) -> u64 {
+        self.snapshot.as_ref().map_or(0, |s| s.generation)
     }
 
     /// Seed for the plan's backoff jitter.

@@ -4,7 +4,7 @@
 //! Label sets are resolved once when the live state is built, so the request path only touches
 //! atomics (no label hashing, no registry lock). Labels come from configuration names only — never
 //! from what a caller sent — so cardinality is bounded by the config.
-//! It owns no I/O: `/metrics` is served by [`crate::admin`].
+//! It owns no I/O: `/metrics` is served by [`crate::ops::admin`].
 
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -75,6 +75,7 @@ impl AttemptOutcome {
 }
 
 /// All metric families, registered in one registry.
+#[cfg_attr(not(feature = "local"), allow(dead_code))]
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
@@ -418,6 +419,7 @@ impl Metrics {
     }
 
     /// Handles for a local inference pool.
+    #[cfg(feature = "local")]
     pub fn local_pool(&self, provider: &str) -> crate::local::pool::PoolMetrics {
         crate::local::pool::PoolMetrics {
             queue_depth: self.local_queue_depth.with_label_values(&[provider]),

@@ -41,7 +41,10 @@ mod tests {
     /// The provider's own usage shape, through its decoder and the gateway's metering, priced.
     fn cost_of(dialect: Dialect, body: &[u8], p: &Price) -> f64 {
         let resp = switchyard_adapters::providers::decode_response(dialect, body).expect("decodes");
-        cost_usd(p, &crate::translate::metered(&resp.usage.expect("usage")))
+        cost_usd(
+            p,
+            &crate::forward::translate::metered(&resp.usage.expect("usage")),
+        )
     }
 
     fn close(a: f64, b: f64) {

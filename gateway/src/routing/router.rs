@@ -16,8 +16,8 @@
 //! ([`crate::forward`]), since they change while a request is in flight. The plan is pure data.
 
 use crate::config::{Condition, Deployment, RetryPolicy, Strategy};
-use crate::selection::DeploymentSelector;
-use crate::state::{RoutedDeployment, RoutedModel};
+use crate::routing::selection::DeploymentSelector;
+use crate::routing::state::{RoutedDeployment, RoutedModel};
 use std::time::Duration;
 
 /// What a plan needs to know about the request.
@@ -246,8 +246,8 @@ fn xorshift(mut x: u64) -> u64 {
 mod tests {
     use super::*;
     use crate::config::{self, RetryOn, RetryPolicy};
-    use crate::state::State;
-    use crate::telemetry::Metrics;
+    use crate::ops::telemetry::Metrics;
+    use crate::routing::state::State;
     use std::sync::Arc;
 
     fn policy(base_ms: u64, max_ms: u64) -> RetryPolicy {

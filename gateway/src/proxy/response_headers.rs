@@ -8,7 +8,7 @@
 //! they are. Header names go out lower-case (standard ones Title-Case), which HTTP allows.
 //! It owns no policy: which headers a response carries is decided by the forwarder.
 
-use crate::context::RequestCtx;
+use crate::proxy::context::RequestCtx;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::response::Parts;
 use pingora_error::{ErrorType, OrErr};
@@ -18,6 +18,9 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-request-id");
 pub static X_SWITCHYARD_PROVIDER: HeaderName = HeaderName::from_static("x-switchyard-provider");
 pub static X_SWITCHYARD_MODEL: HeaderName = HeaderName::from_static("x-switchyard-model");
+/// The generation of the config snapshot that answered (see `crate::snapshot`).
+pub static X_SWITCHYARD_CONFIG_GENERATION: HeaderName =
+    HeaderName::from_static("x-switchyard-config-generation");
 pub static X_SWITCHYARD_COST_USD: HeaderName = HeaderName::from_static("x-switchyard-cost-usd");
 /// Lists request fields dropped because the provider cannot honour them (`strict: false`).
 pub static X_SWITCHYARD_DROPPED: HeaderName = HeaderName::from_static("x-switchyard-dropped");
@@ -64,6 +67,10 @@ pub fn add_gateway_headers(
     served_by: Option<(&str, &str)>,
 ) -> pingora_error::Result<()> {
     set(headers, &X_REQUEST_ID, &ctx.request_id)?;
+    headers.insert(
+        &X_SWITCHYARD_CONFIG_GENERATION,
+        HeaderValue::from(ctx.generation()),
+    );
     if let Some(a) = &ctx.admission {
         a.headers.write(headers);
     }

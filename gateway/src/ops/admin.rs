@@ -4,9 +4,7 @@
 //! every refused admin call goes to the audit log, without secrets.
 
 use crate::identity::{AdminError, Auth, NewKey};
-use crate::state::State;
-use crate::telemetry::Metrics;
-use arc_swap::ArcSwap;
+use crate::ops::telemetry::Metrics;
 use async_trait::async_trait;
 use http::Response;
 use pingora_core::apps::http_app::ServeHttp;
@@ -21,7 +19,7 @@ const MAX_ADMIN_BODY: usize = 64 * 1024;
 pub struct AdminApp {
     pub metrics: Arc<Metrics>,
     pub auth: Arc<Auth>,
-    pub state: Arc<ArcSwap<State>>,
+    pub live: Arc<crate::snapshot::Live>,
     pub spend: Arc<crate::governance::Spend>,
 }
 
@@ -155,12 +153,12 @@ impl AdminApp {
         path: &str,
     ) -> Response<Vec<u8>> {
         let client = session.client_addr().map(|a| a.to_string());
-        let state = self.state.load_full();
+        let state = self.live.load().state.clone();
         let token = state.config.server.admin_token.as_ref();
         let oauth_admin = self
             .auth
-            .settings()
-            .as_ref()
+            .view()
+            .settings
             .as_ref()
             .is_some_and(|s| s.oauth.is_some());
         if token.is_none() && !oauth_admin {
@@ -346,7 +344,7 @@ impl AdminApp {
     /// `GET /admin/usage?from=&to=&group_by=`: totals from the spend ledger, and a forecast of
     /// the current month.
     fn usage(&self, query: &str) -> Response<Vec<u8>> {
-        use crate::ledger::{self, GroupBy};
+        use crate::governance::ledger::{self, GroupBy};
         let mut from = None;
         let mut to = None;
         let mut group_by = None;
@@ -372,7 +370,7 @@ impl AdminApp {
                 other => return error(400, &format!("unknown parameter `{other}`"), "invalid_request"),
             }
         }
-        let now = crate::governance::unix_now();
+        let now = crate::clock::unix_secs_i64();
         let (month_start, month_end) = switchyard_filters::budget::Period::Monthly.window(now);
         let month_end = month_end.unwrap_or(now);
         let from = from.unwrap_or(month_start);
@@ -428,9 +426,9 @@ impl AdminApp {
 
     /// `GET /admin/budgets`: every budget's limit, spend, reservations and state.
     async fn budgets(&self) -> Response<Vec<u8>> {
-        let now = crate::governance::unix_now();
+        let now = crate::clock::unix_secs_i64();
         let usd = switchyard_filters::budget::nanos_to_usd;
-        let gov = self.spend.governance();
+        let gov = self.live.load().governance.clone();
         let mut list: Vec<Value> = Vec::with_capacity(gov.budgets.len());
         for b in &gov.budgets {
             let a = &b.account;

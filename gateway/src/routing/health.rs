@@ -11,8 +11,7 @@
 //! table is logged.
 
 use crate::config::ProviderKind;
-use crate::state::{ProviderHandle, State};
-use arc_swap::ArcSwap;
+use crate::routing::state::ProviderHandle;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::connectors::http::Connector;
@@ -30,7 +29,7 @@ use switchyard_adapters::providers;
 
 #[derive(Clone)]
 pub struct HealthChecker {
-    pub live: Arc<ArcSwap<State>>,
+    pub live: Arc<crate::snapshot::Live>,
     pub connector: Arc<Connector>,
 }
 
@@ -83,7 +82,7 @@ impl HealthChecker {
 
     /// Probes every provider that has a health check once.
     async fn round(&self) {
-        let state = self.live.load_full();
+        let state = self.live.load().state.clone();
         for p in state
             .providers
             .iter()
@@ -101,12 +100,12 @@ impl BackgroundService for HealthChecker {
         mut shutdown: ShutdownWatch,
         ready: ServiceReadyNotifier,
     ) {
-        let wait = self.live.load().config.startup_probe_wait;
+        let wait = self.live.load().state.config.startup_probe_wait;
         if wait {
             self.round().await;
         }
-        let state = self.live.load_full();
-        for line in crate::server::routing_table(&state.config).lines() {
+        let state = self.live.load().state.clone();
+        for line in crate::routing::table::routing_table(&state.config).lines() {
             log::info!("{line}");
         }
         for p in &state.providers {
@@ -136,14 +135,14 @@ impl BackgroundService for HealthChecker {
 
 /// Resolves a provider's current address (the provider may change on reload).
 struct ProviderDiscovery {
-    live: Arc<ArcSwap<State>>,
+    live: Arc<crate::snapshot::Live>,
     provider: String,
 }
 
 #[async_trait]
 impl ServiceDiscovery for ProviderDiscovery {
     async fn discover(&self) -> pingora_error::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
-        let state = self.live.load_full();
+        let state = self.live.load().state.clone();
         let mut set = BTreeSet::new();
         if let Some(p) = state.providers.iter().find(|p| p.name() == self.provider) {
             match p.address().await {
@@ -168,7 +167,7 @@ struct ProviderProbe {
 #[async_trait]
 impl HealthCheck for ProviderProbe {
     async fn check(&self, _target: &Backend) -> pingora_error::Result<()> {
-        let state = self.checker.live.load_full();
+        let state = self.checker.live.load().state.clone();
         let Some(p) = state.providers.iter().find(|p| p.name() == self.provider) else {
             return Ok(());
         };
@@ -196,7 +195,7 @@ impl HealthCheck for ProviderProbe {
 /// One `LoadBalancer` per provider with a `health_check`, to run as Pingora background services.
 /// Providers added by a later reload get theirs at the next restart (logged).
 pub fn balancers(checker: &HealthChecker) -> Vec<(String, LoadBalancer<RoundRobin>)> {
-    let state = checker.live.load_full();
+    let state = checker.live.load().state.clone();
     state
         .providers
         .iter()

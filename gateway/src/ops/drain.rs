@@ -6,8 +6,8 @@
 //! ends the process as soon as the work is done. The grace period (`server.grace_period`) still
 //! bounds the wait: Pingora ends the process when it runs out.
 
-use crate::access_log::AccessLogger;
-use crate::context::InFlight;
+use crate::ops::access_log::AccessLogger;
+use crate::proxy::context::InFlight;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;

@@ -1,0 +1,315 @@
+//! One attempt against one HTTP deployment, up to the response header: the per-try value that
+//! carries what every step of an attempt needs, the connection (Pingora's pooled connector, one
+//! fresh retry when a pooled connection had gone stale), the decision whether a status is an
+//! answer or a failure, and the bookkeeping of a failed try (metrics, health, breaker,
+//! `Retry-After`). It must not write to the caller: that is the relay's job.
+
+use super::request_head;
+use super::translate::{Inbound, Prepared};
+use super::{Forwarder, POOL_IDLE_TIMEOUT};
+use crate::clock::now_ms;
+use crate::config::{HttpEndpoint, ProviderKind, RetryOn, RoutingPolicy, Secret};
+use crate::errors::TryFailure;
+use crate::ops::telemetry::AttemptOutcome;
+use crate::proxy::context::RequestCtx;
+use crate::routing::state::{RoutedDeployment, RoutedModel};
+use bytes::Bytes;
+use pingora_core::protocols::http::client::HttpSession;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType};
+use std::time::{Duration, Instant};
+use switchyard_adapters::canonical::{Dialect, TranslateError};
+
+/// What one try needs, carried as one value instead of a row of arguments.
+#[derive(Clone, Copy)]
+pub(super) struct Try<'a> {
+    pub ctx: &'a RequestCtx,
+    pub dep: &'a RoutedDeployment,
+    pub prepared: &'a Prepared,
+    /// The caller asked for a stream.
+    pub stream: bool,
+    /// There is a next step to take: a retryable status is then a failure, not an answer.
+    pub may_retry: bool,
+    /// The request's deadline (`routing.deadline` from its start).
+    pub deadline: Instant,
+    pub routing: &'a RoutingPolicy,
+}
+
+/// Why one try did not produce a response to relay.
+pub(super) struct TryError {
+    pub outcome: AttemptOutcome,
+    pub reason: String,
+    /// The provider's `Retry-After`, when it sent one.
+    pub retry_after: Option<Duration>,
+}
+
+impl TryError {
+    pub fn retryable(&self, on: &RetryOn) -> bool {
+        match self.outcome {
+            AttemptOutcome::ConnectError => on.connect,
+            AttemptOutcome::Timeout => on.timeout,
+            AttemptOutcome::Status429 => on.too_many_requests,
+            AttemptOutcome::Status5xx => on.server_error,
+            _ => false,
+        }
+    }
+}
+
+/// A response whose header has arrived and which will be relayed.
+pub(super) struct Committed {
+    pub upstream: HttpSession,
+    pub peer: HttpPeer,
+    pub started: Instant,
+    /// For a successful stream: its first body chunk, read before committing so that a late
+    /// first token (past `first_byte`) can still move on to the next deployment.
+    pub first_chunk: Option<Bytes>,
+}
+
+/// Where one try goes: the provider's format, address and credential.
+pub(super) struct Upstream<'a> {
+    pub dialect: Dialect,
+    pub endpoint: &'a HttpEndpoint,
+    pub api_key: Option<&'a Secret>,
+}
+
+impl Forwarder {
+    /// One try, bounded by what is left of the request's deadline.
+    pub(super) async fn try_within(&self, t: &Try<'_>) -> Result<Committed, TryError> {
+        let ProviderKind::Http {
+            dialect,
+            endpoint,
+            api_key,
+            ..
+        } = &t.dep.provider.config.kind
+        else {
+            return Err(TryError {
+                outcome: AttemptOutcome::ConnectError,
+                retry_after: None,
+                reason: "not an HTTP provider".into(),
+            });
+        };
+        let remaining = t.deadline.saturating_duration_since(Instant::now());
+        pingora_timeout::timeout(
+            remaining,
+            self.try_http(
+                t,
+                Upstream {
+                    dialect: *dialect,
+                    endpoint,
+                    api_key: api_key.as_ref(),
+                },
+            ),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(TryError {
+                outcome: AttemptOutcome::Timeout,
+                retry_after: None,
+                reason: format!("request deadline of {:?} reached", t.routing.deadline),
+            })
+        })
+    }
+
+    /// One try against an HTTP upstream, up to its response header. A retryable status is a
+    /// failure only when `may_retry` (there is a next step to take).
+    async fn try_http(&self, t: &Try<'_>, upstream: Upstream<'_>) -> Result<Committed, TryError> {
+        let Try {
+            dep,
+            prepared,
+            stream,
+            may_retry,
+            ..
+        } = *t;
+        let on = &t.routing.retry.on;
+        let endpoint = upstream.endpoint;
+        let body = &prepared.body;
+        let timeouts = dep.provider.config.timeouts;
+        let addr = dep.provider.address().await.map_err(|reason| TryError {
+            outcome: AttemptOutcome::ConnectError,
+            retry_after: None,
+            reason,
+        })?;
+        let mut peer = HttpPeer::new(
+            addr,
+            endpoint.tls,
+            if endpoint.tls {
+                endpoint.host.clone()
+            } else {
+                String::new()
+            },
+        );
+        peer.options.connection_timeout = Some(timeouts.connect);
+        peer.options.total_connection_timeout = Some(timeouts.connect);
+        peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
+        peer.options.ca = dep.provider.ca.clone();
+        // Streams must show their first event within `first_byte`; a non-stream answer comes
+        // whole, so its wait is bounded by `total` instead.
+        let header_timeout = if stream {
+            timeouts.first_byte
+        } else {
+            timeouts.total
+        };
+        let started = Instant::now();
+        let mut header = Some(request_head::build(t, &upstream)?);
+        // A pooled connection may have been closed by the upstream meanwhile: one fresh retry.
+        let mut fresh_retry = true;
+        loop {
+            // Boxed: Pingora's connect future is ~9 KB (TLS and HTTP/2 set-up states); inline,
+            // it made every try's future that big, and each try is moved into its timeout and the
+            // request's future into Pingora's box — ~40 KB of copying per request.
+            let (mut up, reused) = Box::pin(self.connector.get_http_session(&peer))
+                .await
+                .map_err(|e| classify(&e, "connecting"))?;
+            up.set_write_timeout(Some(timeouts.idle));
+            up.set_read_timeout(Some(header_timeout));
+            let req = match header.take() {
+                Some(h) => h,
+                None => request_head::build(t, &upstream)?,
+            };
+            let sent = async {
+                up.write_request_header(Box::new(req)).await?;
+                up.write_request_body(body.clone(), true).await?;
+                up.finish_request_body().await?;
+                up.read_response_header().await
+            }
+            .await;
+            match sent {
+                Ok(()) => {}
+                Err(e) if reused && fresh_retry && !is_timeout(&e) => {
+                    fresh_retry = false;
+                    continue;
+                }
+                Err(e) => return Err(classify(&e, "waiting for the response")),
+            }
+            let status = up
+                .response_header()
+                .map(|h| h.status.as_u16())
+                .unwrap_or(502);
+            if let Some(h) = up.response_header() {
+                dep.provider.quota.observe_headers(&h.headers, now_ms());
+            }
+            if may_retry {
+                let outcome = match status {
+                    // A loop further down the mesh: retrying elsewhere would only loop again.
+                    508 => None,
+                    429 if on.too_many_requests => Some(AttemptOutcome::Status429),
+                    500..=599 if on.server_error => Some(AttemptOutcome::Status5xx),
+                    _ => None,
+                };
+                if let Some(outcome) = outcome {
+                    let headers = up.response_header().map(|h| &h.headers);
+                    let retry_after = headers.and_then(|h| {
+                        crate::routing::breaker::parse_retry_after(
+                            h.get("retry-after").map(|v| v.as_bytes()),
+                            h.get("retry-after-ms").map(|v| v.as_bytes()),
+                        )
+                    });
+                    return Err(TryError {
+                        outcome,
+                        reason: format!("upstream answered {status}"),
+                        retry_after,
+                    });
+                }
+            }
+            // Providers send a stream's header at once and its first event when the first token
+            // is ready: wait for that event (within `first_byte`) before committing.
+            let first_chunk = if stream && (200..300).contains(&status) {
+                match up.read_response_body().await {
+                    Ok(Some(chunk)) => Some(chunk),
+                    Ok(None) => None,
+                    Err(e) => return Err(classify(&e, "waiting for the first token")),
+                }
+            } else {
+                None
+            };
+            return Ok(Committed {
+                upstream: up,
+                peer,
+                started,
+                first_chunk,
+            });
+        }
+    }
+}
+
+/// The upstream request for one deployment of `model`.
+pub(super) fn prepare_for(
+    inbound: &Inbound<'_>,
+    model: &RoutedModel,
+    dep: &RoutedDeployment,
+) -> Result<Prepared, TranslateError> {
+    let ProviderKind::Http { dialect, .. } = &dep.provider.config.kind else {
+        return Err(TranslateError::invalid("not an HTTP provider", None));
+    };
+    let spec = dep.spec(model);
+    inbound.prepare(*dialect, &spec.model, spec.max_tokens, model.config.strict)
+}
+
+/// Records a failed try everywhere it counts (metrics, provider health, breaker, Retry-After,
+/// the request's failure list). Returns whether the failure allows another try.
+pub(super) fn note_failure(
+    ctx: &mut RequestCtx,
+    model: &RoutedModel,
+    dep: &RoutedDeployment,
+    e: TryError,
+) -> bool {
+    let routing = &model.config.routing;
+    let spec = dep.spec(model);
+    dep.provider.metrics.attempt(e.outcome);
+    dep.provider.record_failure(&e.reason);
+    if let Some(wait) = e.retry_after {
+        dep.runtime.retry_after(wait, now_ms());
+    }
+    if dep.runtime.on_failure(&routing.breaker, now_ms()) {
+        dep.provider.metrics.circuit_opened.inc();
+        log::warn!(
+            "circuit opened for {}/{} for {:?}",
+            dep.provider.name(),
+            spec.model,
+            routing.breaker.open_for
+        );
+    }
+    log::warn!(
+        "request {} try {} on {}/{} failed: {}",
+        ctx.request_id,
+        ctx.tries,
+        dep.provider.name(),
+        spec.model,
+        e.reason
+    );
+    let retry = e.retryable(&routing.retry.on);
+    ctx.failures.push(TryFailure {
+        provider: dep.provider.name().to_string(),
+        model: spec.model.clone(),
+        reason: e.reason,
+    });
+    retry
+}
+
+/// The breaker policy of the request's model (the default when no model is set).
+pub(super) fn model_breaker(ctx: &RequestCtx) -> crate::config::BreakerPolicy {
+    ctx.model
+        .as_ref()
+        .map(|m| m.config.routing.breaker)
+        .unwrap_or_else(|| crate::config::RoutingPolicy::default().breaker)
+}
+
+pub(super) fn is_timeout(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout | ErrorType::ConnectTimedout
+    )
+}
+
+pub(super) fn classify(e: &Error, during: &str) -> TryError {
+    let outcome = if is_timeout(e) {
+        AttemptOutcome::Timeout
+    } else {
+        AttemptOutcome::ConnectError
+    };
+    TryError {
+        outcome,
+        retry_after: None,
+        reason: format!("{during}: {}", e.etype().as_str()),
+    }
+}

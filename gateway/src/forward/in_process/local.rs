@@ -1,0 +1,339 @@
+//! Answers from the local ONNX pool (cargo feature `local`): embeddings and text generation run on
+//! the pool's worker threads; this task waits on a channel without blocking its thread. A full
+//! queue or a long wait spills to the next deployment; a request the model cannot take is
+//! refused so another deployment may. Generated tokens go out through the caller's encoder.
+
+use super::{embedding_usage, served_in_process, write_stream_header, InProcess};
+use crate::clock::unix_secs as unix_now;
+use crate::errors::GatewayError;
+use crate::forward::cutoff::{budget_stop_event, over_cutoff};
+use crate::forward::translate::Inbound;
+use crate::forward::{Failure, Forwarder};
+use crate::local::generate::GenerateRequest;
+use crate::local::pool::{GenEvent, Spill};
+use crate::proxy::context::RequestCtx;
+use crate::routing::state::RoutedDeployment;
+use bytes::{Bytes, BytesMut};
+use pingora_proxy::Session;
+use std::time::Instant;
+use switchyard_adapters::canonical::{
+    ChatResponse, ErrorKind, OutputPart, ProviderError, StreamEvent, TranslateError, Usage,
+};
+use switchyard_adapters::openai;
+use switchyard_adapters::providers::StreamEncoder;
+
+/// Why the local pool did not answer.
+pub(in crate::forward) enum LocalMiss {
+    /// Busy or unavailable: the next deployment should answer.
+    Spilled(String),
+    /// The model cannot take this request as written; another deployment may.
+    Refused(TranslateError),
+    Failed(Failure),
+}
+
+impl Forwarder {
+    /// Embeddings from the local ONNX pool: the job goes to a worker thread through the bounded
+    /// queue; this task waits without blocking its thread. A full queue or a long wait spills.
+    pub(in crate::forward) async fn serve_local_embeddings(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        target: &InProcess<'_, '_>,
+    ) -> Result<(), LocalMiss> {
+        let (model, dep, inbound, deadline) =
+            (target.model, target.dep, target.inbound, target.deadline);
+        let spec = dep.spec(model);
+        let Some(pool) = dep.provider.local.as_ref() else {
+            return Err(LocalMiss::Spilled(local_unavailable(dep)));
+        };
+        let texts = embedding_inputs(inbound.body).map_err(|e| {
+            LocalMiss::Failed(Failure::Respond(GatewayError::Untranslatable(
+                TranslateError::invalid(e, Some("input".to_string())),
+            )))
+        })?;
+        let started = Instant::now();
+        let answer = pool
+            .try_embed(std::path::PathBuf::from(&spec.model), texts)
+            .map_err(|s| LocalMiss::Spilled(s.to_string()))?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let result = match tokio::time::timeout(left, answer).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => return Err(LocalMiss::Spilled("the worker stopped".into())),
+            Err(_) => return Err(LocalMiss::Spilled("request deadline reached".into())),
+        };
+        let (vectors, tokens) = match result {
+            Ok(v) => v,
+            Err(spill) => {
+                if matches!(spill, Spill::Waited(_)) {
+                    pool.spilled();
+                }
+                return Err(LocalMiss::Spilled(spill.to_string()));
+            }
+        };
+        let data: Vec<serde_json::Value> = vectors
+            .iter()
+            .enumerate()
+            .map(|(i, v)| serde_json::json!({"object": "embedding", "index": i, "embedding": v}))
+            .collect();
+        let body = Bytes::from(
+            serde_json::to_vec(&serde_json::json!({
+                "object": "list",
+                "data": data,
+                "model": model.config.name,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }))
+            .unwrap_or_default(),
+        );
+        served_in_process(ctx, dep, embedding_usage(tokens));
+        dep.runtime.observe_ttfb(started.elapsed());
+        self.write_whole_json(session, ctx, dep, spec, body)
+            .await
+            .map_err(|e| LocalMiss::Failed(Failure::Abort(e)))
+    }
+
+    /// A chat answer from a local generation model: the job goes to a worker thread, whose
+    /// tokens come back on a channel as they are produced and go out through the caller's
+    /// encoder, as a remote provider's would. Until the first event the job may still spill to
+    /// the next deployment; after it, the answer is this deployment's.
+    pub(in crate::forward) async fn serve_local_chat(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        target: &InProcess<'_, '_>,
+        mut request: GenerateRequest,
+    ) -> Result<(), LocalMiss> {
+        let (model, dep, inbound, deadline) =
+            (target.model, target.dep, target.inbound, target.deadline);
+        let spec = dep.spec(model);
+        let Some(pool) = dep.provider.local.as_ref() else {
+            return Err(LocalMiss::Spilled(local_unavailable(dep)));
+        };
+        if request.max_tokens.is_none() {
+            request.max_tokens = spec.max_tokens.and_then(|m| u32::try_from(m).ok());
+        }
+        let started = Instant::now();
+        let mut events = pool
+            .try_generate(std::path::PathBuf::from(&spec.model), request)
+            .map_err(|s| LocalMiss::Spilled(s.to_string()))?;
+        let prompt_tokens = match tokio::time::timeout_at(deadline.into(), events.recv()).await {
+            Err(_) => return Err(LocalMiss::Spilled("request deadline reached".into())),
+            Ok(None) => return Err(LocalMiss::Spilled("the worker stopped".into())),
+            Ok(Some(GenEvent::Started { prompt_tokens })) => prompt_tokens,
+            Ok(Some(GenEvent::Spilled(spill))) => {
+                if matches!(spill, Spill::Waited(_)) {
+                    pool.spilled();
+                }
+                return Err(LocalMiss::Spilled(spill.to_string()));
+            }
+            Ok(Some(GenEvent::Rejected(why))) => {
+                return Err(LocalMiss::Refused(TranslateError::invalid(why, None)))
+            }
+            Ok(Some(other)) => {
+                return Err(LocalMiss::Spilled(format!(
+                    "unexpected first event from the local pool: {other:?}"
+                )))
+            }
+        };
+        let usage = |completion: u64| openai::Usage {
+            prompt_tokens,
+            completion_tokens: completion,
+            total_tokens: prompt_tokens + completion,
+            ..Default::default()
+        };
+        served_in_process(ctx, dep, usage(0));
+        ctx.stream = inbound.facts.stream;
+        let caller = inbound.caller;
+        let id = format!("{}{}", caller.id_prefix(), ctx.request_id);
+        let public_model = model.config.name.as_str();
+        let created = unix_now();
+        let failed =
+            |why: String| LocalMiss::Failed(Failure::Respond(GatewayError::LocalInference(why)));
+
+        if !inbound.facts.stream {
+            let mut text = String::new();
+            let (finish, completion) = loop {
+                match tokio::time::timeout_at(deadline.into(), events.recv()).await {
+                    Err(_) => return Err(failed("the request deadline was reached".into())),
+                    Ok(None) => return Err(failed("the worker stopped".into())),
+                    Ok(Some(GenEvent::Text(t))) => text.push_str(&t),
+                    Ok(Some(GenEvent::Finished {
+                        finish,
+                        completion_tokens,
+                        ..
+                    })) => break (finish, completion_tokens),
+                    Ok(Some(GenEvent::Failed(why))) => return Err(failed(why)),
+                    Ok(Some(other)) => return Err(failed(format!("unexpected event {other:?}"))),
+                }
+            };
+            dep.runtime.observe_ttfb(started.elapsed());
+            ctx.usage = Some(usage(completion));
+            let response = ChatResponse {
+                id: id.clone(),
+                model: public_model.to_string(),
+                content: if text.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![OutputPart::Text(text)]
+                },
+                finish,
+                usage: Some(canonical_usage(prompt_tokens, completion)),
+            };
+            let body = Bytes::from(caller.encode_response(&response, &id, public_model, created));
+            return self
+                .write_whole_json(session, ctx, dep, spec, body)
+                .await
+                .map_err(|e| LocalMiss::Failed(Failure::Abort(e)));
+        }
+
+        let abort = |e| LocalMiss::Failed(Failure::Abort(e));
+        write_stream_header(session, ctx, dep, spec)
+            .await
+            .map_err(abort)?;
+        let _stream_guard = ctx.stream_guard();
+        let mut encoder =
+            StreamEncoder::new(caller, &id, public_model, created, inbound.include_usage());
+        let mut out = BytesMut::new();
+        encoder.push(
+            &StreamEvent::Start {
+                id: Some(id.clone()),
+                model: Some(public_model.to_string()),
+            },
+            &mut out,
+        );
+        let mut first = true;
+        let mut completion = 0u64;
+        loop {
+            let Some(event) = events.recv().await else {
+                encoder.push(
+                    &StreamEvent::Error(ProviderError::new(
+                        ErrorKind::Server,
+                        "local inference stopped unexpectedly",
+                    )),
+                    &mut out,
+                );
+                ctx.error_code = Some("local_inference_failed");
+                break;
+            };
+            let done = match event {
+                GenEvent::Text(t) => {
+                    completion += 1;
+                    encoder.push(&StreamEvent::TextDelta(t), &mut out);
+                    false
+                }
+                GenEvent::Finished {
+                    finish,
+                    completion_tokens,
+                    ..
+                } => {
+                    completion = completion_tokens;
+                    encoder.push(
+                        &StreamEvent::Usage(canonical_usage(prompt_tokens, completion)),
+                        &mut out,
+                    );
+                    encoder.push(&StreamEvent::Finish(finish), &mut out);
+                    encoder.push(&StreamEvent::End, &mut out);
+                    true
+                }
+                GenEvent::Failed(why) => {
+                    encoder.push(
+                        &StreamEvent::Error(ProviderError::new(
+                            ErrorKind::Server,
+                            format!("local inference failed: {why}"),
+                        )),
+                        &mut out,
+                    );
+                    ctx.error_code = Some("local_inference_failed");
+                    true
+                }
+                other => {
+                    log::error!("local pool: unexpected event {other:?}");
+                    false
+                }
+            };
+            ctx.usage = Some(usage(completion));
+            if out.is_empty() {
+                continue;
+            }
+            if first {
+                first = false;
+                dep.runtime.observe_ttfb(started.elapsed());
+                ctx.mark_first_byte();
+            }
+            ctx.streamed_events += 1;
+            if done && ctx.error_code.is_none() {
+                self.commit_row(ctx).await;
+            }
+            session
+                .write_response_body(Some(out.split().freeze()), false)
+                .await
+                .map_err(abort)?;
+            if done {
+                break;
+            }
+            if over_cutoff(ctx, dep) {
+                // Dropping the receiver stops the worker's generation at its next token.
+                ctx.error_code = Some("budget_exceeded");
+                session
+                    .write_response_body(Some(budget_stop_event(caller)), true)
+                    .await
+                    .map_err(abort)?;
+                return Ok(());
+            }
+        }
+        session
+            .write_response_body(None, true)
+            .await
+            .map_err(abort)?;
+        ctx.completed = ctx.error_code.is_none();
+        Ok(())
+    }
+}
+
+/// Why a local deployment has no running pool.
+fn local_unavailable(dep: &RoutedDeployment) -> String {
+    dep.provider
+        .health
+        .last_error
+        .load()
+        .as_deref()
+        .cloned()
+        .unwrap_or_else(|| "the local pool is not running".into())
+}
+
+/// Canonical usage of a local generation.
+fn canonical_usage(prompt_tokens: u64, completion_tokens: u64) -> Usage {
+    Usage {
+        input_tokens: prompt_tokens,
+        output_tokens: completion_tokens,
+        ..Default::default()
+    }
+}
+
+/// What a chat request asks of a local model, or the field no local model honours.
+pub(in crate::forward) fn local_request(
+    inbound: &Inbound<'_>,
+) -> Result<GenerateRequest, TranslateError> {
+    let req = inbound.canonical()?;
+    GenerateRequest::from_chat(req).map_err(|field| TranslateError::Unsupported {
+        field: field.into(),
+        provider: "local",
+    })
+}
+
+/// The inputs of an OpenAI embeddings body: a string or an array of strings.
+fn embedding_inputs(body: &[u8]) -> Result<Vec<String>, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+    match v.get("input") {
+        Some(serde_json::Value::String(s)) => Ok(vec![s.clone()]),
+        Some(serde_json::Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .map(|i| {
+                i.as_str().map(str::to_string).ok_or_else(|| {
+                    "'input' must be a string or an array of strings for local models".to_string()
+                })
+            })
+            .collect(),
+        _ => Err("'input' must be a non-empty string or array of strings".into()),
+    }
+}

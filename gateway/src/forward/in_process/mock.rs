@@ -1,0 +1,127 @@
+//! Answers from the built-in `mock` provider: OpenAI-format answers (from [`super::mock_answer`]),
+//! translated for callers of other formats through the same relay as any provider's, with the
+//! configured latency and chunk pacing. Budget cutoffs apply as to any stream.
+
+use super::{embedding_usage, served_in_process, write_stream_header, InProcess};
+use crate::clock::unix_secs as unix_now;
+use crate::config::MockSettings;
+use crate::errors::GatewayError;
+use crate::forward::cutoff::{budget_stop_event, over_cutoff};
+use crate::forward::in_process::mock_answer::MockAnswer;
+use crate::forward::translate::{self, Mode, StreamRelay};
+use crate::forward::{Failure, Forwarder};
+use crate::proxy::context::RequestCtx;
+use pingora_proxy::Session;
+use switchyard_adapters::canonical::Dialect;
+use switchyard_adapters::providers::Caller;
+
+impl Forwarder {
+    /// Answers from the built-in mock provider (OpenAI-format answers, translated for callers
+    /// of other formats like any provider's).
+    pub(in crate::forward) async fn serve_mock(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        target: &InProcess<'_, '_>,
+        settings: &MockSettings,
+    ) -> Result<(), Failure> {
+        let (model, dep, inbound) = (target.model, target.dep, target.inbound);
+        let spec = dep.spec(model);
+        let facts = inbound.facts;
+        let caller = inbound.caller;
+        if inbound.embeddings {
+            let (body, tokens) =
+                crate::forward::in_process::mock_answer::embeddings_body(inbound.body, &spec.model)
+                    .map_err(|e| Failure::Respond(GatewayError::InvalidMockRequest(e)))?;
+            if !settings.latency.is_zero() {
+                tokio::time::sleep(settings.latency).await;
+            }
+            served_in_process(ctx, dep, embedding_usage(tokens));
+            return self
+                .write_whole_json(session, ctx, dep, spec, body)
+                .await
+                .map_err(Failure::Abort);
+        }
+        let max_tokens = facts.max_tokens.or(spec.max_tokens);
+        let mut answer = MockAnswer::generate(inbound.body, max_tokens)
+            .map_err(|e| Failure::Respond(GatewayError::InvalidMockRequest(e)))?;
+        if caller != Caller::OpenAi {
+            answer.include_usage = true;
+        }
+        if !settings.latency.is_zero() {
+            tokio::time::sleep(settings.latency).await;
+        }
+        let created = unix_now();
+        let id = format!("{}{}", caller.id_prefix(), ctx.request_id);
+        served_in_process(ctx, dep, answer.usage_counts());
+        ctx.stream = facts.stream;
+        // The mock speaks OpenAI; other callers get it through the same translation as a
+        // provider's answer.
+        let mode = if caller == Caller::OpenAi {
+            Mode::OpenAiPassthrough {
+                usage_injected: false,
+            }
+        } else {
+            Mode::Translated(Dialect::OpenAi)
+        };
+        if !facts.stream {
+            let raw = answer.completion_body(&id, &spec.model, created);
+            let (body, _) = translate::translate_body(mode, caller, raw, &id, &spec.model, created)
+                .map_err(|e| Failure::Respond(GatewayError::InvalidMockRequest(e.message)))?;
+            return self
+                .write_whole_json(session, ctx, dep, spec, body)
+                .await
+                .map_err(Failure::Abort);
+        }
+        write_stream_header(session, ctx, dep, spec)
+            .await
+            .map_err(Failure::Abort)?;
+        let _stream_guard = ctx.stream_guard();
+        let mut relay = StreamRelay::new(
+            mode,
+            caller,
+            &id,
+            &spec.model,
+            created,
+            inbound.include_usage(),
+        );
+        let events = answer.stream_events(&id, &spec.model, created, settings.chunks);
+        for (i, ev) in events.into_iter().enumerate() {
+            if i > 0 && !settings.chunk_interval.is_zero() {
+                tokio::time::sleep(settings.chunk_interval).await;
+            }
+            if let Some(out) = relay.push(ev) {
+                ctx.mark_first_byte();
+                ctx.streamed_events += 1;
+                if relay.completed() {
+                    self.commit_row(ctx).await;
+                }
+                session
+                    .write_response_body(Some(out), false)
+                    .await
+                    .map_err(Failure::Abort)?;
+                if !relay.completed() && over_cutoff(ctx, dep) {
+                    ctx.usage = None;
+                    ctx.error_code = Some("budget_exceeded");
+                    session
+                        .write_response_body(Some(budget_stop_event(caller)), true)
+                        .await
+                        .map_err(Failure::Abort)?;
+                    return Ok(());
+                }
+            }
+        }
+        if let Some(tail) = relay.finish() {
+            session
+                .write_response_body(Some(tail), false)
+                .await
+                .map_err(Failure::Abort)?;
+        }
+        session
+            .write_response_body(None, true)
+            .await
+            .map_err(Failure::Abort)?;
+        ctx.completed = true;
+        Ok(())
+    }
+}

@@ -1,0 +1,90 @@
+//! Executes a routing plan for one inference request: tries deployments in order, exchanges the
+//! request with the chosen upstream through Pingora's pooled [`Connector`], and relays the answer
+//! to the caller as it arrives.
+//!
+//! This is "pattern C" from `docs/architecture.md`: the body was read once in `request_filter`,
+//! so any size replays to any number of deployments, and a 429/5xx answer or a connect failure
+//! moves to the next deployment before a single byte reached the caller. Once the response header
+//! has been written to the caller there is no retry.
+//!
+//! One file per job: [`plan`] (the loop over the plan's steps), [`attempt`] (one try up to the
+//! response header), [`race`] (hedged tries), [`request_head`] (the upstream request head),
+//! [`relay`] (the caller's head, whole bodies, streams), [`in_process`] (mock and local pool),
+//! [`cutoff`] (a budget's stream cutoff) and [`translate`] (the request and answer in each
+//! format). It owns upstream I/O only: what bytes to send comes from `switchyard_adapters`,
+//! which deployment from [`crate::routing`], what a request may spend from
+//! [`crate::governance`].
+
+mod attempt;
+mod cutoff;
+pub mod in_process;
+mod plan;
+mod race;
+mod relay;
+mod request_head;
+pub mod translate;
+
+use crate::errors::GatewayError;
+use crate::governance::Spend;
+use crate::proxy::context::RequestCtx;
+use crate::proxy::response_headers as rh;
+use pingora_core::connectors::http::Connector;
+use pingora_error::Error;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest non-stream answer read whole so that `x-switchyard-cost-usd` can be set on it.
+pub(crate) const MAX_PRICED_BODY: usize = 4 * 1024 * 1024;
+
+/// Largest non-stream answer (or error body) read whole to be translated to the caller's format.
+pub(crate) const MAX_TRANSLATED_BODY: usize = 64 * 1024 * 1024;
+
+/// `x-switchyard-cost-usd`'s value: dollars with eight decimals.
+pub(crate) fn cost_value(usd: f64) -> http::HeaderValue {
+    rh::value(&format!("{usd:.8}")).unwrap_or(http::HeaderValue::from_static("0"))
+}
+
+/// Upstream connections idle longer than this are not reused (below common provider keep-alives).
+pub(crate) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How a request ended without a normal response.
+pub enum Failure {
+    /// Nothing was written yet: answer the caller with this error.
+    Respond(GatewayError),
+    /// The caller's connection failed or the response was already under way: stop.
+    Abort(Box<Error>),
+}
+
+impl From<GatewayError> for Failure {
+    fn from(e: GatewayError) -> Self {
+        Failure::Respond(e)
+    }
+}
+
+/// Runs plans against upstreams. One per process; the connector's pool is shared.
+pub struct Forwarder {
+    connector: Connector,
+    spend: Arc<Spend>,
+}
+
+impl Forwarder {
+    pub fn new(connector: Connector, spend: Arc<Spend>) -> Self {
+        Forwarder { connector, spend }
+    }
+
+    /// Strict durability: commits the request's ledger row before the caller gets the response's
+    /// last bytes (a no-op in batched mode, where `logging` queues the row).
+    async fn commit_row(&self, ctx: &mut RequestCtx) {
+        if !self.spend.strict || ctx.ledger_recorded {
+            return;
+        }
+        match self
+            .spend
+            .record_durable(crate::governance::ledger_row::row_for(ctx))
+            .await
+        {
+            Ok(()) => ctx.ledger_recorded = true,
+            Err(e) => log::error!("request {}: {e}", ctx.request_id),
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! The plan loop: runs one request's plan ([`crate::routing::router::plan`]) step by step — skip
+//! what cannot take the request (a field its provider cannot honour, a spent provider budget, an
+//! open circuit, a provider asking to wait), answer in process (mock, local pool) or try an HTTP
+//! deployment (hedged when configured), relay the first answer, and when nothing answered say
+//! why with the status a client expects. It decides the order of tries, not how one is made.
+
+use super::attempt::{note_failure, prepare_for, Try, TryError};
+use super::in_process::InProcess;
+use super::race::{Hedge, Raced};
+use super::relay::Answer;
+use super::translate::{Inbound, Prepared};
+use super::{Failure, Forwarder};
+use crate::clock::now_ms;
+use crate::config::ProviderKind;
+use crate::errors::{GatewayError, TryFailure};
+use crate::ops::telemetry::AttemptOutcome;
+use crate::proxy::context::RequestCtx;
+use crate::routing::breaker::Unavailable;
+use crate::routing::router::{self, Step};
+use crate::routing::state::{RoutedDeployment, RoutedModel};
+use pingora_proxy::Session;
+use std::time::Instant;
+use switchyard_adapters::canonical::TranslateError;
+
+/// What the plan saw so far, for the answer when no deployment served.
+#[derive(Default)]
+struct Tally {
+    last_outcome: Option<AttemptOutcome>,
+    /// The first deployment that could not take the request as written: answered as a 400 when
+    /// no deployment could.
+    refused: Option<TranslateError>,
+    /// Some deployment was actually tried.
+    tried: bool,
+    /// Some deployment was skipped because its provider asked to wait (Retry-After, quota).
+    rate_limited: bool,
+    /// Some deployment was skipped because its provider's budget is spent.
+    provider_budget: Option<String>,
+    /// Local deployments whose model refused the request (asked once, not per retry).
+    #[cfg_attr(not(feature = "local"), allow(dead_code))]
+    local_refused: Vec<usize>,
+}
+
+/// The plan being walked: what every step of it shares.
+struct Walk<'a, 'b> {
+    model: &'a RoutedModel,
+    inbound: &'a Inbound<'b>,
+    steps: &'a [Step<'a>],
+    deadline: Instant,
+}
+
+/// A step on an HTTP deployment: its place in the plan and its prepared request.
+struct HttpStep {
+    i: usize,
+    prepared: Prepared,
+    /// Another step follows that could answer.
+    may_retry: bool,
+}
+
+/// How one step of the plan ended.
+enum StepEnd {
+    /// The request is answered (or failed for good).
+    Done(Result<(), Failure>),
+    /// On to the next step.
+    Next,
+    /// No further step may be taken (not retryable, or the deadline passed).
+    Stop,
+}
+
+impl Forwarder {
+    /// Serves one inference request for `model` through its plan.
+    pub async fn serve_chat(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        model: &RoutedModel,
+        inbound: &Inbound<'_>,
+    ) -> Result<(), Failure> {
+        let facts = inbound.facts;
+        let input = router::PlanInput {
+            body_bytes: inbound.body.len(),
+            max_tokens: facts.max_tokens,
+            seed: ctx.seed(),
+            requested_model: &facts.model,
+            headers: Some(&session.req_header().headers),
+            metadata: facts.metadata,
+            prefer_cheapest: ctx.admission.as_ref().is_some_and(|a| a.prefer_cheapest),
+        };
+        let steps = router::plan(model, &input);
+        let deadline = ctx.started + model.config.routing.deadline;
+        let walk = Walk {
+            model,
+            inbound,
+            steps: &steps,
+            deadline,
+        };
+        let mut tally = Tally::default();
+        for i in 0..steps.len() {
+            match self.step(session, ctx, &walk, i, &mut tally).await {
+                StepEnd::Done(r) => return r,
+                StepEnd::Next => {}
+                StepEnd::Stop => break,
+            }
+        }
+        Err(Failure::Respond(exhausted(ctx, model, tally)))
+    }
+
+    /// Step `i` of the plan.
+    async fn step(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        walk: &Walk<'_, '_>,
+        i: usize,
+        tally: &mut Tally,
+    ) -> StepEnd {
+        let (model, inbound, steps, deadline) =
+            (walk.model, walk.inbound, walk.steps, walk.deadline);
+        let step = &steps[i];
+        let dep = step.deployment;
+        let kind = &dep.provider.config.kind;
+        let prepared = match kind {
+            ProviderKind::Http { .. } => match prepare_for(inbound, model, dep) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    skip_refused(ctx, dep, model, tally, e);
+                    return StepEnd::Next;
+                }
+            },
+            _ => None,
+        };
+        if !self.admissible(ctx, model, dep, inbound, tally) {
+            return StepEnd::Next;
+        }
+        let now = now_ms();
+        let is_last = !steps[i + 1..]
+            .iter()
+            .any(|s| s.deployment.runtime.available(now));
+        if !step.backoff.is_zero() {
+            if Instant::now() + step.backoff >= deadline {
+                return StepEnd::Stop;
+            }
+            tokio::time::sleep(step.backoff).await;
+        }
+        let target = InProcess {
+            model,
+            dep,
+            inbound,
+            deadline,
+        };
+        match (kind, prepared) {
+            (ProviderKind::Mock(settings), _) => {
+                ctx.tries += 1;
+                StepEnd::Done(self.serve_mock(session, ctx, &target, settings).await)
+            }
+            (ProviderKind::Local(_), _) => self.step_local(session, ctx, &target, tally).await,
+            (ProviderKind::Http { .. }, Some(prepared)) => {
+                let http = HttpStep {
+                    i,
+                    prepared,
+                    may_retry: !is_last,
+                };
+                self.step_http(session, ctx, walk, http, tally).await
+            }
+            (ProviderKind::Http { .. }, None) => StepEnd::Next,
+        }
+    }
+
+    /// Whether `dep` may be tried now: its provider's budget allows the request's estimate, its
+    /// circuit is closed (or half-open with a probe free) and its provider's quota is not spent.
+    /// A skip is noted in the request's tries.
+    fn admissible(
+        &self,
+        ctx: &mut RequestCtx,
+        model: &RoutedModel,
+        dep: &RoutedDeployment,
+        inbound: &Inbound<'_>,
+        tally: &mut Tally,
+    ) -> bool {
+        let spec = dep.spec(model);
+        if let Some(gov) = ctx.governance().filter(|g| g.has_provider_budgets()) {
+            let estimate = crate::governance::estimate::deployment_cost_nanos(
+                model,
+                dep,
+                inbound.body.len(),
+                inbound.facts.max_tokens,
+            );
+            if !gov.provider_allows(dep.provider.name(), estimate) {
+                ctx.failures.push(TryFailure {
+                    provider: dep.provider.name().to_string(),
+                    model: spec.model.clone(),
+                    reason: "skipped: the provider's budget is spent".into(),
+                });
+                tally
+                    .provider_budget
+                    .get_or_insert_with(|| dep.provider.name().to_string());
+                return false;
+            }
+        }
+        let acquired = dep
+            .runtime
+            .acquire(&model.config.routing.breaker, now_ms())
+            .and_then(|()| {
+                if dep.provider.admit() {
+                    Ok(())
+                } else {
+                    Err(Unavailable::Quota)
+                }
+            });
+        let Err(why) = acquired else {
+            return true;
+        };
+        tally.rate_limited |= matches!(why, Unavailable::RetryAfter | Unavailable::Quota);
+        let (counter, reason) = match why {
+            Unavailable::CircuitOpen => (
+                &dep.provider.metrics.skipped_circuit_open,
+                "skipped: circuit open",
+            ),
+            Unavailable::RetryAfter => (
+                &dep.provider.metrics.skipped_retry_after,
+                "skipped: provider asked to retry later",
+            ),
+            Unavailable::Quota => (
+                &dep.provider.metrics.skipped_quota,
+                "skipped: provider quota used up",
+            ),
+        };
+        counter.inc();
+        // Skipped without a try: noted once per deployment.
+        if !ctx
+            .failures
+            .iter()
+            .any(|f| f.provider == dep.provider.name() && f.model == spec.model)
+        {
+            ctx.failures.push(TryFailure {
+                provider: dep.provider.name().to_string(),
+                model: spec.model.clone(),
+                reason: reason.into(),
+            });
+        }
+        false
+    }
+
+    /// A local deployment: chat or embeddings on the pool; a spill moves on.
+    #[cfg(feature = "local")]
+    async fn step_local(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        target: &InProcess<'_, '_>,
+        tally: &mut Tally,
+    ) -> StepEnd {
+        use super::in_process::local::{local_request, LocalMiss};
+        let dep = target.dep;
+        if tally.local_refused.contains(&dep.index) {
+            return StepEnd::Next;
+        }
+        let chat = match target.inbound.embeddings {
+            true => None,
+            false => match local_request(target.inbound) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    skip_refused(ctx, dep, target.model, tally, e);
+                    return StepEnd::Next;
+                }
+            },
+        };
+        ctx.tries += 1;
+        let served = match chat {
+            Some(request) => self.serve_local_chat(session, ctx, target, request).await,
+            None => self.serve_local_embeddings(session, ctx, target).await,
+        };
+        match served {
+            Ok(()) => StepEnd::Done(Ok(())),
+            Err(LocalMiss::Refused(e)) => {
+                // This model cannot take the request (e.g. the prompt exceeds its context):
+                // another deployment may. Not a try, and not asked again.
+                ctx.tries -= 1;
+                tally.local_refused.push(dep.index);
+                skip_refused(ctx, dep, target.model, tally, e);
+                StepEnd::Next
+            }
+            Err(LocalMiss::Spilled(reason)) => {
+                tally.tried = true;
+                // Not the deployment's fault: it is busy. The next one answers.
+                dep.provider.metrics.skipped_quota.inc();
+                ctx.failures.push(TryFailure {
+                    provider: dep.provider.name().to_string(),
+                    model: dep.spec(target.model).model.clone(),
+                    reason: format!("spilled: {reason}"),
+                });
+                StepEnd::Next
+            }
+            Err(LocalMiss::Failed(f)) => StepEnd::Done(Err(f)),
+        }
+    }
+
+    /// Without the `local` feature a local deployment cannot serve (`check` refuses such a
+    /// config; this covers a config loaded by other means).
+    #[cfg(not(feature = "local"))]
+    async fn step_local(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+        target: &InProcess<'_, '_>,
+        _tally: &mut Tally,
+    ) -> StepEnd {
+        ctx.failures.push(TryFailure {
+            provider: target.dep.provider.name().to_string(),
+            model: target.dep.spec(target.model).model.clone(),
+            reason: "skipped: this build has no local inference".into(),
+        });
+        StepEnd::Next
+    }
+
+    /// An HTTP deployment: one try (or a hedged pair), relayed when it answers.
+    async fn step_http(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        walk: &Walk<'_, '_>,
+        http: HttpStep,
+        tally: &mut Tally,
+    ) -> StepEnd {
+        let (model, inbound, steps) = (walk.model, walk.inbound, walk.steps);
+        let HttpStep {
+            i,
+            prepared,
+            may_retry,
+        } = http;
+        let dep = steps[i].deployment;
+        let routing = &model.config.routing;
+        let stream = inbound.facts.stream;
+        ctx.tries += 1;
+        tally.tried = true;
+        // A hedge partner: the next available deployment in the plan that can take the request.
+        let partner = routing.hedge_after.filter(|_| i == 0).and_then(|after| {
+            steps[1..]
+                .iter()
+                .map(|s| s.deployment)
+                .filter(|d| {
+                    !std::ptr::eq(*d, dep)
+                        && d.runtime.available(now_ms())
+                        && matches!(d.provider.config.kind, ProviderKind::Http { .. })
+                })
+                .find_map(|d| prepare_for(inbound, model, d).ok().map(|p| (after, d, p)))
+        });
+        let (attempt, dep, prepared) = match partner {
+            None => {
+                let t = Try {
+                    ctx,
+                    dep,
+                    prepared: &prepared,
+                    stream,
+                    may_retry,
+                    deadline: walk.deadline,
+                    routing,
+                };
+                let attempt = self.try_within(&t).await;
+                (attempt, dep, prepared)
+            }
+            Some((after, other, other_prepared)) => {
+                let hedge = Hedge {
+                    model,
+                    first: (dep, prepared),
+                    second: (other, other_prepared),
+                    after,
+                    stream,
+                    deadline: walk.deadline,
+                };
+                // Boxed: a race holds two tries at once, and inline it would double the size of
+                // every request's future (which Pingora moves into a box per request).
+                match Box::pin(self.race(ctx, hedge)).await {
+                    Raced::Won(d, committed, p) => (Ok(*committed), d, p),
+                    Raced::Lost(d, e, p) => (Err(e), d, p),
+                }
+            }
+        };
+        match attempt {
+            Ok(committed) => {
+                dep.provider.metrics.attempt(AttemptOutcome::Ok);
+                if ctx.tries > 1 {
+                    model.metrics.failovers.inc();
+                }
+                dep.runtime.observe_ttfb(committed.started.elapsed());
+                let answer = Answer {
+                    dep,
+                    upstream_model: &dep.spec(model).model,
+                    prepared: &prepared,
+                    inbound,
+                };
+                StepEnd::Done(self.relay(session, ctx, committed, &answer).await)
+            }
+            Err(e) => failed_try(ctx, model, dep, e, walk.deadline, tally),
+        }
+    }
+}
+
+/// A try that failed: noted everywhere it counts; whether the plan goes on.
+fn failed_try(
+    ctx: &mut RequestCtx,
+    model: &RoutedModel,
+    dep: &RoutedDeployment,
+    e: TryError,
+    deadline: Instant,
+    tally: &mut Tally,
+) -> StepEnd {
+    tally.last_outcome = Some(e.outcome);
+    let retry = note_failure(ctx, model, dep, e);
+    if !retry || Instant::now() >= deadline {
+        StepEnd::Stop
+    } else {
+        StepEnd::Next
+    }
+}
+
+/// A deployment that cannot take the request as written (not a failure of the deployment):
+/// noted in the tries, and the first such reason kept for a 400 when no deployment could.
+fn skip_refused(
+    ctx: &mut RequestCtx,
+    dep: &RoutedDeployment,
+    model: &RoutedModel,
+    tally: &mut Tally,
+    e: TranslateError,
+) {
+    ctx.failures.push(TryFailure {
+        provider: dep.provider.name().to_string(),
+        model: dep.spec(model).model.clone(),
+        reason: format!("skipped: {e}"),
+    });
+    tally.refused.get_or_insert(e);
+}
+
+/// The answer when no deployment served: the caller's 400 when none could take the request as
+/// written, a budget or rate-limit refusal when those kept every deployment out, else 504 / 502.
+fn exhausted(ctx: &RequestCtx, model: &RoutedModel, tally: Tally) -> GatewayError {
+    if let (false, Some(e)) = (tally.tried, tally.refused) {
+        return GatewayError::Untranslatable(e);
+    }
+    if let (false, Some(p)) = (tally.tried, tally.provider_budget) {
+        let limit_usd = ctx
+            .governance()
+            .and_then(|g| g.provider_budget_limit(&p))
+            .unwrap_or(0.0);
+        return GatewayError::BudgetExceeded {
+            scope: format!("provider:{p}"),
+            limit_usd,
+            resets_at: None,
+        };
+    }
+    if !tally.tried && tally.rate_limited {
+        // Nothing was sent: every provider that could answer asked to wait. That is a 429 for
+        // the caller (with a Retry-After), not a gateway failure.
+        return GatewayError::UpstreamRateLimited {
+            model: model.config.name.clone(),
+            tries: ctx.failures.clone(),
+        };
+    }
+    let (model, tries) = (model.config.name.clone(), ctx.failures.clone());
+    if tally.last_outcome == Some(AttemptOutcome::Timeout) {
+        GatewayError::UpstreamTimeout { model, tries }
+    } else {
+        GatewayError::NoDeploymentAvailable { model, tries }
+    }
+}

@@ -1,0 +1,148 @@
+//! The caller's response head, made from the upstream's: hop-by-hop headers and the provider's
+//! own quota headers removed, the upstream's request id kept under another name, framing fixed
+//! for streams and translated bodies, and the gateway's headers added. Edited as plain `http`
+//! parts (see `proxy::response_headers`). Must not read or write bodies.
+
+use super::Answer;
+use crate::forward::translate::Mode;
+use crate::forward::{Failure, MAX_PRICED_BODY};
+use crate::proxy::context::RequestCtx;
+use crate::proxy::response_headers as rh;
+use pingora_http::ResponseHeader;
+
+/// What the upstream's head says about how to relay its body.
+pub(super) struct HeadFacts {
+    pub status: u16,
+    pub success: bool,
+    /// The answer goes out as a stream (SSE to the caller).
+    pub is_stream: bool,
+    /// The body is translated from the provider's format to the caller's.
+    pub translated: bool,
+    /// The upstream's `Content-Length`.
+    pub declared: Option<usize>,
+    /// The body is read whole before the caller's head is written.
+    pub read_whole: bool,
+    /// The upstream's `Retry-After` in whole seconds (at least 1), for translated errors.
+    pub retry_after_secs: Option<u64>,
+}
+
+impl HeadFacts {
+    pub fn of(up: &ResponseHeader, answer: &Answer<'_, '_>) -> HeadFacts {
+        let stream_requested = answer.inbound.facts.stream;
+        let translated = matches!(answer.prepared.mode, Mode::Translated(_));
+        let status = up.status.as_u16();
+        let success = (200..300).contains(&status);
+        let upstream_sse = up
+            .headers
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        // A translated stream is a stream whatever the provider calls it (Ollama sends NDJSON).
+        let is_stream = success
+            && if translated {
+                stream_requested
+            } else {
+                upstream_sse
+            };
+        let declared = up
+            .headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        // A whole, modest, successful non-stream answer is read before its header is sent, so
+        // the header can say what it cost; an answer (or error) to translate is always read
+        // whole. Anything else streams through as it comes.
+        let read_whole = !is_stream
+            && (translated
+                || (success
+                    && !stream_requested
+                    && declared.is_some_and(|n| n <= MAX_PRICED_BODY)));
+        let retry_after_secs = crate::routing::breaker::parse_retry_after(
+            up.headers.get("retry-after").map(|v| v.as_bytes()),
+            up.headers.get("retry-after-ms").map(|v| v.as_bytes()),
+        )
+        .map(|d| d.as_secs().max(1));
+        HeadFacts {
+            status,
+            success,
+            is_stream,
+            translated,
+            declared,
+            read_whole,
+            retry_after_secs,
+        }
+    }
+}
+
+/// Hop-by-hop headers, never relayed.
+const HOP_BY_HOP: [&http::HeaderName; 7] = [
+    &http::header::CONNECTION,
+    &rh::KEEP_ALIVE,
+    &rh::PROXY_CONNECTION,
+    &http::header::TRANSFER_ENCODING,
+    &http::header::TE,
+    &http::header::TRAILER,
+    &http::header::UPGRADE,
+];
+
+/// The caller's head for the upstream's `up`.
+pub(super) fn caller_head(
+    up: &ResponseHeader,
+    facts: &HeadFacts,
+    ctx: &RequestCtx,
+    answer: &Answer<'_, '_>,
+) -> Result<http::response::Parts, Failure> {
+    let mut resp = up.as_owned_parts();
+    let h = &mut resp.headers;
+    // Room for what is added below (the gateway's own headers), so the map grows at most once.
+    h.reserve(12);
+    for name in HOP_BY_HOP {
+        h.remove(name);
+    }
+    if let Some(upstream_id) = h.remove(&rh::X_REQUEST_ID) {
+        h.insert(&rh::X_UPSTREAM_REQUEST_ID, upstream_id);
+    }
+    if facts.is_stream || facts.declared.is_none() {
+        h.remove(http::header::CONTENT_LENGTH);
+        h.insert(
+            http::header::TRANSFER_ENCODING,
+            http::HeaderValue::from_static("chunked"),
+        );
+    }
+    if facts.is_stream && facts.translated {
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/event-stream"),
+        );
+        h.insert(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("no-cache"),
+        );
+    }
+    if !answer.prepared.dropped.is_empty() {
+        if let Ok(v) = rh::value(&answer.prepared.dropped.join(", ")) {
+            h.insert(&rh::X_SWITCHYARD_DROPPED, v);
+        }
+    }
+    // The provider's quota headers describe the gateway's upstream account, not the caller's
+    // limits (those are the gateway's own `x-ratelimit-*`, added below). A provider's cookies
+    // are the gateway's session with it, never the caller's.
+    let upstream_only: Vec<_> = h
+        .keys()
+        .filter(|k| {
+            let k = k.as_str();
+            k.starts_with("x-ratelimit-") || k.starts_with("anthropic-ratelimit-")
+        })
+        .cloned()
+        .collect();
+    for name in upstream_only {
+        h.remove(&name);
+    }
+    h.remove(http::header::SET_COOKIE);
+    rh::add_gateway_headers(
+        h,
+        ctx,
+        Some((answer.dep.provider.name(), answer.upstream_model)),
+    )
+    .map_err(Failure::Abort)?;
+    Ok(resp)
+}

@@ -1,0 +1,102 @@
+//! Relays a committed upstream answer to the caller: the caller's response head from the
+//! upstream's ([`headers`]), then either the whole body — read first so its head can carry the
+//! cost, or translated to the caller's format — ([`whole`]) or the body as it arrives, event by
+//! event for streams ([`stream`]). Once the head is written there is no retry. It must not choose
+//! deployments or retry: that is the plan's job.
+
+mod headers;
+mod stream;
+mod whole;
+
+use super::attempt::{model_breaker, Committed};
+use super::translate::{Inbound, Prepared};
+use super::{Failure, Forwarder, POOL_IDLE_TIMEOUT};
+use crate::clock::now_ms;
+use crate::errors::GatewayError;
+use crate::proxy::context::RequestCtx;
+use crate::routing::state::RoutedDeployment;
+use pingora_core::protocols::http::client::HttpSession;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_proxy::Session;
+use std::time::Instant;
+
+/// What is being answered: the deployment that answered, under which upstream model name, the
+/// request that was sent and the caller's.
+pub(super) struct Answer<'a, 'b> {
+    pub dep: &'a RoutedDeployment,
+    pub upstream_model: &'a str,
+    pub prepared: &'a Prepared,
+    pub inbound: &'a Inbound<'b>,
+}
+
+impl Forwarder {
+    /// Writes the committed upstream response to the caller, event by event for streams, in the
+    /// caller's format.
+    pub(super) async fn relay(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        committed: Committed,
+        answer: &Answer<'_, '_>,
+    ) -> Result<(), Failure> {
+        let Some(up_header) = committed.upstream.response_header() else {
+            return Err(Failure::Respond(GatewayError::NoDeploymentAvailable {
+                model: String::new(),
+                tries: Vec::new(),
+            }));
+        };
+        let facts = headers::HeadFacts::of(up_header, answer);
+        let head = headers::caller_head(up_header, &facts, ctx, answer)?;
+        account_head(ctx, answer.dep, &facts);
+        if facts.read_whole {
+            self.relay_whole(session, ctx, committed, head, &facts, answer)
+                .await
+        } else {
+            self.relay_body(session, ctx, committed, head, &facts, answer)
+                .await
+        }
+    }
+
+    /// Bookkeeping once a response went out in full: the try's duration, the request marked
+    /// complete, and the upstream connection back to the pool when its body was read to the end.
+    async fn complete(
+        &self,
+        ctx: &mut RequestCtx,
+        dep: &RoutedDeployment,
+        mut upstream: HttpSession,
+        peer: &HttpPeer,
+        started: Instant,
+    ) {
+        dep.provider
+            .metrics
+            .upstream_duration
+            .observe(started.elapsed().as_secs_f64());
+        ctx.completed = true;
+        if upstream.response_done() {
+            self.connector
+                .release_http_session(upstream, peer, Some(POOL_IDLE_TIMEOUT))
+                .await;
+        }
+    }
+}
+
+/// What the answer's head says about the deployment and the request: who served, with what
+/// status, and the deployment's health (a 4xx other than 429 is the caller's problem, not the
+/// deployment's).
+fn account_head(ctx: &mut RequestCtx, dep: &RoutedDeployment, facts: &headers::HeadFacts) {
+    ctx.status = facts.status;
+    ctx.served = Some(dep.index);
+    ctx.stream = facts.is_stream;
+    if facts.success {
+        dep.provider.record_success();
+    } else {
+        ctx.error_code = Some("upstream_status");
+    }
+    if facts.status == 429 || facts.status >= 500 {
+        if dep.runtime.on_failure(&model_breaker(ctx), now_ms()) {
+            dep.provider.metrics.circuit_opened.inc();
+        }
+    } else {
+        dep.runtime.on_success();
+    }
+}

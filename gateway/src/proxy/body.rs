@@ -1,0 +1,64 @@
+//! Reads a request body once, refusing it as soon as it passes `server.max_body_bytes` (from
+//! `Content-Length` or while reading a chunked body) and answering `Expect: 100-continue`.
+
+use crate::errors::GatewayError;
+use crate::forward::Failure;
+use bytes::{Bytes, BytesMut};
+use pingora_proxy::Session;
+use switchyard_filters::guard::BodyLimit;
+
+/// Reads the whole request body, refusing it as soon as it passes the limit.
+pub async fn read_body(
+    session: &mut Session,
+    limit: BodyLimit,
+) -> std::result::Result<Bytes, Failure> {
+    let announced = session
+        .req_header()
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(n) = announced {
+        limit.check(n).map_err(GatewayError::from)?;
+    }
+    let expects_continue = session
+        .req_header()
+        .headers
+        .get("expect")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        session
+            .write_continue_response()
+            .await
+            .map_err(Failure::Abort)?;
+    }
+    let mut first: Option<Bytes> = None;
+    let mut buf: Option<BytesMut> = None;
+    let mut total: u64 = 0;
+    loop {
+        let chunk = session
+            .read_request_body()
+            .await
+            .map_err(|e| GatewayError::BodyRead(e.etype().as_str().to_string()))?;
+        let Some(chunk) = chunk else { break };
+        total += chunk.len() as u64;
+        limit.check(total).map_err(GatewayError::from)?;
+        match (&mut buf, first.take()) {
+            (Some(b), _) => b.extend_from_slice(&chunk),
+            (None, None) => first = Some(chunk),
+            (None, Some(f)) => {
+                let mut b = BytesMut::with_capacity(
+                    limit.initial_capacity(announced).max(f.len() + chunk.len()),
+                );
+                b.extend_from_slice(&f);
+                b.extend_from_slice(&chunk);
+                buf = Some(b);
+            }
+        }
+    }
+    Ok(match (buf, first) {
+        (Some(b), _) => b.freeze(),
+        (None, Some(f)) => f,
+        (None, None) => Bytes::new(),
+    })
+}

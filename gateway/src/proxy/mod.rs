@@ -1,0 +1,375 @@
+//! The Pingora [`ProxyHttp`] implementation: wires the request phases to the pieces that do the
+//! work, and little else.
+//!
+//! `request_filter` loads the live config [`Snapshot`] (held by the request to its end), routes by
+//! path, runs the snapshot's head steps (authentication, loop guard), answers control endpoints,
+//! reads and inspects inference bodies, runs the body steps (model access, tags, admission) and
+//! hands the request to [`Forwarder`] (which answers and returns `Ok(true)`: Pingora's own
+//! upstream phase is never reached — see `docs/architecture.md`). `logging` runs the response
+//! steps ([`logging`]). One file per job: [`routes`], [`body`], [`respond`], [`control`],
+//! [`steps`], [`logging`], plus the request context and the response-header helpers.
+
+pub mod body;
+pub mod context;
+pub mod control;
+pub mod logging;
+pub mod rate_headers;
+pub mod respond;
+pub mod response_headers;
+pub mod routes;
+pub mod steps;
+pub mod trace;
+
+use crate::errors::GatewayError;
+use crate::forward::translate::Inbound;
+use crate::forward::{Failure, Forwarder};
+use crate::governance::Spend;
+use crate::identity::{Auth, Denied};
+use crate::ops::access_log::AccessLogger;
+use crate::ops::telemetry::Metrics;
+use crate::snapshot::{Live, Snapshot};
+use async_trait::async_trait;
+use context::{GaugeGuard, InFlight, RequestCtx, Route};
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use respond::{write_error, write_json};
+use response_headers as rh;
+use std::sync::Arc;
+use steps::{BodyStep, HeadStep};
+use switchyard_adapters::openai;
+use switchyard_adapters::providers::Caller;
+use switchyard_filters::auth::AuthError;
+
+/// The gateway's proxy service: process-wide services, and the live snapshot each request loads.
+pub struct Gateway {
+    pub live: Arc<Live>,
+    pub spend: Arc<Spend>,
+    pub auth: Arc<Auth>,
+    pub metrics: Arc<Metrics>,
+    pub forwarder: Forwarder,
+    pub access_log: AccessLogger,
+    pub in_flight: InFlight,
+}
+
+impl Gateway {
+    /// An inference request: body read and inspected, model found, body steps run, then the plan.
+    async fn chat(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        snapshot: &Arc<Snapshot>,
+    ) -> std::result::Result<(), Failure> {
+        let state = &snapshot.state;
+        let body = body::read_body(session, state.body_limit).await?;
+        let facts = openai::inspect_chat_request(&body).map_err(GatewayError::from)?;
+        let inbound = Inbound::new(ctx.caller, &body, &facts, ctx.route == Route::Embeddings);
+        if ctx.caller == Caller::Anthropic {
+            // Validate the Messages request up front: a malformed one is the caller's 400, in
+            // its own format, whichever deployment would have served it.
+            inbound.canonical().map_err(GatewayError::Untranslatable)?;
+        }
+        let Some(model) = state.model(&facts.model) else {
+            return Err(GatewayError::ModelNotFound(facts.model.into_owned()).into());
+        };
+        let model = model.clone();
+        ctx.model = Some(model.clone());
+        ctx.body_bytes = body.len();
+        for step in &snapshot.chains.body {
+            match step {
+                BodyStep::ModelAccess => {
+                    if let Some(who) = &ctx.identity {
+                        if !who.may_use(&model.config.name) {
+                            return Err(GatewayError::Auth(AuthError::ModelNotAllowed {
+                                caller: who.name.clone(),
+                                model: model.config.name.clone(),
+                            })
+                            .into());
+                        }
+                    }
+                }
+                BodyStep::Tags => {
+                    ctx.tags = crate::governance::ledger_row::tags(
+                        facts.metadata,
+                        session
+                            .req_header()
+                            .headers
+                            .get("x-switchyard-tags")
+                            .and_then(|v| v.to_str().ok()),
+                    );
+                }
+                BodyStep::Admission => {
+                    let estimate = crate::governance::estimate::max_cost_nanos(
+                        &model,
+                        body.len(),
+                        facts.max_tokens,
+                    );
+                    ctx.estimate_nanos = estimate;
+                    let admitted = snapshot
+                        .governance
+                        .admit_with(
+                            self.spend.shared.as_ref(),
+                            ctx.identity.as_ref(),
+                            estimate,
+                            crate::clock::now_ns(),
+                        )
+                        .await;
+                    match admitted {
+                        Ok(a) => ctx.admission = Some(a),
+                        Err(r) => {
+                            self.spend.refused(&r);
+                            return Err(GatewayError::from(r).into());
+                        }
+                    }
+                }
+            }
+        }
+        self.forwarder
+            .serve_chat(session, ctx, &model, &inbound)
+            .await
+    }
+
+    /// Runs the snapshot's head steps; `Err` is the answer.
+    async fn head_steps(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        snapshot: &Snapshot,
+    ) -> std::result::Result<(), GatewayError> {
+        let route = ctx.route;
+        for step in &snapshot.chains.head {
+            match step {
+                HeadStep::Authenticate => {
+                    let needs_auth = match route {
+                        Route::Models | Route::Health => {
+                            !snapshot.state.config.server.public_health
+                        }
+                        Route::Unknown => false,
+                        _ => true,
+                    };
+                    if needs_auth {
+                        self.authenticate(session, ctx).await?;
+                    }
+                }
+                HeadStep::LoopGuard => {
+                    let limit = snapshot.state.config.server.max_hops;
+                    if route.is_inference() && ctx.hops >= limit {
+                        return Err(GatewayError::LoopDetected {
+                            hops: ctx.hops,
+                            limit,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes an authentication or authorisation failure to the audit log (never the credential).
+    fn audit_denial(&self, session: &Session, ctx: &RequestCtx, err: &GatewayError) {
+        self.auth.audit.log(&serde_json::json!({
+            "ts": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            "event": "auth_failure",
+            "reason": err.code(),
+            "message": err.to_string(),
+            "caller": ctx.identity.as_ref().map(|i| i.name.as_str()),
+            "client": session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string()),
+            "path": session.req_header().uri.path(),
+            "request_id": ctx.request_id,
+            "outcome": "denied",
+        }));
+    }
+
+    /// Authenticates the caller; failures are audited (never with the credential).
+    async fn authenticate(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<(), GatewayError> {
+        let headers = &session.req_header().headers;
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let view = ctx
+            .snapshot
+            .as_ref()
+            .map(|s| s.auth.clone())
+            .unwrap_or_default();
+        let outcome = self
+            .auth
+            .authenticate(
+                &view,
+                headers.get("authorization").map(|v| v.as_bytes()),
+                headers.get("x-api-key").map(|v| v.as_bytes()),
+                client,
+            )
+            .await;
+        match outcome {
+            Ok(identity) => {
+                ctx.identity = identity;
+                Ok(())
+            }
+            Err(denied) => {
+                let err = match denied {
+                    Denied::Auth(e) => GatewayError::Auth(e),
+                    Denied::TooManyFailures => GatewayError::TooManyAuthFailures,
+                };
+                self.audit_denial(session, ctx, &err);
+                Err(err)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new(self.metrics.active_streams.clone(), &self.in_flight)
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        ctx.request_id = match req.headers.get("x-request-id") {
+            Some(v) if switchyard_filters::request_id::is_acceptable(v.as_bytes()) => {
+                String::from_utf8_lossy(v.as_bytes()).into_owned()
+            }
+            _ => context::new_request_id(),
+        };
+        ctx.trace = Some(trace::TraceContext::from_header(
+            req.headers.get("traceparent").map(|v| v.as_bytes()),
+            context::random_u64,
+        ));
+        ctx.hops = req
+            .headers
+            .get(&rh::X_SWITCHYARD_HOPS)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        // One snapshot for the whole request, from here to its logging.
+        let snapshot = self.live.load();
+        ctx.snapshot = Some(snapshot.clone());
+        let route = match routes::route_of(&req.method, req.uri.path()) {
+            Ok(r) => r,
+            Err(allow) => {
+                let err = GatewayError::MethodNotAllowed {
+                    method: req.method.to_string(),
+                    path: req.uri.path().to_string(),
+                    allow,
+                };
+                write_error(session, ctx, &err).await?;
+                return Ok(true);
+            }
+        };
+        ctx.route = route;
+        if route == Route::Messages {
+            ctx.caller = Caller::Anthropic;
+            ctx.anthropic_beta = session
+                .req_header()
+                .headers
+                .get("anthropic-beta")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+        }
+        if let Err(err) = self.head_steps(session, ctx, &snapshot).await {
+            write_error(session, ctx, &err).await?;
+            return Ok(true);
+        }
+        match route {
+            Route::ChatCompletions | Route::Messages | Route::Embeddings | Route::Infer => {
+                ctx.active = Some(GaugeGuard::new(&self.metrics.active_requests));
+                match self.chat(session, ctx, &snapshot).await {
+                    Ok(()) => {}
+                    Err(Failure::Respond(err)) => {
+                        if matches!(err, GatewayError::Auth(_)) {
+                            self.audit_denial(session, ctx, &err);
+                        }
+                        if session.response_written().is_some() {
+                            return Err(Error::explain(ErrorType::InternalError, err.to_string()));
+                        }
+                        write_error(session, ctx, &err).await?;
+                    }
+                    Err(Failure::Abort(e)) => return Err(e),
+                }
+            }
+            Route::Models => {
+                let body = snapshot.state.models_body.clone();
+                write_json(session, ctx, 200, body, &[]).await?;
+            }
+            Route::Health => {
+                let (status, body) = control::health_body(&snapshot);
+                write_json(
+                    session,
+                    ctx,
+                    status,
+                    body,
+                    &[(http::header::CACHE_CONTROL, "no-store".to_string())],
+                )
+                .await?;
+            }
+            Route::Unknown => {
+                let req = session.req_header();
+                let err = GatewayError::UnknownRoute {
+                    method: req.method.to_string(),
+                    path: req.uri.path().to_string(),
+                };
+                write_error(session, ctx, &err).await?;
+            }
+        }
+        Ok(true)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        // Every route answers in request_filter; reaching this phase is a bug, answered as 500.
+        Err(Error::explain(
+            ErrorType::InternalError,
+            "no upstream phase: requests are answered in request_filter",
+        ))
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let downstream_gone = e.esource() == &ErrorSource::Downstream;
+        let code = if session.response_written().is_some() || downstream_gone {
+            0
+        } else {
+            let body = openai::error_body(
+                "internal gateway error",
+                "server_error",
+                None,
+                Some("internal_error"),
+            );
+            ctx.error_code = Some("internal_error");
+            match write_json(session, ctx, 500, body, &[]).await {
+                Ok(()) => 500,
+                Err(_) => 0,
+            }
+        };
+        if ctx.status == 0 {
+            ctx.status = if code == 0 { 499 } else { code };
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+        // A caller hanging up mid-stream is routine, not an error worth a log line each.
+        e.esource() == &ErrorSource::Downstream
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        self.finish(session, e, ctx);
+    }
+}

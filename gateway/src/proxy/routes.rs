@@ -1,0 +1,52 @@
+//! Which endpoint a request hit and whether its method is allowed there. Pure: no I/O.
+
+use super::context::Route;
+
+/// The route of `method path`, or the method the path allows.
+pub fn route_of(method: &http::Method, path: &str) -> Result<Route, &'static str> {
+    let (route, allow) = match path {
+        "/v1/chat/completions" => (Route::ChatCompletions, "POST"),
+        "/v1/messages" => (Route::Messages, "POST"),
+        "/v1/embeddings" => (Route::Embeddings, "POST"),
+        "/v1/ai/infer" => (Route::Infer, "POST"),
+        "/v1/models" => (Route::Models, "GET"),
+        "/v1/health" => (Route::Health, "GET"),
+        _ => return Ok(Route::Unknown),
+    };
+    let ok = match allow {
+        "POST" => method == http::Method::POST,
+        _ => method == http::Method::GET || method == http::Method::HEAD,
+    };
+    if ok {
+        Ok(route)
+    } else {
+        Err(allow)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_and_methods() {
+        assert_eq!(
+            route_of(&http::Method::POST, "/v1/chat/completions"),
+            Ok(Route::ChatCompletions)
+        );
+        assert_eq!(
+            route_of(&http::Method::POST, "/v1/ai/infer"),
+            Ok(Route::Infer)
+        );
+        assert_eq!(
+            route_of(&http::Method::GET, "/v1/chat/completions"),
+            Err("POST")
+        );
+        assert_eq!(
+            route_of(&http::Method::GET, "/v1/models"),
+            Ok(Route::Models)
+        );
+        assert_eq!(route_of(&http::Method::POST, "/v1/models"), Err("GET"));
+        assert_eq!(route_of(&http::Method::GET, "/nope"), Ok(Route::Unknown));
+    }
+}
