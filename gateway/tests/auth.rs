@@ -270,6 +270,24 @@ async fn virtual_keys() {
     let secret = created.json()["key"].as_str().expect("key").to_string();
     assert!(secret.starts_with("sy-") && secret.len() >= 3 + 43);
     assert_eq!(call(gw, Some(&secret), CHAT).await.status, 200);
+    // Out-of-range times are 400, checked before anything is written: the key is unchanged.
+    let absurd = gw
+        .admin(
+            "POST",
+            "/admin/keys/runtime/rotate",
+            Some(ADMIN),
+            Some(r#"{"grace":"20000years"}"#),
+        )
+        .await;
+    assert_eq!(absurd.status, 400, "{}", absurd.text());
+    assert!(absurd.text().contains("grace"), "{}", absurd.text());
+    assert_eq!(call(gw, Some(&secret), CHAT).await.status, 200);
+    for bad in ["to=253402300800", "from=-1", "to=99999-01-01"] {
+        let r = gw
+            .admin("GET", &format!("/admin/usage?{bad}"), Some(ADMIN), None)
+            .await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+    }
     // Rotation with a grace period: both work, then only the new one.
     let rotated = gw
         .admin(

@@ -766,6 +766,10 @@ fn models(
             };
             if d.model.trim().is_empty() {
                 errs.push(format!("{dpath}.model"), "must not be empty");
+            } else if let (ProviderKind::Http { .. }, Err(why)) =
+                (&provider.kind, path_safe_model(&d.model))
+            {
+                errs.push(format!("{dpath}.model"), why);
             }
             let price = match &d.price {
                 None => Price::default(),
@@ -1184,9 +1188,46 @@ fn limits(l: &FileLimits, path: &str, errs: &mut Errors) -> RateLimits {
     }
 }
 
+/// An upstream model name goes into URL paths (Gemini, Cloudflare, Azure): it may hold `/`
+/// (`@cf/meta/llama-3-8b`, `org/model`) but nothing that changes the URL's meaning or the request
+/// line — no whitespace or control character (CR/LF), no `?`, `#`, `%` or `\\`, and no `.` or `..`
+/// segment.
+fn path_safe_model(model: &str) -> Result<(), String> {
+    if let Some(c) = model
+        .chars()
+        .find(|c| c.is_control() || c.is_whitespace() || matches!(c, '?' | '#' | '%' | '\\'))
+    {
+        return Err(format!(
+            "must be usable in a URL path: {c:?} is not allowed"
+        ));
+    }
+    if model.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err("must be usable in a URL path: no `.` or `..` segments".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upstream_model_names_are_path_safe() {
+        assert!(path_safe_model("gpt-4o").is_ok());
+        assert!(path_safe_model("@cf/meta/llama-3-8b-instruct").is_ok());
+        assert!(path_safe_model("org/model.v2:latest").is_ok());
+        for bad in [
+            "../../admin?x=1#",
+            "a\r\nb",
+            "a b",
+            "x/../y",
+            "m%2e",
+            "a\\b",
+            "./m",
+        ] {
+            assert!(path_safe_model(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn endpoint_parsing() {

@@ -33,6 +33,16 @@ const INTROSPECTION_TTL: Duration = Duration::from_secs(60);
 /// Longest any introspection answer is reused.
 const INTROSPECTION_MAX_CACHE: Duration = Duration::from_secs(300);
 
+/// A caller-chosen value (a token's `kid`) as echoed in an error or the audit log: at most 64
+/// characters, so a huge header cannot make a huge answer or log line.
+fn bounded(s: &str) -> String {
+    const MAX: usize = 64;
+    match s.char_indices().nth(MAX) {
+        None => s.to_string(),
+        Some((cut, _)) => format!("{}… ({} bytes)", &s[..cut], s.len()),
+    }
+}
+
 /// `application/x-www-form-urlencoded` encoding of one value.
 fn form_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -283,7 +293,7 @@ impl Auth {
                 self.jwks.refresh_on_demand(oauth).await;
                 attempt(&self.jwks.set.load()).map_err(|e| match e {
                     JwtError::UnknownKid(_) => {
-                        AuthError::InvalidToken(format!("unknown key id {kid:?}"))
+                        AuthError::InvalidToken(format!("unknown key id {:?}", bounded(&kid)))
                     }
                     JwtError::Auth(a) => a,
                 })?
@@ -415,7 +425,7 @@ impl Auth {
                 .map_err(|e| match e {
                     JwtError::Auth(a) => a,
                     JwtError::UnknownKid(k) => {
-                        AuthError::InvalidToken(format!("unknown key id {k:?}"))
+                        AuthError::InvalidToken(format!("unknown key id {:?}", bounded(&k)))
                     }
                 })?;
                 self.jwks.remember(token, &v, now);
@@ -586,5 +596,19 @@ impl pingora_core::services::background::BackgroundService for JwksRefresher {
                 _ = shutdown.changed() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod bounded_tests {
+    #[test]
+    fn long_values_are_cut_at_a_character_boundary() {
+        assert_eq!(super::bounded("k1"), "k1");
+        let long = "é".repeat(10_000);
+        let b = super::bounded(&long);
+        assert!(
+            b.len() < 200 && b.starts_with("éé") && b.ends_with("(20000 bytes)"),
+            "{b}"
+        );
     }
 }

@@ -76,13 +76,13 @@ fn key_json(k: &KeyRecord) -> Value {
         "team": k.team,
         "project": k.project,
         "models": k.models,
-        "expires": k.expires_unix.map(|t| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(t)).to_string()),
+        "expires": k.expires_unix.map(rfc3339),
         "ip_allow": k.ip_allow.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
         "metadata": k.metadata,
         "revoked": k.revoked,
         "source": k.source.label(),
         "read_only": k.source == switchyard_filters::auth::keys::KeySource::Config,
-        "created": (k.created_unix > 0).then(|| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(k.created_unix)).to_string()),
+        "created": (k.created_unix > 0).then(|| rfc3339(k.created_unix)),
     })
 }
 
@@ -275,9 +275,18 @@ impl AdminApp {
                         .map_err(|e| format!("invalid JSON: {e}"))
                         .and_then(|v| match v.get("grace").and_then(Value::as_str) {
                             None => Ok(Duration::from_secs(3600)),
-                            Some(g) => {
-                                humantime::parse_duration(g).map_err(|e| format!("grace: {e}"))
-                            }
+                            Some(g) => humantime::parse_duration(g)
+                                .map_err(|e| format!("grace: {e}"))
+                                .and_then(|d| {
+                                    if d <= MAX_GRACE {
+                                        Ok(d)
+                                    } else {
+                                        Err(format!(
+                                            "grace: {g:?} is longer than the most allowed ({})",
+                                            humantime::format_duration(MAX_GRACE)
+                                        ))
+                                    }
+                                }),
                         })
                 };
                 let grace = match grace {
@@ -292,7 +301,7 @@ impl AdminApp {
                             &json!({
                                 "name": name,
                                 "key": secret,
-                                "previous_key_valid_until": humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(until)).to_string(),
+                                "previous_key_valid_until": rfc3339(until),
                             }),
                         )
                     }
@@ -329,15 +338,31 @@ impl AdminApp {
 /// Parses a `from`/`to` bound: RFC 3339, a date (`2026-11-01`), or Unix seconds.
 fn parse_instant(s: &str) -> Option<i64> {
     let s = s.trim();
-    if let Ok(n) = s.parse::<i64>() {
-        return Some(n);
-    }
-    let t = humantime::parse_rfc3339_weak(s)
-        .or_else(|_| humantime::parse_rfc3339_weak(&format!("{s}T00:00:00Z")))
-        .ok()?;
-    t.duration_since(std::time::UNIX_EPOCH)
-        .ok()
-        .map(|d| d.as_secs() as i64)
+    let secs = match s.parse::<i64>() {
+        Ok(n) => n,
+        Err(_) => {
+            let t = humantime::parse_rfc3339_weak(s)
+                .or_else(|_| humantime::parse_rfc3339_weak(&format!("{s}T00:00:00Z")))
+                .ok()?;
+            t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64
+        }
+    };
+    // Only instants RFC 3339 can write back (1970 to 9999) are accepted.
+    (0..=LAST_RFC3339_SECOND as i64)
+        .contains(&secs)
+        .then_some(secs)
+}
+
+/// The last second RFC 3339 can write: 9999-12-31T23:59:59Z.
+const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
+
+/// The longest grace a rotated-out secret keeps working.
+const MAX_GRACE: Duration = Duration::from_secs(365 * 86_400);
+
+/// Unix seconds as RFC 3339, clamped to what RFC 3339 can write (never a panic).
+fn rfc3339(secs: u64) -> String {
+    let secs = secs.min(LAST_RFC3339_SECOND);
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
 impl AdminApp {
@@ -412,8 +437,8 @@ impl AdminApp {
         json_response(
             200,
             &json!({
-                "from": humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(from.max(0) as u64)).to_string(),
-                "to": humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(to.max(0) as u64)).to_string(),
+                "from": rfc3339(from.max(0) as u64),
+                "to": rfc3339(to.max(0) as u64),
                 "group_by": query.split('&').find_map(|p| p.strip_prefix("group_by=")),
                 "totals": rows,
                 "forecast": {
