@@ -22,6 +22,24 @@ use switchyard_adapters::canonical::{
 use switchyard_adapters::openai;
 use switchyard_adapters::providers::StreamEncoder;
 
+/// A generation under way: when it started, its prompt's size, the answer's id and time.
+struct Generation {
+    started: Instant,
+    prompt_tokens: u64,
+    id: String,
+    created: u64,
+}
+
+/// OpenAI-shaped usage of a local generation.
+fn local_usage(prompt_tokens: u64, completion_tokens: u64) -> openai::Usage {
+    openai::Usage {
+        prompt_tokens,
+        completion_tokens,
+        total_tokens: prompt_tokens + completion_tokens,
+        ..Default::default()
+    }
+}
+
 /// Why the local pool did not answer.
 pub(in crate::forward) enum LocalMiss {
     /// Busy or unavailable: the next deployment should answer.
@@ -134,64 +152,113 @@ impl Forwarder {
                 )))
             }
         };
-        let usage = |completion: u64| openai::Usage {
-            prompt_tokens,
-            completion_tokens: completion,
-            total_tokens: prompt_tokens + completion,
-            ..Default::default()
-        };
-        served_in_process(ctx, dep, usage(0));
+        served_in_process(ctx, dep, local_usage(prompt_tokens, 0));
         ctx.stream = inbound.facts.stream;
-        let caller = inbound.caller;
-        let id = format!("{}{}", caller.id_prefix(), ctx.request_id);
+        let generation = Generation {
+            started,
+            prompt_tokens,
+            id: format!("{}{}", inbound.caller.id_prefix(), ctx.request_id),
+            created: unix_now(),
+        };
+        if inbound.facts.stream {
+            self.local_stream(session, ctx, target, events, generation)
+                .await
+        } else {
+            self.local_whole(session, ctx, target, events, generation)
+                .await
+        }
+    }
+
+    /// A local generation answered whole: its text collected, then one answer in the caller's
+    /// format.
+    async fn local_whole(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        target: &InProcess<'_, '_>,
+        mut events: tokio::sync::mpsc::UnboundedReceiver<GenEvent>,
+        generation: Generation,
+    ) -> Result<(), LocalMiss> {
+        let (model, dep, deadline) = (target.model, target.dep, target.deadline);
+        let spec = dep.spec(model);
+        let Generation {
+            started,
+            prompt_tokens,
+            id,
+            created,
+        } = generation;
+        let caller = target.inbound.caller;
         let public_model = model.config.name.as_str();
-        let created = unix_now();
+        let usage = |completion: u64| local_usage(prompt_tokens, completion);
         let failed =
             |why: String| LocalMiss::Failed(Failure::Respond(GatewayError::LocalInference(why)));
+        let mut text = String::new();
+        let (finish, completion) = loop {
+            match tokio::time::timeout_at(deadline.into(), events.recv()).await {
+                Err(_) => return Err(failed("the request deadline was reached".into())),
+                Ok(None) => return Err(failed("the worker stopped".into())),
+                Ok(Some(GenEvent::Text(t))) => text.push_str(&t),
+                Ok(Some(GenEvent::Finished {
+                    finish,
+                    completion_tokens,
+                    ..
+                })) => break (finish, completion_tokens),
+                Ok(Some(GenEvent::Failed(why))) => return Err(failed(why)),
+                Ok(Some(other)) => return Err(failed(format!("unexpected event {other:?}"))),
+            }
+        };
+        dep.runtime.observe_ttfb(started.elapsed());
+        ctx.usage = Some(usage(completion));
+        let response = ChatResponse {
+            id: id.clone(),
+            model: public_model.to_string(),
+            content: if text.is_empty() {
+                Vec::new()
+            } else {
+                vec![OutputPart::Text(text)]
+            },
+            finish,
+            usage: Some(canonical_usage(prompt_tokens, completion)),
+        };
+        let body = Bytes::from(caller.encode_response(&response, &id, public_model, created));
+        return self
+            .write_whole_json(session, ctx, dep, spec, body)
+            .await
+            .map_err(|e| LocalMiss::Failed(Failure::Abort(e)));
+    }
 
-        if !inbound.facts.stream {
-            let mut text = String::new();
-            let (finish, completion) = loop {
-                match tokio::time::timeout_at(deadline.into(), events.recv()).await {
-                    Err(_) => return Err(failed("the request deadline was reached".into())),
-                    Ok(None) => return Err(failed("the worker stopped".into())),
-                    Ok(Some(GenEvent::Text(t))) => text.push_str(&t),
-                    Ok(Some(GenEvent::Finished {
-                        finish,
-                        completion_tokens,
-                        ..
-                    })) => break (finish, completion_tokens),
-                    Ok(Some(GenEvent::Failed(why))) => return Err(failed(why)),
-                    Ok(Some(other)) => return Err(failed(format!("unexpected event {other:?}"))),
-                }
-            };
-            dep.runtime.observe_ttfb(started.elapsed());
-            ctx.usage = Some(usage(completion));
-            let response = ChatResponse {
-                id: id.clone(),
-                model: public_model.to_string(),
-                content: if text.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![OutputPart::Text(text)]
-                },
-                finish,
-                usage: Some(canonical_usage(prompt_tokens, completion)),
-            };
-            let body = Bytes::from(caller.encode_response(&response, &id, public_model, created));
-            return self
-                .write_whole_json(session, ctx, dep, spec, body)
-                .await
-                .map_err(|e| LocalMiss::Failed(Failure::Abort(e)));
-        }
-
+    /// A local generation streamed: each token through the caller's encoder as it comes.
+    async fn local_stream(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        target: &InProcess<'_, '_>,
+        mut events: tokio::sync::mpsc::UnboundedReceiver<GenEvent>,
+        generation: Generation,
+    ) -> Result<(), LocalMiss> {
+        let (model, dep) = (target.model, target.dep);
+        let spec = dep.spec(model);
+        let Generation {
+            started,
+            prompt_tokens,
+            id,
+            created,
+        } = generation;
+        let caller = target.inbound.caller;
+        let public_model = model.config.name.as_str();
+        let usage = |completion: u64| local_usage(prompt_tokens, completion);
         let abort = |e| LocalMiss::Failed(Failure::Abort(e));
         write_stream_header(session, ctx, dep, spec)
             .await
             .map_err(abort)?;
         let _stream_guard = ctx.stream_guard();
-        let mut encoder =
-            StreamEncoder::new(caller, &id, public_model, created, inbound.include_usage());
+        let mut encoder = StreamEncoder::new(
+            caller,
+            &id,
+            public_model,
+            created,
+            target.inbound.include_usage(),
+        );
         let mut out = BytesMut::new();
         encoder.push(
             &StreamEvent::Start {
