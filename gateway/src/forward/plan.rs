@@ -11,7 +11,7 @@ use super::relay::Answer;
 use super::translate::{Inbound, Prepared};
 use super::{Failure, Forwarder};
 use crate::clock::now_ms;
-use crate::config::ProviderKind;
+use crate::config::{MockSettings, ProviderKind};
 use crate::errors::{GatewayError, TryFailure};
 use crate::ops::telemetry::AttemptOutcome;
 use crate::proxy::context::RequestCtx;
@@ -54,6 +54,42 @@ struct HttpStep {
     prepared: Prepared,
     /// Another step follows that could answer.
     may_retry: bool,
+}
+
+/// What a local deployment is asked: a generation (a chat request), or `None` for embeddings.
+#[cfg(feature = "local")]
+type LocalChat = Option<crate::local::generate::GenerateRequest>;
+/// Without the `local` feature a local deployment is asked nothing.
+#[cfg(not(feature = "local"))]
+type LocalChat = ();
+
+/// A deployment ready to take the request: what each kind needs to serve it.
+enum Ready<'a> {
+    Http(Prepared),
+    Mock(&'a MockSettings),
+    Local(LocalChat),
+}
+
+impl<'a> Ready<'a> {
+    /// What `dep` needs to serve the request, or the field it cannot honour.
+    fn for_deployment(
+        inbound: &Inbound<'_>,
+        model: &RoutedModel,
+        dep: &'a RoutedDeployment,
+    ) -> Result<Ready<'a>, TranslateError> {
+        match &dep.provider.config.kind {
+            ProviderKind::Http { .. } => prepare_for(inbound, model, dep).map(Ready::Http),
+            ProviderKind::Mock(settings) => Ok(Ready::Mock(settings)),
+            #[cfg(feature = "local")]
+            ProviderKind::Local(_) if !inbound.embeddings => {
+                super::in_process::local::local_request(inbound).map(|r| Ready::Local(Some(r)))
+            }
+            #[cfg(feature = "local")]
+            ProviderKind::Local(_) => Ok(Ready::Local(None)),
+            #[cfg(not(feature = "local"))]
+            ProviderKind::Local(_) => Ok(Ready::Local(())),
+        }
+    }
 }
 
 /// How one step of the plan ended.
@@ -117,16 +153,14 @@ impl Forwarder {
             (walk.model, walk.inbound, walk.steps, walk.deadline);
         let step = &steps[i];
         let dep = step.deployment;
-        let kind = &dep.provider.config.kind;
-        let prepared = match kind {
-            ProviderKind::Http { .. } => match prepare_for(inbound, model, dep) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    skip_refused(ctx, dep, model, tally, e);
-                    return StepEnd::Next;
-                }
-            },
-            _ => None,
+        // What the deployment needs, worked out before it is admitted: a request it cannot take
+        // costs no breaker probe and no quota.
+        let ready = match Ready::for_deployment(inbound, model, dep) {
+            Ok(r) => r,
+            Err(e) => {
+                skip_refused(ctx, dep, model, tally, e);
+                return StepEnd::Next;
+            }
         };
         if !self.admissible(ctx, model, dep, inbound, tally) {
             return StepEnd::Next;
@@ -147,13 +181,13 @@ impl Forwarder {
             inbound,
             deadline,
         };
-        match (kind, prepared) {
-            (ProviderKind::Mock(settings), _) => {
+        match ready {
+            Ready::Mock(settings) => {
                 ctx.tries += 1;
                 StepEnd::Done(self.serve_mock(session, ctx, &target, settings).await)
             }
-            (ProviderKind::Local(_), _) => self.step_local(session, ctx, &target, tally).await,
-            (ProviderKind::Http { .. }, Some(prepared)) => {
+            Ready::Local(chat) => self.step_local(session, ctx, &target, chat, tally).await,
+            Ready::Http(prepared) => {
                 let http = HttpStep {
                     i,
                     prepared,
@@ -161,7 +195,6 @@ impl Forwarder {
                 };
                 self.step_http(session, ctx, walk, http, tally).await
             }
-            (ProviderKind::Http { .. }, None) => StepEnd::Next,
         }
     }
 
@@ -247,23 +280,14 @@ impl Forwarder {
         session: &mut Session,
         ctx: &mut RequestCtx,
         target: &InProcess<'_, '_>,
+        chat: LocalChat,
         tally: &mut Tally,
     ) -> StepEnd {
-        use super::in_process::local::{local_request, LocalMiss};
+        use super::in_process::local::LocalMiss;
         let dep = target.dep;
         if tally.local_refused.contains(&dep.index) {
             return StepEnd::Next;
         }
-        let chat = match target.inbound.embeddings {
-            true => None,
-            false => match local_request(target.inbound) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    skip_refused(ctx, dep, target.model, tally, e);
-                    return StepEnd::Next;
-                }
-            },
-        };
         ctx.tries += 1;
         let served = match chat {
             Some(request) => self.serve_local_chat(session, ctx, target, request).await,
@@ -302,6 +326,7 @@ impl Forwarder {
         _session: &mut Session,
         ctx: &mut RequestCtx,
         target: &InProcess<'_, '_>,
+        _chat: LocalChat,
         _tally: &mut Tally,
     ) -> StepEnd {
         ctx.failures.push(TryFailure {

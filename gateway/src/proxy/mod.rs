@@ -24,7 +24,7 @@ use crate::errors::GatewayError;
 use crate::forward::translate::Inbound;
 use crate::forward::{Failure, Forwarder};
 use crate::governance::Spend;
-use crate::identity::{Auth, Denied};
+use crate::identity::{Auth, AuthView, Denied};
 use crate::ops::access_log::AccessLogger;
 use crate::ops::telemetry::Metrics;
 use crate::snapshot::{Live, Snapshot};
@@ -148,7 +148,7 @@ impl Gateway {
                         _ => true,
                     };
                     if needs_auth {
-                        self.authenticate(session, ctx).await?;
+                        self.authenticate(session, ctx, &snapshot.auth).await?;
                     }
                 }
                 HeadStep::LoopGuard => {
@@ -185,21 +185,17 @@ impl Gateway {
         &self,
         session: &Session,
         ctx: &mut RequestCtx,
+        view: &AuthView,
     ) -> std::result::Result<(), GatewayError> {
         let headers = &session.req_header().headers;
         let client = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        let view = ctx
-            .snapshot
-            .as_ref()
-            .map(|s| s.auth.clone())
-            .unwrap_or_default();
         let outcome = self
             .auth
             .authenticate(
-                &view,
+                view,
                 headers.get("authorization").map(|v| v.as_bytes()),
                 headers.get("x-api-key").map(|v| v.as_bytes()),
                 client,
