@@ -622,3 +622,122 @@ async fn health_and_models_need_credentials_unless_public() {
     assert_eq!(gw.request("GET", "/v1/health", None, &[]).await.status, 200);
     assert_eq!(call(&gw, None, CHAT).await.status, 401);
 }
+
+// ---- the failure limiter: per address, exact, bounded (issue 17, point 2) ----
+
+/// One HTTP/1.1 request from the loopback address `from` (127.0.0.0/8 is all loopback on Linux),
+/// on a fresh connection; returns the answer's status.
+async fn status_from(port: u16, from: std::net::Ipv4Addr, path: &str, bearer: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(std::net::SocketAddr::from((from, 0)))
+        .expect("bind a loopback address");
+    let mut conn = socket
+        .connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .expect("connect");
+    let (method, body) = if path.starts_with("/admin") {
+        ("GET", &b""[..])
+    } else {
+        ("POST", CHAT)
+    };
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer {bearer}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.expect("write head");
+    conn.write_all(body).await.expect("write body");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut buf = [0u8; 1024];
+        while !answer.windows(2).any(|w| w == b"\r\n") {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    });
+    read.await
+        .unwrap_or_else(|_| panic!("{path} from {from}: no answer within 30 s"));
+    let line = String::from_utf8_lossy(&answer);
+    line.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {line:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_bad_keys_from_many_addresses_locks_out_only_those_addresses() {
+    let s = setup("flood", "  max_failures_per_minute: 3\n").await;
+    let port = s.gw.port;
+    // 2,500 addresses (more than the old shared sketch's 1,024 columns) each send 3 bad keys.
+    let addrs: Vec<std::net::Ipv4Addr> = (0..2_500u32)
+        .map(|n| std::net::Ipv4Addr::from(0x7f0a_0000 + n))
+        .collect();
+    let tasks: Vec<_> = addrs
+        .chunks(100)
+        .map(|chunk| {
+            let chunk = chunk.to_vec();
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                for a in chunk {
+                    for _ in 0..3 {
+                        statuses.push(
+                            status_from(port, a, "/v1/chat/completions", "sk-guess-000").await,
+                        );
+                    }
+                }
+                statuses
+            })
+        })
+        .collect();
+    for t in tasks {
+        let statuses = t.await.expect("flood task");
+        assert!(statuses.iter().all(|&st| st == 401), "{statuses:?}");
+    }
+    // Every flooding address is now over its limit, even with a valid key...
+    for a in addrs.iter().step_by(250) {
+        assert_eq!(
+            status_from(port, *a, "/v1/chat/completions", KEY_OK).await,
+            429
+        );
+    }
+    // ...and no fresh address with a valid key is refused.
+    for n in 0..20u32 {
+        let fresh = std::net::Ipv4Addr::from(0x7f14_0000 + n);
+        assert_eq!(
+            status_from(port, fresh, "/v1/chat/completions", KEY_OK).await,
+            200,
+            "fresh address {fresh}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_admin_tokens_are_limited_per_address() {
+    let s = setup("admin-limit", "  max_failures_per_minute: 5\n").await;
+    let port = s.gw.admin_port;
+    let guesser = std::net::Ipv4Addr::new(127, 30, 0, 1);
+    let mut statuses = Vec::new();
+    for n in 0..60 {
+        statuses.push(
+            status_from(
+                port,
+                guesser,
+                "/admin/keys",
+                &format!("wrong-admin-token-{n:04}"),
+            )
+            .await,
+        );
+    }
+    assert_eq!(&statuses[..5], &[401; 5], "{statuses:?}");
+    assert!(statuses[5..].iter().all(|&st| st == 429), "{statuses:?}");
+    // The right token from the locked-out address is refused too (a guesser learns nothing)...
+    assert_eq!(status_from(port, guesser, "/admin/keys", ADMIN).await, 429);
+    // ...but works from any other address.
+    let other = std::net::Ipv4Addr::new(127, 30, 0, 2);
+    assert_eq!(status_from(port, other, "/admin/keys", ADMIN).await, 200);
+    assert!(s.gw.audit_log().contains("too_many_failures"));
+}

@@ -13,7 +13,7 @@ mod validate;
 pub(crate) mod validate_auth;
 
 pub use model::*;
-pub use validate_auth::{parse_expiry, parse_net};
+pub use validate_auth::{parse_expiry, parse_net, DEFAULT_MAX_FAILURES_PER_MINUTE};
 
 use std::fmt;
 use std::path::Path;

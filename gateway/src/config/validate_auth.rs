@@ -41,10 +41,10 @@ pub fn auth(a: &FileAuth, models: &HashSet<&str>, errs: &mut Vec<ConfigError>) -
                 "auth.max_failures_per_minute".into(),
                 "must be at least 1",
             );
-            30
+            DEFAULT_MAX_FAILURES_PER_MINUTE
         }
         Some(n) => n.0,
-        None => 30,
+        None => DEFAULT_MAX_FAILURES_PER_MINUTE,
     };
     AuthSettings {
         keys,
@@ -52,6 +52,9 @@ pub fn auth(a: &FileAuth, models: &HashSet<&str>, errs: &mut Vec<ConfigError>) -
         max_failures_per_minute,
     }
 }
+
+/// `auth.max_failures_per_minute` when not set (also the admin API's limit without `auth`).
+pub const DEFAULT_MAX_FAILURES_PER_MINUTE: u32 = 30;
 
 fn api_key(
     k: &FileApiKey,

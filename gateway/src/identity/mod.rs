@@ -7,7 +7,9 @@
 //! themselves are `switchyard_filters::auth`'s; this module feeds them the clock, the client
 //! address and the data.
 
+mod failures;
 mod http;
+pub use failures::FailureLimiter;
 pub use http::call as http_call;
 pub mod jwks;
 pub mod store;
@@ -15,7 +17,6 @@ pub mod store;
 use crate::config::AuthSettings;
 use crate::ops::access_log::AccessLogger;
 use arc_swap::ArcSwap;
-use pingora_limits::rate::Rate;
 use ring::rand::SystemRandom;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -153,7 +154,7 @@ pub struct Auth {
     /// Keys created through the admin API (and superseded secrets in their grace period).
     index: ArcSwap<KeyIndex>,
     pub jwks: jwks::Jwks,
-    failures: Rate,
+    failures: FailureLimiter,
     rng: SystemRandom,
     pub audit: AccessLogger,
 }
@@ -169,7 +170,7 @@ impl Auth {
             store,
             index: ArcSwap::from_pointee(KeyIndex::default()),
             jwks,
-            failures: Rate::new(Duration::from_secs(60)),
+            failures: FailureLimiter::default(),
             rng: SystemRandom::new(),
             audit,
         };
@@ -234,12 +235,13 @@ impl Auth {
         let Some(settings) = view.settings.as_ref() else {
             return Ok(None);
         };
-        // No address (a Unix socket): one shared bucket.
-        let ip_key = client.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        if self.failures.observe(&ip_key, 0) >= settings.max_failures_per_minute as isize {
+        let now = crate::clock::unix_secs();
+        if self
+            .failures
+            .over(client, settings.max_failures_per_minute, now)
+        {
             return Err(Denied::TooManyFailures);
         }
-        let now = crate::clock::unix_secs();
         let result = match credential(authorization, x_api_key) {
             None => Err(AuthError::Missing),
             Some(Credential::Key(secret)) => {
@@ -265,7 +267,7 @@ impl Auth {
         };
         if let Err(e) = &result {
             if e.is_guess() {
-                self.failures.observe(&ip_key, 1);
+                self.failures.fail(client, now);
             }
         }
         result.map(Some).map_err(Denied::Auth)
@@ -440,6 +442,24 @@ impl Auth {
                 model: "admin API".into(),
             })
         }
+    }
+
+    /// Whether `client` sent too many wrong credentials (keys, tokens or admin tokens) in the
+    /// last minute for the admin API to check another one.
+    pub fn admin_locked_out(&self, client: Option<IpAddr>) -> bool {
+        let limit = self
+            .view()
+            .settings
+            .as_ref()
+            .map_or(crate::config::DEFAULT_MAX_FAILURES_PER_MINUTE, |s| {
+                s.max_failures_per_minute
+            });
+        self.failures.over(client, limit, crate::clock::unix_secs())
+    }
+
+    /// Counts a wrong admin credential from `client`.
+    pub fn admin_failed(&self, client: Option<IpAddr>) {
+        self.failures.fail(client, crate::clock::unix_secs());
     }
 
     // ---- administration (admin listener only) ----

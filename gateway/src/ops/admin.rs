@@ -146,14 +146,20 @@ impl AdminApp {
         }));
     }
 
-    async fn admin(
+    /// Who is calling the admin API: `Ok(actor)` for the audit log, or the refusal to send (404
+    /// when the admin API is off, 429 for an address that sent too many wrong credentials, 401).
+    async fn admin_caller(
         &self,
-        session: &mut ServerSession,
+        session: &ServerSession,
+        state: &crate::routing::state::State,
         method: &str,
         path: &str,
-    ) -> Response<Vec<u8>> {
+    ) -> Result<String, Response<Vec<u8>>> {
         let client = session.client_addr().map(|a| a.to_string());
-        let state = self.live.load().state.clone();
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
         let token = state.config.server.admin_token.as_ref();
         let oauth_admin = self
             .auth
@@ -162,11 +168,28 @@ impl AdminApp {
             .as_ref()
             .is_some_and(|s| s.oauth.is_some());
         if token.is_none() && !oauth_admin {
-            return error(
+            return Err(error(
                 404,
                 "the admin API is disabled: set server.admin_token",
                 "admin_disabled",
+            ));
+        }
+        let refuse = |outcome: &str| {
+            self.audit(
+                "unknown",
+                &format!("{method} {path}"),
+                None,
+                client.clone(),
+                outcome,
             );
+        };
+        if self.auth.admin_locked_out(client_ip) {
+            refuse("too_many_failures");
+            return Err(error(
+                429,
+                "too many failed credentials from this address; retry in a minute",
+                "too_many_auth_failures",
+            ));
         }
         let presented = session
             .req_header()
@@ -177,35 +200,46 @@ impl AdminApp {
                 v.strip_prefix("Bearer ")
                     .or_else(|| v.strip_prefix("bearer "))
             })
-            .map(str::trim)
-            .map(str::to_string);
+            .map(str::trim);
         // Compare digests, so the comparison time says nothing about the token.
-        let by_token = match (&presented, token) {
-            (Some(p), Some(t)) => hash_key(p) == hash_key(t.expose()),
-            _ => false,
-        };
-        let actor = if by_token {
-            "admin_token".to_string()
-        } else {
-            let jwt = match presented.as_deref() {
-                Some(p) if oauth_admin && p.split('.').count() == 3 => {
-                    self.auth.verify_admin_token(p).await.ok()
-                }
-                _ => None,
-            };
-            match jwt {
-                Some(name) => format!("token:{name}"),
-                None => {
-                    self.audit(
-                        "unknown",
-                        &format!("{method} {path}"),
-                        None,
-                        client,
-                        "unauthorized",
-                    );
-                    return error(401, "missing or invalid admin token", "invalid_admin_token");
-                }
+        if let (Some(p), Some(t)) = (presented, token) {
+            if hash_key(p) == hash_key(t.expose()) {
+                return Ok("admin_token".to_string());
             }
+        }
+        let jwt = match presented {
+            Some(p) if oauth_admin && p.split('.').count() == 3 => {
+                self.auth.verify_admin_token(p).await.ok()
+            }
+            _ => None,
+        };
+        match jwt {
+            Some(name) => Ok(format!("token:{name}")),
+            None => {
+                if presented.is_some() {
+                    self.auth.admin_failed(client_ip);
+                }
+                refuse("unauthorized");
+                Err(error(
+                    401,
+                    "missing or invalid admin token",
+                    "invalid_admin_token",
+                ))
+            }
+        }
+    }
+
+    async fn admin(
+        &self,
+        session: &mut ServerSession,
+        method: &str,
+        path: &str,
+    ) -> Response<Vec<u8>> {
+        let client = session.client_addr().map(|a| a.to_string());
+        let state = self.live.load().state.clone();
+        let actor = match self.admin_caller(session, &state, method, path).await {
+            Ok(actor) => actor,
+            Err(refusal) => return refusal,
         };
         let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(2).collect();
         let known_models: Vec<String> =
@@ -268,27 +302,7 @@ impl AdminApp {
                     Ok(b) => b,
                     Err(r) => return r,
                 };
-                let grace = if body.is_empty() {
-                    Ok(Duration::from_secs(3600))
-                } else {
-                    serde_json::from_slice::<Value>(&body)
-                        .map_err(|e| format!("invalid JSON: {e}"))
-                        .and_then(|v| match v.get("grace").and_then(Value::as_str) {
-                            None => Ok(Duration::from_secs(3600)),
-                            Some(g) => humantime::parse_duration(g)
-                                .map_err(|e| format!("grace: {e}"))
-                                .and_then(|d| {
-                                    if d <= MAX_GRACE {
-                                        Ok(d)
-                                    } else {
-                                        Err(format!(
-                                            "grace: {g:?} is longer than the most allowed ({})",
-                                            humantime::format_duration(MAX_GRACE)
-                                        ))
-                                    }
-                                }),
-                        })
-                };
+                let grace = rotation_grace(&body);
                 let grace = match grace {
                     Ok(g) => g,
                     Err(m) => return error(400, &m, "invalid_request"),
@@ -333,6 +347,27 @@ impl AdminApp {
             ),
         }
     }
+}
+
+/// The `grace` of a rotation request body (`{"grace": "1h"}`; an hour when absent), at most
+/// [`MAX_GRACE`].
+fn rotation_grace(body: &[u8]) -> Result<Duration, String> {
+    const DEFAULT: Duration = Duration::from_secs(3600);
+    if body.is_empty() {
+        return Ok(DEFAULT);
+    }
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+    let Some(g) = v.get("grace").and_then(Value::as_str) else {
+        return Ok(DEFAULT);
+    };
+    let d = humantime::parse_duration(g).map_err(|e| format!("grace: {e}"))?;
+    if d > MAX_GRACE {
+        return Err(format!(
+            "grace: {g:?} is longer than the most allowed ({})",
+            humantime::format_duration(MAX_GRACE)
+        ));
+    }
+    Ok(d)
 }
 
 /// Parses a `from`/`to` bound: RFC 3339, a date (`2026-11-01`), or Unix seconds.
