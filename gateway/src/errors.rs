@@ -187,6 +187,7 @@ impl GatewayError {
             GatewayError::InvalidRequest(InspectError::MissingModel) => "missing_model",
             GatewayError::InvalidRequest(InspectError::ModelNotString) => "invalid_model",
             GatewayError::InvalidRequest(InspectError::WrongType(..)) => "invalid_type",
+            GatewayError::InvalidRequest(InspectError::OutOfRange(..)) => "invalid_value",
             GatewayError::InvalidMockRequest(_) => "invalid_request",
             GatewayError::Untranslatable(TranslateError::Unsupported { .. }) => "unsupported_field",
             GatewayError::Untranslatable(TranslateError::Invalid { .. }) => "invalid_request",
@@ -281,6 +282,7 @@ mod tests {
             GatewayError::InvalidRequest(InspectError::MissingModel),
             GatewayError::InvalidRequest(InspectError::ModelNotString),
             GatewayError::InvalidRequest(InspectError::WrongType("stream", "x".into())),
+            GatewayError::InvalidRequest(InspectError::OutOfRange("n", "must be at least 1")),
             GatewayError::BodyTooLarge(switchyard_filters::guard::GuardError::BodyTooLarge {
                 actual: 2,
                 limit: 1,

@@ -666,3 +666,60 @@ async fn a_cutoff_budget_ends_a_stream_cleanly_when_its_cost_reaches_what_is_lef
     assert_eq!(r.status, 429, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "budget_exceeded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_reserves_every_choice_so_one_request_cannot_overshoot_a_budget() {
+    // One 5-token choice costs $0.005; the budget fits ten.
+    let gw = Gateway::start(
+        &config("budgets:\n  - { scope: team:t1, limit: 0.05, period: daily }\n"),
+        &format!("  admin_token: {ADMIN}\n"),
+    )
+    .await;
+    let ask_n = |n: &str, field: &str| {
+        format!(
+            r#"{{"model":"chat","max_tokens":5,"{field}":{n},"messages":[{{"role":"user","content":"hi"}}]}}"#
+        )
+    };
+    let post = |body: String| {
+        let gw = &gw;
+        async move {
+            gw.request(
+                "POST",
+                "/v1/chat/completions",
+                Some(body.as_bytes()),
+                &[
+                    ("content-type", "application/json"),
+                    ("authorization", &format!("Bearer {KEY}")),
+                ],
+            )
+            .await
+        }
+    };
+    // n: 128 would cost $0.64 at most: refused up front, nothing reserved or spent.
+    for (n, field) in [("128", "n"), ("11", "n"), ("11", "best_of")] {
+        let r = post(ask_n(n, field)).await;
+        assert_eq!(r.status, 429, "{field}={n}: {}", r.text());
+        assert_eq!(r.json()["error"]["type"], "budget_exceeded");
+    }
+    let b = gw
+        .admin("GET", "/admin/budgets", Some(ADMIN), None)
+        .await
+        .json();
+    assert_eq!(b["budgets"][0]["spent_usd"].as_f64(), Some(0.0), "{b}");
+    assert_eq!(b["budgets"][0]["reserved_usd"].as_f64(), Some(0.0), "{b}");
+    // Ten choices fit exactly.
+    assert_eq!(post(ask_n("10", "n")).await.status, 200);
+    // Out-of-range and mistyped counts are the caller's error, naming the field.
+    for (n, field, code) in [
+        ("0", "n", "invalid_value"),
+        ("129", "n", "invalid_value"),
+        ("\"2\"", "n", "invalid_type"),
+        ("1.5", "best_of", "invalid_type"),
+    ] {
+        let r = post(ask_n(n, field)).await;
+        assert_eq!(r.status, 400, "{field}={n}: {}", r.text());
+        let e = r.json();
+        assert_eq!(e["error"]["param"], field, "{e}");
+        assert_eq!(e["error"]["code"], code, "{e}");
+    }
+}

@@ -32,6 +32,8 @@ pub enum InspectError {
     ModelNotString,
     #[error("'{0}' has the wrong type: {1}")]
     WrongType(&'static str, String),
+    #[error("'{0}' is out of range: {1}")]
+    OutOfRange(&'static str, &'static str),
 }
 
 impl InspectError {
@@ -39,7 +41,7 @@ impl InspectError {
     pub fn param(&self) -> Option<&'static str> {
         match self {
             InspectError::MissingModel | InspectError::ModelNotString => Some("model"),
-            InspectError::WrongType(p, _) => Some(p),
+            InspectError::WrongType(p, _) | InspectError::OutOfRange(p, _) => Some(p),
             _ => None,
         }
     }
@@ -64,6 +66,9 @@ pub struct ChatRequestFacts<'a> {
     pub max_tokens: Option<u64>,
     /// The raw `metadata` object, when given (parsed only by routing rules that need it).
     pub metadata: Option<&'a str>,
+    /// Completions the provider generates and bills: the larger of `n` and `best_of`, at least
+    /// 1, so a fan-out is reserved and estimated in full.
+    pub choices: u64,
 }
 
 #[derive(Deserialize)]
@@ -80,6 +85,10 @@ struct ChatRequestView<'a> {
     max_completion_tokens: Option<&'a RawValue>,
     #[serde(borrow, default)]
     metadata: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    n: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    best_of: Option<&'a RawValue>,
 }
 
 /// Parses an optional field's raw value as `T`, naming the field when its type is wrong.
@@ -126,6 +135,7 @@ pub fn inspect_chat_request(body: &[u8]) -> Result<ChatRequestFacts<'_>, Inspect
     let max_tokens: Option<u64> = typed_field("max_tokens", view.max_tokens)?;
     let max_completion_tokens: Option<u64> =
         typed_field("max_completion_tokens", view.max_completion_tokens)?;
+    let choices = choice_count("n", view.n)?.max(choice_count("best_of", view.best_of)?);
     let raw_model = view.model.ok_or(InspectError::MissingModel)?;
     let raw = raw_model.get();
     if !raw.starts_with('"') {
@@ -152,8 +162,22 @@ pub fn inspect_chat_request(body: &[u8]) -> Result<ChatRequestFacts<'_>, Inspect
         object_start: first + 1,
         max_tokens: max_completion_tokens.or(max_tokens),
         metadata: view.metadata.map(RawValue::get),
+        choices,
     })
 }
+
+/// `n` / `best_of`: absent or `null` is 1; otherwise an integer from 1 to [`MAX_CHOICES`].
+fn choice_count(name: &'static str, raw: Option<&RawValue>) -> Result<u64, InspectError> {
+    match typed_field::<u64>(name, raw)? {
+        None => Ok(1),
+        Some(0) => Err(InspectError::OutOfRange(name, "must be at least 1")),
+        Some(n) if n > MAX_CHOICES => Err(InspectError::OutOfRange(name, "must be at most 128")),
+        Some(n) => Ok(n),
+    }
+}
+
+/// The most completions one request may ask for (OpenAI's own limit for `n`).
+pub const MAX_CHOICES: u64 = 128;
 
 /// Byte span of `part` (a slice borrowed from `whole`) within `whole`.
 fn span_of(whole: &str, part: &str) -> Range<usize> {
@@ -481,6 +505,27 @@ mod tests {
     fn max_completion_tokens_wins() {
         let body = br#"{"model":"m","max_tokens":7,"max_completion_tokens":9}"#;
         assert_eq!(inspect_chat_request(body).unwrap().max_tokens, Some(9));
+    }
+
+    #[test]
+    fn choices_are_the_larger_of_n_and_best_of() {
+        let choices = |b: &str| inspect_chat_request(b.as_bytes()).map(|f| f.choices);
+        assert_eq!(choices(r#"{"model":"m"}"#), Ok(1));
+        assert_eq!(choices(r#"{"model":"m","n":null}"#), Ok(1));
+        assert_eq!(choices(r#"{"model":"m","n":4}"#), Ok(4));
+        assert_eq!(choices(r#"{"model":"m","n":2,"best_of":5}"#), Ok(5));
+        assert_eq!(
+            choices(r#"{"model":"m","n":0}"#),
+            Err(InspectError::OutOfRange("n", "must be at least 1"))
+        );
+        assert_eq!(
+            choices(r#"{"model":"m","best_of":129}"#),
+            Err(InspectError::OutOfRange("best_of", "must be at most 128"))
+        );
+        assert!(matches!(
+            choices(r#"{"model":"m","n":-1}"#),
+            Err(InspectError::WrongType("n", _))
+        ));
     }
 
     #[test]

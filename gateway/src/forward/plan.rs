@@ -216,6 +216,7 @@ impl Forwarder {
                 dep,
                 inbound.body.len(),
                 inbound.facts.max_tokens,
+                inbound.facts.choices,
             );
             if !gov.provider_allows(dep.provider.name(), estimate) {
                 ctx.failures.push(TryFailure {

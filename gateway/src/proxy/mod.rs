@@ -103,6 +103,7 @@ impl Gateway {
                         &model,
                         body.len(),
                         facts.max_tokens,
+                        facts.choices,
                     );
                     ctx.estimate_nanos = estimate;
                     let admitted = snapshot
