@@ -741,3 +741,43 @@ async fn wrong_admin_tokens_are_limited_per_address() {
     assert_eq!(status_from(port, other, "/admin/keys", ADMIN).await, 200);
     assert!(s.gw.audit_log().contains("too_many_failures"));
 }
+
+// ---- identities do not collide (issue 17, point 4) ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_whose_subject_is_a_keys_name_does_not_share_its_limits() {
+    const LIMITED: &str = "sk-config-key-limited-04";
+    let rsa = TestKey::rsa(RSA_A);
+    let jwks = JwksServer::start(json!({"keys": [rsa.jwk("rsa-1")]})).await;
+    let store = tempdir::new("collide");
+    let cfg = config(jwks.port, &store.0.join("state.db"), "").replace(
+        "  api_keys:\n",
+        &format!(
+            "  api_keys:\n    - {{ name: bot, key: \"{LIMITED}\", limits: {{ requests_per_minute: 2 }} }}\n"
+        ),
+    );
+    let gw = Gateway::start(&cfg, &format!("  admin_token: \"{ADMIN}\"\n")).await;
+    let mut as_bot = claims();
+    as_bot["sub"] = json!("bot");
+    let token = rsa.sign("RS256", Some("rsa-1"), &as_bot);
+    for _ in 0..3 {
+        let r = call(&gw, Some(&token), CHAT).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    // The token used none of the key's allowance: the key is served, then limited as its own.
+    assert_eq!(call(&gw, Some(LIMITED), CHAT).await.status, 200);
+    let mut r = call(&gw, Some(LIMITED), CHAT).await;
+    for _ in 0..3 {
+        if r.status == 429 {
+            break;
+        }
+        r = call(&gw, Some(LIMITED), CHAT).await;
+    }
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.text().contains("key:bot"), "{}", r.text());
+    // The access log names each caller with its kind.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = gw.access_log();
+    assert!(log.contains("\"kind\":\"user_token\""), "{log}");
+    assert!(log.contains("\"kind\":\"virtual_key\""), "{log}");
+}

@@ -46,6 +46,24 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// The virtual key's name, for `key:` limits and budgets; `None` for tokens, whose subject
+    /// may equal a key's name without sharing its limits.
+    pub fn key_name(&self) -> Option<&str> {
+        (self.kind == CredentialKind::VirtualKey).then_some(self.name.as_str())
+    }
+
+    /// The caller as a ledger and usage subject, its credential kind spelled out where it is
+    /// not a virtual key: `team-a-prod` for a key, `token:alice` for a JWT or an introspected
+    /// token.
+    pub fn subject(&self) -> std::borrow::Cow<'_, str> {
+        match self.kind {
+            CredentialKind::VirtualKey => std::borrow::Cow::Borrowed(&self.name),
+            CredentialKind::MachineToken | CredentialKind::UserToken => {
+                std::borrow::Cow::Owned(format!("token:{}", self.name))
+            }
+        }
+    }
+
     pub fn may_use(&self, model: &str) -> bool {
         self.models
             .as_ref()
@@ -186,5 +204,30 @@ mod tests {
             .status(),
             403
         );
+    }
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+
+    fn who(kind: CredentialKind) -> Identity {
+        Identity {
+            name: "bot".into(),
+            team: None,
+            project: None,
+            user: None,
+            kind,
+            models: None,
+        }
+    }
+
+    #[test]
+    fn only_a_virtual_key_has_a_key_name_and_tokens_say_what_they_are() {
+        assert_eq!(who(CredentialKind::VirtualKey).key_name(), Some("bot"));
+        assert_eq!(who(CredentialKind::UserToken).key_name(), None);
+        assert_eq!(who(CredentialKind::VirtualKey).subject(), "bot");
+        assert_eq!(who(CredentialKind::MachineToken).subject(), "token:bot");
+        assert_eq!(who(CredentialKind::UserToken).subject(), "token:bot");
     }
 }

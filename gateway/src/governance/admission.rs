@@ -248,11 +248,8 @@ impl Governance {
             tokens: Vec::new(),
         };
         let subjects = [
-            who.and_then(|i| {
-                self.key_limits
-                    .get(&i.name)
-                    .map(|l| (l, format!("key:{}", i.name)))
-            }),
+            who.and_then(Identity::key_name)
+                .and_then(|k| self.key_limits.get(k).map(|l| (l, format!("key:{k}")))),
             who.and_then(|i| i.team.as_deref())
                 .and_then(|t| self.team_limits.get(t).map(|l| (l, format!("team:{t}")))),
         ];
@@ -366,11 +363,8 @@ impl Governance {
         let mut adm = Admission::none();
         // (limiter, subject kind, subject name); the subject is spelled out only on a refusal.
         let subjects = [
-            who.and_then(|i| {
-                self.key_limits
-                    .get(&i.name)
-                    .map(|l| (l, "key", i.name.as_str()))
-            }),
+            who.and_then(Identity::key_name)
+                .and_then(|k| self.key_limits.get(k).map(|l| (l, "key", k))),
             who.and_then(|i| i.team.as_deref())
                 .and_then(|t| self.team_limits.get(t).map(|l| (l, "team", t))),
         ];

@@ -31,7 +31,8 @@ pub enum LedgerError {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RowText<'a> {
     pub request_id: &'a str,
-    /// The caller's key (or token subject) name; never the secret.
+    /// The caller: a key's name, or `token:<subject>` for a token
+    /// ([`switchyard_filters::auth::Identity::subject`]); never the secret.
     pub key: Option<&'a str>,
     pub team: Option<&'a str>,
     pub project: Option<&'a str>,

@@ -3,6 +3,7 @@
 //! Pure functions of the request context: no I/O.
 
 use crate::governance::ledger::{LedgerRow, RowNumbers, RowText};
+use switchyard_filters::auth::Identity;
 use switchyard_filters::budget::{self};
 
 /// Ledger tags: the string values of the request's `metadata` object and the `k=v` pairs of an
@@ -99,10 +100,11 @@ pub(super) fn row_with(
         _ => None,
     };
     let who = ctx.identity.as_ref();
+    let subject = who.map(Identity::subject);
     LedgerRow::new(
         &RowText {
             request_id: &ctx.request_id,
-            key: who.map(|i| i.name.as_str()),
+            key: subject.as_deref(),
             team: who.and_then(|i| i.team.as_deref()),
             project: who.and_then(|i| i.project.as_deref()),
             user: who.and_then(|i| i.user.as_deref()),

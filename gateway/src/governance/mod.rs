@@ -212,7 +212,7 @@ impl Budget {
             BudgetScope::Global => true,
             BudgetScope::Team(t) => who.and_then(|i| i.team.as_deref()) == Some(t),
             BudgetScope::Project(p) => who.and_then(|i| i.project.as_deref()) == Some(p),
-            BudgetScope::Key(k) => who.map(|i| i.name.as_str()) == Some(k),
+            BudgetScope::Key(k) => who.and_then(Identity::key_name) == Some(k),
             BudgetScope::Provider(_) => false,
         }
     }
