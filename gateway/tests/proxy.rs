@@ -610,6 +610,49 @@ async fn check_reports_every_error_with_its_path() {
 }
 
 #[test]
+fn config_errors_show_references_not_the_secrets_they_expand_to() {
+    let dir = std::env::temp_dir().join(format!("switchyard-secret-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let files = [
+        // A URL with the key in its query, and a duration that is a key: validation errors.
+        ("values.yaml", "server:\n  listen: [\"127.0.0.1:1\"]\nproviders:\n  - name: g\n    kind: openai\n    base_url: \"http://127.0.0.1:9/v1?key=${GEMINI_API_KEY}\"\n    api_key: ${GEMINI_API_KEY}\n    timeouts: { connect: \"${CONNECT_TIMEOUT}\" }\nmodels:\n  - name: a\n    deployments: [{provider: g, model: x}]\n", &["${GEMINI_API_KEY}", "${CONNECT_TIMEOUT}"][..]),
+        // A string where a number belongs: a structural error.
+        ("types.yaml", "server:\n  listen: [\"127.0.0.1:1\"]\n  threads: ${WORKER_THREADS}\nproviders: []\nmodels: []\n", &["${WORKER_THREADS}"][..]),
+    ];
+    for (name, text, references) in files {
+        let conf = dir.join(name);
+        std::fs::write(&conf, text).expect("write");
+        for command in ["check", "run"] {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+                .args([command, "--conf"])
+                .arg(&conf)
+                .env("GEMINI_API_KEY", "AIza-hunter2-gemini-0123456789")
+                .env("CONNECT_TIMEOUT", "sk-hunter2-duration-0123")
+                .env("WORKER_THREADS", "sk-hunter2-threads-0123")
+                .output()
+                .expect("run the binary");
+            assert!(!out.status.success(), "{command} accepted {name}");
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                !text.contains("hunter2"),
+                "{command} {name} printed a secret:\n{text}"
+            );
+            for r in references {
+                assert!(
+                    text.contains(r),
+                    "{command} {name} does not show {r}:\n{text}"
+                );
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn every_file_in_conf_is_valid() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf");
     let mut checked = 0;

@@ -4,6 +4,52 @@
 //! and every error carries the key path of the string that referenced the variable.
 
 use serde_yaml::Value;
+use std::cell::RefCell;
+
+/// The environment values a file's references expanded to, so that no error about the expanded
+/// text (a bad URL, a bad duration, a wrong type) shows a secret: [`Redactor::redact`] puts the
+/// reference as written (`${GEMINI_API_KEY}`) back in its place.
+#[derive(Default)]
+pub struct Redactor {
+    /// (value, `${NAME}`), longest value first.
+    values: RefCell<Vec<(String, String)>>,
+}
+
+/// Values shorter than this are not redacted (a `2` or `on` is no secret, and replacing it
+/// everywhere would make messages unreadable).
+const MIN_REDACTED_LEN: usize = 4;
+
+impl Redactor {
+    /// A lookup that reads variables through `lookup` and remembers what each expanded to.
+    pub fn recording<'a>(
+        &'a self,
+        lookup: &'a dyn Fn(&str) -> Option<String>,
+    ) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            let value = lookup(name)?;
+            if value.len() >= MIN_REDACTED_LEN {
+                let mut values = self.values.borrow_mut();
+                if !values.iter().any(|(v, _)| *v == value) {
+                    values.push((value.clone(), format!("${{{name}}}")));
+                    values.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+                }
+            }
+            Some(value)
+        }
+    }
+
+    /// `text` with every expanded value replaced by the reference that produced it.
+    pub fn redact(&self, text: &str) -> String {
+        let values = self.values.borrow();
+        let mut out = text.to_string();
+        for (value, reference) in values.iter() {
+            if out.contains(value.as_str()) {
+                out = out.replace(value.as_str(), reference);
+            }
+        }
+        out
+    }
+}
 
 /// A reference that could not be expanded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +173,23 @@ mod tests {
         assert!(expand_str("${BAD-NAME}", &env)
             .unwrap_err()
             .contains("invalid"));
+    }
+
+    #[test]
+    fn the_redactor_puts_references_back_in_place_of_their_values() {
+        let redactor = Redactor::default();
+        let lookup = |n: &str| match n {
+            "GEMINI_API_KEY" => Some("AIzaSECRET-value-123".to_string()),
+            "PORT" => Some("80".to_string()),
+            _ => None,
+        };
+        let recording = redactor.recording(&lookup);
+        let url = expand_str("https://g/?key=${GEMINI_API_KEY}&p=${PORT}", &recording).unwrap();
+        assert_eq!(url, "https://g/?key=AIzaSECRET-value-123&p=80");
+        assert_eq!(
+            redactor.redact(&format!("URL {url:?} must not have a query string")),
+            "URL \"https://g/?key=${GEMINI_API_KEY}&p=80\" must not have a query string"
+        );
     }
 
     #[test]

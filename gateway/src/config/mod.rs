@@ -66,8 +66,28 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     parse(&text, &|name| std::env::var(name).ok())
 }
 
-/// Parses and validates configuration text, reading variables through `lookup`.
+/// Parses and validates configuration text, reading variables through `lookup`. Errors show
+/// the text as written: a value that came from the environment appears as its `${NAME}`.
 pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+    let redactor = env::Redactor::default();
+    let recording = redactor.recording(lookup);
+    parse_expanded(text, &recording).map_err(|ConfigErrors(errors)| {
+        ConfigErrors(
+            errors
+                .into_iter()
+                .map(|e| ConfigError {
+                    path: redactor.redact(&e.path),
+                    message: redactor.redact(&e.message),
+                })
+                .collect(),
+        )
+    })
+}
+
+fn parse_expanded(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
     let mut tree: serde_yaml::Value =
         serde_yaml::from_str(text).map_err(|e| single("", format!("invalid YAML: {e}")))?;
     if tree.is_null() {
