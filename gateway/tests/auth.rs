@@ -619,7 +619,15 @@ async fn health_and_models_need_credentials_unless_public() {
         "  public_health: true\n",
     )
     .await;
-    assert_eq!(gw.request("GET", "/v1/health", None, &[]).await.status, 200);
+    let public = gw.request("GET", "/v1/health", None, &[]).await;
+    assert_eq!(public.status, 200);
+    // Without a credential: the status, nothing about providers, models or budgets.
+    let public = public.json();
+    assert_eq!(public["status"], "ok", "{public}");
+    assert!(
+        public.get("providers").is_none() && public.get("budgets").is_none(),
+        "{public}"
+    );
     assert_eq!(call(&gw, None, CHAT).await.status, 401);
 }
 
@@ -780,4 +788,66 @@ async fn a_token_whose_subject_is_a_keys_name_does_not_share_its_limits() {
     let log = gw.access_log();
     assert!(log.contains("\"kind\":\"user_token\""), "{log}");
     assert!(log.contains("\"kind\":\"virtual_key\""), "{log}");
+}
+
+// ---- /v1/health shows a caller only what it may use (issue 17, point 10) ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_shows_a_key_only_its_providers_and_budgets() {
+    let rsa = TestKey::rsa(RSA_A);
+    let jwks = JwksServer::start(json!({"keys": [rsa.jwk("rsa-1")]})).await;
+    let store = tempdir::new("health-view");
+    let cfg = config(jwks.port, &store.0.join("state.db"), "")
+        .replace(
+            "models:\n",
+            "  - name: vault\n    kind: mock\nmodels:\n  - name: hidden\n    deployments: [{ provider: vault, model: m-3 }]\n",
+        )
+        .replace(
+            "store:\n",
+            "budgets:\n  - { scope: team:team-a, limit: 5, period: daily }\n  - { scope: team:team-b, limit: 7, period: daily }\n  - { scope: provider:sim, limit: 9, period: daily }\n  - { scope: provider:vault, limit: 11, period: daily }\nstore:\n",
+        );
+    let gw = Gateway::start(&cfg, &format!("  admin_token: \"{ADMIN}\"\n")).await;
+    let bearer = format!("Bearer {KEY_OK}");
+    let mine = gw
+        .request("GET", "/v1/health", None, &[("authorization", &bearer)])
+        .await;
+    assert_eq!(mine.status, 200, "{}", mine.text());
+    let mine = mine.json();
+    let names = |v: &Value, list: &str, field: &str| -> Vec<String> {
+        v[list]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|x| x[field].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // The key `app` (team-a) may use `chat` only, served by `sim`.
+    assert_eq!(names(&mine, "models", "name"), ["chat"], "{mine}");
+    assert_eq!(names(&mine, "providers", "name"), ["sim"], "{mine}");
+    assert_eq!(
+        names(&mine, "budgets", "scope"),
+        ["team:team-a", "provider:sim"],
+        "{mine}"
+    );
+    // The admin listener has the full view.
+    let full = gw.admin("GET", "/admin/health", Some(ADMIN), None).await;
+    assert_eq!(full.status, 200, "{}", full.text());
+    let full = full.json();
+    assert_eq!(
+        names(&full, "models", "name"),
+        ["hidden", "chat", "other"],
+        "{full}"
+    );
+    assert_eq!(
+        names(&full, "providers", "name"),
+        ["sim", "vault"],
+        "{full}"
+    );
+    assert_eq!(names(&full, "budgets", "scope").len(), 4, "{full}");
+    assert_eq!(
+        gw.admin("GET", "/admin/health", None, None).await.status,
+        401
+    );
 }

@@ -207,6 +207,15 @@ impl Budget {
 }
 
 impl Budget {
+    /// Whether a caller may see this budget in `/v1/health`: it applies to the caller, or it is
+    /// the budget of a provider serving a model the caller may use (`serves_caller`).
+    pub fn visible_to(&self, who: &Identity, serves_caller: impl Fn(&str) -> bool) -> bool {
+        match &self.settings.scope {
+            BudgetScope::Provider(p) => serves_caller(p),
+            _ => self.applies_to(Some(who)),
+        }
+    }
+
     fn applies_to(&self, who: Option<&Identity>) -> bool {
         match &self.settings.scope {
             BudgetScope::Global => true,

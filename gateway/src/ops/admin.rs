@@ -247,7 +247,14 @@ impl AdminApp {
         match (method, segments.as_slice()) {
             ("GET", ["usage"]) => self.usage(session.req_header().uri.query().unwrap_or("")),
             ("GET", ["budgets"]) => self.budgets().await,
-            (_, ["usage"] | ["budgets"]) => error(
+            ("GET", ["health"]) => {
+                let (status, body) = crate::proxy::control::health_body(
+                    &self.live.load(),
+                    crate::proxy::control::HealthView::Full,
+                );
+                respond(status, "application/json", body.to_vec())
+            }
+            (_, ["usage"] | ["budgets"] | ["health"]) => error(
                 405,
                 &format!("method {method} is not allowed on {path}"),
                 "method_not_allowed",

@@ -1,14 +1,55 @@
 //! Control endpoints answered from the live snapshot: `GET /v1/health` (providers, deployments
-//! with circuit state, budgets). `GET /v1/models` is pre-rendered in the routing state.
+//! with circuit state, budgets) as one caller may see it, and the full view for the admin
+//! listener's `GET /admin/health`. `GET /v1/models` is pre-rendered in the routing state.
 
+use crate::routing::state::ProviderHandle;
 use crate::snapshot::Snapshot;
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
+use switchyard_filters::auth::Identity;
 
-pub fn health_body(snapshot: &Snapshot) -> (u16, Bytes) {
+/// Who is looking at the health document, which decides how much of it they see.
+#[derive(Clone, Copy)]
+pub enum HealthView<'a> {
+    /// Everything: the admin listener, or a gateway without an `auth` section (open to all).
+    Full,
+    /// An authenticated caller: the models it may use, the providers serving them, and the
+    /// budgets that apply to it or to those providers.
+    Caller(&'a Identity),
+    /// `server.public_health` without a credential: the overall status and version only.
+    Public,
+}
+
+impl HealthView<'_> {
+    fn shows_model(&self, name: &str) -> bool {
+        match self {
+            HealthView::Full => true,
+            HealthView::Caller(who) => who.may_use(name),
+            HealthView::Public => false,
+        }
+    }
+}
+
+pub fn health_body(snapshot: &Snapshot, view: HealthView<'_>) -> (u16, Bytes) {
     let state = &snapshot.state;
-    let providers: Vec<serde_json::Value> = state
+    let visible_models: Vec<_> = state
+        .models()
+        .filter(|m| view.shows_model(&m.config.name))
+        .collect();
+    // The providers behind what the caller may use (all of them for the full and public views,
+    // whose overall status is the gateway's).
+    let providers_seen: Vec<&ProviderHandle> = state
         .providers
+        .iter()
+        .filter(|p| {
+            matches!(view, HealthView::Full | HealthView::Public)
+                || visible_models
+                    .iter()
+                    .any(|m| m.deployments.iter().any(|d| d.provider.name() == p.name()))
+        })
+        .map(|p| p.as_ref())
+        .collect();
+    let providers: Vec<serde_json::Value> = providers_seen
         .iter()
         .map(|p| {
             let h = &p.health;
@@ -24,12 +65,11 @@ pub fn health_body(snapshot: &Snapshot) -> (u16, Bytes) {
             })
         })
         .collect();
-    let healthy = state
-        .providers
+    let healthy = providers_seen
         .iter()
         .filter(|p| p.health.is_healthy())
         .count();
-    let (status, overall) = if healthy == state.providers.len() {
+    let (status, overall) = if healthy == providers_seen.len() {
         (200, "ok")
     } else if healthy > 0 {
         (200, "degraded")
@@ -37,8 +77,12 @@ pub fn health_body(snapshot: &Snapshot) -> (u16, Bytes) {
         (503, "down")
     };
     let now = crate::clock::now_ms();
-    let models: Vec<serde_json::Value> = state
-        .models()
+    if matches!(view, HealthView::Public) {
+        let body = serde_json::json!({"status": overall, "version": env!("CARGO_PKG_VERSION")});
+        return (status, Bytes::from(body.to_string()));
+    }
+    let models: Vec<serde_json::Value> = visible_models
+        .iter()
         .map(|m| {
             serde_json::json!({
                 "name": m.config.name,
@@ -63,6 +107,13 @@ pub fn health_body(snapshot: &Snapshot) -> (u16, Bytes) {
         .governance
         .budgets
         .iter()
+        .filter(|b| match view {
+            HealthView::Full => true,
+            HealthView::Caller(who) => b.visible_to(who, |p| {
+                providers_seen.iter().any(|seen| seen.name() == p)
+            }),
+            HealthView::Public => false,
+        })
         .map(|b| {
             serde_json::json!({
                 "scope": b.settings.scope.to_string(),

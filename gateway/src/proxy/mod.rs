@@ -296,7 +296,12 @@ impl ProxyHttp for Gateway {
                 write_json(session, ctx, 200, body, &[]).await?;
             }
             Route::Health => {
-                let (status, body) = control::health_body(&snapshot);
+                let view = match (&ctx.identity, snapshot.auth.settings.is_some()) {
+                    (Some(who), _) => control::HealthView::Caller(who),
+                    (None, false) => control::HealthView::Full,
+                    (None, true) => control::HealthView::Public,
+                };
+                let (status, body) = control::health_body(&snapshot, view);
                 write_json(
                     session,
                     ctx,
