@@ -113,254 +113,183 @@ fn must<T>(r: prometheus::Result<T>) -> T {
     }
 }
 
+/// Creates metric families and registers each as it is made.
+struct Families(Registry);
+
+impl Families {
+    fn add<C: prometheus::core::Collector + Clone + 'static>(&self, c: C) -> C {
+        must(self.0.register(Box::new(c.clone())));
+        c
+    }
+
+    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(must(IntCounterVec::new(Opts::new(name, help), labels)))
+    }
+
+    fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(must(IntGaugeVec::new(Opts::new(name, help), labels)))
+    }
+
+    fn histograms(&self, name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.add(must(HistogramVec::new(opts, labels)))
+    }
+}
+
+const TIME_PER_TOKEN_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+const TTFT_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
 impl Metrics {
     /// Creates and registers every family. Called once at start-up.
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let requests = must(IntCounterVec::new(
-            Opts::new(
-                "switchyard_requests_total",
-                "Inference requests by public model, serving provider and status class",
-            ),
-            &["model", "provider", "status"],
-        ));
-        let duration = must(HistogramVec::new(
-            HistogramOpts::new(
-                "switchyard_request_duration_seconds",
-                "Whole-request duration as seen by the gateway",
-            )
-            .buckets(DURATION_BUCKETS.to_vec()),
-            &["model"],
-        ));
-        let ttfb = must(HistogramVec::new(
-            HistogramOpts::new(
-                "switchyard_time_to_first_byte_seconds",
-                "Time from request start to the first response body byte sent to the caller",
-            )
-            .buckets(DURATION_BUCKETS.to_vec()),
-            &["model", "provider"],
-        ));
-        let upstream_duration = must(HistogramVec::new(
-            HistogramOpts::new(
-                "switchyard_upstream_duration_seconds",
-                "Duration of the successful upstream try, connect to last byte",
-            )
-            .buckets(DURATION_BUCKETS.to_vec()),
-            &["provider"],
-        ));
-        let attempts = must(IntCounterVec::new(
-            Opts::new(
-                "switchyard_upstream_attempts_total",
-                "Upstream tries by provider and outcome",
-            ),
-            &["provider", "outcome"],
-        ));
-        let tokens = must(IntCounterVec::new(
-            Opts::new(
-                "switchyard_tokens_total",
-                "Tokens reported by providers, by public model, provider and direction",
-            ),
-            &["model", "provider", "direction"],
-        ));
-        let errors = must(IntCounterVec::new(
-            Opts::new(
-                "switchyard_errors_total",
-                "Errors answered to callers, by kind",
-            ),
-            &["kind"],
-        ));
-        let provider_up = must(IntGaugeVec::new(
-            Opts::new(
-                "switchyard_provider_up",
-                "1 when the provider answered its last tries, 0 after repeated failures",
-            ),
-            &["provider"],
-        ));
-        let reloads = must(IntCounterVec::new(
-            Opts::new(
-                "switchyard_config_reloads_total",
-                "Configuration reloads (SIGHUP) by result",
-            ),
-            &["result"],
-        ));
-        for result in ["success", "failure"] {
-            reloads.with_label_values(&[result]);
-        }
-        let callers = must(IntCounterVec::new(
-            Opts::new(
-                "switchyard_caller_requests_total",
-                "Inference requests by the caller's team and credential kind",
-            ),
-            &["team", "credential"],
-        ));
-        callers.with_label_values(&["", "anonymous"]);
-        let failovers = must(IntCounterVec::new(
-            Opts::new(
-                "switchyard_failovers_total",
-                "Requests answered by a later deployment after earlier tries failed",
-            ),
-            &["model"],
-        ));
-        let retries = must(IntCounterVec::new(
-            Opts::new(
-                "switchyard_retries_total",
-                "Upstream tries beyond the first for a request, by public model",
-            ),
-            &["model"],
-        ));
-        let hedges = must(IntCounterVec::new(
-            Opts::new(
-                "switchyard_hedges_total",
-                "Hedged tries started because the first deployment had not answered by hedge_after",
-            ),
-            &["model"],
-        ));
-        let circuit_opened = must(IntCounterVec::new(
-            Opts::new(
-                "switchyard_circuit_opened_total",
-                "Times a deployment's circuit breaker opened (or re-opened after a failed probe)",
-            ),
-            &["provider"],
-        ));
-        let skips = must(IntCounterVec::new(
-            Opts::new(
-                "switchyard_routing_skips_total",
-                "Deployments skipped without a try, by reason (circuit_open, retry_after)",
-            ),
-            &["provider", "reason"],
-        ));
-        let local_queue_depth = must(IntGaugeVec::new(
-            Opts::new(
-                "switchyard_local_queue_depth",
-                "Jobs waiting for a worker of a local inference pool",
-            ),
-            &["provider"],
-        ));
-        let local_spilled = must(IntCounterVec::new(
-            Opts::new(
-                "switchyard_local_spilled_total",
-                "Requests a local pool could not take (queue full, waited too long) and left to the next deployment",
-            ),
-            &["provider"],
-        ));
-        let local_tokens = must(IntCounterVec::new(
-            Opts::new(
-                "switchyard_local_tokens_total",
-                "Tokens processed by a local inference pool",
-            ),
-            &["provider"],
-        ));
-        let local_time_per_token = must(HistogramVec::new(
-            HistogramOpts::new(
-                "switchyard_local_time_per_token_seconds",
-                "Time a local pool took to generate one token after the first",
-            )
-            .buckets(vec![
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-            ]),
-            &["provider"],
-        ));
-        let local_ttft = must(HistogramVec::new(
-            HistogramOpts::new(
-                "switchyard_local_time_to_first_token_seconds",
-                "From queueing a generation on a local pool to its first token (queue wait and prompt included)",
-            )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ]),
-            &["provider"],
-        ));
-        let local_tokens_per_second = must(GaugeVec::new(
-            Opts::new(
-                "switchyard_local_tokens_per_second",
-                "Decoding speed of the last generation a local pool finished",
-            ),
-            &["provider"],
-        ));
-        let local_device = must(IntGaugeVec::new(
-            Opts::new(
-                "switchyard_local_device",
-                "1 for the device (cpu or cuda) a local pool's models run on",
-            ),
-            &["provider", "device"],
-        ));
-        let active_requests = must(IntGauge::new(
-            "switchyard_active_requests",
-            "Inference requests in progress",
-        ));
-        let active_streams = must(IntGauge::new(
-            "switchyard_active_streams",
-            "Streaming responses in progress",
-        ));
-        let access_log_dropped = must(IntCounter::new(
-            "switchyard_access_log_dropped_total",
-            "Access-log lines dropped because the writer fell behind",
-        ));
-        let build_info = must(IntGaugeVec::new(
-            Opts::new("switchyard_build_info", "Build information"),
-            &["version"],
-        ));
-        build_info
+        let f = Families(Registry::new());
+        f.gauges("switchyard_build_info", "Build information", &["version"])
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(duration.clone()),
-            Box::new(ttfb.clone()),
-            Box::new(upstream_duration.clone()),
-            Box::new(attempts.clone()),
-            Box::new(tokens.clone()),
-            Box::new(errors.clone()),
-            Box::new(provider_up.clone()),
-            Box::new(reloads.clone()),
-            Box::new(callers.clone()),
-            Box::new(failovers.clone()),
-            Box::new(hedges.clone()),
-            Box::new(retries.clone()),
-            Box::new(circuit_opened.clone()),
-            Box::new(skips.clone()),
-            Box::new(local_queue_depth.clone()),
-            Box::new(local_spilled.clone()),
-            Box::new(local_tokens.clone()),
-            Box::new(local_time_per_token.clone()),
-            Box::new(local_ttft.clone()),
-            Box::new(local_tokens_per_second.clone()),
-            Box::new(local_device.clone()),
-            Box::new(active_requests.clone()),
-            Box::new(active_streams.clone()),
-            Box::new(access_log_dropped.clone()),
-            Box::new(build_info),
-        ] {
-            must(registry.register(c));
+        let p = &["provider"][..];
+        let m = &["model"][..];
+        let metrics = Metrics {
+            requests: f.counters(
+                "switchyard_requests_total",
+                "Inference requests by public model, serving provider and status class",
+                &["model", "provider", "status"],
+            ),
+            duration: f.histograms(
+                "switchyard_request_duration_seconds",
+                "Whole-request duration as seen by the gateway",
+                DURATION_BUCKETS,
+                m,
+            ),
+            ttfb: f.histograms(
+                "switchyard_time_to_first_byte_seconds",
+                "Time from request start to the first response body byte sent to the caller",
+                DURATION_BUCKETS,
+                &["model", "provider"],
+            ),
+            upstream_duration: f.histograms(
+                "switchyard_upstream_duration_seconds",
+                "Duration of the successful upstream try, connect to last byte",
+                DURATION_BUCKETS,
+                p,
+            ),
+            attempts: f.counters(
+                "switchyard_upstream_attempts_total",
+                "Upstream tries by provider and outcome",
+                &["provider", "outcome"],
+            ),
+            tokens: f.counters(
+                "switchyard_tokens_total",
+                "Tokens reported by providers, by public model, provider and direction",
+                &["model", "provider", "direction"],
+            ),
+            errors: f.counters(
+                "switchyard_errors_total",
+                "Errors answered to callers, by kind",
+                &["kind"],
+            ),
+            provider_up: f.gauges(
+                "switchyard_provider_up",
+                "1 when the provider answered its last tries, 0 after repeated failures",
+                p,
+            ),
+            reloads: f.counters(
+                "switchyard_config_reloads_total",
+                "Configuration reloads (SIGHUP) by result",
+                &["result"],
+            ),
+            callers: f.counters(
+                "switchyard_caller_requests_total",
+                "Inference requests by the caller's team and credential kind",
+                &["team", "credential"],
+            ),
+            failovers: f.counters(
+                "switchyard_failovers_total",
+                "Requests answered by a later deployment after earlier tries failed",
+                m,
+            ),
+            retries: f.counters(
+                "switchyard_retries_total",
+                "Upstream tries beyond the first for a request, by public model",
+                m,
+            ),
+            hedges: f.counters(
+                "switchyard_hedges_total",
+                "Hedged tries started because the first deployment had not answered by hedge_after",
+                m,
+            ),
+            circuit_opened: f.counters(
+                "switchyard_circuit_opened_total",
+                "Times a deployment's circuit breaker opened (or re-opened after a failed probe)",
+                p,
+            ),
+            skips: f.counters(
+                "switchyard_routing_skips_total",
+                "Deployments skipped without a try, by reason (circuit_open, retry_after)",
+                &["provider", "reason"],
+            ),
+            local_queue_depth: f.gauges(
+                "switchyard_local_queue_depth",
+                "Jobs waiting for a worker of a local inference pool",
+                p,
+            ),
+            local_spilled: f.counters(
+                "switchyard_local_spilled_total",
+                "Requests a local pool could not take (queue full, waited too long) and left to the next deployment",
+                p,
+            ),
+            local_tokens: f.counters(
+                "switchyard_local_tokens_total",
+                "Tokens processed by a local inference pool",
+                p,
+            ),
+            local_time_per_token: f.histograms(
+                "switchyard_local_time_per_token_seconds",
+                "Time a local pool took to generate one token after the first",
+                TIME_PER_TOKEN_BUCKETS,
+                p,
+            ),
+            local_ttft: f.histograms(
+                "switchyard_local_time_to_first_token_seconds",
+                "From queueing a generation on a local pool to its first token (queue wait and prompt included)",
+                TTFT_BUCKETS,
+                p,
+            ),
+            local_tokens_per_second: f.add(must(GaugeVec::new(
+                Opts::new(
+                    "switchyard_local_tokens_per_second",
+                    "Decoding speed of the last generation a local pool finished",
+                ),
+                p,
+            ))),
+            local_device: f.gauges(
+                "switchyard_local_device",
+                "1 for the device (cpu or cuda) a local pool's models run on",
+                &["provider", "device"],
+            ),
+            active_requests: f.add(must(IntGauge::new(
+                "switchyard_active_requests",
+                "Inference requests in progress",
+            ))),
+            active_streams: f.add(must(IntGauge::new(
+                "switchyard_active_streams",
+                "Streaming responses in progress",
+            ))),
+            access_log_dropped: f.add(must(IntCounter::new(
+                "switchyard_access_log_dropped_total",
+                "Access-log lines dropped because the writer fell behind",
+            ))),
+            registry: f.0,
+        };
+        // Series that exist from the start (a dashboard sees 0, not "no data").
+        for result in ["success", "failure"] {
+            metrics.reloads.with_label_values(&[result]);
         }
-        Metrics {
-            registry,
-            requests,
-            duration,
-            ttfb,
-            upstream_duration,
-            attempts,
-            tokens,
-            errors,
-            provider_up,
-            reloads,
-            callers,
-            failovers,
-            retries,
-            hedges,
-            circuit_opened,
-            skips,
-            local_queue_depth,
-            local_spilled,
-            local_tokens,
-            local_time_per_token,
-            local_ttft,
-            local_tokens_per_second,
-            local_device,
-            active_requests,
-            active_streams,
-            access_log_dropped,
-        }
+        metrics.callers.with_label_values(&["", "anonymous"]);
+        metrics
     }
 
     /// Registers a family owned elsewhere (e.g. spend metrics).
