@@ -78,7 +78,8 @@ impl JwksServer {
     }
 }
 
-/// The identity provider: the JWKS document, and RFC 7662 introspection that knows one token.
+/// The identity provider: the JWKS document, and RFC 7662 introspection that knows one token
+/// (and one answered without `aud`, and one it cannot check: 503).
 async fn answer(
     req: http::Request<hyper::body::Incoming>,
     doc: &Mutex<String>,
@@ -99,14 +100,20 @@ async fn answer(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    let mut status = 200;
     let body = if introspect {
         introspections.fetch_add(1, Ordering::SeqCst);
-        let active =
-            basic_ok && String::from_utf8_lossy(&form).contains("token=opaque-good-token&");
-        if active {
-            json!({"active": true, "sub": "carol", "client_id": "portal",
+        let form = String::from_utf8_lossy(&form);
+        let asked = |t: &str| basic_ok && form.contains(&format!("token={t}&"));
+        if asked("opaque-good-token") {
+            json!({"active": true, "sub": "carol", "client_id": "portal", "aud": "switchyard",
                    "exp": now() + 600, "iss": ISSUER, "team": "team-c"})
             .to_string()
+        } else if asked("opaque-no-aud-token") {
+            json!({"active": true, "sub": "dave", "exp": now() + 600, "iss": ISSUER}).to_string()
+        } else if asked("opaque-flaky-token") {
+            status = 503;
+            String::new()
         } else {
             json!({"active": false}).to_string()
         }
@@ -115,6 +122,7 @@ async fn answer(
         doc.lock().map(|s| s.clone()).unwrap_or_default()
     };
     http::Response::builder()
+        .status(status)
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
         .expect("response")
@@ -247,9 +255,9 @@ async fn virtual_keys() {
     assert_eq!(r.status, 200);
     let r = call(gw, Some("sy-not-a-key-at-all-xyz"), CHAT).await;
     assert_eq!((r.status, code(&r)), (401, "invalid_api_key".into()));
-    // Not shaped like a Switchyard key: with introspection configured the issuer is asked.
+    // Shaped like a provider key: never sent to introspection, refused as a key.
     let r = call(gw, Some("sk-not-a-key-at-all-xyz"), CHAT).await;
-    assert_eq!((r.status, code(&r)), (401, "invalid_token".into()));
+    assert_eq!((r.status, code(&r)), (401, "invalid_api_key".into()));
     let r = call(gw, Some(KEY_OK), br#"{"model":"other","messages":[]}"#).await;
     assert_eq!((r.status, code(&r)), (403, "model_not_allowed".into()));
     let r = call(gw, Some(KEY_EXPIRED), CHAT).await;
@@ -850,4 +858,106 @@ async fn health_shows_a_key_only_its_providers_and_budgets() {
         gw.admin("GET", "/admin/health", None, None).await.status,
         401
     );
+}
+
+// ---- Key rotation and introspection hardening (security issue, points 1 and 9) ----
+
+/// 2200-01-01T00:00:00Z: an expiry the token's author chose far away.
+const YEAR_2200: u64 = 7_258_118_400;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_out_signing_key_stops_working_at_once() {
+    // A short refresh, so the gateway refetches the JWKS by itself.
+    let s = setup("rotation", "    refresh: 1s\n").await;
+    let mut far = claims();
+    far["exp"] = json!(YEAR_2200);
+    let k1_token = s.rsa.sign("RS256", Some("rsa-1"), &far);
+    let r = call(&s.gw, Some(&k1_token), CHAT).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Served from the verified-token cache now.
+    assert_eq!(call(&s.gw, Some(&k1_token), CHAT).await.status, 200);
+
+    // The issuer rotates: only k2 is published.
+    let k2 = TestKey::rsa(RSA_B);
+    s.jwks.set(json!({"keys": [k2.jwk("rsa-2")]}));
+    let before = s.jwks.hits.load(Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    // Two fetches: the first may have read the old document while it was being replaced.
+    while s.jwks.hits.load(Ordering::SeqCst) < before + 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        s.jwks.hits.load(Ordering::SeqCst) >= before + 2,
+        "no refetch"
+    );
+
+    let r = call(&s.gw, Some(&k1_token), CHAT).await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (401, "invalid_token".into()),
+        "a token of a rotated-out key still passed: {}",
+        r.text()
+    );
+    let r = call(&s.gw, Some(&k2.sign("RS256", Some("rsa-2"), &far)), CHAT).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn introspection_never_sees_api_keys_requires_aud_and_caches_refusals() {
+    let s = setup("introspect-guard", "").await;
+    let asked = || s.jwks.introspections.load(Ordering::SeqCst);
+    // Credentials shaped like a virtual key or a provider key never reach the issuer.
+    for key in [
+        "sk-proj-not-a-token-000000001",
+        "sk-ant-api03-not-a-token-0001",
+        "sy-not-one-of-ours-000000001",
+        "AKIAIOSFODNN7EXAMPLE",
+        "AIzaSyNotATokenNotAToken0001",
+    ] {
+        let r = call(&s.gw, Some(key), CHAT).await;
+        assert_eq!(
+            (r.status, code(&r)),
+            (401, "invalid_api_key".into()),
+            "{key}"
+        );
+        let r =
+            s.gw.request(
+                "POST",
+                "/v1/chat/completions",
+                Some(CHAT),
+                &[("x-api-key", key)],
+            )
+            .await;
+        assert_eq!(r.status, 401, "{key}");
+    }
+    assert_eq!(asked(), 0, "an API key was sent to introspection");
+
+    // With an audience configured, an active answer without `aud` is refused.
+    let r = call(&s.gw, Some("opaque-no-aud-token"), CHAT).await;
+    assert_eq!((r.status, code(&r)), (401, "invalid_token".into()));
+    assert!(r.text().contains("audience"), "{}", r.text());
+    assert_eq!(asked(), 1);
+    // An inactive token is refused too.
+    let r = call(&s.gw, Some("opaque-revoked-token"), CHAT).await;
+    assert_eq!((r.status, code(&r)), (401, "invalid_token".into()));
+    assert_eq!(asked(), 2);
+    // Replayed refusals are answered from the negative cache, without asking again.
+    for _ in 0..3 {
+        for token in ["opaque-no-aud-token", "opaque-revoked-token"] {
+            let r = call(&s.gw, Some(token), CHAT).await;
+            assert_eq!((r.status, code(&r)), (401, "invalid_token".into()));
+        }
+    }
+    assert_eq!(asked(), 2, "a refused token was introspected again");
+
+    // An issuer that cannot answer is asked again next time (its failure is not cached).
+    for _ in 0..2 {
+        let r = call(&s.gw, Some("opaque-flaky-token"), CHAT).await;
+        assert_eq!(r.status, 401);
+    }
+    assert_eq!(asked(), 4);
+    // A good opaque token still passes.
+    let r = call(&s.gw, Some("opaque-good-token"), CHAT).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(asked(), 5);
 }

@@ -3,16 +3,52 @@
 //! Only asymmetric algorithms from the configured allow-list pass (RS256/384/512, PS256, ES256,
 //! ES384, EdDSA): `alg: none` and every HMAC algorithm are refused before any key is looked at, so
 //! "HS256 keyed with the public key" can never verify. The key is chosen by `kid` and must be of
-//! the algorithm's family. `iss`, `aud`, `exp` (required) and `nbf` are checked with a leeway.
-//! Claims map to team / project / user; a token whose subject is its own client (client
-//! credentials) is a machine token, any other a user token.
+//! the algorithm's family. A `crit` header is refused (RFC 7515 §4.1.11: this verifier
+//! understands no extension). `iss`, `aud`, `exp` (required), `nbf` and `iat` are checked with a
+//! leeway; the times are RFC 7519 NumericDates (integers or not), and a time of any other shape
+//! (a string, a negative or absurdly large number) is refused, never ignored. Claims map to team /
+//! project / user; a token whose subject is its own client (client credentials) is a machine
+//! token, any other a user token. [`Verified`] names the key that verified it, so a cache can drop
+//! the token when the key leaves the issuer's JWKS.
+//!
+//! Why `ring` and not the `jsonwebtoken` crate (v9), point by point:
+//! - `crit`: jsonwebtoken neither reads nor refuses it, so a token demanding an extension we do
+//!   not implement would pass; here any `crit` is refused.
+//! - Times: jsonwebtoken rounds a non-integer time to the nearest second (an `nbf` of 100.4
+//!   becomes 100, the lenient side) and silently skips a time it cannot parse unless that claim
+//!   is listed as required (a string `nbf` is ignored); `iat` is not checked at all. Here `exp`
+//!   is floored and `nbf`/`iat` ceiled (the strict side), and a string, negative or absurd time
+//!   is refused by name.
+//! - Key choice and algorithm families: jsonwebtoken leaves finding the JWK by `kid` and matching
+//!   key type to algorithm to the caller, which is most of what this module does anyway; the
+//!   signature check itself is one `ring` call either way (jsonwebtoken uses `ring` underneath).
+//! - Rotation: the cache needs the identity of the key that verified a token (its `kid`, or a
+//!   fingerprint of the key material), which falls out of choosing the key here.
+//!
+//! So jsonwebtoken would add a dependency without covering the checks above; the signature
+//! primitives stay `ring`'s.
 
 use super::{AuthError, CredentialKind, Identity};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use ring::digest;
 use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 use serde::Deserialize;
 use serde_json::Value;
+
+/// Most characters of caller text (an `alg`, a `crit` list) echoed in an error message.
+const ECHO_MAX: usize = 64;
+
+/// Latest NumericDate accepted: 9999-12-31T23:59:59Z. Anything later is not a real expiry.
+const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
+
+/// Caller text as echoed in an error: at most [`ECHO_MAX`] characters.
+fn echo(s: &str) -> String {
+    match s.char_indices().nth(ECHO_MAX) {
+        None => s.to_string(),
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+    }
+}
 
 /// Algorithms a deployment may allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,10 +116,52 @@ enum KeyMaterial {
     Ed25519(Vec<u8>),
 }
 
+impl KeyMaterial {
+    /// SHA-256 over the key type and its length-prefixed components.
+    fn fingerprint(&self) -> [u8; 32] {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        let mut part = |tag: &[u8], bytes: &[u8]| {
+            ctx.update(tag);
+            ctx.update(&(bytes.len() as u64).to_be_bytes());
+            ctx.update(bytes);
+        };
+        match self {
+            KeyMaterial::Rsa { n, e } => {
+                part(b"RSA.n", n);
+                part(b"RSA.e", e);
+            }
+            KeyMaterial::P256(point) => part(b"P-256", point),
+            KeyMaterial::P384(point) => part(b"P-384", point),
+            KeyMaterial::Ed25519(x) => part(b"Ed25519", x),
+        }
+        <[u8; 32]>::try_from(ctx.finish().as_ref()).unwrap_or_default()
+    }
+}
+
+/// Which key verified a token: the JWK's `kid` (if it has one) and a fingerprint of its key
+/// material, so a key leaving the JWKS is noticed whether or not it had a `kid`, and a `kid`
+/// reused for new material does not keep the old key's tokens alive.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KeyId {
+    pub kid: Option<String>,
+    pub fingerprint: [u8; 32],
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Jwk {
     pub kid: Option<String>,
     key: KeyMaterial,
+    fingerprint: [u8; 32],
+}
+
+impl Jwk {
+    /// This key's identity, as carried by the tokens it verifies.
+    pub fn id(&self) -> KeyId {
+        KeyId {
+            kid: self.kid.clone(),
+            fingerprint: self.fingerprint,
+        }
+    }
 }
 
 /// The verification keys of an issuer.
@@ -149,7 +227,11 @@ impl JwkSet {
                     ("OKP", Some("Ed25519")) => KeyMaterial::Ed25519(b64(k.x.as_deref()?)?),
                     _ => return None,
                 };
-                Some(Jwk { kid: k.kid, key })
+                Some(Jwk {
+                    kid: k.kid,
+                    fingerprint: key.fingerprint(),
+                    key,
+                })
             })
             .collect();
         Ok(JwkSet { keys })
@@ -157,6 +239,13 @@ impl JwkSet {
 
     pub fn has_kid(&self, kid: &str) -> bool {
         self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+    }
+
+    /// Whether the key `id` (same `kid`, same key material) is in this set.
+    pub fn contains(&self, id: &KeyId) -> bool {
+        self.keys
+            .iter()
+            .any(|k| k.fingerprint == id.fingerprint && k.kid == id.kid)
     }
 }
 
@@ -179,6 +268,32 @@ struct Header {
     alg: String,
     #[serde(default)]
     kid: Option<String>,
+    /// `Some(Value::Null)` for `"crit": null` (malformed), `None` when absent.
+    #[serde(default, deserialize_with = "present")]
+    crit: Option<Value>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// RFC 7515 §4.1.11: `crit` lists extensions the recipient must understand; this verifier
+/// understands none, so any well-formed `crit` is refused, and so is a malformed one.
+fn check_crit(crit: Option<&Value>) -> Result<(), JwtError> {
+    let Some(crit) = crit else {
+        return Ok(());
+    };
+    let names: Option<Vec<&str>> = crit
+        .as_array()
+        .filter(|list| !list.is_empty())
+        .and_then(|list| list.iter().map(Value::as_str).collect());
+    Err(match names {
+        Some(names) => invalid(format!(
+            "unsupported critical header {:?}",
+            echo(&names.join(","))
+        )),
+        None => invalid("malformed crit header (must be a non-empty list of names)"),
+    })
 }
 
 /// A verified token: who it is, and until when the result may be cached.
@@ -187,7 +302,10 @@ pub struct Verified {
     pub identity: Identity,
     /// Scopes granted (`scope` / `scp`), e.g. for the admin API.
     pub scopes: Vec<String>,
+    /// The token's `exp` (whole seconds, rounded down).
     pub expires_unix: u64,
+    /// The key that verified the signature; `None` for an introspection answer.
+    pub key: Option<KeyId>,
 }
 
 /// Verifies `token` against `jwks` and `policy` at `now_unix`.
@@ -208,7 +326,8 @@ pub fn verify(
         .ok_or_else(|| invalid("malformed header"))?;
     let alg = Alg::parse(&header.alg)
         .filter(|a| policy.algorithms.contains(a))
-        .ok_or_else(|| invalid(format!("algorithm {:?} is not allowed", header.alg)))?;
+        .ok_or_else(|| invalid(format!("algorithm {:?} is not allowed", echo(&header.alg))))?;
+    check_crit(header.crit.as_ref())?;
     let sig = b64(s).ok_or_else(|| invalid("malformed signature"))?;
     let candidates: Vec<&Jwk> = match &header.kid {
         Some(kid) => {
@@ -224,17 +343,20 @@ pub fn verify(
         }
         None => jwks.keys.iter().collect(),
     };
-    let signed = &token.as_bytes()[..h.len() + 1 + p.len()];
-    let ok = candidates
-        .iter()
-        .any(|k| verify_signature(alg, &k.key, signed, &sig));
-    if !ok {
-        return Err(invalid("signature does not verify"));
-    }
+    let signed = token
+        .as_bytes()
+        .get(..h.len() + 1 + p.len())
+        .ok_or_else(|| invalid("not a JWT (expected three dot-separated parts)"))?;
+    let key = candidates
+        .into_iter()
+        .find(|k| verify_signature(alg, &k.key, signed, &sig))
+        .ok_or_else(|| invalid("signature does not verify"))?;
     let claims: Value = b64(p)
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or_else(|| invalid("malformed payload"))?;
-    check_claims(&claims, policy, now_unix)
+    let mut verified = check_claims(&claims, policy, now_unix)?;
+    verified.key = Some(key.id());
+    Ok(verified)
 }
 
 fn verify_signature(alg: Alg, key: &KeyMaterial, msg: &[u8], sig: &[u8]) -> bool {
@@ -271,6 +393,42 @@ fn str_claim<'a>(claims: &'a Value, name: &str) -> Option<&'a str> {
     claims.get(name).and_then(Value::as_str)
 }
 
+/// How a non-integer NumericDate becomes whole seconds: towards the strict side of its check
+/// (`exp` down, `nbf` and `iat` up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Round {
+    Down,
+    Up,
+}
+
+/// The NumericDate claim `name` (RFC 7519 §2: seconds since 1970, an integer or not) in whole
+/// seconds; `Ok(None)` when absent. A value of another type (a string, a bool, null), a negative
+/// one, or one past year 9999 is refused, naming the claim.
+pub fn numeric_date(claims: &Value, name: &str, round: Round) -> Result<Option<u64>, JwtError> {
+    let Some(value) = claims.get(name) else {
+        return Ok(None);
+    };
+    let secs = match value {
+        Value::Number(n) => match (n.as_u64(), n.as_f64()) {
+            (Some(whole), _) => Some(whole),
+            (None, Some(f)) if f.is_finite() && f >= 0.0 && f <= MAX_NUMERIC_DATE as f64 => {
+                Some(match round {
+                    Round::Down => f.floor() as u64,
+                    Round::Up => f.ceil() as u64,
+                })
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    match secs {
+        Some(s) if s <= MAX_NUMERIC_DATE => Ok(Some(s)),
+        _ => Err(invalid(format!(
+            "{name} is not a NumericDate (seconds since 1970, up to year 9999)"
+        ))),
+    }
+}
+
 fn check_claims(claims: &Value, policy: &JwtPolicy, now: u64) -> Result<Verified, JwtError> {
     if str_claim(claims, "iss") != Some(policy.issuer.as_str()) {
         return Err(invalid("wrong issuer"));
@@ -283,22 +441,24 @@ fn check_claims(claims: &Value, policy: &JwtPolicy, now: u64) -> Result<Verified
     if !aud_ok {
         return Err(invalid("wrong audience"));
     }
-    let exp = claims
-        .get("exp")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| invalid("missing exp"))?;
-    if now > exp.saturating_add(policy.leeway_secs) {
+    let exp = numeric_date(claims, "exp", Round::Down)?.ok_or_else(|| invalid("missing exp"))?;
+    let nbf = numeric_date(claims, "nbf", Round::Up)?;
+    let iat = numeric_date(claims, "iat", Round::Up)?;
+    let leeway = policy.leeway_secs;
+    if now > exp.saturating_add(leeway) {
         return Err(JwtError::Auth(AuthError::TokenExpired));
     }
-    if let Some(nbf) = claims.get("nbf").and_then(Value::as_u64) {
-        if now.saturating_add(policy.leeway_secs) < nbf {
-            return Err(invalid("token not valid yet (nbf)"));
-        }
+    if nbf.is_some_and(|nbf| now.saturating_add(leeway) < nbf) {
+        return Err(invalid("token not valid yet (nbf)"));
+    }
+    if iat.is_some_and(|iat| now.saturating_add(leeway) < iat) {
+        return Err(invalid("token issued in the future (iat)"));
     }
     Ok(Verified {
         identity: identity_from_claims(claims, &policy.claims)?,
         scopes: scopes(claims),
         expires_unix: exp,
+        key: None,
     })
 }
 
@@ -417,10 +577,20 @@ pub mod testing {
             if let Some(kid) = kid {
                 header["kid"] = Value::from(kid);
             }
+            self.sign_raw(
+                alg,
+                header.to_string().as_bytes(),
+                claims.to_string().as_bytes(),
+            )
+        }
+
+        /// Signs any header and payload bytes (`alg` picks the RSA padding); for tests of
+        /// malformed headers and claims that still carry a valid signature, and for fuzzing.
+        pub fn sign_raw(&self, alg: &str, header: &[u8], payload: &[u8]) -> String {
             let signing_input = format!(
                 "{}.{}",
-                URL_SAFE_NO_PAD.encode(header.to_string()),
-                URL_SAFE_NO_PAD.encode(claims.to_string())
+                URL_SAFE_NO_PAD.encode(header),
+                URL_SAFE_NO_PAD.encode(payload)
             );
             let rng = SystemRandom::new();
             let sig = match self {
@@ -610,6 +780,183 @@ mod tests {
         assert_eq!(scopes(&json!({"scope": "a b"})), vec!["a", "b"]);
         assert_eq!(scopes(&json!({"scp": ["x", "y"]})), vec!["x", "y"]);
         assert!(scopes(&json!({})).is_empty());
+    }
+
+    /// A token with this exact header, validly signed by `key` (RS256).
+    fn with_header(key: &TestKey, header: Value, c: &Value) -> String {
+        key.sign_raw(
+            "RS256",
+            header.to_string().as_bytes(),
+            c.to_string().as_bytes(),
+        )
+    }
+
+    /// The message of an `InvalidToken` refusal.
+    fn refusal(r: Result<Verified, JwtError>) -> String {
+        match r {
+            Err(JwtError::Auth(AuthError::InvalidToken(m))) => m,
+            other => panic!("expected InvalidToken, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn critical_headers_are_refused() {
+        let rsa = TestKey::rsa(RSA_A);
+        let set = jwks(&[(&rsa, "r1")]);
+        let p = policy();
+        let plain = with_header(&rsa, json!({"alg": "RS256", "kid": "r1"}), &claims());
+        assert!(verify(&plain, &set, &p, NOW).is_ok());
+        let crit = json!({"alg": "RS256", "kid": "r1", "crit": ["b64"], "b64": false});
+        let m = refusal(verify(&with_header(&rsa, crit, &claims()), &set, &p, NOW));
+        assert!(
+            m.contains("unsupported critical header") && m.contains("b64"),
+            "{m}"
+        );
+        // The caller's names are echoed at most 64 characters.
+        let long = json!({"alg": "RS256", "kid": "r1", "crit": ["x".repeat(10_000)]});
+        let m = refusal(verify(&with_header(&rsa, long, &claims()), &set, &p, NOW));
+        assert!(
+            m.contains("unsupported critical header") && m.len() < 150,
+            "{m}"
+        );
+        for bad in [
+            json!([]),
+            json!("b64"),
+            json!([1]),
+            json!(["b64", 2]),
+            json!(null),
+            json!({"b64": true}),
+        ] {
+            let h = json!({"alg": "RS256", "kid": "r1", "crit": bad.clone()});
+            let m = refusal(verify(&with_header(&rsa, h, &claims()), &set, &p, NOW));
+            assert!(m.contains("malformed crit"), "{bad}: {m}");
+        }
+    }
+
+    #[test]
+    fn fractional_times_are_rounded_to_the_strict_side() {
+        let rsa = TestKey::rsa(RSA_A);
+        let set = jwks(&[(&rsa, "r1")]);
+        let mut p = policy();
+        p.leeway_secs = 0;
+        let check = |exp: Value, nbf: Value, iat: Value| {
+            let mut c = claims();
+            c["exp"] = exp;
+            c["nbf"] = nbf;
+            c["iat"] = iat;
+            verify(&rsa.sign("RS256", Some("r1"), &c), &set, &p, NOW)
+        };
+        let now = NOW as f64;
+        // exp is floored: half a second left is still valid, and cached until NOW.
+        let v = check(json!(now + 0.5), json!(now - 0.75), json!(now - 10.5)).unwrap();
+        assert_eq!(v.expires_unix, NOW);
+        assert_eq!(
+            check(json!(now - 0.5), json!(now - 10.0), json!(now - 10.0)),
+            Err(JwtError::Auth(AuthError::TokenExpired))
+        );
+        // nbf and iat are ceiled: a quarter second in the future is the future.
+        let m = refusal(check(
+            json!(now + 60.0),
+            json!(now + 0.25),
+            json!(now - 1.0),
+        ));
+        assert!(m.contains("nbf"), "{m}");
+        let m = refusal(check(
+            json!(now + 60.0),
+            json!(now - 1.0),
+            json!(now + 0.25),
+        ));
+        assert!(m.contains("iat"), "{m}");
+        // A far but real expiry (year 2200), written as a float.
+        let v = check(json!(7_258_118_400.5), json!(now), json!(now)).unwrap();
+        assert_eq!(v.expires_unix, 7_258_118_400);
+    }
+
+    #[test]
+    fn times_of_the_wrong_shape_are_refused_by_name() {
+        let rsa = TestKey::rsa(RSA_A);
+        let set = jwks(&[(&rsa, "r1")]);
+        for claim in ["exp", "nbf", "iat"] {
+            for bad in [
+                json!((NOW + 600).to_string()),
+                json!(true),
+                json!(null),
+                json!(-5),
+                json!(-0.5),
+                json!(1e300),
+                json!(253_402_300_800u64),
+                json!(u64::MAX),
+                json!([NOW]),
+                json!({"t": NOW}),
+            ] {
+                let mut c = claims();
+                c[claim] = bad.clone();
+                let t = rsa.sign("RS256", Some("r1"), &c);
+                let m = refusal(verify(&t, &set, &policy(), NOW));
+                assert!(
+                    m.starts_with(claim) && m.contains("NumericDate"),
+                    "{claim}={bad}: {m}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_future_iat_is_refused_beyond_the_leeway() {
+        let rsa = TestKey::rsa(RSA_A);
+        let set = jwks(&[(&rsa, "r1")]);
+        let at = |iat: u64| {
+            let mut c = claims();
+            c["iat"] = json!(iat);
+            verify(&rsa.sign("RS256", Some("r1"), &c), &set, &policy(), NOW)
+        };
+        assert!(at(NOW - 100).is_ok());
+        assert!(at(NOW + 29).is_ok(), "inside the 30 s leeway");
+        let m = refusal(at(NOW + 31));
+        assert!(m.contains("iat"), "{m}");
+    }
+
+    #[test]
+    fn verified_names_the_key_that_verified_it() {
+        let rsa = TestKey::rsa(RSA_A);
+        let ed = TestKey::ed();
+        let mut anonymous = ed.jwk("unused");
+        anonymous.as_object_mut().unwrap().remove("kid");
+        let doc = json!({"keys": [rsa.jwk("r1"), anonymous]});
+        let set = JwkSet::parse(doc.to_string().as_bytes()).unwrap();
+
+        let v = verify(
+            &rsa.sign("RS256", Some("r1"), &claims()),
+            &set,
+            &policy(),
+            NOW,
+        )
+        .unwrap();
+        let key = v.key.expect("a key id");
+        assert_eq!(key.kid.as_deref(), Some("r1"));
+        assert_eq!(key, set.keys[0].id());
+        assert!(set.contains(&key));
+        // The same kid on other key material is another key.
+        let reused = jwks(&[(&TestKey::rsa(RSA_B), "r1")]);
+        assert!(!reused.contains(&key));
+
+        // A JWK without a kid is known by its fingerprint.
+        let v = verify(&ed.sign("EdDSA", None, &claims()), &set, &policy(), NOW).unwrap();
+        let key = v.key.expect("a key id");
+        assert_eq!(key.kid, None);
+        assert_eq!(key, set.keys[1].id());
+        assert_ne!(key.fingerprint, set.keys[0].id().fingerprint);
+        assert!(set.contains(&key));
+        assert!(!jwks(&[(&rsa, "r1")]).contains(&key));
+    }
+
+    #[test]
+    fn long_algorithm_names_are_echoed_bounded() {
+        let rsa = TestKey::rsa(RSA_A);
+        let set = jwks(&[(&rsa, "r1")]);
+        let t = with_header(&rsa, json!({"alg": "A".repeat(5000)}), &claims());
+        let m = refusal(verify(&t, &set, &policy(), NOW));
+        assert!(m.contains("not allowed") && m.len() < 150, "{m}");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use std::time::Duration;
 use store::KeyStore;
 use switchyard_filters::auth::jwt::{self, JwtError};
 use switchyard_filters::auth::keys::{
-    generate_key, hash_key, KeyEntry, KeyIndex, KeyRecord, KeySource, KEY_PREFIX,
+    generate_key, hash_key, KeyEntry, KeyIndex, KeyRecord, KeySource,
 };
 use switchyard_filters::auth::{credential, AuthError, Credential, Identity};
 
@@ -251,8 +251,9 @@ impl Auth {
                 };
                 match checked {
                     Ok(rec) => Ok(rec.identity()),
-                    // Not one of ours: maybe an opaque token the issuer can vouch for.
-                    Err(AuthError::InvalidKey) if !secret.starts_with(KEY_PREFIX) => match settings
+                    // Not one of ours and not shaped like any API key: maybe an opaque token
+                    // the issuer can vouch for.
+                    Err(AuthError::InvalidKey) if !jwks::key_shaped(secret) => match settings
                         .oauth
                         .as_ref()
                         .and_then(|o| o.introspection.as_ref().map(|i| (o, i)))
@@ -284,31 +285,13 @@ impl Auth {
                 "bearer tokens are not accepted here".into(),
             ));
         };
-        if let Some(v) = self.jwks.cached(token, now) {
-            return Ok(v.identity);
-        }
-        let attempt = |set: &switchyard_filters::auth::jwt::JwkSet| {
-            jwt::verify(token, set, &oauth.policy, now)
-        };
-        let verified = match attempt(&self.jwks.set.load()) {
-            Err(JwtError::UnknownKid(kid)) => {
-                self.jwks.refresh_on_demand(oauth).await;
-                attempt(&self.jwks.set.load()).map_err(|e| match e {
-                    JwtError::UnknownKid(_) => {
-                        AuthError::InvalidToken(format!("unknown key id {:?}", bounded(&kid)))
-                    }
-                    JwtError::Auth(a) => a,
-                })?
-            }
-            Err(JwtError::Auth(a)) => return Err(a),
-            Ok(v) => v,
-        };
-        self.jwks.remember(token, &verified, now);
-        Ok(verified.identity)
+        Ok(self.jwks.verify(oauth, token, now).await?.identity)
     }
 
     /// RFC 7662: asks the issuer whether an opaque token is active; the answer is cached until
-    /// the token's `exp` (at most [`INTROSPECTION_TTL`] when it gives none).
+    /// the token's `exp` (at most [`INTROSPECTION_TTL`] when it gives none, and at most
+    /// [`INTROSPECTION_MAX_CACHE`]), a refusal for [`jwks::REFUSAL_TTL`]; an issuer that cannot
+    /// answer is asked again next time. A credential shaped like an API key is never sent.
     async fn introspect(
         &self,
         oauth: &crate::config::OAuthSettings,
@@ -316,8 +299,64 @@ impl Auth {
         token: &str,
         now: u64,
     ) -> Result<Identity, AuthError> {
+        /// The verdict on the issuer's answer (a refusal is final for this token).
+        fn judge(
+            claims: &serde_json::Value,
+            oauth: &crate::config::OAuthSettings,
+            now: u64,
+        ) -> Result<jwt::Verified, AuthError> {
+            let from_jwt = |e: JwtError| match e {
+                JwtError::Auth(a) => a,
+                JwtError::UnknownKid(_) => AuthError::InvalidToken("introspection".into()),
+            };
+            if claims.get("active").and_then(serde_json::Value::as_bool) != Some(true) {
+                return Err(AuthError::InvalidToken("token is not active".into()));
+            }
+            if claims
+                .get("iss")
+                .is_some_and(|i| i.as_str() != Some(oauth.policy.issuer.as_str()))
+            {
+                return Err(AuthError::InvalidToken("wrong issuer".into()));
+            }
+            // With an audience configured the answer must name it (RFC 7662 `aud` is optional,
+            // but a token for another audience must not pass for ours).
+            let audience = oauth.policy.audience.as_str();
+            let aud_ok = audience.is_empty()
+                || match claims.get("aud") {
+                    Some(serde_json::Value::String(a)) => a == audience,
+                    Some(serde_json::Value::Array(l)) => {
+                        l.iter().any(|a| a.as_str() == Some(audience))
+                    }
+                    _ => false,
+                };
+            if !aud_ok {
+                return Err(AuthError::InvalidToken("wrong audience".into()));
+            }
+            let exp = jwt::numeric_date(claims, "exp", jwt::Round::Down).map_err(from_jwt)?;
+            if exp.is_some_and(|e| now > e) {
+                return Err(AuthError::TokenExpired);
+            }
+            Ok(jwt::Verified {
+                identity: jwt::identity_from_claims(claims, &oauth.policy.claims)
+                    .map_err(from_jwt)?,
+                scopes: jwt::scopes(claims),
+                // Never past the token's own expiry; re-asked at least every
+                // INTROSPECTION_MAX_CACHE so a revocation at the issuer is seen.
+                expires_unix: exp
+                    .unwrap_or(now + INTROSPECTION_TTL.as_secs())
+                    .min(now + INTROSPECTION_MAX_CACHE.as_secs()),
+                key: None,
+            })
+        }
+
+        if jwks::key_shaped(token) {
+            return Err(AuthError::InvalidKey);
+        }
         if let Some(v) = self.jwks.cached(token, now) {
             return Ok(v.identity);
+        }
+        if let Some(refusal) = self.jwks.refused(token, now) {
+            return Err(refusal);
         }
         use base64::Engine;
         let basic = base64::engine::general_purpose::STANDARD.encode(format!(
@@ -359,46 +398,16 @@ impl Auth {
                 ));
             }
         };
-        if claims.get("active").and_then(serde_json::Value::as_bool) != Some(true) {
-            return Err(AuthError::InvalidToken("token is not active".into()));
-        }
-        if claims
-            .get("iss")
-            .is_some_and(|i| i.as_str() != Some(oauth.policy.issuer.as_str()))
-        {
-            return Err(AuthError::InvalidToken("wrong issuer".into()));
-        }
-        let aud_ok = match claims.get("aud") {
-            None => true,
-            Some(serde_json::Value::String(a)) => *a == oauth.policy.audience,
-            Some(serde_json::Value::Array(l)) => {
-                l.iter().any(|a| a.as_str() == Some(&oauth.policy.audience))
+        match judge(&claims, oauth, now) {
+            Ok(verified) => {
+                self.jwks.remember(token, &verified, now);
+                Ok(verified.identity)
             }
-            _ => false,
-        };
-        if !aud_ok {
-            return Err(AuthError::InvalidToken("wrong audience".into()));
+            Err(refusal) => {
+                self.jwks.remember_refusal(token, &refusal, now);
+                Err(refusal)
+            }
         }
-        let exp = claims.get("exp").and_then(serde_json::Value::as_u64);
-        if exp.is_some_and(|e| now > e) {
-            return Err(AuthError::TokenExpired);
-        }
-        let identity =
-            jwt::identity_from_claims(&claims, &oauth.policy.claims).map_err(|e| match e {
-                JwtError::Auth(a) => a,
-                JwtError::UnknownKid(_) => AuthError::InvalidToken("introspection".into()),
-            })?;
-        let verified = jwt::Verified {
-            identity: identity.clone(),
-            scopes: jwt::scopes(&claims),
-            // Never past the token's own expiry; re-asked at least every INTROSPECTION_MAX_CACHE
-            // so a revocation at the issuer is seen.
-            expires_unix: exp
-                .unwrap_or(now + INTROSPECTION_TTL.as_secs())
-                .min(now + INTROSPECTION_MAX_CACHE.as_secs()),
-        };
-        self.jwks.remember(token, &verified, now);
-        Ok(identity)
     }
 
     /// Checks a bearer JWT for the admin API: valid, and granting the admin scope. Returns the
@@ -411,29 +420,7 @@ impl Auth {
             .and_then(|s| s.oauth.as_ref())
             .ok_or(AuthError::InvalidKey)?;
         let now = crate::clock::unix_secs();
-        let verified = match self.jwks.cached(token, now) {
-            Some(v) => v,
-            None => {
-                let attempt = |set: &switchyard_filters::auth::jwt::JwkSet| {
-                    jwt::verify(token, set, &oauth.policy, now)
-                };
-                let v = match attempt(&self.jwks.set.load()) {
-                    Err(JwtError::UnknownKid(_)) => {
-                        self.jwks.refresh_on_demand(oauth).await;
-                        attempt(&self.jwks.set.load())
-                    }
-                    other => other,
-                }
-                .map_err(|e| match e {
-                    JwtError::Auth(a) => a,
-                    JwtError::UnknownKid(k) => {
-                        AuthError::InvalidToken(format!("unknown key id {:?}", bounded(&k)))
-                    }
-                })?;
-                self.jwks.remember(token, &v, now);
-                v
-            }
-        };
+        let verified = self.jwks.verify(oauth, token, now).await?;
         if verified.scopes.contains(&oauth.admin_scope) {
             Ok(verified.identity.name)
         } else {
