@@ -14,7 +14,7 @@
 bench_setup() {
   command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$1"; }
   cargo build --release -q -p switchyard -p switchyard-benches
-  bin=target/release
+  bin=${CARGO_TARGET_DIR:-target}/release
   work=$(mktemp -d)
   pids=()
   trap bench_cleanup EXIT

@@ -1,6 +1,7 @@
 //! `mock-upstream`: the load bench's OpenAI-compatible upstream, until killed.
 //!
-//! mock-upstream --listen 127.0.0.1:18000 [--chunks 3] [--chunk-interval-ms 0] [--threads 1]
+//! mock-upstream --listen 127.0.0.1:18000 [--chunks 3] [--chunk-interval-ms 0]
+//!               [--first-byte-delay-ms 0] [--threads 1]
 
 use clap::Parser;
 use std::net::SocketAddr;
@@ -17,6 +18,9 @@ struct Args {
     /// Pause between streamed events, in milliseconds.
     #[arg(long, default_value_t = 0)]
     chunk_interval_ms: u64,
+    /// Wait before answering anything (slow requests held open by the proxy).
+    #[arg(long, default_value_t = 0)]
+    first_byte_delay_ms: u64,
     /// Runtime worker threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -32,6 +36,7 @@ fn main() -> std::io::Result<()> {
         let config = MockUpstreamConfig {
             stream_chunks: args.chunks,
             chunk_interval: Duration::from_millis(args.chunk_interval_ms),
+            first_byte_delay: Duration::from_millis(args.first_byte_delay_ms),
             record: false,
             ..MockUpstreamConfig::default()
         };

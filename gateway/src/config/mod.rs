@@ -373,6 +373,20 @@ models:
     }
 
     #[test]
+    fn oauth_needs_an_audience_and_a_refresh_of_a_second_or_more() {
+        let text = format!(
+            "{MINIMAL}auth:\n  oauth:\n    issuer: https://i/\n    audience: \" \"\n    jwks_url: http://127.0.0.1:9/jwks\n    refresh: 0s\n"
+        );
+        let errs = errors_of(&text);
+        for want in ["auth.oauth.refresh: must be at least 1s", "auth.oauth.audience:"] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(want)),
+                "missing {want:?} in {errs:#?}"
+            );
+        }
+    }
+
+    #[test]
     fn auth_section_is_validated_with_paths() {
         let text = format!(
             "{MINIMAL}auth:\n  api_keys:\n    - name: a\n      key_sha256: nothex\n    - name: b\n      key: sk-long-enough-secret\n      models: [nope]\n      ip_allow: [\"10.0.0.0/33\"]\n      expires: tomorrow\n  oauth:\n    issuer: https://i/\n    audience: sy\n    jwks_url: ftp://x\n    algorithms: [HS256]\n"

@@ -251,6 +251,17 @@ fn oauth(o: &FileOAuth, errs: &mut Vec<ConfigError>) -> Option<OAuthSettings> {
         Duration::from_secs(600),
         errs,
     );
+    if refresh < Duration::from_secs(1) {
+        // Zero would make the refresher fetch the issuer's JWKS in a tight loop.
+        push(errs, "auth.oauth.refresh".into(), "must be at least 1s");
+    }
+    if o.audience.trim().is_empty() {
+        push(
+            errs,
+            "auth.oauth.audience".into(),
+            "must name this gateway's audience (tokens for any audience are never accepted)",
+        );
+    }
     match super::endpoint::parse_endpoint(&o.jwks_url) {
         Ok(endpoint) => Some(OAuthSettings {
             jwks_path: if endpoint.path_prefix.is_empty() {
