@@ -240,8 +240,23 @@ impl GatewayError {
             GatewayError::RateLimited {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
+            // A spent budget is not worth retrying unless it resets within the minute: SDKs
+            // that honour Retry-After would otherwise retry for hours.
+            GatewayError::BudgetExceeded { resets_at, .. } => resets_at
+                .map(|t| (t - crate::clock::unix_secs_i64()).max(1) as u64)
+                .filter(|&secs| secs <= 60),
+            _ => None,
+        }
+    }
+
+    /// Whether clients should retry this error at all (`x-should-retry`, which the official
+    /// OpenAI and Anthropic SDKs honour): `Some(false)` for a spent budget, `None` to let them
+    /// decide from the status.
+    pub fn should_retry(&self) -> Option<bool> {
+        match self {
             GatewayError::BudgetExceeded { resets_at, .. } => {
-                resets_at.map(|t| (t - crate::clock::unix_secs_i64()).max(1) as u64)
+                let soon = resets_at.is_some_and(|t| t - crate::clock::unix_secs_i64() <= 60);
+                (!soon).then_some(false)
             }
             _ => None,
         }

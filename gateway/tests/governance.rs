@@ -140,7 +140,15 @@ async fn two_hundred_concurrent_requests_never_overshoot_a_budget_that_fits_fift
                 let e = r.json();
                 assert_eq!(e["error"]["type"], "budget_exceeded", "{e}");
                 assert!(e["error"]["message"].as_str().unwrap().contains("team:t1"));
-                assert!(r.header("retry-after").is_some(), "resets at midnight UTC");
+                // A daily budget resets at midnight UTC: no retry-after (unless that is within
+                // the minute), and SDKs are told not to retry.
+                assert!(
+                    r.header("retry-after")
+                        .is_none_or(|s| s.parse::<u64>().is_ok_and(|s| s <= 60)),
+                    "{:?}",
+                    r.header("retry-after")
+                );
+                assert_eq!(r.header("x-should-retry"), Some("false"));
                 budget_refusals += 1;
             }
             s => panic!("unexpected {s}: {}", r.text()),

@@ -61,6 +61,12 @@ pub async fn write_error(
     if let Some(secs) = err.retry_after_secs() {
         extra.push((http::header::RETRY_AFTER, secs.to_string()));
     }
+    if let Some(retry) = err.should_retry() {
+        extra.push((
+            http::HeaderName::from_static("x-should-retry"),
+            retry.to_string(),
+        ));
+    }
     if matches!(err, GatewayError::BodyTooLarge(_)) {
         // The rest of an oversized body is not worth draining: close after answering.
         session.set_keepalive(None);
