@@ -9,7 +9,7 @@
 //! No I/O here.
 
 use crate::canonical::*;
-use crate::openai::codec::{body_excerpt, tool_name_for, trim_ascii, MAX_EVENT_BYTES};
+use crate::openai::codec::{body_excerpt, tool_name_for, trim_ascii};
 use crate::sse::{self, SseFramer};
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Map, Value};
@@ -1131,7 +1131,7 @@ impl StreamDecode for StreamDecoder {
                 }
             }
         }
-        if !self.terminal && self.framer.buffered() > MAX_EVENT_BYTES {
+        if !self.terminal && self.framer.over_limit() {
             self.fail(out, malformed("a stream event exceeds 16 MiB"));
         }
     }

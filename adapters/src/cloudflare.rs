@@ -14,8 +14,8 @@ use crate::sse::{self, SseFramer};
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-/// Largest unfinished SSE event buffered before the stream is declared broken.
-const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+// Largest unfinished SSE event buffered before the stream is declared broken.
+use crate::sse::MAX_EVENT_BYTES;
 
 /// Builds the `/run/{model}` request. `max_tokens` is always sent (Workers AI otherwise defaults
 /// to 256 and silently truncates): the request's, else `opts.default_max_tokens`.
@@ -623,7 +623,7 @@ impl StreamDecode for StreamDecoder {
         if let Some(block) = self.framer.push(Bytes::copy_from_slice(chunk)) {
             self.block(&block, out);
         }
-        if !self.done && self.framer.buffered() > MAX_EVENT_BYTES {
+        if !self.done && self.framer.over_limit() {
             self.fail(
                 out,
                 ProviderError::new(ErrorKind::Server, "stream event longer than 16 MiB"),

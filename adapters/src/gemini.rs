@@ -13,11 +13,11 @@ use serde_json::{json, Map, Value};
 
 use crate::canonical::*;
 
-/// Largest single SSE event (or raw JSON error body) the stream decoder buffers.
 /// Gemini's documented placeholder signature for function calls from other providers.
 pub const SKIP_THOUGHT_SIGNATURE: &str = "skip_thought_signature_validator";
 
-pub const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+/// Largest single SSE event (or raw JSON error body) the stream decoder buffers.
+pub use crate::sse::MAX_EVENT_BYTES;
 
 /// Longest error message taken from an unparseable error body, in characters.
 const MAX_ERROR_TEXT: usize = 500;

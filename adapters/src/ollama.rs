@@ -14,7 +14,7 @@ use crate::openai::codec::{function_tool, role_str};
 use serde_json::{json, Map, Value};
 
 /// Longest NDJSON line accepted before the stream is declared broken.
-const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+const MAX_LINE_BYTES: usize = crate::sse::MAX_EVENT_BYTES;
 
 /// Builds the `/api/chat` request.
 pub fn encode_request(

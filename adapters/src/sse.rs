@@ -5,15 +5,35 @@
 //! complete events as zero-copy [`Bytes`] slices, each including its blank-line terminator, so a
 //! relay can forward them byte-exactly. It understands `\n\n`, `\r\n\r\n` and `\r\r` terminators.
 //!
+//! Framing is O(total bytes): each chunk is scanned once (plus the last three bytes before it, where
+//! a terminator may have started) and copied at most once, into the tail, only when it ends inside
+//! an event. An event that grows past [`MAX_EVENT_BYTES`] without its terminator is dropped and the
+//! framer stops taking input ([`SseFramer::over_limit`]), so it never holds more than that plus
+//! one chunk.
+//!
 //! It owns framing only: what an event means is for the format modules.
 
 use bytes::{Bytes, BytesMut};
+
+/// Largest single stream event (or NDJSON line) any stream reader holds: a provider's events are
+/// kilobytes, so one this big is a broken upstream, and holding more would let it take memory
+/// without bound.
+pub const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// Longest terminator (`\r\n\r\n`) minus one: how far before the scanned end a terminator that
+/// was still incomplete may have started.
+const TERMINATOR_OVERLAP: usize = 3;
 
 /// Splits a byte stream into complete SSE events.
 #[derive(Debug, Default)]
 pub struct SseFramer {
     /// Bytes of an event whose terminator has not arrived yet.
     tail: BytesMut,
+    /// How much of `tail` was already scanned without finding a terminator (its last
+    /// [`TERMINATOR_OVERLAP`] bytes are scanned again, with the bytes that follow them).
+    scanned: usize,
+    /// An event grew past [`MAX_EVENT_BYTES`]: its bytes were dropped and input is ignored.
+    overflowed: bool,
 }
 
 impl SseFramer {
@@ -24,23 +44,49 @@ impl SseFramer {
 
     /// Feeds one chunk and returns the complete events it finished, in order, as one contiguous
     /// block (`None` when the chunk finished no event). The block is a zero-copy slice of `chunk`
-    /// when nothing was buffered from earlier reads.
+    /// when nothing was buffered from earlier reads, and of the tail otherwise. Once an event
+    /// went over [`MAX_EVENT_BYTES`], nothing more comes out (see [`SseFramer::over_limit`]).
     pub fn push(&mut self, chunk: Bytes) -> Option<Bytes> {
-        let mut data = if self.tail.is_empty() {
-            chunk
-        } else {
-            self.tail.extend_from_slice(&chunk);
-            self.tail.split().freeze()
-        };
-        match last_event_end(&data) {
-            Some(end) if end == data.len() => Some(data),
+        if self.overflowed {
+            return None;
+        }
+        let block = self.frame(chunk);
+        if self.tail.len() > MAX_EVENT_BYTES {
+            self.overflowed = true;
+            self.tail = BytesMut::new();
+            self.scanned = 0;
+        }
+        block
+    }
+
+    /// [`SseFramer::push`] without the limit.
+    fn frame(&mut self, chunk: Bytes) -> Option<Bytes> {
+        if self.tail.is_empty() {
+            let end = last_event_end(&chunk, 0);
+            let rest = match end {
+                Some(e) if e == chunk.len() => return Some(chunk),
+                Some(e) => &chunk[e..],
+                None => &chunk[..],
+            };
+            self.tail.extend_from_slice(rest);
+            self.scanned = self.tail.len();
+            return end.map(|e| chunk.slice(..e));
+        }
+        // Grow by at least the tail's size, so a long event is copied O(1) times per byte.
+        let free = self.tail.capacity() - self.tail.len();
+        if free < chunk.len() {
+            self.tail.reserve(chunk.len().max(self.tail.len()));
+        }
+        self.tail.extend_from_slice(&chunk);
+        let from = self.scanned.saturating_sub(TERMINATOR_OVERLAP);
+        match last_event_end(&self.tail, from) {
             Some(end) => {
-                let rest = data.split_off(end);
-                self.tail.extend_from_slice(&rest);
-                Some(data)
+                let block = self.tail.split_to(end).freeze();
+                self.scanned = self.tail.len();
+                Some(block)
             }
             None => {
-                self.tail.extend_from_slice(&data);
+                self.scanned = self.tail.len();
                 None
             }
         }
@@ -48,6 +94,7 @@ impl SseFramer {
 
     /// Bytes left over at the end of the stream that never got a terminator.
     pub fn finish(&mut self) -> Option<Bytes> {
+        self.scanned = 0;
         if self.tail.is_empty() {
             None
         } else {
@@ -58,6 +105,12 @@ impl SseFramer {
     /// Number of bytes waiting for their event's terminator.
     pub fn buffered(&self) -> usize {
         self.tail.len()
+    }
+
+    /// Whether an event grew past [`MAX_EVENT_BYTES`] without its terminator (the stream is
+    /// broken: its bytes were dropped and later input is ignored).
+    pub fn over_limit(&self) -> bool {
+        self.overflowed
     }
 }
 
@@ -116,10 +169,11 @@ fn first_event_end(buf: &[u8]) -> Option<usize> {
     None
 }
 
-/// Offset just past the last event terminator in `buf`.
-fn last_event_end(buf: &[u8]) -> Option<usize> {
+/// Offset just past the last event terminator in `buf`, scanning from `from` (no terminator
+/// ends before it).
+fn last_event_end(buf: &[u8], from: usize) -> Option<usize> {
     let mut end = None;
-    let mut i = 0;
+    let mut i = from;
     while let Some(e) = first_event_end(&buf[i..]) {
         i += e;
         end = Some(i);
@@ -223,5 +277,107 @@ mod tests {
         let evs = collect(&mut f, &refs);
         assert_eq!(evs.concat(), stream);
         assert_eq!(evs.len(), 3);
+    }
+
+    /// Every complete event of `stream`, fed as `chunks`, plus the unterminated tail.
+    fn frame_all(chunks: &[&[u8]]) -> (Vec<Vec<u8>>, Option<Vec<u8>>) {
+        let mut f = SseFramer::new();
+        let mut out = Vec::new();
+        for c in chunks {
+            if let Some(block) = f.push(Bytes::copy_from_slice(c)) {
+                out.extend(events(&block).map(|e| e.to_vec()));
+            }
+        }
+        (out, f.finish().map(|t| t.to_vec()))
+    }
+
+    const MIXED: &[u8] =
+        b"data: a\n\nevent: x\r\ndata: b\r\n\r\ndata: c\r\rdata: d\n\r\ndata: e\n\ndata: tail";
+
+    #[test]
+    fn an_event_split_at_every_position_frames_as_a_whole() {
+        let whole = frame_all(&[MIXED]);
+        assert_eq!(whole.0.len(), 5);
+        assert_eq!(whole.1.as_deref(), Some(&b"data: tail"[..]));
+        for i in 0..=MIXED.len() {
+            assert_eq!(
+                frame_all(&[&MIXED[..i], &MIXED[i..]]),
+                whole,
+                "split at {i}"
+            );
+            for j in i..=MIXED.len() {
+                let three = frame_all(&[&MIXED[..i], &MIXED[i..j], &MIXED[j..]]);
+                assert_eq!(three, whole, "split at {i} and {j}");
+            }
+        }
+    }
+
+    #[test]
+    fn crlf_terminators_split_inside_the_terminator() {
+        for chunks in [
+            &[&b"data: x\r"[..], b"\n", b"\r", b"\ndata: y\r\n\r\n"][..],
+            &[b"data: x\r\n", b"\r\n", b"data: y\r", b"\n\r\n"],
+            &[
+                b"data: x",
+                b"\r",
+                b"\n",
+                b"\r",
+                b"\n",
+                b"data: y\r\n\r",
+                b"\n",
+            ],
+        ] {
+            let (evs, tail) = frame_all(chunks);
+            assert_eq!(
+                evs,
+                vec![b"data: x\r\n\r\n".to_vec(), b"data: y\r\n\r\n".to_vec()]
+            );
+            assert_eq!(tail, None);
+        }
+    }
+
+    #[test]
+    fn many_tiny_chunks_of_a_long_event_are_buffered_once() {
+        let mut f = SseFramer::new();
+        let piece = Bytes::from_static(b"xxxxxxxxxxxxxxxx");
+        assert!(f.push(Bytes::from_static(b"data: ")).is_none());
+        for _ in 0..100_000 {
+            assert!(f.push(piece.clone()).is_none());
+        }
+        assert_eq!(f.buffered(), 6 + 16 * 100_000);
+        // Only the bytes after the last scan are looked at again: the terminator is found at
+        // once, and the event comes out whole.
+        let block = f.push(Bytes::from_static(b"\n\ndata: next")).unwrap();
+        assert_eq!(block.len(), 6 + 16 * 100_000 + 2);
+        assert!(block.ends_with(b"x\n\n"));
+        assert_eq!(events(&block).count(), 1);
+        assert_eq!(f.buffered(), b"data: next".len());
+        assert!(!f.over_limit());
+    }
+
+    #[test]
+    fn an_event_over_the_limit_is_reported_and_cleared() {
+        let mut f = SseFramer::new();
+        let chunk = Bytes::from(vec![b'x'; 1024 * 1024]);
+        for _ in 0..16 {
+            assert!(f.push(chunk.clone()).is_none());
+        }
+        assert!(!f.over_limit());
+        assert!(f.push(Bytes::from_static(b"x")).is_none());
+        assert!(f.over_limit());
+        assert_eq!(f.buffered(), 0);
+        assert!(f.push(Bytes::from_static(b"\n\ndata: x\n\n")).is_none());
+        assert!(f.finish().is_none());
+    }
+
+    #[test]
+    fn a_block_after_a_buffered_tail_is_a_slice_of_the_tail() {
+        let mut f = SseFramer::new();
+        assert!(f.push(Bytes::from_static(b"data: a")).is_none());
+        let block = f
+            .push(Bytes::from_static(b"\n\ndata: b\n\ndata: c"))
+            .unwrap();
+        assert_eq!(&block[..], b"data: a\n\ndata: b\n\n");
+        assert_eq!(f.finish().unwrap(), Bytes::from_static(b"data: c"));
     }
 }

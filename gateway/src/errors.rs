@@ -41,6 +41,8 @@ pub const CODES: &[&str] = &[
     "method_not_allowed",
     "no_deployment_available",
     "upstream_timeout",
+    "upstream_body_too_large",
+    "request_timeout",
     "missing_api_key",
     "invalid_api_key",
     "revoked_api_key",
@@ -134,6 +136,17 @@ pub enum GatewayError {
     /// A local model failed after it started answering (or ran past the request's deadline).
     #[error("local inference failed: {0}")]
     LocalInference(String),
+    /// The upstream's answer is longer than the gateway holds (`forward::MAX_UPSTREAM_BODY`).
+    #[error("the answer of {provider}/{upstream_model} for `{model}` exceeds {limit} bytes")]
+    UpstreamBodyTooLarge {
+        model: String,
+        provider: String,
+        upstream_model: String,
+        limit: usize,
+    },
+    /// The caller did not send its request body within `server.client_timeouts.body`.
+    #[error("the request body did not arrive within {0:?} (server.client_timeouts.body)")]
+    RequestTimeout(std::time::Duration),
 }
 
 impl GatewayError {
@@ -146,7 +159,9 @@ impl GatewayError {
             GatewayError::BodyTooLarge(_) => 413,
             GatewayError::ModelNotFound(_) | GatewayError::UnknownRoute { .. } => 404,
             GatewayError::MethodNotAllowed { .. } => 405,
-            GatewayError::NoDeploymentAvailable { .. } => 502,
+            GatewayError::NoDeploymentAvailable { .. }
+            | GatewayError::UpstreamBodyTooLarge { .. } => 502,
+            GatewayError::RequestTimeout(_) => 408,
             GatewayError::UpstreamTimeout { .. } => 504,
             GatewayError::LocalInference(_) => 500,
             GatewayError::Auth(e) => e.status(),
@@ -162,9 +177,10 @@ impl GatewayError {
     /// OpenAI `error.type`.
     pub fn error_type(&self) -> &'static str {
         match self {
-            GatewayError::NoDeploymentAvailable { .. } | GatewayError::UpstreamTimeout { .. } => {
-                "upstream_error"
-            }
+            GatewayError::NoDeploymentAvailable { .. }
+            | GatewayError::UpstreamTimeout { .. }
+            | GatewayError::UpstreamBodyTooLarge { .. } => "upstream_error",
+            GatewayError::RequestTimeout(_) => "timeout",
             GatewayError::LocalInference(_) => "server_error",
             GatewayError::Auth(e) if e.status() == 401 => "authentication_error",
             GatewayError::Auth(_) => "permission_error",
@@ -198,6 +214,8 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::NoDeploymentAvailable { .. } => "no_deployment_available",
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
+            GatewayError::UpstreamBodyTooLarge { .. } => "upstream_body_too_large",
+            GatewayError::RequestTimeout(_) => "request_timeout",
             GatewayError::LocalInference(_) => "local_inference_failed",
             GatewayError::Auth(e) => e.code(),
             GatewayError::TooManyAuthFailures => "too_many_auth_failures",
@@ -225,6 +243,7 @@ impl GatewayError {
             401 => "authentication_error",
             403 => "permission_error",
             404 => "not_found_error",
+            408 => "timeout_error",
             413 => "request_too_large",
             429 => "rate_limit_error",
             504 => "timeout_error",
@@ -340,6 +359,13 @@ mod tests {
                 resets_at: Some(86_400),
             },
             GatewayError::StoreUnavailable,
+            GatewayError::UpstreamBodyTooLarge {
+                model: "m".into(),
+                provider: "p".into(),
+                upstream_model: "u".into(),
+                limit: 1,
+            },
+            GatewayError::RequestTimeout(std::time::Duration::from_secs(1)),
             GatewayError::Untranslatable(TranslateError::Unsupported {
                 field: "n>1".into(),
                 provider: "anthropic",

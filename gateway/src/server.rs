@@ -1,6 +1,7 @@
 //! Assembles the Pingora [`Server`]: the inference service (an `HttpProxy` over
-//! [`crate::proxy::Gateway`]) on every `server.listen` address with HTTP/1.1 and h2c, and the
-//! admin service on `server.admin_listen`. Also renders the routing table for `switchyard check`.
+//! [`crate::proxy::Gateway`], run under the callers' deadlines of [`ClientDeadlines`]) on every
+//! `server.listen` address with HTTP/1.1 and h2c, and the admin service on `server.admin_listen`.
+//! Also renders the routing table for `switchyard check`.
 
 use crate::config::Config;
 use crate::forward::Forwarder;
@@ -14,6 +15,7 @@ use crate::ops::drain::Drain;
 use crate::ops::reload::Reloader;
 use crate::ops::telemetry::Metrics;
 use crate::proxy::context::InFlight;
+use crate::proxy::deadlines::ClientDeadlines;
 use crate::proxy::Gateway;
 use crate::routing::health::HealthChecker;
 use crate::routing::state::State;
@@ -35,8 +37,6 @@ use std::sync::Arc;
 pub enum StartError {
     #[error("cannot open the access log: {0}")]
     AccessLog(std::io::Error),
-    #[error("cannot set up the inference service")]
-    Service,
     #[error("cannot set up TLS: {0}")]
     Tls(String),
     #[error("{0}")]
@@ -132,20 +132,22 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
         forwarder: Forwarder::new(connector, spend.clone()),
         access_log,
         in_flight,
+        client_timeouts: cfg.server.client_timeouts,
     };
 
-    let mut inference = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        gateway,
-        "switchyard inference",
-    );
+    let mut proxy = pingora_proxy::http_proxy(&server.configuration, gateway);
     let mut options = HttpServerOptions::default();
     options.h2c = true;
-    options.h2_idle_timeout = Some(std::time::Duration::from_secs(300));
-    inference
-        .app_logic_mut()
-        .ok_or(StartError::Service)?
-        .server_options = Some(options);
+    options.h2_idle_timeout = Some(cfg.server.client_timeouts.idle);
+    proxy.server_options = Some(options);
+    let mut inference = Service::new(
+        "switchyard inference".to_string(),
+        ClientDeadlines {
+            inner: Arc::new(proxy),
+            timeouts: cfg.server.client_timeouts,
+            h2c: true,
+        },
+    );
     for addr in &cfg.server.listen {
         inference.add_tcp(addr);
     }

@@ -709,3 +709,388 @@ async fn non_stream_answers_say_what_they_cost() {
         "{line}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Bounds: a broken upstream cannot take memory or time without bound; slow callers are cut off.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Reads one request (head, then a `Content-Length` body) from an upstream's socket.
+async fn read_upstream_request(s: &mut TcpStream) -> bool {
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 8192];
+    let head_end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        match s.read(&mut tmp).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+        }
+    };
+    let len = content_length(&buf[..head_end]).unwrap_or(0);
+    while buf.len() < head_end + len {
+        match s.read(&mut tmp).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+        }
+    }
+    true
+}
+
+/// The `Content-Length` of an HTTP/1.1 head.
+fn content_length(head: &[u8]) -> Option<usize> {
+    String::from_utf8_lossy(head)
+        .to_ascii_lowercase()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("content-length:")
+                .map(|v| v.trim().to_string())
+        })
+        .and_then(|v| v.parse().ok())
+}
+
+/// An upstream on a raw socket: each request is read, then `answer` writes whatever it likes.
+/// Returns its base URL.
+async fn raw_upstream<F, Fut>(answer: F) -> String
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let answer = Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                if read_upstream_request(&mut s).await {
+                    answer(s).await;
+                }
+            });
+        }
+    });
+    format!("http://{addr}/v1")
+}
+
+/// Writes one HTTP/1.1 chunk; `false` once the gateway closed the connection.
+async fn write_chunk(s: &mut TcpStream, data: &[u8]) -> bool {
+    let mut out = format!("{:x}\r\n", data.len()).into_bytes();
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+    s.write_all(&out).await.is_ok()
+}
+
+/// Writes a chunked answer's `head` and `opening`, then up to 400 MiB of `x` as fast as it goes,
+/// counting what went into `sent`, until the gateway closes the connection.
+async fn send_endless(mut s: TcpStream, head: &[u8], opening: &[u8], sent: Arc<AtomicUsize>) {
+    let _ = s.write_all(head).await;
+    let _ = write_chunk(&mut s, opening).await;
+    let piece = vec![b'x'; 256 * 1024];
+    for _ in 0..1600 {
+        if !write_chunk(&mut s, &piece).await {
+            return;
+        }
+        sent.fetch_add(piece.len(), Ordering::Relaxed);
+    }
+}
+
+const CHUNKED_SSE_HEAD: &[u8] =
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+
+const STREAM_REQUEST: &[u8] = br#"{"model":"fast","stream":true,"messages":[]}"#;
+
+/// A gateway whose model `fast` is served by the upstream at `base` with these `timeouts`.
+async fn gateway_for(base: &str, timeouts: &str, model_extra: &str) -> Gateway {
+    let conf = config(
+        &[openai_provider(
+            "up",
+            base,
+            &format!("    timeouts: {timeouts}\n"),
+        )],
+        &[("up", "m")],
+        model_extra,
+    );
+    Gateway::start(&conf, "").await
+}
+
+/// What a caller got from a stream.
+struct Streamed {
+    total: usize,
+    /// The first 64 KiB.
+    head: String,
+    /// The last 4 KiB or so.
+    tail: String,
+    elapsed: Duration,
+}
+
+/// Reads a caller's stream to its end (at most `limit`).
+async fn read_stream(gw: &Gateway, limit: Duration) -> Streamed {
+    let started = Instant::now();
+    let mut body = gw.open_stream(STREAM_REQUEST).await.into_body();
+    let mut total = 0usize;
+    let mut kept = Vec::new();
+    let mut last: Vec<u8> = Vec::new();
+    let deadline = started + limit;
+    while let Some(data) = next_data(
+        &mut body,
+        deadline.saturating_duration_since(Instant::now()),
+    )
+    .await
+    {
+        total += data.len();
+        if kept.len() < 64 * 1024 {
+            kept.extend_from_slice(&data);
+        }
+        last.extend_from_slice(&data);
+        if last.len() > 8192 {
+            last.drain(..last.len() - 4096);
+        }
+    }
+    Streamed {
+        total,
+        head: String::from_utf8_lossy(&kept).into_owned(),
+        tail: String::from_utf8_lossy(&last).into_owned(),
+        elapsed: started.elapsed(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_pass_through_event_ends_the_stream_with_an_error_event() {
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counter = sent.clone();
+    let base = raw_upstream(move |s| {
+        // One complete event, then one that never ends.
+        let first: &[u8] = b"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"id\":\"c\",\"x\":\"";
+        send_endless(s, CHUNKED_SSE_HEAD, first, counter.clone())
+    })
+    .await;
+    let gw = gateway_for(&base, "{ total: 20s, idle: 5s, first_byte: 5s }", "").await;
+    let rss_before = gw.peak_rss_kib();
+    let got = read_stream(&gw, Duration::from_secs(20)).await;
+    assert!(
+        got.elapsed < Duration::from_secs(20),
+        "took {:?}\n{}",
+        got.elapsed,
+        gw.log()
+    );
+    assert!(got.head.starts_with("data: {\"id\":\"c\""), "{}", got.head);
+    assert!(
+        got.head.contains("\"error\"") && got.head.contains("exceeds"),
+        "no error event: {}",
+        got.head
+    );
+    // Nothing of the oversized event reached the caller.
+    assert!(got.total < 4096, "the caller got {} bytes", got.total);
+    // The gateway held at most the 16 MiB cap (plus its buffer's growth), and let go of the
+    // upstream soon after it.
+    let grown = gw.peak_rss_kib().saturating_sub(rss_before);
+    assert!(grown < 96 * 1024, "peak RSS grew by {grown} KiB");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let upstream_sent = sent.load(Ordering::Relaxed);
+    assert!(
+        upstream_sent < 120 * 1024 * 1024,
+        "the upstream could still send {upstream_sent} bytes"
+    );
+    let line = gw
+        .access_line(|l| l["route"] == "chat_completions")
+        .await
+        .expect("access line");
+    assert_eq!(line["error"], "upstream_stream_error", "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_never_pauses_ends_at_the_total_timeout() {
+    let base = raw_upstream(|mut s| async move {
+        let _ = s.write_all(CHUNKED_SSE_HEAD).await;
+        let ev =
+            b"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\n\n";
+        // As fast as it goes: the gateway's reads always find data waiting, so no read
+        // timeout can fire.
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            if !write_chunk(&mut s, ev).await {
+                return;
+            }
+        }
+    })
+    .await;
+    let gw = gateway_for(&base, "{ total: 2s, idle: 1s, first_byte: 1s }", "").await;
+    let got = read_stream(&gw, Duration::from_secs(15)).await;
+    assert_about_2s(got.elapsed);
+    assert!(got.total > 0);
+    assert!(got.tail.contains("total timeout"), "{}", got.tail);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_chunked_non_stream_answer_is_a_502() {
+    let base = raw_upstream(|s| {
+        let head =
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+        let opening = b"{\"id\":\"c\",\"choices\":[{\"message\":{\"content\":\"";
+        send_endless(s, head, opening, Arc::default())
+    })
+    .await;
+    let gw = gateway_for(
+        &base,
+        "{ total: 20s, idle: 5s }",
+        "    retry: { attempts: 1 }\n",
+    )
+    .await;
+    let rss_before = gw.peak_rss_kib();
+    let started = Instant::now();
+    let r = gw
+        .post_json("/v1/chat/completions", br#"{"model":"fast","messages":[]}"#)
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "upstream_body_too_large");
+    assert_eq!(r.json()["error"]["type"], "upstream_error");
+    // At most the 64 MiB cap was held (with its buffer's growth): before, the whole answer was
+    // kept, twice.
+    let grown = gw.peak_rss_kib().saturating_sub(rss_before);
+    assert!(grown < 200 * 1024, "peak RSS grew by {grown} KiB");
+}
+
+/// A gateway whose callers get 2 s for a head, a body and an idle keep-alive (and its upstream),
+/// and a raw connection to it.
+async fn slow_caller_gateway() -> (Gateway, MockUpstream, TcpStream) {
+    let up = MockUpstream::start(ok_upstream()).await.expect("upstream");
+    let conf = config(
+        &[openai_provider("up", &up.base_url(), "")],
+        &[("up", "m")],
+        "",
+    );
+    let gw = Gateway::start(
+        &conf,
+        "  client_timeouts: { header: 2s, body: 2s, idle: 2s }\n",
+    )
+    .await;
+    let s = TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .expect("connect");
+    (gw, up, s)
+}
+
+/// The configured 2 s, give or take scheduling.
+fn assert_about_2s(after: Duration) {
+    assert!(
+        after >= Duration::from_millis(1500) && after < Duration::from_secs(5),
+        "after {after:?}"
+    );
+}
+
+/// Reads until the gateway closes the connection (or `limit`); returns what came and when it
+/// closed.
+async fn read_until_closed(
+    r: &mut (impl AsyncRead + Unpin),
+    limit: Duration,
+) -> (Vec<u8>, Option<Instant>) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, r.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (got, Some(Instant::now())),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return (got, None),
+        }
+    }
+}
+
+/// Sends `bytes` one at a time, `every` apart, while reading what the gateway answers until it
+/// closes the connection; returns the answer and how long after the first trickled byte was due
+/// the connection closed.
+async fn trickle(s: TcpStream, bytes: &'static [u8], every: Duration) -> (String, Duration) {
+    let started = Instant::now();
+    let (mut r, mut w) = s.into_split();
+    let writer = tokio::spawn(async move {
+        for b in bytes {
+            tokio::time::sleep(every).await;
+            if w.write_all(&[*b]).await.is_err() {
+                return;
+            }
+        }
+    });
+    let (got, closed) = read_until_closed(&mut r, Duration::from_secs(10)).await;
+    writer.abort();
+    let closed = closed.expect("the connection stayed open");
+    (String::from_utf8_lossy(&got).into_owned(), closed - started)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_trickling_its_head_is_disconnected_after_the_header_deadline() {
+    let (_gw, _up, mut s) = slow_caller_gateway().await;
+    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .expect("write");
+    // Then one byte a second: every read gets something, so no per-read timeout fires.
+    let (answer, after) = trickle(
+        s,
+        b"x-slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        Duration::from_secs(1),
+    )
+    .await;
+    assert!(answer.is_empty(), "{answer}");
+    assert_about_2s(after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_closed_after_the_header_deadline() {
+    let (_gw, _up, mut s) = slow_caller_gateway().await;
+    let started = Instant::now();
+    let (got, closed) = read_until_closed(&mut s, Duration::from_secs(10)).await;
+    assert!(got.is_empty());
+    assert_about_2s(closed.expect("the connection stayed open") - started);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_trickling_its_body_gets_a_408() {
+    let (_gw, _up, mut s) = slow_caller_gateway().await;
+    s.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
+    )
+    .await
+    .expect("write");
+    let (answer, after) = trickle(s, &[b' '; 99], Duration::from_millis(500)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"type\":\"timeout\""), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert_about_2s(after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_kept_alive_connection_is_closed() {
+    let (_gw, _up, mut s) = slow_caller_gateway().await;
+    s.write_all(b"GET /v1/health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("write");
+    // The answer comes, and the connection stays open for another request...
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let answered = loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("an answer")
+            .expect("read");
+        assert!(n > 0, "closed before answering");
+        got.extend_from_slice(&buf[..n]);
+        if let Some(head_end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let len = content_length(&got[..head_end]).expect("content-length");
+            if got.len() >= head_end + 4 + len {
+                break Instant::now();
+            }
+        }
+    };
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    // ...until it has been idle for 2 s.
+    let (more, closed) = read_until_closed(&mut s, Duration::from_secs(10)).await;
+    assert!(more.is_empty());
+    assert_about_2s(closed.expect("the idle connection stayed open") - answered);
+}

@@ -10,9 +10,6 @@ use crate::sse::{self, SseFramer};
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Map, Value};
 
-/// Largest event (or unterminated tail) a stream decoder buffers before giving up.
-pub(crate) const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
-
 // ---------------------------------------------------------------------------------------------
 // Caller side: request decoding.
 
@@ -1191,7 +1188,7 @@ impl StreamDecode for StreamDecoder {
                 }
             }
         }
-        if self.framer.buffered() > MAX_EVENT_BYTES {
+        if self.framer.over_limit() {
             self.fail(out, malformed("a stream event exceeds 16 MiB"));
         }
     }

@@ -395,6 +395,10 @@ pub fn push_without_null_usage(event: &[u8], out: &mut BytesMut) {
 /// chunk and the `"usage":null` members are removed so the caller sees what the provider would
 /// have sent without it; otherwise blocks pass through as zero-copy slices. Usage is captured
 /// either way.
+///
+/// An event longer than [`crate::sse::MAX_EVENT_BYTES`] without its terminator stops the relay
+/// ([`PassthroughStream::oversized`]): the buffered part is dropped and nothing more is taken in,
+/// so a broken upstream cannot make it hold more than that.
 #[derive(Debug)]
 pub struct PassthroughStream {
     framer: crate::sse::SseFramer,
@@ -413,7 +417,8 @@ impl PassthroughStream {
         }
     }
 
-    /// Feeds one upstream chunk; returns the bytes to send to the caller now, if any.
+    /// Feeds one upstream chunk; returns the bytes to send to the caller now, if any (the events
+    /// the chunk completed, even when the event after them is oversized).
     pub fn push(&mut self, chunk: Bytes) -> Option<Bytes> {
         let block = self.framer.push(chunk)?;
         if !self.usage_injected {
@@ -445,6 +450,12 @@ impl PassthroughStream {
     /// Bytes of an unterminated last event, forwarded as they are at the end of the stream.
     pub fn finish(&mut self) -> Option<Bytes> {
         self.framer.finish()
+    }
+
+    /// An event grew past [`crate::sse::MAX_EVENT_BYTES`] without its terminator: the stream
+    /// cannot go on.
+    pub fn oversized(&self) -> bool {
+        self.framer.over_limit()
     }
 
     /// Usage reported by the provider, once its usage chunk has passed.
@@ -721,6 +732,27 @@ mod tests {
             relay.usage(),
             relay.completed(),
         )
+    }
+
+    #[test]
+    fn an_oversized_event_stops_the_pass_through_after_the_events_before_it() {
+        let mut relay = PassthroughStream::new(false);
+        let first = relay.push(Bytes::from_static(b"data: {\"a\":1}\n\ndata: {\"b\":\""));
+        assert_eq!(first.as_deref(), Some(&b"data: {\"a\":1}\n\n"[..]));
+        let mib = Bytes::from(vec![b'x'; 1024 * 1024]);
+        // 13 bytes of the event came with the first chunk: 16 MiB more is over the limit.
+        for _ in 0..15 {
+            assert!(relay.push(mib.clone()).is_none());
+            assert!(!relay.oversized());
+        }
+        assert!(relay.push(mib.clone()).is_none());
+        assert!(relay.oversized());
+        // Nothing more is taken in, not even a terminator.
+        assert!(relay
+            .push(Bytes::from_static(b"\n\ndata: [DONE]\n\n"))
+            .is_none());
+        assert!(relay.finish().is_none());
+        assert!(!relay.completed());
     }
 
     #[test]

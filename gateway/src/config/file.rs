@@ -201,6 +201,20 @@ pub struct FileServer {
     pub grace_period: Option<String>,
     #[serde(default)]
     pub tls: Option<FileTls>,
+    /// How long a caller may take to send its request (Switchyard extension).
+    #[serde(default)]
+    pub client_timeouts: Option<FileClientTimeouts>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileClientTimeouts {
+    #[serde(default)]
+    pub header: Option<String>,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub idle: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

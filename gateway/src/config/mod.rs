@@ -298,6 +298,46 @@ models:
     }
 
     #[test]
+    fn client_timeouts_have_defaults_and_are_validated() {
+        let c = parse(MINIMAL, &no_env).unwrap();
+        assert_eq!(c.server.client_timeouts, ClientTimeouts::default());
+        assert_eq!(
+            c.server.client_timeouts.header,
+            std::time::Duration::from_secs(10)
+        );
+        let text = MINIMAL.replace(
+            "server:\n",
+            "server:\n  client_timeouts: { header: 2s, idle: 5s }\n",
+        );
+        let c = parse(&text, &no_env).unwrap();
+        let t = c.server.client_timeouts;
+        assert_eq!(t.header, std::time::Duration::from_secs(2));
+        assert_eq!(t.body, ClientTimeouts::default().body);
+        assert_eq!(t.idle, std::time::Duration::from_secs(5));
+        let text = MINIMAL.replace(
+            "server:\n",
+            "server:\n  client_timeouts: { header: 0s, body: soon, idle: 1500ms, read: 1s }\n",
+        );
+        let errs = errors_of(&text);
+        assert!(
+            errs.iter().any(|e| e.contains("unknown field `read`")),
+            "{errs:#?}"
+        );
+        let text = text.replace(", read: 1s", "");
+        let errs = errors_of(&text);
+        for want in [
+            "server.client_timeouts.header: must be greater than 0",
+            "server.client_timeouts.body: invalid duration",
+            "server.client_timeouts.idle: must be a whole number of seconds",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(want)),
+                "missing {want:?} in {errs:#?}"
+            );
+        }
+    }
+
+    #[test]
     fn env_references_expand_and_numbers_accept_strings() {
         let text = MINIMAL.replace(
             "server:\n",

@@ -156,6 +156,31 @@ pub struct ServerSettings {
     pub public_health: bool,
     /// A request that already crossed this many Switchyard nodes is refused (508).
     pub max_hops: u32,
+    /// How long a caller may take to send its request (`server.client_timeouts`).
+    pub client_timeouts: ClientTimeouts,
+}
+
+/// `server.client_timeouts`: how long a caller may take to send its request, so a slow or silent
+/// one cannot hold a connection (see `crate::proxy::deadlines` for what each bounds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientTimeouts {
+    /// From a connection's accept to the end of its first request head.
+    pub header: Duration,
+    /// For a whole request body, from when the gateway starts reading it (right after the head
+    /// is checked).
+    pub body: Duration,
+    /// A kept-alive connection with no new request is closed after this (whole seconds).
+    pub idle: Duration,
+}
+
+impl Default for ClientTimeouts {
+    fn default() -> Self {
+        ClientTimeouts {
+            header: Duration::from_secs(10),
+            body: Duration::from_secs(30),
+            idle: Duration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -46,6 +46,15 @@ impl Errors {
             },
         }
     }
+
+    /// "must be greater than 0" for each zero duration of `values`, at `path(key)`.
+    fn positive(&mut self, path: impl Fn(&str) -> String, values: &[(&str, Duration)]) {
+        for (k, v) in values {
+            if v.is_zero() {
+                self.push(path(k), "must be greater than 0");
+            }
+        }
+    }
 }
 
 /// Validates a parsed file. Returns every problem found, not just the first.
@@ -226,6 +235,7 @@ fn server_settings(s: &FileServer, errs: &mut Errors) -> ServerSettings {
         s.grace_period.as_deref(),
         Duration::from_secs(30),
     );
+    let client_timeouts = client_timeouts(s.client_timeouts.as_ref(), errs);
     ServerSettings {
         listen: s.listen.clone(),
         admin_listen: s.admin_listen.clone(),
@@ -236,7 +246,25 @@ fn server_settings(s: &FileServer, errs: &mut Errors) -> ServerSettings {
         admin_token,
         public_health: s.public_health.map(|p| p.0).unwrap_or(false),
         max_hops: s.max_hops.map(|h| h.0).unwrap_or(8),
+        client_timeouts,
     }
+}
+
+fn client_timeouts(t: Option<&FileClientTimeouts>, errs: &mut Errors) -> ClientTimeouts {
+    let d = ClientTimeouts::default();
+    let Some(t) = t else { return d };
+    let p = |k: &str| format!("server.client_timeouts.{k}");
+    let out = ClientTimeouts {
+        header: errs.duration(p("header"), t.header.as_deref(), d.header),
+        body: errs.duration(p("body"), t.body.as_deref(), d.body),
+        idle: errs.duration(p("idle"), t.idle.as_deref(), d.idle),
+    };
+    errs.positive(p, &[("header", out.header), ("body", out.body)]);
+    // Pingora keeps connections alive for whole seconds (and 0 would mean forever).
+    if out.idle < Duration::from_secs(1) || out.idle.subsec_nanos() != 0 {
+        errs.push(p("idle"), "must be a whole number of seconds, at least 1s");
+    }
+    out
 }
 
 fn providers(list: &[FileProvider], errs: &mut Errors) -> HashMap<String, (usize, Arc<Provider>)> {
@@ -575,16 +603,15 @@ fn timeouts(t: Option<&FileTimeouts>, path: &str, errs: &mut Errors) -> Timeouts
         idle: errs.duration(p("idle"), t.idle.as_deref(), d.idle),
         total: errs.duration(p("total"), t.total.as_deref(), d.total),
     };
-    for (k, v) in [
-        ("connect", out.connect),
-        ("first_byte", out.first_byte),
-        ("idle", out.idle),
-        ("total", out.total),
-    ] {
-        if v.is_zero() {
-            errs.push(p(k), "must be greater than 0");
-        }
-    }
+    errs.positive(
+        p,
+        &[
+            ("connect", out.connect),
+            ("first_byte", out.first_byte),
+            ("idle", out.idle),
+            ("total", out.total),
+        ],
+    );
     out
 }
 

@@ -33,11 +33,13 @@ use pingora_error::Error;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Largest non-stream answer read whole so that `x-switchyard-cost-usd` can be set on it.
-pub(crate) const MAX_PRICED_BODY: usize = 4 * 1024 * 1024;
-
-/// Largest non-stream answer (or error body) read whole to be translated to the caller's format.
-pub(crate) const MAX_TRANSLATED_BODY: usize = 64 * 1024 * 1024;
+/// Largest upstream body the gateway takes: a successful non-stream answer (read whole, to be
+/// priced or translated), an error body to translate, or any other non-stream body relayed as it
+/// comes. A chat completion is at most a few MB (128k output tokens with logprobs), and 64 MiB
+/// still holds an embeddings answer for ~2,000 inputs of 1,536 dimensions; anything longer is a
+/// broken or hostile upstream, answered 502 `upstream_body_too_large` (or cut, once its head went
+/// out) instead of growing memory.
+pub(crate) const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
 
 /// `x-switchyard-cost-usd`'s value: dollars with eight decimals.
 pub(crate) fn cost_value(usd: f64) -> http::HeaderValue {

@@ -13,6 +13,7 @@ use switchyard_adapters::canonical::{
 };
 use switchyard_adapters::openai::{self, ChatRequestFacts, PassthroughStream};
 use switchyard_adapters::providers::{self, Caller, StreamEncoder};
+use switchyard_adapters::sse::SseFramer;
 use switchyard_adapters::{anthropic, capabilities};
 
 /// `max_tokens` sent to providers that require one when neither the caller nor the deployment
@@ -26,7 +27,8 @@ pub enum Mode {
     /// (and usage turned on for metering, hidden again on the way back).
     OpenAiPassthrough { usage_injected: bool },
     /// Caller and provider speak the same other format: bytes pass through untouched while a
-    /// decoder watches them for usage and completion.
+    /// decoder watches them for usage and completion (streams: event by event, so that an
+    /// oversized event can be refused before any of it reached the caller).
     Observed(Dialect),
     /// Decoded from the provider's format and re-encoded in the caller's.
     Translated(Dialect),
@@ -222,10 +224,15 @@ pub fn translate_error(
 }
 
 /// Turns an upstream stream into the caller's, chunk by chunk: nothing waits for the end.
+///
+/// Every kind bounds what it holds: the pass-through kinds frame events with an [`SseFramer`]
+/// capped at [`switchyard_adapters::sse::MAX_EVENT_BYTES`] ([`StreamRelay::oversized`]); the
+/// translating decoders apply the same cap and report it as a provider error event.
 pub enum StreamRelay {
     OpenAi(PassthroughStream),
     Observed {
         caller: Caller,
+        framer: SseFramer,
         decoder: Box<dyn StreamDecode>,
         events: Vec<StreamEvent>,
         usage: Option<Usage>,
@@ -257,6 +264,7 @@ impl StreamRelay {
             }
             Mode::Observed(d) => StreamRelay::Observed {
                 caller,
+                framer: SseFramer::new(),
                 decoder: providers::stream_decoder(d),
                 events: Vec::new(),
                 usage: None,
@@ -279,6 +287,7 @@ impl StreamRelay {
         match self {
             StreamRelay::OpenAi(p) => p.push(chunk),
             StreamRelay::Observed {
+                framer,
                 decoder,
                 events,
                 usage,
@@ -286,9 +295,10 @@ impl StreamRelay {
                 error,
                 ..
             } => {
-                decoder.push(&chunk, events);
+                let block = framer.push(chunk)?;
+                decoder.push(&block, events);
                 note(events.drain(..), usage, ended, error, |_| {});
-                (!chunk.is_empty()).then_some(chunk)
+                Some(block)
             }
             StreamRelay::Translated {
                 decoder,
@@ -311,19 +321,33 @@ impl StreamRelay {
             StreamRelay::OpenAi(p) => p.finish(),
             StreamRelay::Observed {
                 caller,
+                framer,
                 decoder,
                 events,
                 usage,
                 ended,
                 error,
             } => {
+                // An unterminated last event goes out as it is, as the provider sent it.
+                let tail = framer.finish();
+                if let Some(t) = &tail {
+                    decoder.push(t, events);
+                }
                 decoder.finish(events);
-                let mut out = None;
+                let mut failed = None;
                 let caller = *caller;
                 note(events.drain(..), usage, ended, error, |e| {
-                    out = Some(caller_error_event(caller, e));
+                    failed = Some(caller_error_event(caller, e));
                 });
-                out
+                match (tail, failed) {
+                    (Some(t), Some(f)) => {
+                        let mut out = BytesMut::with_capacity(t.len() + f.len());
+                        out.extend_from_slice(&t);
+                        out.extend_from_slice(&f);
+                        Some(out.freeze())
+                    }
+                    (t, f) => t.or(f),
+                }
             }
             StreamRelay::Translated {
                 decoder,
@@ -358,6 +382,17 @@ impl StreamRelay {
                 *error = Some(err);
                 out.freeze()
             }
+        }
+    }
+
+    /// An upstream event grew past [`switchyard_adapters::sse::MAX_EVENT_BYTES`] without its
+    /// terminator on a pass-through stream: nothing of it went out, and the stream cannot go on.
+    /// (A translated stream's decoder reports the same as a provider error.)
+    pub fn oversized(&self) -> bool {
+        match self {
+            StreamRelay::OpenAi(p) => p.oversized(),
+            StreamRelay::Observed { framer, .. } => framer.over_limit(),
+            StreamRelay::Translated { .. } => false,
         }
     }
 
@@ -445,5 +480,57 @@ fn caller_error_event(caller: Caller, e: &ProviderError) -> Bytes {
             let (_, etype) = anthropic::error_status_and_type(e.kind);
             anthropic::stream_error_event(etype, &e.message)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_adapters::sse::MAX_EVENT_BYTES;
+
+    fn observed() -> StreamRelay {
+        StreamRelay::new(
+            Mode::Observed(Dialect::Anthropic),
+            Caller::Anthropic,
+            "msg_1",
+            "m",
+            0,
+            true,
+        )
+    }
+
+    #[test]
+    fn an_observed_stream_goes_out_event_by_event_and_byte_exact() {
+        let stream: &[u8] = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":3,\"output_tokens\":0}}}\n\nevent: ping\ndata: {\"type\":\"ping\"}\n\n";
+        let mut relay = observed();
+        let mut out = Vec::new();
+        for piece in stream.chunks(7) {
+            if let Some(b) = relay.push(Bytes::copy_from_slice(piece)) {
+                // Only whole events come out.
+                assert!(b.ends_with(b"\n\n"), "{b:?}");
+                out.extend_from_slice(&b);
+            }
+        }
+        assert_eq!(out, stream);
+        assert!(!relay.oversized());
+    }
+
+    #[test]
+    fn an_oversized_observed_event_stops_the_stream_before_any_of_it_goes_out() {
+        let mut relay = observed();
+        let head = relay.push(Bytes::from_static(
+            b"event: ping\ndata: {\"type\":\"ping\"}\n\nevent: content_block_delta\ndata: {\"x\":\"",
+        ));
+        assert_eq!(
+            head.as_deref(),
+            Some(&b"event: ping\ndata: {\"type\":\"ping\"}\n\n"[..])
+        );
+        let big = Bytes::from(vec![b'x'; MAX_EVENT_BYTES]);
+        assert!(relay.push(big).is_none());
+        assert!(relay.oversized());
+        let ev = relay.fail(ErrorKind::Server, "an upstream stream event exceeds 16 MiB");
+        let text = String::from_utf8_lossy(&ev);
+        assert!(text.starts_with("event: error\n"), "{text}");
+        assert!(text.contains("exceeds 16 MiB"), "{text}");
     }
 }

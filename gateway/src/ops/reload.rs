@@ -100,6 +100,9 @@ fn restart_only_changes(old: &ServerSettings, new: &ServerSettings) -> Vec<&'sta
     if old.tls != new.tls {
         out.push("server.tls");
     }
+    if old.client_timeouts != new.client_timeouts {
+        out.push("server.client_timeouts");
+    }
     out
 }
 
@@ -152,6 +155,7 @@ mod tests {
             admin_token: None,
             public_health: false,
             max_hops: 8,
+            client_timeouts: crate::config::ClientTimeouts::default(),
         }
     }
 
@@ -163,5 +167,8 @@ mod tests {
         b.listen = vec!["127.0.0.1:2".into()];
         b.max_body_bytes = 20; // applies live
         assert_eq!(restart_only_changes(&a, &b), vec!["server.listen"]);
+        let mut c = settings();
+        c.client_timeouts.header = Duration::from_secs(3);
+        assert_eq!(restart_only_changes(&a, &c), vec!["server.client_timeouts"]);
     }
 }

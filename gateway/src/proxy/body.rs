@@ -1,17 +1,23 @@
 //! Reads a request body once, refusing it as soon as it passes `server.max_body_bytes` (from
-//! `Content-Length` or while reading a chunked body) and answering `Expect: 100-continue`.
+//! `Content-Length` or while reading a chunked body) or takes longer than
+//! `server.client_timeouts.body` (408, see [`super::deadlines`]), and answering
+//! `Expect: 100-continue`.
 
 use crate::errors::GatewayError;
 use crate::forward::Failure;
 use bytes::{Bytes, BytesMut};
 use pingora_proxy::Session;
+use std::time::{Duration, Instant};
 use switchyard_filters::guard::BodyLimit;
 
-/// Reads the whole request body, refusing it as soon as it passes the limit.
+/// Reads the whole request body, refusing it as soon as it passes the limit or `within` (from
+/// the call) runs out.
 pub async fn read_body(
     session: &mut Session,
     limit: BodyLimit,
+    within: Duration,
 ) -> std::result::Result<Bytes, Failure> {
+    let deadline = Instant::now() + within;
     let announced = session
         .req_header()
         .headers
@@ -36,9 +42,16 @@ pub async fn read_body(
     let mut buf: Option<BytesMut> = None;
     let mut total: u64 = 0;
     loop {
-        let chunk = session
-            .read_request_body()
+        // Checked before each read as well: a read that finds data waiting never times out.
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(GatewayError::RequestTimeout(within).into());
+        }
+        // Dropping a read cut short is fine: the caller is answered 408 and the connection
+        // closed, so nothing more is read from it.
+        let chunk = pingora_timeout::timeout(left, session.read_request_body())
             .await
+            .map_err(|_| GatewayError::RequestTimeout(within))?
             .map_err(|e| GatewayError::BodyRead(e.etype().as_str().to_string()))?;
         let Some(chunk) = chunk else { break };
         total += chunk.len() as u64;

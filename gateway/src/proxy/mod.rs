@@ -7,11 +7,13 @@
 //! hands the request to [`Forwarder`] (which answers and returns `Ok(true)`: Pingora's own
 //! upstream phase is never reached — see `docs/architecture.md`). `logging` runs the response
 //! steps ([`logging`]). One file per job: [`routes`], [`body`], [`respond`], [`control`],
-//! [`steps`], [`logging`], plus the request context and the response-header helpers.
+//! [`steps`], [`logging`], [`deadlines`] (how long a caller may take to send its request), plus
+//! the request context and the response-header helpers.
 
 pub mod body;
 pub mod context;
 pub mod control;
+pub mod deadlines;
 pub mod logging;
 pub mod rate_headers;
 pub mod respond;
@@ -50,6 +52,8 @@ pub struct Gateway {
     pub forwarder: Forwarder,
     pub access_log: AccessLogger,
     pub in_flight: InFlight,
+    /// `server.client_timeouts` as the process started.
+    pub client_timeouts: crate::config::ClientTimeouts,
 }
 
 impl Gateway {
@@ -61,7 +65,7 @@ impl Gateway {
         snapshot: &Arc<Snapshot>,
     ) -> std::result::Result<(), Failure> {
         let state = &snapshot.state;
-        let body = body::read_body(session, state.body_limit).await?;
+        let body = body::read_body(session, state.body_limit, self.client_timeouts.body).await?;
         let facts = openai::inspect_chat_request(&body).map_err(GatewayError::from)?;
         let inbound = Inbound::new(ctx.caller, &body, &facts, ctx.route == Route::Embeddings);
         if ctx.caller == Caller::Anthropic {
@@ -128,6 +132,19 @@ impl Gateway {
         self.forwarder
             .serve_chat(session, ctx, &model, &inbound)
             .await
+    }
+
+    /// The head is in: the connection's head deadline stops counting, and the rest of the
+    /// connection's life is bounded by `server.client_timeouts` (see [`deadlines`]).
+    fn bound_connection(&self, session: &mut Session) {
+        deadlines::head_complete();
+        let t = &self.client_timeouts;
+        // `None` means Pingora already decided to close (shutting down): keep it so.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(t.idle.as_secs().max(1)));
+        }
+        // A body left unread (an early answer) is drained before the connection is reused.
+        session.set_total_drain_timeout(Some(t.body));
     }
 
     /// Runs the snapshot's head steps; `Err` is the answer.
@@ -228,6 +245,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        self.bound_connection(session);
         let req = session.req_header();
         ctx.request_id = match req.headers.get("x-request-id") {
             Some(v) if switchyard_filters::request_id::is_acceptable(v.as_bytes()) => {
@@ -372,6 +390,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        deadlines::request_done(&self.client_timeouts);
         self.finish(session, e, ctx);
     }
 }

@@ -67,8 +67,11 @@ pub async fn write_error(
             retry.to_string(),
         ));
     }
-    if matches!(err, GatewayError::BodyTooLarge(_)) {
-        // The rest of an oversized body is not worth draining: close after answering.
+    if matches!(
+        err,
+        GatewayError::BodyTooLarge(_) | GatewayError::RequestTimeout(_)
+    ) {
+        // The rest of an oversized or stalled body is not worth draining: close after answering.
         session.set_keepalive(None);
     }
     let body = err.body_for(ctx.caller, &ctx.request_id);

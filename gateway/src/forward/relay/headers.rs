@@ -5,7 +5,7 @@
 
 use super::Answer;
 use crate::forward::translate::Mode;
-use crate::forward::{Failure, MAX_PRICED_BODY};
+use crate::forward::Failure;
 use crate::proxy::context::RequestCtx;
 use crate::proxy::response_headers as rh;
 use pingora_http::ResponseHeader;
@@ -48,14 +48,11 @@ impl HeadFacts {
             .get("content-length")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
-        // A whole, modest, successful non-stream answer is read before its header is sent, so
-        // the header can say what it cost; an answer (or error) to translate is always read
-        // whole. Anything else streams through as it comes.
-        let read_whole = !is_stream
-            && (translated
-                || (success
-                    && !stream_requested
-                    && declared.is_some_and(|n| n <= MAX_PRICED_BODY)));
+        // A successful non-stream answer is read whole (up to `MAX_UPSTREAM_BODY`) before its
+        // header is sent, so the header can say what it cost and one too large is a clean 502;
+        // an answer (or error) to translate is always read whole. Anything else (an untranslated
+        // error body, a stream the upstream answered without SSE) streams through as it comes.
+        let read_whole = !is_stream && (translated || (success && !stream_requested));
         let retry_after_secs = crate::routing::breaker::parse_retry_after(
             up.headers.get("retry-after").map(|v| v.as_bytes()),
             up.headers.get("retry-after-ms").map(|v| v.as_bytes()),

@@ -1,7 +1,20 @@
 //! Bodies relayed as they arrive: streams event by event through a [`StreamRelay`] (translated or
-//! passed through), and large or unpriced non-stream bodies chunk by chunk. Bounds every read by
-//! the idle timeout and what is left of `total`, ends a stream cleanly in the caller's format when
-//! the upstream fails mid-way or a budget's cutoff is reached, and notes the usage for metering.
+//! passed through), and non-stream bodies that are not read whole (an untranslated error body,
+//! an answer the upstream sent without SSE to a stream request) chunk by chunk. Ends a stream
+//! cleanly in the caller's format when the upstream fails mid-way or a budget's cutoff is reached,
+//! and notes the usage for metering.
+//!
+//! Bounds, so a broken upstream cannot take memory or time without bound:
+//! * time: every read by the provider's `idle` and what is left of its `total`, and `total`
+//!   checked before each read too (a read that finds data waiting never times out, so an
+//!   upstream that never pauses would otherwise outlast it);
+//! * memory: a stream event by [`MAX_EVENT_BYTES`] (the pass-through framer and the translating
+//!   decoders hold at most that; an oversized event ends the stream with the caller's error
+//!   event), a non-stream body by [`MAX_UPSTREAM_BODY`] (counted, not held: past it the body is
+//!   cut).
+//!
+//! Each upstream chunk is written as soon as it is read (one downstream write per chunk): see
+//! [`Forwarder::pump`] for why reads are not coalesced.
 
 use super::headers::HeadFacts;
 use super::Answer;
@@ -10,20 +23,40 @@ use crate::config::Timeouts;
 use crate::forward::attempt::{is_timeout, Committed};
 use crate::forward::cutoff::{budget_stop_event, over_cutoff};
 use crate::forward::translate::StreamRelay;
-use crate::forward::{Failure, Forwarder};
+use crate::forward::{Failure, Forwarder, MAX_UPSTREAM_BODY};
 use crate::ops::telemetry::AttemptOutcome;
 use crate::proxy::context::RequestCtx;
 use crate::proxy::response_headers as rh;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use pingora_core::protocols::http::client::HttpSession;
 use pingora_error::{Error, ErrorType};
 use pingora_proxy::Session;
 use std::time::Instant;
 use switchyard_adapters::canonical::ErrorKind;
-use switchyard_adapters::openai;
+use switchyard_adapters::sse::MAX_EVENT_BYTES;
 
 /// Why a relayed body ended early: the try's outcome, the kind of error told to the caller, and
 /// the reason for the logs.
-type Midstream = (AttemptOutcome, ErrorKind, String);
+pub(super) type Midstream = (AttemptOutcome, ErrorKind, String);
+
+/// How the upstream body's relay loop ended.
+enum Pumped {
+    /// The upstream body ended, or the provider reported an error in its stream (already
+    /// relayed in the caller's format).
+    Done,
+    /// The upstream failed or broke a bound; the caller has not been told yet.
+    Failed(Midstream),
+    /// A budget's cutoff ended the stream; the caller's response is complete.
+    CutOff,
+}
+
+/// What the relay loop reads from and writes through.
+struct Pipe<'s, 'u> {
+    session: &'s mut Session,
+    upstream: &'u mut HttpSession,
+    first_chunk: Option<Bytes>,
+    started: Instant,
+}
 
 impl Forwarder {
     /// Writes the caller's head, then the body as it arrives.
@@ -40,16 +73,14 @@ impl Forwarder {
             mut upstream,
             peer,
             started,
-            mut first_chunk,
+            first_chunk,
         } = committed;
         let (dep, inbound) = (answer.dep, answer.inbound);
-        let timeouts = dep.provider.config.timeouts;
         session
             .write_response_header(rh::finish(resp), false)
             .await
             .map_err(Failure::Abort)?;
         let _stream_guard = facts.is_stream.then(|| ctx.stream_guard());
-        let try_deadline = started + timeouts.total;
         let response_id = format!("{}{}", inbound.caller.id_prefix(), ctx.request_id);
         let mut relay = facts.is_stream.then(|| {
             StreamRelay::new(
@@ -61,88 +92,41 @@ impl Forwarder {
                 inbound.include_usage(),
             )
         });
-        // A non-stream body relayed as it comes: kept to read its usage at the end.
-        let keep = facts.success && !inbound.facts.stream;
-        let mut kept: Vec<Bytes> = Vec::new();
-        let mut midstream: Option<Midstream> = None;
-        loop {
-            // One read timeout bounds both the idle gap and what is left of `total`, so no timer
-            // beyond Pingora's own is armed per chunk.
-            let left = try_deadline.saturating_duration_since(Instant::now());
-            upstream.set_read_timeout(Some(timeouts.idle.min(left)));
-            let next = match first_chunk.take() {
-                Some(c) => Ok(Some(c)),
-                None => upstream.read_response_body().await,
-            };
-            let chunk = match next {
-                Err(e) => {
-                    midstream = Some(midstream_failure(&e, try_deadline, &timeouts));
-                    break;
-                }
-                Ok(None) => break,
-                Ok(Some(chunk)) => chunk,
-            };
-            let out = match relay.as_mut() {
-                Some(r) => r.push(chunk),
-                None => {
-                    if keep {
-                        kept.push(chunk.clone());
-                    }
-                    Some(chunk)
-                }
-            };
-            let Some(out) = out else { continue };
-            ctx.mark_first_byte();
-            ctx.streamed_events += 1;
-            if let Some(r) = relay.as_ref().filter(|r| r.completed()) {
-                // This chunk ends the stream: its record is committed first (strict mode).
-                ctx.usage = r.usage();
-                self.commit_row(ctx).await;
-            }
-            session
-                .write_response_body(Some(out), false)
-                .await
-                .map_err(Failure::Abort)?;
-            if relay.as_ref().is_some_and(|r| !r.completed()) && over_cutoff(ctx, dep) {
-                // The budget's cutoff: end the stream cleanly, saying why; the upstream
-                // connection is dropped (nothing more is bought).
-                ctx.usage = relay.as_ref().and_then(|r| r.usage());
-                ctx.error_code = Some("budget_exceeded");
-                session
-                    .write_response_body(Some(budget_stop_event(inbound.caller)), true)
-                    .await
-                    .map_err(Failure::Abort)?;
-                return Ok(());
-            }
-        }
-        match relay.as_mut() {
-            Some(r) => {
-                if midstream.is_none() {
-                    if let Some(tail) = r.finish() {
-                        session
-                            .write_response_body(Some(tail), false)
-                            .await
-                            .map_err(Failure::Abort)?;
-                    }
-                }
-                ctx.usage = r.usage();
-                if midstream.is_none() {
-                    if let Some(e) = r.provider_error() {
-                        // The provider reported an error inside the stream (already relayed to
-                        // the caller in its format): it counts against the deployment.
-                        dep.provider.metrics.attempt(AttemptOutcome::StreamError);
-                        dep.provider.record_failure(&e.message);
-                        ctx.error_code = Some("upstream_stream_error");
-                        session
-                            .write_response_body(None, true)
-                            .await
-                            .map_err(Failure::Abort)?;
-                        return Ok(());
-                    }
+        let pipe = Pipe {
+            session,
+            upstream: &mut upstream,
+            first_chunk,
+            started,
+        };
+        let midstream = match self.pump(pipe, ctx, relay.as_mut(), answer).await? {
+            Pumped::CutOff => return Ok(()),
+            Pumped::Done => None,
+            Pumped::Failed(m) => Some(m),
+        };
+        if let Some(r) = relay.as_mut() {
+            if midstream.is_none() {
+                if let Some(tail) = r.finish() {
+                    session
+                        .write_response_body(Some(tail), false)
+                        .await
+                        .map_err(Failure::Abort)?;
                 }
             }
-            None if facts.success => ctx.usage = usage_of(&kept),
-            None => {}
+            ctx.usage = r.usage();
+            if midstream.is_none() {
+                if let Some(e) = r.provider_error() {
+                    // The provider reported an error inside the stream (already relayed to the
+                    // caller in its format): it counts against the deployment.
+                    dep.provider.metrics.attempt(AttemptOutcome::StreamError);
+                    dep.provider.record_failure(&e.message);
+                    ctx.error_code = Some("upstream_stream_error");
+                    session
+                        .write_response_body(None, true)
+                        .await
+                        .map_err(Failure::Abort)?;
+                    return Ok(());
+                }
+            }
         }
         if let Some(u) = ctx.usage {
             dep.provider
@@ -179,26 +163,134 @@ impl Forwarder {
         self.complete(ctx, dep, upstream, &peer, started).await;
         Ok(())
     }
+
+    /// Reads the upstream body and writes what each chunk completes, until the body ends, a
+    /// bound is broken or a budget's cutoff is reached.
+    ///
+    /// Not coalesced (issue #16): Pingora writes each chunked body write with its own flush, so
+    /// several frames already read could go out as one write, but only by polling the next read
+    /// and dropping it when nothing is waiting. Pingora's client body reader is not cancel-safe:
+    /// for a chunk head split across reads, `v1/body.rs` `do_read_chunked_body` compacts the
+    /// partial head in its buffer (`copy_within` + `truncate`) before awaiting the socket and
+    /// updates its parse state only after, so a read dropped there would corrupt the body (and
+    /// HTTP/2 reads would need their own audit). Keeping the pending read alive across the write
+    /// instead is sound, but it holds `upstream` borrowed, so the per-read timeout (idle and
+    /// what is left of `total`) could no longer be set on it and would need a timer of its own
+    /// per chunk; without a measurement showing per-frame writes matter, it is left as it is.
+    async fn pump(
+        &self,
+        pipe: Pipe<'_, '_>,
+        ctx: &mut RequestCtx,
+        mut relay: Option<&mut StreamRelay>,
+        answer: &Answer<'_, '_>,
+    ) -> Result<Pumped, Failure> {
+        let Pipe {
+            session,
+            upstream,
+            mut first_chunk,
+            started,
+        } = pipe;
+        let dep = answer.dep;
+        let timeouts = dep.provider.config.timeouts;
+        let deadline = started + timeouts.total;
+        // Bytes of a non-stream body relayed so far (counted only, never held).
+        let mut relayed = 0usize;
+        loop {
+            // One read timeout bounds both the idle gap and what is left of `total`, so no timer
+            // beyond Pingora's own is armed per chunk.
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(Pumped::Failed(over_total(&timeouts)));
+            }
+            upstream.set_read_timeout(Some(timeouts.idle.min(deadline - now)));
+            let next = match first_chunk.take() {
+                Some(c) => Ok(Some(c)),
+                None => upstream.read_response_body().await,
+            };
+            let chunk = match next {
+                Err(e) => return Ok(Pumped::Failed(midstream_failure(&e, deadline, &timeouts))),
+                Ok(None) => return Ok(Pumped::Done),
+                Ok(Some(chunk)) => chunk,
+            };
+            let out = match relay.as_deref_mut() {
+                Some(r) => r.push(chunk),
+                None => {
+                    relayed += chunk.len();
+                    if relayed > MAX_UPSTREAM_BODY {
+                        return Ok(Pumped::Failed(too_large(format!(
+                            "upstream response exceeds {MAX_UPSTREAM_BODY} bytes"
+                        ))));
+                    }
+                    Some(chunk)
+                }
+            };
+            let wrote = out.is_some();
+            if let Some(out) = out {
+                ctx.mark_first_byte();
+                ctx.streamed_events += 1;
+                if let Some(r) = relay.as_deref().filter(|r| r.completed()) {
+                    // This chunk ends the stream: its record is committed first (strict mode).
+                    ctx.usage = r.usage();
+                    self.commit_row(ctx).await;
+                }
+                session
+                    .write_response_body(Some(out), false)
+                    .await
+                    .map_err(Failure::Abort)?;
+            }
+            let Some(r) = relay.as_deref() else { continue };
+            if r.oversized() {
+                return Ok(Pumped::Failed(too_large(format!(
+                    "an upstream stream event exceeds {MAX_EVENT_BYTES} bytes"
+                ))));
+            }
+            if r.provider_error().is_some() {
+                // Already told to the caller; nothing after it is worth reading.
+                return Ok(Pumped::Done);
+            }
+            if wrote && !r.completed() && over_cutoff(ctx, dep) {
+                // The budget's cutoff: end the stream cleanly, saying why; the upstream
+                // connection is dropped (nothing more is bought).
+                ctx.usage = r.usage();
+                ctx.error_code = Some("budget_exceeded");
+                session
+                    .write_response_body(Some(budget_stop_event(answer.inbound.caller)), true)
+                    .await
+                    .map_err(Failure::Abort)?;
+                return Ok(Pumped::CutOff);
+            }
+        }
+    }
+}
+
+/// The upstream broke a size bound.
+fn too_large(reason: String) -> Midstream {
+    (AttemptOutcome::StreamError, ErrorKind::Server, reason)
+}
+
+/// The try's `total` ran out.
+pub(super) fn over_total(timeouts: &Timeouts) -> Midstream {
+    (
+        AttemptOutcome::Timeout,
+        ErrorKind::Timeout,
+        format!(
+            "response exceeded the total timeout of {:?}",
+            timeouts.total
+        ),
+    )
 }
 
 /// Why a read in the middle of a body failed: the upstream broke, `total` ran out, or it went
 /// idle.
-fn midstream_failure(e: &Error, try_deadline: Instant, timeouts: &Timeouts) -> Midstream {
+pub(super) fn midstream_failure(e: &Error, deadline: Instant, timeouts: &Timeouts) -> Midstream {
     if !is_timeout(e) {
         (
             AttemptOutcome::StreamError,
             ErrorKind::Server,
             format!("upstream failed mid-response: {}", e.etype().as_str()),
         )
-    } else if Instant::now() >= try_deadline {
-        (
-            AttemptOutcome::Timeout,
-            ErrorKind::Timeout,
-            format!(
-                "response exceeded the total timeout of {:?}",
-                timeouts.total
-            ),
-        )
+    } else if Instant::now() >= deadline {
+        over_total(timeouts)
     } else {
         (
             AttemptOutcome::Timeout,
@@ -208,20 +300,5 @@ fn midstream_failure(e: &Error, try_deadline: Instant, timeouts: &Timeouts) -> M
                 timeouts.idle
             ),
         )
-    }
-}
-
-/// The usage of a non-stream answer relayed in chunks.
-fn usage_of(chunks: &[Bytes]) -> Option<openai::Usage> {
-    match chunks {
-        [] => None,
-        [one] => openai::response_usage(one),
-        many => {
-            let mut all = BytesMut::with_capacity(many.iter().map(Bytes::len).sum());
-            for c in many {
-                all.extend_from_slice(c);
-            }
-            openai::response_usage(&all)
-        }
     }
 }

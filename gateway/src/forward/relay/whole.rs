@@ -1,20 +1,34 @@
-//! Whole-body answers: the upstream body is read in full (bounded), translated to the caller's
-//! format or priced, and written with an exact `Content-Length` and `x-switchyard-cost-usd`.
-//! A failure while reading is a 502 in the caller's format, never a cut body.
+//! Whole-body answers: the upstream body is read in full, translated to the caller's format or
+//! priced, and written with an exact `Content-Length` and `x-switchyard-cost-usd`. The read is
+//! bounded in size ([`MAX_UPSTREAM_BODY`]: longer is a 502 `upstream_body_too_large`) and in time
+//! (each read by the provider's `idle`, all of them by what is left of its `total`: a 504). A
+//! failure while reading is answered in the caller's format, never as a cut body.
 
 use super::headers::HeadFacts;
+use super::stream::{midstream_failure, over_total, Midstream};
 use super::Answer;
 use crate::clock::unix_secs;
 use crate::errors::{GatewayError, TryFailure};
 use crate::forward::attempt::Committed;
 use crate::forward::translate;
-use crate::forward::{cost_value, Failure, Forwarder, MAX_PRICED_BODY, MAX_TRANSLATED_BODY};
+use crate::forward::{cost_value, Failure, Forwarder, MAX_UPSTREAM_BODY};
 use crate::ops::telemetry::AttemptOutcome;
 use crate::proxy::context::RequestCtx;
 use crate::proxy::response_headers as rh;
 use bytes::{Bytes, BytesMut};
 use pingora_core::protocols::http::client::HttpSession;
 use pingora_proxy::Session;
+use std::time::Instant;
+
+/// Why an upstream body could not be read whole.
+enum Unread {
+    /// The upstream broke mid-body.
+    Failed(String),
+    /// The provider's `idle` or `total` ran out.
+    TimedOut(String),
+    /// Longer than [`MAX_UPSTREAM_BODY`].
+    TooLarge,
+}
 
 impl Forwarder {
     /// Reads the answer whole, translates or prices it, and writes it.
@@ -34,24 +48,10 @@ impl Forwarder {
             first_chunk,
         } = committed;
         let dep = answer.dep;
-        let raw = match read_whole(&mut upstream, first_chunk, facts, answer).await {
+        let deadline = started + dep.provider.config.timeouts.total;
+        let raw = match read_whole(&mut upstream, first_chunk, facts, answer, deadline).await {
             Ok(raw) => raw,
-            Err(reason) => {
-                dep.provider.metrics.attempt(AttemptOutcome::StreamError);
-                dep.provider.record_failure(&reason);
-                return Err(Failure::Respond(GatewayError::NoDeploymentAvailable {
-                    model: ctx
-                        .model
-                        .as_ref()
-                        .map(|m| m.config.name.clone())
-                        .unwrap_or_default(),
-                    tries: vec![TryFailure {
-                        provider: dep.provider.name().to_string(),
-                        model: answer.upstream_model.to_string(),
-                        reason,
-                    }],
-                }));
-            }
+            Err(unread) => return Err(Failure::Respond(unread_error(ctx, answer, unread))),
         };
         let (status, body) = caller_body(ctx, raw, facts, answer);
         if status != resp.status.as_u16() {
@@ -90,38 +90,84 @@ impl Forwarder {
     }
 }
 
-/// Reads the upstream body to its end, up to the limit for its kind (a priced answer or one to
-/// translate). `Err`: why it could not be read whole.
+/// A failed read, as the relay of a stream describes it.
+fn unread((outcome, _, reason): Midstream) -> Unread {
+    match outcome {
+        AttemptOutcome::Timeout => Unread::TimedOut(reason),
+        _ => Unread::Failed(reason),
+    }
+}
+
+/// The failed try's bookkeeping, and the caller's error for it.
+fn unread_error(ctx: &RequestCtx, answer: &Answer<'_, '_>, unread: Unread) -> GatewayError {
+    let dep = answer.dep;
+    let model = ctx
+        .model
+        .as_ref()
+        .map(|m| m.config.name.clone())
+        .unwrap_or_default();
+    let (outcome, reason) = match &unread {
+        Unread::Failed(r) => (AttemptOutcome::StreamError, r.clone()),
+        Unread::TimedOut(r) => (AttemptOutcome::Timeout, r.clone()),
+        Unread::TooLarge => (
+            AttemptOutcome::StreamError,
+            format!("upstream response exceeds {MAX_UPSTREAM_BODY} bytes"),
+        ),
+    };
+    dep.provider.metrics.attempt(outcome);
+    dep.provider.record_failure(&reason);
+    log::warn!("request {}: {reason}", ctx.request_id);
+    let tries = vec![TryFailure {
+        provider: dep.provider.name().to_string(),
+        model: answer.upstream_model.to_string(),
+        reason,
+    }];
+    match unread {
+        Unread::Failed(_) => GatewayError::NoDeploymentAvailable { model, tries },
+        Unread::TimedOut(_) => GatewayError::UpstreamTimeout { model, tries },
+        Unread::TooLarge => GatewayError::UpstreamBodyTooLarge {
+            model,
+            provider: dep.provider.name().to_string(),
+            upstream_model: answer.upstream_model.to_string(),
+            limit: MAX_UPSTREAM_BODY,
+        },
+    }
+}
+
+/// Reads the upstream body to its end, up to [`MAX_UPSTREAM_BODY`] and `deadline` (the try's
+/// `total`); every read also within the provider's `idle`. A body whose `Content-Length` is
+/// already over the limit is refused without reading it.
 async fn read_whole(
     upstream: &mut HttpSession,
     first_chunk: Option<Bytes>,
     facts: &HeadFacts,
     answer: &Answer<'_, '_>,
-) -> Result<Bytes, String> {
+    deadline: Instant,
+) -> Result<Bytes, Unread> {
     let timeouts = answer.dep.provider.config.timeouts;
-    upstream.set_read_timeout(Some(timeouts.idle));
-    let limit = if facts.translated {
-        MAX_TRANSLATED_BODY
-    } else {
-        MAX_PRICED_BODY
-    };
-    let mut whole = BytesMut::with_capacity(facts.declared.unwrap_or(0).min(limit));
+    let limit = MAX_UPSTREAM_BODY;
+    if facts.declared.is_some_and(|n| n > limit) {
+        return Err(Unread::TooLarge);
+    }
+    let mut whole = BytesMut::with_capacity(facts.declared.unwrap_or(0));
     if let Some(c) = first_chunk {
         whole.extend_from_slice(&c);
     }
     loop {
+        // Checked before every read: a read that finds data waiting never times out, so an
+        // upstream that keeps sending could otherwise outlast `total`.
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(unread(over_total(&timeouts)));
+        }
+        upstream.set_read_timeout(Some(timeouts.idle.min(deadline - now)));
         match upstream.read_response_body().await {
             Ok(Some(chunk)) if whole.len() + chunk.len() <= limit => {
                 whole.extend_from_slice(&chunk)
             }
+            Ok(Some(_)) => return Err(Unread::TooLarge),
             Ok(None) => return Ok(whole.freeze()),
-            Err(e) => {
-                return Err(format!(
-                    "upstream failed mid-response: {}",
-                    e.etype().as_str()
-                ))
-            }
-            Ok(Some(_)) => return Err(format!("upstream response exceeds {limit} bytes")),
+            Err(e) => return Err(unread(midstream_failure(&e, deadline, &timeouts))),
         }
     }
 }

@@ -1,0 +1,213 @@
+//! How long a caller may take to send its request (`server.client_timeouts`), so that a slow or
+//! silent client cannot hold a connection (and its task and buffers) for as long as it likes.
+//!
+//! Pingora 0.9.1 reads a request head before any hook of [`pingora_proxy::ProxyHttp`] runs, and
+//! bounds it only per read (60 s on a fresh HTTP/1 connection, the keep-alive timeout on a reused
+//! one): a head trickled a byte at a time never times out, and with h2c on, a plain connection
+//! first waits — without any bound — for 24 bytes to tell HTTP/2's preface from HTTP/1. So the
+//! inference listener's app is wrapped in [`ClientDeadlines`], which runs Pingora's whole
+//! connection handling under a per-connection watch and drops the connection (closing it, with
+//! no answer: Pingora offers no way to write one there) when the watch's deadline passes:
+//!
+//! * **header** — armed at accept: the first request head must be complete within it. A
+//!   connection that sends nothing is closed after it, as is one that trickles its head. With
+//!   h2c the protocol sniff happens under the same deadline.
+//! * **idle** — after each answer (when the request's `logging` runs) the watch is re-armed for
+//!   `idle + header`: a kept-alive connection gets `idle` to start its next request (Pingora's own
+//!   keep-alive timeout, set to `idle` per request, also closes one that sends nothing) and its
+//!   head must be complete by then. A request's own processing (reading its body, waiting on the
+//!   upstream, streaming the answer) is never cut by the watch: it is disarmed as soon as a head
+//!   is complete ([`head_complete`], the first thing `request_filter` does).
+//! * **body** — bounded where the body is read (`proxy::body`): the whole body within `body` of
+//!   the gateway starting to read it, else 408 in the caller's format and the connection closed.
+//!   A body left unread (an early answer) is drained by Pingora within `body` too.
+//!
+//! Not bounded here: the TLS handshake (Pingora's own 60 s, before the app runs); HTTP/2
+//! connections once detected (by ALPN or the h2c preface): their streams run in tasks of their
+//! own, which the watch cannot see, so an h2 connection is left to the h2 layer and
+//! `h2_idle_timeout` (set to `idle`); a stream's body there is still bounded by `body`.
+
+use crate::config::ClientTimeouts;
+use async_trait::async_trait;
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::{Stream, ALPN};
+use pingora_core::server::ShutdownWatch;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// HTTP/2's connection preface, which an h2c client sends first.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+tokio::task_local! {
+    /// The watch of the HTTP/1 connection the current task serves.
+    static CONNECTION: Arc<Watch>;
+}
+
+/// One connection's deadline for its next request head.
+struct Watch {
+    /// When the connection is dropped unless a head completes first; `None` while a request is
+    /// being processed.
+    deadline: Mutex<Option<Instant>>,
+    /// Wakes the watcher when the deadline changes.
+    changed: Notify,
+}
+
+impl Watch {
+    fn set(&self, deadline: Option<Instant>) {
+        match self.deadline.lock() {
+            Ok(mut d) => *d = deadline,
+            Err(poisoned) => *poisoned.into_inner() = deadline,
+        }
+        self.changed.notify_one();
+    }
+
+    fn get(&self) -> Option<Instant> {
+        match self.deadline.lock() {
+            Ok(d) => *d,
+            Err(poisoned) => *poisoned.into_inner(),
+        }
+    }
+
+    /// Resolves when an armed deadline passes.
+    async fn expired(&self) {
+        loop {
+            match self.get() {
+                None => self.changed.notified().await,
+                Some(at) if Instant::now() >= at => return,
+                Some(at) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at.into()) => {}
+                        _ = self.changed.notified() => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A request head is complete: the connection's watch stops counting until the answer is done.
+/// A no-op outside a watched connection (HTTP/2 streams).
+pub fn head_complete() {
+    let _ = CONNECTION.try_with(|w| w.set(None));
+}
+
+/// The answer is done: the connection's next request head must be complete within `idle +
+/// header` from now.
+pub fn request_done(t: &ClientTimeouts) {
+    let _ = CONNECTION.try_with(|w| w.set(Some(Instant::now() + t.idle + t.header)));
+}
+
+/// The inference listener's app: Pingora's, run under a per-connection head deadline.
+pub struct ClientDeadlines<A> {
+    pub inner: Arc<A>,
+    pub timeouts: ClientTimeouts,
+    /// Whether plain-text connections may speak h2c (then the first bytes are sniffed here too,
+    /// under the header deadline, to leave HTTP/2 connections alone).
+    pub h2c: bool,
+}
+
+impl<A> ClientDeadlines<A> {
+    /// Whether `stream` will speak HTTP/2; `None` when the connection should be closed (nothing
+    /// usable arrived within `within`).
+    async fn is_h2(&self, stream: &mut Stream, within: Duration) -> Option<bool> {
+        if stream.get_ssl_digest().is_some() {
+            return Some(matches!(stream.selected_alpn_proto(), Some(ALPN::H2)));
+        }
+        if !self.h2c {
+            return Some(false);
+        }
+        let mut buf = [0u8; H2_PREFACE.len()];
+        // Pingora's own sniff reads the same bytes again (a peek is rewound).
+        match tokio::time::timeout(within, stream.try_peek(&mut buf)).await {
+            Ok(Ok(true)) => Some(buf == H2_PREFACE),
+            Ok(Ok(false)) => Some(false),
+            Ok(Err(_)) | Err(_) => None,
+        }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientDeadlines<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let accepted = Instant::now();
+        let deadline = accepted + self.timeouts.header;
+        if self.is_h2(&mut stream, self.timeouts.header).await? {
+            return self.inner.process_new(stream, shutdown).await;
+        }
+        let watch = Arc::new(Watch {
+            deadline: Mutex::new(Some(deadline)),
+            changed: Notify::new(),
+        });
+        let serve = CONNECTION.scope(watch.clone(), self.inner.process_new(stream, shutdown));
+        tokio::select! {
+            served = serve => served,
+            _ = watch.expired() => {
+                log::debug!(
+                    "closing a connection whose request head did not arrive in time ({:?} after accept)",
+                    accepted.elapsed()
+                );
+                None
+            }
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_watch_fires_only_while_armed() {
+        let w = Watch {
+            deadline: Mutex::new(Some(Instant::now() + Duration::from_millis(30))),
+            changed: Notify::new(),
+        };
+        tokio::time::timeout(Duration::from_secs(2), w.expired())
+            .await
+            .expect("an armed deadline fires");
+        w.set(None);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(80), w.expired())
+                .await
+                .is_err(),
+            "a disarmed watch waits"
+        );
+        w.set(Some(Instant::now() + Duration::from_millis(20)));
+        tokio::time::timeout(Duration::from_secs(2), w.expired())
+            .await
+            .expect("re-armed");
+    }
+
+    #[tokio::test]
+    async fn hooks_reach_the_connection_of_the_task() {
+        let w = Arc::new(Watch {
+            deadline: Mutex::new(Some(Instant::now())),
+            changed: Notify::new(),
+        });
+        let t = ClientTimeouts::default();
+        CONNECTION
+            .scope(w.clone(), async {
+                head_complete();
+            })
+            .await;
+        assert_eq!(w.get(), None);
+        CONNECTION
+            .scope(w.clone(), async {
+                request_done(&t);
+            })
+            .await;
+        assert!(w.get().is_some_and(|d| d > Instant::now() + t.idle));
+        // Outside a watched connection the hooks do nothing.
+        head_complete();
+        request_done(&t);
+    }
+}
