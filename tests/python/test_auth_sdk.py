@@ -52,3 +52,34 @@ def test_model_outside_the_key_is_permission_denied(auth_url):
     with pytest.raises(openai.PermissionDeniedError) as e:
         client.chat.completions.create(model="secret-model", messages=[{"role": "user", "content": "hi"}])
     assert e.value.body["code"] == "model_not_allowed"
+
+
+def test_models_list_and_retrieve_show_only_the_keys_models(auth_url):
+    client = openai.OpenAI(base_url=auth_url, api_key="sk-python-sdk-key-0001", max_retries=0)
+    assert [m.id for m in client.models.list()] == ["chat"]
+    model = client.models.retrieve("chat")
+    assert (model.id, model.object, model.owned_by) == ("chat", "model", "switchyard")
+    assert model.created > 0
+    # A model outside the key's list is answered as if it did not exist.
+    for hidden in ["secret-model", "no-such-model"]:
+        with pytest.raises(openai.NotFoundError) as e:
+            client.models.retrieve(hidden)
+        assert e.value.body["code"] == "model_not_found"
+
+
+def test_anthropic_sdk_lists_and_retrieves_models_in_its_shape(auth_url):
+    import anthropic
+
+    client = anthropic.Anthropic(
+        base_url=auth_url.removesuffix("/v1"), api_key="sk-python-sdk-key-0001", max_retries=0
+    )
+    page = client.models.list()
+    assert [m.id for m in page.data] == ["chat"]
+    assert page.data[0].type == "model" and page.data[0].display_name == "chat"
+    assert page.has_more is False and page.first_id == "chat" and page.last_id == "chat"
+    model = client.models.retrieve("chat")
+    assert model.id == "chat" and model.created_at.year >= 2026
+    with pytest.raises(anthropic.NotFoundError) as e:
+        client.models.retrieve("secret-model")
+    assert e.value.body["type"] == "error"
+    assert e.value.body["error"]["type"] == "not_found_error"

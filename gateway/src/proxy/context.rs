@@ -21,7 +21,10 @@ pub enum Route {
     /// OpenAI embeddings (`POST /v1/embeddings`).
     Embeddings,
     Infer,
+    /// `GET /v1/models`.
     Models,
+    /// `GET /v1/models/{id}`.
+    Model,
     Health,
     Unknown,
 }
@@ -34,6 +37,7 @@ impl Route {
             Route::Embeddings => "embeddings",
             Route::Infer => "infer",
             Route::Models => "models",
+            Route::Model => "model",
             Route::Health => "health",
             Route::Unknown => "unknown",
         }

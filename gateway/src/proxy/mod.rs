@@ -15,6 +15,7 @@ pub mod context;
 pub mod control;
 pub mod deadlines;
 pub mod logging;
+pub mod models;
 pub mod rate_headers;
 pub mod respond;
 pub mod response_headers;
@@ -159,8 +160,12 @@ impl Gateway {
             match step {
                 HeadStep::Authenticate => {
                     let needs_auth = match route {
-                        Route::Models | Route::Health => {
+                        // Public listings still show a caller who identifies itself its own view.
+                        Route::Models | Route::Model | Route::Health => {
+                            let headers = &session.req_header().headers;
                             !snapshot.state.config.server.public_health
+                                || headers.contains_key(http::header::AUTHORIZATION)
+                                || headers.contains_key("x-api-key")
                         }
                         Route::Unknown => false,
                         _ => true,
@@ -279,7 +284,9 @@ impl ProxyHttp for Gateway {
             }
         };
         ctx.route = route;
-        if route == Route::Messages {
+        let anthropic_models = matches!(route, Route::Models | Route::Model)
+            && session.req_header().headers.contains_key("anthropic-version");
+        if route == Route::Messages || anthropic_models {
             ctx.caller = Caller::Anthropic;
             ctx.anthropic_beta = session
                 .req_header()
@@ -310,8 +317,15 @@ impl ProxyHttp for Gateway {
                 }
             }
             Route::Models => {
-                let body = snapshot.state.models_body.clone();
+                let body = models::list(&snapshot.state, ctx.identity.as_ref(), ctx.caller);
                 write_json(session, ctx, 200, body, &[]).await?;
+            }
+            Route::Model => {
+                let path = session.req_header().uri.path().to_string();
+                match models::one(&snapshot.state, ctx.identity.as_ref(), ctx.caller, &path) {
+                    Ok(body) => write_json(session, ctx, 200, body, &[]).await?,
+                    Err(err) => write_error(session, ctx, &err).await?,
+                }
             }
             Route::Health => {
                 let view = match (&ctx.identity, snapshot.auth.settings.is_some()) {

@@ -11,6 +11,7 @@ pub fn route_of(method: &http::Method, path: &str) -> Result<Route, &'static str
         "/v1/ai/infer" => (Route::Infer, "POST"),
         "/v1/models" => (Route::Models, "GET"),
         "/v1/health" => (Route::Health, "GET"),
+        p if p.len() > "/v1/models/".len() && p.starts_with("/v1/models/") => (Route::Model, "GET"),
         _ => return Ok(Route::Unknown),
     };
     let ok = match allow {
@@ -47,6 +48,11 @@ mod tests {
             Ok(Route::Models)
         );
         assert_eq!(route_of(&http::Method::POST, "/v1/models"), Err("GET"));
+        assert_eq!(
+            route_of(&http::Method::GET, "/v1/models/gpt-4o"),
+            Ok(Route::Model)
+        );
+        assert_eq!(route_of(&http::Method::GET, "/v1/models/"), Ok(Route::Unknown));
         assert_eq!(route_of(&http::Method::GET, "/nope"), Ok(Route::Unknown));
     }
 }

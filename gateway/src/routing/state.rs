@@ -44,8 +44,10 @@ pub struct State {
     pub config: Arc<Config>,
     pub providers: Vec<Arc<ProviderHandle>>,
     by_name: HashMap<String, Arc<RoutedModel>>,
-    /// `GET /v1/models` body, rendered once.
+    /// `GET /v1/models` body for callers who may use every model, rendered once.
     pub models_body: Bytes,
+    /// The `created` time the model list shows (when this config was loaded).
+    pub models_created: u64,
     pub body_limit: BodyLimit,
     pub unrouted: StatusCounters,
 }
@@ -130,7 +132,8 @@ impl State {
                 by_name.insert(a.clone(), routed.clone());
             }
         }
-        let models_body = render_models(&config);
+        let models_created = crate::clock::unix_secs();
+        let models_body = render_models(&config, models_created);
         State {
             body_limit: BodyLimit {
                 max_bytes: config.server.max_body_bytes,
@@ -140,6 +143,7 @@ impl State {
             providers,
             by_name,
             models_body,
+            models_created,
         }
     }
 
@@ -174,8 +178,7 @@ fn selector_for(
     DeploymentSelector::new(&set, weighted)
 }
 
-fn render_models(config: &Config) -> Bytes {
-    let created = crate::clock::unix_secs();
+fn render_models(config: &Config, created: u64) -> Bytes {
     let data: Vec<serde_json::Value> = config
         .models
         .iter()
