@@ -32,9 +32,9 @@ use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 
 /// HTTP/2's connection preface, which an h2c client sends first.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -44,43 +44,55 @@ tokio::task_local! {
     static CONNECTION: Arc<Watch>;
 }
 
-/// One connection's deadline for its next request head.
+/// One connection's deadline for its next request head. Setting it is one atomic store (no lock,
+/// no wake-up): the watcher, waiting in the same task, looks at it only when its own timer
+/// fires, so a request costs the connection no extra poll.
 struct Watch {
-    /// When the connection is dropped unless a head completes first; `None` while a request is
-    /// being processed.
-    deadline: Mutex<Option<Instant>>,
-    /// Wakes the watcher when the deadline changes.
-    changed: Notify,
+    /// The connection's start, which deadlines count from.
+    base: Instant,
+    /// Milliseconds after `base` when the connection is dropped unless a head completes first;
+    /// [`DISARMED`] while a request is being processed.
+    deadline_ms: AtomicU64,
+    /// How long the watcher sleeps while disarmed before it looks again (the header deadline:
+    /// a deadline armed meanwhile is never passed by more than that).
+    recheck: Duration,
 }
 
+const DISARMED: u64 = u64::MAX;
+
 impl Watch {
+    fn new(deadline: Instant, recheck: Duration) -> Watch {
+        let base = Instant::now();
+        let w = Watch {
+            base,
+            deadline_ms: AtomicU64::new(DISARMED),
+            recheck,
+        };
+        w.set(Some(deadline));
+        w
+    }
+
     fn set(&self, deadline: Option<Instant>) {
-        match self.deadline.lock() {
-            Ok(mut d) => *d = deadline,
-            Err(poisoned) => *poisoned.into_inner() = deadline,
-        }
-        self.changed.notify_one();
+        let ms = deadline.map_or(DISARMED, |d| {
+            d.saturating_duration_since(self.base).as_millis() as u64
+        });
+        self.deadline_ms.store(ms, Ordering::Relaxed);
     }
 
     fn get(&self) -> Option<Instant> {
-        match self.deadline.lock() {
-            Ok(d) => *d,
-            Err(poisoned) => *poisoned.into_inner(),
+        match self.deadline_ms.load(Ordering::Relaxed) {
+            DISARMED => None,
+            ms => Some(self.base + Duration::from_millis(ms)),
         }
     }
 
-    /// Resolves when an armed deadline passes.
+    /// Resolves when an armed deadline passes (seen at the latest `recheck` after it was armed).
     async fn expired(&self) {
         loop {
             match self.get() {
-                None => self.changed.notified().await,
+                None => tokio::time::sleep(self.recheck).await,
                 Some(at) if Instant::now() >= at => return,
-                Some(at) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(at.into()) => {}
-                        _ = self.changed.notified() => {}
-                    }
-                }
+                Some(at) => tokio::time::sleep_until(at.into()).await,
             }
         }
     }
@@ -139,10 +151,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientDeadlines<A> {
         if self.is_h2(&mut stream, self.timeouts.header).await? {
             return self.inner.process_new(stream, shutdown).await;
         }
-        let watch = Arc::new(Watch {
-            deadline: Mutex::new(Some(deadline)),
-            changed: Notify::new(),
-        });
+        let watch = Arc::new(Watch::new(deadline, self.timeouts.header));
         let serve = CONNECTION.scope(watch.clone(), self.inner.process_new(stream, shutdown));
         tokio::select! {
             served = serve => served,
@@ -167,10 +176,10 @@ mod tests {
 
     #[tokio::test]
     async fn the_watch_fires_only_while_armed() {
-        let w = Watch {
-            deadline: Mutex::new(Some(Instant::now() + Duration::from_millis(30))),
-            changed: Notify::new(),
-        };
+        let w = Watch::new(
+            Instant::now() + Duration::from_millis(30),
+            Duration::from_millis(10),
+        );
         tokio::time::timeout(Duration::from_secs(2), w.expired())
             .await
             .expect("an armed deadline fires");
@@ -189,10 +198,7 @@ mod tests {
 
     #[tokio::test]
     async fn hooks_reach_the_connection_of_the_task() {
-        let w = Arc::new(Watch {
-            deadline: Mutex::new(Some(Instant::now())),
-            changed: Notify::new(),
-        });
+        let w = Arc::new(Watch::new(Instant::now(), Duration::from_secs(1)));
         let t = ClientTimeouts::default();
         CONNECTION
             .scope(w.clone(), async {
