@@ -31,7 +31,7 @@ impl Redactor {
                 let mut values = self.values.borrow_mut();
                 if !values.iter().any(|(v, _)| *v == value) {
                     values.push((value.clone(), format!("${{{name}}}")));
-                    values.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+                    values.sort_by_key(|v| std::cmp::Reverse(v.0.len()));
                 }
             }
             Some(value)

@@ -418,7 +418,10 @@ models:
             "{MINIMAL}auth:\n  oauth:\n    issuer: https://i/\n    audience: \" \"\n    jwks_url: http://127.0.0.1:9/jwks\n    refresh: 0s\n"
         );
         let errs = errors_of(&text);
-        for want in ["auth.oauth.refresh: must be at least 1s", "auth.oauth.audience:"] {
+        for want in [
+            "auth.oauth.refresh: must be at least 1s",
+            "auth.oauth.audience:",
+        ] {
             assert!(
                 errs.iter().any(|e| e.starts_with(want)),
                 "missing {want:?} in {errs:#?}"

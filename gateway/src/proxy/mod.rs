@@ -285,7 +285,10 @@ impl ProxyHttp for Gateway {
         };
         ctx.route = route;
         let anthropic_models = matches!(route, Route::Models | Route::Model)
-            && session.req_header().headers.contains_key("anthropic-version");
+            && session
+                .req_header()
+                .headers
+                .contains_key("anthropic-version");
         if route == Route::Messages || anthropic_models {
             ctx.caller = Caller::Anthropic;
             ctx.anthropic_beta = session

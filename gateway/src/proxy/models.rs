@@ -25,16 +25,16 @@ fn visible_ids<'s>(
 }
 
 fn rfc3339(secs: u64) -> String {
-    humantime::format_rfc3339_seconds(
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
-    )
-    .to_string()
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        .to_string()
 }
 
 /// One model object in the caller's shape.
 fn model_object(id: &str, created: u64, caller: Caller) -> Value {
     match caller {
-        Caller::OpenAi => json!({"id": id, "object": "model", "created": created, "owned_by": "switchyard"}),
+        Caller::OpenAi => {
+            json!({"id": id, "object": "model", "created": created, "owned_by": "switchyard"})
+        }
         Caller::Anthropic => json!({
             "type": "model", "id": id, "display_name": id, "created_at": rfc3339(created),
         }),

@@ -52,7 +52,10 @@ mod tests {
             route_of(&http::Method::GET, "/v1/models/gpt-4o"),
             Ok(Route::Model)
         );
-        assert_eq!(route_of(&http::Method::GET, "/v1/models/"), Ok(Route::Unknown));
+        assert_eq!(
+            route_of(&http::Method::GET, "/v1/models/"),
+            Ok(Route::Unknown)
+        );
         assert_eq!(route_of(&http::Method::GET, "/nope"), Ok(Route::Unknown));
     }
 }
