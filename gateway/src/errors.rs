@@ -55,7 +55,7 @@ pub const CODES: &[&str] = &[
     "too_many_auth_failures",
     "loop_detected",
     "unsupported_field",
-    "upstream_rate_limited",
+    "invalid_value",
     "rate_limit_exceeded",
     "budget_exceeded",
     "store_unavailable",
@@ -96,6 +96,8 @@ pub enum GatewayError {
     UpstreamRateLimited {
         model: String,
         tries: Vec<TryFailure>,
+        /// The shortest wait any provider asked for, in whole seconds.
+        retry_after_secs: u64,
     },
     /// The request cannot be expressed for any deployment of its model (a field a provider
     /// cannot honour under `strict`, or content only the caller's own format can carry).
@@ -220,7 +222,7 @@ impl GatewayError {
             GatewayError::Auth(e) => e.code(),
             GatewayError::TooManyAuthFailures => "too_many_auth_failures",
             GatewayError::LoopDetected { .. } => "loop_detected",
-            GatewayError::UpstreamRateLimited { .. } => "upstream_rate_limited",
+            GatewayError::UpstreamRateLimited { .. } => "rate_limit_exceeded",
             GatewayError::RateLimited { .. } => "rate_limit_exceeded",
             GatewayError::BudgetExceeded { .. } => "budget_exceeded",
             GatewayError::StoreUnavailable => "store_unavailable",
@@ -255,7 +257,10 @@ impl GatewayError {
     /// `Retry-After` seconds to send with this error, if any.
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            GatewayError::UpstreamRateLimited { .. } | GatewayError::StoreUnavailable => Some(1),
+            GatewayError::UpstreamRateLimited {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            GatewayError::StoreUnavailable => Some(1),
             GatewayError::RateLimited {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
@@ -347,6 +352,7 @@ mod tests {
             GatewayError::UpstreamRateLimited {
                 model: "m".into(),
                 tries: vec![],
+                retry_after_secs: 3,
             },
             GatewayError::RateLimited {
                 limit: "requests_per_minute",

@@ -499,3 +499,117 @@ async fn conditional_rules_route_by_header() {
     let plain = gw.post_json("/v1/chat/completions", CHAT).await;
     assert_eq!(plain.header("x-switchyard-provider"), Some("first"));
 }
+
+// ---- rate limits look like rate limits (issue 18, point 1) ----
+
+fn limited(retry_after: &str) -> MockUpstreamConfig {
+    MockUpstreamConfig {
+        status: 429,
+        error_headers: vec![("retry-after".into(), retry_after.into())],
+        error_body: Some(
+            r#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#
+                .into(),
+        ),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_deployment_rate_limited_is_a_429_with_the_shortest_wait() {
+    let a = MockUpstream::start(limited("5")).await.expect("upstream");
+    let b = MockUpstream::start(limited("2")).await.expect("upstream");
+    let gw = Gateway::start(
+        &two(
+            &a,
+            &b,
+            "    circuit_breaker: { failures: 1, open_for: 30s }\n",
+        ),
+        "",
+    )
+    .await;
+    let r = gw.post_json("/v1/chat/completions", CHAT).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("2"));
+    // (The last deployment's own 429 is relayed as it sent it.)
+    assert_eq!(r.json()["error"]["code"], "rate_limit_exceeded");
+    // Both are cooling: the next request is answered 429 by the gateway without reaching either.
+    let again = gw.post_json("/v1/chat/completions", CHAT).await;
+    assert_eq!(again.status, 429, "{}", again.text());
+    let e = again.json();
+    assert_eq!(e["error"]["type"], "rate_limit_error", "{e}");
+    assert_eq!(e["error"]["code"], "rate_limit_exceeded", "{e}");
+    assert_eq!((a.request_count(), b.request_count()), (1, 1));
+    let ret: u64 = again
+        .header("retry-after")
+        .and_then(|s| s.parse().ok())
+        .expect("retry-after");
+    assert!((1..=2).contains(&ret), "{ret}");
+    // An Anthropic caller gets Anthropic's rate-limit error.
+    let r = gw
+        .request(
+            "POST",
+            "/v1/messages",
+            Some(br#"{"model":"fast","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#),
+            &[
+                ("content-type", "application/json"),
+                ("anthropic-version", "2023-06-01"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "rate_limit_error");
+    // A 429 is a wait, not a failure: with failures: 1 neither circuit opened.
+    let h = gw.request("GET", "/v1/health", None, &[]).await.json();
+    for d in h["models"][0]["deployments"]
+        .as_array()
+        .expect("deployments")
+    {
+        assert_eq!(d["circuit"], "closed", "{h}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_deployment_with_retries_left_is_a_429_not_a_502() {
+    let only = MockUpstream::start(limited("3")).await.expect("upstream");
+    // The default policy retries the deployment; its Retry-After makes the retries wait.
+    let gw = Gateway::start(&model_over(&[("only", &only.base_url(), "")], ""), "").await;
+    let r = gw.post_json("/v1/chat/completions", CHAT).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("3"));
+    assert_eq!(r.json()["error"]["code"], "rate_limit_exceeded");
+    assert_eq!(only.request_count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_refusal_of_the_request_keeps_its_status_in_the_callers_format() {
+    let picky = MockUpstream::start(MockUpstreamConfig {
+        status: 400,
+        error_body: Some(
+            r#"{"error":{"message":"Invalid 'messages[0].content'","type":"invalid_request_error","param":"messages[0].content","code":null}}"#
+                .into(),
+        ),
+        ..Default::default()
+    })
+    .await
+    .expect("upstream");
+    let gw = Gateway::start(&model_over(&[("only", &picky.base_url(), "")], ""), "").await;
+    let r = gw.post_json("/v1/chat/completions", CHAT).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["param"], "messages[0].content");
+    let r = gw
+        .request(
+            "POST",
+            "/v1/messages",
+            Some(br#"{"model":"fast","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#),
+            &[
+                ("content-type", "application/json"),
+                ("anthropic-version", "2023-06-01"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let e = r.json();
+    assert_eq!(e["type"], "error", "{e}");
+    assert_eq!(e["error"]["type"], "invalid_request_error", "{e}");
+    assert_eq!(picky.request_count(), 2, "a request error is not retried");
+}

@@ -256,11 +256,18 @@ pub(super) fn note_failure(
     let routing = &model.config.routing;
     let spec = dep.spec(model);
     dep.provider.metrics.attempt(e.outcome);
-    dep.provider.record_failure(&e.reason);
-    if let Some(wait) = e.retry_after {
-        dep.runtime.retry_after(wait, now_ms());
-    }
-    if dep.runtime.on_failure(&routing.breaker, now_ms()) {
+    let opened = if e.outcome == AttemptOutcome::Status429 {
+        // A rate limit is a wait, not a failure: no health or breaker count.
+        dep.runtime.rate_limited(e.retry_after, now_ms());
+        false
+    } else {
+        dep.provider.record_failure(&e.reason);
+        if let Some(wait) = e.retry_after {
+            dep.runtime.retry_after(wait, now_ms());
+        }
+        dep.runtime.on_failure(&routing.breaker, now_ms())
+    };
+    if opened {
         dep.provider.metrics.circuit_opened.inc();
         log::warn!(
             "circuit opened for {}/{} for {:?}",

@@ -31,13 +31,35 @@ struct Tally {
     refused: Option<TranslateError>,
     /// Some deployment was actually tried.
     tried: bool,
-    /// Some deployment was skipped because its provider asked to wait (Retry-After, quota).
+    /// Some deployment answered 429 or was skipped because its provider asked to wait
+    /// (Retry-After, quota).
     rate_limited: bool,
+    /// Some deployment failed or was skipped for another reason (an error, a timeout, an open
+    /// circuit, a busy local pool): the answer is then not a rate limit.
+    other_failure: bool,
+    /// The shortest wait any rate-limited deployment asked for (milliseconds).
+    shortest_wait_ms: Option<u64>,
     /// Some deployment was skipped because its provider's budget is spent.
     provider_budget: Option<String>,
     /// Local deployments whose model refused the request (asked once, not per retry).
     #[cfg_attr(not(feature = "local"), allow(dead_code))]
     local_refused: Vec<usize>,
+}
+
+impl Tally {
+    /// A deployment asked to wait `ms`.
+    fn wait(&mut self, ms: u64) {
+        self.rate_limited = true;
+        self.shortest_wait_ms = Some(self.shortest_wait_ms.map_or(ms, |w| w.min(ms)));
+    }
+
+    /// Every deployment the plan reached answered 429 or was waiting: `Retry-After` seconds.
+    fn only_rate_limited(&self) -> Option<u64> {
+        (self.rate_limited && !self.other_failure).then(|| {
+            let ms = self.shortest_wait_ms.unwrap_or(1000);
+            crate::routing::breaker::whole_seconds(std::time::Duration::from_millis(ms))
+        })
+    }
 }
 
 /// The plan being walked: what every step of it shares.
@@ -227,6 +249,7 @@ impl Forwarder {
                 tally
                     .provider_budget
                     .get_or_insert_with(|| dep.provider.name().to_string());
+                tally.other_failure = true;
                 return false;
             }
         }
@@ -243,7 +266,14 @@ impl Forwarder {
         let Err(why) = acquired else {
             return true;
         };
-        tally.rate_limited |= matches!(why, Unavailable::RetryAfter | Unavailable::Quota);
+        let now = now_ms();
+        match why {
+            Unavailable::RetryAfter => tally.wait(dep.runtime.wait_left_ms(now)),
+            Unavailable::Quota => {
+                tally.wait(dep.provider.quota.wait_ms(crate::clock::unix_ms(), now))
+            }
+            Unavailable::CircuitOpen => tally.other_failure = true,
+        }
         let (counter, reason) = match why {
             Unavailable::CircuitOpen => (
                 &dep.provider.metrics.skipped_circuit_open,
@@ -306,6 +336,7 @@ impl Forwarder {
             }
             Err(LocalMiss::Spilled(reason)) => {
                 tally.tried = true;
+                tally.other_failure = true;
                 // Not the deployment's fault: it is busy. The next one answers.
                 dep.provider.metrics.skipped_quota.inc();
                 ctx.failures.push(TryFailure {
@@ -431,6 +462,14 @@ fn failed_try(
     tally: &mut Tally,
 ) -> StepEnd {
     tally.last_outcome = Some(e.outcome);
+    if e.outcome == AttemptOutcome::Status429 {
+        let wait = e
+            .retry_after
+            .unwrap_or(crate::routing::breaker::DEFAULT_RATE_LIMIT_WAIT);
+        tally.wait(wait.as_millis() as u64);
+    } else {
+        tally.other_failure = true;
+    }
     let retry = note_failure(ctx, model, dep, e);
     if !retry || Instant::now() >= deadline {
         StepEnd::Stop
@@ -459,13 +498,14 @@ fn skip_refused(
 /// The answer when no deployment served: the caller's 400 when none could take the request as
 /// written, a budget or rate-limit refusal when those kept every deployment out, else 504 / 502.
 fn exhausted(ctx: &RequestCtx, model: &RoutedModel, tally: Tally) -> GatewayError {
+    let rate_limited = tally.only_rate_limited();
     if let (false, Some(e)) = (tally.tried, tally.refused) {
         return GatewayError::Untranslatable(e);
     }
-    if let (false, Some(p)) = (tally.tried, tally.provider_budget) {
+    if let (false, Some(p)) = (tally.tried, &tally.provider_budget) {
         let limit_usd = ctx
             .governance()
-            .and_then(|g| g.provider_budget_limit(&p))
+            .and_then(|g| g.provider_budget_limit(p))
             .unwrap_or(0.0);
         return GatewayError::BudgetExceeded {
             scope: format!("provider:{p}"),
@@ -473,12 +513,13 @@ fn exhausted(ctx: &RequestCtx, model: &RoutedModel, tally: Tally) -> GatewayErro
             resets_at: None,
         };
     }
-    if !tally.tried && tally.rate_limited {
-        // Nothing was sent: every provider that could answer asked to wait. That is a 429 for
-        // the caller (with a Retry-After), not a gateway failure.
+    if let Some(retry_after_secs) = rate_limited {
+        // Every deployment reached answered 429 or was waiting for its provider: a rate limit
+        // for the caller too, with the shortest wait, not a gateway failure.
         return GatewayError::UpstreamRateLimited {
             model: model.config.name.clone(),
             tries: ctx.failures.clone(),
+            retry_after_secs,
         };
     }
     let (model, tries) = (model.config.name.clone(), ctx.failures.clone());

@@ -36,6 +36,9 @@ pub enum Unavailable {
     Quota,
 }
 
+/// The wait told to a caller for a provider's 429 that said no `Retry-After`.
+pub const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Default)]
 pub struct DeploymentRuntime {
     consecutive_failures: AtomicU32,
@@ -121,6 +124,23 @@ impl DeploymentRuntime {
         false
     }
 
+    /// The provider answered 429: not a failure of the deployment (its circuit is not moved
+    /// toward opening, a half-open probe is given back), only a wait when the provider said how
+    /// long (without one, the plan's own retry backoff spaces the next try).
+    pub fn rate_limited(&self, wait: Option<Duration>, now: u64) {
+        self.probe_started_ms.store(0, Ordering::Release);
+        if let Some(wait) = wait {
+            self.retry_after(wait, now);
+        }
+    }
+
+    /// Milliseconds left of the wait a provider asked for (0 when none).
+    pub fn wait_left_ms(&self, now: u64) -> u64 {
+        self.retry_after_until_ms
+            .load(Ordering::Acquire)
+            .saturating_sub(now)
+    }
+
     /// The provider asked to wait (`Retry-After`): skip this deployment until then.
     pub fn retry_after(&self, wait: Duration, now: u64) {
         self.retry_after_until_ms
@@ -150,6 +170,11 @@ impl DeploymentRuntime {
     pub fn consecutive_failures(&self) -> u32 {
         self.consecutive_failures.load(Ordering::Relaxed)
     }
+}
+
+/// A wait as `Retry-After` seconds: rounded up, at least 1.
+pub fn whole_seconds(wait: Duration) -> u64 {
+    wait.as_millis().div_ceil(1000).max(1) as u64
 }
 
 /// Parses `Retry-After` (delta seconds) or `retry-after-ms`, capped at 10 minutes.
@@ -282,6 +307,16 @@ impl QuotaTracker {
             self.requests.store(0, Ordering::Release);
             self.tokens.store(0, Ordering::Release);
         }
+    }
+
+    /// Milliseconds until the quota may admit a request again: what the provider asked for, or
+    /// the next minute (`unix_ms` for the minute's boundary, `now` on the gateway's clock).
+    pub fn wait_ms(&self, unix_ms: u64, now: u64) -> u64 {
+        let blocked = self
+            .blocked_until_ms
+            .load(Ordering::Acquire)
+            .saturating_sub(now);
+        blocked.max(60_000 - unix_ms % 60_000)
     }
 
     /// Counts one request if the quota allows it now.

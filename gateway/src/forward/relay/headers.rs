@@ -22,7 +22,9 @@ pub(super) struct HeadFacts {
     pub declared: Option<usize>,
     /// The body is read whole before the caller's head is written.
     pub read_whole: bool,
-    /// The upstream's `Retry-After` in whole seconds (at least 1), for translated errors.
+    /// The upstream's `Retry-After` (or `retry-after-ms`).
+    pub retry_after: Option<std::time::Duration>,
+    /// The same in whole seconds, rounded up (at least 1), for translated errors.
     pub retry_after_secs: Option<u64>,
 }
 
@@ -53,11 +55,11 @@ impl HeadFacts {
         // an answer (or error) to translate is always read whole. Anything else (an untranslated
         // error body, a stream the upstream answered without SSE) streams through as it comes.
         let read_whole = !is_stream && (translated || (success && !stream_requested));
-        let retry_after_secs = crate::routing::breaker::parse_retry_after(
+        let retry_after = crate::routing::breaker::parse_retry_after(
             up.headers.get("retry-after").map(|v| v.as_bytes()),
             up.headers.get("retry-after-ms").map(|v| v.as_bytes()),
-        )
-        .map(|d| d.as_secs().max(1));
+        );
+        let retry_after_secs = retry_after.map(crate::routing::breaker::whole_seconds);
         HeadFacts {
             status,
             success,
@@ -65,6 +67,7 @@ impl HeadFacts {
             translated,
             declared,
             read_whole,
+            retry_after,
             retry_after_secs,
         }
     }

@@ -92,7 +92,10 @@ fn account_head(ctx: &mut RequestCtx, dep: &RoutedDeployment, facts: &headers::H
     } else {
         ctx.error_code = Some("upstream_status");
     }
-    if facts.status == 429 || facts.status >= 500 {
+    if facts.status == 429 {
+        // Relayed as the provider sent it; for the deployment only a wait.
+        dep.runtime.rate_limited(facts.retry_after, now_ms());
+    } else if facts.status >= 500 {
         if dep.runtime.on_failure(&model_breaker(ctx), now_ms()) {
             dep.provider.metrics.circuit_opened.inc();
         }
