@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Instructions per request, counted by valgrind's callgrind: a figure that does not move with the
 # neighbours of a shared VM (wall-clock RPS on one does, by ±10 % between runs minutes apart).
-# Three Switchyard configs against the same mock upstream, each under callgrind in turn:
+# The bare Pingora hop and three Switchyard configs against the same mock upstream, each under
+# callgrind in turn:
+#   hop   bench's bare-hop (the floor any Pingora gateway stands on)
 #   none  no auth, no limits, no ledger (the load bench's `switchyard`)
 #   key   one virtual key (`sy+key`)
 #   gov   the key + requests/tokens/concurrency limits + a team budget + the SQLite spend ledger
@@ -13,6 +15,7 @@
 #   N=5000 bash benches/instructions.sh
 #   KEEP=/tmp/cg bash benches/instructions.sh   also keeps each config's callgrind profile there
 #                                               (read with callgrind_annotate --inclusive=yes)
+#   SY_BIN=/tmp/old/switchyard bash benches/instructions.sh   measures another build's gateway
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,10 +53,15 @@ PY
 start $bin/mock-upstream --listen 127.0.0.1:$UP_PORT --threads 1
 wait_port $UP_PORT
 : > "$work/results"
-for name in none key gov; do
-  conf $name > "$work/$name.yaml"
+for name in hop none key gov; do
+  if [ $name = hop ]; then
+    cmd=($bin/bare-hop --listen 127.0.0.1:$SY_PORT --upstream 127.0.0.1:$UP_PORT --threads 1)
+  else
+    conf $name > "$work/$name.yaml"
+    cmd=("${SY_BIN:-$bin/switchyard}" run --conf "$work/$name.yaml")
+  fi
   valgrind --tool=callgrind --callgrind-out-file="$work/cg.$name.%p" \
-    $bin/switchyard run --conf "$work/$name.yaml" > "$work/$name.log" 2>&1 &
+    "${cmd[@]}" > "$work/$name.log" 2>&1 &
   pid=$!
   pids+=($pid)
   wait_port $SY_PORT 60   # valgrind starts slowly
@@ -75,7 +83,7 @@ done
 python3 - "$work/results" "$N" <<'PY'
 import sys
 ir = {k: int(v) / int(sys.argv[2]) for k, v in (l.split() for l in open(sys.argv[1]))}
-print(f"\nSwitchyard instructions per request (callgrind, {sys.argv[2]} non-stream requests, all gateway threads)")
+print(f"\nInstructions per request (callgrind, {sys.argv[2]} non-stream requests, all proxy threads)")
 for name, v in ir.items():
-    print(f"  {name:<5} {v:>9,.0f}   {v / ir['none']:.3f}x none   {v / ir['key']:.3f}x key")
+    print(f"  {name:<5} {v:>9,.0f}   {v / ir['hop']:.3f}x hop   {v / ir['none']:.3f}x none   {v / ir['key']:.3f}x key")
 PY
