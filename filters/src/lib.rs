@@ -6,7 +6,7 @@
 //!
 //! - [`auth`]: virtual API keys and OAuth2/OIDC JWTs.
 //! - [`budget`]: spend limits per scope and calendar period, with reservations.
-//! - [`ratelimit`]: lock-free GCRA rate limits and concurrency limits.
+//! - [`ratelimit`]: lock-free sliding-window rate limits (N per rolling minute) and concurrency limits.
 //! - [`guard`]: request-shape limits (body size).
 //! - [`request_id`]: whether a caller-supplied request id may be trusted and echoed.
 

@@ -46,56 +46,53 @@ async fn ask(gw: &Gateway) -> Reply {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_rate_limit_lets_the_rate_through_and_never_twice_it() {
-    let cfg = config("").replace(
-        "project: p1 }",
-        "project: p1, limits: { requests_per_minute: 120 } }",
-    );
-    let gw = Gateway::start(&cfg, &format!("  admin_token: {ADMIN}\n")).await;
-    let started = Instant::now();
-    let window = Duration::from_secs(3);
-    let (mut ok, mut refused) = (0u32, 0u32);
-    let mut first_refusal = None;
-    while started.elapsed() < window {
-        let r = ask(&gw).await;
-        match r.status {
-            200 => {
-                ok += 1;
-                assert_eq!(r.header("x-ratelimit-limit-requests"), Some("120"));
-                assert!(r.header("x-ratelimit-remaining-requests").is_some());
-                assert!(r.header("x-ratelimit-reset-requests").is_some());
-            }
-            429 => {
-                refused += 1;
-                first_refusal.get_or_insert(r);
-            }
-            s => panic!("unexpected {s}"),
-        }
-    }
-    // 120/min = 2/s after a burst of 12: about 12 + 2 × 3 s in three seconds.
-    let secs = started.elapsed().as_secs_f64();
-    let expected = 12.0 + 2.0 * secs;
-    eprintln!(
-        "rate limit: {ok} admitted, {refused} refused in {secs:.2}s (expected ≈ {expected:.1})"
-    );
-    assert!(refused > 0);
-    assert!(
-        (ok as f64) >= expected - 2.0 && (ok as f64) <= expected + 1.0,
-        "{ok} admitted"
-    );
-    assert!((ok as f64) < 2.0 * expected);
-    let r = first_refusal.expect("a refusal");
-    let e = r.json();
-    assert_eq!(e["error"]["type"], "rate_limit_error");
-    assert_eq!(e["error"]["code"], "rate_limit_exceeded");
-    assert!(e["error"]["message"].as_str().unwrap().contains("key:k1"));
+/// A refusal by a full window just filled: `retry-after` in whole seconds, when the first
+/// requests leave it (a minute from the second they were counted in).
+fn assert_retry_after_a_minute(r: &Reply) {
     let retry: u64 = r
         .header("retry-after")
         .expect("retry-after")
         .parse()
-        .unwrap();
-    assert!((1..=2).contains(&retry));
+        .expect("whole seconds");
+    assert!((59..=61).contains(&retry), "retry-after {retry}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_admits_n_back_to_back_and_refuses_the_next_for_the_rest_of_the_minute() {
+    let cfg = config("").replace(
+        "project: p1 }",
+        "project: p1, limits: { requests_per_minute: 5 } }",
+    );
+    let gw = Gateway::start(&cfg, &format!("  admin_token: {ADMIN}\n")).await;
+    // requests_per_minute: 5 means five requests sent back to back are served...
+    for left in (0..5).rev() {
+        let r = ask(&gw).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-ratelimit-limit-requests"), Some("5"));
+        assert_eq!(
+            r.header("x-ratelimit-remaining-requests"),
+            Some(left.to_string().as_str())
+        );
+        // The first requests leave the window a minute (and up to a second) from now.
+        let reset = r.header("x-ratelimit-reset-requests").expect("reset");
+        assert!(["59s", "60s", "1m0s", "1m1s"].contains(&reset), "{reset}");
+    }
+    // ...and the sixth is refused, told to come back when the first ones have left the window.
+    let r = ask(&gw).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    let e = r.json();
+    assert_eq!(e["error"]["type"], "rate_limit_error");
+    assert_eq!(e["error"]["code"], "rate_limit_exceeded");
+    assert!(e["error"]["message"].as_str().unwrap().contains("key:k1"));
+    assert_retry_after_a_minute(&r);
+    // Never a sixth within the minute, however hard it is asked.
+    let started = Instant::now();
+    let mut refused = 1u32;
+    while started.elapsed() < Duration::from_secs(2) {
+        let r = ask(&gw).await;
+        assert_eq!(r.status, 429, "{}", r.text());
+        refused += 1;
+    }
     // Anthropic callers get the refusal in their format.
     let r = gw
         .request(
@@ -105,15 +102,15 @@ async fn the_rate_limit_lets_the_rate_through_and_never_twice_it() {
             &[("x-api-key", KEY)],
         )
         .await;
-    if r.status == 429 {
-        assert_eq!(r.json()["type"], "error");
-        assert_eq!(r.json()["error"]["type"], "rate_limit_error");
-    }
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["type"], "error");
+    assert_eq!(r.json()["error"]["type"], "rate_limit_error");
+    assert!(r.header("retry-after").is_some());
     assert!(
         gw.metric("switchyard_refused_total{limit=\"requests_per_minute\",reason=\"rate_limit\"}")
             .await
             .unwrap_or(0.0)
-            >= f64::from(refused)
+            >= f64::from(refused + 1)
     );
 }
 
@@ -485,7 +482,7 @@ async fn two_gateways_on_one_redis_share_a_budget_and_a_rate_limit_and_survive_i
     let redis = Redis::start_on(free_port());
     const K2: &str = "sk-governance-test-key-0002";
     let cfg = format!(
-        "providers:\n  - {{ name: sim, kind: mock }}\nmodels:\n  - name: chat\n    deployments:\n      - {{ provider: sim, model: mock-1, price: {{ input_per_mtok: 0, output_per_mtok: 1000 }} }}\nauth:\n  api_keys:\n    - {{ name: k1, key: {KEY}, team: t1 }}\n    - {{ name: k2, key: {K2}, team: t2, limits: {{ requests_per_minute: 60 }} }}\nbudgets:\n  - {{ scope: team:t1, limit: 0.05, period: total }}\nstore: {{ kind: redis, url: \"{}\" }}\n",
+        "providers:\n  - {{ name: sim, kind: mock }}\nmodels:\n  - name: chat\n    deployments:\n      - {{ provider: sim, model: mock-1, price: {{ input_per_mtok: 0, output_per_mtok: 1000 }} }}\nauth:\n  api_keys:\n    - {{ name: k1, key: {KEY}, team: t1 }}\n    - {{ name: k2, key: {K2}, team: t2, limits: {{ requests_per_minute: 6 }} }}\nbudgets:\n  - {{ scope: team:t1, limit: 0.05, period: total }}\nstore: {{ kind: redis, url: \"{}\" }}\n",
         redis.url()
     );
     let extra = format!("  admin_token: {ADMIN}\n");
@@ -525,18 +522,19 @@ async fn two_gateways_on_one_redis_share_a_budget_and_a_rate_limit_and_survive_i
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    // One rate limit for both: 60/min admits a burst of 6, not 6 per gateway.
-    let mut admitted = 0;
+    // One rate limit for both: 6/min admits six back to back, not six per gateway; the seventh
+    // is told, in whole seconds, when the first have left the window.
+    let mut statuses = Vec::new();
     for i in 0..20 {
         let gw = if i % 2 == 0 { &a } else { &b };
-        if ask_as(gw, K2).await.status == 200 {
-            admitted += 1;
+        let r = ask_as(gw, K2).await;
+        if r.status == 429 {
+            assert_retry_after_a_minute(&r);
         }
+        statuses.push(r.status);
     }
-    assert!(
-        (6..=7).contains(&admitted),
-        "{admitted} admitted across two gateways"
-    );
+    assert_eq!(statuses[..6], [200; 6], "{statuses:?}");
+    assert!(statuses[6..].iter().all(|s| *s == 429), "{statuses:?}");
 
     // Redis goes away: fail_open serves on each node's own accounts, and says so.
     let port = redis.port;

@@ -2,6 +2,10 @@
 //! request's most likely cost on every budget that applies to it, locally or through the shared
 //! store. What it holds is released when the request settles (see [`super::spend`]) or is
 //! dropped. Must not write ledger rows or metrics beyond refusals.
+//!
+//! Rate limits (sliding windows, see [`super`]): a request takes one unit of its key's and its
+//! team's `requests_per_minute` windows and is refused when either is full; `tokens_per_minute`
+//! is only checked here and charged when the request settles.
 
 use super::shared::{shared_budget_key, Shared};
 use super::{Budget, Governance, Limiter};
@@ -126,7 +130,7 @@ impl SharedHold {
             }
             if tokens > 0 {
                 for (key, rate) in &self.tokens {
-                    if let Err(e) = store.gcra_charge(key, *rate, tokens).await {
+                    if let Err(e) = store.sliding_window_charge(key, *rate, tokens).await {
                         self.store.failed(&e);
                     }
                 }
@@ -262,7 +266,7 @@ impl Governance {
             };
             if let Some(rate) = limiter.limits.requests_per_minute {
                 let o = store
-                    .gcra(&format!("{subject}:rpm"), rate, 1, false)
+                    .sliding_window(&format!("{subject}:rpm"), rate, 1, false)
                     .await?;
                 if !o.allowed {
                     adm.shared = Some(hold);
@@ -275,7 +279,7 @@ impl Governance {
             }
             if let Some(rate) = limiter.limits.tokens_per_minute {
                 let key = format!("{subject}:tpm");
-                let o = store.gcra(&key, rate, 1, true).await?;
+                let o = store.sliding_window(&key, rate, 1, true).await?;
                 if !o.allowed {
                     adm.shared = Some(hold);
                     return Ok(Err(refuse("tokens_per_minute", o.retry_after_ns)));

@@ -9,6 +9,14 @@
 //! a ledger row), [`estimate`] (the most a request may cost), [`shared`] (the Redis store),
 //! [`ledger`] (SQLite). The decisions themselves are `switchyard_filters::{budget, ratelimit}`:
 //! lock-free atomics, nothing shared by all requests is locked. Nothing here knows Pingora.
+//!
+//! Rate limits mean what they say: `requests_per_minute: N` admits `N` requests sent back to
+//! back, refuses the next with a `retry-after` (whole seconds, until enough of the oldest
+//! admitted requests have left the window), and never admits more than `N` in any rolling 60 s
+//! — a sliding window of per-second counts ([`switchyard_filters::ratelimit::SlidingWindow`]
+//! here, the same algorithm in a Lua script on Redis's clock with a shared store).
+//! `tokens_per_minute` is checked before the request (refused while the window already holds
+//! `N` tokens) and charged with the real usage once the answer is in.
 
 pub mod admission;
 pub mod cost;
@@ -33,13 +41,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use switchyard_filters::auth::Identity;
 use switchyard_filters::budget::{self, BudgetAccount};
-use switchyard_filters::ratelimit::{Concurrency, Gcra};
+use switchyard_filters::ratelimit::{Concurrency, SlidingWindow};
 
 /// One subject's limits (a key or a team).
 pub struct Limiter {
     pub limits: RateLimits,
-    requests: Option<Gcra>,
-    tokens: Option<Gcra>,
+    requests: Option<SlidingWindow>,
+    tokens: Option<SlidingWindow>,
     concurrency: Option<Concurrency>,
     /// `x-ratelimit-limit-requests` / `-tokens` values, made once.
     requests_limit: HeaderValue,
@@ -50,8 +58,8 @@ impl Limiter {
     fn new(limits: RateLimits) -> Self {
         Limiter {
             limits,
-            requests: limits.requests_per_minute.map(Gcra::per_minute),
-            tokens: limits.tokens_per_minute.map(Gcra::per_minute),
+            requests: limits.requests_per_minute.map(SlidingWindow::per_minute),
+            tokens: limits.tokens_per_minute.map(SlidingWindow::per_minute),
             concurrency: limits.concurrency.map(Concurrency::new),
             requests_limit: limit_value(limits.requests_per_minute.unwrap_or(0)),
             tokens_limit: limit_value(limits.tokens_per_minute.unwrap_or(0)),

@@ -1,26 +1,30 @@
-//! Shared counters in Redis: budgets with reservations, GCRA rate limits and concurrency limits
+//! Shared counters in Redis: budgets with reservations, sliding-window rate limits and concurrency
+//! limits
 //! that several gateway processes enforce together, each read-modify-write done atomically by a
 //! Lua script on the server.
 //!
 //! This module owns only the Redis side: the key layout, the scripts and the connection. The
 //! semantics mirror the single-node versions exactly — [`switchyard_filters::budget`]
 //! (`committed` = spent + reserved, reserve only if committed + amount ≤ limit, settle swaps the
-//! reservation for the actual cost) and [`switchyard_filters::ratelimit`] (GCRA with
-//! emission = 60 s / rate and tolerance = emission × [`burst_of`]`(rate)`) — but nothing here
+//! reservation for the actual cost) and [`switchyard_filters::ratelimit`] (a sliding window of
+//! per-second counts: the seconds `s-60..=s` are counted, a unit of second `b` leaves at the start
+//! of second `b+61`; `limit` units back to back pass, the next waits until enough have left; the
+//! token check refuses while the window holds `limit` or more) — but nothing here
 //! decides which budget or limit applies to a request, computes periods or costs, or falls back
 //! to local state when Redis is down: callers own all of that.
 //!
 //! Keys (every one under the store's `prefix`):
 //! - `{prefix}budget:{key}:{period_start}`: a hash `{committed, spent}` in nano-dollars;
-//! - `{prefix}gcra:{key}`: the theoretical arrival time, integer nanoseconds since the Unix epoch
-//!   on the Redis server's clock (`TIME` inside the script, so all gateways agree), expiring one
-//!   minute after it is reached;
+//! - `{prefix}window:{key}`: a hash of per-second counts (field: the second since the Unix epoch
+//!   on the Redis server's clock — `TIME` inside the script, so all gateways agree; value: the
+//!   units counted in it). Each call deletes the fields that left the window, so a hash holds at
+//!   most 61; the key expires [`WINDOW_TTL_MS`] after its last write, when all of them have left;
 //! - `{prefix}conc:{key}`: requests in flight, expiring 10 minutes after the last entry (a safety
 //!   net against holders that crashed without exiting).
 //!
 //! Lua numbers are doubles: budget comparisons are exact below 2^53 nano-dollars (about
 //! $9 million per period; the stored values themselves are exact 64-bit integers), and a rate
-//! limiter's arrival time never runs more than 2^53 ns (about 104 days) ahead of now.
+//! window's sum is exact below 2^53 units (a call adds at most `u32::MAX`, as the local buckets).
 //!
 //! Every call is bounded by [`OP_TIMEOUT`] so that a dead Redis never hangs a request; the
 //! connection manager reconnects by itself when Redis comes back.
@@ -29,14 +33,15 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
-use switchyard_filters::ratelimit::burst_of;
 
 /// The longest any one command may take before it fails with [`RedisStoreError::Timeout`].
 pub const OP_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long [`RedisStore::connect`] waits for a first connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-const MINUTE_NS: u64 = 60_000_000_000;
+/// A rate window's key expires this long after its last write: a little over the 61 s its newest
+/// field is counted.
+const WINDOW_TTL_MS: u64 = 62_000;
 /// Concurrency keys expire this long after the last entry.
 const CONC_TTL_MS: u64 = 600_000;
 
@@ -50,13 +55,13 @@ pub enum RedisStoreError {
     Timeout(&'static str),
 }
 
-/// The outcome of a GCRA call.
+/// The outcome of a sliding-window call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GcraOutcome {
+pub struct WindowOutcome {
     pub allowed: bool,
     /// Units the limiter would still admit right now (after this call's units, if taken).
     pub remaining: u64,
-    /// Nanoseconds until the limiter is back to its full burst.
+    /// Nanoseconds until the oldest units counted leave the window (0 when it is empty).
     pub reset_ns: u64,
     /// When refused: nanoseconds to wait before retrying (0 when allowed).
     pub retry_after_ns: u64,
@@ -112,66 +117,88 @@ end
 return 1
 "#;
 
-/// GCRA on the server's clock: `KEYS[1]` arrival-time key; `ARGV` emission_ns, tolerance_ns,
-/// cost, mode (`acquire`, `check` or `charge`). Returns `{allowed, remaining, reset_ns,
-/// retry_after_ns}`.
+/// A sliding window on the server's clock: `KEYS[1]` the subject's hash (field: second since the
+/// epoch, value: units counted in it); `ARGV` limit, cost, mode (`acquire`, `check` or
+/// `charge`). Returns `{allowed, remaining, reset_ns, retry_after_ns}` as the local
+/// `SlidingWindow` computes them.
 ///
-/// The arrival time is stored as integer nanoseconds since the epoch, which a double cannot hold
-/// exactly; it is split into seconds and nanoseconds and everything is computed relative to now,
-/// where doubles are exact.
-const GCRA_LUA: &str = r#"
+/// The script runs atomically, so it decides before it writes (the local limiter adds first and
+/// takes back on a refusal only because it has no lock). Times are relative to now, in
+/// nanoseconds below 2^53: exact in doubles.
+const SLIDING_WINDOW_LUA: &str = r#"
 if redis.replicate_commands then
   redis.replicate_commands()
 end
-local MAX_AHEAD = 9007199254740991 - 1000000000
 local t = redis.call('TIME')
 local now_s = tonumber(t[1])
-local now_f = tonumber(t[2]) * 1000
-local emission = tonumber(ARGV[1])
-local tolerance = tonumber(ARGV[2])
-local inc = tonumber(ARGV[3]) * emission
-local mode = ARGV[4]
+local into_ns = tonumber(t[2]) * 1000
+local limit = tonumber(ARGV[1])
+local cost = tonumber(ARGV[2])
+local mode = ARGV[3]
 local k = KEYS[1]
+local SEC = 1000000000
 
-local ahead = 0
-local v = redis.call('GET', k)
-if v and string.len(v) > 9 then
-  local ts = tonumber(string.sub(v, 1, -10))
-  local tf = tonumber(string.sub(v, -9))
-  if ts and tf then
-    ahead = (ts - now_s) * 1000000000 + (tf - now_f)
+local flat = redis.call('HGETALL', k)
+local seconds, counts, stale = {}, {}, {}
+local sum = 0
+for i = 1, #flat, 2 do
+  local s = tonumber(flat[i])
+  local c = tonumber(flat[i + 1]) or 0
+  if not s or s < now_s - 60 then
+    stale[#stale + 1] = flat[i]
+  elseif c > 0 then
+    seconds[#seconds + 1] = s
+    counts[s] = c
+    sum = sum + c
   end
 end
-if ahead < 0 then ahead = 0 end
-if ahead > MAX_AHEAD then ahead = MAX_AHEAD end
+if #stale > 0 then
+  redis.call('HDEL', k, unpack(stale))
+end
+table.sort(seconds)
 
-local function remaining(a)
-  if a >= tolerance then return 0 end
-  return math.floor((tolerance - a) / emission)
+-- Nanoseconds until the units of second s leave the window (at the start of second s + 61).
+local function leaves(s)
+  return (s + 61 - now_s) * SEC - into_ns
+end
+-- Until at least `excess` units have left, oldest first; at least a second.
+local function wait(excess)
+  local freed, last = 0, now_s
+  for _, s in ipairs(seconds) do
+    freed = freed + counts[s]
+    last = s
+    if freed >= excess then break end
+  end
+  return math.max(leaves(last), SEC)
+end
+local function reset()
+  if #seconds == 0 then return 0 end
+  return leaves(seconds[1])
+end
+local function add()
+  redis.call('HINCRBY', k, t[1], ARGV[2])
+  redis.call('PEXPIRE', k, ARGV[4])
+  sum = sum + cost
+  if cost > 0 and (#seconds == 0 or seconds[1] > now_s) then
+    table.insert(seconds, 1, now_s)
+  end
 end
 
-local function store(a)
-  local total = now_f + a
-  local s = now_s + math.floor(total / 1000000000)
-  local f = total % 1000000000
-  local px = math.floor(a / 1000000) + 60000
-  redis.call('SET', k, string.format('%d%09d', s, f), 'PX', string.format('%d', px))
-end
-
-local new = ahead + inc
-if new > MAX_AHEAD then new = MAX_AHEAD end
 if mode == 'charge' then
-  store(new)
-  return {1, remaining(new), new, 0}
-end
-if new > tolerance then
-  return {0, remaining(ahead), ahead, new - tolerance}
+  add()
+  return {1, math.max(limit - sum, 0), reset(), 0}
 end
 if mode == 'check' then
-  return {1, remaining(ahead), ahead, 0}
+  if sum >= limit then
+    return {0, 0, reset(), wait(sum + 1 - limit)}
+  end
+  return {1, limit - sum, reset(), 0}
 end
-store(new)
-return {1, remaining(new), new, 0}
+if sum + cost > limit then
+  return {0, math.max(limit - sum, 0), reset(), wait(sum + cost - limit)}
+end
+add()
+return {1, limit - sum, reset(), 0}
 "#;
 
 /// Enters a concurrency limit: `KEYS[1]` counter; `ARGV` limit, ttl_ms. Returns 1 if entered.
@@ -202,7 +229,7 @@ struct Scripts {
     reserve: Script,
     settle: Script,
     seed: Script,
-    gcra: Script,
+    window: Script,
     enter: Script,
     exit: Script,
 }
@@ -266,7 +293,7 @@ impl RedisStore {
                 reserve: Script::new(RESERVE_LUA),
                 settle: Script::new(SETTLE_LUA),
                 seed: Script::new(SEED_LUA),
-                gcra: Script::new(GCRA_LUA),
+                window: Script::new(SLIDING_WINDOW_LUA),
                 enter: Script::new(ENTER_LUA),
                 exit: Script::new(EXIT_LUA),
             },
@@ -278,8 +305,8 @@ impl RedisStore {
         format!("{}budget:{key}:{period_start}", self.prefix)
     }
 
-    fn gcra_key(&self, key: &str) -> String {
-        format!("{}gcra:{key}", self.prefix)
+    fn window_key(&self, key: &str) -> String {
+        format!("{}window:{key}", self.prefix)
     }
 
     fn conc_key(&self, key: &str) -> String {
@@ -364,26 +391,24 @@ impl RedisStore {
         Ok(())
     }
 
-    async fn gcra_call(
+    async fn window_call(
         &self,
         key: &str,
-        rate_per_minute: u64,
+        limit_per_minute: u64,
         cost: u64,
         mode: &'static str,
-    ) -> Result<GcraOutcome, RedisStoreError> {
-        let rate = rate_per_minute.max(1);
-        let emission_ns = (MINUTE_NS / rate).max(1);
-        let tolerance_ns = emission_ns.saturating_mul(burst_of(rate));
+    ) -> Result<WindowOutcome, RedisStoreError> {
         let mut conn = self.conn.clone();
-        let mut inv = self.scripts.gcra.key(self.gcra_key(key));
-        inv.arg(emission_ns)
-            .arg(tolerance_ns)
-            .arg(clamp_i64(cost))
-            .arg(mode);
+        let mut inv = self.scripts.window.key(self.window_key(key));
+        // At most u32::MAX units per call, as the local buckets count.
+        inv.arg(clamp_i64(limit_per_minute.max(1)))
+            .arg(cost.min(u64::from(u32::MAX)))
+            .arg(mode)
+            .arg(WINDOW_TTL_MS);
         let (allowed, remaining, reset_ns, retry_after_ns): (i64, i64, i64, i64) =
-            bounded("gcra", inv.invoke_async(&mut conn)).await?;
+            bounded("sliding window", inv.invoke_async(&mut conn)).await?;
         let nonneg = |v: i64| u64::try_from(v).unwrap_or(0);
-        Ok(GcraOutcome {
+        Ok(WindowOutcome {
             allowed: allowed == 1,
             remaining: nonneg(remaining),
             reset_ns: nonneg(reset_ns),
@@ -391,28 +416,29 @@ impl RedisStore {
         })
     }
 
-    /// GCRA with the Redis server's clock (TIME inside the script, so all gateways agree).
-    /// `check_only`: do not take (tokens pre-check) — whether `cost` units would be admitted
-    /// (pass 1 for the single-node `Gcra::check`).
-    pub async fn gcra(
+    /// A sliding-window rate limit on the Redis server's clock (TIME inside the script, so all
+    /// gateways agree): takes `cost` units if the window has room for them. `check_only` (the
+    /// tokens pre-check) takes nothing and answers whether the window holds less than the limit,
+    /// as the local `SlidingWindow::check` (`cost` is then ignored).
+    pub async fn sliding_window(
         &self,
         key: &str,
-        rate_per_minute: u64,
+        limit_per_minute: u64,
         cost: u64,
         check_only: bool,
-    ) -> Result<GcraOutcome, RedisStoreError> {
+    ) -> Result<WindowOutcome, RedisStoreError> {
         let mode = if check_only { "check" } else { "acquire" };
-        self.gcra_call(key, rate_per_minute, cost, mode).await
+        self.window_call(key, limit_per_minute, cost, mode).await
     }
 
-    /// Charge-after-the-fact (may push the arrival time ahead).
-    pub async fn gcra_charge(
+    /// Charges `cost` units after the fact, whatever the state (tokens, once the answer is in).
+    pub async fn sliding_window_charge(
         &self,
         key: &str,
-        rate_per_minute: u64,
+        limit_per_minute: u64,
         cost: u64,
     ) -> Result<(), RedisStoreError> {
-        self.gcra_call(key, rate_per_minute, cost, "charge")
+        self.window_call(key, limit_per_minute, cost, "charge")
             .await
             .map(|_| ())
     }
@@ -627,20 +653,35 @@ mod tests {
         assert_eq!(a.totals("shared", 0).await.unwrap(), (0, 500));
     }
 
+    /// The Redis server's current second, waited for so that at least `margin` of it is left.
+    async fn server_second(s: &RedisStore, margin: Duration) -> u64 {
+        let mut conn = s.conn.clone();
+        loop {
+            let (secs, micros): (u64, u64) =
+                redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+            let left = Duration::from_micros(1_000_000 - micros);
+            if left >= margin {
+                return secs;
+            }
+            tokio::time::sleep(left + Duration::from_millis(5)).await;
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn gcra_burst_and_retry_shared_by_two_clients() {
+    async fn the_sliding_window_admits_the_limit_back_to_back_across_two_clients() {
         let srv = TestRedis::start();
         let a = Arc::new(srv.store().await);
         let b = Arc::new(srv.store().await);
-        // Warm up the script cache so that the burst below is fast.
-        a.gcra("other", 600, 1, true).await.unwrap();
-        b.gcra("other", 600, 1, true).await.unwrap();
+        // Warm up the script cache so that the calls below are fast.
+        a.sliding_window("other", 60, 1, true).await.unwrap();
+        b.sliding_window("other", 60, 1, true).await.unwrap();
 
-        // 600/min: one unit every 100 ms, burst 60.
+        // 60/min: 60 back to back pass, wherever they land; the rest wait until the first
+        // second's units leave the window, 60 to 61 s later.
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..100 {
             let s = if i % 2 == 0 { a.clone() } else { b.clone() };
-            tasks.spawn(async move { s.gcra("k", 600, 1, false).await.unwrap() });
+            tasks.spawn(async move { s.sliding_window("k", 60, 1, false).await.unwrap() });
         }
         let mut outcomes = Vec::new();
         while let Some(r) = tasks.join_next().await {
@@ -650,7 +691,7 @@ mod tests {
         assert_eq!(passed, 60);
         for o in outcomes.iter().filter(|o| !o.allowed) {
             assert!(
-                o.retry_after_ns > 50 * MS && o.retry_after_ns <= 100 * MS,
+                o.retry_after_ns > 58_000 * MS && o.retry_after_ns <= 61_000 * MS,
                 "retry after {} ns",
                 o.retry_after_ns
             );
@@ -658,59 +699,87 @@ mod tests {
         }
         assert!(outcomes
             .iter()
-            .any(|o| o.allowed && o.remaining == 59 && o.reset_ns <= 100 * MS));
+            .any(|o| o.allowed && o.remaining == 59 && o.reset_ns <= 61_000 * MS));
+        // Checking takes nothing and is refused at the limit, on either client.
+        let d = b.sliding_window("k", 60, 1, true).await.unwrap();
+        assert!(!d.allowed && d.retry_after_ns > 58_000 * MS, "{d:?}");
+        assert!(!a.sliding_window("k", 60, 1, false).await.unwrap().allowed);
 
-        // Checking takes nothing; after the retry delay one more unit passes, on either client.
-        let d = b.gcra("k", 600, 1, true).await.unwrap();
-        assert!(!d.allowed && d.retry_after_ns <= 100 * MS);
-        tokio::time::sleep(Duration::from_nanos(d.retry_after_ns + 5 * MS)).await;
-        let c = a.gcra("k", 600, 1, true).await.unwrap();
-        assert!(c.allowed, "{c:?}");
-        assert!(a.gcra("k", 600, 1, false).await.unwrap().allowed);
-        assert!(!b.gcra("k", 600, 1, false).await.unwrap().allowed);
-
-        // Idle keys vanish a minute after their arrival time.
+        // The key holds one field per second and expires a little after its newest is counted.
         let mut conn = a.conn.clone();
         let pttl: i64 = redis::cmd("PTTL")
-            .arg("test:gcra:k")
+            .arg("test:window:k")
             .query_async(&mut conn)
             .await
             .unwrap();
-        assert!((60_000..=66_100).contains(&pttl), "pttl {pttl}");
+        assert!((60_000..=62_000).contains(&pttl), "pttl {pttl}");
 
-        // Charging after the fact blocks later requests until it is paid off.
-        let first = a.gcra("tokens", 1000, 1, true).await.unwrap();
-        assert!(first.allowed);
-        assert_eq!(first.remaining, 100);
-        a.gcra_charge("tokens", 1000, 5000).await.unwrap();
-        let d = b.gcra("tokens", 1000, 1, true).await.unwrap();
+        // The window is the seconds s-60..=s of the server's clock: a second 60 s old counts,
+        // one 61 s old has left and is deleted.
+        let now = server_second(&a, Duration::from_millis(300)).await;
+        let _: () = redis::cmd("HSET")
+            .arg("test:window:edge")
+            .arg(now - 61)
+            .arg(2)
+            .arg(now - 60)
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let o = a.sliding_window("edge", 2, 1, false).await.unwrap();
+        assert_eq!((o.allowed, o.remaining), (true, 0), "{o:?}");
+        // The second 60 s old leaves within the second: that is the reset.
+        assert!(o.reset_ns <= 1_000 * MS, "{o:?}");
+        let d = b.sliding_window("edge", 2, 1, false).await.unwrap();
         assert!(!d.allowed);
-        // 5000 units at 60 ms each, minus the 100-unit burst, plus the unit checked.
-        let expect = (5000 + 1 - 100) * 60 * MS;
+        assert_eq!(d.retry_after_ns, 1_000 * MS, "at least a second");
+        let fields: Vec<String> = redis::cmd("HKEYS")
+            .arg("test:window:edge")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(!fields.contains(&(now - 61).to_string()), "{fields:?}");
+
+        // Tokens: checked before, charged after with the real usage.
+        let first = a.sliding_window("tokens", 1000, 1, true).await.unwrap();
+        assert!(first.allowed);
+        assert_eq!((first.remaining, first.reset_ns), (1000, 0));
+        a.sliding_window_charge("tokens", 1000, 400).await.unwrap();
+        assert_eq!(
+            b.sliding_window("tokens", 1000, 1, true)
+                .await
+                .unwrap()
+                .remaining,
+            600
+        );
+        a.sliding_window_charge("tokens", 1000, 5000).await.unwrap();
+        let d = b.sliding_window("tokens", 1000, 1, true).await.unwrap();
+        assert!(!d.allowed);
         assert!(
-            d.retry_after_ns <= expect && d.retry_after_ns > expect - 1_000 * MS,
+            d.retry_after_ns > 58_000 * MS && d.retry_after_ns <= 61_000 * MS,
             "{d:?}"
         );
     }
 
     #[tokio::test]
-    async fn gcra_matches_the_local_limiter_on_remaining_and_reset() {
-        use switchyard_filters::ratelimit::Gcra;
+    async fn the_sliding_window_matches_the_local_limiter() {
+        use switchyard_filters::ratelimit::SlidingWindow;
         let srv = TestRedis::start();
         let s = srv.store().await;
-        let local = Gcra::per_minute(100); // burst 10, 600 ms per unit
-        for i in 0..12 {
+        let local = SlidingWindow::per_minute(5);
+        server_second(&s, Duration::from_millis(300)).await;
+        for i in 0..8 {
             let l = local.acquire(1, 0);
-            let r = s.gcra("m", 100, 1, false).await.unwrap();
+            let r = s.sliding_window("m", 5, 1, false).await.unwrap();
             assert_eq!(l.is_ok(), r.allowed, "call {i}");
             match l {
                 Ok(a) => {
                     assert_eq!(a.remaining, r.remaining, "call {i}");
-                    // The server's clock moved on a little between calls.
-                    assert!(a.reset_ns - r.reset_ns < 200 * MS, "call {i}");
+                    // Both: the time until this second's units leave, 60 to 61 s.
+                    assert!(a.reset_ns - r.reset_ns < 1_000 * MS, "call {i}: {r:?}");
                 }
                 Err(d) => {
-                    assert!(d.retry_after_ns - r.retry_after_ns < 200 * MS, "call {i}")
+                    assert!(d.retry_after_ns - r.retry_after_ns < 1_000 * MS, "call {i}")
                 }
             }
         }
@@ -789,7 +858,7 @@ mod tests {
                 "call {i} took {took:?}"
             );
             eprintln!("down call {i}: {took:?}: {}", r.unwrap_err());
-            assert!(s.gcra("g", 60, 1, false).await.is_err());
+            assert!(s.sliding_window("g", 60, 1, false).await.is_err());
             assert!(s.enter("c", 1).await.is_err());
         }
         eprintln!("down for {:?}", down.elapsed());
@@ -815,7 +884,7 @@ mod tests {
             "recovered {:?} after restart ({attempts} attempts)",
             up.elapsed()
         );
-        assert!(s.gcra("g", 60, 1, false).await.unwrap().allowed);
+        assert!(s.sliding_window("g", 60, 1, false).await.unwrap().allowed);
         assert!(s.enter("c", 1).await.unwrap());
     }
 }

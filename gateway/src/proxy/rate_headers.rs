@@ -28,7 +28,8 @@ pub struct LimitReport {
     pub limit: HeaderValue,
     /// Units the limiter would still admit.
     pub remaining: u64,
-    /// Nanoseconds until the limiter is back to its full burst.
+    /// Nanoseconds until the oldest units the limiter counts leave its window (the next time
+    /// `remaining` grows); 0 when nothing is counted.
     pub reset_ns: u64,
 }
 
