@@ -16,6 +16,7 @@
 #   KEEP=/tmp/cg bash benches/instructions.sh   also keeps each config's callgrind profile there
 #                                               (read with callgrind_annotate --inclusive=yes)
 #   SY_BIN=/tmp/old/switchyard bash benches/instructions.sh   measures another build's gateway
+#   CONFIGS="hop none" bash benches/instructions.sh            only these (ratios need hop, none, key)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,7 +54,7 @@ PY
 start $bin/mock-upstream --listen 127.0.0.1:$UP_PORT --threads 1
 wait_port $UP_PORT
 : > "$work/results"
-for name in hop none key gov; do
+for name in ${CONFIGS:-hop none key gov}; do
   if [ $name = hop ]; then
     cmd=($bin/bare-hop --listen 127.0.0.1:$SY_PORT --upstream 127.0.0.1:$UP_PORT --threads 1)
   else
@@ -84,6 +85,8 @@ python3 - "$work/results" "$N" <<'PY'
 import sys
 ir = {k: int(v) / int(sys.argv[2]) for k, v in (l.split() for l in open(sys.argv[1]))}
 print(f"\nInstructions per request (callgrind, {sys.argv[2]} non-stream requests, all proxy threads)")
+def ratio(v, base):
+    return f"{v / ir[base]:.3f}x {base}" if base in ir else ""
 for name, v in ir.items():
-    print(f"  {name:<5} {v:>9,.0f}   {v / ir['hop']:.3f}x hop   {v / ir['none']:.3f}x none   {v / ir['key']:.3f}x key")
+    print(f"  {name:<5} {v:>9,.0f}   {ratio(v, 'hop'):>11}   {ratio(v, 'none'):>12}   {ratio(v, 'key'):>11}")
 PY

@@ -6,6 +6,7 @@
 use crate::errors::GatewayError;
 use crate::forward::Failure;
 use bytes::{Bytes, BytesMut};
+use pingora_error::ErrorType;
 use pingora_proxy::Session;
 use std::time::{Duration, Instant};
 use switchyard_filters::guard::BodyLimit;
@@ -41,21 +42,39 @@ pub async fn read_body(
     let mut first: Option<Bytes> = None;
     let mut buf: Option<BytesMut> = None;
     let mut total: u64 = 0;
-    loop {
+    // HTTP/1: Pingora bounds each body read by the session's read timeout, set here to what is
+    // left (no second timer per read); HTTP/2 ignores it, so its reads get a timer of their own.
+    let h2 = session.is_http2();
+    let read_timeout = session.get_read_timeout();
+    let read = loop {
         // Checked before each read as well: a read that finds data waiting never times out.
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(GatewayError::RequestTimeout(within).into());
+            break Err(GatewayError::RequestTimeout(within));
         }
-        // Dropping a read cut short is fine: the caller is answered 408 and the connection
-        // closed, so nothing more is read from it.
-        let chunk = pingora_timeout::timeout(left, session.read_request_body())
-            .await
-            .map_err(|_| GatewayError::RequestTimeout(within))?
-            .map_err(|e| GatewayError::BodyRead(e.etype().as_str().to_string()))?;
-        let Some(chunk) = chunk else { break };
+        let chunk = if h2 {
+            // Dropping a read cut short is fine: the caller is answered 408 and the connection
+            // closed, so nothing more is read from it.
+            match pingora_timeout::timeout(left, session.read_request_body()).await {
+                Ok(chunk) => chunk,
+                Err(_) => break Err(GatewayError::RequestTimeout(within)),
+            }
+        } else {
+            session.set_read_timeout(Some(left));
+            session.read_request_body().await
+        };
+        let chunk = match chunk {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break Ok(()),
+            Err(e) if e.etype() == &ErrorType::ReadTimedout => {
+                break Err(GatewayError::RequestTimeout(within))
+            }
+            Err(e) => break Err(GatewayError::BodyRead(e.etype().as_str().to_string())),
+        };
         total += chunk.len() as u64;
-        limit.check(total).map_err(GatewayError::from)?;
+        if let Err(e) = limit.check(total) {
+            break Err(e.into());
+        }
         match (&mut buf, first.take()) {
             (Some(b), _) => b.extend_from_slice(&chunk),
             (None, None) => first = Some(chunk),
@@ -68,7 +87,11 @@ pub async fn read_body(
                 buf = Some(b);
             }
         }
+    };
+    if !h2 {
+        session.set_read_timeout(read_timeout);
     }
+    read?;
     Ok(match (buf, first) {
         (Some(b), _) => b.freeze(),
         (None, Some(f)) => f,

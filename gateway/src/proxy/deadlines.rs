@@ -13,9 +13,9 @@
 //!   connection that sends nothing is closed after it, as is one that trickles its head. With
 //!   h2c the protocol sniff happens under the same deadline.
 //! * **idle** — after each answer (when the request's `logging` runs) the watch is re-armed for
-//!   `idle + header`: a kept-alive connection gets `idle` to start its next request (Pingora's own
-//!   keep-alive timeout, set to `idle` per request, also closes one that sends nothing) and its
-//!   head must be complete by then. A request's own processing (reading its body, waiting on the
+//!   `idle`: a kept-alive connection's next request head must be complete within it (Pingora's
+//!   own keep-alive timeout is left unbounded: setting it per request would cost a timer per
+//!   request, the watch costs none). A request's own processing (reading its body, waiting on the
 //!   upstream, streaming the answer) is never cut by the watch: it is disarmed as soon as a head
 //!   is complete ([`head_complete`], the first thing `request_filter` does).
 //! * **body** — bounded where the body is read (`proxy::body`): the whole body within `body` of
@@ -32,8 +32,11 @@ use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 /// HTTP/2's connection preface, which an h2c client sends first.
@@ -45,28 +48,23 @@ tokio::task_local! {
 }
 
 /// One connection's deadline for its next request head. Setting it is one atomic store (no lock,
-/// no wake-up): the watcher, waiting in the same task, looks at it only when its own timer
-/// fires, so a request costs the connection no extra poll.
+/// no wake-up): the [`Watched`] future serving the connection looks at it after each poll.
 struct Watch {
     /// The connection's start, which deadlines count from.
     base: Instant,
     /// Milliseconds after `base` when the connection is dropped unless a head completes first;
     /// [`DISARMED`] while a request is being processed.
     deadline_ms: AtomicU64,
-    /// How long the watcher sleeps while disarmed before it looks again (the header deadline:
-    /// a deadline armed meanwhile is never passed by more than that).
-    recheck: Duration,
 }
 
 const DISARMED: u64 = u64::MAX;
 
 impl Watch {
-    fn new(deadline: Instant, recheck: Duration) -> Watch {
+    fn new(deadline: Instant) -> Watch {
         let base = Instant::now();
         let w = Watch {
             base,
             deadline_ms: AtomicU64::new(DISARMED),
-            recheck,
         };
         w.set(Some(deadline));
         w
@@ -85,17 +83,6 @@ impl Watch {
             ms => Some(self.base + Duration::from_millis(ms)),
         }
     }
-
-    /// Resolves when an armed deadline passes (seen at the latest `recheck` after it was armed).
-    async fn expired(&self) {
-        loop {
-            match self.get() {
-                None => tokio::time::sleep(self.recheck).await,
-                Some(at) if Instant::now() >= at => return,
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-            }
-        }
-    }
 }
 
 /// A request head is complete: the connection's watch stops counting until the answer is done.
@@ -104,10 +91,10 @@ pub fn head_complete() {
     let _ = CONNECTION.try_with(|w| w.set(None));
 }
 
-/// The answer is done: the connection's next request head must be complete within `idle +
-/// header` from now.
+/// The answer is done: the connection's next request head must be complete within `idle` from
+/// now.
 pub fn request_done(t: &ClientTimeouts) {
-    let _ = CONNECTION.try_with(|w| w.set(Some(Instant::now() + t.idle + t.header)));
+    let _ = CONNECTION.try_with(|w| w.set(Some(Instant::now() + t.idle)));
 }
 
 /// The inference listener's app: Pingora's, run under a per-connection head deadline.
@@ -117,6 +104,47 @@ pub struct ClientDeadlines<A> {
     /// Whether plain-text connections may speak h2c (then the first bytes are sniffed here too,
     /// under the header deadline, to leave HTTP/2 connections alone).
     pub h2c: bool,
+}
+
+/// A connection served under its [`Watch`]: `Err(())` when the watch's deadline passed first.
+///
+/// Cheaper than a `select!` of the connection and a sleep: the timer is polled only while the
+/// watch is armed, and it is not moved on every request — it stays at the deadline it was
+/// registered for, and when it fires early (the deadline moved on) it is pushed to the current
+/// one; only a deadline earlier than the timer's (`idle` shorter than `header`) resets it at
+/// once.
+struct Watched<F> {
+    serve: Pin<Box<F>>,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    watch: Arc<Watch>,
+}
+
+impl<F: Future> Future for Watched<F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Poll::Ready(served) = self.serve.as_mut().poll(cx) {
+            return Poll::Ready(Ok(served));
+        }
+        loop {
+            let Some(at) = self.watch.get() else {
+                // Disarmed: a request is being processed; the timer may still fire (and wake
+                // this task once) at its old deadline, which is harmless.
+                return Poll::Pending;
+            };
+            let at_tokio = tokio::time::Instant::from(at);
+            if self.timer.deadline() > at_tokio {
+                self.timer.as_mut().reset(at_tokio);
+            }
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if Instant::now() >= at {
+                return Poll::Ready(Err(()));
+            }
+            self.timer.as_mut().reset(at.into());
+        }
+    }
 }
 
 impl<A> ClientDeadlines<A> {
@@ -151,11 +179,16 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientDeadlines<A> {
         if self.is_h2(&mut stream, self.timeouts.header).await? {
             return self.inner.process_new(stream, shutdown).await;
         }
-        let watch = Arc::new(Watch::new(deadline, self.timeouts.header));
+        let watch = Arc::new(Watch::new(deadline));
         let serve = CONNECTION.scope(watch.clone(), self.inner.process_new(stream, shutdown));
-        tokio::select! {
-            served = serve => served,
-            _ = watch.expired() => {
+        let watched = Watched {
+            serve: Box::pin(serve),
+            timer: Box::pin(tokio::time::sleep_until(deadline.into())),
+            watch,
+        };
+        match watched.await {
+            Ok(served) => served,
+            Err(()) => {
                 log::debug!(
                     "closing a connection whose request head did not arrive in time ({:?} after accept)",
                     accepted.elapsed()
@@ -174,31 +207,51 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientDeadlines<A> {
 mod tests {
     use super::*;
 
+    fn watched(watch: &Arc<Watch>, timer_at: Instant) -> Watched<std::future::Pending<()>> {
+        Watched {
+            serve: Box::pin(std::future::pending()),
+            timer: Box::pin(tokio::time::sleep_until(timer_at.into())),
+            watch: watch.clone(),
+        }
+    }
+
     #[tokio::test]
     async fn the_watch_fires_only_while_armed() {
-        let w = Watch::new(
-            Instant::now() + Duration::from_millis(30),
-            Duration::from_millis(10),
-        );
-        tokio::time::timeout(Duration::from_secs(2), w.expired())
-            .await
-            .expect("an armed deadline fires");
+        let at = Instant::now() + Duration::from_millis(30);
+        let w = Arc::new(Watch::new(at));
+        let fired = tokio::time::timeout(Duration::from_secs(2), watched(&w, at)).await;
+        assert_eq!(fired, Ok(Err(())), "an armed deadline fires");
         w.set(None);
         assert!(
-            tokio::time::timeout(Duration::from_millis(80), w.expired())
+            tokio::time::timeout(Duration::from_millis(80), watched(&w, at))
                 .await
                 .is_err(),
             "a disarmed watch waits"
         );
-        w.set(Some(Instant::now() + Duration::from_millis(20)));
-        tokio::time::timeout(Duration::from_secs(2), w.expired())
-            .await
-            .expect("re-armed");
+        // Re-armed later than its timer: the early timer is pushed, and fires at the deadline.
+        let later = Instant::now() + Duration::from_millis(60);
+        w.set(Some(later));
+        let started = Instant::now();
+        let fired = tokio::time::timeout(Duration::from_secs(2), watched(&w, at)).await;
+        assert_eq!(fired, Ok(Err(())), "re-armed");
+        assert!(Instant::now() >= later, "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_served_connection_ends_as_it_served() {
+        let at = Instant::now() + Duration::from_secs(5);
+        let w = Arc::new(Watch::new(at));
+        let done = Watched {
+            serve: Box::pin(async { 7 }),
+            timer: Box::pin(tokio::time::sleep_until(at.into())),
+            watch: w,
+        };
+        assert_eq!(done.await, Ok(7));
     }
 
     #[tokio::test]
     async fn hooks_reach_the_connection_of_the_task() {
-        let w = Arc::new(Watch::new(Instant::now(), Duration::from_secs(1)));
+        let w = Arc::new(Watch::new(Instant::now()));
         let t = ClientTimeouts::default();
         CONNECTION
             .scope(w.clone(), async {
@@ -211,7 +264,9 @@ mod tests {
                 request_done(&t);
             })
             .await;
-        assert!(w.get().is_some_and(|d| d > Instant::now() + t.idle));
+        assert!(w
+            .get()
+            .is_some_and(|d| d > Instant::now() && d <= Instant::now() + t.idle));
         // Outside a watched connection the hooks do nothing.
         head_complete();
         request_done(&t);

@@ -139,13 +139,10 @@ impl Gateway {
     /// connection's life is bounded by `server.client_timeouts` (see [`deadlines`]).
     fn bound_connection(&self, session: &mut Session) {
         deadlines::head_complete();
-        let t = &self.client_timeouts;
-        // `None` means Pingora already decided to close (shutting down): keep it so.
-        if session.get_keepalive().is_some() {
-            session.set_keepalive(Some(t.idle.as_secs().max(1)));
-        }
-        // A body left unread (an early answer) is drained before the connection is reused.
-        session.set_total_drain_timeout(Some(t.body));
+        // Pingora's keep-alive stays unbounded: the connection's watch closes an idle one (a
+        // per-request keep-alive timeout would cost a timer per request). A body left unread
+        // (an early answer) is drained before the connection is reused, within `body`.
+        session.set_total_drain_timeout(Some(self.client_timeouts.body));
     }
 
     /// Runs the snapshot's head steps; `Err` is the answer.
