@@ -55,10 +55,12 @@ impl TryError {
     }
 }
 
-/// A response whose header has arrived and which will be relayed.
+/// A response whose header has arrived and which will be relayed. Handed on boxed: it passes
+/// through the try's timeout, the plan step and the relay, and inline each would copy it.
 pub(super) struct Committed {
     pub upstream: HttpSession,
-    pub peer: HttpPeer,
+    /// Boxed: a peer is ~670 bytes, and the try's future holds it across its awaits.
+    pub peer: Box<HttpPeer>,
     pub started: Instant,
     /// For a successful stream: its first body chunk, read before committing so that a late
     /// first token (past `first_byte`) can still move on to the next deployment.
@@ -74,7 +76,7 @@ pub(super) struct Upstream<'a> {
 
 impl Forwarder {
     /// One try, bounded by what is left of the request's deadline.
-    pub(super) async fn try_within(&self, t: &Try<'_>) -> Result<Committed, TryError> {
+    pub(super) async fn try_within(&self, t: &Try<'_>) -> Result<Box<Committed>, TryError> {
         let ProviderKind::Http {
             dialect,
             endpoint,
@@ -112,7 +114,11 @@ impl Forwarder {
 
     /// One try against an HTTP upstream, up to its response header. A retryable status is a
     /// failure only when `may_retry` (there is a next step to take).
-    async fn try_http(&self, t: &Try<'_>, upstream: Upstream<'_>) -> Result<Committed, TryError> {
+    async fn try_http(
+        &self,
+        t: &Try<'_>,
+        upstream: Upstream<'_>,
+    ) -> Result<Box<Committed>, TryError> {
         let Try {
             dep,
             prepared,
@@ -129,7 +135,7 @@ impl Forwarder {
             retry_after: None,
             reason,
         })?;
-        let mut peer = HttpPeer::new(
+        let mut peer = Box::new(HttpPeer::new(
             addr,
             endpoint.tls,
             if endpoint.tls {
@@ -137,7 +143,7 @@ impl Forwarder {
             } else {
                 String::new()
             },
-        );
+        ));
         peer.options.connection_timeout = Some(timeouts.connect);
         peer.options.total_connection_timeout = Some(timeouts.connect);
         peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
@@ -157,7 +163,7 @@ impl Forwarder {
             // Boxed: Pingora's connect future is ~9 KB (TLS and HTTP/2 set-up states); inline,
             // it made every try's future that big, and each try is moved into its timeout and the
             // request's future into Pingora's box — ~40 KB of copying per request.
-            let (mut up, reused) = Box::pin(self.connector.get_http_session(&peer))
+            let (mut up, reused) = Box::pin(self.connector.get_http_session(&*peer))
                 .await
                 .map_err(|e| classify(&e, "connecting"))?;
             up.set_write_timeout(Some(timeouts.idle));
@@ -222,12 +228,12 @@ impl Forwarder {
             } else {
                 None
             };
-            return Ok(Committed {
+            return Ok(Box::new(Committed {
                 upstream: up,
                 peer,
                 started,
                 first_chunk,
-            });
+            }));
         }
     }
 }

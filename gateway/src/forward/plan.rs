@@ -427,7 +427,7 @@ impl Forwarder {
                 // Boxed: a race holds two tries at once, and inline it would double the size of
                 // every request's future (which Pingora moves into a box per request).
                 match Box::pin(self.race(ctx, hedge)).await {
-                    Raced::Won(d, committed, p) => (Ok(*committed), d, p),
+                    Raced::Won(d, committed, p) => (Ok(committed), d, p),
                     Raced::Lost(d, e, p) => (Err(e), d, p),
                 }
             }

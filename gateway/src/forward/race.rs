@@ -66,11 +66,11 @@ impl Forwarder {
                 _ = tokio::time::sleep(after) => None,
             };
             match early {
-                Some(Ok(c)) => (Raced::Won(dep_a, Box::new(c), rw_a), None, false),
+                Some(Ok(c)) => (Raced::Won(dep_a, c, rw_a), None, false),
                 Some(Err(e)) => (Raced::Lost(dep_a, e, rw_a), None, false),
                 None if second.runtime.acquire(&routing.breaker, now_ms()).is_err() => {
                     match fut_a.await {
-                        Ok(c) => (Raced::Won(dep_a, Box::new(c), rw_a), None, false),
+                        Ok(c) => (Raced::Won(dep_a, c, rw_a), None, false),
                         Err(e) => (Raced::Lost(dep_a, e, rw_a), None, false),
                     }
                 }
@@ -83,20 +83,20 @@ impl Forwarder {
                         ra = &mut fut_a => match ra {
                             Ok(c) => {
                                 second.provider.metrics.attempt(AttemptOutcome::HedgeCancelled);
-                                (Raced::Won(dep_a, Box::new(c), rw_a), None, true)
+                                (Raced::Won(dep_a, c, rw_a), None, true)
                             }
                             Err(ea) => match fut_b.await {
-                                Ok(c) => (Raced::Won(second, Box::new(c), rw_b), Some((dep_a, ea)), true),
+                                Ok(c) => (Raced::Won(second, c, rw_b), Some((dep_a, ea)), true),
                                 Err(eb) => (Raced::Lost(second, eb, rw_b), Some((dep_a, ea)), true),
                             },
                         },
                         rb = &mut fut_b => match rb {
                             Ok(c) => {
                                 dep_a.provider.metrics.attempt(AttemptOutcome::HedgeCancelled);
-                                (Raced::Won(second, Box::new(c), rw_b), None, true)
+                                (Raced::Won(second, c, rw_b), None, true)
                             }
                             Err(eb) => match fut_a.await {
-                                Ok(c) => (Raced::Won(dep_a, Box::new(c), rw_a), Some((second, eb)), true),
+                                Ok(c) => (Raced::Won(dep_a, c, rw_a), Some((second, eb)), true),
                                 Err(ea) => (Raced::Lost(dep_a, ea, rw_a), Some((second, eb)), true),
                             },
                         },

@@ -36,7 +36,7 @@ impl Forwarder {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        committed: Committed,
+        committed: Box<Committed>,
         answer: &Answer<'_, '_>,
     ) -> Result<(), Failure> {
         let Some(up_header) = committed.upstream.response_header() else {
@@ -73,9 +73,13 @@ impl Forwarder {
             .observe(started.elapsed().as_secs_f64());
         ctx.completed = true;
         if upstream.response_done() {
-            self.connector
-                .release_http_session(upstream, peer, Some(POOL_IDLE_TIMEOUT))
-                .await;
+            // Boxed: Pingora's release future is ~3 KB, which inline would be part of every
+            // relay's (and so every request's) future.
+            Box::pin(
+                self.connector
+                    .release_http_session(upstream, peer, Some(POOL_IDLE_TIMEOUT)),
+            )
+            .await;
         }
     }
 }

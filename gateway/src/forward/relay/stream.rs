@@ -64,7 +64,7 @@ impl Forwarder {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        committed: Committed,
+        committed: Box<Committed>,
         resp: http::response::Parts,
         facts: &HeadFacts,
         answer: &Answer<'_, '_>,
@@ -74,7 +74,7 @@ impl Forwarder {
             peer,
             started,
             first_chunk,
-        } = committed;
+        } = *committed;
         let (dep, inbound) = (answer.dep, answer.inbound);
         session
             .write_response_header(rh::finish(resp), false)

@@ -36,7 +36,7 @@ impl Forwarder {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        committed: Committed,
+        committed: Box<Committed>,
         mut resp: http::response::Parts,
         facts: &HeadFacts,
         answer: &Answer<'_, '_>,
@@ -46,7 +46,7 @@ impl Forwarder {
             peer,
             started,
             first_chunk,
-        } = committed;
+        } = *committed;
         let dep = answer.dep;
         let deadline = started + dep.provider.config.timeouts.total;
         let raw = match read_whole(&mut upstream, first_chunk, facts, answer, deadline).await {
