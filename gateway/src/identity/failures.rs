@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 const SHARDS: usize = 16;
@@ -108,12 +109,16 @@ struct Shard {
 /// Failed credentials per client address over a sliding minute.
 pub struct FailureLimiter {
     shards: [Mutex<Shard>; SHARDS],
+    /// Entries in each shard, readable without its lock: a request from a shard with no recent
+    /// failure (the common case) is checked without locking anything.
+    tracked: [AtomicUsize; SHARDS],
 }
 
 impl Default for FailureLimiter {
     fn default() -> Self {
         FailureLimiter {
             shards: std::array::from_fn(|_| Mutex::new(Shard::default())),
+            tracked: std::array::from_fn(|_| AtomicUsize::new(0)),
         }
     }
 }
@@ -123,7 +128,11 @@ impl FailureLimiter {
     /// unix seconds).
     pub fn over(&self, addr: Option<IpAddr>, limit: u32, now: u64) -> bool {
         let source = Source::of(addr);
-        let Ok(shard) = self.shards[source.shard()].lock() else {
+        let i = source.shard();
+        if self.tracked[i].load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let Ok(shard) = self.shards[i].lock() else {
             return false;
         };
         shard
@@ -135,22 +144,24 @@ impl FailureLimiter {
     /// Counts one failed credential from `addr`.
     pub fn fail(&self, addr: Option<IpAddr>, now: u64) {
         let source = Source::of(addr);
-        let Ok(mut shard) = self.shards[source.shard()].lock() else {
+        let i = source.shard();
+        let Ok(mut shard) = self.shards[i].lock() else {
             return;
         };
         if let Some(w) = shard.windows.get_mut(&source) {
             w.add(now);
             return;
         }
-        if shard.windows.len() >= PER_SHARD {
-            if shard.swept == now {
-                return;
-            }
+        // Stale entries go when the shard is full (at most once a second) or a minute after the
+        // last sweep, so a shard empties again once its failures are old.
+        let full = shard.windows.len() >= PER_SHARD;
+        if (full && shard.swept != now) || now >= shard.swept + WINDOW_SECS {
             shard.swept = now;
             shard.windows.retain(|_, w| !w.stale(now));
-            if shard.windows.len() >= PER_SHARD {
-                return;
-            }
+            self.tracked[i].store(shard.windows.len(), Ordering::Relaxed);
+        }
+        if shard.windows.len() >= PER_SHARD {
+            return;
         }
         let mut w = Window {
             minute: now / WINDOW_SECS,
@@ -159,6 +170,7 @@ impl FailureLimiter {
         };
         w.add(now);
         shard.windows.insert(source, w);
+        self.tracked[i].store(shard.windows.len(), Ordering::Relaxed);
     }
 
     #[cfg(test)]
