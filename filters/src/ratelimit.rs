@@ -104,14 +104,6 @@ impl Window {
             .filter(move |&(s, c)| c > 0 && u64::from(s) >= from)
     }
 
-    /// The units counted, and the second of the oldest non-empty counted bucket.
-    fn sum(&self) -> (u64, Option<u32>) {
-        self.counted()
-            .fold((0, None), |(sum, oldest): (u64, Option<u32>), (s, c)| {
-                (sum + u64::from(c), Some(oldest.map_or(s, |o| o.min(s))))
-            })
-    }
-
     /// Nanoseconds until at least `excess` counted units have left the window (when the oldest
     /// buckets go first), at least one second; if they never can, until the window is empty.
     fn wait_ns(&self, excess: u64, now_ns: u64) -> u64 {
@@ -190,6 +182,23 @@ impl SlidingWindow {
         }
     }
 
+    /// The units counted at `second` and the second of the oldest non-empty counted bucket, read
+    /// in one pass over the ring (the admitted path; a refusal copies the ring to work out its
+    /// wait).
+    fn counted(&self, second: u32) -> (u64, Option<u32>) {
+        let from = u64::from(second).saturating_sub(WINDOW_SECS);
+        let mut sum = 0u64;
+        let mut oldest = u32::MAX;
+        for b in &self.buckets {
+            let (s, c) = unpack(b.load(SC));
+            if c > 0 && u64::from(s) >= from {
+                sum += u64::from(c);
+                oldest = oldest.min(s);
+            }
+        }
+        (sum, (sum > 0).then_some(oldest))
+    }
+
     fn allowed(&self, sum: u64, oldest: Option<u32>, now_ns: u64) -> Allowed {
         Allowed {
             remaining: self.limit.saturating_sub(sum),
@@ -200,11 +209,11 @@ impl SlidingWindow {
     /// Takes `cost` units at `now_ns` if the window has room for them.
     pub fn acquire(&self, cost: u64, now_ns: u64) -> Result<Allowed, Denied> {
         let (second, added) = self.add(cost, second_of(now_ns));
-        let window = self.window(second);
-        let (sum, oldest) = window.sum();
+        let (sum, oldest) = self.counted(second);
         if sum <= self.limit {
             return Ok(self.allowed(sum, oldest, now_ns));
         }
+        let window = self.window(second);
         self.undo(second, added);
         // What must leave: everyone else's units plus this request's, less the limit.
         let others = sum - u64::from(added);
@@ -216,11 +225,12 @@ impl SlidingWindow {
     /// Whether the window has room for one more unit at `now_ns`, without taking it (for limits
     /// charged after the fact, like tokens): refused while it holds `limit` or more.
     pub fn check(&self, now_ns: u64) -> Result<Allowed, Denied> {
-        let window = self.window(second_of(now_ns));
-        let (sum, oldest) = window.sum();
+        let second = second_of(now_ns);
+        let (sum, oldest) = self.counted(second);
         if sum < self.limit {
             return Ok(self.allowed(sum, oldest, now_ns));
         }
+        let window = self.window(second);
         Err(Denied {
             retry_after_ns: window.wait_ns(sum + 1 - self.limit, now_ns),
         })
