@@ -8,6 +8,7 @@
 #   bash benches/paired.sh                    none vs gov, 5 rounds of 5 s at c=32
 #   A=key B=gov ROUNDS=8 DURATION=3 CONNS=64 bash benches/paired.sh
 #   A=none B=none B_BIN=/tmp/old/switchyard bash benches/paired.sh   two builds of one config
+#   STREAM=1 A=none B=none A_BIN=/tmp/old/switchyard bash benches/paired.sh   the same, streamed
 # Configs (benches/lib.sh): none = no auth; key = one virtual key; gov = the key with request,
 # token and concurrency limits, a team budget and the SQLite spend ledger.
 set -euo pipefail
@@ -41,7 +42,11 @@ start taskset -c 1 "${B_BIN:-$bin/switchyard}" run --conf "$work/b.yaml"; b_pid=
 for p in $UP_PORT $((UP_PORT + 1)) $((UP_PORT + 2)); do wait_port $p; done
 
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime of every thread, in ticks
-body='{"model":"bench","messages":[{"role":"user","content":"hello"}]}'
+if [ -n "${STREAM:-}" ]; then   # STREAM=1: streamed answers (role, 3 content events, finish, usage)
+  body='{"model":"bench","stream":true,"messages":[{"role":"user","content":"hello"}]}'
+else
+  body='{"model":"bench","messages":[{"role":"user","content":"hello"}]}'
+fi
 load() { # port out
   BENCH_AUTH="Bearer $BENCH_KEY" BENCH_BODY=$body taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" \
     -s benches/post.lua "http://127.0.0.1:$1/v1/chat/completions" > "$2"

@@ -103,14 +103,11 @@ impl Forwarder {
             Pumped::Done => None,
             Pumped::Failed(m) => Some(m),
         };
+        // The stream's last events (the translator's tail) go out with its end: one write.
+        let mut tail = None;
         if let Some(r) = relay.as_mut() {
             if midstream.is_none() {
-                if let Some(tail) = r.finish() {
-                    session
-                        .write_response_body(Some(tail), false)
-                        .await
-                        .map_err(Failure::Abort)?;
-                }
+                tail = r.finish();
             }
             ctx.usage = r.usage();
             if midstream.is_none() {
@@ -121,7 +118,7 @@ impl Forwarder {
                     dep.provider.record_failure(&e.message);
                     ctx.error_code = Some("upstream_stream_error");
                     session
-                        .write_response_body(None, true)
+                        .write_response_body(tail, true)
                         .await
                         .map_err(Failure::Abort)?;
                     return Ok(());
@@ -157,7 +154,7 @@ impl Forwarder {
             self.commit_row(ctx).await;
         }
         session
-            .write_response_body(None, true)
+            .write_response_body(tail, true)
             .await
             .map_err(Failure::Abort)?;
         self.complete(ctx, dep, upstream, &peer, started).await;
