@@ -23,7 +23,7 @@ PORT=${PORT:-18600}
 
 . benches/lib.sh
 bench_setup wrk
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)"   # 5,000 streams: wrk, the proxy (both sides) and the mock each hold one per stream
 
 up_slow=$PORT; up_stream=$((PORT + 1))
 start $bin/mock-upstream --listen 127.0.0.1:$up_slow --threads 1 --first-byte-delay-ms "$SLOW_MS"
