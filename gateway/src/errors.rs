@@ -43,6 +43,7 @@ pub const CODES: &[&str] = &[
     "upstream_timeout",
     "upstream_body_too_large",
     "request_timeout",
+    "request_header_fields_too_large",
     "missing_api_key",
     "invalid_api_key",
     "revoked_api_key",
@@ -146,6 +147,11 @@ pub enum GatewayError {
         upstream_model: String,
         limit: usize,
     },
+    /// The request head is larger than `server.max_header_bytes`.
+    #[error(
+        "the request head is {size} bytes; the most accepted is {limit} (server.max_header_bytes)"
+    )]
+    HeadersTooLarge { size: u64, limit: u64 },
     /// The caller did not send its request body within `server.client_timeouts.body`.
     #[error("the request body did not arrive within {0:?} (server.client_timeouts.body)")]
     RequestTimeout(std::time::Duration),
@@ -159,6 +165,7 @@ impl GatewayError {
             | GatewayError::InvalidMockRequest(_)
             | GatewayError::BodyRead(_) => 400,
             GatewayError::BodyTooLarge(_) => 413,
+            GatewayError::HeadersTooLarge { .. } => 431,
             GatewayError::ModelNotFound(_) | GatewayError::UnknownRoute { .. } => 404,
             GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::NoDeploymentAvailable { .. }
@@ -218,6 +225,7 @@ impl GatewayError {
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
             GatewayError::UpstreamBodyTooLarge { .. } => "upstream_body_too_large",
             GatewayError::RequestTimeout(_) => "request_timeout",
+            GatewayError::HeadersTooLarge { .. } => "request_header_fields_too_large",
             GatewayError::LocalInference(_) => "local_inference_failed",
             GatewayError::Auth(e) => e.code(),
             GatewayError::TooManyAuthFailures => "too_many_auth_failures",
@@ -241,7 +249,7 @@ impl GatewayError {
     /// Anthropic `error.type` for this error's status.
     pub fn anthropic_type(&self) -> &'static str {
         match self.status() {
-            400 | 405 => "invalid_request_error",
+            400 | 405 | 431 => "invalid_request_error",
             401 => "authentication_error",
             403 => "permission_error",
             404 => "not_found_error",
@@ -322,6 +330,10 @@ mod tests {
             GatewayError::InvalidRequest(InspectError::ModelNotString),
             GatewayError::InvalidRequest(InspectError::WrongType("stream", "x".into())),
             GatewayError::InvalidRequest(InspectError::OutOfRange("n", "must be at least 1")),
+            GatewayError::HeadersTooLarge {
+                size: 70_000,
+                limit: 65_536,
+            },
             GatewayError::BodyTooLarge(switchyard_filters::guard::GuardError::BodyTooLarge {
                 actual: 2,
                 limit: 1,

@@ -1094,3 +1094,42 @@ async fn an_idle_kept_alive_connection_is_closed() {
     assert!(more.is_empty());
     assert_about_2s(closed.expect("the idle connection stayed open") - answered);
 }
+
+// ---- bounded request heads (issue 18, point 15) ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_over_max_header_bytes_is_a_431_in_the_callers_format() {
+    let up = MockUpstream::start(ok_upstream()).await.expect("upstream");
+    let gw = single(&up).await;
+    let big = "x".repeat(200 * 1024);
+    let r = gw
+        .request(
+            "POST",
+            "/v1/chat/completions",
+            Some(br#"{"model":"fast","messages":[{"role":"user","content":"hi"}]}"#),
+            &[("content-type", "application/json"), ("x-padding", &big)],
+        )
+        .await;
+    assert_eq!(r.status, 431, "{}", r.text());
+    let e = r.json();
+    assert_eq!(e["error"]["code"], "request_header_fields_too_large", "{e}");
+    let r = gw
+        .request(
+            "POST",
+            "/v1/messages",
+            Some(br#"{"model":"fast","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#),
+            &[("anthropic-version", "2023-06-01"), ("x-padding", &big)],
+        )
+        .await;
+    assert_eq!(r.status, 431, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    // The gateway is still up and a normal request passes; nothing reached the upstream before.
+    assert_eq!(up.request_count(), 0);
+    let ok = gw
+        .post_json(
+            "/v1/chat/completions",
+            br#"{"model":"fast","messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+}

@@ -502,6 +502,20 @@ async fn conditional_rules_route_by_header() {
 
 // ---- rate limits look like rate limits (issue 18, point 1) ----
 
+/// The chat request as an Anthropic SDK sends it.
+async fn ask_as_anthropic(gw: &Gateway) -> Reply {
+    gw.request(
+        "POST",
+        "/v1/messages",
+        Some(br#"{"model":"fast","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#),
+        &[
+            ("content-type", "application/json"),
+            ("anthropic-version", "2023-06-01"),
+        ],
+    )
+    .await
+}
+
 fn limited(retry_after: &str) -> MockUpstreamConfig {
     MockUpstreamConfig {
         status: 429,
@@ -545,17 +559,7 @@ async fn every_deployment_rate_limited_is_a_429_with_the_shortest_wait() {
         .expect("retry-after");
     assert!((1..=2).contains(&ret), "{ret}");
     // An Anthropic caller gets Anthropic's rate-limit error.
-    let r = gw
-        .request(
-            "POST",
-            "/v1/messages",
-            Some(br#"{"model":"fast","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#),
-            &[
-                ("content-type", "application/json"),
-                ("anthropic-version", "2023-06-01"),
-            ],
-        )
-        .await;
+    let r = ask_as_anthropic(&gw).await;
     assert_eq!(r.status, 429, "{}", r.text());
     assert_eq!(r.json()["error"]["type"], "rate_limit_error");
     // A 429 is a wait, not a failure: with failures: 1 neither circuit opened.
@@ -596,17 +600,7 @@ async fn an_upstream_refusal_of_the_request_keeps_its_status_in_the_callers_form
     let r = gw.post_json("/v1/chat/completions", CHAT).await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.json()["error"]["param"], "messages[0].content");
-    let r = gw
-        .request(
-            "POST",
-            "/v1/messages",
-            Some(br#"{"model":"fast","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#),
-            &[
-                ("content-type", "application/json"),
-                ("anthropic-version", "2023-06-01"),
-            ],
-        )
-        .await;
+    let r = ask_as_anthropic(&gw).await;
     assert_eq!(r.status, 400, "{}", r.text());
     let e = r.json();
     assert_eq!(e["type"], "error", "{e}");

@@ -192,6 +192,8 @@ pub struct FileServer {
     #[serde(default)]
     pub max_body_bytes: Option<Lenient<u64>>,
     #[serde(default)]
+    pub max_header_bytes: Option<Lenient<u64>>,
+    #[serde(default)]
     pub public_health: Option<Lenient<bool>>,
     /// Most Switchyard hops a request may take through a mesh of nodes (Switchyard extension).
     #[serde(default)]

@@ -413,6 +413,18 @@ models:
     }
 
     #[test]
+    fn max_header_bytes_defaults_to_64_kib_and_refuses_tiny_values() {
+        let c = parse(MINIMAL, &no_env).unwrap();
+        assert_eq!(c.server.max_header_bytes, 65536);
+        let errs = errors_of(&MINIMAL.replace("server:\n", "server:\n  max_header_bytes: 10\n"));
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("server.max_header_bytes: must be at least 1024")),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
     fn oauth_needs_an_audience_and_a_refresh_of_a_second_or_more() {
         let text = format!(
             "{MINIMAL}auth:\n  oauth:\n    issuer: https://i/\n    audience: \" \"\n    jwks_url: http://127.0.0.1:9/jwks\n    refresh: 0s\n"

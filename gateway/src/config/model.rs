@@ -146,6 +146,8 @@ pub struct ServerSettings {
     pub admin_listen: Option<String>,
     pub threads: usize,
     pub max_body_bytes: u64,
+    /// Request heads larger than this (names, values and the request line) get 431.
+    pub max_header_bytes: u64,
     /// How long a graceful shutdown waits for in-flight requests.
     pub grace_period: Duration,
     /// TLS listener (HTTP/1.1 and HTTP/2 by ALPN).

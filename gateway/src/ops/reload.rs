@@ -150,6 +150,7 @@ mod tests {
             admin_listen: None,
             threads: 1,
             max_body_bytes: 10,
+            max_header_bytes: 65536,
             grace_period: Duration::from_secs(1),
             tls: None,
             admin_token: None,

@@ -295,6 +295,14 @@ impl ProxyHttp for Gateway {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
         }
+        let limit = snapshot.state.config.server.max_header_bytes;
+        let size = head_bytes(session.req_header());
+        if size > limit {
+            let err = GatewayError::HeadersTooLarge { size, limit };
+            session.set_keepalive(None);
+            write_error(session, ctx, &err).await?;
+            return Ok(true);
+        }
         if let Err(err) = self.head_steps(session, ctx, &snapshot).await {
             write_error(session, ctx, &err).await?;
             return Ok(true);
@@ -407,4 +415,15 @@ impl ProxyHttp for Gateway {
         deadlines::request_done(&self.client_timeouts);
         self.finish(session, e, ctx);
     }
+}
+
+/// The size of a request head as sent: the request line and every header line.
+fn head_bytes(req: &pingora_http::RequestHeader) -> u64 {
+    let line = req.method.as_str().len() + req.raw_path().len() + 12;
+    let headers: usize = req
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    (line + headers) as u64
 }

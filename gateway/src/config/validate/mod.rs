@@ -22,6 +22,8 @@ use providers::*;
 use server::*;
 
 const DEFAULT_MAX_BODY: u64 = 8 * 1024 * 1024;
+/// `server.max_header_bytes` when not set: 64 KiB, the order of Envoy's 60 KiB.
+const DEFAULT_MAX_HEADER: u64 = 64 * 1024;
 
 struct Errors(Vec<ConfigError>);
 

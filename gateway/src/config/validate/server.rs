@@ -84,6 +84,14 @@ pub(super) fn server_settings(s: &FileServer, errs: &mut Errors) -> ServerSettin
         Some(Lenient(n)) => n,
         None => DEFAULT_MAX_BODY,
     };
+    let max_header_bytes = match s.max_header_bytes {
+        Some(Lenient(n)) if n < 1024 => {
+            errs.push("server.max_header_bytes", "must be at least 1024");
+            DEFAULT_MAX_HEADER
+        }
+        Some(Lenient(n)) => n,
+        None => DEFAULT_MAX_HEADER,
+    };
     let grace_period = errs.duration(
         "server.grace_period".into(),
         s.grace_period.as_deref(),
@@ -95,6 +103,7 @@ pub(super) fn server_settings(s: &FileServer, errs: &mut Errors) -> ServerSettin
         admin_listen: s.admin_listen.clone(),
         threads,
         max_body_bytes,
+        max_header_bytes,
         grace_period,
         tls,
         admin_token,
