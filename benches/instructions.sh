@@ -17,6 +17,7 @@
 #                                               (read with callgrind_annotate --inclusive=yes)
 #   SY_BIN=/tmp/old/switchyard bash benches/instructions.sh   measures another build's gateway
 #   CONFIGS="hop none" bash benches/instructions.sh            only these (ratios need hop, none, key)
+#   STREAM=1 bash benches/instructions.sh                      streamed answers instead
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,7 +41,8 @@ conf() { # none|key|gov: the configs of load.sh and paired.sh (benches/lib.sh)
 cat > "$work/client.py" <<'PY'
 import http.client, json, sys
 port, n = int(sys.argv[1]), int(sys.argv[2])
-body = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "hello"}]})
+body = json.dumps({"model": "bench", "stream": sys.argv[4] == "1",
+                   "messages": [{"role": "user", "content": "hello"}]})
 headers = {"content-type": "application/json", "authorization": "Bearer " + sys.argv[3]}
 c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
 for _ in range(n):
@@ -66,10 +68,10 @@ for name in ${CONFIGS:-hop none key gov}; do
   pid=$!
   pids+=($pid)
   wait_port $SY_PORT 60   # valgrind starts slowly
-  python3 "$work/client.py" $SY_PORT "$WARMUP" "$BENCH_KEY"
+  python3 "$work/client.py" $SY_PORT "$WARMUP" "$BENCH_KEY" "${STREAM:-0}"
   sleep 1.5                                   # the warm-up's ledger flush is not counted
   callgrind_control -z $pid > /dev/null 2>&1
-  python3 "$work/client.py" $SY_PORT "$N" "$BENCH_KEY"
+  python3 "$work/client.py" $SY_PORT "$N" "$BENCH_KEY" "${STREAM:-0}"
   sleep 1.5                                   # ...this run's is
   callgrind_control -d $pid > /dev/null 2>&1
   sleep 0.5

@@ -137,7 +137,15 @@ pub fn events(block: &Bytes) -> impl Iterator<Item = Bytes> + '_ {
 /// the event has a single data line (the common case).
 pub fn event_data(event: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
     let mut found: Option<std::borrow::Cow<'_, [u8]>> = None;
-    for line in event.split(|b| *b == b'\n') {
+    let mut rest = event;
+    // Lines found with memchr (an event's lines are long JSON; a byte-wise split was the
+    // stream path's most expensive function).
+    while !rest.is_empty() {
+        let (line, next) = match memchr::memchr(b'\n', rest) {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, &rest[rest.len()..]),
+        };
+        rest = next;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some(value) = line.strip_prefix(b"data:") else {
             continue;
