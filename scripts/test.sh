@@ -92,7 +92,8 @@ section "build the gateway and the mock upstream (debug)"
 cargo build -p switchyard -p switchyard-benches --bins
 
 section "python tests (official openai and anthropic SDKs)"
-SWITCHYARD_BIN="$PWD/target/debug/switchyard" MOCK_UPSTREAM_BIN="$PWD/target/debug/mock-upstream" \
+bins="${CARGO_TARGET_DIR:-$PWD/target}/debug"   # where cargo built them (CARGO_TARGET_DIR honoured)
+SWITCHYARD_BIN="$bins/switchyard" MOCK_UPSTREAM_BIN="$bins/mock-upstream" \
   .venv/bin/python -m pytest tests/python -q
 
 if [ $quick -eq 0 ]; then
