@@ -713,8 +713,20 @@ async fn a_fan_out_reserves_every_choice_so_one_request_cannot_overshoot_a_budge
         .json();
     assert_eq!(b["budgets"][0]["spent_usd"].as_f64(), Some(0.0), "{b}");
     assert_eq!(b["budgets"][0]["reserved_usd"].as_f64(), Some(0.0), "{b}");
-    // Ten choices fit exactly.
-    assert_eq!(post(ask_n("10", "n")).await.status, 200);
+    // A stream of several choices is refused by the mock, naming the field.
+    let streamed = post(
+        r#"{"model":"chat","max_tokens":5,"n":2,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#
+            .to_string(),
+    )
+    .await;
+    assert_eq!(streamed.status, 400, "{}", streamed.text());
+    assert_eq!(streamed.json()["error"]["param"], "n");
+    // Ten choices fit exactly, and the mock answers ten, all counted.
+    let ten = post(ask_n("10", "n")).await;
+    assert_eq!(ten.status, 200, "{}", ten.text());
+    let ten = ten.json();
+    assert_eq!(ten["choices"].as_array().map(Vec::len), Some(10), "{ten}");
+    assert_eq!(ten["usage"]["completion_tokens"], 50, "{ten}");
     // Out-of-range and mistyped counts are the caller's error, naming the field.
     for (n, field, code) in [
         ("0", "n", "invalid_value"),

@@ -13,6 +13,7 @@ use crate::forward::{Failure, Forwarder};
 use crate::proxy::context::RequestCtx;
 use pingora_proxy::Session;
 use switchyard_adapters::canonical::Dialect;
+use switchyard_adapters::openai::InspectError;
 use switchyard_adapters::providers::Caller;
 
 impl Forwarder {
@@ -43,7 +44,14 @@ impl Forwarder {
                 .map_err(Failure::Abort);
         }
         let max_tokens = facts.max_tokens.or(spec.max_tokens);
-        let mut answer = MockAnswer::generate(inbound.body, max_tokens)
+        // `n` choices are answered whole to OpenAI callers; a stream of several choices (or a
+        // format without `n`) is refused rather than silently answered with one.
+        if facts.choices > 1 && (facts.stream || caller != Caller::OpenAi) {
+            return Err(Failure::Respond(GatewayError::InvalidRequest(
+                InspectError::OutOfRange("n", "must be 1 for the mock provider's streams"),
+            )));
+        }
+        let mut answer = MockAnswer::generate(inbound.body, max_tokens, facts.choices)
             .map_err(|e| Failure::Respond(GatewayError::InvalidMockRequest(e)))?;
         if caller != Caller::OpenAi {
             answer.include_usage = true;

@@ -43,11 +43,18 @@ pub struct MockAnswer {
     pub prompt_tokens: u64,
     pub finish_reason: &'static str,
     pub include_usage: bool,
+    /// The choices after the first when the request asked for `n` > 1 (non-stream only), each
+    /// with its own words and finish reason.
+    pub more: Vec<(Vec<&'static str>, &'static str)>,
 }
 
 impl MockAnswer {
     /// Generates the answer for a chat request body. Errors describe what is wrong with the body.
-    pub fn generate(body: &[u8], max_tokens: Option<u64>) -> Result<MockAnswer, String> {
+    pub fn generate(
+        body: &[u8],
+        max_tokens: Option<u64>,
+        choices: u64,
+    ) -> Result<MockAnswer, String> {
         let req: MockRequest = serde_json::from_slice(body).map_err(|e| e.to_string())?;
         if req.messages.is_empty() {
             return Err("'messages' must contain at least one message".into());
@@ -61,19 +68,17 @@ impl MockAnswer {
                 last_user = text;
             }
         }
-        let mut h = fnv1a(last_user.as_bytes());
-        let natural = 12 + (h % 12) as usize;
+        let seed = fnv1a(last_user.as_bytes());
         let limit = max_tokens.map(|m| m as usize).unwrap_or(usize::MAX);
-        let count = natural.min(limit);
-        let mut words = Vec::with_capacity(count);
-        for _ in 0..count {
-            h = xorshift(h);
-            words.push(VOCABULARY[(h % VOCABULARY.len() as u64) as usize]);
-        }
+        let (words, finish_reason) = choice_words(seed, limit);
+        let more = (1..choices.max(1))
+            .map(|i| choice_words(xorshift(seed ^ i.wrapping_mul(0x9E37_79B9)), limit))
+            .collect();
         Ok(MockAnswer {
             words,
             prompt_tokens,
-            finish_reason: if count < natural { "length" } else { "stop" },
+            finish_reason,
+            more,
             include_usage: req
                 .stream_options
                 .and_then(|s| s.include_usage)
@@ -85,8 +90,13 @@ impl MockAnswer {
         self.words.join(" ")
     }
 
+    /// Completion tokens of every choice.
+    fn completion_tokens(&self) -> u64 {
+        (self.words.len() + self.more.iter().map(|(w, _)| w.len()).sum::<usize>()) as u64
+    }
+
     fn usage(&self) -> Value {
-        let completion = self.words.len() as u64;
+        let completion = self.completion_tokens();
         json!({
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": completion,
@@ -96,7 +106,7 @@ impl MockAnswer {
 
     /// Usage as the metering code sees it.
     pub fn usage_counts(&self) -> switchyard_adapters::openai::Usage {
-        let completion = self.words.len() as u64;
+        let completion = self.completion_tokens();
         switchyard_adapters::openai::Usage {
             prompt_tokens: self.prompt_tokens,
             completion_tokens: completion,
@@ -112,12 +122,16 @@ impl MockAnswer {
             "object": "chat.completion",
             "created": created,
             "model": model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": self.content(), "refusal": null},
-                "logprobs": null,
-                "finish_reason": self.finish_reason,
-            }],
+            "choices": std::iter::once((&self.words, self.finish_reason))
+                .chain(self.more.iter().map(|(w, f)| (w, *f)))
+                .enumerate()
+                .map(|(index, (words, finish))| json!({
+                    "index": index,
+                    "message": {"role": "assistant", "content": words.join(" "), "refusal": null},
+                    "logprobs": null,
+                    "finish_reason": finish,
+                }))
+                .collect::<Vec<_>>(),
             "usage": self.usage(),
         });
         Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
@@ -171,6 +185,19 @@ impl MockAnswer {
         out.push(Bytes::from_static(b"data: [DONE]\n\n"));
         out
     }
+}
+
+/// One choice's words from `seed` (the same prompt gives the same words), at most `limit`, and
+/// its finish reason.
+fn choice_words(mut h: u64, limit: usize) -> (Vec<&'static str>, &'static str) {
+    let natural = 12 + (h % 12) as usize;
+    let count = natural.min(limit);
+    let mut words = Vec::with_capacity(count);
+    for _ in 0..count {
+        h = xorshift(h);
+        words.push(VOCABULARY[(h % VOCABULARY.len() as u64) as usize]);
+    }
+    (words, if count < natural { "length" } else { "stop" })
 }
 
 fn sse(v: &Value) -> Bytes {
@@ -265,11 +292,12 @@ mod tests {
 
     #[test]
     fn same_prompt_same_answer_different_prompt_different_answer() {
-        let a = MockAnswer::generate(HELLO, None).unwrap();
-        let b = MockAnswer::generate(HELLO, None).unwrap();
+        let a = MockAnswer::generate(HELLO, None, 1).unwrap();
+        let b = MockAnswer::generate(HELLO, None, 1).unwrap();
         let c = MockAnswer::generate(
             br#"{"model":"chat","messages":[{"role":"user","content":"goodbye"}]}"#,
             None,
+            1,
         )
         .unwrap();
         assert_eq!(a, b);
@@ -280,14 +308,14 @@ mod tests {
 
     #[test]
     fn max_tokens_truncates_with_length() {
-        let a = MockAnswer::generate(HELLO, Some(2)).unwrap();
+        let a = MockAnswer::generate(HELLO, Some(2), 1).unwrap();
         assert_eq!(a.words.len(), 2);
         assert_eq!(a.finish_reason, "length");
     }
 
     #[test]
     fn stream_reassembles_to_the_non_stream_content() {
-        let a = MockAnswer::generate(HELLO, None).unwrap();
+        let a = MockAnswer::generate(HELLO, None, 1).unwrap();
         let events = a.stream_events("id", "mock-1", 1, 4);
         let mut text = String::new();
         for ev in &events[..events.len() - 1] {
@@ -306,7 +334,7 @@ mod tests {
     #[test]
     fn usage_chunk_only_when_asked() {
         let body = br#"{"model":"c","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
-        let a = MockAnswer::generate(body, None).unwrap();
+        let a = MockAnswer::generate(body, None, 1).unwrap();
         let events = a.stream_events("id", "m", 1, 3);
         let usage_ev = &events[events.len() - 2];
         let v: Value = serde_json::from_slice(&usage_ev[6..usage_ev.len() - 2]).unwrap();
@@ -319,9 +347,31 @@ mod tests {
 
     #[test]
     fn bad_bodies_are_described() {
-        assert!(MockAnswer::generate(br#"{"model":"c"}"#, None)
+        assert!(MockAnswer::generate(br#"{"model":"c"}"#, None, 1)
             .unwrap_err()
             .contains("messages"));
-        assert!(MockAnswer::generate(br#"{"model":"c","messages":[]}"#, None).is_err());
+        assert!(MockAnswer::generate(br#"{"model":"c","messages":[]}"#, None, 1).is_err());
+    }
+
+    #[test]
+    fn n_choices_have_their_own_words_and_are_all_counted() {
+        let one = MockAnswer::generate(HELLO, None, 1).unwrap();
+        let three = MockAnswer::generate(HELLO, None, 3).unwrap();
+        assert_eq!(
+            three.words, one.words,
+            "the first choice is the single answer"
+        );
+        assert_eq!(three.more.len(), 2);
+        assert_ne!(three.more[0].0, three.more[1].0);
+        let body: Value = serde_json::from_slice(&three.completion_body("id", "m", 1)).unwrap();
+        let choices = body["choices"].as_array().unwrap();
+        assert_eq!(choices.len(), 3);
+        assert_eq!(choices[2]["index"], 2);
+        let words: usize = choices
+            .iter()
+            .map(|c| c["message"]["content"].as_str().unwrap().split(' ').count())
+            .sum();
+        assert_eq!(body["usage"]["completion_tokens"], words as u64);
+        assert_eq!(three.usage_counts().completion_tokens, words as u64);
     }
 }
