@@ -42,6 +42,16 @@ pub fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The last second RFC 3339 can write: 9999-12-31T23:59:59Z.
+pub const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
+
+/// Unix seconds as RFC 3339, clamped to what RFC 3339 can write (never a panic).
+pub fn rfc3339(secs: u64) -> String {
+    let secs = secs.min(LAST_RFC3339_SECOND);
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,13 +31,11 @@ struct Tally {
     refused: Option<TranslateError>,
     /// Some deployment was actually tried.
     tried: bool,
-    /// Some deployment answered 429 or was skipped because its provider asked to wait
-    /// (Retry-After, quota).
-    rate_limited: bool,
     /// Some deployment failed or was skipped for another reason (an error, a timeout, an open
     /// circuit, a busy local pool): the answer is then not a rate limit.
     other_failure: bool,
-    /// The shortest wait any rate-limited deployment asked for (milliseconds).
+    /// The shortest wait a deployment that answered 429 or was skipped because its provider
+    /// asked to wait (Retry-After, quota) needs (milliseconds); `None` when none did.
     shortest_wait_ms: Option<u64>,
     /// Some deployment was skipped because its provider's budget is spent.
     provider_budget: Option<String>,
@@ -49,16 +47,15 @@ struct Tally {
 impl Tally {
     /// A deployment asked to wait `ms`.
     fn wait(&mut self, ms: u64) {
-        self.rate_limited = true;
         self.shortest_wait_ms = Some(self.shortest_wait_ms.map_or(ms, |w| w.min(ms)));
     }
 
     /// Every deployment the plan reached answered 429 or was waiting: `Retry-After` seconds.
     fn only_rate_limited(&self) -> Option<u64> {
-        (self.rate_limited && !self.other_failure).then(|| {
-            let ms = self.shortest_wait_ms.unwrap_or(1000);
-            crate::routing::breaker::whole_seconds(std::time::Duration::from_millis(ms))
-        })
+        let ms = self.shortest_wait_ms.filter(|_| !self.other_failure)?;
+        Some(crate::routing::breaker::whole_seconds(
+            std::time::Duration::from_millis(ms),
+        ))
     }
 }
 

@@ -3,6 +3,7 @@
 //! `server.admin_token`. It never shares a port with the inference API. Every admin action and
 //! every refused admin call goes to the audit log, without secrets.
 
+use crate::clock::{rfc3339, LAST_RFC3339_SECOND};
 use crate::identity::{AdminError, Auth, NewKey};
 use crate::ops::telemetry::Metrics;
 use async_trait::async_trait;
@@ -395,17 +396,8 @@ fn parse_instant(s: &str) -> Option<i64> {
         .then_some(secs)
 }
 
-/// The last second RFC 3339 can write: 9999-12-31T23:59:59Z.
-const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
-
 /// The longest grace a rotated-out secret keeps working.
 const MAX_GRACE: Duration = Duration::from_secs(365 * 86_400);
-
-/// Unix seconds as RFC 3339, clamped to what RFC 3339 can write (never a panic).
-fn rfc3339(secs: u64) -> String {
-    let secs = secs.min(LAST_RFC3339_SECOND);
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string()
-}
 
 impl AdminApp {
     /// `GET /admin/usage?from=&to=&group_by=`: totals from the spend ledger, and a forecast of

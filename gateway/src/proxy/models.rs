@@ -3,6 +3,7 @@
 //! Anthropic SDKs do). Answered from the snapshot's routing state; owns nothing else. The list
 //! for callers who may use every model is rendered once per config (`State::models_body`).
 
+use crate::clock::rfc3339;
 use crate::errors::GatewayError;
 use crate::routing::state::State;
 use bytes::Bytes;
@@ -22,11 +23,6 @@ fn visible_ids<'s>(
         .iter()
         .filter(move |m| who.is_none_or(|w| w.may_use(&m.name)))
         .flat_map(|m| std::iter::once(&m.name).chain(m.aliases.iter()))
-}
-
-fn rfc3339(secs: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
-        .to_string()
 }
 
 /// One model object in the caller's shape.
