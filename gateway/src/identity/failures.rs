@@ -54,47 +54,55 @@ impl Source {
     }
 }
 
-/// Failures of one address in the current fixed minute and the one before it.
+/// Failures of one address in the last seven 10-second slots. A failure counts for 60 to 70 s
+/// (until its slot is seven slots old), never less than the minute the setting names: two fixed
+/// minutes weighted by time (used before) forgot most of a burst sent just before a minute's
+/// end, so a guesser at the boundary got nearly twice the limit.
 #[derive(Clone, Copy, Debug)]
 struct Window {
-    minute: u64,
-    current: u32,
-    previous: u32,
+    /// The newest slot written (unix seconds / `SLOT_SECS`).
+    slot: u64,
+    /// Failures per slot, indexed by slot % `SLOTS`.
+    counts: [u16; SLOTS],
 }
 
+const SLOT_SECS: u64 = 10;
+const SLOTS: usize = (WINDOW_SECS / SLOT_SECS) as usize + 1;
+
 impl Window {
-    /// Failures in the last 60 s at `now` (seconds): the previous minute's weighted by how much
-    /// of it the sliding window still covers.
+    fn new(now: u64) -> Window {
+        Window {
+            slot: now / SLOT_SECS,
+            counts: [0; SLOTS],
+        }
+    }
+
+    /// Failures still counted at `now` (seconds).
     fn recent(&self, now: u64) -> u32 {
-        let minute = now / WINDOW_SECS;
-        let (current, previous) = match minute.saturating_sub(self.minute) {
-            0 => (self.current, self.previous),
-            1 => (0, self.current),
-            _ => (0, 0),
-        };
-        let left = WINDOW_SECS - now % WINDOW_SECS;
-        current + (u64::from(previous) * left / WINDOW_SECS) as u32
+        let age = (now / SLOT_SECS).saturating_sub(self.slot);
+        if age >= SLOTS as u64 {
+            return 0;
+        }
+        // The slots still live are the newest `SLOTS - age` ones written.
+        (0..SLOTS as u64 - age)
+            .map(|back| u32::from(self.counts[((self.slot - back) % SLOTS as u64) as usize]))
+            .sum()
     }
 
     fn add(&mut self, now: u64) {
-        let minute = now / WINDOW_SECS;
-        match minute.saturating_sub(self.minute) {
-            0 => {}
-            1 => {
-                self.previous = self.current;
-                self.current = 0;
-            }
-            _ => {
-                self.previous = 0;
-                self.current = 0;
-            }
+        let slot = now / SLOT_SECS;
+        // Clear the slots between the newest written and this one (they held older failures).
+        let gap = slot.saturating_sub(self.slot).min(SLOTS as u64);
+        for step in 1..=gap {
+            self.counts[((self.slot + step) % SLOTS as u64) as usize] = 0;
         }
-        self.minute = minute;
-        self.current = self.current.saturating_add(1);
+        self.slot = self.slot.max(slot);
+        let i = (self.slot % SLOTS as u64) as usize;
+        self.counts[i] = self.counts[i].saturating_add(1);
     }
 
     fn stale(&self, now: u64) -> bool {
-        now / WINDOW_SECS > self.minute + 1
+        self.recent(now) == 0
     }
 }
 
@@ -163,11 +171,7 @@ impl FailureLimiter {
         if shard.windows.len() >= PER_SHARD {
             return;
         }
-        let mut w = Window {
-            minute: now / WINDOW_SECS,
-            current: 0,
-            previous: 0,
-        };
+        let mut w = Window::new(now);
         w.add(now);
         shard.windows.insert(source, w);
         self.tracked[i].store(shard.windows.len(), Ordering::Relaxed);
@@ -215,9 +219,28 @@ mod tests {
             l.fail(a, 600);
         }
         assert!(l.over(a, 10, 659));
-        // Half a minute into the next minute, half of the previous minute's failures remain.
-        assert!(l.over(a, 5, 690) && !l.over(a, 6, 690));
-        assert!(!l.over(a, 1, 720));
+        // A failure counts for a full minute (up to 70 s), then not at all.
+        assert!(l.over(a, 10, 669));
+        assert!(!l.over(a, 1, 670));
+        // Failures spread over slots age out slot by slot.
+        let b = v4(2);
+        l.fail(b, 1_000);
+        l.fail(b, 1_030);
+        assert!(l.over(b, 2, 1_065));
+        assert!(l.over(b, 1, 1_070) && !l.over(b, 2, 1_070));
+        assert!(!l.over(b, 1, 1_100));
+    }
+
+    #[test]
+    fn a_burst_at_a_minute_boundary_is_not_forgotten() {
+        let l = FailureLimiter::default();
+        let a = v4(3);
+        for _ in 0..3 {
+            l.fail(a, 659);
+        }
+        // One second later a new minute began; the three failures still count.
+        assert!(l.over(a, 3, 660));
+        assert!(l.over(a, 3, 718));
     }
 
     #[test]
