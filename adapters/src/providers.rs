@@ -65,13 +65,16 @@ pub enum Caller {
     OpenAi,
     /// `POST /v1/messages`.
     Anthropic,
+    /// `POST /v1/completions` (legacy OpenAI text completions; OpenAI's error format).
+    OpenAiCompletions,
 }
 
 impl Caller {
-    /// The provider dialect that is the same wire format (bytes can pass through untouched).
+    /// The provider dialect that is the same wire format (bytes can pass through untouched;
+    /// for completions, to the provider's `/completions`).
     pub fn dialect(self) -> Dialect {
         match self {
-            Caller::OpenAi => Dialect::OpenAi,
+            Caller::OpenAi | Caller::OpenAiCompletions => Dialect::OpenAi,
             Caller::Anthropic => Dialect::Anthropic,
         }
     }
@@ -81,6 +84,7 @@ impl Caller {
         match self {
             Caller::OpenAi => openai::codec::decode_request(body),
             Caller::Anthropic => anthropic::decode_request(body),
+            Caller::OpenAiCompletions => openai::completions::decode_request(body),
         }
     }
 
@@ -95,13 +99,21 @@ impl Caller {
         match self {
             Caller::OpenAi => openai::codec::encode_response(resp, id, model, created),
             Caller::Anthropic => anthropic::encode_response(resp, id, model),
+            Caller::OpenAiCompletions => {
+                openai::completions::encode_response(resp, id, model, created)
+            }
         }
+    }
+
+    /// Whether errors and stream error events are in OpenAI's format.
+    pub fn speaks_openai(self) -> bool {
+        matches!(self, Caller::OpenAi | Caller::OpenAiCompletions)
     }
 
     /// Encodes a provider error in this format: (status, body).
     pub fn encode_error(self, err: &ProviderError, request_id: &str) -> (u16, Vec<u8>) {
         match self {
-            Caller::OpenAi => openai::codec::encode_error(err),
+            Caller::OpenAi | Caller::OpenAiCompletions => openai::codec::encode_error(err),
             Caller::Anthropic => anthropic::encode_error(err, Some(request_id)),
         }
     }
@@ -111,6 +123,7 @@ impl Caller {
         match self {
             Caller::OpenAi => "chatcmpl-",
             Caller::Anthropic => "msg_",
+            Caller::OpenAiCompletions => "cmpl-",
         }
     }
 }
@@ -120,6 +133,7 @@ impl Caller {
 pub enum StreamEncoder {
     OpenAi(openai::codec::StreamEncoder),
     Anthropic(anthropic::StreamEncoder),
+    OpenAiCompletions(openai::completions::StreamEncoder),
 }
 
 impl StreamEncoder {
@@ -132,6 +146,9 @@ impl StreamEncoder {
                 include_usage,
             )),
             Caller::Anthropic => StreamEncoder::Anthropic(anthropic::StreamEncoder::new(id, model)),
+            Caller::OpenAiCompletions => StreamEncoder::OpenAiCompletions(
+                openai::completions::StreamEncoder::new(id, model, created, include_usage),
+            ),
         }
     }
 
@@ -139,6 +156,7 @@ impl StreamEncoder {
         match self {
             StreamEncoder::OpenAi(e) => e.push(event, out),
             StreamEncoder::Anthropic(e) => e.push(event, out),
+            StreamEncoder::OpenAiCompletions(e) => e.push(event, out),
         }
     }
 }

@@ -448,7 +448,7 @@ pub fn finish_reason_str(f: &FinishReason) -> &'static str {
     }
 }
 
-fn usage_json(u: &Usage) -> Value {
+pub(crate) fn usage_json(u: &Usage) -> Value {
     json!({
         "prompt_tokens": u.input_tokens,
         "completion_tokens": u.output_tokens,
@@ -665,7 +665,7 @@ impl StreamEncoder {
     }
 }
 
-fn write_data(out: &mut BytesMut, body: &Value) {
+pub(crate) fn write_data(out: &mut BytesMut, body: &Value) {
     out.extend_from_slice(b"data: ");
     out.extend_from_slice(&serde_json::to_vec(body).unwrap_or_default());
     out.extend_from_slice(b"\n\n");

@@ -12,6 +12,7 @@
 //! No I/O here; the gateway decides what to do with the results.
 
 pub mod codec;
+pub mod completions;
 
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
