@@ -297,7 +297,7 @@ impl GatewayError {
     /// The body in the caller's format.
     pub fn body_for(&self, caller: Caller, request_id: &str) -> Bytes {
         match caller {
-            Caller::OpenAi => self.openai_body(),
+            Caller::OpenAi | Caller::OpenAiCompletions => self.openai_body(),
             Caller::Anthropic => Bytes::from(switchyard_adapters::anthropic::error_body(
                 self.anthropic_type(),
                 &self.to_string(),

@@ -28,7 +28,9 @@ pub(crate) fn over_cutoff(ctx: &RequestCtx, dep: &RoutedDeployment) -> bool {
 pub(crate) fn budget_stop_event(caller: Caller) -> Bytes {
     let message = "the budget is exhausted: the stream was ended (on_exhaust: cutoff)";
     match caller {
-        Caller::OpenAi => openai::stream_error_event(message, "budget_exceeded", "budget_exceeded"),
+        Caller::OpenAi | Caller::OpenAiCompletions => {
+            openai::stream_error_event(message, "budget_exceeded", "budget_exceeded")
+        }
         Caller::Anthropic => {
             switchyard_adapters::anthropic::stream_error_event("billing_error", message)
         }

@@ -10,12 +10,13 @@
 //! One file per job: [`plan`] (the loop over the plan's steps), [`attempt`] (one try up to the
 //! response header), [`race`] (hedged tries), [`request_head`] (the upstream request head),
 //! [`relay`] (the caller's head, whole bodies, streams), [`in_process`] (mock and local pool),
-//! [`cutoff`] (a budget's stream cutoff) and [`translate`] (the request and answer in each
+//! [`cutoff`] (a budget's stream cutoff), [`count_tokens`] (token counting) and [`translate`] (the request and answer in each
 //! format). It owns upstream I/O only: what bytes to send comes from `switchyard_adapters`,
 //! which deployment from [`crate::routing`], what a request may spend from
 //! [`crate::governance`].
 
 mod attempt;
+mod count_tokens;
 mod cutoff;
 pub mod in_process;
 mod plan;
@@ -77,7 +78,7 @@ impl Forwarder {
     /// Strict durability: commits the request's ledger row before the caller gets the response's
     /// last bytes (a no-op in batched mode, where `logging` queues the row).
     async fn commit_row(&self, ctx: &mut RequestCtx) {
-        if !self.spend.strict || ctx.ledger_recorded {
+        if !self.spend.strict || ctx.ledger_recorded || !ctx.route.is_billed() {
             return;
         }
         match self

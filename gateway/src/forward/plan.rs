@@ -21,6 +21,7 @@ use crate::routing::state::{RoutedDeployment, RoutedModel};
 use pingora_proxy::Session;
 use std::time::Instant;
 use switchyard_adapters::canonical::TranslateError;
+use switchyard_adapters::providers::Caller;
 
 /// What the plan saw so far, for the answer when no deployment served.
 #[derive(Default)]
@@ -98,7 +99,13 @@ impl<'a> Ready<'a> {
     ) -> Result<Ready<'a>, TranslateError> {
         match &dep.provider.config.kind {
             ProviderKind::Http { .. } => prepare_for(inbound, model, dep).map(Ready::Http),
-            ProviderKind::Mock(settings) => Ok(Ready::Mock(settings)),
+            ProviderKind::Mock(settings) => {
+                if inbound.caller == Caller::OpenAiCompletions {
+                    // A prompt the mock cannot take is a skip, as for any translating provider.
+                    inbound.canonical()?;
+                }
+                Ok(Ready::Mock(settings))
+            }
             #[cfg(feature = "local")]
             ProviderKind::Local(_) if !inbound.embeddings => {
                 super::in_process::local::local_request(inbound).map(|r| Ready::Local(Some(r)))

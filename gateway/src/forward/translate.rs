@@ -82,7 +82,7 @@ impl<'a> Inbound<'a> {
     /// Whether the caller asked for usage in a stream (always, for Anthropic callers).
     pub fn include_usage(&self) -> bool {
         match self.caller {
-            Caller::OpenAi => self.facts.include_usage == Some(true),
+            Caller::OpenAi | Caller::OpenAiCompletions => self.facts.include_usage == Some(true),
             Caller::Anthropic => true,
         }
     }
@@ -114,11 +114,16 @@ impl<'a> Inbound<'a> {
         }
         if dialect == self.caller.dialect() {
             return Ok(match self.caller {
-                Caller::OpenAi => {
+                Caller::OpenAi | Caller::OpenAiCompletions => {
+                    // Completions pass through like chat: same splicing, their own path.
                     let rw = openai::rewrite_chat_request(self.body, self.facts, upstream_model);
                     Prepared {
                         body: rw.body,
-                        path: "/chat/completions".into(),
+                        path: if self.caller == Caller::OpenAiCompletions {
+                            "/completions".into()
+                        } else {
+                            "/chat/completions".into()
+                        },
                         mode: Mode::OpenAiPassthrough {
                             usage_injected: rw.usage_injected,
                         },
@@ -472,7 +477,7 @@ fn encode(
 /// An error event in the caller's stream format.
 fn caller_error_event(caller: Caller, e: &ProviderError) -> Bytes {
     match caller {
-        Caller::OpenAi => {
+        Caller::OpenAi | Caller::OpenAiCompletions => {
             let (_, etype, code) = openai::codec::error_status_and_type(e.kind);
             openai::stream_error_event(&e.message, etype, code)
         }

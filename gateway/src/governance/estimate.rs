@@ -46,3 +46,60 @@ pub fn max_cost_nanos(
         .max()
         .unwrap_or(0)
 }
+
+/// An estimate of a Messages request's input tokens (`/v1/messages/count_tokens` for providers
+/// that cannot count): the text of `system`, `messages` and `tools` at ≈ 4 bytes a token (the
+/// same rate as the prompt estimate above, on text rather than JSON), plus a few tokens of
+/// framing per message and tool. `Err` names the field that is not a Messages request's.
+pub fn input_tokens(body: &[u8]) -> Result<u64, (&'static str, &'static str)> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| ("", "request body is not valid JSON"))?;
+    let Some(messages) = v.get("messages").and_then(|m| m.as_array()) else {
+        return Err(("messages", "messages: field required"));
+    };
+    let tools = v.get("tools").and_then(|t| t.as_array());
+    let mut bytes = 0usize;
+    for part in [v.get("system"), Some(&v["messages"]), v.get("tools")]
+        .into_iter()
+        .flatten()
+    {
+        bytes += text_bytes(part);
+    }
+    let framing = 3 + 4 * messages.len() + 8 * tools.map_or(0, Vec::len);
+    Ok((bytes.div_ceil(4) + framing) as u64)
+}
+
+/// Bytes of the text in a JSON value: string values, and object keys that carry meaning for a
+/// model (tool schemas), never the structure around them.
+fn text_bytes(v: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => s.len(),
+        Value::Array(a) => a.iter().map(text_bytes).sum(),
+        Value::Object(o) => o
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "type" | "role" | "cache_control"))
+            .map(|(_, v)| text_bytes(v))
+            .sum(),
+        Value::Number(n) => n.to_string().len(),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod input_tokens_tests {
+    use super::input_tokens;
+
+    #[test]
+    fn counts_text_not_json_structure() {
+        let short = br#"{"model":"m","messages":[{"role":"user","content":"Hello, world"}]}"#;
+        // 12 bytes of text: 3 tokens, plus 3 + 4 framing.
+        assert_eq!(input_tokens(short), Ok(10));
+        let long = br#"{"model":"m","system":"Be brief.","messages":[{"role":"user","content":[{"type":"text","text":"Hello, world, and a good deal more text than before"}]}]}"#;
+        assert!(input_tokens(long).unwrap() > 10);
+        assert_eq!(
+            input_tokens(br#"{"model":"m"}"#).unwrap_err().0,
+            "messages"
+        );
+    }
+}

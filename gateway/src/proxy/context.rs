@@ -18,6 +18,11 @@ pub enum Route {
     ChatCompletions,
     /// Anthropic's Messages API (`POST /v1/messages`).
     Messages,
+    /// Legacy OpenAI text completions (`POST /v1/completions`).
+    Completions,
+    /// Anthropic's token counting (`POST /v1/messages/count_tokens`): metered as a request,
+    /// never billed.
+    CountTokens,
     /// OpenAI embeddings (`POST /v1/embeddings`).
     Embeddings,
     Infer,
@@ -34,6 +39,8 @@ impl Route {
         match self {
             Route::ChatCompletions => "chat_completions",
             Route::Messages => "messages",
+            Route::Completions => "completions",
+            Route::CountTokens => "count_tokens",
             Route::Embeddings => "embeddings",
             Route::Infer => "infer",
             Route::Models => "models",
@@ -46,8 +53,19 @@ impl Route {
     pub fn is_inference(self) -> bool {
         matches!(
             self,
-            Route::ChatCompletions | Route::Messages | Route::Embeddings | Route::Infer
+            Route::ChatCompletions
+                | Route::Messages
+                | Route::Completions
+                | Route::CountTokens
+                | Route::Embeddings
+                | Route::Infer
         )
+    }
+
+    /// Whether the request is billed: spend settled and a ledger row written (token counting
+    /// costs nothing at any provider, so it leaves no row).
+    pub fn is_billed(self) -> bool {
+        self.is_inference() && self != Route::CountTokens
     }
 }
 

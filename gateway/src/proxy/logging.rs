@@ -38,7 +38,7 @@ impl Gateway {
                 ResponseStep::Settle => {
                     // Every inference request releases what it reserved and leaves a ledger row
                     // (strict durability may have written it already).
-                    if ctx.route.is_inference() {
+                    if ctx.route.is_billed() {
                         self.spend.finish(ctx);
                     }
                 }

@@ -67,9 +67,15 @@ impl Gateway {
     ) -> std::result::Result<(), Failure> {
         let state = &snapshot.state;
         let body = body::read_body(session, state.body_limit, self.client_timeouts.body).await?;
-        let facts = openai::inspect_chat_request(&body).map_err(GatewayError::from)?;
+        let mut facts = openai::inspect_chat_request(&body).map_err(GatewayError::from)?;
+        if ctx.route == Route::Completions {
+            // OpenAI's documented default for completions: what admission reserves for.
+            facts
+                .max_tokens
+                .get_or_insert(openai::completions::DEFAULT_MAX_TOKENS);
+        }
         let inbound = Inbound::new(ctx.caller, &body, &facts, ctx.route == Route::Embeddings);
-        if ctx.caller == Caller::Anthropic {
+        if ctx.route == Route::Messages {
             // Validate the Messages request up front: a malformed one is the caller's 400, in
             // its own format, whichever deployment would have served it.
             inbound.canonical().map_err(GatewayError::Untranslatable)?;
@@ -103,6 +109,11 @@ impl Gateway {
                             .and_then(|v| v.to_str().ok()),
                     );
                 }
+                // Token counting is free at every provider and reserves nothing: it skips
+                // admission altogether (no budget hold, and not against `requests_per_minute`,
+                // which Anthropic too meters apart from Messages). It is still authenticated,
+                // scoped to the caller's models and bounded by the provider's own quota.
+                BodyStep::Admission if ctx.route == Route::CountTokens => {}
                 BodyStep::Admission => {
                     let estimate = crate::governance::estimate::max_cost_nanos(
                         &model,
@@ -129,6 +140,12 @@ impl Gateway {
                     }
                 }
             }
+        }
+        if ctx.route == Route::CountTokens {
+            return self
+                .forwarder
+                .serve_count_tokens(session, ctx, &model, &inbound)
+                .await;
         }
         self.forwarder
             .serve_chat(session, ctx, &model, &inbound)
@@ -286,7 +303,10 @@ impl ProxyHttp for Gateway {
                 .req_header()
                 .headers
                 .contains_key("anthropic-version");
-        if route == Route::Messages || anthropic_models {
+        if route == Route::Completions {
+            ctx.caller = Caller::OpenAiCompletions;
+        }
+        if matches!(route, Route::Messages | Route::CountTokens) || anthropic_models {
             ctx.caller = Caller::Anthropic;
             ctx.anthropic_beta = session
                 .req_header()
@@ -308,7 +328,12 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
         match route {
-            Route::ChatCompletions | Route::Messages | Route::Embeddings | Route::Infer => {
+            Route::ChatCompletions
+            | Route::Messages
+            | Route::Completions
+            | Route::CountTokens
+            | Route::Embeddings
+            | Route::Infer => {
                 ctx.active = Some(GaugeGuard::new(&self.metrics.active_requests));
                 match self.chat(session, ctx, &snapshot).await {
                     Ok(()) => {}

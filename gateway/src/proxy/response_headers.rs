@@ -22,6 +22,9 @@ pub static X_SWITCHYARD_MODEL: HeaderName = HeaderName::from_static("x-switchyar
 pub static X_SWITCHYARD_CONFIG_GENERATION: HeaderName =
     HeaderName::from_static("x-switchyard-config-generation");
 pub static X_SWITCHYARD_COST_USD: HeaderName = HeaderName::from_static("x-switchyard-cost-usd");
+/// `exact` (counted by the provider) or `estimated` (the gateway's estimate) on token counts.
+pub static X_SWITCHYARD_TOKEN_COUNT: HeaderName =
+    HeaderName::from_static("x-switchyard-token-count");
 /// Lists request fields dropped because the provider cannot honour them (`strict: false`).
 pub static X_SWITCHYARD_DROPPED: HeaderName = HeaderName::from_static("x-switchyard-dropped");
 /// Counts the Switchyard nodes a request crossed (sent upstream); a mesh loop ends in a 508 at

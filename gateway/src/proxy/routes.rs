@@ -7,6 +7,8 @@ pub fn route_of(method: &http::Method, path: &str) -> Result<Route, &'static str
     let (route, allow) = match path {
         "/v1/chat/completions" => (Route::ChatCompletions, "POST"),
         "/v1/messages" => (Route::Messages, "POST"),
+        "/v1/messages/count_tokens" => (Route::CountTokens, "POST"),
+        "/v1/completions" => (Route::Completions, "POST"),
         "/v1/embeddings" => (Route::Embeddings, "POST"),
         "/v1/ai/infer" => (Route::Infer, "POST"),
         "/v1/models" => (Route::Models, "GET"),
@@ -57,5 +59,17 @@ mod tests {
             Ok(Route::Unknown)
         );
         assert_eq!(route_of(&http::Method::GET, "/nope"), Ok(Route::Unknown));
+        assert_eq!(
+            route_of(&http::Method::POST, "/v1/completions"),
+            Ok(Route::Completions)
+        );
+        assert_eq!(
+            route_of(&http::Method::POST, "/v1/messages/count_tokens"),
+            Ok(Route::CountTokens)
+        );
+        assert_eq!(
+            route_of(&http::Method::GET, "/v1/messages/count_tokens"),
+            Err("POST")
+        );
     }
 }

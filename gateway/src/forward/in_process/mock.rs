@@ -8,11 +8,11 @@ use crate::config::MockSettings;
 use crate::errors::GatewayError;
 use crate::forward::cutoff::{budget_stop_event, over_cutoff};
 use crate::forward::in_process::mock_answer::MockAnswer;
-use crate::forward::translate::{self, Mode, StreamRelay};
+use crate::forward::translate::{self, Inbound, Mode, StreamRelay};
 use crate::forward::{Failure, Forwarder};
 use crate::proxy::context::RequestCtx;
 use pingora_proxy::Session;
-use switchyard_adapters::canonical::Dialect;
+use switchyard_adapters::canonical::{Dialect, EncodeOptions};
 use switchyard_adapters::openai::InspectError;
 use switchyard_adapters::providers::Caller;
 
@@ -51,7 +51,15 @@ impl Forwarder {
                 InspectError::OutOfRange("n", "must be 1 for the mock provider's streams"),
             )));
         }
-        let mut answer = MockAnswer::generate(inbound.body, max_tokens, facts.choices)
+        // The mock reads chat messages: a completions prompt is asked as its chat turn.
+        let as_chat;
+        let request: &[u8] = if caller == Caller::OpenAiCompletions {
+            as_chat = completions_as_chat(inbound, &spec.model)?;
+            &as_chat
+        } else {
+            inbound.body
+        };
+        let mut answer = MockAnswer::generate(request, max_tokens, facts.choices)
             .map_err(|e| Failure::Respond(GatewayError::InvalidMockRequest(e)))?;
         if caller != Caller::OpenAi {
             answer.include_usage = true;
@@ -132,4 +140,17 @@ impl Forwarder {
         ctx.completed = true;
         Ok(())
     }
+}
+
+/// A completions request as the OpenAI chat body the mock answers.
+fn completions_as_chat(inbound: &Inbound<'_>, model: &str) -> Result<Vec<u8>, Failure> {
+    let refused = |e| Failure::Respond(GatewayError::Untranslatable(e));
+    let req = inbound.canonical().map_err(refused)?;
+    let opts = EncodeOptions {
+        model,
+        default_max_tokens: translate::FALLBACK_MAX_TOKENS,
+    };
+    switchyard_adapters::openai::codec::encode_request(req, &opts)
+        .map(|e| e.body)
+        .map_err(refused)
 }

@@ -6,7 +6,7 @@
 use super::Answer;
 use crate::forward::translate::Mode;
 use crate::forward::Failure;
-use crate::proxy::context::RequestCtx;
+use crate::proxy::context::{RequestCtx, Route};
 use crate::proxy::response_headers as rh;
 use pingora_http::ResponseHeader;
 
@@ -138,6 +138,12 @@ pub(super) fn caller_head(
         h.remove(&name);
     }
     h.remove(http::header::SET_COOKIE);
+    if ctx.route == Route::CountTokens && facts.success {
+        h.insert(
+            &rh::X_SWITCHYARD_TOKEN_COUNT,
+            http::HeaderValue::from_static("exact"),
+        );
+    }
     rh::add_gateway_headers(
         h,
         ctx,

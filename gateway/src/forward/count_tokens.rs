@@ -1,0 +1,174 @@
+//! `POST /v1/messages/count_tokens`: how many input tokens a Messages request would use. The
+//! plan's first deployment that can take it answers: an `anthropic` one is asked (its
+//! `/v1/messages/count_tokens`, with its key and its model name spliced in, failing over like a
+//! chat try), any other kind is counted here with the gateway's estimator
+//! ([`crate::governance::estimate::input_tokens`]). The answer says which in
+//! `x-switchyard-token-count: exact | estimated`.
+//!
+//! It is never billed: no admission (see the body steps in `proxy`), no ledger row, no cost
+//! header. It owns only this route's choice of deployment; the try and the relay are the chat
+//! path's ([`super::attempt`], [`super::relay`]).
+
+use super::attempt::{note_failure, Try};
+use super::relay::Answer;
+use super::translate::{Inbound, Mode, Prepared};
+use super::{Failure, Forwarder};
+use crate::clock::now_ms;
+use crate::config::ProviderKind;
+use crate::errors::{GatewayError, TryFailure};
+use crate::ops::telemetry::AttemptOutcome;
+use crate::proxy::context::RequestCtx;
+use crate::proxy::response_headers as rh;
+use crate::routing::router;
+use crate::routing::state::{RoutedDeployment, RoutedModel};
+use bytes::Bytes;
+use pingora_proxy::Session;
+use std::time::Instant;
+use switchyard_adapters::canonical::{Dialect, TranslateError};
+use switchyard_adapters::openai;
+
+/// Where Anthropic counts tokens, below its base URL (handled like `/v1/messages`).
+pub const COUNT_TOKENS_PATH: &str = "/v1/messages/count_tokens";
+
+impl Forwarder {
+    /// Answers a token count for `model` (see the module doc).
+    pub async fn serve_count_tokens(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        model: &RoutedModel,
+        inbound: &Inbound<'_>,
+    ) -> Result<(), Failure> {
+        // Refused before any provider is asked: the caller's 400, whoever would count.
+        let estimate = crate::governance::estimate::input_tokens(inbound.body).map_err(
+            |(param, message)| {
+                let param = (!param.is_empty()).then(|| param.to_string());
+                GatewayError::Untranslatable(TranslateError::invalid(message, param))
+            },
+        )?;
+        let facts = inbound.facts;
+        let input = router::PlanInput {
+            body_bytes: inbound.body.len(),
+            max_tokens: None,
+            seed: ctx.seed(),
+            requested_model: &facts.model,
+            headers: Some(&session.req_header().headers),
+            metadata: facts.metadata,
+            prefer_cheapest: false,
+        };
+        let steps = router::plan(model, &input);
+        let routing = &model.config.routing;
+        let deadline = ctx.started + routing.deadline;
+        for (i, step) in steps.iter().enumerate() {
+            let dep = step.deployment;
+            if !matches!(
+                dep.provider.config.kind,
+                ProviderKind::Http {
+                    dialect: Dialect::Anthropic,
+                    ..
+                }
+            ) {
+                return self
+                    .write_estimate(session, ctx, dep, estimate)
+                    .await
+                    .map_err(Failure::Abort);
+            }
+            if !admissible(ctx, model, dep) {
+                continue;
+            }
+            let upstream_model = &dep.spec(model).model;
+            let prepared = Prepared {
+                body: openai::rewrite_model(inbound.body, facts, upstream_model),
+                path: COUNT_TOKENS_PATH.into(),
+                mode: Mode::Observed(Dialect::Anthropic),
+                dropped: Vec::new(),
+            };
+            ctx.tries += 1;
+            let t = Try {
+                ctx,
+                dep,
+                prepared: &prepared,
+                stream: false,
+                may_retry: i + 1 < steps.len(),
+                deadline,
+                routing,
+            };
+            match self.try_within(&t).await {
+                Ok(committed) => {
+                    dep.provider.metrics.attempt(AttemptOutcome::Ok);
+                    let answer = Answer {
+                        dep,
+                        upstream_model,
+                        prepared: &prepared,
+                        inbound,
+                    };
+                    return self.relay(session, ctx, committed, &answer).await;
+                }
+                Err(e) => {
+                    if !note_failure(ctx, model, dep, e) || Instant::now() >= deadline {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(Failure::Respond(GatewayError::NoDeploymentAvailable {
+            model: model.config.name.clone(),
+            tries: ctx.failures.clone(),
+        }))
+    }
+
+    /// The gateway's own count, for a deployment whose provider cannot count.
+    async fn write_estimate(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        dep: &RoutedDeployment,
+        tokens: u64,
+    ) -> pingora_error::Result<()> {
+        let body = Bytes::from(serde_json::json!({ "input_tokens": tokens }).to_string());
+        ctx.status = 200;
+        ctx.served = Some(dep.index);
+        let spec = ctx.model.as_ref().map(|m| dep.spec(m).model.clone());
+        let mut resp = rh::head(200, 16)?;
+        let h = &mut resp.headers;
+        rh::add_gateway_headers(
+            h,
+            ctx,
+            spec.as_deref().map(|m| (dep.provider.name(), m)),
+        )?;
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        h.insert(
+            &rh::X_SWITCHYARD_TOKEN_COUNT,
+            http::HeaderValue::from_static("estimated"),
+        );
+        rh::set_length(h, body.len());
+        session
+            .write_response_header(rh::finish(resp), false)
+            .await?;
+        ctx.mark_first_byte();
+        session.write_response_body(Some(body), true).await?;
+        ctx.completed = true;
+        Ok(())
+    }
+}
+
+/// Whether an Anthropic deployment may be asked now (circuit closed or probing, provider quota
+/// left); a skip is noted in the request's tries.
+fn admissible(ctx: &mut RequestCtx, model: &RoutedModel, dep: &RoutedDeployment) -> bool {
+    let ok = dep
+        .runtime
+        .acquire(&model.config.routing.breaker, now_ms())
+        .is_ok()
+        && dep.provider.admit();
+    if !ok {
+        ctx.failures.push(TryFailure {
+            provider: dep.provider.name().to_string(),
+            model: dep.spec(model).model.clone(),
+            reason: "skipped: circuit open or provider quota used up".into(),
+        });
+    }
+    ok
+}
