@@ -1,5 +1,7 @@
-//! A deterministic OpenAI-compatible upstream: `POST /v1/chat/completions` (non-stream and SSE
-//! stream, with the usage chunk when `stream_options.include_usage` is set), `GET /v1/models`.
+//! A deterministic OpenAI-compatible upstream: `POST /v1/chat/completions` and the legacy
+//! `POST /v1/completions` (non-stream and SSE stream, with the usage chunk when
+//! `stream_options.include_usage` is set), `GET /v1/models`; and enough of Anthropic's API for
+//! translation tests: `POST /v1/messages` (whole and streamed) and `/v1/messages/count_tokens`.
 //! It can answer with an error status, delay its first byte and space its stream events, and it
 //! records what it received so tests can check what the gateway sent.
 
@@ -192,6 +194,108 @@ pub fn stream_events(model: &str, chunks: usize, include_usage: bool) -> Vec<Str
     out
 }
 
+/// The exact non-stream legacy completion answered for `model`: OpenAI's documented example.
+pub fn text_completion_body(model: &str) -> String {
+    let model = serde_json::to_string(model).unwrap_or_default();
+    format!(
+        concat!(
+            r#"{{"id":"cmpl-mock","object":"text_completion","created":{created},"model":{model},"#,
+            r#""system_fingerprint":"fp_44709d6fcb","#,
+            r#""choices":[{{"text":"\n\nThis is indeed a test","index":0,"logprobs":null,"finish_reason":"length"}}],"#,
+            r#""usage":{{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}}}"#
+        ),
+        created = CREATED,
+        model = model
+    )
+}
+
+/// The exact SSE events of a streamed legacy completion for `model`, the last `data: [DONE]`.
+pub fn completion_stream_events(model: &str, chunks: usize, include_usage: bool) -> Vec<String> {
+    let model = serde_json::to_string(model).unwrap_or_default();
+    let usage_null = if include_usage {
+        r#","usage":null"#
+    } else {
+        ""
+    };
+    let chunk = |text: &str, finish: &str| {
+        format!(
+            r#"data: {{"id":"cmpl-mock","object":"text_completion","created":{CREATED},"model":{model},"choices":[{{"text":"{text}","index":0,"logprobs":null,"finish_reason":{finish}}}]{usage_null}}}"#
+        ) + "\n\n"
+    };
+    let mut out: Vec<String> = (0..chunks)
+        .map(|i| chunk(&format!("word{i} "), "null"))
+        .collect();
+    out.push(chunk("", r#""stop""#));
+    if include_usage {
+        out.push(format!(
+            r#"data: {{"id":"cmpl-mock","object":"text_completion","created":{CREATED},"model":{model},"choices":[],"usage":{{"prompt_tokens":5,"completion_tokens":{chunks},"total_tokens":{}}}}}"#,
+            5 + chunks
+        ) + "\n\n");
+    }
+    out.push("data: [DONE]\n\n".to_string());
+    out
+}
+
+/// Anthropic's documented count_tokens answer.
+pub const COUNT_TOKENS_BODY: &str = r#"{"input_tokens":14}"#;
+
+/// The exact Messages answer for `model` (the shape of Anthropic's documented example).
+pub fn anthropic_message_body(model: &str) -> String {
+    serde_json::json!({
+        "id": "msg_013Zva2CMHLNnXjNJJKqJ2EF",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": "Hi! My name is Claude."}],
+        "stop_reason": "end_turn",
+        "stop_sequence": null,
+        "usage": {"input_tokens": 10, "output_tokens": 8},
+    })
+    .to_string()
+}
+
+/// A streamed Messages answer for `model`: `chunks` text deltas between Anthropic's documented
+/// framing events.
+pub fn anthropic_stream_events(model: &str, chunks: usize) -> Vec<String> {
+    let ev = |name: &str, data: serde_json::Value| format!("event: {name}\ndata: {data}\n\n");
+    let mut out = vec![
+        ev(
+            "message_start",
+            serde_json::json!({"type": "message_start", "message": {
+                "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+                "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 10, "output_tokens": 1}}}),
+        ),
+        ev(
+            "content_block_start",
+            serde_json::json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "text", "text": ""}}),
+        ),
+    ];
+    for i in 0..chunks {
+        out.push(ev(
+            "content_block_delta",
+            serde_json::json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": format!("word{i} ")}}),
+        ));
+    }
+    out.push(ev(
+        "content_block_stop",
+        serde_json::json!({"type": "content_block_stop", "index": 0}),
+    ));
+    out.push(ev(
+        "message_delta",
+        serde_json::json!({"type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+            "usage": {"output_tokens": chunks}}),
+    ));
+    out.push(ev(
+        "message_stop",
+        serde_json::json!({"type": "message_stop"}),
+    ));
+    out
+}
+
 type Body = BoxBody<Bytes, std::io::Error>;
 
 fn full(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
@@ -243,12 +347,28 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
             "application/json",
             r#"{"object":"list","data":[{"id":"mock-model","object":"model","created":1700000000,"owned_by":"mock"}]}"#,
         )),
-        ("POST", "/v1/chat/completions" | "/chat/completions") => Ok(chat(cfg, &body).await),
+        ("POST", "/v1/chat/completions" | "/chat/completions") => {
+            Ok(answer(cfg, &body, Format::Chat).await)
+        }
+        ("POST", "/v1/completions" | "/completions") => {
+            Ok(answer(cfg, &body, Format::Completions).await)
+        }
+        ("POST", "/v1/messages") => Ok(answer(cfg, &body, Format::Anthropic).await),
+        ("POST", "/v1/messages/count_tokens") => Ok(answer(cfg, &body, Format::CountTokens).await),
         _ => Ok(full(404, "application/json", error_json("unknown path"))),
     }
 }
 
-async fn chat(cfg: &MockUpstreamConfig, body: &[u8]) -> Response<Body> {
+/// Which API an answer is in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Chat,
+    Completions,
+    Anthropic,
+    CountTokens,
+}
+
+async fn answer(cfg: &MockUpstreamConfig, body: &[u8], format: Format) -> Response<Body> {
     if !cfg.first_byte_delay.is_zero() {
         tokio::time::sleep(cfg.first_byte_delay).await;
     }
@@ -279,10 +399,20 @@ async fn chat(cfg: &MockUpstreamConfig, body: &[u8]) -> Response<Body> {
     };
     let model = v["model"].as_str().unwrap_or("unknown");
     if v["stream"].as_bool() != Some(true) {
-        return full(200, "application/json", chat_completion_body(model));
+        let body = match format {
+            Format::Chat => chat_completion_body(model),
+            Format::Completions => text_completion_body(model),
+            Format::Anthropic => anthropic_message_body(model),
+            Format::CountTokens => COUNT_TOKENS_BODY.to_string(),
+        };
+        return full(200, "application/json", body);
     }
     let include_usage = v["stream_options"]["include_usage"].as_bool() == Some(true);
-    let events = stream_events(model, cfg.stream_chunks, include_usage);
+    let events = match format {
+        Format::Completions => completion_stream_events(model, cfg.stream_chunks, include_usage),
+        Format::Anthropic => anthropic_stream_events(model, cfg.stream_chunks),
+        _ => stream_events(model, cfg.stream_chunks, include_usage),
+    };
     let interval = cfg.chunk_interval;
     let (stall, reset) = (cfg.stall_after_events, cfg.reset_after_events);
     let first_event_delay = cfg.first_event_delay;

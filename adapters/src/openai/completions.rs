@@ -274,7 +274,10 @@ mod tests {
             (r#"{"model":"m","prompt":"x","echo":true}"#, "echo"),
             (r#"{"model":"m","prompt":"x","best_of":2}"#, "best_of"),
             (r#"{"model":"m","prompt":"x","logprobs":2}"#, "logprobs"),
-            (r#"{"model":"m","prompt":"x","temperature":"hot"}"#, "temperature"),
+            (
+                r#"{"model":"m","prompt":"x","temperature":"hot"}"#,
+                "temperature",
+            ),
         ] {
             let e = decode_request(body.as_bytes()).unwrap_err();
             assert_eq!(e.param(), Some(param), "{body}: {e}");

@@ -97,9 +97,6 @@ mod input_tokens_tests {
         assert_eq!(input_tokens(short), Ok(10));
         let long = br#"{"model":"m","system":"Be brief.","messages":[{"role":"user","content":[{"type":"text","text":"Hello, world, and a good deal more text than before"}]}]}"#;
         assert!(input_tokens(long).unwrap() > 10);
-        assert_eq!(
-            input_tokens(br#"{"model":"m"}"#).unwrap_err().0,
-            "messages"
-        );
+        assert_eq!(input_tokens(br#"{"model":"m"}"#).unwrap_err().0, "messages");
     }
 }
