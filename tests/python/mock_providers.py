@@ -5,7 +5,10 @@
 
 Dialects (shapes follow shared/reference/wire-formats.md §1-§5):
   POST /v1/chat/completions                         OpenAI Chat Completions  (Bearer sk-up-openai)
+  POST /v1/completions                               OpenAI legacy completions (prompt: a string or strings;
+                                                     answer "Echo: <first prompt>", usage as below)
   POST /v1/messages                                  Anthropic Messages       (x-api-key sk-up-anthropic)
+  POST /v1/messages/count_tokens                     Anthropic token count: {"input_tokens": <words>}
   POST /v1beta/models/{m}:generateContent            Gemini                   (x-goog-api-key sk-up-gemini)
   POST /v1beta/models/{m}:streamGenerateContent?alt=sse
   POST /client/v4/accounts/acc123/ai/run/{model...}  Cloudflare Workers AI    (Bearer sk-up-cloudflare)
@@ -488,6 +491,10 @@ class Handler(BaseHTTPRequestHandler):
                 return self.openai_embeddings(body)
             if path == "/v1/messages":
                 return self.anthropic(body)
+            if path == "/v1/completions":
+                return self.openai_completions(body)
+            if path == "/v1/messages/count_tokens":
+                return self.anthropic_count_tokens(body)
             if m:
                 return self.gemini(body, m.group(1), m.group(2) == "streamGenerateContent",
                                    query.get("alt") == ["sse"], query.get("key", [None])[0])
@@ -812,6 +819,60 @@ class Handler(BaseHTTPRequestHandler):
                       "done": False})
         line({"model": model, "created_at": now(), "message": {"role": "assistant", "content": ""}, **final})
         self.end_stream()
+
+    # ================================ legacy completions, count_tokens ================================
+    def openai_completions(self, body):
+        """OpenAI's legacy /v1/completions: a `text_completion` (streamed as text chunks)."""
+        if self.headers.get("Authorization") != f"Bearer {KEYS['openai']}":
+            return self.openai_error(401, "Incorrect API key provided.", "invalid_request_error",
+                                     "invalid_api_key")
+        prompt = body.get("prompt") if isinstance(body, dict) else None
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+            return self.openai_error(400, "'prompt' must be a string or an array of strings",
+                                     "invalid_request_error", param="prompt")
+        answer = f"Echo: {prompts[0]}"
+        cid, created, model = f"cmpl-{next_id()}", int(time.time()), body.get("model")
+        pt, ct = sum(words(p) for p in prompts), words(answer)
+        usage = {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
+        if not body.get("stream"):
+            return self.send_json(200, {
+                "id": cid, "object": "text_completion", "created": created, "model": model,
+                "system_fingerprint": "fp_mock",
+                "choices": [{"text": answer, "index": 0, "logprobs": None, "finish_reason": "stop"}],
+                "usage": usage})
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        self.start_stream("text/event-stream")
+
+        def chunk(text, finish_reason=None):
+            c = {"id": cid, "object": "text_completion", "created": created, "model": model,
+                 "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}]}
+            if include_usage:
+                c["usage"] = None
+            self.sse(c)
+
+        for piece in split_words(answer):
+            chunk(piece)
+        chunk("", "stop")
+        if include_usage:
+            self.sse({"id": cid, "object": "text_completion", "created": created, "model": model,
+                      "choices": [], "usage": usage})
+        self.sse("[DONE]")
+        self.end_stream()
+
+    def anthropic_count_tokens(self, body):
+        """Anthropic's /v1/messages/count_tokens: a Messages request without max_tokens."""
+        if self.headers.get("x-api-key") != KEYS["anthropic"]:
+            return self.anthropic_error(401, "authentication_error", "invalid x-api-key")
+        if not self.headers.get("anthropic-version"):
+            return self.anthropic_error(400, "invalid_request_error", "anthropic-version: header is required")
+        if isinstance(body, dict) and "max_tokens" in body:
+            return self.anthropic_error(400, "invalid_request_error", "max_tokens: Extra inputs are not permitted")
+        try:
+            conv = parse_anthropic({**body, "max_tokens": 1} if isinstance(body, dict) else body)
+        except BadRequest as e:
+            return self.anthropic_error(400, "invalid_request_error", str(e))
+        self.send_json(200, {"input_tokens": conv.input_tokens()})
 
 
 def split_words(text: str) -> list:
