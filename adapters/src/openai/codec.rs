@@ -641,28 +641,55 @@ impl StreamEncoder {
                     self.finished = true;
                     self.chunk(out, json!({}), Some("stop"));
                 }
-                if self.include_usage {
-                    let body = json!({
-                        "id": self.id,
-                        "object": "chat.completion.chunk",
-                        "created": self.created,
-                        "model": self.model,
-                        "choices": [],
-                        "usage": usage_json(&self.usage.unwrap_or_default()),
-                    });
-                    write_data(out, &body);
-                }
-                out.extend_from_slice(b"data: [DONE]\n\n");
+                let usage = self.include_usage.then(|| self.usage.unwrap_or_default());
+                let head = ChunkHead {
+                    id: &self.id,
+                    object: "chat.completion.chunk",
+                    created: self.created,
+                    model: &self.model,
+                };
+                write_stream_end(out, &head, usage.as_ref());
                 self.done = true;
             }
             StreamEvent::Error(e) => {
-                let (_, etype, code) = error_status_and_type(e.kind);
-                out.extend_from_slice(&super::stream_error_event(&e.message, etype, code));
+                write_stream_error(out, e);
                 self.done = true;
                 self.failed = true;
             }
         }
     }
+}
+
+/// What every chunk of an OpenAI-format stream repeats.
+pub(crate) struct ChunkHead<'a> {
+    pub id: &'a str,
+    /// `chat.completion.chunk` or `text_completion`.
+    pub object: &'static str,
+    pub created: u64,
+    pub model: &'a str,
+}
+
+/// The end of an OpenAI-format stream: the usage chunk (`"choices":[]`) when the caller asked
+/// for usage, then `data: [DONE]`.
+pub(crate) fn write_stream_end(out: &mut BytesMut, head: &ChunkHead<'_>, usage: Option<&Usage>) {
+    if let Some(u) = usage {
+        let body = json!({
+            "id": head.id,
+            "object": head.object,
+            "created": head.created,
+            "model": head.model,
+            "choices": [],
+            "usage": usage_json(u),
+        });
+        write_data(out, &body);
+    }
+    out.extend_from_slice(b"data: [DONE]\n\n");
+}
+
+/// A provider error ending an OpenAI-format stream (the event the official SDKs raise).
+pub(crate) fn write_stream_error(out: &mut BytesMut, e: &ProviderError) {
+    let (_, etype, code) = error_status_and_type(e.kind);
+    out.extend_from_slice(&super::stream_error_event(&e.message, etype, code));
 }
 
 pub(crate) fn write_data(out: &mut BytesMut, body: &Value) {

@@ -11,7 +11,9 @@
 //! It must not touch the chat codecs' behaviour: it reuses them (the request decoder, usage and
 //! finish-reason spelling) and owns only what differs. No I/O here.
 
-use super::codec::{finish_reason_str, usage_json, write_data};
+use super::codec::{
+    finish_reason_str, usage_json, write_data, write_stream_end, write_stream_error, ChunkHead,
+};
 use crate::canonical::*;
 use bytes::BytesMut;
 use serde_json::{json, Map, Value};
@@ -200,23 +202,18 @@ impl StreamEncoder {
                     self.finished = true;
                     self.chunk(out, "", Some("stop"));
                 }
-                if self.include_usage {
-                    let body = json!({
-                        "id": self.id,
-                        "object": "text_completion",
-                        "created": self.created,
-                        "model": self.model,
-                        "choices": [],
-                        "usage": usage_json(&self.usage.unwrap_or_default()),
-                    });
-                    write_data(out, &body);
-                }
-                out.extend_from_slice(b"data: [DONE]\n\n");
+                let usage = self.include_usage.then(|| self.usage.unwrap_or_default());
+                let head = ChunkHead {
+                    id: &self.id,
+                    object: "text_completion",
+                    created: self.created,
+                    model: &self.model,
+                };
+                write_stream_end(out, &head, usage.as_ref());
                 self.done = true;
             }
             StreamEvent::Error(e) => {
-                let (_, etype, code) = super::codec::error_status_and_type(e.kind);
-                out.extend_from_slice(&super::stream_error_event(&e.message, etype, code));
+                write_stream_error(out, e);
                 self.done = true;
             }
             _ => {}
