@@ -502,3 +502,45 @@ async fn count_tokens_is_estimated_when_the_anthropic_deployment_fails() {
     assert_eq!(r.json(), serde_json::json!({"input_tokens": 10}));
     assert_eq!(bad.requests()[0].path, "/v1/messages/count_tokens");
 }
+
+/// The committed tiny LM (greedy answer to "Hello": "pqrstuvwxyz") on a local pool.
+#[cfg(feature = "local")]
+fn local_config() -> String {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let lib = root.join("target/onnx/lib/libonnxruntime.so.1.31.1");
+    assert!(
+        lib.exists(),
+        "{} missing: run scripts/fetch-models.sh",
+        lib.display()
+    );
+    let lm = root.join("conf/models/tiny-lm/model.onnx");
+    format!(
+        "providers:\n  - {{ name: gpu0, kind: local, workers: 1, queue: 4, library: \"{}\" }}\nmodels:\n  - name: m\n    deployments:\n      - {{ provider: gpu0, model: \"{}\" }}\n",
+        lib.display(),
+        lm.display()
+    )
+}
+
+#[cfg(feature = "local")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_model_completes_a_prompt_and_counts_with_its_own_tokenizer() {
+    let gw = Gateway::start(&local_config(), "").await;
+    let r = post(&gw, "/v1/completions", r#"{"model":"m","prompt":"Hello"}"#).await;
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), gw.log());
+    let v = r.json();
+    assert_eq!(v["object"], "text_completion");
+    assert_eq!(v["choices"][0]["text"], "pqrstuvwxyz");
+    let prompt_tokens = v["usage"]["prompt_tokens"].as_u64().unwrap();
+    let r = gw
+        .request(
+            "POST",
+            "/v1/messages/count_tokens",
+            Some(br#"{"model":"m","messages":[{"role":"user","content":"Hello"}]}"#),
+            &[("anthropic-version", "2023-06-01")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-switchyard-token-count"), Some("exact"));
+    // The same prompt, templated and tokenized as the completion's was.
+    assert_eq!(r.json()["input_tokens"].as_u64(), Some(prompt_tokens));
+}

@@ -1,8 +1,9 @@
 //! `POST /v1/messages/count_tokens`: how many input tokens a Messages request would use. The
 //! plan's first deployment that can take it answers: an `anthropic` one is asked (its
 //! `/v1/messages/count_tokens`, with its key and its model name spliced in, failing over like a
-//! chat try), any other kind is counted here with the gateway's estimator
-//! ([`crate::governance::estimate::input_tokens`]). The answer says which in
+//! chat try), a `local` one counts with its own tokenizer and chat template (the pool's prompt
+//! count, the model never run for it), any other kind is counted here with the gateway's
+//! estimator ([`crate::governance::estimate::input_tokens`]). The answer says which in
 //! `x-switchyard-token-count: exact | estimated`.
 //!
 //! It is never billed: no admission (see the body steps in `proxy`), no ledger row, no cost
@@ -61,15 +62,22 @@ impl Forwarder {
         let deadline = ctx.started + routing.deadline;
         for (i, step) in steps.iter().enumerate() {
             let dep = step.deployment;
-            if !matches!(
-                dep.provider.config.kind,
+            let counted = match &dep.provider.config.kind {
                 ProviderKind::Http {
                     dialect: Dialect::Anthropic,
                     ..
-                }
-            ) {
+                } => None,
+                #[cfg(feature = "local")]
+                ProviderKind::Local(_) => Some(
+                    local_count(model, dep, inbound.body, deadline)
+                        .await
+                        .map_or((estimate, "estimated"), |n| (n, "exact")),
+                ),
+                _ => Some((estimate, "estimated")),
+            };
+            if let Some((tokens, how)) = counted {
                 return self
-                    .write_estimate(session, ctx, dep, estimate)
+                    .write_count(session, ctx, dep, tokens, how)
                     .await
                     .map_err(Failure::Abort);
             }
@@ -117,13 +125,14 @@ impl Forwarder {
         }))
     }
 
-    /// The gateway's own count, for a deployment whose provider cannot count.
-    async fn write_estimate(
+    /// A count made in the gateway: `how` is `exact` (a local tokenizer) or `estimated`.
+    async fn write_count(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
         dep: &RoutedDeployment,
         tokens: u64,
+        how: &'static str,
     ) -> pingora_error::Result<()> {
         let body = Bytes::from(serde_json::json!({ "input_tokens": tokens }).to_string());
         ctx.status = 200;
@@ -138,7 +147,7 @@ impl Forwarder {
         );
         h.insert(
             &rh::X_SWITCHYARD_TOKEN_COUNT,
-            http::HeaderValue::from_static("estimated"),
+            http::HeaderValue::from_static(how),
         );
         rh::set_length(h, body.len());
         session
@@ -167,4 +176,32 @@ fn admissible(ctx: &mut RequestCtx, model: &RoutedModel, dep: &RoutedDeployment)
         });
     }
     ok
+}
+
+/// The prompt tokens a local model would see for this Messages request (its chat template
+/// applied, its tokenizer run): the pool's `Started` count. The job is dropped at once, so the
+/// model does not generate for it (a worker that already took it runs at most one step).
+/// `None` when the pool cannot say (not running, busy, a request it refuses): estimated then.
+#[cfg(feature = "local")]
+async fn local_count(
+    model: &RoutedModel,
+    dep: &RoutedDeployment,
+    body: &[u8],
+    deadline: Instant,
+) -> Option<u64> {
+    use crate::local::generate::GenerateRequest;
+    use crate::local::pool::GenEvent;
+    let pool = dep.provider.local.as_ref()?;
+    // A count request is a Messages request without `max_tokens`: decoded with one.
+    let mut v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v.as_object_mut()?
+        .insert("max_tokens".into(), serde_json::json!(1));
+    let chat = switchyard_adapters::anthropic::decode_request(v.to_string().as_bytes()).ok()?;
+    let request = GenerateRequest::from_chat(&chat).ok()?;
+    let path = std::path::PathBuf::from(&dep.spec(model).model);
+    let mut events = pool.try_generate(path, request).ok()?;
+    match tokio::time::timeout_at(deadline.into(), events.recv()).await {
+        Ok(Some(GenEvent::Started { prompt_tokens })) => Some(prompt_tokens),
+        _ => None,
+    }
 }
