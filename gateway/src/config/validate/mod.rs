@@ -25,13 +25,25 @@ const DEFAULT_MAX_BODY: u64 = 8 * 1024 * 1024;
 /// `server.max_header_bytes` when not set: 64 KiB, the order of Envoy's 60 KiB.
 const DEFAULT_MAX_HEADER: u64 = 64 * 1024;
 
-struct Errors(Vec<ConfigError>);
+/// Problems found so far. `declared_providers` holds every provider name written in the file, even
+/// those refused for another reason, so that a model naming one is not reported again as a
+/// reference to an unknown provider.
+struct Errors(Vec<ConfigError>, HashSet<String>);
 
 impl Errors {
+    /// A reference to provider `name` that is not among the valid ones: reported unless the file
+    /// declares it (its own error was reported where it is declared).
+    fn unknown_provider(&mut self, path: String, name: &str) {
+        if !self.1.contains(name) {
+            self.push(path, format!("unknown provider {name:?}"));
+        }
+    }
+
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(ConfigError {
             path: path.into(),
             message: message.into(),
+            line: None,
         });
     }
 
@@ -63,7 +75,10 @@ impl Errors {
 
 /// Validates a parsed file. Returns every problem found, not just the first.
 pub fn validate(file: FileConfig) -> Result<Config, Vec<ConfigError>> {
-    let mut errs = Errors(Vec::new());
+    let mut errs = Errors(
+        Vec::new(),
+        file.providers.iter().map(|p| p.name.clone()).collect(),
+    );
 
     let server = server_settings(&file.server, &mut errs);
     let routing = routing_defaults(file.routing.as_ref(), &mut errs);

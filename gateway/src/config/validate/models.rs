@@ -173,10 +173,7 @@ pub(super) fn models(
         for (j, d) in m.deployments.iter().enumerate() {
             let dpath = format!("{path}.deployments[{j}]");
             let Some((_, provider)) = providers.get(&d.provider) else {
-                errs.push(
-                    format!("{dpath}.provider"),
-                    format!("unknown provider {:?}", d.provider),
-                );
+                errs.unknown_provider(format!("{dpath}.provider"), &d.provider);
                 continue;
             };
             if d.model.trim().is_empty() {
