@@ -30,13 +30,37 @@ const DEFAULT_MAX_HEADER: u64 = 64 * 1024;
 /// reference to an unknown provider.
 struct Errors(Vec<ConfigError>, HashSet<String>);
 
+/// `: did you mean "x"?` when one of `options` is within two edits of `value` (a typo), else
+/// nothing.
+fn did_you_mean<'a>(value: &str, options: impl Iterator<Item = &'a str>) -> String {
+    options
+        .map(|o| (strsim::damerau_levenshtein(value, o), o))
+        .filter(|&(d, o)| d <= 2 && d < o.len())
+        .min()
+        .map(|(_, o)| format!(": did you mean {o:?}?"))
+        .unwrap_or_default()
+}
+
 impl Errors {
     /// A reference to provider `name` that is not among the valid ones: reported unless the file
     /// declares it (its own error was reported where it is declared).
     fn unknown_provider(&mut self, path: String, name: &str) {
         if !self.1.contains(name) {
-            self.push(path, format!("unknown provider {name:?}"));
+            let hint = did_you_mean(name, self.1.iter().map(String::as_str));
+            self.push(path, format!("unknown provider {name:?}{hint}"));
         }
+    }
+
+    /// `value` is none of `options`: says so, with the closest option when one is near.
+    fn unknown_value(&mut self, path: String, what: &str, value: &str, options: &[&str]) {
+        let hint = did_you_mean(value, options.iter().copied());
+        self.push(
+            path,
+            format!(
+                "unknown {what} {value:?}{hint} (expected one of: {})",
+                options.join(", ")
+            ),
+        );
     }
 
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
