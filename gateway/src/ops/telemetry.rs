@@ -329,7 +329,9 @@ impl Metrics {
     pub fn passthrough(&self, path: &str, provider: &str) -> PassthroughMetrics {
         PassthroughMetrics {
             requests: StatusCounters::new(&self.passthrough_requests, path, provider),
-            duration: self.passthrough_duration.with_label_values(&[path, provider]),
+            duration: self
+                .passthrough_duration
+                .with_label_values(&[path, provider]),
         }
     }
 

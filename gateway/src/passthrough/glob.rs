@@ -67,8 +67,8 @@ impl PathGlob {
             match run {
                 1 => tokens.push(Token::Star),
                 2 => {
-                    let whole_segment = bytes[i - 1] == b'/'
-                        && bytes.get(i + 2).is_none_or(|&b| b == b'/');
+                    let whole_segment =
+                        bytes[i - 1] == b'/' && bytes.get(i + 2).is_none_or(|&b| b == b'/');
                     if !whole_segment {
                         return Err(format!(
                             "{pattern:?}: `**` must be a whole path segment (as in `/v1/files/**`)"

@@ -67,8 +67,8 @@ pub fn upstream_path(prefix: &str, path: &str) -> String {
     let starts = prefix.match_indices('/').map(|(i, _)| i);
     for k in starts {
         let tail = &prefix[k..];
-        let overlaps = path.starts_with(tail)
-            && matches!(path.as_bytes().get(tail.len()), None | Some(b'/'));
+        let overlaps =
+            path.starts_with(tail) && matches!(path.as_bytes().get(tail.len()), None | Some(b'/'));
         if overlaps {
             return format!("{}{path}", &prefix[..k]);
         }
@@ -228,7 +228,10 @@ pub fn rewrite_head(
         http::HeaderValue::from(ctx.hops + 1),
     )?;
     if let Some(trace) = &ctx.trace {
-        req.insert_header(rh::TRACEPARENT.clone(), rh::value(&trace.upstream_header())?)?;
+        req.insert_header(
+            rh::TRACEPARENT.clone(),
+            rh::value(&trace.upstream_header())?,
+        )?;
     }
     Ok(())
 }
