@@ -96,16 +96,7 @@ impl Gateway {
                         }
                     }
                 }
-                BodyStep::Tags => {
-                    ctx.tags = crate::governance::ledger_row::tags(
-                        facts.metadata,
-                        session
-                            .req_header()
-                            .headers
-                            .get("x-switchyard-tags")
-                            .and_then(|v| v.to_str().ok()),
-                    );
-                }
+                BodyStep::Tags => ctx.tags = ledger_tags(session, facts.metadata),
                 BodyStep::Admission => {
                     let estimate = crate::governance::estimate::max_cost_nanos(
                         &model,
@@ -113,29 +104,43 @@ impl Gateway {
                         facts.max_tokens,
                         facts.choices,
                     );
-                    ctx.estimate_nanos = estimate;
-                    let admitted = snapshot
-                        .governance
-                        .admit_with(
-                            self.spend.shared.as_ref(),
-                            ctx.identity.as_ref(),
-                            estimate,
-                            crate::clock::now_ns(),
-                        )
-                        .await;
-                    match admitted {
-                        Ok(a) => ctx.admission = Some(a),
-                        Err(r) => {
-                            self.spend.refused(&r);
-                            return Err(GatewayError::from(r).into());
-                        }
-                    }
+                    self.admit(ctx, snapshot, estimate).await?;
                 }
             }
         }
         self.forwarder
             .serve_chat(session, ctx, &model, &inbound)
             .await
+    }
+
+    /// Admission by limits and budgets with `estimate` (nano-dollars) reserved; a refusal is
+    /// counted and returned as the answer.
+    async fn admit(
+        &self,
+        ctx: &mut RequestCtx,
+        snapshot: &Snapshot,
+        estimate: u64,
+    ) -> std::result::Result<(), GatewayError> {
+        ctx.estimate_nanos = estimate;
+        let admitted = snapshot
+            .governance
+            .admit_with(
+                self.spend.shared.as_ref(),
+                ctx.identity.as_ref(),
+                estimate,
+                crate::clock::now_ns(),
+            )
+            .await;
+        match admitted {
+            Ok(a) => {
+                ctx.admission = Some(a);
+                Ok(())
+            }
+            Err(r) => {
+                self.spend.refused(&r);
+                Err(GatewayError::from(r))
+            }
+        }
     }
 
     /// The head is in: the connection's head deadline stops counting, and the rest of the
@@ -489,6 +494,18 @@ impl ProxyHttp for Gateway {
         deadlines::request_done(&self.client_timeouts);
         self.finish(session, e, ctx);
     }
+}
+
+/// Ledger tags from the body's `metadata` (when there is one) and `x-switchyard-tags`.
+fn ledger_tags(session: &Session, metadata: Option<&str>) -> Option<String> {
+    crate::governance::ledger_row::tags(
+        metadata,
+        session
+            .req_header()
+            .headers
+            .get("x-switchyard-tags")
+            .and_then(|v| v.to_str().ok()),
+    )
 }
 
 /// The size of a request head as sent: the request line and every header line.

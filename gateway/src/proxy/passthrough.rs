@@ -39,35 +39,8 @@ impl Gateway {
             match step {
                 // Keys' `models` lists name models; a pass-through path is none of them.
                 BodyStep::ModelAccess => {}
-                BodyStep::Tags => {
-                    ctx.tags = crate::governance::ledger_row::tags(
-                        None,
-                        session
-                            .req_header()
-                            .headers
-                            .get("x-switchyard-tags")
-                            .and_then(|v| v.to_str().ok()),
-                    );
-                }
-                BodyStep::Admission => {
-                    ctx.estimate_nanos = estimate;
-                    let admitted = snapshot
-                        .governance
-                        .admit_with(
-                            self.spend.shared.as_ref(),
-                            ctx.identity.as_ref(),
-                            estimate,
-                            crate::clock::now_ns(),
-                        )
-                        .await;
-                    match admitted {
-                        Ok(a) => ctx.admission = Some(a),
-                        Err(r) => {
-                            self.spend.refused(&r);
-                            return Err(GatewayError::from(r));
-                        }
-                    }
-                }
+                BodyStep::Tags => ctx.tags = super::ledger_tags(session, None),
+                BodyStep::Admission => self.admit(ctx, snapshot, estimate).await?,
             }
         }
         // A silent uploader cannot hold the connection: each read of its body is bounded.
