@@ -54,8 +54,23 @@ pub fn find(config: &Config, path: &str) -> Option<usize> {
 
 fn has_dot_segment(path: &str) -> bool {
     path.split('/').any(|seg| {
-        let decoded = seg.to_ascii_lowercase().replace("%2e", ".");
-        decoded == "." || decoded == ".."
+        // Counts the dots of a segment made only of `.` and `%2e` (no allocation).
+        let (s, mut i, mut dots) = (seg.as_bytes(), 0, 0);
+        while i < s.len() {
+            if s[i] == b'.' {
+                i += 1;
+            } else if s[i..].len() >= 3
+                && s[i] == b'%'
+                && s[i + 1] == b'2'
+                && s[i + 2] | 0x20 == b'e'
+            {
+                i += 3;
+            } else {
+                return false;
+            }
+            dots += 1;
+        }
+        matches!(dots, 1 | 2)
     })
 }
 
@@ -264,5 +279,6 @@ mod tests {
             assert!(has_dot_segment(p), "{p}");
         }
         assert!(!has_dot_segment("/v1/files/a.b/..c"));
+        assert!(!has_dot_segment("/v1/files/.../%2e%2e%2e/x%2e"));
     }
 }
