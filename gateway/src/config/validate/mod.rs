@@ -13,6 +13,7 @@ use std::time::Duration;
 
 mod governance;
 mod models;
+mod passthrough;
 mod providers;
 mod server;
 
@@ -109,6 +110,11 @@ pub fn validate(file: FileConfig) -> Result<Config, Vec<ConfigError>> {
     let providers = providers(&file.providers, &mut errs);
     let models = models(&file.models, &providers, &routing, &mut errs);
     let telemetry = telemetry(file.telemetry.as_ref(), &mut errs);
+    let passthrough = passthrough::passthrough(
+        file.passthrough.as_deref().unwrap_or_default(),
+        &providers,
+        &mut errs,
+    );
     let model_names: HashSet<&str> = file.models.iter().map(|m| m.name.as_str()).collect();
     let auth = file
         .auth
@@ -172,6 +178,7 @@ pub fn validate(file: FileConfig) -> Result<Config, Vec<ConfigError>> {
             key_limits,
             team_limits,
             startup_probe_wait,
+            passthrough,
         })
     } else {
         Err(errs.0)
