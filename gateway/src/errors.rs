@@ -41,6 +41,7 @@ pub const CODES: &[&str] = &[
     "method_not_allowed",
     "no_deployment_available",
     "upstream_timeout",
+    "upstream_unavailable",
     "upstream_body_too_large",
     "request_timeout",
     "request_header_fields_too_large",
@@ -155,6 +156,13 @@ pub enum GatewayError {
     /// The caller did not send its request body within `server.client_timeouts.body`.
     #[error("the request body did not arrive within {0:?} (server.client_timeouts.body)")]
     RequestTimeout(std::time::Duration),
+    /// A `passthrough[]` request's provider could not be reached or did not answer in time.
+    #[error("the provider {provider} of this pass-through path did not answer ({reason})")]
+    PassthroughUpstream {
+        provider: String,
+        timeout: bool,
+        reason: String,
+    },
 }
 
 impl GatewayError {
@@ -172,6 +180,13 @@ impl GatewayError {
             | GatewayError::UpstreamBodyTooLarge { .. } => 502,
             GatewayError::RequestTimeout(_) => 408,
             GatewayError::UpstreamTimeout { .. } => 504,
+            GatewayError::PassthroughUpstream { timeout, .. } => {
+                if *timeout {
+                    504
+                } else {
+                    502
+                }
+            }
             GatewayError::LocalInference(_) => 500,
             GatewayError::Auth(e) => e.status(),
             GatewayError::TooManyAuthFailures
@@ -188,7 +203,8 @@ impl GatewayError {
         match self {
             GatewayError::NoDeploymentAvailable { .. }
             | GatewayError::UpstreamTimeout { .. }
-            | GatewayError::UpstreamBodyTooLarge { .. } => "upstream_error",
+            | GatewayError::UpstreamBodyTooLarge { .. }
+            | GatewayError::PassthroughUpstream { .. } => "upstream_error",
             GatewayError::RequestTimeout(_) => "timeout",
             GatewayError::LocalInference(_) => "server_error",
             GatewayError::Auth(e) if e.status() == 401 => "authentication_error",
@@ -223,6 +239,8 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::NoDeploymentAvailable { .. } => "no_deployment_available",
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
+            GatewayError::PassthroughUpstream { timeout: true, .. } => "upstream_timeout",
+            GatewayError::PassthroughUpstream { .. } => "upstream_unavailable",
             GatewayError::UpstreamBodyTooLarge { .. } => "upstream_body_too_large",
             GatewayError::RequestTimeout(_) => "request_timeout",
             GatewayError::HeadersTooLarge { .. } => "request_header_fields_too_large",

@@ -12,6 +12,7 @@
 //! * [`governance`] — rate limits, budgets, the spend service and its ledger;
 //! * [`routing`] — the live model index, deployment health and the plan for one request;
 //! * [`forward`] — executing a plan: attempts, the relay, in-process providers;
+//! * [`passthrough`] — `passthrough[]` paths forwarded to a provider as they are, streamed;
 //! * [`ops`] — what an operator touches: admin API, metrics, access log, reload, drain;
 //! * [`local`] — the local ONNX pool (cargo feature `local`);
 //! * [`server`] — assembles all of it into a Pingora `Server`.
@@ -25,6 +26,7 @@ pub mod identity;
 #[cfg(feature = "local")]
 pub mod local;
 pub mod ops;
+pub mod passthrough;
 pub mod proxy;
 pub mod routing;
 pub mod server;

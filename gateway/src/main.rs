@@ -56,8 +56,16 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(errors) => {
+                // Compiler style, `FILE:LINE: path: message`, so editors can jump to each.
                 for e in &errors.0 {
-                    eprintln!("{e}");
+                    let at = match e.line {
+                        Some(line) => format!("{}:{line}", conf.display()),
+                        None => conf.display().to_string(),
+                    };
+                    match e.path.as_str() {
+                        "" => eprintln!("{at}: {}", e.message),
+                        path => eprintln!("{at}: {path}: {}", e.message),
+                    }
                 }
                 eprintln!("{}: {} error(s)", conf.display(), errors.0.len());
                 ExitCode::FAILURE

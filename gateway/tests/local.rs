@@ -423,3 +423,87 @@ async fn device_cuda_without_a_cuda_runtime_spills_and_says_why() {
     assert_eq!(r.status, 502, "{}", r.text());
     assert!(r.text().contains("cuda"), "{}", r.text());
 }
+
+/// One HTTP/1.1 exchange on a fresh connection: (status, body).
+async fn exchange(port: u16, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(REQUEST_TIMEOUT, conn.read_to_end(&mut answer))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (status, serde_json::from_str(body).unwrap_or_default())
+}
+
+/// `conf/local.yaml`, as the README tells a user to run it (from the repository root, only the
+/// listen addresses and the runtime library set from the environment), serves both its models.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conf_local_yaml_serves_local_chat_and_embeddings() {
+    let (lib, _) = artefacts();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let (port, admin) = (free_port(), free_port());
+    /// Stops the gateway however the test ends.
+    struct Running(std::process::Child);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _gateway = Running(
+        std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["run", "--conf", "conf/local.yaml"])
+            .current_dir(&root)
+            .env("SWITCHYARD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SWITCHYARD_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
+            .env("ORT_DYLIB_PATH", &lib)
+            .env_remove("SWITCHYARD_MINILM_DIR")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start switchyard"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(std::time::Instant::now() < deadline, "never listened");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (status, j) = exchange(
+        port,
+        "POST",
+        "/v1/embeddings",
+        r#"{"model":"text-embedding-3-small","input":["a gateway","a proxy"]}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{j}");
+    let data = j["data"].as_array().expect("data");
+    assert_eq!(data.len(), 2);
+    assert_eq!(data[0]["embedding"].as_array().map(Vec::len), Some(384));
+    let (status, j) = exchange(
+        port,
+        "POST",
+        "/v1/chat/completions",
+        r#"{"model":"local-chat","messages":[{"role":"user","content":"Hello"}]}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{j}");
+    assert_eq!(j["choices"][0]["message"]["content"], "pqrstuvwxyz");
+}

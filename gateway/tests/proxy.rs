@@ -590,11 +590,27 @@ async fn check_reports_every_error_with_its_path() {
     let dir = std::env::temp_dir().join(format!("switchyard-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let bad = dir.join("bad.yaml");
-    std::fs::write(
-        &bad,
-        "server:\n  listen: [\"127.0.0.1:1\"]\nproviders:\n  - name: openai\n    kind: openai\n    base_url: http://127.0.0.1:9/v1\nmodels:\n  - name: a\n    deployments: [{provider: openai, model: x}]\n  - name: b\n    deployments:\n      - provider: opnai\n        model: y\n",
-    )
-    .expect("write");
+    // One file, six kinds of problem; every one must be reported in the same run.
+    let text = "\
+server:
+  listen: [\"127.0.0.1:1\"]
+  bogus: 1
+providers:
+  - name: openai
+    kind: opnai
+    base_url: http://127.0.0.1:9/v1
+    timeouts: { connect: 5 parsecs }
+models:
+  - name: a
+    strategy: fastestt
+    deployments: [{provider: openai, model: x, weight: lots}]
+  - name: b
+    deployments:
+      - provider: nope
+        model: y
+        price: { input_per_mtok: 1 }
+";
+    std::fs::write(&bad, text).expect("write");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["check", "--conf"])
         .arg(&bad)
@@ -602,10 +618,34 @@ async fn check_reports_every_error_with_its_path() {
         .expect("run check");
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("models[1].deployments[0].provider: unknown provider \"opnai\""),
-        "{stderr}"
-    );
+    let at = bad.display().to_string();
+    for (line, what) in [
+        (3, "server.bogus: unknown field `bogus`"),
+        (
+            6,
+            "providers[0].kind: unknown provider kind \"opnai\": did you mean \"openai\"?",
+        ),
+        (8, "providers[0].timeouts.connect:"),
+        (11, "models[0].strategy: unknown strategy \"fastestt\""),
+        (
+            12,
+            "models[0].deployments[0].weight: invalid type: string \"lots\"",
+        ),
+        (
+            15,
+            "models[1].deployments[0].provider: unknown provider \"nope\"",
+        ),
+        (
+            17,
+            "models[1].deployments[0].price: missing field `output_per_mtok`",
+        ),
+    ] {
+        assert!(
+            stderr.contains(&format!("{at}:{line}: {what}")),
+            "{line} {what}:\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("7 error(s)"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

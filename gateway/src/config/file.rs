@@ -50,6 +50,24 @@ pub struct FileConfig {
     /// Rate limits per team (Switchyard extension: `auth.api_keys[].limits` covers keys).
     #[serde(default)]
     pub team_limits: Option<std::collections::BTreeMap<String, FileLimits>>,
+    /// API paths forwarded to a provider byte for byte (`passthrough[]`).
+    #[serde(default)]
+    pub passthrough: Option<Vec<FilePassthrough>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePassthrough {
+    pub path: String,
+    pub provider: String,
+    #[serde(default)]
+    pub price: Option<FilePassthroughPrice>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePassthroughPrice {
+    pub per_request: Lenient<f64>,
 }
 
 #[derive(Debug, Deserialize)]

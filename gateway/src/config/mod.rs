@@ -8,6 +8,7 @@
 mod endpoint;
 mod env;
 mod file;
+mod lines;
 pub mod model;
 mod validate;
 pub(crate) mod validate_auth;
@@ -24,14 +25,20 @@ pub struct ConfigError {
     /// e.g. `models[1].deployments[0].provider`; empty for whole-file problems.
     pub path: String,
     pub message: String,
+    /// The line (1-based) where `path`, or its closest written parent, is in the file.
+    pub line: Option<usize>,
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.path.is_empty() {
-            write!(f, "{}", self.message)
+            write!(f, "{}", self.message)?;
         } else {
-            write!(f, "{}: {}", self.path, self.message)
+            write!(f, "{}: {}", self.path, self.message)?;
+        }
+        match self.line {
+            Some(line) => write!(f, " (line {line})"),
+            None => Ok(()),
         }
     }
 }
@@ -56,6 +63,7 @@ fn single(path: impl Into<String>, message: impl Into<String>) -> ConfigErrors {
     ConfigErrors(vec![ConfigError {
         path: path.into(),
         message: message.into(),
+        line: None,
     }])
 }
 
@@ -72,15 +80,18 @@ pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Conf
     let redactor = env::Redactor::default();
     let recording = redactor.recording(lookup);
     parse_expanded(text, &recording).map_err(|ConfigErrors(errors)| {
-        ConfigErrors(
-            errors
-                .into_iter()
-                .map(|e| ConfigError {
-                    path: redactor.redact(&e.path),
-                    message: redactor.redact(&e.message),
-                })
-                .collect(),
-        )
+        let lines = lines::LineMap::of(text);
+        let mut errors: Vec<ConfigError> = errors
+            .into_iter()
+            .map(|e| ConfigError {
+                line: e.line.or_else(|| lines.line(&e.path)),
+                path: redactor.redact(&e.path),
+                message: redactor.redact(&e.message),
+            })
+            .collect();
+        // In file order (whole-file problems first), as an editor would list them.
+        errors.sort_by_key(|e| e.line.unwrap_or(0));
+        ConfigErrors(errors)
     })
 }
 
@@ -102,13 +113,17 @@ fn parse_expanded(
                 .map(|e| ConfigError {
                     path: e.path,
                     message: e.message,
+                    line: None,
                 })
                 .collect(),
         ));
     }
-    // Every unknown key is reported, not just the first: each one found is removed from the tree
-    // and parsing resumes. Any other structural error stops there.
+    // Every problem is reported, not just the first: an unknown key is removed from the tree and
+    // a value of the wrong type replaced by a stand-in of the right one, and parsing resumes. Any
+    // other structural error (a missing field) stops there.
     let mut structural = Vec::new();
+    let mut repaired: Vec<String> = Vec::new();
+    let mut inserted: Vec<String> = Vec::new();
     let file = loop {
         match serde_path_to_error::deserialize::<_, file::FileConfig>(tree.clone()) {
             Ok(f) => break Some(f),
@@ -125,15 +140,40 @@ fn parse_expanded(
                     })
                     .collect();
                 let message = e.into_inner().to_string();
-                structural.push(ConfigError {
-                    path,
-                    message: message.clone(),
-                });
                 let unknown = message
                     .strip_prefix("unknown field `")
                     .and_then(|m| m.split('`').next());
-                let removed = unknown.is_some_and(|key| remove_key(&mut tree, &segments, key));
-                if !removed || structural.len() >= 100 {
+                let missing = message
+                    .strip_prefix("missing field `")
+                    .and_then(|m| m.split('`').next());
+                let resumed = if let Some(key) = unknown {
+                    remove_key(&mut tree, &segments, key)
+                } else if let Some(key) = missing {
+                    // A null first; its "invalid type: null" then gets a stand-in, unreported.
+                    let at = if path.is_empty() {
+                        key.to_string()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    inserted.push(at);
+                    insert_null(&mut tree, &segments, key)
+                } else {
+                    let retry = repaired.contains(&path);
+                    repaired.push(path.clone());
+                    !retry
+                        && stand_in(&message)
+                            .is_some_and(|v| replace_value(&mut tree, &segments, v))
+                };
+                let stand_in_for_inserted =
+                    inserted.contains(&path) && !message.starts_with("missing");
+                if !stand_in_for_inserted {
+                    structural.push(ConfigError {
+                        path,
+                        message,
+                        line: None,
+                    });
+                }
+                if !resumed || structural.len() >= 100 {
                     break None;
                 }
             }
@@ -142,14 +182,68 @@ fn parse_expanded(
     match (file, structural.is_empty()) {
         (Some(f), true) => validate::validate(f).map_err(ConfigErrors),
         (Some(f), false) => {
-            // Unknown keys, but the rest parsed: report them with every validation error.
-            if let Err(mut more) = validate::validate(f) {
-                structural.append(&mut more);
+            // The rest parsed: report what validation finds too, except about stand-in values.
+            if let Err(more) = validate::validate(f) {
+                structural.extend(
+                    more.into_iter()
+                        .filter(|e| !repaired.iter().any(|r| is_within(&e.path, r))),
+                );
             }
             Err(ConfigErrors(structural))
         }
         (None, _) => Err(ConfigErrors(structural)),
     }
+}
+
+/// Whether key path `path` is `root` or below it.
+fn is_within(path: &str, root: &str) -> bool {
+    path.strip_prefix(root)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
+/// A value of the type a serde "invalid type/value … expected X" message asks for, so that
+/// parsing can go on to find the file's other problems (the value itself is never used: the
+/// file is refused).
+fn stand_in(message: &str) -> Option<serde_yaml::Value> {
+    use serde_yaml::Value;
+    if !(message.starts_with("invalid type") || message.starts_with("invalid value")) {
+        return None;
+    }
+    let expected = message.rsplit("expected ").next()?;
+    let has = |words: &[&str]| words.iter().any(|w| expected.contains(w));
+    Some(if has(&["f32", "f64", "float"]) {
+        Value::from(1.0)
+    } else if has(&["u8", "u16", "u32", "u64", "usize", "i32", "i64", "integer"]) {
+        Value::from(1)
+    } else if has(&["bool"]) {
+        Value::Bool(false)
+    } else if has(&["sequence"]) {
+        Value::Sequence(Vec::new())
+    } else if has(&["map", "struct"]) {
+        Value::Mapping(serde_yaml::Mapping::new())
+    } else if has(&["string", "char"]) {
+        Value::String(String::new())
+    } else {
+        Value::Null
+    })
+}
+
+/// Replaces the value at `path` with `value`.
+fn replace_value(tree: &mut serde_yaml::Value, path: &[String], value: serde_yaml::Value) -> bool {
+    node_at(tree, path).map(|node| *node = value).is_some()
+}
+
+/// Adds `key: null` to the mapping at `path`.
+fn insert_null(tree: &mut serde_yaml::Value, path: &[String], key: &str) -> bool {
+    node_at(tree, path)
+        .and_then(|node| node.as_mapping_mut())
+        .map(|m| {
+            m.insert(
+                serde_yaml::Value::String(key.to_string()),
+                serde_yaml::Value::Null,
+            )
+        })
+        .is_some()
 }
 
 /// Removes mapping key `key` found at `path` (which may or may not end with the key itself).
@@ -158,24 +252,28 @@ fn remove_key(tree: &mut serde_yaml::Value, path: &[String], key: &str) -> bool 
         Some(last) if last == key => &path[..path.len() - 1],
         _ => path,
     };
-    let mut node = tree;
-    for seg in parent_path {
-        let next = if let Some(i) = seg.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
-            i.parse::<usize>()
-                .ok()
-                .and_then(|i| node.as_sequence_mut().and_then(|s| s.get_mut(i)))
-        } else {
-            node.as_mapping_mut()
-                .and_then(|m| m.get_mut(serde_yaml::Value::String(seg.clone())))
-        };
-        match next {
-            Some(n) => node = n,
-            None => return false,
-        }
-    }
-    node.as_mapping_mut()
+    node_at(tree, parent_path)
+        .and_then(|node| node.as_mapping_mut())
         .and_then(|m| m.remove(serde_yaml::Value::String(key.to_string())))
         .is_some()
+}
+
+/// The node at `path` (mapping keys and `[i]` sequence indexes).
+fn node_at<'a>(
+    tree: &'a mut serde_yaml::Value,
+    path: &[String],
+) -> Option<&'a mut serde_yaml::Value> {
+    let mut node = tree;
+    for seg in path {
+        node = if let Some(i) = seg.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+            let i = i.parse::<usize>().ok()?;
+            node.as_sequence_mut()?.get_mut(i)?
+        } else {
+            node.as_mapping_mut()?
+                .get_mut(serde_yaml::Value::String(seg.clone()))?
+        };
+    }
+    Some(node)
 }
 
 #[cfg(test)]
@@ -211,7 +309,12 @@ models:
     fn errors_of(text: &str) -> Vec<String> {
         match parse(text, &|n| (n == "SET").then(|| "4".to_string())) {
             Ok(_) => panic!("expected errors"),
-            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+            // Lines are checked in `lines` and by the `check` integration test.
+            Err(e) => {
+                e.0.into_iter()
+                    .map(|e| ConfigError { line: None, ..e }.to_string())
+                    .collect()
+            }
         }
     }
 

@@ -28,6 +28,19 @@ pub struct Config {
     pub team_limits: std::collections::HashMap<String, RateLimits>,
     /// Probe providers with a health check before accepting traffic.
     pub startup_probe_wait: bool,
+    /// `passthrough[]`: path globs forwarded to a provider as they are, in file order (the
+    /// first match wins). Empty: no request pays for matching.
+    pub passthrough: Vec<PassthroughRoute>,
+}
+
+/// One `passthrough[]` entry, its glob compiled once at load.
+#[derive(Debug)]
+pub struct PassthroughRoute {
+    pub path: crate::passthrough::PathGlob,
+    /// An HTTP provider (validation refuses in-process kinds).
+    pub provider: Arc<Provider>,
+    /// `price.per_request` in nano-dollars (0 without a price).
+    pub per_request_nanos: u64,
 }
 
 #[derive(Debug, Clone)]

@@ -12,6 +12,7 @@ fn push(errs: &mut Vec<ConfigError>, path: String, message: impl Into<String>) {
     errs.push(ConfigError {
         path,
         message: message.into(),
+        line: None,
     });
 }
 

@@ -48,6 +48,17 @@ pub struct Accounting<'a> {
 /// no usage (a cut stream, a provider without usage), tokens are estimated — the prompt from the
 /// body size, the completion from the events relayed — and `estimated` says so.
 pub fn accounting(ctx: &crate::proxy::context::RequestCtx) -> Accounting<'_> {
+    if let Some((provider, cost_nanos)) = crate::passthrough::charge(ctx) {
+        // A pass-through request is metered per request (`price.per_request`), never by tokens.
+        return Accounting {
+            tokens_in: 0,
+            tokens_out: 0,
+            tokens_cached: 0,
+            cost_nanos,
+            estimated: false,
+            provider: Some(provider),
+        };
+    }
     let served = match (&ctx.model, ctx.served) {
         (Some(m), Some(i)) => m.deployments.get(i).map(|d| (m, d)),
         _ => None,
@@ -109,7 +120,7 @@ pub(super) fn row_with(
             project: who.and_then(|i| i.project.as_deref()),
             user: who.and_then(|i| i.user.as_deref()),
             model: ctx.model.as_ref().map(|m| m.config.name.as_str()),
-            provider: served.map(|(_, d)| d.provider.name()),
+            provider: acct.provider,
             deployment: served.map(|(m, d)| d.spec(m).model.as_str()),
             tags: ctx.tags.as_deref(),
         },

@@ -100,6 +100,8 @@ pub struct Metrics {
     local_ttft: HistogramVec,
     local_tokens_per_second: GaugeVec,
     local_device: IntGaugeVec,
+    passthrough_requests: IntCounterVec,
+    passthrough_duration: HistogramVec,
     pub active_requests: IntGauge,
     pub active_streams: IntGauge,
     pub access_log_dropped: IntCounter,
@@ -270,6 +272,17 @@ impl Metrics {
                 "1 for the device (cpu or cuda) a local pool's models run on",
                 &["provider", "device"],
             ),
+            passthrough_requests: f.counters(
+                "switchyard_passthrough_requests_total",
+                "Pass-through requests by configured path pattern, provider and status class",
+                &["path", "provider", "status"],
+            ),
+            passthrough_duration: f.histograms(
+                "switchyard_passthrough_duration_seconds",
+                "Whole pass-through request duration, by configured path pattern and provider",
+                DURATION_BUCKETS,
+                &["path", "provider"],
+            ),
             active_requests: f.add(must(IntGauge::new(
                 "switchyard_active_requests",
                 "Inference requests in progress",
@@ -310,6 +323,16 @@ impl Metrics {
     /// Handles for requests that were not routed to any model.
     pub fn unrouted(&self) -> StatusCounters {
         StatusCounters::new(&self.requests, "", "")
+    }
+
+    /// Handles for one `passthrough[]` route (labels from the config: its pattern, provider).
+    pub fn passthrough(&self, path: &str, provider: &str) -> PassthroughMetrics {
+        PassthroughMetrics {
+            requests: StatusCounters::new(&self.passthrough_requests, path, provider),
+            duration: self
+                .passthrough_duration
+                .with_label_values(&[path, provider]),
+        }
     }
 
     pub fn model(&self, model: &str) -> ModelMetrics {
@@ -435,6 +458,13 @@ pub struct ModelMetrics {
     pub duration: Histogram,
     /// Requests for this model that no deployment served (errors before or after all tries).
     pub unserved: StatusCounters,
+}
+
+/// `switchyard_passthrough_*` children for one `passthrough[]` route.
+#[derive(Clone)]
+pub struct PassthroughMetrics {
+    pub requests: StatusCounters,
+    pub duration: Histogram,
 }
 
 #[derive(Clone)]

@@ -31,6 +31,8 @@ pub enum Route {
     /// `GET /v1/models/{id}`.
     Model,
     Health,
+    /// A configured `passthrough[]` path, forwarded as is.
+    Passthrough,
     Unknown,
 }
 
@@ -46,6 +48,7 @@ impl Route {
             Route::Models => "models",
             Route::Model => "model",
             Route::Health => "health",
+            Route::Passthrough => "passthrough",
             Route::Unknown => "unknown",
         }
     }
@@ -59,6 +62,7 @@ impl Route {
                 | Route::CountTokens
                 | Route::Embeddings
                 | Route::Infer
+                | Route::Passthrough
         )
     }
 
@@ -133,6 +137,8 @@ pub struct RequestCtx {
     /// The authenticated caller (`None` without an `auth` section).
     pub identity: Option<switchyard_filters::auth::Identity>,
     pub route: Route,
+    /// The `passthrough[]` route matched (only with [`Route::Passthrough`]).
+    pub passthrough: Option<crate::passthrough::Hit>,
     /// The config snapshot the request runs under, from its first phase to its logging.
     pub snapshot: Option<Arc<Snapshot>>,
     pub model: Option<Arc<RoutedModel>>,
@@ -211,6 +217,7 @@ impl RequestCtx {
             ledger_recorded: false,
             identity: None,
             route: Route::Unknown,
+            passthrough: None,
             snapshot: None,
             model: None,
             served: None,

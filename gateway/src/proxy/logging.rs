@@ -64,6 +64,11 @@ impl Gateway {
                 .caller(who.team.as_deref().unwrap_or(""), who.kind.label()),
             None => self.metrics.caller("", "anonymous"),
         }
+        if let Some((_, route)) = crate::passthrough::route_of(ctx) {
+            route.metrics.requests.observe(ctx.status);
+            route.metrics.duration.observe(elapsed.as_secs_f64());
+            return;
+        }
         match (&ctx.model, served(ctx)) {
             (_, Some((m, d))) => {
                 d.metrics.requests.observe(ctx.status);
@@ -92,10 +97,12 @@ impl Gateway {
         let elapsed = ctx.started.elapsed();
         let req = session.req_header();
         let served = served(ctx);
-        let cost = match (served, ctx.usage) {
-            (Some((m, d)), Some(u)) => {
+        let passthrough = crate::passthrough::charge(ctx);
+        let cost = match (served, ctx.usage, passthrough) {
+            (Some((m, d)), Some(u), _) => {
                 Some(crate::governance::cost::cost_usd(&d.spec(m).price, &u))
             }
+            (_, _, Some((_, nanos))) => Some(switchyard_filters::budget::nanos_to_usd(nanos)),
             _ => None,
         };
         let (model, provider, upstream_model) = match served {
@@ -106,7 +113,7 @@ impl Gateway {
             ),
             None => (
                 ctx.model.as_ref().map(|m| m.config.name.as_str()),
-                None,
+                passthrough.map(|(provider, _)| provider),
                 None,
             ),
         };

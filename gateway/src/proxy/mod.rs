@@ -7,8 +7,9 @@
 //! hands the request to [`Forwarder`] (which answers and returns `Ok(true)`: Pingora's own
 //! upstream phase is never reached — see `docs/architecture.md`). `logging` runs the response
 //! steps ([`logging`]). One file per job: [`routes`], [`body`], [`respond`], [`control`],
-//! [`steps`], [`logging`], [`deadlines`] (how long a caller may take to send its request), plus
-//! the request context and the response-header helpers.
+//! [`steps`], [`logging`], [`deadlines`] (how long a caller may take to send its request),
+//! [`passthrough`] (`passthrough[]` paths: the one kind of route that does use Pingora's upstream
+//! phases, to stream bodies), plus the request context and the response-header helpers.
 
 pub mod body;
 pub mod context;
@@ -16,6 +17,7 @@ pub mod control;
 pub mod deadlines;
 pub mod logging;
 pub mod models;
+pub mod passthrough;
 pub mod rate_headers;
 pub mod respond;
 pub mod response_headers;
@@ -35,6 +37,7 @@ use async_trait::async_trait;
 use context::{GaugeGuard, InFlight, RequestCtx, Route};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use respond::{write_error, write_json};
 use response_headers as rh;
@@ -99,16 +102,7 @@ impl Gateway {
                         }
                     }
                 }
-                BodyStep::Tags => {
-                    ctx.tags = crate::governance::ledger_row::tags(
-                        facts.metadata,
-                        session
-                            .req_header()
-                            .headers
-                            .get("x-switchyard-tags")
-                            .and_then(|v| v.to_str().ok()),
-                    );
-                }
+                BodyStep::Tags => ctx.tags = ledger_tags(session, facts.metadata),
                 // Token counting is free at every provider and reserves nothing: it skips
                 // admission altogether (no budget hold, and not against `requests_per_minute`,
                 // which Anthropic too meters apart from Messages). It is still authenticated,
@@ -121,23 +115,7 @@ impl Gateway {
                         facts.max_tokens,
                         facts.choices,
                     );
-                    ctx.estimate_nanos = estimate;
-                    let admitted = snapshot
-                        .governance
-                        .admit_with(
-                            self.spend.shared.as_ref(),
-                            ctx.identity.as_ref(),
-                            estimate,
-                            crate::clock::now_ns(),
-                        )
-                        .await;
-                    match admitted {
-                        Ok(a) => ctx.admission = Some(a),
-                        Err(r) => {
-                            self.spend.refused(&r);
-                            return Err(GatewayError::from(r).into());
-                        }
-                    }
+                    self.admit(ctx, snapshot, estimate).await?;
                 }
             }
         }
@@ -150,6 +128,36 @@ impl Gateway {
         self.forwarder
             .serve_chat(session, ctx, &model, &inbound)
             .await
+    }
+
+    /// Admission by limits and budgets with `estimate` (nano-dollars) reserved; a refusal is
+    /// counted and returned as the answer.
+    async fn admit(
+        &self,
+        ctx: &mut RequestCtx,
+        snapshot: &Snapshot,
+        estimate: u64,
+    ) -> std::result::Result<(), GatewayError> {
+        ctx.estimate_nanos = estimate;
+        let admitted = snapshot
+            .governance
+            .admit_with(
+                self.spend.shared.as_ref(),
+                ctx.identity.as_ref(),
+                estimate,
+                crate::clock::now_ns(),
+            )
+            .await;
+        match admitted {
+            Ok(a) => {
+                ctx.admission = Some(a);
+                Ok(())
+            }
+            Err(r) => {
+                self.spend.refused(&r);
+                Err(GatewayError::from(r))
+            }
+        }
     }
 
     /// The head is in: the connection's head deadline stops counting, and the rest of the
@@ -285,7 +293,7 @@ impl ProxyHttp for Gateway {
         // One snapshot for the whole request, from here to its logging.
         let snapshot = self.live.load();
         ctx.snapshot = Some(snapshot.clone());
-        let route = match routes::route_of(&req.method, req.uri.path()) {
+        let mut route = match routes::route_of(&req.method, req.uri.path()) {
             Ok(r) => r,
             Err(allow) => {
                 let err = GatewayError::MethodNotAllowed {
@@ -297,6 +305,28 @@ impl ProxyHttp for Gateway {
                 return Ok(true);
             }
         };
+        // Only an unknown path is looked up, and only when the file configures pass-through.
+        if route == Route::Unknown && !snapshot.state.config.passthrough.is_empty() {
+            if let Some(index) =
+                crate::passthrough::find(&snapshot.state.config, session.req_header().uri.path())
+            {
+                route = Route::Passthrough;
+                ctx.passthrough = Some(crate::passthrough::Hit {
+                    index,
+                    upstream_status: None,
+                });
+                // Errors go in the format the provider's own callers read.
+                if matches!(
+                    snapshot.state.config.passthrough[index].provider.kind,
+                    crate::config::ProviderKind::Http {
+                        dialect: crate::config::Dialect::Anthropic,
+                        ..
+                    }
+                ) {
+                    ctx.caller = Caller::Anthropic;
+                }
+            }
+        }
         ctx.route = route;
         let anthropic_models = matches!(route, Route::Models | Route::Model)
             && session
@@ -349,6 +379,14 @@ impl ProxyHttp for Gateway {
                     Err(Failure::Abort(e)) => return Err(e),
                 }
             }
+            Route::Passthrough => {
+                ctx.active = Some(GaugeGuard::new(&self.metrics.active_requests));
+                match self.passthrough_admit(session, ctx, &snapshot).await {
+                    // On to Pingora's upstream phases, which stream both bodies.
+                    Ok(()) => return Ok(false),
+                    Err(err) => write_error(session, ctx, &err).await?,
+                }
+            }
             Route::Models => {
                 let body = models::list(&snapshot.state, ctx.identity.as_ref(), ctx.caller);
                 write_json(session, ctx, 200, body, &[]).await?;
@@ -391,13 +429,52 @@ impl ProxyHttp for Gateway {
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        // Every route answers in request_filter; reaching this phase is a bug, answered as 500.
+        if ctx.passthrough.is_some() {
+            return self.passthrough_peer(ctx).await;
+        }
+        // Every other route answers in request_filter; reaching this phase is a bug (500).
         Err(Error::explain(
             ErrorType::InternalError,
             "no upstream phase: requests are answered in request_filter",
         ))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        self.passthrough_request(upstream_request, ctx)
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        self.passthrough_response(upstream_response, ctx)
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        // Pass-through bodies go as they came; only the timing is noted.
+        if ctx.passthrough.is_none() {
+            return Ok(None);
+        }
+        ctx.mark_first_byte();
+        if end_of_stream {
+            ctx.completed = true;
+        }
+        Ok(None)
     }
 
     async fn fail_to_proxy(
@@ -409,6 +486,8 @@ impl ProxyHttp for Gateway {
         let downstream_gone = e.esource() == &ErrorSource::Downstream;
         let code = if session.response_written().is_some() || downstream_gone {
             0
+        } else if ctx.passthrough.is_some() {
+            self.passthrough_failed(session, e, ctx).await
         } else {
             let body = openai::error_body(
                 "internal gateway error",
@@ -440,6 +519,18 @@ impl ProxyHttp for Gateway {
         deadlines::request_done(&self.client_timeouts);
         self.finish(session, e, ctx);
     }
+}
+
+/// Ledger tags from the body's `metadata` (when there is one) and `x-switchyard-tags`.
+fn ledger_tags(session: &Session, metadata: Option<&str>) -> Option<String> {
+    crate::governance::ledger_row::tags(
+        metadata,
+        session
+            .req_header()
+            .headers
+            .get("x-switchyard-tags")
+            .and_then(|v| v.to_str().ok()),
+    )
 }
 
 /// The size of a request head as sent: the request line and every header line.

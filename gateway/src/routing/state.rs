@@ -50,6 +50,8 @@ pub struct State {
     pub models_created: u64,
     pub body_limit: BodyLimit,
     pub unrouted: StatusCounters,
+    /// `passthrough[]` routes' provider handles and metrics, index for index with the config's.
+    pub passthrough: crate::passthrough::Routes,
 }
 
 impl State {
@@ -134,7 +136,9 @@ impl State {
         }
         let models_created = crate::clock::unix_secs();
         let models_body = render_models(&config, models_created);
+        let passthrough = crate::passthrough::Routes::build(&config, &providers, metrics);
         State {
+            passthrough,
             body_limit: BodyLimit {
                 max_bytes: config.server.max_body_bytes,
             },

@@ -57,5 +57,20 @@ pub fn routing_table(cfg: &Config) -> String {
             );
         }
     }
+    for r in &cfg.passthrough {
+        let base = match &r.provider.kind {
+            ProviderKind::Http { endpoint, .. } => endpoint.base_url.as_str(),
+            _ => "",
+        };
+        let _ = writeln!(
+            out,
+            "passthrough {} -> {} [{}] {}  price/request: ${}",
+            r.path.as_str(),
+            r.provider.name,
+            r.provider.kind.name(),
+            base,
+            switchyard_filters::budget::nanos_to_usd(r.per_request_nanos)
+        );
+    }
     out
 }

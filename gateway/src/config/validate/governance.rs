@@ -122,7 +122,7 @@ pub(super) fn budgets(
                 Some(BudgetScope::Provider(n.into()))
             }
             Some(("provider", n)) => {
-                errs.push(format!("{path}.scope"), format!("unknown provider {n:?}"));
+                errs.unknown_provider(format!("{path}.scope"), n);
                 None
             }
             _ => {

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 mod governance;
 mod models;
+mod passthrough;
 mod providers;
 mod server;
 
@@ -25,13 +26,49 @@ const DEFAULT_MAX_BODY: u64 = 8 * 1024 * 1024;
 /// `server.max_header_bytes` when not set: 64 KiB, the order of Envoy's 60 KiB.
 const DEFAULT_MAX_HEADER: u64 = 64 * 1024;
 
-struct Errors(Vec<ConfigError>);
+/// Problems found so far. `declared_providers` holds every provider name written in the file, even
+/// those refused for another reason, so that a model naming one is not reported again as a
+/// reference to an unknown provider.
+struct Errors(Vec<ConfigError>, HashSet<String>);
+
+/// `: did you mean "x"?` when one of `options` is within two edits of `value` (a typo), else
+/// nothing.
+fn did_you_mean<'a>(value: &str, options: impl Iterator<Item = &'a str>) -> String {
+    options
+        .map(|o| (strsim::damerau_levenshtein(value, o), o))
+        .filter(|&(d, o)| d <= 2 && d < o.len())
+        .min()
+        .map(|(_, o)| format!(": did you mean {o:?}?"))
+        .unwrap_or_default()
+}
 
 impl Errors {
+    /// A reference to provider `name` that is not among the valid ones: reported unless the file
+    /// declares it (its own error was reported where it is declared).
+    fn unknown_provider(&mut self, path: String, name: &str) {
+        if !self.1.contains(name) {
+            let hint = did_you_mean(name, self.1.iter().map(String::as_str));
+            self.push(path, format!("unknown provider {name:?}{hint}"));
+        }
+    }
+
+    /// `value` is none of `options`: says so, with the closest option when one is near.
+    fn unknown_value(&mut self, path: String, what: &str, value: &str, options: &[&str]) {
+        let hint = did_you_mean(value, options.iter().copied());
+        self.push(
+            path,
+            format!(
+                "unknown {what} {value:?}{hint} (expected one of: {})",
+                options.join(", ")
+            ),
+        );
+    }
+
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(ConfigError {
             path: path.into(),
             message: message.into(),
+            line: None,
         });
     }
 
@@ -63,13 +100,21 @@ impl Errors {
 
 /// Validates a parsed file. Returns every problem found, not just the first.
 pub fn validate(file: FileConfig) -> Result<Config, Vec<ConfigError>> {
-    let mut errs = Errors(Vec::new());
+    let mut errs = Errors(
+        Vec::new(),
+        file.providers.iter().map(|p| p.name.clone()).collect(),
+    );
 
     let server = server_settings(&file.server, &mut errs);
     let routing = routing_defaults(file.routing.as_ref(), &mut errs);
     let providers = providers(&file.providers, &mut errs);
     let models = models(&file.models, &providers, &routing, &mut errs);
     let telemetry = telemetry(file.telemetry.as_ref(), &mut errs);
+    let passthrough = passthrough::passthrough(
+        file.passthrough.as_deref().unwrap_or_default(),
+        &providers,
+        &mut errs,
+    );
     let model_names: HashSet<&str> = file.models.iter().map(|m| m.name.as_str()).collect();
     let auth = file
         .auth
@@ -133,6 +178,7 @@ pub fn validate(file: FileConfig) -> Result<Config, Vec<ConfigError>> {
             key_limits,
             team_limits,
             startup_probe_wait,
+            passthrough,
         })
     } else {
         Err(errs.0)

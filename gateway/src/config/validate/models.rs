@@ -53,9 +53,19 @@ pub(super) fn apply_routing(
         Some("cost") => out.strategy = Strategy::Cost,
         Some("lowest_latency_under_budget") => out.strategy = Strategy::LowestLatencyUnderBudget,
         Some("conditional") => out.strategy = Strategy::Conditional,
-        Some(s) => errs.push(
+        Some(s) => errs.unknown_value(
             format!("{path}.strategy"),
-            format!("unknown strategy {s:?} (expected one of: priority, round_robin, weighted, least_latency, cost, lowest_latency_under_budget, conditional)"),
+            "strategy",
+            s,
+            &[
+                "priority",
+                "round_robin",
+                "weighted",
+                "least_latency",
+                "cost",
+                "lowest_latency_under_budget",
+                "conditional",
+            ],
         ),
     }
     if let Some(r) = retry {
@@ -173,10 +183,7 @@ pub(super) fn models(
         for (j, d) in m.deployments.iter().enumerate() {
             let dpath = format!("{path}.deployments[{j}]");
             let Some((_, provider)) = providers.get(&d.provider) else {
-                errs.push(
-                    format!("{dpath}.provider"),
-                    format!("unknown provider {:?}", d.provider),
-                );
+                errs.unknown_provider(format!("{dpath}.provider"), &d.provider);
                 continue;
             };
             if d.model.trim().is_empty() {

@@ -79,18 +79,8 @@ pub(super) fn providers(
                 None
             }
             k => {
-                errs.push(
-                    format!("{path}.kind"),
-                    format!(
-                        "unknown provider kind {k:?} (expected one of: {})",
-                        SUPPORTED_KINDS
-                            .iter()
-                            .chain(LATER_KINDS)
-                            .copied()
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                );
+                let kinds: Vec<&str> = SUPPORTED_KINDS.iter().chain(LATER_KINDS).copied().collect();
+                errs.unknown_value(format!("{path}.kind"), "provider kind", k, &kinds);
                 None
             }
         };
