@@ -8,6 +8,7 @@
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use switchyard_adapters::embeddings::{self, EmbeddingsRequest};
 
 const VOCABULARY: [&str; 32] = [
     "gateway", "route", "token", "stream", "model", "latency", "budget", "request", "provider",
@@ -207,52 +208,35 @@ fn sse(v: &Value) -> Bytes {
     Bytes::from(out)
 }
 
-/// Dimensions of the mock provider's embeddings.
+/// Dimensions of the mock provider's embeddings when the request names none.
 pub const MOCK_EMBEDDING_DIMS: usize = 16;
 
 /// A mock `/v1/embeddings` answer: one deterministic unit vector per input (same text, same
-/// vector), usage counted in words. Errors describe what is wrong with the body.
-pub fn embeddings_body(body: &[u8], model: &str) -> Result<(Bytes, u64), String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    let inputs: Vec<String> = match v.get("input") {
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(items)) if !items.is_empty() => items
-            .iter()
-            .map(|i| match i {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .collect(),
-        _ => return Err("'input' must be a non-empty string or array".into()),
-    };
+/// vector) of `dimensions` (default [`MOCK_EMBEDDING_DIMS`]), as floats or base64 as asked;
+/// usage counted in words. Returns (body, tokens).
+pub fn embeddings_body(req: &EmbeddingsRequest, model: &str) -> (Bytes, u64) {
+    let dims = req
+        .dimensions
+        .map_or(MOCK_EMBEDDING_DIMS, |d| d as usize);
     let mut tokens = 0u64;
-    let data: Vec<Value> = inputs
+    let vectors: Vec<Vec<f32>> = req
+        .inputs
         .iter()
-        .enumerate()
-        .map(|(i, text)| {
+        .map(|text| {
             tokens += text.split_whitespace().count().max(1) as u64;
             let mut h = fnv1a(text.as_bytes());
-            let mut vec: Vec<f64> = (0..MOCK_EMBEDDING_DIMS)
+            let vec: Vec<f64> = (0..dims)
                 .map(|_| {
                     h = xorshift(h);
                     (h % 2001) as f64 / 1000.0 - 1.0
                 })
                 .collect();
             let norm = vec.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
-            vec.iter_mut().for_each(|x| *x /= norm);
-            json!({"object": "embedding", "index": i, "embedding": vec})
+            vec.iter().map(|x| (x / norm) as f32).collect()
         })
         .collect();
-    let body = json!({
-        "object": "list",
-        "data": data,
-        "model": model,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    });
-    Ok((
-        Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
-        tokens,
-    ))
+    let body = embeddings::encode_response(&vectors, model, tokens, req.base64);
+    (Bytes::from(body), tokens)
 }
 
 /// The text of a message's content: a string, or the text parts of a part list.

@@ -97,12 +97,3 @@ pub(super) fn served_in_process(
     dep.provider.record_success();
     dep.runtime.on_success();
 }
-
-/// Usage of an embeddings answer: prompt tokens only.
-pub(super) fn embedding_usage(tokens: u64) -> openai::Usage {
-    openai::Usage {
-        prompt_tokens: tokens,
-        total_tokens: tokens,
-        ..Default::default()
-    }
-}
