@@ -116,8 +116,12 @@ pub enum GatewayError {
         path: String,
         allow: &'static str,
     },
-    #[error("invalid request body for the mock provider: {0}")]
-    InvalidMockRequest(String),
+    /// The built-in mock provider cannot answer the request as written (`param`: the field).
+    #[error("invalid request body for the mock provider: {message}")]
+    InvalidMockRequest {
+        message: String,
+        param: Option<&'static str>,
+    },
     #[error("could not read the request body: {0}")]
     BodyRead(String),
     #[error("no deployment of `{model}` could answer after {} tries: {}", tries.len(), describe(tries))]
@@ -162,7 +166,7 @@ impl GatewayError {
         match self {
             GatewayError::InvalidRequest(_)
             | GatewayError::Untranslatable(_)
-            | GatewayError::InvalidMockRequest(_)
+            | GatewayError::InvalidMockRequest { .. }
             | GatewayError::BodyRead(_) => 400,
             GatewayError::BodyTooLarge(_) => 413,
             GatewayError::HeadersTooLarge { .. } => 431,
@@ -213,7 +217,7 @@ impl GatewayError {
             GatewayError::InvalidRequest(InspectError::ModelNotString) => "invalid_model",
             GatewayError::InvalidRequest(InspectError::WrongType(..)) => "invalid_type",
             GatewayError::InvalidRequest(InspectError::OutOfRange(..)) => "invalid_value",
-            GatewayError::InvalidMockRequest(_) => "invalid_request",
+            GatewayError::InvalidMockRequest { .. } => "invalid_request",
             GatewayError::Untranslatable(TranslateError::Unsupported { .. }) => "unsupported_field",
             GatewayError::Untranslatable(TranslateError::Invalid { .. }) => "invalid_request",
             GatewayError::BodyRead(_) => "body_read_error",
@@ -242,6 +246,7 @@ impl GatewayError {
             GatewayError::InvalidRequest(e) => e.param(),
             GatewayError::Untranslatable(e) => e.param(),
             GatewayError::ModelNotFound(_) => Some("model"),
+            GatewayError::InvalidMockRequest { param, .. } => *param,
             _ => None,
         }
     }
@@ -348,7 +353,10 @@ mod tests {
                 path: "/".into(),
                 allow: "POST",
             },
-            GatewayError::InvalidMockRequest("x".into()),
+            GatewayError::InvalidMockRequest {
+                message: "x".into(),
+                param: Some("messages"),
+            },
             GatewayError::BodyRead("x".into()),
             GatewayError::NoDeploymentAvailable {
                 model: "m".into(),

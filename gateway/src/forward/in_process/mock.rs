@@ -54,7 +54,12 @@ impl Forwarder {
             )));
         }
         let mut answer = MockAnswer::generate(inbound.body, max_tokens, facts.choices)
-            .map_err(|e| Failure::Respond(GatewayError::InvalidMockRequest(e)))?;
+            .map_err(|e| {
+                Failure::Respond(GatewayError::InvalidMockRequest {
+                    message: e.message,
+                    param: e.param,
+                })
+            })?;
         if caller != Caller::OpenAi {
             answer.include_usage = true;
         }
@@ -77,7 +82,12 @@ impl Forwarder {
         if !facts.stream {
             let raw = answer.completion_body(&id, &spec.model, created);
             let (body, _) = translate::translate_body(mode, caller, raw, &id, &spec.model, created)
-                .map_err(|e| Failure::Respond(GatewayError::InvalidMockRequest(e.message)))?;
+                .map_err(|e| {
+                    Failure::Respond(GatewayError::InvalidMockRequest {
+                        message: e.message,
+                        param: None,
+                    })
+                })?;
             return self
                 .write_whole_json(session, ctx, dep, spec, body)
                 .await

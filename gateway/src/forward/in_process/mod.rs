@@ -8,6 +8,8 @@
 pub(super) mod local;
 pub(super) mod mock;
 pub mod mock_answer;
+mod mock_logprobs;
+mod mock_tools;
 
 use super::{cost_value, Forwarder};
 use crate::forward::translate::Inbound;
