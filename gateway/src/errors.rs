@@ -157,7 +157,7 @@ pub enum GatewayError {
     )]
     HeadersTooLarge { size: u64, limit: u64 },
     /// The caller did not send its request body within `server.client_timeouts.body`.
-    #[error("the request body did not arrive within {0:?} (server.client_timeouts.body)")]
+    #[error("the request body did not arrive within {} (server.client_timeouts.body)", humantime::format_duration(*.0))]
     RequestTimeout(std::time::Duration),
 }
 

@@ -433,6 +433,7 @@ async fn translated_embeddings_are_metered() {
         .expect("access log line");
     assert_eq!(line["status"], 200);
     assert_eq!(line["prompt_tokens"], 4, "{line}");
+    assert_eq!(line["cost_usd"], 0.004, "{line}");
 }
 
 // ------------------------------------ the mock provider ------------------------------------
@@ -600,20 +601,52 @@ async fn bad_requests_name_the_real_field_without_debug_syntax() {
         assert_eq!(e["error"]["param"].as_str(), *param, "{shown}: {e}");
         no_debug_syntax(e["error"]["message"].as_str().unwrap(), &shown);
     }
-    let anthropic_cases: &[&[u8]] = &[
-        br#"{"model":"chat","max_tokens":5}"#,
-        br#"{"model":"chat","max_tokens":5,"messages":[{"role":"user","content":[{"type":"image","source":{"type":"url"}}]}]}"#,
-        br#"{"model":"chat","max_tokens":"x","messages":[{"role":"user","content":"hi"}]}"#,
-        br#"{"model":"chat","max_tokens":5,"messages":[{"role":"wizard","content":"hi"}]}"#,
+    // Through translation (an OpenAI caller to an Anthropic deployment that is never reached:
+    // the request is refused while it is translated).
+    let translated = Gateway::start(&translating_config(), "").await;
+    let translated_cases: &[(&[u8], &str)] = &[
+        (br#"{"model":"ant","n":2,"messages":[{"role":"user","content":"x"}]}"#, "n"),
+        (br#"{"model":"ant","messages":[{"role":"user","content":"x"},{"role":"assistant","content":"y"},{"role":"user","content":[{"type":"input_audio","input_audio":{}}]}]}"#, "messages[2].content[0].type"),
+        (br#"{"model":"ant","messages":[{"role":"wizard","content":"x"}]}"#, "messages[0].role"),
+        (br#"{"model":"ant","tools":[{"type":"function"}],"messages":[{"role":"user","content":"x"}]}"#, "tools[0].function"),
+        (br#"{"model":"ant","tools":[{"type":"code_interpreter"}],"messages":[{"role":"user","content":"x"}]}"#, "tools[0].type"),
+        (br#"{"model":"ant","messages":[{"role":"tool","content":"x"}]}"#, "messages[0].tool_call_id"),
     ];
-    for body in anthropic_cases {
+    for (body, param) in translated_cases {
+        let r = translated.post_json("/v1/chat/completions", body).await;
+        let shown = String::from_utf8_lossy(body);
+        assert_eq!(r.status, 400, "{shown}: {}", r.text());
+        let e = r.json();
+        assert_eq!(e["error"]["param"].as_str(), Some(*param), "{shown}: {e}");
+        no_debug_syntax(e["error"]["message"].as_str().unwrap(), &shown);
+    }
+    // Anthropic callers: the same audit of messages (Anthropic errors carry no `param`; the
+    // message names the place).
+    let anthropic_cases: &[(&[u8], &str)] = &[
+        (br#"{"model":"chat","max_tokens":5}"#, "messages"),
+        (br#"{"model":"chat","max_tokens":"x","messages":[{"role":"user","content":"hi"}]}"#, "max_tokens"),
+        (br#"{"model":"chat","max_tokens":5,"messages":[{"role":"wizard","content":"hi"}]}"#, "messages.0.role"),
+        (br#"{"model":"chat","max_tokens":5,"messages":[{"role":"user","content":[{"type":"document","source":{}}]}]}"#, "`document`"),
+        (br#"{"model":"chat","max_tokens":5,"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":[{"type":"image"}]}]}]}"#, "`image`"),
+    ];
+    for (body, names) in anthropic_cases {
         let r = gw.post_json("/v1/messages", body).await;
         let shown = String::from_utf8_lossy(body);
         assert_eq!(r.status, 400, "{shown}: {}", r.text());
         let e = r.json();
         assert_eq!(e["type"], "error", "{shown}: {e}");
-        no_debug_syntax(e["error"]["message"].as_str().unwrap(), &shown);
+        let message = e["error"]["message"].as_str().unwrap();
+        assert!(message.contains(names), "{shown}: {message}");
+        no_debug_syntax(message, &shown);
     }
+}
+
+/// A model `ant` served only by an Anthropic deployment (never reached in these tests).
+fn translating_config() -> String {
+    format!(
+        "providers:\n  - name: claude\n    kind: anthropic\n    base_url: {}\n    api_key: sk-ant-secret\nmodels:\n  - name: ant\n    deployments: [{{ provider: claude, model: claude-up }}]\n",
+        refused_url()
+    )
 }
 
 fn no_debug_syntax(message: &str, case: &str) {
