@@ -265,11 +265,29 @@ fn decode_message(m: &Value, i: usize, out: &mut Vec<Message>) -> Result<(), Tra
                 let src = b.get("source").unwrap_or(&Value::Null);
                 let image = match src.get("type").and_then(Value::as_str) {
                     Some("base64") => Image::Base64 {
-                        media_type: src.get("media_type").and_then(Value::as_str).unwrap_or("image/png").to_string(),
-                        data: src.get("data").and_then(Value::as_str).unwrap_or_default().to_string(),
+                        media_type: src
+                            .get("media_type")
+                            .and_then(Value::as_str)
+                            .unwrap_or("image/png")
+                            .to_string(),
+                        data: src
+                            .get("data")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
                     },
-                    Some("url") => Image::Url(src.get("url").and_then(Value::as_str).unwrap_or_default().to_string()),
-                    _ => return Err(invalid(format!("{at}: image source must be base64 or url"), &format!("{}.source.type", at_block(j)))),
+                    Some("url") => Image::Url(
+                        src.get("url")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
+                    ),
+                    _ => {
+                        return Err(invalid(
+                            format!("{at}: image source must be base64 or url"),
+                            &format!("{}.source.type", at_block(j)),
+                        ))
+                    }
                 };
                 parts.push(Part::Image(image));
             }
@@ -277,7 +295,10 @@ fn decode_message(m: &Value, i: usize, out: &mut Vec<Message>) -> Result<(), Tra
                 let id = b.get("id").and_then(Value::as_str).unwrap_or_default();
                 let name = b.get("name").and_then(Value::as_str).unwrap_or_default();
                 if id.is_empty() || name.is_empty() {
-                    return Err(invalid(format!("{at}: tool_use blocks need an id and a name"), &at_block(j)));
+                    return Err(invalid(
+                        format!("{at}: tool_use blocks need an id and a name"),
+                        &at_block(j),
+                    ));
                 }
                 let input = b.get("input").cloned().unwrap_or_else(|| json!({}));
                 parts.push(Part::ToolCall {
@@ -290,7 +311,12 @@ fn decode_message(m: &Value, i: usize, out: &mut Vec<Message>) -> Result<(), Tra
                 let call_id = b
                     .get("tool_use_id")
                     .and_then(Value::as_str)
-                    .ok_or_else(|| invalid(format!("{at}: tool_result needs tool_use_id"), &format!("{}.tool_use_id", at_block(j))))?;
+                    .ok_or_else(|| {
+                        invalid(
+                            format!("{at}: tool_result needs tool_use_id"),
+                            &format!("{}.tool_use_id", at_block(j)),
+                        )
+                    })?;
                 let content = match b.get("content") {
                     None | Some(Value::Null) => String::new(),
                     Some(Value::String(s)) => s.clone(),
@@ -309,7 +335,12 @@ fn decode_message(m: &Value, i: usize, out: &mut Vec<Message>) -> Result<(), Tra
                         }
                         text
                     }
-                    Some(_) => return Err(invalid(format!("{at}: tool_result content must be a string or an array"), &format!("{}.content", at_block(j)))),
+                    Some(_) => {
+                        return Err(invalid(
+                            format!("{at}: tool_result content must be a string or an array"),
+                            &format!("{}.content", at_block(j)),
+                        ))
+                    }
                 };
                 results.push(Part::ToolResult {
                     call_id: call_id.to_string(),
@@ -322,7 +353,10 @@ fn decode_message(m: &Value, i: usize, out: &mut Vec<Message>) -> Result<(), Tra
             Some("thinking") | Some("redacted_thinking") if role == Role::Assistant => {}
             other => {
                 return Err(invalid(
-                    format!("{at}: content block type {} can only be sent to an anthropic deployment", crate::openai::codec::shown(other)),
+                    format!(
+                        "{at}: content block type {} can only be sent to an anthropic deployment",
+                        crate::openai::codec::shown(other)
+                    ),
                     &format!("{}.type", at_block(j)),
                 ))
             }

@@ -98,13 +98,22 @@ impl Scripted {
 
 /// A deterministic vector for a text: [words, characters, 0.5].
 fn vector(text: &str) -> Value {
-    json!([text.split_whitespace().count() as f64, text.len() as f64, 0.5])
+    json!([
+        text.split_whitespace().count() as f64,
+        text.len() as f64,
+        0.5
+    ])
 }
 
 fn texts_of_gemini(requests: &[Value]) -> Vec<String> {
     requests
         .iter()
-        .map(|r| r["content"]["parts"][0]["text"].as_str().unwrap_or("").to_string())
+        .map(|r| {
+            r["content"]["parts"][0]["text"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
         .collect()
 }
 
@@ -135,7 +144,10 @@ fn gemini(path: &str, body: &Value) -> (u16, Value) {
             .collect();
         return (200, json!({"embeddings": out}));
     }
-    (404, json!({"error": {"code": 404, "message": "no route", "status": "NOT_FOUND"}}))
+    (
+        404,
+        json!({"error": {"code": 404, "message": "no route", "status": "NOT_FOUND"}}),
+    )
 }
 
 /// Ollama `/api/embed`: `input` string or array; `prompt_eval_count` = words.
@@ -145,7 +157,10 @@ fn ollama(path: &str, body: &Value) -> (u16, Value) {
     }
     let inputs: Vec<String> = match &body["input"] {
         Value::String(s) => vec![s.clone()],
-        Value::Array(a) => a.iter().map(|v| v.as_str().unwrap_or("").to_string()).collect(),
+        Value::Array(a) => a
+            .iter()
+            .map(|v| v.as_str().unwrap_or("").to_string())
+            .collect(),
         _ => return (400, json!({"error": "invalid input"})),
     };
     let words: usize = inputs.iter().map(|t| t.split_whitespace().count()).sum();
@@ -169,12 +184,23 @@ fn ollama(path: &str, body: &Value) -> (u16, Value) {
 /// Cloudflare `/ai/run/{model}` for embedding models: `{"text": [..]}`.
 fn cloudflare(path: &str, body: &Value) -> (u16, Value) {
     if !path.starts_with("/client/v4/accounts/acc/ai/run/@cf/") {
-        return (404, json!({"result": null, "success": false, "errors": [{"code": 7003, "message": "No route"}], "messages": []}));
+        return (
+            404,
+            json!({"result": null, "success": false, "errors": [{"code": 7003, "message": "No route"}], "messages": []}),
+        );
     }
     let texts: Vec<String> = match &body["text"] {
         Value::String(s) => vec![s.clone()],
-        Value::Array(a) => a.iter().map(|v| v.as_str().unwrap_or("").to_string()).collect(),
-        _ => return (400, json!({"result": null, "success": false, "errors": [{"code": 5004, "message": "invalid data"}], "messages": []})),
+        Value::Array(a) => a
+            .iter()
+            .map(|v| v.as_str().unwrap_or("").to_string())
+            .collect(),
+        _ => {
+            return (
+                400,
+                json!({"result": null, "success": false, "errors": [{"code": 5004, "message": "invalid data"}], "messages": []}),
+            )
+        }
     };
     let data: Vec<Value> = texts.iter().map(|t| vector(t)).collect();
     (
@@ -280,7 +306,10 @@ async fn gemini_embeds_one_input_and_a_batch_with_dimensions() {
     let u = upstreams().await;
     let gw = gateway(&u).await;
     let r = gw
-        .post_json("/v1/embeddings", br#"{"model":"g","input":"one two three"}"#)
+        .post_json(
+            "/v1/embeddings",
+            br#"{"model":"g","input":"one two three"}"#,
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
@@ -300,14 +329,26 @@ async fn gemini_embeds_one_input_and_a_batch_with_dimensions() {
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     assert_eq!(v["data"].as_array().unwrap().len(), 2);
-    assert_eq!(floats(&v["data"][1]["embedding"]), vec![4.0, 7.0, 0.5, 0.25, 0.25]);
+    assert_eq!(
+        floats(&v["data"][1]["embedding"]),
+        vec![4.0, 7.0, 0.5, 0.25, 0.25]
+    );
     assert_eq!(v["data"][1]["index"], 1);
     let seen = u.gemini.seen();
-    assert_eq!(seen[0].path, "/v1beta/models/text-embedding-004:embedContent");
+    assert_eq!(
+        seen[0].path,
+        "/v1beta/models/text-embedding-004:embedContent"
+    );
     assert_eq!(seen[0].headers["x-goog-api-key"], "sk-gem-secret");
     assert_eq!(seen[0].body["content"]["parts"][0]["text"], "one two three");
-    assert_eq!(seen[1].path, "/v1beta/models/text-embedding-004:batchEmbedContents");
-    assert_eq!(seen[1].body["requests"][1]["model"], "models/text-embedding-004");
+    assert_eq!(
+        seen[1].path,
+        "/v1beta/models/text-embedding-004:batchEmbedContents"
+    );
+    assert_eq!(
+        seen[1].body["requests"][1]["model"],
+        "models/text-embedding-004"
+    );
     assert_eq!(seen[1].body["requests"][1]["outputDimensionality"], 5);
 }
 
@@ -323,7 +364,10 @@ async fn ollama_embeds_with_its_own_token_count_and_dimensions() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
-    assert_eq!(floats(&v["data"][0]["embedding"]), vec![5.0, 19.0, 0.5, 0.25]);
+    assert_eq!(
+        floats(&v["data"][0]["embedding"]),
+        vec![5.0, 19.0, 0.5, 0.25]
+    );
     assert_eq!(v["usage"]["prompt_tokens"], 6, "Ollama's prompt_eval_count");
     let seen = u.ollama.seen();
     assert_eq!(seen[0].path, "/api/embed");
@@ -341,7 +385,10 @@ async fn cloudflare_embeds_and_refuses_dimensions_by_name() {
         .post_json("/v1/embeddings", br#"{"model":"cf","input":["x y"]}"#)
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(floats(&r.json()["data"][0]["embedding"]), vec![2.0, 3.0, 0.5]);
+    assert_eq!(
+        floats(&r.json()["data"][0]["embedding"]),
+        vec![2.0, 3.0, 0.5]
+    );
     let seen = u.cloudflare.seen();
     assert_eq!(
         seen[0].path,
@@ -379,7 +426,11 @@ async fn base64_is_little_endian_f32_for_every_translated_provider() {
         let r = gw.post_json("/v1/embeddings", body.as_bytes()).await;
         assert_eq!(r.status, 200, "{model}: {}", r.text());
         let v = r.json();
-        assert_eq!(decode_b64(&v["data"][0]["embedding"]), vec![3.0, 5.0, 0.5], "{model}");
+        assert_eq!(
+            decode_b64(&v["data"][0]["embedding"]),
+            vec![3.0, 5.0, 0.5],
+            "{model}"
+        );
     }
     let r = gw
         .post_json(
@@ -400,7 +451,10 @@ async fn a_failing_provider_fails_over_and_anthropic_is_skipped() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-switchyard-provider"), Some("oll"));
-    assert_eq!(u.gemini.seen()[0].path, "/v1beta/models/fail-503:embedContent");
+    assert_eq!(
+        u.gemini.seen()[0].path,
+        "/v1beta/models/fail-503:embedContent"
+    );
     // Anthropic has no embeddings: skipped without a try, the next deployment serves.
     let r = gw
         .post_json("/v1/embeddings", br#"{"model":"ant-then-o","input":"one"}"#)
@@ -414,7 +468,10 @@ async fn a_failing_provider_fails_over_and_anthropic_is_skipped() {
     let e = r.json();
     assert_eq!(e["error"]["param"], "model");
     let msg = e["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("anthropic") && msg.contains("embeddings"), "{msg}");
+    assert!(
+        msg.contains("anthropic") && msg.contains("embeddings"),
+        "{msg}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -423,7 +480,10 @@ async fn translated_embeddings_are_metered() {
     let gw = gateway(&u).await;
     // 16 characters: 4 estimated tokens at $1,000 per million = $0.004.
     let r = gw
-        .post_json("/v1/embeddings", br#"{"model":"priced","input":"sixteen chars ok"}"#)
+        .post_json(
+            "/v1/embeddings",
+            br#"{"model":"priced","input":"sixteen chars ok"}"#,
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-switchyard-cost-usd"), Some("0.00400000"));
@@ -451,7 +511,10 @@ models:
 async fn the_mock_honours_embeddings_base64_and_dimensions() {
     let gw = Gateway::start(MOCK, "").await;
     let floats_body = gw
-        .post_json("/v1/embeddings", br#"{"model":"chat","input":"hello there","dimensions":5}"#)
+        .post_json(
+            "/v1/embeddings",
+            br#"{"model":"chat","input":"hello there","dimensions":5}"#,
+        )
         .await
         .json();
     let f = floats(&floats_body["data"][0]["embedding"]);
@@ -471,7 +534,10 @@ async fn the_mock_honours_embeddings_base64_and_dimensions() {
         assert!((f64::from(*x) - y).abs() < 1e-6, "{x} vs {y}");
     }
     let r = gw
-        .post_json("/v1/embeddings", br#"{"model":"chat","input":"x","dimensions":-1}"#)
+        .post_json(
+            "/v1/embeddings",
+            br#"{"model":"chat","input":"x","dimensions":-1}"#,
+        )
         .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"]["param"], "dimensions");
@@ -482,19 +548,33 @@ async fn the_mock_answers_logprobs_per_token_stream_and_not() {
     let gw = Gateway::start(MOCK, "").await;
     let body = br#"{"model":"chat","logprobs":true,"top_logprobs":2,"messages":[{"role":"user","content":"hi"}]}"#;
     let v = gw.post_json("/v1/chat/completions", body).await.json();
-    let content = v["choices"][0]["message"]["content"].as_str().unwrap().to_string();
-    let lp = v["choices"][0]["logprobs"]["content"].as_array().unwrap().clone();
+    let content = v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let lp = v["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .unwrap()
+        .clone();
     let joined: String = lp.iter().map(|t| t["token"].as_str().unwrap()).collect();
     assert_eq!(joined, content, "one logprob entry per token of the answer");
     for t in &lp {
         assert!(t["logprob"].as_f64().unwrap() <= 0.0);
         assert_eq!(t["top_logprobs"].as_array().unwrap().len(), 2);
         assert_eq!(t["top_logprobs"][0]["token"], t["token"]);
-        let bytes: Vec<u8> = t["bytes"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap() as u8).collect();
+        let bytes: Vec<u8> = t["bytes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_u64().unwrap() as u8)
+            .collect();
         assert_eq!(bytes, t["token"].as_str().unwrap().as_bytes());
     }
     let again = gw.post_json("/v1/chat/completions", body).await.json();
-    assert_eq!(again["choices"][0]["logprobs"], v["choices"][0]["logprobs"], "deterministic");
+    assert_eq!(
+        again["choices"][0]["logprobs"], v["choices"][0]["logprobs"],
+        "deterministic"
+    );
     // The stream carries the same entries, chunk by chunk.
     let stream = br#"{"model":"chat","stream":true,"logprobs":true,"top_logprobs":2,"messages":[{"role":"user","content":"hi"}]}"#;
     let text = gw.post_json("/v1/chat/completions", stream).await.text();
@@ -511,7 +591,10 @@ async fn the_mock_answers_logprobs_per_token_stream_and_not() {
     assert_eq!(streamed, lp);
     // Without logprobs, none; top_logprobs out of range is refused by name.
     let plain = gw
-        .post_json("/v1/chat/completions", br#"{"model":"chat","messages":[{"role":"user","content":"hi"}]}"#)
+        .post_json(
+            "/v1/chat/completions",
+            br#"{"model":"chat","messages":[{"role":"user","content":"hi"}]}"#,
+        )
         .await
         .json();
     assert_eq!(plain["choices"][0]["logprobs"], Value::Null);
@@ -530,13 +613,17 @@ async fn the_mock_calls_the_tool_it_is_told_to() {
     let named = format!(
         r#"{{"model":"chat",{WEATHER_TOOLS},"tool_choice":{{"type":"function","function":{{"name":"get_weather"}}}},"messages":[{{"role":"user","content":"weather?"}}]}}"#
     );
-    let v = gw.post_json("/v1/chat/completions", named.as_bytes()).await.json();
+    let v = gw
+        .post_json("/v1/chat/completions", named.as_bytes())
+        .await
+        .json();
     let choice = &v["choices"][0];
     assert_eq!(choice["finish_reason"], "tool_calls");
     let call = &choice["message"]["tool_calls"][0];
     assert_eq!(call["type"], "function");
     assert_eq!(call["function"]["name"], "get_weather");
-    let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
     assert!(args["city"].is_string());
     assert!(args["days"].is_i64());
     assert_eq!(args["unit"], "c", "an enum's first value");
@@ -545,7 +632,10 @@ async fn the_mock_calls_the_tool_it_is_told_to() {
     let required = format!(
         r#"{{"model":"chat","stream":true,{WEATHER_TOOLS},"tool_choice":"required","messages":[{{"role":"user","content":"weather?"}}]}}"#
     );
-    let text = gw.post_json("/v1/chat/completions", required.as_bytes()).await.text();
+    let text = gw
+        .post_json("/v1/chat/completions", required.as_bytes())
+        .await
+        .text();
     let (mut name, mut arguments, mut finish) = (String::new(), String::new(), String::new());
     for line in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
         if line == "[DONE]" {
@@ -562,12 +652,17 @@ async fn the_mock_calls_the_tool_it_is_told_to() {
         }
     }
     assert_eq!((name.as_str(), finish.as_str()), ("noop", "tool_calls"));
-    assert_eq!(serde_json::from_str::<Value>(&arguments).unwrap(), json!({}));
+    assert_eq!(
+        serde_json::from_str::<Value>(&arguments).unwrap(),
+        json!({})
+    );
     // A function that is not among the tools is refused by name.
     let unknown = format!(
         r#"{{"model":"chat",{WEATHER_TOOLS},"tool_choice":{{"type":"function","function":{{"name":"nope"}}}},"messages":[{{"role":"user","content":"x"}}]}}"#
     );
-    let r = gw.post_json("/v1/chat/completions", unknown.as_bytes()).await;
+    let r = gw
+        .post_json("/v1/chat/completions", unknown.as_bytes())
+        .await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.json()["error"]["param"], "tool_choice");
 }
@@ -596,7 +691,12 @@ async fn bad_requests_name_the_real_field_without_debug_syntax() {
     for (path, body, param) in openai_cases {
         let r = gw.post_json(path, body).await;
         let shown = String::from_utf8_lossy(body);
-        assert!((400..500).contains(&r.status), "{shown}: {} {}", r.status, r.text());
+        assert!(
+            (400..500).contains(&r.status),
+            "{shown}: {} {}",
+            r.status,
+            r.text()
+        );
         let e = r.json();
         assert_eq!(e["error"]["param"].as_str(), *param, "{shown}: {e}");
         no_debug_syntax(e["error"]["message"].as_str().unwrap(), &shown);
@@ -651,6 +751,9 @@ fn translating_config() -> String {
 
 fn no_debug_syntax(message: &str, case: &str) {
     for bad in ["Some(", "None", "\\\"", "{ ", " }"] {
-        assert!(!message.contains(bad), "{case}: message shows `{bad}`: {message}");
+        assert!(
+            !message.contains(bad),
+            "{case}: message shows `{bad}`: {message}"
+        );
     }
 }

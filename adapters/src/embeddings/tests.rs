@@ -26,7 +26,10 @@ fn gemini_one_input_is_embed_content_as_documented() {
     );
     let answer = br#"{"embedding": {"values": [-0.022374554, -0.004560777, 0.013309286]}}"#;
     let e = decode_response(Dialect::Gemini, answer, 1).unwrap();
-    assert_eq!(e.vectors, vec![vec![-0.022374554, -0.004560777, 0.013309286]]);
+    assert_eq!(
+        e.vectors,
+        vec![vec![-0.022374554, -0.004560777, 0.013309286]]
+    );
     assert_eq!(e.prompt_tokens, None);
 }
 
@@ -34,7 +37,8 @@ fn gemini_one_input_is_embed_content_as_documented() {
 fn gemini_several_inputs_are_one_batch_with_output_dimensionality() {
     let r = req(json!({"model": "e", "dimensions": 768, "input": [
         "What is the meaning of life?", "How much wood would a woodchuck chuck?"]}));
-    let (enc, _) = encode_request(Dialect::Gemini, &r, "models/gemini-embedding-001", true).unwrap();
+    let (enc, _) =
+        encode_request(Dialect::Gemini, &r, "models/gemini-embedding-001", true).unwrap();
     assert_eq!(enc.path, "/models/gemini-embedding-001:batchEmbedContents");
     assert_eq!(
         json_of(&enc.body),
@@ -53,7 +57,8 @@ fn gemini_several_inputs_are_one_batch_with_output_dimensionality() {
 
 #[test]
 fn ollama_embed_as_documented() {
-    let r = req(json!({"model": "e", "input": ["Why is the sky blue?", "Why is the grass green?"]}));
+    let r =
+        req(json!({"model": "e", "input": ["Why is the sky blue?", "Why is the grass green?"]}));
     let (enc, _) = encode_request(Dialect::Ollama, &r, "all-minilm", true).unwrap();
     assert_eq!(enc.path, "/api/embed");
     assert_eq!(
@@ -76,7 +81,8 @@ fn ollama_embed_as_documented() {
 fn cloudflare_bge_as_documented_and_dimensions_refused() {
     let r = req(json!({"model": "e", "input": [
         "This is a story about an orange cloud", "This is a story about a llama"]}));
-    let (enc, _) = encode_request(Dialect::Cloudflare, &r, "@cf/baai/bge-base-en-v1.5", true).unwrap();
+    let (enc, _) =
+        encode_request(Dialect::Cloudflare, &r, "@cf/baai/bge-base-en-v1.5", true).unwrap();
     assert_eq!(enc.path, "/run/@cf/baai/bge-base-en-v1.5");
     assert_eq!(
         json_of(&enc.body),
@@ -89,11 +95,21 @@ fn cloudflare_bge_as_documented_and_dimensions_refused() {
     let bad = br#"{"result":{"shape":[2,4],"data":[[0.1,0.2,0.3],[0.4,0.5,0.6]]},"success":true}"#;
     assert!(decode_response(Dialect::Cloudflare, bad, 2).is_err());
     let sized = req(json!({"model": "e", "input": "x", "dimensions": 8}));
-    let err = encode_request(Dialect::Cloudflare, &sized, "@cf/baai/bge-base-en-v1.5", true)
-        .unwrap_err();
+    let err = encode_request(
+        Dialect::Cloudflare,
+        &sized,
+        "@cf/baai/bge-base-en-v1.5",
+        true,
+    )
+    .unwrap_err();
     assert_eq!(err.param(), Some("dimensions"));
-    let (_, dropped) =
-        encode_request(Dialect::Cloudflare, &sized, "@cf/baai/bge-base-en-v1.5", false).unwrap();
+    let (_, dropped) = encode_request(
+        Dialect::Cloudflare,
+        &sized,
+        "@cf/baai/bge-base-en-v1.5",
+        false,
+    )
+    .unwrap();
     assert_eq!(dropped, vec!["dimensions".to_string()]);
 }
 
@@ -115,7 +131,11 @@ fn anthropic_has_no_embeddings_and_says_which_field_to_change() {
 #[test]
 fn a_wrong_number_of_vectors_is_a_provider_error() {
     let e = decode_response(Dialect::Ollama, br#"{"embeddings":[[1.0]]}"#, 2).unwrap_err();
-    assert!(e.message.contains("1 embeddings for 2 inputs"), "{}", e.message);
+    assert!(
+        e.message.contains("1 embeddings for 2 inputs"),
+        "{}",
+        e.message
+    );
     assert!(decode_response(Dialect::Gemini, br#"{"foo":1}"#, 1).is_err());
 }
 
@@ -124,11 +144,20 @@ fn bad_requests_name_their_field() {
     let p = |b: Value| parse_request(&serde_json::to_vec(&b).unwrap()).unwrap_err();
     assert_eq!(p(json!({"model": "e"})).param(), Some("input"));
     assert_eq!(p(json!({"model": "e", "input": []})).param(), Some("input"));
-    assert_eq!(p(json!({"model": "e", "input": ["a", [1, 2]]})).param(), Some("input[1]"));
+    assert_eq!(
+        p(json!({"model": "e", "input": ["a", [1, 2]]})).param(),
+        Some("input[1]")
+    );
     let e = p(json!({"model": "e", "input": "a", "encoding_format": "hex"}));
     assert_eq!(e.param(), Some("encoding_format"));
-    assert_eq!(p(json!({"model": "e", "input": "a", "dimensions": 0})).param(), Some("dimensions"));
-    assert_eq!(p(json!({"model": "e", "input": "a", "dimensions": "8"})).param(), Some("dimensions"));
+    assert_eq!(
+        p(json!({"model": "e", "input": "a", "dimensions": 0})).param(),
+        Some("dimensions")
+    );
+    assert_eq!(
+        p(json!({"model": "e", "input": "a", "dimensions": "8"})).param(),
+        Some("dimensions")
+    );
 }
 
 #[test]
@@ -147,7 +176,12 @@ fn base64_is_little_endian_f32_as_openai_sends_it() {
 #[test]
 fn float_answer_has_openais_shape() {
     // The shape of OpenAI's documented example answer.
-    let body = encode_response(&[vec![0.0023064255, -0.009327292]], "text-embedding-ada-002", 8, false);
+    let body = encode_response(
+        &[vec![0.0023064255, -0.009327292]],
+        "text-embedding-ada-002",
+        8,
+        false,
+    );
     assert_eq!(
         json_of(&body),
         json!({"object": "list", "data": [{"object": "embedding", "index": 0,

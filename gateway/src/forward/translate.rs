@@ -11,10 +11,10 @@ use switchyard_adapters::canonical::{
     ChatRequest, Dialect, EncodeOptions, ErrorKind, ProviderError, StreamDecode, StreamEvent,
     TranslateError, Usage,
 };
+use switchyard_adapters::embeddings::{self, EmbeddingsRequest};
 use switchyard_adapters::openai::{self, ChatRequestFacts, PassthroughStream};
 use switchyard_adapters::providers::{self, Caller, StreamEncoder};
 use switchyard_adapters::sse::SseFramer;
-use switchyard_adapters::embeddings::{self, EmbeddingsRequest};
 use switchyard_adapters::{anthropic, capabilities};
 
 /// `max_tokens` sent to providers that require one when neither the caller nor the deployment

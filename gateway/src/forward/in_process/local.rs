@@ -19,8 +19,8 @@ use std::time::Instant;
 use switchyard_adapters::canonical::{
     ChatResponse, ErrorKind, OutputPart, ProviderError, StreamEvent, TranslateError, Usage,
 };
-use switchyard_adapters::{embeddings, openai};
 use switchyard_adapters::providers::StreamEncoder;
+use switchyard_adapters::{embeddings, openai};
 
 /// A generation under way: when it started, its prompt's size, the answer's id and time.
 struct Generation {

@@ -53,8 +53,8 @@ impl Forwarder {
                 InspectError::OutOfRange("n", "must be 1 for the mock provider's streams"),
             )));
         }
-        let mut answer = MockAnswer::generate(inbound.body, max_tokens, facts.choices)
-            .map_err(|e| {
+        let mut answer =
+            MockAnswer::generate(inbound.body, max_tokens, facts.choices).map_err(|e| {
                 Failure::Respond(GatewayError::InvalidMockRequest {
                     message: e.message,
                     param: e.param,

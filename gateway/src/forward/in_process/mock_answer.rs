@@ -5,11 +5,11 @@
 //! `chunk_interval` after `latency`. It backs the quickstart (a first `curl` with no cloud keys)
 //! and tests. Generation is pure ([`MockAnswer`]); [`crate::forward`] writes it to the caller.
 
+use super::{mock_logprobs, mock_tools};
 use bytes::Bytes;
+use mock_tools::ToolCall;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use super::{mock_logprobs, mock_tools};
-use mock_tools::ToolCall;
 use switchyard_adapters::embeddings::{self, EmbeddingsRequest};
 
 pub(super) const VOCABULARY: [&str; 32] = [
@@ -236,7 +236,8 @@ impl MockAnswer {
             sse(&v)
         };
         if let Some(call) = &self.tool_call {
-            return self.tool_call_events(call, chunks, chunk, || self.usage_event(id, model, created));
+            return self
+                .tool_call_events(call, chunks, chunk, || self.usage_event(id, model, created));
         }
         let mut out = vec![chunk(
             json!({"role": "assistant", "content": ""}),
@@ -322,7 +323,13 @@ fn tokens(words: &[&str]) -> Vec<String> {
     words
         .iter()
         .enumerate()
-        .map(|(i, w)| if i == 0 { (*w).to_string() } else { format!(" {w}") })
+        .map(|(i, w)| {
+            if i == 0 {
+                (*w).to_string()
+            } else {
+                format!(" {w}")
+            }
+        })
         .collect()
 }
 
@@ -377,9 +384,7 @@ pub const MOCK_EMBEDDING_DIMS: usize = 16;
 /// vector) of `dimensions` (default [`MOCK_EMBEDDING_DIMS`]), as floats or base64 as asked;
 /// usage counted in words. Returns (body, tokens).
 pub fn embeddings_body(req: &EmbeddingsRequest, model: &str) -> (Bytes, u64) {
-    let dims = req
-        .dimensions
-        .map_or(MOCK_EMBEDDING_DIMS, |d| d as usize);
+    let dims = req.dimensions.map_or(MOCK_EMBEDDING_DIMS, |d| d as usize);
     let mut tokens = 0u64;
     let vectors: Vec<Vec<f32>> = req
         .inputs

@@ -72,7 +72,10 @@ pub fn forced_call(
         _ => Value::Object(Map::new()),
     };
     Ok(Some(ToolCall {
-        id: format!("call_{:016x}", seed ^ super::mock_answer::fnv1a(name.as_bytes())),
+        id: format!(
+            "call_{:016x}",
+            seed ^ super::mock_answer::fnv1a(name.as_bytes())
+        ),
         name: name.to_string(),
         arguments: arguments.to_string(),
     }))
@@ -136,7 +139,11 @@ fn placeholder(schema: &Value, depth: usize) -> Value {
         "array" => {
             let n = schema.get("minItems").and_then(Value::as_u64).unwrap_or(0) as usize;
             let item = schema.get("items").unwrap_or(&Value::Null);
-            Value::Array((0..n.min(16)).map(|_| placeholder(item, depth + 1)).collect())
+            Value::Array(
+                (0..n.min(16))
+                    .map(|_| placeholder(item, depth + 1))
+                    .collect(),
+            )
         }
         _ => {
             let mut out = Map::new();
@@ -183,7 +190,9 @@ mod tests {
     #[test]
     fn a_named_function_gets_arguments_for_its_required_properties() {
         let choice = json!({"type": "function", "function": {"name": "get_weather"}});
-        let call = forced_call(Some(&tools()), Some(&choice), 7).unwrap().unwrap();
+        let call = forced_call(Some(&tools()), Some(&choice), 7)
+            .unwrap()
+            .unwrap();
         assert_eq!(call.name, "get_weather");
         let args: Value = serde_json::from_str(&call.arguments).unwrap();
         assert_eq!(
@@ -191,23 +200,37 @@ mod tests {
             json!({"city": "placeholder", "unit": "c", "days": 3,
                    "tags": ["placeholder", "placeholder"], "nested": {"on": false}})
         );
-        let again = forced_call(Some(&tools()), Some(&choice), 7).unwrap().unwrap();
+        let again = forced_call(Some(&tools()), Some(&choice), 7)
+            .unwrap()
+            .unwrap();
         assert_eq!(call, again);
     }
 
     #[test]
     fn required_and_any_call_the_first_tool_and_auto_calls_none() {
         for choice in [json!("required"), json!({"type": "any"})] {
-            let call = forced_call(Some(&tools()), Some(&choice), 1).unwrap().unwrap();
-            assert_eq!((call.name.as_str(), call.arguments.as_str()), ("first", "{}"));
+            let call = forced_call(Some(&tools()), Some(&choice), 1)
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (call.name.as_str(), call.arguments.as_str()),
+                ("first", "{}")
+            );
         }
-        assert_eq!(forced_call(Some(&tools()), Some(&json!("auto")), 1).unwrap(), None);
+        assert_eq!(
+            forced_call(Some(&tools()), Some(&json!("auto")), 1).unwrap(),
+            None
+        );
         assert_eq!(forced_call(Some(&tools()), None, 1).unwrap(), None);
         let anthropic = [json!({"name": "lookup", "input_schema": {"type": "object",
             "properties": {"q": {"type": "string"}}, "required": ["q"]}})];
-        let call = forced_call(Some(&anthropic), Some(&json!({"type": "tool", "name": "lookup"})), 1)
-            .unwrap()
-            .unwrap();
+        let call = forced_call(
+            Some(&anthropic),
+            Some(&json!({"type": "tool", "name": "lookup"})),
+            1,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(call.arguments, r#"{"q":"placeholder"}"#);
     }
 
