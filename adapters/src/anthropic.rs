@@ -228,10 +228,11 @@ fn decode_message(m: &Value, i: usize, out: &mut Vec<Message>) -> Result<(), Tra
         _ => {
             return Err(invalid(
                 format!("{at}.role: must be user or assistant"),
-                "messages",
+                &format!("messages[{i}].role"),
             ))
         }
     };
+    let at_block = |j: usize| format!("messages[{i}].content[{j}]");
     let blocks = match m.get("content") {
         Some(Value::String(s)) => {
             if !s.is_empty() {
@@ -246,13 +247,13 @@ fn decode_message(m: &Value, i: usize, out: &mut Vec<Message>) -> Result<(), Tra
         _ => {
             return Err(invalid(
                 format!("{at}.content: must be a string or an array"),
-                "messages",
+                &format!("messages[{i}].content"),
             ))
         }
     };
     let mut parts = Vec::with_capacity(blocks.len());
     let mut results = Vec::new();
-    for b in blocks {
+    for (j, b) in blocks.iter().enumerate() {
         match b.get("type").and_then(Value::as_str) {
             Some("text") => {
                 let t = b.get("text").and_then(Value::as_str).unwrap_or("");
@@ -264,11 +265,29 @@ fn decode_message(m: &Value, i: usize, out: &mut Vec<Message>) -> Result<(), Tra
                 let src = b.get("source").unwrap_or(&Value::Null);
                 let image = match src.get("type").and_then(Value::as_str) {
                     Some("base64") => Image::Base64 {
-                        media_type: src.get("media_type").and_then(Value::as_str).unwrap_or("image/png").to_string(),
-                        data: src.get("data").and_then(Value::as_str).unwrap_or_default().to_string(),
+                        media_type: src
+                            .get("media_type")
+                            .and_then(Value::as_str)
+                            .unwrap_or("image/png")
+                            .to_string(),
+                        data: src
+                            .get("data")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
                     },
-                    Some("url") => Image::Url(src.get("url").and_then(Value::as_str).unwrap_or_default().to_string()),
-                    _ => return Err(invalid(format!("{at}: image source must be base64 or url"), "messages")),
+                    Some("url") => Image::Url(
+                        src.get("url")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
+                    ),
+                    _ => {
+                        return Err(invalid(
+                            format!("{at}: image source must be base64 or url"),
+                            &format!("{}.source.type", at_block(j)),
+                        ))
+                    }
                 };
                 parts.push(Part::Image(image));
             }
@@ -276,7 +295,10 @@ fn decode_message(m: &Value, i: usize, out: &mut Vec<Message>) -> Result<(), Tra
                 let id = b.get("id").and_then(Value::as_str).unwrap_or_default();
                 let name = b.get("name").and_then(Value::as_str).unwrap_or_default();
                 if id.is_empty() || name.is_empty() {
-                    return Err(invalid(format!("{at}: tool_use blocks need an id and a name"), "messages"));
+                    return Err(invalid(
+                        format!("{at}: tool_use blocks need an id and a name"),
+                        &at_block(j),
+                    ));
                 }
                 let input = b.get("input").cloned().unwrap_or_else(|| json!({}));
                 parts.push(Part::ToolCall {
@@ -289,7 +311,12 @@ fn decode_message(m: &Value, i: usize, out: &mut Vec<Message>) -> Result<(), Tra
                 let call_id = b
                     .get("tool_use_id")
                     .and_then(Value::as_str)
-                    .ok_or_else(|| invalid(format!("{at}: tool_result needs tool_use_id"), "messages"))?;
+                    .ok_or_else(|| {
+                        invalid(
+                            format!("{at}: tool_result needs tool_use_id"),
+                            &format!("{}.tool_use_id", at_block(j)),
+                        )
+                    })?;
                 let content = match b.get("content") {
                     None | Some(Value::Null) => String::new(),
                     Some(Value::String(s)) => s.clone(),
@@ -300,15 +327,20 @@ fn decode_message(m: &Value, i: usize, out: &mut Vec<Message>) -> Result<(), Tra
                                 Some("text") => text.push_str(item.get("text").and_then(Value::as_str).unwrap_or("")),
                                 other => {
                                     return Err(invalid(
-                                        format!("{at}: tool_result content of type {other:?} can only be sent to an anthropic deployment"),
-                                        "messages",
+                                        format!("{at}: tool_result content of type {} can only be sent to an anthropic deployment", crate::openai::codec::shown(other)),
+                                        &format!("{}.content", at_block(j)),
                                     ))
                                 }
                             }
                         }
                         text
                     }
-                    Some(_) => return Err(invalid(format!("{at}: tool_result content must be a string or an array"), "messages")),
+                    Some(_) => {
+                        return Err(invalid(
+                            format!("{at}: tool_result content must be a string or an array"),
+                            &format!("{}.content", at_block(j)),
+                        ))
+                    }
                 };
                 results.push(Part::ToolResult {
                     call_id: call_id.to_string(),
@@ -321,8 +353,11 @@ fn decode_message(m: &Value, i: usize, out: &mut Vec<Message>) -> Result<(), Tra
             Some("thinking") | Some("redacted_thinking") if role == Role::Assistant => {}
             other => {
                 return Err(invalid(
-                    format!("{at}: content block type {other:?} can only be sent to an anthropic deployment"),
-                    "messages",
+                    format!(
+                        "{at}: content block type {} can only be sent to an anthropic deployment",
+                        crate::openai::codec::shown(other)
+                    ),
+                    &format!("{}.type", at_block(j)),
                 ))
             }
         }

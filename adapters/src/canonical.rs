@@ -354,11 +354,15 @@ impl TranslateError {
         }
     }
 
-    /// The request field the error is about, if any.
+    /// The request field the error is about, if any: always a real field name (`n`, not the
+    /// capability name `n>1` the message shows; `messages` for an image part).
     pub fn param(&self) -> Option<&str> {
         match self {
             TranslateError::Invalid { param, .. } => param.as_deref(),
-            TranslateError::Unsupported { field, .. } => Some(field),
+            TranslateError::Unsupported { field, .. } => {
+                let name = field.split(['>', ':']).next().unwrap_or(field);
+                Some(if name == "image" { "messages" } else { name })
+            }
         }
     }
 }

@@ -13,6 +13,8 @@
 //!   [`openai::translate`]).
 //! - [`anthropic`]: the Anthropic Messages format, as a caller format and as a provider.
 //! - [`gemini`], [`cloudflare`], [`ollama`]: provider formats.
+//! - [`embeddings`]: OpenAI `/v1/embeddings` translated for providers with their own embeddings
+//!   API (Gemini, Ollama, Cloudflare Workers AI), and the OpenAI answer built from vectors.
 //! - [`providers`]: dispatch by dialect and caller format.
 //! - [`sse`]: incremental Server-Sent-Events framing over arbitrary byte chunks.
 
@@ -20,6 +22,7 @@ pub mod anthropic;
 pub mod canonical;
 pub mod capabilities;
 pub mod cloudflare;
+pub mod embeddings;
 pub mod gemini;
 pub mod ollama;
 pub mod openai;

@@ -597,15 +597,15 @@ fn invalid_requests_name_the_param() {
         (r#"{"model":"m","max_tokens":1}"#.to_string(), Some("messages")),
         (
             r#"{"model":"m","max_tokens":1,"messages":[{"role":"system","content":"x"}]}"#.to_string(),
-            Some("messages"),
+            Some("messages[0].role"),
         ),
         (
             r#"{"model":"m","max_tokens":1,"messages":[{"role":"assistant","content":[{"type":"tool_result","tool_use_id":"t","content":"x"}]}]}"#.to_string(),
-            Some("messages"),
+            Some("messages[0].content[0].type"),
         ),
         (
             r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":[{"type":"document","source":{}}]}]}"#.to_string(),
-            Some("messages"),
+            Some("messages[0].content[0].type"),
         ),
         (format!(r#"{{"model":"m","max_tokens":1,{ok_msgs},"system":5}}"#), Some("system")),
         (format!(r#"{{"model":"m","max_tokens":1,{ok_msgs},"tool_choice":{{"type":"maybe"}}}}"#), Some("tool_choice")),

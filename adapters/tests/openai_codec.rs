@@ -484,15 +484,15 @@ fn invalid_requests_name_the_param() {
         (r#"{"model":"m"}"#, Some("messages")),
         (
             r#"{"model":"m","messages":[{"content":"x"}]}"#,
-            Some("messages"),
+            Some("messages[0].role"),
         ),
         (
             r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#,
-            Some("messages"),
+            Some("messages[0].role"),
         ),
         (
             r#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#,
-            Some("messages"),
+            Some("messages[0].tool_call_id"),
         ),
         (r#"{"model":"m","messages":[],"stop":5}"#, Some("stop")),
         (
@@ -509,7 +509,7 @@ fn invalid_requests_name_the_param() {
         ),
         (
             r#"{"model":"m","messages":[],"tools":[{"type":"custom"}]}"#,
-            Some("tools"),
+            Some("tools[0].type"),
         ),
         (r#"[1,2]"#, None),
     ];

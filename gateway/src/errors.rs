@@ -117,8 +117,12 @@ pub enum GatewayError {
         path: String,
         allow: &'static str,
     },
-    #[error("invalid request body for the mock provider: {0}")]
-    InvalidMockRequest(String),
+    /// The built-in mock provider cannot answer the request as written (`param`: the field).
+    #[error("invalid request body for the mock provider: {message}")]
+    InvalidMockRequest {
+        message: String,
+        param: Option<&'static str>,
+    },
     #[error("could not read the request body: {0}")]
     BodyRead(String),
     #[error("no deployment of `{model}` could answer after {} tries: {}", tries.len(), describe(tries))]
@@ -154,7 +158,7 @@ pub enum GatewayError {
     )]
     HeadersTooLarge { size: u64, limit: u64 },
     /// The caller did not send its request body within `server.client_timeouts.body`.
-    #[error("the request body did not arrive within {0:?} (server.client_timeouts.body)")]
+    #[error("the request body did not arrive within {} (server.client_timeouts.body)", humantime::format_duration(*.0))]
     RequestTimeout(std::time::Duration),
     /// A `passthrough[]` request's provider could not be reached or did not answer in time.
     #[error("the provider {provider} of this pass-through path did not answer ({reason})")]
@@ -170,7 +174,7 @@ impl GatewayError {
         match self {
             GatewayError::InvalidRequest(_)
             | GatewayError::Untranslatable(_)
-            | GatewayError::InvalidMockRequest(_)
+            | GatewayError::InvalidMockRequest { .. }
             | GatewayError::BodyRead(_) => 400,
             GatewayError::BodyTooLarge(_) => 413,
             GatewayError::HeadersTooLarge { .. } => 431,
@@ -229,7 +233,7 @@ impl GatewayError {
             GatewayError::InvalidRequest(InspectError::ModelNotString) => "invalid_model",
             GatewayError::InvalidRequest(InspectError::WrongType(..)) => "invalid_type",
             GatewayError::InvalidRequest(InspectError::OutOfRange(..)) => "invalid_value",
-            GatewayError::InvalidMockRequest(_) => "invalid_request",
+            GatewayError::InvalidMockRequest { .. } => "invalid_request",
             GatewayError::Untranslatable(TranslateError::Unsupported { .. }) => "unsupported_field",
             GatewayError::Untranslatable(TranslateError::Invalid { .. }) => "invalid_request",
             GatewayError::BodyRead(_) => "body_read_error",
@@ -260,6 +264,7 @@ impl GatewayError {
             GatewayError::InvalidRequest(e) => e.param(),
             GatewayError::Untranslatable(e) => e.param(),
             GatewayError::ModelNotFound(_) => Some("model"),
+            GatewayError::InvalidMockRequest { param, .. } => *param,
             _ => None,
         }
     }
@@ -366,7 +371,10 @@ mod tests {
                 path: "/".into(),
                 allow: "POST",
             },
-            GatewayError::InvalidMockRequest("x".into()),
+            GatewayError::InvalidMockRequest {
+                message: "x".into(),
+                param: Some("messages"),
+            },
             GatewayError::BodyRead("x".into()),
             GatewayError::NoDeploymentAvailable {
                 model: "m".into(),

@@ -13,6 +13,9 @@ Dialects (shapes follow shared/reference/wire-formats.md §1-§5):
   POST /v1beta/models/{m}:streamGenerateContent?alt=sse
   POST /client/v4/accounts/acc123/ai/run/{model...}  Cloudflare Workers AI    (Bearer sk-up-cloudflare)
   POST /api/chat                                     Ollama (no auth; stream defaults to true)
+Embeddings: POST /v1/embeddings (OpenAI), /v1beta/models/{m}:embedContent and :batchEmbedContents
+  (Gemini), /api/embed (Ollama), and /ai/run/{model} with a `text` body (Cloudflare embedding models).
+  Every vector is [words, characters, 1.0], padded with 0.5 (or cut) to the requested dimensions.
   GET  /v1/models, /v1beta/models, /api/tags, /client/v4/accounts/acc123/ai/models/search -> 200
 
 Deterministic answers, for every dialect. `last` = the last user turn:
@@ -483,6 +486,7 @@ class Handler(BaseHTTPRequestHandler):
         path = url.path
         query = parse_qs(url.query)
         m = re.fullmatch(r"/v1beta/models/([^/:]+):(generateContent|streamGenerateContent)", path)
+        gem_embed = re.fullmatch(r"/v1beta/models/([^/:]+):(embedContent|batchEmbedContents)", path)
         cf_prefix = f"/client/v4/accounts/{CF_ACCOUNT}/ai/run/"
         try:
             if path == "/v1/chat/completions":
@@ -495,6 +499,12 @@ class Handler(BaseHTTPRequestHandler):
                 return self.openai_completions(body)
             if path == "/v1/messages/count_tokens":
                 return self.anthropic_count_tokens(body)
+            if gem_embed:
+                return self.gemini_embed(body, gem_embed.group(2) == "batchEmbedContents")
+            if path == "/api/embed":
+                return self.ollama_embed(body)
+            if path.startswith(cf_prefix) and isinstance(body, dict) and "text" in body:
+                return self.cloudflare_embed(body)
             if m:
                 return self.gemini(body, m.group(1), m.group(2) == "streamGenerateContent",
                                    query.get("alt") == ["sse"], query.get("key", [None])[0])
@@ -525,6 +535,33 @@ class Handler(BaseHTTPRequestHandler):
         self.send_json(200, {"object": "list", "data": data, "model": body.get("model"),
                              "usage": {"prompt_tokens": n, "total_tokens": n}})
 
+
+    # ================================== native embeddings ===================================
+    def gemini_embed(self, body, batch):
+        if self.headers.get("x-goog-api-key") != KEYS["gemini"]:
+            return self.gemini_error(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.")
+        reqs = body.get("requests", []) if batch else [body]
+        out = [{"values": embed_vector(r["content"]["parts"][0]["text"], r.get("outputDimensionality"))}
+               for r in reqs]
+        return self.send_json(200, {"embeddings": out} if batch else {"embedding": out[0]})
+
+    def ollama_embed(self, body):
+        inputs = body.get("input")
+        inputs = [inputs] if isinstance(inputs, str) else inputs
+        if not isinstance(inputs, list) or not inputs:
+            return self.send_json(400, {"error": "invalid input type"})
+        return self.send_json(200, {"model": body["model"],
+                                    "embeddings": [embed_vector(t, body.get("dimensions")) for t in inputs],
+                                    "total_duration": 14143917, "load_duration": 1019500,
+                                    "prompt_eval_count": sum(words(t) for t in inputs)})
+
+    def cloudflare_embed(self, body):
+        if self.headers.get("Authorization") != f"Bearer {KEYS['cloudflare']}":
+            return self.cf_error(401, 10000, "Authentication error")
+        texts = body["text"] if isinstance(body["text"], list) else [body["text"]]
+        data = [embed_vector(t, None) for t in texts]
+        return self.send_json(200, {"result": {"shape": [len(data), 3], "data": data, "pooling": "mean"},
+                                    "success": True, "errors": [], "messages": []})
 
     def openai_error(self, status, message, etype, code=None, param=None, headers=None):
         self.send_json(status, {"error": {"message": message, "type": etype, "param": param, "code": code}},
@@ -873,6 +910,14 @@ class Handler(BaseHTTPRequestHandler):
         except BadRequest as e:
             return self.anthropic_error(400, "invalid_request_error", str(e))
         self.send_json(200, {"input_tokens": conv.input_tokens()})
+
+
+def embed_vector(text: str, dims) -> list:
+    """[words, characters, 1.0], padded with 0.5 or cut to `dims` when given."""
+    v = [float(words(text)), float(len(text)), 1.0]
+    if dims:
+        v = (v + [0.5] * dims)[:dims]
+    return v
 
 
 def split_words(text: str) -> list:

@@ -42,6 +42,11 @@ fn invalid(message: impl Into<String>, param: &str) -> TranslateError {
     TranslateError::invalid(message, Some(param.to_string()))
 }
 
+/// A part or block `type` for an error message: `` `name` ``, or "missing".
+pub(crate) fn shown(kind: Option<&str>) -> String {
+    kind.map_or_else(|| "missing".to_string(), |k| format!("`{k}`"))
+}
+
 fn opt_f64(obj: &Map<String, Value>, key: &str) -> Result<Option<f64>, TranslateError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
@@ -138,7 +143,11 @@ pub fn decode_request(body: &[u8]) -> Result<ChatRequest, TranslateError> {
     };
     let tools = match obj.get("tools") {
         None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(a)) => a.iter().map(decode_tool).collect::<Result<_, _>>()?,
+        Some(Value::Array(a)) => a
+            .iter()
+            .enumerate()
+            .map(|(i, t)| decode_tool(t, i))
+            .collect::<Result<_, _>>()?,
         Some(_) => return Err(invalid("`tools` must be an array", "tools")),
     };
     let tool_choice = match obj.get("tool_choice") {
@@ -230,21 +239,29 @@ fn decode_response_format(v: &Value) -> Result<ResponseFormat, TranslateError> {
     }
 }
 
-fn decode_tool(v: &Value) -> Result<Tool, TranslateError> {
+fn decode_tool(v: &Value, i: usize) -> Result<Tool, TranslateError> {
     if v.get("type").and_then(Value::as_str) != Some("function") {
         return Err(invalid(
             "only tools of type `function` can be translated",
-            "tools",
+            &format!("tools[{i}].type"),
         ));
     }
-    let f = v
-        .get("function")
-        .ok_or_else(|| invalid("`tools[].function` is required", "tools"))?;
+    let f = v.get("function").ok_or_else(|| {
+        invalid(
+            format!("`tools[{i}].function` is required"),
+            &format!("tools[{i}].function"),
+        )
+    })?;
     let name = f
         .get("name")
         .and_then(Value::as_str)
         .filter(|n| !n.is_empty())
-        .ok_or_else(|| invalid("`tools[].function.name` is required", "tools"))?;
+        .ok_or_else(|| {
+            invalid(
+                format!("`tools[{i}].function.name` is required"),
+                &format!("tools[{i}].function.name"),
+            )
+        })?;
     Ok(Tool {
         name: name.to_string(),
         description: f
@@ -262,7 +279,7 @@ fn text_content(v: &Value, at: &str) -> Result<String, TranslateError> {
         Value::String(s) => Ok(s.clone()),
         Value::Array(parts) => {
             let mut out = String::new();
-            for p in parts {
+            for (j, p) in parts.iter().enumerate() {
                 match p.get("type").and_then(Value::as_str) {
                     Some("text") | Some("refusal") => {
                         let key = if p.get("text").is_some() {
@@ -274,8 +291,11 @@ fn text_content(v: &Value, at: &str) -> Result<String, TranslateError> {
                     }
                     other => {
                         return Err(invalid(
-                            format!("{at}: content part type {other:?} is not allowed here"),
-                            "messages",
+                            format!(
+                                "{at}.content[{j}]: content part type {} is not allowed here",
+                                shown(other)
+                            ),
+                            &format!("{at}.content[{j}].type"),
                         ))
                     }
                 }
@@ -284,7 +304,7 @@ fn text_content(v: &Value, at: &str) -> Result<String, TranslateError> {
         }
         _ => Err(invalid(
             format!("{at}: `content` must be a string or an array"),
-            "messages",
+            &format!("{at}.content"),
         )),
     }
 }
@@ -296,7 +316,7 @@ fn decode_messages(raw: &[Value]) -> Result<Vec<Message>, TranslateError> {
         let role = m
             .get("role")
             .and_then(Value::as_str)
-            .ok_or_else(|| invalid(format!("{at}: `role` is required"), "messages"))?;
+            .ok_or_else(|| invalid(format!("{at}: `role` is required"), &format!("{at}.role")))?;
         let content = m.get("content").unwrap_or(&Value::Null);
         let msg = match role {
             "system" | "developer" => {
@@ -321,14 +341,14 @@ fn decode_messages(raw: &[Value]) -> Result<Vec<Message>, TranslateError> {
                     parts.push(Part::Text(t));
                 }
                 if let Some(Value::Array(calls)) = m.get("tool_calls") {
-                    for c in calls {
+                    for (k, c) in calls.iter().enumerate() {
                         let f = c.get("function").unwrap_or(&Value::Null);
                         let id = c.get("id").and_then(Value::as_str).unwrap_or_default();
                         let name = f.get("name").and_then(Value::as_str).unwrap_or_default();
                         if id.is_empty() || name.is_empty() {
                             return Err(invalid(
                                 format!("{at}: tool calls need an `id` and a `function.name`"),
-                                "messages",
+                                &format!("{at}.tool_calls[{k}]"),
                             ));
                         }
                         let arguments = match f.get("arguments") {
@@ -353,7 +373,10 @@ fn decode_messages(raw: &[Value]) -> Result<Vec<Message>, TranslateError> {
                     .get("tool_call_id")
                     .and_then(Value::as_str)
                     .ok_or_else(|| {
-                        invalid(format!("{at}: `tool_call_id` is required"), "messages")
+                        invalid(
+                            format!("{at}: `tool_call_id` is required"),
+                            &format!("{at}.tool_call_id"),
+                        )
                     })?;
                 Message {
                     role: Role::Tool,
@@ -368,7 +391,7 @@ fn decode_messages(raw: &[Value]) -> Result<Vec<Message>, TranslateError> {
             other => {
                 return Err(invalid(
                     format!("{at}: role `{other}` cannot be translated for this deployment"),
-                    "messages",
+                    &format!("{at}.role"),
                 ))
             }
         };
@@ -393,7 +416,7 @@ fn user_parts(content: &Value, at: &str) -> Result<Vec<Part>, TranslateError> {
         Value::String(s) => Ok(vec![Part::Text(s.clone())]),
         Value::Array(parts) => {
             let mut out = Vec::with_capacity(parts.len());
-            for p in parts {
+            for (j, p) in parts.iter().enumerate() {
                 match p.get("type").and_then(Value::as_str) {
                     Some("text") => {
                         let t = p.get("text").and_then(Value::as_str).unwrap_or("");
@@ -407,7 +430,10 @@ fn user_parts(content: &Value, at: &str) -> Result<Vec<Part>, TranslateError> {
                             .and_then(|i| i.get("url"))
                             .and_then(Value::as_str)
                             .ok_or_else(|| {
-                                invalid(format!("{at}: `image_url.url` is required"), "messages")
+                                invalid(
+                                    format!("{at}.content[{j}]: `image_url.url` is required"),
+                                    &format!("{at}.content[{j}].image_url.url"),
+                                )
                             })?;
                         out.push(Part::Image(match parse_data_url(url) {
                             Some((media_type, data)) => Image::Base64 {
@@ -420,9 +446,10 @@ fn user_parts(content: &Value, at: &str) -> Result<Vec<Part>, TranslateError> {
                     other => {
                         return Err(invalid(
                             format!(
-                                "{at}: content part type {other:?} can only be sent to an openai deployment"
+                                "{at}.content[{j}]: content part type {} can only be sent to an openai deployment",
+                                shown(other)
                             ),
-                            "messages",
+                            &format!("{at}.content[{j}].type"),
                         ))
                     }
                 }
@@ -431,7 +458,7 @@ fn user_parts(content: &Value, at: &str) -> Result<Vec<Part>, TranslateError> {
         }
         _ => Err(invalid(
             format!("{at}: `content` must be a string or an array"),
-            "messages",
+            &format!("{at}.content"),
         )),
     }
 }

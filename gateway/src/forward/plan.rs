@@ -111,7 +111,10 @@ impl<'a> Ready<'a> {
                 super::in_process::local::local_request(inbound).map(|r| Ready::Local(Some(r)))
             }
             #[cfg(feature = "local")]
-            ProviderKind::Local(_) => Ok(Ready::Local(None)),
+            ProviderKind::Local(_) => {
+                super::in_process::local::local_embeddings(inbound, model.config.strict)
+                    .map(|()| Ready::Local(None))
+            }
             #[cfg(not(feature = "local"))]
             ProviderKind::Local(_) => Ok(Ready::Local(())),
         }

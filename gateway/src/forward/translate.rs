@@ -11,6 +11,7 @@ use switchyard_adapters::canonical::{
     ChatRequest, Dialect, EncodeOptions, ErrorKind, ProviderError, StreamDecode, StreamEvent,
     TranslateError, Usage,
 };
+use switchyard_adapters::embeddings::{self, EmbeddingsRequest};
 use switchyard_adapters::openai::{self, ChatRequestFacts, PassthroughStream};
 use switchyard_adapters::providers::{self, Caller, StreamEncoder};
 use switchyard_adapters::sse::SseFramer;
@@ -32,6 +33,21 @@ pub enum Mode {
     Observed(Dialect),
     /// Decoded from the provider's format and re-encoded in the caller's.
     Translated(Dialect),
+    /// An embeddings answer in the provider's format, re-encoded as OpenAI's (floats, or base64
+    /// when the caller asked), with `estimated_tokens` as usage when the provider counts none.
+    Embeddings {
+        dialect: Dialect,
+        inputs: usize,
+        base64: bool,
+        estimated_tokens: u64,
+    },
+}
+
+impl Mode {
+    /// The provider's body is decoded and re-encoded (not relayed as it came).
+    pub fn translated(self) -> bool {
+        matches!(self, Mode::Translated(_) | Mode::Embeddings { .. })
+    }
 }
 
 /// An upstream request ready to send to one deployment.
@@ -48,11 +64,12 @@ pub struct Prepared {
 /// The caller's request, read once; each deployment's body is prepared from it.
 pub struct Inbound<'a> {
     pub caller: Caller,
-    /// An OpenAI `/v1/embeddings` request (served by `openai` deployments only).
+    /// An OpenAI `/v1/embeddings` request.
     pub embeddings: bool,
     pub body: &'a Bytes,
     pub facts: &'a ChatRequestFacts<'a>,
     canonical: OnceLock<Result<ChatRequest, TranslateError>>,
+    embeddings_request: OnceLock<Result<EmbeddingsRequest, TranslateError>>,
 }
 
 impl<'a> Inbound<'a> {
@@ -68,7 +85,17 @@ impl<'a> Inbound<'a> {
             body,
             facts,
             canonical: OnceLock::new(),
+            embeddings_request: OnceLock::new(),
         }
+    }
+
+    /// The embeddings request, read on first use (never for OpenAI-to-OpenAI traffic, whose
+    /// bytes pass through).
+    pub fn embeddings_request(&self) -> Result<&EmbeddingsRequest, TranslateError> {
+        self.embeddings_request
+            .get_or_init(|| embeddings::parse_request(self.body))
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// The canonical request, decoded on first use (never for OpenAI-to-OpenAI traffic).
@@ -96,21 +123,7 @@ impl<'a> Inbound<'a> {
         strict: bool,
     ) -> Result<Prepared, TranslateError> {
         if self.embeddings {
-            // Embeddings pass through to OpenAI-compatible deployments with the model spliced in.
-            if dialect != Dialect::OpenAi {
-                return Err(TranslateError::Unsupported {
-                    field: "embeddings".into(),
-                    provider: dialect.name(),
-                });
-            }
-            return Ok(Prepared {
-                body: openai::rewrite_model(self.body, self.facts, upstream_model),
-                path: "/embeddings".into(),
-                mode: Mode::OpenAiPassthrough {
-                    usage_injected: false,
-                },
-                dropped: Vec::new(),
-            });
+            return self.prepare_embeddings(dialect, upstream_model, strict);
         }
         if dialect == self.caller.dialect() {
             return Ok(match self.caller {
@@ -163,6 +176,54 @@ impl<'a> Inbound<'a> {
     }
 }
 
+impl Inbound<'_> {
+    /// An embeddings request for a deployment of `dialect`: the caller's bytes with the model
+    /// spliced in for OpenAI-compatible ones, a translated request for the others.
+    fn prepare_embeddings(
+        &self,
+        dialect: Dialect,
+        upstream_model: &str,
+        strict: bool,
+    ) -> Result<Prepared, TranslateError> {
+        if dialect == Dialect::OpenAi {
+            return Ok(Prepared {
+                body: openai::rewrite_model(self.body, self.facts, upstream_model),
+                path: "/embeddings".into(),
+                mode: Mode::OpenAiPassthrough {
+                    usage_injected: false,
+                },
+                dropped: Vec::new(),
+            });
+        }
+        if dialect == Dialect::Anthropic {
+            // Refused before the body is read: no request can change that.
+            return Err(embeddings::no_embeddings(dialect));
+        }
+        let req = self.embeddings_request()?;
+        let (encoded, dropped) = embeddings::encode_request(dialect, req, upstream_model, strict)?;
+        Ok(Prepared {
+            body: Bytes::from(encoded.body),
+            path: encoded.path,
+            mode: Mode::Embeddings {
+                dialect,
+                inputs: req.inputs.len(),
+                base64: req.base64,
+                estimated_tokens: req.estimated_tokens(),
+            },
+            dropped,
+        })
+    }
+}
+
+/// Usage of an embeddings answer: prompt tokens only.
+pub fn embedding_usage(tokens: u64) -> openai::Usage {
+    openai::Usage {
+        prompt_tokens: tokens,
+        total_tokens: tokens,
+        ..Default::default()
+    }
+}
+
 /// Token counts in the shape the gateway meters (OpenAI's).
 pub fn metered(u: &Usage) -> openai::Usage {
     openai::Usage {
@@ -205,6 +266,18 @@ pub fn translate_body(
             let out = caller.encode_response(&resp, id, model, created);
             Ok((Bytes::from(out), resp.usage.map(|u| metered(&u))))
         }
+        Mode::Embeddings {
+            dialect,
+            inputs,
+            base64,
+            estimated_tokens,
+        } => {
+            let e = embeddings::decode_response(dialect, &body, inputs)?;
+            // Gemini and Cloudflare do not count embeddings input: the estimate is metered.
+            let tokens = e.prompt_tokens.unwrap_or(estimated_tokens);
+            let out = embeddings::encode_response(&e.vectors, model, tokens, base64);
+            Ok((Bytes::from(out), Some(embedding_usage(tokens))))
+        }
     }
 }
 
@@ -220,7 +293,7 @@ pub fn translate_error(
 ) -> Option<(u16, Bytes)> {
     match mode {
         Mode::OpenAiPassthrough { .. } | Mode::Observed(_) => None,
-        Mode::Translated(d) => {
+        Mode::Translated(d) | Mode::Embeddings { dialect: d, .. } => {
             let err = providers::decode_error(d, status, body, retry_after_secs);
             let (status, body) = caller.encode_error(&err, request_id);
             Some((status, Bytes::from(body)))
@@ -276,7 +349,8 @@ impl StreamRelay {
                 ended: false,
                 error: None,
             },
-            Mode::Translated(d) => StreamRelay::Translated {
+            // Embeddings never stream; were one to, it is read as the provider's chat stream.
+            Mode::Translated(d) | Mode::Embeddings { dialect: d, .. } => StreamRelay::Translated {
                 decoder: providers::stream_decoder(d),
                 encoder: StreamEncoder::new(caller, id, model, created, include_usage),
                 events: Vec::new(),

@@ -277,7 +277,7 @@ impl Jwks {
         .map_err(|e| match e {
             JwtError::Auth(a) => a,
             JwtError::UnknownKid(kid) => {
-                AuthError::InvalidToken(format!("unknown key id {:?}", super::bounded(&kid)))
+                AuthError::InvalidToken(format!("unknown key id `{}`", super::bounded(&kid)))
             }
         })?;
         self.remember(token, &verified, now);

@@ -71,7 +71,7 @@ pub enum Denied {
 pub enum AdminError {
     #[error("{0}")]
     Invalid(String),
-    #[error("no key named {0:?}")]
+    #[error("no key named `{0}`")]
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
@@ -492,13 +492,13 @@ impl Auth {
             || self.list()?.iter().any(|k| k.name == req.name)
         {
             return Err(AdminError::Conflict(format!(
-                "a key named {:?} already exists",
+                "a key named `{}` already exists",
                 req.name
             )));
         }
         if let Some(models) = &req.models {
             if let Some(m) = models.iter().find(|m| !known_models.contains(m)) {
-                return Err(AdminError::Invalid(format!("unknown model {m:?}")));
+                return Err(AdminError::Invalid(format!("unknown model `{m}`")));
             }
         }
         let expires_unix = req
@@ -510,7 +510,7 @@ impl Auth {
         let mut ip_allow = Vec::new();
         for net in req.ip_allow.iter().flatten() {
             ip_allow.push(crate::config::parse_net(net).ok_or_else(|| {
-                AdminError::Invalid(format!("ip_allow: invalid network {net:?}"))
+                AdminError::Invalid(format!("ip_allow: invalid network `{net}`"))
             })?);
         }
         let secret = generate_key(&self.rng).map_err(|_| AdminError::Random)?;
@@ -535,7 +535,7 @@ impl Auth {
     pub fn revoke(&self, name: &str) -> Result<(), AdminError> {
         if self.config_key_names().iter().any(|n| n == name) {
             return Err(AdminError::Conflict(format!(
-                "{name:?} is defined in the config file; remove it there"
+                "`{name}` is defined in the config file; remove it there"
             )));
         }
         if !self.store.revoke(name)? {
@@ -549,7 +549,7 @@ impl Auth {
     pub fn rotate(&self, name: &str, grace: Duration) -> Result<(String, u64), AdminError> {
         if self.config_key_names().iter().any(|n| n == name) {
             return Err(AdminError::Conflict(format!(
-                "{name:?} is defined in the config file; rotate it there"
+                "`{name}` is defined in the config file; rotate it there"
             )));
         }
         let secret = generate_key(&self.rng).map_err(|_| AdminError::Random)?;

@@ -371,7 +371,7 @@ fn rotation_grace(body: &[u8]) -> Result<Duration, String> {
     let d = humantime::parse_duration(g).map_err(|e| format!("grace: {e}"))?;
     if d > MAX_GRACE {
         return Err(format!(
-            "grace: {g:?} is longer than the most allowed ({})",
+            "grace: `{g}` is longer than the most allowed ({})",
             humantime::format_duration(MAX_GRACE)
         ));
     }
@@ -416,15 +416,15 @@ impl AdminApp {
             match k {
                 "from" => match parse_instant(&v) {
                     Some(t) => from = Some(t),
-                    None => return error(400, &format!("invalid `from`: {v:?} (RFC 3339, a date or Unix seconds)"), "invalid_request"),
+                    None => return error(400, &format!("invalid `from`: `{v}` (RFC 3339, a date or Unix seconds)"), "invalid_request"),
                 },
                 "to" => match parse_instant(&v) {
                     Some(t) => to = Some(t),
-                    None => return error(400, &format!("invalid `to`: {v:?} (RFC 3339, a date or Unix seconds)"), "invalid_request"),
+                    None => return error(400, &format!("invalid `to`: `{v}` (RFC 3339, a date or Unix seconds)"), "invalid_request"),
                 },
                 "group_by" => match GroupBy::parse(&v) {
                     Some(g) => group_by = Some(g),
-                    None => return error(400, &format!("invalid `group_by`: {v:?} (key, team, project, model, provider or tag)"), "invalid_request"),
+                    None => return error(400, &format!("invalid `group_by`: `{v}` (key, team, project, model, provider or tag)"), "invalid_request"),
                 },
                 other => return error(400, &format!("unknown parameter `{other}`"), "invalid_request"),
             }

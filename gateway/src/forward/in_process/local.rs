@@ -3,11 +3,11 @@
 //! queue or a long wait spills to the next deployment; a request the model cannot take is
 //! refused so another deployment may. Generated tokens go out through the caller's encoder.
 
-use super::{embedding_usage, served_in_process, write_stream_header, InProcess};
+use super::{served_in_process, write_stream_header, InProcess};
 use crate::clock::unix_secs as unix_now;
 use crate::errors::GatewayError;
 use crate::forward::cutoff::{budget_stop_event, over_cutoff};
-use crate::forward::translate::Inbound;
+use crate::forward::translate::{embedding_usage, Inbound};
 use crate::forward::{Failure, Forwarder};
 use crate::local::generate::GenerateRequest;
 use crate::local::pool::{GenEvent, Spill};
@@ -19,8 +19,8 @@ use std::time::Instant;
 use switchyard_adapters::canonical::{
     ChatResponse, ErrorKind, OutputPart, ProviderError, StreamEvent, TranslateError, Usage,
 };
-use switchyard_adapters::openai;
 use switchyard_adapters::providers::StreamEncoder;
+use switchyard_adapters::{embeddings, openai};
 
 /// A generation under way: when it started, its prompt's size, the answer's id and time.
 struct Generation {
@@ -64,11 +64,10 @@ impl Forwarder {
         let Some(pool) = dep.provider.local.as_ref() else {
             return Err(LocalMiss::Spilled(local_unavailable(dep)));
         };
-        let texts = embedding_inputs(inbound.body).map_err(|e| {
-            LocalMiss::Failed(Failure::Respond(GatewayError::Untranslatable(
-                TranslateError::invalid(e, Some("input".to_string())),
-            )))
-        })?;
+        let req = inbound
+            .embeddings_request()
+            .map_err(|e| LocalMiss::Failed(Failure::Respond(GatewayError::Untranslatable(e))))?;
+        let (texts, base64) = (req.inputs.clone(), req.base64);
         let started = Instant::now();
         let answer = pool
             .try_embed(std::path::PathBuf::from(&spec.model), texts)
@@ -88,20 +87,12 @@ impl Forwarder {
                 return Err(LocalMiss::Spilled(spill.to_string()));
             }
         };
-        let data: Vec<serde_json::Value> = vectors
-            .iter()
-            .enumerate()
-            .map(|(i, v)| serde_json::json!({"object": "embedding", "index": i, "embedding": v}))
-            .collect();
-        let body = Bytes::from(
-            serde_json::to_vec(&serde_json::json!({
-                "object": "list",
-                "data": data,
-                "model": model.config.name,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            }))
-            .unwrap_or_default(),
-        );
+        let body = Bytes::from(embeddings::encode_response(
+            &vectors,
+            &model.config.name,
+            tokens,
+            base64,
+        ));
         served_in_process(ctx, dep, embedding_usage(tokens));
         dep.runtime.observe_ttfb(started.elapsed());
         self.write_whole_json(session, ctx, dep, spec, body)
@@ -387,20 +378,18 @@ pub(in crate::forward) fn local_request(
     })
 }
 
-/// The inputs of an OpenAI embeddings body: a string or an array of strings.
-fn embedding_inputs(body: &[u8]) -> Result<Vec<String>, String> {
-    let v: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
-    match v.get("input") {
-        Some(serde_json::Value::String(s)) => Ok(vec![s.clone()]),
-        Some(serde_json::Value::Array(items)) if !items.is_empty() => items
-            .iter()
-            .map(|i| {
-                i.as_str().map(str::to_string).ok_or_else(|| {
-                    "'input' must be a string or an array of strings for local models".to_string()
-                })
-            })
-            .collect(),
-        _ => Err("'input' must be a non-empty string or array of strings".into()),
+/// Whether the local pool can take the embeddings request: text inputs, and no `dimensions`
+/// (a local model's vectors have its own size) unless the model is not `strict`, which ignores it.
+pub(in crate::forward) fn local_embeddings(
+    inbound: &Inbound<'_>,
+    strict: bool,
+) -> Result<(), TranslateError> {
+    let req = inbound.embeddings_request()?;
+    if req.dimensions.is_some() && strict {
+        return Err(TranslateError::Unsupported {
+            field: "dimensions".into(),
+            provider: "local",
+        });
     }
+    Ok(())
 }

@@ -2,13 +2,13 @@
 //! translated for callers of other formats through the same relay as any provider's, with the
 //! configured latency and chunk pacing. Budget cutoffs apply as to any stream.
 
-use super::{embedding_usage, served_in_process, write_stream_header, InProcess};
+use super::{served_in_process, write_stream_header, InProcess};
 use crate::clock::unix_secs as unix_now;
 use crate::config::MockSettings;
 use crate::errors::GatewayError;
 use crate::forward::cutoff::{budget_stop_event, over_cutoff};
 use crate::forward::in_process::mock_answer::MockAnswer;
-use crate::forward::translate::{self, Inbound, Mode, StreamRelay};
+use crate::forward::translate::{self, embedding_usage, Inbound, Mode, StreamRelay};
 use crate::forward::{Failure, Forwarder};
 use crate::proxy::context::RequestCtx;
 use pingora_proxy::Session;
@@ -31,9 +31,11 @@ impl Forwarder {
         let facts = inbound.facts;
         let caller = inbound.caller;
         if inbound.embeddings {
+            let req = inbound
+                .embeddings_request()
+                .map_err(|e| Failure::Respond(GatewayError::Untranslatable(e)))?;
             let (body, tokens) =
-                crate::forward::in_process::mock_answer::embeddings_body(inbound.body, &spec.model)
-                    .map_err(|e| Failure::Respond(GatewayError::InvalidMockRequest(e)))?;
+                crate::forward::in_process::mock_answer::embeddings_body(req, &spec.model);
             if !settings.latency.is_zero() {
                 tokio::time::sleep(settings.latency).await;
             }
@@ -59,8 +61,12 @@ impl Forwarder {
         } else {
             inbound.body
         };
-        let mut answer = MockAnswer::generate(request, max_tokens, facts.choices)
-            .map_err(|e| Failure::Respond(GatewayError::InvalidMockRequest(e)))?;
+        let mut answer = MockAnswer::generate(request, max_tokens, facts.choices).map_err(|e| {
+            Failure::Respond(GatewayError::InvalidMockRequest {
+                message: e.message,
+                param: e.param,
+            })
+        })?;
         if caller != Caller::OpenAi {
             answer.include_usage = true;
         }
@@ -83,7 +89,12 @@ impl Forwarder {
         if !facts.stream {
             let raw = answer.completion_body(&id, &spec.model, created);
             let (body, _) = translate::translate_body(mode, caller, raw, &id, &spec.model, created)
-                .map_err(|e| Failure::Respond(GatewayError::InvalidMockRequest(e.message)))?;
+                .map_err(|e| {
+                    Failure::Respond(GatewayError::InvalidMockRequest {
+                        message: e.message,
+                        param: None,
+                    })
+                })?;
             return self
                 .write_whole_json(session, ctx, dep, spec, body)
                 .await

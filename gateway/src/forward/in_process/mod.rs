@@ -8,6 +8,8 @@
 pub(super) mod local;
 pub(super) mod mock;
 pub mod mock_answer;
+mod mock_logprobs;
+mod mock_tools;
 
 use super::{cost_value, Forwarder};
 use crate::forward::translate::Inbound;
@@ -96,13 +98,4 @@ pub(super) fn served_in_process(
     dep.provider.metrics.attempt(AttemptOutcome::Ok);
     dep.provider.record_success();
     dep.runtime.on_success();
-}
-
-/// Usage of an embeddings answer: prompt tokens only.
-pub(super) fn embedding_usage(tokens: u64) -> openai::Usage {
-    openai::Usage {
-        prompt_tokens: tokens,
-        total_tokens: tokens,
-        ..Default::default()
-    }
 }

@@ -4,7 +4,6 @@
 //! parts (see `proxy::response_headers`). Must not read or write bodies.
 
 use super::Answer;
-use crate::forward::translate::Mode;
 use crate::forward::Failure;
 use crate::proxy::context::{RequestCtx, Route};
 use crate::proxy::response_headers as rh;
@@ -31,7 +30,7 @@ pub(super) struct HeadFacts {
 impl HeadFacts {
     pub fn of(up: &ResponseHeader, answer: &Answer<'_, '_>) -> HeadFacts {
         let stream_requested = answer.inbound.facts.stream;
-        let translated = matches!(answer.prepared.mode, Mode::Translated(_));
+        let translated = answer.prepared.mode.translated();
         let status = up.status.as_u16();
         let success = (200..300).contains(&status);
         let upstream_sse = up
