@@ -42,6 +42,8 @@ pub const CODES: &[&str] = &[
     "no_deployment_available",
     "upstream_timeout",
     "upstream_body_too_large",
+    "bad_upstream_response",
+    "invalid_structured_output",
     "request_timeout",
     "request_header_fields_too_large",
     "missing_api_key",
@@ -155,6 +157,19 @@ pub enum GatewayError {
     /// The caller did not send its request body within `server.client_timeouts.body`.
     #[error("the request body did not arrive within {0:?} (server.client_timeouts.body)")]
     RequestTimeout(std::time::Duration),
+    /// The last deployment tried answered 2xx with a body that is not an answer of its format.
+    #[error("bad_upstream_response: no deployment of `{model}` gave a valid answer after {} tries: {}", tries.len(), describe(tries))]
+    BadUpstreamResponse {
+        model: String,
+        tries: Vec<TryFailure>,
+    },
+    /// The last deployment tried answered text that is not JSON valid against the caller's
+    /// `response_format.json_schema` (with `strict: true`).
+    #[error("invalid_structured_output: no deployment of `{model}` answered JSON valid against the requested schema after {} tries: {}", tries.len(), describe(tries))]
+    InvalidStructuredOutput {
+        model: String,
+        tries: Vec<TryFailure>,
+    },
 }
 
 impl GatewayError {
@@ -169,7 +184,9 @@ impl GatewayError {
             GatewayError::ModelNotFound(_) | GatewayError::UnknownRoute { .. } => 404,
             GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::NoDeploymentAvailable { .. }
-            | GatewayError::UpstreamBodyTooLarge { .. } => 502,
+            | GatewayError::UpstreamBodyTooLarge { .. }
+            | GatewayError::BadUpstreamResponse { .. }
+            | GatewayError::InvalidStructuredOutput { .. } => 502,
             GatewayError::RequestTimeout(_) => 408,
             GatewayError::UpstreamTimeout { .. } => 504,
             GatewayError::LocalInference(_) => 500,
@@ -188,7 +205,9 @@ impl GatewayError {
         match self {
             GatewayError::NoDeploymentAvailable { .. }
             | GatewayError::UpstreamTimeout { .. }
-            | GatewayError::UpstreamBodyTooLarge { .. } => "upstream_error",
+            | GatewayError::UpstreamBodyTooLarge { .. }
+            | GatewayError::BadUpstreamResponse { .. }
+            | GatewayError::InvalidStructuredOutput { .. } => "upstream_error",
             GatewayError::RequestTimeout(_) => "timeout",
             GatewayError::LocalInference(_) => "server_error",
             GatewayError::Auth(e) if e.status() == 401 => "authentication_error",
@@ -224,6 +243,8 @@ impl GatewayError {
             GatewayError::NoDeploymentAvailable { .. } => "no_deployment_available",
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
             GatewayError::UpstreamBodyTooLarge { .. } => "upstream_body_too_large",
+            GatewayError::BadUpstreamResponse { .. } => "bad_upstream_response",
+            GatewayError::InvalidStructuredOutput { .. } => "invalid_structured_output",
             GatewayError::RequestTimeout(_) => "request_timeout",
             GatewayError::HeadersTooLarge { .. } => "request_header_fields_too_large",
             GatewayError::LocalInference(_) => "local_inference_failed",
@@ -384,6 +405,14 @@ mod tests {
                 limit: 1,
             },
             GatewayError::RequestTimeout(std::time::Duration::from_secs(1)),
+            GatewayError::BadUpstreamResponse {
+                model: "m".into(),
+                tries: vec![],
+            },
+            GatewayError::InvalidStructuredOutput {
+                model: "m".into(),
+                tries: vec![],
+            },
             GatewayError::Untranslatable(TranslateError::Unsupported {
                 field: "n>1".into(),
                 provider: "anthropic",

@@ -8,8 +8,8 @@
 use bytes::{Bytes, BytesMut};
 use std::sync::OnceLock;
 use switchyard_adapters::canonical::{
-    ChatRequest, Dialect, EncodeOptions, ErrorKind, ProviderError, StreamDecode, StreamEvent,
-    TranslateError, Usage,
+    ChatRequest, ChatResponse, Dialect, EncodeOptions, ErrorKind, ProviderError, StreamDecode,
+    StreamEvent, TranslateError, Usage,
 };
 use switchyard_adapters::openai::{self, ChatRequestFacts, PassthroughStream};
 use switchyard_adapters::providers::{self, Caller, StreamEncoder};
@@ -53,6 +53,8 @@ pub struct Inbound<'a> {
     pub body: &'a Bytes,
     pub facts: &'a ChatRequestFacts<'a>,
     canonical: OnceLock<Result<ChatRequest, TranslateError>>,
+    /// The caller's strict `json_schema`, compiled on the first answer that needs it.
+    strict_schema: OnceLock<Option<jsonschema::Validator>>,
 }
 
 impl<'a> Inbound<'a> {
@@ -68,7 +70,19 @@ impl<'a> Inbound<'a> {
             body,
             facts,
             canonical: OnceLock::new(),
+            strict_schema: OnceLock::new(),
         }
+    }
+
+    /// The validator of the caller's `response_format.json_schema` when it set `strict: true`
+    /// (compiled once per request, and only then); `None` otherwise.
+    pub fn strict_schema(&self) -> Option<&jsonschema::Validator> {
+        self.strict_schema
+            .get_or_init(|| {
+                let raw = self.facts.response_format?;
+                super::answer_check::compile_strict(raw)
+            })
+            .as_ref()
     }
 
     /// The canonical request, decoded on first use (never for OpenAI-to-OpenAI traffic).
@@ -183,20 +197,35 @@ pub fn translate_body(
     model: &str,
     created: u64,
 ) -> Result<(Bytes, Option<openai::Usage>), ProviderError> {
+    translate_decoded(mode, caller, body, None, id, model, created)
+}
+
+/// [`translate_body`], given the answer already decoded from the provider's format when the
+/// answer check did so (`decoded`), so that it is not decoded twice.
+pub fn translate_decoded(
+    mode: Mode,
+    caller: Caller,
+    body: Bytes,
+    decoded: Option<Result<ChatResponse, ProviderError>>,
+    id: &str,
+    model: &str,
+    created: u64,
+) -> Result<(Bytes, Option<openai::Usage>), ProviderError> {
     match mode {
         Mode::OpenAiPassthrough { .. } => {
             let usage = openai::response_usage(&body);
             Ok((body, usage))
         }
         Mode::Observed(d) => {
-            let usage = providers::decode_response(d, &body)
+            let usage = decoded
+                .unwrap_or_else(|| providers::decode_response(d, &body))
                 .ok()
                 .and_then(|r| r.usage)
                 .map(|u| metered(&u));
             Ok((body, usage))
         }
         Mode::Translated(d) => {
-            let resp = providers::decode_response(d, &body)?;
+            let resp = decoded.unwrap_or_else(|| providers::decode_response(d, &body))?;
             let out = caller.encode_response(&resp, id, model, created);
             Ok((Bytes::from(out), resp.usage.map(|u| metered(&u))))
         }
