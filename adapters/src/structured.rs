@@ -120,12 +120,15 @@ mod tests {
     }
 
     fn encode(dialect: Dialect, body: &[u8]) -> Value {
-        let req = openai::codec::decode_request(body).unwrap();
+        encode_req(dialect, &openai::codec::decode_request(body).unwrap())
+    }
+
+    fn encode_req(dialect: Dialect, req: &crate::canonical::ChatRequest) -> Value {
         let opts = EncodeOptions {
             model: "m",
             default_max_tokens: 1024,
         };
-        let enc = providers::encode_request(dialect, &req, &opts).unwrap();
+        let enc = providers::encode_request(dialect, req, &opts).unwrap();
         serde_json::from_slice(&enc.body).unwrap()
     }
 
@@ -203,13 +206,10 @@ mod tests {
     }
 
     fn encode_anthropic_caller(dialect: Dialect) -> Value {
-        let req = anthropic::decode_request(&anthropic_request()).unwrap();
-        let opts = EncodeOptions {
-            model: "m",
-            default_max_tokens: 1024,
-        };
-        let enc = providers::encode_request(dialect, &req, &opts).unwrap();
-        serde_json::from_slice(&enc.body).unwrap()
+        encode_req(
+            dialect,
+            &anthropic::decode_request(&anthropic_request()).unwrap(),
+        )
     }
 
     #[test]

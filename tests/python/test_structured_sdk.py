@@ -5,36 +5,13 @@ asked for, see mock_providers.py), `stream_options.include_usage` chunks, and an
 from an OpenAI upstream carrying the real input tokens.
 """
 import json
-import sys
 
-import anthropic
-import openai
 import pydantic
 import pytest
 
-from conftest import free_port, wait_for_port
-from test_translation_sdk import MOCK, Env, marker, n_words
-
-CONFIG = """
-server:
-  listen: ["127.0.0.1:{port}"]
-  admin_listen: "127.0.0.1:{admin_port}"
-  threads: 1
-  grace_period: 1s
-providers:
-  - {{name: up-openai, kind: openai, base_url: "http://127.0.0.1:{mp}/v1", api_key: sk-up-openai}}
-  - {{name: up-anthropic, kind: anthropic, base_url: "http://127.0.0.1:{mp}", api_key: sk-up-anthropic}}
-  - {{name: up-gemini, kind: gemini, base_url: "http://127.0.0.1:{mp}/v1beta", api_key: sk-up-gemini}}
-  - {{name: up-cloudflare, kind: cloudflare, base_url: "http://127.0.0.1:{mp}/client/v4/accounts/acc123/ai", api_key: sk-up-cloudflare}}
-  - {{name: up-ollama, kind: ollama, base_url: "http://127.0.0.1:{mp}"}}
-models:
-  - {{name: via-openai, deployments: [{{provider: up-openai, model: gpt-up}}]}}
-  - {{name: via-anthropic, deployments: [{{provider: up-anthropic, model: claude-up, max_tokens: 256}}]}}
-  - {{name: via-gemini, deployments: [{{provider: up-gemini, model: gemini-up}}]}}
-  - {{name: via-cloudflare, deployments: [{{provider: up-cloudflare, model: "@cf/meta/llama-3.1-8b-instruct"}}]}}
-  - {{name: via-ollama, deployments: [{{provider: up-ollama, model: "llama3.2"}}]}}
-telemetry: {{access_log: off}}
-"""
+# The translation tests' gateway: model `via-<provider>` for each of the five provider formats,
+# served by mock_providers.py, which records what it received.
+from test_translation_sdk import ant, env, marker, n_words, oai  # noqa: F401 (fixtures)
 
 TRANSLATED = ["anthropic", "gemini", "cloudflare", "ollama"]
 
@@ -43,29 +20,6 @@ class Contact(pydantic.BaseModel):
     name: str
     words: int
     demo_requested: bool
-
-
-@pytest.fixture(scope="module")
-def env(processes) -> Env:
-    mp = free_port()
-    record = processes.tmp / f"structured-record-{mp}.jsonl"
-    log = processes.tmp / f"structured-mock-{mp}.log"
-    p = processes._spawn([sys.executable, str(MOCK), "--port", str(mp), "--record", str(record)], log)
-    wait_for_port(mp, p, log)
-    port, admin_port = free_port(), free_port()
-    processes.gateway(CONFIG.format(port=port, admin_port=admin_port, mp=mp), f"http://127.0.0.1:{port}/v1/health")
-    return Env(port, record)
-
-
-@pytest.fixture(scope="module")
-def oai(env):
-    return openai.OpenAI(base_url=f"http://127.0.0.1:{env.port}/v1", api_key="sk-caller", max_retries=0, timeout=30)
-
-
-@pytest.fixture(scope="module")
-def ant(env):
-    return anthropic.Anthropic(base_url=f"http://127.0.0.1:{env.port}", api_key="sk-caller", max_retries=0,
-                               timeout=30)
 
 
 def upstream_schema(record: dict, provider: str):
