@@ -621,7 +621,10 @@ models:
     let at = bad.display().to_string();
     for (line, what) in [
         (3, "server.bogus: unknown field `bogus`"),
-        (6, "providers[0].kind: unknown provider kind \"opnai\": did you mean \"openai\"?"),
+        (
+            6,
+            "providers[0].kind: unknown provider kind \"opnai\": did you mean \"openai\"?",
+        ),
         (8, "providers[0].timeouts.connect:"),
         (11, "models[0].strategy: unknown strategy \"fastestt\""),
         (
