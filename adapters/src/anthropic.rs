@@ -189,11 +189,12 @@ pub fn decode_request(body: &[u8]) -> Result<ChatRequest, TranslateError> {
         .and_then(|m| m.get("user_id"))
         .and_then(Value::as_str)
         .map(str::to_string);
-    let extra = obj
+    let mut extra = obj
         .iter()
         .filter(|(k, v)| !KNOWN_KEYS.contains(&k.as_str()) && !v.is_null())
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    let response_format = crate::structured::take_anthropic_output_config(&mut extra)?;
     Ok(ChatRequest {
         model,
         messages,
@@ -215,6 +216,7 @@ pub fn decode_request(body: &[u8]) -> Result<ChatRequest, TranslateError> {
         tool_choice,
         parallel_tool_calls,
         user,
+        response_format,
         extra,
         ..Default::default()
     })
@@ -837,6 +839,7 @@ pub fn encode_request(
     for (k, v) in &req.extra {
         body.entry(k.clone()).or_insert_with(|| v.clone());
     }
+    crate::structured::put_anthropic_output_config(&mut body, req.response_format.as_ref());
     Ok(EncodedRequest {
         path: "/v1/messages".into(),
         body: serde_json::to_vec(&Value::Object(body)).unwrap_or_default(),

@@ -133,14 +133,16 @@ pub fn support(dialect: Dialect, field: Field) -> Support {
             F::ImageUrl => Translate("image block, `source.type:url`"),
             F::ImageBase64 => Translate("image block, `source.type:base64`"),
             F::User => Translate("`metadata.user_id`"),
+            F::ResponseFormatJsonObject => {
+                Translate("`output_config.format` json_schema `{type: object}`")
+            }
+            F::ResponseFormatJsonSchema => Translate("`output_config.format` json_schema"),
             F::Seed
             | F::NAboveOne
             | F::PresencePenalty
             | F::FrequencyPenalty
             | F::Logprobs
-            | F::TopLogprobs
-            | F::ResponseFormatJsonObject
-            | F::ResponseFormatJsonSchema => Unsupported,
+            | F::TopLogprobs => Unsupported,
         },
         Dialect::Gemini => match field {
             F::Temperature | F::TemperatureAboveOne => Translate("`generationConfig.temperature`"),

@@ -17,7 +17,10 @@
 //!   API (Gemini, Ollama, Cloudflare Workers AI), and the OpenAI answer built from vectors.
 //! - [`providers`]: dispatch by dialect and caller format.
 //! - [`sse`]: incremental Server-Sent-Events framing over arbitrary byte chunks.
+//! - [`structured`]: structured output (`output_config.format`) in the Anthropic format.
+//! - [`answer_shape`]: whether an upstream body is an answer of its provider's format at all.
 
+pub mod answer_shape;
 pub mod anthropic;
 pub mod canonical;
 pub mod capabilities;
@@ -28,3 +31,4 @@ pub mod ollama;
 pub mod openai;
 pub mod providers;
 pub mod sse;
+pub mod structured;

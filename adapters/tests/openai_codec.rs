@@ -745,7 +745,7 @@ fn anthropic_response_encodes_as_chat_completion() {
             "model": "public-model",
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": null, "tool_calls": [
+                "message": {"role": "assistant", "content": null, "refusal": null, "tool_calls": [
                     {"id": "toolu_01A9HHF5Ezy3oBrKmSgfASm9", "type": "function",
                      "function": {"name": "get_weather", "arguments": "{\"location\":\"San Francisco, CA\",\"units\":\"f\"}"}}
                 ]},
@@ -795,7 +795,7 @@ fn anthropic_stream_translates_to_openai_chunks() {
             Value::Null,
         )
     };
-    let expected = vec![
+    let mut expected = vec![
         chunk(json!({"role": "assistant", "content": ""}), Value::Null),
         chunk(json!({"content": "I"}), Value::Null),
         chunk(
@@ -823,6 +823,12 @@ fn anthropic_stream_translates_to_openai_chunks() {
                       "completion_tokens_details": {"reasoning_tokens": 0}}
         }),
     ];
+    // OpenAI's documented `include_usage` behaviour: every chunk before the last carries
+    // `usage: null`.
+    let last = expected.len() - 1;
+    for c in &mut expected[..last] {
+        c["usage"] = Value::Null;
+    }
     assert_eq!(chunks, expected);
     assert_eq!(enc.usage(), Some(usage(377, 65)));
 }

@@ -43,6 +43,8 @@ pub const CODES: &[&str] = &[
     "upstream_timeout",
     "upstream_unavailable",
     "upstream_body_too_large",
+    "bad_upstream_response",
+    "invalid_structured_output",
     "request_timeout",
     "request_header_fields_too_large",
     "missing_api_key",
@@ -167,6 +169,19 @@ pub enum GatewayError {
         timeout: bool,
         reason: String,
     },
+    /// The last deployment tried answered 2xx with a body that is not an answer of its format.
+    #[error("bad_upstream_response: no deployment of `{model}` gave a valid answer after {} tries: {}", tries.len(), describe(tries))]
+    BadUpstreamResponse {
+        model: String,
+        tries: Vec<TryFailure>,
+    },
+    /// The last deployment tried answered text that is not JSON valid against the caller's
+    /// `response_format.json_schema` (with `strict: true`).
+    #[error("invalid_structured_output: no deployment of `{model}` answered JSON valid against the requested schema after {} tries: {}", tries.len(), describe(tries))]
+    InvalidStructuredOutput {
+        model: String,
+        tries: Vec<TryFailure>,
+    },
 }
 
 impl GatewayError {
@@ -181,7 +196,9 @@ impl GatewayError {
             GatewayError::ModelNotFound(_) | GatewayError::UnknownRoute { .. } => 404,
             GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::NoDeploymentAvailable { .. }
-            | GatewayError::UpstreamBodyTooLarge { .. } => 502,
+            | GatewayError::UpstreamBodyTooLarge { .. }
+            | GatewayError::BadUpstreamResponse { .. }
+            | GatewayError::InvalidStructuredOutput { .. } => 502,
             GatewayError::RequestTimeout(_) => 408,
             GatewayError::UpstreamTimeout { .. } => 504,
             GatewayError::PassthroughUpstream { timeout, .. } => {
@@ -208,7 +225,9 @@ impl GatewayError {
             GatewayError::NoDeploymentAvailable { .. }
             | GatewayError::UpstreamTimeout { .. }
             | GatewayError::UpstreamBodyTooLarge { .. }
-            | GatewayError::PassthroughUpstream { .. } => "upstream_error",
+            | GatewayError::PassthroughUpstream { .. }
+            | GatewayError::BadUpstreamResponse { .. }
+            | GatewayError::InvalidStructuredOutput { .. } => "upstream_error",
             GatewayError::RequestTimeout(_) => "timeout",
             GatewayError::LocalInference(_) => "server_error",
             GatewayError::Auth(e) if e.status() == 401 => "authentication_error",
@@ -246,6 +265,8 @@ impl GatewayError {
             GatewayError::PassthroughUpstream { timeout: true, .. } => "upstream_timeout",
             GatewayError::PassthroughUpstream { .. } => "upstream_unavailable",
             GatewayError::UpstreamBodyTooLarge { .. } => "upstream_body_too_large",
+            GatewayError::BadUpstreamResponse { .. } => "bad_upstream_response",
+            GatewayError::InvalidStructuredOutput { .. } => "invalid_structured_output",
             GatewayError::RequestTimeout(_) => "request_timeout",
             GatewayError::HeadersTooLarge { .. } => "request_header_fields_too_large",
             GatewayError::LocalInference(_) => "local_inference_failed",
@@ -410,6 +431,14 @@ mod tests {
                 limit: 1,
             },
             GatewayError::RequestTimeout(std::time::Duration::from_secs(1)),
+            GatewayError::BadUpstreamResponse {
+                model: "m".into(),
+                tries: vec![],
+            },
+            GatewayError::InvalidStructuredOutput {
+                model: "m".into(),
+                tries: vec![],
+            },
             GatewayError::Untranslatable(TranslateError::Unsupported {
                 field: "n>1".into(),
                 provider: "anthropic",

@@ -132,6 +132,10 @@ fn gemini(path: &str, body: &Value) -> (u16, Value) {
             json!({"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}),
         );
     }
+    if path.starts_with("/v1beta/models/garbled-200:") {
+        // A 200 that is not an embeddings answer (the vectors are not where the API puts them).
+        return (200, json!({"candidates": []}));
+    }
     if path.ends_with(":embedContent") {
         let t = texts_of_gemini(std::slice::from_ref(body));
         return (200, json!({"embedding": cut(&t[0], body)}));
@@ -266,6 +270,12 @@ models:
     deployments:
       - {{ provider: gem, model: fail-503, priority: 1 }}
       - {{ provider: oll, model: all-minilm, priority: 2 }}
+  - name: garbled-then-o
+    deployments:
+      - {{ provider: gem, model: garbled-200, priority: 1 }}
+      - {{ provider: oll, model: all-minilm, priority: 2 }}
+  - name: garbled
+    deployments: [{{ provider: gem, model: garbled-200 }}]
   - name: priced
     deployments: [{{ provider: gem, model: text-embedding-004, price: {{ input_per_mtok: 1000, output_per_mtok: 0 }} }}]
 ",
@@ -472,6 +482,25 @@ async fn a_failing_provider_fails_over_and_anthropic_is_skipped() {
         msg.contains("anthropic") && msg.contains("embeddings"),
         "{msg}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_that_is_not_an_embeddings_answer_fails_over() {
+    let u = upstreams().await;
+    let gw = gateway(&u).await;
+    let r = gw
+        .post_json(
+            "/v1/embeddings",
+            br#"{"model":"garbled-then-o","input":"one"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-switchyard-provider"), Some("oll"));
+    let r = gw
+        .post_json("/v1/embeddings", br#"{"model":"garbled","input":"one"}"#)
+        .await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "bad_upstream_response");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,7 +23,11 @@ Deterministic answers, for every dialect. `last` = the last user turn:
     (Anthropic answers put a short text block "Let me check." before the tool_use block, as Claude does,
     so the tool block has index 1 in streams);
   * `last` is a tool result -> "Tool said: <result>";
-  * otherwise -> "Echo: <last user text>".
+  * otherwise -> "Echo: <last user text>";
+  * structured output requested (OpenAI/Cloudflare `response_format`, Anthropic `output_config.format`,
+    Gemini `responseJsonSchema`/`responseMimeType`, Ollama `format`) -> instead of that text, the JSON
+    of the schema's smallest instance: strings "Echo: <last user text>", integers the word count,
+    booleans true, every required property (all of them when none is named).
   User text "fail 429" -> the dialect's 429; "fail midstream" (stream) -> two text events, then the
   dialect's mid-stream error, then the stream ends without its normal terminator.
 Usage: input = word count of every message text (system and tool results included); output = word count
@@ -91,6 +95,7 @@ class Conv:
         self.last_kind = None  # "text" | "tool_result" | None
         self.last_value = ""
         self.tool_choice_none = False
+        self.schema = None  # the JSON Schema the caller asked the answer to follow
 
     def plan(self):
         """-> ("tool", name) | ("text", answer) | ("fail429", None) | ("midstream", answer)."""
@@ -106,10 +111,54 @@ class Conv:
             return "text", "Echo: " + " ".join(f"w{i}" for i in range(10))
         if self.tools and not self.tool_choice_none:
             return "tool", self.tools[0]
+        if self.schema is not None:
+            return "text", json.dumps(schema_instance(self.schema, f"Echo: {text}"))
         return "text", f"Echo: {text}"
 
     def input_tokens(self) -> int:
         return sum(words(t) for t in self.texts)
+
+
+def requested_schema(body):
+    """The JSON Schema a request asks the answer to follow, in any dialect's field; None if none."""
+    if not isinstance(body, dict):
+        return None
+    rf = body.get("response_format") or {}
+    if rf.get("type") == "json_schema":
+        return (rf.get("json_schema") or {}).get("schema") or {"type": "object"}
+    if rf.get("type") == "json_object":
+        return {"type": "object"}
+    fmt = (body.get("output_config") or {}).get("format") or {}
+    if fmt.get("type") == "json_schema":
+        return fmt.get("schema")
+    gc = body.get("generationConfig") or {}
+    if gc.get("responseJsonSchema") is not None:
+        return gc["responseJsonSchema"]
+    if gc.get("responseMimeType") == "application/json":
+        return {"type": "object"}
+    fmt = body.get("format")
+    if isinstance(fmt, dict):
+        return fmt
+    return {"type": "object"} if fmt == "json" else None
+
+
+def schema_instance(schema, text: str):
+    """The smallest instance of `schema` (see the module doc)."""
+    if not isinstance(schema, dict):
+        return text
+    if schema.get("enum"):
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties") or {}
+        names = schema.get("required") or list(props)
+        return {n: schema_instance(props.get(n, {}), text) for n in names}
+    if kind == "array":
+        return [schema_instance(schema.get("items") or {}, text)]
+    return {"integer": words(text), "number": float(words(text)), "boolean": True,
+            "null": None}.get(kind, text)
 
 
 def text_of_parts(content) -> str:
@@ -177,6 +226,7 @@ def parse_openai(body) -> Conv:
             raise BadRequest("Missing required parameter: 'tools[0].function.name'.")
         c.tools.append(name)
     c.tool_choice_none = body.get("tool_choice") == "none"
+    c.schema = requested_schema(body)
     return c
 
 
@@ -268,6 +318,7 @@ def parse_anthropic(body) -> Conv:
             raise BadRequest(f"tools.{j}.custom.input_schema: Field required")
         c.tools.append(tool["name"])
     c.tool_choice_none = (body.get("tool_choice") or {}).get("type") == "none"
+    c.schema = requested_schema(body)
     return c
 
 
@@ -322,6 +373,7 @@ def parse_gemini(body) -> Conv:
     tc = body.get("toolConfig") or body.get("tool_config") or {}
     fcc = tc.get("functionCallingConfig") or tc.get("function_calling_config") or {}
     c.tool_choice_none = str(fcc.get("mode", "")).upper() == "NONE"
+    c.schema = requested_schema(body)
     return c
 
 
@@ -364,6 +416,7 @@ def parse_chatlike(body, dialect) -> Conv:
         if not name:
             raise BadRequest("tools[0]: name is required")
         c.tools.append(name)
+    c.schema = requested_schema(body)
     return c
 
 

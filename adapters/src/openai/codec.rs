@@ -515,6 +515,8 @@ pub fn encode_response(resp: &ChatResponse, id: &str, model: &str, created: u64)
             json!(text)
         },
     );
+    // OpenAI always sends `refusal` (null unless the model refused); typed SDKs read it.
+    message.insert("refusal".into(), Value::Null);
     if !reasoning.is_empty() {
         message.insert("reasoning_content".into(), json!(reasoning));
     }
@@ -605,13 +607,17 @@ impl StreamEncoder {
     }
 
     fn chunk(&self, out: &mut BytesMut, delta: Value, finish: Option<&str>) {
-        let body = json!({
+        let mut body = json!({
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
             "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
         });
+        // With `include_usage`, every chunk before the usage chunk carries `usage: null`.
+        if let (true, Some(o)) = (self.include_usage, body.as_object_mut()) {
+            o.insert("usage".into(), Value::Null);
+        }
         write_data(out, &body);
     }
 

@@ -70,6 +70,8 @@ pub struct ChatRequestFacts<'a> {
     /// Completions the provider generates and bills: the larger of `n` and `best_of`, at least
     /// 1, so a fan-out is reserved and estimated in full.
     pub choices: u64,
+    /// The raw `response_format` value, when given (parsed only when an answer is checked).
+    pub response_format: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -90,6 +92,8 @@ struct ChatRequestView<'a> {
     n: Option<&'a RawValue>,
     #[serde(borrow, default)]
     best_of: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    response_format: Option<&'a RawValue>,
 }
 
 /// Parses an optional field's raw value as `T`, naming the field when its type is wrong.
@@ -164,6 +168,7 @@ pub fn inspect_chat_request(body: &[u8]) -> Result<ChatRequestFacts<'_>, Inspect
         max_tokens: max_completion_tokens.or(max_tokens),
         metadata: view.metadata.map(RawValue::get),
         choices,
+        response_format: view.response_format.map(RawValue::get),
     })
 }
 

@@ -65,6 +65,10 @@ pub(super) struct Committed {
     /// For a successful stream: its first body chunk, read before committing so that a late
     /// first token (past `first_byte`) can still move on to the next deployment.
     pub first_chunk: Option<Bytes>,
+    /// For a successful non-stream answer: its whole body, read and checked
+    /// ([`super::answer_check`]) before committing, so that a 2xx that is not an answer can
+    /// still move on to the next deployment.
+    pub whole: Option<super::answer_check::Whole>,
 }
 
 /// Where one try goes: the provider's format, address and credential.
@@ -233,6 +237,7 @@ impl Forwarder {
                 peer,
                 started,
                 first_chunk,
+                whole: None,
             }));
         }
     }

@@ -10,11 +10,13 @@
 //! One file per job: [`plan`] (the loop over the plan's steps), [`attempt`] (one try up to the
 //! response header), [`race`] (hedged tries), [`request_head`] (the upstream request head),
 //! [`relay`] (the caller's head, whole bodies, streams), [`in_process`] (mock and local pool),
-//! [`cutoff`] (a budget's stream cutoff), [`count_tokens`] (token counting) and [`translate`] (the request and answer in each
-//! format). It owns upstream I/O only: what bytes to send comes from `switchyard_adapters`,
+//! [`cutoff`] (a budget's stream cutoff), [`count_tokens`] (token counting), [`answer_check`]
+//! (is a 2xx an answer, and does a strict structured answer validate) and [`translate`] (the
+//! request and answer in each format). It owns upstream I/O only: what bytes to send comes from `switchyard_adapters`,
 //! which deployment from [`crate::routing`], what a request may spend from
 //! [`crate::governance`].
 
+mod answer_check;
 mod attempt;
 mod count_tokens;
 mod cutoff;

@@ -4,6 +4,7 @@
 //! deployment (hedged when configured), relay the first answer, and when nothing answered say
 //! why with the status a client expects. It decides the order of tries, not how one is made.
 
+use super::answer_check::{Rejection, Vetted};
 use super::attempt::{note_failure, prepare_for, Try, TryError};
 use super::in_process::InProcess;
 use super::race::{Hedge, Raced};
@@ -40,6 +41,9 @@ struct Tally {
     shortest_wait_ms: Option<u64>,
     /// Some deployment was skipped because its provider's budget is spent.
     provider_budget: Option<String>,
+    /// The last try was a 2xx refused by the answer check (and why): the answer when nothing
+    /// is left is then a 502 saying so.
+    last_rejection: Option<Rejection>,
     /// Local deployments whose model refused the request (asked once, not per retry).
     #[cfg_attr(not(feature = "local"), allow(dead_code))]
     local_refused: Vec<usize>,
@@ -441,17 +445,26 @@ impl Forwarder {
         };
         match attempt {
             Ok(committed) => {
-                dep.provider.metrics.attempt(AttemptOutcome::Ok);
-                if ctx.tries > 1 {
-                    model.metrics.failovers.inc();
-                }
-                dep.runtime.observe_ttfb(committed.started.elapsed());
                 let answer = Answer {
                     dep,
                     upstream_model: &dep.spec(model).model,
                     prepared: &prepared,
                     inbound,
                 };
+                let committed = match self.vet(ctx, committed, &answer).await {
+                    Vetted::Ready(c) => c,
+                    Vetted::Failed(f) => return StepEnd::Done(Err(f)),
+                    Vetted::Rejected(why, e) => {
+                        let end = failed_try(ctx, model, dep, e, walk.deadline, tally);
+                        tally.last_rejection = Some(why);
+                        return end;
+                    }
+                };
+                dep.provider.metrics.attempt(AttemptOutcome::Ok);
+                if ctx.tries > 1 {
+                    model.metrics.failovers.inc();
+                }
+                dep.runtime.observe_ttfb(committed.started.elapsed());
                 StepEnd::Done(self.relay(session, ctx, committed, &answer).await)
             }
             Err(e) => failed_try(ctx, model, dep, e, walk.deadline, tally),
@@ -469,6 +482,7 @@ fn failed_try(
     tally: &mut Tally,
 ) -> StepEnd {
     tally.last_outcome = Some(e.outcome);
+    tally.last_rejection = None;
     if e.outcome == AttemptOutcome::Status429 {
         let wait = e
             .retry_after
@@ -530,6 +544,13 @@ fn exhausted(ctx: &RequestCtx, model: &RoutedModel, tally: Tally) -> GatewayErro
         };
     }
     let (model, tries) = (model.config.name.clone(), ctx.failures.clone());
+    match tally.last_rejection {
+        Some(Rejection::BadResponse) => return GatewayError::BadUpstreamResponse { model, tries },
+        Some(Rejection::InvalidStructured) => {
+            return GatewayError::InvalidStructuredOutput { model, tries }
+        }
+        None => {}
+    }
     if tally.last_outcome == Some(AttemptOutcome::Timeout) {
         GatewayError::UpstreamTimeout { model, tries }
     } else {

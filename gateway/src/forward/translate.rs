@@ -8,8 +8,8 @@
 use bytes::{Bytes, BytesMut};
 use std::sync::OnceLock;
 use switchyard_adapters::canonical::{
-    ChatRequest, Dialect, EncodeOptions, ErrorKind, ProviderError, StreamDecode, StreamEvent,
-    TranslateError, Usage,
+    ChatRequest, ChatResponse, Dialect, EncodeOptions, ErrorKind, ProviderError, StreamDecode,
+    StreamEvent, TranslateError, Usage,
 };
 use switchyard_adapters::embeddings::{self, EmbeddingsRequest};
 use switchyard_adapters::openai::{self, ChatRequestFacts, PassthroughStream};
@@ -70,6 +70,8 @@ pub struct Inbound<'a> {
     pub facts: &'a ChatRequestFacts<'a>,
     canonical: OnceLock<Result<ChatRequest, TranslateError>>,
     embeddings_request: OnceLock<Result<EmbeddingsRequest, TranslateError>>,
+    /// The caller's strict `json_schema`, compiled on the first answer that needs it.
+    strict_schema: OnceLock<Option<jsonschema::Validator>>,
 }
 
 impl<'a> Inbound<'a> {
@@ -86,6 +88,7 @@ impl<'a> Inbound<'a> {
             facts,
             canonical: OnceLock::new(),
             embeddings_request: OnceLock::new(),
+            strict_schema: OnceLock::new(),
         }
     }
 
@@ -96,6 +99,17 @@ impl<'a> Inbound<'a> {
             .get_or_init(|| embeddings::parse_request(self.body))
             .as_ref()
             .map_err(Clone::clone)
+    }
+
+    /// The validator of the caller's `response_format.json_schema` when it set `strict: true`
+    /// (compiled once per request, and only then); `None` otherwise.
+    pub fn strict_schema(&self) -> Option<&jsonschema::Validator> {
+        self.strict_schema
+            .get_or_init(|| {
+                let raw = self.facts.response_format?;
+                super::answer_check::compile_strict(raw)
+            })
+            .as_ref()
     }
 
     /// The canonical request, decoded on first use (never for OpenAI-to-OpenAI traffic).
@@ -249,20 +263,61 @@ pub fn translate_body(
     model: &str,
     created: u64,
 ) -> Result<(Bytes, Option<openai::Usage>), ProviderError> {
+    translate_decoded(mode, caller, body, None, id, model, created)
+}
+
+/// A provider's answer decoded by the answer check, kept so that the relay does not decode it
+/// again.
+pub enum Decoded {
+    Chat(Result<ChatResponse, ProviderError>),
+    Embeddings(Result<embeddings::Embeddings, ProviderError>),
+}
+
+impl Decoded {
+    fn chat(self) -> Option<Result<ChatResponse, ProviderError>> {
+        match self {
+            Decoded::Chat(r) => Some(r),
+            Decoded::Embeddings(_) => None,
+        }
+    }
+
+    fn embeddings(self) -> Option<Result<embeddings::Embeddings, ProviderError>> {
+        match self {
+            Decoded::Embeddings(r) => Some(r),
+            Decoded::Chat(_) => None,
+        }
+    }
+}
+
+/// [`translate_body`], given the answer already decoded from the provider's format when the
+/// answer check did so (`decoded`), so that it is not decoded twice.
+pub fn translate_decoded(
+    mode: Mode,
+    caller: Caller,
+    body: Bytes,
+    decoded: Option<Decoded>,
+    id: &str,
+    model: &str,
+    created: u64,
+) -> Result<(Bytes, Option<openai::Usage>), ProviderError> {
     match mode {
         Mode::OpenAiPassthrough { .. } => {
             let usage = openai::response_usage(&body);
             Ok((body, usage))
         }
         Mode::Observed(d) => {
-            let usage = providers::decode_response(d, &body)
+            let usage = decoded
+                .and_then(Decoded::chat)
+                .unwrap_or_else(|| providers::decode_response(d, &body))
                 .ok()
                 .and_then(|r| r.usage)
                 .map(|u| metered(&u));
             Ok((body, usage))
         }
         Mode::Translated(d) => {
-            let resp = providers::decode_response(d, &body)?;
+            let resp = decoded
+                .and_then(Decoded::chat)
+                .unwrap_or_else(|| providers::decode_response(d, &body))?;
             let out = caller.encode_response(&resp, id, model, created);
             Ok((Bytes::from(out), resp.usage.map(|u| metered(&u))))
         }
@@ -272,7 +327,9 @@ pub fn translate_body(
             base64,
             estimated_tokens,
         } => {
-            let e = embeddings::decode_response(dialect, &body, inputs)?;
+            let e = decoded
+                .and_then(Decoded::embeddings)
+                .unwrap_or_else(|| embeddings::decode_response(dialect, &body, inputs))?;
             // Gemini and Cloudflare do not count embeddings input: the estimate is metered.
             let tokens = e.prompt_tokens.unwrap_or(estimated_tokens);
             let out = embeddings::encode_response(&e.vectors, model, tokens, base64);

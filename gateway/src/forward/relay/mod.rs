@@ -8,6 +8,8 @@ mod headers;
 mod stream;
 mod whole;
 
+pub(super) use whole::read_success_whole;
+
 use super::attempt::{model_breaker, Committed};
 use super::translate::{Inbound, Prepared};
 use super::{Failure, Forwarder, POOL_IDLE_TIMEOUT};

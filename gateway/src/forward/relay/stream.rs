@@ -74,6 +74,8 @@ impl Forwarder {
             peer,
             started,
             first_chunk,
+            // Set only for answers read whole, which `relay_whole` writes.
+            whole: _,
         } = *committed;
         let (dep, inbound) = (answer.dep, answer.inbound);
         session

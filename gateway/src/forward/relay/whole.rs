@@ -46,14 +46,19 @@ impl Forwarder {
             peer,
             started,
             first_chunk,
+            whole,
         } = *committed;
         let dep = answer.dep;
         let deadline = started + dep.provider.config.timeouts.total;
-        let raw = match read_whole(&mut upstream, first_chunk, facts, answer, deadline).await {
-            Ok(raw) => raw,
-            Err(unread) => return Err(Failure::Respond(unread_error(ctx, answer, unread))),
+        let (raw, decoded) = match whole {
+            // Already read (and checked) before the try was committed.
+            Some(w) => (w.raw, w.decoded),
+            None => match read_whole(&mut upstream, first_chunk, facts, answer, deadline).await {
+                Ok(raw) => (raw, None),
+                Err(unread) => return Err(Failure::Respond(unread_error(ctx, answer, unread))),
+            },
         };
-        let (status, body) = caller_body(ctx, raw, facts, answer);
+        let (status, body) = caller_body(ctx, raw, decoded, facts, answer);
         if status != resp.status.as_u16() {
             if let Ok(code) = http::StatusCode::from_u16(status) {
                 resp.status = code;
@@ -88,6 +93,28 @@ impl Forwarder {
         self.complete(ctx, dep, upstream, &peer, started).await;
         Ok(())
     }
+}
+
+/// A successful non-stream answer's body, read whole before anything is written to the caller
+/// (for [`crate::forward::answer_check`]); `None` when the answer is not one that is read whole
+/// (a stream, an error status). A failed read is the caller's error, as [`Forwarder::relay_whole`]
+/// answers it.
+pub(in crate::forward) async fn read_success_whole(
+    ctx: &RequestCtx,
+    committed: &mut Committed,
+    answer: &Answer<'_, '_>,
+) -> Option<Result<Bytes, GatewayError>> {
+    let facts = HeadFacts::of(committed.upstream.response_header()?, answer);
+    if !(facts.read_whole && facts.success) {
+        return None;
+    }
+    let deadline = committed.started + answer.dep.provider.config.timeouts.total;
+    let first = committed.first_chunk.take();
+    Some(
+        read_whole(&mut committed.upstream, first, &facts, answer, deadline)
+            .await
+            .map_err(|unread| unread_error(ctx, answer, unread)),
+    )
 }
 
 /// A failed read, as the relay of a stream describes it.
@@ -177,6 +204,7 @@ async fn read_whole(
 fn caller_body(
     ctx: &mut RequestCtx,
     raw: Bytes,
+    decoded: Option<translate::Decoded>,
     facts: &HeadFacts,
     answer: &Answer<'_, '_>,
 ) -> (u16, Bytes) {
@@ -194,10 +222,11 @@ fn caller_body(
         .unwrap_or((facts.status, raw));
     }
     let response_id = format!("{}{}", caller.id_prefix(), ctx.request_id);
-    match translate::translate_body(
+    match translate::translate_decoded(
         mode,
         caller,
         raw,
+        decoded,
         &response_id,
         answer.upstream_model,
         unix_secs(),
