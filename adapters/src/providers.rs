@@ -169,6 +169,13 @@ impl StreamEncoder {
         }
     }
 
+    /// Attaches a Responses request's [`openai::responses::Turn`] (no effect on other formats).
+    pub fn set_turn(&mut self, turn: std::sync::Arc<openai::responses::Turn>) {
+        if let StreamEncoder::OpenAiResponses(e) = self {
+            e.set_turn(turn);
+        }
+    }
+
     pub fn push(&mut self, event: &StreamEvent, out: &mut bytes::BytesMut) {
         match self {
             StreamEncoder::OpenAi(e) => e.push(event, out),

@@ -9,6 +9,7 @@
 //! business: by the time a request reaches [`request::decode_request`] its history is already
 //! expanded into `input`. No I/O here.
 
+pub mod native;
 pub mod request;
 pub mod response;
 pub mod stream;
@@ -40,7 +41,7 @@ impl Turn {
     }
 
     /// Records the finished response (the first one wins).
-    pub(crate) fn finish(&self, response: &Value) {
+    pub fn finish(&self, response: &Value) {
         if let Ok(mut slot) = self.finished.lock() {
             if slot.is_none() {
                 *slot = Some(response.clone());

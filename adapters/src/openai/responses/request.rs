@@ -221,7 +221,8 @@ fn push_item(messages: &mut Vec<Value>, item: &Value) -> Result<(), TranslateErr
                         m["tool_calls"] = json!([call]);
                     }
                 },
-                _ => messages.push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
+                _ => messages
+                    .push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
             }
         }
         "function_call_output" => {
@@ -407,24 +408,51 @@ mod tests {
         .unwrap();
         let req = decode_request(&body).unwrap();
         assert_eq!(req.messages.len(), 3, "{:?}", req.messages);
-        assert!(matches!(req.messages[0].content[1], Part::Image(Image::Url(ref u)) if u == "https://example.com/a.png"));
-        assert!(matches!(req.messages[1].content[0], Part::ToolCall { ref id, ref name, .. } if id == "call_1" && name == "get_weather"));
-        assert!(matches!(req.messages[2].content[0], Part::ToolResult { ref call_id, ref content, .. } if call_id == "call_1" && content == "sunny"));
+        assert!(
+            matches!(req.messages[0].content[1], Part::Image(Image::Url(ref u)) if u == "https://example.com/a.png")
+        );
+        assert!(
+            matches!(req.messages[1].content[0], Part::ToolCall { ref id, ref name, .. } if id == "call_1" && name == "get_weather")
+        );
+        assert!(
+            matches!(req.messages[2].content[0], Part::ToolResult { ref call_id, ref content, .. } if call_id == "call_1" && content == "sunny")
+        );
         assert_eq!(req.tools.len(), 1);
         assert_eq!(req.tools[0].name, "get_weather");
-        assert_eq!(req.tool_choice, Some(ToolChoice::Function("get_weather".into())));
-        assert!(matches!(req.response_format, Some(ResponseFormat::JsonSchema { .. })));
+        assert_eq!(
+            req.tool_choice,
+            Some(ToolChoice::Function("get_weather".into()))
+        );
+        assert!(matches!(
+            req.response_format,
+            Some(ResponseFormat::JsonSchema { .. })
+        ));
         assert!(req.stream && req.include_usage);
     }
 
     #[test]
     fn what_only_openai_serves_is_refused_naming_the_field() {
         for (body, param) in [
-            (r#"{"model":"m","input":"x","background":true}"#, "background"),
-            (r#"{"model":"m","input":"x","conversation":"conv_1"}"#, "conversation"),
-            (r#"{"model":"m","input":"x","tools":[{"type":"web_search"}]}"#, "tools"),
-            (r#"{"model":"m","input":"x","text":{"format":{"type":"xml"}}}"#, "text.format"),
-            (r#"{"model":"m","input":[{"type":"item_reference","id":"x"}]}"#, "input"),
+            (
+                r#"{"model":"m","input":"x","background":true}"#,
+                "background",
+            ),
+            (
+                r#"{"model":"m","input":"x","conversation":"conv_1"}"#,
+                "conversation",
+            ),
+            (
+                r#"{"model":"m","input":"x","tools":[{"type":"web_search"}]}"#,
+                "tools",
+            ),
+            (
+                r#"{"model":"m","input":"x","text":{"format":{"type":"xml"}}}"#,
+                "text.format",
+            ),
+            (
+                r#"{"model":"m","input":[{"type":"item_reference","id":"x"}]}"#,
+                "input",
+            ),
             (r#"{"model":"m"}"#, "input"),
         ] {
             let e = decode_request(body.as_bytes()).unwrap_err();

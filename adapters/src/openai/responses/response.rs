@@ -124,10 +124,7 @@ pub fn response_object(
     for (k, v) in echo {
         obj.insert(k.clone(), v.clone());
     }
-    obj.insert(
-        "usage".into(),
-        usage.map(usage_json).unwrap_or(Value::Null),
-    );
+    obj.insert("usage".into(), usage.map(usage_json).unwrap_or(Value::Null));
     Value::Object(obj)
 }
 

@@ -18,8 +18,14 @@ use std::sync::Arc;
 /// One output item being streamed.
 #[derive(Debug)]
 enum Item {
-    Reasoning { id: String, text: String },
-    Message { id: String, text: String },
+    Reasoning {
+        id: String,
+        text: String,
+    },
+    Message {
+        id: String,
+        text: String,
+    },
     Call {
         id: String,
         call_id: String,
@@ -80,6 +86,11 @@ impl StreamEncoder {
         }
     }
 
+    /// Attaches the request's echo fields and finished-response slot.
+    pub fn set_turn(&mut self, turn: Arc<Turn>) {
+        self.turn = Some(turn);
+    }
+
     fn emit(&mut self, out: &mut BytesMut, kind: &str, mut body: Value) {
         if let Some(o) = body.as_object_mut() {
             o.insert("type".into(), json!(kind));
@@ -94,7 +105,10 @@ impl StreamEncoder {
     }
 
     fn echo(&self) -> Map<String, Value> {
-        self.turn.as_ref().map(|t| t.echo.clone()).unwrap_or_default()
+        self.turn
+            .as_ref()
+            .map(|t| t.echo.clone())
+            .unwrap_or_default()
     }
 
     fn object(&self, status: &str, details: Value, output: Vec<Value>) -> Value {
@@ -209,7 +223,13 @@ impl StreamEncoder {
             Some(i) if matches!(self.items[i], Item::Message { .. }) => i,
             _ => {
                 let id = format!("msg_{}", id_seed(&self.id));
-                self.open_item(out, Item::Message { id, text: String::new() })
+                self.open_item(
+                    out,
+                    Item::Message {
+                        id,
+                        text: String::new(),
+                    },
+                )
             }
         };
         let Item::Message { id, text } = &mut self.items[index] else {
@@ -291,9 +311,18 @@ impl StreamEncoder {
             StreamEvent::Start { .. } => {}
             StreamEvent::TextDelta(t) if !t.is_empty() => self.text(out, t),
             StreamEvent::ReasoningDelta(t) => {
-                if !matches!(self.open.map(|i| &self.items[i]), Some(Item::Reasoning { .. })) {
+                if !matches!(
+                    self.open.map(|i| &self.items[i]),
+                    Some(Item::Reasoning { .. })
+                ) {
                     let id = format!("rs_{}", id_seed(&self.id));
-                    self.open_item(out, Item::Reasoning { id, text: String::new() });
+                    self.open_item(
+                        out,
+                        Item::Reasoning {
+                            id,
+                            text: String::new(),
+                        },
+                    );
                 }
                 self.reasoning(t);
             }
@@ -355,14 +384,31 @@ mod tests {
         let mut enc = StreamEncoder::new("resp_1", "m", 5, Some(turn.clone()));
         let mut out = BytesMut::new();
         for ev in [
-            StreamEvent::Start { id: None, model: None },
+            StreamEvent::Start {
+                id: None,
+                model: None,
+            },
             StreamEvent::TextDelta("Hel".into()),
             StreamEvent::TextDelta("lo".into()),
-            StreamEvent::ToolCallStart { index: 0, id: "call_9".into(), name: "f".into() },
-            StreamEvent::ToolCallDelta { index: 0, arguments: "{\"a\"".into() },
-            StreamEvent::ToolCallDelta { index: 0, arguments: ":1}".into() },
+            StreamEvent::ToolCallStart {
+                index: 0,
+                id: "call_9".into(),
+                name: "f".into(),
+            },
+            StreamEvent::ToolCallDelta {
+                index: 0,
+                arguments: "{\"a\"".into(),
+            },
+            StreamEvent::ToolCallDelta {
+                index: 0,
+                arguments: ":1}".into(),
+            },
             StreamEvent::Finish(FinishReason::ToolCalls),
-            StreamEvent::Usage(Usage { input_tokens: 2, output_tokens: 3, ..Default::default() }),
+            StreamEvent::Usage(Usage {
+                input_tokens: 2,
+                output_tokens: 3,
+                ..Default::default()
+            }),
             StreamEvent::End,
         ] {
             enc.push(&ev, &mut out);
@@ -411,12 +457,18 @@ mod tests {
         enc.push(&StreamEvent::End, &mut out);
         let last = events(&out).pop().unwrap();
         assert_eq!(last.0, "response.incomplete");
-        assert_eq!(last.1["response"]["incomplete_details"]["reason"], "max_output_tokens");
+        assert_eq!(
+            last.1["response"]["incomplete_details"]["reason"],
+            "max_output_tokens"
+        );
 
         let mut enc = StreamEncoder::new("resp_3", "m", 5, None);
         let mut out = BytesMut::new();
         enc.push(&StreamEvent::TextDelta("a".into()), &mut out);
-        enc.push(&StreamEvent::Error(ProviderError::new(ErrorKind::Overloaded, "busy")), &mut out);
+        enc.push(
+            &StreamEvent::Error(ProviderError::new(ErrorKind::Overloaded, "busy")),
+            &mut out,
+        );
         enc.push(&StreamEvent::End, &mut out);
         let last = events(&out).pop().unwrap();
         assert_eq!(last.0, "response.failed");

@@ -84,6 +84,26 @@ pub(super) fn providers(
                 None
             }
         };
+        let responses_native = match p.responses.as_deref() {
+            None | Some("chat") => false,
+            Some("native") if p.kind == "openai" => true,
+            Some("native") => {
+                errs.push(
+                    format!("{path}.responses"),
+                    "`native` needs an OpenAI-compatible provider (kind: openai)",
+                );
+                false
+            }
+            Some(other) => {
+                errs.unknown_value(
+                    format!("{path}.responses"),
+                    "responses mode",
+                    other,
+                    &["chat", "native"],
+                );
+                false
+            }
+        };
         if let Some(kind) = kind {
             out.insert(
                 p.name.clone(),
@@ -95,6 +115,7 @@ pub(super) fn providers(
                         timeouts,
                         quota,
                         health_check,
+                        responses_native,
                     }),
                 ),
             );
