@@ -567,3 +567,32 @@ async fn what_translation_cannot_serve_is_refused_naming_the_field() {
         405
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_stream_passes_through_and_is_stored() {
+    let events = [
+        r#"{"type":"response.created","sequence_number":0,"response":{"id":"resp_ns1","object":"response","status":"in_progress","output":[]}}"#,
+        r#"{"type":"response.output_text.delta","sequence_number":1,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"Hi"}"#,
+        r#"{"type":"response.completed","sequence_number":2,"response":{"id":"resp_ns1","object":"response","status":"completed","model":"gpt-4.1","output":[{"type":"message","id":"msg_1","status":"completed","role":"assistant","content":[{"type":"output_text","text":"Hi","annotations":[]}]}],"usage":{"input_tokens":3,"output_tokens":1,"total_tokens":4}}}"#,
+    ];
+    let stream: String = events
+        .iter()
+        .map(|d| {
+            let kind: Value = serde_json::from_str(d).unwrap();
+            format!("event: {}\ndata: {d}\n\n", kind["type"].as_str().unwrap())
+        })
+        .collect();
+    let up = Canned::start(200, "text/event-stream", stream.clone()).await;
+    let providers = format!(
+        "  - {{ name: oai, kind: openai, base_url: {}, api_key: sk-o, responses: native }}\n",
+        up.base
+    );
+    let models = "  - name: n\n    deployments:\n      - { provider: oai, model: gpt-4.1 }\n";
+    let gw = gateway(&providers, models, "").await;
+    let r = create(&gw, json!({"model": "n", "input": "hi", "stream": true})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), stream);
+    let got = call(&gw, "GET", "/v1/responses/resp_ns1", None, None).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(output_text(&got.json()), "Hi");
+}

@@ -186,3 +186,26 @@ def test_built_in_tools_are_refused_naming_the_field(env, oai):
     with pytest.raises(openai.BadRequestError) as e:
         oai.responses.create(model="via-openai", input="x", tools=[{"type": "web_search"}])
     assert e.value.body["param"] == "tools"
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_the_agents_sdk_runs_an_agent_with_a_function_tool(env, provider):
+    """The OpenAI Agents SDK's default model (Responses) through the gateway: the model calls the tool,
+    the SDK runs it and sends its output back, the model answers from it."""
+    agents = pytest.importorskip("agents")
+    agents.set_tracing_disabled(True)
+    ran = []
+
+    @agents.function_tool
+    def get_weather(city: str) -> str:
+        """Current weather in a city."""
+        ran.append(city)
+        return f"sunny in {city}"
+
+    client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{env.port}/v1", api_key="sk-caller", max_retries=0,
+                                timeout=30)
+    agent = agents.Agent(name="weather", instructions="Answer with the tool.", tools=[get_weather],
+                         model=agents.OpenAIResponsesModel(model=f"via-{provider}", openai_client=client))
+    result = agents.Runner.run_sync(agent, f"What is the weather in Paris? {marker()}")
+    assert ran == ["Paris"]
+    assert result.final_output == "Tool said: sunny in Paris"

@@ -503,8 +503,14 @@ impl StreamRelay {
             created,
             inbound.include_usage(),
         );
-        if let (StreamRelay::Translated { encoder, .. }, Some(turn)) = (&mut relay, &inbound.turn) {
-            encoder.set_turn(turn.clone());
+        match (&mut relay, &inbound.turn) {
+            (StreamRelay::Translated { encoder, .. }, Some(turn)) => encoder.set_turn(turn.clone()),
+            (StreamRelay::Observed { decoder, .. }, Some(turn))
+                if mode == Mode::ResponsesNative =>
+            {
+                *decoder = Box::new(responses::native::StreamDecoder::with_turn(turn.clone()));
+            }
+            _ => {}
         }
         relay
     }

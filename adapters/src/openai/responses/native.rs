@@ -3,11 +3,13 @@
 //! `response.incomplete`, `response.failed`, `error`) for usage and for how the stream ended.
 //! Deltas are never parsed. Also the usage of a whole native answer ([`response_usage`]).
 
+use super::Turn;
 use crate::canonical::*;
 use crate::sse::{event_data, events, SseFramer};
 use bytes::Bytes;
 use memchr::memmem;
 use serde_json::Value;
+use std::sync::Arc;
 
 fn u64_at(v: &Value, path: &[&str]) -> u64 {
     path.iter()
@@ -38,11 +40,21 @@ pub fn response_usage(body: &[u8]) -> Option<Usage> {
 pub struct StreamDecoder {
     framer: SseFramer,
     done: bool,
+    /// Receives the provider's finished `response` object (to be stored).
+    turn: Option<Arc<Turn>>,
 }
 
 impl StreamDecoder {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A decoder that hands the finished `response` object to `turn`.
+    pub fn with_turn(turn: Arc<Turn>) -> Self {
+        StreamDecoder {
+            turn: Some(turn),
+            ..Self::default()
+        }
     }
 
     fn event(&mut self, ev: &[u8], out: &mut Vec<StreamEvent>) {
@@ -63,6 +75,9 @@ impl StreamDecoder {
         let response = v.get("response").unwrap_or(&Value::Null);
         match v.get("type").and_then(Value::as_str) {
             Some(kind @ ("response.completed" | "response.incomplete")) => {
+                if let Some(t) = &self.turn {
+                    t.finish(response);
+                }
                 if let Some(u) = response.get("usage").filter(|u| u.is_object()) {
                     out.push(StreamEvent::Usage(decode_usage(u)));
                 }
@@ -138,6 +153,18 @@ mod tests {
             })
         );
         assert_eq!(out.last(), Some(&StreamEvent::End));
+    }
+
+    #[test]
+    fn the_finished_response_goes_to_the_turn() {
+        let turn = Turn::new(Default::default());
+        let mut d = StreamDecoder::with_turn(turn.clone());
+        let mut out = Vec::new();
+        d.push(b"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"resp_9\"}}\n\n", &mut out);
+        assert_eq!(
+            turn.take_finished(),
+            Some(serde_json::json!({"id": "resp_9"}))
+        );
     }
 
     #[test]
