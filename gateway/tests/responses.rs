@@ -343,6 +343,12 @@ async fn a_conversation_moves_across_three_providers() {
     }
 }
 
+/// The status of team A's key reading response `id`.
+async fn owner_reads(gw: &Gateway, id: &str) -> u16 {
+    let path = format!("/v1/responses/{id}");
+    call(gw, "GET", &path, None, Some(KEY_A)).await.status
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stored_responses_belong_to_their_team() {
     let extra = format!("auth:\n  api_keys:\n    - {{ name: a, key: {KEY_A}, team: ta }}\n    - {{ name: b, key: {KEY_B}, team: tb }}\n");
@@ -357,18 +363,7 @@ async fn stored_responses_belong_to_their_team() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let id = r.json()["id"].as_str().unwrap().to_string();
-    assert_eq!(
-        call(
-            &gw,
-            "GET",
-            &format!("/v1/responses/{id}"),
-            None,
-            Some(KEY_A)
-        )
-        .await
-        .status,
-        200
-    );
+    assert_eq!(owner_reads(&gw, &id).await, 200);
     for path in [
         format!("/v1/responses/{id}"),
         format!("/v1/responses/{id}/input_items"),
@@ -399,18 +394,7 @@ async fn stored_responses_belong_to_their_team() {
         .status,
         404
     );
-    assert_eq!(
-        call(
-            &gw,
-            "GET",
-            &format!("/v1/responses/{id}"),
-            None,
-            Some(KEY_A)
-        )
-        .await
-        .status,
-        200
-    );
+    assert_eq!(owner_reads(&gw, &id).await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -476,6 +460,16 @@ async fn stored_responses_expire_and_store_false_keeps_nothing() {
     assert_eq!(n, 0);
 }
 
+/// The mock model `m` plus `n`, served by `up` as a `responses: native` OpenAI provider.
+async fn native_gateway(up: &Canned) -> Gateway {
+    let providers = format!(
+        "  - {{ name: oai, kind: openai, base_url: {}, api_key: sk-o, responses: native }}\n",
+        up.base
+    );
+    let models = "  - name: n\n    deployments:\n      - { provider: oai, model: gpt-4.1, price: { input_per_mtok: 2, output_per_mtok: 8 } }\n";
+    gateway(&providers, models, "").await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_deployments_get_the_request_as_is() {
     let answer = json!({"id": "resp_native1", "object": "response", "created_at": 1741476542, "status": "completed",
@@ -484,12 +478,7 @@ async fn native_deployments_get_the_request_as_is() {
         "usage": {"input_tokens": 36, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 87,
                   "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 123}});
     let up = Canned::start(200, JSON, answer.to_string()).await;
-    let providers = format!(
-        "  - {{ name: oai, kind: openai, base_url: {}, api_key: sk-o, responses: native }}\n",
-        up.base
-    );
-    let models = "  - name: n\n    deployments:\n      - { provider: oai, model: gpt-4.1, price: { input_per_mtok: 2, output_per_mtok: 8 } }\n";
-    let gw = gateway(&providers, models, "").await;
+    let gw = native_gateway(&up).await;
     let body =
         r#"{"model":"n",  "input":"hi", "background":true, "tools":[{"type":"web_search"}]}"#;
     let r = gw
@@ -583,12 +572,7 @@ async fn a_native_stream_passes_through_and_is_stored() {
         })
         .collect();
     let up = Canned::start(200, "text/event-stream", stream.clone()).await;
-    let providers = format!(
-        "  - {{ name: oai, kind: openai, base_url: {}, api_key: sk-o, responses: native }}\n",
-        up.base
-    );
-    let models = "  - name: n\n    deployments:\n      - { provider: oai, model: gpt-4.1 }\n";
-    let gw = gateway(&providers, models, "").await;
+    let gw = native_gateway(&up).await;
     let r = create(&gw, json!({"model": "n", "input": "hi", "stream": true})).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), stream);

@@ -8,16 +8,12 @@ mock_providers.py answers deterministically: "Echo: <last user text>", one call 
 "Paris"}) when tools are declared, "Tool said: <result>" after a tool result (see its docstring).
 """
 import json
-import sys
 import uuid
-from pathlib import Path
 
 import openai
 import pytest
 
-from conftest import free_port, wait_for_port
-
-MOCK = Path(__file__).resolve().parent / "mock_providers.py"
+from conftest import MockProvidersEnv, start_mock_providers
 
 CONFIG = """
 server:
@@ -50,26 +46,9 @@ SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"
           "required": ["name", "age"], "additionalProperties": False}
 
 
-class Env:
-    def __init__(self, port: int, record: Path):
-        self.port = port
-        self.record = record
-
-    def sent(self, marker: str) -> list[dict]:
-        lines = [json.loads(x) for x in self.record.read_text().splitlines() if x.strip()]
-        return [r for r in lines if marker in json.dumps(r.get("body"))]
-
-
 @pytest.fixture(scope="module")
-def env(processes) -> Env:
-    mp = free_port()
-    record = processes.tmp / f"responses-record-{mp}.jsonl"
-    log = processes.tmp / f"responses-mock-providers-{mp}.log"
-    p = processes._spawn([sys.executable, str(MOCK), "--port", str(mp), "--record", str(record)], log)
-    wait_for_port(mp, p, log)
-    port, admin_port = free_port(), free_port()
-    processes.gateway(CONFIG.format(port=port, admin_port=admin_port, mp=mp), f"http://127.0.0.1:{port}/v1/health")
-    return Env(port, record)
+def env(processes) -> MockProvidersEnv:
+    return start_mock_providers(processes, CONFIG, "responses")
 
 
 @pytest.fixture(scope="module")

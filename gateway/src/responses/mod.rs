@@ -136,38 +136,31 @@ impl Conversations {
             }
         };
         with_ids(&mut input, request_id);
-        let Some(previous) = previous else {
-            return Ok(CreateTurn {
-                body,
-                turn,
-                input,
-                store,
-                max_output_tokens,
-            });
+        let prev = match &previous {
+            Some(id) => self.lookup(id, owner).await?,
+            None => None,
         };
-        let Some(prev) = self.lookup(&previous, owner).await? else {
-            if native {
-                return Ok(CreateTurn {
-                    body,
-                    turn,
-                    input,
-                    store,
-                    max_output_tokens,
-                });
+        let (body, input) = match (prev, previous) {
+            (Some(prev), _) => {
+                let mut items = prev.history();
+                items.append(&mut input);
+                obj.remove("previous_response_id");
+                obj.insert("input".into(), Value::Array(items.clone()));
+                let body = serde_json::to_vec(&Value::Object(obj))
+                    .map(Bytes::from)
+                    .map_err(|e| GatewayError::ResponseStore(e.to_string()))?;
+                (body, items)
             }
-            return Err(GatewayError::PreviousResponseNotFound(previous));
+            (None, Some(id)) if !native => {
+                return Err(GatewayError::PreviousResponseNotFound(id));
+            }
+            // No history, or one only a native provider may know: the caller's bytes as they are.
+            (None, _) => (body, input),
         };
-        let mut items = prev.history();
-        items.append(&mut input);
-        obj.remove("previous_response_id");
-        obj.insert("input".into(), Value::Array(items.clone()));
-        let body = serde_json::to_vec(&Value::Object(obj))
-            .map(Bytes::from)
-            .map_err(|e| GatewayError::ResponseStore(e.to_string()))?;
         Ok(CreateTurn {
             body,
             turn,
-            input: items,
+            input,
             store,
             max_output_tokens,
         })

@@ -62,20 +62,9 @@ pub fn reasoning_item(id: &str, text: &str) -> Value {
 /// The `output` items of an answer, in order: reasoning, the text message, the calls.
 pub fn output_items(resp: &ChatResponse, response_id: &str) -> Vec<Value> {
     let seed = id_seed(response_id);
-    let mut text = String::new();
-    let mut reasoning = String::new();
-    let mut calls = Vec::new();
-    for p in &resp.content {
-        match p {
-            OutputPart::Text(t) => text.push_str(t),
-            OutputPart::Reasoning(t) => reasoning.push_str(t),
-            OutputPart::ToolCall {
-                id,
-                name,
-                arguments,
-            } => calls.push((id, name, arguments)),
-        }
-    }
+    let (text, reasoning, calls) = crate::openai::codec::split_output(resp, |id, name, args| {
+        (id.to_string(), name.to_string(), args.to_string())
+    });
     let mut out = Vec::with_capacity(2 + calls.len());
     if !reasoning.is_empty() {
         out.push(reasoning_item(&format!("rs_{seed}"), &reasoning));
@@ -83,7 +72,7 @@ pub fn output_items(resp: &ChatResponse, response_id: &str) -> Vec<Value> {
     if !text.is_empty() || calls.is_empty() {
         out.push(message_item(&format!("msg_{seed}"), &text));
     }
-    for (i, (call_id, name, arguments)) in calls.into_iter().enumerate() {
+    for (i, (call_id, name, arguments)) in calls.iter().enumerate() {
         out.push(function_call_item(
             &format!("fc_{seed}_{i}"),
             call_id,
