@@ -22,7 +22,6 @@ const SAME_NAME: &[&str] = &[
     "parallel_tool_calls",
     "user",
     "seed",
-    "top_logprobs",
 ];
 
 /// Parses a request body as a JSON object.
