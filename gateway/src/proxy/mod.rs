@@ -48,6 +48,29 @@ use switchyard_adapters::openai;
 use switchyard_adapters::providers::Caller;
 use switchyard_filters::auth::AuthError;
 
+/// The format the caller speaks on `route` (errors and answers use it).
+fn set_caller(session: &Session, ctx: &mut RequestCtx, route: Route) {
+    let anthropic_models = matches!(route, Route::Models | Route::Model)
+        && session
+            .req_header()
+            .headers
+            .contains_key("anthropic-version");
+    match route {
+        Route::Completions => ctx.caller = Caller::OpenAiCompletions,
+        Route::Responses | Route::StoredResponse => ctx.caller = Caller::OpenAiResponses,
+        _ => {}
+    }
+    if matches!(route, Route::Messages | Route::CountTokens) || anthropic_models {
+        ctx.caller = Caller::Anthropic;
+        ctx.anthropic_beta = session
+            .req_header()
+            .headers
+            .get("anthropic-beta")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+    }
+}
+
 /// The gateway's proxy service: process-wide services, and the live snapshot each request loads.
 pub struct Gateway {
     pub live: Arc<Live>,
@@ -356,26 +379,7 @@ impl ProxyHttp for Gateway {
             }
         }
         ctx.route = route;
-        let anthropic_models = matches!(route, Route::Models | Route::Model)
-            && session
-                .req_header()
-                .headers
-                .contains_key("anthropic-version");
-        if route == Route::Completions {
-            ctx.caller = Caller::OpenAiCompletions;
-        }
-        if matches!(route, Route::Responses | Route::StoredResponse) {
-            ctx.caller = Caller::OpenAiResponses;
-        }
-        if matches!(route, Route::Messages | Route::CountTokens) || anthropic_models {
-            ctx.caller = Caller::Anthropic;
-            ctx.anthropic_beta = session
-                .req_header()
-                .headers
-                .get("anthropic-beta")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-        }
+        set_caller(session, ctx, route);
         let limit = snapshot.state.config.server.max_header_bytes;
         let size = head_bytes(session.req_header());
         if size > limit {
