@@ -18,6 +18,7 @@
 //! * [`local`] — the local ONNX pool (cargo feature `local`);
 //! * [`server`] — assembles all of it into a Pingora `Server`.
 
+pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod errors;

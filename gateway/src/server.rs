@@ -139,6 +139,7 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
             crate::responses::Conversations::open(cfg.store.sqlite_path.as_deref())
                 .map_err(StartError::Responses)?,
         ),
+        cache: Arc::new(crate::cache::Cache::new(&cfg.cache, metrics.clone())),
     };
 
     let mut proxy = pingora_proxy::http_proxy(&server.configuration, gateway);

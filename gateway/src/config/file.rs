@@ -56,6 +56,34 @@ pub struct FileConfig {
     /// Stored Responses API conversations (`responses.ttl`).
     #[serde(default)]
     pub responses: Option<FileResponses>,
+    /// The response cache's backend and defaults (`cache`).
+    #[serde(default)]
+    pub cache: Option<FileCache>,
+}
+
+/// `cache`: the response cache's backend and defaults.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCache {
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub max_bytes: Option<Lenient<u64>>,
+    #[serde(default)]
+    pub ttl: Option<String>,
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// Semantic lookups (not implemented yet: accepted so files written for it load).
+    #[serde(default)]
+    pub semantic: Option<Value>,
+}
+
+/// `models[].cache`: opts a model into the response cache.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileModelCache {
+    #[serde(default)]
+    pub ttl: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -361,6 +389,9 @@ pub struct FileModel {
     pub hedge_after: Option<String>,
     #[serde(default)]
     pub circuit_breaker: Option<FileBreaker>,
+    /// Opts this model into the response cache (`cache: { ttl }`).
+    #[serde(default)]
+    pub cache: Option<FileModelCache>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -33,6 +33,43 @@ pub struct Config {
     pub passthrough: Vec<PassthroughRoute>,
     /// `responses.ttl`: how long a stored Responses API response is kept.
     pub responses_ttl: Duration,
+    /// `cache`: the response cache's backend and defaults (defaults when only `models[].cache`
+    /// is set; unused when no model opts in).
+    pub cache: CacheSettings,
+}
+
+/// `cache`: where cached answers live, how long, and who shares them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// A `cache` section or a model's `cache` exists: answers say `x-switchyard-cache`.
+    pub enabled: bool,
+    /// `redis`: entries shared through the store's Redis; otherwise per replica in memory.
+    pub redis: bool,
+    /// Memory kind: bound on cached bodies and keys, in bytes.
+    pub max_bytes: u64,
+    /// Default time to live (a model's `cache.ttl` and the caller's header override it).
+    pub ttl: Duration,
+    pub scope: CacheScope,
+}
+
+/// Who shares cached entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheScope {
+    Team,
+    Key,
+    Global,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            enabled: false,
+            redis: false,
+            max_bytes: 256 * 1024 * 1024,
+            ttl: Duration::from_secs(3600),
+            scope: CacheScope::Team,
+        }
+    }
 }
 
 /// One `passthrough[]` entry, its glob compiled once at load.
@@ -411,6 +448,8 @@ pub struct Model {
     /// Refuse (400) request fields a deployment's provider cannot honour; when false they are
     /// dropped and listed in `x-switchyard-dropped`.
     pub strict: bool,
+    /// `models[].cache`: answers are cached; `Some(None)` takes `cache.ttl`.
+    pub cache: Option<Option<Duration>>,
 }
 
 #[derive(Debug)]

@@ -105,6 +105,10 @@ pub struct Metrics {
     pub active_requests: IntGauge,
     pub active_streams: IntGauge,
     pub access_log_dropped: IntCounter,
+    /// Response cache: answers served from it, requests it could not answer, USD not spent.
+    pub cache_hits: IntCounter,
+    pub cache_misses: IntCounter,
+    pub cache_saved_usd: prometheus::Counter,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -294,6 +298,18 @@ impl Metrics {
             access_log_dropped: f.add(must(IntCounter::new(
                 "switchyard_access_log_dropped_total",
                 "Access-log lines dropped because the writer fell behind",
+            ))),
+            cache_hits: f.add(must(IntCounter::new(
+                "switchyard_cache_hits_total",
+                "Requests answered from the response cache",
+            ))),
+            cache_misses: f.add(must(IntCounter::new(
+                "switchyard_cache_misses_total",
+                "Cacheable requests the response cache could not answer",
+            ))),
+            cache_saved_usd: f.add(must(prometheus::Counter::new(
+                "switchyard_cache_saved_usd_total",
+                "What cache hits would have cost at the serving deployment's price (USD)",
             ))),
             registry: f.0,
         };

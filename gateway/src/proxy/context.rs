@@ -162,6 +162,10 @@ pub struct RequestCtx {
     /// The response was written in full.
     pub completed: bool,
     pub active: Option<GaugeGuard>,
+    /// `x-switchyard-cache`'s value (`None`: no cache configured, no header).
+    pub cache_status: Option<&'static str>,
+    /// A cache miss: where its answer is stored once it ends well.
+    pub cache_pending: Option<Box<crate::cache::Pending>>,
     active_streams: IntGauge,
     _in_flight: InFlightGuard,
 }
@@ -237,6 +241,8 @@ impl RequestCtx {
             error_code: None,
             completed: false,
             active: None,
+            cache_status: None,
+            cache_pending: None,
             active_streams,
             _in_flight: in_flight.enter(),
         }

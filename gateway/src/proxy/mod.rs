@@ -84,6 +84,8 @@ pub struct Gateway {
     pub client_timeouts: crate::config::ClientTimeouts,
     /// Stored Responses API conversations.
     pub conversations: Arc<crate::responses::Conversations>,
+    /// The response cache (its backend as the process started).
+    pub cache: Arc<crate::cache::Cache>,
 }
 
 impl Gateway {
@@ -170,6 +172,9 @@ impl Gateway {
                 .forwarder
                 .serve_count_tokens(session, ctx, &model, &inbound)
                 .await;
+        }
+        if crate::cache::lookup(&self.cache, session, ctx, &body, facts.stream).await? {
+            return Ok(());
         }
         let served = self
             .forwarder

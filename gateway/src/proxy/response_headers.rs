@@ -30,6 +30,8 @@ pub static X_SWITCHYARD_DROPPED: HeaderName = HeaderName::from_static("x-switchy
 /// Counts the Switchyard nodes a request crossed (sent upstream); a mesh loop ends in a 508 at
 /// `max_hops`.
 pub static X_SWITCHYARD_HOPS: HeaderName = HeaderName::from_static("x-switchyard-hops");
+/// The response cache's verdict: `hit`, `miss` or `bypass`.
+pub static X_SWITCHYARD_CACHE: HeaderName = HeaderName::from_static("x-switchyard-cache");
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub static ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
 pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -76,6 +78,9 @@ pub fn add_gateway_headers(
     );
     if let Some(a) = &ctx.admission {
         a.headers.write(headers);
+    }
+    if let Some(verdict) = ctx.cache_status {
+        headers.insert(&X_SWITCHYARD_CACHE, HeaderValue::from_static(verdict));
     }
     if let Some((provider, model)) = served_by {
         set(headers, &X_SWITCHYARD_PROVIDER, provider)?;

@@ -2,6 +2,68 @@
 
 use super::*;
 
+/// `cache`: the response cache's backend and defaults.
+pub(super) fn cache(
+    c: Option<&crate::config::file::FileCache>,
+    store: &StoreSettings,
+    errs: &mut Errors,
+) -> crate::config::CacheSettings {
+    use crate::config::{CacheScope, CacheSettings};
+    let d = CacheSettings::default();
+    let Some(c) = c else {
+        return d;
+    };
+    let redis = match c.kind.as_deref() {
+        None | Some("memory") => false,
+        Some("redis") => {
+            if store.redis.is_none() {
+                errs.push(
+                    "cache.kind",
+                    "redis needs the store's Redis (store.kind redis, or store.redis_url)",
+                );
+            }
+            true
+        }
+        Some(other) => {
+            errs.push(
+                "cache.kind",
+                format!("expected memory or redis, not {other:?}"),
+            );
+            false
+        }
+    };
+    let scope = match c.scope.as_deref() {
+        None | Some("team") => CacheScope::Team,
+        Some("key") => CacheScope::Key,
+        Some("global") => CacheScope::Global,
+        Some(other) => {
+            errs.push(
+                "cache.scope",
+                format!("expected team, key or global, not {other:?}"),
+            );
+            CacheScope::Team
+        }
+    };
+    let max_bytes = c.max_bytes.as_ref().map(|m| m.0).unwrap_or(d.max_bytes);
+    if max_bytes < 1024 {
+        errs.push("cache.max_bytes", "must be at least 1024");
+    }
+    if c.semantic.is_some() {
+        log::warn!("cache.semantic is not implemented yet: only exact repeats are answered");
+    }
+    let ttl = errs.duration("cache.ttl".into(), c.ttl.as_deref(), d.ttl);
+    if ttl.is_zero() {
+        errs.push("cache.ttl", "must be more than 0");
+    }
+    CacheSettings {
+        enabled: true,
+        redis,
+        max_bytes,
+        ttl,
+        scope,
+    }
+}
+
 pub(super) fn store(s: Option<&FileStore>, errs: &mut Errors) -> StoreSettings {
     let Some(s) = s else {
         return StoreSettings::default();

@@ -254,6 +254,11 @@ pub(super) fn models(
             rules,
             max_cost_per_request,
             strict,
+            cache: m.cache.as_ref().map(|c| {
+                c.ttl
+                    .as_deref()
+                    .map(|t| errs.duration(format!("{path}.cache.ttl"), Some(t), Duration::ZERO))
+            }),
         }));
     }
     out

@@ -74,12 +74,14 @@ impl Forwarder {
         }
         h.remove(http::header::TRANSFER_ENCODING);
         rh::set_length(h, body.len());
+        let mut cost = 0.0;
         if let (Some(u), Some(m)) = (ctx.usage, ctx.model.as_ref()) {
-            let cost = crate::governance::cost::cost_usd(&dep.spec(m).price, &u);
+            cost = crate::governance::cost::cost_usd(&dep.spec(m).price, &u);
             h.insert(&rh::X_SWITCHYARD_COST_USD, cost_value(cost));
             dep.provider
                 .add_tokens(u.prompt_tokens + u.completion_tokens);
         }
+        crate::cache::store_whole(ctx, status, &body, cost);
         session
             .write_response_header(rh::finish(resp), false)
             .await

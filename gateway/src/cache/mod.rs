@@ -1,0 +1,265 @@
+//! The response cache (issue #22): a repeated request to a model that opts in (`models[].cache`)
+//! is answered from a stored answer without a provider call. It owns the cache key ([`key`]),
+//! the stores ([`memory`]), the lookup before the plan runs ([`lookup`]) and the store once a
+//! whole answer went out ([`store_whole`]); `cache` gives the backend and defaults. It must not
+//! choose deployments or touch upstream I/O: the forwarder calls [`store_whole`] and nothing else.
+//!
+//! What is cached: chat completions, `/v1/messages`, `/v1/completions` and `/v1/embeddings`
+//! answered whole (2xx, not streamed), in the caller's format (the route is part of the key, so
+//! an entry is only ever replayed to the format that produced it). Streamed requests, the
+//! Responses API, errors and in-process answers are not cached (`bypass`). Answers say
+//! `x-switchyard-cache: hit | miss | bypass` (only where a cache is configured) and `age` on
+//! hits. A hit costs 0 in the ledger; what it saved is in the row's tags (`cache_saved_usd`)
+//! and `switchyard_cache_saved_usd_total`.
+
+pub mod key;
+pub mod memory;
+
+use crate::config::{CacheScope, CacheSettings};
+use crate::forward::Failure;
+use crate::ops::telemetry::Metrics;
+use crate::proxy::context::{RequestCtx, Route};
+use crate::proxy::respond::write_json;
+use crate::proxy::response_headers as rh;
+use bytes::Bytes;
+use pingora_proxy::Session;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A cached answer.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The caller's body as it was first answered.
+    pub body: Bytes,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// What the answer cost when it was served (USD).
+    pub cost_usd: f64,
+    /// Unix milliseconds when stored, and when it expires.
+    pub stored_ms: u64,
+    pub expires_ms: u64,
+}
+
+/// The process's cache: the backend chosen at start, and its metrics.
+pub struct Cache {
+    memory: memory::Memory,
+    metrics: Arc<Metrics>,
+}
+
+impl Cache {
+    /// The cache for `settings` as the process starts (a reload keeps the backend).
+    pub fn new(settings: &CacheSettings, metrics: Arc<Metrics>) -> Cache {
+        Cache {
+            memory: memory::Memory::new(settings.max_bytes),
+            metrics,
+        }
+    }
+
+    fn get(&self, key: &key::Key, now_ms: u64) -> Option<Arc<Entry>> {
+        self.memory.get(key, now_ms)
+    }
+
+    fn put(&self, key: key::Key, entry: Entry) {
+        self.memory.put(key, entry)
+    }
+}
+
+/// A miss to store once its answer went out whole.
+pub struct Pending {
+    cache: Arc<Cache>,
+    key: key::Key,
+    ttl: Duration,
+}
+
+/// What the caller asked of the cache in its headers.
+struct Control {
+    lookup: bool,
+    store: bool,
+    ttl: Option<Duration>,
+}
+
+fn control(headers: &http::HeaderMap) -> Control {
+    let mut c = Control {
+        lookup: true,
+        store: true,
+        ttl: None,
+    };
+    for v in headers.get_all(http::header::CACHE_CONTROL) {
+        for d in v.to_str().unwrap_or("").split(',') {
+            match d.trim().to_ascii_lowercase().as_str() {
+                "no-cache" => c.lookup = false,
+                "no-store" => {
+                    c.lookup = false;
+                    c.store = false;
+                }
+                _ => {}
+            }
+        }
+    }
+    c.ttl = headers
+        .get("x-switchyard-cache-ttl")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| humantime::parse_duration(v.trim()).ok())
+        .filter(|d| !d.is_zero());
+    c
+}
+
+/// The route's name in the key; `None` for routes whose answers are not cached.
+fn route_name(route: Route) -> Option<&'static str> {
+    match route {
+        Route::ChatCompletions => Some("chat"),
+        Route::Messages => Some("messages"),
+        Route::Completions => Some("completions"),
+        Route::Embeddings => Some("embeddings"),
+        _ => None,
+    }
+}
+
+/// Who shares entries with this caller.
+fn scope_id(scope: CacheScope, ctx: &RequestCtx) -> String {
+    let who = ctx.identity.as_ref();
+    let key = || who.map(|i| format!("key:{}", i.subject())).unwrap_or_default();
+    match scope {
+        CacheScope::Global => String::new(),
+        CacheScope::Key => key(),
+        CacheScope::Team => match who.and_then(|i| i.team.as_deref()) {
+            Some(t) => format!("team:{t}"),
+            None => key(),
+        },
+    }
+}
+
+/// Before the plan: answers a cached request (`Ok(true)`), or notes a miss to store. A model
+/// without `cache` costs a field check.
+pub async fn lookup(
+    cache: &Arc<Cache>,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    body: &[u8],
+    stream: bool,
+) -> Result<bool, Failure> {
+    let (Some(model), Some(snapshot)) = (ctx.model.clone(), ctx.snapshot.clone()) else {
+        return Ok(false);
+    };
+    let settings = &snapshot.state.config.cache;
+    if !settings.enabled {
+        return Ok(false);
+    }
+    ctx.cache_status = Some("bypass");
+    let (Some(model_ttl), Some(route)) = (model.config.cache, route_name(ctx.route)) else {
+        return Ok(false);
+    };
+    let c = control(&session.req_header().headers);
+    if stream || !c.store {
+        return Ok(false);
+    }
+    let scope = scope_id(settings.scope, ctx);
+    let Some(key) = key::key(route, &model.config.name, &scope, body) else {
+        return Ok(false);
+    };
+    let now = crate::clock::unix_ms();
+    if c.lookup {
+        if let Some(entry) = cache.get(&key, now) {
+            serve_hit(cache, session, ctx, &entry, now).await?;
+            return Ok(true);
+        }
+    }
+    cache.metrics.cache_misses.inc();
+    ctx.cache_status = Some("miss");
+    ctx.cache_pending = Some(Box::new(Pending {
+        cache: cache.clone(),
+        key,
+        ttl: c.ttl.or(model_ttl).unwrap_or(settings.ttl),
+    }));
+    Ok(false)
+}
+
+/// Writes a cached answer: its body and usage as first answered, cost 0, `age` in seconds.
+async fn serve_hit(
+    cache: &Cache,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    entry: &Entry,
+    now_ms: u64,
+) -> Result<(), Failure> {
+    cache.metrics.cache_hits.inc();
+    cache.metrics.cache_saved_usd.inc_by(entry.cost_usd.max(0.0));
+    ctx.cache_status = Some("hit");
+    ctx.usage = Some(switchyard_adapters::openai::Usage {
+        prompt_tokens: entry.prompt_tokens,
+        completion_tokens: entry.completion_tokens,
+        total_tokens: entry.prompt_tokens + entry.completion_tokens,
+        ..Default::default()
+    });
+    ctx.tags = saved_tags(ctx.tags.as_deref(), entry.cost_usd);
+    let age = now_ms.saturating_sub(entry.stored_ms) / 1000;
+    let extra = [
+        (http::header::AGE, age.to_string()),
+        (rh::X_SWITCHYARD_COST_USD.clone(), format!("{:.8}", 0.0)),
+    ];
+    write_json(session, ctx, 200, entry.body.clone(), &extra)
+        .await
+        .map_err(Failure::Abort)
+}
+
+/// The ledger row's tags with the hit and what it saved added (the row's cost stays 0).
+fn saved_tags(tags: Option<&str>, saved_usd: f64) -> Option<String> {
+    let mut map = tags
+        .and_then(|t| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(t).ok())
+        .unwrap_or_default();
+    map.insert("cache".into(), "hit".into());
+    map.insert("cache_saved_usd".into(), format!("{saved_usd:.8}").into());
+    serde_json::to_string(&map).ok()
+}
+
+/// After a whole answer: stores it when the request was a miss and the answer a success.
+pub fn store_whole(ctx: &mut RequestCtx, status: u16, body: &Bytes, cost_usd: f64) {
+    let Some(p) = ctx.cache_pending.take() else {
+        return;
+    };
+    if !(200..300).contains(&status) || ctx.error_code.is_some() {
+        return;
+    }
+    let usage = ctx.usage.unwrap_or_default();
+    let now = crate::clock::unix_ms();
+    p.cache.put(
+        p.key,
+        Entry {
+            body: body.clone(),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cost_usd,
+            stored_ms: now,
+            expires_ms: now.saturating_add(p.ttl.as_millis() as u64),
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_control_headers() {
+        let mut h = http::HeaderMap::new();
+        let c = control(&h);
+        assert!(c.lookup && c.store && c.ttl.is_none());
+        h.insert("cache-control", "no-cache".parse().unwrap());
+        h.insert("x-switchyard-cache-ttl", "60s".parse().unwrap());
+        let c = control(&h);
+        assert!(!c.lookup && c.store);
+        assert_eq!(c.ttl, Some(Duration::from_secs(60)));
+        h.insert("cache-control", "max-age=0, No-Store".parse().unwrap());
+        let c = control(&h);
+        assert!(!c.lookup && !c.store);
+    }
+
+    #[test]
+    fn saved_cost_joins_existing_tags() {
+        let t = saved_tags(Some(r#"{"team":"x"}"#), 0.25).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+        assert_eq!(v["team"], "x");
+        assert_eq!(v["cache"], "hit");
+        assert_eq!(v["cache_saved_usd"], "0.25000000");
+    }
+}

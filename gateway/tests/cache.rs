@@ -1,0 +1,280 @@
+//! The response cache end to end (issue #22): the real gateway against a local upstream that
+//! counts the calls it gets. A repeat is answered without a provider call (`x-switchyard-cache:
+//! hit`, `age`, the original body and usage, cost 0 with the saving in the ledger and metrics);
+//! misses, bypasses, caller control headers, errors, scopes and the routes that cache.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::time::Duration;
+use switchyard_benches::upstream::{MockUpstream, MockUpstreamConfig};
+
+const K1: &str = "sk-cache-key-one";
+const K2: &str = "sk-cache-key-two";
+const K3: &str = "sk-cache-key-three";
+
+/// Model `cached` (opted in) and `plain` (not), both on `up`, priced so a hit saves money.
+fn config(up: &MockUpstream, cache_ttl: &str, extra: &str) -> String {
+    let price = "price: { input_per_mtok: 1000, output_per_mtok: 2000 }";
+    format!(
+        "providers:\n{}models:\n  - name: cached\n    cache: {{ ttl: {cache_ttl} }}\n    deployments:\n      - {{ provider: up, model: mock-model, {price} }}\n  - name: plain\n    deployments:\n      - {{ provider: up, model: mock-model, {price} }}\n{extra}",
+        openai_provider("up", &up.base_url(), "")
+    )
+}
+
+const ASK: &str = r#"{"model":"cached","messages":[{"role":"user","content":"What is a switchyard?"}],"temperature":0.2}"#;
+
+async fn ask(gw: &Gateway, path: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut h = vec![
+        ("content-type", "application/json"),
+        ("authorization", "Bearer sk-caller"),
+    ];
+    h.extend_from_slice(headers);
+    gw.request("POST", path, Some(body.as_bytes()), &h).await
+}
+
+fn verdict(r: &Reply) -> Option<&str> {
+    r.header("x-switchyard-cache")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_is_answered_from_the_cache_without_a_provider_call() {
+    let up = MockUpstream::start(MockUpstreamConfig::default())
+        .await
+        .expect("upstream");
+    let gw = Gateway::start(&config(&up, "10m", ""), "").await;
+    let first = ask(&gw, "/v1/chat/completions", ASK, &[]).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(verdict(&first), Some("miss"));
+    assert_eq!(up.request_count(), 1);
+    let cost: f64 = first
+        .header("x-switchyard-cost-usd")
+        .and_then(|c| c.parse().ok())
+        .expect("a priced miss");
+    assert!(cost > 0.0);
+
+    // Same question, other key order and whitespace, plus fields that cannot change the answer.
+    let again = r#"{ "temperature": 0.2, "user": "someone", "stream": false, "metadata": {"run": "2"},
+        "messages": [ {"content": "What is a switchyard?", "role": "user"} ], "model": "cached" }"#;
+    let hit = ask(&gw, "/v1/chat/completions", again, &[]).await;
+    assert_eq!(hit.status, 200, "{}", hit.text());
+    assert_eq!(verdict(&hit), Some("hit"));
+    assert_eq!(up.request_count(), 1, "a hit never reaches the provider");
+    assert_eq!(hit.body, first.body, "the original body, usage included");
+    assert_eq!(hit.json()["usage"]["total_tokens"], 21);
+    let age: u64 = hit.header("age").and_then(|a| a.parse().ok()).expect("age");
+    assert!(age < 60);
+    assert_eq!(hit.header("x-switchyard-cost-usd"), Some("0.00000000"));
+
+    // Another temperature is another question.
+    let other = ASK.replace("0.2", "0.3");
+    let r = ask(&gw, "/v1/chat/completions", &other, &[]).await;
+    assert_eq!(verdict(&r), Some("miss"));
+    assert_eq!(up.request_count(), 2);
+
+    // A model that did not opt in is never cached.
+    let plain = ASK.replace("\"cached\"", "\"plain\"");
+    for _ in 0..2 {
+        let r = ask(&gw, "/v1/chat/completions", &plain, &[]).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(verdict(&r), Some("bypass"));
+    }
+    assert_eq!(up.request_count(), 4);
+
+    assert_eq!(
+        gw.metric_eventually("switchyard_cache_hits_total", 1.0)
+            .await,
+        Some(1.0)
+    );
+    assert_eq!(gw.metric("switchyard_cache_misses_total").await, Some(2.0));
+    let saved = gw
+        .metric("switchyard_cache_saved_usd_total")
+        .await
+        .expect("saved");
+    assert!((saved - cost).abs() < 1e-9, "saved {saved}, cost {cost}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_control_no_cache_no_store_and_ttl() {
+    let up = MockUpstream::start(MockUpstreamConfig::default())
+        .await
+        .expect("upstream");
+    let gw = Gateway::start(&config(&up, "10m", ""), "").await;
+    let q = |n: u32| ASK.replace("switchyard?", &format!("switchyard {n}?"));
+
+    // no-cache: skips the lookup, still stores.
+    let r = ask(&gw, "/v1/chat/completions", &q(1), &[]).await;
+    assert_eq!(verdict(&r), Some("miss"));
+    let r = ask(&gw, "/v1/chat/completions", &q(1), &[("cache-control", "no-cache")]).await;
+    assert_eq!(verdict(&r), Some("miss"));
+    assert_eq!(up.request_count(), 2, "no-cache asked the provider again");
+    let r = ask(&gw, "/v1/chat/completions", &q(1), &[]).await;
+    assert_eq!(verdict(&r), Some("hit"));
+    assert_eq!(up.request_count(), 2);
+
+    // no-store: neither looks up nor stores.
+    let r = ask(&gw, "/v1/chat/completions", &q(2), &[("cache-control", "no-store")]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(verdict(&r), Some("bypass"));
+    let r = ask(&gw, "/v1/chat/completions", &q(2), &[]).await;
+    assert_eq!(verdict(&r), Some("miss"), "no-store stored nothing");
+    let r = ask(&gw, "/v1/chat/completions", &q(1), &[("cache-control", "no-store")]).await;
+    assert_eq!(verdict(&r), Some("bypass"), "no-store does not read either");
+    assert_eq!(up.request_count(), 5);
+
+    // x-switchyard-cache-ttl: this entry lives 1 s instead of the model's 10 m.
+    let r = ask(&gw, "/v1/chat/completions", &q(3), &[("x-switchyard-cache-ttl", "1s")]).await;
+    assert_eq!(verdict(&r), Some("miss"));
+    let r = ask(&gw, "/v1/chat/completions", &q(3), &[]).await;
+    assert_eq!(verdict(&r), Some("hit"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = ask(&gw, "/v1/chat/completions", &q(3), &[]).await;
+    assert_eq!(verdict(&r), Some("miss"), "expired after its own ttl");
+    assert_eq!(up.request_count(), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_ttl_expires_entries() {
+    let up = MockUpstream::start(MockUpstreamConfig::default())
+        .await
+        .expect("upstream");
+    let gw = Gateway::start(&config(&up, "1s", ""), "").await;
+    assert_eq!(verdict(&ask(&gw, "/v1/chat/completions", ASK, &[]).await), Some("miss"));
+    assert_eq!(verdict(&ask(&gw, "/v1/chat/completions", ASK, &[]).await), Some("hit"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(verdict(&ask(&gw, "/v1/chat/completions", ASK, &[]).await), Some("miss"));
+    assert_eq!(up.request_count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_never_cached() {
+    let up = MockUpstream::start(MockUpstreamConfig {
+        status: 400,
+        error_body: Some(r#"{"error":{"message":"bad","type":"invalid_request_error","param":null,"code":null}}"#.into()),
+        ..Default::default()
+    })
+    .await
+    .expect("upstream");
+    let gw = Gateway::start(&config(&up, "10m", ""), "").await;
+    for n in 1..=2 {
+        let r = ask(&gw, "/v1/chat/completions", ASK, &[]).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert_eq!(verdict(&r), Some("miss"));
+        assert_eq!(up.request_count(), n, "an error is asked again");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_requests_bypass_and_are_not_stored() {
+    let up = MockUpstream::start(MockUpstreamConfig::default())
+        .await
+        .expect("upstream");
+    let gw = Gateway::start(&config(&up, "10m", ""), "").await;
+    let streamed = ASK.replace("\"temperature\"", "\"stream\":true,\"temperature\"");
+    let r = ask(&gw, "/v1/chat/completions", &streamed, &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(verdict(&r), Some("bypass"));
+    assert!(r.text().contains("data: "), "still a stream");
+    assert_eq!(verdict(&ask(&gw, "/v1/chat/completions", ASK, &[]).await), Some("miss"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn team_scope_shares_within_a_team_only_and_the_ledger_records_the_saving() {
+    let up = MockUpstream::start(MockUpstreamConfig::default())
+        .await
+        .expect("upstream");
+    let dir = std::env::temp_dir().join(format!("sy-cache-ledger-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let db = dir.join("ledger.db");
+    let extra = format!(
+        "auth:\n  api_keys:\n    - {{ name: k1, key: {K1}, team: t1 }}\n    - {{ name: k2, key: {K2}, team: t1 }}\n    - {{ name: k3, key: {K3}, team: t2 }}\nstore: {{ kind: sqlite, path: {}, flush_interval: 50ms }}\n",
+        db.display()
+    );
+    let gw = Gateway::start(&config(&up, "10m", &extra), "").await;
+    let with = |k: &str| format!("Bearer {k}");
+    let (b1, b2, b3) = (with(K1), with(K2), with(K3));
+    let call = |auth: String| {
+        let gw = &gw;
+        async move {
+            gw.request(
+                "POST",
+                "/v1/chat/completions",
+                Some(ASK.as_bytes()),
+                &[("content-type", "application/json"), ("authorization", &auth)],
+            )
+            .await
+        }
+    };
+    let r = call(b1).await;
+    assert_eq!(verdict(&r), Some("miss"), "{}", r.text());
+    let r = call(b2).await;
+    assert_eq!(verdict(&r), Some("hit"), "same team");
+    let hit_id = r.header("x-request-id").expect("id").to_string();
+    let r = call(b3).await;
+    assert_eq!(verdict(&r), Some("miss"), "another team never gets t1's entries");
+    assert_eq!(up.request_count(), 2);
+
+    // The hit's ledger row: tokens as the original, cost 0, the saving in its tags.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let row = loop {
+        let conn = rusqlite::Connection::open(&db).expect("ledger");
+        let row = conn
+            .query_row(
+                "SELECT tokens_in, tokens_out, cost_nanos, tags FROM ledger WHERE request_id = ?1",
+                [&hit_id],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                    ))
+                },
+            )
+            .ok();
+        if row.is_some() || std::time::Instant::now() > deadline {
+            break row;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (tin, tout, cost, tags) = row.expect("the hit's ledger row");
+    assert_eq!((tin, tout, cost), (9, 12, 0));
+    let tags: Value = serde_json::from_str(&tags.expect("tags")).expect("json");
+    assert_eq!(tags["cache"], "hit");
+    // 9 × $1000/M + 12 × $2000/M = $0.033.
+    assert_eq!(tags["cache_saved_usd"], "0.03300000");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_and_completions_are_cached_in_their_own_format() {
+    let up = MockUpstream::start(MockUpstreamConfig::default())
+        .await
+        .expect("upstream");
+    let gw = Gateway::start(&config(&up, "10m", ""), "").await;
+    let msg = r#"{"model":"cached","max_tokens":50,"messages":[{"role":"user","content":"What is a switchyard?"}]}"#;
+    let first = ask(&gw, "/v1/messages", msg, &[("anthropic-version", "2023-06-01")]).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(verdict(&first), Some("miss"));
+    assert_eq!(first.json()["type"], "message");
+    let hit = ask(&gw, "/v1/messages", msg, &[("anthropic-version", "2023-06-01")]).await;
+    assert_eq!(verdict(&hit), Some("hit"));
+    assert_eq!(hit.body, first.body);
+    assert_eq!(up.request_count(), 1);
+
+    // The same prompt on chat completions is not the Messages entry (another format).
+    let r = ask(&gw, "/v1/chat/completions", ASK, &[]).await;
+    assert_eq!(verdict(&r), Some("miss"));
+    assert_eq!(r.json()["object"], "chat.completion");
+
+    let text = r#"{"model":"cached","prompt":"Say this is a test","max_tokens":7}"#;
+    let first = ask(&gw, "/v1/completions", text, &[]).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(verdict(&first), Some("miss"));
+    let hit = ask(&gw, "/v1/completions", text, &[]).await;
+    assert_eq!(verdict(&hit), Some("hit"));
+    assert_eq!(hit.body, first.body);
+    assert_eq!(hit.json()["object"], "text_completion");
+    assert_eq!(up.request_count(), 3);
+}
