@@ -165,18 +165,120 @@ async fn errors_are_never_cached() {
     }
 }
 
+/// The SSE `data:` payloads of a stream body, `[DONE]` included.
+fn data_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The text a chat completions stream carried.
+fn streamed_text(text: &str) -> String {
+    data_lines(text)
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streamed_requests_bypass_and_are_not_stored() {
+async fn a_streamed_miss_is_stored_and_replayed_as_a_stream_or_whole() {
     let up = MockUpstream::start(MockUpstreamConfig::default())
         .await
         .expect("upstream");
     let gw = Gateway::start(&config(&up, "10m", ""), "").await;
     let streamed = ASK.replace("\"temperature\"", "\"stream\":true,\"temperature\"");
+    let first = ask(&gw, "/v1/chat/completions", &streamed, &[]).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(verdict(&first), Some("miss"));
+    assert_eq!(streamed_text(&first.text()), "word0 word1 word2 ");
+
+    // The same question, whole: the stream's answer as a chat completion.
+    let whole = ask(&gw, "/v1/chat/completions", ASK, &[]).await;
+    assert_eq!(verdict(&whole), Some("hit"), "{}", whole.text());
+    assert_eq!(
+        whole.json()["choices"][0]["message"]["content"],
+        "word0 word1 word2 "
+    );
+    assert_eq!(whole.json()["choices"][0]["finish_reason"], "stop");
+
+    // Streamed again, usage asked: replayed as chunks, usage chunk, [DONE].
+    let with_usage = streamed.replace(
+        "\"stream\":true",
+        "\"stream\":true,\"stream_options\":{\"include_usage\":true}",
+    );
+    let again = ask(&gw, "/v1/chat/completions", &with_usage, &[]).await;
+    assert_eq!(verdict(&again), Some("hit"));
+    assert!(again
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("text/event-stream")));
+    let text = again.text();
+    assert_eq!(streamed_text(&text), "word0 word1 word2 ");
+    let lines = data_lines(&text);
+    assert_eq!(lines.last().map(String::as_str), Some("[DONE]"));
+    let usage = lines
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .find(|v| v["usage"].is_object())
+        .expect("a usage chunk");
+    assert!(usage["usage"]["completion_tokens"].as_u64().is_some());
+    assert_eq!(up.request_count(), 1, "one provider call for all three");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_stream_is_never_stored() {
+    let up = MockUpstream::start(MockUpstreamConfig {
+        reset_after_events: Some(2),
+        ..Default::default()
+    })
+    .await
+    .expect("upstream");
+    let gw = Gateway::start(&config(&up, "10m", ""), "").await;
+    let streamed = ASK.replace("\"temperature\"", "\"stream\":true,\"temperature\"");
     let r = ask(&gw, "/v1/chat/completions", &streamed, &[]).await;
-    assert_eq!(r.status, 200);
-    assert_eq!(verdict(&r), Some("bypass"));
-    assert!(r.text().contains("data: "), "still a stream");
-    assert_eq!(verdict(&ask(&gw, "/v1/chat/completions", ASK, &[]).await), Some("miss"));
+    assert_eq!(verdict(&r), Some("miss"));
+    assert!(!r.text().contains("[DONE]") || r.text().contains("error"));
+    let r = ask(&gw, "/v1/chat/completions", &streamed, &[]).await;
+    assert_eq!(verdict(&r), Some("miss"), "the cut stream was not stored");
+    assert!(up.request_count() >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_streams_replay_as_anthropic_events_and_completion_streams_bypass() {
+    let up = MockUpstream::start(MockUpstreamConfig::default())
+        .await
+        .expect("upstream");
+    let gw = Gateway::start(&config(&up, "10m", ""), "").await;
+    let v = [("anthropic-version", "2023-06-01")];
+    let msg = r#"{"model":"cached","max_tokens":50,"messages":[{"role":"user","content":"Hi"}]}"#;
+    let whole = ask(&gw, "/v1/messages", msg, &v).await;
+    assert_eq!(verdict(&whole), Some("miss"), "{}", whole.text());
+    let text = whole.json()["content"][0]["text"].as_str().expect("text").to_string();
+    let streamed = msg.replace("\"max_tokens\"", "\"stream\":true,\"max_tokens\"");
+    let hit = ask(&gw, "/v1/messages", &streamed, &v).await;
+    assert_eq!(verdict(&hit), Some("hit"));
+    let events: Vec<Value> = data_lines(&hit.text())
+        .iter()
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"message_start"));
+    assert_eq!(kinds.last(), Some(&"message_stop"));
+    let replayed: String = events
+        .iter()
+        .filter_map(|e| e["delta"]["text"].as_str())
+        .collect();
+    assert_eq!(replayed, text);
+    assert_eq!(up.request_count(), 1);
+
+    let completion = r#"{"model":"cached","prompt":"Say this is a test","max_tokens":7,"stream":true}"#;
+    for _ in 0..2 {
+        let r = ask(&gw, "/v1/completions", completion, &[]).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(verdict(&r), Some("bypass"));
+    }
+    assert_eq!(up.request_count(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,15 +5,18 @@
 //! choose deployments or touch upstream I/O: the forwarder calls [`store_whole`] and nothing else.
 //!
 //! What is cached: chat completions, `/v1/messages`, `/v1/completions` and `/v1/embeddings`
-//! answered whole (2xx, not streamed), in the caller's format (the route is part of the key, so
-//! an entry is only ever replayed to the format that produced it). Streamed requests, the
-//! Responses API, errors and in-process answers are not cached (`bypass`). Answers say
+//! successful answers, stored whole in the caller's format (the route is part of the key, so an
+//! entry is only ever replayed to the format that produced it). Chat and Messages streams are
+//! recorded and stored when they end normally, and a streamed request that hits is replayed as
+//! SSE ([`stream`]). Streamed `/v1/completions`, the Responses API, errors and in-process
+//! answers are not cached (`bypass`). Answers say
 //! `x-switchyard-cache: hit | miss | bypass` (only where a cache is configured) and `age` on
 //! hits. A hit costs 0 in the ledger; what it saved is in the row's tags (`cache_saved_usd`)
 //! and `switchyard_cache_saved_usd_total`.
 
 pub mod key;
 pub mod memory;
+pub mod stream;
 
 use crate::config::{CacheScope, CacheSettings};
 use crate::forward::Failure;
@@ -69,6 +72,8 @@ pub struct Pending {
     cache: Arc<Cache>,
     key: key::Key,
     ttl: Duration,
+    /// A streamed miss: the events sent so far.
+    recorder: Option<stream::Recorder>,
 }
 
 /// What the caller asked of the cache in its headers.
@@ -136,7 +141,7 @@ pub async fn lookup(
     session: &mut Session,
     ctx: &mut RequestCtx,
     body: &[u8],
-    stream: bool,
+    facts: &switchyard_adapters::openai::ChatRequestFacts<'_>,
 ) -> Result<bool, Failure> {
     let (Some(model), Some(snapshot)) = (ctx.model.clone(), ctx.snapshot.clone()) else {
         return Ok(false);
@@ -150,7 +155,7 @@ pub async fn lookup(
         return Ok(false);
     };
     let c = control(&session.req_header().headers);
-    if stream || !c.store {
+    if (facts.stream && !stream::streams(ctx.caller)) || !c.store {
         return Ok(false);
     }
     let scope = scope_id(settings.scope, ctx);
@@ -160,8 +165,16 @@ pub async fn lookup(
     let now = crate::clock::unix_ms();
     if c.lookup {
         if let Some(entry) = cache.get(&key, now) {
-            serve_hit(cache, session, ctx, &entry, now).await?;
-            return Ok(true);
+            let sse = if facts.stream {
+                let usage = facts.include_usage.unwrap_or(false);
+                stream::replay(ctx.caller, &entry.body, usage, crate::clock::unix_secs())
+            } else {
+                None
+            };
+            if !facts.stream || sse.is_some() {
+                serve_hit(cache, session, ctx, &entry, now, sse).await?;
+                return Ok(true);
+            }
         }
     }
     cache.metrics.cache_misses.inc();
@@ -170,6 +183,7 @@ pub async fn lookup(
         cache: cache.clone(),
         key,
         ttl: c.ttl.or(model_ttl).unwrap_or(settings.ttl),
+        recorder: facts.stream.then(|| stream::Recorder::new(ctx.caller)),
     }));
     Ok(false)
 }
@@ -181,6 +195,7 @@ async fn serve_hit(
     ctx: &mut RequestCtx,
     entry: &Entry,
     now_ms: u64,
+    sse: Option<Bytes>,
 ) -> Result<(), Failure> {
     cache.metrics.cache_hits.inc();
     cache.metrics.cache_saved_usd.inc_by(entry.cost_usd.max(0.0));
@@ -197,9 +212,96 @@ async fn serve_hit(
         (http::header::AGE, age.to_string()),
         (rh::X_SWITCHYARD_COST_USD.clone(), format!("{:.8}", 0.0)),
     ];
-    write_json(session, ctx, 200, entry.body.clone(), &extra)
-        .await
-        .map_err(Failure::Abort)
+    match sse {
+        None => write_json(session, ctx, 200, entry.body.clone(), &extra).await,
+        Some(events) => write_sse(session, ctx, events, &extra).await,
+    }
+    .map_err(Failure::Abort)
+}
+
+/// Writes a whole replayed stream.
+async fn write_sse(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    events: Bytes,
+    extra: &[(http::HeaderName, String)],
+) -> pingora_error::Result<()> {
+    let mut resp = rh::head(200, 12 + extra.len())?;
+    let h = &mut resp.headers;
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache"),
+    );
+    rh::set_length(h, events.len());
+    rh::add_gateway_headers(h, ctx, None)?;
+    for (k, v) in extra {
+        h.insert(k, rh::value(v)?);
+    }
+    ctx.status = 200;
+    ctx.stream = true;
+    session
+        .write_response_header(rh::finish(resp), false)
+        .await?;
+    ctx.mark_first_byte();
+    session.write_response_body(Some(events), true).await?;
+    ctx.completed = true;
+    Ok(())
+}
+
+/// Notes bytes of a streamed miss as they go to the caller (nothing without one).
+pub fn record(ctx: &mut RequestCtx, chunk: &[u8]) {
+    if let Some(r) = ctx
+        .cache_pending
+        .as_mut()
+        .and_then(|p| p.recorder.as_mut())
+    {
+        r.push(chunk);
+    }
+}
+
+/// A streamed miss ended normally: stores the answer it carried, as a whole answer in the
+/// caller's format. Not called for a cut, failed or stopped stream, whose pending entry is
+/// dropped with the request.
+pub fn store_stream(ctx: &mut RequestCtx) {
+    let Some(mut p) = ctx.cache_pending.take() else {
+        return;
+    };
+    let Some(rec) = p.recorder.take() else {
+        return;
+    };
+    if ctx.error_code.is_some() || !(200..300).contains(&ctx.status) {
+        return;
+    }
+    let relayed = ctx.usage.map(|u| switchyard_adapters::canonical::Usage {
+        input_tokens: u.prompt_tokens,
+        output_tokens: u.completion_tokens,
+        ..Default::default()
+    });
+    let Some(resp) = rec.finish(relayed) else {
+        return;
+    };
+    let body = Bytes::from(
+        ctx.caller
+            .encode_response(&resp, &resp.id, &resp.model, crate::clock::unix_secs()),
+    );
+    let acct = crate::governance::ledger_row::accounting(ctx);
+    let cost = acct.cost_nanos as f64 / 1e9;
+    let now = crate::clock::unix_ms();
+    p.cache.put(
+        p.key,
+        Entry {
+            body,
+            prompt_tokens: acct.tokens_in,
+            completion_tokens: acct.tokens_out,
+            cost_usd: cost,
+            stored_ms: now,
+            expires_ms: now.saturating_add(p.ttl.as_millis() as u64),
+        },
+    );
 }
 
 /// The ledger row's tags with the hit and what it saved added (the row's cost stays 0).

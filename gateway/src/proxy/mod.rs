@@ -173,7 +173,7 @@ impl Gateway {
                 .serve_count_tokens(session, ctx, &model, &inbound)
                 .await;
         }
-        if crate::cache::lookup(&self.cache, session, ctx, &body, facts.stream).await? {
+        if crate::cache::lookup(&self.cache, session, ctx, &body, &facts).await? {
             return Ok(());
         }
         let served = self

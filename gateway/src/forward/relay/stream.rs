@@ -153,6 +153,10 @@ impl Forwarder {
         }
         if facts.success {
             self.commit_row(ctx).await;
+            if let Some(t) = &tail {
+                crate::cache::record(ctx, t);
+            }
+            crate::cache::store_stream(ctx);
         }
         session
             .write_response_body(tail, true)
@@ -226,6 +230,7 @@ impl Forwarder {
             if let Some(out) = out {
                 ctx.mark_first_byte();
                 ctx.streamed_events += 1;
+                crate::cache::record(ctx, &out);
                 if let Some(r) = relay.as_deref().filter(|r| r.completed()) {
                     // This chunk ends the stream: its record is committed first (strict mode).
                     ctx.usage = r.usage();
