@@ -139,7 +139,11 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
             crate::responses::Conversations::open(cfg.store.sqlite_path.as_deref())
                 .map_err(StartError::Responses)?,
         ),
-        cache: Arc::new(crate::cache::Cache::new(&cfg.cache, metrics.clone())),
+        cache: Arc::new(crate::cache::Cache::new(
+            &cfg.cache,
+            cfg.store.redis.as_ref().map(|r| r.url.as_str()),
+            metrics.clone(),
+        )),
     };
 
     let mut proxy = pingora_proxy::http_proxy(&server.configuration, gateway);

@@ -380,3 +380,72 @@ async fn messages_and_completions_are_cached_in_their_own_format() {
     assert_eq!(hit.json()["object"], "text_completion");
     assert_eq!(up.request_count(), 3);
 }
+
+/// A throwaway `redis-server` on a free loopback port, killed on drop.
+struct RedisServer(std::process::Child, u16);
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn redis_server() -> RedisServer {
+    let port = free_port();
+    let args = ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""];
+    let child = std::process::Command::new("redis-server")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server (apt-get install redis-server)");
+    let server = RedisServer(child, port);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_on_one_redis_share_entries_with_redis_ttls() {
+    let redis = redis_server();
+    let url = format!("redis://127.0.0.1:{}", redis.1);
+    let up = MockUpstream::start(MockUpstreamConfig::default())
+        .await
+        .expect("upstream");
+    let extra = format!("cache: {{ kind: redis, ttl: 1h }}\nstore: {{ kind: redis, url: \"{url}\" }}\n");
+    let a = Gateway::start(&config(&up, "90s", &extra), "").await;
+    let b = Gateway::start(&config(&up, "90s", &extra), "").await;
+
+    let r = ask(&a, "/v1/chat/completions", ASK, &[]).await;
+    assert_eq!(verdict(&r), Some("miss"), "{}", r.text());
+    // The store is written beside the answer: wait for the key, then read its TTL.
+    let client = redis::Client::open(url.as_str()).expect("client");
+    let mut conn = client.get_connection().expect("connect");
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let keys: Vec<String> = loop {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("switchyard:cache:*")
+            .query(&mut conn)
+            .expect("KEYS");
+        if !keys.is_empty() || std::time::Instant::now() > deadline {
+            break keys;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(keys.len(), 1, "one shared entry");
+    let pttl: i64 = redis::cmd("PTTL").arg(&keys[0]).query(&mut conn).expect("PTTL");
+    assert!(pttl > 80_000 && pttl <= 90_000, "the model's 90s ttl, in Redis: {pttl}");
+
+    let hit = ask(&b, "/v1/chat/completions", ASK, &[]).await;
+    assert_eq!(verdict(&hit), Some("hit"), "a miss on one gateway is a hit on the other");
+    assert_eq!(hit.body, r.body);
+    assert_eq!(up.request_count(), 1);
+
+    // Redis expires it: with the key gone, both miss again.
+    let _: () = redis::cmd("DEL").arg(&keys[0]).query(&mut conn).expect("DEL");
+    assert_eq!(verdict(&ask(&b, "/v1/chat/completions", ASK, &[]).await), Some("miss"));
+    assert_eq!(up.request_count(), 2);
+}

@@ -1,6 +1,6 @@
 //! The response cache (issue #22): a repeated request to a model that opts in (`models[].cache`)
 //! is answered from a stored answer without a provider call. It owns the cache key ([`key`]),
-//! the stores ([`memory`]), the lookup before the plan runs ([`lookup`]) and the store once a
+//! the stores ([`memory`], [`redis`]), the lookup before the plan runs ([`lookup`]) and the store once a
 //! whole answer went out ([`store_whole`]); `cache` gives the backend and defaults. It must not
 //! choose deployments or touch upstream I/O: the forwarder calls [`store_whole`] and nothing else.
 //!
@@ -16,6 +16,7 @@
 
 pub mod key;
 pub mod memory;
+pub mod redis;
 pub mod stream;
 
 use crate::config::{CacheScope, CacheSettings};
@@ -45,25 +46,50 @@ pub struct Entry {
 
 /// The process's cache: the backend chosen at start, and its metrics.
 pub struct Cache {
-    memory: memory::Memory,
+    backend: Backend,
     metrics: Arc<Metrics>,
 }
 
+enum Backend {
+    Memory(memory::Memory),
+    Redis(redis::RedisCache),
+}
+
 impl Cache {
-    /// The cache for `settings` as the process starts (a reload keeps the backend).
-    pub fn new(settings: &CacheSettings, metrics: Arc<Metrics>) -> Cache {
-        Cache {
-            memory: memory::Memory::new(settings.max_bytes),
-            metrics,
+    /// The cache for `settings` as the process starts (a reload keeps the backend); `redis_url`
+    /// is the store's Redis, used with `kind: redis`.
+    pub fn new(settings: &CacheSettings, redis_url: Option<&str>, metrics: Arc<Metrics>) -> Cache {
+        let backend = match (settings.redis, redis_url) {
+            (true, Some(url)) => Backend::Redis(redis::RedisCache::new(url)),
+            _ => Backend::Memory(memory::Memory::new(settings.max_bytes)),
+        };
+        Cache { backend, metrics }
+    }
+
+    async fn get(&self, key: &key::Key, now_ms: u64) -> Option<Arc<Entry>> {
+        match &self.backend {
+            Backend::Memory(m) => m.get(key, now_ms),
+            Backend::Redis(r) => r
+                .get(key)
+                .await
+                .filter(|e| e.expires_ms > now_ms)
+                .map(Arc::new),
         }
     }
 
-    fn get(&self, key: &key::Key, now_ms: u64) -> Option<Arc<Entry>> {
-        self.memory.get(key, now_ms)
-    }
-
-    fn put(&self, key: key::Key, entry: Entry) {
-        self.memory.put(key, entry)
+    /// Stores `entry` (in Redis on a task of its own: the caller does not wait for it).
+    fn put(self: &Arc<Self>, key: key::Key, entry: Entry, ttl: Duration) {
+        match &self.backend {
+            Backend::Memory(m) => m.put(key, entry),
+            Backend::Redis(_) => {
+                let cache = self.clone();
+                tokio::spawn(async move {
+                    if let Backend::Redis(r) = &cache.backend {
+                        r.put(key, entry, ttl).await;
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -164,7 +190,7 @@ pub async fn lookup(
     };
     let now = crate::clock::unix_ms();
     if c.lookup {
-        if let Some(entry) = cache.get(&key, now) {
+        if let Some(entry) = cache.get(&key, now).await {
             let sse = if facts.stream {
                 let usage = facts.include_usage.unwrap_or(false);
                 stream::replay(ctx.caller, &entry.body, usage, crate::clock::unix_secs())
@@ -301,6 +327,7 @@ pub fn store_stream(ctx: &mut RequestCtx) {
             stored_ms: now,
             expires_ms: now.saturating_add(p.ttl.as_millis() as u64),
         },
+        p.ttl,
     );
 }
 
@@ -334,6 +361,7 @@ pub fn store_whole(ctx: &mut RequestCtx, status: u16, body: &Bytes, cost_usd: f6
             stored_ms: now,
             expires_ms: now.saturating_add(p.ttl.as_millis() as u64),
         },
+        p.ttl,
     );
 }
 
