@@ -106,7 +106,13 @@ async fn caller_control_no_cache_no_store_and_ttl() {
     // no-cache: skips the lookup, still stores.
     let r = ask(&gw, "/v1/chat/completions", &q(1), &[]).await;
     assert_eq!(verdict(&r), Some("miss"));
-    let r = ask(&gw, "/v1/chat/completions", &q(1), &[("cache-control", "no-cache")]).await;
+    let r = ask(
+        &gw,
+        "/v1/chat/completions",
+        &q(1),
+        &[("cache-control", "no-cache")],
+    )
+    .await;
     assert_eq!(verdict(&r), Some("miss"));
     assert_eq!(up.request_count(), 2, "no-cache asked the provider again");
     let r = ask(&gw, "/v1/chat/completions", &q(1), &[]).await;
@@ -114,17 +120,35 @@ async fn caller_control_no_cache_no_store_and_ttl() {
     assert_eq!(up.request_count(), 2);
 
     // no-store: neither looks up nor stores.
-    let r = ask(&gw, "/v1/chat/completions", &q(2), &[("cache-control", "no-store")]).await;
+    let r = ask(
+        &gw,
+        "/v1/chat/completions",
+        &q(2),
+        &[("cache-control", "no-store")],
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(verdict(&r), Some("bypass"));
     let r = ask(&gw, "/v1/chat/completions", &q(2), &[]).await;
     assert_eq!(verdict(&r), Some("miss"), "no-store stored nothing");
-    let r = ask(&gw, "/v1/chat/completions", &q(1), &[("cache-control", "no-store")]).await;
+    let r = ask(
+        &gw,
+        "/v1/chat/completions",
+        &q(1),
+        &[("cache-control", "no-store")],
+    )
+    .await;
     assert_eq!(verdict(&r), Some("bypass"), "no-store does not read either");
     assert_eq!(up.request_count(), 5);
 
     // x-switchyard-cache-ttl: this entry lives 1 s instead of the model's 10 m.
-    let r = ask(&gw, "/v1/chat/completions", &q(3), &[("x-switchyard-cache-ttl", "1s")]).await;
+    let r = ask(
+        &gw,
+        "/v1/chat/completions",
+        &q(3),
+        &[("x-switchyard-cache-ttl", "1s")],
+    )
+    .await;
     assert_eq!(verdict(&r), Some("miss"));
     let r = ask(&gw, "/v1/chat/completions", &q(3), &[]).await;
     assert_eq!(verdict(&r), Some("hit"));
@@ -140,10 +164,19 @@ async fn model_ttl_expires_entries() {
         .await
         .expect("upstream");
     let gw = Gateway::start(&config(&up, "1s", ""), "").await;
-    assert_eq!(verdict(&ask(&gw, "/v1/chat/completions", ASK, &[]).await), Some("miss"));
-    assert_eq!(verdict(&ask(&gw, "/v1/chat/completions", ASK, &[]).await), Some("hit"));
+    assert_eq!(
+        verdict(&ask(&gw, "/v1/chat/completions", ASK, &[]).await),
+        Some("miss")
+    );
+    assert_eq!(
+        verdict(&ask(&gw, "/v1/chat/completions", ASK, &[]).await),
+        Some("hit")
+    );
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(verdict(&ask(&gw, "/v1/chat/completions", ASK, &[]).await), Some("miss"));
+    assert_eq!(
+        verdict(&ask(&gw, "/v1/chat/completions", ASK, &[]).await),
+        Some("miss")
+    );
     assert_eq!(up.request_count(), 2);
 }
 
@@ -178,7 +211,11 @@ fn streamed_text(text: &str) -> String {
     data_lines(text)
         .iter()
         .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
         .collect()
 }
 
@@ -254,7 +291,10 @@ async fn messages_streams_replay_as_anthropic_events_and_completion_streams_bypa
     let msg = r#"{"model":"cached","max_tokens":50,"messages":[{"role":"user","content":"Hi"}]}"#;
     let whole = ask(&gw, "/v1/messages", msg, &v).await;
     assert_eq!(verdict(&whole), Some("miss"), "{}", whole.text());
-    let text = whole.json()["content"][0]["text"].as_str().expect("text").to_string();
+    let text = whole.json()["content"][0]["text"]
+        .as_str()
+        .expect("text")
+        .to_string();
     let streamed = msg.replace("\"max_tokens\"", "\"stream\":true,\"max_tokens\"");
     let hit = ask(&gw, "/v1/messages", &streamed, &v).await;
     assert_eq!(verdict(&hit), Some("hit"));
@@ -272,7 +312,8 @@ async fn messages_streams_replay_as_anthropic_events_and_completion_streams_bypa
     assert_eq!(replayed, text);
     assert_eq!(up.request_count(), 1);
 
-    let completion = r#"{"model":"cached","prompt":"Say this is a test","max_tokens":7,"stream":true}"#;
+    let completion =
+        r#"{"model":"cached","prompt":"Say this is a test","max_tokens":7,"stream":true}"#;
     for _ in 0..2 {
         let r = ask(&gw, "/v1/completions", completion, &[]).await;
         assert_eq!(r.status, 200);
@@ -303,7 +344,10 @@ async fn team_scope_shares_within_a_team_only_and_the_ledger_records_the_saving(
                 "POST",
                 "/v1/chat/completions",
                 Some(ASK.as_bytes()),
-                &[("content-type", "application/json"), ("authorization", &auth)],
+                &[
+                    ("content-type", "application/json"),
+                    ("authorization", &auth),
+                ],
             )
             .await
         }
@@ -314,7 +358,11 @@ async fn team_scope_shares_within_a_team_only_and_the_ledger_records_the_saving(
     assert_eq!(verdict(&r), Some("hit"), "same team");
     let hit_id = r.header("x-request-id").expect("id").to_string();
     let r = call(b3).await;
-    assert_eq!(verdict(&r), Some("miss"), "another team never gets t1's entries");
+    assert_eq!(
+        verdict(&r),
+        Some("miss"),
+        "another team never gets t1's entries"
+    );
     assert_eq!(up.request_count(), 2);
 
     // The hit's ledger row: tokens as the original, cost 0, the saving in its tags.
@@ -356,11 +404,23 @@ async fn messages_and_completions_are_cached_in_their_own_format() {
         .expect("upstream");
     let gw = Gateway::start(&config(&up, "10m", ""), "").await;
     let msg = r#"{"model":"cached","max_tokens":50,"messages":[{"role":"user","content":"What is a switchyard?"}]}"#;
-    let first = ask(&gw, "/v1/messages", msg, &[("anthropic-version", "2023-06-01")]).await;
+    let first = ask(
+        &gw,
+        "/v1/messages",
+        msg,
+        &[("anthropic-version", "2023-06-01")],
+    )
+    .await;
     assert_eq!(first.status, 200, "{}", first.text());
     assert_eq!(verdict(&first), Some("miss"));
     assert_eq!(first.json()["type"], "message");
-    let hit = ask(&gw, "/v1/messages", msg, &[("anthropic-version", "2023-06-01")]).await;
+    let hit = ask(
+        &gw,
+        "/v1/messages",
+        msg,
+        &[("anthropic-version", "2023-06-01")],
+    )
+    .await;
     assert_eq!(verdict(&hit), Some("hit"));
     assert_eq!(hit.body, first.body);
     assert_eq!(up.request_count(), 1);
@@ -393,7 +453,14 @@ impl Drop for RedisServer {
 
 fn redis_server() -> RedisServer {
     let port = free_port();
-    let args = ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""];
+    let args = [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+    ];
     let child = std::process::Command::new("redis-server")
         .args(args)
         .stdout(std::process::Stdio::null())
@@ -402,7 +469,10 @@ fn redis_server() -> RedisServer {
     let server = RedisServer(child, port);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "redis-server did not start");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis-server did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     server
@@ -415,7 +485,8 @@ async fn two_gateways_on_one_redis_share_entries_with_redis_ttls() {
     let up = MockUpstream::start(MockUpstreamConfig::default())
         .await
         .expect("upstream");
-    let extra = format!("cache: {{ kind: redis, ttl: 1h }}\nstore: {{ kind: redis, url: \"{url}\" }}\n");
+    let extra =
+        format!("cache: {{ kind: redis, ttl: 1h }}\nstore: {{ kind: redis, url: \"{url}\" }}\n");
     let a = Gateway::start(&config(&up, "90s", &extra), "").await;
     let b = Gateway::start(&config(&up, "90s", &extra), "").await;
 
@@ -436,16 +507,49 @@ async fn two_gateways_on_one_redis_share_entries_with_redis_ttls() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(keys.len(), 1, "one shared entry");
-    let pttl: i64 = redis::cmd("PTTL").arg(&keys[0]).query(&mut conn).expect("PTTL");
-    assert!(pttl > 80_000 && pttl <= 90_000, "the model's 90s ttl, in Redis: {pttl}");
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(&keys[0])
+        .query(&mut conn)
+        .expect("PTTL");
+    assert!(
+        pttl > 80_000 && pttl <= 90_000,
+        "the model's 90s ttl, in Redis: {pttl}"
+    );
 
     let hit = ask(&b, "/v1/chat/completions", ASK, &[]).await;
-    assert_eq!(verdict(&hit), Some("hit"), "a miss on one gateway is a hit on the other");
+    assert_eq!(
+        verdict(&hit),
+        Some("hit"),
+        "a miss on one gateway is a hit on the other"
+    );
     assert_eq!(hit.body, r.body);
     assert_eq!(up.request_count(), 1);
 
     // Redis expires it: with the key gone, both miss again.
-    let _: () = redis::cmd("DEL").arg(&keys[0]).query(&mut conn).expect("DEL");
-    assert_eq!(verdict(&ask(&b, "/v1/chat/completions", ASK, &[]).await), Some("miss"));
+    let _: () = redis::cmd("DEL")
+        .arg(&keys[0])
+        .query(&mut conn)
+        .expect("DEL");
+    assert_eq!(
+        verdict(&ask(&b, "/v1/chat/completions", ASK, &[]).await),
+        Some("miss")
+    );
     assert_eq!(up.request_count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_answers_are_cached_too() {
+    let conf = "providers:\n  - { name: sim, kind: mock }\nmodels:\n  - name: cached\n    cache: {}\n    deployments:\n      - { provider: sim, model: mock-1, price: { input_per_mtok: 1, output_per_mtok: 1 } }\ncache: { ttl: 1m, scope: global }\n";
+    let gw = Gateway::start(conf, "").await;
+    let first = ask(&gw, "/v1/chat/completions", ASK, &[]).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(verdict(&first), Some("miss"));
+    let hit = ask(&gw, "/v1/chat/completions", ASK, &[]).await;
+    assert_eq!(verdict(&hit), Some("hit"));
+    assert_eq!(hit.body, first.body);
+    assert_eq!(
+        hit.header("x-switchyard-provider"),
+        None,
+        "no provider served it"
+    );
 }

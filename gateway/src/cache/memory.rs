@@ -118,7 +118,10 @@ mod tests {
         m.put([3; 32], entry(100, 1000));
         assert!(m.get(&[1; 32], 0).is_some(), "1 is now the most recent");
         m.put([4; 32], entry(100, 1000));
-        assert!(m.get(&[2; 32], 0).is_none(), "2 was the least recently used");
+        assert!(
+            m.get(&[2; 32], 0).is_none(),
+            "2 was the least recently used"
+        );
         assert!(m.get(&[1; 32], 0).is_some());
         assert!(m.get(&[3; 32], 0).is_some());
         assert!(m.get(&[4; 32], 0).is_some());
@@ -128,7 +131,10 @@ mod tests {
             assert!(m.bytes() <= 3 * (100 + OVERHEAD));
         }
         m.put([9; 32], entry(10_000, 1000));
-        assert!(m.get(&[9; 32], 0).is_none(), "larger than the bound: not stored");
+        assert!(
+            m.get(&[9; 32], 0).is_none(),
+            "larger than the bound: not stored"
+        );
     }
 
     #[test]

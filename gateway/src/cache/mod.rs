@@ -8,8 +8,9 @@
 //! successful answers, stored whole in the caller's format (the route is part of the key, so an
 //! entry is only ever replayed to the format that produced it). Chat and Messages streams are
 //! recorded and stored when they end normally, and a streamed request that hits is replayed as
-//! SSE ([`stream`]). Streamed `/v1/completions`, the Responses API, errors and in-process
-//! answers are not cached (`bypass`). Answers say
+//! SSE ([`stream`]). In-process answers (mock, local pool) are stored when whole. Streamed
+//! `/v1/completions` and the Responses API are not cached (`bypass`), errors never are, and an
+//! in-process stream is a miss that is not stored. Answers say
 //! `x-switchyard-cache: hit | miss | bypass` (only where a cache is configured) and `age` on
 //! hits. A hit costs 0 in the ledger; what it saved is in the row's tags (`cache_saved_usd`)
 //! and `switchyard_cache_saved_usd_total`.
@@ -149,7 +150,10 @@ fn route_name(route: Route) -> Option<&'static str> {
 /// Who shares entries with this caller.
 fn scope_id(scope: CacheScope, ctx: &RequestCtx) -> String {
     let who = ctx.identity.as_ref();
-    let key = || who.map(|i| format!("key:{}", i.subject())).unwrap_or_default();
+    let key = || {
+        who.map(|i| format!("key:{}", i.subject()))
+            .unwrap_or_default()
+    };
     match scope {
         CacheScope::Global => String::new(),
         CacheScope::Key => key(),
@@ -224,7 +228,10 @@ async fn serve_hit(
     sse: Option<Bytes>,
 ) -> Result<(), Failure> {
     cache.metrics.cache_hits.inc();
-    cache.metrics.cache_saved_usd.inc_by(entry.cost_usd.max(0.0));
+    cache
+        .metrics
+        .cache_saved_usd
+        .inc_by(entry.cost_usd.max(0.0));
     ctx.cache_status = Some("hit");
     ctx.usage = Some(switchyard_adapters::openai::Usage {
         prompt_tokens: entry.prompt_tokens,
@@ -280,11 +287,7 @@ async fn write_sse(
 
 /// Notes bytes of a streamed miss as they go to the caller (nothing without one).
 pub fn record(ctx: &mut RequestCtx, chunk: &[u8]) {
-    if let Some(r) = ctx
-        .cache_pending
-        .as_mut()
-        .and_then(|p| p.recorder.as_mut())
-    {
+    if let Some(r) = ctx.cache_pending.as_mut().and_then(|p| p.recorder.as_mut()) {
         r.push(chunk);
     }
 }
@@ -310,10 +313,12 @@ pub fn store_stream(ctx: &mut RequestCtx) {
     let Some(resp) = rec.finish(relayed) else {
         return;
     };
-    let body = Bytes::from(
-        ctx.caller
-            .encode_response(&resp, &resp.id, &resp.model, crate::clock::unix_secs()),
-    );
+    let body = Bytes::from(ctx.caller.encode_response(
+        &resp,
+        &resp.id,
+        &resp.model,
+        crate::clock::unix_secs(),
+    ));
     let acct = crate::governance::ledger_row::accounting(ctx);
     let cost = acct.cost_nanos as f64 / 1e9;
     let now = crate::clock::unix_ms();
@@ -382,6 +387,36 @@ mod tests {
         h.insert("cache-control", "max-age=0, No-Store".parse().unwrap());
         let c = control(&h);
         assert!(!c.lookup && !c.store);
+    }
+
+    const FILE: &str = "server:\n  listen: [\"127.0.0.1:8080\"]\nproviders:\n  - { name: sim, kind: mock }\nmodels:\n  - { name: a, cache: { ttl: 90s }, deployments: [{ provider: sim, model: m }] }\n  - { name: b, cache: {}, deployments: [{ provider: sim, model: m }] }\n  - { name: c, deployments: [{ provider: sim, model: m }] }\n";
+
+    fn parse(extra: &str) -> Result<crate::config::Config, String> {
+        crate::config::parse(&format!("{FILE}{extra}"), &|_| None).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn config_opts_models_in_with_defaults_and_validates_the_section() {
+        let c = parse("").expect("loads");
+        assert!(c.cache.enabled && !c.cache.redis);
+        assert_eq!(c.cache.scope, CacheScope::Team);
+        assert_eq!(c.cache.max_bytes, 256 * 1024 * 1024);
+        assert_eq!(c.models[0].cache, Some(Some(Duration::from_secs(90))));
+        assert_eq!(c.models[1].cache, Some(None));
+        assert_eq!(c.models[2].cache, None);
+        let c = parse("cache: { kind: memory, max_bytes: 4096, ttl: 5m, scope: global }\n")
+            .expect("loads");
+        assert_eq!(c.cache.scope, CacheScope::Global);
+        assert_eq!(
+            (c.cache.max_bytes, c.cache.ttl),
+            (4096, Duration::from_secs(300))
+        );
+        let e = parse("cache: { kind: disk, scope: everyone, ttl: soon }\n").unwrap_err();
+        for path in ["cache.kind", "cache.scope", "cache.ttl"] {
+            assert!(e.contains(path), "{e}");
+        }
+        let e = parse("cache: { kind: redis }\n").unwrap_err();
+        assert!(e.contains("store's Redis"), "{e}");
     }
 
     #[test]

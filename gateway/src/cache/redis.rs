@@ -128,7 +128,13 @@ mod tests {
         let d = decode(&encode(&e)).expect("decodes");
         assert_eq!(d.body, e.body);
         assert_eq!(
-            (d.prompt_tokens, d.completion_tokens, d.cost_usd, d.stored_ms, d.expires_ms),
+            (
+                d.prompt_tokens,
+                d.completion_tokens,
+                d.cost_usd,
+                d.stored_ms,
+                d.expires_ms
+            ),
             (9, 12, 0.033, 5, 6)
         );
         assert!(decode(b"short").is_none());

@@ -199,8 +199,8 @@ mod tests {
 
     #[test]
     fn a_cut_stream_is_not_an_answer() {
-        let first = providers::decode_response(Caller::OpenAi.dialect(), CHAT.as_bytes())
-            .expect("decodes");
+        let first =
+            providers::decode_response(Caller::OpenAi.dialect(), CHAT.as_bytes()).expect("decodes");
         let body = Caller::OpenAi.encode_response(&first, "x", "m", 1);
         let sse = replay(Caller::OpenAi, &body, false, 1).expect("replays");
         let mut rec = Recorder::new(Caller::OpenAi);

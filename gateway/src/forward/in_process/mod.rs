@@ -46,10 +46,12 @@ impl Forwarder {
         let mut resp = rh::head(200, 16)?;
         let h = &mut resp.headers;
         rh::add_gateway_headers(h, ctx, Some((dep.provider.name(), &spec.model)))?;
+        let mut cost = 0.0;
         if let Some(u) = &ctx.usage {
-            let cost = crate::governance::cost::cost_usd(&spec.price, u);
+            cost = crate::governance::cost::cost_usd(&spec.price, u);
             h.insert(&rh::X_SWITCHYARD_COST_USD, cost_value(cost));
         }
+        crate::cache::store_whole(ctx, 200, &body, cost);
         h.insert(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/json"),
