@@ -346,6 +346,10 @@ pub struct FileModel {
     pub hedge_after: Option<String>,
     #[serde(default)]
     pub circuit_breaker: Option<FileBreaker>,
+    /// Other public models tried, in order, when every deployment of this one failed or none
+    /// could take the request.
+    #[serde(default)]
+    pub fallbacks: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -390,6 +394,12 @@ pub struct FileDeployment {
     pub priority: Option<Lenient<i64>>,
     #[serde(default)]
     pub max_tokens: Option<Lenient<u64>>,
+    /// 0..100: ranks deployments for strategy `quality`.
+    #[serde(default)]
+    pub quality: Option<Lenient<f64>>,
+    /// Tokens: a request whose prompt cannot fit skips this deployment.
+    #[serde(default)]
+    pub context_window: Option<Lenient<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -416,6 +426,17 @@ pub struct FileRouting {
     pub deadline: Option<String>,
     #[serde(default)]
     pub circuit_breaker: Option<FileBreaker>,
+    /// The reputation score's decaying window (strategy `reliability`).
+    #[serde(default)]
+    pub reputation: Option<FileReputation>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileReputation {
+    /// How long until an observation counts half (default 30s).
+    #[serde(default)]
+    pub half_life: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

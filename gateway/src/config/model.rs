@@ -407,6 +407,9 @@ pub struct Model {
     /// Refuse (400) request fields a deployment's provider cannot honour; when false they are
     /// dropped and listed in `x-switchyard-dropped`.
     pub strict: bool,
+    /// Other public models tried, in order, when every deployment of this one failed or none
+    /// could take the request (validated: existing models, not this one).
+    pub fallbacks: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -419,6 +422,10 @@ pub struct Deployment {
     pub weight: u32,
     /// Default max tokens when the caller gives none.
     pub max_tokens: Option<u64>,
+    /// 0..100 (default 50): ranks deployments for strategy `quality`.
+    pub quality: f64,
+    /// Tokens: a request whose estimated prompt exceeds it skips this deployment.
+    pub context_window: Option<u64>,
 }
 
 /// USD per million tokens.
@@ -445,6 +452,10 @@ pub enum Strategy {
     LowestLatencyUnderBudget,
     /// The first matching rule picks the deployments and the strategy.
     Conditional,
+    /// Drawn by observed reputation score (most traffic to the best, the others still probed).
+    Reliability,
+    /// Highest deployment `quality` first.
+    Quality,
 }
 
 /// A `conditional` rule.
@@ -483,6 +494,8 @@ pub struct RoutingPolicy {
     pub retry: RetryPolicy,
     /// Bound on all tries together, up to the first response byte.
     pub deadline: Duration,
+    /// Half-life of the observations behind a deployment's reputation score.
+    pub reputation_half_life: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -524,6 +537,7 @@ impl Default for RoutingPolicy {
                 },
             },
             deadline: Duration::from_secs(120),
+            reputation_half_life: Duration::from_secs(30),
         }
     }
 }

@@ -8,7 +8,11 @@
 //!   measured counts as fastest, and one request in 20 goes to a random deployment, so slow ones
 //!   keep being probed);
 //! - `cost`: ascending expected cost of this request (prompt estimate × input price + max tokens ×
-//!   output price).
+//!   output price);
+//! - `reliability`: the first deployment drawn with probability ∝ its observed reputation score
+//!   ([`crate::routing::reputation`]) to the 4th power, with a floor so every one is still probed;
+//!   the rest by descending score;
+//! - `quality`: descending deployment `quality` (ties keep priority order).
 //!
 //! Providers that failed repeatedly go last (a last resort), then the list is cycled until
 //! `retry.attempts` tries are planned; a deployment tried again waits an exponential backoff with
@@ -180,6 +184,12 @@ fn arrange<'a>(
             }
         }
         Strategy::LeastLatency => least_latency(&mut order, rng),
+        Strategy::Reliability => reliability(model, &mut order, rng),
+        Strategy::Quality => order.sort_by(|x, y| {
+            y.spec(model)
+                .quality
+                .total_cmp(&x.spec(model).quality)
+        }),
         Strategy::Cost => by_cost(&mut order),
         Strategy::LowestLatencyUnderBudget => {
             let cap = model.config.max_cost_per_request.unwrap_or(f64::INFINITY);
@@ -220,6 +230,30 @@ fn least_latency(order: &mut Vec<&RoutedDeployment>, rng: &mut u64) {
     };
     let first = order.remove(chosen);
     order.sort_by_key(|d| latency(d));
+    order.insert(0, first);
+}
+
+/// One deployment drawn by reputation (∝ score^k with a floor), then the rest best first.
+fn reliability(model: &RoutedModel, order: &mut Vec<&RoutedDeployment>, rng: &mut u64) {
+    let all = crate::routing::reputation::model_scores(model, crate::clock::now_ms());
+    let score = |d: &RoutedDeployment| all.get(d.index).copied().unwrap_or(1.0);
+    let weights: Vec<f64> = order
+        .iter()
+        .map(|d| crate::routing::reputation::draw_weight(score(d)))
+        .collect();
+    let total: f64 = weights.iter().sum();
+    *rng = xorshift(*rng);
+    let mut point = (*rng >> 11) as f64 / (1u64 << 53) as f64 * total;
+    let mut chosen = weights.len() - 1;
+    for (i, w) in weights.iter().enumerate() {
+        if point < *w {
+            chosen = i;
+            break;
+        }
+        point -= w;
+    }
+    let first = order.remove(chosen);
+    order.sort_by(|x, y| score(y).total_cmp(&score(x)));
     order.insert(0, first);
 }
 

@@ -129,6 +129,11 @@ impl State {
                 metrics: metrics.model(&m.name),
                 config: m.clone(),
             });
+            for d in &routed.deployments {
+                d.runtime
+                    .reputation
+                    .set_half_life(m.routing.reputation_half_life);
+            }
             by_name.insert(m.name.clone(), routed.clone());
             for a in &m.aliases {
                 by_name.insert(a.clone(), routed.clone());
