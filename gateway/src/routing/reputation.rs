@@ -19,6 +19,13 @@ use std::time::Duration;
 /// Pseudo-tries of a perfect record every deployment starts with (and returns to when idle).
 const PRIOR: f64 = 2.0;
 
+/// Added to both sides of the latency ratio, so a few milliseconds' jitter between fast
+/// deployments does not move traffic, while a deployment slower by a large factor loses it.
+const LATENCY_SLACK_MS: f64 = 25.0;
+
+/// Weight of the newest try in [`Reputation::recent_failure`].
+const RECENT: f64 = 0.25;
+
 /// An `f64` in an `AtomicU64`.
 #[derive(Debug, Default)]
 struct AtomicF64(AtomicU64);
@@ -50,6 +57,10 @@ pub struct Reputation {
     /// Sum of time-to-first-byte samples (ms) and their count.
     ttfb_sum_ms: AtomicF64,
     ttfb_n: AtomicF64,
+    /// Per-try EWMA (weight [`RECENT`]) of the failure indicator (429s excluded), fading with
+    /// the same half-life: reacts within a few tries where the windowed rate needs a half-life
+    /// to forget a good past.
+    recent_failure: AtomicF64,
 }
 
 /// One reading of a deployment's reputation.
@@ -57,7 +68,8 @@ pub struct Reputation {
 pub struct Observed {
     /// Decayed number of tries behind the reading.
     pub tries: f64,
-    /// Share of tries that succeeded (429s excluded), with the prior.
+    /// Share of tries that succeeded (429s excluded), with the prior; no more than the recent
+    /// tries' success rate.
     pub success_rate: f64,
     /// Share of tries the provider answered 429.
     pub throttle_rate: f64,
@@ -108,6 +120,7 @@ impl Reputation {
                 &self.throttled,
                 &self.ttfb_sum_ms,
                 &self.ttfb_n,
+                &self.recent_failure,
             ] {
                 c.update(|v| v * k);
             }
@@ -117,6 +130,11 @@ impl Reputation {
     fn observe(&self, now: u64, ok: bool, throttled: bool) {
         self.decay_to(now);
         self.tries.update(|v| v + 1.0);
+        if !throttled {
+            let sample = if ok { 0.0 } else { 1.0 };
+            self.recent_failure
+                .update(|v| v * (1.0 - RECENT) + sample * RECENT);
+        }
         if ok {
             self.ok.update(|v| v + 1.0);
         }
@@ -154,7 +172,9 @@ impl Reputation {
         let answered = (tries - throttled).max(0.0);
         Observed {
             tries,
-            success_rate: ((ok + PRIOR) / (answered + PRIOR)).clamp(0.0, 1.0),
+            success_rate: ((ok + PRIOR) / (answered + PRIOR))
+                .min(1.0 - self.recent_failure.get() * k)
+                .clamp(0.0, 1.0),
             throttle_rate: (throttled / (tries + PRIOR)).clamp(0.0, 1.0),
             ttfb_ms: (n > 1e-9).then(|| self.ttfb_sum_ms.get() * k / n),
             latency_confidence: n / (n + PRIOR),
@@ -164,12 +184,14 @@ impl Reputation {
 
 impl Observed {
     /// The score in `0..=1`: success rate × (1 − 429 rate) × a latency factor against the
-    /// fastest of the model's deployments (`best_ttfb_ms`): √(best / own), weighed by how much
-    /// recent latency evidence there is.
+    /// fastest of the model's deployments (`best_ttfb_ms`): √((best + slack) / (own + slack)),
+    /// weighed by how much recent latency evidence there is.
     pub fn score(&self, best_ttfb_ms: Option<f64>) -> f64 {
         let latency = match (self.ttfb_ms, best_ttfb_ms) {
             (Some(own), Some(best)) if own > 0.0 => {
-                let ratio = (best.max(0.1) / own.max(0.1)).min(1.0).sqrt();
+                let ratio = ((best + LATENCY_SLACK_MS) / (own + LATENCY_SLACK_MS))
+                    .min(1.0)
+                    .sqrt();
                 1.0 - self.latency_confidence * (1.0 - ratio)
             }
             _ => 1.0,
@@ -190,7 +212,7 @@ pub fn scores(readings: &[Observed]) -> Vec<f64> {
 /// Strategy `reliability` draws a deployment with probability ∝ max(score^SHARPNESS, FLOOR):
 /// most traffic to the best, and every deployment still probed.
 const SHARPNESS: i32 = 4;
-const FLOOR: f64 = 0.03;
+const FLOOR: f64 = 0.05;
 
 /// Each of a model's deployments' score now, index for index.
 pub fn model_scores(model: &RoutedModel, now: u64) -> Vec<f64> {
@@ -317,12 +339,12 @@ mod tests {
             fast.success(1_000 + i);
             fast.ttfb(1_000 + i, Duration::from_millis(10));
             slow.success(1_000 + i);
-            slow.ttfb(1_000 + i, Duration::from_millis(160));
+            slow.ttfb(1_000 + i, Duration::from_millis(400));
             limited.throttled(1_000 + i);
         }
         let s = scores(&[fast.read(1_020), slow.read(1_020), limited.read(1_020)]);
         assert!(s[0] > 0.95, "{s:?}");
-        assert!(s[1] < 0.35 && s[1] > 0.1, "{s:?}");
+        assert!(s[1] < 0.4 && s[1] > 0.1, "{s:?}");
         assert!(s[2] < 0.2, "{s:?}");
     }
 }

@@ -14,7 +14,8 @@
 //!   the rest by descending score;
 //! - `quality`: descending deployment `quality` (ties keep priority order).
 //!
-//! Providers that failed repeatedly go last (a last resort), then the list is cycled until
+//! Providers that failed repeatedly go last (a last resort; not under `reliability`, whose score
+//! already counts failures and which must keep probing), then the list is cycled until
 //! `retry.attempts` tries are planned; a deployment tried again waits an exponential backoff with
 //! jitter first. Circuit breakers and `Retry-After` are checked when a step is taken
 //! ([`crate::forward`]), since they change while a request is in flight. The plan is pure data.
@@ -106,7 +107,11 @@ pub fn plan<'a>(model: &'a RoutedModel, input: &PlanInput<'_>) -> Vec<Step<'a>> 
         return Vec::new();
     }
     // Stable: keeps the strategy's order within the healthy and the unhealthy group.
-    order.sort_by_key(|d| !d.provider.health.is_healthy());
+    // `reliability` already weighs failures by its score, and must keep probing a deployment
+    // that failed, or it could never win its share back.
+    if model.config.routing.strategy != Strategy::Reliability {
+        order.sort_by_key(|d| !d.provider.health.is_healthy());
+    }
     let n = order.len();
     let retry = &model.config.routing.retry;
     (0..retry.attempts as usize)
