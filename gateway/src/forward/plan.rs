@@ -10,6 +10,7 @@ use super::in_process::InProcess;
 use super::race::{Hedge, Raced};
 use super::relay::Answer;
 use super::translate::{Inbound, Prepared};
+use super::fallback::Bounds;
 use super::{Failure, Forwarder};
 use crate::clock::now_ms;
 use crate::config::{MockSettings, ProviderKind};
@@ -70,6 +71,10 @@ struct Walk<'a, 'b> {
     inbound: &'a Inbound<'b>,
     steps: &'a [Step<'a>],
     deadline: Instant,
+    /// The prompt's estimated tokens, when a deployment's `context_window` needs it.
+    prompt_tokens: Option<u64>,
+    /// Fallback models follow: even the last try's failure is not relayed as is.
+    fallbacks: bool,
 }
 
 /// A step on an HTTP deployment: its place in the plan and its prepared request.
@@ -136,13 +141,14 @@ enum StepEnd {
 }
 
 impl Forwarder {
-    /// Serves one inference request for `model` through its plan.
-    pub async fn serve_chat(
+    /// Serves one inference request on `model`'s deployments through its plan.
+    pub(super) async fn serve_model(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
         model: &RoutedModel,
         inbound: &Inbound<'_>,
+        bounds: Bounds,
     ) -> Result<(), Failure> {
         let facts = inbound.facts;
         let input = router::PlanInput {
@@ -155,12 +161,13 @@ impl Forwarder {
             prefer_cheapest: ctx.admission.as_ref().is_some_and(|a| a.prefer_cheapest),
         };
         let steps = router::plan(model, &input);
-        let deadline = ctx.started + model.config.routing.deadline;
         let walk = Walk {
             model,
             inbound,
             steps: &steps,
-            deadline,
+            deadline: bounds.deadline,
+            prompt_tokens: bounds.prompt_tokens,
+            fallbacks: bounds.fallbacks,
         };
         let mut tally = Tally::default();
         for i in 0..steps.len() {
@@ -188,6 +195,10 @@ impl Forwarder {
         let dep = step.deployment;
         // What the deployment needs, worked out before it is admitted: a request it cannot take
         // costs no breaker probe and no quota.
+        if let Err(e) = fits(dep.spec(model), walk.prompt_tokens) {
+            skip_refused(ctx, dep, model, tally, e);
+            return StepEnd::Next;
+        }
         let ready = match Ready::for_deployment(inbound, model, dep) {
             Ok(r) => r,
             Err(e) => {
@@ -224,7 +235,7 @@ impl Forwarder {
                 let http = HttpStep {
                     i,
                     prepared,
-                    may_retry: !is_last,
+                    may_retry: !is_last || walk.fallbacks,
                 };
                 self.step_http(session, ctx, walk, http, tally).await
             }
@@ -496,6 +507,20 @@ fn failed_try(
         StepEnd::Stop
     } else {
         StepEnd::Next
+    }
+}
+
+/// Whether the prompt fits the deployment's `context_window` (a 400 on `messages` when none fits).
+fn fits(spec: &crate::config::Deployment, prompt_tokens: Option<u64>) -> Result<(), TranslateError> {
+    match (spec.context_window, prompt_tokens) {
+        (Some(window), Some(tokens)) if tokens > window => Err(TranslateError::invalid(
+            format!(
+                "the prompt (about {tokens} tokens) exceeds the context window of {}/{} ({window} tokens)",
+                spec.provider.name, spec.model
+            ),
+            Some("messages".to_string()),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -144,6 +144,8 @@ pub struct RequestCtx {
     pub model: Option<Arc<RoutedModel>>,
     /// Index of the deployment that answered, in `model.deployments`.
     pub served: Option<usize>,
+    /// `model` is a fallback of the requested model (`x-switchyard-fallback` names it).
+    pub fallback: bool,
     pub status: u16,
     pub stream: bool,
     pub first_byte: Option<Duration>,
@@ -226,6 +228,7 @@ impl RequestCtx {
             first_byte: None,
             usage: None,
             tries: 0,
+            fallback: false,
             failures: Vec::new(),
             error_code: None,
             completed: false,
