@@ -350,6 +350,12 @@ pub struct FileModel {
     /// could take the request.
     #[serde(default)]
     pub fallbacks: Option<Vec<String>>,
+    /// `model: "auto"`-style models: route across these models' deployments.
+    #[serde(default)]
+    pub candidates: Option<Vec<String>>,
+    /// Body `task` → the candidates it narrows to.
+    #[serde(default)]
+    pub tasks: Option<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize)]

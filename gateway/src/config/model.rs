@@ -410,9 +410,11 @@ pub struct Model {
     /// Other public models tried, in order, when every deployment of this one failed or none
     /// could take the request (validated: existing models, not this one).
     pub fallbacks: Vec<String>,
+    /// Body `task` → the candidate models it narrows to (models with `candidates`).
+    pub tasks: std::collections::BTreeMap<String, Vec<String>>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Deployment {
     pub provider: Arc<Provider>,
     /// The provider's own model name.
@@ -426,6 +428,8 @@ pub struct Deployment {
     pub quality: f64,
     /// Tokens: a request whose estimated prompt exceeds it skips this deployment.
     pub context_window: Option<u64>,
+    /// The candidate model this deployment is borrowed from (models with `candidates`).
+    pub from_model: Option<String>,
 }
 
 /// USD per million tokens.

@@ -56,6 +56,8 @@ impl Forwarder {
             headers: Some(&session.req_header().headers),
             metadata: facts.metadata,
             prefer_cheapest: false,
+            hints: ctx.hints.as_ref(),
+            caller: ctx.identity.as_ref(),
         };
         let steps = router::plan(model, &input);
         let routing = &model.config.routing;

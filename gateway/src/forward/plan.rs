@@ -159,8 +159,15 @@ impl Forwarder {
             headers: Some(&session.req_header().headers),
             metadata: facts.metadata,
             prefer_cheapest: ctx.admission.as_ref().is_some_and(|a| a.prefer_cheapest),
+            hints: ctx.hints.as_ref(),
+            caller: ctx.identity.as_ref(),
         };
         let steps = router::plan(model, &input);
+        if steps.is_empty() {
+            if let Some(e) = over_cost(model, &input) {
+                return Err(e.into());
+            }
+        }
         let walk = Walk {
             model,
             inbound,
@@ -508,6 +515,24 @@ fn failed_try(
     } else {
         StepEnd::Next
     }
+}
+
+/// The caller's `maxCostPerRequest` left no deployment: a 400 naming the limit.
+fn over_cost(model: &RoutedModel, input: &router::PlanInput<'_>) -> Option<GatewayError> {
+    let cap = input.hints.and_then(|h| h.max_cost_usd)?;
+    let cheapest = model
+        .deployments
+        .iter()
+        .map(|d| router::expected_cost(d.spec(model), input))
+        .min_by(f64::total_cmp)?;
+    (cheapest > cap).then(|| GatewayError::RoutingHint {
+        message: format!(
+            "no deployment of `{}` fits maxCostPerRequest ${cap}: the cheapest would cost up to ${cheapest:.6} for this request",
+            model.config.name
+        ),
+        param: "maxCostPerRequest",
+        code: "max_cost_exceeded",
+    })
 }
 
 /// Whether the prompt fits the deployment's `context_window` (a 400 on `messages` when none fits).

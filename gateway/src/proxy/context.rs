@@ -146,6 +146,8 @@ pub struct RequestCtx {
     pub served: Option<usize>,
     /// `model` is a fallback of the requested model (`x-switchyard-fallback` names it).
     pub fallback: bool,
+    /// Routing hints the caller gave (body fields or headers), if any.
+    pub hints: Option<crate::routing::hints::Hints>,
     pub status: u16,
     pub stream: bool,
     pub first_byte: Option<Duration>,
@@ -229,6 +231,7 @@ impl RequestCtx {
             usage: None,
             tries: 0,
             fallback: false,
+            hints: None,
             failures: Vec::new(),
             error_code: None,
             completed: false,

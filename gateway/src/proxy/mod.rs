@@ -70,6 +70,9 @@ impl Gateway {
     ) -> std::result::Result<(), Failure> {
         let state = &snapshot.state;
         let body = body::read_body(session, state.body_limit, self.client_timeouts.body).await?;
+        // Routing hints leave the body here: no provider sees them.
+        let (body, hints) = crate::routing::hints::extract(body, &session.req_header().headers)?;
+        ctx.hints = hints;
         let mut facts = openai::inspect_chat_request(&body).map_err(GatewayError::from)?;
         if ctx.route == Route::Completions {
             // OpenAI's documented default for completions: what admission reserves for.

@@ -43,6 +43,32 @@ pub struct PlanInput<'a> {
     /// A budget of the caller is past its soft ratio: order by expected cost whatever the
     /// strategy (the financial circuit breaker).
     pub prefer_cheapest: bool,
+    /// The caller's routing hints (strategy, task, tries, cost cap).
+    pub hints: Option<&'a crate::routing::hints::Hints>,
+    /// The caller, for a candidates model: only deployments of models it may use.
+    pub caller: Option<&'a switchyard_filters::auth::Identity>,
+}
+
+impl PlanInput<'_> {
+    /// Whether `d` may take this request at all: its origin model is one the caller may use and
+    /// the `task` names, and its expected cost is within `maxCostPerRequest`.
+    pub fn admits(&self, model: &RoutedModel, d: &RoutedDeployment) -> bool {
+        let spec = d.spec(model);
+        if let Some(origin) = &spec.from_model {
+            if self.caller.is_some_and(|who| !who.may_use(origin)) {
+                return false;
+            }
+            let task = self.hints.and_then(|h| h.task.as_deref());
+            if let Some(names) = task.and_then(|t| model.config.tasks.get(t)) {
+                if !names.contains(origin) {
+                    return false;
+                }
+            }
+        }
+        self.hints
+            .and_then(|h| h.max_cost_usd)
+            .is_none_or(|cap| expected_cost(spec, self) <= cap)
+    }
 }
 
 /// `least_latency` sends one request in this many to a random deployment.
@@ -74,8 +100,16 @@ pub fn plan<'a>(model: &'a RoutedModel, input: &PlanInput<'_>) -> Vec<Step<'a>> 
         return Vec::new();
     }
     let mut rng = input.seed | 1;
-    let all: Vec<&RoutedDeployment> = model.deployments.iter().collect();
-    let mut order = match model.config.routing.strategy {
+    let all: Vec<&RoutedDeployment> = model
+        .deployments
+        .iter()
+        .filter(|d| input.admits(model, d))
+        .collect();
+    let strategy = input
+        .hints
+        .and_then(|h| h.strategy)
+        .unwrap_or(model.config.routing.strategy);
+    let mut order = match strategy {
         Strategy::Conditional if !input.prefer_cheapest => {
             let rule = model
                 .config
@@ -89,6 +123,7 @@ pub fn plan<'a>(model: &'a RoutedModel, input: &PlanInput<'_>) -> Vec<Step<'a>> 
                         .deployments
                         .iter()
                         .filter_map(|i| model.deployments.get(*i))
+                        .filter(|d| all.iter().any(|a| std::ptr::eq(*a, *d)))
                         .collect();
                     let selector = model.rule_selectors.get(i).and_then(Option::as_ref);
                     arrange(model, subset, r.strategy, selector, input, &mut rng)
@@ -109,12 +144,17 @@ pub fn plan<'a>(model: &'a RoutedModel, input: &PlanInput<'_>) -> Vec<Step<'a>> 
     // Stable: keeps the strategy's order within the healthy and the unhealthy group.
     // `reliability` already weighs failures by its score, and must keep probing a deployment
     // that failed, or it could never win its share back.
-    if model.config.routing.strategy != Strategy::Reliability {
+    if strategy != Strategy::Reliability {
         order.sort_by_key(|d| !d.provider.health.is_healthy());
     }
     let n = order.len();
     let retry = &model.config.routing.retry;
-    (0..retry.attempts as usize)
+    // A caller may ask for fewer tries, never more than configured.
+    let attempts = input
+        .hints
+        .and_then(|h| h.retry_attempts)
+        .map_or(retry.attempts, |n| n.clamp(1, retry.attempts));
+    (0..attempts as usize)
         .map(|i| {
             let round = (i / n) as u32;
             let backoff = if round == 0 {

@@ -188,7 +188,7 @@ pub(super) fn models(
                 Duration::from_millis(400),
             )
         });
-        if m.deployments.is_empty() {
+        if m.deployments.is_empty() && m.candidates.is_none() {
             errs.push(
                 format!("{path}.deployments"),
                 "at least one deployment is required",
@@ -252,6 +252,7 @@ pub(super) fn models(
                 max_tokens: d.max_tokens.map(|m| m.0),
                 quality,
                 context_window,
+                from_model: None,
             });
         }
         // `priority` strategy: lower first, file order breaks ties (stable sort).
@@ -280,8 +281,10 @@ pub(super) fn models(
             max_cost_per_request,
             strict,
             fallbacks: m.fallbacks.clone().unwrap_or_default(),
+            tasks: m.tasks.clone().unwrap_or_default(),
         }));
     }
+    super::candidates::borrow(list, &mut out, errs);
     for (i, m) in list.iter().enumerate() {
         for (j, f) in m.fallbacks.iter().flatten().enumerate() {
             let why = if f == &m.name || m.aliases.contains(f) {
