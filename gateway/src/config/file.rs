@@ -356,6 +356,9 @@ pub struct FileModel {
     /// Body `task` → the candidates it narrows to.
     #[serde(default)]
     pub tasks: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    /// `user | key | header:<name>`: a caller keeps its deployment while it is healthy.
+    #[serde(default)]
+    pub sticky: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

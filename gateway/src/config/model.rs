@@ -412,6 +412,20 @@ pub struct Model {
     pub fallbacks: Vec<String>,
     /// Body `task` → the candidate models it narrows to (models with `candidates`).
     pub tasks: std::collections::BTreeMap<String, Vec<String>>,
+    /// What keeps a caller on one deployment (consistent hashing over the weights).
+    pub sticky: Option<Sticky>,
+}
+
+/// `sticky`: what names a caller for a sticky split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sticky {
+    /// The end user: the caller's `user` (token or key), else the body's `user` or
+    /// `metadata.user_id`.
+    User,
+    /// The API key (or token subject) that authenticated the request.
+    Key,
+    /// A request header's value (lower-case name).
+    Header(String),
 }
 
 #[derive(Debug, Clone)]

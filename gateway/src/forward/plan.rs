@@ -151,6 +151,14 @@ impl Forwarder {
         bounds: Bounds,
     ) -> Result<(), Failure> {
         let facts = inbound.facts;
+        let sticky_key = model.config.sticky.as_ref().and_then(|s| {
+            crate::routing::sticky::caller_key(
+                s,
+                ctx.identity.as_ref(),
+                &session.req_header().headers,
+                inbound.body,
+            )
+        });
         let input = router::PlanInput {
             body_bytes: inbound.body.len(),
             max_tokens: facts.max_tokens,
@@ -161,6 +169,7 @@ impl Forwarder {
             prefer_cheapest: ctx.admission.as_ref().is_some_and(|a| a.prefer_cheapest),
             hints: ctx.hints.as_ref(),
             caller: ctx.identity.as_ref(),
+            sticky: sticky_key.as_deref(),
         };
         let steps = router::plan(model, &input);
         if steps.is_empty() {

@@ -1,5 +1,5 @@
 //! Where a request can go: the live model index and provider handles ([`state`]), per-deployment
-//! circuit breakers ([`breaker`]), observed reputation ([`reputation`]), per-request hints ([`hints`]), weighted selection ([`selection`]), the ordered plan for one
+//! circuit breakers ([`breaker`]), observed reputation ([`reputation`]), per-request hints ([`hints`]), sticky splits ([`sticky`]), weighted selection ([`selection`]), the ordered plan for one
 //! request ([`router`]), active health probes ([`health`]) and the routing table as text
 //! ([`table`]). Nothing here does upstream I/O except health probes and DNS look-ups.
 
@@ -10,4 +10,5 @@ pub mod reputation;
 pub mod router;
 pub mod selection;
 pub mod state;
+pub mod sticky;
 pub mod table;

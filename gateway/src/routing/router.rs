@@ -47,6 +47,8 @@ pub struct PlanInput<'a> {
     pub hints: Option<&'a crate::routing::hints::Hints>,
     /// The caller, for a candidates model: only deployments of models it may use.
     pub caller: Option<&'a switchyard_filters::auth::Identity>,
+    /// The caller's key for a `sticky` model: its deployment goes first while healthy.
+    pub sticky: Option<&'a str>,
 }
 
 impl PlanInput<'_> {
@@ -146,6 +148,12 @@ pub fn plan<'a>(model: &'a RoutedModel, input: &PlanInput<'_>) -> Vec<Step<'a>> 
     // that failed, or it could never win its share back.
     if strategy != Strategy::Reliability {
         order.sort_by_key(|d| !d.provider.health.is_healthy());
+    }
+    if let Some(key) = input.sticky {
+        if let Some(i) = crate::routing::sticky::pick(model, &order, key, crate::clock::now_ms()) {
+            let first = order.remove(i);
+            order.insert(0, first);
+        }
     }
     let n = order.len();
     let retry = &model.config.routing.retry;

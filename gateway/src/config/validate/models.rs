@@ -282,6 +282,7 @@ pub(super) fn models(
             strict,
             fallbacks: m.fallbacks.clone().unwrap_or_default(),
             tasks: m.tasks.clone().unwrap_or_default(),
+            sticky: m.sticky.as_deref().and_then(|s| sticky(s, &path, errs)),
         }));
     }
     super::candidates::borrow(list, &mut out, errs);
@@ -426,4 +427,24 @@ pub(super) fn path_safe_model(model: &str) -> Result<(), String> {
         return Err("must be usable in a URL path: no `.` or `..` segments".into());
     }
     Ok(())
+}
+
+/// `sticky: user | key | header:<name>`.
+fn sticky(text: &str, path: &str, errs: &mut Errors) -> Option<Sticky> {
+    match text.trim() {
+        "user" => Some(Sticky::User),
+        "key" => Some(Sticky::Key),
+        t => match t.strip_prefix("header:").map(str::trim) {
+            Some(name) if http::HeaderName::from_bytes(name.as_bytes()).is_ok() => {
+                Some(Sticky::Header(name.to_ascii_lowercase()))
+            }
+            _ => {
+                errs.push(
+                    format!("{path}.sticky"),
+                    format!("expected user, key or header:<name>, got {t:?}"),
+                );
+                None
+            }
+        },
+    }
 }

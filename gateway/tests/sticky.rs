@@ -1,0 +1,83 @@
+//! Sticky splits (`sticky: user | key | header:<name>`): a caller stays on one deployment across
+//! many requests, while the split over many callers follows the weights (an A/B test).
+
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+
+fn config(sticky: &str) -> String {
+    format!(
+        "providers:\n  - {{ name: a, kind: mock }}\n  - {{ name: b, kind: mock }}\n  - {{ name: c, kind: mock }}\nmodels:\n  - name: ab\n    strategy: weighted\n    sticky: \"{sticky}\"\n    deployments:\n      - {{ provider: a, model: x, weight: 1 }}\n      - {{ provider: b, model: y, weight: 3 }}\n      - {{ provider: c, model: z, weight: 6 }}\n"
+    )
+}
+
+async fn served_by(gw: &Gateway, body: &str, headers: &[(&str, &str)]) -> String {
+    let r = gw
+        .request("POST", "/v1/chat/completions", Some(body.as_bytes()), headers)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.header("x-switchyard-provider").unwrap_or("").to_string()
+}
+
+fn chat_as(user: &str) -> String {
+    format!(r#"{{"model":"ab","user":"{user}","messages":[{{"role":"user","content":"hi"}}]}}"#)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_keeps_its_deployment_and_users_split_by_weight() {
+    let gw = Gateway::start(&config("user"), "").await;
+    for user in ["alice", "bob", "carol", "dave"] {
+        let first = served_by(&gw, &chat_as(user), &[]).await;
+        for _ in 0..99 {
+            assert_eq!(served_by(&gw, &chat_as(user), &[]).await, first, "{user} moved");
+        }
+    }
+    let users = 600;
+    let mut by: HashMap<String, usize> = HashMap::new();
+    for i in 0..users {
+        *by.entry(served_by(&gw, &chat_as(&format!("user-{i}")), &[]).await)
+            .or_insert(0) += 1;
+    }
+    for (p, weight) in [("a", 0.1), ("b", 0.3), ("c", 0.6)] {
+        let share = by.get(p).copied().unwrap_or(0) as f64 / users as f64;
+        assert!(
+            (share - weight).abs() <= 0.1 * weight.max(0.3),
+            "{p}: {share} of users, weight share {weight} ({by:?})"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_names_the_caller() {
+    let gw = Gateway::start(&config("header:x-team"), "").await;
+    let body = r#"{"model":"ab","messages":[{"role":"user","content":"hi"}]}"#;
+    for team in ["red", "green", "blue", "gold", "teal", "plum"] {
+        let first = served_by(&gw, body, &[("x-team", team)]).await;
+        for _ in 0..20 {
+            assert_eq!(served_by(&gw, body, &[("x-team", team)]).await, first);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_sticky_setting_is_a_config_error() {
+    let dir = std::env::temp_dir().join(format!("switchyard-sticky-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let conf = dir.join("bad.yaml");
+    std::fs::write(
+        &conf,
+        format!("server: {{ listen: [\"127.0.0.1:1\"] }}\n{}", config("cookie")),
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["check", "--conf"])
+        .arg(&conf)
+        .output()
+        .expect("run check");
+    let text = String::from_utf8_lossy(&out.stderr).to_string()
+        + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("models[0].sticky"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
