@@ -37,7 +37,11 @@ fn config(primary: &str, backup: &str, spare: &str, window: &str, fallbacks: &st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_every_deployment_fails_the_next_fallback_model_serves() {
-    let (primary, backup, spare) = (upstream(503).await, upstream(500).await, upstream(200).await);
+    let (primary, backup, spare) = (
+        upstream(503).await,
+        upstream(500).await,
+        upstream(200).await,
+    );
     let gw = Gateway::start(
         &config(
             &primary.base_url(),
@@ -80,7 +84,11 @@ async fn when_every_deployment_fails_the_next_fallback_model_serves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_no_fallback_answers_the_requested_models_error_is_answered() {
-    let (primary, backup, spare) = (upstream(503).await, upstream(500).await, upstream(500).await);
+    let (primary, backup, spare) = (
+        upstream(503).await,
+        upstream(500).await,
+        upstream(500).await,
+    );
     let gw = Gateway::start(
         &config(
             &primary.base_url(),
@@ -97,7 +105,10 @@ async fn when_no_fallback_answers_the_requested_models_error_is_answered() {
         .await;
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(r.header("x-switchyard-fallback"), None);
-    let msg = r.json()["error"]["message"].as_str().unwrap_or("").to_string();
+    let msg = r.json()["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     assert!(msg.contains("`chat`"), "{msg}");
     assert!(backup.request_count() >= 1, "the fallback was not tried");
     assert_eq!(spare.request_count(), 0, "spare is not a fallback of chat");
@@ -105,7 +116,11 @@ async fn when_no_fallback_answers_the_requested_models_error_is_answered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prompt_over_every_context_window_goes_to_the_fallback() {
-    let (primary, backup, spare) = (upstream(200).await, upstream(200).await, upstream(200).await);
+    let (primary, backup, spare) = (
+        upstream(200).await,
+        upstream(200).await,
+        upstream(200).await,
+    );
     let gw = Gateway::start(
         &config(
             &primary.base_url(),
@@ -129,13 +144,21 @@ async fn a_prompt_over_every_context_window_goes_to_the_fallback() {
         .await;
     assert_eq!(long.status, 200, "{}", long.text());
     assert_eq!(long.header("x-switchyard-fallback"), Some("backup"));
-    assert_eq!(primary.request_count(), 1, "a prompt over the window was sent");
+    assert_eq!(
+        primary.request_count(),
+        1,
+        "a prompt over the window was sent"
+    );
     assert_eq!(backup.request_count(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prompt_over_every_context_window_without_fallbacks_is_a_400_on_messages() {
-    let (primary, backup, spare) = (upstream(200).await, upstream(200).await, upstream(200).await);
+    let (primary, backup, spare) = (
+        upstream(200).await,
+        upstream(200).await,
+        upstream(200).await,
+    );
     let gw = Gateway::start(
         &config(
             &primary.base_url(),
@@ -154,7 +177,10 @@ async fn a_prompt_over_every_context_window_without_fallbacks_is_a_400_on_messag
     let err = &long.json()["error"];
     assert_eq!(err["param"], "messages", "{err}");
     assert!(
-        err["message"].as_str().unwrap_or("").contains("context window"),
+        err["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("context window"),
         "{err}"
     );
     assert_eq!(primary.request_count(), 0);
@@ -176,7 +202,8 @@ async fn a_fallback_to_an_unknown_model_is_a_config_error() {
         .arg(&conf)
         .output()
         .expect("run check");
-    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("models[0].fallbacks[0]"), "{text}");
     assert!(text.contains("models[0].fallbacks[1]"), "{text}");

@@ -141,7 +141,10 @@ async fn a_failing_deployment_loses_its_share_and_wins_it_back() {
     shaky.status.store(500, Ordering::SeqCst);
     shaky_tries(&gw, &shaky, 30).await;
     let failing = shaky_tries(&gw, &shaky, 200).await;
-    assert!(failing <= 24, "a failing deployment kept {failing}/200 first tries");
+    assert!(
+        failing <= 24,
+        "a failing deployment kept {failing}/200 first tries"
+    );
     assert!(failing >= 1, "a failing deployment must still be probed");
     let view = gw.admin("GET", "/admin/routing", Some(ADMIN), None).await;
     assert_eq!(view.status, 200, "{}", view.text());
@@ -174,7 +177,10 @@ async fn a_slowing_deployment_loses_its_share_and_wins_it_back() {
     shaky_tries(&gw, &shaky, 40).await;
     let slow = shaky_tries(&gw, &shaky, 100).await;
     assert!(slow <= 15, "a slow deployment kept {slow}/100 first tries");
-    assert!(slow >= 1 || shaky_tries(&gw, &shaky, 100).await >= 1, "never probed");
+    assert!(
+        slow >= 1 || shaky_tries(&gw, &shaky, 100).await >= 1,
+        "never probed"
+    );
     shaky.delay_ms.store(0, Ordering::SeqCst);
     assert!(
         share_recovers(&gw, &shaky, 0.3, Duration::from_secs(15)).await,

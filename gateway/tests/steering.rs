@@ -69,7 +69,8 @@ models:
 }
 
 fn body(model: &str, extra: Value) -> Vec<u8> {
-    let mut b = json!({"model": model, "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]});
+    let mut b =
+        json!({"model": model, "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]});
     if let (Some(o), Some(e)) = (b.as_object_mut(), extra.as_object()) {
         o.extend(e.clone());
     }
@@ -93,15 +94,28 @@ async fn auto_routes_by_each_strategy_and_task_and_strips_the_hints() {
     let t = Three::start().await;
     let gw = Gateway::start(&t.config(""), "").await;
 
-    let r = send(&gw, &body("auto", json!({"routingStrategy": "cheapest"})), &[]).await;
+    let r = send(
+        &gw,
+        &body("auto", json!({"routingStrategy": "cheapest"})),
+        &[],
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-switchyard-provider"), Some("cheap"));
     assert_eq!(r.header("x-switchyard-model"), Some("c1"));
     let sent = last_sent(&t.cheap);
     assert_eq!(sent["model"], "c1");
-    assert!(sent.get("routingStrategy").is_none(), "hint reached the provider: {sent}");
+    assert!(
+        sent.get("routingStrategy").is_none(),
+        "hint reached the provider: {sent}"
+    );
 
-    let r = send(&gw, &body("auto", json!({})), &[("x-switchyard-strategy", "quality")]).await;
+    let r = send(
+        &gw,
+        &body("auto", json!({})),
+        &[("x-switchyard-strategy", "quality")],
+    )
+    .await;
     assert_eq!(r.header("x-switchyard-provider"), Some("premium"));
     assert_eq!(r.header("x-switchyard-model"), Some("p1"));
 
@@ -109,7 +123,12 @@ async fn auto_routes_by_each_strategy_and_task_and_strips_the_hints() {
     // (power of two choices: the fastest wins every pair it is in, about 2/3 of requests)
     let mut premium = 0;
     for i in 0..40 {
-        let r = send(&gw, &body("auto", json!({"routingStrategy": "fastest"})), &[]).await;
+        let r = send(
+            &gw,
+            &body("auto", json!({"routingStrategy": "fastest"})),
+            &[],
+        )
+        .await;
         assert_eq!(r.status, 200);
         if i >= 10 {
             premium += usize::from(r.header("x-switchyard-provider") == Some("premium"));
@@ -120,7 +139,12 @@ async fn auto_routes_by_each_strategy_and_task_and_strips_the_hints() {
     // reliability: all succeed, so the fastest scores best and takes most requests.
     let mut premium = 0;
     for _ in 0..30 {
-        let r = send(&gw, &body("auto", json!({"routingStrategy": "reliability"})), &[]).await;
+        let r = send(
+            &gw,
+            &body("auto", json!({"routingStrategy": "reliability"})),
+            &[],
+        )
+        .await;
         assert_eq!(r.status, 200);
         premium += usize::from(r.header("x-switchyard-provider") == Some("premium"));
     }
@@ -129,17 +153,33 @@ async fn auto_routes_by_each_strategy_and_task_and_strips_the_hints() {
     // A task narrows the candidates whatever the strategy.
     let r = send(
         &gw,
-        &body("auto", json!({"task": "code-generation", "routingStrategy": "cheapest"})),
+        &body(
+            "auto",
+            json!({"task": "code-generation", "routingStrategy": "cheapest"}),
+        ),
         &[],
     )
     .await;
     assert_eq!(r.header("x-switchyard-provider"), Some("coder"));
     let sent = last_sent(&t.coder);
-    assert!(sent.get("task").is_none() && sent.get("routingStrategy").is_none(), "{sent}");
-    let r = send(&gw, &body("auto", json!({"task": "summarize"})), &[("x-switchyard-strategy", "quality")]).await;
+    assert!(
+        sent.get("task").is_none() && sent.get("routingStrategy").is_none(),
+        "{sent}"
+    );
+    let r = send(
+        &gw,
+        &body("auto", json!({"task": "summarize"})),
+        &[("x-switchyard-strategy", "quality")],
+    )
+    .await;
     assert_eq!(r.header("x-switchyard-provider"), Some("cheap"));
 
-    let bad = send(&gw, &body("auto", json!({"routingStrategy": "psychic"})), &[]).await;
+    let bad = send(
+        &gw,
+        &body("auto", json!({"routingStrategy": "psychic"})),
+        &[],
+    )
+    .await;
     assert_eq!(bad.status, 400);
     assert_eq!(bad.json()["error"]["param"], "routingStrategy");
 }
@@ -148,7 +188,9 @@ async fn auto_routes_by_each_strategy_and_task_and_strips_the_hints() {
 async fn auto_only_routes_to_models_the_caller_may_use() {
     let t = Three::start().await;
     let key = "sk-steering-limited-0123456789";
-    let auth = format!("auth:\n  api_keys:\n    - {{ name: app, key: \"{key}\", models: [auto, chat-cheap] }}\n");
+    let auth = format!(
+        "auth:\n  api_keys:\n    - {{ name: app, key: \"{key}\", models: [auto, chat-cheap] }}\n"
+    );
     let gw = Gateway::start(&t.config(&auth), "").await;
     let bearer = format!("Bearer {key}");
     for _ in 0..3 {
@@ -176,16 +218,29 @@ async fn max_cost_skips_expensive_deployments_and_refuses_when_none_fits() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-switchyard-provider"), Some("cheap"));
     assert!(last_sent(&t.cheap).get("maxCostPerRequest").is_none());
-    let r = send(&gw, &body("both", json!({})), &[("x-switchyard-max-cost", "0.001")]).await;
+    let r = send(
+        &gw,
+        &body("both", json!({})),
+        &[("x-switchyard-max-cost", "0.001")],
+    )
+    .await;
     assert_eq!(r.header("x-switchyard-provider"), Some("cheap"));
 
     let before = t.cheap.request_count() + t.premium.request_count();
-    let r = send(&gw, &body("both", json!({})), &[("x-switchyard-max-cost", "0.0000001")]).await;
+    let r = send(
+        &gw,
+        &body("both", json!({})),
+        &[("x-switchyard-max-cost", "0.0000001")],
+    )
+    .await;
     assert_eq!(r.status, 400, "{}", r.text());
     let err = &r.json()["error"];
     assert_eq!(err["code"], "max_cost_exceeded", "{err}");
     assert_eq!(err["param"], "maxCostPerRequest", "{err}");
-    assert!(err["message"].as_str().unwrap_or("").contains("0.0000001"), "{err}");
+    assert!(
+        err["message"].as_str().unwrap_or("").contains("0.0000001"),
+        "{err}"
+    );
     assert_eq!(t.cheap.request_count() + t.premium.request_count(), before);
 }
 
@@ -203,5 +258,9 @@ async fn retry_attempts_lowers_the_tries_never_raises_them() {
     assert_eq!(a.request_count() + b.request_count(), 1);
     let r = send(&gw, &body("m", json!({"retryAttempts": 50})), &[]).await;
     assert_eq!(r.status, 503);
-    assert_eq!(a.request_count() + b.request_count(), 4, "capped at retry.attempts (3)");
+    assert_eq!(
+        a.request_count() + b.request_count(),
+        4,
+        "capped at retry.attempts (3)"
+    );
 }

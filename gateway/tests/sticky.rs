@@ -14,7 +14,12 @@ fn config(sticky: &str) -> String {
 
 async fn served_by(gw: &Gateway, body: &str, headers: &[(&str, &str)]) -> String {
     let r = gw
-        .request("POST", "/v1/chat/completions", Some(body.as_bytes()), headers)
+        .request(
+            "POST",
+            "/v1/chat/completions",
+            Some(body.as_bytes()),
+            headers,
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     r.header("x-switchyard-provider").unwrap_or("").to_string()
@@ -30,7 +35,11 @@ async fn a_user_keeps_its_deployment_and_users_split_by_weight() {
     for user in ["alice", "bob", "carol", "dave"] {
         let first = served_by(&gw, &chat_as(user), &[]).await;
         for _ in 0..99 {
-            assert_eq!(served_by(&gw, &chat_as(user), &[]).await, first, "{user} moved");
+            assert_eq!(
+                served_by(&gw, &chat_as(user), &[]).await,
+                first,
+                "{user} moved"
+            );
         }
     }
     let users = 600;
@@ -67,7 +76,10 @@ async fn a_bad_sticky_setting_is_a_config_error() {
     let conf = dir.join("bad.yaml");
     std::fs::write(
         &conf,
-        format!("server: {{ listen: [\"127.0.0.1:1\"] }}\n{}", config("cookie")),
+        format!(
+            "server: {{ listen: [\"127.0.0.1:1\"] }}\n{}",
+            config("cookie")
+        ),
     )
     .expect("write");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
@@ -75,8 +87,8 @@ async fn a_bad_sticky_setting_is_a_config_error() {
         .arg(&conf)
         .output()
         .expect("run check");
-    let text = String::from_utf8_lossy(&out.stderr).to_string()
-        + &String::from_utf8_lossy(&out.stdout);
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("models[0].sticky"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);

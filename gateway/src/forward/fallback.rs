@@ -52,15 +52,18 @@ impl Forwarder {
         };
         let windows = std::iter::once(model)
             .chain(fallbacks.iter().map(|m| &**m))
-            .any(|m| m.config.deployments.iter().any(|d| d.context_window.is_some()));
+            .any(|m| {
+                m.config
+                    .deployments
+                    .iter()
+                    .any(|d| d.context_window.is_some())
+            });
         let bounds = Bounds {
             deadline: ctx.started + model.config.routing.deadline,
             prompt_tokens: windows.then(|| prompt_tokens(inbound.body)),
             fallbacks: !fallbacks.is_empty(),
         };
-        let first = self
-            .serve_model(session, ctx, model, inbound, bounds)
-            .await;
+        let first = self.serve_model(session, ctx, model, inbound, bounds).await;
         let original = match first {
             Err(Failure::Respond(e)) if !fallbacks.is_empty() && falls_back(&e) => e,
             other => return other,

@@ -6,11 +6,11 @@
 
 use super::answer_check::{Rejection, Vetted};
 use super::attempt::{note_failure, prepare_for, Try, TryError};
+use super::fallback::Bounds;
 use super::in_process::InProcess;
 use super::race::{Hedge, Raced};
 use super::relay::Answer;
 use super::translate::{Inbound, Prepared};
-use super::fallback::Bounds;
 use super::{Failure, Forwarder};
 use crate::clock::now_ms;
 use crate::config::{MockSettings, ProviderKind};
@@ -545,7 +545,10 @@ fn over_cost(model: &RoutedModel, input: &router::PlanInput<'_>) -> Option<Gatew
 }
 
 /// Whether the prompt fits the deployment's `context_window` (a 400 on `messages` when none fits).
-fn fits(spec: &crate::config::Deployment, prompt_tokens: Option<u64>) -> Result<(), TranslateError> {
+fn fits(
+    spec: &crate::config::Deployment,
+    prompt_tokens: Option<u64>,
+) -> Result<(), TranslateError> {
     match (spec.context_window, prompt_tokens) {
         (Some(window), Some(tokens)) if tokens > window => Err(TranslateError::invalid(
             format!(

@@ -65,12 +65,18 @@ fn parse_cost(v: f64, param: &'static str) -> Result<f64, GatewayError> {
     if v.is_finite() && v > 0.0 {
         Ok(v)
     } else {
-        Err(invalid(format!("{param} must be a number of USD > 0"), param))
+        Err(invalid(
+            format!("{param} must be a number of USD > 0"),
+            param,
+        ))
     }
 }
 
 /// The request's hints, and its body without the hint fields (the same bytes when it had none).
-pub fn extract(body: Bytes, headers: &http::HeaderMap) -> Result<(Bytes, Option<Hints>), GatewayError> {
+pub fn extract(
+    body: Bytes,
+    headers: &http::HeaderMap,
+) -> Result<(Bytes, Option<Hints>), GatewayError> {
     let mut hints = Hints::default();
     let mut body = body;
     let named = FIELDS
@@ -109,13 +115,21 @@ fn from_body(map: &mut Map<String, Value>, hints: &mut Hints) -> Result<bool, Ga
         let n = v
             .as_u64()
             .filter(|n| (1..=100).contains(n))
-            .ok_or_else(|| invalid("retryAttempts must be an integer from 1 to 100".into(), "retryAttempts"))?;
+            .ok_or_else(|| {
+                invalid(
+                    "retryAttempts must be an integer from 1 to 100".into(),
+                    "retryAttempts",
+                )
+            })?;
         hints.retry_attempts = Some(n as u32);
     }
     if let Some(v) = map.shift_remove("maxCostPerRequest") {
         found = true;
         let usd = v.as_f64().ok_or_else(|| {
-            invalid("maxCostPerRequest must be a number of USD".into(), "maxCostPerRequest")
+            invalid(
+                "maxCostPerRequest must be a number of USD".into(),
+                "maxCostPerRequest",
+            )
         })?;
         hints.max_cost_usd = Some(parse_cost(usd, "maxCostPerRequest")?);
     }
@@ -123,13 +137,21 @@ fn from_body(map: &mut Map<String, Value>, hints: &mut Hints) -> Result<bool, Ga
 }
 
 fn from_headers(headers: &http::HeaderMap, hints: &mut Hints) -> Result<(), GatewayError> {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
     if let Some(name) = text("x-switchyard-strategy") {
         hints.strategy = Some(parse_strategy(name, "x-switchyard-strategy")?);
     }
     if let Some(v) = text("x-switchyard-max-cost") {
         let usd = v.parse::<f64>().map_err(|_| {
-            invalid("x-switchyard-max-cost must be a number of USD".into(), "x-switchyard-max-cost")
+            invalid(
+                "x-switchyard-max-cost must be a number of USD".into(),
+                "x-switchyard-max-cost",
+            )
         })?;
         hints.max_cost_usd = Some(parse_cost(usd, "x-switchyard-max-cost")?);
     }
@@ -167,7 +189,9 @@ mod tests {
 
     #[test]
     fn a_hint_word_inside_a_message_changes_nothing() {
-        let raw = Bytes::from_static(br#"{"model":"m","messages":[{"role":"user","content":"my task"}]}"#);
+        let raw = Bytes::from_static(
+            br#"{"model":"m","messages":[{"role":"user","content":"my task"}]}"#,
+        );
         let (body, hints) = extract(raw.clone(), &http::HeaderMap::new()).unwrap();
         assert_eq!(body, raw);
         assert_eq!(hints, None);
@@ -176,7 +200,10 @@ mod tests {
     #[test]
     fn bad_hints_name_their_field() {
         for (body, param) in [
-            (&br#"{"routingStrategy":"fastest-ever"}"#[..], "routingStrategy"),
+            (
+                &br#"{"routingStrategy":"fastest-ever"}"#[..],
+                "routingStrategy",
+            ),
             (br#"{"retryAttempts":0}"#, "retryAttempts"),
             (br#"{"maxCostPerRequest":-1}"#, "maxCostPerRequest"),
         ] {

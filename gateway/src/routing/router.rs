@@ -238,11 +238,9 @@ fn arrange<'a>(
         }
         Strategy::LeastLatency => least_latency(&mut order, rng),
         Strategy::Reliability => reliability(model, &mut order, rng),
-        Strategy::Quality => order.sort_by(|x, y| {
-            y.spec(model)
-                .quality
-                .total_cmp(&x.spec(model).quality)
-        }),
+        Strategy::Quality => {
+            order.sort_by(|x, y| y.spec(model).quality.total_cmp(&x.spec(model).quality))
+        }
         Strategy::Cost => by_cost(&mut order),
         Strategy::LowestLatencyUnderBudget => {
             let cap = model.config.max_cost_per_request.unwrap_or(f64::INFINITY);

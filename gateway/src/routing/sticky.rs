@@ -46,8 +46,14 @@ fn body_user(body: &[u8]) -> Option<String> {
 /// Position in `order` of the deployment `key` sticks to: the highest `weight / -ln(u)` where
 /// `u` is the key's hash with the deployment, uniform in (0, 1) — each deployment wins with
 /// probability ∝ its weight. Only healthy, available deployments compete (all, when none is).
-pub fn pick(model: &RoutedModel, order: &[&RoutedDeployment], key: &str, now: u64) -> Option<usize> {
-    let healthy = |d: &&RoutedDeployment| d.provider.health.is_healthy() && d.runtime.available(now);
+pub fn pick(
+    model: &RoutedModel,
+    order: &[&RoutedDeployment],
+    key: &str,
+    now: u64,
+) -> Option<usize> {
+    let healthy =
+        |d: &&RoutedDeployment| d.provider.health.is_healthy() && d.runtime.available(now);
     let any_healthy = order.iter().any(healthy);
     order
         .iter()
