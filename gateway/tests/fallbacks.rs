@@ -24,35 +24,44 @@ async fn upstream(status: u16) -> MockUpstream {
     .expect("upstream")
 }
 
-/// `chat` over `primary` (its deployment YAML extra in `window`) falling back to `backup`, then
-/// `spare`.
-fn config(primary: &str, backup: &str, spare: &str, window: &str, fallbacks: &str) -> String {
-    format!(
+/// Three upstreams answering with `statuses`, and a gateway where `chat` (over `primary`, its
+/// deployment YAML extra in `window`) falls back to `fallbacks`; `backup` and `spare` are models
+/// of their own.
+struct Setup {
+    gw: Gateway,
+    primary: MockUpstream,
+    backup: MockUpstream,
+    spare: MockUpstream,
+}
+
+async fn start(statuses: [u16; 3], window: &str, fallbacks: &str) -> Setup {
+    let (primary, backup, spare) = (
+        upstream(statuses[0]).await,
+        upstream(statuses[1]).await,
+        upstream(statuses[2]).await,
+    );
+    let config = format!(
         "providers:\n{}\n{}\n{}\nmodels:\n  - name: chat\n    fallbacks: {fallbacks}\n    retry: {{ attempts: 2, backoff: {{ base: 1ms, max: 2ms }} }}\n    deployments:\n      - {{ provider: primary, model: p1{window} }}\n  - name: backup\n    deployments:\n      - {{ provider: backup, model: b1 }}\n  - name: spare\n    deployments:\n      - {{ provider: spare, model: s1 }}\n",
-        openai_provider("primary", primary, ""),
-        openai_provider("backup", backup, ""),
-        openai_provider("spare", spare, ""),
-    )
+        openai_provider("primary", &primary.base_url(), ""),
+        openai_provider("backup", &backup.base_url(), ""),
+        openai_provider("spare", &spare.base_url(), ""),
+    );
+    Setup {
+        gw: Gateway::start(&config, "").await,
+        primary,
+        backup,
+        spare,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_every_deployment_fails_the_next_fallback_model_serves() {
-    let (primary, backup, spare) = (
-        upstream(503).await,
-        upstream(500).await,
-        upstream(200).await,
-    );
-    let gw = Gateway::start(
-        &config(
-            &primary.base_url(),
-            &backup.base_url(),
-            &spare.base_url(),
-            "",
-            "[backup, spare]",
-        ),
-        "",
-    )
-    .await;
+    let Setup {
+        gw,
+        primary,
+        backup,
+        spare,
+    } = start([503, 500, 200], "", "[backup, spare]").await;
     let r = gw
         .post_json("/v1/chat/completions", &chat("chat", "hello"))
         .await;
@@ -84,22 +93,12 @@ async fn when_every_deployment_fails_the_next_fallback_model_serves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_no_fallback_answers_the_requested_models_error_is_answered() {
-    let (primary, backup, spare) = (
-        upstream(503).await,
-        upstream(500).await,
-        upstream(500).await,
-    );
-    let gw = Gateway::start(
-        &config(
-            &primary.base_url(),
-            &backup.base_url(),
-            &spare.base_url(),
-            "",
-            "[backup]",
-        ),
-        "",
-    )
-    .await;
+    let Setup {
+        gw,
+        primary,
+        backup,
+        spare,
+    } = start([503, 500, 500], "", "[backup]").await;
     let r = gw
         .post_json("/v1/chat/completions", &chat("chat", "hello"))
         .await;
@@ -116,22 +115,12 @@ async fn when_no_fallback_answers_the_requested_models_error_is_answered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prompt_over_every_context_window_goes_to_the_fallback() {
-    let (primary, backup, spare) = (
-        upstream(200).await,
-        upstream(200).await,
-        upstream(200).await,
-    );
-    let gw = Gateway::start(
-        &config(
-            &primary.base_url(),
-            &backup.base_url(),
-            &spare.base_url(),
-            ", context_window: 200",
-            "[backup]",
-        ),
-        "",
-    )
-    .await;
+    let Setup {
+        gw,
+        primary,
+        backup,
+        spare,
+    } = start([200, 200, 200], ", context_window: 200", "[backup]").await;
     let short = gw
         .post_json("/v1/chat/completions", &chat("chat", "hello"))
         .await;
@@ -154,22 +143,12 @@ async fn a_prompt_over_every_context_window_goes_to_the_fallback() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prompt_over_every_context_window_without_fallbacks_is_a_400_on_messages() {
-    let (primary, backup, spare) = (
-        upstream(200).await,
-        upstream(200).await,
-        upstream(200).await,
-    );
-    let gw = Gateway::start(
-        &config(
-            &primary.base_url(),
-            &backup.base_url(),
-            &spare.base_url(),
-            ", context_window: 200",
-            "[]",
-        ),
-        "",
-    )
-    .await;
+    let Setup {
+        gw,
+        primary,
+        backup,
+        spare,
+    } = start([200, 200, 200], ", context_window: 200", "[]").await;
     let long = gw
         .post_json("/v1/chat/completions", &chat("chat", &"word ".repeat(400)))
         .await;
@@ -184,28 +163,4 @@ async fn a_prompt_over_every_context_window_without_fallbacks_is_a_400_on_messag
         "{err}"
     );
     assert_eq!(primary.request_count(), 0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fallback_to_an_unknown_model_is_a_config_error() {
-    let dir = std::env::temp_dir().join(format!("switchyard-fb-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let conf = dir.join("bad.yaml");
-    std::fs::write(
-        &conf,
-        "server: { listen: [\"127.0.0.1:1\"] }\nproviders: [{name: a, kind: mock}]\nmodels:\n  - name: chat\n    fallbacks: [nope, chat]\n    deployments: [{provider: a, model: x}]\n",
-    )
-    .expect("write");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .arg("check")
-        .arg("--conf")
-        .arg(&conf)
-        .output()
-        .expect("run check");
-    let text =
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{text}");
-    assert!(text.contains("models[0].fallbacks[0]"), "{text}");
-    assert!(text.contains("models[0].fallbacks[1]"), "{text}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

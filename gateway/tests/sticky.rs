@@ -68,28 +68,3 @@ async fn a_header_names_the_caller() {
         }
     }
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bad_sticky_setting_is_a_config_error() {
-    let dir = std::env::temp_dir().join(format!("switchyard-sticky-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let conf = dir.join("bad.yaml");
-    std::fs::write(
-        &conf,
-        format!(
-            "server: {{ listen: [\"127.0.0.1:1\"] }}\n{}",
-            config("cookie")
-        ),
-    )
-    .expect("write");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["check", "--conf"])
-        .arg(&conf)
-        .output()
-        .expect("run check");
-    let text =
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{text}");
-    assert!(text.contains("models[0].sticky"), "{text}");
-    let _ = std::fs::remove_dir_all(&dir);
-}

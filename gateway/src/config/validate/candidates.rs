@@ -66,3 +66,52 @@ pub(super) fn borrow(list: &[FileModel], out: &mut [Arc<Model>], errs: &mut Erro
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{parse, Sticky};
+
+    /// The paths of the errors in a config with `models`.
+    fn errors(models: &str) -> Vec<String> {
+        let text = format!(
+            "server: {{ listen: [\"127.0.0.1:1\"] }}\nproviders: [{{name: a, kind: mock}}]\nmodels:\n{models}"
+        );
+        match parse(&text, &|_| None) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.into_iter().map(|e| e.path).collect(),
+        }
+    }
+
+    #[test]
+    fn candidates_borrow_deployments_and_are_checked() {
+        let text = "server: { listen: [\"127.0.0.1:1\"] }\nproviders: [{name: a, kind: mock}]\nmodels:\n  - name: auto\n    candidates: [x, y]\n    tasks: { t: [y] }\n  - { name: x, deployments: [{provider: a, model: x1}, {provider: a, model: x2}] }\n  - { name: y, sticky: \"header:X-Team\", deployments: [{provider: a, model: y1}] }\n";
+        let cfg = parse(text, &|_| None).map_err(|e| e.to_string()).unwrap();
+        let auto = &cfg.models[0];
+        let borrowed: Vec<(&str, Option<&str>, i64)> = auto
+            .deployments
+            .iter()
+            .map(|d| (d.model.as_str(), d.from_model.as_deref(), d.priority))
+            .collect();
+        assert_eq!(
+            borrowed,
+            vec![
+                ("x1", Some("x"), 0),
+                ("x2", Some("x"), 1),
+                ("y1", Some("y"), 2)
+            ]
+        );
+        assert_eq!(cfg.models[2].sticky, Some(Sticky::Header("x-team".into())));
+        assert_eq!(
+            errors("  - { name: auto, candidates: [nope, auto], tasks: { t: [x] } }\n  - { name: x, deployments: [{provider: a, model: x1}] }\n"),
+            vec!["models[0].candidates[0]", "models[0].candidates[1]", "models[0].tasks.t[0]"]
+        );
+    }
+
+    #[test]
+    fn fallbacks_and_sticky_are_checked() {
+        assert_eq!(
+            errors("  - { name: chat, fallbacks: [nope, chat], sticky: cookie, deployments: [{provider: a, model: x}] }\n"),
+            vec!["models[0].sticky", "models[0].fallbacks[0]", "models[0].fallbacks[1]"]
+        );
+    }
+}
