@@ -94,10 +94,7 @@ async fn when_every_deployment_fails_the_next_fallback_model_serves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_no_fallback_answers_the_requested_models_error_is_answered() {
     let Setup {
-        gw,
-        primary,
-        backup,
-        spare,
+        gw, backup, spare, ..
     } = start([503, 500, 500], "", "[backup]").await;
     let r = gw
         .post_json("/v1/chat/completions", &chat("chat", "hello"))
@@ -119,7 +116,7 @@ async fn a_prompt_over_every_context_window_goes_to_the_fallback() {
         gw,
         primary,
         backup,
-        spare,
+        ..
     } = start([200, 200, 200], ", context_window: 200", "[backup]").await;
     let short = gw
         .post_json("/v1/chat/completions", &chat("chat", "hello"))
@@ -143,12 +140,7 @@ async fn a_prompt_over_every_context_window_goes_to_the_fallback() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prompt_over_every_context_window_without_fallbacks_is_a_400_on_messages() {
-    let Setup {
-        gw,
-        primary,
-        backup,
-        spare,
-    } = start([200, 200, 200], ", context_window: 200", "[]").await;
+    let Setup { gw, primary, .. } = start([200, 200, 200], ", context_window: 200", "[]").await;
     let long = gw
         .post_json("/v1/chat/completions", &chat("chat", &"word ".repeat(400)))
         .await;
