@@ -476,6 +476,23 @@ pub enum Strategy {
     Quality,
 }
 
+impl Strategy {
+    /// The name the config file uses.
+    pub fn label(self) -> &'static str {
+        match self {
+            Strategy::Priority => "priority",
+            Strategy::RoundRobin => "round_robin",
+            Strategy::Weighted => "weighted",
+            Strategy::LeastLatency => "least_latency",
+            Strategy::Cost => "cost",
+            Strategy::LowestLatencyUnderBudget => "lowest_latency_under_budget",
+            Strategy::Conditional => "conditional",
+            Strategy::Reliability => "reliability",
+            Strategy::Quality => "quality",
+        }
+    }
+}
+
 /// A `conditional` rule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {

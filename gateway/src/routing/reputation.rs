@@ -289,7 +289,7 @@ pub fn admin_view(state: &State) -> serde_json::Value {
                 .collect();
             serde_json::json!({
                 "name": m.config.name,
-                "strategy": format!("{:?}", m.config.routing.strategy).to_lowercase(),
+                "strategy": m.config.routing.strategy.label(),
                 "fallbacks": m.config.fallbacks,
                 "reputation_half_life_ms": m.config.routing.reputation_half_life.as_millis() as u64,
                 "deployments": deployments,

@@ -545,6 +545,40 @@ mod tests {
     }
 
     #[test]
+    fn quality_ranks_by_deployment_quality() {
+        let s = state(
+            "quality",
+            "      - { provider: a, model: x, quality: 40 }\n      - { provider: b, model: y, quality: 95 }\n      - { provider: c, model: z }\n",
+        );
+        let m = s.model("m").unwrap();
+        let order: Vec<&str> = plan(m, &PlanInput::default())
+            .iter()
+            .map(|s| s.deployment.provider.name())
+            .collect();
+        assert_eq!(order, vec!["b", "c", "a"]);
+    }
+
+    #[test]
+    fn reliability_moves_traffic_off_a_failing_deployment_but_still_probes_it() {
+        let s = state(
+            "reliability",
+            "      - { provider: a, model: x }\n      - { provider: b, model: y }\n",
+        );
+        let m = s.model("m").unwrap();
+        let even = first_counts(&s, 2000, 99);
+        assert!(even["a"] > 800 && even["b"] > 800, "{even:?}");
+        let policy = m.config.routing.breaker;
+        for _ in 0..10 {
+            m.deployments[1]
+                .runtime
+                .on_failure(&policy, crate::clock::now_ms());
+        }
+        let after = first_counts(&s, 2000, 99);
+        let b = after.get("b").copied().unwrap_or(0);
+        assert!(b > 20 && b < 200, "{after:?}");
+    }
+
+    #[test]
     fn cost_picks_the_cheapest_for_this_request() {
         // a: cheap input, expensive output; b: the reverse.
         let s = state(
