@@ -53,6 +53,17 @@ pub struct FileConfig {
     /// API paths forwarded to a provider byte for byte (`passthrough[]`).
     #[serde(default)]
     pub passthrough: Option<Vec<FilePassthrough>>,
+    /// Stored Responses API conversations (`responses.ttl`).
+    #[serde(default)]
+    pub responses: Option<FileResponses>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileResponses {
+    /// How long a stored response is kept (default 30 days).
+    #[serde(default)]
+    pub ttl: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -286,6 +297,10 @@ pub struct FileProvider {
     /// `kind: local`: CPU cores to pin the worker threads to (extension).
     #[serde(default)]
     pub cores: Option<Value>,
+    /// `native`: `POST /v1/responses` goes to this provider's `/responses` as is; `chat`
+    /// (default): translated like chat.
+    #[serde(default)]
+    pub responses: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
