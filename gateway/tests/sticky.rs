@@ -68,3 +68,41 @@ async fn a_header_names_the_caller() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_of_a_dead_deployment_move_and_the_others_stay() {
+    let live = switchyard_benches::upstream::MockUpstream::start(Default::default())
+        .await
+        .expect("upstream");
+    let live2 = switchyard_benches::upstream::MockUpstream::start(Default::default())
+        .await
+        .expect("upstream");
+    let dead = format!("http://{}/v1", refused_addr());
+    let cfg = format!(
+        "providers:\n{}\n{}\n{}\nmodels:\n  - name: ab\n    strategy: weighted\n    sticky: user\n    retry: {{ attempts: 3, backoff: {{ base: 1ms, max: 2ms }} }}\n    deployments:\n      - {{ provider: a, model: x }}\n      - {{ provider: b, model: y }}\n      - {{ provider: dead, model: z }}\n",
+        openai_provider("a", &live.base_url(), ""),
+        openai_provider("b", &live2.base_url(), ""),
+        openai_provider("dead", &dead, ""),
+    );
+    let gw = Gateway::start(&cfg, "").await;
+    // Every request is answered (failover), and once `dead` is unhealthy its callers settle on a
+    // live deployment like everyone else: from then on each user keeps one deployment.
+    for i in 0..30 {
+        served_by(&gw, &chat_as(&format!("u{i}")), &[]).await;
+    }
+    let mut first = HashMap::new();
+    for i in 0..30 {
+        first.insert(i, served_by(&gw, &chat_as(&format!("u{i}")), &[]).await);
+    }
+    for _ in 0..3 {
+        for i in 0..30 {
+            assert_eq!(
+                served_by(&gw, &chat_as(&format!("u{i}")), &[]).await,
+                first[&i],
+                "u{i} moved"
+            );
+        }
+    }
+    assert!(first.values().all(|p| p != "dead"));
+    assert!(first.values().any(|p| p == "a") && first.values().any(|p| p == "b"));
+}
