@@ -138,6 +138,13 @@ pub enum GatewayError {
         message: String,
         param: Option<&'static str>,
     },
+    /// A routing hint (body field or header) is invalid or cannot be met (`param`: its name).
+    #[error("{message}")]
+    RoutingHint {
+        message: String,
+        param: &'static str,
+        code: &'static str,
+    },
     #[error("could not read the request body: {0}")]
     BodyRead(String),
     #[error("no deployment of `{model}` could answer after {} tries: {}", tries.len(), describe(tries))]
@@ -203,6 +210,7 @@ impl GatewayError {
             GatewayError::InvalidRequest(_)
             | GatewayError::Untranslatable(_)
             | GatewayError::InvalidMockRequest { .. }
+            | GatewayError::RoutingHint { .. }
             | GatewayError::BodyRead(_) => 400,
             GatewayError::BodyTooLarge(_) => 413,
             GatewayError::HeadersTooLarge { .. } => 431,
@@ -269,6 +277,7 @@ impl GatewayError {
             GatewayError::InvalidRequest(InspectError::WrongType(..)) => "invalid_type",
             GatewayError::InvalidRequest(InspectError::OutOfRange(..)) => "invalid_value",
             GatewayError::InvalidMockRequest { .. } => "invalid_request",
+            GatewayError::RoutingHint { code, .. } => code,
             GatewayError::Untranslatable(TranslateError::Unsupported { .. }) => "unsupported_field",
             GatewayError::Untranslatable(TranslateError::Invalid { .. }) => "invalid_request",
             GatewayError::BodyRead(_) => "body_read_error",
@@ -306,6 +315,7 @@ impl GatewayError {
             GatewayError::ModelNotFound(_) => Some("model"),
             GatewayError::PreviousResponseNotFound(_) => Some("previous_response_id"),
             GatewayError::InvalidMockRequest { param, .. } => *param,
+            GatewayError::RoutingHint { param, .. } => Some(param),
             _ => None,
         }
     }

@@ -389,6 +389,19 @@ pub struct FileModel {
     pub hedge_after: Option<String>,
     #[serde(default)]
     pub circuit_breaker: Option<FileBreaker>,
+    /// Other public models tried, in order, when every deployment of this one failed or none
+    /// could take the request.
+    #[serde(default)]
+    pub fallbacks: Option<Vec<String>>,
+    /// `model: "auto"`-style models: route across these models' deployments.
+    #[serde(default)]
+    pub candidates: Option<Vec<String>>,
+    /// Body `task` → the candidates it narrows to.
+    #[serde(default)]
+    pub tasks: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    /// `user | key | header:<name>`: a caller keeps its deployment while it is healthy.
+    #[serde(default)]
+    pub sticky: Option<String>,
     /// Opts this model into the response cache (`cache: { ttl }`).
     #[serde(default)]
     pub cache: Option<FileModelCache>,
@@ -436,6 +449,12 @@ pub struct FileDeployment {
     pub priority: Option<Lenient<i64>>,
     #[serde(default)]
     pub max_tokens: Option<Lenient<u64>>,
+    /// 0..100: ranks deployments for strategy `quality`.
+    #[serde(default)]
+    pub quality: Option<Lenient<f64>>,
+    /// Tokens: a request whose prompt cannot fit skips this deployment.
+    #[serde(default)]
+    pub context_window: Option<Lenient<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -462,6 +481,17 @@ pub struct FileRouting {
     pub deadline: Option<String>,
     #[serde(default)]
     pub circuit_breaker: Option<FileBreaker>,
+    /// The reputation score's decaying window (strategy `reliability`).
+    #[serde(default)]
+    pub reputation: Option<FileReputation>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileReputation {
+    /// How long until an observation counts half (default 30s).
+    #[serde(default)]
+    pub half_life: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

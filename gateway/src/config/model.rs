@@ -448,11 +448,30 @@ pub struct Model {
     /// Refuse (400) request fields a deployment's provider cannot honour; when false they are
     /// dropped and listed in `x-switchyard-dropped`.
     pub strict: bool,
+    /// Other public models tried, in order, when every deployment of this one failed or none
+    /// could take the request (validated: existing models, not this one).
+    pub fallbacks: Vec<String>,
+    /// Body `task` → the candidate models it narrows to (models with `candidates`).
+    pub tasks: std::collections::BTreeMap<String, Vec<String>>,
+    /// What keeps a caller on one deployment (consistent hashing over the weights).
+    pub sticky: Option<Sticky>,
     /// `models[].cache`: answers are cached; `Some(None)` takes `cache.ttl`.
     pub cache: Option<Option<Duration>>,
 }
 
-#[derive(Debug)]
+/// `sticky`: what names a caller for a sticky split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sticky {
+    /// The end user: the caller's `user` (token or key), else the body's `user` or
+    /// `metadata.user_id`.
+    User,
+    /// The API key (or token subject) that authenticated the request.
+    Key,
+    /// A request header's value (lower-case name).
+    Header(String),
+}
+
+#[derive(Debug, Clone)]
 pub struct Deployment {
     pub provider: Arc<Provider>,
     /// The provider's own model name.
@@ -462,6 +481,12 @@ pub struct Deployment {
     pub weight: u32,
     /// Default max tokens when the caller gives none.
     pub max_tokens: Option<u64>,
+    /// 0..100 (default 50): ranks deployments for strategy `quality`.
+    pub quality: f64,
+    /// Tokens: a request whose estimated prompt exceeds it skips this deployment.
+    pub context_window: Option<u64>,
+    /// The candidate model this deployment is borrowed from (models with `candidates`).
+    pub from_model: Option<String>,
 }
 
 /// USD per million tokens.
@@ -488,6 +513,27 @@ pub enum Strategy {
     LowestLatencyUnderBudget,
     /// The first matching rule picks the deployments and the strategy.
     Conditional,
+    /// Drawn by observed reputation score (most traffic to the best, the others still probed).
+    Reliability,
+    /// Highest deployment `quality` first.
+    Quality,
+}
+
+impl Strategy {
+    /// The name the config file uses.
+    pub fn label(self) -> &'static str {
+        match self {
+            Strategy::Priority => "priority",
+            Strategy::RoundRobin => "round_robin",
+            Strategy::Weighted => "weighted",
+            Strategy::LeastLatency => "least_latency",
+            Strategy::Cost => "cost",
+            Strategy::LowestLatencyUnderBudget => "lowest_latency_under_budget",
+            Strategy::Conditional => "conditional",
+            Strategy::Reliability => "reliability",
+            Strategy::Quality => "quality",
+        }
+    }
 }
 
 /// A `conditional` rule.
@@ -526,6 +572,8 @@ pub struct RoutingPolicy {
     pub retry: RetryPolicy,
     /// Bound on all tries together, up to the first response byte.
     pub deadline: Duration,
+    /// Half-life of the observations behind a deployment's reputation score.
+    pub reputation_half_life: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -567,6 +615,7 @@ impl Default for RoutingPolicy {
                 },
             },
             deadline: Duration::from_secs(120),
+            reputation_half_life: Duration::from_secs(30),
         }
     }
 }

@@ -248,6 +248,9 @@ impl AdminApp {
         match (method, segments.as_slice()) {
             ("GET", ["usage"]) => self.usage(session.req_header().uri.query().unwrap_or("")),
             ("GET", ["budgets"]) => self.budgets().await,
+            ("GET", ["routing"]) => {
+                json_response(200, &crate::routing::reputation::admin_view(&state))
+            }
             ("GET", ["health"]) => {
                 let (status, body) = crate::proxy::control::health_body(
                     &self.live.load(),
@@ -424,7 +427,7 @@ impl AdminApp {
                 },
                 "group_by" => match GroupBy::parse(&v) {
                     Some(g) => group_by = Some(g),
-                    None => return error(400, &format!("invalid `group_by`: `{v}` (key, team, project, model, provider or tag)"), "invalid_request"),
+                    None => return error(400, &format!("invalid `group_by`: `{v}` (key, team, project, model, provider, deployment, endpoint or tag)"), "invalid_request"),
                 },
                 other => return error(400, &format!("unknown parameter `{other}`"), "invalid_request"),
             }
@@ -516,11 +519,14 @@ impl ServeHttp for AdminApp {
         let path = req.uri.path().to_string();
         let method = req.method.as_str().to_string();
         match (method.as_str(), path.as_str()) {
-            ("GET", "/metrics") => respond(
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                self.metrics.render(),
-            ),
+            ("GET", "/metrics") => {
+                crate::routing::reputation::publish(&self.live.load().state);
+                respond(
+                    200,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    self.metrics.render(),
+                )
+            }
             (_, "/metrics") => error(
                 405,
                 &format!("method {method} is not allowed on /metrics"),

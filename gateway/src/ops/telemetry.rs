@@ -318,6 +318,7 @@ impl Metrics {
             metrics.reloads.with_label_values(&[result]);
         }
         metrics.callers.with_label_values(&["", "anonymous"]);
+        metrics.register(Box::new(crate::routing::reputation::score_family().clone()));
         metrics
     }
 

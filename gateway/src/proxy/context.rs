@@ -151,6 +151,10 @@ pub struct RequestCtx {
     pub model: Option<Arc<RoutedModel>>,
     /// Index of the deployment that answered, in `model.deployments`.
     pub served: Option<usize>,
+    /// `model` is a fallback of the requested model (`x-switchyard-fallback` names it).
+    pub fallback: bool,
+    /// Routing hints the caller gave (body fields or headers), if any.
+    pub hints: Option<crate::routing::hints::Hints>,
     pub status: u16,
     pub stream: bool,
     pub first_byte: Option<Duration>,
@@ -237,6 +241,8 @@ impl RequestCtx {
             first_byte: None,
             usage: None,
             tries: 0,
+            fallback: false,
+            hints: None,
             failures: Vec::new(),
             error_code: None,
             completed: false,

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod candidates;
 mod governance;
 mod models;
 mod passthrough;
