@@ -26,10 +26,10 @@ fn config(up: &MockUpstream, cache_ttl: &str, extra: &str) -> String {
 const ASK: &str = r#"{"model":"cached","messages":[{"role":"user","content":"What is a switchyard?"}],"temperature":0.2}"#;
 
 async fn ask(gw: &Gateway, path: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut h = vec![
-        ("content-type", "application/json"),
-        ("authorization", "Bearer sk-caller"),
-    ];
+    let mut h = vec![("content-type", "application/json")];
+    if !headers.iter().any(|(k, _)| *k == "authorization") {
+        h.push(("authorization", "Bearer sk-caller"));
+    }
     h.extend_from_slice(headers);
     gw.request("POST", path, Some(body.as_bytes()), &h).await
 }
@@ -337,27 +337,12 @@ async fn team_scope_shares_within_a_team_only_and_the_ledger_records_the_saving(
     let gw = Gateway::start(&config(&up, "10m", &extra), "").await;
     let with = |k: &str| format!("Bearer {k}");
     let (b1, b2, b3) = (with(K1), with(K2), with(K3));
-    let call = |auth: String| {
-        let gw = &gw;
-        async move {
-            gw.request(
-                "POST",
-                "/v1/chat/completions",
-                Some(ASK.as_bytes()),
-                &[
-                    ("content-type", "application/json"),
-                    ("authorization", &auth),
-                ],
-            )
-            .await
-        }
-    };
-    let r = call(b1).await;
+    let r = ask(&gw, "/v1/chat/completions", ASK, &[("authorization", &b1)]).await;
     assert_eq!(verdict(&r), Some("miss"), "{}", r.text());
-    let r = call(b2).await;
+    let r = ask(&gw, "/v1/chat/completions", ASK, &[("authorization", &b2)]).await;
     assert_eq!(verdict(&r), Some("hit"), "same team");
     let hit_id = r.header("x-request-id").expect("id").to_string();
-    let r = call(b3).await;
+    let r = ask(&gw, "/v1/chat/completions", ASK, &[("authorization", &b3)]).await;
     assert_eq!(
         verdict(&r),
         Some("miss"),

@@ -261,14 +261,12 @@ async fn write_sse(
 ) -> pingora_error::Result<()> {
     let mut resp = rh::head(200, 12 + extra.len())?;
     let h = &mut resp.headers;
-    h.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(
-        http::header::CACHE_CONTROL,
-        http::HeaderValue::from_static("no-cache"),
-    );
+    for (name, v) in [
+        (http::header::CONTENT_TYPE, "text/event-stream"),
+        (http::header::CACHE_CONTROL, "no-cache"),
+    ] {
+        h.insert(name, http::HeaderValue::from_static(v));
+    }
     rh::set_length(h, events.len());
     rh::add_gateway_headers(h, ctx, None)?;
     for (k, v) in extra {
