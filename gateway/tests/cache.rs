@@ -538,3 +538,30 @@ async fn in_process_answers_are_cached_too() {
         "no provider served it"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_without_previous_response_id_are_cached() {
+    let up = MockUpstream::start(MockUpstreamConfig::default())
+        .await
+        .expect("upstream");
+    let gw = Gateway::start(&config(&up, "10m", ""), "").await;
+    let body = r#"{"model":"cached","input":"What is a switchyard?"}"#;
+    let first = ask(&gw, "/v1/responses", body, &[]).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(verdict(&first), Some("miss"));
+    assert_eq!(first.json()["object"], "response");
+    let hit = ask(&gw, "/v1/responses", body, &[]).await;
+    assert_eq!(verdict(&hit), Some("hit"));
+    assert_eq!(hit.body, first.body);
+    assert_eq!(up.request_count(), 1);
+
+    // The cached id is a stored response: it continues, and a continuation is never cached.
+    let id = first.json()["id"].as_str().expect("id").to_string();
+    let next = format!(r#"{{"model":"cached","input":"And then?","previous_response_id":"{id}"}}"#);
+    for n in 2..=3 {
+        let r = ask(&gw, "/v1/responses", &next, &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(verdict(&r), Some("bypass"));
+        assert_eq!(up.request_count(), n);
+    }
+}

@@ -4,12 +4,13 @@
 //! whole answer went out ([`store_whole`]); `cache` gives the backend and defaults. It must not
 //! choose deployments or touch upstream I/O: the forwarder calls [`store_whole`] and nothing else.
 //!
-//! What is cached: chat completions, `/v1/messages`, `/v1/completions` and `/v1/embeddings`
-//! successful answers, stored whole in the caller's format (the route is part of the key, so an
+//! What is cached: chat completions, `/v1/messages`, `/v1/completions`, `/v1/embeddings` and
+//! `/v1/responses` (whole, without `previous_response_id`: a hit answers the first response,
+//! stored under its own id) successful answers, stored whole in the caller's format (the route is part of the key, so an
 //! entry is only ever replayed to the format that produced it). Chat and Messages streams are
 //! recorded and stored when they end normally, and a streamed request that hits is replayed as
 //! SSE ([`stream`]). In-process answers (mock, local pool) are stored when whole. Streamed
-//! `/v1/completions` and the Responses API are not cached (`bypass`), errors never are, and an
+//! `/v1/completions` and `/v1/responses` are not cached (`bypass`), errors never are, and an
 //! in-process stream is a miss that is not stored. Answers say
 //! `x-switchyard-cache: hit | miss | bypass` (only where a cache is configured) and `age` on
 //! hits. A hit costs 0 in the ledger; what it saved is in the row's tags (`cache_saved_usd`)
@@ -143,8 +144,16 @@ fn route_name(route: Route) -> Option<&'static str> {
         Route::Messages => Some("messages"),
         Route::Completions => Some("completions"),
         Route::Embeddings => Some("embeddings"),
+        Route::Responses => Some("responses"),
         _ => None,
     }
+}
+
+/// Whether a Responses request (its body as the caller sent it) continues a stored
+/// conversation: such a request is not cached.
+pub fn continues(body: &[u8]) -> bool {
+    memchr::memmem::find(body, b"\"previous_response_id\"").is_some()
+        || memchr::memmem::find(body, b"\"conversation\"").is_some()
 }
 
 /// Who shares entries with this caller.
@@ -165,13 +174,15 @@ fn scope_id(scope: CacheScope, ctx: &RequestCtx) -> String {
 }
 
 /// Before the plan: answers a cached request (`Ok(true)`), or notes a miss to store. A model
-/// without `cache` costs a field check.
+/// without `cache` costs a field check. `continued`: a Responses turn on a stored conversation
+/// (never cached).
 pub async fn lookup(
     cache: &Arc<Cache>,
     session: &mut Session,
     ctx: &mut RequestCtx,
     body: &[u8],
     facts: &switchyard_adapters::openai::ChatRequestFacts<'_>,
+    continued: bool,
 ) -> Result<bool, Failure> {
     let (Some(model), Some(snapshot)) = (ctx.model.clone(), ctx.snapshot.clone()) else {
         return Ok(false);
@@ -185,7 +196,7 @@ pub async fn lookup(
         return Ok(false);
     };
     let c = control(&session.req_header().headers);
-    if (facts.stream && !stream::streams(ctx.caller)) || !c.store {
+    if (facts.stream && !stream::streams(ctx.caller)) || !c.store || continued {
         return Ok(false);
     }
     let scope = scope_id(settings.scope, ctx);

@@ -103,6 +103,9 @@ impl Gateway {
             crate::routing::hints::extract(body, &session.req_header().headers)?;
         ctx.hints = hints;
         let mut turn = None;
+        let continued = ctx.route == Route::Responses
+            && state.config.cache.enabled
+            && crate::cache::continues(&body);
         if ctx.route == Route::Responses {
             let t = self.responses_turn(ctx, state, body).await?;
             body = t.body.clone();
@@ -176,7 +179,7 @@ impl Gateway {
                 .serve_count_tokens(session, ctx, &model, &inbound)
                 .await;
         }
-        if crate::cache::lookup(&self.cache, session, ctx, &body, &facts).await? {
+        if crate::cache::lookup(&self.cache, session, ctx, &body, &facts, continued).await? {
             return Ok(());
         }
         let served = self
