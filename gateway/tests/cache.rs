@@ -565,3 +565,36 @@ async fn responses_without_previous_response_id_are_cached() {
         assert_eq!(up.request_count(), n);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_cache_is_bounded_and_evicts_the_least_recently_used() {
+    let up = MockUpstream::start(MockUpstreamConfig::default())
+        .await
+        .expect("upstream");
+    // Room for about ten of the mock's ~400-byte answers.
+    let gw = Gateway::start(&config(&up, "10m", "cache: { max_bytes: 5000 }\n"), "").await;
+    let q = |n: u32| ASK.replace("switchyard?", &format!("switchyard {n}?"));
+    assert_eq!(
+        verdict(&ask(&gw, "/v1/chat/completions", &q(0), &[]).await),
+        Some("miss")
+    );
+    for n in 1..60 {
+        // Entry 0 stays the most recently used for a while, then the flood pushes it out.
+        if n < 5 {
+            let r = ask(&gw, "/v1/chat/completions", &q(0), &[]).await;
+            assert_eq!(verdict(&r), Some("hit"));
+        }
+        let r = ask(&gw, "/v1/chat/completions", &q(n), &[]).await;
+        assert_eq!(verdict(&r), Some("miss"));
+    }
+    assert_eq!(
+        verdict(&ask(&gw, "/v1/chat/completions", &q(58), &[]).await),
+        Some("hit")
+    );
+    assert_eq!(
+        verdict(&ask(&gw, "/v1/chat/completions", &q(0), &[]).await),
+        Some("miss"),
+        "evicted by the flood"
+    );
+    assert_eq!(up.request_count(), 61);
+}
