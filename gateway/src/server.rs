@@ -180,6 +180,7 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
                 auth,
                 live,
                 spend,
+                sessions: Default::default(),
             },
         );
         admin.add_tcp(addr);

@@ -213,6 +213,9 @@ pub struct FileServer {
     pub max_header_bytes: Option<Lenient<u64>>,
     #[serde(default)]
     pub public_health: Option<Lenient<bool>>,
+    /// `GET /` on the admin listener serves the operator's status page (default true).
+    #[serde(default)]
+    pub status_page: Option<Lenient<bool>>,
     /// Most Switchyard hops a request may take through a mesh of nodes (Switchyard extension).
     #[serde(default)]
     pub max_hops: Option<Lenient<u32>>,

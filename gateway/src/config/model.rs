@@ -169,6 +169,8 @@ pub struct ServerSettings {
     pub admin_token: Option<Secret>,
     /// `/v1/health` and `/v1/models` answer without credentials.
     pub public_health: bool,
+    /// `GET /` on the admin listener serves the status page (`server.status_page`).
+    pub status_page: bool,
     /// A request that already crossed this many Switchyard nodes is refused (508).
     pub max_hops: u32,
     /// How long a caller may take to send its request (`server.client_timeouts`).

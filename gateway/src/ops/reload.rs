@@ -155,6 +155,7 @@ mod tests {
             tls: None,
             admin_token: None,
             public_health: false,
+            status_page: true,
             max_hops: 8,
             client_timeouts: crate::config::ClientTimeouts::default(),
         }

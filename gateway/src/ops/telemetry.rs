@@ -105,6 +105,8 @@ pub struct Metrics {
     pub active_requests: IntGauge,
     pub active_streams: IntGauge,
     pub access_log_dropped: IntCounter,
+    /// The last 15 minutes at 10-second resolution, for the status page.
+    pub pulse: crate::ops::pulse::Pulse,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -296,6 +298,7 @@ impl Metrics {
                 "Access-log lines dropped because the writer fell behind",
             ))),
             registry: f.0,
+            pulse: Default::default(),
         };
         // Series that exist from the start (a dashboard sees 0, not "no data").
         for result in ["success", "failure"] {
@@ -425,6 +428,11 @@ impl Metrics {
     }
 
     /// Counts an error answered to a caller (rare path: label lookup is fine here).
+    /// Jobs waiting for a worker of local pool `provider` (the status page's view of the gauge).
+    pub fn local_queue(&self, provider: &str) -> i64 {
+        self.local_queue_depth.with_label_values(&[provider]).get()
+    }
+
     pub fn error(&self, kind: &str) {
         self.errors.with_label_values(&[kind]).inc();
     }

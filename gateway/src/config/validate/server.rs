@@ -108,6 +108,7 @@ pub(super) fn server_settings(s: &FileServer, errs: &mut Errors) -> ServerSettin
         tls,
         admin_token,
         public_health: s.public_health.map(|p| p.0).unwrap_or(false),
+        status_page: s.status_page.map(|p| p.0).unwrap_or(true),
         max_hops: s.max_hops.map(|h| h.0).unwrap_or(8),
         client_timeouts,
     }
