@@ -102,8 +102,14 @@ async fn the_login_form_sets_a_signed_cookie_and_only_the_form_shows_without_it(
     assert_eq!(r.status, 303, "{}", r.text());
     assert_eq!(r.header("location"), Some("/"));
     let set = r.header("set-cookie").expect("set-cookie").to_string();
-    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
-    assert!(!set.contains(ADMIN), "the token itself must not be in the cookie");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    assert!(
+        !set.contains(ADMIN),
+        "the token itself must not be in the cookie"
+    );
     let cookie = set.split(';').next().expect("pair").to_string();
 
     let r = admin_req(&gw, "GET", "/", &[("cookie", &cookie)], "").await;
@@ -131,10 +137,16 @@ async fn the_login_form_sets_a_signed_cookie_and_only_the_form_shows_without_it(
     // The page's assets come from this origin with their types.
     let js = admin_req(&gw, "GET", "/status.js", &[], "").await;
     assert_eq!(js.status, 200);
-    assert!(js.header("content-type").unwrap_or("").starts_with("text/javascript"));
+    assert!(js
+        .header("content-type")
+        .unwrap_or("")
+        .starts_with("text/javascript"));
     assert!(js.text().contains("/admin/status"));
     let css = admin_req(&gw, "GET", "/status.css", &[], "").await;
-    assert!(css.header("content-type").unwrap_or("").starts_with("text/css"));
+    assert!(css
+        .header("content-type")
+        .unwrap_or("")
+        .starts_with("text/css"));
     // Logging out clears the cookie.
     let r = admin_req(&gw, "POST", "/logout", &[("cookie", &cookie)], "").await;
     assert_eq!(r.status, 303);
@@ -179,15 +191,22 @@ async fn the_status_document_shows_traffic_health_budgets_keys_and_errors() {
     assert!(r.status >= 500, "{}", r.text());
 
     let bearer = format!("Bearer {ADMIN}");
-    let v = status_until(&gw, ("authorization", &bearer), "the dead provider down and k1's spend", |v| {
-        let dead_down = v["providers"]
-            .as_array()
-            .is_some_and(|l| l.iter().any(|p| p["name"] == "dead" && p["status"] == "unhealthy"));
-        let k1 = v["top_keys_today"]
-            .as_array()
-            .is_some_and(|l| l.iter().any(|k| k["key"] == "k1" && k["requests"].as_u64() >= Some(3)));
-        dead_down && k1
-    })
+    let v = status_until(
+        &gw,
+        ("authorization", &bearer),
+        "the dead provider down and k1's spend",
+        |v| {
+            let dead_down = v["providers"].as_array().is_some_and(|l| {
+                l.iter()
+                    .any(|p| p["name"] == "dead" && p["status"] == "unhealthy")
+            });
+            let k1 = v["top_keys_today"].as_array().is_some_and(|l| {
+                l.iter()
+                    .any(|k| k["key"] == "k1" && k["requests"].as_u64() >= Some(3))
+            });
+            dead_down && k1
+        },
+    )
     .await;
     assert_eq!(v["status"], "degraded");
     let sim = v["providers"]
@@ -211,7 +230,9 @@ async fn the_status_document_shows_traffic_health_budgets_keys_and_errors() {
     // Budgets with their period and reset.
     let budgets = v["budgets"].as_array().expect("budgets");
     assert_eq!(budgets.len(), 2);
-    assert!(budgets.iter().any(|b| b["scope"] == "key:k1" && b["period"] == "monthly"));
+    assert!(budgets
+        .iter()
+        .any(|b| b["scope"] == "key:k1" && b["period"] == "monthly"));
     assert!(budgets.iter().all(|b| b["resets_at"].as_i64().is_some()));
     // The failed request is the last error, with its model.
     let errors = v["last_errors"].as_array().expect("errors");
@@ -230,9 +251,19 @@ async fn the_status_page_can_be_turned_off() {
     )
     .await;
     assert_eq!(admin_req(&gw, "GET", "/", &[], "").await.status, 404);
-    assert_eq!(admin_req(&gw, "GET", "/status.js", &[], "").await.status, 404);
+    assert_eq!(
+        admin_req(&gw, "GET", "/status.js", &[], "").await.status,
+        404
+    );
     // The JSON endpoint stays, behind the token.
     let bearer = format!("Bearer {ADMIN}");
-    let r = admin_req(&gw, "GET", "/admin/status", &[("authorization", &bearer)], "").await;
+    let r = admin_req(
+        &gw,
+        "GET",
+        "/admin/status",
+        &[("authorization", &bearer)],
+        "",
+    )
+    .await;
     assert_eq!(r.status, 200);
 }

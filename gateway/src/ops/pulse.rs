@@ -188,7 +188,8 @@ impl Pulse {
 
     /// The last errors, newest first.
     pub fn last_errors(&self) -> Vec<Value> {
-        let mut list: Vec<Arc<ErrorEntry>> = self.errors.iter().filter_map(|e| e.load_full()).collect();
+        let mut list: Vec<Arc<ErrorEntry>> =
+            self.errors.iter().filter_map(|e| e.load_full()).collect();
         list.sort_by(|a, b| b.time_ms.cmp(&a.time_ms));
         list.iter()
             .map(|e| {
@@ -215,7 +216,12 @@ mod tests {
         let p = Pulse::default();
         let t0 = 1_000_000;
         for _ in 0..9 {
-            p.record(t0, false, Duration::from_millis(40), Some(Duration::from_millis(8)));
+            p.record(
+                t0,
+                false,
+                Duration::from_millis(40),
+                Some(Duration::from_millis(8)),
+            );
         }
         p.record(t0, true, Duration::from_millis(900), None);
         let s = p.series(t0);

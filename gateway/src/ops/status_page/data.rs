@@ -12,10 +12,8 @@ impl AdminApp {
     /// The status document (see `docs/admin-api.md`).
     pub(crate) async fn status_json(&self) -> Value {
         let snapshot = self.live.load();
-        let (_, health) = crate::proxy::control::health_body(
-            &snapshot,
-            crate::proxy::control::HealthView::Full,
-        );
+        let (_, health) =
+            crate::proxy::control::health_body(&snapshot, crate::proxy::control::HealthView::Full);
         let health: Value = serde_json::from_slice(&health).unwrap_or(Value::Null);
         let mut providers = health.get("providers").cloned().unwrap_or(json!([]));
         let mut local_pools = Vec::new();
@@ -55,7 +53,13 @@ impl AdminApp {
         };
         let (day_start, _) = switchyard_filters::budget::Period::Daily.window(now);
         let rows = ledger.reader().ok().and_then(|conn| {
-            ledger::usage(&conn, day_start * 1000, (now + 1) * 1000, Some(GroupBy::Key)).ok()
+            ledger::usage(
+                &conn,
+                day_start * 1000,
+                (now + 1) * 1000,
+                Some(GroupBy::Key),
+            )
+            .ok()
         });
         let Some(mut rows) = rows else {
             return Value::Null;

@@ -83,7 +83,11 @@ impl Sessions {
         let Some((payload, tag)) = value.rsplit_once('.') else {
             return false;
         };
-        let Some(expiry) = payload.split('.').next().and_then(|e| e.parse::<u64>().ok()) else {
+        let Some(expiry) = payload
+            .split('.')
+            .next()
+            .and_then(|e| e.parse::<u64>().ok())
+        else {
             return false;
         };
         let Some(tag) = unhex(tag) else { return false };
@@ -168,13 +172,18 @@ impl AdminApp {
             .headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim);
         if bearer.is_some_and(|b| hash_key(b) == hash_key(admin_token)) {
             return true;
         }
-        cookie(session, COOKIE)
-            .is_some_and(|c| self.sessions.valid(c, admin_token, crate::clock::unix_secs()))
+        cookie(session, COOKIE).is_some_and(|c| {
+            self.sessions
+                .valid(c, admin_token, crate::clock::unix_secs())
+        })
     }
 
     /// Serves the status page's routes; `None` for any other path.
@@ -207,7 +216,11 @@ impl AdminApp {
         Some(match (method, path) {
             ("GET" | "HEAD", "/") => {
                 if self.page_authorized(session, token.expose()) {
-                    page(200, "text/html; charset=utf-8", DASHBOARD_HTML.as_bytes().to_vec())
+                    page(
+                        200,
+                        "text/html; charset=utf-8",
+                        DASHBOARD_HTML.as_bytes().to_vec(),
+                    )
                 } else {
                     login_form(200, "")
                 }
@@ -227,7 +240,13 @@ impl AdminApp {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         if self.auth.admin_locked_out(client_ip) {
-            self.audit("unknown", "status_page_login", None, client, "too_many_failures");
+            self.audit(
+                "unknown",
+                "status_page_login",
+                None,
+                client,
+                "too_many_failures",
+            );
             return login_form(
                 429,
                 "<p class=\"err\">Too many failed logins from this address; retry in a minute.</p>",
