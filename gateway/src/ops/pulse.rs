@@ -190,7 +190,7 @@ impl Pulse {
     pub fn last_errors(&self) -> Vec<Value> {
         let mut list: Vec<Arc<ErrorEntry>> =
             self.errors.iter().filter_map(|e| e.load_full()).collect();
-        list.sort_by(|a, b| b.time_ms.cmp(&a.time_ms));
+        list.sort_by_key(|e| std::cmp::Reverse(e.time_ms));
         list.iter()
             .map(|e| {
                 json!({

@@ -64,7 +64,7 @@ impl AdminApp {
         let Some(mut rows) = rows else {
             return Value::Null;
         };
-        rows.sort_by(|a, b| b.cost_nanos.cmp(&a.cost_nanos));
+        rows.sort_by_key(|r| std::cmp::Reverse(r.cost_nanos));
         rows.iter()
             .take(TOP_KEYS)
             .map(|t| {
