@@ -356,6 +356,16 @@ fn decode_messages(raw: &[Value]) -> Result<Vec<Message>, TranslateError> {
                             Some(Value::Null) | None => String::new(),
                             Some(other) => other.to_string(),
                         };
+                        // Checked here, where the field's place is known, rather than where a
+                        // provider's encoder needs the object.
+                        if let Err(TranslateError::Invalid { message, .. }) =
+                            crate::canonical::arguments_object(&arguments)
+                        {
+                            return Err(invalid(
+                                message,
+                                &format!("{at}.tool_calls[{k}].function.arguments"),
+                            ));
+                        }
                         parts.push(Part::ToolCall {
                             id: id.to_string(),
                             name: name.to_string(),
