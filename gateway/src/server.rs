@@ -112,6 +112,18 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
         spend: spend.clone(),
     };
     let reload_handle = server.add_service(background_service("switchyard reload", reloader));
+    crate::ops::events::set_enabled(!cfg.events.is_empty());
+    if let Some(rx) = crate::ops::events::install() {
+        server.add_service(background_service(
+            "switchyard events",
+            crate::ops::events::dispatcher::Dispatcher {
+                rx: std::sync::Mutex::new(Some(rx)),
+                live: live.clone(),
+                auth: auth.clone(),
+                path: cfg.store.sqlite_path.clone(),
+            },
+        ));
+    }
     let connector = Connector::new(Some(ConnectorOptions::from_server_conf(
         &server.configuration,
     )));

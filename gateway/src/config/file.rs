@@ -53,6 +53,20 @@ pub struct FileConfig {
     /// API paths forwarded to a provider byte for byte (`passthrough[]`).
     #[serde(default)]
     pub passthrough: Option<Vec<FilePassthrough>>,
+    /// Signed event webhooks (`events[]`).
+    #[serde(default)]
+    pub events: Option<Vec<FileEventSink>>,
+}
+
+/// One `events[]` receiver.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEventSink {
+    pub url: String,
+    #[serde(default)]
+    pub secret: Option<String>,
+    #[serde(default)]
+    pub on: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -31,6 +31,17 @@ pub struct Config {
     /// `passthrough[]`: path globs forwarded to a provider as they are, in file order (the
     /// first match wins). Empty: no request pays for matching.
     pub passthrough: Vec<PassthroughRoute>,
+    /// `events[]`: signed webhooks for what an operator must know. Empty: nothing is raised.
+    pub events: Vec<EventSink>,
+}
+
+/// One `events[]` receiver: where, the HMAC secret, and which event types it wants.
+#[derive(Debug, Clone)]
+pub struct EventSink {
+    pub url: String,
+    pub endpoint: HttpEndpoint,
+    pub secret: Secret,
+    pub on: Vec<String>,
 }
 
 /// One `passthrough[]` entry, its glob compiled once at load.

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod events;
 mod governance;
 mod models;
 mod passthrough;
@@ -115,6 +116,7 @@ pub fn validate(file: FileConfig) -> Result<Config, Vec<ConfigError>> {
         &providers,
         &mut errs,
     );
+    let events = events::events(file.events.as_deref().unwrap_or_default(), &mut errs);
     let model_names: HashSet<&str> = file.models.iter().map(|m| m.name.as_str()).collect();
     let auth = file
         .auth
@@ -179,6 +181,7 @@ pub fn validate(file: FileConfig) -> Result<Config, Vec<ConfigError>> {
             team_limits,
             startup_probe_wait,
             passthrough,
+            events,
         })
     } else {
         Err(errs.0)
