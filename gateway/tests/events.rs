@@ -260,3 +260,35 @@ async fn a_budget_running_out_is_one_event_per_period_and_the_alert_webhook_stil
         .await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_expiring_within_a_week_is_announced_once_across_restarts() {
+    let dir = std::env::temp_dir().join(format!("sy-events-{}", free_port()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let receiver = Receiver::start(200).await;
+    let soon = humantime::format_rfc3339_seconds(
+        std::time::SystemTime::now() + Duration::from_secs(3 * 86_400),
+    );
+    let later = humantime::format_rfc3339_seconds(
+        std::time::SystemTime::now() + Duration::from_secs(30 * 86_400),
+    );
+    let cfg = format!(
+        "providers:\n  - {{ name: sim, kind: mock }}\nmodels:\n  - name: chat\n    deployments:\n      - {{ provider: sim, model: mock-1 }}\nauth:\n  api_keys:\n    - {{ name: soon, key: sk-soon-0123456789abcdef, team: t1, expires: \"{soon}\" }}\n    - {{ name: later, key: sk-later-0123456789abcdef, expires: \"{later}\" }}\nstore: {{ kind: sqlite, path: {} }}\nevents:\n  - url: {}\n    secret: {SECRET}\n    on: [key.expiring]\n",
+        dir.join("k.db").display(),
+        receiver.url
+    );
+    let gw = Gateway::start(&cfg, "").await;
+    let seen = receiver
+        .wait_for("key.expiring", |s| !of_type(s, "key.expiring").is_empty())
+        .await;
+    let ev = &of_type(&seen, "key.expiring")[0].event;
+    assert_eq!(ev["data"]["key"], "soon");
+    assert_eq!(ev["data"]["team"], "t1");
+    drop(gw);
+    // A restart scans again; the event is not sent a second time.
+    let _gw = Gateway::start(&cfg, "").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let all = receiver.seen();
+    assert_eq!(of_type(&all, "key.expiring").len(), 1, "{all:#?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
