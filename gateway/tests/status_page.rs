@@ -20,6 +20,17 @@ fn config(dead: std::net::SocketAddr, dir: &std::path::Path) -> String {
     )
 }
 
+/// A gateway with the admin token (and `server_extra`), its store in a fresh directory.
+async fn start(server_extra: &str) -> Gateway {
+    let dir = std::env::temp_dir().join(format!("sy-status-{}", free_port()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    Gateway::start(
+        &config(refused_addr(), &dir),
+        &format!("  admin_token: {ADMIN}\n{server_extra}"),
+    )
+    .await
+}
+
 /// A request to the admin listener with any headers.
 async fn admin_req(
     gw: &Gateway,
@@ -70,13 +81,7 @@ async fn status_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_login_form_sets_a_signed_cookie_and_only_the_form_shows_without_it() {
-    let dir = std::env::temp_dir().join(format!("sy-status-{}", free_port()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let gw = Gateway::start(
-        &config(refused_addr(), &dir),
-        &format!("  admin_token: {ADMIN}\n"),
-    )
-    .await;
+    let gw = start("").await;
 
     // Without credentials: the form and nothing else, under a strict CSP.
     let r = admin_req(&gw, "GET", "/", &[], "").await;
@@ -157,13 +162,7 @@ async fn the_login_form_sets_a_signed_cookie_and_only_the_form_shows_without_it(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_document_shows_traffic_health_budgets_keys_and_errors() {
-    let dir = std::env::temp_dir().join(format!("sy-status-{}", free_port()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let gw = Gateway::start(
-        &config(refused_addr(), &dir),
-        &format!("  admin_token: {ADMIN}\n"),
-    )
-    .await;
+    let gw = start("").await;
     let auth = format!("Bearer {KEY}");
     let headers = [
         ("authorization", auth.as_str()),
@@ -243,13 +242,7 @@ async fn the_status_document_shows_traffic_health_budgets_keys_and_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_can_be_turned_off() {
-    let dir = std::env::temp_dir().join(format!("sy-status-{}", free_port()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let gw = Gateway::start(
-        &config(refused_addr(), &dir),
-        &format!("  admin_token: {ADMIN}\n  status_page: false\n"),
-    )
-    .await;
+    let gw = start("  status_page: false\n").await;
     assert_eq!(admin_req(&gw, "GET", "/", &[], "").await.status, 404);
     assert_eq!(
         admin_req(&gw, "GET", "/status.js", &[], "").await.status,

@@ -73,6 +73,20 @@ fn admin_error(e: &AdminError) -> Response<Vec<u8>> {
     }
 }
 
+/// The credential of an `Authorization: Bearer` header.
+pub(crate) fn bearer(session: &ServerSession) -> Option<&str> {
+    session
+        .req_header()
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+}
+
 /// A key's policy as the admin API shows it (never the secret).
 fn key_json(k: &KeyRecord) -> Value {
     json!({
@@ -203,16 +217,7 @@ impl AdminApp {
                 return Ok("status_page_session".to_string());
             }
         }
-        let presented = session
-            .req_header()
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim);
+        let presented = bearer(session);
         // Compare digests, so the comparison time says nothing about the token.
         if let (Some(p), Some(t)) = (presented, token) {
             if hash_key(p) == hash_key(t.expose()) {

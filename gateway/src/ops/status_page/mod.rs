@@ -167,16 +167,7 @@ fn form_token(body: &[u8]) -> Option<String> {
 impl AdminApp {
     /// Whether the caller holds the admin token (Bearer) or a valid session cookie.
     pub(crate) fn page_authorized(&self, session: &ServerSession, admin_token: &str) -> bool {
-        let bearer = session
-            .req_header()
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim);
+        let bearer = crate::ops::admin::bearer(session);
         if bearer.is_some_and(|b| hash_key(b) == hash_key(admin_token)) {
             return true;
         }
