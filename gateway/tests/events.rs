@@ -4,111 +4,13 @@
 
 mod common;
 
-use bytes::Bytes;
+use common::hooks::{Delivery, Receiver};
 use common::*;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use std::convert::Infallible;
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 const SECRET: &str = "whsec-test-0123456789";
-
-#[derive(Clone, Debug)]
-struct Delivery {
-    signature: String,
-    header_id: String,
-    body: Vec<u8>,
-    event: Value,
-    answered: u16,
-}
-
-/// A webhook receiver that records every POST and answers `status` (changeable).
-struct Receiver {
-    url: String,
-    status: Arc<AtomicU16>,
-    seen: Arc<Mutex<Vec<Delivery>>>,
-}
-
-impl Receiver {
-    async fn start(status: u16) -> Receiver {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let status = Arc::new(AtomicU16::new(status));
-        let seen: Arc<Mutex<Vec<Delivery>>> = Arc::default();
-        let (st, keep) = (status.clone(), seen.clone());
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let (st, seen) = (st.clone(), keep.clone());
-                let svc = service_fn(move |req: hyper::Request<Incoming>| {
-                    let (st, seen) = (st.clone(), seen.clone());
-                    async move {
-                        let h = |n: &str| {
-                            req.headers()
-                                .get(n)
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("")
-                                .to_string()
-                        };
-                        let (signature, header_id) =
-                            (h("x-switchyard-signature"), h("x-switchyard-event-id"));
-                        let body = req
-                            .into_body()
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes().to_vec())
-                            .unwrap_or_default();
-                        let answered = st.load(Ordering::SeqCst);
-                        seen.lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(Delivery {
-                                signature,
-                                header_id,
-                                event: serde_json::from_slice(&body).unwrap_or(Value::Null),
-                                body,
-                                answered,
-                            });
-                        Ok::<_, Infallible>(
-                            hyper::Response::builder()
-                                .status(answered)
-                                .body(Full::new(Bytes::new()))
-                                .expect("response"),
-                        )
-                    }
-                });
-                tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(tcp), svc));
-            }
-        });
-        Receiver {
-            url: format!("http://127.0.0.1:{}/hook", addr.port()),
-            status,
-            seen,
-        }
-    }
-
-    fn seen(&self) -> Vec<Delivery> {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    async fn wait_for(&self, what: &str, ok: impl Fn(&[Delivery]) -> bool) -> Vec<Delivery> {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let seen = self.seen();
-            if ok(&seen) {
-                return seen;
-            }
-            assert!(Instant::now() < deadline, "never saw {what}: {seen:#?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
 
 fn expected_signature(body: &[u8]) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());

@@ -472,4 +472,17 @@ pub struct FileTelemetry {
     /// Admin actions and authentication failures, one JSON object a line (Switchyard extension).
     #[serde(default)]
     pub audit_log: Option<String>,
+    /// OpenTelemetry traces over OTLP/HTTP JSON (Switchyard extension).
+    #[serde(default)]
+    pub otlp: Option<FileOtlp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOtlp {
+    pub endpoint: String,
+    #[serde(default)]
+    pub sample_ratio: Option<Lenient<f64>>,
+    #[serde(default)]
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
 }

@@ -552,4 +552,16 @@ pub enum AccessLog {
 pub struct TelemetrySettings {
     pub access_log: AccessLog,
     pub audit_log: AccessLog,
+    /// `telemetry.otlp`: spans exported to `{endpoint}/v1/traces`; `None` costs nothing.
+    pub otlp: Option<OtlpSettings>,
+}
+
+/// Where and how much to trace (`telemetry.otlp`).
+#[derive(Debug, Clone)]
+pub struct OtlpSettings {
+    pub endpoint: HttpEndpoint,
+    /// New traces sampled (0..=1); a caller's sampled `traceparent` is always followed.
+    pub sample_ratio: f64,
+    /// Extra headers on every export (values may be secrets: never logged).
+    pub headers: Vec<(String, Secret)>,
 }

@@ -105,6 +105,8 @@ pub struct Metrics {
     pub active_requests: IntGauge,
     pub active_streams: IntGauge,
     pub access_log_dropped: IntCounter,
+    /// Trace spans dropped because the OTLP export queue was full.
+    pub otlp_dropped: IntCounter,
     /// The last 15 minutes at 10-second resolution, for the status page.
     pub pulse: crate::ops::pulse::Pulse,
 }
@@ -296,6 +298,10 @@ impl Metrics {
             access_log_dropped: f.add(must(IntCounter::new(
                 "switchyard_access_log_dropped_total",
                 "Access-log lines dropped because the writer fell behind",
+            ))),
+            otlp_dropped: f.add(must(IntCounter::new(
+                "switchyard_otlp_spans_dropped_total",
+                "Trace spans dropped because the OTLP export queue was full (collector away or slow)",
             ))),
             registry: f.0,
             pulse: Default::default(),

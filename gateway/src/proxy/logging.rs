@@ -46,6 +46,7 @@ impl Gateway {
                 ResponseStep::AccessLog => self.access_line(session, &snapshot, ctx),
             }
         }
+        crate::ops::otlp::record(&snapshot, ctx);
     }
 
     fn meter(&self, snapshot: &Snapshot, ctx: &RequestCtx) {

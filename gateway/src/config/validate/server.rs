@@ -155,5 +155,31 @@ pub(super) fn telemetry(t: Option<&FileTelemetry>, errs: &mut Errors) -> Telemet
             "telemetry.audit_log",
             errs,
         ),
+        otlp: t.and_then(|t| t.otlp.as_ref()).and_then(|o| otlp(o, errs)),
     }
+}
+
+fn otlp(o: &FileOtlp, errs: &mut Errors) -> Option<OtlpSettings> {
+    let ratio = o.sample_ratio.map(|r| r.0).unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&ratio) {
+        errs.push("telemetry.otlp.sample_ratio", "must be between 0 and 1");
+    }
+    let endpoint = match super::super::endpoint::parse_endpoint(o.endpoint.trim()) {
+        Ok(e) => e,
+        Err(msg) => {
+            errs.push("telemetry.otlp.endpoint", msg);
+            return None;
+        }
+    };
+    let headers = o
+        .headers
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.to_ascii_lowercase(), Secret::new(v.clone())))
+        .collect();
+    Some(OtlpSettings {
+        endpoint,
+        sample_ratio: ratio.clamp(0.0, 1.0),
+        headers,
+    })
 }
