@@ -495,9 +495,12 @@ pub(crate) fn usage_json(u: &Usage) -> Value {
     })
 }
 
-/// A `chat.completion` body for `resp`. `id` and `created` come from the gateway when the provider
-/// gave none.
-pub fn encode_response(resp: &ChatResponse, id: &str, model: &str, created: u64) -> Vec<u8> {
+/// An answer's text, its reasoning, and its tool calls each made into a `T` by `call(id, name,
+/// arguments)`.
+pub(crate) fn split_output<T>(
+    resp: &ChatResponse,
+    mut call: impl FnMut(&str, &str, &str) -> T,
+) -> (String, String, Vec<T>) {
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut calls = Vec::new();
@@ -509,12 +512,21 @@ pub fn encode_response(resp: &ChatResponse, id: &str, model: &str, created: u64)
                 id,
                 name,
                 arguments,
-            } => calls.push(json!({
-                "id": id, "type": "function",
-                "function": {"name": name, "arguments": arguments},
-            })),
+            } => calls.push(call(id, name, arguments)),
         }
     }
+    (text, reasoning, calls)
+}
+
+/// A `chat.completion` body for `resp`. `id` and `created` come from the gateway when the provider
+/// gave none.
+pub fn encode_response(resp: &ChatResponse, id: &str, model: &str, created: u64) -> Vec<u8> {
+    let (text, reasoning, calls) = split_output(resp, |id, name, arguments| {
+        json!({
+            "id": id, "type": "function",
+            "function": {"name": name, "arguments": arguments},
+        })
+    });
     let mut message = Map::new();
     message.insert("role".into(), json!("assistant"));
     message.insert(

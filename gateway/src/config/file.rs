@@ -56,6 +56,9 @@ pub struct FileConfig {
     /// Signed event webhooks (`events[]`).
     #[serde(default)]
     pub events: Option<Vec<FileEventSink>>,
+    /// Stored Responses API conversations (`responses.ttl`).
+    #[serde(default)]
+    pub responses: Option<FileResponses>,
 }
 
 /// One `events[]` receiver.
@@ -67,6 +70,14 @@ pub struct FileEventSink {
     pub secret: Option<String>,
     #[serde(default)]
     pub on: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileResponses {
+    /// How long a stored response is kept (default 30 days).
+    #[serde(default)]
+    pub ttl: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -303,6 +314,10 @@ pub struct FileProvider {
     /// `kind: local`: CPU cores to pin the worker threads to (extension).
     #[serde(default)]
     pub cores: Option<Value>,
+    /// `native`: `POST /v1/responses` goes to this provider's `/responses` as is; `chat`
+    /// (default): translated like chat.
+    #[serde(default)]
+    pub responses: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -33,6 +33,8 @@ pub struct Config {
     pub passthrough: Vec<PassthroughRoute>,
     /// `events[]`: signed webhooks for what an operator must know. Empty: nothing is raised.
     pub events: Vec<EventSink>,
+    /// `responses.ttl`: how long a stored Responses API response is kept.
+    pub responses_ttl: Duration,
 }
 
 /// One `events[]` receiver: where, the HMAC secret, and which event types it wants.
@@ -271,6 +273,8 @@ pub struct Provider {
     pub quota: Option<Quota>,
     /// Active health check (openai kind: an authenticated `GET {base_url}/models`).
     pub health_check: Option<HealthCheckSettings>,
+    /// `responses: native`: Responses API requests go to `{base_url}/responses` as they are.
+    pub responses_native: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

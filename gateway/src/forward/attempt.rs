@@ -19,6 +19,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType};
 use std::time::{Duration, Instant};
 use switchyard_adapters::canonical::{Dialect, TranslateError};
+use switchyard_adapters::providers::Caller;
 
 /// What one try needs, carried as one value instead of a row of arguments.
 #[derive(Clone, Copy)]
@@ -253,6 +254,9 @@ pub(super) fn prepare_for(
         return Err(TranslateError::invalid("not an HTTP provider", None));
     };
     let spec = dep.spec(model);
+    if inbound.caller == Caller::OpenAiResponses && dep.provider.config.responses_native {
+        return Ok(inbound.prepare_native_responses(&spec.model));
+    }
     inbound.prepare(*dialect, &spec.model, spec.max_tokens, model.config.strict)
 }
 
