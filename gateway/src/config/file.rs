@@ -53,9 +53,23 @@ pub struct FileConfig {
     /// API paths forwarded to a provider byte for byte (`passthrough[]`).
     #[serde(default)]
     pub passthrough: Option<Vec<FilePassthrough>>,
+    /// Signed event webhooks (`events[]`).
+    #[serde(default)]
+    pub events: Option<Vec<FileEventSink>>,
     /// Stored Responses API conversations (`responses.ttl`).
     #[serde(default)]
     pub responses: Option<FileResponses>,
+}
+
+/// One `events[]` receiver.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEventSink {
+    pub url: String,
+    #[serde(default)]
+    pub secret: Option<String>,
+    #[serde(default)]
+    pub on: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -224,6 +238,9 @@ pub struct FileServer {
     pub max_header_bytes: Option<Lenient<u64>>,
     #[serde(default)]
     pub public_health: Option<Lenient<bool>>,
+    /// `GET /` on the admin listener serves the operator's status page (default true).
+    #[serde(default)]
+    pub status_page: Option<Lenient<bool>>,
     /// Most Switchyard hops a request may take through a mesh of nodes (Switchyard extension).
     #[serde(default)]
     pub max_hops: Option<Lenient<u32>>,
@@ -500,4 +517,17 @@ pub struct FileTelemetry {
     /// Admin actions and authentication failures, one JSON object a line (Switchyard extension).
     #[serde(default)]
     pub audit_log: Option<String>,
+    /// OpenTelemetry traces over OTLP/HTTP JSON (Switchyard extension).
+    #[serde(default)]
+    pub otlp: Option<FileOtlp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOtlp {
+    pub endpoint: String,
+    #[serde(default)]
+    pub sample_ratio: Option<Lenient<f64>>,
+    #[serde(default)]
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
 }

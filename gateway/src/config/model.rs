@@ -31,8 +31,19 @@ pub struct Config {
     /// `passthrough[]`: path globs forwarded to a provider as they are, in file order (the
     /// first match wins). Empty: no request pays for matching.
     pub passthrough: Vec<PassthroughRoute>,
+    /// `events[]`: signed webhooks for what an operator must know. Empty: nothing is raised.
+    pub events: Vec<EventSink>,
     /// `responses.ttl`: how long a stored Responses API response is kept.
     pub responses_ttl: Duration,
+}
+
+/// One `events[]` receiver: where, the HMAC secret, and which event types it wants.
+#[derive(Debug, Clone)]
+pub struct EventSink {
+    pub url: String,
+    pub endpoint: HttpEndpoint,
+    pub secret: Secret,
+    pub on: Vec<String>,
 }
 
 /// One `passthrough[]` entry, its glob compiled once at load.
@@ -171,6 +182,8 @@ pub struct ServerSettings {
     pub admin_token: Option<Secret>,
     /// `/v1/health` and `/v1/models` answer without credentials.
     pub public_health: bool,
+    /// `GET /` on the admin listener serves the status page (`server.status_page`).
+    pub status_page: bool,
     /// A request that already crossed this many Switchyard nodes is refused (508).
     pub max_hops: u32,
     /// How long a caller may take to send its request (`server.client_timeouts`).
@@ -592,4 +605,16 @@ pub enum AccessLog {
 pub struct TelemetrySettings {
     pub access_log: AccessLog,
     pub audit_log: AccessLog,
+    /// `telemetry.otlp`: spans exported to `{endpoint}/v1/traces`; `None` costs nothing.
+    pub otlp: Option<OtlpSettings>,
+}
+
+/// Where and how much to trace (`telemetry.otlp`).
+#[derive(Debug, Clone)]
+pub struct OtlpSettings {
+    pub endpoint: HttpEndpoint,
+    /// New traces sampled (0..=1); a caller's sampled `traceparent` is always followed.
+    pub sample_ratio: f64,
+    /// Extra headers on every export (values may be secrets: never logged).
+    pub headers: Vec<(String, Secret)>,
 }
