@@ -18,6 +18,7 @@
 //! * [`server`] — assembles all of it into a Pingora `Server`.
 
 pub mod clock;
+pub mod cloud;
 pub mod config;
 pub mod errors;
 pub mod forward;

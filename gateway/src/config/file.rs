@@ -286,6 +286,31 @@ pub struct FileProvider {
     /// `kind: local`: CPU cores to pin the worker threads to (extension).
     #[serde(default)]
     pub cores: Option<Value>,
+    /// Extra headers sent on every request (any HTTP kind).
+    #[serde(default)]
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    /// Egress through an HTTP CONNECT proxy, `http://[user:pass@]host:port` (any HTTP kind).
+    #[serde(default)]
+    pub proxy: Option<String>,
+    /// `kind: azure`: the `?api-version=` of every call.
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// `kind: azure`: Entra ID client credentials instead of `api_key`.
+    #[serde(default)]
+    pub entra: Option<FileEntra>,
+}
+
+/// `entra:` of a `kind: azure` provider.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEntra {
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    pub client_id: String,
+    pub client_secret: String,
+    /// Default: `https://login.microsoftonline.com/{tenant_id}/oauth2/v2.0/token`.
+    #[serde(default)]
+    pub token_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -282,6 +282,10 @@ pub enum ProviderKind {
         api_key: Option<Secret>,
         /// Trust these CAs (instead of the system store) for this provider's certificate.
         ca: Option<CaBundle>,
+        /// `headers`: sent on every request, never over the gateway's or the credential's.
+        headers: Vec<(http::HeaderName, http::HeaderValue)>,
+        /// A cloud account (`kind: azure`): its URL layout and credentials.
+        cloud: Option<Arc<crate::cloud::Cloud>>,
     },
     /// The built-in deterministic provider.
     Mock(MockSettings),
@@ -330,6 +334,9 @@ impl Device {
 impl ProviderKind {
     pub fn name(&self) -> &'static str {
         match self {
+            ProviderKind::Http {
+                cloud: Some(c), ..
+            } => c.kind(),
             ProviderKind::Http { dialect, .. } => dialect.name(),
             ProviderKind::Mock(_) => "mock",
             ProviderKind::Local(_) => "local",

@@ -8,6 +8,7 @@ use super::request_head;
 use super::translate::{Inbound, Prepared};
 use super::{Forwarder, POOL_IDLE_TIMEOUT};
 use crate::clock::now_ms;
+use crate::cloud::Cloud;
 use crate::config::{HttpEndpoint, ProviderKind, RetryOn, RoutingPolicy, Secret};
 use crate::errors::TryFailure;
 use crate::ops::telemetry::AttemptOutcome;
@@ -17,6 +18,7 @@ use bytes::Bytes;
 use pingora_core::protocols::http::client::HttpSession;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard_adapters::canonical::{Dialect, TranslateError};
 
@@ -76,6 +78,12 @@ pub(super) struct Upstream<'a> {
     pub dialect: Dialect,
     pub endpoint: &'a HttpEndpoint,
     pub api_key: Option<&'a Secret>,
+    /// The provider's `headers`.
+    pub headers: &'a [(http::HeaderName, http::HeaderValue)],
+    /// A cloud account's credentials (instead of `api_key`).
+    pub cloud: Option<&'a Cloud>,
+    /// The cloud credential fetched for this try (a cached bearer token).
+    pub token: Option<Arc<Secret>>,
 }
 
 impl Forwarder {
@@ -85,6 +93,8 @@ impl Forwarder {
             dialect,
             endpoint,
             api_key,
+            headers,
+            cloud,
             ..
         } = &t.dep.provider.config.kind
         else {
@@ -95,17 +105,26 @@ impl Forwarder {
             });
         };
         let remaining = t.deadline.saturating_duration_since(Instant::now());
-        pingora_timeout::timeout(
-            remaining,
-            self.try_http(
-                t,
-                Upstream {
-                    dialect: *dialect,
-                    endpoint,
-                    api_key: api_key.as_ref(),
-                },
-            ),
-        )
+        let cloud = cloud.as_deref();
+        pingora_timeout::timeout(remaining, async {
+            let token = match cloud {
+                Some(c) => c.credential().await.map_err(|e| TryError {
+                    outcome: AttemptOutcome::ConnectError,
+                    retry_after: None,
+                    reason: format!("cannot get a {} credential: {e}", c.kind()),
+                })?,
+                None => None,
+            };
+            let upstream = Upstream {
+                dialect: *dialect,
+                endpoint,
+                api_key: api_key.as_ref(),
+                headers,
+                cloud,
+                token,
+            };
+            self.try_http(t, upstream).await
+        })
         .await
         .unwrap_or_else(|_| {
             Err(TryError {
@@ -249,11 +268,16 @@ pub(super) fn prepare_for(
     model: &RoutedModel,
     dep: &RoutedDeployment,
 ) -> Result<Prepared, TranslateError> {
-    let ProviderKind::Http { dialect, .. } = &dep.provider.config.kind else {
+    let ProviderKind::Http { dialect, cloud, .. } = &dep.provider.config.kind else {
         return Err(TranslateError::invalid("not an HTTP provider", None));
     };
     let spec = dep.spec(model);
-    inbound.prepare(*dialect, &spec.model, spec.max_tokens, model.config.strict)
+    let mut prepared =
+        inbound.prepare(*dialect, &spec.model, spec.max_tokens, model.config.strict)?;
+    if let Some(cloud) = cloud {
+        prepared.path = cloud.api_path(&prepared.path, &spec.model);
+    }
+    Ok(prepared)
 }
 
 /// Records a failed try everywhere it counts (metrics, provider health, breaker, Retry-After,

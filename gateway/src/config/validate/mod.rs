@@ -11,12 +11,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod cloud;
 mod governance;
 mod models;
 mod passthrough;
 mod providers;
 mod server;
 
+use cloud::*;
 use governance::*;
 use models::*;
 use providers::*;

@@ -9,6 +9,7 @@ pub(super) const SUPPORTED_KINDS: &[&str] = &[
     "gemini",
     "cloudflare",
     "ollama",
+    "azure",
     "local",
     "mock",
 ];
@@ -60,12 +61,14 @@ pub(super) fn providers(
             ),
         });
         let timeouts = timeouts(p.timeouts.as_ref(), &path, errs);
+        reject_cloud_keys(p, &path, errs);
         let kind = match p.kind.as_str() {
             "openai" => http_kind(Dialect::OpenAi, p, &path, errs),
             "anthropic" => http_kind(Dialect::Anthropic, p, &path, errs),
             "gemini" => http_kind(Dialect::Gemini, p, &path, errs),
             "cloudflare" => http_kind(Dialect::Cloudflare, p, &path, errs),
             "ollama" => http_kind(Dialect::Ollama, p, &path, errs),
+            "azure" => azure_kind(p, &path, errs),
             "mock" => mock_kind(p, &path, errs),
             "local" => local_kind(p, &path, errs),
             k if LATER_KINDS.contains(&k) => {
@@ -178,11 +181,14 @@ pub(super) fn http_kind(
             }
         },
     };
+    let headers = extra_headers(p, path, errs);
     Some(ProviderKind::Http {
         dialect,
         endpoint,
         api_key,
         ca,
+        headers,
+        cloud: None,
     })
 }
 
@@ -199,6 +205,8 @@ pub(super) fn local_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Opt
         "local",
         &[
             ("base_url", p.base_url.is_some()),
+            ("headers", p.headers.is_some()),
+            ("proxy", p.proxy.is_some()),
             ("api_key", p.api_key.is_some()),
             ("ca_file", p.ca_file.is_some()),
             ("latency", p.latency.is_some()),
@@ -285,6 +293,8 @@ pub(super) fn mock_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Opti
         "mock",
         &[
             ("base_url", p.base_url.is_some()),
+            ("headers", p.headers.is_some()),
+            ("proxy", p.proxy.is_some()),
             ("api_key", p.api_key.is_some()),
             ("ca_file", p.ca_file.is_some()),
             ("device", p.device.is_some()),

@@ -1,0 +1,160 @@
+//! Cloud accounts as provider kinds: `azure` (Azure OpenAI). Each speaks an existing dialect
+//! (Azure: OpenAI's, byte for byte) and differs only in where a request goes (the URL layout)
+//! and how it is authorised (`api-key`, or an Entra ID bearer token). This module owns those
+//! two things: [`Cloud::api_path`] and [`Cloud::authorize`] (with the async
+//! [`Cloud::credential`] fetched before the request head is built). It must not touch bodies,
+//! routing or the relay.
+
+pub mod entra;
+pub mod token;
+
+use crate::config::Secret;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use std::sync::Arc;
+use token::TokenCache;
+
+/// A cloud account behind an HTTP provider.
+#[derive(Debug)]
+pub enum Cloud {
+    Azure(Azure),
+}
+
+/// `kind: azure`.
+#[derive(Debug)]
+pub struct Azure {
+    /// `api_version`: the `?api-version=` of every call.
+    pub api_version: String,
+    pub auth: AzureAuth,
+}
+
+/// How Azure OpenAI calls are authorised.
+#[derive(Debug)]
+pub enum AzureAuth {
+    /// `api_key`: the `api-key` header.
+    Key(Secret),
+    /// `entra`: a client-credentials bearer token.
+    Entra(Arc<TokenCache>),
+}
+
+/// The header Azure OpenAI reads its key from.
+static API_KEY: HeaderName = HeaderName::from_static("api-key");
+
+impl Cloud {
+    /// The provider kind's name (metrics, `/v1/health`, the capability table).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Cloud::Azure(_) => "azure",
+        }
+    }
+
+    /// The upstream path (below `base_url`) of an API call (`/chat/completions`,
+    /// `/embeddings`, `/completions`) to `model` (Azure: the deployment name).
+    pub fn api_path(&self, api_path: &str, model: &str) -> String {
+        match self {
+            Cloud::Azure(a) => format!(
+                "/openai/deployments/{}{api_path}?api-version={}",
+                encode_segment(model),
+                encode_segment(&a.api_version)
+            ),
+        }
+    }
+
+    /// The health probe's path (below `base_url`).
+    pub fn probe_path(&self) -> String {
+        match self {
+            Cloud::Azure(a) => format!(
+                "/openai/models?api-version={}",
+                encode_segment(&a.api_version)
+            ),
+        }
+    }
+
+    /// The credential a request needs fetched ahead (a cached bearer token), if any.
+    pub async fn credential(&self) -> Result<Option<Arc<Secret>>, String> {
+        match self {
+            Cloud::Azure(Azure {
+                auth: AzureAuth::Entra(cache),
+                ..
+            }) => cache.token().await.map(Some),
+            Cloud::Azure(_) => Ok(None),
+        }
+    }
+
+    /// Adds the credential headers (marked sensitive) to a request head.
+    pub fn authorize(&self, token: Option<&Secret>, h: &mut HeaderMap) -> Result<(), String> {
+        let (name, value) = match (self, token) {
+            (Cloud::Azure(Azure { auth: AzureAuth::Key(k), .. }), _) => {
+                (API_KEY.clone(), k.expose().to_string())
+            }
+            (Cloud::Azure(_), Some(t)) => {
+                (http::header::AUTHORIZATION, format!("Bearer {}", t.expose()))
+            }
+            (Cloud::Azure(_), None) => return Err("no Entra token".into()),
+        };
+        let mut value =
+            HeaderValue::from_str(&value).map_err(|_| "credential is not a valid header value")?;
+        value.set_sensitive(true);
+        h.insert(name, value);
+        Ok(())
+    }
+
+    /// The credential headers as pairs (health checks, on the small identity client).
+    pub async fn auth_pairs(&self) -> Result<Vec<(&'static str, String)>, String> {
+        let token = self.credential().await?;
+        let mut h = HeaderMap::new();
+        self.authorize(token.as_deref(), &mut h)?;
+        Ok(h.iter()
+            .filter_map(|(k, v)| {
+                let name: &'static str = if k == API_KEY { "api-key" } else { "authorization" };
+                v.to_str().ok().map(|v| (name, v.to_string()))
+            })
+            .collect())
+    }
+}
+
+/// Percent-encodes one path segment or query value.
+fn encode_segment(s: &str) -> percent_encoding::PercentEncode<'_> {
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
+    const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, SEGMENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn azure_key() -> Cloud {
+        Cloud::Azure(Azure {
+            api_version: "2024-10-21".into(),
+            auth: AzureAuth::Key(Secret::new("k-123".into())),
+        })
+    }
+
+    #[test]
+    fn azure_paths() {
+        let c = azure_key();
+        assert_eq!(
+            c.api_path("/chat/completions", "gpt-4o-prod"),
+            "/openai/deployments/gpt-4o-prod/chat/completions?api-version=2024-10-21"
+        );
+        assert_eq!(
+            c.api_path("/embeddings", "a b/c"),
+            "/openai/deployments/a%20b%2Fc/embeddings?api-version=2024-10-21"
+        );
+        assert_eq!(c.probe_path(), "/openai/models?api-version=2024-10-21");
+    }
+
+    #[test]
+    fn azure_key_header_is_sensitive() {
+        let mut h = HeaderMap::new();
+        azure_key().authorize(None, &mut h).unwrap();
+        let v = h.get("api-key").unwrap();
+        assert_eq!(v, "k-123");
+        assert!(v.is_sensitive());
+        assert!(h.get("authorization").is_none());
+    }
+}

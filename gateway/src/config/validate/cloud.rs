@@ -1,0 +1,234 @@
+//! The cloud-account keys of `providers[]`: `kind: azure` (`api_version`, `api_key` or `entra`)
+//! and the keys any HTTP kind may carry (`headers`). Builds the [`crate::cloud::Cloud`] a
+//! provider sends through; must not open connections (tokens are fetched on first use).
+
+use super::*;
+use crate::cloud::token::{TokenCache, TokenEndpoint};
+use crate::cloud::{entra, Azure, AzureAuth, Cloud};
+
+/// Keys that only a cloud kind reads: refused on the others.
+pub(super) fn reject_cloud_keys(p: &FileProvider, path: &str, errs: &mut Errors) {
+    if p.proxy.is_some() {
+        errs.push(
+            format!("{path}.proxy"),
+            "egress proxies are not supported by this build yet",
+        );
+    }
+    if p.kind != "azure" {
+        reject_keys(
+            p,
+            path,
+            &p.kind,
+            &[
+                ("api_version", p.api_version.is_some()),
+                ("entra", p.entra.is_some()),
+            ],
+            errs,
+        );
+    }
+}
+
+/// `headers`: valid names and values; the hop-by-hop and framing headers the gateway owns are
+/// refused (credential headers are never overridden: the gateway's own win when sending).
+pub(super) fn extra_headers(
+    p: &FileProvider,
+    path: &str,
+    errs: &mut Errors,
+) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    const OWNED: &[&str] = &[
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "upgrade",
+        "te",
+        "keep-alive",
+        "proxy-connection",
+    ];
+    let mut out = Vec::new();
+    for (name, value) in p.headers.iter().flatten() {
+        let key = format!("{path}.headers.{name}");
+        let Ok(n) = http::HeaderName::from_bytes(name.as_bytes()) else {
+            errs.push(key, "not a valid header name");
+            continue;
+        };
+        if OWNED.contains(&n.as_str()) {
+            errs.push(key, "is set by the gateway and cannot be configured");
+            continue;
+        }
+        match http::HeaderValue::from_str(value) {
+            Ok(v) => out.push((n, v)),
+            Err(_) => errs.push(key, "not a valid header value"),
+        }
+    }
+    out
+}
+
+/// `kind: azure`: an OpenAI-dialect HTTP provider with Azure's URL layout and credentials.
+pub(super) fn azure_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Option<ProviderKind> {
+    let api_version = match p.api_version.as_deref().map(str::trim) {
+        Some(v) if !v.is_empty() => v.to_string(),
+        _ => {
+            errs.push(
+                format!("{path}.api_version"),
+                "required for kind azure (e.g. \"2024-10-21\")",
+            );
+            String::new()
+        }
+    };
+    let key = p.api_key.as_deref().filter(|k| !k.is_empty());
+    let auth = match (key, &p.entra) {
+        (Some(_), Some(_)) => {
+            errs.push(
+                format!("{path}.entra"),
+                "set either api_key or entra, not both",
+            );
+            None
+        }
+        (None, None) => {
+            errs.push(
+                format!("{path}.api_key"),
+                "required for kind azure (or entra client credentials)",
+            );
+            None
+        }
+        (Some(k), None) => Some(AzureAuth::Key(Secret::new(k.to_string()))),
+        (None, Some(e)) => entra_auth(e, &format!("{path}.entra"), errs),
+    };
+    let mut kind = http_kind(Dialect::OpenAi, p, path, errs)?;
+    if let ProviderKind::Http { api_key, cloud, .. } = &mut kind {
+        // The credential lives in the cloud account (sent as Azure expects), never as a bearer.
+        *api_key = None;
+        *cloud = Some(Arc::new(Cloud::Azure(Azure {
+            api_version,
+            auth: auth?,
+        })));
+    }
+    Some(kind)
+}
+
+fn entra_auth(e: &FileEntra, path: &str, errs: &mut Errors) -> Option<AzureAuth> {
+    let mut ok = true;
+    for (key, v) in [("client_id", &e.client_id), ("client_secret", &e.client_secret)] {
+        if v.trim().is_empty() {
+            errs.push(format!("{path}.{key}"), "must not be empty");
+            ok = false;
+        }
+    }
+    let tenant = e.tenant_id.as_deref().filter(|t| !t.trim().is_empty());
+    let url = match (&e.token_url, tenant) {
+        (Some(u), _) => u.clone(),
+        (None, Some(t)) => entra::default_token_url(t),
+        (None, None) => {
+            errs.push(
+                format!("{path}.tenant_id"),
+                "required (or token_url) for Entra client credentials",
+            );
+            return None;
+        }
+    };
+    let endpoint = token_endpoint(&url, &format!("{path}.token_url"), errs)?;
+    ok.then(|| {
+        AzureAuth::Entra(Arc::new(TokenCache::new(
+            endpoint,
+            Box::new(entra::ClientCredentials {
+                client_id: e.client_id.clone(),
+                client_secret: Secret::new(e.client_secret.clone()),
+            }),
+        )))
+    })
+}
+
+/// An OAuth token endpoint URL, parsed (errors under `key`).
+pub(super) fn token_endpoint(url: &str, key: &str, errs: &mut Errors) -> Option<TokenEndpoint> {
+    match parse_endpoint(url) {
+        Ok(endpoint) => {
+            let path = if endpoint.path_prefix.is_empty() {
+                "/".to_string()
+            } else {
+                endpoint.path_prefix.clone()
+            };
+            Some(TokenEndpoint { endpoint, path })
+        }
+        Err(msg) => {
+            errs.push(key.to_string(), msg);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{parse, ProviderKind};
+
+    fn conf(provider: &str) -> String {
+        format!(
+            "server:\n  listen: [\"127.0.0.1:8080\"]\nproviders:\n  - name: az\n{provider}models:\n  - name: chat\n    deployments:\n      - provider: az\n        model: gpt4o\n"
+        )
+    }
+
+    fn errors(provider: &str) -> Vec<String> {
+        match parse(&conf(provider), &|_| None) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.into_iter().map(|e| format!("{}: {}", e.path, e.message)).collect(),
+        }
+    }
+
+    #[test]
+    fn azure_keys_are_checked_with_their_paths() {
+        let base = "    kind: azure\n    base_url: https://r.openai.azure.com\n";
+        assert_eq!(
+            errors(&format!("{base}    api_key: k\n")),
+            vec!["providers[0].api_version: required for kind azure (e.g. \"2024-10-21\")"]
+        );
+        assert_eq!(
+            errors(&format!("{base}    api_version: \"2024-10-21\"\n")),
+            vec!["providers[0].api_key: required for kind azure (or entra client credentials)"]
+        );
+        assert_eq!(
+            errors(&format!(
+                "{base}    api_version: v\n    entra: {{ client_id: a, client_secret: b }}\n"
+            )),
+            vec!["providers[0].entra.tenant_id: required (or token_url) for Entra client credentials"]
+        );
+        assert_eq!(
+            errors(&format!(
+                "{base}    api_version: v\n    api_key: k\n    entra: {{ tenant_id: t, client_id: a, client_secret: b }}\n"
+            )),
+            vec!["providers[0].entra: set either api_key or entra, not both"]
+        );
+        assert_eq!(
+            errors(
+                "    kind: openai\n    base_url: https://api.openai.com/v1\n    api_version: v\n    headers: { Host: x, \"bad name\": y }\n"
+            ),
+            vec![
+                "providers[0].api_version: does not apply to kind openai",
+                "providers[0].headers.Host: is set by the gateway and cannot be configured",
+                "providers[0].headers.bad name: not a valid header name",
+            ]
+        );
+    }
+
+    #[test]
+    fn azure_provider_loads() {
+        let c = parse(
+            &conf("    kind: azure\n    base_url: https://r.openai.azure.com\n    api_version: \"2024-10-21\"\n    entra: { tenant_id: t1, client_id: a, client_secret: b }\n    headers: { x-team: blue }\n"),
+            &|_| None,
+        )
+        .unwrap();
+        let p = &c.providers[0];
+        assert_eq!(p.kind.name(), "azure");
+        let ProviderKind::Http { api_key, headers, cloud, .. } = &p.kind else {
+            panic!("an HTTP provider");
+        };
+        assert!(api_key.is_none());
+        assert_eq!(headers[0].0, "x-team");
+        let cloud = cloud.as_ref().unwrap();
+        assert_eq!(
+            cloud.api_path("/chat/completions", "gpt4o"),
+            "/openai/deployments/gpt4o/chat/completions?api-version=2024-10-21"
+        );
+        assert!(format!("{cloud:?}").contains("login.microsoftonline.com"));
+        assert!(!format!("{cloud:?}").contains("client_secret: \"b\""));
+    }
+}

@@ -1,0 +1,422 @@
+//! Cloud provider kinds end to end: the real gateway in front of local mocks of each service
+//! that check credentials as the service would. Azure OpenAI: the deployment URL and
+//! `api-version`, the `api-key` header or an Entra ID bearer token (the token endpoint checks the
+//! client-credentials form and the mock accepts only unexpired tokens it issued), both caller
+//! formats stream and non-stream, embeddings, content-filter refusals (never failed over), and
+//! the provider's extra `headers`.
+
+mod common;
+#[path = "cloud/mock.rs"]
+mod mock;
+
+use common::*;
+use mock::*;
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const API_VERSION: &str = "2024-10-21";
+const AZURE_KEY: &str = "az-key-0123456789abcdef";
+
+/// Azure's documented chat completion (with its content-filter annotations).
+fn azure_completion(text: &str) -> Value {
+    let safe = json!({"hate": {"filtered": false, "severity": "safe"},
+                      "self_harm": {"filtered": false, "severity": "safe"},
+                      "sexual": {"filtered": false, "severity": "safe"},
+                      "violence": {"filtered": false, "severity": "safe"}});
+    json!({"id": "chatcmpl-7R1nGnsXO8n4oi9UPz2f3UHdgAYMn", "object": "chat.completion",
+           "created": 1686676106, "model": "gpt-4o-2024-05-13",
+           "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": safe}],
+           "choices": [{"index": 0, "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": text},
+                        "content_filter_results": safe}],
+           "usage": {"completion_tokens": 7, "prompt_tokens": 12, "total_tokens": 19}})
+}
+
+/// Azure's stream: a first chunk with no choices (the prompt's filter results), then deltas.
+fn azure_stream(text: &str) -> Answer {
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": "chatcmpl-7R1nGnsXO8n4oi9UPz2f3UHdgAYMn", "object": "chat.completion.chunk",
+               "created": 1686676106, "model": "gpt-4o-2024-05-13",
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    };
+    Answer::sse(
+        &[
+            json!({"choices": [], "created": 0, "id": "", "model": "", "object": "",
+                   "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {
+                       "hate": {"filtered": false, "severity": "safe"}}}]}),
+            chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+            chunk(json!({"content": text}), Value::Null),
+            chunk(json!({}), json!("stop")),
+            json!({"id": "chatcmpl-7R1nGnsXO8n4oi9UPz2f3UHdgAYMn",
+                   "object": "chat.completion.chunk", "created": 1686676106,
+                   "model": "gpt-4o-2024-05-13", "choices": [],
+                   "usage": {"completion_tokens": 7, "prompt_tokens": 12, "total_tokens": 19}}),
+        ],
+        true,
+    )
+}
+
+/// Azure's documented content-filter refusal of a prompt.
+fn content_filter_error() -> Answer {
+    Answer::json(
+        400,
+        json!({"error": {"message": "The response was filtered due to the prompt triggering Azure OpenAI's content management policy. Please modify your prompt and retry.",
+                         "type": null, "param": "prompt", "code": "content_filter", "status": 400,
+                         "innererror": {"code": "ResponsibleAIPolicyViolation",
+                                        "content_filter_result": {
+                                            "hate": {"filtered": true, "severity": "high"}}}}}),
+    )
+}
+
+/// How the Azure mock authorises a request: `Ok` or the 401 it answers.
+type Authorise = Arc<dyn Fn(&Recv) -> Result<(), Answer> + Send + Sync>;
+
+fn key_auth() -> Authorise {
+    Arc::new(|r: &Recv| {
+        if r.header("api-key") == Some(AZURE_KEY) && r.header("authorization").is_none() {
+            Ok(())
+        } else {
+            Err(Answer::json(
+                401,
+                json!({"error": {"code": "401", "message": "Access denied due to invalid subscription key or wrong API endpoint."}}),
+            ))
+        }
+    })
+}
+
+/// An Azure OpenAI resource: checks the URL layout and the credential, answers chat
+/// (stream or not), embeddings, and refuses prompts containing `FORBIDDEN` as its content
+/// filter does.
+async fn azure(deployment: &'static str, auth: Authorise) -> Mock {
+    Mock::start(Arc::new(move |r: &Recv| {
+        if let Err(denied) = auth(r) {
+            return denied;
+        }
+        let base = format!("/openai/deployments/{deployment}/");
+        let query = format!("?api-version={API_VERSION}");
+        let Some(rest) = r.target.strip_prefix(&base) else {
+            return Answer::json(404, json!({"error": {"code": "DeploymentNotFound", "message": "The API deployment for this resource does not exist."}}));
+        };
+        let body = r.json();
+        match rest.strip_suffix(&query) {
+            Some("chat/completions") => {
+                if body.to_string().contains("FORBIDDEN") {
+                    return content_filter_error();
+                }
+                if body["stream"] == json!(true) {
+                    azure_stream("Hello from Azure!")
+                } else {
+                    Answer::json(200, azure_completion("Hello from Azure!"))
+                }
+            }
+            Some("embeddings") => Answer::json(
+                200,
+                json!({"object": "list", "model": "text-embedding-3-small",
+                       "data": [{"object": "embedding", "index": 0, "embedding": [0.25, -0.5, 0.125]}],
+                       "usage": {"prompt_tokens": 4, "total_tokens": 4}}),
+            ),
+            _ => Answer::json(
+                404,
+                json!({"error": {"code": "404", "message": "Resource not found"}}),
+            ),
+        }
+    }))
+    .await
+}
+
+fn azure_provider(name: &str, base: &str, auth: &str) -> String {
+    format!(
+        "  - name: {name}\n    kind: azure\n    base_url: {base}\n    api_version: \"{API_VERSION}\"\n{auth}"
+    )
+}
+
+fn chat_model(deps: &[(&str, &str)]) -> String {
+    let mut s = String::from("models:\n  - name: chat\n    deployments:\n");
+    for (provider, model) in deps {
+        s.push_str(&format!(
+            "      - provider: {provider}\n        model: {model}\n"
+        ));
+    }
+    s
+}
+
+fn openai_chat(stream: bool, text: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({"model": "chat", "stream": stream,
+                               "messages": [{"role": "user", "content": text}]}))
+    .expect("json")
+}
+
+fn anthropic_messages(stream: bool, text: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({"model": "chat", "stream": stream, "max_tokens": 100,
+                               "messages": [{"role": "user", "content": text}]}))
+    .expect("json")
+}
+
+#[tokio::test]
+async fn azure_api_key_both_callers_stream_and_not() {
+    let up = azure("gpt4o-prod", key_auth()).await;
+    let conf = format!(
+        "providers:\n{}    headers: {{ x-team: blue, api-key: not-the-key }}\n{}",
+        azure_provider("az", &up.base, &format!("    api_key: {AZURE_KEY}\n")),
+        chat_model(&[("az", "gpt4o-prod")])
+    );
+    let gw = Gateway::start(&conf, "").await;
+
+    // OpenAI caller, non-stream: Azure's answer passes through as it came.
+    let r = gw
+        .post_json("/v1/chat/completions", &openai_chat(false, "Hi"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["choices"][0]["message"]["content"], "Hello from Azure!");
+    assert_eq!(
+        v["prompt_filter_results"][0]["content_filter_results"]["hate"]["severity"],
+        "safe"
+    );
+    let seen = up.requests();
+    assert_eq!(
+        seen[0].target,
+        format!("/openai/deployments/gpt4o-prod/chat/completions?api-version={API_VERSION}")
+    );
+    // The configured header arrives; it never replaces the credential.
+    assert_eq!(seen[0].header("x-team"), Some("blue"));
+    assert_eq!(seen[0].header("api-key"), Some(AZURE_KEY));
+    assert_eq!(seen[0].json()["messages"][0]["content"], "Hi");
+
+    // OpenAI caller, stream.
+    let r = gw
+        .post_json("/v1/chat/completions", &openai_chat(true, "Hi"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text: String = sse_data(&r.body)
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str().map(String::from))
+        .collect();
+    assert_eq!(text, "Hello from Azure!");
+    assert!(r.text().trim_end().ends_with("data: [DONE]"));
+
+    // Anthropic caller, non-stream: translated both ways.
+    let r = gw
+        .post_json("/v1/messages", &anthropic_messages(false, "Hi"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["type"], "message");
+    assert_eq!(v["content"][0]["text"], "Hello from Azure!");
+    assert_eq!(v["stop_reason"], "end_turn");
+    assert_eq!(v["usage"]["input_tokens"], 12);
+    assert_eq!(v["usage"]["output_tokens"], 7);
+
+    // Anthropic caller, stream: Azure's choice-less first chunk is skipped.
+    let r = gw
+        .post_json("/v1/messages", &anthropic_messages(true, "Hi"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let events = sse_data(&r.body);
+    let text: String = events
+        .iter()
+        .filter(|e| e["type"] == "content_block_delta")
+        .filter_map(|e| e["delta"]["text"].as_str().map(String::from))
+        .collect();
+    assert_eq!(text, "Hello from Azure!");
+    assert!(events.iter().any(|e| e["type"] == "message_stop"));
+    assert_eq!(up.requests().len(), 4);
+    assert!(
+        up.requests().iter().all(|r| r.header("api-key") == Some(AZURE_KEY)),
+        "every request carried the key"
+    );
+    assert!(!gw.log().contains(AZURE_KEY), "the key never reaches the log");
+}
+
+#[tokio::test]
+async fn azure_embeddings_use_the_deployment_url() {
+    let up = azure("embed-small", key_auth()).await;
+    let conf = format!(
+        "providers:\n{}models:\n  - name: embed\n    deployments:\n      - provider: az\n        model: embed-small\n",
+        azure_provider("az", &up.base, &format!("    api_key: {AZURE_KEY}\n")),
+    );
+    let gw = Gateway::start(&conf, "").await;
+    let r = gw
+        .post_json("/v1/embeddings", br#"{"model":"embed","input":"hello"}"#)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["data"][0]["embedding"], json!([0.25, -0.5, 0.125]));
+    assert_eq!(
+        up.requests()[0].target,
+        format!("/openai/deployments/embed-small/embeddings?api-version={API_VERSION}")
+    );
+}
+
+#[tokio::test]
+async fn azure_content_filter_is_a_policy_error_never_failed_over() {
+    let first = azure("gpt4o-a", key_auth()).await;
+    let second = azure("gpt4o-b", key_auth()).await;
+    let key = format!("    api_key: {AZURE_KEY}\n");
+    let conf = format!(
+        "providers:\n{}{}{}",
+        azure_provider("az-a", &first.base, &key),
+        azure_provider("az-b", &second.base, &key),
+        chat_model(&[("az-a", "gpt4o-a"), ("az-b", "gpt4o-b")])
+    );
+    let gw = Gateway::start(&conf, "").await;
+
+    let r = gw
+        .post_json("/v1/chat/completions", &openai_chat(false, "FORBIDDEN words"))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["error"]["code"], "content_filter", "{v}");
+    assert_eq!(v["error"]["param"], "prompt");
+
+    let r = gw
+        .post_json("/v1/messages", &anthropic_messages(false, "FORBIDDEN words"))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("content management policy"),
+        "{v}"
+    );
+
+    let r = gw
+        .post_json("/v1/chat/completions", &openai_chat(true, "FORBIDDEN words"))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(first.requests().len(), 3);
+    assert!(
+        second.requests().is_empty(),
+        "a content-filter refusal is not an outage: never retried on another deployment"
+    );
+}
+
+/// An Entra ID tenant: checks the client-credentials form and issues short-lived tokens.
+struct Tenant {
+    mock: Mock,
+    issued: Arc<Mutex<Vec<(String, Instant)>>>,
+}
+
+impl Tenant {
+    async fn start(lifetime: Duration) -> Tenant {
+        let issued: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+        let keep = issued.clone();
+        let mock = Mock::start(Arc::new(move |r: &Recv| {
+            let f = form(&r.body);
+            let get = |k: &str| f.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+            let ok = r.method == "POST"
+                && r.target == "/tenant-1/oauth2/v2.0/token"
+                && r.header("content-type") == Some("application/x-www-form-urlencoded")
+                && get("grant_type") == Some("client_credentials")
+                && get("client_id") == Some("app-123")
+                && get("client_secret") == Some("s3cret/+=")
+                && get("scope") == Some("https://cognitiveservices.azure.com/.default");
+            if !ok {
+                return Answer::json(
+                    401,
+                    json!({"error": "invalid_client", "error_description": "AADSTS7000215"}),
+                );
+            }
+            let mut issued = keep.lock().unwrap_or_else(|e| e.into_inner());
+            let token = format!("eyJ0eXAi.entra-{}", issued.len() + 1);
+            issued.push((token.clone(), Instant::now() + lifetime));
+            Answer::json(
+                200,
+                json!({"token_type": "Bearer", "expires_in": lifetime.as_secs(),
+                       "ext_expires_in": lifetime.as_secs(), "access_token": token}),
+            )
+        }))
+        .await;
+        Tenant { mock, issued }
+    }
+
+    /// The Azure side: only an issued, unexpired token is accepted.
+    fn authorise(&self) -> Authorise {
+        let issued = self.issued.clone();
+        Arc::new(move |r: &Recv| {
+            let now = Instant::now();
+            let valid = r
+                .header("authorization")
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .is_some_and(|t| {
+                    issued
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .iter()
+                        .any(|(tok, until)| tok == t && now < *until)
+                });
+            if valid && r.header("api-key").is_none() {
+                Ok(())
+            } else {
+                Err(Answer::json(
+                    401,
+                    json!({"error": {"code": "401", "message": "Unauthorized. Access token is missing, invalid, audience is incorrect, or have expired."}}),
+                ))
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn azure_entra_tokens_are_cached_and_refreshed_ahead() {
+    let tenant = Tenant::start(Duration::from_secs(2)).await;
+    let up = azure("gpt4o-prod", tenant.authorise()).await;
+    let entra = format!(
+        "    entra:\n      tenant_id: tenant-1\n      client_id: app-123\n      client_secret: \"s3cret/+=\"\n      token_url: {}/tenant-1/oauth2/v2.0/token\n",
+        tenant.mock.base
+    );
+    let conf = format!(
+        "providers:\n{}{}",
+        azure_provider("az", &up.base, &entra),
+        chat_model(&[("az", "gpt4o-prod")])
+    );
+    let gw = Gateway::start(&conf, "").await;
+    // Requests over three token lifetimes' halves: every one is accepted.
+    let started = Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_millis(3500) {
+        let r = gw
+            .post_json("/v1/chat/completions", &openai_chat(false, "Hi"))
+            .await;
+        assert_eq!(r.status, 200, "request {sent}: {}", r.text());
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let tokens = tenant.issued.lock().unwrap_or_else(|e| e.into_inner()).len();
+    assert!(tokens >= 2, "the token was refreshed ({tokens} issued)");
+    assert!(
+        tokens <= sent / 3,
+        "tokens are cached, not fetched per request ({tokens} for {sent} requests)"
+    );
+    let log = gw.log();
+    assert!(!log.contains("s3cret"), "the client secret never reaches the log");
+    assert!(!log.contains("eyJ0eXAi"), "tokens never reach the log");
+}
+
+#[tokio::test]
+async fn azure_entra_failure_is_a_gateway_error_not_a_leak() {
+    let tenant = Tenant::start(Duration::from_secs(60)).await;
+    let up = azure("gpt4o-prod", tenant.authorise()).await;
+    let entra = format!(
+        "    entra:\n      client_id: app-123\n      client_secret: wrong-secret\n      token_url: {}/tenant-1/oauth2/v2.0/token\n",
+        tenant.mock.base
+    );
+    let conf = format!(
+        "providers:\n{}{}",
+        azure_provider("az", &up.base, &entra),
+        chat_model(&[("az", "gpt4o-prod")])
+    );
+    let gw = Gateway::start(&conf, "").await;
+    let r = gw
+        .post_json("/v1/chat/completions", &openai_chat(false, "Hi"))
+        .await;
+    assert!(r.status >= 500, "{} {}", r.status, r.text());
+    assert!(up.requests().is_empty(), "no request without a token");
+    assert!(!r.text().contains("wrong-secret"));
+    assert!(!gw.log().contains("wrong-secret"));
+    assert!(gw.log().contains("invalid_client"), "the cause is logged");
+}
