@@ -212,6 +212,31 @@ pub fn support(dialect: Dialect, field: Field) -> Support {
             | F::ParallelToolCallsFalse
             | F::ImageUrl => Unsupported,
         },
+        Dialect::Bedrock => match field {
+            F::Temperature | F::TemperatureAboveOne => Translate("`inferenceConfig.temperature`"),
+            F::TopP => Translate("`inferenceConfig.topP`"),
+            F::TopK => Translate("`additionalModelRequestFields.top_k` (models that take it)"),
+            F::MaxTokens => Translate(
+                "`inferenceConfig.maxTokens` (the deployment's `max_tokens` when absent)",
+            ),
+            F::Stop => Translate("`inferenceConfig.stopSequences`"),
+            F::Tools => Translate("`toolConfig.tools[].toolSpec.inputSchema.json`"),
+            F::ToolChoiceNone => Translate("`toolConfig` left out"),
+            F::ToolChoiceRequired => Translate("`toolConfig.toolChoice.any`"),
+            F::ToolChoiceFunction => Translate("`toolConfig.toolChoice.tool.name`"),
+            F::ImageBase64 => Translate("`image.source.bytes` (png, jpeg, gif, webp)"),
+            F::User => Ignore("no end-user field; does not change the answer"),
+            F::Seed
+            | F::NAboveOne
+            | F::PresencePenalty
+            | F::FrequencyPenalty
+            | F::Logprobs
+            | F::TopLogprobs
+            | F::ResponseFormatJsonObject
+            | F::ResponseFormatJsonSchema
+            | F::ParallelToolCallsFalse
+            | F::ImageUrl => Unsupported,
+        },
     }
 }
 
