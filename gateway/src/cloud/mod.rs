@@ -1,11 +1,13 @@
-//! Cloud accounts as provider kinds: `azure` (Azure OpenAI). Each speaks an existing dialect
-//! (Azure: OpenAI's, byte for byte) and differs only in where a request goes (the URL layout)
-//! and how it is authorised (`api-key`, or an Entra ID bearer token). This module owns those
+//! Cloud accounts as provider kinds: `azure` (Azure OpenAI) and `bedrock` (Amazon Bedrock
+//! Converse). Each speaks a dialect of `switchyard_adapters` (Azure: OpenAI's, byte for byte;
+//! Bedrock: Converse) and adds where a request goes (the URL layout) and how it is authorised
+//! (`api-key`, an Entra ID bearer token, an AWS SigV4 signature). This module owns those
 //! two things: [`Cloud::api_path`] and [`Cloud::authorize`] (with the async
 //! [`Cloud::credential`] fetched before the request head is built). It must not touch bodies,
 //! routing or the relay.
 
 pub mod entra;
+pub mod sigv4;
 pub mod token;
 
 use crate::config::Secret;
@@ -17,6 +19,24 @@ use token::TokenCache;
 #[derive(Debug)]
 pub enum Cloud {
     Azure(Azure),
+    Bedrock(Bedrock),
+}
+
+/// `kind: bedrock`.
+#[derive(Debug)]
+pub struct Bedrock {
+    pub region: String,
+    pub credentials: sigv4::AwsCredentials,
+}
+
+/// The request a credential is for (SigV4 signs all of it).
+pub struct Outgoing<'a> {
+    /// The token from [`Cloud::credential`].
+    pub token: Option<&'a Secret>,
+    pub method: &'a str,
+    /// Path and query as sent.
+    pub path_and_query: &'a str,
+    pub body: &'a [u8],
 }
 
 /// `kind: azure`.
@@ -44,6 +64,7 @@ impl Cloud {
     pub fn kind(&self) -> &'static str {
         match self {
             Cloud::Azure(_) => "azure",
+            Cloud::Bedrock(_) => "bedrock",
         }
     }
 
@@ -56,16 +77,20 @@ impl Cloud {
                 encode_segment(model),
                 encode_segment(&a.api_version)
             ),
+            // The Converse encoder already built `/model/{modelId}/converse[-stream]`.
+            Cloud::Bedrock(_) => api_path.to_string(),
         }
     }
 
-    /// The health probe's path (below `base_url`).
-    pub fn probe_path(&self) -> String {
+    /// The health probe's path (below `base_url`); `None`: the kind has no cheap read to probe
+    /// (validation refuses `health_check` there).
+    pub fn probe_path(&self) -> Option<String> {
         match self {
-            Cloud::Azure(a) => format!(
+            Cloud::Azure(a) => Some(format!(
                 "/openai/models?api-version={}",
                 encode_segment(&a.api_version)
-            ),
+            )),
+            Cloud::Bedrock(_) => None,
         }
     }
 
@@ -76,13 +101,26 @@ impl Cloud {
                 auth: AzureAuth::Entra(cache),
                 ..
             }) => cache.token().await.map(Some),
-            Cloud::Azure(_) => Ok(None),
+            Cloud::Azure(_) | Cloud::Bedrock(_) => Ok(None),
         }
     }
 
-    /// Adds the credential headers (marked sensitive) to a request head.
-    pub fn authorize(&self, token: Option<&Secret>, h: &mut HeaderMap) -> Result<(), String> {
-        let (name, value) = match (self, token) {
+    /// Adds the credential headers (marked sensitive) to a request head that already carries
+    /// its `host` and `content-type`.
+    pub fn authorize(&self, out: &Outgoing<'_>, h: &mut HeaderMap) -> Result<(), String> {
+        let (name, value) = match (self, out.token) {
+            (Cloud::Bedrock(b), _) => {
+                let amz_date = sigv4::amz_date(crate::clock::unix_secs());
+                let req = sigv4::Request {
+                    method: out.method,
+                    path_and_query: out.path_and_query,
+                    body: out.body,
+                    region: &b.region,
+                    service: "bedrock",
+                    amz_date: &amz_date,
+                };
+                return sigv4::sign(&b.credentials, &req, h);
+            }
             (Cloud::Azure(Azure { auth: AzureAuth::Key(k), .. }), _) => {
                 (API_KEY.clone(), k.expose().to_string())
             }
@@ -99,10 +137,16 @@ impl Cloud {
     }
 
     /// The credential headers as pairs (health checks, on the small identity client).
-    pub async fn auth_pairs(&self) -> Result<Vec<(&'static str, String)>, String> {
+    pub async fn auth_pairs(&self, path: &str) -> Result<Vec<(&'static str, String)>, String> {
         let token = self.credential().await?;
         let mut h = HeaderMap::new();
-        self.authorize(token.as_deref(), &mut h)?;
+        let out = Outgoing {
+            token: token.as_deref(),
+            method: "GET",
+            path_and_query: path,
+            body: b"",
+        };
+        self.authorize(&out, &mut h)?;
         Ok(h.iter()
             .filter_map(|(k, v)| {
                 let name: &'static str = if k == API_KEY { "api-key" } else { "authorization" };
@@ -145,13 +189,22 @@ mod tests {
             c.api_path("/embeddings", "a b/c"),
             "/openai/deployments/a%20b%2Fc/embeddings?api-version=2024-10-21"
         );
-        assert_eq!(c.probe_path(), "/openai/models?api-version=2024-10-21");
+        assert_eq!(
+            c.probe_path().as_deref(),
+            Some("/openai/models?api-version=2024-10-21")
+        );
     }
 
     #[test]
     fn azure_key_header_is_sensitive() {
         let mut h = HeaderMap::new();
-        azure_key().authorize(None, &mut h).unwrap();
+        let out = Outgoing {
+            token: None,
+            method: "POST",
+            path_and_query: "/",
+            body: b"",
+        };
+        azure_key().authorize(&out, &mut h).unwrap();
         let v = h.get("api-key").unwrap();
         assert_eq!(v, "k-123");
         assert!(v.is_sensitive());

@@ -298,6 +298,17 @@ pub struct FileProvider {
     /// `kind: azure`: Entra ID client credentials instead of `api_key`.
     #[serde(default)]
     pub entra: Option<FileEntra>,
+    /// `kind: bedrock`: the AWS region (signing scope, default `base_url`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// `kind: bedrock`: static AWS credentials.
+    #[serde(default)]
+    pub aws_access_key_id: Option<String>,
+    #[serde(default)]
+    pub aws_secret_access_key: Option<String>,
+    /// `kind: bedrock`: the session token of temporary credentials (empty: none).
+    #[serde(default)]
+    pub aws_session_token: Option<String>,
 }
 
 /// `entra:` of a `kind: azure` provider.

@@ -48,6 +48,7 @@ pub(super) fn build(t: &Try<'_>, upstream: &Upstream<'_>) -> Result<RequestHeade
         header::ACCEPT,
         static_value(match (stream, upstream.dialect) {
             (true, Dialect::Ollama) => "application/x-ndjson",
+            (true, Dialect::Bedrock) => "application/vnd.amazon.eventstream",
             (true, _) => "text/event-stream",
             (false, _) => "application/json",
         }),
@@ -73,9 +74,13 @@ pub(super) fn build(t: &Try<'_>, upstream: &Upstream<'_>) -> Result<RequestHeade
         );
     }
     if let Some(cloud) = upstream.cloud {
-        cloud
-            .authorize(upstream.token.as_deref(), h)
-            .map_err(internal)?;
+        let out = crate::cloud::Outgoing {
+            token: upstream.token.as_deref(),
+            method: "POST",
+            path_and_query: &path,
+            body: &prepared.body,
+        };
+        cloud.authorize(&out, h).map_err(internal)?;
     } else {
         let key = upstream.api_key.map(Secret::expose);
         for (name, value) in providers::auth_headers(upstream.dialect, key) {

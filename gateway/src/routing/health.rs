@@ -52,8 +52,11 @@ impl HealthChecker {
         let mut headers = vec![("accept", "application/json".to_string())];
         let probe = match cloud {
             Some(c) => {
-                headers.extend(c.auth_pairs().await?);
-                c.probe_path()
+                let Some(path) = c.probe_path() else {
+                    return Ok(());
+                };
+                headers.extend(c.auth_pairs(&endpoint.path(&path)).await?);
+                path
             }
             None => {
                 headers.extend(providers::auth_headers(

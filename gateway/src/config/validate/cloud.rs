@@ -1,10 +1,12 @@
-//! The cloud-account keys of `providers[]`: `kind: azure` (`api_version`, `api_key` or `entra`)
-//! and the keys any HTTP kind may carry (`headers`). Builds the [`crate::cloud::Cloud`] a
+//! The cloud-account keys of `providers[]`: `kind: azure` (`api_version`, `api_key` or
+//! `entra`), `kind: bedrock` (`region`, `aws_*` credentials) and the keys any HTTP kind may carry
+//! (`headers`). Builds the [`crate::cloud::Cloud`] a
 //! provider sends through; must not open connections (tokens are fetched on first use).
 
 use super::*;
 use crate::cloud::token::{TokenCache, TokenEndpoint};
-use crate::cloud::{entra, Azure, AzureAuth, Cloud};
+use crate::cloud::sigv4::AwsCredentials;
+use crate::cloud::{entra, Azure, AzureAuth, Bedrock, Cloud};
 
 /// Keys that only a cloud kind reads: refused on the others.
 pub(super) fn reject_cloud_keys(p: &FileProvider, path: &str, errs: &mut Errors) {
@@ -12,6 +14,20 @@ pub(super) fn reject_cloud_keys(p: &FileProvider, path: &str, errs: &mut Errors)
         errs.push(
             format!("{path}.proxy"),
             "egress proxies are not supported by this build yet",
+        );
+    }
+    if p.kind != "bedrock" {
+        reject_keys(
+            p,
+            path,
+            &p.kind,
+            &[
+                ("region", p.region.is_some()),
+                ("aws_access_key_id", p.aws_access_key_id.is_some()),
+                ("aws_secret_access_key", p.aws_secret_access_key.is_some()),
+                ("aws_session_token", p.aws_session_token.is_some()),
+            ],
+            errs,
         );
     }
     if p.kind != "azure" {
@@ -95,13 +111,71 @@ pub(super) fn azure_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Opt
         (Some(k), None) => Some(AzureAuth::Key(Secret::new(k.to_string()))),
         (None, Some(e)) => entra_auth(e, &format!("{path}.entra"), errs),
     };
-    let mut kind = http_kind(Dialect::OpenAi, p, path, errs)?;
+    let mut kind = http_kind(Dialect::OpenAi, p, None, path, errs)?;
     if let ProviderKind::Http { api_key, cloud, .. } = &mut kind {
         // The credential lives in the cloud account (sent as Azure expects), never as a bearer.
         *api_key = None;
         *cloud = Some(Arc::new(Cloud::Azure(Azure {
             api_version,
             auth: auth?,
+        })));
+    }
+    Some(kind)
+}
+
+/// `kind: bedrock`: Converse at `base_url` (default: the region's runtime endpoint), signed
+/// with the provider's AWS credentials.
+pub(super) fn bedrock_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Option<ProviderKind> {
+    reject_keys(
+        p,
+        path,
+        "bedrock",
+        &[
+            ("api_key", p.api_key.is_some()),
+            ("health_check", p.health_check.is_some()),
+        ],
+        errs,
+    );
+    let region = p.region.as_deref().map(str::trim).filter(|r| !r.is_empty());
+    let valid_region = region.filter(|r| {
+        r.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    });
+    if valid_region.is_none() {
+        errs.push(
+            format!("{path}.region"),
+            match region {
+                None => "required for kind bedrock (e.g. us-east-1)",
+                Some(_) => "not an AWS region name (e.g. us-east-1)",
+            },
+        );
+    }
+    let mut secret = |key: &str, v: &Option<String>| match v.as_deref().filter(|v| !v.is_empty()) {
+        Some(v) => Some(v.to_string()),
+        None => {
+            errs.push(format!("{path}.{key}"), "required for kind bedrock");
+            None
+        }
+    };
+    let key_id = secret("aws_access_key_id", &p.aws_access_key_id);
+    let secret_key = secret("aws_secret_access_key", &p.aws_secret_access_key);
+    let default_url = valid_region.map(|r| format!("https://bedrock-runtime.{r}.amazonaws.com"));
+    if default_url.is_none() && p.base_url.is_none() {
+        return None;
+    }
+    let mut kind = http_kind(Dialect::Bedrock, p, default_url, path, errs)?;
+    if let ProviderKind::Http { cloud, .. } = &mut kind {
+        *cloud = Some(Arc::new(Cloud::Bedrock(Bedrock {
+            region: valid_region?.to_string(),
+            credentials: AwsCredentials {
+                access_key_id: key_id?,
+                secret_access_key: Secret::new(secret_key?),
+                session_token: p
+                    .aws_session_token
+                    .as_deref()
+                    .filter(|t| !t.is_empty())
+                    .map(|t| Secret::new(t.to_string())),
+            },
         })));
     }
     Some(kind)
@@ -206,6 +280,32 @@ mod tests {
                 "providers[0].headers.Host: is set by the gateway and cannot be configured",
                 "providers[0].headers.bad name: not a valid header name",
             ]
+        );
+    }
+
+    #[test]
+    fn bedrock_keys_are_checked_with_their_paths() {
+        assert_eq!(
+            errors("    kind: bedrock\n    aws_access_key_id: AKID\n    health_check: { interval: 5s }\n"),
+            vec![
+                "providers[0].region: required for kind bedrock (e.g. us-east-1)",
+                "providers[0].aws_secret_access_key: required for kind bedrock",
+                "providers[0].health_check: does not apply to kind bedrock",
+            ]
+        );
+        let c = parse(
+            &conf("    kind: bedrock\n    region: eu-west-1\n    aws_access_key_id: AKID\n    aws_secret_access_key: s\n    aws_session_token: \"\"\n"),
+            &|_| None,
+        )
+        .unwrap();
+        let ProviderKind::Http { endpoint, cloud, .. } = &c.providers[0].kind else {
+            panic!("an HTTP provider");
+        };
+        assert_eq!(endpoint.base_url, "https://bedrock-runtime.eu-west-1.amazonaws.com");
+        assert_eq!(cloud.as_ref().unwrap().kind(), "bedrock");
+        assert_eq!(
+            errors("    kind: openai\n    base_url: https://x\n    region: us-east-1\n"),
+            vec!["providers[0].region: does not apply to kind openai"]
         );
     }
 

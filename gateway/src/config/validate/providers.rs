@@ -10,6 +10,7 @@ pub(super) const SUPPORTED_KINDS: &[&str] = &[
     "cloudflare",
     "ollama",
     "azure",
+    "bedrock",
     "local",
     "mock",
 ];
@@ -63,12 +64,13 @@ pub(super) fn providers(
         let timeouts = timeouts(p.timeouts.as_ref(), &path, errs);
         reject_cloud_keys(p, &path, errs);
         let kind = match p.kind.as_str() {
-            "openai" => http_kind(Dialect::OpenAi, p, &path, errs),
-            "anthropic" => http_kind(Dialect::Anthropic, p, &path, errs),
-            "gemini" => http_kind(Dialect::Gemini, p, &path, errs),
-            "cloudflare" => http_kind(Dialect::Cloudflare, p, &path, errs),
-            "ollama" => http_kind(Dialect::Ollama, p, &path, errs),
+            "openai" => http_kind(Dialect::OpenAi, p, None, &path, errs),
+            "anthropic" => http_kind(Dialect::Anthropic, p, None, &path, errs),
+            "gemini" => http_kind(Dialect::Gemini, p, None, &path, errs),
+            "cloudflare" => http_kind(Dialect::Cloudflare, p, None, &path, errs),
+            "ollama" => http_kind(Dialect::Ollama, p, None, &path, errs),
             "azure" => azure_kind(p, &path, errs),
+            "bedrock" => bedrock_kind(p, &path, errs),
             "mock" => mock_kind(p, &path, errs),
             "local" => local_kind(p, &path, errs),
             k if LATER_KINDS.contains(&k) => {
@@ -127,6 +129,7 @@ pub(super) fn reject_keys(
 pub(super) fn http_kind(
     dialect: Dialect,
     p: &FileProvider,
+    default_url: Option<String>,
     path: &str,
     errs: &mut Errors,
 ) -> Option<ProviderKind> {
@@ -145,14 +148,14 @@ pub(super) fn http_kind(
         ],
         errs,
     );
-    let Some(url) = &p.base_url else {
+    let Some(url) = p.base_url.clone().or(default_url) else {
         errs.push(
             format!("{path}.base_url"),
             format!("required for kind {}", dialect.name()),
         );
         return None;
     };
-    let endpoint = match parse_endpoint(url) {
+    let endpoint = match parse_endpoint(&url) {
         Ok(e) => e,
         Err(msg) => {
             errs.push(format!("{path}.base_url"), msg);
