@@ -420,3 +420,221 @@ async fn azure_entra_failure_is_a_gateway_error_not_a_leak() {
     assert!(!gw.log().contains("wrong-secret"));
     assert!(gw.log().contains("invalid_client"), "the cause is logged");
 }
+
+#[path = "cloud/aws.rs"]
+mod aws;
+
+const BEDROCK_MODEL: &str = "anthropic.claude-3-haiku-20240307-v1:0";
+
+/// An error of each Bedrock class, chosen by a word in the prompt.
+fn bedrock_error(prompt: &str) -> Option<Answer> {
+    let (status, kind, message) = if prompt.contains("THROTTLE") {
+        (429, "ThrottlingException", "Too many requests, please wait before trying again.")
+    } else if prompt.contains("INVALID") {
+        (400, "ValidationException", "The model returned the following errors: messages: roles must alternate")
+    } else if prompt.contains("UNAVAILABLE") {
+        (503, "ServiceUnavailableException", "Service is temporarily unavailable.")
+    } else if prompt.contains("NOTREADY") {
+        (429, "ModelNotReadyException", "The model is not ready to serve inference requests.")
+    } else {
+        return None;
+    };
+    let mut a = Answer::json(status, json!({"message": message}));
+    a.headers.push(("x-amzn-errortype", format!("{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/")));
+    Some(a)
+}
+
+/// A Bedrock runtime: SigV4 checked, Converse and ConverseStream answered (AWS's documented
+/// shapes), errors by prompt word when `failing`.
+async fn bedrock(failing: bool) -> Mock {
+    use switchyard_adapters::bedrock::eventstream::encode_event;
+    Mock::start(Arc::new(move |r: &Recv| {
+        if let Err(denied) = aws::verify(r) {
+            return denied;
+        }
+        let model = switchyard_adapters::bedrock::encode_model_id(BEDROCK_MODEL);
+        let body = r.json();
+        if failing {
+            if let Some(e) = bedrock_error(&body.to_string()) {
+                return e;
+            }
+        }
+        if r.target == format!("/model/{model}/converse") {
+            Answer::json(200, json!({
+                "output": {"message": {"role": "assistant", "content": [{"text": "Hello from Bedrock!"}]}},
+                "stopReason": "end_turn",
+                "usage": {"inputTokens": 30, "outputTokens": 12, "totalTokens": 42,
+                          "cacheReadInputTokens": 8, "cacheWriteInputTokens": 2},
+                "metrics": {"latencyMs": 1275}}))
+        } else if r.target == format!("/model/{model}/converse-stream") {
+            let frames = [
+                encode_event("messageStart", br#"{"p":"abcdefgh","role":"assistant"}"#),
+                encode_event("contentBlockDelta", br#"{"contentBlockIndex":0,"delta":{"text":"Hello from "},"p":"abc"}"#),
+                encode_event("contentBlockDelta", br#"{"contentBlockIndex":0,"delta":{"text":"Bedrock!"},"p":"abcd"}"#),
+                encode_event("contentBlockStop", br#"{"contentBlockIndex":0,"p":"ab"}"#),
+                encode_event("messageStop", br#"{"p":"abcdef","stopReason":"end_turn"}"#),
+                encode_event("metadata", br#"{"metrics":{"latencyMs":463},"p":"abc","usage":{"inputTokens":30,"outputTokens":12,"totalTokens":42}}"#),
+            ]
+            .concat();
+            Answer {
+                status: 200,
+                content_type: "application/vnd.amazon.eventstream",
+                headers: Vec::new(),
+                body: frames.into(),
+            }
+        } else {
+            Answer::json(404, json!({"message": "Unknown operation"}))
+        }
+    }))
+    .await
+}
+
+fn bedrock_provider(name: &str, base: &str, secret: &str) -> String {
+    format!(
+        "  - name: {name}\n    kind: bedrock\n    region: {}\n    base_url: {base}\n    aws_access_key_id: {}\n    aws_secret_access_key: {secret}\n    aws_session_token: {}\n",
+        aws::REGION, aws::ACCESS_KEY_ID, aws::SESSION_TOKEN
+    )
+}
+
+#[tokio::test]
+async fn bedrock_signed_converse_both_callers_stream_and_not() {
+    let up = bedrock(false).await;
+    let conf = format!(
+        "providers:\n{}{}",
+        bedrock_provider("br", &up.base, aws::SECRET_ACCESS_KEY),
+        chat_model(&[("br", BEDROCK_MODEL)])
+    );
+    let gw = Gateway::start(&conf, "").await;
+    let with_system = serde_json::to_vec(&json!({"model": "chat", "max_tokens": 64,
+        "temperature": 0.2, "stop": ["END"],
+        "messages": [{"role": "system", "content": "Be brief."},
+                     {"role": "user", "content": "Hi"}]}))
+    .expect("json");
+    let r = gw.post_json("/v1/chat/completions", &with_system).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["choices"][0]["message"]["content"], "Hello from Bedrock!");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    // inputTokens excludes the cache: the prompt is 30 + 8 read + 2 written.
+    assert_eq!(v["usage"]["prompt_tokens"], 40);
+    assert_eq!(v["usage"]["completion_tokens"], 12);
+    assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 8);
+    let sent = up.requests()[0].json();
+    assert_eq!(sent["system"], json!([{"text": "Be brief."}]));
+    assert_eq!(sent["messages"], json!([{"role": "user", "content": [{"text": "Hi"}]}]));
+    assert_eq!(
+        sent["inferenceConfig"],
+        json!({"maxTokens": 64, "temperature": 0.2, "stopSequences": ["END"]})
+    );
+
+    let r = gw.post_json("/v1/chat/completions", &openai_chat(true, "Hi")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text: String = sse_data(&r.body)
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str().map(String::from))
+        .collect();
+    assert_eq!(text, "Hello from Bedrock!");
+    assert!(r.text().trim_end().ends_with("data: [DONE]"), "{}", r.text());
+
+    let r = gw.post_json("/v1/messages", &anthropic_messages(false, "Hi")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["content"][0]["text"], "Hello from Bedrock!");
+    assert_eq!(v["stop_reason"], "end_turn");
+    assert_eq!(v["usage"]["cache_read_input_tokens"], 8);
+    assert_eq!(v["usage"]["cache_creation_input_tokens"], 2);
+
+    let r = gw.post_json("/v1/messages", &anthropic_messages(true, "Hi")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let events = sse_data(&r.body);
+    let text: String = events
+        .iter()
+        .filter(|e| e["type"] == "content_block_delta")
+        .filter_map(|e| e["delta"]["text"].as_str().map(String::from))
+        .collect();
+    assert_eq!(text, "Hello from Bedrock!");
+    assert!(events.iter().any(|e| e["type"] == "message_stop"));
+
+    let model = "anthropic.claude-3-haiku-20240307-v1%3A0";
+    let targets: Vec<String> = up.requests().iter().map(|r| r.target.clone()).collect();
+    assert_eq!(
+        targets,
+        [
+            format!("/model/{model}/converse"),
+            format!("/model/{model}/converse-stream"),
+            format!("/model/{model}/converse"),
+            format!("/model/{model}/converse-stream"),
+        ]
+    );
+    assert!(up.requests().iter().all(|r| r.header("x-amz-security-token") == Some(aws::SESSION_TOKEN)));
+    let log = gw.log();
+    assert!(!log.contains(aws::SECRET_ACCESS_KEY) && !log.contains(aws::SESSION_TOKEN));
+}
+
+#[tokio::test]
+async fn bedrock_errors_by_class() {
+    let flaky = bedrock(true).await;
+    let good = bedrock(false).await;
+    let conf = format!(
+        "providers:\n{}{}{}",
+        bedrock_provider("br-flaky", &flaky.base, aws::SECRET_ACCESS_KEY),
+        bedrock_provider("br-good", &good.base, aws::SECRET_ACCESS_KEY),
+        chat_model(&[("br-flaky", BEDROCK_MODEL), ("br-good", BEDROCK_MODEL)])
+    );
+    let gw = Gateway::start(&conf, "").await;
+    // Throttling, unavailability and a model not ready: failed over to the next deployment.
+    for word in ["THROTTLE", "UNAVAILABLE", "NOTREADY"] {
+        let before = good.requests().len();
+        let r = gw.post_json("/v1/chat/completions", &openai_chat(false, word)).await;
+        assert_eq!(r.status, 200, "{word}: {}", r.text());
+        assert_eq!(r.json()["choices"][0]["message"]["content"], "Hello from Bedrock!");
+        assert_eq!(good.requests().len(), before + 1, "{word} failed over");
+    }
+    // A validation error is the caller's: relayed as a 400 in its format, never failed over.
+    let before = good.requests().len();
+    let r = gw.post_json("/v1/chat/completions", &openai_chat(false, "INVALID")).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.json()["error"]["message"].as_str().unwrap_or("").contains("roles must alternate"));
+    let r = gw.post_json("/v1/messages", &anthropic_messages(false, "INVALID")).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    assert_eq!(good.requests().len(), before, "a validation error is not failed over");
+}
+
+#[tokio::test]
+async fn bedrock_throttling_alone_is_a_429() {
+    let flaky = bedrock(true).await;
+    let conf = format!(
+        "providers:\n{}{}",
+        bedrock_provider("br", &flaky.base, aws::SECRET_ACCESS_KEY),
+        chat_model(&[("br", BEDROCK_MODEL)])
+    );
+    let gw = Gateway::start(&conf, "").await;
+    let r = gw.post_json("/v1/chat/completions", &openai_chat(false, "THROTTLE")).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    let r = gw.post_json("/v1/messages", &anthropic_messages(false, "THROTTLE")).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "rate_limit_error");
+}
+
+#[tokio::test]
+async fn bedrock_refused_credentials_are_the_gateways_problem() {
+    let up = bedrock(false).await;
+    let conf = format!(
+        "providers:\n{}{}",
+        bedrock_provider("br", &up.base, "not-the-secret-key"),
+        chat_model(&[("br", BEDROCK_MODEL)])
+    );
+    let gw = Gateway::start(&conf, "").await;
+    let r = gw.post_json("/v1/chat/completions", &openai_chat(false, "Hi")).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    let r = gw.post_json("/v1/messages", &anthropic_messages(true, "Hi")).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["type"], "error");
+    let log = gw.log();
+    assert!(
+        log.contains("refused the gateway's credentials") && log.contains("InvalidSignatureException"),
+        "{log}"
+    );
+    assert!(!log.contains("not-the-secret-key"));
+}

@@ -75,7 +75,15 @@ impl Framer {
     }
 
     fn next_message(&self, start: &mut usize) -> Option<Result<Message, FrameError>> {
-        let rest = &self.buf[*start..];
+        self.next_message_in(&self.buf, start)
+    }
+
+    fn next_message_in(
+        &self,
+        buf: &[u8],
+        start: &mut usize,
+    ) -> Option<Result<Message, FrameError>> {
+        let rest = &buf[*start..];
         if rest.len() < PRELUDE {
             return None;
         }
@@ -102,6 +110,22 @@ impl Framer {
             m.payload = payload.to_vec();
             m
         }))
+    }
+}
+
+/// Whether a stream's first bytes start a plausible message: an empty chunk or a short one is
+/// given the benefit of the doubt; 12 bytes or more must be a prelude whose CRC and lengths
+/// check out.
+pub fn check_start(chunk: &[u8]) -> Result<(), FrameError> {
+    if chunk.len() < PRELUDE {
+        return Ok(());
+    }
+    let f = Framer::new();
+    let mut start = 0;
+    // Only the prelude checks run: a longer message simply is not complete yet.
+    match f.next_message_in(chunk, &mut start) {
+        Some(Err(e)) => Err(e),
+        _ => Ok(()),
     }
 }
 
@@ -259,5 +283,8 @@ mod tests {
         out.clear();
         Framer::new().push(&huge, &mut out);
         assert!(matches!(out[..], [Err(FrameError::Length(_))]));
+        assert_eq!(check_start(&huge), Err(FrameError::Length(MAX_MESSAGE_BYTES + 1)));
+        assert_eq!(check_start(&good[..12]), Ok(()));
+        assert_eq!(check_start(b"data: {\"x\":1}\n\n"), Err(FrameError::PreludeCrc));
     }
 }

@@ -216,6 +216,16 @@ impl Forwarder {
                 .unwrap_or(502);
             if let Some(h) = up.response_header() {
                 dep.provider.quota.observe_headers(&h.headers, now_ms());
+                if let (Some(cloud), 401 | 403) = (upstream.cloud, status) {
+                    // The gateway's credential problem, not the caller's: said in the log.
+                    let kind = h.headers.get("x-amzn-errortype").and_then(|v| v.to_str().ok());
+                    log::error!(
+                        "provider {} ({}) refused the gateway's credentials: HTTP {status} {}",
+                        dep.provider.name(),
+                        cloud.kind(),
+                        kind.unwrap_or("")
+                    );
+                }
             }
             if may_retry {
                 let outcome = match status {
