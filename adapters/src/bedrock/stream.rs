@@ -71,7 +71,7 @@ impl StreamDecoder {
                 }
             }
             "contentBlockDelta" => self.delta(block, &payload["delta"], out),
-            "messageStop" => {
+            "messageStop" if !self.stopped => {
                 self.stopped = true;
                 let reason = payload["stopReason"].as_str().unwrap_or("end_turn");
                 out.push(StreamEvent::Finish(map_stop(reason)));
