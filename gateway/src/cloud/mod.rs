@@ -1,7 +1,8 @@
-//! Cloud accounts as provider kinds: `azure` (Azure OpenAI) and `bedrock` (Amazon Bedrock
-//! Converse). Each speaks a dialect of `switchyard_adapters` (Azure: OpenAI's, byte for byte;
-//! Bedrock: Converse) and adds where a request goes (the URL layout) and how it is authorised
-//! (`api-key`, an Entra ID bearer token, an AWS SigV4 signature). This module owns those
+//! Cloud accounts as provider kinds: `azure` (Azure OpenAI), `bedrock` (Amazon Bedrock
+//! Converse) and `vertex` (Google Vertex AI). Each speaks dialects of `switchyard_adapters`
+//! (Azure: OpenAI's, byte for byte; Bedrock: Converse; Vertex: Gemini's, or Anthropic's for
+//! Claude models) and adds where a request goes (the URL layout) and how it is authorised
+//! (`api-key`, an Entra ID or Google OAuth bearer token, an AWS SigV4 signature). This module owns those
 //! two things: [`Cloud::api_path`] and [`Cloud::authorize`] (with the async
 //! [`Cloud::credential`] fetched before the request head is built). It must not touch bodies,
 //! routing or the relay.
@@ -9,8 +10,11 @@
 pub mod entra;
 pub mod sigv4;
 pub mod token;
+pub mod vertex;
 
 use crate::config::Secret;
+use bytes::Bytes;
+use switchyard_adapters::canonical::Dialect;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::sync::Arc;
 use token::TokenCache;
@@ -20,6 +24,7 @@ use token::TokenCache;
 pub enum Cloud {
     Azure(Azure),
     Bedrock(Bedrock),
+    Vertex(vertex::Vertex),
 }
 
 /// `kind: bedrock`.
@@ -65,13 +70,33 @@ impl Cloud {
         match self {
             Cloud::Azure(_) => "azure",
             Cloud::Bedrock(_) => "bedrock",
+            Cloud::Vertex(_) => "vertex",
+        }
+    }
+
+    /// The dialect a deployment of `model` speaks (`default`: the provider's).
+    pub fn dialect_for(&self, model: &str, default: Dialect) -> Dialect {
+        match self {
+            Cloud::Vertex(_) => vertex::Vertex::dialect_for(model),
+            _ => default,
+        }
+    }
+
+    /// The body as the cloud takes it, when it differs from the dialect's (Vertex Claude).
+    pub fn adapt_body(&self, model: &str, body: &[u8]) -> Result<Option<Bytes>, String> {
+        match self {
+            Cloud::Vertex(_) if vertex::Vertex::dialect_for(model) == Dialect::Anthropic => {
+                vertex::Vertex::claude_body(body).map(Some)
+            }
+            _ => Ok(None),
         }
     }
 
     /// The upstream path (below `base_url`) of an API call (`/chat/completions`,
     /// `/embeddings`, `/completions`) to `model` (Azure: the deployment name).
-    pub fn api_path(&self, api_path: &str, model: &str) -> String {
+    pub fn api_path(&self, api_path: &str, model: &str, stream: bool) -> String {
         match self {
+            Cloud::Vertex(v) => v.api_path(api_path, model, stream),
             Cloud::Azure(a) => format!(
                 "/openai/deployments/{}{api_path}?api-version={}",
                 encode_segment(model),
@@ -90,7 +115,7 @@ impl Cloud {
                 "/openai/models?api-version={}",
                 encode_segment(&a.api_version)
             )),
-            Cloud::Bedrock(_) => None,
+            Cloud::Bedrock(_) | Cloud::Vertex(_) => None,
         }
     }
 
@@ -100,7 +125,8 @@ impl Cloud {
             Cloud::Azure(Azure {
                 auth: AzureAuth::Entra(cache),
                 ..
-            }) => cache.token().await.map(Some),
+            })
+            | Cloud::Vertex(vertex::Vertex { tokens: cache, .. }) => cache.token().await.map(Some),
             Cloud::Azure(_) | Cloud::Bedrock(_) => Ok(None),
         }
     }
@@ -124,10 +150,10 @@ impl Cloud {
             (Cloud::Azure(Azure { auth: AzureAuth::Key(k), .. }), _) => {
                 (API_KEY.clone(), k.expose().to_string())
             }
-            (Cloud::Azure(_), Some(t)) => {
+            (Cloud::Azure(_) | Cloud::Vertex(_), Some(t)) => {
                 (http::header::AUTHORIZATION, format!("Bearer {}", t.expose()))
             }
-            (Cloud::Azure(_), None) => return Err("no Entra token".into()),
+            (Cloud::Azure(_) | Cloud::Vertex(_), None) => return Err("no access token".into()),
         };
         let mut value =
             HeaderValue::from_str(&value).map_err(|_| "credential is not a valid header value")?;
@@ -182,11 +208,11 @@ mod tests {
     fn azure_paths() {
         let c = azure_key();
         assert_eq!(
-            c.api_path("/chat/completions", "gpt-4o-prod"),
+            c.api_path("/chat/completions", "gpt-4o-prod", false),
             "/openai/deployments/gpt-4o-prod/chat/completions?api-version=2024-10-21"
         );
         assert_eq!(
-            c.api_path("/embeddings", "a b/c"),
+            c.api_path("/embeddings", "a b/c", false),
             "/openai/deployments/a%20b%2Fc/embeddings?api-version=2024-10-21"
         );
         assert_eq!(

@@ -309,6 +309,15 @@ pub struct FileProvider {
     /// `kind: bedrock`: the session token of temporary credentials (empty: none).
     #[serde(default)]
     pub aws_session_token: Option<String>,
+    /// `kind: vertex`: the Google Cloud project.
+    #[serde(default)]
+    pub project: Option<String>,
+    /// `kind: vertex`: the region (e.g. `europe-west4`, or `global`).
+    #[serde(default)]
+    pub location: Option<String>,
+    /// `kind: vertex`: the service-account JSON key file.
+    #[serde(default)]
+    pub credentials_file: Option<String>,
 }
 
 /// `entra:` of a `kind: azure` provider.

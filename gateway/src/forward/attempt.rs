@@ -282,10 +282,18 @@ pub(super) fn prepare_for(
         return Err(TranslateError::invalid("not an HTTP provider", None));
     };
     let spec = dep.spec(model);
-    let mut prepared =
-        inbound.prepare(*dialect, &spec.model, spec.max_tokens, model.config.strict)?;
+    let dialect = cloud
+        .as_deref()
+        .map_or(*dialect, |c| c.dialect_for(&spec.model, *dialect));
+    let mut prepared = inbound.prepare(dialect, &spec.model, spec.max_tokens, model.config.strict)?;
     if let Some(cloud) = cloud {
-        prepared.path = cloud.api_path(&prepared.path, &spec.model);
+        prepared.path = cloud.api_path(&prepared.path, &spec.model, inbound.facts.stream);
+        if let Some(body) = cloud
+            .adapt_body(&spec.model, &prepared.body)
+            .map_err(|e| TranslateError::invalid(e, None))?
+        {
+            prepared.body = body;
+        }
     }
     Ok(prepared)
 }

@@ -1,11 +1,12 @@
 //! The cloud-account keys of `providers[]`: `kind: azure` (`api_version`, `api_key` or
-//! `entra`), `kind: bedrock` (`region`, `aws_*` credentials) and the keys any HTTP kind may carry
-//! (`headers`). Builds the [`crate::cloud::Cloud`] a
+//! `entra`), `kind: bedrock` (`region`, `aws_*` credentials), `kind: vertex` (`project`,
+//! `location`, `credentials_file`) and the keys any HTTP kind may carry (`headers`). Builds the [`crate::cloud::Cloud`] a
 //! provider sends through; must not open connections (tokens are fetched on first use).
 
 use super::*;
 use crate::cloud::token::{TokenCache, TokenEndpoint};
 use crate::cloud::sigv4::AwsCredentials;
+use crate::cloud::vertex::{ServiceAccount, Vertex};
 use crate::cloud::{entra, Azure, AzureAuth, Bedrock, Cloud};
 
 /// Keys that only a cloud kind reads: refused on the others.
@@ -26,6 +27,19 @@ pub(super) fn reject_cloud_keys(p: &FileProvider, path: &str, errs: &mut Errors)
                 ("aws_access_key_id", p.aws_access_key_id.is_some()),
                 ("aws_secret_access_key", p.aws_secret_access_key.is_some()),
                 ("aws_session_token", p.aws_session_token.is_some()),
+            ],
+            errs,
+        );
+    }
+    if p.kind != "vertex" {
+        reject_keys(
+            p,
+            path,
+            &p.kind,
+            &[
+                ("project", p.project.is_some()),
+                ("location", p.location.is_some()),
+                ("credentials_file", p.credentials_file.is_some()),
             ],
             errs,
         );
@@ -181,6 +195,70 @@ pub(super) fn bedrock_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> O
     Some(kind)
 }
 
+/// `kind: vertex`: Gemini and Claude models of one project and location, with a
+/// service account's OAuth tokens.
+pub(super) fn vertex_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Option<ProviderKind> {
+    reject_keys(
+        p,
+        path,
+        "vertex",
+        &[
+            ("api_key", p.api_key.is_some()),
+            ("health_check", p.health_check.is_some()),
+        ],
+        errs,
+    );
+    let mut name = |key: &str, v: &Option<String>| {
+        let v = v.as_deref().map(str::trim).filter(|v| !v.is_empty());
+        match v {
+            Some(v) if v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => {
+                Some(v.to_string())
+            }
+            Some(_) => {
+                errs.push(format!("{path}.{key}"), "may hold only letters, digits, - and _");
+                None
+            }
+            None => {
+                errs.push(format!("{path}.{key}"), "required for kind vertex");
+                None
+            }
+        }
+    };
+    let project = name("project", &p.project);
+    let location = name("location", &p.location);
+    let account = match p.credentials_file.as_deref().filter(|f| !f.is_empty()) {
+        None => {
+            errs.push(format!("{path}.credentials_file"), "required for kind vertex");
+            None
+        }
+        Some(file) => match ServiceAccount::load(file) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                errs.push(format!("{path}.credentials_file"), e);
+                None
+            }
+        },
+    };
+    let default_url = location.as_deref().map(|l| match l {
+        "global" => "https://aiplatform.googleapis.com".to_string(),
+        l => format!("https://{l}-aiplatform.googleapis.com"),
+    });
+    if default_url.is_none() && p.base_url.is_none() {
+        return None;
+    }
+    let mut kind = http_kind(Dialect::Gemini, p, default_url, path, errs)?;
+    let account = account?;
+    let endpoint = token_endpoint(&account.token_uri, &format!("{path}.credentials_file"), errs)?;
+    if let ProviderKind::Http { cloud, .. } = &mut kind {
+        *cloud = Some(Arc::new(Cloud::Vertex(Vertex {
+            project: project?,
+            location: location?,
+            tokens: Arc::new(TokenCache::new(endpoint, Box::new(account))),
+        })));
+    }
+    Some(kind)
+}
+
 fn entra_auth(e: &FileEntra, path: &str, errs: &mut Errors) -> Option<AzureAuth> {
     let mut ok = true;
     for (key, v) in [("client_id", &e.client_id), ("client_secret", &e.client_secret)] {
@@ -310,6 +388,22 @@ mod tests {
     }
 
     #[test]
+    fn vertex_keys_are_checked_with_their_paths() {
+        let errs = errors("    kind: vertex\n    project: p\n    credentials_file: /nonexistent/sa.json\n");
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert_eq!(errs[0], "providers[0].location: required for kind vertex");
+        assert!(errs[1].starts_with("providers[0].credentials_file: cannot read \"/nonexistent/sa.json\""), "{errs:?}");
+        let dir = std::env::temp_dir().join(format!("sy-vertex-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bad = dir.join("bad.json");
+        std::fs::write(&bad, r#"{"type":"service_account","client_email":"a@b","private_key":"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}"#).unwrap();
+        let errs = errors(&format!("    kind: vertex\n    project: p\n    location: us-east5\n    credentials_file: {}\n", bad.display()));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with("providers[0].credentials_file: "), "{errs:?}");
+        assert!(!errs[0].contains("AAAA"), "the key is never quoted");
+    }
+
+    #[test]
     fn azure_provider_loads() {
         let c = parse(
             &conf("    kind: azure\n    base_url: https://r.openai.azure.com\n    api_version: \"2024-10-21\"\n    entra: { tenant_id: t1, client_id: a, client_secret: b }\n    headers: { x-team: blue }\n"),
@@ -325,7 +419,7 @@ mod tests {
         assert_eq!(headers[0].0, "x-team");
         let cloud = cloud.as_ref().unwrap();
         assert_eq!(
-            cloud.api_path("/chat/completions", "gpt4o"),
+            cloud.api_path("/chat/completions", "gpt4o", false),
             "/openai/deployments/gpt4o/chat/completions?api-version=2024-10-21"
         );
         assert!(format!("{cloud:?}").contains("login.microsoftonline.com"));

@@ -11,6 +11,7 @@ pub(super) const SUPPORTED_KINDS: &[&str] = &[
     "ollama",
     "azure",
     "bedrock",
+    "vertex",
     "local",
     "mock",
 ];
@@ -71,6 +72,7 @@ pub(super) fn providers(
             "ollama" => http_kind(Dialect::Ollama, p, None, &path, errs),
             "azure" => azure_kind(p, &path, errs),
             "bedrock" => bedrock_kind(p, &path, errs),
+            "vertex" => vertex_kind(p, &path, errs),
             "mock" => mock_kind(p, &path, errs),
             "local" => local_kind(p, &path, errs),
             k if LATER_KINDS.contains(&k) => {
