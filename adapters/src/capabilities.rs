@@ -414,7 +414,10 @@ pub fn markdown() -> String {
          Fields outside the table with no canonical meaning (e.g. `logit_bias`, `reasoning_effort`) \
          are forwarded to `openai` deployments and rejected by the others, except bookkeeping fields \
          (`metadata`, `store`, `service_tier`, `prompt_cache_key`, `safety_identifier`, \
-         `cache_control`), which are ignored.\n\n",
+         `cache_control`), which are ignored.\n\n\
+         Cloud kinds use their dialect's column: `azure` is `openai` (bodies pass through), \
+         `bedrock` has its own (Converse), `vertex` is `gemini` for Gemini models and \
+         `anthropic` for Claude models.\n\n",
     );
     out.push_str("| field |");
     for d in Dialect::ALL {
