@@ -832,3 +832,92 @@ async fn vertex_wrong_key_is_refused_by_the_token_endpoint() {
     assert!(up.requests().is_empty());
     assert!(gw.log().contains("invalid_grant"));
 }
+
+/// A local HTTP CONNECT proxy: checks `Proxy-Authorization`, records each tunnel's target,
+/// then pipes bytes both ways.
+async fn connect_proxy(auth: &'static str) -> (u16, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let tunnels: Arc<Mutex<Vec<String>>> = Arc::default();
+    let keep = tunnels.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let tunnels = keep.clone();
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(tcp);
+                let mut line = String::new();
+                if reader.read_line(&mut line).await.is_err() {
+                    return;
+                }
+                let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                let mut authorised = false;
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if h == "\r\n" {
+                        break;
+                    }
+                    let lower = h.to_ascii_lowercase();
+                    if lower.starts_with("proxy-authorization:") && h.trim_end().ends_with(auth) {
+                        authorised = true;
+                    }
+                }
+                let mut tcp = reader.into_inner();
+                if !line.starts_with("CONNECT ") || !authorised {
+                    let _ = tcp.write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\ncontent-length: 0\r\n\r\n").await;
+                    return;
+                }
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await else {
+                    let _ = tcp.write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n").await;
+                    return;
+                };
+                tunnels.lock().unwrap_or_else(|e| e.into_inner()).push(target);
+                if tcp.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n").await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await;
+                }
+            });
+        }
+    });
+    (port, tunnels)
+}
+
+#[tokio::test]
+async fn egress_through_a_connect_proxy() {
+    let up = azure("gpt4o-prod", key_auth()).await;
+    // `squid:s3cret` → Basic c3F1aWQ6czNjcmV0
+    let (proxy_port, tunnels) = connect_proxy("Basic c3F1aWQ6czNjcmV0").await;
+    let conf = format!(
+        "providers:\n{}    proxy: http://squid:s3cret@127.0.0.1:{proxy_port}\n{}",
+        azure_provider("az", &up.base, &format!("    api_key: {AZURE_KEY}\n")),
+        chat_model(&[("az", "gpt4o-prod")])
+    );
+    let gw = Gateway::start(&conf, "").await;
+    for stream in [false, true, false] {
+        let r = gw.post_json("/v1/chat/completions", &openai_chat(stream, "Hi")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(up.requests().len(), 3);
+    let tunnels = tunnels.lock().unwrap().clone();
+    assert!(!tunnels.is_empty(), "requests went through the proxy");
+    assert!(tunnels.len() <= 3, "{tunnels:?}");
+    assert!(tunnels.iter().all(|t| *t == format!("127.0.0.1:{}", up.port)), "{tunnels:?}");
+    assert!(!gw.log().contains("s3cret"));
+}
+
+#[tokio::test]
+async fn a_refused_proxy_is_a_connect_failure() {
+    let up = azure("gpt4o-prod", key_auth()).await;
+    let (proxy_port, tunnels) = connect_proxy("Basic c3F1aWQ6czNjcmV0").await;
+    let conf = format!(
+        "providers:\n{}    proxy: http://squid:wrong@127.0.0.1:{proxy_port}\n{}",
+        azure_provider("az", &up.base, &format!("    api_key: {AZURE_KEY}\n")),
+        chat_model(&[("az", "gpt4o-prod")])
+    );
+    let gw = Gateway::start(&conf, "").await;
+    let r = gw.post_json("/v1/chat/completions", &openai_chat(false, "Hi")).await;
+    assert!(r.status >= 500, "{} {}", r.status, r.text());
+    assert!(up.requests().is_empty() && tunnels.lock().unwrap().is_empty());
+}

@@ -7,6 +7,7 @@
 //! [`Cloud::credential`] fetched before the request head is built). It must not touch bodies,
 //! routing or the relay.
 
+pub mod egress;
 pub mod entra;
 pub mod sigv4;
 pub mod token;

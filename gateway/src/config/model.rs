@@ -284,8 +284,10 @@ pub enum ProviderKind {
         ca: Option<CaBundle>,
         /// `headers`: sent on every request, never over the gateway's or the credential's.
         headers: Vec<(http::HeaderName, http::HeaderValue)>,
-        /// A cloud account (`kind: azure`): its URL layout and credentials.
+        /// A cloud account (`kind: azure`, `bedrock`, `vertex`): URL layout and credentials.
         cloud: Option<Arc<crate::cloud::Cloud>>,
+        /// `proxy`: egress through an HTTP CONNECT proxy.
+        proxy: Option<Arc<crate::cloud::egress::EgressProxy>>,
     },
     /// The built-in deterministic provider.
     Mock(MockSettings),

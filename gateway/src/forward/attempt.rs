@@ -84,6 +84,8 @@ pub(super) struct Upstream<'a> {
     pub cloud: Option<&'a Cloud>,
     /// The cloud credential fetched for this try (a cached bearer token).
     pub token: Option<Arc<Secret>>,
+    /// The provider's egress proxy.
+    pub proxy: Option<&'a crate::cloud::egress::EgressProxy>,
 }
 
 impl Forwarder {
@@ -95,6 +97,7 @@ impl Forwarder {
             api_key,
             headers,
             cloud,
+            proxy,
             ..
         } = &t.dep.provider.config.kind
         else {
@@ -122,6 +125,7 @@ impl Forwarder {
                 headers,
                 cloud,
                 token,
+                proxy: proxy.as_deref(),
             };
             self.try_http(t, upstream).await
         })
@@ -153,11 +157,15 @@ impl Forwarder {
         let endpoint = upstream.endpoint;
         let body = &prepared.body;
         let timeouts = dep.provider.config.timeouts;
-        let addr = dep.provider.address().await.map_err(|reason| TryError {
-            outcome: AttemptOutcome::ConnectError,
-            retry_after: None,
-            reason,
-        })?;
+        let addr = match upstream.proxy {
+            // The proxy resolves the provider's name; the address only keys the pool.
+            Some(_) => std::net::SocketAddr::from(([0, 0, 0, 0], endpoint.port)),
+            None => dep.provider.address().await.map_err(|reason| TryError {
+                outcome: AttemptOutcome::ConnectError,
+                retry_after: None,
+                reason,
+            })?,
+        };
         let mut peer = Box::new(HttpPeer::new(
             addr,
             endpoint.tls,
@@ -171,6 +179,15 @@ impl Forwarder {
         peer.options.total_connection_timeout = Some(timeouts.connect);
         peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
         peer.options.ca = dep.provider.ca.clone();
+        if let Some(proxy) = upstream.proxy {
+            proxy
+                .apply(&mut peer, &endpoint.host, endpoint.port)
+                .map_err(|reason| TryError {
+                    outcome: AttemptOutcome::ConnectError,
+                    retry_after: None,
+                    reason,
+                })?;
+        }
         // Streams must show their first event within `first_byte`; a non-stream answer comes
         // whole, so its wait is bounded by `total` instead.
         let header_timeout = if stream {

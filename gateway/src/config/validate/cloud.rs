@@ -1,6 +1,6 @@
 //! The cloud-account keys of `providers[]`: `kind: azure` (`api_version`, `api_key` or
 //! `entra`), `kind: bedrock` (`region`, `aws_*` credentials), `kind: vertex` (`project`,
-//! `location`, `credentials_file`) and the keys any HTTP kind may carry (`headers`). Builds the [`crate::cloud::Cloud`] a
+//! `location`, `credentials_file`) and the keys any HTTP kind may carry (`headers`, `proxy`). Builds the [`crate::cloud::Cloud`] a
 //! provider sends through; must not open connections (tokens are fetched on first use).
 
 use super::*;
@@ -11,12 +11,6 @@ use crate::cloud::{entra, Azure, AzureAuth, Bedrock, Cloud};
 
 /// Keys that only a cloud kind reads: refused on the others.
 pub(super) fn reject_cloud_keys(p: &FileProvider, path: &str, errs: &mut Errors) {
-    if p.proxy.is_some() {
-        errs.push(
-            format!("{path}.proxy"),
-            "egress proxies are not supported by this build yet",
-        );
-    }
     if p.kind != "bedrock" {
         reject_keys(
             p,
@@ -92,6 +86,22 @@ pub(super) fn extra_headers(
         }
     }
     out
+}
+
+/// `proxy`: an HTTP CONNECT proxy URL.
+pub(super) fn egress_proxy(
+    p: &FileProvider,
+    path: &str,
+    errs: &mut Errors,
+) -> Option<Arc<crate::cloud::egress::EgressProxy>> {
+    let url = p.proxy.as_deref()?;
+    match crate::cloud::egress::EgressProxy::parse(url) {
+        Ok(proxy) => Some(Arc::new(proxy)),
+        Err(e) => {
+            errs.push(format!("{path}.proxy"), e);
+            None
+        }
+    }
 }
 
 /// `kind: azure`: an OpenAI-dialect HTTP provider with Azure's URL layout and credentials.

@@ -187,6 +187,7 @@ pub(super) fn http_kind(
         },
     };
     let headers = extra_headers(p, path, errs);
+    let proxy = egress_proxy(p, path, errs);
     Some(ProviderKind::Http {
         dialect,
         endpoint,
@@ -194,6 +195,7 @@ pub(super) fn http_kind(
         ca,
         headers,
         cloud: None,
+        proxy,
     })
 }
 
