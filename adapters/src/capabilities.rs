@@ -216,9 +216,9 @@ pub fn support(dialect: Dialect, field: Field) -> Support {
             F::Temperature | F::TemperatureAboveOne => Translate("`inferenceConfig.temperature`"),
             F::TopP => Translate("`inferenceConfig.topP`"),
             F::TopK => Translate("`additionalModelRequestFields.top_k` (models that take it)"),
-            F::MaxTokens => Translate(
-                "`inferenceConfig.maxTokens` (the deployment's `max_tokens` when absent)",
-            ),
+            F::MaxTokens => {
+                Translate("`inferenceConfig.maxTokens` (the deployment's `max_tokens` when absent)")
+            }
             F::Stop => Translate("`inferenceConfig.stopSequences`"),
             F::Tools => Translate("`toolConfig.tools[].toolSpec.inputSchema.json`"),
             F::ToolChoiceNone => Translate("`toolConfig` left out"),

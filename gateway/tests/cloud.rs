@@ -148,8 +148,10 @@ fn openai_chat(stream: bool, text: &str) -> Vec<u8> {
 }
 
 fn anthropic_messages(stream: bool, text: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({"model": "chat", "stream": stream, "max_tokens": 100,
-                               "messages": [{"role": "user", "content": text}]}))
+    serde_json::to_vec(
+        &json!({"model": "chat", "stream": stream, "max_tokens": 100,
+                               "messages": [{"role": "user", "content": text}]}),
+    )
     .expect("json")
 }
 
@@ -191,7 +193,11 @@ async fn azure_api_key_both_callers_stream_and_not() {
     assert_eq!(r.status, 200, "{}", r.text());
     let text: String = sse_data(&r.body)
         .iter()
-        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str().map(String::from))
+        .filter_map(|e| {
+            e["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(String::from)
+        })
         .collect();
     assert_eq!(text, "Hello from Azure!");
     assert!(r.text().trim_end().ends_with("data: [DONE]"));
@@ -223,10 +229,15 @@ async fn azure_api_key_both_callers_stream_and_not() {
     assert!(events.iter().any(|e| e["type"] == "message_stop"));
     assert_eq!(up.requests().len(), 4);
     assert!(
-        up.requests().iter().all(|r| r.header("api-key") == Some(AZURE_KEY)),
+        up.requests()
+            .iter()
+            .all(|r| r.header("api-key") == Some(AZURE_KEY)),
         "every request carried the key"
     );
-    assert!(!gw.log().contains(AZURE_KEY), "the key never reaches the log");
+    assert!(
+        !gw.log().contains(AZURE_KEY),
+        "the key never reaches the log"
+    );
 }
 
 #[tokio::test]
@@ -262,7 +273,10 @@ async fn azure_content_filter_is_a_policy_error_never_failed_over() {
     let gw = Gateway::start(&conf, "").await;
 
     let r = gw
-        .post_json("/v1/chat/completions", &openai_chat(false, "FORBIDDEN words"))
+        .post_json(
+            "/v1/chat/completions",
+            &openai_chat(false, "FORBIDDEN words"),
+        )
         .await;
     assert_eq!(r.status, 400, "{}", r.text());
     let v = r.json();
@@ -270,7 +284,10 @@ async fn azure_content_filter_is_a_policy_error_never_failed_over() {
     assert_eq!(v["error"]["param"], "prompt");
 
     let r = gw
-        .post_json("/v1/messages", &anthropic_messages(false, "FORBIDDEN words"))
+        .post_json(
+            "/v1/messages",
+            &anthropic_messages(false, "FORBIDDEN words"),
+        )
         .await;
     assert_eq!(r.status, 400, "{}", r.text());
     let v = r.json();
@@ -285,7 +302,10 @@ async fn azure_content_filter_is_a_policy_error_never_failed_over() {
     );
 
     let r = gw
-        .post_json("/v1/chat/completions", &openai_chat(true, "FORBIDDEN words"))
+        .post_json(
+            "/v1/chat/completions",
+            &openai_chat(true, "FORBIDDEN words"),
+        )
         .await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(first.requests().len(), 3);
@@ -386,14 +406,21 @@ async fn azure_entra_tokens_are_cached_and_refreshed_ahead() {
         sent += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let tokens = tenant.issued.lock().unwrap_or_else(|e| e.into_inner()).len();
+    let tokens = tenant
+        .issued
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .len();
     assert!(tokens >= 2, "the token was refreshed ({tokens} issued)");
     assert!(
         tokens <= sent / 3,
         "tokens are cached, not fetched per request ({tokens} for {sent} requests)"
     );
     let log = gw.log();
-    assert!(!log.contains("s3cret"), "the client secret never reaches the log");
+    assert!(
+        !log.contains("s3cret"),
+        "the client secret never reaches the log"
+    );
     assert!(!log.contains("eyJ0eXAi"), "tokens never reach the log");
 }
 
@@ -429,18 +456,37 @@ const BEDROCK_MODEL: &str = "anthropic.claude-3-haiku-20240307-v1:0";
 /// An error of each Bedrock class, chosen by a word in the prompt.
 fn bedrock_error(prompt: &str) -> Option<Answer> {
     let (status, kind, message) = if prompt.contains("THROTTLE") {
-        (429, "ThrottlingException", "Too many requests, please wait before trying again.")
+        (
+            429,
+            "ThrottlingException",
+            "Too many requests, please wait before trying again.",
+        )
     } else if prompt.contains("INVALID") {
-        (400, "ValidationException", "The model returned the following errors: messages: roles must alternate")
+        (
+            400,
+            "ValidationException",
+            "The model returned the following errors: messages: roles must alternate",
+        )
     } else if prompt.contains("UNAVAILABLE") {
-        (503, "ServiceUnavailableException", "Service is temporarily unavailable.")
+        (
+            503,
+            "ServiceUnavailableException",
+            "Service is temporarily unavailable.",
+        )
     } else if prompt.contains("NOTREADY") {
-        (429, "ModelNotReadyException", "The model is not ready to serve inference requests.")
+        (
+            429,
+            "ModelNotReadyException",
+            "The model is not ready to serve inference requests.",
+        )
     } else {
         return None;
     };
     let mut a = Answer::json(status, json!({"message": message}));
-    a.headers.push(("x-amzn-errortype", format!("{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/")));
+    a.headers.push((
+        "x-amzn-errortype",
+        format!("{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/"),
+    ));
     Some(a)
 }
 
@@ -521,22 +567,37 @@ async fn bedrock_signed_converse_both_callers_stream_and_not() {
     assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 8);
     let sent = up.requests()[0].json();
     assert_eq!(sent["system"], json!([{"text": "Be brief."}]));
-    assert_eq!(sent["messages"], json!([{"role": "user", "content": [{"text": "Hi"}]}]));
+    assert_eq!(
+        sent["messages"],
+        json!([{"role": "user", "content": [{"text": "Hi"}]}])
+    );
     assert_eq!(
         sent["inferenceConfig"],
         json!({"maxTokens": 64, "temperature": 0.2, "stopSequences": ["END"]})
     );
 
-    let r = gw.post_json("/v1/chat/completions", &openai_chat(true, "Hi")).await;
+    let r = gw
+        .post_json("/v1/chat/completions", &openai_chat(true, "Hi"))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let text: String = sse_data(&r.body)
         .iter()
-        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str().map(String::from))
+        .filter_map(|e| {
+            e["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(String::from)
+        })
         .collect();
     assert_eq!(text, "Hello from Bedrock!");
-    assert!(r.text().trim_end().ends_with("data: [DONE]"), "{}", r.text());
+    assert!(
+        r.text().trim_end().ends_with("data: [DONE]"),
+        "{}",
+        r.text()
+    );
 
-    let r = gw.post_json("/v1/messages", &anthropic_messages(false, "Hi")).await;
+    let r = gw
+        .post_json("/v1/messages", &anthropic_messages(false, "Hi"))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     assert_eq!(v["content"][0]["text"], "Hello from Bedrock!");
@@ -544,7 +605,9 @@ async fn bedrock_signed_converse_both_callers_stream_and_not() {
     assert_eq!(v["usage"]["cache_read_input_tokens"], 8);
     assert_eq!(v["usage"]["cache_creation_input_tokens"], 2);
 
-    let r = gw.post_json("/v1/messages", &anthropic_messages(true, "Hi")).await;
+    let r = gw
+        .post_json("/v1/messages", &anthropic_messages(true, "Hi"))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let events = sse_data(&r.body);
     let text: String = events
@@ -566,7 +629,10 @@ async fn bedrock_signed_converse_both_callers_stream_and_not() {
             format!("/model/{model}/converse-stream"),
         ]
     );
-    assert!(up.requests().iter().all(|r| r.header("x-amz-security-token") == Some(aws::SESSION_TOKEN)));
+    assert!(up
+        .requests()
+        .iter()
+        .all(|r| r.header("x-amz-security-token") == Some(aws::SESSION_TOKEN)));
     let log = gw.log();
     assert!(!log.contains(aws::SECRET_ACCESS_KEY) && !log.contains(aws::SESSION_TOKEN));
 }
@@ -585,20 +651,36 @@ async fn bedrock_errors_by_class() {
     // Throttling, unavailability and a model not ready: failed over to the next deployment.
     for word in ["THROTTLE", "UNAVAILABLE", "NOTREADY"] {
         let before = good.requests().len();
-        let r = gw.post_json("/v1/chat/completions", &openai_chat(false, word)).await;
+        let r = gw
+            .post_json("/v1/chat/completions", &openai_chat(false, word))
+            .await;
         assert_eq!(r.status, 200, "{word}: {}", r.text());
-        assert_eq!(r.json()["choices"][0]["message"]["content"], "Hello from Bedrock!");
+        assert_eq!(
+            r.json()["choices"][0]["message"]["content"],
+            "Hello from Bedrock!"
+        );
         assert_eq!(good.requests().len(), before + 1, "{word} failed over");
     }
     // A validation error is the caller's: relayed as a 400 in its format, never failed over.
     let before = good.requests().len();
-    let r = gw.post_json("/v1/chat/completions", &openai_chat(false, "INVALID")).await;
+    let r = gw
+        .post_json("/v1/chat/completions", &openai_chat(false, "INVALID"))
+        .await;
     assert_eq!(r.status, 400, "{}", r.text());
-    assert!(r.json()["error"]["message"].as_str().unwrap_or("").contains("roles must alternate"));
-    let r = gw.post_json("/v1/messages", &anthropic_messages(false, "INVALID")).await;
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("roles must alternate"));
+    let r = gw
+        .post_json("/v1/messages", &anthropic_messages(false, "INVALID"))
+        .await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.json()["error"]["type"], "invalid_request_error");
-    assert_eq!(good.requests().len(), before, "a validation error is not failed over");
+    assert_eq!(
+        good.requests().len(),
+        before,
+        "a validation error is not failed over"
+    );
 }
 
 #[tokio::test]
@@ -610,9 +692,13 @@ async fn bedrock_throttling_alone_is_a_429() {
         chat_model(&[("br", BEDROCK_MODEL)])
     );
     let gw = Gateway::start(&conf, "").await;
-    let r = gw.post_json("/v1/chat/completions", &openai_chat(false, "THROTTLE")).await;
+    let r = gw
+        .post_json("/v1/chat/completions", &openai_chat(false, "THROTTLE"))
+        .await;
     assert_eq!(r.status, 429, "{}", r.text());
-    let r = gw.post_json("/v1/messages", &anthropic_messages(false, "THROTTLE")).await;
+    let r = gw
+        .post_json("/v1/messages", &anthropic_messages(false, "THROTTLE"))
+        .await;
     assert_eq!(r.status, 429, "{}", r.text());
     assert_eq!(r.json()["error"]["type"], "rate_limit_error");
 }
@@ -626,14 +712,19 @@ async fn bedrock_refused_credentials_are_the_gateways_problem() {
         chat_model(&[("br", BEDROCK_MODEL)])
     );
     let gw = Gateway::start(&conf, "").await;
-    let r = gw.post_json("/v1/chat/completions", &openai_chat(false, "Hi")).await;
+    let r = gw
+        .post_json("/v1/chat/completions", &openai_chat(false, "Hi"))
+        .await;
     assert_eq!(r.status, 502, "{}", r.text());
-    let r = gw.post_json("/v1/messages", &anthropic_messages(true, "Hi")).await;
+    let r = gw
+        .post_json("/v1/messages", &anthropic_messages(true, "Hi"))
+        .await;
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(r.json()["type"], "error");
     let log = gw.log();
     assert!(
-        log.contains("refused the gateway's credentials") && log.contains("InvalidSignatureException"),
+        log.contains("refused the gateway's credentials")
+            && log.contains("InvalidSignatureException"),
         "{log}"
     );
     assert!(!log.contains("not-the-secret-key"));
@@ -651,23 +742,54 @@ struct ServiceAccount {
 }
 
 fn service_account(token_uri: &str) -> ServiceAccount {
-    let dir = std::env::temp_dir().join(format!("sy-cloud-sa-{}-{}", std::process::id(), free_port()));
+    let dir = std::env::temp_dir().join(format!(
+        "sy-cloud-sa-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
     std::fs::create_dir_all(&dir).expect("dir");
     let key = dir.join("key.pem");
     let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl").args(args).output().expect("openssl");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
-    run(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", key.to_str().unwrap()]);
+    run(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        key.to_str().unwrap(),
+    ]);
     let public = dir.join("pub.der");
-    run(&["rsa", "-in", key.to_str().unwrap(), "-RSAPublicKey_out", "-outform", "DER", "-out", public.to_str().unwrap()]);
+    run(&[
+        "rsa",
+        "-in",
+        key.to_str().unwrap(),
+        "-RSAPublicKey_out",
+        "-outform",
+        "DER",
+        "-out",
+        public.to_str().unwrap(),
+    ]);
     let file = dir.join("sa.json");
     let sa = json!({"type": "service_account", "project_id": PROJECT, "private_key_id": "kid-1",
                     "private_key": std::fs::read_to_string(&key).expect("key"),
                     "client_email": SA_EMAIL, "client_id": "1234567890",
                     "token_uri": token_uri});
     std::fs::write(&file, sa.to_string()).expect("sa file");
-    ServiceAccount { file, public_der: std::fs::read(&public).expect("pub") }
+    ServiceAccount {
+        file,
+        public_der: std::fs::read(&public).expect("pub"),
+    }
 }
 
 /// Google's token endpoint: the JWT-bearer assertion verified with the service account's public
@@ -676,10 +798,22 @@ async fn google_oauth(public_der: Arc<Mutex<Vec<u8>>>, issued: Arc<Mutex<Vec<Str
     use base64::Engine;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     Mock::start(Arc::new(move |r: &Recv| {
-        let refuse = |why: &str| Answer::json(400, json!({"error": "invalid_grant", "error_description": why}));
+        let refuse = |why: &str| {
+            Answer::json(
+                400,
+                json!({"error": "invalid_grant", "error_description": why}),
+            )
+        };
         let f = form(&r.body);
-        let get = |k: &str| f.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
-        if r.target != "/token" || get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer" {
+        let get = |k: &str| {
+            f.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        if r.target != "/token"
+            || get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer"
+        {
             return refuse("bad grant");
         }
         let assertion = get("assertion");
@@ -690,20 +824,33 @@ async fn google_oauth(public_der: Arc<Mutex<Vec<u8>>>, issued: Arc<Mutex<Vec<Str
         let key = public_der.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let sig = b64.decode(parts[2]).unwrap_or_default();
         let signed = format!("{}.{}", parts[0], parts[1]);
-        if ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, &key)
-            .verify(signed.as_bytes(), &sig)
-            .is_err()
+        if ring::signature::UnparsedPublicKey::new(
+            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            &key,
+        )
+        .verify(signed.as_bytes(), &sig)
+        .is_err()
         {
             return refuse("Invalid JWT Signature.");
         }
-        let header: Value = serde_json::from_slice(&b64.decode(parts[0]).unwrap_or_default()).unwrap_or_default();
-        let claims: Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap_or_default()).unwrap_or_default();
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let ok = header["alg"] == "RS256" && header["kid"] == "kid-1"
+        let header: Value =
+            serde_json::from_slice(&b64.decode(parts[0]).unwrap_or_default()).unwrap_or_default();
+        let claims: Value =
+            serde_json::from_slice(&b64.decode(parts[1]).unwrap_or_default()).unwrap_or_default();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let ok = header["alg"] == "RS256"
+            && header["kid"] == "kid-1"
             && claims["iss"] == SA_EMAIL
             && claims["scope"] == "https://www.googleapis.com/auth/cloud-platform"
-            && claims["aud"].as_str().is_some_and(|a| a.ends_with("/token"))
-            && claims["exp"].as_u64().is_some_and(|e| e > now && e <= now + 3700)
+            && claims["aud"]
+                .as_str()
+                .is_some_and(|a| a.ends_with("/token"))
+            && claims["exp"]
+                .as_u64()
+                .is_some_and(|e| e > now && e <= now + 3700)
             && claims["iat"].as_u64().is_some_and(|i| i <= now + 60);
         if !ok {
             return refuse("Invalid JWT claims");
@@ -711,7 +858,10 @@ async fn google_oauth(public_der: Arc<Mutex<Vec<u8>>>, issued: Arc<Mutex<Vec<Str
         let mut issued = issued.lock().unwrap_or_else(|e| e.into_inner());
         let token = format!("ya29.vertex-{}", issued.len() + 1);
         issued.push(token.clone());
-        Answer::json(200, json!({"access_token": token, "expires_in": 3599, "token_type": "Bearer"}))
+        Answer::json(
+            200,
+            json!({"access_token": token, "expires_in": 3599, "token_type": "Bearer"}),
+        )
     }))
     .await
 }
@@ -780,15 +930,31 @@ async fn vertex_gemini_and_claude_with_service_account_tokens() {
         sa.file.display()
     );
     let gw = Gateway::start(&conf, "").await;
-    let chat = |model: &str, stream: bool| serde_json::to_vec(&json!({"model": model, "stream": stream, "max_tokens": 50, "messages": [{"role": "user", "content": "Hi"}]})).expect("json");
-    for (model, want) in [("gem", "Hello from Vertex Gemini!"), ("claude", "Hello from Vertex Claude!")] {
+    let chat = |model: &str, stream: bool| {
+        serde_json::to_vec(&json!({"model": model, "stream": stream, "max_tokens": 50, "messages": [{"role": "user", "content": "Hi"}]})).expect("json")
+    };
+    for (model, want) in [
+        ("gem", "Hello from Vertex Gemini!"),
+        ("claude", "Hello from Vertex Claude!"),
+    ] {
         // OpenAI caller, non-stream and stream.
-        let r = gw.post_json("/v1/chat/completions", &chat(model, false)).await;
+        let r = gw
+            .post_json("/v1/chat/completions", &chat(model, false))
+            .await;
         assert_eq!(r.status, 200, "{model}: {}", r.text());
         assert_eq!(r.json()["choices"][0]["message"]["content"], want);
-        let r = gw.post_json("/v1/chat/completions", &chat(model, true)).await;
+        let r = gw
+            .post_json("/v1/chat/completions", &chat(model, true))
+            .await;
         assert_eq!(r.status, 200, "{model}: {}", r.text());
-        let text: String = sse_data(&r.body).iter().filter_map(|e| e["choices"][0]["delta"]["content"].as_str().map(String::from)).collect();
+        let text: String = sse_data(&r.body)
+            .iter()
+            .filter_map(|e| {
+                e["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .collect();
         assert_eq!(text, want, "{model} stream");
         // Anthropic caller, non-stream and stream.
         let r = gw.post_json("/v1/messages", &chat(model, false)).await;
@@ -796,14 +962,30 @@ async fn vertex_gemini_and_claude_with_service_account_tokens() {
         assert_eq!(r.json()["content"][0]["text"], want);
         let r = gw.post_json("/v1/messages", &chat(model, true)).await;
         assert_eq!(r.status, 200, "{model}: {}", r.text());
-        let text: String = sse_data(&r.body).iter().filter(|e| e["type"] == "content_block_delta").filter_map(|e| e["delta"]["text"].as_str().map(String::from)).collect();
+        let text: String = sse_data(&r.body)
+            .iter()
+            .filter(|e| e["type"] == "content_block_delta")
+            .filter_map(|e| e["delta"]["text"].as_str().map(String::from))
+            .collect();
         assert_eq!(text, want, "{model} anthropic stream");
     }
-    let targets: Vec<String> = up.requests().iter().map(|r| r.target.rsplit(':').next().unwrap_or("").to_string()).collect();
+    let targets: Vec<String> = up
+        .requests()
+        .iter()
+        .map(|r| r.target.rsplit(':').next().unwrap_or("").to_string())
+        .collect();
     assert_eq!(
         targets,
-        ["generateContent", "streamGenerateContent?alt=sse", "generateContent", "streamGenerateContent?alt=sse",
-         "rawPredict", "streamRawPredict", "rawPredict", "streamRawPredict"]
+        [
+            "generateContent",
+            "streamGenerateContent?alt=sse",
+            "generateContent",
+            "streamGenerateContent?alt=sse",
+            "rawPredict",
+            "streamRawPredict",
+            "rawPredict",
+            "streamRawPredict"
+        ]
     );
     assert_eq!(issued.lock().unwrap().len(), 1, "one token, cached");
     let log = gw.log();
@@ -827,7 +1009,9 @@ async fn vertex_wrong_key_is_refused_by_the_token_endpoint() {
         chat_model(&[("vx", "gemini-2.0-flash")])
     );
     let gw = Gateway::start(&conf, "").await;
-    let r = gw.post_json("/v1/chat/completions", &openai_chat(false, "Hi")).await;
+    let r = gw
+        .post_json("/v1/chat/completions", &openai_chat(false, "Hi"))
+        .await;
     assert!(r.status >= 500, "{} {}", r.status, r.text());
     assert!(up.requests().is_empty());
     assert!(gw.log().contains("invalid_grant"));
@@ -837,7 +1021,9 @@ async fn vertex_wrong_key_is_refused_by_the_token_endpoint() {
 /// then pipes bytes both ways.
 async fn connect_proxy(auth: &'static str) -> (u16, Arc<Mutex<Vec<String>>>) {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let tunnels: Arc<Mutex<Vec<String>>> = Arc::default();
     let keep = tunnels.clone();
@@ -871,11 +1057,20 @@ async fn connect_proxy(auth: &'static str) -> (u16, Arc<Mutex<Vec<String>>>) {
                     return;
                 }
                 let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await else {
-                    let _ = tcp.write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n").await;
+                    let _ = tcp
+                        .write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n")
+                        .await;
                     return;
                 };
-                tunnels.lock().unwrap_or_else(|e| e.into_inner()).push(target);
-                if tcp.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n").await.is_ok() {
+                tunnels
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(target);
+                if tcp
+                    .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+                    .await
+                    .is_ok()
+                {
                     let _ = tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await;
                 }
             });
@@ -896,14 +1091,21 @@ async fn egress_through_a_connect_proxy() {
     );
     let gw = Gateway::start(&conf, "").await;
     for stream in [false, true, false] {
-        let r = gw.post_json("/v1/chat/completions", &openai_chat(stream, "Hi")).await;
+        let r = gw
+            .post_json("/v1/chat/completions", &openai_chat(stream, "Hi"))
+            .await;
         assert_eq!(r.status, 200, "{}", r.text());
     }
     assert_eq!(up.requests().len(), 3);
     let tunnels = tunnels.lock().unwrap().clone();
     assert!(!tunnels.is_empty(), "requests went through the proxy");
     assert!(tunnels.len() <= 3, "{tunnels:?}");
-    assert!(tunnels.iter().all(|t| *t == format!("127.0.0.1:{}", up.port)), "{tunnels:?}");
+    assert!(
+        tunnels
+            .iter()
+            .all(|t| *t == format!("127.0.0.1:{}", up.port)),
+        "{tunnels:?}"
+    );
     assert!(!gw.log().contains("s3cret"));
 }
 
@@ -917,7 +1119,9 @@ async fn a_refused_proxy_is_a_connect_failure() {
         chat_model(&[("az", "gpt4o-prod")])
     );
     let gw = Gateway::start(&conf, "").await;
-    let r = gw.post_json("/v1/chat/completions", &openai_chat(false, "Hi")).await;
+    let r = gw
+        .post_json("/v1/chat/completions", &openai_chat(false, "Hi"))
+        .await;
     assert!(r.status >= 500, "{} {}", r.status, r.text());
     assert!(up.requests().is_empty() && tunnels.lock().unwrap().is_empty());
 }

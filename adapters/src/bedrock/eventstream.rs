@@ -249,7 +249,10 @@ mod tests {
     #[test]
     fn round_trips_events_split_anywhere() {
         let mut all = encode_event("messageStart", br#"{"role":"assistant"}"#);
-        all.extend(encode_event("contentBlockDelta", br#"{"delta":{"text":"Hi"}}"#));
+        all.extend(encode_event(
+            "contentBlockDelta",
+            br#"{"delta":{"text":"Hi"}}"#,
+        ));
         for split in 0..all.len() {
             let mut f = Framer::new();
             let mut out = Vec::new();
@@ -283,8 +286,14 @@ mod tests {
         out.clear();
         Framer::new().push(&huge, &mut out);
         assert!(matches!(out[..], [Err(FrameError::Length(_))]));
-        assert_eq!(check_start(&huge), Err(FrameError::Length(MAX_MESSAGE_BYTES + 1)));
+        assert_eq!(
+            check_start(&huge),
+            Err(FrameError::Length(MAX_MESSAGE_BYTES + 1))
+        );
         assert_eq!(check_start(&good[..12]), Ok(()));
-        assert_eq!(check_start(b"data: {\"x\":1}\n\n"), Err(FrameError::PreludeCrc));
+        assert_eq!(
+            check_start(b"data: {\"x\":1}\n\n"),
+            Err(FrameError::PreludeCrc)
+        );
     }
 }

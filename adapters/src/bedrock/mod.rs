@@ -58,10 +58,7 @@ pub fn encode_request(
     }
     body.insert("inferenceConfig".into(), Value::Object(inference));
     if let Some(k) = req.top_k {
-        body.insert(
-            "additionalModelRequestFields".into(),
-            json!({"top_k": k}),
-        );
+        body.insert("additionalModelRequestFields".into(), json!({"top_k": k}));
     }
     if let Some(tc) = tool_config(req) {
         body.insert("toolConfig".into(), tc);
@@ -211,12 +208,15 @@ pub fn map_usage(u: &Value) -> Usage {
 
 /// Decodes a whole Converse answer.
 pub fn decode_response(body: &[u8]) -> Result<ChatResponse, ProviderError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| ProviderError::new(ErrorKind::Server, format!("bedrock: malformed answer: {e}")))?;
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        ProviderError::new(ErrorKind::Server, format!("bedrock: malformed answer: {e}"))
+    })?;
     let blocks = v
         .pointer("/output/message/content")
         .and_then(Value::as_array)
-        .ok_or_else(|| ProviderError::new(ErrorKind::Server, "bedrock: answer has no output.message"))?;
+        .ok_or_else(|| {
+            ProviderError::new(ErrorKind::Server, "bedrock: answer has no output.message")
+        })?;
     let mut content = Vec::new();
     for b in blocks {
         if let Some(t) = b.get("text").and_then(Value::as_str) {
@@ -227,9 +227,15 @@ pub fn decode_response(body: &[u8]) -> Result<ChatResponse, ProviderError> {
             content.push(OutputPart::ToolCall {
                 id: u["toolUseId"].as_str().unwrap_or_default().to_string(),
                 name: u["name"].as_str().unwrap_or_default().to_string(),
-                arguments: u.get("input").map(Value::to_string).unwrap_or_else(|| "{}".into()),
+                arguments: u
+                    .get("input")
+                    .map(Value::to_string)
+                    .unwrap_or_else(|| "{}".into()),
             });
-        } else if let Some(t) = b.pointer("/reasoningContent/reasoningText/text").and_then(Value::as_str) {
+        } else if let Some(t) = b
+            .pointer("/reasoningContent/reasoningText/text")
+            .and_then(Value::as_str)
+        {
             content.push(OutputPart::Reasoning(t.to_string()));
         }
     }
@@ -271,9 +277,10 @@ pub fn decode_error(status: u16, body: &[u8], retry_after_secs: Option<u64>) -> 
         .and_then(Value::as_str)
         .map(|m| m.chars().take(MAX_ERROR_TEXT).collect::<String>())
         .unwrap_or_else(|| format!("bedrock returned HTTP {status}"));
-    let code = v.get("__type").and_then(Value::as_str).map(|t| {
-        t.rsplit('#').next().unwrap_or(t).to_string()
-    });
+    let code = v
+        .get("__type")
+        .and_then(Value::as_str)
+        .map(|t| t.rsplit('#').next().unwrap_or(t).to_string());
     let kind = match &code {
         Some(c) => kind_of_exception(c, status),
         None => ErrorKind::from_status(status),

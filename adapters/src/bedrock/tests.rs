@@ -15,7 +15,9 @@ fn request(stream: bool) -> ChatRequest {
         messages: vec![
             Message {
                 role: Role::System,
-                content: vec![Part::Text("You are an app that creates playlists for a radio station.".into())],
+                content: vec![Part::Text(
+                    "You are an app that creates playlists for a radio station.".into(),
+                )],
             },
             Message {
                 role: Role::User,
@@ -48,8 +50,10 @@ fn request(stream: bool) -> ChatRequest {
         tools: vec![Tool {
             name: "top_song".into(),
             description: Some("Get the most popular song played on a radio station.".into()),
-            parameters: Some(json!({"type": "object", "properties": {"sign": {"type": "string"}},
-                                    "required": ["sign"]})),
+            parameters: Some(
+                json!({"type": "object", "properties": {"sign": {"type": "string"}},
+                                    "required": ["sign"]}),
+            ),
         }],
         tool_choice: Some(ToolChoice::Auto),
         ..Default::default()
@@ -103,7 +107,10 @@ fn encodes_the_documented_tool_use_conversation() {
 fn decodes_the_documented_answers() {
     let text = br#"{"output":{"message":{"role":"assistant","content":[{"text":"Here is a playlist."}]}},"stopReason":"end_turn","usage":{"inputTokens":30,"outputTokens":628,"totalTokens":658,"cacheReadInputTokens":100,"cacheWriteInputTokens":20},"metrics":{"latencyMs":1275}}"#;
     let r = decode_response(text).unwrap();
-    assert_eq!(r.content, vec![OutputPart::Text("Here is a playlist.".into())]);
+    assert_eq!(
+        r.content,
+        vec![OutputPart::Text("Here is a playlist.".into())]
+    );
     assert_eq!(r.finish, FinishReason::Stop);
     assert_eq!(
         r.usage,
@@ -130,18 +137,45 @@ fn decodes_the_documented_answers() {
 
 #[test]
 fn errors_map_by_exception() {
-    let e = decode_error(400, br#"{"message":"Malformed input request, please reformat your input and try again."}"#, None);
+    let e = decode_error(
+        400,
+        br#"{"message":"Malformed input request, please reformat your input and try again."}"#,
+        None,
+    );
     assert_eq!(e.kind, ErrorKind::InvalidRequest);
     assert!(e.message.starts_with("Malformed input"));
-    assert_eq!(decode_error(429, br#"{"message":"Too many requests"}"#, Some(2)).kind, ErrorKind::RateLimited);
-    assert_eq!(decode_error(403, br#"{"message":"denied"}"#, None).kind, ErrorKind::Permission);
     assert_eq!(
-        decode_error(400, br#"{"__type":"com.amazon#ThrottlingException","message":"x"}"#, None).kind,
+        decode_error(429, br#"{"message":"Too many requests"}"#, Some(2)).kind,
         ErrorKind::RateLimited
     );
-    assert_eq!(kind_of_exception("ServiceUnavailableException", 503), ErrorKind::Overloaded);
-    assert_eq!(kind_of_exception("modelNotReadyException", 429), ErrorKind::Overloaded);
-    assert_eq!(kind_of_exception("UnrecognizedClientException:http://internal.amazon.com/coral/", 403), ErrorKind::Auth);
+    assert_eq!(
+        decode_error(403, br#"{"message":"denied"}"#, None).kind,
+        ErrorKind::Permission
+    );
+    assert_eq!(
+        decode_error(
+            400,
+            br#"{"__type":"com.amazon#ThrottlingException","message":"x"}"#,
+            None
+        )
+        .kind,
+        ErrorKind::RateLimited
+    );
+    assert_eq!(
+        kind_of_exception("ServiceUnavailableException", 503),
+        ErrorKind::Overloaded
+    );
+    assert_eq!(
+        kind_of_exception("modelNotReadyException", 429),
+        ErrorKind::Overloaded
+    );
+    assert_eq!(
+        kind_of_exception(
+            "UnrecognizedClientException:http://internal.amazon.com/coral/",
+            403
+        ),
+        ErrorKind::Auth
+    );
 }
 
 #[test]
@@ -166,13 +200,31 @@ fn stream_events_decode_frame_by_frame() {
     assert_eq!(
         out,
         vec![
-            StreamEvent::Start { id: None, model: None },
+            StreamEvent::Start {
+                id: None,
+                model: None
+            },
             StreamEvent::TextDelta("Hello".into()),
-            StreamEvent::ToolCallStart { index: 0, id: "tooluse_1".into(), name: "top_song".into() },
-            StreamEvent::ToolCallDelta { index: 0, arguments: "{\"sign\":".into() },
-            StreamEvent::ToolCallDelta { index: 0, arguments: "\"WZPZ\"}".into() },
+            StreamEvent::ToolCallStart {
+                index: 0,
+                id: "tooluse_1".into(),
+                name: "top_song".into()
+            },
+            StreamEvent::ToolCallDelta {
+                index: 0,
+                arguments: "{\"sign\":".into()
+            },
+            StreamEvent::ToolCallDelta {
+                index: 0,
+                arguments: "\"WZPZ\"}".into()
+            },
             StreamEvent::Finish(FinishReason::ToolCalls),
-            StreamEvent::Usage(Usage { input_tokens: 14, output_tokens: 5, cache_read_tokens: 4, ..Default::default() }),
+            StreamEvent::Usage(Usage {
+                input_tokens: 14,
+                output_tokens: 5,
+                cache_read_tokens: 4,
+                ..Default::default()
+            }),
             StreamEvent::End,
         ]
     );
@@ -182,10 +234,17 @@ fn stream_events_decode_frame_by_frame() {
 fn stream_exceptions_and_truncation_are_errors() {
     let mut d = StreamDecoder::new();
     let mut out = Vec::new();
-    d.push(&encode_event("messageStart", br#"{"role":"assistant"}"#), &mut out);
+    d.push(
+        &encode_event("messageStart", br#"{"role":"assistant"}"#),
+        &mut out,
+    );
     d.push(
         &eventstream::encode(
-            &[(":exception-type", "throttlingException"), (":content-type", "application/json"), (":message-type", "exception")],
+            &[
+                (":exception-type", "throttlingException"),
+                (":content-type", "application/json"),
+                (":message-type", "exception"),
+            ],
             br#"{"message":"Too many tokens, please wait before trying again."}"#,
         ),
         &mut out,
@@ -200,7 +259,10 @@ fn stream_exceptions_and_truncation_are_errors() {
     }
     let mut d = StreamDecoder::new();
     let mut out = Vec::new();
-    d.push(&encode_event("messageStart", br#"{"role":"assistant"}"#), &mut out);
+    d.push(
+        &encode_event("messageStart", br#"{"role":"assistant"}"#),
+        &mut out,
+    );
     d.finish(&mut out);
     assert!(matches!(out.last(), Some(StreamEvent::Error(_))));
 }

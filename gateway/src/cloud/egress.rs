@@ -104,7 +104,10 @@ fn bridge(address: &str) -> Result<PathBuf, String> {
     std::thread::Builder::new()
         .name("egress-bridge".into())
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => return log::error!("egress bridge runtime: {e}"),
             };
@@ -118,7 +121,8 @@ fn bridge(address: &str) -> Result<PathBuf, String> {
                     tokio::spawn(async move {
                         match tokio::net::TcpStream::connect(&*target).await {
                             Ok(mut remote) => {
-                                let _ = tokio::io::copy_bidirectional(&mut local, &mut remote).await;
+                                let _ =
+                                    tokio::io::copy_bidirectional(&mut local, &mut remote).await;
                             }
                             Err(e) => log::warn!("egress proxy {target} unreachable: {e}"),
                         }
@@ -147,7 +151,13 @@ mod tests {
             Some(&b"Basic dXNAZXI6cDpzcw=="[..])
         );
         assert!(!format!("{p:?}").contains("dXN"));
-        for bad in ["https://p:1", "http://p", "http://p:0", "http://p:1/x", "socks5://p:1"] {
+        for bad in [
+            "https://p:1",
+            "http://p",
+            "http://p:0",
+            "http://p:1/x",
+            "socks5://p:1",
+        ] {
             assert!(EgressProxy::parse(bad).is_err(), "{bad}");
         }
     }

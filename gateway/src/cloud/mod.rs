@@ -15,9 +15,9 @@ pub mod vertex;
 
 use crate::config::Secret;
 use bytes::Bytes;
-use switchyard_adapters::canonical::Dialect;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::sync::Arc;
+use switchyard_adapters::canonical::Dialect;
 use token::TokenCache;
 
 /// A cloud account behind an HTTP provider.
@@ -148,12 +148,17 @@ impl Cloud {
                 };
                 return sigv4::sign(&b.credentials, &req, h);
             }
-            (Cloud::Azure(Azure { auth: AzureAuth::Key(k), .. }), _) => {
-                (API_KEY.clone(), k.expose().to_string())
-            }
-            (Cloud::Azure(_) | Cloud::Vertex(_), Some(t)) => {
-                (http::header::AUTHORIZATION, format!("Bearer {}", t.expose()))
-            }
+            (
+                Cloud::Azure(Azure {
+                    auth: AzureAuth::Key(k),
+                    ..
+                }),
+                _,
+            ) => (API_KEY.clone(), k.expose().to_string()),
+            (Cloud::Azure(_) | Cloud::Vertex(_), Some(t)) => (
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", t.expose()),
+            ),
             (Cloud::Azure(_) | Cloud::Vertex(_), None) => return Err("no access token".into()),
         };
         let mut value =
@@ -176,7 +181,11 @@ impl Cloud {
         self.authorize(&out, &mut h)?;
         Ok(h.iter()
             .filter_map(|(k, v)| {
-                let name: &'static str = if k == API_KEY { "api-key" } else { "authorization" };
+                let name: &'static str = if k == API_KEY {
+                    "api-key"
+                } else {
+                    "authorization"
+                };
                 v.to_str().ok().map(|v| (name, v.to_string()))
             })
             .collect())

@@ -123,7 +123,10 @@ fn hex(bytes: &[u8]) -> String {
 fn uri_encode(s: &str, encode_slash: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') || (b == b'/' && !encode_slash) {
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'_' | b'.' | b'~')
+            || (b == b'/' && !encode_slash)
+        {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -139,7 +142,11 @@ fn canonical_query(q: &str) -> String {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            let dec = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+            let dec = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
             (uri_encode(&dec(k), true), uri_encode(&dec(v), true))
         })
         .collect();
@@ -228,7 +235,10 @@ mod tests {
         let mut creds = example();
         creds.session_token = Some(Secret::new("FwoGZXIvYXdzEXAMPLE".into()));
         let mut h = HeaderMap::new();
-        h.insert("host", HeaderValue::from_static("bedrock-runtime.us-east-1.amazonaws.com"));
+        h.insert(
+            "host",
+            HeaderValue::from_static("bedrock-runtime.us-east-1.amazonaws.com"),
+        );
         h.insert("content-type", HeaderValue::from_static("application/json"));
         let req = Request {
             method: "POST",
@@ -247,6 +257,9 @@ mod tests {
              SignedHeaders=content-type;host;x-amz-content-sha256;x-amz-date;x-amz-security-token, Signature="
         ), "{auth}");
         assert!(h["authorization"].is_sensitive());
-        assert_eq!(uri_encode(req.path_and_query, false), "/model/anthropic.claude-3-haiku-20240307-v1%253A0/converse");
+        assert_eq!(
+            uri_encode(req.path_and_query, false),
+            "/model/anthropic.claude-3-haiku-20240307-v1%253A0/converse"
+        );
     }
 }

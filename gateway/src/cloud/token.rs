@@ -202,8 +202,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!((t.expose(), d), ("eyJ0", Duration::from_secs(3599)));
-        let (_, d) =
-            parse_token_answer(200, br#"{"expires_in":"60","access_token":"x"}"#).unwrap();
+        let (_, d) = parse_token_answer(200, br#"{"expires_in":"60","access_token":"x"}"#).unwrap();
         assert_eq!(d, Duration::from_secs(60));
         let e = parse_token_answer(
             401,

@@ -49,7 +49,9 @@ impl ServiceAccount {
                 .map(str::to_string)
         };
         if field("type").as_deref() != Some("service_account") {
-            return Err(format!("{path:?} is not a service-account key (type must be \"service_account\")"));
+            return Err(format!(
+                "{path:?} is not a service-account key (type must be \"service_account\")"
+            ));
         }
         let missing = |k: &str| format!("{path:?} has no {k}");
         let pem = field("private_key").ok_or_else(|| missing("private_key"))?;
@@ -85,7 +87,12 @@ impl ServiceAccount {
         );
         let mut sig = vec![0; self.key.public().modulus_len()];
         self.key
-            .sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), signing_input.as_bytes(), &mut sig)
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                signing_input.as_bytes(),
+                &mut sig,
+            )
             .map_err(|_| "cannot sign the JWT assertion".to_string())?;
         Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig)))
     }
@@ -132,7 +139,11 @@ impl Vertex {
             Dialect::Anthropic => format!(
                 "{}/anthropic/models/{model}:{}",
                 self.prefix(),
-                if stream { "streamRawPredict" } else { "rawPredict" }
+                if stream {
+                    "streamRawPredict"
+                } else {
+                    "rawPredict"
+                }
             ),
             // The Gemini encoder's `/models/{model}:generateContent` (or the stream's).
             _ => format!("{}/google{api_path}", self.prefix()),

@@ -336,9 +336,7 @@ impl Device {
 impl ProviderKind {
     pub fn name(&self) -> &'static str {
         match self {
-            ProviderKind::Http {
-                cloud: Some(c), ..
-            } => c.kind(),
+            ProviderKind::Http { cloud: Some(c), .. } => c.kind(),
             ProviderKind::Http { dialect, .. } => dialect.name(),
             ProviderKind::Mock(_) => "mock",
             ProviderKind::Local(_) => "local",

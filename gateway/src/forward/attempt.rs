@@ -235,7 +235,10 @@ impl Forwarder {
                 dep.provider.quota.observe_headers(&h.headers, now_ms());
                 if let (Some(cloud), 401 | 403) = (upstream.cloud, status) {
                     // The gateway's credential problem, not the caller's: said in the log.
-                    let kind = h.headers.get("x-amzn-errortype").and_then(|v| v.to_str().ok());
+                    let kind = h
+                        .headers
+                        .get("x-amzn-errortype")
+                        .and_then(|v| v.to_str().ok());
                     log::error!(
                         "provider {} ({}) refused the gateway's credentials: HTTP {status} {}",
                         dep.provider.name(),
@@ -302,7 +305,8 @@ pub(super) fn prepare_for(
     let dialect = cloud
         .as_deref()
         .map_or(*dialect, |c| c.dialect_for(&spec.model, *dialect));
-    let mut prepared = inbound.prepare(dialect, &spec.model, spec.max_tokens, model.config.strict)?;
+    let mut prepared =
+        inbound.prepare(dialect, &spec.model, spec.max_tokens, model.config.strict)?;
     if let Some(cloud) = cloud {
         prepared.path = cloud.api_path(&prepared.path, &spec.model, inbound.facts.stream);
         if let Some(body) = cloud

@@ -28,7 +28,10 @@ fn hmac_sha256(key: &[u8], msg: &str) -> Vec<u8> {
 /// `UnrecognizedClientException`-style refusal.
 fn denied(kind: &str, why: &str) -> Answer {
     let mut a = Answer::json(403, json!({"message": why}));
-    a.headers.push(("x-amzn-errortype", format!("{kind}:http://internal.amazon.com/coral/com.amazon.coral.service/")));
+    a.headers.push((
+        "x-amzn-errortype",
+        format!("{kind}:http://internal.amazon.com/coral/com.amazon.coral.service/"),
+    ));
     a
 }
 
@@ -36,7 +39,10 @@ fn denied(kind: &str, why: &str) -> Answer {
 pub fn verify(r: &Recv) -> Result<(), Answer> {
     let auth = r.header("authorization").unwrap_or("");
     let Some(rest) = auth.strip_prefix("AWS4-HMAC-SHA256 ") else {
-        return Err(denied("UnrecognizedClientException", "Missing Authentication Token"));
+        return Err(denied(
+            "UnrecognizedClientException",
+            "Missing Authentication Token",
+        ));
     };
     let field = |name: &str| {
         rest.split(", ")
@@ -44,10 +50,17 @@ pub fn verify(r: &Recv) -> Result<(), Answer> {
             .unwrap_or("")
             .to_string()
     };
-    let (credential, signed, signature) = (field("Credential"), field("SignedHeaders"), field("Signature"));
+    let (credential, signed, signature) = (
+        field("Credential"),
+        field("SignedHeaders"),
+        field("Signature"),
+    );
     let scope: Vec<&str> = credential.split('/').collect();
     if scope.len() != 5 || scope[0] != ACCESS_KEY_ID {
-        return Err(denied("UnrecognizedClientException", "The security token included in the request is invalid."));
+        return Err(denied(
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.",
+        ));
     }
     let amz_date = r.header("x-amz-date").unwrap_or("");
     let now = std::time::SystemTime::now()
@@ -55,15 +68,32 @@ pub fn verify(r: &Recv) -> Result<(), Answer> {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let sent = parse_amz_date(amz_date);
-    if scope[1] != amz_date.get(..8).unwrap_or("-") || sent.abs_diff(now) > 300 || scope[2] != REGION || scope[3] != "bedrock" || scope[4] != "aws4_request" {
-        return Err(denied("InvalidSignatureException", "Signature expired or scope mismatch"));
+    if scope[1] != amz_date.get(..8).unwrap_or("-")
+        || sent.abs_diff(now) > 300
+        || scope[2] != REGION
+        || scope[3] != "bedrock"
+        || scope[4] != "aws4_request"
+    {
+        return Err(denied(
+            "InvalidSignatureException",
+            "Signature expired or scope mismatch",
+        ));
     }
     let names: Vec<&str> = signed.split(';').collect();
-    if !names.contains(&"host") || !names.contains(&"x-amz-date") || !names.contains(&"x-amz-security-token") || r.header("x-amz-security-token") != Some(SESSION_TOKEN) {
-        return Err(denied("UnrecognizedClientException", "The security token included in the request is invalid."));
+    if !names.contains(&"host")
+        || !names.contains(&"x-amz-date")
+        || !names.contains(&"x-amz-security-token")
+        || r.header("x-amz-security-token") != Some(SESSION_TOKEN)
+    {
+        return Err(denied(
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.",
+        ));
     }
     let payload = sha_hex(&r.body);
-    if r.header("x-amz-content-sha256").is_some_and(|h| h != payload) {
+    if r.header("x-amz-content-sha256")
+        .is_some_and(|h| h != payload)
+    {
         return Err(denied("InvalidSignatureException", "payload hash mismatch"));
     }
     // Non-S3 services: the path's segments are encoded once more for the canonical URI.
@@ -72,7 +102,13 @@ pub fn verify(r: &Recv) -> Result<(), Answer> {
         .split('/')
         .map(|seg| {
             seg.bytes()
-                .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
                 .collect::<String>()
         })
         .collect::<Vec<_>>()
@@ -81,13 +117,23 @@ pub fn verify(r: &Recv) -> Result<(), Answer> {
         .iter()
         .map(|n| format!("{n}:{}\n", r.header(n).unwrap_or("").trim()))
         .collect();
-    let canonical = format!("{}\n{canonical_uri}\n{query}\n{headers}\n{signed}\n{payload}", r.method);
-    let to_sign = format!("AWS4-HMAC-SHA256\n{amz_date}\n{}\n{}", scope[1..].join("/"), sha_hex(canonical.as_bytes()));
+    let canonical = format!(
+        "{}\n{canonical_uri}\n{query}\n{headers}\n{signed}\n{payload}",
+        r.method
+    );
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{amz_date}\n{}\n{}",
+        scope[1..].join("/"),
+        sha_hex(canonical.as_bytes())
+    );
     let mut key = format!("AWS4{SECRET_ACCESS_KEY}").into_bytes();
     for part in &scope[1..] {
         key = hmac_sha256(&key, part);
     }
-    let expected: String = hmac_sha256(&key, &to_sign).iter().map(|b| format!("{b:02x}")).collect();
+    let expected: String = hmac_sha256(&key, &to_sign)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     if expected != signature {
         return Err(denied("InvalidSignatureException", "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method."));
     }

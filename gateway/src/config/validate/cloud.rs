@@ -4,8 +4,8 @@
 //! provider sends through; must not open connections (tokens are fetched on first use).
 
 use super::*;
-use crate::cloud::token::{TokenCache, TokenEndpoint};
 use crate::cloud::sigv4::AwsCredentials;
+use crate::cloud::token::{TokenCache, TokenEndpoint};
 use crate::cloud::vertex::{ServiceAccount, Vertex};
 use crate::cloud::{entra, Azure, AzureAuth, Bedrock, Cloud};
 
@@ -149,7 +149,11 @@ pub(super) fn azure_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Opt
 
 /// `kind: bedrock`: Converse at `base_url` (default: the region's runtime endpoint), signed
 /// with the provider's AWS credentials.
-pub(super) fn bedrock_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Option<ProviderKind> {
+pub(super) fn bedrock_kind(
+    p: &FileProvider,
+    path: &str,
+    errs: &mut Errors,
+) -> Option<ProviderKind> {
     reject_keys(
         p,
         path,
@@ -221,11 +225,17 @@ pub(super) fn vertex_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Op
     let mut name = |key: &str, v: &Option<String>| {
         let v = v.as_deref().map(str::trim).filter(|v| !v.is_empty());
         match v {
-            Some(v) if v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => {
+            Some(v)
+                if v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+            {
                 Some(v.to_string())
             }
             Some(_) => {
-                errs.push(format!("{path}.{key}"), "may hold only letters, digits, - and _");
+                errs.push(
+                    format!("{path}.{key}"),
+                    "may hold only letters, digits, - and _",
+                );
                 None
             }
             None => {
@@ -238,7 +248,10 @@ pub(super) fn vertex_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Op
     let location = name("location", &p.location);
     let account = match p.credentials_file.as_deref().filter(|f| !f.is_empty()) {
         None => {
-            errs.push(format!("{path}.credentials_file"), "required for kind vertex");
+            errs.push(
+                format!("{path}.credentials_file"),
+                "required for kind vertex",
+            );
             None
         }
         Some(file) => match ServiceAccount::load(file) {
@@ -258,7 +271,11 @@ pub(super) fn vertex_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Op
     }
     let mut kind = http_kind(Dialect::Gemini, p, default_url, path, errs)?;
     let account = account?;
-    let endpoint = token_endpoint(&account.token_uri, &format!("{path}.credentials_file"), errs)?;
+    let endpoint = token_endpoint(
+        &account.token_uri,
+        &format!("{path}.credentials_file"),
+        errs,
+    )?;
     if let ProviderKind::Http { cloud, .. } = &mut kind {
         *cloud = Some(Arc::new(Cloud::Vertex(Vertex {
             project: project?,
@@ -271,7 +288,10 @@ pub(super) fn vertex_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Op
 
 fn entra_auth(e: &FileEntra, path: &str, errs: &mut Errors) -> Option<AzureAuth> {
     let mut ok = true;
-    for (key, v) in [("client_id", &e.client_id), ("client_secret", &e.client_secret)] {
+    for (key, v) in [
+        ("client_id", &e.client_id),
+        ("client_secret", &e.client_secret),
+    ] {
         if v.trim().is_empty() {
             errs.push(format!("{path}.{key}"), "must not be empty");
             ok = false;
@@ -332,7 +352,11 @@ mod tests {
     fn errors(provider: &str) -> Vec<String> {
         match parse(&conf(provider), &|_| None) {
             Ok(_) => Vec::new(),
-            Err(e) => e.0.into_iter().map(|e| format!("{}: {}", e.path, e.message)).collect(),
+            Err(e) => {
+                e.0.into_iter()
+                    .map(|e| format!("{}: {}", e.path, e.message))
+                    .collect()
+            }
         }
     }
 
@@ -386,10 +410,16 @@ mod tests {
             &|_| None,
         )
         .unwrap();
-        let ProviderKind::Http { endpoint, cloud, .. } = &c.providers[0].kind else {
+        let ProviderKind::Http {
+            endpoint, cloud, ..
+        } = &c.providers[0].kind
+        else {
             panic!("an HTTP provider");
         };
-        assert_eq!(endpoint.base_url, "https://bedrock-runtime.eu-west-1.amazonaws.com");
+        assert_eq!(
+            endpoint.base_url,
+            "https://bedrock-runtime.eu-west-1.amazonaws.com"
+        );
         assert_eq!(cloud.as_ref().unwrap().kind(), "bedrock");
         assert_eq!(
             errors("    kind: openai\n    base_url: https://x\n    region: us-east-1\n"),
@@ -399,17 +429,29 @@ mod tests {
 
     #[test]
     fn vertex_keys_are_checked_with_their_paths() {
-        let errs = errors("    kind: vertex\n    project: p\n    credentials_file: /nonexistent/sa.json\n");
+        let errs = errors(
+            "    kind: vertex\n    project: p\n    credentials_file: /nonexistent/sa.json\n",
+        );
         assert_eq!(errs.len(), 2, "{errs:?}");
         assert_eq!(errs[0], "providers[0].location: required for kind vertex");
-        assert!(errs[1].starts_with("providers[0].credentials_file: cannot read \"/nonexistent/sa.json\""), "{errs:?}");
+        assert!(
+            errs[1]
+                .starts_with("providers[0].credentials_file: cannot read \"/nonexistent/sa.json\""),
+            "{errs:?}"
+        );
         let dir = std::env::temp_dir().join(format!("sy-vertex-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let bad = dir.join("bad.json");
         std::fs::write(&bad, r#"{"type":"service_account","client_email":"a@b","private_key":"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}"#).unwrap();
-        let errs = errors(&format!("    kind: vertex\n    project: p\n    location: us-east5\n    credentials_file: {}\n", bad.display()));
+        let errs = errors(&format!(
+            "    kind: vertex\n    project: p\n    location: us-east5\n    credentials_file: {}\n",
+            bad.display()
+        ));
         assert_eq!(errs.len(), 1, "{errs:?}");
-        assert!(errs[0].starts_with("providers[0].credentials_file: "), "{errs:?}");
+        assert!(
+            errs[0].starts_with("providers[0].credentials_file: "),
+            "{errs:?}"
+        );
         assert!(!errs[0].contains("AAAA"), "the key is never quoted");
     }
 
@@ -422,7 +464,13 @@ mod tests {
         .unwrap();
         let p = &c.providers[0];
         assert_eq!(p.kind.name(), "azure");
-        let ProviderKind::Http { api_key, headers, cloud, .. } = &p.kind else {
+        let ProviderKind::Http {
+            api_key,
+            headers,
+            cloud,
+            ..
+        } = &p.kind
+        else {
             panic!("an HTTP provider");
         };
         assert!(api_key.is_none());
