@@ -141,6 +141,29 @@ fn chat_model(deps: &[(&str, &str)]) -> String {
     s
 }
 
+/// The text of an OpenAI chat stream.
+fn openai_stream_text(body: &[u8]) -> String {
+    sse_data(body)
+        .iter()
+        .filter_map(|e| {
+            e["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect()
+}
+
+/// The text of an Anthropic messages stream, and its events.
+fn anthropic_stream_text(body: &[u8]) -> (String, Vec<Value>) {
+    let events = sse_data(body);
+    let text = events
+        .iter()
+        .filter(|e| e["type"] == "content_block_delta")
+        .filter_map(|e| e["delta"]["text"].as_str().map(String::from))
+        .collect();
+    (text, events)
+}
+
 fn openai_chat(stream: bool, text: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({"model": "chat", "stream": stream,
                                "messages": [{"role": "user", "content": text}]}))
@@ -191,14 +214,7 @@ async fn azure_api_key_both_callers_stream_and_not() {
         .post_json("/v1/chat/completions", &openai_chat(true, "Hi"))
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let text: String = sse_data(&r.body)
-        .iter()
-        .filter_map(|e| {
-            e["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(String::from)
-        })
-        .collect();
+    let text = openai_stream_text(&r.body);
     assert_eq!(text, "Hello from Azure!");
     assert!(r.text().trim_end().ends_with("data: [DONE]"));
 
@@ -219,12 +235,7 @@ async fn azure_api_key_both_callers_stream_and_not() {
         .post_json("/v1/messages", &anthropic_messages(true, "Hi"))
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let events = sse_data(&r.body);
-    let text: String = events
-        .iter()
-        .filter(|e| e["type"] == "content_block_delta")
-        .filter_map(|e| e["delta"]["text"].as_str().map(String::from))
-        .collect();
+    let (text, events) = anthropic_stream_text(&r.body);
     assert_eq!(text, "Hello from Azure!");
     assert!(events.iter().any(|e| e["type"] == "message_stop"));
     assert_eq!(up.requests().len(), 4);
@@ -381,12 +392,10 @@ impl Tenant {
     }
 }
 
-#[tokio::test]
-async fn azure_entra_tokens_are_cached_and_refreshed_ahead() {
-    let tenant = Tenant::start(Duration::from_secs(2)).await;
-    let up = azure("gpt4o-prod", tenant.authorise()).await;
+/// A gateway with one Azure deployment authorised by Entra client credentials.
+async fn entra_gateway(tenant: &Tenant, up: &Mock, client_secret: &str) -> Gateway {
     let entra = format!(
-        "    entra:\n      tenant_id: tenant-1\n      client_id: app-123\n      client_secret: \"s3cret/+=\"\n      token_url: {}/tenant-1/oauth2/v2.0/token\n",
+        "    entra:\n      tenant_id: tenant-1\n      client_id: app-123\n      client_secret: {client_secret}\n      token_url: {}/tenant-1/oauth2/v2.0/token\n",
         tenant.mock.base
     );
     let conf = format!(
@@ -394,7 +403,14 @@ async fn azure_entra_tokens_are_cached_and_refreshed_ahead() {
         azure_provider("az", &up.base, &entra),
         chat_model(&[("az", "gpt4o-prod")])
     );
-    let gw = Gateway::start(&conf, "").await;
+    Gateway::start(&conf, "").await
+}
+
+#[tokio::test]
+async fn azure_entra_tokens_are_cached_and_refreshed_ahead() {
+    let tenant = Tenant::start(Duration::from_secs(2)).await;
+    let up = azure("gpt4o-prod", tenant.authorise()).await;
+    let gw = entra_gateway(&tenant, &up, "\"s3cret/+=\"").await;
     // Requests over three token lifetimes' halves: every one is accepted.
     let started = Instant::now();
     let mut sent = 0;
@@ -428,16 +444,7 @@ async fn azure_entra_tokens_are_cached_and_refreshed_ahead() {
 async fn azure_entra_failure_is_a_gateway_error_not_a_leak() {
     let tenant = Tenant::start(Duration::from_secs(60)).await;
     let up = azure("gpt4o-prod", tenant.authorise()).await;
-    let entra = format!(
-        "    entra:\n      client_id: app-123\n      client_secret: wrong-secret\n      token_url: {}/tenant-1/oauth2/v2.0/token\n",
-        tenant.mock.base
-    );
-    let conf = format!(
-        "providers:\n{}{}",
-        azure_provider("az", &up.base, &entra),
-        chat_model(&[("az", "gpt4o-prod")])
-    );
-    let gw = Gateway::start(&conf, "").await;
+    let gw = entra_gateway(&tenant, &up, "wrong-secret").await;
     let r = gw
         .post_json("/v1/chat/completions", &openai_chat(false, "Hi"))
         .await;
@@ -580,14 +587,7 @@ async fn bedrock_signed_converse_both_callers_stream_and_not() {
         .post_json("/v1/chat/completions", &openai_chat(true, "Hi"))
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let text: String = sse_data(&r.body)
-        .iter()
-        .filter_map(|e| {
-            e["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(String::from)
-        })
-        .collect();
+    let text = openai_stream_text(&r.body);
     assert_eq!(text, "Hello from Bedrock!");
     assert!(
         r.text().trim_end().ends_with("data: [DONE]"),
@@ -609,12 +609,7 @@ async fn bedrock_signed_converse_both_callers_stream_and_not() {
         .post_json("/v1/messages", &anthropic_messages(true, "Hi"))
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let events = sse_data(&r.body);
-    let text: String = events
-        .iter()
-        .filter(|e| e["type"] == "content_block_delta")
-        .filter_map(|e| e["delta"]["text"].as_str().map(String::from))
-        .collect();
+    let (text, events) = anthropic_stream_text(&r.body);
     assert_eq!(text, "Hello from Bedrock!");
     assert!(events.iter().any(|e| e["type"] == "message_stop"));
 
@@ -947,14 +942,7 @@ async fn vertex_gemini_and_claude_with_service_account_tokens() {
             .post_json("/v1/chat/completions", &chat(model, true))
             .await;
         assert_eq!(r.status, 200, "{model}: {}", r.text());
-        let text: String = sse_data(&r.body)
-            .iter()
-            .filter_map(|e| {
-                e["choices"][0]["delta"]["content"]
-                    .as_str()
-                    .map(String::from)
-            })
-            .collect();
+        let text = openai_stream_text(&r.body);
         assert_eq!(text, want, "{model} stream");
         // Anthropic caller, non-stream and stream.
         let r = gw.post_json("/v1/messages", &chat(model, false)).await;
@@ -962,11 +950,7 @@ async fn vertex_gemini_and_claude_with_service_account_tokens() {
         assert_eq!(r.json()["content"][0]["text"], want);
         let r = gw.post_json("/v1/messages", &chat(model, true)).await;
         assert_eq!(r.status, 200, "{model}: {}", r.text());
-        let text: String = sse_data(&r.body)
-            .iter()
-            .filter(|e| e["type"] == "content_block_delta")
-            .filter_map(|e| e["delta"]["text"].as_str().map(String::from))
-            .collect();
+        let (text, _) = anthropic_stream_text(&r.body);
         assert_eq!(text, want, "{model} anthropic stream");
     }
     let targets: Vec<String> = up
