@@ -71,6 +71,9 @@ pub enum Caller {
     Anthropic,
     /// `POST /v1/completions` (legacy OpenAI text completions; OpenAI's error format).
     OpenAiCompletions,
+    /// `POST /v1/responses` (the OpenAI Responses API; OpenAI's error format). Translated for
+    /// every deployment but those configured `responses: native`.
+    OpenAiResponses,
 }
 
 impl Caller {
@@ -78,7 +81,7 @@ impl Caller {
     /// for completions, to the provider's `/completions`).
     pub fn dialect(self) -> Dialect {
         match self {
-            Caller::OpenAi | Caller::OpenAiCompletions => Dialect::OpenAi,
+            Caller::OpenAi | Caller::OpenAiCompletions | Caller::OpenAiResponses => Dialect::OpenAi,
             Caller::Anthropic => Dialect::Anthropic,
         }
     }
@@ -89,6 +92,7 @@ impl Caller {
             Caller::OpenAi => openai::codec::decode_request(body),
             Caller::Anthropic => anthropic::decode_request(body),
             Caller::OpenAiCompletions => openai::completions::decode_request(body),
+            Caller::OpenAiResponses => openai::responses::decode_request(body),
         }
     }
 
@@ -106,18 +110,26 @@ impl Caller {
             Caller::OpenAiCompletions => {
                 openai::completions::encode_response(resp, id, model, created)
             }
+            Caller::OpenAiResponses => {
+                openai::responses::encode_response(resp, id, model, created, None)
+            }
         }
     }
 
     /// Whether errors and stream error events are in OpenAI's format.
     pub fn speaks_openai(self) -> bool {
-        matches!(self, Caller::OpenAi | Caller::OpenAiCompletions)
+        matches!(
+            self,
+            Caller::OpenAi | Caller::OpenAiCompletions | Caller::OpenAiResponses
+        )
     }
 
     /// Encodes a provider error in this format: (status, body).
     pub fn encode_error(self, err: &ProviderError, request_id: &str) -> (u16, Vec<u8>) {
         match self {
-            Caller::OpenAi | Caller::OpenAiCompletions => openai::codec::encode_error(err),
+            Caller::OpenAi | Caller::OpenAiCompletions | Caller::OpenAiResponses => {
+                openai::codec::encode_error(err)
+            }
             Caller::Anthropic => anthropic::encode_error(err, Some(request_id)),
         }
     }
@@ -128,6 +140,7 @@ impl Caller {
             Caller::OpenAi => "chatcmpl-",
             Caller::Anthropic => "msg_",
             Caller::OpenAiCompletions => "cmpl-",
+            Caller::OpenAiResponses => "resp_",
         }
     }
 }
@@ -138,6 +151,7 @@ pub enum StreamEncoder {
     OpenAi(openai::codec::StreamEncoder),
     Anthropic(anthropic::StreamEncoder),
     OpenAiCompletions(openai::completions::StreamEncoder),
+    OpenAiResponses(openai::responses::StreamEncoder),
 }
 
 impl StreamEncoder {
@@ -153,6 +167,16 @@ impl StreamEncoder {
             Caller::OpenAiCompletions => StreamEncoder::OpenAiCompletions(
                 openai::completions::StreamEncoder::new(id, model, created, include_usage),
             ),
+            Caller::OpenAiResponses => StreamEncoder::OpenAiResponses(
+                openai::responses::StreamEncoder::new(id, model, created, None),
+            ),
+        }
+    }
+
+    /// Attaches a Responses request's [`openai::responses::Turn`] (no effect on other formats).
+    pub fn set_turn(&mut self, turn: std::sync::Arc<openai::responses::Turn>) {
+        if let StreamEncoder::OpenAiResponses(e) = self {
+            e.set_turn(turn);
         }
     }
 
@@ -161,6 +185,7 @@ impl StreamEncoder {
             StreamEncoder::OpenAi(e) => e.push(event, out),
             StreamEncoder::Anthropic(e) => e.push(event, out),
             StreamEncoder::OpenAiCompletions(e) => e.push(event, out),
+            StreamEncoder::OpenAiResponses(e) => e.push(event, out),
         }
     }
 }

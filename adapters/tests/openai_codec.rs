@@ -647,7 +647,8 @@ fn tool_choice_mapping_to_anthropic() {
 
 #[test]
 fn invalid_tool_arguments_are_the_callers_error() {
-    let canonical = decode_request(
+    // Refused while the caller's request is read, naming the field's place.
+    let err = decode_request(
         json!({"model": "m", "messages": [
             {"role": "user", "content": "hi"},
             {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{oops"}}]}
@@ -655,7 +656,26 @@ fn invalid_tool_arguments_are_the_callers_error() {
         .to_string()
         .as_bytes(),
     )
+    .unwrap_err();
+    assert_eq!(
+        err.param(),
+        Some("messages[1].tool_calls[0].function.arguments")
+    );
+    // A canonical request built elsewhere with such arguments is still refused by the encoder.
+    let mut canonical = decode_request(
+        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+            .to_string()
+            .as_bytes(),
+    )
     .unwrap();
+    canonical.messages.push(Message {
+        role: Role::Assistant,
+        content: vec![Part::ToolCall {
+            id: "c".into(),
+            name: "f".into(),
+            arguments: "[1]".into(),
+        }],
+    });
     let opts = EncodeOptions {
         model: "claude",
         default_max_tokens: 1024,

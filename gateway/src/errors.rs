@@ -63,6 +63,9 @@ pub const CODES: &[&str] = &[
     "rate_limit_exceeded",
     "budget_exceeded",
     "store_unavailable",
+    "previous_response_not_found",
+    "response_not_found",
+    "response_store_error",
     // Recorded by the proxy, not answered as a GatewayError:
     "upstream_status",
     "upstream_stream_error",
@@ -111,6 +114,16 @@ pub enum GatewayError {
     BodyTooLarge(#[from] switchyard_filters::guard::GuardError),
     #[error("the model `{0}` does not exist or you do not have access to it")]
     ModelNotFound(String),
+    /// `previous_response_id` names no stored response of the caller (unknown, expired,
+    /// deleted, or another tenant's).
+    #[error("Previous response with id '{0}' not found.")]
+    PreviousResponseNotFound(String),
+    /// `GET`/`DELETE /v1/responses/{id}` for no stored response of the caller.
+    #[error("Response with id '{0}' not found.")]
+    ResponseNotFound(String),
+    /// The stored-responses table could not be read or written.
+    #[error("stored responses are unavailable: {0}")]
+    ResponseStore(String),
     #[error("Invalid URL ({method} {path})")]
     UnknownRoute { method: String, path: String },
     #[error("method {method} is not allowed on {path} (allowed: {allow})")]
@@ -193,7 +206,10 @@ impl GatewayError {
             | GatewayError::BodyRead(_) => 400,
             GatewayError::BodyTooLarge(_) => 413,
             GatewayError::HeadersTooLarge { .. } => 431,
-            GatewayError::ModelNotFound(_) | GatewayError::UnknownRoute { .. } => 404,
+            GatewayError::ModelNotFound(_)
+            | GatewayError::UnknownRoute { .. }
+            | GatewayError::PreviousResponseNotFound(_)
+            | GatewayError::ResponseNotFound(_) => 404,
             GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::NoDeploymentAvailable { .. }
             | GatewayError::UpstreamBodyTooLarge { .. }
@@ -208,7 +224,7 @@ impl GatewayError {
                     502
                 }
             }
-            GatewayError::LocalInference(_) => 500,
+            GatewayError::LocalInference(_) | GatewayError::ResponseStore(_) => 500,
             GatewayError::Auth(e) => e.status(),
             GatewayError::TooManyAuthFailures
             | GatewayError::UpstreamRateLimited { .. }
@@ -229,7 +245,7 @@ impl GatewayError {
             | GatewayError::BadUpstreamResponse { .. }
             | GatewayError::InvalidStructuredOutput { .. } => "upstream_error",
             GatewayError::RequestTimeout(_) => "timeout",
-            GatewayError::LocalInference(_) => "server_error",
+            GatewayError::LocalInference(_) | GatewayError::ResponseStore(_) => "server_error",
             GatewayError::Auth(e) if e.status() == 401 => "authentication_error",
             GatewayError::Auth(_) => "permission_error",
             GatewayError::TooManyAuthFailures
@@ -258,6 +274,9 @@ impl GatewayError {
             GatewayError::BodyRead(_) => "body_read_error",
             GatewayError::BodyTooLarge(_) => "request_too_large",
             GatewayError::ModelNotFound(_) => "model_not_found",
+            GatewayError::PreviousResponseNotFound(_) => "previous_response_not_found",
+            GatewayError::ResponseNotFound(_) => "response_not_found",
+            GatewayError::ResponseStore(_) => "response_store_error",
             GatewayError::UnknownRoute { .. } => "unknown_url",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::NoDeploymentAvailable { .. } => "no_deployment_available",
@@ -285,6 +304,7 @@ impl GatewayError {
             GatewayError::InvalidRequest(e) => e.param(),
             GatewayError::Untranslatable(e) => e.param(),
             GatewayError::ModelNotFound(_) => Some("model"),
+            GatewayError::PreviousResponseNotFound(_) => Some("previous_response_id"),
             GatewayError::InvalidMockRequest { param, .. } => *param,
             _ => None,
         }
@@ -341,7 +361,9 @@ impl GatewayError {
     /// The body in the caller's format.
     pub fn body_for(&self, caller: Caller, request_id: &str) -> Bytes {
         match caller {
-            Caller::OpenAi | Caller::OpenAiCompletions => self.openai_body(),
+            Caller::OpenAi | Caller::OpenAiCompletions | Caller::OpenAiResponses => {
+                self.openai_body()
+            }
             Caller::Anthropic => Bytes::from(switchyard_adapters::anthropic::error_body(
                 self.anthropic_type(),
                 &self.to_string(),
@@ -383,6 +405,9 @@ mod tests {
                 limit: 1,
             }),
             GatewayError::ModelNotFound("m".into()),
+            GatewayError::PreviousResponseNotFound("resp_1".into()),
+            GatewayError::ResponseNotFound("resp_1".into()),
+            GatewayError::ResponseStore("x".into()),
             GatewayError::UnknownRoute {
                 method: "GET".into(),
                 path: "/".into(),

@@ -13,6 +13,7 @@
 //! * [`routing`] — the live model index, deployment health and the plan for one request;
 //! * [`forward`] — executing a plan: attempts, the relay, in-process providers;
 //! * [`passthrough`] — `passthrough[]` paths forwarded to a provider as they are, streamed;
+//! * [`responses`] — stored Responses API conversations (`previous_response_id`, read, delete);
 //! * [`ops`] — what an operator touches: admin API, metrics, access log, reload, drain;
 //! * [`local`] — the local ONNX pool (cargo feature `local`);
 //! * [`server`] — assembles all of it into a Pingora `Server`.
@@ -29,6 +30,7 @@ pub mod local;
 pub mod ops;
 pub mod passthrough;
 pub mod proxy;
+pub mod responses;
 pub mod routing;
 pub mod server;
 pub mod snapshot;

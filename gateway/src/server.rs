@@ -43,6 +43,8 @@ pub enum StartError {
     Store(crate::identity::store::StoreError),
     #[error("{0}")]
     Ledger(crate::governance::ledger::LedgerError),
+    #[error("{0}")]
+    Responses(crate::responses::store::StoreError),
 }
 
 /// How the process was asked to start.
@@ -133,6 +135,10 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
         access_log,
         in_flight,
         client_timeouts: cfg.server.client_timeouts,
+        conversations: Arc::new(
+            crate::responses::Conversations::open(cfg.store.sqlite_path.as_deref())
+                .map_err(StartError::Responses)?,
+        ),
     };
 
     let mut proxy = pingora_proxy::http_proxy(&server.configuration, gateway);

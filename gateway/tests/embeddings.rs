@@ -740,6 +740,7 @@ async fn bad_requests_name_the_real_field_without_debug_syntax() {
         (br#"{"model":"ant","tools":[{"type":"function"}],"messages":[{"role":"user","content":"x"}]}"#, "tools[0].function"),
         (br#"{"model":"ant","tools":[{"type":"code_interpreter"}],"messages":[{"role":"user","content":"x"}]}"#, "tools[0].type"),
         (br#"{"model":"ant","messages":[{"role":"tool","content":"x"}]}"#, "messages[0].tool_call_id"),
+        (br#"{"model":"ant","messages":[{"role":"user","content":"x"},{"role":"assistant","tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{not json"}}]}]}"#, "messages[1].tool_calls[0].function.arguments"),
     ];
     for (body, param) in translated_cases {
         let r = translated.post_json("/v1/chat/completions", body).await;

@@ -5,69 +5,9 @@
 
 mod common;
 
-use bytes::Bytes;
+use common::canned::Canned;
 use common::*;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
-
-/// A local upstream answering every request with one canned status, content type and body, and
-/// keeping each POST's path and JSON body.
-struct Canned {
-    base: String,
-    seen: Arc<Mutex<Vec<(String, Value)>>>,
-}
-
-impl Canned {
-    async fn start(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Canned {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let seen: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
-        let (keep, body) = (seen.clone(), body.into());
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let (seen, body) = (keep.clone(), body.clone());
-                let svc = service_fn(move |req: hyper::Request<Incoming>| {
-                    let (seen, body) = (seen.clone(), body.clone());
-                    async move {
-                        let path = req.uri().to_string();
-                        let post = req.method() == hyper::Method::POST;
-                        let sent = req.into_body().collect().await.map(|b| b.to_bytes());
-                        if post {
-                            let v = serde_json::from_slice(&sent.unwrap_or_default())
-                                .unwrap_or(Value::Null);
-                            seen.lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .push((path, v));
-                        }
-                        let resp = hyper::Response::builder()
-                            .status(status)
-                            .header("content-type", content_type)
-                            .body(Full::new(body))
-                            .expect("response");
-                        Ok::<_, Infallible>(resp)
-                    }
-                });
-                tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(tcp), svc));
-            }
-        });
-        Canned {
-            base: format!("http://127.0.0.1:{}", addr.port()),
-            seen,
-        }
-    }
-
-    fn requests(&self) -> Vec<(String, Value)> {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
 
 /// A gateway with one model `chat` served by `deps` in order: (name, kind, upstream).
 async fn gateway(deps: &[(&str, &str, &Canned)]) -> Gateway {

@@ -3,9 +3,11 @@
 Binaries come from SWITCHYARD_BIN and MOCK_UPSTREAM_BIN (set by scripts/test.sh), defaulting to
 the debug build. Only 127.0.0.1 is used: proxies from the environment are bypassed for it.
 """
+import json
 import os
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -181,6 +183,35 @@ def gateway_url(processes):
         f"http://127.0.0.1:{port}/v1/health",
     )
     return f"http://127.0.0.1:{port}/v1"
+
+
+class MockProvidersEnv:
+    """mock_providers.py (recording every request it receives) and a gateway configured against it."""
+
+    def __init__(self, port: int, record: Path):
+        self.port = port
+        self.record = record
+
+    def records(self) -> list[dict]:
+        return [json.loads(x) for x in self.record.read_text().splitlines() if x.strip()]
+
+    def sent(self, marker: str) -> list[dict]:
+        """Upstream requests whose body mentions `marker`."""
+        return [r for r in self.records() if marker in json.dumps(r.get("body"))]
+
+
+def start_mock_providers(processes, config: str, name: str) -> MockProvidersEnv:
+    """Starts mock_providers.py and a gateway from `config` (a template with {port}, {admin_port} and
+    {mp}, the mock's port)."""
+    mp = free_port()
+    record = processes.tmp / f"{name}-record-{mp}.jsonl"
+    log = processes.tmp / f"{name}-mock-providers-{mp}.log"
+    mock = Path(__file__).resolve().parent / "mock_providers.py"
+    p = processes._spawn([sys.executable, str(mock), "--port", str(mp), "--record", str(record)], log)
+    wait_for_port(mp, p, log)
+    port, admin_port = free_port(), free_port()
+    processes.gateway(config.format(port=port, admin_port=admin_port, mp=mp), f"http://127.0.0.1:{port}/v1/health")
+    return MockProvidersEnv(port, record)
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -356,6 +356,16 @@ fn decode_messages(raw: &[Value]) -> Result<Vec<Message>, TranslateError> {
                             Some(Value::Null) | None => String::new(),
                             Some(other) => other.to_string(),
                         };
+                        // Checked here, where the field's place is known, rather than where a
+                        // provider's encoder needs the object.
+                        if let Err(TranslateError::Invalid { message, .. }) =
+                            crate::canonical::arguments_object(&arguments)
+                        {
+                            return Err(invalid(
+                                message,
+                                &format!("{at}.tool_calls[{k}].function.arguments"),
+                            ));
+                        }
                         parts.push(Part::ToolCall {
                             id: id.to_string(),
                             name: name.to_string(),
@@ -485,9 +495,12 @@ pub(crate) fn usage_json(u: &Usage) -> Value {
     })
 }
 
-/// A `chat.completion` body for `resp`. `id` and `created` come from the gateway when the provider
-/// gave none.
-pub fn encode_response(resp: &ChatResponse, id: &str, model: &str, created: u64) -> Vec<u8> {
+/// An answer's text, its reasoning, and its tool calls each made into a `T` by `call(id, name,
+/// arguments)`.
+pub(crate) fn split_output<T>(
+    resp: &ChatResponse,
+    mut call: impl FnMut(&str, &str, &str) -> T,
+) -> (String, String, Vec<T>) {
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut calls = Vec::new();
@@ -499,12 +512,21 @@ pub fn encode_response(resp: &ChatResponse, id: &str, model: &str, created: u64)
                 id,
                 name,
                 arguments,
-            } => calls.push(json!({
-                "id": id, "type": "function",
-                "function": {"name": name, "arguments": arguments},
-            })),
+            } => calls.push(call(id, name, arguments)),
         }
     }
+    (text, reasoning, calls)
+}
+
+/// A `chat.completion` body for `resp`. `id` and `created` come from the gateway when the provider
+/// gave none.
+pub fn encode_response(resp: &ChatResponse, id: &str, model: &str, created: u64) -> Vec<u8> {
+    let (text, reasoning, calls) = split_output(resp, |id, name, arguments| {
+        json!({
+            "id": id, "type": "function",
+            "function": {"name": name, "arguments": arguments},
+        })
+    });
     let mut message = Map::new();
     message.insert("role".into(), json!("assistant"));
     message.insert(

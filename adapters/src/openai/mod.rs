@@ -13,6 +13,7 @@
 
 pub mod codec;
 pub mod completions;
+pub mod responses;
 
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;

@@ -53,6 +53,17 @@ pub struct FileConfig {
     /// API paths forwarded to a provider byte for byte (`passthrough[]`).
     #[serde(default)]
     pub passthrough: Option<Vec<FilePassthrough>>,
+    /// Stored Responses API conversations (`responses.ttl`).
+    #[serde(default)]
+    pub responses: Option<FileResponses>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileResponses {
+    /// How long a stored response is kept (default 30 days).
+    #[serde(default)]
+    pub ttl: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -318,6 +329,10 @@ pub struct FileProvider {
     /// `kind: vertex`: the service-account JSON key file.
     #[serde(default)]
     pub credentials_file: Option<String>,
+    /// `native`: `POST /v1/responses` goes to this provider's `/responses` as is; `chat`
+    /// (default): translated like chat.
+    #[serde(default)]
+    pub responses: Option<String>,
 }
 
 /// `entra:` of a `kind: azure` provider.

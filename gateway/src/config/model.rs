@@ -31,6 +31,8 @@ pub struct Config {
     /// `passthrough[]`: path globs forwarded to a provider as they are, in file order (the
     /// first match wins). Empty: no request pays for matching.
     pub passthrough: Vec<PassthroughRoute>,
+    /// `responses.ttl`: how long a stored Responses API response is kept.
+    pub responses_ttl: Duration,
 }
 
 /// One `passthrough[]` entry, its glob compiled once at load.
@@ -258,6 +260,8 @@ pub struct Provider {
     pub quota: Option<Quota>,
     /// Active health check (openai kind: an authenticated `GET {base_url}/models`).
     pub health_check: Option<HealthCheckSettings>,
+    /// `responses: native`: Responses API requests go to `{base_url}/responses` as they are.
+    pub responses_native: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -119,7 +119,7 @@ fn rejected(kind: Rejection, reason: String) -> Vetted {
 /// The provider format of an answer relayed in `mode`.
 fn dialect_of(mode: Mode) -> Dialect {
     match mode {
-        Mode::OpenAiPassthrough { .. } => Dialect::OpenAi,
+        Mode::OpenAiPassthrough { .. } | Mode::ResponsesNative => Dialect::OpenAi,
         Mode::Observed(d) | Mode::Translated(d) | Mode::Embeddings { dialect: d, .. } => d,
     }
 }
@@ -136,10 +136,11 @@ impl Forwarder {
             .upstream
             .response_header()
             .is_some_and(|h| h.status.is_success());
-        if !success {
+        let mode = answer.prepared.mode;
+        // A native Responses answer is the provider's own format: relayed as it came.
+        if !success || mode == Mode::ResponsesNative {
             return Vetted::Ready(committed);
         }
-        let mode = answer.prepared.mode;
         if answer.inbound.facts.stream && !answer.inbound.embeddings {
             let started = match &committed.first_chunk {
                 Some(c) => answer_shape::stream_start(dialect_of(mode), c),
@@ -158,6 +159,7 @@ impl Forwarder {
         let strict = answer.inbound.strict_schema();
         let checked = match mode {
             Mode::OpenAiPassthrough { .. } => check_openai(answer, &raw, strict).map(|()| None),
+            Mode::ResponsesNative => Ok(None),
             Mode::Observed(d) | Mode::Translated(d) => {
                 check_decoded(providers::decode_response(d, &raw), strict)
                     .map(|r| Some(Decoded::Chat(r)))

@@ -21,6 +21,7 @@ use pingora_error::{Error, ErrorType};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard_adapters::canonical::{Dialect, TranslateError};
+use switchyard_adapters::providers::Caller;
 
 /// What one try needs, carried as one value instead of a row of arguments.
 #[derive(Clone, Copy)]
@@ -302,6 +303,9 @@ pub(super) fn prepare_for(
         return Err(TranslateError::invalid("not an HTTP provider", None));
     };
     let spec = dep.spec(model);
+    if inbound.caller == Caller::OpenAiResponses && dep.provider.config.responses_native {
+        return Ok(inbound.prepare_native_responses(&spec.model));
+    }
     let dialect = cloud
         .as_deref()
         .map_or(*dialect, |c| c.dialect_for(&spec.model, *dialect));

@@ -28,7 +28,7 @@ pub(crate) fn over_cutoff(ctx: &RequestCtx, dep: &RoutedDeployment) -> bool {
 pub(crate) fn budget_stop_event(caller: Caller) -> Bytes {
     let message = "the budget is exhausted: the stream was ended (on_exhaust: cutoff)";
     match caller {
-        Caller::OpenAi | Caller::OpenAiCompletions => {
+        Caller::OpenAi | Caller::OpenAiCompletions | Caller::OpenAiResponses => {
             openai::stream_error_event(message, "budget_exceeded", "budget_exceeded")
         }
         Caller::Anthropic => {

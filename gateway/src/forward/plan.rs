@@ -104,7 +104,10 @@ impl<'a> Ready<'a> {
         match &dep.provider.config.kind {
             ProviderKind::Http { .. } => prepare_for(inbound, model, dep).map(Ready::Http),
             ProviderKind::Mock(settings) => {
-                if inbound.caller == Caller::OpenAiCompletions {
+                if matches!(
+                    inbound.caller,
+                    Caller::OpenAiCompletions | Caller::OpenAiResponses
+                ) {
                     // A prompt the mock cannot take is a skip, as for any translating provider.
                     inbound.canonical()?;
                 }

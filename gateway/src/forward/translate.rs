@@ -6,12 +6,14 @@
 //! through a [`StreamRelay`] or [`translate_body`].
 
 use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
 use std::sync::OnceLock;
 use switchyard_adapters::canonical::{
     ChatRequest, ChatResponse, Dialect, EncodeOptions, ErrorKind, ProviderError, StreamDecode,
     StreamEvent, TranslateError, Usage,
 };
 use switchyard_adapters::embeddings::{self, EmbeddingsRequest};
+use switchyard_adapters::openai::responses::{self, Turn};
 use switchyard_adapters::openai::{self, ChatRequestFacts, PassthroughStream};
 use switchyard_adapters::providers::{self, Caller, StreamEncoder};
 use switchyard_adapters::sse::SseFramer;
@@ -33,6 +35,9 @@ pub enum Mode {
     Observed(Dialect),
     /// Decoded from the provider's format and re-encoded in the caller's.
     Translated(Dialect),
+    /// A Responses request sent as is to a `responses: native` provider's `/responses`: bytes
+    /// pass through; usage is read from the answer (streams: its `response.completed` event).
+    ResponsesNative,
     /// An embeddings answer in the provider's format, re-encoded as OpenAI's (floats, or base64
     /// when the caller asked), with `estimated_tokens` as usage when the provider counts none.
     Embeddings {
@@ -72,6 +77,8 @@ pub struct Inbound<'a> {
     embeddings_request: OnceLock<Result<EmbeddingsRequest, TranslateError>>,
     /// The caller's strict `json_schema`, compiled on the first answer that needs it.
     strict_schema: OnceLock<Option<jsonschema::Validator>>,
+    /// A Responses request's echo fields and finished-response slot.
+    pub turn: Option<Arc<Turn>>,
 }
 
 impl<'a> Inbound<'a> {
@@ -89,6 +96,18 @@ impl<'a> Inbound<'a> {
             canonical: OnceLock::new(),
             embeddings_request: OnceLock::new(),
             strict_schema: OnceLock::new(),
+            turn: None,
+        }
+    }
+
+    /// The request as is for a `responses: native` deployment: the model spliced in, to
+    /// `{base_url}/responses`.
+    pub fn prepare_native_responses(&self, upstream_model: &str) -> Prepared {
+        Prepared {
+            body: openai::rewrite_model(self.body, self.facts, upstream_model),
+            path: "/responses".into(),
+            mode: Mode::ResponsesNative,
+            dropped: Vec::new(),
         }
     }
 
@@ -124,7 +143,7 @@ impl<'a> Inbound<'a> {
     pub fn include_usage(&self) -> bool {
         match self.caller {
             Caller::OpenAi | Caller::OpenAiCompletions => self.facts.include_usage == Some(true),
-            Caller::Anthropic => true,
+            Caller::Anthropic | Caller::OpenAiResponses => true,
         }
     }
 
@@ -139,7 +158,8 @@ impl<'a> Inbound<'a> {
         if self.embeddings {
             return self.prepare_embeddings(dialect, upstream_model, strict);
         }
-        if dialect == self.caller.dialect() {
+        // Responses are translated unless the deployment is native (see `attempt::prepare_for`).
+        if dialect == self.caller.dialect() && self.caller != Caller::OpenAiResponses {
             return Ok(match self.caller {
                 Caller::OpenAi | Caller::OpenAiCompletions => {
                     // Completions pass through like chat: same splicing, their own path.
@@ -157,7 +177,7 @@ impl<'a> Inbound<'a> {
                         dropped: Vec::new(),
                     }
                 }
-                Caller::Anthropic => Prepared {
+                Caller::Anthropic | Caller::OpenAiResponses => Prepared {
                     body: openai::rewrite_model(self.body, self.facts, upstream_model),
                     path: "/v1/messages".into(),
                     mode: Mode::Observed(dialect),
@@ -305,6 +325,10 @@ pub fn translate_decoded(
             let usage = openai::response_usage(&body);
             Ok((body, usage))
         }
+        Mode::ResponsesNative => {
+            let usage = responses::native::response_usage(&body).map(|u| metered(&u));
+            Ok((body, usage))
+        }
         Mode::Observed(d) => {
             let usage = decoded
                 .and_then(Decoded::chat)
@@ -338,6 +362,41 @@ pub fn translate_decoded(
     }
 }
 
+/// [`translate_decoded`] for `inbound`'s caller: a Responses answer also echoes the request and
+/// hands the finished `response` object to the request's [`Turn`] (to be stored).
+pub fn translate_answer(
+    mode: Mode,
+    inbound: &Inbound<'_>,
+    body: Bytes,
+    decoded: Option<Decoded>,
+    id: &str,
+    model: &str,
+    created: u64,
+) -> Result<(Bytes, Option<openai::Usage>), ProviderError> {
+    let Some(turn) = inbound.turn.as_deref() else {
+        return translate_decoded(mode, inbound.caller, body, decoded, id, model, created);
+    };
+    match mode {
+        Mode::Translated(d) => {
+            let resp = decoded
+                .and_then(Decoded::chat)
+                .unwrap_or_else(|| providers::decode_response(d, &body))?;
+            let out = responses::encode_response(&resp, id, model, created, Some(turn));
+            Ok((Bytes::from(out), resp.usage.map(|u| metered(&u))))
+        }
+        _ => {
+            if mode == Mode::ResponsesNative {
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+                    if v.get("object").and_then(|o| o.as_str()) == Some("response") {
+                        turn.finish(&v);
+                    }
+                }
+            }
+            translate_decoded(mode, inbound.caller, body, decoded, id, model, created)
+        }
+    }
+}
+
 /// An error answer in the caller's format: (status, body). Passthrough modes keep the provider's
 /// status and bytes.
 pub fn translate_error(
@@ -349,7 +408,7 @@ pub fn translate_error(
     request_id: &str,
 ) -> Option<(u16, Bytes)> {
     match mode {
-        Mode::OpenAiPassthrough { .. } | Mode::Observed(_) => None,
+        Mode::OpenAiPassthrough { .. } | Mode::Observed(_) | Mode::ResponsesNative => None,
         Mode::Translated(d) | Mode::Embeddings { dialect: d, .. } => {
             let err = providers::decode_error(d, status, body, retry_after_secs);
             let (status, body) = caller.encode_error(&err, request_id);
@@ -397,6 +456,15 @@ impl StreamRelay {
             Mode::OpenAiPassthrough { usage_injected } => {
                 StreamRelay::OpenAi(PassthroughStream::new(usage_injected))
             }
+            Mode::ResponsesNative => StreamRelay::Observed {
+                caller,
+                framer: SseFramer::new(),
+                decoder: Box::new(responses::native::StreamDecoder::new()),
+                events: Vec::new(),
+                usage: None,
+                ended: false,
+                error: None,
+            },
             Mode::Observed(d) => StreamRelay::Observed {
                 caller,
                 framer: SseFramer::new(),
@@ -416,6 +484,35 @@ impl StreamRelay {
                 error: None,
             },
         }
+    }
+
+    /// [`StreamRelay::new`] for `inbound`'s caller (a Responses stream gets the request's
+    /// [`Turn`]).
+    pub fn for_inbound(
+        mode: Mode,
+        inbound: &Inbound<'_>,
+        id: &str,
+        model: &str,
+        created: u64,
+    ) -> Self {
+        let mut relay = StreamRelay::new(
+            mode,
+            inbound.caller,
+            id,
+            model,
+            created,
+            inbound.include_usage(),
+        );
+        match (&mut relay, &inbound.turn) {
+            (StreamRelay::Translated { encoder, .. }, Some(turn)) => encoder.set_turn(turn.clone()),
+            (StreamRelay::Observed { decoder, .. }, Some(turn))
+                if mode == Mode::ResponsesNative =>
+            {
+                *decoder = Box::new(responses::native::StreamDecoder::with_turn(turn.clone()));
+            }
+            _ => {}
+        }
+        relay
     }
 
     /// Feeds an upstream chunk; returns the caller bytes it completes.
@@ -608,7 +705,7 @@ fn encode(
 /// An error event in the caller's stream format.
 fn caller_error_event(caller: Caller, e: &ProviderError) -> Bytes {
     match caller {
-        Caller::OpenAi | Caller::OpenAiCompletions => {
+        Caller::OpenAi | Caller::OpenAiCompletions | Caller::OpenAiResponses => {
             let (_, etype, code) = openai::codec::error_status_and_type(e.kind);
             openai::stream_error_event(&e.message, etype, code)
         }

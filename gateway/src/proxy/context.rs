@@ -20,6 +20,10 @@ pub enum Route {
     Messages,
     /// Legacy OpenAI text completions (`POST /v1/completions`).
     Completions,
+    /// The OpenAI Responses API (`POST /v1/responses`).
+    Responses,
+    /// A stored response: `GET`/`DELETE /v1/responses/{id}`, `GET .../input_items`.
+    StoredResponse,
     /// Anthropic's token counting (`POST /v1/messages/count_tokens`): metered as a request,
     /// never billed.
     CountTokens,
@@ -42,6 +46,8 @@ impl Route {
             Route::ChatCompletions => "chat_completions",
             Route::Messages => "messages",
             Route::Completions => "completions",
+            Route::Responses => "responses",
+            Route::StoredResponse => "stored_responses",
             Route::CountTokens => "count_tokens",
             Route::Embeddings => "embeddings",
             Route::Infer => "infer",
@@ -59,6 +65,7 @@ impl Route {
             Route::ChatCompletions
                 | Route::Messages
                 | Route::Completions
+                | Route::Responses
                 | Route::CountTokens
                 | Route::Embeddings
                 | Route::Infer

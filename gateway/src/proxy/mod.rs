@@ -21,6 +21,7 @@ pub mod passthrough;
 pub mod rate_headers;
 pub mod respond;
 pub mod response_headers;
+pub mod responses;
 pub mod routes;
 pub mod steps;
 pub mod trace;
@@ -47,6 +48,29 @@ use switchyard_adapters::openai;
 use switchyard_adapters::providers::Caller;
 use switchyard_filters::auth::AuthError;
 
+/// The format the caller speaks on `route` (errors and answers use it).
+fn set_caller(session: &Session, ctx: &mut RequestCtx, route: Route) {
+    let anthropic_models = matches!(route, Route::Models | Route::Model)
+        && session
+            .req_header()
+            .headers
+            .contains_key("anthropic-version");
+    match route {
+        Route::Completions => ctx.caller = Caller::OpenAiCompletions,
+        Route::Responses | Route::StoredResponse => ctx.caller = Caller::OpenAiResponses,
+        _ => {}
+    }
+    if matches!(route, Route::Messages | Route::CountTokens) || anthropic_models {
+        ctx.caller = Caller::Anthropic;
+        ctx.anthropic_beta = session
+            .req_header()
+            .headers
+            .get("anthropic-beta")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+    }
+}
+
 /// The gateway's proxy service: process-wide services, and the live snapshot each request loads.
 pub struct Gateway {
     pub live: Arc<Live>,
@@ -58,6 +82,8 @@ pub struct Gateway {
     pub in_flight: InFlight,
     /// `server.client_timeouts` as the process started.
     pub client_timeouts: crate::config::ClientTimeouts,
+    /// Stored Responses API conversations.
+    pub conversations: Arc<crate::responses::Conversations>,
 }
 
 impl Gateway {
@@ -69,15 +95,26 @@ impl Gateway {
         snapshot: &Arc<Snapshot>,
     ) -> std::result::Result<(), Failure> {
         let state = &snapshot.state;
-        let body = body::read_body(session, state.body_limit, self.client_timeouts.body).await?;
+        let mut body =
+            body::read_body(session, state.body_limit, self.client_timeouts.body).await?;
+        let mut turn = None;
+        if ctx.route == Route::Responses {
+            let t = self.responses_turn(ctx, state, body).await?;
+            body = t.body.clone();
+            turn = Some(t);
+        }
         let mut facts = openai::inspect_chat_request(&body).map_err(GatewayError::from)?;
+        if let Some(t) = &turn {
+            facts.max_tokens = t.max_output_tokens;
+        }
         if ctx.route == Route::Completions {
             // OpenAI's documented default for completions: what admission reserves for.
             facts
                 .max_tokens
                 .get_or_insert(openai::completions::DEFAULT_MAX_TOKENS);
         }
-        let inbound = Inbound::new(ctx.caller, &body, &facts, ctx.route == Route::Embeddings);
+        let mut inbound = Inbound::new(ctx.caller, &body, &facts, ctx.route == Route::Embeddings);
+        inbound.turn = turn.as_ref().map(|t| t.turn.clone());
         if ctx.route == Route::Messages {
             // Validate the Messages request up front: a malformed one is the caller's 400, in
             // its own format, whichever deployment would have served it.
@@ -87,6 +124,15 @@ impl Gateway {
             return Err(GatewayError::ModelNotFound(facts.model.into_owned()).into());
         };
         let model = model.clone();
+        if ctx.route == Route::Responses
+            && !model
+                .deployments
+                .iter()
+                .any(|d| d.provider.config.responses_native)
+        {
+            // What no translated deployment can serve is the caller's 400, up front.
+            inbound.canonical().map_err(GatewayError::Untranslatable)?;
+        }
         ctx.model = Some(model.clone());
         ctx.body_bytes = body.len();
         for step in &snapshot.chains.body {
@@ -125,9 +171,14 @@ impl Gateway {
                 .serve_count_tokens(session, ctx, &model, &inbound)
                 .await;
         }
-        self.forwarder
+        let served = self
+            .forwarder
             .serve_chat(session, ctx, &model, &inbound)
-            .await
+            .await;
+        if let (Ok(()), Some(t)) = (&served, turn) {
+            self.responses_done(ctx, t, state.config.responses_ttl);
+        }
+        served
     }
 
     /// Admission by limits and budgets with `estimate` (nano-dollars) reserved; a refusal is
@@ -328,23 +379,7 @@ impl ProxyHttp for Gateway {
             }
         }
         ctx.route = route;
-        let anthropic_models = matches!(route, Route::Models | Route::Model)
-            && session
-                .req_header()
-                .headers
-                .contains_key("anthropic-version");
-        if route == Route::Completions {
-            ctx.caller = Caller::OpenAiCompletions;
-        }
-        if matches!(route, Route::Messages | Route::CountTokens) || anthropic_models {
-            ctx.caller = Caller::Anthropic;
-            ctx.anthropic_beta = session
-                .req_header()
-                .headers
-                .get("anthropic-beta")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-        }
+        set_caller(session, ctx, route);
         let limit = snapshot.state.config.server.max_header_bytes;
         let size = head_bytes(session.req_header());
         if size > limit {
@@ -361,6 +396,7 @@ impl ProxyHttp for Gateway {
             Route::ChatCompletions
             | Route::Messages
             | Route::Completions
+            | Route::Responses
             | Route::CountTokens
             | Route::Embeddings
             | Route::Infer => {
@@ -387,6 +423,7 @@ impl ProxyHttp for Gateway {
                     Err(err) => write_error(session, ctx, &err).await?,
                 }
             }
+            Route::StoredResponse => self.stored_response(session, ctx).await?,
             Route::Models => {
                 let body = models::list(&snapshot.state, ctx.identity.as_ref(), ctx.caller);
                 write_json(session, ctx, 200, body, &[]).await?;

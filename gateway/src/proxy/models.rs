@@ -28,7 +28,7 @@ fn visible_ids<'s>(
 /// One model object in the caller's shape.
 fn model_object(id: &str, created: u64, caller: Caller) -> Value {
     match caller {
-        Caller::OpenAi | Caller::OpenAiCompletions => {
+        Caller::OpenAi | Caller::OpenAiCompletions | Caller::OpenAiResponses => {
             json!({"id": id, "object": "model", "created": created, "owned_by": "switchyard"})
         }
         Caller::Anthropic => json!({
@@ -50,7 +50,9 @@ pub fn list(state: &State, who: Option<&Identity>, caller: Caller) -> Bytes {
         .map(|id| model_object(id, created, caller))
         .collect();
     let body = match caller {
-        Caller::OpenAi | Caller::OpenAiCompletions => json!({"object": "list", "data": data}),
+        Caller::OpenAi | Caller::OpenAiCompletions | Caller::OpenAiResponses => {
+            json!({"object": "list", "data": data})
+        }
         Caller::Anthropic => json!({
             "data": data,
             "has_more": false,

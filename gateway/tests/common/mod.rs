@@ -2,6 +2,8 @@
 //! and talks to it with hyper clients (HTTP/1.1 and h2c).
 #![allow(dead_code)]
 
+pub mod canned;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;

@@ -123,6 +123,11 @@ pub fn validate(file: FileConfig) -> Result<Config, Vec<ConfigError>> {
         .as_ref()
         .map(|a| super::validate_auth::auth(a, &model_names, &mut errs.0));
     let store = store(file.store.as_ref(), &mut errs);
+    let responses_ttl = errs.duration(
+        "responses.ttl".into(),
+        file.responses.as_ref().and_then(|r| r.ttl.as_deref()),
+        Duration::from_secs(30 * 24 * 3600),
+    );
     let budgets = budgets(
         file.budgets.as_deref().unwrap_or_default(),
         &providers,
@@ -181,6 +186,7 @@ pub fn validate(file: FileConfig) -> Result<Config, Vec<ConfigError>> {
             team_limits,
             startup_probe_wait,
             passthrough,
+            responses_ttl,
         })
     } else {
         Err(errs.0)

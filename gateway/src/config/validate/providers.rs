@@ -91,6 +91,26 @@ pub(super) fn providers(
                 None
             }
         };
+        let responses_native = match p.responses.as_deref() {
+            None | Some("chat") => false,
+            Some("native") if p.kind == "openai" => true,
+            Some("native") => {
+                errs.push(
+                    format!("{path}.responses"),
+                    "`native` needs an OpenAI-compatible provider (kind: openai)",
+                );
+                false
+            }
+            Some(other) => {
+                errs.unknown_value(
+                    format!("{path}.responses"),
+                    "responses mode",
+                    other,
+                    &["chat", "native"],
+                );
+                false
+            }
+        };
         if let Some(kind) = kind {
             out.insert(
                 p.name.clone(),
@@ -102,6 +122,7 @@ pub(super) fn providers(
                         timeouts,
                         quota,
                         health_check,
+                        responses_native,
                     }),
                 ),
             );
@@ -377,4 +398,40 @@ pub(super) fn timeouts(t: Option<&FileTimeouts>, path: &str, errs: &mut Errors) 
         ],
     );
     out
+}
+
+#[cfg(test)]
+mod responses_tests {
+    const FILE: &str = "server:\n  listen: [\"127.0.0.1:8080\"]\nproviders:\n  - { name: o, kind: openai, base_url: \"http://127.0.0.1:9/v1\", responses: native }\n  - { name: sim, kind: mock }\nmodels:\n  - name: chat\n    deployments:\n      - { provider: o, model: x }\nresponses: { ttl: 90s }\n";
+
+    #[test]
+    fn responses_native_and_ttl_are_read_and_checked() {
+        let c = crate::config::parse(FILE, &|_| None).unwrap();
+        assert!(c.providers[0].responses_native);
+        assert!(!c.providers[1].responses_native);
+        assert_eq!(c.responses_ttl, std::time::Duration::from_secs(90));
+        let default = FILE.replace("responses: { ttl: 90s }\n", "");
+        let c = crate::config::parse(&default, &|_| None).unwrap();
+        assert_eq!(
+            c.responses_ttl,
+            std::time::Duration::from_secs(30 * 24 * 3600)
+        );
+        for (from, to, path) in [
+            (
+                "kind: mock }",
+                "kind: mock, responses: native }",
+                "providers[1].responses",
+            ),
+            (
+                "responses: native }",
+                "responses: nativ }",
+                "providers[0].responses",
+            ),
+            ("ttl: 90s", "ttl: soon", "responses.ttl"),
+        ] {
+            let errs = crate::config::parse(&FILE.replace(from, to), &|_| None).unwrap_err();
+            let text = format!("{errs:?}");
+            assert!(text.contains(path), "{path}: {text}");
+        }
+    }
 }

@@ -55,12 +55,13 @@ impl Forwarder {
         }
         // The mock reads chat messages: a completions prompt is asked as its chat turn.
         let as_chat;
-        let request: &[u8] = if caller == Caller::OpenAiCompletions {
-            as_chat = completions_as_chat(inbound, &spec.model)?;
-            &as_chat
-        } else {
-            inbound.body
-        };
+        let request: &[u8] =
+            if matches!(caller, Caller::OpenAiCompletions | Caller::OpenAiResponses) {
+                as_chat = completions_as_chat(inbound, &spec.model)?;
+                &as_chat
+            } else {
+                inbound.body
+            };
         let mut answer = MockAnswer::generate(request, max_tokens, facts.choices).map_err(|e| {
             Failure::Respond(GatewayError::InvalidMockRequest {
                 message: e.message,
@@ -88,13 +89,14 @@ impl Forwarder {
         };
         if !facts.stream {
             let raw = answer.completion_body(&id, &spec.model, created);
-            let (body, _) = translate::translate_body(mode, caller, raw, &id, &spec.model, created)
-                .map_err(|e| {
-                    Failure::Respond(GatewayError::InvalidMockRequest {
-                        message: e.message,
-                        param: None,
-                    })
-                })?;
+            let (body, _) =
+                translate::translate_answer(mode, inbound, raw, None, &id, &spec.model, created)
+                    .map_err(|e| {
+                        Failure::Respond(GatewayError::InvalidMockRequest {
+                            message: e.message,
+                            param: None,
+                        })
+                    })?;
             return self
                 .write_whole_json(session, ctx, dep, spec, body)
                 .await
@@ -104,14 +106,7 @@ impl Forwarder {
             .await
             .map_err(Failure::Abort)?;
         let _stream_guard = ctx.stream_guard();
-        let mut relay = StreamRelay::new(
-            mode,
-            caller,
-            &id,
-            &spec.model,
-            created,
-            inbound.include_usage(),
-        );
+        let mut relay = StreamRelay::for_inbound(mode, inbound, &id, &spec.model, created);
         let events = answer.stream_events(&id, &spec.model, created, settings.chunks);
         for (i, ev) in events.into_iter().enumerate() {
             if i > 0 && !settings.chunk_interval.is_zero() {
@@ -153,7 +148,7 @@ impl Forwarder {
     }
 }
 
-/// A completions request as the OpenAI chat body the mock answers.
+/// A completions or Responses request as the OpenAI chat body the mock answers.
 fn completions_as_chat(inbound: &Inbound<'_>, model: &str) -> Result<Vec<u8>, Failure> {
     let refused = |e| Failure::Respond(GatewayError::Untranslatable(e));
     let req = inbound.canonical().map_err(refused)?;

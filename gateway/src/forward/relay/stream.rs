@@ -85,13 +85,12 @@ impl Forwarder {
         let _stream_guard = facts.is_stream.then(|| ctx.stream_guard());
         let response_id = format!("{}{}", inbound.caller.id_prefix(), ctx.request_id);
         let mut relay = facts.is_stream.then(|| {
-            StreamRelay::new(
+            StreamRelay::for_inbound(
                 answer.prepared.mode,
-                inbound.caller,
+                inbound,
                 &response_id,
                 answer.upstream_model,
                 unix_secs(),
-                inbound.include_usage(),
             )
         });
         let pipe = Pipe {

@@ -222,9 +222,9 @@ fn caller_body(
         .unwrap_or((facts.status, raw));
     }
     let response_id = format!("{}{}", caller.id_prefix(), ctx.request_id);
-    match translate::translate_decoded(
+    match translate::translate_answer(
         mode,
-        caller,
+        answer.inbound,
         raw,
         decoded,
         &response_id,

@@ -1,0 +1,61 @@
+//! The OpenAI Responses API (`POST /v1/responses`) as a caller format: requests decoded into the
+//! canonical [`crate::canonical::ChatRequest`] ([`request`]), canonical answers encoded as
+//! `response` objects ([`response`]) and canonical stream events as Responses stream events
+//! ([`stream`]).
+//!
+//! It owns only the Responses wire format: it reuses the chat codec's request decoder (a Responses
+//! request is rewritten as the Chat Completions request that means the same) and must not change
+//! the chat codecs' behaviour. Stored conversations (`previous_response_id`) are the gateway's
+//! business: by the time a request reaches [`request::decode_request`] its history is already
+//! expanded into `input`. No I/O here.
+
+pub mod native;
+pub mod request;
+pub mod response;
+pub mod stream;
+
+use serde_json::{Map, Value};
+use std::sync::{Arc, Mutex};
+
+pub use request::decode_request;
+pub use response::encode_response;
+pub use stream::StreamEncoder;
+
+/// What one Responses request adds to its answer beyond the canonical response: the request
+/// fields the `response` object echoes, and a slot that receives the finished `response` object
+/// (so the gateway can store it) once the answer is complete.
+#[derive(Debug, Default)]
+pub struct Turn {
+    /// Echoed request fields (`instructions`, `tools`, `text`, `metadata`, ...).
+    pub echo: Map<String, Value>,
+    /// The finished `response` object, set by the encoders when the answer completes.
+    pub finished: Mutex<Option<Value>>,
+}
+
+impl Turn {
+    pub fn new(echo: Map<String, Value>) -> Arc<Turn> {
+        Arc::new(Turn {
+            echo,
+            finished: Mutex::new(None),
+        })
+    }
+
+    /// Records the finished response (the first one wins).
+    pub fn finish(&self, response: &Value) {
+        if let Ok(mut slot) = self.finished.lock() {
+            if slot.is_none() {
+                *slot = Some(response.clone());
+            }
+        }
+    }
+
+    /// The finished response, when the answer completed.
+    pub fn take_finished(&self) -> Option<Value> {
+        self.finished.lock().ok().and_then(|mut s| s.take())
+    }
+}
+
+/// The part of a response id after `resp_`: item ids are derived from it.
+pub(crate) fn id_seed(id: &str) -> &str {
+    id.strip_prefix("resp_").unwrap_or(id)
+}
