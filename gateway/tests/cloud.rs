@@ -95,6 +95,9 @@ async fn azure(deployment: &'static str, auth: Authorise) -> Mock {
         }
         let base = format!("/openai/deployments/{deployment}/");
         let query = format!("?api-version={API_VERSION}");
+        if r.method == "GET" && r.target == format!("/openai/models{query}") {
+            return Answer::json(200, json!({"object": "list", "data": [{"id": "gpt-4o", "object": "model"}]}));
+        }
         let Some(rest) = r.target.strip_prefix(&base) else {
             return Answer::json(404, json!({"error": {"code": "DeploymentNotFound", "message": "The API deployment for this resource does not exist."}}));
         };
@@ -1108,4 +1111,34 @@ async fn a_refused_proxy_is_a_connect_failure() {
         .await;
     assert!(r.status >= 500, "{} {}", r.status, r.text());
     assert!(up.requests().is_empty() && tunnels.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn azure_health_checks_probe_the_models_list_with_the_key() {
+    let up = azure("gpt4o-prod", key_auth()).await;
+    let conf = format!(
+        "providers:\n{}    health_check: {{ interval: 200ms, timeout: 1s }}\n{}",
+        azure_provider("az", &up.base, &format!("    api_key: {AZURE_KEY}\n")),
+        chat_model(&[("az", "gpt4o-prod")])
+    );
+    let _gw = Gateway::start(&conf, "").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while up.requests().iter().filter(|r| r.method == "GET").count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no health probes: {:?}",
+            up.requests()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let probe = up
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "GET")
+        .expect("probe");
+    assert_eq!(
+        probe.target,
+        format!("/openai/models?api-version={API_VERSION}")
+    );
+    assert_eq!(probe.header("api-key"), Some(AZURE_KEY));
 }
