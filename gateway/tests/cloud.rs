@@ -110,6 +110,15 @@ async fn azure(deployment: &'static str, auth: Authorise) -> Mock {
                 if body.to_string().contains("FORBIDDEN") {
                     return content_filter_error();
                 }
+                if body.to_string().contains("FILTERED_OUTPUT") {
+                    // The completion itself was filtered: 200, no content.
+                    let mut v = azure_completion("");
+                    v["choices"][0]["message"]["content"] = Value::Null;
+                    v["choices"][0]["finish_reason"] = json!("content_filter");
+                    v["choices"][0]["content_filter_results"]["violence"] =
+                        json!({"filtered": true, "severity": "high"});
+                    return Answer::json(200, v);
+                }
                 if body["stream"] == json!(true) {
                     azure_stream("Hello from Azure!")
                 } else {
@@ -325,7 +334,26 @@ async fn azure_content_filter_is_a_policy_error_never_failed_over() {
         )
         .await;
     assert_eq!(r.status, 400, "{}", r.text());
-    assert_eq!(first.requests().len(), 3);
+
+    // A filtered completion: OpenAI's `finish_reason: content_filter` as sent, Anthropic's
+    // `stop_reason: refusal`; neither is failed over.
+    let r = gw
+        .post_json(
+            "/v1/chat/completions",
+            &openai_chat(false, "FILTERED_OUTPUT"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["choices"][0]["finish_reason"], "content_filter");
+    let r = gw
+        .post_json(
+            "/v1/messages",
+            &anthropic_messages(false, "FILTERED_OUTPUT"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["stop_reason"], "refusal");
+    assert_eq!(first.requests().len(), 5);
     assert!(
         second.requests().is_empty(),
         "a content-filter refusal is not an outage: never retried on another deployment"
