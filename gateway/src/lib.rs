@@ -21,6 +21,7 @@
 
 pub mod cli;
 pub mod clock;
+pub mod cloud;
 pub mod config;
 pub mod errors;
 pub mod forward;

@@ -299,6 +299,12 @@ pub enum ProviderKind {
         api_key: Option<Secret>,
         /// Trust these CAs (instead of the system store) for this provider's certificate.
         ca: Option<CaBundle>,
+        /// `headers`: sent on every request, never over the gateway's or the credential's.
+        headers: Vec<(http::HeaderName, http::HeaderValue)>,
+        /// A cloud account (`kind: azure`, `bedrock`, `vertex`): URL layout and credentials.
+        cloud: Option<Arc<crate::cloud::Cloud>>,
+        /// `proxy`: egress through an HTTP CONNECT proxy.
+        proxy: Option<Arc<crate::cloud::egress::EgressProxy>>,
     },
     /// The built-in deterministic provider.
     Mock(MockSettings),
@@ -347,6 +353,7 @@ impl Device {
 impl ProviderKind {
     pub fn name(&self) -> &'static str {
         match self {
+            ProviderKind::Http { cloud: Some(c), .. } => c.kind(),
             ProviderKind::Http { dialect, .. } => dialect.name(),
             ProviderKind::Mock(_) => "mock",
             ProviderKind::Local(_) => "local",

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod candidates;
+mod cloud;
 mod events;
 mod governance;
 mod models;
@@ -19,6 +20,7 @@ mod passthrough;
 mod providers;
 mod server;
 
+use cloud::*;
 use governance::*;
 use models::*;
 use providers::*;
