@@ -247,8 +247,29 @@ fn stream_wire(dialect: Dialect) -> Vec<u8> {
                 "prompt_eval_duration": 383809000, "eval_count": 199, "eval_duration": 4799921000u64});
             s += &format!("{line}\n");
         }
+        Dialect::Bedrock => return bedrock_stream_wire(),
     }
     s.into_bytes()
+}
+
+/// ConverseStream's binary event-stream frames for the same answer shape.
+fn bedrock_stream_wire() -> Vec<u8> {
+    use switchyard_adapters::bedrock::eventstream::encode_event;
+    let mut out = encode_event("messageStart", br#"{"p":"abcdefgh","role":"assistant"}"#);
+    for i in 0..STREAM_EVENTS - 3 {
+        let delta =
+            json!({"contentBlockIndex": 0, "delta": {"text": token(i)}, "p": "abcdefghijklmnop"});
+        out.extend(encode_event(
+            "contentBlockDelta",
+            delta.to_string().as_bytes(),
+        ));
+    }
+    out.extend(encode_event("messageStop", br#"{"stopReason":"end_turn"}"#));
+    out.extend(encode_event(
+        "metadata",
+        br#"{"usage":{"inputTokens":412,"outputTokens":197,"totalTokens":609},"metrics":{"latencyMs":2100}}"#,
+    ));
+    out
 }
 
 /// Decodes a provider stream fed in `chunks` and re-encodes every event for `caller`, handing the
@@ -347,6 +368,12 @@ fn response_wire(dialect: Dialect) -> Vec<u8> {
             "message": {"role": "assistant", "content": ANSWER}, "done_reason": "stop", "done": true,
             "total_duration": 5191566416u64, "load_duration": 2154458, "prompt_eval_count": 412,
             "prompt_eval_duration": 383809000, "eval_count": 98, "eval_duration": 4799921000u64}),
+        Dialect::Bedrock => {
+            json!({"output": {"message": {"role": "assistant", "content": [{"text": ANSWER}]}},
+            "stopReason": "end_turn",
+            "usage": {"inputTokens": 412, "outputTokens": 98, "totalTokens": 510},
+            "metrics": {"latencyMs": 1275}})
+        }
     };
     serde_json::to_vec(&body).unwrap()
 }

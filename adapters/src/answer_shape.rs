@@ -114,9 +114,13 @@ fn is_sse_line(line: &[u8], complete: bool) -> bool {
 }
 
 /// The first chunk of a 2xx stream, before anything reached the caller: SSE (NDJSON for
-/// Ollama) whose first complete event with data is a JSON object of `dialect`'s format (or
+/// Ollama, AWS event-stream frames for Bedrock) whose first complete event with data is a JSON object of `dialect`'s format (or
 /// `[DONE]`). A chunk that ends before its first event does is judged on the lines it has.
 pub fn stream_start(dialect: Dialect, chunk: &[u8]) -> Result<(), NotAnAnswer> {
+    if dialect == Dialect::Bedrock {
+        // AWS's binary event-stream framing: its first prelude must check out.
+        return crate::bedrock::eventstream::check_start(chunk).map_err(|e| not(e.to_string()));
+    }
     let start = chunk
         .iter()
         .position(|b| !b.is_ascii_whitespace())
@@ -125,6 +129,7 @@ pub fn stream_start(dialect: Dialect, chunk: &[u8]) -> Result<(), NotAnAnswer> {
     if dialect == Dialect::Ollama {
         return ndjson_start(chunk);
     }
+
     let mut data: Vec<u8> = Vec::new();
     let mut lines = chunk.split(|&b| b == b'\n').peekable();
     while let Some(raw) = lines.next() {

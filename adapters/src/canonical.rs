@@ -15,15 +15,18 @@ pub enum Dialect {
     Gemini,
     Cloudflare,
     Ollama,
+    /// Amazon Bedrock's Converse API.
+    Bedrock,
 }
 
 impl Dialect {
-    pub const ALL: [Dialect; 5] = [
+    pub const ALL: [Dialect; 6] = [
         Dialect::OpenAi,
         Dialect::Anthropic,
         Dialect::Gemini,
         Dialect::Cloudflare,
         Dialect::Ollama,
+        Dialect::Bedrock,
     ];
 
     /// The `kind` that names this dialect in the config file.
@@ -34,6 +37,7 @@ impl Dialect {
             Dialect::Gemini => "gemini",
             Dialect::Cloudflare => "cloudflare",
             Dialect::Ollama => "ollama",
+            Dialect::Bedrock => "bedrock",
         }
     }
 }

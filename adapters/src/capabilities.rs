@@ -212,6 +212,31 @@ pub fn support(dialect: Dialect, field: Field) -> Support {
             | F::ParallelToolCallsFalse
             | F::ImageUrl => Unsupported,
         },
+        Dialect::Bedrock => match field {
+            F::Temperature | F::TemperatureAboveOne => Translate("`inferenceConfig.temperature`"),
+            F::TopP => Translate("`inferenceConfig.topP`"),
+            F::TopK => Translate("`additionalModelRequestFields.top_k` (models that take it)"),
+            F::MaxTokens => {
+                Translate("`inferenceConfig.maxTokens` (the deployment's `max_tokens` when absent)")
+            }
+            F::Stop => Translate("`inferenceConfig.stopSequences`"),
+            F::Tools => Translate("`toolConfig.tools[].toolSpec.inputSchema.json`"),
+            F::ToolChoiceNone => Translate("`toolConfig` left out"),
+            F::ToolChoiceRequired => Translate("`toolConfig.toolChoice.any`"),
+            F::ToolChoiceFunction => Translate("`toolConfig.toolChoice.tool.name`"),
+            F::ImageBase64 => Translate("`image.source.bytes` (png, jpeg, gif, webp)"),
+            F::User => Ignore("no end-user field; does not change the answer"),
+            F::Seed
+            | F::NAboveOne
+            | F::PresencePenalty
+            | F::FrequencyPenalty
+            | F::Logprobs
+            | F::TopLogprobs
+            | F::ResponseFormatJsonObject
+            | F::ResponseFormatJsonSchema
+            | F::ParallelToolCallsFalse
+            | F::ImageUrl => Unsupported,
+        },
     }
 }
 
@@ -389,7 +414,10 @@ pub fn markdown() -> String {
          Fields outside the table with no canonical meaning (e.g. `logit_bias`, `reasoning_effort`) \
          are forwarded to `openai` deployments and rejected by the others, except bookkeeping fields \
          (`metadata`, `store`, `service_tier`, `prompt_cache_key`, `safety_identifier`, \
-         `cache_control`), which are ignored.\n\n",
+         `cache_control`), which are ignored.\n\n\
+         Cloud kinds use their dialect's column: `azure` is `openai` (bodies pass through), \
+         `bedrock` has its own (Converse), `vertex` is `gemini` for Gemini models and \
+         `anthropic` for Claude models.\n\n",
     );
     out.push_str("| field |");
     for d in Dialect::ALL {

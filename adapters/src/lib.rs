@@ -12,7 +12,8 @@
 //!   usage extraction, stream-chunk classification, error bodies; canonical codecs in
 //!   [`openai::translate`]).
 //! - [`anthropic`]: the Anthropic Messages format, as a caller format and as a provider.
-//! - [`gemini`], [`cloudflare`], [`ollama`]: provider formats.
+//! - [`gemini`], [`cloudflare`], [`ollama`], [`bedrock`] (Converse, AWS event streams):
+//!   provider formats.
 //! - [`embeddings`]: OpenAI `/v1/embeddings` translated for providers with their own embeddings
 //!   API (Gemini, Ollama, Cloudflare Workers AI), and the OpenAI answer built from vectors.
 //! - [`providers`]: dispatch by dialect and caller format.
@@ -22,6 +23,7 @@
 
 pub mod answer_shape;
 pub mod anthropic;
+pub mod bedrock;
 pub mod canonical;
 pub mod capabilities;
 pub mod cloudflare;

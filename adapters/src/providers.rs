@@ -3,7 +3,7 @@
 //! of the crate.
 
 use crate::canonical::*;
-use crate::{anthropic, cloudflare, gemini, ollama, openai};
+use crate::{anthropic, bedrock, cloudflare, gemini, ollama, openai};
 
 /// Encodes a canonical request (already pruned with [`crate::capabilities::prune`]).
 pub fn encode_request(
@@ -17,6 +17,7 @@ pub fn encode_request(
         Dialect::Gemini => gemini::encode_request(req, opts),
         Dialect::Cloudflare => cloudflare::encode_request(req, opts),
         Dialect::Ollama => ollama::encode_request(req, opts),
+        Dialect::Bedrock => bedrock::encode_request(req, opts),
     }
 }
 
@@ -28,6 +29,7 @@ pub fn decode_response(dialect: Dialect, body: &[u8]) -> Result<ChatResponse, Pr
         Dialect::Gemini => gemini::decode_response(body),
         Dialect::Cloudflare => cloudflare::decode_response(body),
         Dialect::Ollama => ollama::decode_response(body),
+        Dialect::Bedrock => bedrock::decode_response(body),
     }
 }
 
@@ -39,6 +41,7 @@ pub fn stream_decoder(dialect: Dialect) -> Box<dyn StreamDecode> {
         Dialect::Gemini => Box::new(gemini::StreamDecoder::new()),
         Dialect::Cloudflare => Box::new(cloudflare::StreamDecoder::new()),
         Dialect::Ollama => Box::new(ollama::StreamDecoder::new()),
+        Dialect::Bedrock => Box::new(bedrock::StreamDecoder::new()),
     }
 }
 
@@ -55,6 +58,7 @@ pub fn decode_error(
         Dialect::Gemini => gemini::decode_error(status, body, retry_after_secs),
         Dialect::Cloudflare => cloudflare::decode_error(status, body, retry_after_secs),
         Dialect::Ollama => ollama::decode_error(status, body, retry_after_secs),
+        Dialect::Bedrock => bedrock::decode_error(status, body, retry_after_secs),
     }
 }
 
@@ -213,6 +217,8 @@ pub fn probe_path(dialect: Dialect) -> &'static str {
         Dialect::Anthropic => "/v1/models",
         Dialect::Cloudflare => "/models/search",
         Dialect::Ollama => "/api/tags",
+        // Bedrock's runtime has no model listing; a signed probe is the gateway's (`cloud`).
+        Dialect::Bedrock => "/",
     }
 }
 
@@ -224,5 +230,6 @@ pub fn chat_path(dialect: Dialect) -> &'static str {
         Dialect::Gemini => "/models/{model}:generateContent",
         Dialect::Cloudflare => "/run/{model}",
         Dialect::Ollama => "/api/chat",
+        Dialect::Bedrock => "/model/{model}/converse",
     }
 }

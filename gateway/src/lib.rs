@@ -12,14 +12,18 @@
 //! * [`governance`] — rate limits, budgets, the spend service and its ledger;
 //! * [`routing`] — the live model index, deployment health and the plan for one request;
 //! * [`forward`] — executing a plan: attempts, the relay, in-process providers;
+//! * [`cache`] — the response cache: repeats answered without a provider call;
 //! * [`passthrough`] — `passthrough[]` paths forwarded to a provider as they are, streamed;
 //! * [`responses`] — stored Responses API conversations (`previous_response_id`, read, delete);
 //! * [`ops`] — what an operator touches: admin API, metrics, access log, reload, drain;
 //! * [`local`] — the local ONNX pool (cargo feature `local`);
-//! * [`server`] — assembles all of it into a Pingora `Server`.
+//! * [`server`] — assembles all of it into a Pingora `Server`;
+//! * [`cli`] — the operator's commands (`keys`, `usage`, `status`) over the admin API.
 
 pub mod cache;
+pub mod cli;
 pub mod clock;
+pub mod cloud;
 pub mod config;
 pub mod errors;
 pub mod forward;

@@ -124,7 +124,7 @@ pub fn encode_request(
         Dialect::Ollama => Ok((ollama::encode(req, model), Vec::new())),
         Dialect::Cloudflare => cloudflare::encode(req, model, strict),
         Dialect::OpenAi => Ok((encode_openai(req, model), Vec::new())),
-        Dialect::Anthropic => Err(no_embeddings(dialect)),
+        Dialect::Anthropic | Dialect::Bedrock => Err(no_embeddings(dialect)),
     }
 }
 
@@ -198,7 +198,7 @@ pub fn decode_response(
         Dialect::Ollama => ollama::decode(&v),
         Dialect::Cloudflare => cloudflare::decode(&v),
         Dialect::OpenAi => decode_openai(&v),
-        Dialect::Anthropic => None,
+        Dialect::Anthropic | Dialect::Bedrock => None,
     }
     .ok_or_else(|| malformed(dialect))?;
     if out.vectors.len() != inputs {

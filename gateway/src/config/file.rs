@@ -53,6 +53,9 @@ pub struct FileConfig {
     /// API paths forwarded to a provider byte for byte (`passthrough[]`).
     #[serde(default)]
     pub passthrough: Option<Vec<FilePassthrough>>,
+    /// Signed event webhooks (`events[]`).
+    #[serde(default)]
+    pub events: Option<Vec<FileEventSink>>,
     /// Stored Responses API conversations (`responses.ttl`).
     #[serde(default)]
     pub responses: Option<FileResponses>,
@@ -84,6 +87,17 @@ pub struct FileCache {
 pub struct FileModelCache {
     #[serde(default)]
     pub ttl: Option<String>,
+}
+
+/// One `events[]` receiver.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEventSink {
+    pub url: String,
+    #[serde(default)]
+    pub secret: Option<String>,
+    #[serde(default)]
+    pub on: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -252,6 +266,9 @@ pub struct FileServer {
     pub max_header_bytes: Option<Lenient<u64>>,
     #[serde(default)]
     pub public_health: Option<Lenient<bool>>,
+    /// `GET /` on the admin listener serves the operator's status page (default true).
+    #[serde(default)]
+    pub status_page: Option<Lenient<bool>>,
     /// Most Switchyard hops a request may take through a mesh of nodes (Switchyard extension).
     #[serde(default)]
     pub max_hops: Option<Lenient<u32>>,
@@ -325,10 +342,55 @@ pub struct FileProvider {
     /// `kind: local`: CPU cores to pin the worker threads to (extension).
     #[serde(default)]
     pub cores: Option<Value>,
+    /// Extra headers sent on every request (any HTTP kind).
+    #[serde(default)]
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    /// Egress through an HTTP CONNECT proxy, `http://[user:pass@]host:port` (any HTTP kind).
+    #[serde(default)]
+    pub proxy: Option<String>,
+    /// `kind: azure`: the `?api-version=` of every call.
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// `kind: azure`: Entra ID client credentials instead of `api_key`.
+    #[serde(default)]
+    pub entra: Option<FileEntra>,
+    /// `kind: bedrock`: the AWS region (signing scope, default `base_url`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// `kind: bedrock`: static AWS credentials.
+    #[serde(default)]
+    pub aws_access_key_id: Option<String>,
+    #[serde(default)]
+    pub aws_secret_access_key: Option<String>,
+    /// `kind: bedrock`: the session token of temporary credentials (empty: none).
+    #[serde(default)]
+    pub aws_session_token: Option<String>,
+    /// `kind: vertex`: the Google Cloud project.
+    #[serde(default)]
+    pub project: Option<String>,
+    /// `kind: vertex`: the region (e.g. `europe-west4`, or `global`).
+    #[serde(default)]
+    pub location: Option<String>,
+    /// `kind: vertex`: the service-account JSON key file.
+    #[serde(default)]
+    pub credentials_file: Option<String>,
     /// `native`: `POST /v1/responses` goes to this provider's `/responses` as is; `chat`
     /// (default): translated like chat.
     #[serde(default)]
     pub responses: Option<String>,
+}
+
+/// `entra:` of a `kind: azure` provider.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEntra {
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    pub client_id: String,
+    pub client_secret: String,
+    /// Default: `https://login.microsoftonline.com/{tenant_id}/oauth2/v2.0/token`.
+    #[serde(default)]
+    pub token_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -531,4 +593,17 @@ pub struct FileTelemetry {
     /// Admin actions and authentication failures, one JSON object a line (Switchyard extension).
     #[serde(default)]
     pub audit_log: Option<String>,
+    /// OpenTelemetry traces over OTLP/HTTP JSON (Switchyard extension).
+    #[serde(default)]
+    pub otlp: Option<FileOtlp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOtlp {
+    pub endpoint: String,
+    #[serde(default)]
+    pub sample_ratio: Option<Lenient<f64>>,
+    #[serde(default)]
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
 }

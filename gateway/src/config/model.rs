@@ -31,6 +31,8 @@ pub struct Config {
     /// `passthrough[]`: path globs forwarded to a provider as they are, in file order (the
     /// first match wins). Empty: no request pays for matching.
     pub passthrough: Vec<PassthroughRoute>,
+    /// `events[]`: signed webhooks for what an operator must know. Empty: nothing is raised.
+    pub events: Vec<EventSink>,
     /// `responses.ttl`: how long a stored Responses API response is kept.
     pub responses_ttl: Duration,
     /// `cache`: the response cache's backend and defaults (defaults when only `models[].cache`
@@ -70,6 +72,15 @@ impl Default for CacheSettings {
             scope: CacheScope::Team,
         }
     }
+}
+
+/// One `events[]` receiver: where, the HMAC secret, and which event types it wants.
+#[derive(Debug, Clone)]
+pub struct EventSink {
+    pub url: String,
+    pub endpoint: HttpEndpoint,
+    pub secret: Secret,
+    pub on: Vec<String>,
 }
 
 /// One `passthrough[]` entry, its glob compiled once at load.
@@ -208,6 +219,8 @@ pub struct ServerSettings {
     pub admin_token: Option<Secret>,
     /// `/v1/health` and `/v1/models` answer without credentials.
     pub public_health: bool,
+    /// `GET /` on the admin listener serves the status page (`server.status_page`).
+    pub status_page: bool,
     /// A request that already crossed this many Switchyard nodes is refused (508).
     pub max_hops: u32,
     /// How long a caller may take to send its request (`server.client_timeouts`).
@@ -323,6 +336,12 @@ pub enum ProviderKind {
         api_key: Option<Secret>,
         /// Trust these CAs (instead of the system store) for this provider's certificate.
         ca: Option<CaBundle>,
+        /// `headers`: sent on every request, never over the gateway's or the credential's.
+        headers: Vec<(http::HeaderName, http::HeaderValue)>,
+        /// A cloud account (`kind: azure`, `bedrock`, `vertex`): URL layout and credentials.
+        cloud: Option<Arc<crate::cloud::Cloud>>,
+        /// `proxy`: egress through an HTTP CONNECT proxy.
+        proxy: Option<Arc<crate::cloud::egress::EgressProxy>>,
     },
     /// The built-in deterministic provider.
     Mock(MockSettings),
@@ -371,6 +390,7 @@ impl Device {
 impl ProviderKind {
     pub fn name(&self) -> &'static str {
         match self {
+            ProviderKind::Http { cloud: Some(c), .. } => c.kind(),
             ProviderKind::Http { dialect, .. } => dialect.name(),
             ProviderKind::Mock(_) => "mock",
             ProviderKind::Local(_) => "local",
@@ -631,4 +651,16 @@ pub enum AccessLog {
 pub struct TelemetrySettings {
     pub access_log: AccessLog,
     pub audit_log: AccessLog,
+    /// `telemetry.otlp`: spans exported to `{endpoint}/v1/traces`; `None` costs nothing.
+    pub otlp: Option<OtlpSettings>,
+}
+
+/// Where and how much to trace (`telemetry.otlp`).
+#[derive(Debug, Clone)]
+pub struct OtlpSettings {
+    pub endpoint: HttpEndpoint,
+    /// New traces sampled (0..=1); a caller's sampled `traceparent` is always followed.
+    pub sample_ratio: f64,
+    /// Extra headers on every export (values may be secrets: never logged).
+    pub headers: Vec<(String, Secret)>,
 }

@@ -8,6 +8,7 @@ use super::request_head;
 use super::translate::{Inbound, Prepared};
 use super::{Forwarder, POOL_IDLE_TIMEOUT};
 use crate::clock::now_ms;
+use crate::cloud::Cloud;
 use crate::config::{HttpEndpoint, ProviderKind, RetryOn, RoutingPolicy, Secret};
 use crate::errors::TryFailure;
 use crate::ops::telemetry::AttemptOutcome;
@@ -17,6 +18,7 @@ use bytes::Bytes;
 use pingora_core::protocols::http::client::HttpSession;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard_adapters::canonical::{Dialect, TranslateError};
 use switchyard_adapters::providers::Caller;
@@ -77,6 +79,14 @@ pub(super) struct Upstream<'a> {
     pub dialect: Dialect,
     pub endpoint: &'a HttpEndpoint,
     pub api_key: Option<&'a Secret>,
+    /// The provider's `headers`.
+    pub headers: &'a [(http::HeaderName, http::HeaderValue)],
+    /// A cloud account's credentials (instead of `api_key`).
+    pub cloud: Option<&'a Cloud>,
+    /// The cloud credential fetched for this try (a cached bearer token).
+    pub token: Option<Arc<Secret>>,
+    /// The provider's egress proxy.
+    pub proxy: Option<&'a crate::cloud::egress::EgressProxy>,
 }
 
 impl Forwarder {
@@ -86,6 +96,9 @@ impl Forwarder {
             dialect,
             endpoint,
             api_key,
+            headers,
+            cloud,
+            proxy,
             ..
         } = &t.dep.provider.config.kind
         else {
@@ -96,17 +109,27 @@ impl Forwarder {
             });
         };
         let remaining = t.deadline.saturating_duration_since(Instant::now());
-        pingora_timeout::timeout(
-            remaining,
-            self.try_http(
-                t,
-                Upstream {
-                    dialect: *dialect,
-                    endpoint,
-                    api_key: api_key.as_ref(),
-                },
-            ),
-        )
+        let cloud = cloud.as_deref();
+        pingora_timeout::timeout(remaining, async {
+            let token = match cloud {
+                Some(c) => c.credential().await.map_err(|e| TryError {
+                    outcome: AttemptOutcome::ConnectError,
+                    retry_after: None,
+                    reason: format!("cannot get a {} credential: {e}", c.kind()),
+                })?,
+                None => None,
+            };
+            let upstream = Upstream {
+                dialect: *dialect,
+                endpoint,
+                api_key: api_key.as_ref(),
+                headers,
+                cloud,
+                token,
+                proxy: proxy.as_deref(),
+            };
+            self.try_http(t, upstream).await
+        })
         .await
         .unwrap_or_else(|_| {
             Err(TryError {
@@ -135,11 +158,15 @@ impl Forwarder {
         let endpoint = upstream.endpoint;
         let body = &prepared.body;
         let timeouts = dep.provider.config.timeouts;
-        let addr = dep.provider.address().await.map_err(|reason| TryError {
-            outcome: AttemptOutcome::ConnectError,
-            retry_after: None,
-            reason,
-        })?;
+        let addr = match upstream.proxy {
+            // The proxy resolves the provider's name; the address only keys the pool.
+            Some(_) => std::net::SocketAddr::from(([0, 0, 0, 0], endpoint.port)),
+            None => dep.provider.address().await.map_err(|reason| TryError {
+                outcome: AttemptOutcome::ConnectError,
+                retry_after: None,
+                reason,
+            })?,
+        };
         let mut peer = Box::new(HttpPeer::new(
             addr,
             endpoint.tls,
@@ -153,6 +180,15 @@ impl Forwarder {
         peer.options.total_connection_timeout = Some(timeouts.connect);
         peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
         peer.options.ca = dep.provider.ca.clone();
+        if let Some(proxy) = upstream.proxy {
+            proxy
+                .apply(&mut peer, &endpoint.host, endpoint.port)
+                .map_err(|reason| TryError {
+                    outcome: AttemptOutcome::ConnectError,
+                    retry_after: None,
+                    reason,
+                })?;
+        }
         // Streams must show their first event within `first_byte`; a non-stream answer comes
         // whole, so its wait is bounded by `total` instead.
         let header_timeout = if stream {
@@ -198,6 +234,19 @@ impl Forwarder {
                 .unwrap_or(502);
             if let Some(h) = up.response_header() {
                 dep.provider.quota.observe_headers(&h.headers, now_ms());
+                if let (Some(cloud), 401 | 403) = (upstream.cloud, status) {
+                    // The gateway's credential problem, not the caller's: said in the log.
+                    let kind = h
+                        .headers
+                        .get("x-amzn-errortype")
+                        .and_then(|v| v.to_str().ok());
+                    log::error!(
+                        "provider {} ({}) refused the gateway's credentials: HTTP {status} {}",
+                        dep.provider.name(),
+                        cloud.kind(),
+                        kind.unwrap_or("")
+                    );
+                }
             }
             if may_retry {
                 let outcome = match status {
@@ -250,14 +299,28 @@ pub(super) fn prepare_for(
     model: &RoutedModel,
     dep: &RoutedDeployment,
 ) -> Result<Prepared, TranslateError> {
-    let ProviderKind::Http { dialect, .. } = &dep.provider.config.kind else {
+    let ProviderKind::Http { dialect, cloud, .. } = &dep.provider.config.kind else {
         return Err(TranslateError::invalid("not an HTTP provider", None));
     };
     let spec = dep.spec(model);
     if inbound.caller == Caller::OpenAiResponses && dep.provider.config.responses_native {
         return Ok(inbound.prepare_native_responses(&spec.model));
     }
-    inbound.prepare(*dialect, &spec.model, spec.max_tokens, model.config.strict)
+    let dialect = cloud
+        .as_deref()
+        .map_or(*dialect, |c| c.dialect_for(&spec.model, *dialect));
+    let mut prepared =
+        inbound.prepare(dialect, &spec.model, spec.max_tokens, model.config.strict)?;
+    if let Some(cloud) = cloud {
+        prepared.path = cloud.api_path(&prepared.path, &spec.model, inbound.facts.stream);
+        if let Some(body) = cloud
+            .adapt_body(&spec.model, &prepared.body)
+            .map_err(|e| TranslateError::invalid(e, None))?
+        {
+            prepared.body = body;
+        }
+    }
+    Ok(prepared)
 }
 
 /// Records a failed try everywhere it counts (metrics, provider health, breaker, Retry-After,
@@ -284,6 +347,7 @@ pub(super) fn note_failure(
     };
     if opened {
         dep.provider.metrics.circuit_opened.inc();
+        crate::ops::events::circuit_opened(dep.provider.name(), &spec.model);
         log::warn!(
             "circuit opened for {}/{} for {:?}",
             dep.provider.name(),

@@ -103,6 +103,7 @@ impl Forwarder {
                 dropped: Vec::new(),
             };
             ctx.tries += 1;
+            ctx.try_started.push(ctx.started.elapsed());
             let t = Try {
                 ctx,
                 dep,

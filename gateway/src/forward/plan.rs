@@ -247,6 +247,7 @@ impl Forwarder {
         match ready {
             Ready::Mock(settings) => {
                 ctx.tries += 1;
+                ctx.try_started.push(ctx.started.elapsed());
                 StepEnd::Done(self.serve_mock(session, ctx, &target, settings).await)
             }
             Ready::Local(chat) => self.step_local(session, ctx, &target, chat, tally).await,
@@ -361,6 +362,7 @@ impl Forwarder {
             return StepEnd::Next;
         }
         ctx.tries += 1;
+        ctx.try_started.push(ctx.started.elapsed());
         let served = match chat {
             Some(request) => self.serve_local_chat(session, ctx, target, request).await,
             None => self.serve_local_embeddings(session, ctx, target).await,
@@ -429,6 +431,7 @@ impl Forwarder {
         let routing = &model.config.routing;
         let stream = inbound.facts.stream;
         ctx.tries += 1;
+        ctx.try_started.push(ctx.started.elapsed());
         tally.tried = true;
         // A hedge partner: the next available deployment in the plan that can take the request.
         let partner = routing.hedge_after.filter(|_| i == 0).and_then(|after| {

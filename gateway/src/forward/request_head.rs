@@ -48,6 +48,7 @@ pub(super) fn build(t: &Try<'_>, upstream: &Upstream<'_>) -> Result<RequestHeade
         header::ACCEPT,
         static_value(match (stream, upstream.dialect) {
             (true, Dialect::Ollama) => "application/x-ndjson",
+            (true, Dialect::Bedrock) => "application/vnd.amazon.eventstream",
             (true, _) => "text/event-stream",
             (false, _) => "application/json",
         }),
@@ -72,17 +73,33 @@ pub(super) fn build(t: &Try<'_>, upstream: &Upstream<'_>) -> Result<RequestHeade
             rh::value(&trace.upstream_header()).map_err(internal)?,
         );
     }
-    let key = upstream.api_key.map(Secret::expose);
-    for (name, value) in providers::auth_headers(upstream.dialect, key) {
-        let name = header::HeaderName::from_bytes(name.as_bytes()).map_err(internal)?;
-        let mut value = rh::value(&value).map_err(internal)?;
-        // Credentials: never printed by `Debug`, never indexed by HPACK.
-        value.set_sensitive(true);
-        h.insert(name, value);
+    if let Some(cloud) = upstream.cloud {
+        let out = crate::cloud::Outgoing {
+            token: upstream.token.as_deref(),
+            method: "POST",
+            path_and_query: &path,
+            body: &prepared.body,
+        };
+        cloud.authorize(&out, h).map_err(internal)?;
+    } else {
+        let key = upstream.api_key.map(Secret::expose);
+        for (name, value) in providers::auth_headers(upstream.dialect, key) {
+            let name = header::HeaderName::from_bytes(name.as_bytes()).map_err(internal)?;
+            let mut value = rh::value(&value).map_err(internal)?;
+            // Credentials: never printed by `Debug`, never indexed by HPACK.
+            value.set_sensitive(true);
+            h.insert(name, value);
+        }
     }
     if let (Mode::Observed(Dialect::Anthropic), Some(beta)) = (prepared.mode, &ctx.anthropic_beta) {
         // Same-format passthrough: the caller's beta features reach Anthropic as asked.
         h.insert(&rh::ANTHROPIC_BETA, rh::value(beta).map_err(internal)?);
+    }
+    // The provider's `headers`: added, never over the gateway's or the credential's.
+    for (name, value) in upstream.headers {
+        if !h.contains_key(name) {
+            h.insert(name.clone(), value.clone());
+        }
     }
     let req = RequestHeader::from(parts);
     Ok(req)

@@ -109,6 +109,10 @@ pub struct Metrics {
     pub cache_hits: IntCounter,
     pub cache_misses: IntCounter,
     pub cache_saved_usd: prometheus::Counter,
+    /// Trace spans dropped because the OTLP export queue was full.
+    pub otlp_dropped: IntCounter,
+    /// The last 15 minutes at 10-second resolution, for the status page.
+    pub pulse: crate::ops::pulse::Pulse,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -311,7 +315,12 @@ impl Metrics {
                 "switchyard_cache_saved_usd_total",
                 "What cache hits would have cost at the serving deployment's price (USD)",
             ))),
+            otlp_dropped: f.add(must(IntCounter::new(
+                "switchyard_otlp_spans_dropped_total",
+                "Trace spans dropped because the OTLP export queue was full (collector away or slow)",
+            ))),
             registry: f.0,
+            pulse: Default::default(),
         };
         // Series that exist from the start (a dashboard sees 0, not "no data").
         for result in ["success", "failure"] {
@@ -442,6 +451,11 @@ impl Metrics {
     }
 
     /// Counts an error answered to a caller (rare path: label lookup is fine here).
+    /// Jobs waiting for a worker of local pool `provider` (the status page's view of the gauge).
+    pub fn local_queue(&self, provider: &str) -> i64 {
+        self.local_queue_depth.with_label_values(&[provider]).get()
+    }
+
     pub fn error(&self, kind: &str) {
         self.errors.with_label_values(&[kind]).inc();
     }

@@ -160,6 +160,8 @@ pub struct RequestCtx {
     pub first_byte: Option<Duration>,
     pub usage: Option<Usage>,
     pub tries: u32,
+    /// When each try started (since `started`), for the trace's client spans.
+    pub try_started: smallvec::SmallVec<[Duration; 4]>,
     pub failures: Vec<TryFailure>,
     /// The OpenAI error code answered, when the request failed.
     pub error_code: Option<&'static str>,
@@ -244,6 +246,7 @@ impl RequestCtx {
             fallback: false,
             hints: None,
             failures: Vec::new(),
+            try_started: Default::default(),
             error_code: None,
             completed: false,
             active: None,

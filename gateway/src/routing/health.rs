@@ -41,6 +41,7 @@ impl HealthChecker {
                 dialect,
                 endpoint,
                 api_key,
+                cloud,
                 ..
             },
             Some(hc),
@@ -49,15 +50,27 @@ impl HealthChecker {
             return Ok(());
         };
         let mut headers = vec![("accept", "application/json".to_string())];
-        headers.extend(providers::auth_headers(
-            *dialect,
-            api_key.as_ref().map(|k| k.expose()),
-        ));
+        let probe = match cloud {
+            Some(c) => {
+                let Some(path) = c.probe_path() else {
+                    return Ok(());
+                };
+                headers.extend(c.auth_pairs(&endpoint.path(&path)).await?);
+                path
+            }
+            None => {
+                headers.extend(providers::auth_headers(
+                    *dialect,
+                    api_key.as_ref().map(|k| k.expose()),
+                ));
+                providers::probe_path(*dialect).to_string()
+            }
+        };
         let (status, _) = crate::identity::http_call(
             &self.connector,
             endpoint,
             "GET",
-            &endpoint.path(providers::probe_path(*dialect)),
+            &endpoint.path(&probe),
             &headers,
             Bytes::new(),
             hc.timeout,

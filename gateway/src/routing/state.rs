@@ -337,7 +337,17 @@ impl ProviderHandle {
     }
 
     pub fn record_success(&self) {
-        self.health.consecutive_failures.store(0, Ordering::Relaxed);
+        let before = self.health.consecutive_failures.load(Ordering::Relaxed);
+        if before != 0 {
+            self.health.consecutive_failures.store(0, Ordering::Relaxed);
+            if before >= UNHEALTHY_AFTER {
+                crate::ops::events::raise(
+                    "provider.up",
+                    None,
+                    serde_json::json!({"provider": self.name()}),
+                );
+            }
+        }
         self.health
             .last_success_ms
             .store(crate::clock::unix_ms(), Ordering::Relaxed);
@@ -358,6 +368,13 @@ impl ProviderHandle {
             .store(Some(Arc::new(reason.to_string())));
         if n >= UNHEALTHY_AFTER {
             self.metrics.up.set(0);
+        }
+        if n == UNHEALTHY_AFTER {
+            crate::ops::events::raise(
+                "provider.down",
+                None,
+                serde_json::json!({"provider": self.name(), "error": reason}),
+            );
         }
     }
 }

@@ -12,12 +12,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod candidates;
+mod cloud;
+mod events;
 mod governance;
 mod models;
 mod passthrough;
 mod providers;
 mod server;
 
+use cloud::*;
 use governance::*;
 use models::*;
 use providers::*;
@@ -116,6 +119,7 @@ pub fn validate(file: FileConfig) -> Result<Config, Vec<ConfigError>> {
         &providers,
         &mut errs,
     );
+    let events = events::events(file.events.as_deref().unwrap_or_default(), &mut errs);
     let model_names: HashSet<&str> = file.models.iter().map(|m| m.name.as_str()).collect();
     let auth = file
         .auth
@@ -187,6 +191,7 @@ pub fn validate(file: FileConfig) -> Result<Config, Vec<ConfigError>> {
             team_limits,
             startup_probe_wait,
             passthrough,
+            events,
             responses_ttl,
             cache,
         })

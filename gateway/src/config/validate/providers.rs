@@ -9,6 +9,9 @@ pub(super) const SUPPORTED_KINDS: &[&str] = &[
     "gemini",
     "cloudflare",
     "ollama",
+    "azure",
+    "bedrock",
+    "vertex",
     "local",
     "mock",
 ];
@@ -60,12 +63,16 @@ pub(super) fn providers(
             ),
         });
         let timeouts = timeouts(p.timeouts.as_ref(), &path, errs);
+        reject_cloud_keys(p, &path, errs);
         let kind = match p.kind.as_str() {
-            "openai" => http_kind(Dialect::OpenAi, p, &path, errs),
-            "anthropic" => http_kind(Dialect::Anthropic, p, &path, errs),
-            "gemini" => http_kind(Dialect::Gemini, p, &path, errs),
-            "cloudflare" => http_kind(Dialect::Cloudflare, p, &path, errs),
-            "ollama" => http_kind(Dialect::Ollama, p, &path, errs),
+            "openai" => http_kind(Dialect::OpenAi, p, None, &path, errs),
+            "anthropic" => http_kind(Dialect::Anthropic, p, None, &path, errs),
+            "gemini" => http_kind(Dialect::Gemini, p, None, &path, errs),
+            "cloudflare" => http_kind(Dialect::Cloudflare, p, None, &path, errs),
+            "ollama" => http_kind(Dialect::Ollama, p, None, &path, errs),
+            "azure" => azure_kind(p, &path, errs),
+            "bedrock" => bedrock_kind(p, &path, errs),
+            "vertex" => vertex_kind(p, &path, errs),
             "mock" => mock_kind(p, &path, errs),
             "local" => local_kind(p, &path, errs),
             k if LATER_KINDS.contains(&k) => {
@@ -145,6 +152,7 @@ pub(super) fn reject_keys(
 pub(super) fn http_kind(
     dialect: Dialect,
     p: &FileProvider,
+    default_url: Option<String>,
     path: &str,
     errs: &mut Errors,
 ) -> Option<ProviderKind> {
@@ -163,14 +171,14 @@ pub(super) fn http_kind(
         ],
         errs,
     );
-    let Some(url) = &p.base_url else {
+    let Some(url) = p.base_url.clone().or(default_url) else {
         errs.push(
             format!("{path}.base_url"),
             format!("required for kind {}", dialect.name()),
         );
         return None;
     };
-    let endpoint = match parse_endpoint(url) {
+    let endpoint = match parse_endpoint(&url) {
         Ok(e) => e,
         Err(msg) => {
             errs.push(format!("{path}.base_url"), msg);
@@ -199,11 +207,16 @@ pub(super) fn http_kind(
             }
         },
     };
+    let headers = extra_headers(p, path, errs);
+    let proxy = egress_proxy(p, path, errs);
     Some(ProviderKind::Http {
         dialect,
         endpoint,
         api_key,
         ca,
+        headers,
+        cloud: None,
+        proxy,
     })
 }
 
@@ -220,6 +233,8 @@ pub(super) fn local_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Opt
         "local",
         &[
             ("base_url", p.base_url.is_some()),
+            ("headers", p.headers.is_some()),
+            ("proxy", p.proxy.is_some()),
             ("api_key", p.api_key.is_some()),
             ("ca_file", p.ca_file.is_some()),
             ("latency", p.latency.is_some()),
@@ -306,6 +321,8 @@ pub(super) fn mock_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Opti
         "mock",
         &[
             ("base_url", p.base_url.is_some()),
+            ("headers", p.headers.is_some()),
+            ("proxy", p.proxy.is_some()),
             ("api_key", p.api_key.is_some()),
             ("ca_file", p.ca_file.is_some()),
             ("device", p.device.is_some()),

@@ -1,0 +1,9 @@
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use switchyard_adapters::canonical::Dialect;
+use switchyard_adapters_fuzz::check_error;
+
+fuzz_target!(|data: &[u8]| {
+    check_error(Dialect::Bedrock, data);
+});

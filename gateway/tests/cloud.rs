@@ -1,0 +1,934 @@
+//! Cloud provider kinds end to end: the real gateway in front of local mocks of each service
+//! that check credentials as the service would, both caller formats, stream and not.
+//! Azure OpenAI: the deployment URL and `api-version`, the `api-key` header or an Entra ID bearer
+//! (the token endpoint checks the client-credentials form; only unexpired issued tokens pass),
+//! embeddings, content-filter refusals (never failed over), health probes, extra `headers`.
+//! Bedrock: SigV4 recomputed from each request ([`aws`]), Converse and ConverseStream (binary
+//! event stream), an error of each class. Vertex: the JWT assertion verified with the service
+//! account's public key ([`google`]), Gemini and Claude models. Egress through a local CONNECT
+//! proxy that counts its tunnels.
+
+mod common;
+#[path = "cloud/mock.rs"]
+mod mock;
+
+use common::*;
+use mock::*;
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const API_VERSION: &str = "2024-10-21";
+const AZURE_KEY: &str = "az-key-0123456789abcdef";
+
+/// Azure's documented chat completion (with its content-filter annotations).
+fn azure_completion(text: &str) -> Value {
+    let safe = json!({"hate": {"filtered": false, "severity": "safe"},
+                      "self_harm": {"filtered": false, "severity": "safe"},
+                      "sexual": {"filtered": false, "severity": "safe"},
+                      "violence": {"filtered": false, "severity": "safe"}});
+    json!({"id": "chatcmpl-7R1nGnsXO8n4oi9UPz2f3UHdgAYMn", "object": "chat.completion",
+           "created": 1686676106, "model": "gpt-4o-2024-05-13",
+           "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": safe}],
+           "choices": [{"index": 0, "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": text},
+                        "content_filter_results": safe}],
+           "usage": {"completion_tokens": 7, "prompt_tokens": 12, "total_tokens": 19}})
+}
+
+/// Azure's stream: a first chunk with no choices (the prompt's filter results), then deltas.
+fn azure_stream(text: &str) -> Answer {
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": "chatcmpl-7R1nGnsXO8n4oi9UPz2f3UHdgAYMn", "object": "chat.completion.chunk",
+               "created": 1686676106, "model": "gpt-4o-2024-05-13",
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    };
+    Answer::sse(
+        &[
+            json!({"choices": [], "created": 0, "id": "", "model": "", "object": "",
+                   "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {
+                       "hate": {"filtered": false, "severity": "safe"}}}]}),
+            chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+            chunk(json!({"content": text}), Value::Null),
+            chunk(json!({}), json!("stop")),
+            json!({"id": "chatcmpl-7R1nGnsXO8n4oi9UPz2f3UHdgAYMn",
+                   "object": "chat.completion.chunk", "created": 1686676106,
+                   "model": "gpt-4o-2024-05-13", "choices": [],
+                   "usage": {"completion_tokens": 7, "prompt_tokens": 12, "total_tokens": 19}}),
+        ],
+        true,
+    )
+}
+
+/// Azure's documented content-filter refusal of a prompt.
+fn content_filter_error() -> Answer {
+    Answer::json(
+        400,
+        json!({"error": {"message": "The response was filtered due to the prompt triggering Azure OpenAI's content management policy. Please modify your prompt and retry.",
+                         "type": null, "param": "prompt", "code": "content_filter", "status": 400,
+                         "innererror": {"code": "ResponsibleAIPolicyViolation",
+                                        "content_filter_result": {
+                                            "hate": {"filtered": true, "severity": "high"}}}}}),
+    )
+}
+
+/// How the Azure mock authorises a request: `Ok` or the 401 it answers.
+type Authorise = Arc<dyn Fn(&Recv) -> Result<(), Answer> + Send + Sync>;
+
+fn key_auth() -> Authorise {
+    Arc::new(|r: &Recv| {
+        if r.header("api-key") == Some(AZURE_KEY) && r.header("authorization").is_none() {
+            Ok(())
+        } else {
+            Err(Answer::json(
+                401,
+                json!({"error": {"code": "401", "message": "Access denied due to invalid subscription key or wrong API endpoint."}}),
+            ))
+        }
+    })
+}
+
+/// An Azure OpenAI resource: checks the URL layout and the credential, answers chat
+/// (stream or not), embeddings, and refuses prompts containing `FORBIDDEN` as its content
+/// filter does.
+async fn azure(deployment: &'static str, auth: Authorise) -> Mock {
+    Mock::start(Arc::new(move |r: &Recv| {
+        if let Err(denied) = auth(r) {
+            return denied;
+        }
+        let base = format!("/openai/deployments/{deployment}/");
+        let query = format!("?api-version={API_VERSION}");
+        if r.method == "GET" && r.target == format!("/openai/models{query}") {
+            return Answer::json(200, json!({"object": "list", "data": [{"id": "gpt-4o", "object": "model"}]}));
+        }
+        let Some(rest) = r.target.strip_prefix(&base) else {
+            return Answer::json(404, json!({"error": {"code": "DeploymentNotFound", "message": "The API deployment for this resource does not exist."}}));
+        };
+        let body = r.json();
+        match rest.strip_suffix(&query) {
+            Some("chat/completions") => {
+                if body.to_string().contains("FORBIDDEN") {
+                    return content_filter_error();
+                }
+                if body.to_string().contains("FILTERED_OUTPUT") {
+                    // The completion itself was filtered: 200, no content.
+                    let mut v = azure_completion("");
+                    v["choices"][0]["message"]["content"] = Value::Null;
+                    v["choices"][0]["finish_reason"] = json!("content_filter");
+                    v["choices"][0]["content_filter_results"]["violence"] =
+                        json!({"filtered": true, "severity": "high"});
+                    return Answer::json(200, v);
+                }
+                if body["stream"] == json!(true) {
+                    azure_stream("Hello from Azure!")
+                } else {
+                    Answer::json(200, azure_completion("Hello from Azure!"))
+                }
+            }
+            Some("embeddings") => Answer::json(
+                200,
+                json!({"object": "list", "model": "text-embedding-3-small",
+                       "data": [{"object": "embedding", "index": 0, "embedding": [0.25, -0.5, 0.125]}],
+                       "usage": {"prompt_tokens": 4, "total_tokens": 4}}),
+            ),
+            _ => Answer::json(
+                404,
+                json!({"error": {"code": "404", "message": "Resource not found"}}),
+            ),
+        }
+    }))
+    .await
+}
+
+fn azure_provider(name: &str, base: &str, auth: &str) -> String {
+    format!(
+        "  - name: {name}\n    kind: azure\n    base_url: {base}\n    api_version: \"{API_VERSION}\"\n{auth}"
+    )
+}
+
+fn chat_model(deps: &[(&str, &str)]) -> String {
+    let mut s = String::from("models:\n  - name: chat\n    deployments:\n");
+    for (provider, model) in deps {
+        s.push_str(&format!(
+            "      - provider: {provider}\n        model: {model}\n"
+        ));
+    }
+    s
+}
+
+/// The text of an OpenAI chat stream.
+fn openai_stream_text(body: &[u8]) -> String {
+    sse_data(body)
+        .iter()
+        .filter_map(|e| {
+            e["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect()
+}
+
+/// The text of an Anthropic messages stream, and its events.
+fn anthropic_stream_text(body: &[u8]) -> (String, Vec<Value>) {
+    let events = sse_data(body);
+    let text = events
+        .iter()
+        .filter(|e| e["type"] == "content_block_delta")
+        .filter_map(|e| e["delta"]["text"].as_str().map(String::from))
+        .collect();
+    (text, events)
+}
+
+fn openai_chat(stream: bool, text: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({"model": "chat", "stream": stream,
+                               "messages": [{"role": "user", "content": text}]}))
+    .expect("json")
+}
+
+fn anthropic_messages(stream: bool, text: &str) -> Vec<u8> {
+    serde_json::to_vec(
+        &json!({"model": "chat", "stream": stream, "max_tokens": 100,
+                               "messages": [{"role": "user", "content": text}]}),
+    )
+    .expect("json")
+}
+
+#[tokio::test]
+async fn azure_api_key_both_callers_stream_and_not() {
+    let up = azure("gpt4o-prod", key_auth()).await;
+    let conf = format!(
+        "providers:\n{}    headers: {{ x-team: blue, api-key: not-the-key }}\n{}",
+        azure_provider("az", &up.base, &format!("    api_key: {AZURE_KEY}\n")),
+        chat_model(&[("az", "gpt4o-prod")])
+    );
+    let gw = Gateway::start(&conf, "").await;
+
+    // OpenAI caller, non-stream: Azure's answer passes through as it came.
+    let r = gw
+        .post_json("/v1/chat/completions", &openai_chat(false, "Hi"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["choices"][0]["message"]["content"], "Hello from Azure!");
+    assert_eq!(
+        v["prompt_filter_results"][0]["content_filter_results"]["hate"]["severity"],
+        "safe"
+    );
+    let seen = up.requests();
+    assert_eq!(
+        seen[0].target,
+        format!("/openai/deployments/gpt4o-prod/chat/completions?api-version={API_VERSION}")
+    );
+    // The configured header arrives; it never replaces the credential.
+    assert_eq!(seen[0].header("x-team"), Some("blue"));
+    assert_eq!(seen[0].header("api-key"), Some(AZURE_KEY));
+    assert_eq!(seen[0].json()["messages"][0]["content"], "Hi");
+
+    // OpenAI caller, stream.
+    let r = gw
+        .post_json("/v1/chat/completions", &openai_chat(true, "Hi"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = openai_stream_text(&r.body);
+    assert_eq!(text, "Hello from Azure!");
+    assert!(r.text().trim_end().ends_with("data: [DONE]"));
+
+    // Anthropic caller, non-stream: translated both ways.
+    let r = gw
+        .post_json("/v1/messages", &anthropic_messages(false, "Hi"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["type"], "message");
+    assert_eq!(v["content"][0]["text"], "Hello from Azure!");
+    assert_eq!(v["stop_reason"], "end_turn");
+    assert_eq!(v["usage"]["input_tokens"], 12);
+    assert_eq!(v["usage"]["output_tokens"], 7);
+
+    // Anthropic caller, stream: Azure's choice-less first chunk is skipped.
+    let r = gw
+        .post_json("/v1/messages", &anthropic_messages(true, "Hi"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (text, events) = anthropic_stream_text(&r.body);
+    assert_eq!(text, "Hello from Azure!");
+    assert!(events.iter().any(|e| e["type"] == "message_stop"));
+    assert_eq!(up.requests().len(), 4);
+    assert!(
+        up.requests()
+            .iter()
+            .all(|r| r.header("api-key") == Some(AZURE_KEY)),
+        "every request carried the key"
+    );
+    assert!(
+        !gw.log().contains(AZURE_KEY),
+        "the key never reaches the log"
+    );
+}
+
+#[tokio::test]
+async fn azure_embeddings_use_the_deployment_url() {
+    let up = azure("embed-small", key_auth()).await;
+    let conf = format!(
+        "providers:\n{}models:\n  - name: embed\n    deployments:\n      - provider: az\n        model: embed-small\n",
+        azure_provider("az", &up.base, &format!("    api_key: {AZURE_KEY}\n")),
+    );
+    let gw = Gateway::start(&conf, "").await;
+    let r = gw
+        .post_json("/v1/embeddings", br#"{"model":"embed","input":"hello"}"#)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["data"][0]["embedding"], json!([0.25, -0.5, 0.125]));
+    assert_eq!(
+        up.requests()[0].target,
+        format!("/openai/deployments/embed-small/embeddings?api-version={API_VERSION}")
+    );
+}
+
+#[tokio::test]
+async fn azure_content_filter_is_a_policy_error_never_failed_over() {
+    let first = azure("gpt4o-a", key_auth()).await;
+    let second = azure("gpt4o-b", key_auth()).await;
+    let key = format!("    api_key: {AZURE_KEY}\n");
+    let conf = format!(
+        "providers:\n{}{}{}",
+        azure_provider("az-a", &first.base, &key),
+        azure_provider("az-b", &second.base, &key),
+        chat_model(&[("az-a", "gpt4o-a"), ("az-b", "gpt4o-b")])
+    );
+    let gw = Gateway::start(&conf, "").await;
+
+    let r = gw
+        .post_json(
+            "/v1/chat/completions",
+            &openai_chat(false, "FORBIDDEN words"),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["error"]["code"], "content_filter", "{v}");
+    assert_eq!(v["error"]["param"], "prompt");
+
+    let r = gw
+        .post_json(
+            "/v1/messages",
+            &anthropic_messages(false, "FORBIDDEN words"),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("content management policy"),
+        "{v}"
+    );
+
+    let r = gw
+        .post_json(
+            "/v1/chat/completions",
+            &openai_chat(true, "FORBIDDEN words"),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+
+    // A filtered completion: OpenAI's `finish_reason: content_filter` as sent, Anthropic's
+    // `stop_reason: refusal`; neither is failed over.
+    let r = gw
+        .post_json(
+            "/v1/chat/completions",
+            &openai_chat(false, "FILTERED_OUTPUT"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["choices"][0]["finish_reason"], "content_filter");
+    let r = gw
+        .post_json(
+            "/v1/messages",
+            &anthropic_messages(false, "FILTERED_OUTPUT"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["stop_reason"], "refusal");
+    assert_eq!(first.requests().len(), 5);
+    assert!(
+        second.requests().is_empty(),
+        "a content-filter refusal is not an outage: never retried on another deployment"
+    );
+}
+
+/// An Entra ID tenant: checks the client-credentials form and issues short-lived tokens.
+struct Tenant {
+    mock: Mock,
+    issued: Arc<Mutex<Vec<(String, Instant)>>>,
+}
+
+impl Tenant {
+    async fn start(lifetime: Duration) -> Tenant {
+        let issued: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+        let keep = issued.clone();
+        let mock = Mock::start(Arc::new(move |r: &Recv| {
+            let f = form(&r.body);
+            let get = |k: &str| f.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+            let ok = r.method == "POST"
+                && r.target == "/tenant-1/oauth2/v2.0/token"
+                && r.header("content-type") == Some("application/x-www-form-urlencoded")
+                && get("grant_type") == Some("client_credentials")
+                && get("client_id") == Some("app-123")
+                && get("client_secret") == Some("s3cret/+=")
+                && get("scope") == Some("https://cognitiveservices.azure.com/.default");
+            if !ok {
+                return Answer::json(
+                    401,
+                    json!({"error": "invalid_client", "error_description": "AADSTS7000215"}),
+                );
+            }
+            let mut issued = keep.lock().unwrap_or_else(|e| e.into_inner());
+            let token = format!("eyJ0eXAi.entra-{}", issued.len() + 1);
+            issued.push((token.clone(), Instant::now() + lifetime));
+            Answer::json(
+                200,
+                json!({"token_type": "Bearer", "expires_in": lifetime.as_secs(),
+                       "ext_expires_in": lifetime.as_secs(), "access_token": token}),
+            )
+        }))
+        .await;
+        Tenant { mock, issued }
+    }
+
+    /// The Azure side: only an issued, unexpired token is accepted.
+    fn authorise(&self) -> Authorise {
+        let issued = self.issued.clone();
+        Arc::new(move |r: &Recv| {
+            let now = Instant::now();
+            let valid = r
+                .header("authorization")
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .is_some_and(|t| {
+                    issued
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .iter()
+                        .any(|(tok, until)| tok == t && now < *until)
+                });
+            if valid && r.header("api-key").is_none() {
+                Ok(())
+            } else {
+                Err(Answer::json(
+                    401,
+                    json!({"error": {"code": "401", "message": "Unauthorized. Access token is missing, invalid, audience is incorrect, or have expired."}}),
+                ))
+            }
+        })
+    }
+}
+
+/// A gateway with one Azure deployment authorised by Entra client credentials.
+async fn entra_gateway(tenant: &Tenant, up: &Mock, client_secret: &str) -> Gateway {
+    let entra = format!(
+        "    entra:\n      tenant_id: tenant-1\n      client_id: app-123\n      client_secret: {client_secret}\n      token_url: {}/tenant-1/oauth2/v2.0/token\n",
+        tenant.mock.base
+    );
+    let conf = format!(
+        "providers:\n{}{}",
+        azure_provider("az", &up.base, &entra),
+        chat_model(&[("az", "gpt4o-prod")])
+    );
+    Gateway::start(&conf, "").await
+}
+
+#[tokio::test]
+async fn azure_entra_tokens_are_cached_and_refreshed_ahead() {
+    let tenant = Tenant::start(Duration::from_secs(2)).await;
+    let up = azure("gpt4o-prod", tenant.authorise()).await;
+    let gw = entra_gateway(&tenant, &up, "\"s3cret/+=\"").await;
+    // Requests over three token lifetimes' halves: every one is accepted.
+    let started = Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_millis(3500) {
+        let r = gw
+            .post_json("/v1/chat/completions", &openai_chat(false, "Hi"))
+            .await;
+        assert_eq!(r.status, 200, "request {sent}: {}", r.text());
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let tokens = tenant
+        .issued
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .len();
+    assert!(tokens >= 2, "the token was refreshed ({tokens} issued)");
+    assert!(
+        tokens <= sent / 3,
+        "tokens are cached, not fetched per request ({tokens} for {sent} requests)"
+    );
+    let log = gw.log();
+    assert!(
+        !log.contains("s3cret"),
+        "the client secret never reaches the log"
+    );
+    assert!(!log.contains("eyJ0eXAi"), "tokens never reach the log");
+}
+
+#[tokio::test]
+async fn azure_entra_failure_is_a_gateway_error_not_a_leak() {
+    let tenant = Tenant::start(Duration::from_secs(60)).await;
+    let up = azure("gpt4o-prod", tenant.authorise()).await;
+    let gw = entra_gateway(&tenant, &up, "wrong-secret").await;
+    let r = gw
+        .post_json("/v1/chat/completions", &openai_chat(false, "Hi"))
+        .await;
+    assert!(r.status >= 500, "{} {}", r.status, r.text());
+    assert!(up.requests().is_empty(), "no request without a token");
+    assert!(!r.text().contains("wrong-secret"));
+    assert!(!gw.log().contains("wrong-secret"));
+    assert!(gw.log().contains("invalid_client"), "the cause is logged");
+}
+
+#[path = "cloud/aws.rs"]
+mod aws;
+#[path = "cloud/connect_proxy.rs"]
+mod connect_proxy;
+#[path = "cloud/google.rs"]
+mod google;
+
+use connect_proxy::connect_proxy;
+use google::*;
+
+const BEDROCK_MODEL: &str = "anthropic.claude-3-haiku-20240307-v1:0";
+
+/// An error of each Bedrock class, chosen by a word in the prompt.
+fn bedrock_error(prompt: &str) -> Option<Answer> {
+    let (status, kind, message) = if prompt.contains("THROTTLE") {
+        (
+            429,
+            "ThrottlingException",
+            "Too many requests, please wait before trying again.",
+        )
+    } else if prompt.contains("INVALID") {
+        (
+            400,
+            "ValidationException",
+            "The model returned the following errors: messages: roles must alternate",
+        )
+    } else if prompt.contains("UNAVAILABLE") {
+        (
+            503,
+            "ServiceUnavailableException",
+            "Service is temporarily unavailable.",
+        )
+    } else if prompt.contains("NOTREADY") {
+        (
+            429,
+            "ModelNotReadyException",
+            "The model is not ready to serve inference requests.",
+        )
+    } else {
+        return None;
+    };
+    let mut a = Answer::json(status, json!({"message": message}));
+    a.headers.push((
+        "x-amzn-errortype",
+        format!("{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/"),
+    ));
+    Some(a)
+}
+
+/// A Bedrock runtime: SigV4 checked, Converse and ConverseStream answered (AWS's documented
+/// shapes), errors by prompt word when `failing`.
+async fn bedrock(failing: bool) -> Mock {
+    use switchyard_adapters::bedrock::eventstream::encode_event;
+    Mock::start(Arc::new(move |r: &Recv| {
+        if let Err(denied) = aws::verify(r) {
+            return denied;
+        }
+        let model = switchyard_adapters::bedrock::encode_model_id(BEDROCK_MODEL);
+        let body = r.json();
+        if failing {
+            if let Some(e) = bedrock_error(&body.to_string()) {
+                return e;
+            }
+        }
+        if r.target == format!("/model/{model}/converse") {
+            Answer::json(200, json!({
+                "output": {"message": {"role": "assistant", "content": [{"text": "Hello from Bedrock!"}]}},
+                "stopReason": "end_turn",
+                "usage": {"inputTokens": 30, "outputTokens": 12, "totalTokens": 42,
+                          "cacheReadInputTokens": 8, "cacheWriteInputTokens": 2},
+                "metrics": {"latencyMs": 1275}}))
+        } else if r.target == format!("/model/{model}/converse-stream") {
+            let frames = [
+                encode_event("messageStart", br#"{"p":"abcdefgh","role":"assistant"}"#),
+                encode_event("contentBlockDelta", br#"{"contentBlockIndex":0,"delta":{"text":"Hello from "},"p":"abc"}"#),
+                encode_event("contentBlockDelta", br#"{"contentBlockIndex":0,"delta":{"text":"Bedrock!"},"p":"abcd"}"#),
+                encode_event("contentBlockStop", br#"{"contentBlockIndex":0,"p":"ab"}"#),
+                encode_event("messageStop", br#"{"p":"abcdef","stopReason":"end_turn"}"#),
+                encode_event("metadata", br#"{"metrics":{"latencyMs":463},"p":"abc","usage":{"inputTokens":30,"outputTokens":12,"totalTokens":42}}"#),
+            ]
+            .concat();
+            Answer {
+                status: 200,
+                content_type: "application/vnd.amazon.eventstream",
+                headers: Vec::new(),
+                body: frames.into(),
+            }
+        } else {
+            Answer::json(404, json!({"message": "Unknown operation"}))
+        }
+    }))
+    .await
+}
+
+fn bedrock_provider(name: &str, base: &str, secret: &str) -> String {
+    format!(
+        "  - name: {name}\n    kind: bedrock\n    region: {}\n    base_url: {base}\n    aws_access_key_id: {}\n    aws_secret_access_key: {secret}\n    aws_session_token: {}\n",
+        aws::REGION, aws::ACCESS_KEY_ID, aws::SESSION_TOKEN
+    )
+}
+
+#[tokio::test]
+async fn bedrock_signed_converse_both_callers_stream_and_not() {
+    let up = bedrock(false).await;
+    let conf = format!(
+        "providers:\n{}{}",
+        bedrock_provider("br", &up.base, aws::SECRET_ACCESS_KEY),
+        chat_model(&[("br", BEDROCK_MODEL)])
+    );
+    let gw = Gateway::start(&conf, "").await;
+    let with_system = serde_json::to_vec(&json!({"model": "chat", "max_tokens": 64,
+        "temperature": 0.2, "stop": ["END"],
+        "messages": [{"role": "system", "content": "Be brief."},
+                     {"role": "user", "content": "Hi"}]}))
+    .expect("json");
+    let r = gw.post_json("/v1/chat/completions", &with_system).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["choices"][0]["message"]["content"], "Hello from Bedrock!");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    // inputTokens excludes the cache: the prompt is 30 + 8 read + 2 written.
+    assert_eq!(v["usage"]["prompt_tokens"], 40);
+    assert_eq!(v["usage"]["completion_tokens"], 12);
+    assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 8);
+    let sent = up.requests()[0].json();
+    assert_eq!(sent["system"], json!([{"text": "Be brief."}]));
+    assert_eq!(
+        sent["messages"],
+        json!([{"role": "user", "content": [{"text": "Hi"}]}])
+    );
+    assert_eq!(
+        sent["inferenceConfig"],
+        json!({"maxTokens": 64, "temperature": 0.2, "stopSequences": ["END"]})
+    );
+
+    let r = gw
+        .post_json("/v1/chat/completions", &openai_chat(true, "Hi"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = openai_stream_text(&r.body);
+    assert_eq!(text, "Hello from Bedrock!");
+    assert!(
+        r.text().trim_end().ends_with("data: [DONE]"),
+        "{}",
+        r.text()
+    );
+
+    let r = gw
+        .post_json("/v1/messages", &anthropic_messages(false, "Hi"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["content"][0]["text"], "Hello from Bedrock!");
+    assert_eq!(v["stop_reason"], "end_turn");
+    assert_eq!(v["usage"]["cache_read_input_tokens"], 8);
+    assert_eq!(v["usage"]["cache_creation_input_tokens"], 2);
+
+    let r = gw
+        .post_json("/v1/messages", &anthropic_messages(true, "Hi"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (text, events) = anthropic_stream_text(&r.body);
+    assert_eq!(text, "Hello from Bedrock!");
+    assert!(events.iter().any(|e| e["type"] == "message_stop"));
+
+    let model = "anthropic.claude-3-haiku-20240307-v1%3A0";
+    let targets: Vec<String> = up.requests().iter().map(|r| r.target.clone()).collect();
+    assert_eq!(
+        targets,
+        [
+            format!("/model/{model}/converse"),
+            format!("/model/{model}/converse-stream"),
+            format!("/model/{model}/converse"),
+            format!("/model/{model}/converse-stream"),
+        ]
+    );
+    assert!(up
+        .requests()
+        .iter()
+        .all(|r| r.header("x-amz-security-token") == Some(aws::SESSION_TOKEN)));
+    let log = gw.log();
+    assert!(!log.contains(aws::SECRET_ACCESS_KEY) && !log.contains(aws::SESSION_TOKEN));
+}
+
+#[tokio::test]
+async fn bedrock_errors_by_class() {
+    let flaky = bedrock(true).await;
+    let good = bedrock(false).await;
+    let conf = format!(
+        "providers:\n{}{}{}",
+        bedrock_provider("br-flaky", &flaky.base, aws::SECRET_ACCESS_KEY),
+        bedrock_provider("br-good", &good.base, aws::SECRET_ACCESS_KEY),
+        chat_model(&[("br-flaky", BEDROCK_MODEL), ("br-good", BEDROCK_MODEL)])
+    );
+    let gw = Gateway::start(&conf, "").await;
+    // Throttling, unavailability and a model not ready: failed over to the next deployment.
+    for word in ["THROTTLE", "UNAVAILABLE", "NOTREADY"] {
+        let before = good.requests().len();
+        let r = gw
+            .post_json("/v1/chat/completions", &openai_chat(false, word))
+            .await;
+        assert_eq!(r.status, 200, "{word}: {}", r.text());
+        assert_eq!(
+            r.json()["choices"][0]["message"]["content"],
+            "Hello from Bedrock!"
+        );
+        assert_eq!(good.requests().len(), before + 1, "{word} failed over");
+    }
+    // A validation error is the caller's: relayed as a 400 in its format, never failed over.
+    let before = good.requests().len();
+    let r = gw
+        .post_json("/v1/chat/completions", &openai_chat(false, "INVALID"))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("roles must alternate"));
+    let r = gw
+        .post_json("/v1/messages", &anthropic_messages(false, "INVALID"))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    assert_eq!(
+        good.requests().len(),
+        before,
+        "a validation error is not failed over"
+    );
+}
+
+#[tokio::test]
+async fn bedrock_throttling_alone_is_a_429() {
+    let flaky = bedrock(true).await;
+    let conf = format!(
+        "providers:\n{}{}",
+        bedrock_provider("br", &flaky.base, aws::SECRET_ACCESS_KEY),
+        chat_model(&[("br", BEDROCK_MODEL)])
+    );
+    let gw = Gateway::start(&conf, "").await;
+    let r = gw
+        .post_json("/v1/chat/completions", &openai_chat(false, "THROTTLE"))
+        .await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    let r = gw
+        .post_json("/v1/messages", &anthropic_messages(false, "THROTTLE"))
+        .await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "rate_limit_error");
+}
+
+#[tokio::test]
+async fn bedrock_refused_credentials_are_the_gateways_problem() {
+    let up = bedrock(false).await;
+    let conf = format!(
+        "providers:\n{}{}",
+        bedrock_provider("br", &up.base, "not-the-secret-key"),
+        chat_model(&[("br", BEDROCK_MODEL)])
+    );
+    let gw = Gateway::start(&conf, "").await;
+    let r = gw
+        .post_json("/v1/chat/completions", &openai_chat(false, "Hi"))
+        .await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    let r = gw
+        .post_json("/v1/messages", &anthropic_messages(true, "Hi"))
+        .await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["type"], "error");
+    let log = gw.log();
+    assert!(
+        log.contains("refused the gateway's credentials")
+            && log.contains("InvalidSignatureException"),
+        "{log}"
+    );
+    assert!(!log.contains("not-the-secret-key"));
+}
+
+#[tokio::test]
+async fn vertex_gemini_and_claude_with_service_account_tokens() {
+    let public: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let issued: Arc<Mutex<Vec<String>>> = Arc::default();
+    let oauth = google_oauth(public.clone(), issued.clone()).await;
+    let sa = service_account(&format!("{}/token", oauth.base));
+    *public.lock().unwrap() = sa.public_der.clone();
+    let up = vertex(issued.clone()).await;
+    let conf = format!(
+        "providers:\n  - name: vx\n    kind: vertex\n    project: {PROJECT}\n    location: {LOCATION}\n    base_url: {}\n    credentials_file: {}\nmodels:\n  - name: gem\n    deployments:\n      - provider: vx\n        model: gemini-2.0-flash\n  - name: claude\n    deployments:\n      - provider: vx\n        model: claude-sonnet-4-5@20250929\n",
+        up.base,
+        sa.file.display()
+    );
+    let gw = Gateway::start(&conf, "").await;
+    let chat = |model: &str, stream: bool| {
+        serde_json::to_vec(&json!({"model": model, "stream": stream, "max_tokens": 50, "messages": [{"role": "user", "content": "Hi"}]})).expect("json")
+    };
+    for (model, want) in [
+        ("gem", "Hello from Vertex Gemini!"),
+        ("claude", "Hello from Vertex Claude!"),
+    ] {
+        // OpenAI caller, non-stream and stream.
+        let r = gw
+            .post_json("/v1/chat/completions", &chat(model, false))
+            .await;
+        assert_eq!(r.status, 200, "{model}: {}", r.text());
+        assert_eq!(r.json()["choices"][0]["message"]["content"], want);
+        let r = gw
+            .post_json("/v1/chat/completions", &chat(model, true))
+            .await;
+        assert_eq!(r.status, 200, "{model}: {}", r.text());
+        let text = openai_stream_text(&r.body);
+        assert_eq!(text, want, "{model} stream");
+        // Anthropic caller, non-stream and stream.
+        let r = gw.post_json("/v1/messages", &chat(model, false)).await;
+        assert_eq!(r.status, 200, "{model}: {}", r.text());
+        assert_eq!(r.json()["content"][0]["text"], want);
+        let r = gw.post_json("/v1/messages", &chat(model, true)).await;
+        assert_eq!(r.status, 200, "{model}: {}", r.text());
+        let (text, _) = anthropic_stream_text(&r.body);
+        assert_eq!(text, want, "{model} anthropic stream");
+    }
+    let targets: Vec<String> = up
+        .requests()
+        .iter()
+        .map(|r| r.target.rsplit(':').next().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            "generateContent",
+            "streamGenerateContent?alt=sse",
+            "generateContent",
+            "streamGenerateContent?alt=sse",
+            "rawPredict",
+            "streamRawPredict",
+            "rawPredict",
+            "streamRawPredict"
+        ]
+    );
+    assert_eq!(issued.lock().unwrap().len(), 1, "one token, cached");
+    let log = gw.log();
+    assert!(!log.contains("ya29.") && !log.contains("PRIVATE KEY"));
+}
+
+#[tokio::test]
+async fn vertex_wrong_key_is_refused_by_the_token_endpoint() {
+    let public: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let issued: Arc<Mutex<Vec<String>>> = Arc::default();
+    let oauth = google_oauth(public.clone(), issued.clone()).await;
+    let sa = service_account(&format!("{}/token", oauth.base));
+    // The endpoint knows another account's public key: the assertion does not verify.
+    let other = service_account(&format!("{}/token", oauth.base));
+    *public.lock().unwrap() = other.public_der.clone();
+    let up = vertex(issued.clone()).await;
+    let conf = format!(
+        "providers:\n  - name: vx\n    kind: vertex\n    project: {PROJECT}\n    location: {LOCATION}\n    base_url: {}\n    credentials_file: {}\n{}",
+        up.base,
+        sa.file.display(),
+        chat_model(&[("vx", "gemini-2.0-flash")])
+    );
+    let gw = Gateway::start(&conf, "").await;
+    let r = gw
+        .post_json("/v1/chat/completions", &openai_chat(false, "Hi"))
+        .await;
+    assert!(r.status >= 500, "{} {}", r.status, r.text());
+    assert!(up.requests().is_empty());
+    assert!(gw.log().contains("invalid_grant"));
+}
+
+#[tokio::test]
+async fn egress_through_a_connect_proxy() {
+    let up = azure("gpt4o-prod", key_auth()).await;
+    // `squid:s3cret` → Basic c3F1aWQ6czNjcmV0
+    let (proxy_port, tunnels) = connect_proxy("Basic c3F1aWQ6czNjcmV0").await;
+    let conf = format!(
+        "providers:\n{}    proxy: http://squid:s3cret@127.0.0.1:{proxy_port}\n{}",
+        azure_provider("az", &up.base, &format!("    api_key: {AZURE_KEY}\n")),
+        chat_model(&[("az", "gpt4o-prod")])
+    );
+    let gw = Gateway::start(&conf, "").await;
+    for stream in [false, true, false] {
+        let r = gw
+            .post_json("/v1/chat/completions", &openai_chat(stream, "Hi"))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(up.requests().len(), 3);
+    let tunnels = tunnels.lock().unwrap().clone();
+    assert!(!tunnels.is_empty(), "requests went through the proxy");
+    assert!(tunnels.len() <= 3, "{tunnels:?}");
+    assert!(
+        tunnels
+            .iter()
+            .all(|t| *t == format!("127.0.0.1:{}", up.port)),
+        "{tunnels:?}"
+    );
+    assert!(!gw.log().contains("s3cret"));
+}
+
+#[tokio::test]
+async fn a_refused_proxy_is_a_connect_failure() {
+    let up = azure("gpt4o-prod", key_auth()).await;
+    let (proxy_port, tunnels) = connect_proxy("Basic c3F1aWQ6czNjcmV0").await;
+    let conf = format!(
+        "providers:\n{}    proxy: http://squid:wrong@127.0.0.1:{proxy_port}\n{}",
+        azure_provider("az", &up.base, &format!("    api_key: {AZURE_KEY}\n")),
+        chat_model(&[("az", "gpt4o-prod")])
+    );
+    let gw = Gateway::start(&conf, "").await;
+    let r = gw
+        .post_json("/v1/chat/completions", &openai_chat(false, "Hi"))
+        .await;
+    assert!(r.status >= 500, "{} {}", r.status, r.text());
+    assert!(up.requests().is_empty() && tunnels.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn azure_health_checks_probe_the_models_list_with_the_key() {
+    let up = azure("gpt4o-prod", key_auth()).await;
+    let conf = format!(
+        "providers:\n{}    health_check: {{ interval: 200ms, timeout: 1s }}\n{}",
+        azure_provider("az", &up.base, &format!("    api_key: {AZURE_KEY}\n")),
+        chat_model(&[("az", "gpt4o-prod")])
+    );
+    let _gw = Gateway::start(&conf, "").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while up.requests().iter().filter(|r| r.method == "GET").count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no health probes: {:?}",
+            up.requests()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let probe = up
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "GET")
+        .expect("probe");
+    assert_eq!(
+        probe.target,
+        format!("/openai/models?api-version={API_VERSION}")
+    );
+    assert_eq!(probe.header("api-key"), Some(AZURE_KEY));
+}
