@@ -294,16 +294,20 @@ async fn write_sse(
     Ok(())
 }
 
-/// Notes bytes of a streamed miss as they go to the caller (nothing without one).
+/// Notes bytes of a streamed miss as they go to the caller (nothing without one); once they
+/// carry the stream's end marker the answer is stored, before the caller can ask again.
 pub fn record(ctx: &mut RequestCtx, chunk: &[u8]) {
     if let Some(r) = ctx.cache_pending.as_mut().and_then(|p| p.recorder.as_mut()) {
         r.push(chunk);
+        if r.ended() {
+            store_stream(ctx);
+        }
     }
 }
 
-/// A streamed miss ended normally: stores the answer it carried, as a whole answer in the
-/// caller's format. Not called for a cut, failed or stopped stream, whose pending entry is
-/// dropped with the request.
+/// A streamed miss ended normally (its end marker went out): stores the answer it carried, as a
+/// whole answer in the caller's format. Not called for a cut, failed or stopped stream, whose
+/// pending entry is dropped with the request.
 pub fn store_stream(ctx: &mut RequestCtx) {
     let Some(mut p) = ctx.cache_pending.take() else {
         return;

@@ -106,6 +106,11 @@ impl Recorder {
         decoder.push(chunk, &mut self.events);
     }
 
+    /// The caller was sent the stream's end marker.
+    pub fn ended(&self) -> bool {
+        matches!(self.events.last(), Some(StreamEvent::End))
+    }
+
     /// The whole answer the stream carried, when it ended normally (its end marker, no error);
     /// `usage` (the relay's count) fills in what the caller's events did not carry.
     pub fn finish(mut self, usage: Option<Usage>) -> Option<ChatResponse> {

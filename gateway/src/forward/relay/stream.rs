@@ -230,12 +230,12 @@ impl Forwarder {
             if let Some(out) = out {
                 ctx.mark_first_byte();
                 ctx.streamed_events += 1;
-                crate::cache::record(ctx, &out);
                 if let Some(r) = relay.as_deref().filter(|r| r.completed()) {
                     // This chunk ends the stream: its record is committed first (strict mode).
                     ctx.usage = r.usage();
                     self.commit_row(ctx).await;
                 }
+                crate::cache::record(ctx, &out);
                 session
                     .write_response_body(Some(out), false)
                     .await
