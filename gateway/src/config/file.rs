@@ -56,6 +56,38 @@ pub struct FileConfig {
     /// Stored Responses API conversations (`responses.ttl`).
     #[serde(default)]
     pub responses: Option<FileResponses>,
+    /// Named content policies (`guardrails[]`), compiled by `crate::guardrails::compile`.
+    #[serde(default)]
+    pub guardrails: Option<Vec<FileGuardrail>>,
+    /// Guardrail names per team, beside `team_limits`.
+    #[serde(default)]
+    pub team_guardrails: Option<std::collections::BTreeMap<String, Vec<String>>>,
+}
+
+/// One `guardrails[]` entry as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileGuardrail {
+    pub name: String,
+    /// `request`, `response` (default both).
+    #[serde(default)]
+    pub on: Option<Vec<String>>,
+    #[serde(default)]
+    pub pii: Option<Vec<String>>,
+    #[serde(default)]
+    pub words: Option<Vec<String>>,
+    #[serde(default)]
+    pub regex: Option<Vec<String>>,
+    /// `redact` (default) | `block` | `flag`.
+    #[serde(default)]
+    pub action: Option<String>,
+    #[serde(default)]
+    pub max_input_tokens: Option<Lenient<u64>>,
+    #[serde(default)]
+    pub max_output_tokens: Option<Lenient<u64>>,
+    /// Not implemented yet: refused by validation with its path.
+    #[serde(default)]
+    pub webhook: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,6 +174,9 @@ pub struct FileApiKey {
     pub metadata: Option<std::collections::BTreeMap<String, String>>,
     #[serde(default)]
     pub limits: Option<FileLimits>,
+    /// Guardrail names applied on top of the model's.
+    #[serde(default)]
+    pub guardrails: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -361,6 +396,9 @@ pub struct FileModel {
     pub hedge_after: Option<String>,
     #[serde(default)]
     pub circuit_breaker: Option<FileBreaker>,
+    /// Guardrail names applied to every request for this model.
+    #[serde(default)]
+    pub guardrails: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

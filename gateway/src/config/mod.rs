@@ -7,7 +7,7 @@
 
 mod endpoint;
 mod env;
-mod file;
+pub(crate) mod file;
 mod lines;
 pub mod model;
 mod validate;

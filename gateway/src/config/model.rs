@@ -33,6 +33,8 @@ pub struct Config {
     pub passthrough: Vec<PassthroughRoute>,
     /// `responses.ttl`: how long a stored Responses API response is kept.
     pub responses_ttl: Duration,
+    /// `guardrails[]` compiled, with where each applies (empty: no request pays for them).
+    pub guardrails: Arc<crate::guardrails::Guardrails>,
 }
 
 /// One `passthrough[]` entry, its glob compiled once at load.

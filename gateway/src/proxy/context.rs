@@ -143,6 +143,8 @@ pub struct RequestCtx {
     pub ledger_recorded: bool,
     /// The authenticated caller (`None` without an `auth` section).
     pub identity: Option<switchyard_filters::auth::Identity>,
+    /// Guardrail actions taken (`x-switchyard-guardrails`, metric, access log).
+    pub guardrails: Vec<crate::guardrails::Applied>,
     pub route: Route,
     /// The `passthrough[]` route matched (only with [`Route::Passthrough`]).
     pub passthrough: Option<crate::passthrough::Hit>,
@@ -223,6 +225,7 @@ impl RequestCtx {
             tags: None,
             ledger_recorded: false,
             identity: None,
+            guardrails: Vec::new(),
             route: Route::Unknown,
             passthrough: None,
             snapshot: None,

@@ -50,6 +50,10 @@ impl Gateway {
 
     fn meter(&self, snapshot: &Snapshot, ctx: &RequestCtx) {
         let elapsed = ctx.started.elapsed();
+        for a in &ctx.guardrails {
+            self.metrics
+                .guardrail(&a.guardrail.name, a.action.label(), a.phase.label());
+        }
         if let Some(m) = &ctx.model {
             if ctx.tries > 1 {
                 m.metrics.retries.inc_by(u64::from(ctx.tries - 1));
@@ -144,6 +148,7 @@ impl Gateway {
             "tries": ctx.tries,
             "failed_tries": ctx.failures.iter().map(|f| format!("{}/{}: {}", f.provider, f.model, f.reason)).collect::<Vec<_>>(),
             "error": ctx.error_code,
+            "guardrails": (!ctx.guardrails.is_empty()).then(|| crate::guardrails::header_value(&ctx.guardrails)),
         });
         self.access_log.log(&record);
     }

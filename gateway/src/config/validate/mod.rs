@@ -155,6 +155,7 @@ pub fn validate(file: FileConfig) -> Result<Config, Vec<ConfigError>> {
             )
         })
         .collect();
+    let guardrails = crate::guardrails::compile(&file, &mut errs.0);
     let startup_probe_wait = match file
         .routing
         .as_ref()
@@ -185,6 +186,7 @@ pub fn validate(file: FileConfig) -> Result<Config, Vec<ConfigError>> {
             startup_probe_wait,
             passthrough,
             responses_ttl,
+            guardrails: Arc::new(guardrails),
         })
     } else {
         Err(errs.0)
