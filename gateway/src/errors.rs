@@ -115,9 +115,11 @@ pub enum GatewayError {
     #[error("{0}")]
     BodyTooLarge(#[from] switchyard_filters::guard::GuardError),
     /// A guardrail with `action: block` matched the request (never the matched text).
-    #[error("the request was blocked by guardrail `{guardrail}`")]
+    #[error("the {phase} was blocked by guardrail `{guardrail}`")]
     ContentBlocked {
         guardrail: String,
+        /// `request` or `answer`.
+        phase: &'static str,
         param: Option<&'static str>,
     },
     /// The request's estimated input is over a guardrail's `max_input_tokens`.

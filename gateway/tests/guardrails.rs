@@ -284,3 +284,66 @@ fn check_rejects_unknown_guardrail_names_and_invalid_regexes() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---- answers (non-stream) ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_is_redacted_in_the_openai_format() {
+    let up = Canned::start(200, JSON, chat_answer(&format!("Your card {CARD} is on file, mail ops@corp.example"))).await;
+    let rails = "  - name: out\n    on: [response]\n    pii: [credit_card, email]\n    action: redact\n";
+    let gw = gateway(&up, rails, "out", "").await;
+    // `on: [response]` only: the request goes out as written.
+    let r = chat(&gw, &json!({"model": "chat", "messages": [{"role": "user", "content": "mine is a@b.io"}]})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.requests()[0].1["messages"][0]["content"], "mine is a@b.io");
+    let v = r.json();
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "Your card [REDACTED:CREDIT_CARD] is on file, mail [REDACTED:EMAIL]"
+    );
+    assert_eq!(v["usage"]["total_tokens"], 29);
+    assert_eq!(r.header("x-switchyard-guardrails"), Some("out:redact:response"));
+    assert_eq!(
+        r.header("content-length").and_then(|l| l.parse::<usize>().ok()),
+        Some(r.body.len())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_answer_is_an_anthropic_error_without_the_text() {
+    let up = Canned::start(200, JSON, chat_answer("the launch code is project-bluebird")).await;
+    let rails = "  - name: secrets-out\n    on: [response]\n    words: [project-bluebird]\n    action: block\n";
+    let gw = gateway(&up, rails, "secrets-out", "").await;
+    let r = messages(&gw, &json!({"model": "chat", "max_tokens": 64,
+        "messages": [{"role": "user", "content": "what is the code?"}]})).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["type"], "error");
+    assert!(v["error"]["message"].as_str().unwrap_or_default().contains("secrets-out"), "{v}");
+    assert!(!r.text().contains("bluebird"), "{}", r.text());
+    assert_eq!(r.header("x-switchyard-guardrails"), Some("secrets-out:block:response"));
+    assert_eq!(
+        gw.metric_eventually(
+            r#"switchyard_guardrail_actions_total{action="block",guardrail="secrets-out",phase="response"}"#,
+            1.0
+        )
+        .await,
+        Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anthropic_answer_is_redacted_and_a_flag_keeps_the_text() {
+    let up = Canned::start(200, JSON, chat_answer("call +44 20 7946 0958 or host 192.168.0.1")).await;
+    let rails = "  - name: phones\n    on: [response]\n    pii: [phone]\n  - name: ips\n    on: [response]\n    pii: [ip_address]\n    action: flag\n";
+    let gw = gateway(&up, rails, "phones, ips", "").await;
+    let r = messages(&gw, &json!({"model": "chat", "max_tokens": 64,
+        "messages": [{"role": "user", "content": "who?"}]})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["content"][0]["text"], "call [REDACTED:PHONE] or host 192.168.0.1");
+    assert_eq!(
+        r.header("x-switchyard-guardrails"),
+        Some("phones:redact:response,ips:flag:response")
+    );
+}

@@ -4,7 +4,8 @@
 //! * [`compile`]: the config entries compiled once per load (detectors from
 //!   `switchyard_filters::guardrails`), with where each applies;
 //! * [`request`]: the request step — scans the caller's text (messages, prompts, inputs, tool
-//!   arguments and results), redacts, blocks or flags, and applies the token caps.
+//!   arguments and results), redacts, blocks or flags, and applies the token caps;
+//! * [`response`]: the same on a whole (non-stream) answer in the caller's format.
 //!
 //! It owns the policy only; detection is the filters crate's, the body is parsed here only when
 //! a guardrail applies to the request (no guardrail: one emptiness check). It must not touch
@@ -12,9 +13,11 @@
 
 mod compile;
 mod request;
+mod response;
 
 pub use compile::compile;
 pub use request::request_step;
+pub use response::answer_step;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -52,7 +52,7 @@ fn param_name(key: &str) -> &'static str {
 }
 
 /// Calls `f(top-level field, text)` for each text string of a request body.
-fn each_text(doc: &mut Value, f: &mut impl FnMut(&'static str, &mut String)) {
+pub(super) fn each_text(doc: &mut Value, f: &mut impl FnMut(&'static str, &mut String)) {
     if let Value::Object(o) = doc {
         for (k, v) in o.iter_mut() {
             let param = param_name(k);
@@ -109,7 +109,12 @@ pub fn request_step(
         return Ok(None); // answered 404 by the caller of this step
     };
     let rails = all.applicable(&model.config.name, ctx.identity.as_ref());
-    if rails.is_empty() {
+    ctx.response_guardrails = rails
+        .iter()
+        .filter(|g| g.on_response && g.detector.is_some())
+        .cloned()
+        .collect();
+    if !rails.iter().any(|g| g.on_request || g.max_output_tokens.is_some()) {
         return Ok(None);
     }
     let cap = rails.iter().filter_map(|g| g.max_output_tokens).min();
@@ -118,6 +123,7 @@ pub fn request_step(
     check_input_tokens(&rails, &mut doc, ctx)?;
     let mut changed = false;
     for g in rails.iter().filter(|g| g.on_request) {
+        // (`max_input_tokens` is checked above whatever `on` says.)
         let Some(det) = &g.detector else { continue };
         let mut param = None;
         each_text(&mut doc, &mut |field, s| {
@@ -151,6 +157,7 @@ pub fn request_step(
             }));
             return Err(GatewayError::ContentBlocked {
                 guardrail: g.name.clone(),
+                phase: "request",
                 param: Some(param),
             });
         }

@@ -53,6 +53,20 @@ impl Gateway {
         for a in &ctx.guardrails {
             self.metrics
                 .guardrail(&a.guardrail.name, a.action.label(), a.phase.label());
+            if a.action == crate::guardrails::Action::Block
+                && a.phase == crate::guardrails::Phase::Response
+            {
+                // Request blocks are audited where they happen; answers' here (never the text).
+                self.auth.audit.log(&serde_json::json!({
+                    "ts": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                    "event": "guardrail_block",
+                    "guardrail": a.guardrail.name,
+                    "phase": "response",
+                    "caller": ctx.identity.as_ref().map(|i| i.name.as_str()),
+                    "request_id": ctx.request_id,
+                    "outcome": "denied",
+                }));
+            }
         }
         if let Some(m) = &ctx.model {
             if ctx.tries > 1 {
