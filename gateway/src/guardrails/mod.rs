@@ -5,7 +5,8 @@
 //!   `switchyard_filters::guardrails`), with where each applies;
 //! * [`request`]: the request step — scans the caller's text (messages, prompts, inputs, tool
 //!   arguments and results), redacts, blocks or flags, and applies the token caps;
-//! * [`response`]: the same on a whole (non-stream) answer in the caller's format.
+//! * [`response`]: the same on a whole (non-stream) answer in the caller's format;
+//! * [`stream`]: the same on a streamed answer, holding back only what a match needs.
 //!
 //! It owns the policy only; detection is the filters crate's, the body is parsed here only when
 //! a guardrail applies to the request (no guardrail: one emptiness check). It must not touch
@@ -14,6 +15,7 @@
 mod compile;
 mod request;
 mod response;
+pub mod stream;
 
 pub use compile::compile;
 pub use request::request_step;
