@@ -347,3 +347,153 @@ async fn an_anthropic_answer_is_redacted_and_a_flag_keeps_the_text() {
         Some("phones:redact:response,ips:flag:response")
     );
 }
+
+// ---- streamed answers ----
+
+const SSE: &str = "text/event-stream";
+
+/// An OpenAI chat stream whose text arrives as `deltas`.
+fn openai_stream(deltas: &[&str]) -> String {
+    let chunk = |delta: Value, finish: Value| {
+        format!(
+            "data: {}\n\n",
+            json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1741569952,
+                   "model": "gpt-4o-mini",
+                   "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
+        )
+    };
+    let mut s = chunk(json!({"role": "assistant", "content": ""}), Value::Null);
+    for d in deltas {
+        s.push_str(&chunk(json!({"content": d}), Value::Null));
+    }
+    s.push_str(&chunk(json!({}), json!("stop")));
+    s.push_str("data: [DONE]\n\n");
+    s
+}
+
+/// An Anthropic Messages stream (the documented event sequence) whose text arrives as `deltas`.
+fn anthropic_stream(deltas: &[&str]) -> String {
+    let ev = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
+    let mut s = ev("message_start", json!({"type": "message_start", "message": {"id": "msg_1",
+        "type": "message", "role": "assistant", "content": [], "model": "claude-sonnet-4-5",
+        "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 25, "output_tokens": 1}}}));
+    s.push_str(&ev("content_block_start", json!({"type": "content_block_start", "index": 0,
+        "content_block": {"type": "text", "text": ""}})));
+    for d in deltas {
+        s.push_str(&ev("content_block_delta", json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "text_delta", "text": d}})));
+    }
+    s.push_str(&ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+    s.push_str(&ev("message_delta", json!({"type": "message_delta",
+        "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 15}})));
+    s.push_str(&ev("message_stop", json!({"type": "message_stop"})));
+    s
+}
+
+/// The `data:` payloads of an SSE body, as JSON where they are.
+fn data_events(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).expect("event JSON"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openai_stream_is_redacted_across_chunks_and_stays_valid() {
+    let up = Canned::start(200, SSE, openai_stream(&["Card 4111 1111", " 1111 1111, mail a@", "b.io thanks"])).await;
+    let rails = "  - name: out\n    on: [response]\n    pii: [credit_card, email]\n";
+    let gw = gateway(&up, rails, "out", "").await;
+    let r = chat(&gw, &json!({"model": "chat", "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    assert!(!text.contains("4111") && !text.contains("a@"), "{text}");
+    let events = data_events(&text);
+    let said: String = events
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(said, "Card [REDACTED:CREDIT_CARD], mail [REDACTED:EMAIL] thanks");
+    assert!(events.iter().all(|e| e["object"] == "chat.completion.chunk"), "{text}");
+    assert!(events.iter().any(|e| e["choices"][0]["finish_reason"] == "stop"), "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert!(
+        gw.access_line(|l| l["guardrails"] == "out:redact:response").await.is_some(),
+        "{}",
+        gw.access_log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_stream_ends_with_an_anthropic_error_event_and_never_the_text() {
+    let up = Canned::start(200, SSE, openai_stream(&["The code is project-blue", "bird, keep it"])).await;
+    let rails = "  - name: secrets-out\n    on: [response]\n    words: [project-bluebird]\n    action: block\n";
+    let gw = gateway(&up, rails, "secrets-out", "").await;
+    let r = messages(&gw, &json!({"model": "chat", "max_tokens": 64, "stream": true,
+        "messages": [{"role": "user", "content": "code?"}]})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    assert!(!text.contains("project-blue"), "{text}");
+    let events = data_events(&text);
+    let last = events.last().expect("events");
+    assert_eq!(last["type"], "error", "{text}");
+    assert!(last["error"]["message"].as_str().unwrap_or_default().contains("secrets-out"), "{text}");
+    assert_eq!(events[0]["type"], "message_start", "{text}");
+    let line = gw
+        .access_line(|l| l["guardrails"] == "secrets-out:block:response")
+        .await
+        .unwrap_or_else(|| panic!("{}", gw.access_log()));
+    assert_eq!(line["error"], "content_blocked");
+    // Not the provider's failure.
+    assert_eq!(
+        gw.metric(r#"switchyard_upstream_attempts_total{outcome="stream_error",provider="up"}"#)
+            .await
+            .unwrap_or(0.0),
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anthropic_to_anthropic_stream_is_redacted_across_events() {
+    let up = Canned::start(200, SSE, anthropic_stream(&["mail jane@", "corp.example now"])).await;
+    let conf = format!(
+        "providers:\n  - name: claude\n    kind: anthropic\n    base_url: {}\n    api_key: sk-ant-test\nmodels:\n  - name: chat\n    guardrails: [out]\n    deployments:\n      - provider: claude\n        model: claude-sonnet-4-5\nguardrails:\n  - name: out\n    on: [response]\n    pii: [email]\n",
+        up.base
+    );
+    let gw = Gateway::start(&conf, "").await;
+    let r = messages(&gw, &json!({"model": "chat", "max_tokens": 64, "stream": true,
+        "messages": [{"role": "user", "content": "who?"}]})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    let events = data_events(&text);
+    let said: String = events
+        .iter()
+        .filter(|e| e["type"] == "content_block_delta")
+        .filter_map(|e| e["delta"]["text"].as_str())
+        .collect();
+    assert_eq!(said, "mail [REDACTED:EMAIL] now", "{text}");
+    assert_eq!(events.last().map(|e| e["type"].clone()), Some(json!("message_stop")), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_responses_stream_is_redacted_in_its_own_events() {
+    let up = Canned::start(200, SSE, openai_stream(&["key sk-proj-abcdefghij", "klmnopqrstuvwxyz done"])).await;
+    let rails = "  - name: out\n    on: [response]\n    pii: [secret]\n";
+    let gw = gateway(&up, rails, "out", "").await;
+    let body = json!({"model": "chat", "stream": true, "store": false, "input": "give me a key"});
+    let r = gw
+        .post_json("/v1/responses", &serde_json::to_vec(&body).expect("json"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    assert!(!text.contains("sk-proj"), "{text}");
+    let events = data_events(&text);
+    let said: String = events
+        .iter()
+        .filter(|e| e["type"] == "response.output_text.delta")
+        .filter_map(|e| e["delta"].as_str())
+        .collect();
+    assert_eq!(said, "key [REDACTED:SECRET] done", "{text}");
+    assert_eq!(events.last().map(|e| e["type"].clone()), Some(json!("response.completed")), "{text}");
+}

@@ -241,3 +241,59 @@ impl StreamDecode for GuardedDecoder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_filters::guardrails::{Detector, Kind, Spec};
+
+    fn guard(action: Action) -> (TextGuard, SharedRecord) {
+        let g = Arc::new(Guardrail {
+            name: "g".into(),
+            on_request: false,
+            on_response: true,
+            detector: Some(
+                Detector::new(&Spec {
+                    pii: vec![Kind::CreditCard],
+                    ..Spec::default()
+                })
+                .unwrap(),
+            ),
+            action,
+            max_input_tokens: None,
+            max_output_tokens: None,
+        });
+        let record = SharedRecord::default();
+        (TextGuard::new(vec![g], record.clone()), record)
+    }
+
+    #[test]
+    fn text_beyond_the_hold_back_goes_out_before_the_end() {
+        let (mut g, _) = guard(Action::Redact);
+        let long = "word ".repeat(40);
+        let first = g.push(&long).unwrap();
+        assert!(!first.is_empty() && first.len() <= long.len() - 40, "{first:?}");
+        let rest = g.flush().unwrap();
+        assert_eq!(first + &rest, long);
+    }
+
+    #[test]
+    fn a_match_split_across_pushes_is_redacted_once() {
+        let (mut g, record) = guard(Action::Redact);
+        let mut out = String::new();
+        for part in ["pay 4111 11", "11 1111 1", "111 now"] {
+            out += &g.push(part).unwrap();
+        }
+        out += &g.flush().unwrap();
+        assert_eq!(out, "pay [REDACTED:CREDIT_CARD] now");
+        assert_eq!(record.lock().unwrap().applied.len(), 1);
+    }
+
+    #[test]
+    fn a_block_releases_nothing_of_the_match() {
+        let (mut g, record) = guard(Action::Block);
+        assert_eq!(g.push("pay 4111 1111").unwrap(), "");
+        assert_eq!(g.push(" 1111 1111").unwrap_err(), "g");
+        assert!(record.lock().unwrap().blocked);
+    }
+}
