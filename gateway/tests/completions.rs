@@ -406,6 +406,15 @@ async fn completions_are_metered_and_token_counts_are_not_billed() {
         (u["totals"][0]["cost_usd"].as_f64().unwrap() - cost).abs() < 1e-6,
         "{u}"
     );
+    // ...recorded with the API it came in by.
+    let by_endpoint = gw
+        .admin("GET", "/admin/usage?group_by=endpoint", Some(ADMIN), None)
+        .await
+        .json();
+    assert_eq!(
+        by_endpoint["totals"][0]["group"], "completions",
+        "{by_endpoint}"
+    );
     let line = gw
         .access_line(|l| l["route"] == "count_tokens" && l["status"] == 200)
         .await

@@ -43,6 +43,8 @@ pub struct RowText<'a> {
     pub deployment: Option<&'a str>,
     /// Tags as a JSON object (from the request's `metadata` or `x-switchyard-tags`).
     pub tags: Option<&'a str>,
+    /// The API the request came in by ([`crate::proxy::context::Route::name`]).
+    pub endpoint: Option<&'a str>,
 }
 
 /// The numeric columns of one request's record.
@@ -60,7 +62,7 @@ pub struct RowNumbers {
 }
 
 /// Number of text columns in [`RowText`].
-const TEXT_COLUMNS: usize = 9;
+const TEXT_COLUMNS: usize = 10;
 
 /// Bytes of text a row holds inline; longer rows (long tags) spill to the heap.
 const INLINE_TEXT: usize = 224;
@@ -90,6 +92,7 @@ impl LedgerRow {
             text.provider,
             text.deployment,
             text.tags,
+            text.endpoint,
         ];
         let len = columns.iter().flatten().map(|c| c.len()).sum();
         let mut packed = SmallVec::with_capacity(len);
@@ -179,8 +182,26 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS ledger (
     model TEXT, provider TEXT, deployment TEXT,
     tokens_in INTEGER NOT NULL, tokens_out INTEGER NOT NULL, tokens_cached INTEGER NOT NULL,
     cost_nanos INTEGER NOT NULL, estimated INTEGER NOT NULL,
-    status INTEGER NOT NULL, tags TEXT);
+    status INTEGER NOT NULL, tags TEXT, endpoint TEXT);
  CREATE INDEX IF NOT EXISTS ledger_ts ON ledger (ts_ms);";
+
+/// Columns added after the first schema, each with its type: a ledger written by an older build
+/// gets them (`ALTER TABLE … ADD COLUMN`, never destructive; older rows read NULL).
+const ADDED_COLUMNS: &[(&str, &str)] = &[("endpoint", "TEXT")];
+
+/// Brings an existing ledger table up to [`SCHEMA`]'s columns.
+fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
+    let present: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('ledger')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (name, kind) in ADDED_COLUMNS {
+        if !present.iter().any(|p| p == name) {
+            conn.execute_batch(&format!("ALTER TABLE ledger ADD COLUMN {name} {kind}"))?;
+        }
+    }
+    Ok(())
+}
 
 impl Ledger {
     /// Opens (creating) the ledger at `path` — in memory when `None` — and starts the writer.
@@ -206,6 +227,7 @@ impl Ledger {
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
         })?;
         conn.execute_batch(SCHEMA)?;
+        add_missing_columns(&conn)?;
         let (tx, rx) = mpsc::channel();
         let writer_pending = pending.clone();
         std::thread::Builder::new()
@@ -338,17 +360,18 @@ fn writer(
 }
 
 /// Rows per multi-row `INSERT`: SQLite's per-statement work (step, reset, the VDBE's set-up) is
-/// paid once per chunk instead of once per row. 32 × 16 parameters stay far below SQLite's limit.
+/// paid once per chunk instead of once per row. 32 × 17 parameters stay far below SQLite's limit.
 const ROWS_PER_INSERT: usize = 32;
 /// Columns per row, in the order [`bind_row`] binds them.
-const COLUMNS: usize = 16;
+const COLUMNS: usize = 17;
 
 /// `INSERT` of `rows` rows.
 fn insert_sql(rows: usize) -> String {
     let one = format!("({})", vec!["?"; COLUMNS].join(","));
     format!(
         "INSERT INTO ledger (ts_ms, request_id, key, team, project, user, model, provider,
-            deployment, tokens_in, tokens_out, tokens_cached, cost_nanos, estimated, status, tags)
+            deployment, tokens_in, tokens_out, tokens_cached, cost_nanos, estimated, status, tags,
+            endpoint)
          VALUES {}",
         vec![one; rows].join(",")
     )
@@ -400,6 +423,7 @@ fn bind_row(
     stmt.raw_bind_parameter(base + 14, n.estimated)?;
     stmt.raw_bind_parameter(base + 15, n.status)?;
     stmt.raw_bind_parameter(base + 16, r.column(8))?;
+    stmt.raw_bind_parameter(base + 17, r.column(9))?;
     Ok(())
 }
 
@@ -457,6 +481,8 @@ pub enum GroupBy {
     Model,
     Provider,
     Tag,
+    /// The API the request came in by (`chat_completions`, `messages`, `responses`, …).
+    Endpoint,
 }
 
 impl GroupBy {
@@ -468,6 +494,7 @@ impl GroupBy {
             "model" => GroupBy::Model,
             "provider" => GroupBy::Provider,
             "tag" => GroupBy::Tag,
+            "endpoint" => GroupBy::Endpoint,
             _ => return None,
         })
     }
@@ -505,6 +532,7 @@ pub fn usage(
                 GroupBy::Team => "team",
                 GroupBy::Project => "project",
                 GroupBy::Model => "model",
+                GroupBy::Endpoint => "endpoint",
                 _ => "provider",
             };
             format!(
@@ -558,6 +586,46 @@ mod tests {
     }
 
     #[test]
+    fn a_ledger_from_an_older_build_gains_the_new_columns() {
+        let dir =
+            std::env::temp_dir().join(format!("switchyard-ledger-old-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("old.db");
+        let _ = std::fs::remove_file(&path);
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(
+                "CREATE TABLE ledger (ts_ms INTEGER NOT NULL, request_id TEXT NOT NULL,
+                 key TEXT, team TEXT, project TEXT, user TEXT, model TEXT, provider TEXT,
+                 deployment TEXT, tokens_in INTEGER NOT NULL, tokens_out INTEGER NOT NULL,
+                 tokens_cached INTEGER NOT NULL, cost_nanos INTEGER NOT NULL,
+                 estimated INTEGER NOT NULL, status INTEGER NOT NULL, tags TEXT);
+                 INSERT INTO ledger VALUES (1, 'old', NULL, NULL, NULL, NULL, 'chat', 'p', NULL,
+                 1, 1, 0, 7, 0, 200, NULL);",
+            )
+            .unwrap();
+        }
+        let l = Ledger::open(Some(&path), Duration::from_millis(10), true, gauge()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(l.record_durable(LedgerRow::new(
+            &RowText {
+                request_id: "new",
+                endpoint: Some("responses"),
+                ..Default::default()
+            },
+            RowNumbers::default(),
+        )))
+        .unwrap();
+        let by = usage(&l.reader().unwrap(), 0, i64::MAX, Some(GroupBy::Endpoint)).unwrap();
+        let mut groups: Vec<Option<String>> = by.into_iter().map(|t| t.group).collect();
+        groups.sort();
+        assert_eq!(groups, vec![None, Some("responses".to_string())]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn packed_text_columns_come_back_with_their_nulls() {
         let r = LedgerRow::new(
             &RowText {
@@ -565,6 +633,7 @@ mod tests {
                 team: Some(""),
                 user: Some("ünï"),
                 tags: Some("{}"),
+                endpoint: Some("responses"),
                 ..Default::default()
             },
             RowNumbers::default(),
@@ -581,7 +650,8 @@ mod tests {
                 None,
                 None,
                 None,
-                Some("{}")
+                Some("{}"),
+                Some("responses")
             ]
         );
         assert_eq!(r.column(TEXT_COLUMNS), None);

@@ -123,6 +123,7 @@ pub(super) fn row_with(
             provider: acct.provider,
             deployment: served.map(|(m, d)| d.spec(m).model.as_str()),
             tags: ctx.tags.as_deref(),
+            endpoint: Some(ctx.route.name()),
         },
         RowNumbers {
             ts_ms: crate::clock::unix_ms() as i64,

@@ -424,7 +424,7 @@ impl AdminApp {
                 },
                 "group_by" => match GroupBy::parse(&v) {
                     Some(g) => group_by = Some(g),
-                    None => return error(400, &format!("invalid `group_by`: `{v}` (key, team, project, model, provider or tag)"), "invalid_request"),
+                    None => return error(400, &format!("invalid `group_by`: `{v}` (key, team, project, model, provider, tag or endpoint)"), "invalid_request"),
                 },
                 other => return error(400, &format!("unknown parameter `{other}`"), "invalid_request"),
             }
