@@ -39,17 +39,17 @@ async fn messages(gw: &Gateway, body: &Value) -> Reply {
         "POST",
         "/v1/messages",
         Some(&serde_json::to_vec(body).expect("json")),
-        &[
-            ("content-type", JSON),
-            ("anthropic-version", "2023-06-01"),
-        ],
+        &[("content-type", JSON), ("anthropic-version", "2023-06-01")],
     )
     .await
 }
 
 async fn chat(gw: &Gateway, body: &Value) -> Reply {
-    gw.post_json("/v1/chat/completions", &serde_json::to_vec(body).expect("json"))
-        .await
+    gw.post_json(
+        "/v1/chat/completions",
+        &serde_json::to_vec(body).expect("json"),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,7 +64,10 @@ async fn redact_rewrites_what_the_provider_receives_tools_included() {
     ]}))
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.header("x-switchyard-guardrails"), Some("no-pii:redact:request"));
+    assert_eq!(
+        r.header("x-switchyard-guardrails"),
+        Some("no-pii:redact:request")
+    );
     let sent = &up.requests()[0].1;
     let msgs = &sent["messages"];
     assert_eq!(
@@ -98,7 +101,11 @@ async fn no_match_leaves_the_request_alone_and_an_order_number_is_not_a_card() {
     let up = Canned::start(200, JSON, chat_answer("ok")).await;
     let gw = gateway(&up, NO_PII, "no-pii", "").await;
     let text = "order 1000000000000007 ships to Paris";
-    let r = chat(&gw, &json!({"model": "chat", "messages": [{"role": "user", "content": text}]})).await;
+    let r = chat(
+        &gw,
+        &json!({"model": "chat", "messages": [{"role": "user", "content": text}]}),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-switchyard-guardrails"), None);
     assert_eq!(up.requests()[0].1["messages"][0]["content"], text);
@@ -119,8 +126,14 @@ async fn block_on_messages_is_an_anthropic_400_and_audited_without_the_text() {
     let msg = v["error"]["message"].as_str().unwrap_or_default();
     assert!(msg.contains("no-cards"), "{v}");
     assert!(!r.text().contains("4111"));
-    assert!(up.requests().is_empty(), "the provider saw a blocked request");
-    assert_eq!(r.header("x-switchyard-guardrails"), Some("no-cards:block:request"));
+    assert!(
+        up.requests().is_empty(),
+        "the provider saw a blocked request"
+    );
+    assert_eq!(
+        r.header("x-switchyard-guardrails"),
+        Some("no-cards:block:request")
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
     while !gw.audit_log().contains("guardrail_block") && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -141,9 +154,16 @@ async fn block_on_chat_is_an_openai_400_naming_the_field() {
     assert_eq!(e["code"], "content_blocked");
     assert_eq!(e["param"], "messages");
     assert_eq!(e["type"], "invalid_request_error");
-    assert!(e["message"].as_str().unwrap_or_default().contains("`words`"));
+    assert!(e["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("`words`"));
     // A word inside another word is not a match.
-    let r = chat(&gw, &json!({"model": "chat", "messages": [{"role": "user", "content": "bluebirds sing"}]})).await;
+    let r = chat(
+        &gw,
+        &json!({"model": "chat", "messages": [{"role": "user", "content": "bluebirds sing"}]}),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
@@ -152,9 +172,16 @@ async fn flag_passes_the_text_and_records_it() {
     let up = Canned::start(200, JSON, chat_answer("ok")).await;
     let rails = "  - name: watch\n    pii: [email]\n    action: flag\n";
     let gw = gateway(&up, rails, "watch", "").await;
-    let r = chat(&gw, &json!({"model": "chat", "messages": [{"role": "user", "content": "mail a@b.io"}]})).await;
+    let r = chat(
+        &gw,
+        &json!({"model": "chat", "messages": [{"role": "user", "content": "mail a@b.io"}]}),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.header("x-switchyard-guardrails"), Some("watch:flag:request"));
+    assert_eq!(
+        r.header("x-switchyard-guardrails"),
+        Some("watch:flag:request")
+    );
     assert_eq!(up.requests()[0].1["messages"][0]["content"], "mail a@b.io");
 }
 
@@ -169,7 +196,10 @@ async fn responses_and_embeddings_inputs_are_redacted() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let raw = String::from_utf8_lossy(&up.raw()[0].1).to_string();
-    assert!(raw.contains("[REDACTED:CREDIT_CARD]") && raw.contains("[REDACTED:EMAIL]"), "{raw}");
+    assert!(
+        raw.contains("[REDACTED:CREDIT_CARD]") && raw.contains("[REDACTED:EMAIL]"),
+        "{raw}"
+    );
     assert!(!raw.contains("4111") && !raw.contains("a@b.io"), "{raw}");
 
     let emb = Canned::start(
@@ -182,10 +212,16 @@ async fn responses_and_embeddings_inputs_are_redacted() {
     .await;
     let gw = gateway(&emb, NO_PII, "no-pii", "").await;
     let r = gw
-        .post_json("/v1/embeddings", br#"{"model":"chat","input":["hi a@b.io","plain"]}"#)
+        .post_json(
+            "/v1/embeddings",
+            br#"{"model":"chat","input":["hi a@b.io","plain"]}"#,
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(emb.requests()[0].1["input"], json!(["hi [REDACTED:EMAIL]", "plain"]));
+    assert_eq!(
+        emb.requests()[0].1["input"],
+        json!(["hi [REDACTED:EMAIL]", "plain"])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,15 +229,26 @@ async fn token_caps_refuse_large_inputs_and_lower_max_tokens() {
     let up = Canned::start(200, JSON, chat_answer("ok")).await;
     let rails = "  - name: caps\n    max_input_tokens: 10\n    max_output_tokens: 50\n";
     let gw = gateway(&up, rails, "caps", "").await;
-    let r = chat(&gw, &json!({"model": "chat", "max_tokens": 4000,
-        "messages": [{"role": "user", "content": "short"}]})).await;
+    let r = chat(
+        &gw,
+        &json!({"model": "chat", "max_tokens": 4000,
+        "messages": [{"role": "user", "content": "short"}]}),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(up.requests()[0].1["max_tokens"], 50);
-    let r = chat(&gw, &json!({"model": "chat", "messages": [{"role": "user", "content": "x".repeat(400)}]})).await;
+    let r = chat(
+        &gw,
+        &json!({"model": "chat", "messages": [{"role": "user", "content": "x".repeat(400)}]}),
+    )
+    .await;
     assert_eq!(r.status, 400, "{}", r.text());
     let e = &r.json()["error"];
     assert_eq!(e["code"], "input_tokens_exceeded");
-    assert!(e["message"].as_str().unwrap_or_default().contains("`caps`"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap_or_default().contains("`caps`"),
+        "{e}"
+    );
     assert_eq!(up.requests().len(), 1);
 }
 
@@ -255,7 +302,11 @@ async fn a_reload_changes_the_guardrails() {
             assert_eq!(r.json()["error"]["code"], "content_blocked");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "reload not applied:\n{}", gw.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reload not applied:\n{}",
+            gw.log()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
@@ -289,39 +340,76 @@ fn check_rejects_unknown_guardrail_names_and_invalid_regexes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_is_redacted_in_the_openai_format() {
-    let up = Canned::start(200, JSON, chat_answer(&format!("Your card {CARD} is on file, mail ops@corp.example"))).await;
-    let rails = "  - name: out\n    on: [response]\n    pii: [credit_card, email]\n    action: redact\n";
+    let up = Canned::start(
+        200,
+        JSON,
+        chat_answer(&format!(
+            "Your card {CARD} is on file, mail ops@corp.example"
+        )),
+    )
+    .await;
+    let rails =
+        "  - name: out\n    on: [response]\n    pii: [credit_card, email]\n    action: redact\n";
     let gw = gateway(&up, rails, "out", "").await;
     // `on: [response]` only: the request goes out as written.
-    let r = chat(&gw, &json!({"model": "chat", "messages": [{"role": "user", "content": "mine is a@b.io"}]})).await;
+    let r = chat(
+        &gw,
+        &json!({"model": "chat", "messages": [{"role": "user", "content": "mine is a@b.io"}]}),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(up.requests()[0].1["messages"][0]["content"], "mine is a@b.io");
+    assert_eq!(
+        up.requests()[0].1["messages"][0]["content"],
+        "mine is a@b.io"
+    );
     let v = r.json();
     assert_eq!(
         v["choices"][0]["message"]["content"],
         "Your card [REDACTED:CREDIT_CARD] is on file, mail [REDACTED:EMAIL]"
     );
     assert_eq!(v["usage"]["total_tokens"], 29);
-    assert_eq!(r.header("x-switchyard-guardrails"), Some("out:redact:response"));
     assert_eq!(
-        r.header("content-length").and_then(|l| l.parse::<usize>().ok()),
+        r.header("x-switchyard-guardrails"),
+        Some("out:redact:response")
+    );
+    assert_eq!(
+        r.header("content-length")
+            .and_then(|l| l.parse::<usize>().ok()),
         Some(r.body.len())
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocked_answer_is_an_anthropic_error_without_the_text() {
-    let up = Canned::start(200, JSON, chat_answer("the launch code is project-bluebird")).await;
+    let up = Canned::start(
+        200,
+        JSON,
+        chat_answer("the launch code is project-bluebird"),
+    )
+    .await;
     let rails = "  - name: secrets-out\n    on: [response]\n    words: [project-bluebird]\n    action: block\n";
     let gw = gateway(&up, rails, "secrets-out", "").await;
-    let r = messages(&gw, &json!({"model": "chat", "max_tokens": 64,
-        "messages": [{"role": "user", "content": "what is the code?"}]})).await;
+    let r = messages(
+        &gw,
+        &json!({"model": "chat", "max_tokens": 64,
+        "messages": [{"role": "user", "content": "what is the code?"}]}),
+    )
+    .await;
     assert_eq!(r.status, 400, "{}", r.text());
     let v = r.json();
     assert_eq!(v["type"], "error");
-    assert!(v["error"]["message"].as_str().unwrap_or_default().contains("secrets-out"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("secrets-out"),
+        "{v}"
+    );
     assert!(!r.text().contains("bluebird"), "{}", r.text());
-    assert_eq!(r.header("x-switchyard-guardrails"), Some("secrets-out:block:response"));
+    assert_eq!(
+        r.header("x-switchyard-guardrails"),
+        Some("secrets-out:block:response")
+    );
     assert_eq!(
         gw.metric_eventually(
             r#"switchyard_guardrail_actions_total{action="block",guardrail="secrets-out",phase="response"}"#,
@@ -334,14 +422,26 @@ async fn a_blocked_answer_is_an_anthropic_error_without_the_text() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_anthropic_answer_is_redacted_and_a_flag_keeps_the_text() {
-    let up = Canned::start(200, JSON, chat_answer("call +44 20 7946 0958 or host 192.168.0.1")).await;
+    let up = Canned::start(
+        200,
+        JSON,
+        chat_answer("call +44 20 7946 0958 or host 192.168.0.1"),
+    )
+    .await;
     let rails = "  - name: phones\n    on: [response]\n    pii: [phone]\n  - name: ips\n    on: [response]\n    pii: [ip_address]\n    action: flag\n";
     let gw = gateway(&up, rails, "phones, ips", "").await;
-    let r = messages(&gw, &json!({"model": "chat", "max_tokens": 64,
-        "messages": [{"role": "user", "content": "who?"}]})).await;
+    let r = messages(
+        &gw,
+        &json!({"model": "chat", "max_tokens": 64,
+        "messages": [{"role": "user", "content": "who?"}]}),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
-    assert_eq!(v["content"][0]["text"], "call [REDACTED:PHONE] or host 192.168.0.1");
+    assert_eq!(
+        v["content"][0]["text"],
+        "call [REDACTED:PHONE] or host 192.168.0.1"
+    );
     assert_eq!(
         r.header("x-switchyard-guardrails"),
         Some("phones:redact:response,ips:flag:response")
@@ -374,16 +474,28 @@ fn openai_stream(deltas: &[&str]) -> String {
 /// An Anthropic Messages stream (the documented event sequence) whose text arrives as `deltas`.
 fn anthropic_stream(deltas: &[&str]) -> String {
     let ev = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
-    let mut s = ev("message_start", json!({"type": "message_start", "message": {"id": "msg_1",
+    let mut s = ev(
+        "message_start",
+        json!({"type": "message_start", "message": {"id": "msg_1",
         "type": "message", "role": "assistant", "content": [], "model": "claude-sonnet-4-5",
-        "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 25, "output_tokens": 1}}}));
-    s.push_str(&ev("content_block_start", json!({"type": "content_block_start", "index": 0,
-        "content_block": {"type": "text", "text": ""}})));
+        "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 25, "output_tokens": 1}}}),
+    );
+    s.push_str(&ev(
+        "content_block_start",
+        json!({"type": "content_block_start", "index": 0,
+        "content_block": {"type": "text", "text": ""}}),
+    ));
     for d in deltas {
-        s.push_str(&ev("content_block_delta", json!({"type": "content_block_delta", "index": 0,
-            "delta": {"type": "text_delta", "text": d}})));
+        s.push_str(&ev(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "text_delta", "text": d}}),
+        ));
     }
-    s.push_str(&ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+    s.push_str(&ev(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    ));
     s.push_str(&ev("message_delta", json!({"type": "message_delta",
         "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 15}})));
     s.push_str(&ev("message_stop", json!({"type": "message_stop"})));
@@ -401,11 +513,20 @@ fn data_events(text: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_openai_stream_is_redacted_across_chunks_and_stays_valid() {
-    let up = Canned::start(200, SSE, openai_stream(&["Card 4111 1111", " 1111 1111, mail a@", "b.io thanks"])).await;
+    let up = Canned::start(
+        200,
+        SSE,
+        openai_stream(&["Card 4111 1111", " 1111 1111, mail a@", "b.io thanks"]),
+    )
+    .await;
     let rails = "  - name: out\n    on: [response]\n    pii: [credit_card, email]\n";
     let gw = gateway(&up, rails, "out", "").await;
-    let r = chat(&gw, &json!({"model": "chat", "stream": true,
-        "messages": [{"role": "user", "content": "hi"}]})).await;
+    let r = chat(
+        &gw,
+        &json!({"model": "chat", "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let text = r.text();
     assert!(!text.contains("4111") && !text.contains("a@"), "{text}");
@@ -414,12 +535,27 @@ async fn an_openai_stream_is_redacted_across_chunks_and_stays_valid() {
         .iter()
         .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
         .collect();
-    assert_eq!(said, "Card [REDACTED:CREDIT_CARD], mail [REDACTED:EMAIL] thanks");
-    assert!(events.iter().all(|e| e["object"] == "chat.completion.chunk"), "{text}");
-    assert!(events.iter().any(|e| e["choices"][0]["finish_reason"] == "stop"), "{text}");
+    assert_eq!(
+        said,
+        "Card [REDACTED:CREDIT_CARD], mail [REDACTED:EMAIL] thanks"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e["object"] == "chat.completion.chunk"),
+        "{text}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["choices"][0]["finish_reason"] == "stop"),
+        "{text}"
+    );
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
     assert!(
-        gw.access_line(|l| l["guardrails"] == "out:redact:response").await.is_some(),
+        gw.access_line(|l| l["guardrails"] == "out:redact:response")
+            .await
+            .is_some(),
         "{}",
         gw.access_log()
     );
@@ -427,18 +563,33 @@ async fn an_openai_stream_is_redacted_across_chunks_and_stays_valid() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocked_stream_ends_with_an_anthropic_error_event_and_never_the_text() {
-    let up = Canned::start(200, SSE, openai_stream(&["The code is project-blue", "bird, keep it"])).await;
+    let up = Canned::start(
+        200,
+        SSE,
+        openai_stream(&["The code is project-blue", "bird, keep it"]),
+    )
+    .await;
     let rails = "  - name: secrets-out\n    on: [response]\n    words: [project-bluebird]\n    action: block\n";
     let gw = gateway(&up, rails, "secrets-out", "").await;
-    let r = messages(&gw, &json!({"model": "chat", "max_tokens": 64, "stream": true,
-        "messages": [{"role": "user", "content": "code?"}]})).await;
+    let r = messages(
+        &gw,
+        &json!({"model": "chat", "max_tokens": 64, "stream": true,
+        "messages": [{"role": "user", "content": "code?"}]}),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let text = r.text();
     assert!(!text.contains("project-blue"), "{text}");
     let events = data_events(&text);
     let last = events.last().expect("events");
     assert_eq!(last["type"], "error", "{text}");
-    assert!(last["error"]["message"].as_str().unwrap_or_default().contains("secrets-out"), "{text}");
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("secrets-out"),
+        "{text}"
+    );
     assert_eq!(events[0]["type"], "message_start", "{text}");
     let line = gw
         .access_line(|l| l["guardrails"] == "secrets-out:block:response")
@@ -456,14 +607,23 @@ async fn a_blocked_stream_ends_with_an_anthropic_error_event_and_never_the_text(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_anthropic_to_anthropic_stream_is_redacted_across_events() {
-    let up = Canned::start(200, SSE, anthropic_stream(&["mail jane@", "corp.example now"])).await;
+    let up = Canned::start(
+        200,
+        SSE,
+        anthropic_stream(&["mail jane@", "corp.example now"]),
+    )
+    .await;
     let conf = format!(
         "providers:\n  - name: claude\n    kind: anthropic\n    base_url: {}\n    api_key: sk-ant-test\nmodels:\n  - name: chat\n    guardrails: [out]\n    deployments:\n      - provider: claude\n        model: claude-sonnet-4-5\nguardrails:\n  - name: out\n    on: [response]\n    pii: [email]\n",
         up.base
     );
     let gw = Gateway::start(&conf, "").await;
-    let r = messages(&gw, &json!({"model": "chat", "max_tokens": 64, "stream": true,
-        "messages": [{"role": "user", "content": "who?"}]})).await;
+    let r = messages(
+        &gw,
+        &json!({"model": "chat", "max_tokens": 64, "stream": true,
+        "messages": [{"role": "user", "content": "who?"}]}),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let text = r.text();
     let events = data_events(&text);
@@ -473,12 +633,21 @@ async fn an_anthropic_to_anthropic_stream_is_redacted_across_events() {
         .filter_map(|e| e["delta"]["text"].as_str())
         .collect();
     assert_eq!(said, "mail [REDACTED:EMAIL] now", "{text}");
-    assert_eq!(events.last().map(|e| e["type"].clone()), Some(json!("message_stop")), "{text}");
+    assert_eq!(
+        events.last().map(|e| e["type"].clone()),
+        Some(json!("message_stop")),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_responses_stream_is_redacted_in_its_own_events() {
-    let up = Canned::start(200, SSE, openai_stream(&["key sk-proj-abcdefghij", "klmnopqrstuvwxyz done"])).await;
+    let up = Canned::start(
+        200,
+        SSE,
+        openai_stream(&["key sk-proj-abcdefghij", "klmnopqrstuvwxyz done"]),
+    )
+    .await;
     let rails = "  - name: out\n    on: [response]\n    pii: [secret]\n";
     let gw = gateway(&up, rails, "out", "").await;
     let body = json!({"model": "chat", "stream": true, "store": false, "input": "give me a key"});
@@ -495,5 +664,9 @@ async fn a_responses_stream_is_redacted_in_its_own_events() {
         .filter_map(|e| e["delta"].as_str())
         .collect();
     assert_eq!(said, "key [REDACTED:SECRET] done", "{text}");
-    assert_eq!(events.last().map(|e| e["type"].clone()), Some(json!("response.completed")), "{text}");
+    assert_eq!(
+        events.last().map(|e| e["type"].clone()),
+        Some(json!("response.completed")),
+        "{text}"
+    );
 }

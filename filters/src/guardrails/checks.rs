@@ -27,7 +27,7 @@ pub fn credit_card(s: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// IBANs: 15 to 34 characters (spaces ignored) whose mod-97 check (country and check digits

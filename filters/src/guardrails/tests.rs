@@ -52,17 +52,17 @@ fn positives_each_kind() {
 #[test]
 fn negatives() {
     for text in [
-        "order 1000000000000007 shipped",        // Luhn-valid, no issuer digit
-        "order 4111 1111 1111 1112 shipped",     // Luhn fails
-        "ref 000-12-3456 and 900-12-3456",       // never-issued SSN areas
-        "iban GB82 WEST 1234 5698 7654 33",      // bad checksum
-        "version 1.2.3.4000 and 999.1.1.1",      // not addresses
-        "call 4155552671",                       // digits without separators
-        "sk-short and AKIA123",                  // too short to be keys
-        "falconry and bluebirds",                // not whole words
-        "internal use",                          // regex not matched
-        "user at example dot com",               // not an email
-        "std::vec::Vec and a::b",                // paths, not IPv6
+        "order 1000000000000007 shipped",    // Luhn-valid, no issuer digit
+        "order 4111 1111 1111 1112 shipped", // Luhn fails
+        "ref 000-12-3456 and 900-12-3456",   // never-issued SSN areas
+        "iban GB82 WEST 1234 5698 7654 33",  // bad checksum
+        "version 1.2.3.4000 and 999.1.1.1",  // not addresses
+        "call 4155552671",                   // digits without separators
+        "sk-short and AKIA123",              // too short to be keys
+        "falconry and bluebirds",            // not whole words
+        "internal use",                      // regex not matched
+        "user at example dot com",           // not an email
+        "std::vec::Vec and a::b",            // paths, not IPv6
     ] {
         assert_eq!(kinds(text), vec![], "{text}");
     }

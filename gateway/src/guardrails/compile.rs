@@ -25,7 +25,11 @@ pub fn compile(file: &FileConfig, errs: &mut Vec<ConfigError>) -> Guardrails {
     for (i, g) in file.guardrails.iter().flatten().enumerate() {
         let path = format!("guardrails[{i}]");
         if index.contains_key(g.name.as_str()) {
-            err(errs, format!("{path}.name"), format!("duplicate guardrail {:?}", g.name));
+            err(
+                errs,
+                format!("{path}.name"),
+                format!("duplicate guardrail {:?}", g.name),
+            );
             continue;
         }
         if let Some(rail) = one(g, &path, errs) {
@@ -45,7 +49,11 @@ pub fn compile(file: &FileConfig, errs: &mut Vec<ConfigError>) -> Guardrails {
                     } else {
                         format!("defined: {}", names.join(", "))
                     };
-                    err(errs, format!("{path}[{j}]"), format!("unknown guardrail {n:?} ({known})"));
+                    err(
+                        errs,
+                        format!("{path}[{j}]"),
+                        format!("unknown guardrail {n:?} ({known})"),
+                    );
                     None
                 }
             })
@@ -84,7 +92,11 @@ fn one(g: &FileGuardrail, path: &str, errs: &mut Vec<ConfigError>) -> Option<Gua
         match on.as_str() {
             "request" => on_request = true,
             "response" => on_response = true,
-            other => err(errs, format!("{path}.on[{j}]"), format!("expected request or response, not {other:?}")),
+            other => err(
+                errs,
+                format!("{path}.on[{j}]"),
+                format!("expected request or response, not {other:?}"),
+            ),
         }
     }
     let mut pii = Vec::new();
@@ -93,7 +105,14 @@ fn one(g: &FileGuardrail, path: &str, errs: &mut Vec<ConfigError>) -> Option<Gua
             Some(k) => pii.push(k),
             None => {
                 let known: Vec<&str> = Kind::PII.iter().map(|(n, _)| *n).collect();
-                err(errs, format!("{path}.pii[{j}]"), format!("unknown PII kind {p:?} (expected one of: {})", known.join(", ")));
+                err(
+                    errs,
+                    format!("{path}.pii[{j}]"),
+                    format!(
+                        "unknown PII kind {p:?} (expected one of: {})",
+                        known.join(", ")
+                    ),
+                );
             }
         }
     }
@@ -102,12 +121,20 @@ fn one(g: &FileGuardrail, path: &str, errs: &mut Vec<ConfigError>) -> Option<Gua
         Some("block") => Action::Block,
         Some("flag") => Action::Flag,
         Some(other) => {
-            err(errs, format!("{path}.action"), format!("expected redact, block or flag, not {other:?}"));
+            err(
+                errs,
+                format!("{path}.action"),
+                format!("expected redact, block or flag, not {other:?}"),
+            );
             Action::Redact
         }
     };
     if g.webhook.is_some() {
-        err(errs, format!("{path}.webhook"), "webhook guardrails are not supported by this build yet");
+        err(
+            errs,
+            format!("{path}.webhook"),
+            "webhook guardrails are not supported by this build yet",
+        );
     }
     let spec = Spec {
         pii,

@@ -114,7 +114,10 @@ pub fn request_step(
         .filter(|g| g.on_response && g.detector.is_some())
         .cloned()
         .collect();
-    if !rails.iter().any(|g| g.on_request || g.max_output_tokens.is_some()) {
+    if !rails
+        .iter()
+        .any(|g| g.on_request || g.max_output_tokens.is_some())
+    {
         return Ok(None);
     }
     let cap = rails.iter().filter_map(|g| g.max_output_tokens).min();

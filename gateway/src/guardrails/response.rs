@@ -15,12 +15,7 @@ use switchyard_adapters::providers::Caller;
 use switchyard_filters::guardrails::redact_with;
 
 /// The caller's status and body after the answer's guardrails.
-pub fn answer_step(
-    ctx: &mut RequestCtx,
-    caller: Caller,
-    status: u16,
-    body: Bytes,
-) -> (u16, Bytes) {
+pub fn answer_step(ctx: &mut RequestCtx, caller: Caller, status: u16, body: Bytes) -> (u16, Bytes) {
     let Ok(mut doc) = serde_json::from_slice::<Value>(&body) else {
         return (status, body);
     };

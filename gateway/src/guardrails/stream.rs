@@ -272,7 +272,10 @@ mod tests {
         let (mut g, _) = guard(Action::Redact);
         let long = "word ".repeat(40);
         let first = g.push(&long).unwrap();
-        assert!(!first.is_empty() && first.len() <= long.len() - 40, "{first:?}");
+        assert!(
+            !first.is_empty() && first.len() <= long.len() - 40,
+            "{first:?}"
+        );
         let rest = g.flush().unwrap();
         assert_eq!(first + &rest, long);
     }

@@ -31,8 +31,7 @@ pub static X_SWITCHYARD_DROPPED: HeaderName = HeaderName::from_static("x-switchy
 /// `max_hops`.
 pub static X_SWITCHYARD_HOPS: HeaderName = HeaderName::from_static("x-switchyard-hops");
 /// `name:action:phase` for each guardrail action taken on the request.
-pub static X_SWITCHYARD_GUARDRAILS: HeaderName =
-    HeaderName::from_static("x-switchyard-guardrails");
+pub static X_SWITCHYARD_GUARDRAILS: HeaderName = HeaderName::from_static("x-switchyard-guardrails");
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub static ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
 pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
