@@ -275,17 +275,7 @@ impl Detector {
                 }
             }
         }
-        if out.len() > 1 {
-            out.sort_by_key(|f| (f.start, std::cmp::Reverse(f.end)));
-            let mut end = 0;
-            out.retain(|f| {
-                let keep = f.start >= end;
-                if keep {
-                    end = f.end;
-                }
-                keep
-            });
-        }
+        non_overlapping(&mut out);
         out
     }
 
@@ -298,6 +288,23 @@ impl Detector {
         }
         Some((redact_with(text, &found), found))
     }
+}
+
+/// Orders `found` and drops findings that overlap an earlier one (the earliest, then longest,
+/// wins).
+pub fn non_overlapping(found: &mut Vec<Finding>) {
+    if found.len() < 2 {
+        return;
+    }
+    found.sort_by_key(|f| (f.start, std::cmp::Reverse(f.end)));
+    let mut end = 0;
+    found.retain(|f| {
+        let keep = f.start >= end;
+        if keep {
+            end = f.end;
+        }
+        keep
+    });
 }
 
 /// `text` with `found` (ordered, not overlapping) replaced by `[REDACTED:<KIND>]`.

@@ -127,20 +127,9 @@ pub fn request_step(
     let mut changed = false;
     for g in rails.iter().filter(|g| g.on_request) {
         // (`max_input_tokens` is checked above whatever `on` says.)
-        let Some(det) = &g.detector else { continue };
-        let mut param = None;
-        each_text(&mut doc, &mut |field, s| {
-            let found = det.find(s);
-            if found.is_empty() {
-                return;
-            }
-            param.get_or_insert(field);
-            if g.action == Action::Redact {
-                *s = redact_with(s, &found);
-                changed = true;
-            }
-        });
-        let Some(param) = param else { continue };
+        let Some(param) = scan(g, &mut doc, &mut changed) else {
+            continue;
+        };
         ctx.guardrails.push(Applied {
             guardrail: g.clone(),
             action: g.action,
@@ -173,6 +162,25 @@ pub fn request_step(
         *body = Bytes::from(out);
     }
     Ok(cap)
+}
+
+/// Runs one guardrail's detector over a body's text, redacting in place when its action says
+/// so (`changed` set). The top-level field of its first match, if any.
+pub(super) fn scan(g: &Guardrail, doc: &mut Value, changed: &mut bool) -> Option<&'static str> {
+    let det = g.detector.as_ref()?;
+    let mut param = None;
+    each_text(doc, &mut |field, s| {
+        let found = det.find(s);
+        if found.is_empty() {
+            return;
+        }
+        param.get_or_insert(field);
+        if g.action == Action::Redact {
+            *s = redact_with(s, &found);
+            *changed = true;
+        }
+    });
+    param
 }
 
 /// Refuses a request whose estimated input (text bytes / 4, as `governance::estimate`) is over

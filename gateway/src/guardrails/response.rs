@@ -5,14 +5,13 @@
 //! blocked text); flag records. Runs only when a response guardrail applies (the relay checks
 //! `ctx.response_guardrails` first). It must not touch the relay's framing or headers.
 
-use super::request::each_text;
+use super::request::scan;
 use super::{Action, Applied, Phase};
 use crate::errors::GatewayError;
 use crate::proxy::context::RequestCtx;
 use bytes::Bytes;
 use serde_json::Value;
 use switchyard_adapters::providers::Caller;
-use switchyard_filters::guardrails::redact_with;
 
 /// The caller's status and body after the answer's guardrails.
 pub fn answer_step(ctx: &mut RequestCtx, caller: Caller, status: u16, body: Bytes) -> (u16, Bytes) {
@@ -22,20 +21,7 @@ pub fn answer_step(ctx: &mut RequestCtx, caller: Caller, status: u16, body: Byte
     let mut changed = false;
     let rails = ctx.response_guardrails.clone();
     for g in &rails {
-        let Some(det) = &g.detector else { continue };
-        let mut hit = false;
-        each_text(&mut doc, &mut |_, s| {
-            let found = det.find(s);
-            if found.is_empty() {
-                return;
-            }
-            hit = true;
-            if g.action == Action::Redact {
-                *s = redact_with(s, &found);
-                changed = true;
-            }
-        });
-        if !hit {
+        if scan(g, &mut doc, &mut changed).is_none() {
             continue;
         }
         ctx.guardrails.push(Applied {

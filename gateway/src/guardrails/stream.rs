@@ -22,7 +22,7 @@ use switchyard_adapters::canonical::{
     Dialect, ErrorKind, ProviderError, StreamDecode, StreamEvent,
 };
 use switchyard_adapters::providers::Caller;
-use switchyard_filters::guardrails::{redact_with, Finding};
+use switchyard_filters::guardrails::{non_overlapping, redact_with, Finding};
 
 /// The decoded mode a guarded stream uses instead of `mode`; `None` when it cannot be guarded.
 pub fn stream_mode(mode: Mode, caller: Caller) -> Option<Mode> {
@@ -150,15 +150,7 @@ impl TextGuard {
                 redact.push(*f);
             }
         }
-        redact.sort_by_key(|f| (f.start, std::cmp::Reverse(f.end)));
-        let mut end = 0;
-        redact.retain(|f| {
-            let keep = f.start >= end;
-            if keep {
-                end = f.end;
-            }
-            keep
-        });
+        non_overlapping(&mut redact);
         let out = redact_with(&self.buf[..cut], &redact);
         self.buf.drain(..cut);
         Ok(out)
