@@ -670,3 +670,110 @@ async fn a_responses_stream_is_redacted_in_its_own_events() {
         "{text}"
     );
 }
+
+// ---- webhook guardrails ----
+
+/// A gateway whose model `chat` asks the webhook at `url` (`on_error` as given).
+async fn hooked(up: &Canned, url: &str, on_error: &str) -> Gateway {
+    let rails = format!(
+        "  - name: policy\n    webhook: {{ url: \"{url}\", timeout: 300ms, on_error: {on_error} }}\n"
+    );
+    gateway(up, &rails, "policy", "").await
+}
+
+fn ask_body() -> Value {
+    json!({"model": "chat", "messages": [{"role": "user", "content": "tell me about Zed"}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_sees_the_conversation_and_allows_it() {
+    let up = Canned::start(200, JSON, chat_answer("ok")).await;
+    let hook = Canned::start(200, JSON, json!({"action": "allow"}).to_string()).await;
+    let gw = hooked(&up, &format!("{}/check", hook.base), "block").await;
+    let r = chat(&gw, &ask_body()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (path, asked) = &hook.requests()[0];
+    assert_eq!(path, "/check");
+    assert_eq!(asked["guardrail"], "policy");
+    assert_eq!(asked["phase"], "request");
+    assert_eq!(asked["model"], "chat");
+    assert_eq!(asked["messages"], ask_body()["messages"]);
+    assert_eq!(up.requests()[0].1["messages"], ask_body()["messages"]);
+    assert_eq!(r.header("x-switchyard-guardrails"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_blocks_or_redacts() {
+    let up = Canned::start(200, JSON, chat_answer("ok")).await;
+    let hook = Canned::start(
+        200,
+        JSON,
+        json!({"action": "block", "reason": "no"}).to_string(),
+    )
+    .await;
+    let gw = hooked(&up, &hook.base, "allow").await;
+    let r = chat(&gw, &ask_body()).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "content_blocked");
+    assert!(up.requests().is_empty());
+    drop(gw);
+
+    let redacted = json!([{"role": "user", "content": "tell me about [REDACTED]"}]);
+    let hook = Canned::start(
+        200,
+        JSON,
+        json!({"action": "redact", "messages": redacted}).to_string(),
+    )
+    .await;
+    let gw = hooked(&up, &hook.base, "allow").await;
+    let r = chat(&gw, &ask_body()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.requests()[0].1["messages"], redacted);
+    assert_eq!(
+        r.header("x-switchyard-guardrails"),
+        Some("policy:redact:request")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_or_failing_webhook_is_decided_by_on_error() {
+    let up = Canned::start(200, JSON, chat_answer("ok")).await;
+    // Accepts connections and never answers: the 300 ms timeout decides.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let silent_url = format!("http://{}/check", silent.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let gw = hooked(&up, &silent_url, "block").await;
+    let started = std::time::Instant::now();
+    let r = chat(&gw, &ask_body()).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    assert_eq!(
+        r.header("x-switchyard-guardrails"),
+        Some("policy:error:request,policy:block:request")
+    );
+    drop(gw);
+
+    let broken = Canned::start(500, JSON, "{}").await;
+    let gw = hooked(&up, &broken.base, "allow").await;
+    let r = chat(&gw, &ask_body()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("x-switchyard-guardrails"),
+        Some("policy:error:request")
+    );
+    assert_eq!(
+        gw.metric_eventually(
+            r#"switchyard_guardrail_actions_total{action="error",guardrail="policy",phase="request"}"#,
+            1.0
+        )
+        .await,
+        Some(1.0)
+    );
+}

@@ -85,9 +85,22 @@ pub struct FileGuardrail {
     pub max_input_tokens: Option<Lenient<u64>>,
     #[serde(default)]
     pub max_output_tokens: Option<Lenient<u64>>,
-    /// Not implemented yet: refused by validation with its path.
+    /// An external policy service asked on each request.
     #[serde(default)]
-    pub webhook: Option<Value>,
+    pub webhook: Option<FileGuardrailWebhook>,
+}
+
+/// `guardrails[].webhook`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileGuardrailWebhook {
+    pub url: String,
+    /// Default 1s.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// `allow` (default) | `block`: what a timeout or an error decides.
+    #[serde(default)]
+    pub on_error: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

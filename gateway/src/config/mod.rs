@@ -5,7 +5,7 @@
 //! gateway uses. Errors always carry the key path of what is wrong. It must not start anything:
 //! loading a config has no side effects, so `switchyard check` and reloads can call it freely.
 
-mod endpoint;
+pub(crate) mod endpoint;
 mod env;
 pub(crate) mod file;
 mod lines;

@@ -3,8 +3,9 @@
 //! (unknown names, invalid regexes, unknown PII kinds or actions). It must not read anything
 //! but the parsed file.
 
+use super::Webhook;
 use super::{Action, Guardrail, Guardrails};
-use crate::config::file::{FileConfig, FileGuardrail};
+use crate::config::file::{FileConfig, FileGuardrail, FileGuardrailWebhook};
 use crate::config::ConfigError;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -129,13 +130,10 @@ fn one(g: &FileGuardrail, path: &str, errs: &mut Vec<ConfigError>) -> Option<Gua
             Action::Redact
         }
     };
-    if g.webhook.is_some() {
-        err(
-            errs,
-            format!("{path}.webhook"),
-            "webhook guardrails are not supported by this build yet",
-        );
-    }
+    let webhook = g
+        .webhook
+        .as_ref()
+        .and_then(|w| webhook(w, &format!("{path}.webhook"), errs));
     let spec = Spec {
         pii,
         words: g.words.clone().unwrap_or_default(),
@@ -165,5 +163,41 @@ fn one(g: &FileGuardrail, path: &str, errs: &mut Vec<ConfigError>) -> Option<Gua
         action,
         max_input_tokens: g.max_input_tokens.map(|v| v.0),
         max_output_tokens: g.max_output_tokens.map(|v| v.0),
+        webhook,
+    })
+}
+
+fn webhook(w: &FileGuardrailWebhook, path: &str, errs: &mut Vec<ConfigError>) -> Option<Webhook> {
+    let endpoint = crate::config::endpoint::parse_endpoint(&w.url)
+        .map_err(|e| err(errs, format!("{path}.url"), e))
+        .ok();
+    let timeout = match w.timeout.as_deref() {
+        None => Some(std::time::Duration::from_secs(1)),
+        Some(t) => humantime::parse_duration(t.trim())
+            .map_err(|e| {
+                err(
+                    errs,
+                    format!("{path}.timeout"),
+                    format!("invalid duration {t:?}: {e}"),
+                )
+            })
+            .ok(),
+    };
+    let block_on_error = match w.on_error.as_deref() {
+        None | Some("allow") => Some(false),
+        Some("block") => Some(true),
+        Some(other) => {
+            err(
+                errs,
+                format!("{path}.on_error"),
+                format!("expected allow or block, not {other:?}"),
+            );
+            None
+        }
+    };
+    Some(Webhook {
+        endpoint: endpoint?,
+        timeout: timeout?,
+        block_on_error: block_on_error?,
     })
 }

@@ -6,7 +6,8 @@
 //! * [`request`]: the request step — scans the caller's text (messages, prompts, inputs, tool
 //!   arguments and results), redacts, blocks or flags, and applies the token caps;
 //! * [`response`]: the same on a whole (non-stream) answer in the caller's format;
-//! * [`stream`]: the same on a streamed answer, holding back only what a match needs.
+//! * [`stream`]: the same on a streamed answer, holding back only what a match needs;
+//! * [`webhook`]: an external policy service asked about a request (`webhook`).
 //!
 //! It owns the policy only; detection is the filters crate's, the body is parsed here only when
 //! a guardrail applies to the request (no guardrail: one emptiness check). It must not touch
@@ -16,10 +17,12 @@ mod compile;
 mod request;
 mod response;
 pub mod stream;
+mod webhook;
 
 pub use compile::compile;
 pub use request::request_step;
 pub use response::answer_step;
+pub use webhook::webhook_step;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,6 +35,8 @@ pub enum Action {
     Redact,
     Block,
     Flag,
+    /// A webhook timed out or failed (counted; `on_error` decided).
+    Error,
 }
 
 impl Action {
@@ -40,6 +45,7 @@ impl Action {
             Action::Redact => "redact",
             Action::Block => "block",
             Action::Flag => "flag",
+            Action::Error => "error",
         }
     }
 }
@@ -71,6 +77,17 @@ pub struct Guardrail {
     pub action: Action,
     pub max_input_tokens: Option<u64>,
     pub max_output_tokens: Option<u64>,
+    /// An external policy service asked on each request (`webhook`).
+    pub webhook: Option<Webhook>,
+}
+
+/// `guardrails[].webhook`, validated.
+#[derive(Debug)]
+pub struct Webhook {
+    pub endpoint: crate::config::HttpEndpoint,
+    pub timeout: std::time::Duration,
+    /// `on_error: block`: a timeout or an error refuses the request.
+    pub block_on_error: bool,
 }
 
 /// One action taken on a request, for the metric, the header and the access log.

@@ -94,11 +94,12 @@ fn walk(
 /// Runs the request's guardrails on `body` (rewritten in place when a guardrail redacted or
 /// capped it). Returns the output-token cap, if one applies, for the reservation. A block or an
 /// input over `max_input_tokens` is the caller's 400; blocks are audited (never the text).
-pub fn request_step(
+pub async fn request_step(
     state: &State,
     ctx: &mut RequestCtx,
     body: &mut Bytes,
     audit: &AccessLogger,
+    connector: &pingora_core::connectors::http::Connector,
 ) -> Result<Option<u64>, GatewayError> {
     let all = &state.config.guardrails;
     if all.is_empty() {
@@ -108,6 +109,13 @@ pub fn request_step(
     let Some(model) = state.model(&name) else {
         return Ok(None); // answered 404 by the caller of this step
     };
+    if ctx
+        .identity
+        .as_ref()
+        .is_some_and(|who| !who.may_use(&model.config.name))
+    {
+        return Ok(None); // refused by the model-access step, not here
+    }
     let rails = all.applicable(&model.config.name, ctx.identity.as_ref());
     ctx.response_guardrails = rails
         .iter()
@@ -116,7 +124,7 @@ pub fn request_step(
         .collect();
     if !rails
         .iter()
-        .any(|g| g.on_request || g.max_output_tokens.is_some())
+        .any(|g| g.on_request || g.max_output_tokens.is_some() || g.max_input_tokens.is_some())
     {
         return Ok(None);
     }
@@ -136,23 +144,23 @@ pub fn request_step(
             phase: Phase::Request,
         });
         if g.action == Action::Block {
-            audit.log(&serde_json::json!({
-                "ts": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-                "event": "guardrail_block",
-                "guardrail": g.name,
-                "phase": "request",
-                "param": param,
-                "caller": ctx.identity.as_ref().map(|i| i.name.as_str()),
-                "model": model.config.name,
-                "request_id": ctx.request_id,
-                "outcome": "denied",
-            }));
+            audit_block(audit, ctx, &g.name, &model.config.name, param);
             return Err(GatewayError::ContentBlocked {
                 guardrail: g.name.clone(),
                 phase: "request",
                 param: Some(param),
             });
         }
+    }
+    let name = model.config.name.clone();
+    let hooked = rails.iter().any(|g| g.webhook.is_some());
+    if hooked {
+        let asked =
+            super::webhook_step(connector, &rails, &name, ctx, &mut doc, &mut changed).await;
+        if let Err(GatewayError::ContentBlocked { guardrail, .. }) = &asked {
+            audit_block(audit, ctx, guardrail, &name, "webhook");
+        }
+        asked?;
     }
     if let Some(cap) = cap {
         changed |= cap_output(&mut doc, cap, ctx.route);
@@ -162,6 +170,21 @@ pub fn request_step(
         *body = Bytes::from(out);
     }
     Ok(cap)
+}
+
+/// A request block in the audit log: which guardrail and where, never the matched text.
+fn audit_block(audit: &AccessLogger, ctx: &RequestCtx, guardrail: &str, model: &str, param: &str) {
+    audit.log(&serde_json::json!({
+        "ts": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+        "event": "guardrail_block",
+        "guardrail": guardrail,
+        "phase": "request",
+        "param": param,
+        "caller": ctx.identity.as_ref().map(|i| i.name.as_str()),
+        "model": model,
+        "request_id": ctx.request_id,
+        "outcome": "denied",
+    }));
 }
 
 /// Runs one guardrail's detector over a body's text, redacting in place when its action says

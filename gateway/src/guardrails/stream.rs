@@ -254,6 +254,7 @@ mod tests {
             action,
             max_input_tokens: None,
             max_output_tokens: None,
+            webhook: None,
         });
         let record = SharedRecord::default();
         (TextGuard::new(vec![g], record.clone()), record)
