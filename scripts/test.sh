@@ -45,6 +45,7 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v systemd-analyze >/dev/null || need+=(systemd)     # the unit file is verified
 command -v openssl >/dev/null || need+=(openssl)             # TLS tests make a throwaway CA
 command -v redis-server >/dev/null || need+=(redis-server)   # shared-store tests start their own
+command -v chromium >/dev/null || need+=(chromium)           # the status page's browser test
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""

@@ -155,6 +155,13 @@ pub enum GatewayError {
         message: String,
         param: Option<&'static str>,
     },
+    /// A routing hint (body field or header) is invalid or cannot be met (`param`: its name).
+    #[error("{message}")]
+    RoutingHint {
+        message: String,
+        param: &'static str,
+        code: &'static str,
+    },
     #[error("could not read the request body: {0}")]
     BodyRead(String),
     #[error("no deployment of `{model}` could answer after {} tries: {}", tries.len(), describe(tries))]
@@ -222,6 +229,7 @@ impl GatewayError {
             | GatewayError::InvalidMockRequest { .. }
             | GatewayError::ContentBlocked { .. }
             | GatewayError::GuardrailInputTokens { .. }
+            | GatewayError::RoutingHint { .. }
             | GatewayError::BodyRead(_) => 400,
             GatewayError::BodyTooLarge(_) => 413,
             GatewayError::HeadersTooLarge { .. } => 431,
@@ -288,6 +296,7 @@ impl GatewayError {
             GatewayError::InvalidRequest(InspectError::WrongType(..)) => "invalid_type",
             GatewayError::InvalidRequest(InspectError::OutOfRange(..)) => "invalid_value",
             GatewayError::InvalidMockRequest { .. } => "invalid_request",
+            GatewayError::RoutingHint { code, .. } => code,
             GatewayError::Untranslatable(TranslateError::Unsupported { .. }) => "unsupported_field",
             GatewayError::Untranslatable(TranslateError::Invalid { .. }) => "invalid_request",
             GatewayError::BodyRead(_) => "body_read_error",
@@ -329,6 +338,7 @@ impl GatewayError {
             GatewayError::GuardrailInputTokens { .. } => Some("messages"),
             GatewayError::PreviousResponseNotFound(_) => Some("previous_response_id"),
             GatewayError::InvalidMockRequest { param, .. } => *param,
+            GatewayError::RoutingHint { param, .. } => Some(param),
             _ => None,
         }
     }

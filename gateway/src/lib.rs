@@ -16,8 +16,10 @@
 //! * [`responses`] — stored Responses API conversations (`previous_response_id`, read, delete);
 //! * [`ops`] — what an operator touches: admin API, metrics, access log, reload, drain;
 //! * [`local`] — the local ONNX pool (cargo feature `local`);
-//! * [`server`] — assembles all of it into a Pingora `Server`.
+//! * [`server`] — assembles all of it into a Pingora `Server`;
+//! * [`cli`] — the operator's commands (`keys`, `usage`, `status`) over the admin API.
 
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod errors;

@@ -1,7 +1,8 @@
 //! `switchyard`: the LLM edge gateway binary.
 //!
 //! `switchyard run --conf FILE` serves; `switchyard check --conf FILE` validates a file and prints
-//! the routing table. This file owns the command line only; the server is assembled in
+//! the routing table; `keys`, `usage` and `status` talk to a running gateway's admin API
+//! ([`switchyard::cli`]). This file owns the command line only; the server is assembled in
 //! [`server`].
 
 use clap::{Parser, Subcommand};
@@ -44,11 +45,14 @@ enum Command {
         #[arg(long, short = 'c')]
         conf: PathBuf,
     },
+    #[command(flatten)]
+    Ops(switchyard::cli::Command),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Ops(command) => switchyard::cli::run(command),
         Command::Check { conf } => match config::load(&conf) {
             Ok(cfg) => {
                 print!("{}", switchyard::routing::table::routing_table(&cfg));

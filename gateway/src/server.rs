@@ -114,6 +114,29 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
         spend: spend.clone(),
     };
     let reload_handle = server.add_service(background_service("switchyard reload", reloader));
+    // Installed even without `telemetry.otlp`, so a reload can turn tracing on; until then a
+    // request pays one config check.
+    if let Some(rx) = crate::ops::otlp::install(metrics.otlp_dropped.clone()) {
+        server.add_service(background_service(
+            "switchyard otlp",
+            crate::ops::otlp::Shipper {
+                rx: std::sync::Mutex::new(Some(rx)),
+                live: live.clone(),
+            },
+        ));
+    }
+    crate::ops::events::set_enabled(!cfg.events.is_empty());
+    if let Some(rx) = crate::ops::events::install() {
+        server.add_service(background_service(
+            "switchyard events",
+            crate::ops::events::dispatcher::Dispatcher {
+                rx: std::sync::Mutex::new(Some(rx)),
+                live: live.clone(),
+                auth: auth.clone(),
+                path: cfg.store.sqlite_path.clone(),
+            },
+        ));
+    }
     let connector = Connector::new(Some(ConnectorOptions::from_server_conf(
         &server.configuration,
     )));
@@ -186,6 +209,7 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
                 auth,
                 live,
                 spend,
+                sessions: Default::default(),
             },
         );
         admin.add_tcp(addr);

@@ -707,6 +707,7 @@ fn every_file_in_conf_is_valid() {
             .env("OPENAI_API_KEY", "sk-test")
             .env("SWITCHYARD_ADMIN_TOKEN", "test-admin-token-0123456789")
             .env("INTROSPECTION_SECRET", "test-introspection-secret")
+            .env("EVENTS_SECRET", "test-events-secret")
             .output()
             .expect("run check");
         assert!(

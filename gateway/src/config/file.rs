@@ -53,6 +53,9 @@ pub struct FileConfig {
     /// API paths forwarded to a provider byte for byte (`passthrough[]`).
     #[serde(default)]
     pub passthrough: Option<Vec<FilePassthrough>>,
+    /// Signed event webhooks (`events[]`).
+    #[serde(default)]
+    pub events: Option<Vec<FileEventSink>>,
     /// Stored Responses API conversations (`responses.ttl`).
     #[serde(default)]
     pub responses: Option<FileResponses>,
@@ -101,6 +104,17 @@ pub struct FileGuardrailWebhook {
     /// `allow` (default) | `block`: what a timeout or an error decides.
     #[serde(default)]
     pub on_error: Option<String>,
+}
+
+/// One `events[]` receiver.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEventSink {
+    pub url: String,
+    #[serde(default)]
+    pub secret: Option<String>,
+    #[serde(default)]
+    pub on: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -272,6 +286,9 @@ pub struct FileServer {
     pub max_header_bytes: Option<Lenient<u64>>,
     #[serde(default)]
     pub public_health: Option<Lenient<bool>>,
+    /// `GET /` on the admin listener serves the operator's status page (default true).
+    #[serde(default)]
+    pub status_page: Option<Lenient<bool>>,
     /// Most Switchyard hops a request may take through a mesh of nodes (Switchyard extension).
     #[serde(default)]
     pub max_hops: Option<Lenient<u32>>,
@@ -412,6 +429,19 @@ pub struct FileModel {
     /// Guardrail names applied to every request for this model.
     #[serde(default)]
     pub guardrails: Option<Vec<String>>,
+    /// Other public models tried, in order, when every deployment of this one failed or none
+    /// could take the request.
+    #[serde(default)]
+    pub fallbacks: Option<Vec<String>>,
+    /// `model: "auto"`-style models: route across these models' deployments.
+    #[serde(default)]
+    pub candidates: Option<Vec<String>>,
+    /// Body `task` → the candidates it narrows to.
+    #[serde(default)]
+    pub tasks: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    /// `user | key | header:<name>`: a caller keeps its deployment while it is healthy.
+    #[serde(default)]
+    pub sticky: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -456,6 +486,12 @@ pub struct FileDeployment {
     pub priority: Option<Lenient<i64>>,
     #[serde(default)]
     pub max_tokens: Option<Lenient<u64>>,
+    /// 0..100: ranks deployments for strategy `quality`.
+    #[serde(default)]
+    pub quality: Option<Lenient<f64>>,
+    /// Tokens: a request whose prompt cannot fit skips this deployment.
+    #[serde(default)]
+    pub context_window: Option<Lenient<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -482,6 +518,17 @@ pub struct FileRouting {
     pub deadline: Option<String>,
     #[serde(default)]
     pub circuit_breaker: Option<FileBreaker>,
+    /// The reputation score's decaying window (strategy `reliability`).
+    #[serde(default)]
+    pub reputation: Option<FileReputation>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileReputation {
+    /// How long until an observation counts half (default 30s).
+    #[serde(default)]
+    pub half_life: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -521,4 +568,17 @@ pub struct FileTelemetry {
     /// Admin actions and authentication failures, one JSON object a line (Switchyard extension).
     #[serde(default)]
     pub audit_log: Option<String>,
+    /// OpenTelemetry traces over OTLP/HTTP JSON (Switchyard extension).
+    #[serde(default)]
+    pub otlp: Option<FileOtlp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOtlp {
+    pub endpoint: String,
+    #[serde(default)]
+    pub sample_ratio: Option<Lenient<f64>>,
+    #[serde(default)]
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
 }

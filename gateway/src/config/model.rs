@@ -31,10 +31,21 @@ pub struct Config {
     /// `passthrough[]`: path globs forwarded to a provider as they are, in file order (the
     /// first match wins). Empty: no request pays for matching.
     pub passthrough: Vec<PassthroughRoute>,
+    /// `events[]`: signed webhooks for what an operator must know. Empty: nothing is raised.
+    pub events: Vec<EventSink>,
     /// `responses.ttl`: how long a stored Responses API response is kept.
     pub responses_ttl: Duration,
     /// `guardrails[]` compiled, with where each applies (empty: no request pays for them).
     pub guardrails: Arc<crate::guardrails::Guardrails>,
+}
+
+/// One `events[]` receiver: where, the HMAC secret, and which event types it wants.
+#[derive(Debug, Clone)]
+pub struct EventSink {
+    pub url: String,
+    pub endpoint: HttpEndpoint,
+    pub secret: Secret,
+    pub on: Vec<String>,
 }
 
 /// One `passthrough[]` entry, its glob compiled once at load.
@@ -173,6 +184,8 @@ pub struct ServerSettings {
     pub admin_token: Option<Secret>,
     /// `/v1/health` and `/v1/models` answer without credentials.
     pub public_health: bool,
+    /// `GET /` on the admin listener serves the status page (`server.status_page`).
+    pub status_page: bool,
     /// A request that already crossed this many Switchyard nodes is refused (508).
     pub max_hops: u32,
     /// How long a caller may take to send its request (`server.client_timeouts`).
@@ -413,9 +426,28 @@ pub struct Model {
     /// Refuse (400) request fields a deployment's provider cannot honour; when false they are
     /// dropped and listed in `x-switchyard-dropped`.
     pub strict: bool,
+    /// Other public models tried, in order, when every deployment of this one failed or none
+    /// could take the request (validated: existing models, not this one).
+    pub fallbacks: Vec<String>,
+    /// Body `task` → the candidate models it narrows to (models with `candidates`).
+    pub tasks: std::collections::BTreeMap<String, Vec<String>>,
+    /// What keeps a caller on one deployment (consistent hashing over the weights).
+    pub sticky: Option<Sticky>,
 }
 
-#[derive(Debug)]
+/// `sticky`: what names a caller for a sticky split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sticky {
+    /// The end user: the caller's `user` (token or key), else the body's `user` or
+    /// `metadata.user_id`.
+    User,
+    /// The API key (or token subject) that authenticated the request.
+    Key,
+    /// A request header's value (lower-case name).
+    Header(String),
+}
+
+#[derive(Debug, Clone)]
 pub struct Deployment {
     pub provider: Arc<Provider>,
     /// The provider's own model name.
@@ -425,6 +457,12 @@ pub struct Deployment {
     pub weight: u32,
     /// Default max tokens when the caller gives none.
     pub max_tokens: Option<u64>,
+    /// 0..100 (default 50): ranks deployments for strategy `quality`.
+    pub quality: f64,
+    /// Tokens: a request whose estimated prompt exceeds it skips this deployment.
+    pub context_window: Option<u64>,
+    /// The candidate model this deployment is borrowed from (models with `candidates`).
+    pub from_model: Option<String>,
 }
 
 /// USD per million tokens.
@@ -451,6 +489,27 @@ pub enum Strategy {
     LowestLatencyUnderBudget,
     /// The first matching rule picks the deployments and the strategy.
     Conditional,
+    /// Drawn by observed reputation score (most traffic to the best, the others still probed).
+    Reliability,
+    /// Highest deployment `quality` first.
+    Quality,
+}
+
+impl Strategy {
+    /// The name the config file uses.
+    pub fn label(self) -> &'static str {
+        match self {
+            Strategy::Priority => "priority",
+            Strategy::RoundRobin => "round_robin",
+            Strategy::Weighted => "weighted",
+            Strategy::LeastLatency => "least_latency",
+            Strategy::Cost => "cost",
+            Strategy::LowestLatencyUnderBudget => "lowest_latency_under_budget",
+            Strategy::Conditional => "conditional",
+            Strategy::Reliability => "reliability",
+            Strategy::Quality => "quality",
+        }
+    }
 }
 
 /// A `conditional` rule.
@@ -489,6 +548,8 @@ pub struct RoutingPolicy {
     pub retry: RetryPolicy,
     /// Bound on all tries together, up to the first response byte.
     pub deadline: Duration,
+    /// Half-life of the observations behind a deployment's reputation score.
+    pub reputation_half_life: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -530,6 +591,7 @@ impl Default for RoutingPolicy {
                 },
             },
             deadline: Duration::from_secs(120),
+            reputation_half_life: Duration::from_secs(30),
         }
     }
 }
@@ -545,4 +607,16 @@ pub enum AccessLog {
 pub struct TelemetrySettings {
     pub access_log: AccessLog,
     pub audit_log: AccessLog,
+    /// `telemetry.otlp`: spans exported to `{endpoint}/v1/traces`; `None` costs nothing.
+    pub otlp: Option<OtlpSettings>,
+}
+
+/// Where and how much to trace (`telemetry.otlp`).
+#[derive(Debug, Clone)]
+pub struct OtlpSettings {
+    pub endpoint: HttpEndpoint,
+    /// New traces sampled (0..=1); a caller's sampled `traceparent` is always followed.
+    pub sample_ratio: f64,
+    /// Extra headers on every export (values may be secrets: never logged).
+    pub headers: Vec<(String, Secret)>,
 }

@@ -284,6 +284,7 @@ pub(super) fn note_failure(
     };
     if opened {
         dep.provider.metrics.circuit_opened.inc();
+        crate::ops::events::circuit_opened(dep.provider.name(), &spec.model);
         log::warn!(
             "circuit opened for {}/{} for {:?}",
             dep.provider.name(),

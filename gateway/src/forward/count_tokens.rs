@@ -48,6 +48,14 @@ impl Forwarder {
             },
         )?;
         let facts = inbound.facts;
+        let sticky_key = model.config.sticky.as_ref().and_then(|s| {
+            crate::routing::sticky::caller_key(
+                s,
+                ctx.identity.as_ref(),
+                &session.req_header().headers,
+                inbound.body,
+            )
+        });
         let input = router::PlanInput {
             body_bytes: inbound.body.len(),
             max_tokens: None,
@@ -56,6 +64,9 @@ impl Forwarder {
             headers: Some(&session.req_header().headers),
             metadata: facts.metadata,
             prefer_cheapest: false,
+            hints: ctx.hints.as_ref(),
+            caller: ctx.identity.as_ref(),
+            sticky: sticky_key.as_deref(),
         };
         let steps = router::plan(model, &input);
         let routing = &model.config.routing;
@@ -92,6 +103,7 @@ impl Forwarder {
                 dropped: Vec::new(),
             };
             ctx.tries += 1;
+            ctx.try_started.push(ctx.started.elapsed());
             let t = Try {
                 ctx,
                 dep,

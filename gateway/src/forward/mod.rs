@@ -7,7 +7,8 @@
 //! moves to the next deployment before a single byte reached the caller. Once the response header
 //! has been written to the caller there is no retry.
 //!
-//! One file per job: [`plan`] (the loop over the plan's steps), [`attempt`] (one try up to the
+//! One file per job: [`fallback`] (the requested model, then its fallback models), [`plan`] (the
+//! loop over one model's plan's steps), [`attempt`] (one try up to the
 //! response header), [`race`] (hedged tries), [`request_head`] (the upstream request head),
 //! [`relay`] (the caller's head, whole bodies, streams), [`in_process`] (mock and local pool),
 //! [`cutoff`] (a budget's stream cutoff), [`count_tokens`] (token counting), [`answer_check`]
@@ -20,6 +21,7 @@ mod answer_check;
 mod attempt;
 mod count_tokens;
 mod cutoff;
+mod fallback;
 pub mod in_process;
 mod plan;
 mod race;

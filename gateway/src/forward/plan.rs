@@ -6,6 +6,7 @@
 
 use super::answer_check::{Rejection, Vetted};
 use super::attempt::{note_failure, prepare_for, Try, TryError};
+use super::fallback::Bounds;
 use super::in_process::InProcess;
 use super::race::{Hedge, Raced};
 use super::relay::Answer;
@@ -70,6 +71,10 @@ struct Walk<'a, 'b> {
     inbound: &'a Inbound<'b>,
     steps: &'a [Step<'a>],
     deadline: Instant,
+    /// The prompt's estimated tokens, when a deployment's `context_window` needs it.
+    prompt_tokens: Option<u64>,
+    /// Fallback models follow: even the last try's failure is not relayed as is.
+    fallbacks: bool,
 }
 
 /// A step on an HTTP deployment: its place in the plan and its prepared request.
@@ -139,15 +144,24 @@ enum StepEnd {
 }
 
 impl Forwarder {
-    /// Serves one inference request for `model` through its plan.
-    pub async fn serve_chat(
+    /// Serves one inference request on `model`'s deployments through its plan.
+    pub(super) async fn serve_model(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
         model: &RoutedModel,
         inbound: &Inbound<'_>,
+        bounds: Bounds,
     ) -> Result<(), Failure> {
         let facts = inbound.facts;
+        let sticky_key = model.config.sticky.as_ref().and_then(|s| {
+            crate::routing::sticky::caller_key(
+                s,
+                ctx.identity.as_ref(),
+                &session.req_header().headers,
+                inbound.body,
+            )
+        });
         let input = router::PlanInput {
             body_bytes: inbound.body.len(),
             max_tokens: facts.max_tokens,
@@ -156,14 +170,23 @@ impl Forwarder {
             headers: Some(&session.req_header().headers),
             metadata: facts.metadata,
             prefer_cheapest: ctx.admission.as_ref().is_some_and(|a| a.prefer_cheapest),
+            hints: ctx.hints.as_ref(),
+            caller: ctx.identity.as_ref(),
+            sticky: sticky_key.as_deref(),
         };
         let steps = router::plan(model, &input);
-        let deadline = ctx.started + model.config.routing.deadline;
+        if steps.is_empty() {
+            if let Some(e) = over_cost(model, &input) {
+                return Err(e.into());
+            }
+        }
         let walk = Walk {
             model,
             inbound,
             steps: &steps,
-            deadline,
+            deadline: bounds.deadline,
+            prompt_tokens: bounds.prompt_tokens,
+            fallbacks: bounds.fallbacks,
         };
         let mut tally = Tally::default();
         for i in 0..steps.len() {
@@ -191,6 +214,10 @@ impl Forwarder {
         let dep = step.deployment;
         // What the deployment needs, worked out before it is admitted: a request it cannot take
         // costs no breaker probe and no quota.
+        if let Err(e) = fits(dep.spec(model), walk.prompt_tokens) {
+            skip_refused(ctx, dep, model, tally, e);
+            return StepEnd::Next;
+        }
         let ready = match Ready::for_deployment(inbound, model, dep) {
             Ok(r) => r,
             Err(e) => {
@@ -220,6 +247,7 @@ impl Forwarder {
         match ready {
             Ready::Mock(settings) => {
                 ctx.tries += 1;
+                ctx.try_started.push(ctx.started.elapsed());
                 StepEnd::Done(self.serve_mock(session, ctx, &target, settings).await)
             }
             Ready::Local(chat) => self.step_local(session, ctx, &target, chat, tally).await,
@@ -227,7 +255,7 @@ impl Forwarder {
                 let http = HttpStep {
                     i,
                     prepared,
-                    may_retry: !is_last,
+                    may_retry: !is_last || walk.fallbacks,
                 };
                 self.step_http(session, ctx, walk, http, tally).await
             }
@@ -334,6 +362,7 @@ impl Forwarder {
             return StepEnd::Next;
         }
         ctx.tries += 1;
+        ctx.try_started.push(ctx.started.elapsed());
         let served = match chat {
             Some(request) => self.serve_local_chat(session, ctx, target, request).await,
             None => self.serve_local_embeddings(session, ctx, target).await,
@@ -402,6 +431,7 @@ impl Forwarder {
         let routing = &model.config.routing;
         let stream = inbound.facts.stream;
         ctx.tries += 1;
+        ctx.try_started.push(ctx.started.elapsed());
         tally.tried = true;
         // A hedge partner: the next available deployment in the plan that can take the request.
         let partner = routing.hedge_after.filter(|_| i == 0).and_then(|after| {
@@ -499,6 +529,41 @@ fn failed_try(
         StepEnd::Stop
     } else {
         StepEnd::Next
+    }
+}
+
+/// The caller's `maxCostPerRequest` left no deployment: a 400 naming the limit.
+fn over_cost(model: &RoutedModel, input: &router::PlanInput<'_>) -> Option<GatewayError> {
+    let cap = input.hints.and_then(|h| h.max_cost_usd)?;
+    let cheapest = model
+        .deployments
+        .iter()
+        .map(|d| router::expected_cost(d.spec(model), input))
+        .min_by(f64::total_cmp)?;
+    (cheapest > cap).then(|| GatewayError::RoutingHint {
+        message: format!(
+            "no deployment of `{}` fits maxCostPerRequest ${cap}: the cheapest would cost up to ${cheapest:.6} for this request",
+            model.config.name
+        ),
+        param: "maxCostPerRequest",
+        code: "max_cost_exceeded",
+    })
+}
+
+/// Whether the prompt fits the deployment's `context_window` (a 400 on `messages` when none fits).
+fn fits(
+    spec: &crate::config::Deployment,
+    prompt_tokens: Option<u64>,
+) -> Result<(), TranslateError> {
+    match (spec.context_window, prompt_tokens) {
+        (Some(window), Some(tokens)) if tokens > window => Err(TranslateError::invalid(
+            format!(
+                "the prompt (about {tokens} tokens) exceeds the context window of {}/{} ({window} tokens)",
+                spec.provider.name, spec.model
+            ),
+            Some("messages".to_string()),
+        )),
+        _ => Ok(()),
     }
 }
 

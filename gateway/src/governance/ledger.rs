@@ -483,6 +483,8 @@ pub enum GroupBy {
     Tag,
     /// The API the request came in by (`chat_completions`, `messages`, `responses`, …).
     Endpoint,
+    /// `provider/upstream model`: one group per deployment (a sticky A/B split's arms).
+    Deployment,
 }
 
 impl GroupBy {
@@ -495,6 +497,7 @@ impl GroupBy {
             "provider" => GroupBy::Provider,
             "tag" => GroupBy::Tag,
             "endpoint" => GroupBy::Endpoint,
+            "deployment" => GroupBy::Deployment,
             _ => return None,
         })
     }
@@ -533,11 +536,12 @@ pub fn usage(
                 GroupBy::Project => "project",
                 GroupBy::Model => "model",
                 GroupBy::Endpoint => "endpoint",
+                GroupBy::Deployment => "provider || '/' || deployment",
                 _ => "provider",
             };
             format!(
                 "SELECT {col}, COUNT(*), SUM(tokens_in), SUM(tokens_out), SUM(cost_nanos)
-                 FROM ledger WHERE ts_ms >= ?1 AND ts_ms < ?2 GROUP BY {col} ORDER BY 5 DESC"
+                 FROM ledger WHERE ts_ms >= ?1 AND ts_ms < ?2 GROUP BY 1 ORDER BY 5 DESC"
             )
         }
     };
@@ -571,6 +575,7 @@ mod tests {
                 team: Some(team),
                 model: Some("chat"),
                 provider: Some("p"),
+                deployment: Some(if team == "a" { "m-a" } else { "m-b" }),
                 tags: Some(r#"{"app":"x"}"#),
                 ..Default::default()
             },
@@ -696,6 +701,10 @@ mod tests {
         let by_tag = usage(&c, 0, i64::MAX, Some(GroupBy::Tag)).unwrap();
         assert_eq!(by_tag[0].group.as_deref(), Some("app=x"));
         assert_eq!(by_tag[0].requests, 11);
+        let by_deployment = usage(&c, 0, i64::MAX, Some(GroupBy::Deployment)).unwrap();
+        assert_eq!(by_deployment[0].group.as_deref(), Some("p/m-a"));
+        assert_eq!(by_deployment[0].requests, 6);
+        assert_eq!(by_deployment[1].group.as_deref(), Some("p/m-b"));
         assert_eq!(l.pending.get(), 0);
         let _ = std::fs::remove_file(&dir);
     }

@@ -125,9 +125,10 @@ impl Budget {
     /// Sends the soft-ratio alert and the hard-limit alert, each once per period, when
     /// `committed` (spent + reserved) crossed them or a request was refused (`exhausted`).
     fn alert(&self, committed: u64, exhausted: bool, now: i64) {
-        let Some(endpoint) = self.settings.alert_webhook.clone() else {
+        let endpoint = self.settings.alert_webhook.clone();
+        if endpoint.is_none() && !crate::ops::events::enabled() {
             return;
-        };
+        }
         let (start, end) = self.settings.period.window(now);
         let mut events = Vec::new();
         if committed >= self.account.soft
@@ -148,10 +149,31 @@ impl Budget {
         {
             events.push("budget_exhausted");
         }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         for event in events {
+            // `events[]`: once per scope and period (the id says which), from the outbox.
+            let kind = match event {
+                "budget_soft_limit" => "budget.soft",
+                _ => "budget.exhausted",
+            };
+            crate::ops::events::raise(
+                kind,
+                Some(format!(
+                    "{}:{}:{start}",
+                    self.settings.scope,
+                    self.settings.period.name()
+                )),
+                serde_json::json!({
+                    "scope": self.settings.scope.to_string(),
+                    "period": self.settings.period.name(),
+                    "limit_usd": self.settings.limit_usd,
+                    "committed_usd": budget::nanos_to_usd(committed),
+                    "resets_at": end,
+                }),
+            );
+            let (Some(endpoint), Ok(rt)) = (&endpoint, tokio::runtime::Handle::try_current())
+            else {
+                continue;
+            };
             let body = serde_json::json!({
                 "event": event,
                 "scope": self.settings.scope.to_string(),

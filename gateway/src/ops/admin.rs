@@ -1,7 +1,8 @@
 //! The admin listener (`server.admin_listen`): `GET /metrics` (Prometheus text format) and the key
 //! administration API under `/admin/` (documented in `docs/admin-api.md`), authenticated with
 //! `server.admin_token`. It never shares a port with the inference API. Every admin action and
-//! every refused admin call goes to the audit log, without secrets.
+//! every refused admin call goes to the audit log, without secrets. The status page's routes
+//! (`/`, `/login`, ...) are delegated to [`crate::ops::status_page`].
 
 use crate::clock::{rfc3339, LAST_RFC3339_SECOND};
 use crate::identity::{AdminError, Auth, NewKey};
@@ -22,6 +23,8 @@ pub struct AdminApp {
     pub auth: Arc<Auth>,
     pub live: Arc<crate::snapshot::Live>,
     pub spend: Arc<crate::governance::Spend>,
+    /// The status page's login sessions.
+    pub sessions: crate::ops::status_page::Sessions,
 }
 
 fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -70,6 +73,20 @@ fn admin_error(e: &AdminError) -> Response<Vec<u8>> {
     }
 }
 
+/// The credential of an `Authorization: Bearer` header.
+pub(crate) fn bearer(session: &ServerSession) -> Option<&str> {
+    session
+        .req_header()
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+}
+
 /// A key's policy as the admin API shows it (never the secret).
 fn key_json(k: &KeyRecord) -> Value {
     json!({
@@ -87,7 +104,7 @@ fn key_json(k: &KeyRecord) -> Value {
     })
 }
 
-async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Response<Vec<u8>>> {
+pub(crate) async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Response<Vec<u8>>> {
     let mut body = Vec::new();
     loop {
         match session.read_request_body().await {
@@ -128,7 +145,7 @@ fn group(keys: &[KeyRecord], by: impl Fn(&KeyRecord) -> Option<&String>, label: 
 }
 
 impl AdminApp {
-    fn audit(
+    pub(crate) fn audit(
         &self,
         actor: &str,
         action: &str,
@@ -192,16 +209,15 @@ impl AdminApp {
                 "too_many_auth_failures",
             ));
         }
-        let presented = session
-            .req_header()
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim);
+        // The status page's session cookie reads (never changes) what the page draws.
+        if let (true, Some(t)) = (method == "GET", token) {
+            let now = crate::clock::unix_secs();
+            let cookie = crate::ops::status_page::cookie(session, crate::ops::status_page::COOKIE);
+            if cookie.is_some_and(|c| self.sessions.valid(c, t.expose(), now)) {
+                return Ok("status_page_session".to_string());
+            }
+        }
+        let presented = bearer(session);
         // Compare digests, so the comparison time says nothing about the token.
         if let (Some(p), Some(t)) = (presented, token) {
             if hash_key(p) == hash_key(t.expose()) {
@@ -248,6 +264,10 @@ impl AdminApp {
         match (method, segments.as_slice()) {
             ("GET", ["usage"]) => self.usage(session.req_header().uri.query().unwrap_or("")),
             ("GET", ["budgets"]) => self.budgets().await,
+            ("GET", ["routing"]) => {
+                json_response(200, &crate::routing::reputation::admin_view(&state))
+            }
+            ("GET", ["status"]) => json_response(200, &self.status_json().await),
             ("GET", ["health"]) => {
                 let (status, body) = crate::proxy::control::health_body(
                     &self.live.load(),
@@ -255,7 +275,7 @@ impl AdminApp {
                 );
                 respond(status, "application/json", body.to_vec())
             }
-            (_, ["usage"] | ["budgets"] | ["health"]) => error(
+            (_, ["usage"] | ["budgets"] | ["health"] | ["status"]) => error(
                 405,
                 &format!("method {method} is not allowed on {path}"),
                 "method_not_allowed",
@@ -424,7 +444,7 @@ impl AdminApp {
                 },
                 "group_by" => match GroupBy::parse(&v) {
                     Some(g) => group_by = Some(g),
-                    None => return error(400, &format!("invalid `group_by`: `{v}` (key, team, project, model, provider, tag or endpoint)"), "invalid_request"),
+                    None => return error(400, &format!("invalid `group_by`: `{v}` (key, team, project, model, provider, deployment, endpoint or tag)"), "invalid_request"),
                 },
                 other => return error(400, &format!("unknown parameter `{other}`"), "invalid_request"),
             }
@@ -485,6 +505,11 @@ impl AdminApp {
 
     /// `GET /admin/budgets`: every budget's limit, spend, reservations and state.
     async fn budgets(&self) -> Response<Vec<u8>> {
+        json_response(200, &json!({ "budgets": self.budget_list().await }))
+    }
+
+    /// Every budget's limit, spend, reservations and state (`/admin/budgets`, `/admin/status`).
+    pub(crate) async fn budget_list(&self) -> Vec<Value> {
         let now = crate::clock::unix_secs_i64();
         let usd = switchyard_filters::budget::nanos_to_usd;
         let gov = self.live.load().governance.clone();
@@ -505,7 +530,7 @@ impl AdminApp {
                 "shared": self.spend.shared.is_some(),
             }));
         }
-        json_response(200, &json!({ "budgets": list }))
+        list
     }
 }
 
@@ -516,11 +541,14 @@ impl ServeHttp for AdminApp {
         let path = req.uri.path().to_string();
         let method = req.method.as_str().to_string();
         match (method.as_str(), path.as_str()) {
-            ("GET", "/metrics") => respond(
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                self.metrics.render(),
-            ),
+            ("GET", "/metrics") => {
+                crate::routing::reputation::publish(&self.live.load().state);
+                respond(
+                    200,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    self.metrics.render(),
+                )
+            }
             (_, "/metrics") => error(
                 405,
                 &format!("method {method} is not allowed on /metrics"),
@@ -529,11 +557,14 @@ impl ServeHttp for AdminApp {
             (_, p) if p == "/admin" || p.starts_with("/admin/") => {
                 self.admin(session, &method, &path).await
             }
-            _ => error(
-                404,
-                &format!("Invalid URL ({method} {path})"),
-                "unknown_url",
-            ),
+            _ => match self.status_page(session, &method, &path).await {
+                Some(page) => page,
+                None => error(
+                    404,
+                    &format!("Invalid URL ({method} {path})"),
+                    "unknown_url",
+                ),
+            },
         }
     }
 }

@@ -45,6 +45,14 @@ impl Reloader {
                     errors.0.len()
                 );
                 self.metrics.reload(false);
+                crate::ops::events::raise(
+                    "config.rejected",
+                    None,
+                    serde_json::json!({
+                        "path": self.path.display().to_string(),
+                        "errors": errors.0.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+                    }),
+                );
                 return false;
             }
         };
@@ -72,6 +80,16 @@ impl Reloader {
         });
         let Ok(new) = published;
         self.metrics.reload(true);
+        crate::ops::events::set_enabled(!new.state.config.events.is_empty());
+        crate::ops::events::raise(
+            "config.reloaded",
+            None,
+            serde_json::json!({
+                "path": self.path.display().to_string(),
+                "generation": new.generation,
+                "models": new.state.config.models.len(),
+            }),
+        );
         log::info!(
             "reloaded {}: generation {}, {} model(s) now live",
             self.path.display(),
@@ -155,6 +173,7 @@ mod tests {
             tls: None,
             admin_token: None,
             public_health: false,
+            status_page: true,
             max_hops: 8,
             client_timeouts: crate::config::ClientTimeouts::default(),
         }

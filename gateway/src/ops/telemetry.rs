@@ -106,6 +106,10 @@ pub struct Metrics {
     pub active_requests: IntGauge,
     pub active_streams: IntGauge,
     pub access_log_dropped: IntCounter,
+    /// Trace spans dropped because the OTLP export queue was full.
+    pub otlp_dropped: IntCounter,
+    /// The last 15 minutes at 10-second resolution, for the status page.
+    pub pulse: crate::ops::pulse::Pulse,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -301,13 +305,19 @@ impl Metrics {
                 "switchyard_access_log_dropped_total",
                 "Access-log lines dropped because the writer fell behind",
             ))),
+            otlp_dropped: f.add(must(IntCounter::new(
+                "switchyard_otlp_spans_dropped_total",
+                "Trace spans dropped because the OTLP export queue was full (collector away or slow)",
+            ))),
             registry: f.0,
+            pulse: Default::default(),
         };
         // Series that exist from the start (a dashboard sees 0, not "no data").
         for result in ["success", "failure"] {
             metrics.reloads.with_label_values(&[result]);
         }
         metrics.callers.with_label_values(&["", "anonymous"]);
+        metrics.register(Box::new(crate::routing::reputation::score_family().clone()));
         metrics
     }
 
@@ -438,6 +448,11 @@ impl Metrics {
     }
 
     /// Counts an error answered to a caller (rare path: label lookup is fine here).
+    /// Jobs waiting for a worker of local pool `provider` (the status page's view of the gauge).
+    pub fn local_queue(&self, provider: &str) -> i64 {
+        self.local_queue_depth.with_label_values(&[provider]).get()
+    }
+
     pub fn error(&self, kind: &str) {
         self.errors.with_label_values(&[kind]).inc();
     }

@@ -155,11 +155,17 @@ pub struct RequestCtx {
     pub model: Option<Arc<RoutedModel>>,
     /// Index of the deployment that answered, in `model.deployments`.
     pub served: Option<usize>,
+    /// `model` is a fallback of the requested model (`x-switchyard-fallback` names it).
+    pub fallback: bool,
+    /// Routing hints the caller gave (body fields or headers), if any.
+    pub hints: Option<crate::routing::hints::Hints>,
     pub status: u16,
     pub stream: bool,
     pub first_byte: Option<Duration>,
     pub usage: Option<Usage>,
     pub tries: u32,
+    /// When each try started (since `started`), for the trace's client spans.
+    pub try_started: smallvec::SmallVec<[Duration; 4]>,
     pub failures: Vec<TryFailure>,
     /// The OpenAI error code answered, when the request failed.
     pub error_code: Option<&'static str>,
@@ -239,7 +245,10 @@ impl RequestCtx {
             first_byte: None,
             usage: None,
             tries: 0,
+            fallback: false,
+            hints: None,
             failures: Vec::new(),
+            try_started: Default::default(),
             error_code: None,
             completed: false,
             active: None,

@@ -46,6 +46,7 @@ impl Gateway {
                 ResponseStep::AccessLog => self.access_line(session, &snapshot, ctx),
             }
         }
+        crate::ops::otlp::record(&snapshot, ctx);
     }
 
     fn meter(&self, snapshot: &Snapshot, ctx: &RequestCtx) {
@@ -76,6 +77,7 @@ impl Gateway {
         if !ctx.route.is_inference() {
             return;
         }
+        self.pulse(ctx, elapsed);
         match &ctx.identity {
             Some(who) => self
                 .metrics
@@ -105,6 +107,25 @@ impl Gateway {
                 m.metrics.duration.observe(elapsed.as_secs_f64());
             }
             (None, None) => snapshot.state.unrouted.observe(ctx.status),
+        }
+    }
+
+    /// Feeds the status page's ring (atomics only) and, for a failed request, its last errors.
+    fn pulse(&self, ctx: &RequestCtx, elapsed: std::time::Duration) {
+        let now_ms = crate::clock::unix_ms();
+        let failed = ctx.status >= 500 || ctx.status == 429;
+        let pulse = &self.metrics.pulse;
+        pulse.record(now_ms / 1000, failed, elapsed, ctx.first_byte);
+        if ctx.status >= 400 || ctx.error_code.is_some() {
+            let served = served(ctx);
+            pulse.error(crate::ops::pulse::ErrorEntry {
+                time_ms: now_ms,
+                status: ctx.status,
+                code: ctx.error_code.unwrap_or("upstream_error").to_string(),
+                model: ctx.model.as_ref().map(|m| m.config.name.clone()),
+                provider: served.map(|(_, d)| d.provider.name().to_string()),
+                request_id: ctx.request_id.clone(),
+            });
         }
     }
 

@@ -95,8 +95,11 @@ impl Gateway {
         snapshot: &Arc<Snapshot>,
     ) -> std::result::Result<(), Failure> {
         let state = &snapshot.state;
-        let mut body =
-            body::read_body(session, state.body_limit, self.client_timeouts.body).await?;
+        let body = body::read_body(session, state.body_limit, self.client_timeouts.body).await?;
+        // Routing hints leave the body here: no provider sees them.
+        let (mut body, hints) =
+            crate::routing::hints::extract(body, &session.req_header().headers)?;
+        ctx.hints = hints;
         let mut turn = None;
         if ctx.route == Route::Responses {
             let t = self.responses_turn(ctx, state, body).await?;

@@ -18,6 +18,8 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-request-id");
 pub static X_SWITCHYARD_PROVIDER: HeaderName = HeaderName::from_static("x-switchyard-provider");
 pub static X_SWITCHYARD_MODEL: HeaderName = HeaderName::from_static("x-switchyard-model");
+/// The fallback model that served when the requested one could not (`models[].fallbacks`).
+pub static X_SWITCHYARD_FALLBACK: HeaderName = HeaderName::from_static("x-switchyard-fallback");
 /// The generation of the config snapshot that answered (see `crate::snapshot`).
 pub static X_SWITCHYARD_CONFIG_GENERATION: HeaderName =
     HeaderName::from_static("x-switchyard-config-generation");
@@ -86,6 +88,9 @@ pub fn add_gateway_headers(
     if let Some((provider, model)) = served_by {
         set(headers, &X_SWITCHYARD_PROVIDER, provider)?;
         set(headers, &X_SWITCHYARD_MODEL, model)?;
+    }
+    if let Some(m) = ctx.model.as_ref().filter(|_| ctx.fallback) {
+        set(headers, &X_SWITCHYARD_FALLBACK, &m.config.name)?;
     }
     Ok(())
 }

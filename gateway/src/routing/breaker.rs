@@ -1,12 +1,14 @@
 //! What routing learns from each deployment's answers: a circuit breaker (closed → open after
 //! `failures` consecutive failures → half-open after `open_for`, one probe at a time → closed on a
 //! success), the provider's `Retry-After` (the deployment is skipped until then), and an EWMA of
-//! time to first byte for `least_latency`.
+//! time to first byte for `least_latency`, and the deployment's [`Reputation`] (fed by the same
+//! observations).
 //!
 //! All atomics: routing reads and updates them on the request path without locks. A
 //! [`DeploymentRuntime`] outlives config reloads for deployments that still exist.
 
 use crate::config::BreakerPolicy;
+use crate::routing::reputation::Reputation;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -52,6 +54,8 @@ pub struct DeploymentRuntime {
     ewma_ttfb_us: AtomicU64,
     /// EWMA (weight 0.1) of the failure indicator, in millionths.
     error_rate_ppm: AtomicU64,
+    /// Observed reliability over a decaying window (strategy `reliability`).
+    pub reputation: Reputation,
 }
 
 impl DeploymentRuntime {
@@ -105,6 +109,7 @@ impl DeploymentRuntime {
     }
 
     pub fn on_success(&self) {
+        self.reputation.success(crate::clock::now_ms());
         self.fold_error(false);
         self.consecutive_failures.store(0, Ordering::Release);
         self.open_until_ms.store(0, Ordering::Release);
@@ -113,6 +118,7 @@ impl DeploymentRuntime {
 
     /// Records a failure; returns true when this failure opened (or re-opened) the circuit.
     pub fn on_failure(&self, policy: &BreakerPolicy, now: u64) -> bool {
+        self.reputation.failure(now);
         self.fold_error(true);
         let n = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
         let was_probe = self.probe_started_ms.swap(0, Ordering::AcqRel) != 0;
@@ -128,6 +134,7 @@ impl DeploymentRuntime {
     /// toward opening, a half-open probe is given back), only a wait when the provider said how
     /// long (without one, the plan's own retry backoff spaces the next try).
     pub fn rate_limited(&self, wait: Option<Duration>, now: u64) {
+        self.reputation.throttled(now);
         self.probe_started_ms.store(0, Ordering::Release);
         if let Some(wait) = wait {
             self.retry_after(wait, now);
@@ -149,6 +156,7 @@ impl DeploymentRuntime {
 
     /// Folds one time-to-first-byte sample into the EWMA (weight 0.2).
     pub fn observe_ttfb(&self, ttfb: Duration) {
+        self.reputation.ttfb(crate::clock::now_ms(), ttfb);
         let sample = ttfb.as_micros().max(1) as u64;
         let old = self.ewma_ttfb_us.load(Ordering::Relaxed);
         let new = if old == 0 {

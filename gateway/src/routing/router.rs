@@ -8,9 +8,14 @@
 //!   measured counts as fastest, and one request in 20 goes to a random deployment, so slow ones
 //!   keep being probed);
 //! - `cost`: ascending expected cost of this request (prompt estimate × input price + max tokens ×
-//!   output price).
+//!   output price);
+//! - `reliability`: the first deployment drawn with probability ∝ its observed reputation score
+//!   ([`crate::routing::reputation`]) to the 4th power, with a floor so every one is still probed;
+//!   the rest by descending score;
+//! - `quality`: descending deployment `quality` (ties keep priority order).
 //!
-//! Providers that failed repeatedly go last (a last resort), then the list is cycled until
+//! Providers that failed repeatedly go last (a last resort; not under `reliability`, whose score
+//! already counts failures and which must keep probing), then the list is cycled until
 //! `retry.attempts` tries are planned; a deployment tried again waits an exponential backoff with
 //! jitter first. Circuit breakers and `Retry-After` are checked when a step is taken
 //! ([`crate::forward`]), since they change while a request is in flight. The plan is pure data.
@@ -38,6 +43,34 @@ pub struct PlanInput<'a> {
     /// A budget of the caller is past its soft ratio: order by expected cost whatever the
     /// strategy (the financial circuit breaker).
     pub prefer_cheapest: bool,
+    /// The caller's routing hints (strategy, task, tries, cost cap).
+    pub hints: Option<&'a crate::routing::hints::Hints>,
+    /// The caller, for a candidates model: only deployments of models it may use.
+    pub caller: Option<&'a switchyard_filters::auth::Identity>,
+    /// The caller's key for a `sticky` model: its deployment goes first while healthy.
+    pub sticky: Option<&'a str>,
+}
+
+impl PlanInput<'_> {
+    /// Whether `d` may take this request at all: its origin model is one the caller may use and
+    /// the `task` names, and its expected cost is within `maxCostPerRequest`.
+    pub fn admits(&self, model: &RoutedModel, d: &RoutedDeployment) -> bool {
+        let spec = d.spec(model);
+        if let Some(origin) = &spec.from_model {
+            if self.caller.is_some_and(|who| !who.may_use(origin)) {
+                return false;
+            }
+            let task = self.hints.and_then(|h| h.task.as_deref());
+            if let Some(names) = task.and_then(|t| model.config.tasks.get(t)) {
+                if !names.contains(origin) {
+                    return false;
+                }
+            }
+        }
+        self.hints
+            .and_then(|h| h.max_cost_usd)
+            .is_none_or(|cap| expected_cost(spec, self) <= cap)
+    }
 }
 
 /// `least_latency` sends one request in this many to a random deployment.
@@ -69,8 +102,16 @@ pub fn plan<'a>(model: &'a RoutedModel, input: &PlanInput<'_>) -> Vec<Step<'a>> 
         return Vec::new();
     }
     let mut rng = input.seed | 1;
-    let all: Vec<&RoutedDeployment> = model.deployments.iter().collect();
-    let mut order = match model.config.routing.strategy {
+    let all: Vec<&RoutedDeployment> = model
+        .deployments
+        .iter()
+        .filter(|d| input.admits(model, d))
+        .collect();
+    let strategy = input
+        .hints
+        .and_then(|h| h.strategy)
+        .unwrap_or(model.config.routing.strategy);
+    let mut order = match strategy {
         Strategy::Conditional if !input.prefer_cheapest => {
             let rule = model
                 .config
@@ -84,6 +125,7 @@ pub fn plan<'a>(model: &'a RoutedModel, input: &PlanInput<'_>) -> Vec<Step<'a>> 
                         .deployments
                         .iter()
                         .filter_map(|i| model.deployments.get(*i))
+                        .filter(|d| all.iter().any(|a| std::ptr::eq(*a, *d)))
                         .collect();
                     let selector = model.rule_selectors.get(i).and_then(Option::as_ref);
                     arrange(model, subset, r.strategy, selector, input, &mut rng)
@@ -102,10 +144,25 @@ pub fn plan<'a>(model: &'a RoutedModel, input: &PlanInput<'_>) -> Vec<Step<'a>> 
         return Vec::new();
     }
     // Stable: keeps the strategy's order within the healthy and the unhealthy group.
-    order.sort_by_key(|d| !d.provider.health.is_healthy());
+    // `reliability` already weighs failures by its score, and must keep probing a deployment
+    // that failed, or it could never win its share back.
+    if strategy != Strategy::Reliability {
+        order.sort_by_key(|d| !d.provider.health.is_healthy());
+    }
+    if let Some(key) = input.sticky {
+        if let Some(i) = crate::routing::sticky::pick(model, &order, key, crate::clock::now_ms()) {
+            let first = order.remove(i);
+            order.insert(0, first);
+        }
+    }
     let n = order.len();
     let retry = &model.config.routing.retry;
-    (0..retry.attempts as usize)
+    // A caller may ask for fewer tries, never more than configured.
+    let attempts = input
+        .hints
+        .and_then(|h| h.retry_attempts)
+        .map_or(retry.attempts, |n| n.clamp(1, retry.attempts));
+    (0..attempts as usize)
         .map(|i| {
             let round = (i / n) as u32;
             let backoff = if round == 0 {
@@ -180,6 +237,10 @@ fn arrange<'a>(
             }
         }
         Strategy::LeastLatency => least_latency(&mut order, rng),
+        Strategy::Reliability => reliability(model, &mut order, rng),
+        Strategy::Quality => {
+            order.sort_by(|x, y| y.spec(model).quality.total_cmp(&x.spec(model).quality))
+        }
         Strategy::Cost => by_cost(&mut order),
         Strategy::LowestLatencyUnderBudget => {
             let cap = model.config.max_cost_per_request.unwrap_or(f64::INFINITY);
@@ -220,6 +281,30 @@ fn least_latency(order: &mut Vec<&RoutedDeployment>, rng: &mut u64) {
     };
     let first = order.remove(chosen);
     order.sort_by_key(|d| latency(d));
+    order.insert(0, first);
+}
+
+/// One deployment drawn by reputation (∝ score^k with a floor), then the rest best first.
+fn reliability(model: &RoutedModel, order: &mut Vec<&RoutedDeployment>, rng: &mut u64) {
+    let all = crate::routing::reputation::model_scores(model, crate::clock::now_ms());
+    let score = |d: &RoutedDeployment| all.get(d.index).copied().unwrap_or(1.0);
+    let weights: Vec<f64> = order
+        .iter()
+        .map(|d| crate::routing::reputation::draw_weight(score(d)))
+        .collect();
+    let total: f64 = weights.iter().sum();
+    *rng = xorshift(*rng);
+    let mut point = (*rng >> 11) as f64 / (1u64 << 53) as f64 * total;
+    let mut chosen = weights.len() - 1;
+    for (i, w) in weights.iter().enumerate() {
+        if point < *w {
+            chosen = i;
+            break;
+        }
+        point -= w;
+    }
+    let first = order.remove(chosen);
+    order.sort_by(|x, y| score(y).total_cmp(&score(x)));
     order.insert(0, first);
 }
 
@@ -457,6 +542,40 @@ mod tests {
             "b",
             "over budget only as a fallback"
         );
+    }
+
+    #[test]
+    fn quality_ranks_by_deployment_quality() {
+        let s = state(
+            "quality",
+            "      - { provider: a, model: x, quality: 40 }\n      - { provider: b, model: y, quality: 95 }\n      - { provider: c, model: z }\n",
+        );
+        let m = s.model("m").unwrap();
+        let order: Vec<&str> = plan(m, &PlanInput::default())
+            .iter()
+            .map(|s| s.deployment.provider.name())
+            .collect();
+        assert_eq!(order, vec!["b", "c", "a"]);
+    }
+
+    #[test]
+    fn reliability_moves_traffic_off_a_failing_deployment_but_still_probes_it() {
+        let s = state(
+            "reliability",
+            "      - { provider: a, model: x }\n      - { provider: b, model: y }\n",
+        );
+        let m = s.model("m").unwrap();
+        let even = first_counts(&s, 2000, 99);
+        assert!(even["a"] > 800 && even["b"] > 800, "{even:?}");
+        let policy = m.config.routing.breaker;
+        for _ in 0..10 {
+            m.deployments[1]
+                .runtime
+                .on_failure(&policy, crate::clock::now_ms());
+        }
+        let after = first_counts(&s, 2000, 99);
+        let b = after.get("b").copied().unwrap_or(0);
+        assert!(b > 20 && b < 200, "{after:?}");
     }
 
     #[test]

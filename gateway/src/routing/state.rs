@@ -95,8 +95,16 @@ impl State {
                     ))
                 })
         };
-        let mut by_name = HashMap::new();
-        for m in &config.models {
+        let mut by_name: HashMap<String, Arc<RoutedModel>> = HashMap::new();
+        // Models with `candidates` last: their deployments share the candidates' runtime state
+        // (breaker, reputation), so those are built first.
+        let borrows = |m: &Arc<Model>| m.deployments.iter().any(|d| d.from_model.is_some());
+        let ordered = config
+            .models
+            .iter()
+            .filter(|m| !borrows(m))
+            .chain(config.models.iter().filter(|m| borrows(m)));
+        for m in ordered {
             let routed = Arc::new(RoutedModel {
                 deployments: m
                     .deployments
@@ -106,8 +114,8 @@ impl State {
                         index: i,
                         provider: handle_of(&d.provider),
                         metrics: metrics.deployment(&m.name, &d.provider.name),
-                        runtime: previous
-                            .and_then(|s| s.by_name.get(&m.name))
+                        runtime: lender(&by_name, d)
+                            .or_else(|| previous.and_then(|s| s.by_name.get(&m.name)))
                             .and_then(|old| {
                                 old.deployments.iter().find(|od| {
                                     let spec = od.spec(old);
@@ -129,6 +137,11 @@ impl State {
                 metrics: metrics.model(&m.name),
                 config: m.clone(),
             });
+            for d in &routed.deployments {
+                d.runtime
+                    .reputation
+                    .set_half_life(m.routing.reputation_half_life);
+            }
             by_name.insert(m.name.clone(), routed.clone());
             for a in &m.aliases {
                 by_name.insert(a.clone(), routed.clone());
@@ -163,6 +176,14 @@ impl State {
     pub fn model(&self, name: &str) -> Option<&Arc<RoutedModel>> {
         self.by_name.get(name)
     }
+}
+
+/// The candidate model a borrowed deployment (`from_model`) comes from, when built already.
+fn lender<'a>(
+    by_name: &'a HashMap<String, Arc<RoutedModel>>,
+    d: &Deployment,
+) -> Option<&'a Arc<RoutedModel>> {
+    d.from_model.as_ref().and_then(|name| by_name.get(name))
 }
 
 /// Pingora's selection over `indices` of `deployments` when `strategy` is one it serves.
@@ -316,7 +337,17 @@ impl ProviderHandle {
     }
 
     pub fn record_success(&self) {
-        self.health.consecutive_failures.store(0, Ordering::Relaxed);
+        let before = self.health.consecutive_failures.load(Ordering::Relaxed);
+        if before != 0 {
+            self.health.consecutive_failures.store(0, Ordering::Relaxed);
+            if before >= UNHEALTHY_AFTER {
+                crate::ops::events::raise(
+                    "provider.up",
+                    None,
+                    serde_json::json!({"provider": self.name()}),
+                );
+            }
+        }
         self.health
             .last_success_ms
             .store(crate::clock::unix_ms(), Ordering::Relaxed);
@@ -337,6 +368,13 @@ impl ProviderHandle {
             .store(Some(Arc::new(reason.to_string())));
         if n >= UNHEALTHY_AFTER {
             self.metrics.up.set(0);
+        }
+        if n == UNHEALTHY_AFTER {
+            crate::ops::events::raise(
+                "provider.down",
+                None,
+                serde_json::json!({"provider": self.name(), "error": reason}),
+            );
         }
     }
 }

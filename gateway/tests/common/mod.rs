@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod canned;
+pub mod hooks;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};

@@ -6,6 +6,17 @@ use super::*;
 pub(super) fn routing_defaults(r: Option<&FileRouting>, errs: &mut Errors) -> RoutingPolicy {
     let base = RoutingPolicy::default();
     let Some(r) = r else { return base };
+    let mut base = base;
+    if let Some(rep) = &r.reputation {
+        base.reputation_half_life = errs.duration(
+            "routing.reputation.half_life".into(),
+            rep.half_life.as_deref(),
+            base.reputation_half_life,
+        );
+        if base.reputation_half_life.is_zero() {
+            errs.push("routing.reputation.half_life", "must be greater than 0");
+        }
+    }
     apply_routing(
         base,
         "routing",
@@ -53,6 +64,8 @@ pub(super) fn apply_routing(
         Some("cost") => out.strategy = Strategy::Cost,
         Some("lowest_latency_under_budget") => out.strategy = Strategy::LowestLatencyUnderBudget,
         Some("conditional") => out.strategy = Strategy::Conditional,
+        Some("reliability") => out.strategy = Strategy::Reliability,
+        Some("quality") => out.strategy = Strategy::Quality,
         Some(s) => errs.unknown_value(
             format!("{path}.strategy"),
             "strategy",
@@ -65,6 +78,8 @@ pub(super) fn apply_routing(
                 "cost",
                 "lowest_latency_under_budget",
                 "conditional",
+                "reliability",
+                "quality",
             ],
         ),
     }
@@ -173,7 +188,7 @@ pub(super) fn models(
                 Duration::from_millis(400),
             )
         });
-        if m.deployments.is_empty() {
+        if m.deployments.is_empty() && m.candidates.is_none() {
             errs.push(
                 format!("{path}.deployments"),
                 "at least one deployment is required",
@@ -216,6 +231,14 @@ pub(super) fn models(
                     price
                 }
             };
+            let quality = d.quality.map(|q| q.0).unwrap_or(50.0);
+            if !(0.0..=100.0).contains(&quality) {
+                errs.push(format!("{dpath}.quality"), "must be a number from 0 to 100");
+            }
+            let context_window = d.context_window.map(|c| c.0);
+            if context_window == Some(0) {
+                errs.push(format!("{dpath}.context_window"), "must be at least 1");
+            }
             let weight = d.weight.map(|w| w.0).unwrap_or(1);
             if weight == 0 {
                 errs.push(format!("{dpath}.weight"), "must be at least 1");
@@ -227,6 +250,9 @@ pub(super) fn models(
                 priority: d.priority.map(|p| p.0).unwrap_or(j as i64),
                 weight,
                 max_tokens: d.max_tokens.map(|m| m.0),
+                quality,
+                context_window,
+                from_model: None,
             });
         }
         // `priority` strategy: lower first, file order breaks ties (stable sort).
@@ -254,7 +280,23 @@ pub(super) fn models(
             rules,
             max_cost_per_request,
             strict,
+            fallbacks: m.fallbacks.clone().unwrap_or_default(),
+            tasks: m.tasks.clone().unwrap_or_default(),
+            sticky: m.sticky.as_deref().and_then(|s| sticky(s, &path, errs)),
         }));
+    }
+    super::candidates::borrow(list, &mut out, errs);
+    for (i, m) in list.iter().enumerate() {
+        for (j, f) in m.fallbacks.iter().flatten().enumerate() {
+            let why = if f == &m.name || m.aliases.contains(f) {
+                "a model cannot fall back to itself"
+            } else if !names.contains(f.as_str()) {
+                "no model or alias has this name"
+            } else {
+                continue;
+            };
+            errs.push(format!("models[{i}].fallbacks[{j}]"), why);
+        }
     }
     out
 }
@@ -385,4 +427,24 @@ pub(super) fn path_safe_model(model: &str) -> Result<(), String> {
         return Err("must be usable in a URL path: no `.` or `..` segments".into());
     }
     Ok(())
+}
+
+/// `sticky: user | key | header:<name>`.
+fn sticky(text: &str, path: &str, errs: &mut Errors) -> Option<Sticky> {
+    match text.trim() {
+        "user" => Some(Sticky::User),
+        "key" => Some(Sticky::Key),
+        t => match t.strip_prefix("header:").map(str::trim) {
+            Some(name) if http::HeaderName::from_bytes(name.as_bytes()).is_ok() => {
+                Some(Sticky::Header(name.to_ascii_lowercase()))
+            }
+            _ => {
+                errs.push(
+                    format!("{path}.sticky"),
+                    format!("expected user, key or header:<name>, got {t:?}"),
+                );
+                None
+            }
+        },
+    }
 }

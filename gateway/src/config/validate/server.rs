@@ -108,6 +108,7 @@ pub(super) fn server_settings(s: &FileServer, errs: &mut Errors) -> ServerSettin
         tls,
         admin_token,
         public_health: s.public_health.map(|p| p.0).unwrap_or(false),
+        status_page: s.status_page.map(|p| p.0).unwrap_or(true),
         max_hops: s.max_hops.map(|h| h.0).unwrap_or(8),
         client_timeouts,
     }
@@ -154,5 +155,31 @@ pub(super) fn telemetry(t: Option<&FileTelemetry>, errs: &mut Errors) -> Telemet
             "telemetry.audit_log",
             errs,
         ),
+        otlp: t.and_then(|t| t.otlp.as_ref()).and_then(|o| otlp(o, errs)),
     }
+}
+
+fn otlp(o: &FileOtlp, errs: &mut Errors) -> Option<OtlpSettings> {
+    let ratio = o.sample_ratio.map(|r| r.0).unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&ratio) {
+        errs.push("telemetry.otlp.sample_ratio", "must be between 0 and 1");
+    }
+    let endpoint = match super::super::endpoint::parse_endpoint(o.endpoint.trim()) {
+        Ok(e) => e,
+        Err(msg) => {
+            errs.push("telemetry.otlp.endpoint", msg);
+            return None;
+        }
+    };
+    let headers = o
+        .headers
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.to_ascii_lowercase(), Secret::new(v.clone())))
+        .collect();
+    Some(OtlpSettings {
+        endpoint,
+        sample_ratio: ratio.clamp(0.0, 1.0),
+        headers,
+    })
 }

@@ -104,6 +104,9 @@ fn account_head(ctx: &mut RequestCtx, dep: &RoutedDeployment, facts: &headers::H
     } else if facts.status >= 500 {
         if dep.runtime.on_failure(&model_breaker(ctx), now_ms()) {
             dep.provider.metrics.circuit_opened.inc();
+            if let Some(m) = &ctx.model {
+                crate::ops::events::circuit_opened(dep.provider.name(), &dep.spec(m).model);
+            }
         }
     } else {
         dep.runtime.on_success();

@@ -1,0 +1,117 @@
+//! Model fallbacks (`models[].fallbacks`): when every deployment of the requested model failed,
+//! or none could take the request (its prompt exceeds each deployment's `context_window`, a field
+//! no provider honours), the next fallback model's plan runs, in order, within the first model's
+//! deadline and the budget already reserved. The model that served is the request's model from
+//! then on (ledger, access log) and `x-switchyard-fallback` names it. Owns the order of models,
+//! not the tries within one ([`super::plan`]).
+
+use super::{Failure, Forwarder};
+use crate::errors::GatewayError;
+use crate::proxy::context::RequestCtx;
+use crate::routing::state::RoutedModel;
+use pingora_proxy::Session;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::translate::Inbound;
+
+/// What the plan of one model is given besides the model.
+#[derive(Clone, Copy)]
+pub(super) struct Bounds {
+    /// The request's deadline (the requested model's, kept across fallbacks).
+    pub deadline: Instant,
+    /// The prompt's estimated tokens, when some deployment has a `context_window` to check.
+    pub prompt_tokens: Option<u64>,
+    /// Fallback models may serve: a model's last failed try is not relayed to the caller.
+    pub fallbacks: bool,
+}
+
+impl Forwarder {
+    /// Serves one inference request for `model`: its own plan, then its fallbacks.
+    pub async fn serve_chat(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        model: &RoutedModel,
+        inbound: &Inbound<'_>,
+    ) -> Result<(), Failure> {
+        let state = ctx.snapshot.as_ref().map(|s| s.state.clone());
+        let fallbacks: Vec<Arc<RoutedModel>> = match &state {
+            Some(state) if !model.config.fallbacks.is_empty() => model
+                .config
+                .fallbacks
+                .iter()
+                .filter_map(|name| state.model(name).cloned())
+                .filter(|m| {
+                    ctx.identity
+                        .as_ref()
+                        .is_none_or(|who| who.may_use(&m.config.name))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let windows = std::iter::once(model)
+            .chain(fallbacks.iter().map(|m| &**m))
+            .any(|m| {
+                m.config
+                    .deployments
+                    .iter()
+                    .any(|d| d.context_window.is_some())
+            });
+        let bounds = Bounds {
+            deadline: ctx.started + model.config.routing.deadline,
+            prompt_tokens: windows.then(|| prompt_tokens(inbound.body)),
+            fallbacks: !fallbacks.is_empty(),
+        };
+        let first = self.serve_model(session, ctx, model, inbound, bounds).await;
+        let original = match first {
+            Err(Failure::Respond(e)) if !fallbacks.is_empty() && falls_back(&e) => e,
+            other => return other,
+        };
+        let requested = ctx.model.clone();
+        for fallback in &fallbacks {
+            if Instant::now() >= bounds.deadline {
+                break;
+            }
+            log::info!(
+                "request {}: model {} could not answer; falling back to {}",
+                ctx.request_id,
+                model.config.name,
+                fallback.config.name
+            );
+            ctx.model = Some(fallback.clone());
+            ctx.fallback = true;
+            match self
+                .serve_model(session, ctx, fallback, inbound, bounds)
+                .await
+            {
+                Err(Failure::Respond(e)) if falls_back(&e) => {}
+                other => return other,
+            }
+        }
+        // No fallback answered: the requested model's own refusal, as without fallbacks.
+        ctx.model = requested;
+        ctx.fallback = false;
+        Err(Failure::Respond(original))
+    }
+}
+
+/// Whether a model's plan ended in a way another model may mend: every deployment failed or
+/// none could take the request. Not the caller's limits or budgets.
+fn falls_back(e: &GatewayError) -> bool {
+    matches!(
+        e,
+        GatewayError::NoDeploymentAvailable { .. }
+            | GatewayError::UpstreamTimeout { .. }
+            | GatewayError::UpstreamRateLimited { .. }
+            | GatewayError::Untranslatable(_)
+            | GatewayError::BadUpstreamResponse { .. }
+            | GatewayError::InvalidStructuredOutput { .. }
+    )
+}
+
+/// The prompt's tokens, estimated as `count_tokens` does for providers that cannot count (text
+/// at ≈ 4 bytes a token); a body without `messages` (a completions prompt) by its size.
+fn prompt_tokens(body: &[u8]) -> u64 {
+    crate::governance::estimate::input_tokens(body).unwrap_or((body.len() / 4) as u64)
+}

@@ -1,0 +1,216 @@
+//! Per-request routing hints: body fields `routingStrategy`, `task`, `retryAttempts`,
+//! `maxCostPerRequest`, and headers `x-switchyard-strategy`, `x-switchyard-max-cost` (a header
+//! wins over the body field). Body hints are removed before any provider sees the request; a body
+//! that names none of them is not parsed here and goes on byte for byte (one substring scan).
+//! Owns the parsing only: the plan ([`crate::routing::router`]) applies them.
+
+use crate::config::Strategy;
+use crate::errors::GatewayError;
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+/// What the caller asked of routing for this request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Hints {
+    pub strategy: Option<Strategy>,
+    /// Narrows a candidates model's candidates through its `tasks`.
+    pub task: Option<String>,
+    /// Tries for this request (capped by the model's `retry.attempts`).
+    pub retry_attempts: Option<u32>,
+    /// USD: deployments whose expected cost for this request exceeds it are skipped.
+    pub max_cost_usd: Option<f64>,
+}
+
+/// The hint fields as JSON keys (quoted): a body holding none of them is not parsed.
+const FIELDS: [&str; 4] = [
+    "\"routingStrategy\"",
+    "\"task\"",
+    "\"retryAttempts\"",
+    "\"maxCostPerRequest\"",
+];
+
+fn invalid(message: String, param: &'static str) -> GatewayError {
+    GatewayError::RoutingHint {
+        message,
+        param,
+        code: "invalid_routing_hint",
+    }
+}
+
+/// A strategy by the name a caller gives: `cheapest`, `fastest`, or any configured strategy name.
+pub fn strategy(name: &str) -> Option<Strategy> {
+    Some(match name {
+        "cheapest" | "cost" => Strategy::Cost,
+        "fastest" | "least_latency" => Strategy::LeastLatency,
+        "quality" => Strategy::Quality,
+        "reliability" => Strategy::Reliability,
+        "priority" => Strategy::Priority,
+        "round_robin" => Strategy::RoundRobin,
+        "weighted" => Strategy::Weighted,
+        "lowest_latency_under_budget" => Strategy::LowestLatencyUnderBudget,
+        _ => return None,
+    })
+}
+
+fn parse_strategy(name: &str, param: &'static str) -> Result<Strategy, GatewayError> {
+    strategy(name).ok_or_else(|| {
+        invalid(
+            format!("unknown routing strategy {name:?} (cheapest, fastest, quality, reliability, priority, round_robin, weighted, least_latency, cost)"),
+            param,
+        )
+    })
+}
+
+fn parse_cost(v: f64, param: &'static str) -> Result<f64, GatewayError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(invalid(
+            format!("{param} must be a number of USD > 0"),
+            param,
+        ))
+    }
+}
+
+/// The request's hints, and its body without the hint fields (the same bytes when it had none).
+pub fn extract(
+    body: Bytes,
+    headers: &http::HeaderMap,
+) -> Result<(Bytes, Option<Hints>), GatewayError> {
+    let mut hints = Hints::default();
+    let mut body = body;
+    let named = FIELDS
+        .iter()
+        .any(|f| memchr::memmem::find(&body, f.as_bytes()).is_some());
+    if named {
+        if let Ok(mut map) = serde_json::from_slice::<Map<String, Value>>(&body) {
+            if from_body(&mut map, &mut hints)? {
+                body = Bytes::from(serde_json::to_vec(&map).unwrap_or_else(|_| body.to_vec()));
+            }
+        }
+    }
+    from_headers(headers, &mut hints)?;
+    Ok((body, (hints != Hints::default()).then_some(hints)))
+}
+
+/// Takes the hint fields out of `map`; true when one was there.
+fn from_body(map: &mut Map<String, Value>, hints: &mut Hints) -> Result<bool, GatewayError> {
+    let mut found = false;
+    if let Some(v) = map.shift_remove("routingStrategy") {
+        found = true;
+        let name = v
+            .as_str()
+            .ok_or_else(|| invalid("routingStrategy must be a string".into(), "routingStrategy"))?;
+        hints.strategy = Some(parse_strategy(name, "routingStrategy")?);
+    }
+    if let Some(v) = map.shift_remove("task") {
+        found = true;
+        let task = v
+            .as_str()
+            .ok_or_else(|| invalid("task must be a string".into(), "task"))?;
+        hints.task = Some(task.to_string());
+    }
+    if let Some(v) = map.shift_remove("retryAttempts") {
+        found = true;
+        let n = v
+            .as_u64()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| {
+                invalid(
+                    "retryAttempts must be an integer from 1 to 100".into(),
+                    "retryAttempts",
+                )
+            })?;
+        hints.retry_attempts = Some(n as u32);
+    }
+    if let Some(v) = map.shift_remove("maxCostPerRequest") {
+        found = true;
+        let usd = v.as_f64().ok_or_else(|| {
+            invalid(
+                "maxCostPerRequest must be a number of USD".into(),
+                "maxCostPerRequest",
+            )
+        })?;
+        hints.max_cost_usd = Some(parse_cost(usd, "maxCostPerRequest")?);
+    }
+    Ok(found)
+}
+
+fn from_headers(headers: &http::HeaderMap, hints: &mut Hints) -> Result<(), GatewayError> {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(name) = text("x-switchyard-strategy") {
+        hints.strategy = Some(parse_strategy(name, "x-switchyard-strategy")?);
+    }
+    if let Some(v) = text("x-switchyard-max-cost") {
+        let usd = v.parse::<f64>().map_err(|_| {
+            invalid(
+                "x-switchyard-max-cost must be a number of USD".into(),
+                "x-switchyard-max-cost",
+            )
+        })?;
+        hints.max_cost_usd = Some(parse_cost(usd, "x-switchyard-max-cost")?);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_without_hints_goes_on_byte_for_byte() {
+        let raw = Bytes::from_static(br#"{"model":"m",  "messages":[]}"#);
+        let (body, hints) = extract(raw.clone(), &http::HeaderMap::new()).unwrap();
+        assert_eq!(body, raw);
+        assert!(body.as_ptr() == raw.as_ptr(), "copied");
+        assert_eq!(hints, None);
+    }
+
+    #[test]
+    fn body_hints_are_taken_out_and_headers_win() {
+        let raw = Bytes::from_static(
+            br#"{"model":"auto","routingStrategy":"cheapest","task":"summarize","retryAttempts":2,"maxCostPerRequest":0.5,"messages":[]}"#,
+        );
+        let mut h = http::HeaderMap::new();
+        h.insert("x-switchyard-strategy", "fastest".parse().unwrap());
+        let (body, hints) = extract(raw, &h).unwrap();
+        assert_eq!(&body[..], br#"{"model":"auto","messages":[]}"#);
+        let hints = hints.unwrap();
+        assert_eq!(hints.strategy, Some(Strategy::LeastLatency));
+        assert_eq!(hints.task.as_deref(), Some("summarize"));
+        assert_eq!(hints.retry_attempts, Some(2));
+        assert_eq!(hints.max_cost_usd, Some(0.5));
+    }
+
+    #[test]
+    fn a_hint_word_inside_a_message_changes_nothing() {
+        let raw = Bytes::from_static(
+            br#"{"model":"m","messages":[{"role":"user","content":"my task"}]}"#,
+        );
+        let (body, hints) = extract(raw.clone(), &http::HeaderMap::new()).unwrap();
+        assert_eq!(body, raw);
+        assert_eq!(hints, None);
+    }
+
+    #[test]
+    fn bad_hints_name_their_field() {
+        for (body, param) in [
+            (
+                &br#"{"routingStrategy":"fastest-ever"}"#[..],
+                "routingStrategy",
+            ),
+            (br#"{"retryAttempts":0}"#, "retryAttempts"),
+            (br#"{"maxCostPerRequest":-1}"#, "maxCostPerRequest"),
+        ] {
+            match extract(Bytes::from_static(body), &http::HeaderMap::new()) {
+                Err(GatewayError::RoutingHint { param: p, .. }) => assert_eq!(p, param),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Model fallbacks (`models[].fallbacks`): each trigger — every deployment failed, the prompt
+//! fits no deployment's `context_window` — moves the request to the next fallback model, and the
+//! answer (`x-switchyard-fallback`) and the access log say which model served.
+
+mod common;
+
+use common::*;
+use switchyard_benches::upstream::{MockUpstream, MockUpstreamConfig};
+
+fn chat(model: &str, text: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "model": model,
+        "messages": [{"role": "user", "content": text}],
+    }))
+    .unwrap_or_default()
+}
+
+async fn upstream(status: u16) -> MockUpstream {
+    MockUpstream::start(MockUpstreamConfig {
+        status,
+        ..Default::default()
+    })
+    .await
+    .expect("upstream")
+}
+
+/// Three upstreams answering with `statuses`, and a gateway where `chat` (over `primary`, its
+/// deployment YAML extra in `window`) falls back to `fallbacks`; `backup` and `spare` are models
+/// of their own.
+struct Setup {
+    gw: Gateway,
+    primary: MockUpstream,
+    backup: MockUpstream,
+    spare: MockUpstream,
+}
+
+async fn start(statuses: [u16; 3], window: &str, fallbacks: &str) -> Setup {
+    let (primary, backup, spare) = (
+        upstream(statuses[0]).await,
+        upstream(statuses[1]).await,
+        upstream(statuses[2]).await,
+    );
+    let config = format!(
+        "providers:\n{}\n{}\n{}\nmodels:\n  - name: chat\n    fallbacks: {fallbacks}\n    retry: {{ attempts: 2, backoff: {{ base: 1ms, max: 2ms }} }}\n    deployments:\n      - {{ provider: primary, model: p1{window} }}\n  - name: backup\n    deployments:\n      - {{ provider: backup, model: b1 }}\n  - name: spare\n    deployments:\n      - {{ provider: spare, model: s1 }}\n",
+        openai_provider("primary", &primary.base_url(), ""),
+        openai_provider("backup", &backup.base_url(), ""),
+        openai_provider("spare", &spare.base_url(), ""),
+    );
+    Setup {
+        gw: Gateway::start(&config, "").await,
+        primary,
+        backup,
+        spare,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_deployment_fails_the_next_fallback_model_serves() {
+    let Setup {
+        gw,
+        primary,
+        backup,
+        spare,
+    } = start([503, 500, 200], "", "[backup, spare]").await;
+    let r = gw
+        .post_json("/v1/chat/completions", &chat("chat", "hello"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-switchyard-fallback"), Some("spare"));
+    assert_eq!(r.header("x-switchyard-provider"), Some("spare"));
+    assert_eq!(r.header("x-switchyard-model"), Some("s1"));
+    // The primary was tried (twice: its retry budget), then each fallback in order.
+    assert_eq!(primary.request_count(), 2);
+    assert!(backup.request_count() >= 1);
+    assert_eq!(spare.request_count(), 1);
+    let sent: serde_json::Value = serde_json::from_slice(&spare.requests()[0].body).expect("json");
+    assert_eq!(sent["model"], "s1");
+    let line = gw
+        .access_line(|l| l["route"] != "health" && l["status"] == 200)
+        .await
+        .expect("access line");
+    assert_eq!(line["model"], "spare", "{line}");
+    assert_eq!(line["provider"], "spare", "{line}");
+    // 2 tries on chat, 3 on backup (its own retry policy), 1 on spare.
+    assert_eq!(line["tries"], 6, "{line}");
+    // A model that answers itself names no fallback.
+    let r = gw
+        .post_json("/v1/chat/completions", &chat("spare", "hello"))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-switchyard-fallback"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_no_fallback_answers_the_requested_models_error_is_answered() {
+    let Setup {
+        gw, backup, spare, ..
+    } = start([503, 500, 500], "", "[backup]").await;
+    let r = gw
+        .post_json("/v1/chat/completions", &chat("chat", "hello"))
+        .await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.header("x-switchyard-fallback"), None);
+    let msg = r.json()["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(msg.contains("`chat`"), "{msg}");
+    assert!(backup.request_count() >= 1, "the fallback was not tried");
+    assert_eq!(spare.request_count(), 0, "spare is not a fallback of chat");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_over_every_context_window_goes_to_the_fallback() {
+    let Setup {
+        gw,
+        primary,
+        backup,
+        ..
+    } = start([200, 200, 200], ", context_window: 200", "[backup]").await;
+    let short = gw
+        .post_json("/v1/chat/completions", &chat("chat", "hello"))
+        .await;
+    assert_eq!(short.status, 200);
+    assert_eq!(short.header("x-switchyard-fallback"), None);
+    assert_eq!(short.header("x-switchyard-provider"), Some("primary"));
+    let long_text = "word ".repeat(400); // ≈ 500 tokens at 4 bytes a token
+    let long = gw
+        .post_json("/v1/chat/completions", &chat("chat", &long_text))
+        .await;
+    assert_eq!(long.status, 200, "{}", long.text());
+    assert_eq!(long.header("x-switchyard-fallback"), Some("backup"));
+    assert_eq!(
+        primary.request_count(),
+        1,
+        "a prompt over the window was sent"
+    );
+    assert_eq!(backup.request_count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_over_every_context_window_without_fallbacks_is_a_400_on_messages() {
+    let Setup { gw, primary, .. } = start([200, 200, 200], ", context_window: 200", "[]").await;
+    let long = gw
+        .post_json("/v1/chat/completions", &chat("chat", &"word ".repeat(400)))
+        .await;
+    assert_eq!(long.status, 400, "{}", long.text());
+    let err = &long.json()["error"];
+    assert_eq!(err["param"], "messages", "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("context window"),
+        "{err}"
+    );
+    assert_eq!(primary.request_count(), 0);
+}
