@@ -98,6 +98,16 @@ pub struct Applied {
     pub phase: Phase,
 }
 
+impl Applied {
+    pub fn new(guardrail: &Arc<Guardrail>, action: Action, phase: Phase) -> Applied {
+        Applied {
+            guardrail: guardrail.clone(),
+            action,
+            phase,
+        }
+    }
+}
+
 /// Every guardrail of a config and where it applies (indices into `list`).
 #[derive(Debug, Default)]
 pub struct Guardrails {

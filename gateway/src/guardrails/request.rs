@@ -138,11 +138,8 @@ pub async fn request_step(
         let Some(param) = scan(g, &mut doc, &mut changed) else {
             continue;
         };
-        ctx.guardrails.push(Applied {
-            guardrail: g.clone(),
-            action: g.action,
-            phase: Phase::Request,
-        });
+        ctx.guardrails
+            .push(Applied::new(g, g.action, Phase::Request));
         if g.action == Action::Block {
             audit_block(audit, ctx, &g.name, &model.config.name, param);
             return Err(GatewayError::ContentBlocked {
@@ -225,11 +222,8 @@ fn check_input_tokens(
     let Some(g) = rails.iter().find(|g| g.max_input_tokens == Some(limit)) else {
         return Ok(());
     };
-    ctx.guardrails.push(Applied {
-        guardrail: g.clone(),
-        action: Action::Block,
-        phase: Phase::Request,
-    });
+    ctx.guardrails
+        .push(Applied::new(g, Action::Block, Phase::Request));
     Err(GatewayError::GuardrailInputTokens {
         guardrail: g.name.clone(),
         estimate,

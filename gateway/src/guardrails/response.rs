@@ -24,11 +24,8 @@ pub fn answer_step(ctx: &mut RequestCtx, caller: Caller, status: u16, body: Byte
         if scan(g, &mut doc, &mut changed).is_none() {
             continue;
         }
-        ctx.guardrails.push(Applied {
-            guardrail: g.clone(),
-            action: g.action,
-            phase: Phase::Response,
-        });
+        ctx.guardrails
+            .push(Applied::new(g, g.action, Phase::Response));
         if g.action == Action::Block {
             let e = GatewayError::ContentBlocked {
                 guardrail: g.name.clone(),

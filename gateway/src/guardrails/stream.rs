@@ -97,11 +97,7 @@ impl TextGuard {
             .iter()
             .any(|a| Arc::ptr_eq(&a.guardrail, g) && a.action == action)
         {
-            r.applied.push(Applied {
-                guardrail: g.clone(),
-                action,
-                phase: Phase::Response,
-            });
+            r.applied.push(Applied::new(g, action, Phase::Response));
         }
         if action == Action::Block {
             r.blocked = true;

@@ -72,22 +72,15 @@ pub async fn webhook_step(
                     ctx.request_id,
                     g.name
                 );
-                ctx.guardrails.push(Applied {
-                    guardrail: g.clone(),
-                    action: Action::Error,
-                    phase: Phase::Request,
-                });
+                ctx.guardrails
+                    .push(Applied::new(g, Action::Error, Phase::Request));
                 if !hook.block_on_error {
                     continue;
                 }
                 Action::Block
             }
         };
-        ctx.guardrails.push(Applied {
-            guardrail: g.clone(),
-            action,
-            phase: Phase::Request,
-        });
+        ctx.guardrails.push(Applied::new(g, action, Phase::Request));
         if action == Action::Block {
             return Err(GatewayError::ContentBlocked {
                 guardrail: g.name.clone(),
