@@ -32,6 +32,8 @@ pub static X_SWITCHYARD_DROPPED: HeaderName = HeaderName::from_static("x-switchy
 /// Counts the Switchyard nodes a request crossed (sent upstream); a mesh loop ends in a 508 at
 /// `max_hops`.
 pub static X_SWITCHYARD_HOPS: HeaderName = HeaderName::from_static("x-switchyard-hops");
+/// `name:action:phase` for each guardrail action taken on the request.
+pub static X_SWITCHYARD_GUARDRAILS: HeaderName = HeaderName::from_static("x-switchyard-guardrails");
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub static ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
 pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -78,6 +80,10 @@ pub fn add_gateway_headers(
     );
     if let Some(a) = &ctx.admission {
         a.headers.write(headers);
+    }
+    if !ctx.guardrails.is_empty() {
+        let v = crate::guardrails::header_value(&ctx.guardrails);
+        set(headers, &X_SWITCHYARD_GUARDRAILS, &v)?;
     }
     if let Some((provider, model)) = served_by {
         set(headers, &X_SWITCHYARD_PROVIDER, provider)?;

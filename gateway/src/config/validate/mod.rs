@@ -160,6 +160,7 @@ pub fn validate(file: FileConfig) -> Result<Config, Vec<ConfigError>> {
             )
         })
         .collect();
+    let guardrails = crate::guardrails::compile(&file, &mut errs.0);
     let startup_probe_wait = match file
         .routing
         .as_ref()
@@ -191,6 +192,7 @@ pub fn validate(file: FileConfig) -> Result<Config, Vec<ConfigError>> {
             passthrough,
             events,
             responses_ttl,
+            guardrails: Arc::new(guardrails),
         })
     } else {
         Err(errs.0)
