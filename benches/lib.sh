@@ -13,7 +13,7 @@
 
 bench_setup() {
   command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$1"; }
-  cargo build --release -q -p switchyard -p switchyard-benches
+  [ -n "${NO_BUILD:-}" ] || cargo build --release -q -p switchyard -p switchyard-benches
   bin=${CARGO_TARGET_DIR:-target}/release
   work=$(mktemp -d)
   pids=()

@@ -7,11 +7,13 @@
 //! - [`auth`]: virtual API keys and OAuth2/OIDC JWTs.
 //! - [`budget`]: spend limits per scope and calendar period, with reservations.
 //! - [`ratelimit`]: lock-free sliding-window rate limits (N per rolling minute) and concurrency limits.
+//! - [`guardrails`]: content detectors (PII, secrets, words, regexes) and redaction.
 //! - [`guard`]: request-shape limits (body size).
 //! - [`request_id`]: whether a caller-supplied request id may be trusted and echoed.
 
 pub mod auth;
 pub mod budget;
 pub mod guard;
+pub mod guardrails;
 pub mod ratelimit;
 pub mod request_id;

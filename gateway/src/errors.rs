@@ -63,6 +63,8 @@ pub const CODES: &[&str] = &[
     "rate_limit_exceeded",
     "budget_exceeded",
     "store_unavailable",
+    "content_blocked",
+    "input_tokens_exceeded",
     "previous_response_not_found",
     "response_not_found",
     "response_store_error",
@@ -112,6 +114,21 @@ pub enum GatewayError {
     Untranslatable(TranslateError),
     #[error("{0}")]
     BodyTooLarge(#[from] switchyard_filters::guard::GuardError),
+    /// A guardrail with `action: block` matched the request (never the matched text).
+    #[error("the {phase} was blocked by guardrail `{guardrail}`")]
+    ContentBlocked {
+        guardrail: String,
+        /// `request` or `answer`.
+        phase: &'static str,
+        param: Option<&'static str>,
+    },
+    /// The request's estimated input is over a guardrail's `max_input_tokens`.
+    #[error("the request's estimated {estimate} input tokens exceed the {limit} allowed by guardrail `{guardrail}`")]
+    GuardrailInputTokens {
+        guardrail: String,
+        estimate: u64,
+        limit: u64,
+    },
     #[error("the model `{0}` does not exist or you do not have access to it")]
     ModelNotFound(String),
     /// `previous_response_id` names no stored response of the caller (unknown, expired,
@@ -210,6 +227,8 @@ impl GatewayError {
             GatewayError::InvalidRequest(_)
             | GatewayError::Untranslatable(_)
             | GatewayError::InvalidMockRequest { .. }
+            | GatewayError::ContentBlocked { .. }
+            | GatewayError::GuardrailInputTokens { .. }
             | GatewayError::RoutingHint { .. }
             | GatewayError::BodyRead(_) => 400,
             GatewayError::BodyTooLarge(_) => 413,
@@ -283,6 +302,8 @@ impl GatewayError {
             GatewayError::BodyRead(_) => "body_read_error",
             GatewayError::BodyTooLarge(_) => "request_too_large",
             GatewayError::ModelNotFound(_) => "model_not_found",
+            GatewayError::ContentBlocked { .. } => "content_blocked",
+            GatewayError::GuardrailInputTokens { .. } => "input_tokens_exceeded",
             GatewayError::PreviousResponseNotFound(_) => "previous_response_not_found",
             GatewayError::ResponseNotFound(_) => "response_not_found",
             GatewayError::ResponseStore(_) => "response_store_error",
@@ -313,6 +334,8 @@ impl GatewayError {
             GatewayError::InvalidRequest(e) => e.param(),
             GatewayError::Untranslatable(e) => e.param(),
             GatewayError::ModelNotFound(_) => Some("model"),
+            GatewayError::ContentBlocked { param, .. } => *param,
+            GatewayError::GuardrailInputTokens { .. } => Some("messages"),
             GatewayError::PreviousResponseNotFound(_) => Some("previous_response_id"),
             GatewayError::InvalidMockRequest { param, .. } => *param,
             GatewayError::RoutingHint { param, .. } => Some(param),

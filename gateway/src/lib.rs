@@ -28,6 +28,7 @@ pub mod config;
 pub mod errors;
 pub mod forward;
 pub mod governance;
+pub mod guardrails;
 pub mod identity;
 #[cfg(feature = "local")]
 pub mod local;

@@ -5,7 +5,7 @@
 use super::model::HttpEndpoint;
 
 /// Parses `http(s)://host[:port][/prefix]`.
-pub(super) fn parse_endpoint(url: &str) -> Result<HttpEndpoint, String> {
+pub(crate) fn parse_endpoint(url: &str) -> Result<HttpEndpoint, String> {
     let uri: http::Uri = url
         .parse()
         .map_err(|e| format!("invalid URL {url:?}: {e}"))?;

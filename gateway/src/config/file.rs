@@ -62,6 +62,51 @@ pub struct FileConfig {
     /// The response cache's backend and defaults (`cache`).
     #[serde(default)]
     pub cache: Option<FileCache>,
+    /// Named content policies (`guardrails[]`), compiled by `crate::guardrails::compile`.
+    #[serde(default)]
+    pub guardrails: Option<Vec<FileGuardrail>>,
+    /// Guardrail names per team, beside `team_limits`.
+    #[serde(default)]
+    pub team_guardrails: Option<std::collections::BTreeMap<String, Vec<String>>>,
+}
+
+/// One `guardrails[]` entry as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileGuardrail {
+    pub name: String,
+    /// `request`, `response` (default both).
+    #[serde(default)]
+    pub on: Option<Vec<String>>,
+    #[serde(default)]
+    pub pii: Option<Vec<String>>,
+    #[serde(default)]
+    pub words: Option<Vec<String>>,
+    #[serde(default)]
+    pub regex: Option<Vec<String>>,
+    /// `redact` (default) | `block` | `flag`.
+    #[serde(default)]
+    pub action: Option<String>,
+    #[serde(default)]
+    pub max_input_tokens: Option<Lenient<u64>>,
+    #[serde(default)]
+    pub max_output_tokens: Option<Lenient<u64>>,
+    /// An external policy service asked on each request.
+    #[serde(default)]
+    pub webhook: Option<FileGuardrailWebhook>,
+}
+
+/// `guardrails[].webhook`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileGuardrailWebhook {
+    pub url: String,
+    /// Default 1s.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// `allow` (default) | `block`: what a timeout or an error decides.
+    #[serde(default)]
+    pub on_error: Option<String>,
 }
 
 /// `cache`: the response cache's backend and defaults.
@@ -184,6 +229,9 @@ pub struct FileApiKey {
     pub metadata: Option<std::collections::BTreeMap<String, String>>,
     #[serde(default)]
     pub limits: Option<FileLimits>,
+    /// Guardrail names applied on top of the model's.
+    #[serde(default)]
+    pub guardrails: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -451,6 +499,9 @@ pub struct FileModel {
     pub hedge_after: Option<String>,
     #[serde(default)]
     pub circuit_breaker: Option<FileBreaker>,
+    /// Guardrail names applied to every request for this model.
+    #[serde(default)]
+    pub guardrails: Option<Vec<String>>,
     /// Other public models tried, in order, when every deployment of this one failed or none
     /// could take the request.
     #[serde(default)]

@@ -5,9 +5,9 @@
 //! gateway uses. Errors always carry the key path of what is wrong. It must not start anything:
 //! loading a config has no side effects, so `switchyard check` and reloads can call it freely.
 
-mod endpoint;
+pub(crate) mod endpoint;
 mod env;
-mod file;
+pub(crate) mod file;
 mod lines;
 pub mod model;
 mod validate;

@@ -35,6 +35,8 @@ pub struct Config {
     pub events: Vec<EventSink>,
     /// `responses.ttl`: how long a stored Responses API response is kept.
     pub responses_ttl: Duration,
+    /// `guardrails[]` compiled, with where each applies (empty: no request pays for them).
+    pub guardrails: Arc<crate::guardrails::Guardrails>,
     /// `cache`: the response cache's backend and defaults (defaults when only `models[].cache`
     /// is set; unused when no model opts in).
     pub cache: CacheSettings,

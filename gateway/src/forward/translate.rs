@@ -618,6 +618,20 @@ impl StreamRelay {
         }
     }
 
+    /// Wraps a decoding relay's decoder (response guardrails filter its events); `false` for
+    /// relays that pass bytes through.
+    pub fn wrap_decoder(
+        &mut self,
+        wrap: impl FnOnce(Box<dyn StreamDecode>) -> Box<dyn StreamDecode>,
+    ) -> bool {
+        let StreamRelay::Translated { decoder, .. } = self else {
+            return false;
+        };
+        let inner = std::mem::replace(decoder, Box::new(NoEvents));
+        *decoder = wrap(inner);
+        true
+    }
+
     /// An upstream event grew past [`switchyard_adapters::sse::MAX_EVENT_BYTES`] without its
     /// terminator on a pass-through stream: nothing of it went out, and the stream cannot go on.
     /// (A translated stream's decoder reports the same as a provider error.)
@@ -700,6 +714,14 @@ fn encode(
         }
     }
     (!out.is_empty()).then(|| out.freeze())
+}
+
+/// A decoder that decodes nothing (a placeholder while another is wrapped).
+struct NoEvents;
+
+impl StreamDecode for NoEvents {
+    fn push(&mut self, _: &[u8], _: &mut Vec<StreamEvent>) {}
+    fn finish(&mut self, _: &mut Vec<StreamEvent>) {}
 }
 
 /// An error event in the caller's stream format.

@@ -8,7 +8,7 @@
 //! address and the data.
 
 mod failures;
-mod http;
+pub(crate) mod http;
 pub use failures::FailureLimiter;
 pub use http::call as http_call;
 pub mod jwks;

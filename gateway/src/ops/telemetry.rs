@@ -102,6 +102,7 @@ pub struct Metrics {
     local_device: IntGaugeVec,
     passthrough_requests: IntCounterVec,
     passthrough_duration: HistogramVec,
+    guardrail_actions: IntCounterVec,
     pub active_requests: IntGauge,
     pub active_streams: IntGauge,
     pub access_log_dropped: IntCounter,
@@ -163,6 +164,11 @@ impl Metrics {
         let p = &["provider"][..];
         let m = &["model"][..];
         let metrics = Metrics {
+            guardrail_actions: f.counters(
+                "switchyard_guardrail_actions_total",
+                "Guardrail actions taken, by guardrail, action (redact, block, flag) and phase",
+                &["guardrail", "action", "phase"],
+            ),
             requests: f.counters(
                 "switchyard_requests_total",
                 "Inference requests by public model, serving provider and status class",
@@ -409,6 +415,13 @@ impl Metrics {
             device_cpu: self.local_device.with_label_values(&[provider, "cpu"]),
             device_cuda: self.local_device.with_label_values(&[provider, "cuda"]),
         }
+    }
+
+    /// Counts one guardrail action (a rare event: the label lookup is not cached).
+    pub fn guardrail(&self, guardrail: &str, action: &str, phase: &str) {
+        self.guardrail_actions
+            .with_label_values(&[guardrail, action, phase])
+            .inc();
     }
 
     /// Counts an inference request for a caller's team and credential kind. Handles are cached

@@ -143,6 +143,10 @@ pub struct RequestCtx {
     pub ledger_recorded: bool,
     /// The authenticated caller (`None` without an `auth` section).
     pub identity: Option<switchyard_filters::auth::Identity>,
+    /// Guardrail actions taken (`x-switchyard-guardrails`, metric, access log).
+    pub guardrails: Vec<crate::guardrails::Applied>,
+    /// Guardrails that look at this request's answer (empty: the answer is not parsed).
+    pub response_guardrails: Vec<Arc<crate::guardrails::Guardrail>>,
     pub route: Route,
     /// The `passthrough[]` route matched (only with [`Route::Passthrough`]).
     pub passthrough: Option<crate::passthrough::Hit>,
@@ -233,6 +237,8 @@ impl RequestCtx {
             tags: None,
             ledger_recorded: false,
             identity: None,
+            guardrails: Vec::new(),
+            response_guardrails: Vec::new(),
             route: Route::Unknown,
             passthrough: None,
             snapshot: None,

@@ -51,6 +51,24 @@ impl Gateway {
 
     fn meter(&self, snapshot: &Snapshot, ctx: &RequestCtx) {
         let elapsed = ctx.started.elapsed();
+        for a in &ctx.guardrails {
+            self.metrics
+                .guardrail(&a.guardrail.name, a.action.label(), a.phase.label());
+            if a.action == crate::guardrails::Action::Block
+                && a.phase == crate::guardrails::Phase::Response
+            {
+                // Request blocks are audited where they happen; answers' here (never the text).
+                self.auth.audit.log(&serde_json::json!({
+                    "ts": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                    "event": "guardrail_block",
+                    "guardrail": a.guardrail.name,
+                    "phase": "response",
+                    "caller": ctx.identity.as_ref().map(|i| i.name.as_str()),
+                    "request_id": ctx.request_id,
+                    "outcome": "denied",
+                }));
+            }
+        }
         if let Some(m) = &ctx.model {
             if ctx.tries > 1 {
                 m.metrics.retries.inc_by(u64::from(ctx.tries - 1));
@@ -165,6 +183,7 @@ impl Gateway {
             "tries": ctx.tries,
             "failed_tries": ctx.failures.iter().map(|f| format!("{}/{}: {}", f.provider, f.model, f.reason)).collect::<Vec<_>>(),
             "error": ctx.error_code,
+            "guardrails": (!ctx.guardrails.is_empty()).then(|| crate::guardrails::header_value(&ctx.guardrails)),
         });
         self.access_log.log(&record);
     }

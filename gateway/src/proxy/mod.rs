@@ -111,7 +111,18 @@ impl Gateway {
             body = t.body.clone();
             turn = Some(t);
         }
+        let cap = crate::guardrails::request_step(
+            state,
+            ctx,
+            &mut body,
+            &self.auth.audit,
+            self.auth.jwks.connector(),
+        )
+        .await?;
         let mut facts = openai::inspect_chat_request(&body).map_err(GatewayError::from)?;
+        if let Some(cap) = cap.filter(|_| ctx.route != Route::Embeddings) {
+            facts.max_tokens = Some(facts.max_tokens.map_or(cap, |m| m.min(cap)));
+        }
         if let Some(t) = &turn {
             facts.max_tokens = t.max_output_tokens;
         }

@@ -34,6 +34,8 @@ pub static X_SWITCHYARD_DROPPED: HeaderName = HeaderName::from_static("x-switchy
 pub static X_SWITCHYARD_HOPS: HeaderName = HeaderName::from_static("x-switchyard-hops");
 /// The response cache's verdict: `hit`, `miss` or `bypass`.
 pub static X_SWITCHYARD_CACHE: HeaderName = HeaderName::from_static("x-switchyard-cache");
+/// `name:action:phase` for each guardrail action taken on the request.
+pub static X_SWITCHYARD_GUARDRAILS: HeaderName = HeaderName::from_static("x-switchyard-guardrails");
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub static ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
 pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -83,6 +85,10 @@ pub fn add_gateway_headers(
     }
     if let Some(verdict) = ctx.cache_status {
         headers.insert(&X_SWITCHYARD_CACHE, HeaderValue::from_static(verdict));
+    }
+    if !ctx.guardrails.is_empty() {
+        let v = crate::guardrails::header_value(&ctx.guardrails);
+        set(headers, &X_SWITCHYARD_GUARDRAILS, &v)?;
     }
     if let Some((provider, model)) = served_by {
         set(headers, &X_SWITCHYARD_PROVIDER, provider)?;

@@ -162,6 +162,7 @@ pub fn validate(file: FileConfig) -> Result<Config, Vec<ConfigError>> {
             )
         })
         .collect();
+    let guardrails = crate::guardrails::compile(&file, &mut errs.0);
     let startup_probe_wait = match file
         .routing
         .as_ref()
@@ -194,6 +195,7 @@ pub fn validate(file: FileConfig) -> Result<Config, Vec<ConfigError>> {
             events,
             responses_ttl,
             cache,
+            guardrails: Arc::new(guardrails),
         })
     } else {
         Err(errs.0)

@@ -84,15 +84,24 @@ impl Forwarder {
             .map_err(Failure::Abort)?;
         let _stream_guard = facts.is_stream.then(|| ctx.stream_guard());
         let response_id = format!("{}{}", inbound.caller.id_prefix(), ctx.request_id);
+        let guarded = facts.is_stream && facts.success && !ctx.response_guardrails.is_empty();
+        let mode = answer.prepared.mode;
+        let guarded_mode = guarded
+            .then(|| crate::guardrails::stream::stream_mode(mode, inbound.caller))
+            .flatten();
         let mut relay = facts.is_stream.then(|| {
             StreamRelay::for_inbound(
-                answer.prepared.mode,
+                guarded_mode.unwrap_or(mode),
                 inbound,
                 &response_id,
                 answer.upstream_model,
                 unix_secs(),
             )
         });
+        let guard = match (guarded_mode, relay.as_mut()) {
+            (Some(_), Some(r)) => Some(guard_relay(r, ctx)),
+            _ => None,
+        };
         let pipe = Pipe {
             session,
             upstream: &mut upstream,
@@ -111,6 +120,17 @@ impl Forwarder {
                 tail = r.finish();
             }
             ctx.usage = r.usage();
+            if let Some(g) = &guard {
+                if crate::guardrails::stream::finish_into(g, ctx) {
+                    // A guardrail ended the stream with the caller's error event: not the
+                    // provider's failure.
+                    session
+                        .write_response_body(tail, true)
+                        .await
+                        .map_err(Failure::Abort)?;
+                    return Ok(());
+                }
+            }
             if midstream.is_none() {
                 if let Some(e) = r.provider_error() {
                     // The provider reported an error inside the stream (already relayed to the
@@ -264,6 +284,18 @@ impl Forwarder {
             }
         }
     }
+}
+
+/// Puts the request's response guardrails between `relay`'s decoder and encoder.
+fn guard_relay(
+    relay: &mut StreamRelay,
+    ctx: &RequestCtx,
+) -> crate::guardrails::stream::SharedRecord {
+    use crate::guardrails::stream::{GuardedDecoder, TextGuard};
+    let record = crate::guardrails::stream::SharedRecord::default();
+    let guard = TextGuard::new(ctx.response_guardrails.clone(), record.clone());
+    relay.wrap_decoder(|inner| Box::new(GuardedDecoder::new(inner, guard)));
+    record
 }
 
 /// The upstream broke a size bound.

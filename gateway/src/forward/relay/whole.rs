@@ -58,7 +58,16 @@ impl Forwarder {
                 Err(unread) => return Err(Failure::Respond(unread_error(ctx, answer, unread))),
             },
         };
-        let (status, body) = caller_body(ctx, raw, decoded, facts, answer);
+        let (mut status, mut body) = caller_body(ctx, raw, decoded, facts, answer);
+        if !ctx.response_guardrails.is_empty() && (200..300).contains(&status) {
+            (status, body) =
+                crate::guardrails::answer_step(ctx, answer.inbound.caller, status, body);
+            if !ctx.guardrails.is_empty() {
+                let v = crate::guardrails::header_value(&ctx.guardrails);
+                rh::set(&mut resp.headers, &rh::X_SWITCHYARD_GUARDRAILS, &v)
+                    .map_err(Failure::Abort)?;
+            }
+        }
         if status != resp.status.as_u16() {
             if let Ok(code) = http::StatusCode::from_u16(status) {
                 resp.status = code;
