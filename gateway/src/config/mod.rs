@@ -319,6 +319,19 @@ models:
     }
 
     #[test]
+    fn a_semantic_cache_is_refused_until_it_exists() {
+        let text = format!(
+            "{MINIMAL}cache: {{ kind: memory, semantic: {{ embedding_model: chat, threshold: 0.9 }} }}\n"
+        );
+        let errors = errors_of(&text);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("cache.semantic: not supported"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
     fn unknown_provider_is_reported_with_its_path() {
         let text = MINIMAL.replace("provider: sim", "provider: opnai");
         assert_eq!(

@@ -49,7 +49,12 @@ pub(super) fn cache(
         errs.push("cache.max_bytes", "must be at least 1024");
     }
     if c.semantic.is_some() {
-        log::warn!("cache.semantic is not implemented yet: only exact repeats are answered");
+        // Refused rather than ignored: a file asking for near-duplicate hits must not run as if
+        // it had them.
+        errs.push(
+            "cache.semantic",
+            "not supported by this build yet (only exact repeats are cached): remove it",
+        );
     }
     let ttl = errs.duration("cache.ttl".into(), c.ttl.as_deref(), d.ttl);
     if ttl.is_zero() {
