@@ -193,8 +193,10 @@ async fn the_status_document_shows_traffic_health_budgets_keys_and_errors() {
     let v = status_until(
         &gw,
         ("authorization", &bearer),
-        "the dead provider down and k1's spend",
+        "the dead provider down, k1's spend and all four requests counted",
         |v| {
+            // A request is counted when it is logged, just after its answer was sent.
+            let counted = v["traffic"]["window"]["requests"] == 4;
             let dead_down = v["providers"].as_array().is_some_and(|l| {
                 l.iter()
                     .any(|p| p["name"] == "dead" && p["status"] == "unhealthy")
@@ -203,7 +205,7 @@ async fn the_status_document_shows_traffic_health_budgets_keys_and_errors() {
                 l.iter()
                     .any(|k| k["key"] == "k1" && k["requests"].as_u64() >= Some(3))
             });
-            dead_down && k1
+            dead_down && k1 && counted
         },
     )
     .await;
