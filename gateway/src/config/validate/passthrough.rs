@@ -48,6 +48,19 @@ pub(super) fn passthrough(
                 );
                 None
             }
+            Some((_, prov)) if matches!(&prov.kind, ProviderKind::Http { cloud: Some(_), .. }) => {
+                // Cloud accounts authenticate per request (SigV4, Entra or Google tokens,
+                // deployment URLs): a byte-for-byte pass-through would reach them unsigned.
+                errs.push(
+                    format!("{path}.provider"),
+                    format!(
+                        "provider {:?} is of kind {}, whose requests are signed or rewritten per                          API; pass-through routes go to openai, anthropic, gemini, cloudflare or                          ollama providers",
+                        p.provider,
+                        prov.kind.name()
+                    ),
+                );
+                None
+            }
             Some((_, prov)) => Some(prov.clone()),
         };
         let per_request_nanos = match p.price.as_ref().map(|pr| pr.per_request.0) {
@@ -100,6 +113,27 @@ models:
         assert_eq!(c.passthrough[1].per_request_nanos, 0);
         assert!(c.passthrough[1].path.matches("/v1/files"));
         assert!(parse(BASE, &|_| None).unwrap().passthrough.is_empty());
+    }
+
+    #[test]
+    fn cloud_accounts_are_not_pass_through_targets() {
+        let text = format!(
+            "{BASE}  - {{ name: azure-chat, deployments: [{{ provider: az, model: gpt }}] }}\npassthrough:\n  - {{ path: /v1/images/*, provider: az }}\n"
+        )
+        .replace(
+            "  - { name: sim, kind: mock }\n",
+            "  - { name: sim, kind: mock }\n  - { name: az, kind: azure, base_url: \"http://127.0.0.1:9\", api_version: \"2024-10-21\", api_key: k }\n",
+        );
+        let errs: Vec<String> = match parse(&text, &|_| None) {
+            Ok(_) => panic!("expected errors"),
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        };
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("passthrough[0].provider: provider \"az\" is of kind azure")),
+            "{errs:#?}"
+        );
+        assert_eq!(errs.len(), 1, "{errs:#?}");
     }
 
     #[test]
