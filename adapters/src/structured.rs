@@ -4,7 +4,7 @@
 //! The other providers' encoders write their own fields from [`ResponseFormat`] (Gemini
 //! `responseMimeType` + `responseJsonSchema`, Ollama `format`, Cloudflare and OpenAI
 //! `response_format`); this module only owns the Anthropic shape, which both sides of
-//! `anthropic.rs` share, and the goldens that prove every provider's translation. It must not
+//! `anthropic/` share, and the goldens that prove every provider's translation. It must not
 //! validate answers (that is the gateway's `forward::answer_check`). No I/O.
 
 use crate::canonical::{ResponseFormat, TranslateError};
