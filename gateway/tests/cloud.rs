@@ -110,6 +110,23 @@ async fn azure(deployment: &'static str, auth: Authorise) -> Mock {
                 if body.to_string().contains("FORBIDDEN") {
                     return content_filter_error();
                 }
+                if body.to_string().contains("FILTERED_OUTPUT") && body["stream"] == json!(true) {
+                    // A stream Azure stops: text so far, then a choice finished by the filter.
+                    let chunk = |delta: Value, finish: Value| {
+                        json!({"id": "chatcmpl-f", "object": "chat.completion.chunk",
+                               "created": 1686676106, "model": "gpt-4o-2024-05-13",
+                               "choices": [{"index": 0, "delta": delta, "finish_reason": finish,
+                                            "content_filter_results": {}}]})
+                    };
+                    return Answer::sse(
+                        &[
+                            chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+                            chunk(json!({"content": "Once upon"}), Value::Null),
+                            chunk(json!({}), json!("content_filter")),
+                        ],
+                        true,
+                    );
+                }
                 if body.to_string().contains("FILTERED_OUTPUT") {
                     // The completion itself was filtered: 200, no content.
                     let mut v = azure_completion("");
@@ -335,25 +352,60 @@ async fn azure_content_filter_is_a_policy_error_never_failed_over() {
         .await;
     assert_eq!(r.status, 400, "{}", r.text());
 
-    // A filtered completion: OpenAI's `finish_reason: content_filter` as sent, Anthropic's
-    // `stop_reason: refusal`; neither is failed over.
+    // A completion Azure filtered (a 200 with `finish_reason: content_filter`): the same
+    // content-policy error in the caller's format, never failed over.
     let r = gw
         .post_json(
             "/v1/chat/completions",
             &openai_chat(false, "FILTERED_OUTPUT"),
         )
         .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["choices"][0]["finish_reason"], "content_filter");
+    assert_eq!(r.status, 400, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["error"]["code"], "content_filter", "{v}");
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("content management policy"));
     let r = gw
         .post_json(
             "/v1/messages",
             &anthropic_messages(false, "FILTERED_OUTPUT"),
         )
         .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+
+    // Streams: the text so far, then the caller's error as the last event (no [DONE], no
+    // message_stop).
+    let r = gw
+        .post_json("/v1/chat/completions", &openai_chat(true, "FILTERED_OUTPUT"))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["stop_reason"], "refusal");
-    assert_eq!(first.requests().len(), 5);
+    let body = r.text();
+    assert_eq!(openai_stream_text(body.as_bytes()), "Once upon", "{body}");
+    assert!(!body.contains("[DONE]"), "{body}");
+    let events = sse_data(body.as_bytes());
+    let last = events.last().expect("events");
+    assert_eq!(last["error"]["code"], "content_filter", "{body}");
+    assert!(
+        events.iter().all(|e| e["choices"][0]["finish_reason"] != "content_filter"),
+        "the filtered event is replaced by the error: {body}"
+    );
+    let r = gw
+        .post_json("/v1/messages", &anthropic_messages(true, "FILTERED_OUTPUT"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (text, events) = anthropic_stream_text(r.text().as_bytes());
+    assert_eq!(text, "Once upon");
+    let last = events.last().expect("events");
+    assert_eq!(last["type"], "error", "{events:?}");
+    assert_eq!(last["error"]["type"], "invalid_request_error");
+    assert!(events.iter().all(|e| e["type"] != "message_stop"), "{events:?}");
+    assert_eq!(first.requests().len(), 7);
     assert!(
         second.requests().is_empty(),
         "a content-filter refusal is not an outage: never retried on another deployment"
@@ -545,6 +597,10 @@ async fn bedrock(failing: bool) -> Mock {
     Mock::start(Arc::new(move |r: &Recv| {
         if let Err(denied) = aws::verify(r) {
             return denied;
+        }
+        if r.method == "GET" && r.target == "/async-invoke?maxResults=1" {
+            // ListAsyncInvokes: the health probe (signed like any call, nothing invoked).
+            return Answer::json(200, json!({"asyncInvokeSummaries": []}));
         }
         let model = switchyard_adapters::bedrock::encode_model_id(BEDROCK_MODEL);
         let body = r.json();
@@ -931,4 +987,124 @@ async fn azure_health_checks_probe_the_models_list_with_the_key() {
         format!("/openai/models?api-version={API_VERSION}")
     );
     assert_eq!(probe.header("api-key"), Some(AZURE_KEY));
+}
+
+/// Waits until `ok` holds (10 s at most).
+async fn eventually(what: &str, mut ok: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ok().await {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn gets(m: &Mock) -> Vec<mock::Recv> {
+    m.requests().into_iter().filter(|r| r.method == "GET").collect()
+}
+
+/// Health checks per kind: Bedrock probes `ListAsyncInvokes` (`GET /async-invoke`) signed with
+/// SigV4 (the mock recomputes the signature), Vertex probes its location with a service-account
+/// token; a provider whose secret is wrong is marked down by its probes alone.
+#[tokio::test]
+async fn bedrock_and_vertex_health_checks_probe_with_their_credentials() {
+    let br = bedrock(false).await;
+    let bad = bedrock(false).await;
+    let vx = vertex_setup().await;
+    let hc = "    health_check: { interval: 200ms, timeout: 1s }\n";
+    let conf = format!(
+        "providers:\n{}{hc}{}{hc}  - name: vx\n    kind: vertex\n    project: {PROJECT}\n    location: {LOCATION}\n    base_url: {}\n    credentials_file: {}\n{hc}models:\n  - name: chat\n    deployments:\n      - {{ provider: br, model: \"{BEDROCK_MODEL}\" }}\n      - {{ provider: bad, model: \"{BEDROCK_MODEL}\" }}\n      - {{ provider: vx, model: gemini-2.0-flash }}\n",
+        bedrock_provider("br", &br.base, aws::SECRET_ACCESS_KEY),
+        bedrock_provider("bad", &bad.base, "not-the-secret-key"),
+        vx.up.base,
+        vx.sa.file.display()
+    );
+    let gw = Gateway::start(&conf, "").await;
+    let up = |name: &'static str| {
+        let gw = &gw;
+        async move {
+            gw.metric(&format!("switchyard_provider_up{{provider=\"{name}\"}}"))
+                .await
+        }
+    };
+    eventually("three probes each", async || {
+        gets(&br).len() >= 3 && gets(&bad).len() >= 3 && gets(&vx.up).len() >= 3
+    })
+    .await;
+    eventually("the wrong secret marks bad down", async || {
+        up("bad").await == Some(0.0)
+    })
+    .await;
+    assert_eq!(up("br").await, Some(1.0));
+    assert_eq!(up("vx").await, Some(1.0));
+    let probe = &gets(&br)[0];
+    assert_eq!(probe.target, "/async-invoke?maxResults=1");
+    assert!(aws::verify(probe).is_ok(), "a valid SigV4 signature");
+    assert!(probe
+        .header("authorization")
+        .is_some_and(|a| a.contains("/bedrock/aws4_request")));
+    assert!(aws::verify(&gets(&bad)[0]).is_err());
+    let probe = &gets(&vx.up)[0];
+    assert_eq!(
+        probe.target,
+        format!("/v1/projects/{PROJECT}/locations/{LOCATION}")
+    );
+    let issued = vx.issued.lock().unwrap().clone();
+    assert_eq!(issued.len(), 1, "one token, cached across probes");
+    assert_eq!(
+        probe.header("authorization"),
+        Some(format!("Bearer {}", issued[0]).as_str())
+    );
+    // Traffic avoids the provider its probes found down.
+    for _ in 0..3 {
+        let r = gw
+            .post_json("/v1/chat/completions", &openai_chat(false, "Hi"))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert!(bad.requests().iter().all(|r| r.method == "GET"));
+}
+
+/// `proxy` carries everything a provider sends: its Entra token fetches and its health probes
+/// go through the CONNECT proxy too (and Vertex's token fetches and probes likewise).
+#[tokio::test]
+async fn token_fetches_and_health_probes_go_through_the_proxy() {
+    let tenant = Tenant::start(Duration::from_secs(60)).await;
+    let up = azure("gpt4o-prod", tenant.authorise()).await;
+    let vx = vertex_setup().await;
+    let (proxy_port, tunnels) = connect_proxy("Basic c3F1aWQ6czNjcmV0").await;
+    let proxy = format!("    proxy: http://squid:s3cret@127.0.0.1:{proxy_port}\n");
+    let hc = "    health_check: { interval: 200ms, timeout: 1s }\n";
+    let entra = format!(
+        "    entra:\n      tenant_id: tenant-1\n      client_id: app-123\n      client_secret: \"s3cret/+=\"\n      token_url: {}/tenant-1/oauth2/v2.0/token\n",
+        tenant.mock.base
+    );
+    let conf = format!(
+        "providers:\n{}{proxy}{hc}  - name: vx\n    kind: vertex\n    project: {PROJECT}\n    location: {LOCATION}\n    base_url: {}\n    credentials_file: {}\n{proxy}{hc}models:\n  - name: chat\n    deployments:\n      - {{ provider: az, model: gpt4o-prod }}\n  - name: gem\n    deployments:\n      - {{ provider: vx, model: gemini-2.0-flash }}\n",
+        azure_provider("az", &up.base, &entra),
+        vx.up.base,
+        vx.sa.file.display()
+    );
+    let gw = Gateway::start(&conf, "").await;
+    eventually("probes through the proxy", async || {
+        gets(&up).len() >= 2 && gets(&vx.up).len() >= 2
+    })
+    .await;
+    let r = gw
+        .post_json("/v1/chat/completions", &openai_chat(false, "Hi"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let tunnels = tunnels.lock().unwrap().clone();
+    for (what, port) in [
+        ("the Entra token endpoint", tenant.mock.port),
+        ("Azure", up.port),
+        ("the Google token endpoint", vx.oauth.port),
+        ("Vertex", vx.up.port),
+    ] {
+        assert!(
+            tunnels.contains(&format!("127.0.0.1:{port}")),
+            "{what} reached through the proxy: {tunnels:?}"
+        );
+    }
+    assert_eq!(gw.metric("switchyard_provider_up{provider=\"az\"}").await, Some(1.0));
+    assert_eq!(gw.metric("switchyard_provider_up{provider=\"vx\"}").await, Some(1.0));
 }

@@ -126,6 +126,11 @@ impl Vertex {
         }
     }
 
+    /// The health probe: the project's location (Locations.get), below `base_url`.
+    pub fn probe_path(&self) -> String {
+        format!("/v1/projects/{}/locations/{}", self.project, self.location)
+    }
+
     fn prefix(&self) -> String {
         format!(
             "/v1/projects/{}/locations/{}/publishers",

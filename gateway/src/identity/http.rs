@@ -20,9 +20,31 @@ pub async fn call(
     body: Bytes,
     timeout: Duration,
 ) -> Result<(u16, Bytes), String> {
+    let target = Target { ep, proxy: None };
+    call_to(connector, target, method, path, headers, body, timeout).await
+}
+
+/// Where a request goes: the endpoint, and the HTTP CONNECT proxy to reach it through (a
+/// provider's `proxy`, for its token fetches and health probes).
+#[derive(Clone, Copy)]
+pub struct Target<'a> {
+    pub ep: &'a HttpEndpoint,
+    pub proxy: Option<&'a crate::cloud::egress::EgressProxy>,
+}
+
+/// [`call`] to a [`Target`].
+pub async fn call_to(
+    connector: &Connector,
+    target: Target<'_>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Bytes,
+    timeout: Duration,
+) -> Result<(u16, Bytes), String> {
     pingora_timeout::timeout(
         timeout,
-        exchange(connector, ep, method, path, headers, body, timeout),
+        exchange(connector, target, method, path, headers, body, timeout),
     )
     .await
     .map_err(|_| format!("timed out after {timeout:?}"))?
@@ -30,18 +52,23 @@ pub async fn call(
 
 async fn exchange(
     connector: &Connector,
-    ep: &HttpEndpoint,
+    target: Target<'_>,
     method: &str,
     path: &str,
     headers: &[(&str, String)],
     body: Bytes,
     timeout: Duration,
 ) -> Result<(u16, Bytes), String> {
-    let addr = tokio::net::lookup_host((ep.host.as_str(), ep.port))
-        .await
-        .map_err(|e| format!("cannot resolve {}: {e}", ep.host))?
-        .next()
-        .ok_or_else(|| format!("{} resolved to no address", ep.host))?;
+    let ep = target.ep;
+    let addr = match target.proxy {
+        // The proxy resolves the host; the peer's address only keys its connection pool.
+        Some(_) => std::net::SocketAddr::from(([127, 0, 0, 1], ep.port)),
+        None => tokio::net::lookup_host((ep.host.as_str(), ep.port))
+            .await
+            .map_err(|e| format!("cannot resolve {}: {e}", ep.host))?
+            .next()
+            .ok_or_else(|| format!("{} resolved to no address", ep.host))?,
+    };
     let mut peer = HttpPeer::new(
         addr,
         ep.tls,
@@ -53,6 +80,9 @@ async fn exchange(
     );
     peer.options.connection_timeout = Some(timeout);
     peer.options.read_timeout = Some(timeout);
+    if let Some(proxy) = target.proxy {
+        proxy.apply(&mut peer, &ep.host, ep.port)?;
+    }
     // Boxed so the ~9 KB connect future is not inlined into every request's authentication
     // future (this path runs only on a JWKS refresh or a token introspection).
     let (mut session, _) = Box::pin(connector.get_http_session(&peer))

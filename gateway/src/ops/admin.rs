@@ -145,6 +145,23 @@ fn group(keys: &[KeyRecord], by: impl Fn(&KeyRecord) -> Option<&String>, label: 
 }
 
 impl AdminApp {
+    /// Rebuilds governance with the runtime keys' limits and budgets after a key was created
+    /// or revoked (the config file and its generation stay as they are; accounts carry over).
+    fn refresh_key_policies(&self) {
+        let keys = self.auth.key_policies();
+        self.live.republish(|old| crate::snapshot::Parts {
+            state: old.state.clone(),
+            auth: old.auth.clone(),
+            governance: Arc::new(self.spend.governance_for(
+                crate::governance::Sources {
+                    cfg: &old.state.config,
+                    keys: &keys,
+                },
+                Some(&old.governance),
+            )),
+        });
+    }
+
     pub(crate) fn audit(
         &self,
         actor: &str,
@@ -297,10 +314,14 @@ impl AdminApp {
                     Err(e) => return error(400, &format!("invalid JSON: {e}"), "invalid_json"),
                 };
                 let name = req.name.clone();
+                let policy = json!({"limits": req.limits, "budget": req.budget});
                 match self.auth.create(req, &known_models) {
                     Ok((secret, rec)) => {
                         self.audit(&actor, "create_key", Some(&name), client, "ok");
+                        self.refresh_key_policies();
                         let mut v = key_json(&rec);
+                        v["limits"] = policy["limits"].clone();
+                        v["budget"] = policy["budget"].clone();
                         v["key"] = Value::from(secret);
                         v["persistent"] = Value::from(self.auth.store_is_persistent());
                         json_response(201, &v)
@@ -318,6 +339,7 @@ impl AdminApp {
             ("DELETE", ["keys", name]) => match self.auth.revoke(name) {
                 Ok(()) => {
                     self.audit(&actor, "revoke_key", Some(name), client, "ok");
+                    self.refresh_key_policies();
                     json_response(200, &json!({"name": name, "revoked": true}))
                 }
                 Err(e) => {

@@ -159,7 +159,11 @@ pub async fn vertex(issued: Arc<Mutex<Vec<String>>>) -> Mock {
                                          "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 6, "totalTokenCount": 11},
                                          "modelVersion": "gemini-2.0-flash"});
         let t = r.target.as_str();
-        if t == format!("{base}/google/models/gemini-2.0-flash:generateContent") {
+        let location = format!("/v1/projects/{PROJECT}/locations/{LOCATION}");
+        if r.method == "GET" && t == location {
+            // Locations.get: the health probe.
+            Answer::json(200, json!({"name": location.trim_start_matches("/v1/"), "locationId": LOCATION}))
+        } else if t == format!("{base}/google/models/gemini-2.0-flash:generateContent") {
             Answer::json(200, gemini("Hello from Vertex Gemini!"))
         } else if t == format!("{base}/google/models/gemini-2.0-flash:streamGenerateContent?alt=sse") {
             let mut first = gemini("Hello from ");
@@ -194,4 +198,22 @@ pub async fn vertex(issued: Arc<Mutex<Vec<String>>>) -> Mock {
         }
     }))
     .await
+}
+
+/// A Google OAuth endpoint and a Vertex AI project whose tokens it issues, for `sa`'s key.
+pub struct VertexSetup {
+    pub oauth: Mock,
+    pub up: Mock,
+    pub sa: ServiceAccount,
+    pub issued: Arc<Mutex<Vec<String>>>,
+}
+
+pub async fn vertex_setup() -> VertexSetup {
+    let public: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let issued: Arc<Mutex<Vec<String>>> = Arc::default();
+    let oauth = google_oauth(public.clone(), issued.clone()).await;
+    let sa = service_account(&format!("{}/token", oauth.base));
+    *public.lock().unwrap_or_else(|e| e.into_inner()) = sa.public_der.clone();
+    let up = vertex(issued.clone()).await;
+    VertexSetup { oauth, up, sa, issued }
 }
