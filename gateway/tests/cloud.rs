@@ -1108,3 +1108,45 @@ async fn token_fetches_and_health_probes_go_through_the_proxy() {
     assert_eq!(gw.metric("switchyard_provider_up{provider=\"az\"}").await, Some(1.0));
     assert_eq!(gw.metric("switchyard_provider_up{provider=\"vx\"}").await, Some(1.0));
 }
+
+/// Vertex text embeddings: OpenAI's `/v1/embeddings` becomes the model's `:predict` with
+/// `instances[{content}]` and `parameters.outputDimensionality`; the predictions' vectors and
+/// token counts come back in OpenAI's shape.
+#[tokio::test]
+async fn vertex_embeddings_use_predict() {
+    let vx = vertex_setup().await;
+    let conf = format!(
+        "providers:\n  - name: vx\n    kind: vertex\n    project: {PROJECT}\n    location: {LOCATION}\n    base_url: {}\n    credentials_file: {}\nmodels:\n  - name: emb\n    deployments:\n      - {{ provider: vx, model: text-embedding-005 }}\n",
+        vx.up.base,
+        vx.sa.file.display()
+    );
+    let gw = Gateway::start(&conf, "").await;
+    let r = gw
+        .post_json(
+            "/v1/embeddings",
+            br#"{"model":"emb","input":["one two","three"],"dimensions":3}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["data"][0]["embedding"], json!([0.2, 0.21, 0.22]), "{v}");
+    assert_eq!(v["data"][1]["embedding"], json!([0.1, 0.11, 0.12]), "{v}");
+    assert_eq!(v["usage"]["prompt_tokens"], 3);
+    let sent = vx.up.requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0].target,
+        format!("/v1/projects/{PROJECT}/locations/{LOCATION}/publishers/google/models/text-embedding-005:predict")
+    );
+    assert_eq!(
+        sent[0].json(),
+        json!({"instances": [{"content": "one two"}, {"content": "three"}],
+               "parameters": {"outputDimensionality": 3}})
+    );
+    // One input: the same call with one instance.
+    let r = gw
+        .post_json("/v1/embeddings", br#"{"model":"emb","input":"solo"}"#)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["data"][0]["embedding"].as_array().map(Vec::len), Some(4));
+}

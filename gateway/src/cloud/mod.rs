@@ -87,11 +87,20 @@ impl Cloud {
         }
     }
 
-    /// The body as the cloud takes it, when it differs from the dialect's (Vertex Claude).
-    pub fn adapt_body(&self, model: &str, body: &[u8]) -> Result<Option<Bytes>, String> {
+    /// The body as the cloud takes it for a call to `path` (from [`Cloud::api_path`]), when it
+    /// differs from the dialect's (Vertex Claude; Vertex embeddings, `:predict`).
+    pub fn adapt_body(
+        &self,
+        model: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<Option<Bytes>, String> {
         match self {
             Cloud::Vertex(_) if vertex::Vertex::dialect_for(model) == Dialect::Anthropic => {
                 vertex::Vertex::claude_body(body).map(Some)
+            }
+            Cloud::Vertex(_) if path.ends_with(vertex::PREDICT) => {
+                vertex::Vertex::predict_body(body).map(Some)
             }
             _ => Ok(None),
         }

@@ -160,6 +160,20 @@ pub async fn vertex(issued: Arc<Mutex<Vec<String>>>) -> Mock {
                                          "modelVersion": "gemini-2.0-flash"});
         let t = r.target.as_str();
         let location = format!("/v1/projects/{PROJECT}/locations/{LOCATION}");
+        if t == format!("{base}/google/models/text-embedding-005:predict") {
+            // Text embeddings: one prediction per instance, its tokens counted (one per word).
+            let dims = body["parameters"]["outputDimensionality"].as_u64().unwrap_or(4) as usize;
+            let Some(instances) = body["instances"].as_array() else {
+                return Answer::json(400, json!({"error": {"code": 400, "message": "instances required", "status": "INVALID_ARGUMENT"}}));
+            };
+            let predictions: Vec<Value> = instances.iter().map(|i| {
+                let text = i["content"].as_str().unwrap_or("");
+                let words = text.split_whitespace().count();
+                let values: Vec<f64> = (0..dims).map(|k| (words * 10 + k) as f64 / 100.0).collect();
+                json!({"embeddings": {"statistics": {"truncated": false, "token_count": words}, "values": values}})
+            }).collect();
+            return Answer::json(200, json!({"predictions": predictions, "metadata": {"billableCharacterCount": 10}}));
+        }
         if r.method == "GET" && t == location {
             // Locations.get: the health probe.
             Answer::json(200, json!({"name": location.trim_start_matches("/v1/"), "locationId": LOCATION}))
