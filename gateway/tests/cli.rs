@@ -202,7 +202,9 @@ async fn keys_are_created_listed_rotated_and_revoked_from_the_command_line() {
     assert_fails(
         &cli(
             &gw,
-            &["keys", "create", "--name", "x", "--budget", "1", "--period", "hourly"],
+            &[
+                "keys", "create", "--name", "x", "--budget", "1", "--period", "hourly",
+            ],
         ),
         "budget.period",
     );
@@ -342,11 +344,18 @@ async fn keys_created_with_rpm_and_a_budget_are_enforced() {
             "POST",
             "/v1/chat/completions",
             Some(br#"{"model":"chat","messages":[{"role":"user","content":"hi"}]}"#),
-            &[("authorization", &auth), ("content-type", "application/json")],
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
         )
         .await;
     assert_eq!(sixth.status, 429, "{}", sixth.text());
-    assert!(sixth.text().contains("requests_per_minute"), "{}", sixth.text());
+    assert!(
+        sixth.text().contains("requests_per_minute"),
+        "{}",
+        sixth.text()
+    );
     assert_eq!(
         chat_status(&gw, KEY, "chat").await,
         200,
@@ -357,7 +366,8 @@ async fn keys_created_with_rpm_and_a_budget_are_enforced() {
     let out = cli(
         &gw,
         &[
-            "keys", "create", "--name", "capped", "--budget", "0.001", "--period", "daily", "--json",
+            "keys", "create", "--name", "capped", "--budget", "0.001", "--period", "daily",
+            "--json",
         ],
     );
     assert!(out.ok, "{}", out.stderr);
@@ -384,7 +394,13 @@ async fn keys_created_with_rpm_and_a_budget_are_enforced() {
     assert_eq!(r.status, 429, "{}", r.text());
     let body: serde_json::Value = serde_json::from_str(&r.text()).expect("json");
     assert_eq!(body["error"]["code"], "budget_exceeded", "{body}");
-    assert!(body["error"]["message"].as_str().unwrap_or("").contains("key:capped"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("key:capped"),
+        "{body}"
+    );
 
     // Stored with the key: a restart keeps both.
     drop(gw);

@@ -382,7 +382,10 @@ async fn azure_content_filter_is_a_policy_error_never_failed_over() {
     // Streams: the text so far, then the caller's error as the last event (no [DONE], no
     // message_stop).
     let r = gw
-        .post_json("/v1/chat/completions", &openai_chat(true, "FILTERED_OUTPUT"))
+        .post_json(
+            "/v1/chat/completions",
+            &openai_chat(true, "FILTERED_OUTPUT"),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let body = r.text();
@@ -392,7 +395,9 @@ async fn azure_content_filter_is_a_policy_error_never_failed_over() {
     let last = events.last().expect("events");
     assert_eq!(last["error"]["code"], "content_filter", "{body}");
     assert!(
-        events.iter().all(|e| e["choices"][0]["finish_reason"] != "content_filter"),
+        events
+            .iter()
+            .all(|e| e["choices"][0]["finish_reason"] != "content_filter"),
         "the filtered event is replaced by the error: {body}"
     );
     let r = gw
@@ -404,7 +409,10 @@ async fn azure_content_filter_is_a_policy_error_never_failed_over() {
     let last = events.last().expect("events");
     assert_eq!(last["type"], "error", "{events:?}");
     assert_eq!(last["error"]["type"], "invalid_request_error");
-    assert!(events.iter().all(|e| e["type"] != "message_stop"), "{events:?}");
+    assert!(
+        events.iter().all(|e| e["type"] != "message_stop"),
+        "{events:?}"
+    );
     assert_eq!(first.requests().len(), 7);
     assert!(
         second.requests().is_empty(),
@@ -999,7 +1007,10 @@ async fn eventually(what: &str, mut ok: impl AsyncFnMut() -> bool) {
 }
 
 fn gets(m: &Mock) -> Vec<mock::Recv> {
-    m.requests().into_iter().filter(|r| r.method == "GET").collect()
+    m.requests()
+        .into_iter()
+        .filter(|r| r.method == "GET")
+        .collect()
 }
 
 /// Health checks per kind: Bedrock probes `ListAsyncInvokes` (`GET /async-invoke`) signed with
@@ -1105,8 +1116,14 @@ async fn token_fetches_and_health_probes_go_through_the_proxy() {
             "{what} reached through the proxy: {tunnels:?}"
         );
     }
-    assert_eq!(gw.metric("switchyard_provider_up{provider=\"az\"}").await, Some(1.0));
-    assert_eq!(gw.metric("switchyard_provider_up{provider=\"vx\"}").await, Some(1.0));
+    assert_eq!(
+        gw.metric("switchyard_provider_up{provider=\"az\"}").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        gw.metric("switchyard_provider_up{provider=\"vx\"}").await,
+        Some(1.0)
+    );
 }
 
 /// Vertex text embeddings: OpenAI's `/v1/embeddings` becomes the model's `:predict` with
@@ -1148,5 +1165,8 @@ async fn vertex_embeddings_use_predict() {
         .post_json("/v1/embeddings", br#"{"model":"emb","input":"solo"}"#)
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["data"][0]["embedding"].as_array().map(Vec::len), Some(4));
+    assert_eq!(
+        r.json()["data"][0]["embedding"].as_array().map(Vec::len),
+        Some(4)
+    );
 }

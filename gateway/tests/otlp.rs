@@ -212,7 +212,11 @@ async fn finish_reasons_are_read_from_a_stream_in_the_callers_format() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(r.text().contains("\"stop_reason\":\"end_turn\""), "{}", r.text());
+    assert!(
+        r.text().contains("\"stop_reason\":\"end_turn\""),
+        "{}",
+        r.text()
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     let server = loop {
         if let Some(s) = spans(&collector).into_iter().find(|s| s["kind"] == 2) {

@@ -82,7 +82,10 @@ mod tests {
         let at = event_start(stream).unwrap();
         assert!(stream[..at].ends_with(b"\n\n"));
         assert!(stream[at..].starts_with(b"data: {\"choices\":[{\"delta\":{},"));
-        assert_eq!(event_start(b"data: {\"choices\":[{\"finish_reason\":\"stop\"}]}\n\n"), None);
+        assert_eq!(
+            event_start(b"data: {\"choices\":[{\"finish_reason\":\"stop\"}]}\n\n"),
+            None
+        );
         let (status, body) = error(Caller::OpenAi, "r1");
         assert_eq!(status, 400);
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();

@@ -252,7 +252,11 @@ mod tests {
         let base = "/v1/projects/p1/locations/us-east5/publishers/google/models";
         for gemini in [":embedContent", ":batchEmbedContents"] {
             assert_eq!(
-                v.api_path(&format!("/models/text-embedding-005{gemini}"), "text-embedding-005", false),
+                v.api_path(
+                    &format!("/models/text-embedding-005{gemini}"),
+                    "text-embedding-005",
+                    false
+                ),
                 format!("{base}/text-embedding-005:predict")
             );
         }
@@ -268,6 +272,9 @@ mod tests {
         let one = br#"{"model":"models/e","content":{"parts":[{"text":"hello"}]}}"#;
         let body: serde_json::Value =
             serde_json::from_slice(&Vertex::predict_body(one).unwrap()).unwrap();
-        assert_eq!(body, serde_json::json!({"instances": [{"content": "hello"}]}));
+        assert_eq!(
+            body,
+            serde_json::json!({"instances": [{"content": "hello"}]})
+        );
     }
 }

@@ -404,7 +404,6 @@ fn build(
     let key_limits = cfg
         .key_limits
         .iter()
-        .map(|(k, l)| (k, l))
         .chain(runtime_limits.iter().map(|(k, l)| (k, l)))
         .filter(|(_, l)| !l.is_empty())
         .map(|(k, l)| (k.clone(), carry(old.map(|g| &g.key_limits), k, l)))

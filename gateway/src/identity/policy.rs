@@ -133,7 +133,8 @@ impl KeyStore {
         let mut out = Vec::new();
         for row in rows {
             let (name, text) = row?;
-            let policy = serde_json::from_str(&text).map_err(|_| StoreError::Corrupt(name.clone()))?;
+            let policy =
+                serde_json::from_str(&text).map_err(|_| StoreError::Corrupt(name.clone()))?;
             out.push((name, policy));
         }
         Ok(out)

@@ -46,7 +46,11 @@ fn scan(bytes: &[u8], reasons: &mut Vec<String>) {
 
 /// The string after `: ` (a JSON string without escapes); `None` for `null` or anything else.
 fn string_value(rest: &[u8]) -> Option<&[u8]> {
-    let skip = |s: &[u8]| s.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(s.len());
+    let skip = |s: &[u8]| {
+        s.iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(s.len())
+    };
     let rest = &rest[skip(rest)..];
     let rest = rest.strip_prefix(b":")?;
     let rest = &rest[skip(rest)..];
@@ -66,7 +70,10 @@ mod tests {
             br#"{"choices":[{"index":0,"finish_reason": "stop"},{"index":1,"finish_reason":"length"}]}"#,
             &mut r,
         );
-        scan(b"data: {\"choices\":[{\"delta\":{},\"finish_reason\":null}]}\n\n", &mut r);
+        scan(
+            b"data: {\"choices\":[{\"delta\":{},\"finish_reason\":null}]}\n\n",
+            &mut r,
+        );
         scan(
             br#"event: message_delta
 data: {"type":"message_delta","delta":{"stop_reason":"end_turn"}}"#,

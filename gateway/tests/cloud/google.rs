@@ -229,5 +229,10 @@ pub async fn vertex_setup() -> VertexSetup {
     let sa = service_account(&format!("{}/token", oauth.base));
     *public.lock().unwrap_or_else(|e| e.into_inner()) = sa.public_der.clone();
     let up = vertex(issued.clone()).await;
-    VertexSetup { oauth, up, sa, issued }
+    VertexSetup {
+        oauth,
+        up,
+        sa,
+        issued,
+    }
 }

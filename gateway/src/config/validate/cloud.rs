@@ -158,9 +158,7 @@ pub(super) fn bedrock_kind(
         p,
         path,
         "bedrock",
-        &[
-            ("api_key", p.api_key.is_some()),
-        ],
+        &[("api_key", p.api_key.is_some())],
         errs,
     );
     let region = p.region.as_deref().map(str::trim).filter(|r| !r.is_empty());
@@ -211,15 +209,7 @@ pub(super) fn bedrock_kind(
 /// `kind: vertex`: Gemini and Claude models of one project and location, with a
 /// service account's OAuth tokens.
 pub(super) fn vertex_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Option<ProviderKind> {
-    reject_keys(
-        p,
-        path,
-        "vertex",
-        &[
-            ("api_key", p.api_key.is_some()),
-        ],
-        errs,
-    );
+    reject_keys(p, path, "vertex", &[("api_key", p.api_key.is_some())], errs);
     let mut name = |key: &str, v: &Option<String>| {
         let v = v.as_deref().map(str::trim).filter(|v| !v.is_empty());
         match v {
@@ -289,7 +279,9 @@ pub(super) fn vertex_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Op
 /// [`egress_proxy`]).
 fn proxy_of(p: &FileProvider) -> Option<Arc<crate::cloud::egress::EgressProxy>> {
     let url = p.proxy.as_deref()?;
-    crate::cloud::egress::EgressProxy::parse(url).ok().map(Arc::new)
+    crate::cloud::egress::EgressProxy::parse(url)
+        .ok()
+        .map(Arc::new)
 }
 
 fn entra_auth(

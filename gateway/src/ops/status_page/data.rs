@@ -36,7 +36,10 @@ impl AdminApp {
         );
         let config = &snapshot.state.config;
         let cache = config.cache.enabled.then(|| {
-            let (hits, misses) = (self.metrics.cache_hits.get(), self.metrics.cache_misses.get());
+            let (hits, misses) = (
+                self.metrics.cache_hits.get(),
+                self.metrics.cache_misses.get(),
+            );
             json!({
                 "hits": hits,
                 "misses": misses,
