@@ -486,12 +486,17 @@ impl Tenant {
     }
 }
 
-/// A gateway with one Azure deployment authorised by Entra client credentials.
-async fn entra_gateway(tenant: &Tenant, up: &Mock, client_secret: &str) -> Gateway {
-    let entra = format!(
+/// An Azure provider's `entra` section for `tenant`.
+fn entra_section(tenant: &Tenant, client_secret: &str) -> String {
+    format!(
         "    entra:\n      tenant_id: tenant-1\n      client_id: app-123\n      client_secret: {client_secret}\n      token_url: {}/tenant-1/oauth2/v2.0/token\n",
         tenant.mock.base
-    );
+    )
+}
+
+/// A gateway with one Azure deployment authorised by Entra client credentials.
+async fn entra_gateway(tenant: &Tenant, up: &Mock, client_secret: &str) -> Gateway {
+    let entra = entra_section(tenant, client_secret);
     let conf = format!(
         "providers:\n{}{}",
         azure_provider("az", &up.base, &entra),
@@ -1085,10 +1090,7 @@ async fn token_fetches_and_health_probes_go_through_the_proxy() {
     let (proxy_port, tunnels) = connect_proxy("Basic c3F1aWQ6czNjcmV0").await;
     let proxy = format!("    proxy: http://squid:s3cret@127.0.0.1:{proxy_port}\n");
     let hc = "    health_check: { interval: 200ms, timeout: 1s }\n";
-    let entra = format!(
-        "    entra:\n      tenant_id: tenant-1\n      client_id: app-123\n      client_secret: \"s3cret/+=\"\n      token_url: {}/tenant-1/oauth2/v2.0/token\n",
-        tenant.mock.base
-    );
+    let entra = entra_section(&tenant, "\"s3cret/+=\"");
     let conf = format!(
         "providers:\n{}{proxy}{hc}  - name: vx\n    kind: vertex\n    project: {PROJECT}\n    location: {LOCATION}\n    base_url: {}\n    credentials_file: {}\n{proxy}{hc}models:\n  - name: chat\n    deployments:\n      - {{ provider: az, model: gpt4o-prod }}\n  - name: gem\n    deployments:\n      - {{ provider: vx, model: gemini-2.0-flash }}\n",
         azure_provider("az", &up.base, &entra),
