@@ -335,6 +335,39 @@ async fn keys_created_with_rpm_and_a_budget_are_enforced() {
         out.stdout
     );
     let limited = secret_of(&out.stdout);
+    let out = cli(
+        &gw,
+        &[
+            "keys", "create", "--name", "capped", "--budget", "0.001", "--period", "daily",
+            "--json",
+        ],
+    );
+    assert!(out.ok, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+    assert_eq!(v["budget"]["period"], "daily");
+    let capped = v["key"].as_str().expect("secret").to_string();
+    // The list shows each key's limit and budget.
+    let out = cli(&gw, &["keys", "list"]);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let rpm_col = lines[0].find("RPM").expect("RPM column");
+    let budget_col = lines[0].find("BUDGET").expect("BUDGET column");
+    let row = |name: &str| {
+        *lines
+            .iter()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} listed: {}", out.stdout))
+    };
+    assert_eq!(
+        row("limited").get(rpm_col..rpm_col + 1),
+        Some("5"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        row("capped")[budget_col..].starts_with("$0.001/daily"),
+        "{}",
+        out.stdout
+    );
     for i in 0..5 {
         assert_eq!(chat_status(&gw, &limited, "chat").await, 200, "request {i}");
     }
@@ -363,17 +396,6 @@ async fn keys_created_with_rpm_and_a_budget_are_enforced() {
     );
 
     // A budget of a tenth of a cent: the mock's answers cost a cent each at this price.
-    let out = cli(
-        &gw,
-        &[
-            "keys", "create", "--name", "capped", "--budget", "0.001", "--period", "daily",
-            "--json",
-        ],
-    );
-    assert!(out.ok, "{}", out.stderr);
-    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
-    assert_eq!(v["budget"]["period"], "daily");
-    let capped = v["key"].as_str().expect("secret").to_string();
     let auth = format!("Bearer {capped}");
     let mut refused = None;
     for _ in 0..5 {

@@ -261,7 +261,7 @@ fn keys(c: Client, action: KeysAction) -> Result<String, CliError> {
                     out += &format!("limit: {rpm} requests per minute\n");
                 }
                 if let Some(limit) = v["budget"]["limit"].as_f64() {
-                    out += &format!("budget: ${limit:.2} {}\n", cell(&v["budget"]["period"]));
+                    out += &format!("budget: ${limit} {}\n", cell(&v["budget"]["period"]));
                 }
                 out
             }))
@@ -285,12 +285,17 @@ fn keys(c: Client, action: KeysAction) -> Result<String, CliError> {
                             cell(&k["expires"]),
                             state.to_string(),
                             cell(&k["source"]),
+                            cell(&k["limits"]["requests_per_minute"]),
+                            k["budget"]["limit"].as_f64().map_or("-".into(), |l| {
+                                format!("${l}/{}", cell(&k["budget"]["period"]))
+                            }),
                         ]
                     })
                     .collect();
                 table::render(
                     &[
-                        "NAME", "TEAM", "PROJECT", "MODELS", "EXPIRES", "STATE", "SOURCE",
+                        "NAME", "TEAM", "PROJECT", "MODELS", "EXPIRES", "STATE", "SOURCE", "RPM",
+                        "BUDGET",
                     ],
                     &rows,
                 )

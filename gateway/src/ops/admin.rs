@@ -87,9 +87,13 @@ pub(crate) fn bearer(session: &ServerSession) -> Option<&str> {
         .map(str::trim)
 }
 
-/// A key's policy as the admin API shows it (never the secret).
-fn key_json(k: &KeyRecord) -> Value {
+/// A key's policy as the admin API shows it (never the secret), with a runtime key's limits
+/// and budget from `policies`.
+fn key_json(k: &KeyRecord, policies: &crate::identity::policy::KeyPolicies) -> Value {
+    let policy = policies.iter().find(|(n, _)| *n == k.name).map(|(_, p)| p);
     json!({
+        "limits": policy.and_then(|p| p.limits.as_ref()),
+        "budget": policy.and_then(|p| p.budget.as_ref()),
         "name": k.name,
         "team": k.team,
         "project": k.project,
@@ -300,7 +304,10 @@ impl AdminApp {
             ("GET", ["keys"]) => match self.auth.list() {
                 Ok(keys) => json_response(
                     200,
-                    &json!({"keys": keys.iter().map(key_json).collect::<Vec<_>>()}),
+                    &json!({"keys": keys
+                        .iter()
+                        .map(|k| key_json(k, &self.auth.key_policies()))
+                        .collect::<Vec<_>>()}),
                 ),
                 Err(e) => admin_error(&e),
             },
@@ -314,14 +321,11 @@ impl AdminApp {
                     Err(e) => return error(400, &format!("invalid JSON: {e}"), "invalid_json"),
                 };
                 let name = req.name.clone();
-                let policy = json!({"limits": req.limits, "budget": req.budget});
                 match self.auth.create(req, &known_models) {
                     Ok((secret, rec)) => {
                         self.audit(&actor, "create_key", Some(&name), client, "ok");
                         self.refresh_key_policies();
-                        let mut v = key_json(&rec);
-                        v["limits"] = policy["limits"].clone();
-                        v["budget"] = policy["budget"].clone();
+                        let mut v = key_json(&rec, &self.auth.key_policies());
                         v["key"] = Value::from(secret);
                         v["persistent"] = Value::from(self.auth.store_is_persistent());
                         json_response(201, &v)
@@ -333,7 +337,7 @@ impl AdminApp {
                 }
             }
             ("GET", ["keys", name]) => match self.auth.get(name) {
-                Ok(k) => json_response(200, &key_json(&k)),
+                Ok(k) => json_response(200, &key_json(&k, &self.auth.key_policies())),
                 Err(e) => admin_error(&e),
             },
             ("DELETE", ["keys", name]) => match self.auth.revoke(name) {
