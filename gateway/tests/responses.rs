@@ -505,6 +505,27 @@ async fn native_deployments_get_the_request_as_is() {
     )
     .await;
     assert_eq!(next.status, 200, "{}", next.text());
+    // A known native id continues on the native deployment with its history expanded.
+    let again = create(
+        &gw,
+        json!({"model": "n", "previous_response_id": "resp_native1", "input": "more"}),
+    )
+    .await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    let (_, sent) = &up.raw()[1];
+    let sent: Value = serde_json::from_slice(sent).unwrap();
+    assert!(sent.get("previous_response_id").is_none(), "{sent}");
+    assert_eq!(sent["input"].as_array().map(Vec::len), Some(3), "{sent}");
+    // An id the gateway never stored for this caller is a 404 even on a native model: it never
+    // reaches the provider (whose key may know another tenant's responses).
+    let unknown = create(
+        &gw,
+        json!({"model": "n", "previous_response_id": "resp_someone_elses", "input": "more"}),
+    )
+    .await;
+    assert_eq!(unknown.status, 404, "{}", unknown.text());
+    assert_eq!(unknown.json()["error"]["code"], "previous_response_not_found");
+    assert_eq!(up.raw().len(), 2, "the unknown id reached the provider");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -182,6 +182,21 @@ async fn auto_routes_by_each_strategy_and_task_and_strips_the_hints() {
     .await;
     assert_eq!(bad.status, 400);
     assert_eq!(bad.json()["error"]["param"], "routingStrategy");
+
+    // A task the model's `tasks` map does not name is refused, listing the known ones.
+    let before = t.cheap.request_count() + t.premium.request_count() + t.coder.request_count();
+    let bad = send(&gw, &body("auto", json!({"task": "poetry"})), &[]).await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    let err = &bad.json()["error"];
+    assert_eq!(err["param"], "task", "{err}");
+    assert_eq!(err["code"], "unknown_task", "{err}");
+    let message = err["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("poetry") && message.contains("code-generation, summarize"),
+        "{err}"
+    );
+    let after = t.cheap.request_count() + t.premium.request_count() + t.coder.request_count();
+    assert_eq!(after, before, "an unknown task reached a provider");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -136,6 +136,31 @@ fn from_body(map: &mut Map<String, Value>, hints: &mut Hints) -> Result<bool, Ga
     Ok(found)
 }
 
+/// A `task` the model's `tasks` map does not name is the caller's 400, listing the known ones
+/// (silently routing it to every candidate would hide a typo).
+pub fn check_task(
+    hints: Option<&Hints>,
+    tasks: &std::collections::BTreeMap<String, Vec<String>>,
+) -> Result<(), GatewayError> {
+    let Some(task) = hints.and_then(|h| h.task.as_deref()) else {
+        return Ok(());
+    };
+    if tasks.contains_key(task) {
+        return Ok(());
+    }
+    let known: Vec<&str> = tasks.keys().map(String::as_str).collect();
+    let message = if known.is_empty() {
+        format!("unknown task {task:?}: this model has no tasks")
+    } else {
+        format!("unknown task {task:?} (known tasks: {})", known.join(", "))
+    };
+    Err(GatewayError::RoutingHint {
+        message,
+        param: "task",
+        code: "unknown_task",
+    })
+}
+
 fn from_headers(headers: &http::HeaderMap, hints: &mut Hints) -> Result<(), GatewayError> {
     let text = |name: &str| {
         headers
