@@ -44,6 +44,7 @@ pub const CODES: &[&str] = &[
     "upstream_unavailable",
     "upstream_body_too_large",
     "bad_upstream_response",
+    "content_policy_violation",
     "invalid_structured_output",
     "request_timeout",
     "request_header_fields_too_large",
