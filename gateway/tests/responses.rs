@@ -524,7 +524,10 @@ async fn native_deployments_get_the_request_as_is() {
     )
     .await;
     assert_eq!(unknown.status, 404, "{}", unknown.text());
-    assert_eq!(unknown.json()["error"]["code"], "previous_response_not_found");
+    assert_eq!(
+        unknown.json()["error"]["code"],
+        "previous_response_not_found"
+    );
     assert_eq!(up.raw().len(), 2, "the unknown id reached the provider");
 }
 

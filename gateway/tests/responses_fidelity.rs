@@ -160,8 +160,7 @@ async fn reasoning_is_an_item_with_its_tokens_and_streams_as_summary_text() {
     let v = r.json();
     assert_eq!(v["output"][0]["type"], "reasoning", "{v}");
     assert_eq!(
-        v["output"][0]["summary"][0]["text"],
-        "The user greets me.",
+        v["output"][0]["summary"][0]["text"], "The user greets me.",
         "{v}"
     );
 
@@ -191,7 +190,12 @@ async fn reasoning_is_an_item_with_its_tokens_and_streams_as_summary_text() {
         streaming.base
     );
     let gw = Gateway::start(&conf, "").await;
-    let r = create(&gw, json!({"model": "c", "input": "hi", "stream": true}), &[]).await;
+    let r = create(
+        &gw,
+        json!({"model": "c", "input": "hi", "stream": true}),
+        &[],
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let text = r.text();
     let events = sse(&text);
@@ -236,7 +240,12 @@ async fn a_translated_stream_cut_mid_way_ends_with_response_failed() {
         up.base
     );
     let gw = Gateway::start(&conf, "").await;
-    let r = create(&gw, json!({"model": "c", "input": "hi", "stream": true}), &[]).await;
+    let r = create(
+        &gw,
+        json!({"model": "c", "input": "hi", "stream": true}),
+        &[],
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let text = r.text();
     let events = sse(&text);
@@ -274,18 +283,32 @@ async fn a_native_stream_cut_short_ends_with_an_error_event() {
         up.base
     );
     let gw = Gateway::start(&conf, "").await;
-    let r = create(&gw, json!({"model": "n", "input": "hi", "stream": true}), &[]).await;
+    let r = create(
+        &gw,
+        json!({"model": "n", "input": "hi", "stream": true}),
+        &[],
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let text = r.text();
-    assert!(text.starts_with(&stream), "the provider's events pass through: {text}");
+    assert!(
+        text.starts_with(&stream),
+        "the provider's events pass through: {text}"
+    );
     let events = sse(&text);
     assert_eq!(events.len(), 3, "{text}");
     let (name, err) = &events[2];
     assert_eq!(name, "error", "{text}");
     assert_eq!(err["type"], "error");
     assert_eq!(err["sequence_number"], 2, "{text}");
-    assert!(err["code"].is_string() && err["message"].is_string(), "{err}");
-    assert!(err.get("error").is_none(), "a chat-style error chunk: {text}");
+    assert!(
+        err["code"].is_string() && err["message"].is_string(),
+        "{err}"
+    );
+    assert!(
+        err.get("error").is_none(),
+        "a chat-style error chunk: {text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

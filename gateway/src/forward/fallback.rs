@@ -1,23 +1,25 @@
 //! Model fallbacks (`models[].fallbacks`): when every deployment of the requested model failed,
 //! or none could take the request (its prompt exceeds each deployment's `context_window`, a field
 //! no provider honours, or a provider refused it for content policy — [`content_refusal`] reads
-//! and classifies an error answer before any of it is relayed), the next fallback model's plan runs, in order, within the first model's
-//! deadline and the budget already reserved. The model that served is the request's model from
-//! then on (ledger, access log) and `x-switchyard-fallback` names it. Owns the order of models,
-//! not the tries within one ([`super::plan`]).
+//! and classifies an error answer before any of it is relayed), the next fallback model's plan
+//! runs, in order, within the first model's deadline and the budget already reserved. A caller's
+//! `fallbackProviders` hint ([`crate::routing::hinted`]) runs first: the same model on the
+//! providers it names. The model that served is the request's model from then on (ledger, access
+//! log) and `x-switchyard-fallback` names it. Owns the order of models, not the tries within one
+//! ([`super::plan`]).
 
 use super::attempt::Committed;
 use super::{Failure, Forwarder};
 use crate::errors::GatewayError;
-use bytes::BytesMut;
-use std::time::Duration;
-use switchyard_adapters::canonical::{Dialect, ErrorKind, ProviderError};
-use switchyard_adapters::providers;
 use crate::proxy::context::RequestCtx;
 use crate::routing::state::RoutedModel;
+use bytes::BytesMut;
 use pingora_proxy::Session;
 use std::sync::Arc;
+use std::time::Duration;
 use std::time::Instant;
+use switchyard_adapters::canonical::{Dialect, ErrorKind, ProviderError};
+use switchyard_adapters::providers;
 
 use super::translate::Inbound;
 
@@ -64,17 +66,35 @@ impl Forwarder {
                     .iter()
                     .any(|d| d.context_window.is_some())
             });
+        let hinted = ctx.hinted.clone();
         let bounds = Bounds {
             deadline: ctx.started + model.config.routing.deadline,
             prompt_tokens: windows.then(|| prompt_tokens(inbound.body)),
-            fallbacks: !fallbacks.is_empty(),
+            fallbacks: !fallbacks.is_empty() || hinted.is_some(),
         };
         let first = self.serve_model(session, ctx, model, inbound, bounds).await;
         let original = match first {
-            Err(Failure::Respond(e)) if !fallbacks.is_empty() && falls_back(&e) => e,
+            Err(Failure::Respond(e)) if bounds.fallbacks && falls_back(&e) => e,
             other => return other,
         };
         let requested = ctx.model.clone();
+        if let Some(hinted) = hinted.filter(|_| Instant::now() < bounds.deadline) {
+            // The caller's `fallbackProviders`: the same model on other providers, before any
+            // fallback model (`x-switchyard-provider` says which served).
+            log::info!(
+                "request {}: model {} could not answer; trying the caller's fallbackProviders",
+                ctx.request_id,
+                model.config.name
+            );
+            ctx.model = Some(hinted.clone());
+            match self
+                .serve_model(session, ctx, &hinted, inbound, bounds)
+                .await
+            {
+                Err(Failure::Respond(e)) if falls_back(&e) => ctx.model = requested.clone(),
+                other => return other,
+            }
+        }
         for fallback in &fallbacks {
             if Instant::now() >= bounds.deadline {
                 break;

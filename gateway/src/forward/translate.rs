@@ -5,6 +5,7 @@
 //! It holds no I/O: [`crate::forward`] sends what [`Inbound::prepare`] built and pipes the answer
 //! through a [`StreamRelay`] or [`translate_body`].
 
+use super::cutoff;
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -17,7 +18,6 @@ use switchyard_adapters::openai::responses::{self, Turn};
 use switchyard_adapters::openai::{self, ChatRequestFacts, PassthroughStream};
 use switchyard_adapters::providers::{self, Caller, StreamEncoder};
 use switchyard_adapters::sse::SseFramer;
-use super::cutoff;
 use switchyard_adapters::{anthropic, capabilities};
 
 /// `max_tokens` sent to providers that require one when neither the caller nor the deployment

@@ -144,6 +144,8 @@ impl Gateway {
         };
         let model = model.clone();
         crate::routing::hints::check_task(ctx.hints.as_ref(), &model.config.tasks)?;
+        ctx.hinted =
+            crate::routing::hinted::for_request(state, &model, ctx.hints.as_ref(), &self.metrics)?;
         if ctx.route == Route::Responses
             && !model
                 .deployments

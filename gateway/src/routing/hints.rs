@@ -1,6 +1,6 @@
 //! Per-request routing hints: body fields `routingStrategy`, `task`, `retryAttempts`,
-//! `maxCostPerRequest`, and headers `x-switchyard-strategy`, `x-switchyard-max-cost` (a header
-//! wins over the body field). Body hints are removed before any provider sees the request; a body
+//! `maxCostPerRequest`, `fallbackProviders`, and headers `x-switchyard-strategy`,
+//! `x-switchyard-max-cost`, `x-switchyard-fallback-providers` (a header wins over the body field). Body hints are removed before any provider sees the request; a body
 //! that names none of them is not parsed here and goes on byte for byte (one substring scan).
 //! Owns the parsing only: the plan ([`crate::routing::router`]) applies them.
 
@@ -19,14 +19,18 @@ pub struct Hints {
     pub retry_attempts: Option<u32>,
     /// USD: deployments whose expected cost for this request exceeds it are skipped.
     pub max_cost_usd: Option<f64>,
+    /// Provider names or kinds tried after the model's own deployments
+    /// ([`crate::routing::hinted`]).
+    pub fallback_providers: Vec<String>,
 }
 
 /// The hint fields as JSON keys (quoted): a body holding none of them is not parsed.
-const FIELDS: [&str; 4] = [
+const FIELDS: [&str; 5] = [
     "\"routingStrategy\"",
     "\"task\"",
     "\"retryAttempts\"",
     "\"maxCostPerRequest\"",
+    "\"fallbackProviders\"",
 ];
 
 fn invalid(message: String, param: &'static str) -> GatewayError {
@@ -133,7 +137,38 @@ fn from_body(map: &mut Map<String, Value>, hints: &mut Hints) -> Result<bool, Ga
         })?;
         hints.max_cost_usd = Some(parse_cost(usd, "maxCostPerRequest")?);
     }
+    if let Some(v) = map.shift_remove("fallbackProviders") {
+        found = true;
+        hints.fallback_providers = provider_list(&v)?;
+    }
     Ok(found)
+}
+
+/// `fallbackProviders`: an array of names (or one comma-separated string).
+fn provider_list(v: &Value) -> Result<Vec<String>, GatewayError> {
+    let bad = || {
+        invalid(
+            "fallbackProviders must be an array of provider names or kinds".into(),
+            "fallbackProviders",
+        )
+    };
+    match v {
+        Value::String(s) => Ok(split_names(s)),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().map(|s| s.trim().to_string()).ok_or_else(bad))
+            .filter(|r| r.as_ref().map_or(true, |s| !s.is_empty()))
+            .collect(),
+        _ => Err(bad()),
+    }
+}
+
+fn split_names(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// A `task` the model's `tasks` map does not name is the caller's 400, listing the known ones
@@ -179,6 +214,9 @@ fn from_headers(headers: &http::HeaderMap, hints: &mut Hints) -> Result<(), Gate
             )
         })?;
         hints.max_cost_usd = Some(parse_cost(usd, "x-switchyard-max-cost")?);
+    }
+    if let Some(v) = text("x-switchyard-fallback-providers") {
+        hints.fallback_providers = split_names(v);
     }
     Ok(())
 }

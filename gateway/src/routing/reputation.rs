@@ -237,7 +237,8 @@ impl Observed {
 
 /// Each deployment's score, against the fastest of `readings` (one per deployment of a model).
 pub fn scores(readings: &[Observed]) -> Vec<f64> {
-    let best = |f: fn(&Observed) -> Option<f64>| readings.iter().filter_map(f).min_by(f64::total_cmp);
+    let best =
+        |f: fn(&Observed) -> Option<f64>| readings.iter().filter_map(f).min_by(f64::total_cmp);
     let fastest = Fastest {
         ttfb_ms: best(|o| o.ttfb_ms),
         total_ms: best(|o| o.total_ms),

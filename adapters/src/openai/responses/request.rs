@@ -507,7 +507,8 @@ mod tests {
         let names: Vec<&str> = kept.extra.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["service_tier", "safety_identifier"]);
         // Defaults are not reported.
-        let body = br#"{"model":"m","input":"x","include":[],"truncation":"disabled","top_logprobs":0}"#;
+        let body =
+            br#"{"model":"m","input":"x","include":[],"truncation":"disabled","top_logprobs":0}"#;
         assert!(decode_request(body).unwrap().extra.is_empty());
     }
 

@@ -536,7 +536,10 @@ mod tests {
         assert_eq!(done["output"][0]["type"], "reasoning");
         assert_eq!(done["output"][0]["summary"][0]["text"], "Thinking.");
         assert_eq!(done["output"][1]["content"][0]["text"], "Answer");
-        assert_eq!(done["usage"]["output_tokens_details"]["reasoning_tokens"], 5);
+        assert_eq!(
+            done["usage"]["output_tokens_details"]["reasoning_tokens"],
+            5
+        );
     }
 
     #[test]

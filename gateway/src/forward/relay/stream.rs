@@ -261,7 +261,9 @@ impl Forwarder {
                     .await
                     .map_err(Failure::Abort)?;
             }
-            let Some(r) = relay.as_deref_mut() else { continue };
+            let Some(r) = relay.as_deref_mut() else {
+                continue;
+            };
             if r.oversized() {
                 return Ok(Pumped::Failed(too_large(format!(
                     "an upstream stream event exceeds {MAX_EVENT_BYTES} bytes"
