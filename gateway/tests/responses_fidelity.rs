@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::canned::Canned;
+use common::canned::{sse_events as sse, sse_stream, Canned};
 use common::*;
 use serde_json::{json, Value};
 
@@ -21,25 +21,6 @@ async fn create(gw: &Gateway, body: Value, headers: &[(&str, &str)]) -> Reply {
     let bytes = serde_json::to_vec(&body).unwrap();
     gw.request("POST", "/v1/responses", Some(&bytes), &all)
         .await
-}
-
-/// The `(event, data)` pairs of an SSE body (`event` empty when the event has no name).
-fn sse(body: &str) -> Vec<(String, Value)> {
-    body.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let event = e
-                .lines()
-                .find_map(|l| l.strip_prefix("event: "))
-                .unwrap_or("");
-            let data = e
-                .lines()
-                .find_map(|l| l.strip_prefix("data: "))
-                .unwrap_or("null");
-            let v: Value = serde_json::from_str(data).unwrap_or_else(|err| panic!("{err}: {data}"));
-            (event.to_string(), v)
-        })
-        .collect()
 }
 
 /// Every event is a named Responses event numbered 0, 1, 2… (no chat-style `data:` chunk).
@@ -78,6 +59,33 @@ async fn two_providers(claude: &Canned, chat: &Canned) -> Gateway {
         claude.base, chat.base
     );
     Gateway::start(&conf, "").await
+}
+
+/// A gateway whose model `c` is served by `up` as an Anthropic provider.
+async fn claude_gateway(up: &Canned) -> Gateway {
+    let conf = format!(
+        "providers:\n  - {{ name: claude, kind: anthropic, base_url: {}, api_key: sk-a }}\nmodels:\n  - name: c\n    deployments:\n      - {{ provider: claude, model: claude-x }}\n",
+        up.base
+    );
+    Gateway::start(&conf, "").await
+}
+
+/// A Responses stream from model `c` over an Anthropic provider streaming `events`: the body, and
+/// its events (checked to be Responses events numbered in order).
+async fn claude_stream(events: &[&str]) -> (String, Vec<(String, Value)>) {
+    let up = Canned::start(200, SSE, sse_stream(events)).await;
+    let gw = claude_gateway(&up).await;
+    let r = create(
+        &gw,
+        json!({"model": "c", "input": "hi", "stream": true}),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    let parsed = sse(&text);
+    assert_responses_events(&parsed, &text);
+    (text, parsed)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,29 +185,7 @@ async fn reasoning_is_an_item_with_its_tokens_and_streams_as_summary_text() {
         r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":9}}"#,
         r#"{"type":"message_stop"}"#,
     ];
-    let body: String = stream
-        .iter()
-        .map(|d| {
-            let v: Value = serde_json::from_str(d).unwrap();
-            format!("event: {}\ndata: {d}\n\n", v["type"].as_str().unwrap())
-        })
-        .collect();
-    let streaming = Canned::start(200, SSE, body).await;
-    let conf = format!(
-        "providers:\n  - {{ name: claude, kind: anthropic, base_url: {}, api_key: sk-a }}\nmodels:\n  - name: c\n    deployments:\n      - {{ provider: claude, model: claude-x }}\n",
-        streaming.base
-    );
-    let gw = Gateway::start(&conf, "").await;
-    let r = create(
-        &gw,
-        json!({"model": "c", "input": "hi", "stream": true}),
-        &[],
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let text = r.text();
-    let events = sse(&text);
-    assert_responses_events(&events, &text);
+    let (text, events) = claude_stream(&stream).await;
     let deltas: Vec<&str> = events
         .iter()
         .filter(|(n, _)| n == "response.reasoning_summary_text.delta")
@@ -227,29 +213,8 @@ async fn a_translated_stream_cut_mid_way_ends_with_response_failed() {
         r#"{"type":"message_start","message":{"id":"msg_c","type":"message","role":"assistant","model":"claude-x","content":[],"stop_reason":null,"usage":{"input_tokens":7,"output_tokens":1}}}"#,
         r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
         r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Once upon"}}"#,
-    ]
-    .iter()
-    .map(|d| {
-        let v: Value = serde_json::from_str(d).unwrap();
-        format!("event: {}\ndata: {d}\n\n", v["type"].as_str().unwrap())
-    })
-    .collect::<String>();
-    let up = Canned::start(200, SSE, body).await;
-    let conf = format!(
-        "providers:\n  - {{ name: claude, kind: anthropic, base_url: {}, api_key: sk-a }}\nmodels:\n  - name: c\n    deployments:\n      - {{ provider: claude, model: claude-x }}\n",
-        up.base
-    );
-    let gw = Gateway::start(&conf, "").await;
-    let r = create(
-        &gw,
-        json!({"model": "c", "input": "hi", "stream": true}),
-        &[],
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let text = r.text();
-    let events = sse(&text);
-    assert_responses_events(&events, &text);
+    ];
+    let (text, events) = claude_stream(&body).await;
     let (last, failed) = events.last().unwrap();
     assert_eq!(last, "response.failed", "{text}");
     assert_eq!(failed["response"]["status"], "failed");
@@ -270,13 +235,7 @@ async fn a_native_stream_cut_short_ends_with_an_error_event() {
         r#"{"type":"response.created","sequence_number":0,"response":{"id":"resp_cut","object":"response","status":"in_progress","output":[]}}"#,
         r#"{"type":"response.output_text.delta","sequence_number":1,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"Hi"}"#,
     ];
-    let stream: String = events
-        .iter()
-        .map(|d| {
-            let v: Value = serde_json::from_str(d).unwrap();
-            format!("event: {}\ndata: {d}\n\n", v["type"].as_str().unwrap())
-        })
-        .collect();
+    let stream = sse_stream(&events);
     let up = Canned::start(200, SSE, stream.clone()).await;
     let conf = format!(
         "providers:\n  - {{ name: oai, kind: openai, base_url: {}, api_key: sk-o, responses: native }}\nmodels:\n  - name: n\n    deployments:\n      - {{ provider: oai, model: gpt-4.1 }}\n",

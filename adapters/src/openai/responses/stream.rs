@@ -495,25 +495,31 @@ mod tests {
         assert_eq!(turn.take_finished().as_ref(), Some(done));
     }
 
-    #[test]
-    fn reasoning_streams_as_summary_text_before_the_message() {
+    /// The events one encoder writes for `input`.
+    fn encode_all<const N: usize>(input: [StreamEvent; N]) -> Vec<(String, Value)> {
         let mut enc = StreamEncoder::new("resp_r", "m", 5, None);
         let mut out = BytesMut::new();
-        for ev in [
+        for ev in &input {
+            enc.push(ev, &mut out);
+        }
+        events(&out)
+    }
+
+    #[test]
+    fn reasoning_streams_as_summary_text_before_the_message() {
+        let usage = Usage {
+            input_tokens: 2,
+            output_tokens: 9,
+            reasoning_tokens: 5,
+            ..Default::default()
+        };
+        let evs = encode_all([
             StreamEvent::ReasoningDelta("Think".into()),
             StreamEvent::ReasoningDelta("ing.".into()),
             StreamEvent::TextDelta("Answer".into()),
-            StreamEvent::Usage(Usage {
-                input_tokens: 2,
-                output_tokens: 9,
-                reasoning_tokens: 5,
-                ..Default::default()
-            }),
+            StreamEvent::Usage(usage),
             StreamEvent::End,
-        ] {
-            enc.push(&ev, &mut out);
-        }
-        let evs = events(&out);
+        ]);
         let kinds: Vec<&str> = evs.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             kinds[2..9],
