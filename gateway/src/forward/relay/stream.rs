@@ -99,7 +99,7 @@ impl Forwarder {
             )
         });
         let guard = match (guarded_mode, relay.as_mut()) {
-            (Some(_), Some(r)) => Some(guard_relay(r, ctx)),
+            (Some(_), Some(r)) => crate::guardrails::stream::open(r, ctx),
             _ => None,
         };
         let pipe = Pipe {
@@ -118,6 +118,13 @@ impl Forwarder {
         if let Some(r) = relay.as_mut() {
             if midstream.is_none() {
                 tail = r.finish();
+                if let Some(g) = &guard {
+                    if let Some(last) =
+                        crate::guardrails::stream::settle(g, ctx, &self.connector).await
+                    {
+                        tail = join(tail, r.emit(last));
+                    }
+                }
             }
             ctx.usage = r.usage();
             if let Some(g) = &guard {
@@ -286,16 +293,17 @@ impl Forwarder {
     }
 }
 
-/// Puts the request's response guardrails between `relay`'s decoder and encoder.
-fn guard_relay(
-    relay: &mut StreamRelay,
-    ctx: &RequestCtx,
-) -> crate::guardrails::stream::SharedRecord {
-    use crate::guardrails::stream::{GuardedDecoder, TextGuard};
-    let record = crate::guardrails::stream::SharedRecord::default();
-    let guard = TextGuard::new(ctx.response_guardrails.clone(), record.clone());
-    relay.wrap_decoder(|inner| Box::new(GuardedDecoder::new(inner, guard)));
-    record
+/// Two optional pieces of a stream's end, in order.
+pub(in crate::forward) fn join(a: Option<Bytes>, b: Option<Bytes>) -> Option<Bytes> {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            let mut out = bytes::BytesMut::with_capacity(a.len() + b.len());
+            out.extend_from_slice(&a);
+            out.extend_from_slice(&b);
+            Some(out.freeze())
+        }
+        (a, b) => a.or(b),
+    }
 }
 
 /// The upstream broke a size bound.
