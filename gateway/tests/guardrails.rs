@@ -227,7 +227,7 @@ async fn responses_and_embeddings_inputs_are_redacted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_caps_refuse_large_inputs_and_lower_max_tokens() {
     let up = Canned::start(200, JSON, chat_answer("ok")).await;
-    let rails = "  - name: caps\n    max_input_tokens: 10\n    max_output_tokens: 50\n";
+    let rails = "  - name: caps\n    max_input_tokens: 50\n    max_output_tokens: 50\n";
     let gw = gateway(&up, rails, "caps", "").await;
     let r = chat(
         &gw,
@@ -676,7 +676,7 @@ async fn a_responses_stream_is_redacted_in_its_own_events() {
 /// A gateway whose model `chat` asks the webhook at `url` (`on_error` as given).
 async fn hooked(up: &Canned, url: &str, on_error: &str) -> Gateway {
     let rails = format!(
-        "  - name: policy\n    webhook: {{ url: \"{url}\", timeout: 300ms, on_error: {on_error} }}\n"
+        "  - name: policy\n    on: [request]\n    webhook: {{ url: \"{url}\", timeout: 300ms, on_error: {on_error} }}\n"
     );
     gateway(up, &rails, "policy", "").await
 }
