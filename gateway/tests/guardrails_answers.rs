@@ -466,3 +466,84 @@ async fn max_input_tokens_uses_admissions_estimate_at_the_boundary() {
     );
     assert_eq!(up.requests().len(), 1);
 }
+
+// ---- native Responses streams ----
+
+/// A native Responses stream (the documented event sequence) whose text arrives as `deltas`.
+fn native_responses_stream(deltas: &[&str]) -> String {
+    let whole: String = deltas.concat();
+    let ev = |data: Value| format!("event: {}\ndata: {data}\n\n", data["type"].as_str().unwrap_or(""));
+    let part = json!({"type": "output_text", "text": whole, "annotations": []});
+    let item = json!({"id": "msg_1", "type": "message", "status": "completed", "role": "assistant",
+        "content": [part]});
+    let mut s = ev(json!({"type": "response.created", "sequence_number": 0,
+        "response": {"id": "resp_1", "object": "response", "status": "in_progress", "output": []}}));
+    s += &ev(json!({"type": "response.output_item.added", "sequence_number": 1, "output_index": 0,
+        "item": {"id": "msg_1", "type": "message", "status": "in_progress", "role": "assistant", "content": []}}));
+    s += &ev(json!({"type": "response.content_part.added", "sequence_number": 2, "item_id": "msg_1",
+        "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}));
+    for (i, d) in deltas.iter().enumerate() {
+        s += &ev(json!({"type": "response.output_text.delta", "sequence_number": 3 + i,
+            "item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": d, "logprobs": []}));
+    }
+    let n = 3 + deltas.len();
+    s += &ev(json!({"type": "response.output_text.done", "sequence_number": n, "item_id": "msg_1",
+        "output_index": 0, "content_index": 0, "text": whole, "logprobs": []}));
+    s += &ev(json!({"type": "response.content_part.done", "sequence_number": n + 1,
+        "item_id": "msg_1", "output_index": 0, "content_index": 0, "part": part}));
+    s += &ev(json!({"type": "response.output_item.done", "sequence_number": n + 2,
+        "output_index": 0, "item": item}));
+    s + &ev(json!({"type": "response.completed", "sequence_number": n + 3,
+        "response": {"id": "resp_1", "object": "response", "status": "completed", "output": [item],
+        "usage": {"input_tokens": 5, "output_tokens": 9, "total_tokens": 14}}}))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_responses_stream_is_redacted_in_its_deltas_and_whole_events() {
+    let up = Canned::start(
+        200,
+        SSE,
+        native_responses_stream(&["Card 4111 1111", " 1111 1111, mail a@", "b.io thanks"]),
+    )
+    .await;
+    let conf = format!(
+        "providers:\n  - {{ name: oai, kind: openai, base_url: {}, api_key: sk-o, responses: native }}\nmodels:\n  - name: chat\n    guardrails: [out]\n    deployments:\n      - provider: oai\n        model: gpt-4o-mini\nguardrails:\n{OUT}",
+        up.base
+    );
+    let gw = Gateway::start(&conf, "").await;
+    let body = json!({"model": "chat", "stream": true, "store": false, "input": "say it"});
+    let r = post(&gw, "/v1/responses", &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.requests()[0].0, "/responses");
+    let text = r.text();
+    assert!(!text.contains("4111") && !text.contains("a@"), "{text}");
+    let events = data_events(&text);
+    let said: String = events
+        .iter()
+        .filter(|e| e["type"] == "response.output_text.delta")
+        .filter_map(|e| e["delta"].as_str())
+        .collect();
+    let redacted = "Card [REDACTED:CREDIT_CARD], mail [REDACTED:EMAIL] thanks";
+    assert_eq!(said, redacted, "{text}");
+    let done = events
+        .iter()
+        .find(|e| e["type"] == "response.output_text.done")
+        .expect("output_text.done");
+    assert_eq!(done["text"], redacted);
+    let last = events.last().expect("events");
+    assert_eq!(last["type"], "response.completed", "{text}");
+    assert_eq!(last["response"]["output"][0]["content"][0]["text"], redacted);
+    // Each event is still named by its type.
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(names.len(), events.len(), "{text}");
+    assert!(
+        gw.access_line(|l| l["guardrails"] == "out:redact:response")
+            .await
+            .is_some(),
+        "{}",
+        gw.access_log()
+    );
+}

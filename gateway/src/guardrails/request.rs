@@ -130,6 +130,20 @@ pub async fn request_step(
     }
     let cap = rails.iter().filter_map(|g| g.max_output_tokens).min();
     check_input_tokens(&rails, body.len(), ctx)?;
+    let hooked = rails.iter().any(|g| g.on_request && g.webhook.is_some());
+    let scanned = || {
+        super::raw::any_string(body, |s| {
+            rails
+                .iter()
+                .filter(|g| g.on_request)
+                .filter_map(|g| g.detector.as_ref())
+                .any(|d| !d.find(s).is_empty())
+        })
+    };
+    if cap.is_none() && !hooked && !scanned() {
+        // No string matches: the body goes on as the caller sent it, never parsed here.
+        return Ok(None);
+    }
     let mut doc: Value =
         serde_json::from_slice(body).map_err(|e| InspectError::Json(e.to_string()))?;
     let mut changed = false;
@@ -150,7 +164,6 @@ pub async fn request_step(
         }
     }
     let name = model.config.name.clone();
-    let hooked = rails.iter().any(|g| g.webhook.is_some());
     if hooked {
         let asked =
             super::webhook_step(connector, &rails, &name, ctx, &mut doc, &mut changed).await;

@@ -13,8 +13,8 @@
 //! Streams that pass bytes through (OpenAI to OpenAI, chat or legacy completions; Anthropic to
 //! Anthropic) are switched to the decoded path for a request with response guardrails
 //! ([`stream_mode`]), and so are the in-process providers' streams ([`open`]). Native Responses
-//! streams (`providers[].responses: native`) pass the provider's events through untouched and are
-//! not guarded (documented limit). Webhook guardrails are asked once about the whole text at the
+//! streams (`providers[].responses: native`) keep the provider's events, rewritten by
+//! [`super::native`]. Webhook guardrails are asked once about the whole text at the
 //! end: the stream's last events (usage, finish, end) are held until they answer
 //! ([`settle`]), and they can only block. Actions taken are shared with the relay through a
 //! [`GuardRecord`] (the header is already sent: they reach the metric, the access log and the
@@ -95,7 +95,7 @@ impl TextGuard {
     }
 
     /// A guard for another text of the same stream (a tool call's arguments).
-    fn another(&self) -> TextGuard {
+    pub(super) fn another(&self) -> TextGuard {
         TextGuard {
             rails: self.rails.clone(),
             hold: self.hold,

@@ -22,7 +22,8 @@ use crate::clock::unix_secs;
 use crate::config::Timeouts;
 use crate::forward::attempt::{is_timeout, Committed};
 use crate::forward::cutoff::{budget_stop_event, over_cutoff};
-use crate::forward::translate::StreamRelay;
+use crate::forward::translate::{Mode, StreamRelay};
+use crate::guardrails::native::NativeGuard;
 use crate::forward::{Failure, Forwarder, MAX_UPSTREAM_BODY};
 use crate::ops::telemetry::AttemptOutcome;
 use crate::proxy::context::RequestCtx;
@@ -56,6 +57,8 @@ struct Pipe<'s, 'u> {
     upstream: &'u mut HttpSession,
     first_chunk: Option<Bytes>,
     started: Instant,
+    /// Response guardrails on a native Responses stream (its events rewritten).
+    native: Option<&'u mut NativeGuard>,
 }
 
 impl Forwarder {
@@ -98,15 +101,19 @@ impl Forwarder {
                 unix_secs(),
             )
         });
+        let mut native = (guarded && mode == Mode::ResponsesNative)
+            .then(|| NativeGuard::open(ctx))
+            .flatten();
         let guard = match (guarded_mode, relay.as_mut()) {
             (Some(_), Some(r)) => crate::guardrails::stream::open(r, ctx),
-            _ => None,
+            _ => native.as_ref().map(|(_, record)| record.clone()),
         };
         let pipe = Pipe {
             session,
             upstream: &mut upstream,
             first_chunk,
             started,
+            native: native.as_mut().map(|(n, _)| n),
         };
         let midstream = match self.pump(pipe, ctx, relay.as_mut(), answer).await? {
             Pumped::CutOff => return Ok(()),
@@ -118,6 +125,12 @@ impl Forwarder {
         if let Some(r) = relay.as_mut() {
             if midstream.is_none() {
                 tail = r.finish();
+                if let Some((n, record)) = native.as_mut() {
+                    // Blocked: the error event went out, nothing after it.
+                    tail = tail
+                        .filter(|_| !crate::guardrails::native::blocked(record))
+                        .and_then(|t| n.rewrite(t).ok());
+                }
                 if let Some(g) = &guard {
                     if let Some(last) =
                         crate::guardrails::stream::settle(g, ctx, &self.connector).await
@@ -218,6 +231,7 @@ impl Forwarder {
             upstream,
             mut first_chunk,
             started,
+            mut native,
         } = pipe;
         let dep = answer.dep;
         let timeouts = dep.provider.config.timeouts;
@@ -252,6 +266,21 @@ impl Forwarder {
                     }
                     Some(chunk)
                 }
+            };
+            let out = match (out, native.as_deref_mut(), relay.as_deref_mut()) {
+                (Some(o), Some(n), Some(r)) => match n.rewrite(o) {
+                    Ok(o) => Some(o),
+                    Err(name) => {
+                        let why = format!("the answer was blocked by guardrail `{name}`");
+                        let ev = r.fail(ErrorKind::ContentPolicy, &why);
+                        session
+                            .write_response_body(Some(ev), false)
+                            .await
+                            .map_err(Failure::Abort)?;
+                        return Ok(Pumped::Done);
+                    }
+                },
+                (o, _, _) => o,
             };
             let wrote = out.is_some();
             if let Some(out) = out {
