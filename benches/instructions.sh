@@ -76,7 +76,7 @@ for name in ${CONFIGS:-hop none key gov}; do
     "${cmd[@]}" > "$work/$name.log" 2>&1 &
   pid=$!
   pids+=($pid)
-  wait_port $SY_PORT 60   # valgrind starts slowly
+  wait_port $SY_PORT ${START_WAIT:-60}   # valgrind starts slowly (a debug build: minutes)
   python3 "$work/client.py" $SY_PORT "$WARMUP" "$BENCH_KEY" "${STREAM:-0}" "${PROMPT_BYTES:-0}"
   sleep 1.5                                   # the warm-up's ledger flush is not counted
   callgrind_control -z $pid > /dev/null 2>&1
