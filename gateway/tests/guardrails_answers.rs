@@ -45,9 +45,11 @@ fn sse(data: &Value) -> String {
 /// An OpenAI chat stream of one tool call whose arguments arrive as `parts`.
 fn tool_call_stream(parts: &[&str]) -> String {
     let chunk = |delta: Value, finish: Value| {
-        sse(&json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1741569952,
+        sse(
+            &json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1741569952,
             "model": "gpt-4o-mini",
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]}))
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]}),
+        )
     };
     let mut s = chunk(
         json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0,
@@ -188,9 +190,11 @@ async fn anthropic_input_json_deltas_are_redacted_and_the_events_stay_in_order()
 /// A legacy completions stream (`text_completion` chunks) whose text arrives as `parts`.
 fn completions_stream(parts: &[&str]) -> String {
     let chunk = |text: &str, finish: Value| {
-        sse(&json!({"id": "cmpl-1", "object": "text_completion", "created": 1741569952,
+        sse(
+            &json!({"id": "cmpl-1", "object": "text_completion", "created": 1741569952,
             "model": "gpt-3.5-turbo-instruct",
-            "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}]}))
+            "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}]}),
+        )
     };
     let mut s = String::new();
     for p in parts {
@@ -282,7 +286,10 @@ async fn the_mock_providers_streams_and_answers_are_guarded() {
         "{}",
         r.text()
     );
-    assert_eq!(r.header("x-switchyard-guardrails"), Some("out:redact:response"));
+    assert_eq!(
+        r.header("x-switchyard-guardrails"),
+        Some("out:redact:response")
+    );
 }
 
 // ---- webhook guardrails on answers ----
@@ -316,14 +323,22 @@ async fn a_webhook_sees_the_whole_answer_and_redacts_or_blocks_it() {
         json!({"action": "redact", "text": "Zed lives at [address]"}).to_string(),
     )
     .await;
-    let gw = gateway(&up, &answer_hook(&format!("{}/answers", hook.base), "allow"), "policy").await;
+    let gw = gateway(
+        &up,
+        &answer_hook(&format!("{}/answers", hook.base), "allow"),
+        "policy",
+    )
+    .await;
     let r = post(&gw, "/v1/chat/completions", &ask_body(false)).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         r.json()["choices"][0]["message"]["content"],
         "Zed lives at [address]"
     );
-    assert_eq!(r.header("x-switchyard-guardrails"), Some("policy:redact:response"));
+    assert_eq!(
+        r.header("x-switchyard-guardrails"),
+        Some("policy:redact:response")
+    );
     let asked = hook.requests();
     assert_eq!(asked.len(), 1, "asked about the answer only ({asked:?})");
     assert_eq!(asked[0].0, "/answers");
@@ -383,9 +398,11 @@ async fn a_failing_answer_webhook_is_decided_by_on_error_and_counted() {
 /// An OpenAI chat stream whose text arrives as `deltas`.
 fn text_stream(deltas: &[&str]) -> String {
     let chunk = |delta: Value, finish: Value| {
-        sse(&json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1741569952,
+        sse(
+            &json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1741569952,
             "model": "gpt-4o-mini",
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]}))
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]}),
+        )
     };
     let mut s = chunk(json!({"role": "assistant", "content": ""}), Value::Null);
     for d in deltas {
@@ -454,9 +471,13 @@ async fn max_input_tokens_uses_admissions_estimate_at_the_boundary() {
     let up = Canned::start(200, JSON, chat_answer("ok")).await;
     // Admission's estimate is body bytes / 4 + 1: 399 bytes → 100 tokens, 400 → 101.
     let gw = gateway(&up, "  - name: caps\n    max_input_tokens: 100\n", "caps").await;
-    let r = gw.post_json("/v1/chat/completions", &body_of_len(399)).await;
+    let r = gw
+        .post_json("/v1/chat/completions", &body_of_len(399))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let r = gw.post_json("/v1/chat/completions", &body_of_len(400)).await;
+    let r = gw
+        .post_json("/v1/chat/completions", &body_of_len(400))
+        .await;
     assert_eq!(r.status, 400, "{}", r.text());
     let e = &r.json()["error"];
     assert_eq!(e["code"], "input_tokens_exceeded");
@@ -472,30 +493,49 @@ async fn max_input_tokens_uses_admissions_estimate_at_the_boundary() {
 /// A native Responses stream (the documented event sequence) whose text arrives as `deltas`.
 fn native_responses_stream(deltas: &[&str]) -> String {
     let whole: String = deltas.concat();
-    let ev = |data: Value| format!("event: {}\ndata: {data}\n\n", data["type"].as_str().unwrap_or(""));
+    let ev = |data: Value| {
+        format!(
+            "event: {}\ndata: {data}\n\n",
+            data["type"].as_str().unwrap_or("")
+        )
+    };
     let part = json!({"type": "output_text", "text": whole, "annotations": []});
     let item = json!({"id": "msg_1", "type": "message", "status": "completed", "role": "assistant",
         "content": [part]});
     let mut s = ev(json!({"type": "response.created", "sequence_number": 0,
         "response": {"id": "resp_1", "object": "response", "status": "in_progress", "output": []}}));
-    s += &ev(json!({"type": "response.output_item.added", "sequence_number": 1, "output_index": 0,
-        "item": {"id": "msg_1", "type": "message", "status": "in_progress", "role": "assistant", "content": []}}));
-    s += &ev(json!({"type": "response.content_part.added", "sequence_number": 2, "item_id": "msg_1",
-        "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}));
+    s += &ev(
+        json!({"type": "response.output_item.added", "sequence_number": 1, "output_index": 0,
+        "item": {"id": "msg_1", "type": "message", "status": "in_progress", "role": "assistant", "content": []}}),
+    );
+    s += &ev(
+        json!({"type": "response.content_part.added", "sequence_number": 2, "item_id": "msg_1",
+        "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
+    );
     for (i, d) in deltas.iter().enumerate() {
-        s += &ev(json!({"type": "response.output_text.delta", "sequence_number": 3 + i,
-            "item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": d, "logprobs": []}));
+        s += &ev(
+            json!({"type": "response.output_text.delta", "sequence_number": 3 + i,
+            "item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": d, "logprobs": []}),
+        );
     }
     let n = 3 + deltas.len();
-    s += &ev(json!({"type": "response.output_text.done", "sequence_number": n, "item_id": "msg_1",
-        "output_index": 0, "content_index": 0, "text": whole, "logprobs": []}));
-    s += &ev(json!({"type": "response.content_part.done", "sequence_number": n + 1,
-        "item_id": "msg_1", "output_index": 0, "content_index": 0, "part": part}));
-    s += &ev(json!({"type": "response.output_item.done", "sequence_number": n + 2,
-        "output_index": 0, "item": item}));
-    s + &ev(json!({"type": "response.completed", "sequence_number": n + 3,
+    s += &ev(
+        json!({"type": "response.output_text.done", "sequence_number": n, "item_id": "msg_1",
+        "output_index": 0, "content_index": 0, "text": whole, "logprobs": []}),
+    );
+    s += &ev(
+        json!({"type": "response.content_part.done", "sequence_number": n + 1,
+        "item_id": "msg_1", "output_index": 0, "content_index": 0, "part": part}),
+    );
+    s += &ev(
+        json!({"type": "response.output_item.done", "sequence_number": n + 2,
+        "output_index": 0, "item": item}),
+    );
+    s + &ev(
+        json!({"type": "response.completed", "sequence_number": n + 3,
         "response": {"id": "resp_1", "object": "response", "status": "completed", "output": [item],
-        "usage": {"input_tokens": 5, "output_tokens": 9, "total_tokens": 14}}}))
+        "usage": {"input_tokens": 5, "output_tokens": 9, "total_tokens": 14}}}),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -532,7 +572,10 @@ async fn a_native_responses_stream_is_redacted_in_its_deltas_and_whole_events() 
     assert_eq!(done["text"], redacted);
     let last = events.last().expect("events");
     assert_eq!(last["type"], "response.completed", "{text}");
-    assert_eq!(last["response"]["output"][0]["content"][0]["text"], redacted);
+    assert_eq!(
+        last["response"]["output"][0]["content"][0]["text"],
+        redacted
+    );
     // Each event is still named by its type.
     let names: Vec<&str> = text
         .lines()

@@ -350,7 +350,10 @@ async fn local_generation_streams_and_answers_pass_the_response_guardrails() {
         r.json()["choices"][0]["message"]["content"],
         "pq[REDACTED:REGEX]wxyz"
     );
-    assert_eq!(r.header("x-switchyard-guardrails"), Some("out:redact:response"));
+    assert_eq!(
+        r.header("x-switchyard-guardrails"),
+        Some("out:redact:response")
+    );
     assert!(
         gw.access_line(|l| l["guardrails"] == "out:redact:response" && l["stream"] == true)
             .await

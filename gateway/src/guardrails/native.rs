@@ -176,3 +176,84 @@ fn push_event(v: &Value, out: &mut BytesMut) {
     out.extend_from_slice(v.to_string().as_bytes());
     out.extend_from_slice(b"\n\n");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guardrails::Guardrail;
+    use switchyard_filters::guardrails::{Detector, Kind, Spec};
+
+    fn native(action: Action) -> NativeGuard {
+        let g = Arc::new(Guardrail {
+            name: "g".into(),
+            on_request: false,
+            on_response: true,
+            detector: Some(
+                Detector::new(&Spec {
+                    pii: vec![Kind::CreditCard],
+                    ..Spec::default()
+                })
+                .unwrap(),
+            ),
+            action,
+            max_input_tokens: None,
+            max_output_tokens: None,
+            webhook: None,
+        });
+        let record = SharedRecord::default();
+        NativeGuard {
+            base: TextGuard::new(vec![g.clone()], record.clone()),
+            parts: Vec::new(),
+            rails: vec![g],
+            record,
+        }
+    }
+
+    fn delta(seq: u64, d: &str) -> String {
+        let v = serde_json::json!({"type": "response.output_text.delta", "sequence_number": seq,
+            "item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": d});
+        format!("event: response.output_text.delta\ndata: {v}\n\n")
+    }
+
+    fn deltas(out: &[u8]) -> String {
+        let block = Bytes::copy_from_slice(out);
+        events(&block)
+            .filter_map(|e| serde_json::from_slice::<Value>(&event_data(&e)?).ok())
+            .filter(|v| v["type"] == "response.output_text.delta")
+            .filter_map(|v| v["delta"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    #[test]
+    fn held_text_goes_out_as_one_more_delta_before_the_next_event() {
+        let mut n = native(Action::Redact);
+        let mut out = n
+            .rewrite(Bytes::from(delta(3, "pay 4111 1111")))
+            .unwrap()
+            .to_vec();
+        out.extend_from_slice(&n.rewrite(Bytes::from(delta(4, " 1111 1111 ok"))).unwrap());
+        let done = "event: response.output_text.done\ndata: {\"type\":\"response.output_text.done\",\"text\":\"pay 4111 1111 1111 1111 ok\"}\n\n";
+        let tail = n.rewrite(Bytes::from(done)).unwrap();
+        out.extend_from_slice(&tail);
+        assert_eq!(deltas(&out), "pay [REDACTED:CREDIT_CARD] ok");
+        let text = String::from_utf8(tail.to_vec()).unwrap();
+        assert!(
+            text.contains("\"text\":\"pay [REDACTED:CREDIT_CARD] ok\""),
+            "{text}"
+        );
+        assert!(!text.contains("4111"), "{text}");
+    }
+
+    #[test]
+    fn a_block_sends_nothing_of_the_match() {
+        let mut n = native(Action::Block);
+        let first = n.rewrite(Bytes::from(delta(3, "pay 4111 1111"))).unwrap();
+        assert!(!String::from_utf8_lossy(&first).contains("4111"));
+        assert_eq!(
+            n.rewrite(Bytes::from(delta(4, " 1111 1111 ok")))
+                .unwrap_err(),
+            "g"
+        );
+        assert!(blocked(&n.record));
+    }
+}

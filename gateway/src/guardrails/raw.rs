@@ -57,10 +57,20 @@ mod tests {
 
     #[test]
     fn every_string_is_seen_unescaped() {
-        let body = r#"{"model":"m","messages":[{"role":"user","content":"a\nb \"q\" \u0040x"}],"n":1}"#;
+        let body =
+            r#"{"model":"m","messages":[{"role":"user","content":"a\nb \"q\" \u0040x"}],"n":1}"#;
         assert_eq!(
             strings(body),
-            ["model", "m", "messages", "role", "user", "content", "a\nb \"q\" @x", "n"]
+            [
+                "model",
+                "m",
+                "messages",
+                "role",
+                "user",
+                "content",
+                "a\nb \"q\" @x",
+                "n"
+            ]
         );
     }
 

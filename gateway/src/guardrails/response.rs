@@ -51,13 +51,19 @@ pub async fn answer_step(
         phase: Phase::Response,
     };
     for g in rails.iter().filter(|g| g.webhook.is_some()) {
-        let text = Value::String(answer_text(&mut doc, caller).iter().map(|s| s.as_str()).collect());
+        let text = Value::String(
+            answer_text(&mut doc, caller)
+                .iter()
+                .map(|s| s.as_str())
+                .collect(),
+        );
         let verdict = consult(&asker, g, ctx, "text", &text).await;
         let Some(hook) = &g.webhook else { continue };
         let Some((action, replacement)) = decided(verdict, g, hook, Phase::Response, ctx) else {
             continue;
         };
-        ctx.guardrails.push(Applied::new(g, action, Phase::Response));
+        ctx.guardrails
+            .push(Applied::new(g, action, Phase::Response));
         if action == Action::Block {
             return blocked(ctx, g, caller);
         }
@@ -120,7 +126,10 @@ fn answer_text(doc: &mut Value, caller: Caller) -> Vec<&mut String> {
             }
         }
         Caller::Anthropic => {
-            for b in list(doc, "content").into_iter().filter(|b| typed(b, "text")) {
+            for b in list(doc, "content")
+                .into_iter()
+                .filter(|b| typed(b, "text"))
+            {
                 if let Some(Value::String(s)) = b.get_mut("text") {
                     out.push(s);
                 }
@@ -128,7 +137,10 @@ fn answer_text(doc: &mut Value, caller: Caller) -> Vec<&mut String> {
         }
         Caller::OpenAiResponses => {
             for item in list(doc, "output") {
-                for p in list(item, "content").into_iter().filter(|p| typed(p, "output_text")) {
+                for p in list(item, "content")
+                    .into_iter()
+                    .filter(|p| typed(p, "output_text"))
+                {
                     if let Some(Value::String(s)) = p.get_mut("text") {
                         out.push(s);
                     }

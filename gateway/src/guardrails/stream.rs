@@ -23,8 +23,8 @@
 use super::webhook::{consult, decided, Asker};
 use super::{Action, Applied, Guardrail, Phase};
 use crate::forward::translate::{Mode, StreamRelay};
-use pingora_core::connectors::http::Connector;
 use crate::proxy::context::RequestCtx;
+use pingora_core::connectors::http::Connector;
 use std::sync::{Arc, Mutex};
 use switchyard_adapters::canonical::{
     Dialect, ErrorKind, ProviderError, StreamDecode, StreamEvent,
@@ -392,7 +392,8 @@ pub async fn settle(
         let Some(hook) = &g.webhook else { continue };
         if decided(verdict, g, hook, Phase::Response, ctx).is_some() {
             let mut r = record.lock().unwrap_or_else(|p| p.into_inner());
-            r.applied.push(Applied::new(g, Action::Block, Phase::Response));
+            r.applied
+                .push(Applied::new(g, Action::Block, Phase::Response));
             r.blocked = true;
             return Some(vec![StreamEvent::Error(ProviderError::new(
                 ErrorKind::ContentPolicy,
@@ -433,6 +434,7 @@ impl EventGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchyard_adapters::canonical::FinishReason;
     use switchyard_filters::guardrails::{Detector, Kind, Spec};
 
     fn guard(action: Action) -> (TextGuard, SharedRecord) {
@@ -479,6 +481,87 @@ mod tests {
         out += &g.flush().unwrap();
         assert_eq!(out, "pay [REDACTED:CREDIT_CARD] now");
         assert_eq!(record.lock().unwrap().applied.len(), 1);
+    }
+
+    /// A decoder that hands out canned events, one batch per push.
+    struct Canned(Vec<Vec<StreamEvent>>);
+
+    impl StreamDecode for Canned {
+        fn push(&mut self, _: &[u8], out: &mut Vec<StreamEvent>) {
+            if !self.0.is_empty() {
+                out.extend(self.0.remove(0));
+            }
+        }
+        fn finish(&mut self, _: &mut Vec<StreamEvent>) {}
+    }
+
+    fn call(index: u32, arguments: &str) -> StreamEvent {
+        StreamEvent::ToolCallDelta {
+            index,
+            arguments: arguments.into(),
+        }
+    }
+
+    #[test]
+    fn each_tool_calls_arguments_are_guarded_and_released_before_the_next_call() {
+        let (g, record) = guard(Action::Redact);
+        let batches = vec![
+            vec![call(0, "{\"card\":\"4111 1111 ")],
+            vec![call(0, "1111 1111\"}")],
+            vec![StreamEvent::ToolCallStart {
+                index: 1,
+                id: "c1".into(),
+                name: "f".into(),
+            }],
+            vec![call(1, "{}"), StreamEvent::Finish(FinishReason::ToolCalls)],
+        ];
+        let mut d = GuardedDecoder::new(Box::new(Canned(batches)), g);
+        let mut out = Vec::new();
+        for _ in 0..4 {
+            d.push(b"", &mut out);
+        }
+        d.finish(&mut out);
+        let args = |i: u32| -> String {
+            out.iter()
+                .filter_map(|e| match e {
+                    StreamEvent::ToolCallDelta { index, arguments } if *index == i => {
+                        Some(arguments.as_str())
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(args(0), "{\"card\":\"[REDACTED:CREDIT_CARD]\"}");
+        assert_eq!(args(1), "{}");
+        // Call 0's arguments all went out before call 1 started.
+        let start = out
+            .iter()
+            .position(|e| matches!(e, StreamEvent::ToolCallStart { .. }))
+            .unwrap();
+        let last0 = out
+            .iter()
+            .rposition(|e| matches!(e, StreamEvent::ToolCallDelta { index: 0, .. }))
+            .unwrap();
+        assert!(last0 < start, "{out:?}");
+        assert!(matches!(out.last(), Some(StreamEvent::Finish(_))));
+        assert_eq!(record.lock().unwrap().applied.len(), 1);
+    }
+
+    #[test]
+    fn a_block_in_tool_arguments_ends_with_an_error_and_nothing_after() {
+        let (g, record) = guard(Action::Block);
+        let batches = vec![vec![
+            call(0, "{\"card\":\"4111 1111 1111 1111\"}"),
+            StreamEvent::Finish(FinishReason::ToolCalls),
+            StreamEvent::End,
+        ]];
+        let mut d = GuardedDecoder::new(Box::new(Canned(batches)), g);
+        let mut out = Vec::new();
+        d.push(b"", &mut out);
+        d.finish(&mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(matches!(&out[0], StreamEvent::Error(e) if e.message.contains("`g`")));
+        assert!(record.lock().unwrap().blocked);
     }
 
     #[test]

@@ -430,10 +430,7 @@ impl StreamDecoder {
             // A legacy completions chunk (`text_completion`) carries its text on the choice.
             let legacy = choice.get("text").filter(|_| choice.get("delta").is_none());
             for t in [delta.get("content"), delta.get("refusal"), legacy] {
-                if let Some(t) = t
-                    .and_then(Value::as_str)
-                    .filter(|s| !s.is_empty())
-                {
+                if let Some(t) = t.and_then(Value::as_str).filter(|s| !s.is_empty()) {
                     out.push(StreamEvent::TextDelta(t.to_string()));
                 }
             }
