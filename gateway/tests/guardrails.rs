@@ -4,33 +4,15 @@
 //! metric, header, access and audit logs; `switchyard check` and reload.
 
 mod common;
+mod rails;
 
 use common::canned::Canned;
 use common::*;
+use rails::*;
 use serde_json::{json, Value};
 
-const JSON: &str = "application/json";
 const CARD: &str = "4111 1111 1111 1111";
 const KEY: &str = "sk-guardrails-key-0001";
-
-fn chat_answer(text: &str) -> String {
-    json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1741569952,
-           "model": "gpt-4o-mini",
-           "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                        "logprobs": null, "finish_reason": "stop"}],
-           "usage": {"prompt_tokens": 19, "completion_tokens": 10, "total_tokens": 29}})
-    .to_string()
-}
-
-/// A gateway whose model `chat` (guardrails `model_rails`) is served by `up`, with `rails`
-/// (the `guardrails:` list body) and any `extra` top-level YAML.
-async fn gateway(up: &Canned, rails: &str, model_rails: &str, extra: &str) -> Gateway {
-    let conf = format!(
-        "providers:\n{}models:\n  - name: chat\n    guardrails: [{model_rails}]\n    deployments:\n      - provider: up\n        model: gpt-4o-mini\nguardrails:\n{rails}{extra}",
-        openai_provider("up", &up.base, "")
-    );
-    Gateway::start(&conf, "").await
-}
 
 const NO_PII: &str = "  - name: no-pii\n    pii: [email, credit_card, ssn, secret]\n    words: [project-bluebird]\n    action: redact\n";
 
@@ -450,27 +432,6 @@ async fn an_anthropic_answer_is_redacted_and_a_flag_keeps_the_text() {
 
 // ---- streamed answers ----
 
-const SSE: &str = "text/event-stream";
-
-/// An OpenAI chat stream whose text arrives as `deltas`.
-fn openai_stream(deltas: &[&str]) -> String {
-    let chunk = |delta: Value, finish: Value| {
-        format!(
-            "data: {}\n\n",
-            json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1741569952,
-                   "model": "gpt-4o-mini",
-                   "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
-        )
-    };
-    let mut s = chunk(json!({"role": "assistant", "content": ""}), Value::Null);
-    for d in deltas {
-        s.push_str(&chunk(json!({"content": d}), Value::Null));
-    }
-    s.push_str(&chunk(json!({}), json!("stop")));
-    s.push_str("data: [DONE]\n\n");
-    s
-}
-
 /// An Anthropic Messages stream (the documented event sequence) whose text arrives as `deltas`.
 fn anthropic_stream(deltas: &[&str]) -> String {
     let ev = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
@@ -500,15 +461,6 @@ fn anthropic_stream(deltas: &[&str]) -> String {
         "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 15}})));
     s.push_str(&ev("message_stop", json!({"type": "message_stop"})));
     s
-}
-
-/// The `data:` payloads of an SSE body, as JSON where they are.
-fn data_events(text: &str) -> Vec<Value> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .map(|d| serde_json::from_str(d).expect("event JSON"))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -552,13 +504,7 @@ async fn an_openai_stream_is_redacted_across_chunks_and_stays_valid() {
         "{text}"
     );
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
-    assert!(
-        gw.access_line(|l| l["guardrails"] == "out:redact:response")
-            .await
-            .is_some(),
-        "{}",
-        gw.access_log()
-    );
+    logged(&gw, "out:redact:response").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -591,10 +537,7 @@ async fn a_blocked_stream_ends_with_an_anthropic_error_event_and_never_the_text(
         "{text}"
     );
     assert_eq!(events[0]["type"], "message_start", "{text}");
-    let line = gw
-        .access_line(|l| l["guardrails"] == "secrets-out:block:response")
-        .await
-        .unwrap_or_else(|| panic!("{}", gw.access_log()));
+    let line = logged(&gw, "secrets-out:block:response").await;
     assert_eq!(line["error"], "content_blocked");
     // Not the provider's failure.
     assert_eq!(

@@ -6,36 +6,17 @@
 //! the metric (the header has gone by then).
 
 mod common;
+mod rails;
 
 use common::canned::Canned;
 use common::*;
+use rails::*;
 use serde_json::{json, Value};
-
-const JSON: &str = "application/json";
-const SSE: &str = "text/event-stream";
-
-/// A gateway whose model `chat` (guardrails `model_rails`) is served by the OpenAI-format `up`.
-async fn gateway(up: &Canned, rails: &str, model_rails: &str) -> Gateway {
-    let conf = format!(
-        "providers:\n{}models:\n  - name: chat\n    guardrails: [{model_rails}]\n    deployments:\n      - provider: up\n        model: gpt-4o-mini\nguardrails:\n{rails}",
-        openai_provider("up", &up.base, "")
-    );
-    Gateway::start(&conf, "").await
-}
 
 async fn post(gw: &Gateway, path: &str, body: &Value) -> Reply {
     let headers = [("content-type", JSON), ("anthropic-version", "2023-06-01")];
     let bytes = serde_json::to_vec(body).expect("json");
     gw.request("POST", path, Some(&bytes), &headers).await
-}
-
-/// The `data:` payloads of an SSE body, as JSON (`[DONE]` left out).
-fn data_events(text: &str) -> Vec<Value> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .map(|d| serde_json::from_str(d).expect("event JSON"))
-        .collect()
 }
 
 fn sse(data: &Value) -> String {
@@ -77,7 +58,7 @@ const REDACTED_ARGS: &str = r#"{"to":"[REDACTED:EMAIL]","card":"[REDACTED:CREDIT
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_tool_call_argument_deltas_are_redacted_across_chunks() {
     let up = Canned::start(200, SSE, tool_call_stream(&SPLIT_ARGS)).await;
-    let gw = gateway(&up, OUT, "out").await;
+    let gw = gateway(&up, OUT, "out", "").await;
     let body = json!({"model": "chat", "stream": true,
         "messages": [{"role": "user", "content": "send it"}]});
     let r = post(&gw, "/v1/chat/completions", &body).await;
@@ -99,13 +80,7 @@ async fn openai_tool_call_argument_deltas_are_redacted_across_chunks() {
         .any(|e| e["choices"][0]["finish_reason"] == "tool_calls"));
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
     // Taken mid-stream: in the access log and the metric.
-    assert!(
-        gw.access_line(|l| l["guardrails"] == "out:redact:response")
-            .await
-            .is_some(),
-        "{}",
-        gw.access_log()
-    );
+    logged(&gw, "out:redact:response").await;
     assert_eq!(
         gw.metric_eventually(
             r#"switchyard_guardrail_actions_total{action="redact",guardrail="out",phase="response"}"#,
@@ -212,7 +187,7 @@ async fn a_legacy_completions_stream_is_redacted_in_text_completion_chunks() {
         completions_stream(&["Card 4111 1111", " 1111 1111, mail a@", "b.io thanks"]),
     )
     .await;
-    let gw = gateway(&up, OUT, "out").await;
+    let gw = gateway(&up, OUT, "out", "").await;
     let body = json!({"model": "chat", "stream": true, "prompt": "Say it", "max_tokens": 20});
     let r = post(&gw, "/v1/completions", &body).await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -294,15 +269,6 @@ async fn the_mock_providers_streams_and_answers_are_guarded() {
 
 // ---- webhook guardrails on answers ----
 
-fn chat_answer(text: &str) -> String {
-    json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1741569952,
-           "model": "gpt-4o-mini",
-           "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                        "logprobs": null, "finish_reason": "stop"}],
-           "usage": {"prompt_tokens": 19, "completion_tokens": 10, "total_tokens": 29}})
-    .to_string()
-}
-
 fn answer_hook(url: &str, on_error: &str) -> String {
     format!(
         "  - name: policy\n    on: [response]\n    webhook: {{ url: \"{url}\", timeout: 300ms, on_error: {on_error} }}\n"
@@ -327,6 +293,7 @@ async fn a_webhook_sees_the_whole_answer_and_redacts_or_blocks_it() {
         &up,
         &answer_hook(&format!("{}/answers", hook.base), "allow"),
         "policy",
+        "",
     )
     .await;
     let r = post(&gw, "/v1/chat/completions", &ask_body(false)).await;
@@ -348,7 +315,7 @@ async fn a_webhook_sees_the_whole_answer_and_redacts_or_blocks_it() {
     drop(gw);
 
     let hook = Canned::start(200, JSON, json!({"action": "block"}).to_string()).await;
-    let gw = gateway(&up, &answer_hook(&hook.base, "allow"), "policy").await;
+    let gw = gateway(&up, &answer_hook(&hook.base, "allow"), "policy", "").await;
     let r = post(&gw, "/v1/messages", &{
         let mut b = ask_body(false);
         b["max_tokens"] = json!(64);
@@ -372,7 +339,7 @@ async fn a_webhook_sees_the_whole_answer_and_redacts_or_blocks_it() {
 async fn a_failing_answer_webhook_is_decided_by_on_error_and_counted() {
     let up = Canned::start(200, JSON, chat_answer("fine")).await;
     let broken = Canned::start(503, JSON, "{}").await;
-    let gw = gateway(&up, &answer_hook(&broken.base, "block"), "policy").await;
+    let gw = gateway(&up, &answer_hook(&broken.base, "block"), "policy", "").await;
     let r = post(&gw, "/v1/chat/completions", &ask_body(false)).await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "content_blocked");
@@ -381,7 +348,7 @@ async fn a_failing_answer_webhook_is_decided_by_on_error_and_counted() {
         Some("policy:error:response,policy:block:response")
     );
     drop(gw);
-    let gw = gateway(&up, &answer_hook(&broken.base, "allow"), "policy").await;
+    let gw = gateway(&up, &answer_hook(&broken.base, "allow"), "policy", "").await;
     let r = post(&gw, "/v1/chat/completions", &ask_body(false)).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["choices"][0]["message"]["content"], "fine");
@@ -395,28 +362,11 @@ async fn a_failing_answer_webhook_is_decided_by_on_error_and_counted() {
     );
 }
 
-/// An OpenAI chat stream whose text arrives as `deltas`.
-fn text_stream(deltas: &[&str]) -> String {
-    let chunk = |delta: Value, finish: Value| {
-        sse(
-            &json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1741569952,
-            "model": "gpt-4o-mini",
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]}),
-        )
-    };
-    let mut s = chunk(json!({"role": "assistant", "content": ""}), Value::Null);
-    for d in deltas {
-        s += &chunk(json!({"content": d}), Value::Null);
-    }
-    s += &chunk(json!({}), json!("stop"));
-    s + "data: [DONE]\n\n"
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_answer_is_shown_whole_to_the_webhook_at_the_end() {
-    let up = Canned::start(200, SSE, text_stream(&["Zed lives ", "at 1 Main St"])).await;
+    let up = Canned::start(200, SSE, openai_stream(&["Zed lives ", "at 1 Main St"])).await;
     let allow = Canned::start(200, JSON, json!({"action": "allow"}).to_string()).await;
-    let gw = gateway(&up, &answer_hook(&allow.base, "block"), "policy").await;
+    let gw = gateway(&up, &answer_hook(&allow.base, "block"), "policy", "").await;
     let r = post(&gw, "/v1/chat/completions", &ask_body(true)).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let text = r.text();
@@ -429,7 +379,7 @@ async fn a_streamed_answer_is_shown_whole_to_the_webhook_at_the_end() {
 
     // A block ends the stream with the caller's error event instead of its end.
     let block = Canned::start(200, JSON, json!({"action": "block"}).to_string()).await;
-    let gw = gateway(&up, &answer_hook(&block.base, "allow"), "policy").await;
+    let gw = gateway(&up, &answer_hook(&block.base, "allow"), "policy", "").await;
     let r = post(&gw, "/v1/chat/completions", &ask_body(true)).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let text = r.text();
@@ -445,10 +395,7 @@ async fn a_streamed_answer_is_shown_whole_to_the_webhook_at_the_end() {
     assert!(!events
         .iter()
         .any(|e| e["choices"][0]["finish_reason"] == "stop"));
-    let line = gw
-        .access_line(|l| l["guardrails"] == "policy:block:response")
-        .await
-        .unwrap_or_else(|| panic!("{}", gw.access_log()));
+    let line = logged(&gw, "policy:block:response").await;
     assert_eq!(line["error"], "content_blocked");
 }
 
@@ -470,7 +417,13 @@ fn body_of_len(len: usize) -> Vec<u8> {
 async fn max_input_tokens_uses_admissions_estimate_at_the_boundary() {
     let up = Canned::start(200, JSON, chat_answer("ok")).await;
     // Admission's estimate is body bytes / 4 + 1: 399 bytes → 100 tokens, 400 → 101.
-    let gw = gateway(&up, "  - name: caps\n    max_input_tokens: 100\n", "caps").await;
+    let gw = gateway(
+        &up,
+        "  - name: caps\n    max_input_tokens: 100\n",
+        "caps",
+        "",
+    )
+    .await;
     let r = gw
         .post_json("/v1/chat/completions", &body_of_len(399))
         .await;
@@ -582,11 +535,5 @@ async fn a_native_responses_stream_is_redacted_in_its_deltas_and_whole_events() 
         .filter_map(|l| l.strip_prefix("event: "))
         .collect();
     assert_eq!(names.len(), events.len(), "{text}");
-    assert!(
-        gw.access_line(|l| l["guardrails"] == "out:redact:response")
-            .await
-            .is_some(),
-        "{}",
-        gw.access_log()
-    );
+    logged(&gw, "out:redact:response").await;
 }

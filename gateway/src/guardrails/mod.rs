@@ -169,3 +169,23 @@ pub fn header_value(applied: &[Applied]) -> String {
         .collect::<Vec<_>>()
         .join(",")
 }
+
+/// A response guardrail that finds credit cards and does `action` (unit tests' fixture).
+#[cfg(test)]
+pub(crate) fn card_rail(action: Action) -> Arc<Guardrail> {
+    use switchyard_filters::guardrails::{Kind, Spec};
+    let spec = Spec {
+        pii: vec![Kind::CreditCard],
+        ..Spec::default()
+    };
+    Arc::new(Guardrail {
+        name: "g".into(),
+        on_request: false,
+        on_response: true,
+        detector: Detector::new(&spec).ok(),
+        action,
+        max_input_tokens: None,
+        max_output_tokens: None,
+        webhook: None,
+    })
+}

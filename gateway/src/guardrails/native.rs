@@ -180,26 +180,9 @@ fn push_event(v: &Value, out: &mut BytesMut) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::guardrails::Guardrail;
-    use switchyard_filters::guardrails::{Detector, Kind, Spec};
 
     fn native(action: Action) -> NativeGuard {
-        let g = Arc::new(Guardrail {
-            name: "g".into(),
-            on_request: false,
-            on_response: true,
-            detector: Some(
-                Detector::new(&Spec {
-                    pii: vec![Kind::CreditCard],
-                    ..Spec::default()
-                })
-                .unwrap(),
-            ),
-            action,
-            max_input_tokens: None,
-            max_output_tokens: None,
-            webhook: None,
-        });
+        let g = crate::guardrails::card_rail(action);
         let record = SharedRecord::default();
         NativeGuard {
             base: TextGuard::new(vec![g.clone()], record.clone()),

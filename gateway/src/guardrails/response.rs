@@ -40,16 +40,7 @@ pub async fn answer_step(
             return blocked(ctx, g, caller);
         }
     }
-    let model = ctx
-        .model
-        .as_ref()
-        .map(|m| m.config.name.clone())
-        .unwrap_or_default();
-    let asker = Asker {
-        connector,
-        model: &model,
-        phase: Phase::Response,
-    };
+    let asker = Asker::about_answers(connector, ctx);
     for g in rails.iter().filter(|g| g.webhook.is_some()) {
         let text = Value::String(
             answer_text(&mut doc, caller)

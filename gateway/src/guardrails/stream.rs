@@ -375,16 +375,7 @@ pub async fn settle(
         }
         (std::mem::take(&mut r.text), std::mem::take(&mut r.held))
     };
-    let model = ctx
-        .model
-        .as_ref()
-        .map(|m| m.config.name.clone())
-        .unwrap_or_default();
-    let asker = Asker {
-        connector,
-        model: &model,
-        phase: Phase::Response,
-    };
+    let asker = Asker::about_answers(connector, ctx);
     let text = serde_json::Value::String(text);
     let rails = ctx.response_guardrails.clone();
     for g in rails.iter().filter(|g| g.webhook.is_some()) {
@@ -435,25 +426,9 @@ impl EventGuard {
 mod tests {
     use super::*;
     use switchyard_adapters::canonical::FinishReason;
-    use switchyard_filters::guardrails::{Detector, Kind, Spec};
 
     fn guard(action: Action) -> (TextGuard, SharedRecord) {
-        let g = Arc::new(Guardrail {
-            name: "g".into(),
-            on_request: false,
-            on_response: true,
-            detector: Some(
-                Detector::new(&Spec {
-                    pii: vec![Kind::CreditCard],
-                    ..Spec::default()
-                })
-                .unwrap(),
-            ),
-            action,
-            max_input_tokens: None,
-            max_output_tokens: None,
-            webhook: None,
-        });
+        let g = crate::guardrails::card_rail(action);
         let record = SharedRecord::default();
         (TextGuard::new(vec![g], record.clone()), record)
     }

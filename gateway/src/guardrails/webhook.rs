@@ -46,8 +46,22 @@ pub(super) enum Verdict {
 /// Who asks a webhook, about which model, in which phase.
 pub(super) struct Asker<'a> {
     pub connector: &'a Connector,
-    pub model: &'a str,
+    pub model: String,
     pub phase: Phase,
+}
+
+impl<'a> Asker<'a> {
+    /// Asks about the answers of `ctx`'s model.
+    pub fn about_answers(connector: &'a Connector, ctx: &RequestCtx) -> Asker<'a> {
+        Asker {
+            connector,
+            model: ctx
+                .model
+                .as_ref()
+                .map_or_else(String::new, |m| m.config.name.clone()),
+            phase: Phase::Response,
+        }
+    }
 }
 
 /// Asks `g`'s webhook (allow when it has none) about `subject` (`field` = `messages` or `text`).
@@ -61,7 +75,7 @@ pub(super) async fn consult(
     let Some(hook) = &g.webhook else {
         return Verdict::Allow;
     };
-    let (model, phase) = (asker.model, asker.phase);
+    let (model, phase) = (asker.model.as_str(), asker.phase);
     let who = ctx.identity.as_ref();
     let payload = json!({
         "guardrail": g.name,
@@ -115,7 +129,7 @@ pub async fn webhook_step(
 ) -> Result<(), GatewayError> {
     let asker = Asker {
         connector,
-        model,
+        model: model.to_string(),
         phase: Phase::Request,
     };
     for g in rails.iter().filter(|g| g.on_request) {
