@@ -64,14 +64,7 @@ async fn redact_rewrites_what_the_provider_receives_tools_included() {
     assert_eq!(msgs[1]["tool_calls"][0]["id"], "c1");
     let raw = String::from_utf8_lossy(&up.raw()[0].1).to_string();
     assert!(!raw.contains("jane@") && !raw.contains("4111"), "{raw}");
-    assert_eq!(
-        gw.metric_eventually(
-            r#"switchyard_guardrail_actions_total{action="redact",guardrail="no-pii",phase="request"}"#,
-            1.0
-        )
-        .await,
-        Some(1.0)
-    );
+    assert_eq!(counted(&gw, "no-pii", "redact", "request").await, Some(1.0));
     let line = gw
         .access_line(|l| l["guardrails"] == "no-pii:redact:request")
         .await;
@@ -207,7 +200,7 @@ async fn responses_and_embeddings_inputs_are_redacted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn token_caps_refuse_large_inputs_and_lower_max_tokens() {
+async fn max_output_tokens_lowers_the_max_tokens_sent() {
     let up = Canned::start(200, JSON, chat_answer("ok")).await;
     let rails = "  - name: caps\n    max_input_tokens: 50\n    max_output_tokens: 50\n";
     let gw = gateway(&up, rails, "caps", "").await;
@@ -219,19 +212,7 @@ async fn token_caps_refuse_large_inputs_and_lower_max_tokens() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(up.requests()[0].1["max_tokens"], 50);
-    let r = chat(
-        &gw,
-        &json!({"model": "chat", "messages": [{"role": "user", "content": "x".repeat(400)}]}),
-    )
-    .await;
-    assert_eq!(r.status, 400, "{}", r.text());
-    let e = &r.json()["error"];
-    assert_eq!(e["code"], "input_tokens_exceeded");
-    assert!(
-        e["message"].as_str().unwrap_or_default().contains("`caps`"),
-        "{e}"
-    );
-    assert_eq!(up.requests().len(), 1);
+    // (`max_input_tokens` at its boundary: guardrails_answers.rs.)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -393,11 +374,7 @@ async fn a_blocked_answer_is_an_anthropic_error_without_the_text() {
         Some("secrets-out:block:response")
     );
     assert_eq!(
-        gw.metric_eventually(
-            r#"switchyard_guardrail_actions_total{action="block",guardrail="secrets-out",phase="response"}"#,
-            1.0
-        )
-        .await,
+        counted(&gw, "secrets-out", "block", "response").await,
         Some(1.0)
     );
 }
@@ -465,12 +442,7 @@ fn anthropic_stream(deltas: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_openai_stream_is_redacted_across_chunks_and_stays_valid() {
-    let up = Canned::start(
-        200,
-        SSE,
-        openai_stream(&["Card 4111 1111", " 1111 1111, mail a@", "b.io thanks"]),
-    )
-    .await;
+    let up = streaming(openai_stream(&SPLIT_TEXT)).await;
     let rails = "  - name: out\n    on: [response]\n    pii: [credit_card, email]\n";
     let gw = gateway(&up, rails, "out", "").await;
     let r = chat(
@@ -487,10 +459,7 @@ async fn an_openai_stream_is_redacted_across_chunks_and_stays_valid() {
         .iter()
         .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
         .collect();
-    assert_eq!(
-        said,
-        "Card [REDACTED:CREDIT_CARD], mail [REDACTED:EMAIL] thanks"
-    );
+    assert_eq!(said, REDACTED_TEXT);
     assert!(
         events
             .iter()
@@ -509,11 +478,10 @@ async fn an_openai_stream_is_redacted_across_chunks_and_stays_valid() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocked_stream_ends_with_an_anthropic_error_event_and_never_the_text() {
-    let up = Canned::start(
-        200,
-        SSE,
-        openai_stream(&["The code is project-blue", "bird, keep it"]),
-    )
+    let up = streaming(openai_stream(&[
+        "The code is project-blue",
+        "bird, keep it",
+    ]))
     .await;
     let rails = "  - name: secrets-out\n    on: [response]\n    words: [project-bluebird]\n    action: block\n";
     let gw = gateway(&up, rails, "secrets-out", "").await;
@@ -550,12 +518,7 @@ async fn a_blocked_stream_ends_with_an_anthropic_error_event_and_never_the_text(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_anthropic_to_anthropic_stream_is_redacted_across_events() {
-    let up = Canned::start(
-        200,
-        SSE,
-        anthropic_stream(&["mail jane@", "corp.example now"]),
-    )
-    .await;
+    let up = streaming(anthropic_stream(&["mail jane@", "corp.example now"])).await;
     let conf = format!(
         "providers:\n  - name: claude\n    kind: anthropic\n    base_url: {}\n    api_key: sk-ant-test\nmodels:\n  - name: chat\n    guardrails: [out]\n    deployments:\n      - provider: claude\n        model: claude-sonnet-4-5\nguardrails:\n  - name: out\n    on: [response]\n    pii: [email]\n",
         up.base
@@ -585,11 +548,10 @@ async fn an_anthropic_to_anthropic_stream_is_redacted_across_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_responses_stream_is_redacted_in_its_own_events() {
-    let up = Canned::start(
-        200,
-        SSE,
-        openai_stream(&["key sk-proj-abcdefghij", "klmnopqrstuvwxyz done"]),
-    )
+    let up = streaming(openai_stream(&[
+        "key sk-proj-abcdefghij",
+        "klmnopqrstuvwxyz done",
+    ]))
     .await;
     let rails = "  - name: out\n    on: [response]\n    pii: [secret]\n";
     let gw = gateway(&up, rails, "out", "").await;
@@ -631,7 +593,7 @@ fn ask_body() -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_sees_the_conversation_and_allows_it() {
     let up = Canned::start(200, JSON, chat_answer("ok")).await;
-    let hook = Canned::start(200, JSON, json!({"action": "allow"}).to_string()).await;
+    let hook = hook_answering(json!({"action": "allow"})).await;
     let gw = hooked(&up, &format!("{}/check", hook.base), "block").await;
     let r = chat(&gw, &ask_body()).await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -648,12 +610,7 @@ async fn a_webhook_sees_the_conversation_and_allows_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_blocks_or_redacts() {
     let up = Canned::start(200, JSON, chat_answer("ok")).await;
-    let hook = Canned::start(
-        200,
-        JSON,
-        json!({"action": "block", "reason": "no"}).to_string(),
-    )
-    .await;
+    let hook = hook_answering(json!({"action": "block", "reason": "no"})).await;
     let gw = hooked(&up, &hook.base, "allow").await;
     let r = chat(&gw, &ask_body()).await;
     assert_eq!(r.status, 400, "{}", r.text());
@@ -662,12 +619,7 @@ async fn a_webhook_blocks_or_redacts() {
     drop(gw);
 
     let redacted = json!([{"role": "user", "content": "tell me about [REDACTED]"}]);
-    let hook = Canned::start(
-        200,
-        JSON,
-        json!({"action": "redact", "messages": redacted}).to_string(),
-    )
-    .await;
+    let hook = hook_answering(json!({"action": "redact", "messages": redacted})).await;
     let gw = hooked(&up, &hook.base, "allow").await;
     let r = chat(&gw, &ask_body()).await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -711,12 +663,5 @@ async fn a_silent_or_failing_webhook_is_decided_by_on_error() {
         r.header("x-switchyard-guardrails"),
         Some("policy:error:request")
     );
-    assert_eq!(
-        gw.metric_eventually(
-            r#"switchyard_guardrail_actions_total{action="error",guardrail="policy",phase="request"}"#,
-            1.0
-        )
-        .await,
-        Some(1.0)
-    );
+    assert_eq!(counted(&gw, "policy", "error", "request").await, Some(1.0));
 }

@@ -63,3 +63,25 @@ pub async fn logged(gw: &Gateway, value: &str) -> Value {
         .await
         .unwrap_or_else(|| panic!("no line with guardrails {value}: {}", gw.access_log()))
 }
+
+/// A webhook (or any upstream) that answers every request with `answer`.
+pub async fn hook_answering(answer: Value) -> Canned {
+    Canned::start(200, JSON, answer.to_string()).await
+}
+
+/// A card and an email split across three deltas, and what a redacting guardrail makes of them.
+pub const SPLIT_TEXT: [&str; 3] = ["Card 4111 1111", " 1111 1111, mail a@", "b.io thanks"];
+pub const REDACTED_TEXT: &str = "Card [REDACTED:CREDIT_CARD], mail [REDACTED:EMAIL] thanks";
+
+/// An upstream that answers every request with the SSE `body`.
+pub async fn streaming(body: String) -> Canned {
+    Canned::start(200, SSE, body).await
+}
+
+/// `switchyard_guardrail_actions_total` for one guardrail, action and phase, once it reaches 1.
+pub async fn counted(gw: &Gateway, guardrail: &str, action: &str, phase: &str) -> Option<f64> {
+    let series = format!(
+        "switchyard_guardrail_actions_total{{action=\"{action}\",guardrail=\"{guardrail}\",phase=\"{phase}\"}}"
+    );
+    gw.metric_eventually(&series, 1.0).await
+}
