@@ -121,9 +121,20 @@ pub struct FileCache {
     pub ttl: Option<String>,
     #[serde(default)]
     pub scope: Option<String>,
-    /// Semantic lookups (not implemented yet: accepted so files written for it load).
     #[serde(default)]
-    pub semantic: Option<Value>,
+    pub semantic: Option<FileSemantic>,
+}
+
+/// `cache.semantic`: near-duplicate prompts hit too.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSemantic {
+    #[serde(default)]
+    pub embedding_model: Option<String>,
+    #[serde(default)]
+    pub threshold: Option<Lenient<f64>>,
+    #[serde(default)]
+    pub max_entries: Option<Lenient<u64>>,
 }
 
 /// `models[].cache`: opts a model into the response cache.
