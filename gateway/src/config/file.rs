@@ -529,6 +529,9 @@ pub struct FileModel {
     /// Opts this model into the response cache (`cache: { ttl }`).
     #[serde(default)]
     pub cache: Option<FileModelCache>,
+    /// `auto`: cache breakpoints added for Anthropic deployments; `off` (default).
+    #[serde(default)]
+    pub prompt_cache: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -588,6 +591,8 @@ pub struct FilePrice {
     pub output_per_mtok: Lenient<f64>,
     #[serde(default)]
     pub cached_input_per_mtok: Option<Lenient<f64>>,
+    #[serde(default)]
+    pub cache_write_input_per_mtok: Option<Lenient<f64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -495,6 +495,9 @@ pub struct Model {
     pub sticky: Option<Sticky>,
     /// `models[].cache`: answers are cached; `Some(None)` takes `cache.ttl`.
     pub cache: Option<Option<Duration>>,
+    /// `prompt_cache: auto`: Anthropic requests get cache breakpoints (system, tools, last
+    /// turns) unless the caller placed its own.
+    pub prompt_cache: bool,
 }
 
 /// `sticky`: what names a caller for a sticky split.
@@ -533,6 +536,9 @@ pub struct Price {
     pub input_per_mtok: f64,
     pub output_per_mtok: f64,
     pub cached_input_per_mtok: f64,
+    /// Prompt tokens written to the provider's prompt cache (Anthropic's
+    /// `cache_creation_input_tokens`); the input price when not given.
+    pub cache_write_input_per_mtok: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
