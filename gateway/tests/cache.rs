@@ -426,47 +426,10 @@ async fn messages_and_completions_are_cached_in_their_own_format() {
     assert_eq!(up.request_count(), 3);
 }
 
-/// A throwaway `redis-server` on a free loopback port, killed on drop.
-struct RedisServer(std::process::Child, u16);
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn redis_server() -> RedisServer {
-    let port = free_port();
-    let args = [
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-    ];
-    let child = std::process::Command::new("redis-server")
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server (apt-get install redis-server)");
-    let server = RedisServer(child, port);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "redis-server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    server
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_on_one_redis_share_entries_with_redis_ttls() {
-    let redis = redis_server();
-    let url = format!("redis://127.0.0.1:{}", redis.1);
+    let redis = common::redis_server::Redis::start();
+    let url = redis.url();
     let up = MockUpstream::start(MockUpstreamConfig::default())
         .await
         .expect("upstream");
@@ -597,4 +560,77 @@ async fn the_memory_cache_is_bounded_and_evicts_the_least_recently_used() {
         "evicted by the flood"
     );
     assert_eq!(up.request_count(), 61);
+}
+
+/// A flood of distinct cacheable requests with large answers (the built-in mock's embeddings,
+/// 6 × 3,072 floats ≈ 230 KB each, ~70 MB in all) against `max_bytes: 4 MiB`: the cache's
+/// accounted bytes stay within the bound at every step, the newest entries are kept, and the
+/// gateway's peak RSS grows by a fraction of what an unbounded cache would hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_distinct_requests_keeps_the_cache_within_max_bytes() {
+    const MAX: f64 = 4.0 * 1024.0 * 1024.0;
+    let gw = Gateway::start(
+        "providers:\n  - { name: sim, kind: mock }\nmodels:\n  - { name: emb, cache: {}, deployments: [{ provider: sim, model: mock-embed }] }\ncache: { max_bytes: 4194304 }\n",
+        "",
+    )
+    .await;
+    let body = |n: usize| {
+        serde_json::json!({
+            "model": "emb",
+            "dimensions": 3072,
+            "input": (0..6).map(|i| format!("flood {n} part {i}")).collect::<Vec<_>>()
+        })
+        .to_string()
+    };
+    let mut answer_bytes = 0;
+    for n in 0..20 {
+        let r = ask(&gw, "/v1/embeddings", &body(n), &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        answer_bytes = r.body.len();
+    }
+    assert!(answer_bytes > 200_000, "{answer_bytes}");
+    let warm_rss = gw.peak_rss_kib();
+    let flood = 300;
+    for wave in 0..flood / 6 {
+        let mut tasks = Vec::new();
+        for k in 0..6 {
+            let b = body(20 + wave * 6 + k);
+            let c = gw.client();
+            let url = gw.url("/v1/embeddings");
+            tasks.push(tokio::spawn(async move {
+                let req = hyper::Request::post(url)
+                    .header("content-type", "application/json")
+                    .body(http_body_util::Full::new(bytes::Bytes::from(b)))
+                    .expect("request");
+                let resp = c.request(req).await.expect("answer");
+                let verdict = resp
+                    .headers()
+                    .get("x-switchyard-cache")
+                    .map(|v| v.to_str().unwrap_or("").to_string());
+                let status = resp.status();
+                http_body_util::BodyExt::collect(resp.into_body())
+                    .await
+                    .expect("body");
+                (status, verdict)
+            }));
+        }
+        for t in tasks {
+            let (status, verdict) = t.await.expect("task");
+            assert_eq!(status, 200);
+            assert_eq!(verdict.as_deref(), Some("miss"));
+        }
+        let held = gw.metric("switchyard_cache_bytes").await.expect("gauge");
+        assert!(held > 0.0 && held <= MAX, "held {held} > {MAX}");
+    }
+    let grown_kib = gw.peak_rss_kib().saturating_sub(warm_rss);
+    let unbounded_kib = (flood * answer_bytes / 1024) as u64;
+    eprintln!("peak RSS grew {grown_kib} KiB; unbounded: {unbounded_kib} KiB");
+    assert!(
+        grown_kib < unbounded_kib / 3,
+        "peak RSS grew {grown_kib} KiB (unbounded would hold {unbounded_kib} KiB)"
+    );
+    let last = ask(&gw, "/v1/embeddings", &body(20 + flood - 1), &[]).await;
+    assert_eq!(verdict(&last), Some("hit"), "the newest entry is kept");
+    let first = ask(&gw, "/v1/embeddings", &body(0), &[]).await;
+    assert_eq!(verdict(&first), Some("miss"), "the oldest was evicted");
 }

@@ -89,7 +89,11 @@ impl Cache {
     /// Stores `entry` (in Redis on a task of its own: the caller does not wait for it).
     fn put(self: &Arc<Self>, key: key::Key, entry: Entry, ttl: Duration) {
         match &self.backend {
-            Backend::Memory(m) => m.put(key, entry),
+            Backend::Memory(m) => {
+                m.put(key, entry);
+                let held = i64::try_from(m.bytes()).unwrap_or(i64::MAX);
+                self.metrics.cache_bytes.set(held);
+            }
             Backend::Redis(_) => {
                 let cache = self.clone();
                 tokio::spawn(async move {
