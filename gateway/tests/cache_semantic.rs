@@ -62,7 +62,10 @@ async fn ask(gw: &Gateway, key: &str, text: &str) -> Reply {
             "POST",
             "/v1/chat/completions",
             Some(question(text).as_bytes()),
-            &[("content-type", "application/json"), ("authorization", &auth)],
+            &[
+                ("content-type", "application/json"),
+                ("authorization", &auth),
+            ],
         )
         .await;
     assert_eq!(r.status, 200, "{}\n{}", r.text(), gw.log());
@@ -137,9 +140,13 @@ async fn a_paraphrase_hits_a_different_question_and_another_team_miss() {
     assert_eq!(rows.len(), 5, "{rows:?}");
     let keys: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
     assert_eq!(keys, ["k1", "k2", "k1", "k3", "k3"]);
-    assert!(rows.iter().all(|r| r.0.ends_with(".embed") && r.2 > 0), "{rows:?}");
+    assert!(
+        rows.iter().all(|r| r.0.ends_with(".embed") && r.2 > 0),
+        "{rows:?}"
+    );
     assert_eq!(
-        gw.metric_eventually("switchyard_cache_hits_total", 3.0).await,
+        gw.metric_eventually("switchyard_cache_hits_total", 3.0)
+            .await,
         Some(3.0)
     );
     let _ = std::fs::remove_dir_all(&dir);

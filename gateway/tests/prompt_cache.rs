@@ -144,8 +144,7 @@ async fn prompt_cache_auto_adds_breakpoints_and_openai_callers_see_cached_tokens
     assert_eq!(msgs.len(), 3);
     for i in [0, 2] {
         assert_eq!(
-            msgs[i]["content"][0]["cache_control"]["type"],
-            "ephemeral",
+            msgs[i]["content"][0]["cache_control"]["type"], "ephemeral",
             "{upstream}"
         );
     }
@@ -159,7 +158,10 @@ async fn prompt_cache_auto_adds_breakpoints_and_openai_callers_see_cached_tokens
     close(cost(&first), (30.0 + 3750.0 + 120.0) / 1e6);
     let second = gw.post_json("/v1/chat/completions", ask.as_bytes()).await;
     let u = &second.json()["usage"];
-    assert_eq!(u["prompt_tokens_details"]["cached_tokens"], PROMPT_CACHE_TOKENS);
+    assert_eq!(
+        u["prompt_tokens_details"]["cached_tokens"],
+        PROMPT_CACHE_TOKENS
+    );
     close(cost(&second), (30.0 + 300.0 + 120.0) / 1e6);
 
     // Without `prompt_cache: auto` nothing is added.

@@ -76,7 +76,11 @@ fn mark_content(content: &mut Value) -> bool {
                 let obj = b.as_object_mut()?;
                 let kind = obj.get("type").and_then(Value::as_str).unwrap_or("");
                 let empty_text = kind == "text"
-                    && obj.get("text").and_then(Value::as_str).unwrap_or("").is_empty();
+                    && obj
+                        .get("text")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .is_empty();
                 (!matches!(kind, "thinking" | "redacted_thinking") && !empty_text).then_some(obj)
             });
             match cacheable {
@@ -137,7 +141,12 @@ mod tests {
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             marked(&v),
-            [".system[0]", ".tools[1]", ".messages[2].content[1]", ".messages[4].content[0]"]
+            [
+                ".system[0]",
+                ".tools[1]",
+                ".messages[2].content[1]",
+                ".messages[4].content[0]"
+            ]
         );
         assert_eq!(v["system"][0]["text"], "You are a long system prompt.");
         assert_eq!(v["messages"][4]["content"][0]["text"], "third");

@@ -311,9 +311,10 @@ pub(super) fn prepare_for(
         .map_or(*dialect, |c| c.dialect_for(&spec.model, *dialect));
     let mut prepared =
         inbound.prepare(dialect, &spec.model, spec.max_tokens, model.config.strict)?;
-    if model.config.prompt_cache
-        && dialect == Dialect::Anthropic && !inbound.embeddings {
-        if let Some(body) = switchyard_adapters::anthropic::prompt_cache::add_breakpoints(&prepared.body) {
+    if model.config.prompt_cache && dialect == Dialect::Anthropic && !inbound.embeddings {
+        if let Some(body) =
+            switchyard_adapters::anthropic::prompt_cache::add_breakpoints(&prepared.body)
+        {
             prepared.body = body.into();
         }
     }

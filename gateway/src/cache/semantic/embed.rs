@@ -102,7 +102,8 @@ mod tests {
 
     #[test]
     fn only_a_200_with_a_vector_counts() {
-        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n{\"data\":[{\"embedding\":[0.5,-1]}]}";
+        let ok =
+            b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n{\"data\":[{\"embedding\":[0.5,-1]}]}";
         assert_eq!(vector_of(ok), Some(vec![0.5, -1.0]));
         let refused = b"HTTP/1.1 403 Forbidden\r\n\r\n{\"data\":[{\"embedding\":[1]}]}";
         assert_eq!(vector_of(refused), None);

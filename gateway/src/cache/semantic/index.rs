@@ -53,7 +53,13 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 impl Index {
     /// The exact key of the closest live vector in `part` whose similarity to `v` is at least
     /// `threshold`, with that similarity.
-    pub fn nearest(&self, part: &Key, v: &[f32], threshold: f32, now_ms: u64) -> Option<(Key, f32)> {
+    pub fn nearest(
+        &self,
+        part: &Key,
+        v: &[f32],
+        threshold: f32,
+        now_ms: u64,
+    ) -> Option<(Key, f32)> {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let items = g.parts.get_mut(part)?;
         items.retain(|i| i.expires_ms > now_ms);
@@ -96,7 +102,8 @@ impl Index {
     }
 
     /// Vectors held (live or not yet found expired).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         g.parts.values().map(Vec::len).sum()
     }
@@ -139,7 +146,9 @@ mod tests {
             .nearest(&[1; 32], &unit(&[1.0, 49.0]), 0.9999, 0)
             .unwrap();
         assert_eq!(k, [49; 32]);
-        assert!(idx.nearest(&[0; 32], &unit(&[1.0, 0.0]), 0.9999, 0).is_none());
+        assert!(idx
+            .nearest(&[0; 32], &unit(&[1.0, 0.0]), 0.9999, 0)
+            .is_none());
         assert!(normalise(vec![0.0, 0.0]).is_none());
     }
 }

@@ -45,8 +45,10 @@ impl Gateway {
             return Ok(false);
         };
         let settings = &snapshot.state.config.cache;
-        let (Some(sem), Some(lookup)) = (&settings.semantic, ctx.cache_pending.as_ref().map(|p| p.lookup))
-        else {
+        let (Some(sem), Some(lookup)) = (
+            &settings.semantic,
+            ctx.cache_pending.as_ref().map(|p| p.lookup),
+        ) else {
             return Ok(false);
         };
         let (Some(route), Some(p)) = (super::route_name(ctx.route), prompt::split(ctx.route, body))
@@ -66,12 +68,22 @@ impl Gateway {
         let now = crate::clock::unix_ms();
         if lookup {
             if let Some((key, similarity)) =
-                self.cache.semantic.nearest(&part, &vector, sem.threshold, now)
+                self.cache
+                    .semantic
+                    .nearest(&part, &vector, sem.threshold, now)
             {
                 if let Some(entry) = self.cache.get(&key, now).await {
                     log::debug!("request {id}: semantic hit at similarity {similarity:.3}");
-                    if super::answer(&self.cache, session, ctx, facts, &entry, now, "semantic-hit")
-                        .await?
+                    if super::answer(
+                        &self.cache,
+                        session,
+                        ctx,
+                        facts,
+                        &entry,
+                        now,
+                        "semantic-hit",
+                    )
+                    .await?
                     {
                         ctx.cache_pending = None;
                         return Ok(true);

@@ -84,10 +84,7 @@ fn semantic(
     }
     let threshold = s.threshold.as_ref().map_or(0.95, |t| t.0);
     if !(threshold > 0.0 && threshold <= 1.0) {
-        errs.push(
-            "cache.semantic.threshold",
-            "must be above 0 and at most 1",
-        );
+        errs.push("cache.semantic.threshold", "must be above 0 and at most 1");
     }
     let max_entries = s.max_entries.as_ref().map_or(10_000, |m| m.0);
     if max_entries == 0 || max_entries > 10_000_000 {
