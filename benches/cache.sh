@@ -61,25 +61,10 @@ for name in ${CONFIGS:-pass miss hit}; do
   conf $name > "$work/$name.yaml"
   mode=distinct
   [ $name = hit ] && mode=same
-  valgrind --tool=callgrind --callgrind-out-file="$work/cg.$name.%p" \
-    "${SY_BIN:-$bin/switchyard}" run --conf "$work/$name.yaml" > "$work/$name.log" 2>&1 &
-  pid=$!
-  pids+=($pid)
-  wait_port $SY_PORT 60   # valgrind starts slowly
-  python3 "$work/client.py" $SY_PORT "$WARMUP" $mode 0 $name
-  sleep 1
-  callgrind_control -z $pid > /dev/null 2>&1
   # Counted requests: new questions for pass/miss (never seen in the warm-up), the same for hit.
-  python3 "$work/client.py" $SY_PORT "$N" $mode "$WARMUP" $name
-  sleep 1
-  callgrind_control -d $pid > /dev/null 2>&1
-  sleep 0.5
-  out=$(ls -t "$work"/cg.$name.$pid* | head -1)
-  total=$(awk '/^(summary|totals):/ {print $2; exit}' "$out")
-  echo "$name $total" >> "$work/results"
-  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$out" "$KEEP/callgrind.$name"; fi
-  kill $pid; wait $pid 2>/dev/null || true
-  sleep 0.5
+  client="python3 $work/client.py $SY_PORT"
+  callgrind_count $name $SY_PORT "$client $WARMUP $mode 0 $name" \
+    "$client $N $mode $WARMUP $name" -- "${SY_BIN:-$bin/switchyard}" run --conf "$work/$name.yaml"
 done
 
 python3 - "$work/results" "$N" <<'PY'
