@@ -282,7 +282,7 @@ async fn a_cut_stream_is_never_stored() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn messages_streams_replay_as_anthropic_events_and_completion_streams_bypass() {
+async fn messages_and_completions_streams_replay_in_their_own_format() {
     let up = MockUpstream::start(MockUpstreamConfig::default())
         .await
         .expect("upstream");
@@ -312,14 +312,36 @@ async fn messages_streams_replay_as_anthropic_events_and_completion_streams_bypa
     assert_eq!(replayed, text);
     assert_eq!(up.request_count(), 1);
 
-    let completion =
-        r#"{"model":"cached","prompt":"Say this is a test","max_tokens":7,"stream":true}"#;
-    for _ in 0..2 {
-        let r = ask(&gw, "/v1/completions", completion, &[]).await;
-        assert_eq!(r.status, 200);
-        assert_eq!(verdict(&r), Some("bypass"));
-    }
-    assert_eq!(up.request_count(), 3);
+    // A streamed completion miss is stored when it ends, then replayed as text_completion
+    // chunks (usage when asked) or answered whole.
+    let completion = r#"{"model":"cached","prompt":"Say this is a test","max_tokens":7,"stream":true,"stream_options":{"include_usage":true}}"#;
+    let miss = ask(&gw, "/v1/completions", completion, &[]).await;
+    assert_eq!(miss.status, 200);
+    assert_eq!(verdict(&miss), Some("miss"));
+    let text_of = |body: &str| -> String {
+        data_lines(body)
+            .iter()
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter_map(|e| e["choices"][0]["text"].as_str().map(str::to_string))
+            .collect()
+    };
+    let sent = text_of(&miss.text());
+    assert!(!sent.is_empty(), "{}", miss.text());
+    let hit = ask(&gw, "/v1/completions", completion, &[]).await;
+    assert_eq!(verdict(&hit), Some("hit"), "{}", hit.text());
+    assert_eq!(text_of(&hit.text()), sent);
+    let chunks: Vec<Value> = data_lines(&hit.text())
+        .iter()
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    assert!(chunks.iter().all(|c| c["object"] == "text_completion"));
+    assert!(chunks.iter().any(|c| c["usage"]["completion_tokens"].as_u64() > Some(0)));
+    assert!(hit.text().trim_end().ends_with("data: [DONE]"));
+    let whole = completion.replace(r#""stream":true"#, r#""stream":false"#);
+    let r = ask(&gw, "/v1/completions", &whole, &[]).await;
+    assert_eq!(verdict(&r), Some("hit"));
+    assert_eq!(r.json()["choices"][0]["text"], sent.as_str());
+    assert_eq!(up.request_count(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

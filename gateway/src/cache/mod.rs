@@ -7,11 +7,11 @@
 //! What is cached: chat completions, `/v1/messages`, `/v1/completions`, `/v1/embeddings` and
 //! `/v1/responses` (whole, without `previous_response_id`: a hit answers the first response,
 //! stored under its own id) successful answers, stored whole in the caller's format (the route is part of the key, so an
-//! entry is only ever replayed to the format that produced it). Chat and Messages streams are
-//! recorded and stored when they end normally, and a streamed request that hits is replayed as
-//! SSE ([`stream`]). In-process answers (mock, local pool) are stored when whole. Streamed
-//! `/v1/completions` and `/v1/responses` are not cached (`bypass`), errors never are, and an
-//! in-process stream is a miss that is not stored. Answers say
+//! entry is only ever replayed to the format that produced it). Chat, Messages and completions
+//! streams are recorded and stored when they end normally, and a streamed request that hits is
+//! replayed as SSE ([`stream`]). In-process answers (mock, local pool) are stored when whole.
+//! Streamed `/v1/responses` are not cached (`bypass`), errors never are, and an in-process
+//! stream is a miss that is not stored. Near-duplicates: [`semantic`]. Answers say
 //! `x-switchyard-cache: hit | miss | bypass` (only where a cache is configured) and `age` on
 //! hits. A hit costs 0 in the ledger; what it saved is in the row's tags (`cache_saved_usd`)
 //! and `switchyard_cache_saved_usd_total`.
