@@ -71,6 +71,7 @@ pub const CODES: &[&str] = &[
     // Recorded by the proxy, not answered as a GatewayError:
     "upstream_status",
     "upstream_stream_error",
+    "content_filter",
     "client_disconnected",
     "aborted",
     "internal_error",

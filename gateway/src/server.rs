@@ -84,12 +84,6 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
 
     let spend =
         Arc::new(crate::governance::Spend::start(&cfg, &metrics).map_err(StartError::Ledger)?);
-    // The one live config snapshot: routing, auth settings and governance, swapped together.
-    let live = Arc::new(Live::new(Parts {
-        state: Arc::new(State::build(cfg.clone(), &metrics)),
-        auth: Arc::new(AuthView::new(cfg.auth.clone())),
-        governance: Arc::new(spend.governance_for(&cfg, None)),
-    }));
     let store = KeyStore::open(cfg.store.sqlite_path.as_deref()).map_err(StartError::Store)?;
     if !store.persistent && cfg.server.admin_token.is_some() {
         log::warn!("no `store` configured: keys created through the admin API live in memory and are lost on restart");
@@ -100,6 +94,18 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
         &server.configuration,
     ))));
     let auth = Arc::new(Auth::new(store, jwks, audit).map_err(StartError::Store)?);
+    // The one live config snapshot: routing, auth settings and governance (the file's and the
+    // runtime keys' limits and budgets), swapped together.
+    let keys = auth.key_policies();
+    let sources = crate::governance::Sources {
+        cfg: &cfg,
+        keys: &keys,
+    };
+    let live = Arc::new(Live::new(Parts {
+        state: Arc::new(State::build(cfg.clone(), &metrics)),
+        auth: Arc::new(AuthView::new(cfg.auth.clone())),
+        governance: Arc::new(spend.governance_for(sources, None)),
+    }));
     auth.attach(live.clone());
     let jwks_handle = server.add_service(background_service(
         "switchyard jwks",

@@ -123,6 +123,9 @@ pub struct RequestCtx {
     pub started: Instant,
     pub request_id: String,
     pub trace: Option<crate::proxy::trace::TraceContext>,
+    /// The answer's finish reasons, collected only when the trace is exported (`None`: not
+    /// looked for); see [`crate::ops::finish_reasons`].
+    pub finish_reasons: Option<Vec<String>>,
     /// Switchyard nodes this request already crossed (`x-switchyard-hops`).
     pub hops: u32,
     /// The API format the caller speaks (errors are answered in it).
@@ -230,6 +233,7 @@ impl RequestCtx {
             started: Instant::now(),
             request_id: String::new(),
             trace: None,
+            finish_reasons: None,
             hops: 0,
             caller: switchyard_adapters::providers::Caller::OpenAi,
             anthropic_beta: None,

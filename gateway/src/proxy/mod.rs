@@ -368,6 +368,9 @@ impl ProxyHttp for Gateway {
         // One snapshot for the whole request, from here to its logging.
         let snapshot = self.live.load();
         ctx.snapshot = Some(snapshot.clone());
+        if crate::ops::otlp::exported(&snapshot, ctx.trace.as_ref()) {
+            ctx.finish_reasons = Some(Vec::new());
+        }
         let mut route = match routes::route_of(&req.method, req.uri.path()) {
             Ok(r) => r,
             Err(allow) => {

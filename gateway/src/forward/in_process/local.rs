@@ -321,6 +321,7 @@ impl Forwarder {
             if done && ctx.error_code.is_none() {
                 self.commit_row(ctx).await;
             }
+            crate::ops::finish_reasons::note(ctx, &out);
             session
                 .write_response_body(Some(out.split().freeze()), false)
                 .await

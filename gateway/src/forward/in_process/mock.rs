@@ -113,6 +113,7 @@ impl Forwarder {
                 tokio::time::sleep(settings.chunk_interval).await;
             }
             if let Some(out) = relay.push(ev) {
+                crate::ops::finish_reasons::note(ctx, &out);
                 ctx.mark_first_byte();
                 ctx.streamed_events += 1;
                 if relay.completed() {
@@ -134,6 +135,7 @@ impl Forwarder {
             }
         }
         if let Some(tail) = relay.finish() {
+            crate::ops::finish_reasons::note(ctx, &tail);
             session
                 .write_response_body(Some(tail), false)
                 .await
