@@ -335,7 +335,9 @@ async fn messages_and_completions_streams_replay_in_their_own_format() {
         .filter_map(|d| serde_json::from_str(d).ok())
         .collect();
     assert!(chunks.iter().all(|c| c["object"] == "text_completion"));
-    assert!(chunks.iter().any(|c| c["usage"]["completion_tokens"].as_u64() > Some(0)));
+    assert!(chunks
+        .iter()
+        .any(|c| c["usage"]["completion_tokens"].as_u64() > Some(0)));
     assert!(hit.text().trim_end().ends_with("data: [DONE]"));
     let whole = completion.replace(r#""stream":true"#, r#""stream":false"#);
     let r = ask(&gw, "/v1/completions", &whole, &[]).await;
