@@ -119,6 +119,36 @@ async fn a_paraphrase_hits_a_different_question_and_another_team_miss() {
     assert_eq!(hit.header("x-switchyard-cost-usd"), Some("0.00000000"));
     assert!(hit.header("age").is_some());
 
+    // Streamed, a near-duplicate is replayed as SSE: the same text as the stored answer.
+    let mut streamed: serde_json::Value =
+        serde_json::from_str(&question("What's the capital city of France?")).expect("json");
+    streamed["stream"] = true.into();
+    let auth = format!("Bearer {K1}");
+    let s = gw
+        .request(
+            "POST",
+            "/v1/chat/completions",
+            Some(streamed.to_string().as_bytes()),
+            &[
+                ("content-type", "application/json"),
+                ("authorization", &auth),
+            ],
+        )
+        .await;
+    assert_eq!(s.header("x-switchyard-cache"), Some("semantic-hit"));
+    let text: String = s
+        .text()
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(text, first.json()["choices"][0]["message"]["content"]);
+
     // Another question is another answer.
     let other = ask(&gw, K1, "How do I bake sourdough bread at home?").await;
     assert_eq!(other.header("x-switchyard-cache"), Some("miss"));
@@ -135,19 +165,19 @@ async fn a_paraphrase_hits_a_different_question_and_another_team_miss() {
     let exact = ask(&gw, K2, "What is the capital city of France?").await;
     assert_eq!(exact.header("x-switchyard-cache"), Some("hit"));
 
-    // Five embedding calls (every exact miss), each billed to the caller who asked.
-    let rows = embedding_rows(&db, 5).await;
-    assert_eq!(rows.len(), 5, "{rows:?}");
+    // Six embedding calls (every exact miss), each billed to the caller who asked.
+    let rows = embedding_rows(&db, 6).await;
+    assert_eq!(rows.len(), 6, "{rows:?}");
     let keys: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
-    assert_eq!(keys, ["k1", "k2", "k1", "k3", "k3"]);
+    assert_eq!(keys, ["k1", "k2", "k1", "k1", "k3", "k3"]);
     assert!(
         rows.iter().all(|r| r.0.ends_with(".embed") && r.2 > 0),
         "{rows:?}"
     );
     assert_eq!(
-        gw.metric_eventually("switchyard_cache_hits_total", 3.0)
+        gw.metric_eventually("switchyard_cache_hits_total", 4.0)
             .await,
-        Some(3.0)
+        Some(4.0)
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -41,6 +41,10 @@ impl Gateway {
         body: &[u8],
         facts: &ChatRequestFacts<'_>,
     ) -> Result<bool, Failure> {
+        // Only an exact miss goes on (a field check for every other request).
+        if ctx.cache_pending.is_none() {
+            return Ok(false);
+        }
         let (Some(snapshot), Some(model)) = (ctx.snapshot.clone(), ctx.model.clone()) else {
             return Ok(false);
         };
