@@ -162,6 +162,8 @@ pub struct RequestCtx {
     pub fallback: bool,
     /// Routing hints the caller gave (body fields or headers), if any.
     pub hints: Option<crate::routing::hints::Hints>,
+    /// The deployments a `fallbackProviders` hint adds after the model's own.
+    pub hinted: Option<Arc<RoutedModel>>,
     pub status: u16,
     pub stream: bool,
     pub first_byte: Option<Duration>,
@@ -258,6 +260,7 @@ impl RequestCtx {
             tries: 0,
             fallback: false,
             hints: None,
+            hinted: None,
             failures: Vec::new(),
             try_started: Default::default(),
             error_code: None,

@@ -21,7 +21,7 @@ use super::Answer;
 use crate::clock::unix_secs;
 use crate::config::Timeouts;
 use crate::forward::attempt::{is_timeout, Committed};
-use crate::forward::cutoff::{budget_stop_event, over_cutoff};
+use crate::forward::cutoff::over_cutoff;
 use crate::forward::translate::StreamRelay;
 use crate::forward::{Failure, Forwarder, MAX_UPSTREAM_BODY};
 use crate::ops::telemetry::AttemptOutcome;
@@ -288,7 +288,9 @@ impl Forwarder {
                     .map_err(Failure::Abort)?;
                 return Ok(Pumped::CutOff);
             }
-            let Some(r) = relay.as_deref() else { continue };
+            let Some(r) = relay.as_deref_mut() else {
+                continue;
+            };
             if r.oversized() {
                 return Ok(Pumped::Failed(too_large(format!(
                     "an upstream stream event exceeds {MAX_EVENT_BYTES} bytes"
@@ -304,7 +306,7 @@ impl Forwarder {
                 ctx.usage = r.usage();
                 ctx.error_code = Some("budget_exceeded");
                 session
-                    .write_response_body(Some(budget_stop_event(answer.inbound.caller)), true)
+                    .write_response_body(Some(r.budget_stop(answer.inbound.caller)), true)
                     .await
                     .map_err(Failure::Abort)?;
                 return Ok(Pumped::CutOff);
