@@ -72,24 +72,9 @@ for name in ${CONFIGS:-hop none key gov}; do
     conf $name > "$work/$name.yaml"
     cmd=("${SY_BIN:-$bin/switchyard}" run --conf "$work/$name.yaml")
   fi
-  valgrind --tool=callgrind --callgrind-out-file="$work/cg.$name.%p" \
-    "${cmd[@]}" > "$work/$name.log" 2>&1 &
-  pid=$!
-  pids+=($pid)
-  wait_port $SY_PORT ${START_WAIT:-60}   # valgrind starts slowly (a debug build: minutes)
-  python3 "$work/client.py" $SY_PORT "$WARMUP" "$BENCH_KEY" "${STREAM:-0}" "${PROMPT_BYTES:-0}"
-  sleep 1.5                                   # the warm-up's ledger flush is not counted
-  callgrind_control -z $pid > /dev/null 2>&1
-  python3 "$work/client.py" $SY_PORT "$N" "$BENCH_KEY" "${STREAM:-0}" "${PROMPT_BYTES:-0}"
-  sleep 1.5                                   # ...this run's is
-  callgrind_control -d $pid > /dev/null 2>&1
-  sleep 0.5
-  out=$(ls -t "$work"/cg.$name.$pid* | head -1)
-  total=$(awk '/^(summary|totals):/ {print $2; exit}' "$out")
-  echo "$name $total" >> "$work/results"
-  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$out" "$KEEP/callgrind.$name"; fi
-  kill $pid; wait $pid 2>/dev/null || true
-  sleep 0.5
+  client="python3 $work/client.py $SY_PORT"
+  callgrind_count $name $SY_PORT "$client $WARMUP $BENCH_KEY ${STREAM:-0} ${PROMPT_BYTES:-0}" \
+    "$client $N $BENCH_KEY ${STREAM:-0} ${PROMPT_BYTES:-0}" -- "${cmd[@]}"
 done
 
 python3 - "$work/results" "$N" <<'PY'

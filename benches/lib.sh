@@ -12,6 +12,10 @@
 #   guarded_conf PORT ADMIN UP_PORT           the bench gateway with one PII guardrail (every PII
 #                                             kind, redact) on the model's requests (`sy+pii`)
 #   BENCH_KEY           the virtual key's secret
+#   callgrind_count NAME PORT WARM RUN -- CMD...
+#                       runs CMD under callgrind, waits for PORT, runs the shell command WARM,
+#                       zeroes the counters, runs RUN, dumps them and appends "NAME TOTAL" (every
+#                       instruction of every thread) to $work/results; KEEP=dir keeps the profile
 
 bench_setup() {
   command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$1"; }
@@ -100,4 +104,27 @@ budgets:
   - { scope: team:bench, limit: 1000000, period: monthly }
 store: { kind: sqlite, path: $4 }
 YAML
+}
+
+callgrind_count() { # name port warm_cmd run_cmd -- cmd...
+  local name=$1 port=$2 warm=$3 run=$4
+  shift 5
+  valgrind --tool=callgrind --callgrind-out-file="$work/cg.$name.%p" "$@" > "$work/$name.log" 2>&1 &
+  local pid=$!
+  pids+=($pid)
+  wait_port "$port" "${START_WAIT:-60}"   # valgrind starts slowly (a debug build: minutes)
+  eval "$warm"
+  sleep 1.5                                   # the warm-up's ledger flush is not counted
+  callgrind_control -z $pid > /dev/null 2>&1
+  eval "$run"
+  sleep 1.5                                   # ...this run's is
+  callgrind_control -d $pid > /dev/null 2>&1
+  sleep 0.5
+  local out total
+  out=$(ls -t "$work"/cg.$name.$pid* | head -1)
+  total=$(awk '/^(summary|totals):/ {print $2; exit}' "$out")
+  echo "$name $total" >> "$work/results"
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$out" "$KEEP/callgrind.$name"; fi
+  kill $pid; wait $pid 2>/dev/null || true
+  sleep 0.5
 }

@@ -4,6 +4,11 @@
 //! translation tests: `POST /v1/messages` (whole and streamed) and `/v1/messages/count_tokens`.
 //! It can answer with an error status, delay its first byte and space its stream events, and it
 //! records what it received so tests can check what the gateway sent.
+//!
+//! Anthropic prompt caching, simulated: a Messages request with any `cache_control` block has a
+//! cached prefix of [`PROMPT_CACHE_TOKENS`] tokens keyed by its `system` and `tools`; the first
+//! request with a prefix reports them as `cache_creation_input_tokens`, later ones as
+//! `cache_read_input_tokens` (whole answers and the stream's `message_start`).
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
@@ -91,6 +96,36 @@ impl Drop for MockUpstream {
 struct Shared {
     config: MockUpstreamConfig,
     recorded: Arc<Mutex<Vec<RecordedRequest>>>,
+    /// Prompt-cache prefixes written so far (their `system` and `tools`, as JSON).
+    prompt_cache: Mutex<std::collections::HashSet<String>>,
+}
+
+/// Tokens of the simulated cached prefix of a Messages request with `cache_control`.
+pub const PROMPT_CACHE_TOKENS: u64 = 1000;
+
+/// (written, read) prompt-cache tokens for an Anthropic request (see the module doc).
+fn prompt_cache(shared: &Shared, v: &serde_json::Value) -> (u64, u64) {
+    if !v.to_string().contains("\"cache_control\"") {
+        return (0, 0);
+    }
+    let prefix = serde_json::json!([v.get("system"), v.get("tools")]).to_string();
+    let mut seen = shared
+        .prompt_cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if seen.insert(prefix) {
+        (PROMPT_CACHE_TOKENS, 0)
+    } else {
+        (0, PROMPT_CACHE_TOKENS)
+    }
+}
+
+/// Adds prompt-cache counts to an Anthropic `usage` object.
+fn add_cache_usage(usage: &mut serde_json::Value, (written, read): (u64, u64)) {
+    if written + read > 0 {
+        usage["cache_creation_input_tokens"] = written.into();
+        usage["cache_read_input_tokens"] = read.into();
+    }
 }
 
 impl MockUpstream {
@@ -110,6 +145,7 @@ impl MockUpstream {
         let shared = Arc::new(Shared {
             config,
             recorded: recorded.clone(),
+            prompt_cache: Mutex::default(),
         });
         let task = tokio::spawn(async move {
             loop {
@@ -353,10 +389,47 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         ("POST", "/v1/completions" | "/completions") => {
             Ok(answer(cfg, &body, Format::Completions).await)
         }
-        ("POST", "/v1/messages") => Ok(answer(cfg, &body, Format::Anthropic).await),
+        ("POST", "/v1/messages") => Ok(answer_messages(&shared, &body).await),
         ("POST", "/v1/messages/count_tokens") => Ok(answer(cfg, &body, Format::CountTokens).await),
         _ => Ok(full(404, "application/json", error_json("unknown path"))),
     }
+}
+
+/// A Messages answer, with simulated prompt-cache usage.
+async fn answer_messages(shared: &Shared, body: &[u8]) -> Response<Body> {
+    let cache = serde_json::from_slice::<serde_json::Value>(body)
+        .map(|v| prompt_cache(shared, &v))
+        .unwrap_or((0, 0));
+    let resp = answer(&shared.config, body, Format::Anthropic).await;
+    if cache == (0, 0) || resp.status() != 200 {
+        return resp;
+    }
+    let (parts, b) = resp.into_parts();
+    let Ok(bytes) = b.collect().await.map(|b| b.to_bytes()) else {
+        return full(500, "application/json", error_json("mock body"));
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let patched = if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&text) {
+        add_cache_usage(&mut v["usage"], cache);
+        v.to_string()
+    } else {
+        // A stream: the usage of `message_start`.
+        text.split_inclusive("\n\n")
+            .map(|ev| match ev.split_once("data: ") {
+                Some((head, data)) if head.contains("message_start") => {
+                    let mut v: serde_json::Value =
+                        serde_json::from_str(data.trim()).unwrap_or_default();
+                    add_cache_usage(&mut v["message"]["usage"], cache);
+                    format!("{head}data: {v}\n\n")
+                }
+                _ => ev.to_string(),
+            })
+            .collect()
+    };
+    let mut out = full(200, "", patched);
+    *out.headers_mut() = parts.headers;
+    out.headers_mut().remove("content-length");
+    out
 }
 
 /// Which API an answer is in.

@@ -282,7 +282,7 @@ async fn a_cut_stream_is_never_stored() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn messages_streams_replay_as_anthropic_events_and_completion_streams_bypass() {
+async fn messages_and_completions_streams_replay_in_their_own_format() {
     let up = MockUpstream::start(MockUpstreamConfig::default())
         .await
         .expect("upstream");
@@ -312,14 +312,38 @@ async fn messages_streams_replay_as_anthropic_events_and_completion_streams_bypa
     assert_eq!(replayed, text);
     assert_eq!(up.request_count(), 1);
 
-    let completion =
-        r#"{"model":"cached","prompt":"Say this is a test","max_tokens":7,"stream":true}"#;
-    for _ in 0..2 {
-        let r = ask(&gw, "/v1/completions", completion, &[]).await;
-        assert_eq!(r.status, 200);
-        assert_eq!(verdict(&r), Some("bypass"));
-    }
-    assert_eq!(up.request_count(), 3);
+    // A streamed completion miss is stored when it ends, then replayed as text_completion
+    // chunks (usage when asked) or answered whole.
+    let completion = r#"{"model":"cached","prompt":"Say this is a test","max_tokens":7,"stream":true,"stream_options":{"include_usage":true}}"#;
+    let miss = ask(&gw, "/v1/completions", completion, &[]).await;
+    assert_eq!(miss.status, 200);
+    assert_eq!(verdict(&miss), Some("miss"));
+    let text_of = |body: &str| -> String {
+        data_lines(body)
+            .iter()
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter_map(|e| e["choices"][0]["text"].as_str().map(str::to_string))
+            .collect()
+    };
+    let sent = text_of(&miss.text());
+    assert!(!sent.is_empty(), "{}", miss.text());
+    let hit = ask(&gw, "/v1/completions", completion, &[]).await;
+    assert_eq!(verdict(&hit), Some("hit"), "{}", hit.text());
+    assert_eq!(text_of(&hit.text()), sent);
+    let chunks: Vec<Value> = data_lines(&hit.text())
+        .iter()
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    assert!(chunks.iter().all(|c| c["object"] == "text_completion"));
+    assert!(chunks
+        .iter()
+        .any(|c| c["usage"]["completion_tokens"].as_u64() > Some(0)));
+    assert!(hit.text().trim_end().ends_with("data: [DONE]"));
+    let whole = completion.replace(r#""stream":true"#, r#""stream":false"#);
+    let r = ask(&gw, "/v1/completions", &whole, &[]).await;
+    assert_eq!(verdict(&r), Some("hit"));
+    assert_eq!(r.json()["choices"][0]["text"], sent.as_str());
+    assert_eq!(up.request_count(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -426,47 +450,10 @@ async fn messages_and_completions_are_cached_in_their_own_format() {
     assert_eq!(up.request_count(), 3);
 }
 
-/// A throwaway `redis-server` on a free loopback port, killed on drop.
-struct RedisServer(std::process::Child, u16);
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn redis_server() -> RedisServer {
-    let port = free_port();
-    let args = [
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-    ];
-    let child = std::process::Command::new("redis-server")
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server (apt-get install redis-server)");
-    let server = RedisServer(child, port);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "redis-server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    server
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_on_one_redis_share_entries_with_redis_ttls() {
-    let redis = redis_server();
-    let url = format!("redis://127.0.0.1:{}", redis.1);
+    let redis = common::redis_server::Redis::start();
+    let url = redis.url();
     let up = MockUpstream::start(MockUpstreamConfig::default())
         .await
         .expect("upstream");
@@ -597,4 +584,77 @@ async fn the_memory_cache_is_bounded_and_evicts_the_least_recently_used() {
         "evicted by the flood"
     );
     assert_eq!(up.request_count(), 61);
+}
+
+/// A flood of distinct cacheable requests with large answers (the built-in mock's embeddings,
+/// 6 × 3,072 floats ≈ 230 KB each, ~70 MB in all) against `max_bytes: 4 MiB`: the cache's
+/// accounted bytes stay within the bound at every step, the newest entries are kept, and the
+/// gateway's peak RSS grows by a fraction of what an unbounded cache would hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_distinct_requests_keeps_the_cache_within_max_bytes() {
+    const MAX: f64 = 4.0 * 1024.0 * 1024.0;
+    let gw = Gateway::start(
+        "providers:\n  - { name: sim, kind: mock }\nmodels:\n  - { name: emb, cache: {}, deployments: [{ provider: sim, model: mock-embed }] }\ncache: { max_bytes: 4194304 }\n",
+        "",
+    )
+    .await;
+    let body = |n: usize| {
+        serde_json::json!({
+            "model": "emb",
+            "dimensions": 3072,
+            "input": (0..6).map(|i| format!("flood {n} part {i}")).collect::<Vec<_>>()
+        })
+        .to_string()
+    };
+    let mut answer_bytes = 0;
+    for n in 0..20 {
+        let r = ask(&gw, "/v1/embeddings", &body(n), &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        answer_bytes = r.body.len();
+    }
+    assert!(answer_bytes > 200_000, "{answer_bytes}");
+    let warm_rss = gw.peak_rss_kib();
+    let flood = 300;
+    for wave in 0..flood / 6 {
+        let mut tasks = Vec::new();
+        for k in 0..6 {
+            let b = body(20 + wave * 6 + k);
+            let c = gw.client();
+            let url = gw.url("/v1/embeddings");
+            tasks.push(tokio::spawn(async move {
+                let req = hyper::Request::post(url)
+                    .header("content-type", "application/json")
+                    .body(http_body_util::Full::new(bytes::Bytes::from(b)))
+                    .expect("request");
+                let resp = c.request(req).await.expect("answer");
+                let verdict = resp
+                    .headers()
+                    .get("x-switchyard-cache")
+                    .map(|v| v.to_str().unwrap_or("").to_string());
+                let status = resp.status();
+                http_body_util::BodyExt::collect(resp.into_body())
+                    .await
+                    .expect("body");
+                (status, verdict)
+            }));
+        }
+        for t in tasks {
+            let (status, verdict) = t.await.expect("task");
+            assert_eq!(status, 200);
+            assert_eq!(verdict.as_deref(), Some("miss"));
+        }
+        let held = gw.metric("switchyard_cache_bytes").await.expect("gauge");
+        assert!(held > 0.0 && held <= MAX, "held {held} > {MAX}");
+    }
+    let grown_kib = gw.peak_rss_kib().saturating_sub(warm_rss);
+    let unbounded_kib = (flood * answer_bytes / 1024) as u64;
+    eprintln!("peak RSS grew {grown_kib} KiB; unbounded: {unbounded_kib} KiB");
+    assert!(
+        grown_kib < unbounded_kib / 3,
+        "peak RSS grew {grown_kib} KiB (unbounded would hold {unbounded_kib} KiB)"
+    );
+    let last = ask(&gw, "/v1/embeddings", &body(20 + flood - 1), &[]).await;
+    assert_eq!(verdict(&last), Some("hit"), "the newest entry is kept");
+    let first = ask(&gw, "/v1/embeddings", &body(0), &[]).await;
+    assert_eq!(verdict(&first), Some("miss"), "the oldest was evicted");
 }

@@ -14,6 +14,7 @@ use crate::sse::{self, SseFramer};
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Map, Value};
 
+pub mod prompt_cache;
 mod provider;
 pub use provider::*;
 

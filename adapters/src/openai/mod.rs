@@ -283,6 +283,11 @@ pub struct Usage {
     pub prompt_tokens_details: Option<PromptTokensDetails>,
     #[serde(default)]
     pub completion_tokens_details: Option<CompletionTokensDetails>,
+    /// Prompt tokens written to the provider's prompt cache (Anthropic's
+    /// `cache_creation_input_tokens`, part of `prompt_tokens`): not an OpenAI field, priced at
+    /// `cache_write_input_per_mtok`.
+    #[serde(skip)]
+    pub cache_write_tokens: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

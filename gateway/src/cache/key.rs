@@ -30,6 +30,17 @@ pub fn key(route: &str, model: &str, scope: &str, body: &[u8]) -> Option<Key> {
     let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
         return None;
     };
+    Some(key_of_map(route, model, scope, &map))
+}
+
+/// The key of a request body already parsed (the semantic index's partitions use it with the
+/// prompt taken out).
+pub fn key_of_map(
+    route: &str,
+    model: &str,
+    scope: &str,
+    map: &serde_json::Map<String, Value>,
+) -> Key {
     let mut ctx = Context::new(&SHA256);
     for part in [route, model, scope] {
         ctx.update(&(part.len() as u64).to_le_bytes());
@@ -50,7 +61,7 @@ pub fn key(route: &str, model: &str, scope: &str, body: &[u8]) -> Option<Key> {
     ctx.update(b"}");
     let mut out = [0u8; 32];
     out.copy_from_slice(ctx.finish().as_ref());
-    Some(out)
+    out
 }
 
 /// Feeds `v` to the hash with object keys sorted.

@@ -7,11 +7,11 @@
 //! What is cached: chat completions, `/v1/messages`, `/v1/completions`, `/v1/embeddings` and
 //! `/v1/responses` (whole, without `previous_response_id`: a hit answers the first response,
 //! stored under its own id) successful answers, stored whole in the caller's format (the route is part of the key, so an
-//! entry is only ever replayed to the format that produced it). Chat and Messages streams are
-//! recorded and stored when they end normally, and a streamed request that hits is replayed as
-//! SSE ([`stream`]). In-process answers (mock, local pool) are stored when whole. Streamed
-//! `/v1/completions` and `/v1/responses` are not cached (`bypass`), errors never are, and an
-//! in-process stream is a miss that is not stored. Answers say
+//! entry is only ever replayed to the format that produced it). Chat, Messages and completions
+//! streams are recorded and stored when they end normally, and a streamed request that hits is
+//! replayed as SSE ([`stream`]). In-process answers (mock, local pool) are stored when whole.
+//! Streamed `/v1/responses` are not cached (`bypass`), errors never are, and an in-process
+//! stream is a miss that is not stored. Near-duplicates: [`semantic`]. Answers say
 //! `x-switchyard-cache: hit | miss | bypass` (only where a cache is configured) and `age` on
 //! hits. A hit costs 0 in the ledger; what it saved is in the row's tags (`cache_saved_usd`)
 //! and `switchyard_cache_saved_usd_total`.
@@ -19,6 +19,7 @@
 pub mod key;
 pub mod memory;
 pub mod redis;
+pub mod semantic;
 pub mod stream;
 
 use crate::config::{CacheScope, CacheSettings};
@@ -50,6 +51,8 @@ pub struct Entry {
 pub struct Cache {
     backend: Backend,
     metrics: Arc<Metrics>,
+    /// `cache.semantic`'s vectors (empty without it).
+    semantic: semantic::Index,
 }
 
 enum Backend {
@@ -65,7 +68,11 @@ impl Cache {
             (true, Some(url)) => Backend::Redis(redis::RedisCache::new(url)),
             _ => Backend::Memory(memory::Memory::new(settings.max_bytes)),
         };
-        Cache { backend, metrics }
+        Cache {
+            backend,
+            metrics,
+            semantic: semantic::Index::default(),
+        }
     }
 
     async fn get(&self, key: &key::Key, now_ms: u64) -> Option<Arc<Entry>> {
@@ -82,7 +89,11 @@ impl Cache {
     /// Stores `entry` (in Redis on a task of its own: the caller does not wait for it).
     fn put(self: &Arc<Self>, key: key::Key, entry: Entry, ttl: Duration) {
         match &self.backend {
-            Backend::Memory(m) => m.put(key, entry),
+            Backend::Memory(m) => {
+                m.put(key, entry);
+                let held = i64::try_from(m.bytes()).unwrap_or(i64::MAX);
+                self.metrics.cache_bytes.set(held);
+            }
             Backend::Redis(_) => {
                 let cache = self.clone();
                 tokio::spawn(async move {
@@ -102,6 +113,22 @@ pub struct Pending {
     ttl: Duration,
     /// A streamed miss: the events sent so far.
     recorder: Option<stream::Recorder>,
+    /// Whether the caller let the cache be looked up (not `no-cache`).
+    lookup: bool,
+    /// Its prompt's vector, indexed with the answer (`cache.semantic`).
+    semantic: Option<semantic::Noted>,
+}
+
+impl Pending {
+    /// Stores the answer, and indexes its prompt's vector when there is one.
+    fn store(self, entry: Entry) {
+        if let Some(n) = self.semantic {
+            self.cache
+                .semantic
+                .insert(n.part, self.key, n.vector, entry.expires_ms, n.max_entries);
+        }
+        self.cache.put(self.key, entry, self.ttl);
+    }
 }
 
 /// What the caller asked of the cache in its headers.
@@ -206,14 +233,7 @@ pub async fn lookup(
     let now = crate::clock::unix_ms();
     if c.lookup {
         if let Some(entry) = cache.get(&key, now).await {
-            let sse = if facts.stream {
-                let usage = facts.include_usage.unwrap_or(false);
-                stream::replay(ctx.caller, &entry.body, usage, crate::clock::unix_secs())
-            } else {
-                None
-            };
-            if !facts.stream || sse.is_some() {
-                serve_hit(cache, session, ctx, &entry, now, sse).await?;
+            if answer(cache, session, ctx, facts, &entry, now, "hit").await? {
                 return Ok(true);
             }
         }
@@ -225,8 +245,33 @@ pub async fn lookup(
         key,
         ttl: c.ttl.or(model_ttl).unwrap_or(settings.ttl),
         recorder: facts.stream.then(|| stream::Recorder::new(ctx.caller)),
+        lookup: c.lookup,
+        semantic: None,
     }));
     Ok(false)
+}
+
+/// Answers a request from `entry` (`Ok(false)`: a stream this entry cannot be replayed as).
+async fn answer(
+    cache: &Cache,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    facts: &switchyard_adapters::openai::ChatRequestFacts<'_>,
+    entry: &Entry,
+    now_ms: u64,
+    verdict: &'static str,
+) -> Result<bool, Failure> {
+    let sse = if facts.stream {
+        let usage = facts.include_usage.unwrap_or(false);
+        stream::replay(ctx.caller, &entry.body, usage, crate::clock::unix_secs())
+    } else {
+        None
+    };
+    if facts.stream && sse.is_none() {
+        return Ok(false);
+    }
+    serve_hit(cache, session, ctx, entry, now_ms, sse, verdict).await?;
+    Ok(true)
 }
 
 /// Writes a cached answer: its body and usage as first answered, cost 0, `age` in seconds.
@@ -237,13 +282,14 @@ async fn serve_hit(
     entry: &Entry,
     now_ms: u64,
     sse: Option<Bytes>,
+    verdict: &'static str,
 ) -> Result<(), Failure> {
     cache.metrics.cache_hits.inc();
     cache
         .metrics
         .cache_saved_usd
         .inc_by(entry.cost_usd.max(0.0));
-    ctx.cache_status = Some("hit");
+    ctx.cache_status = Some(verdict);
     ctx.usage = Some(switchyard_adapters::openai::Usage {
         prompt_tokens: entry.prompt_tokens,
         completion_tokens: entry.completion_tokens,
@@ -335,18 +381,15 @@ pub fn store_stream(ctx: &mut RequestCtx) {
     let acct = crate::governance::ledger_row::accounting(ctx);
     let cost = acct.cost_nanos as f64 / 1e9;
     let now = crate::clock::unix_ms();
-    p.cache.put(
-        p.key,
-        Entry {
-            body,
-            prompt_tokens: acct.tokens_in,
-            completion_tokens: acct.tokens_out,
-            cost_usd: cost,
-            stored_ms: now,
-            expires_ms: now.saturating_add(p.ttl.as_millis() as u64),
-        },
-        p.ttl,
-    );
+    let expires_ms = now.saturating_add(p.ttl.as_millis() as u64);
+    p.store(Entry {
+        body,
+        prompt_tokens: acct.tokens_in,
+        completion_tokens: acct.tokens_out,
+        cost_usd: cost,
+        stored_ms: now,
+        expires_ms,
+    });
 }
 
 /// The ledger row's tags with the hit and what it saved added (the row's cost stays 0).
@@ -369,18 +412,15 @@ pub fn store_whole(ctx: &mut RequestCtx, status: u16, body: &Bytes, cost_usd: f6
     }
     let usage = ctx.usage.unwrap_or_default();
     let now = crate::clock::unix_ms();
-    p.cache.put(
-        p.key,
-        Entry {
-            body: body.clone(),
-            prompt_tokens: usage.prompt_tokens,
-            completion_tokens: usage.completion_tokens,
-            cost_usd,
-            stored_ms: now,
-            expires_ms: now.saturating_add(p.ttl.as_millis() as u64),
-        },
-        p.ttl,
-    );
+    let expires_ms = now.saturating_add(p.ttl.as_millis() as u64);
+    p.store(Entry {
+        body: body.clone(),
+        prompt_tokens: usage.prompt_tokens,
+        completion_tokens: usage.completion_tokens,
+        cost_usd,
+        stored_ms: now,
+        expires_ms,
+    });
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! Streams and the cache: a cached answer replayed as SSE in the caller's format (OpenAI chunks or
-//! Anthropic events, usage when asked), and a streamed miss recorded — the caller's own events
+//! Streams and the cache: a cached answer replayed as SSE in the caller's format (OpenAI chat or
+//! `text_completion` chunks, Anthropic events; usage when asked), and a streamed miss recorded — the caller's own events
 //! decoded back to a whole answer — so it can be stored once the stream ends normally. It owns
 //! only the conversion between whole answers and events; what is stored and when is decided in
 //! [`super`], and it must not write to the caller itself.
@@ -15,7 +15,10 @@ const MAX_RECORDED: usize = 8 * 1024 * 1024;
 
 /// Whether answers for `caller` can be replayed as a stream and recorded from one.
 pub fn streams(caller: Caller) -> bool {
-    matches!(caller, Caller::OpenAi | Caller::Anthropic)
+    matches!(
+        caller,
+        Caller::OpenAi | Caller::Anthropic | Caller::OpenAiCompletions
+    )
 }
 
 /// The events of a whole answer, in the order the stream decoders emit them.

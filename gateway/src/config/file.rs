@@ -121,9 +121,20 @@ pub struct FileCache {
     pub ttl: Option<String>,
     #[serde(default)]
     pub scope: Option<String>,
-    /// Semantic lookups (not implemented yet: accepted so files written for it load).
     #[serde(default)]
-    pub semantic: Option<Value>,
+    pub semantic: Option<FileSemantic>,
+}
+
+/// `cache.semantic`: near-duplicate prompts hit too.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSemantic {
+    #[serde(default)]
+    pub embedding_model: Option<String>,
+    #[serde(default)]
+    pub threshold: Option<Lenient<f64>>,
+    #[serde(default)]
+    pub max_entries: Option<Lenient<u64>>,
 }
 
 /// `models[].cache`: opts a model into the response cache.
@@ -518,6 +529,9 @@ pub struct FileModel {
     /// Opts this model into the response cache (`cache: { ttl }`).
     #[serde(default)]
     pub cache: Option<FileModelCache>,
+    /// `auto`: cache breakpoints added for Anthropic deployments; `off` (default).
+    #[serde(default)]
+    pub prompt_cache: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -577,6 +591,8 @@ pub struct FilePrice {
     pub output_per_mtok: Lenient<f64>,
     #[serde(default)]
     pub cached_input_per_mtok: Option<Lenient<f64>>,
+    #[serde(default)]
+    pub cache_write_input_per_mtok: Option<Lenient<f64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -319,16 +319,26 @@ models:
     }
 
     #[test]
-    fn a_semantic_cache_is_refused_until_it_exists() {
+    fn a_semantic_cache_names_a_model_and_a_threshold() {
         let text = format!(
             "{MINIMAL}cache: {{ kind: memory, semantic: {{ embedding_model: chat, threshold: 0.9 }} }}\n"
         );
-        let errors = errors_of(&text);
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(
-            errors[0].starts_with("cache.semantic: not supported"),
-            "{errors:?}"
+        let c = parse(&text, &no_env).expect("loads");
+        let sem = c.cache.semantic.expect("semantic");
+        assert_eq!((sem.embedding_model.as_str(), sem.threshold), ("chat", 0.9));
+        assert_eq!(sem.max_entries, 10_000);
+        let text = format!(
+            "{MINIMAL}cache: {{ semantic: {{ embedding_model: nope, threshold: 1.5, max_entries: 0 }} }}\n"
         );
+        let errors = errors_of(&text);
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        for path in [
+            "cache.semantic.embedding_model",
+            "cache.semantic.threshold",
+            "cache.semantic.max_entries",
+        ] {
+            assert!(errors.iter().any(|e| e.starts_with(path)), "{errors:?}");
+        }
     }
 
     #[test]

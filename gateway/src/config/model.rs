@@ -54,7 +54,22 @@ pub struct CacheSettings {
     /// Default time to live (a model's `cache.ttl` and the caller's header override it).
     pub ttl: Duration,
     pub scope: CacheScope,
+    /// `cache.semantic`: near-duplicate prompts hit too.
+    pub semantic: Option<SemanticSettings>,
 }
+
+/// `cache.semantic`: which public model embeds prompts, and how close is close enough.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SemanticSettings {
+    pub embedding_model: String,
+    /// Cosine similarity at or above which a cached answer is served.
+    pub threshold: f32,
+    /// Bound on the vectors the index holds, all models and scopes together (oldest go first).
+    pub max_entries: usize,
+}
+
+// The threshold is validated finite (in (0, 1]), so equality is total.
+impl Eq for SemanticSettings {}
 
 /// Who shares cached entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +87,7 @@ impl Default for CacheSettings {
             max_bytes: 256 * 1024 * 1024,
             ttl: Duration::from_secs(3600),
             scope: CacheScope::Team,
+            semantic: None,
         }
     }
 }
@@ -479,6 +495,9 @@ pub struct Model {
     pub sticky: Option<Sticky>,
     /// `models[].cache`: answers are cached; `Some(None)` takes `cache.ttl`.
     pub cache: Option<Option<Duration>>,
+    /// `prompt_cache: auto`: Anthropic requests get cache breakpoints (system, tools, last
+    /// turns) unless the caller placed its own.
+    pub prompt_cache: bool,
 }
 
 /// `sticky`: what names a caller for a sticky split.
@@ -517,6 +536,9 @@ pub struct Price {
     pub input_per_mtok: f64,
     pub output_per_mtok: f64,
     pub cached_input_per_mtok: f64,
+    /// Prompt tokens written to the provider's prompt cache (Anthropic's
+    /// `cache_creation_input_tokens`); the input price when not given.
+    pub cache_write_input_per_mtok: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -311,6 +311,13 @@ pub(super) fn prepare_for(
         .map_or(*dialect, |c| c.dialect_for(&spec.model, *dialect));
     let mut prepared =
         inbound.prepare(dialect, &spec.model, spec.max_tokens, model.config.strict)?;
+    if model.config.prompt_cache && dialect == Dialect::Anthropic && !inbound.embeddings {
+        if let Some(body) =
+            switchyard_adapters::anthropic::prompt_cache::add_breakpoints(&prepared.body)
+        {
+            prepared.body = body.into();
+        }
+    }
     if let Some(cloud) = cloud {
         prepared.path = cloud.api_path(&prepared.path, &spec.model, inbound.facts.stream);
         if let Some(body) = cloud

@@ -271,6 +271,7 @@ pub fn metered(u: &Usage) -> openai::Usage {
         completion_tokens_details: Some(openai::CompletionTokensDetails {
             reasoning_tokens: Some(u.reasoning_tokens),
         }),
+        cache_write_tokens: u.cache_write_tokens,
     }
 }
 

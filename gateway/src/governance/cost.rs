@@ -1,6 +1,7 @@
 //! What a request cost, from the deployment's price and the provider's usage.
 //!
-//! Cached prompt tokens are billed at `cached_input_per_mtok`, the rest of the prompt at
+//! Cached prompt tokens are billed at `cached_input_per_mtok`, prompt tokens written to the
+//! provider's prompt cache at `cache_write_input_per_mtok`, the rest of the prompt at
 //! `input_per_mtok`, completion tokens (reasoning included, as OpenAI bills them) at
 //! `output_per_mtok`. The spend ledger and budgets build on this.
 
@@ -9,9 +10,11 @@ use switchyard_adapters::openai::Usage;
 
 pub fn cost_usd(price: &Price, usage: &Usage) -> f64 {
     let cached = usage.cached_tokens().min(usage.prompt_tokens);
-    let uncached = usage.prompt_tokens - cached;
+    let written = usage.cache_write_tokens.min(usage.prompt_tokens - cached);
+    let uncached = usage.prompt_tokens - cached - written;
     (uncached as f64 * price.input_per_mtok
         + cached as f64 * price.cached_input_per_mtok
+        + written as f64 * price.cache_write_input_per_mtok
         + usage.completion_tokens as f64 * price.output_per_mtok)
         / 1_000_000.0
 }
@@ -35,6 +38,7 @@ mod tests {
             input_per_mtok: input,
             output_per_mtok: output,
             cached_input_per_mtok: cached,
+            cache_write_input_per_mtok: input,
         }
     }
 
@@ -117,6 +121,7 @@ mod tests {
             input_per_mtok: 0.15,
             output_per_mtok: 0.60,
             cached_input_per_mtok: 0.075,
+            cache_write_input_per_mtok: 0.15,
         };
         let usage = Usage {
             prompt_tokens: 1_000_000,
@@ -126,11 +131,26 @@ mod tests {
                 cached_tokens: Some(400_000),
             }),
             completion_tokens_details: None,
+            cache_write_tokens: 0,
         };
         let c = cost_usd(&price, &usage);
         assert!(
             (c - (0.6 * 0.15 + 0.4 * 0.075 + 0.5 * 0.60)).abs() < 1e-12,
             "{c}"
         );
+    }
+
+    #[test]
+    fn anthropic_cache_writes_are_priced_at_their_own_rate() {
+        // Claude-like prices: $3 input, $15 output, reads $0.30, writes $3.75 per million.
+        let p = Price {
+            input_per_mtok: 3.0,
+            output_per_mtok: 15.0,
+            cached_input_per_mtok: 0.30,
+            cache_write_input_per_mtok: 3.75,
+        };
+        let body = br#"{"id":"msg_1","type":"message","role":"assistant","model":"m","content":[{"type":"text","text":"x"}],"stop_reason":"end_turn","usage":{"input_tokens":100,"cache_read_input_tokens":1000,"cache_creation_input_tokens":200,"output_tokens":50}}"#;
+        // 100 × 3 + 1000 × 0.30 + 200 × 3.75 + 50 × 15 = 300 + 300 + 750 + 750 = $2,100 per M.
+        close(cost_of(Dialect::Anthropic, body, &p), 2100.0e-6);
     }
 }

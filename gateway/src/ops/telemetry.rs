@@ -110,6 +110,8 @@ pub struct Metrics {
     pub cache_hits: IntCounter,
     pub cache_misses: IntCounter,
     pub cache_saved_usd: prometheus::Counter,
+    /// Bytes the memory cache accounts for (bodies plus per-entry overhead), after each store.
+    pub cache_bytes: IntGauge,
     /// Trace spans dropped because the OTLP export queue was full.
     pub otlp_dropped: IntCounter,
     /// The last 15 minutes at 10-second resolution, for the status page.
@@ -320,6 +322,10 @@ impl Metrics {
             cache_saved_usd: f.add(must(prometheus::Counter::new(
                 "switchyard_cache_saved_usd_total",
                 "What cache hits would have cost at the serving deployment's price (USD)",
+            ))),
+            cache_bytes: f.add(must(IntGauge::new(
+                "switchyard_cache_bytes",
+                "Bytes held by the memory response cache (bodies plus per-entry overhead)",
             ))),
             otlp_dropped: f.add(must(IntCounter::new(
                 "switchyard_otlp_spans_dropped_total",

@@ -193,7 +193,9 @@ impl Gateway {
                 .serve_count_tokens(session, ctx, &model, &inbound)
                 .await;
         }
-        if crate::cache::lookup(&self.cache, session, ctx, &body, &facts, continued).await? {
+        if crate::cache::lookup(&self.cache, session, ctx, &body, &facts, continued).await?
+            || self.semantic_lookup(session, ctx, &body, &facts).await?
+        {
             return Ok(());
         }
         let served = self

@@ -169,6 +169,7 @@ pub fn for_request(
         tasks: Default::default(),
         sticky: None,
         cache: None,
+        prompt_cache: base.prompt_cache,
     });
     Ok(Some(Arc::new(RoutedModel {
         config,

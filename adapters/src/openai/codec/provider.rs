@@ -284,6 +284,14 @@ pub fn decode_response(body: &[u8]) -> Result<ChatResponse, ProviderError> {
     {
         content.push(OutputPart::Text(t.to_string()));
     }
+    // A legacy `text_completion` (POST /v1/completions) carries its text on the choice.
+    if let Some(t) = choice
+        .get("text")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
+        content.push(OutputPart::Text(t.to_string()));
+    }
     if let Some(Value::Array(calls)) = msg.get("tool_calls") {
         for (i, c) in calls.iter().enumerate() {
             let f = c.get("function").unwrap_or(&Value::Null);
@@ -433,6 +441,14 @@ impl StreamDecoder {
                 if let Some(t) = t.and_then(Value::as_str).filter(|s| !s.is_empty()) {
                     out.push(StreamEvent::TextDelta(t.to_string()));
                 }
+            }
+            // Legacy `text_completion` chunks carry their text on the choice.
+            if let Some(t) = choice
+                .get("text")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+            {
+                out.push(StreamEvent::TextDelta(t.to_string()));
             }
             if let Some(Value::Array(calls)) = delta.get("tool_calls") {
                 for c in calls {

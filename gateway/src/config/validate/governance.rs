@@ -6,6 +6,7 @@ use super::*;
 pub(super) fn cache(
     c: Option<&crate::config::file::FileCache>,
     store: &StoreSettings,
+    models: &HashSet<&str>,
     errs: &mut Errors,
 ) -> crate::config::CacheSettings {
     use crate::config::{CacheScope, CacheSettings};
@@ -48,14 +49,7 @@ pub(super) fn cache(
     if max_bytes < 1024 {
         errs.push("cache.max_bytes", "must be at least 1024");
     }
-    if c.semantic.is_some() {
-        // Refused rather than ignored: a file asking for near-duplicate hits must not run as if
-        // it had them.
-        errs.push(
-            "cache.semantic",
-            "not supported by this build yet (only exact repeats are cached): remove it",
-        );
-    }
+    let semantic = c.semantic.as_ref().map(|s| semantic(s, models, errs));
     let ttl = errs.duration("cache.ttl".into(), c.ttl.as_deref(), d.ttl);
     if ttl.is_zero() {
         errs.push("cache.ttl", "must be more than 0");
@@ -66,6 +60,43 @@ pub(super) fn cache(
         max_bytes,
         ttl,
         scope,
+        semantic,
+    }
+}
+
+/// `cache.semantic`: the embedding model must be one of the file's models.
+fn semantic(
+    s: &crate::config::file::FileSemantic,
+    models: &HashSet<&str>,
+    errs: &mut Errors,
+) -> crate::config::SemanticSettings {
+    let embedding_model = s.embedding_model.clone().unwrap_or_default();
+    if embedding_model.is_empty() {
+        errs.push(
+            "cache.semantic.embedding_model",
+            "required: a model that answers /v1/embeddings",
+        );
+    } else if !models.contains(embedding_model.as_str()) {
+        errs.push(
+            "cache.semantic.embedding_model",
+            format!("unknown model {embedding_model:?}"),
+        );
+    }
+    let threshold = s.threshold.as_ref().map_or(0.95, |t| t.0);
+    if !(threshold > 0.0 && threshold <= 1.0) {
+        errs.push("cache.semantic.threshold", "must be above 0 and at most 1");
+    }
+    let max_entries = s.max_entries.as_ref().map_or(10_000, |m| m.0);
+    if max_entries == 0 || max_entries > 10_000_000 {
+        errs.push(
+            "cache.semantic.max_entries",
+            "must be between 1 and 10000000",
+        );
+    }
+    crate::config::SemanticSettings {
+        embedding_model,
+        threshold: threshold as f32,
+        max_entries: max_entries as usize,
     }
 }
 

@@ -131,7 +131,7 @@ pub fn validate(file: FileConfig) -> Result<Config, Vec<ConfigError>> {
         file.responses.as_ref().and_then(|r| r.ttl.as_deref()),
         Duration::from_secs(30 * 24 * 3600),
     );
-    let mut cache = governance::cache(file.cache.as_ref(), &store, &mut errs);
+    let mut cache = governance::cache(file.cache.as_ref(), &store, &model_names, &mut errs);
     cache.enabled |= file.models.iter().any(|m| m.cache.is_some());
     let budgets = budgets(
         file.budgets.as_deref().unwrap_or_default(),

@@ -218,11 +218,19 @@ pub(super) fn models(
                             .cached_input_per_mtok
                             .map(|c| c.0)
                             .unwrap_or(p.input_per_mtok.0),
+                        cache_write_input_per_mtok: p
+                            .cache_write_input_per_mtok
+                            .map(|c| c.0)
+                            .unwrap_or(p.input_per_mtok.0),
                     };
                     for (k, v) in [
                         ("input_per_mtok", price.input_per_mtok),
                         ("output_per_mtok", price.output_per_mtok),
                         ("cached_input_per_mtok", price.cached_input_per_mtok),
+                        (
+                            "cache_write_input_per_mtok",
+                            price.cache_write_input_per_mtok,
+                        ),
                     ] {
                         if !(v.is_finite() && v >= 0.0) {
                             errs.push(format!("{dpath}.price.{k}"), "must be a number >= 0");
@@ -288,6 +296,17 @@ pub(super) fn models(
                     .as_deref()
                     .map(|t| errs.duration(format!("{path}.cache.ttl"), Some(t), Duration::ZERO))
             }),
+            prompt_cache: match m.prompt_cache.as_deref() {
+                None | Some("off") => false,
+                Some("auto") => true,
+                Some(other) => {
+                    errs.push(
+                        format!("{path}.prompt_cache"),
+                        format!("expected auto or off, not {other:?}"),
+                    );
+                    false
+                }
+            },
         }));
     }
     super::candidates::borrow(list, &mut out, errs);
