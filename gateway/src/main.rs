@@ -45,6 +45,16 @@ enum Command {
         #[arg(long, short = 'c')]
         conf: PathBuf,
     },
+    /// Apply the PostgreSQL schema migrations (`store.kind: postgres`) without serving; with
+    /// --from sqlite:PATH, also copy an embedded store's keys and ledger into PostgreSQL.
+    Migrate {
+        /// The configuration file (YAML).
+        #[arg(long, short = 'c', alias = "config")]
+        conf: PathBuf,
+        /// An embedded store to copy from: sqlite:PATH.
+        #[arg(long)]
+        from: Option<String>,
+    },
     #[command(flatten)]
     Ops(switchyard::cli::Command),
 }
@@ -53,6 +63,24 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Ops(command) => switchyard::cli::run(command),
+        Command::Migrate { conf, from } => match config::load(&conf) {
+            Ok(cfg) => match switchyard::store::migrate::command(&cfg, from.as_deref()) {
+                Ok(report) => {
+                    println!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("switchyard migrate: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(errors) => {
+                for e in &errors.0 {
+                    eprintln!("{}: {e}", conf.display());
+                }
+                ExitCode::FAILURE
+            }
+        },
         Command::Check { conf } => match config::load(&conf) {
             Ok(cfg) => {
                 print!("{}", switchyard::routing::table::routing_table(&cfg));

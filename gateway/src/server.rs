@@ -45,6 +45,8 @@ pub enum StartError {
     Ledger(crate::governance::ledger::LedgerError),
     #[error("{0}")]
     Responses(crate::responses::store::StoreError),
+    #[error("{0}")]
+    Postgres(crate::store::PgError),
 }
 
 /// How the process was asked to start.
@@ -82,15 +84,27 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
     let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
 
-    let spend =
-        Arc::new(crate::governance::Spend::start(&cfg, &metrics).map_err(StartError::Ledger)?);
+    // `store.kind: postgres`: the fleet's database, its schema brought up to date first.
+    let pg = match cfg.store.postgres_url.as_deref() {
+        Some(url) => Some(
+            crate::store::migrate::open(url, &cfg.server.replica_id)
+                .map_err(StartError::Postgres)?,
+        ),
+        None => None,
+    };
+    let spend = Arc::new(
+        crate::governance::Spend::start(&cfg, &metrics, pg.clone()).map_err(StartError::Ledger)?,
+    );
     // The one live config snapshot: routing, auth settings and governance, swapped together.
     let live = Arc::new(Live::new(Parts {
         state: Arc::new(State::build(cfg.clone(), &metrics)),
         auth: Arc::new(AuthView::new(cfg.auth.clone())),
         governance: Arc::new(spend.governance_for(&cfg, None)),
     }));
-    let store = KeyStore::open(cfg.store.sqlite_path.as_deref()).map_err(StartError::Store)?;
+    let store = match &pg {
+        Some(pg) => KeyStore::postgres(pg.clone()),
+        None => KeyStore::open(cfg.store.sqlite_path.as_deref()).map_err(StartError::Store)?,
+    };
     if !store.persistent && cfg.server.admin_token.is_some() {
         log::warn!("no `store` configured: keys created through the admin API live in memory and are lost on restart");
     }
@@ -101,6 +115,11 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
     ))));
     let auth = Arc::new(Auth::new(store, jwks, audit).map_err(StartError::Store)?);
     auth.attach(live.clone());
+    if let Some(pg) = &pg {
+        let keys = auth.clone();
+        crate::store::listen::start(pg.clone(), Arc::new(move || keys.reload_keys()))
+            .map_err(|e| StartError::Postgres(crate::store::PgError::Runtime(e)))?;
+    }
     let jwks_handle = server.add_service(background_service(
         "switchyard jwks",
         JwksRefresher { auth: auth.clone() },

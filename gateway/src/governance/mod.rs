@@ -323,7 +323,6 @@ fn build(
     notifier: &Arc<Notifier>,
 ) -> Governance {
     let now = crate::clock::unix_secs_i64();
-    let reader = ledger.and_then(|l| l.reader().map_err(|e| log::error!("{e}")).ok());
     let budgets: Vec<Arc<Budget>> = cfg
         .budgets
         .iter()
@@ -345,9 +344,12 @@ fn build(
                         BudgetScope::Key(k) => ScopeColumn::Key(k),
                         BudgetScope::Provider(p) => ScopeColumn::Provider(p),
                     };
-                    reader
-                        .as_ref()
-                        .and_then(|c| crate::governance::ledger::spent_since(c, col, since_ms).ok())
+                    ledger
+                        .and_then(|l| {
+                            l.spent_since(col, since_ms)
+                                .map_err(|e| log::error!("{e}"))
+                                .ok()
+                        })
                         .unwrap_or(0)
                 }
             };

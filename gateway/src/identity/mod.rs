@@ -192,6 +192,14 @@ impl Auth {
         }
     }
 
+    /// Reloads the runtime keys from the store (another replica changed them); on failure the
+    /// index keeps its last known state.
+    pub fn reload_keys(&self) {
+        if let Err(e) = self.rebuild_index() {
+            log::warn!("runtime keys not reloaded (serving the last known ones): {e}");
+        }
+    }
+
     /// Rebuilds the runtime key index from the store.
     fn rebuild_index(&self) -> Result<(), store::StoreError> {
         let mut index = KeyIndex::default();

@@ -423,7 +423,7 @@ impl AdminApp {
     /// `GET /admin/usage?from=&to=&group_by=`: totals from the spend ledger, and a forecast of
     /// the current month.
     fn usage(&self, query: &str) -> Response<Vec<u8>> {
-        use crate::governance::ledger::{self, GroupBy};
+        use crate::governance::ledger::GroupBy;
         let mut from = None;
         let mut to = None;
         let mut group_by = None;
@@ -461,15 +461,12 @@ impl AdminApp {
                 "ledger_disabled",
             );
         };
-        let conn = match ledger.reader() {
-            Ok(c) => c,
+        let totals = match ledger.usage(from * 1000, to * 1000, group_by) {
+            Ok(t) => t,
             Err(e) => return error(500, &e.to_string(), "ledger_unavailable"),
         };
-        let totals = match ledger::usage(&conn, from * 1000, to * 1000, group_by) {
-            Ok(t) => t,
-            Err(e) => return error(500, &format!("spend ledger: {e}"), "ledger_unavailable"),
-        };
-        let month = ledger::usage(&conn, month_start * 1000, (now + 1) * 1000, None)
+        let month = ledger
+            .usage(month_start * 1000, (now + 1) * 1000, None)
             .ok()
             .and_then(|v| v.into_iter().next());
         let month_so_far = month.map(|m| m.cost_nanos).unwrap_or(0);

@@ -4,6 +4,7 @@
 
 pub mod canned;
 pub mod hooks;
+pub mod stores;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
