@@ -178,8 +178,11 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
         in_flight,
         client_timeouts: cfg.server.client_timeouts,
         conversations: Arc::new(
-            crate::responses::Conversations::open(cfg.store.sqlite_path.as_deref())
-                .map_err(StartError::Responses)?,
+            match &pg {
+                Some(pg) => crate::responses::Conversations::postgres(pg.clone()),
+                None => crate::responses::Conversations::open(cfg.store.sqlite_path.as_deref()),
+            }
+            .map_err(StartError::Responses)?,
         ),
         cache: Arc::new(crate::cache::Cache::new(
             &cfg.cache,

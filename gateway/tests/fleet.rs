@@ -136,7 +136,7 @@ async fn three_replicas_agree_on_keys_usage_and_a_shared_budget() {
     assert_eq!(
         pg.query("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations")
             .await,
-        vec!["1,2"]
+        vec!["1,2,3"]
     );
 
     // A key made on A is accepted by B and C within 2 s.
@@ -240,6 +240,46 @@ async fn three_replicas_agree_on_keys_usage_and_a_shared_budget() {
         3,
         "every replica writes rows under its own id"
     );
+    // A response stored on A is found on B, and continued there (a follow-up may land anywhere).
+    let auth = format!("Bearer {KEY}");
+    let first = a
+        .request(
+            "POST",
+            "/v1/responses",
+            Some(br#"{"model":"chat","input":"hello","max_output_tokens":5}"#),
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+        )
+        .await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let id = first.json()["id"].as_str().expect("id").to_string();
+    let got = b
+        .request(
+            "GET",
+            &format!("/v1/responses/{id}"),
+            None,
+            &[("authorization", &auth)],
+        )
+        .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.json()["id"], id.as_str());
+    let next = format!(
+        r#"{{"model":"chat","input":"again","previous_response_id":"{id}","max_output_tokens":5}}"#
+    );
+    let second = c
+        .request(
+            "POST",
+            "/v1/responses",
+            Some(next.as_bytes()),
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+        )
+        .await;
+    assert_eq!(second.status, 200, "{}", second.text());
     let access = a.access_log();
     assert!(access.contains("\"replica_id\":\"gw-a\""), "{access}");
 }

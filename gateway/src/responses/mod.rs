@@ -86,6 +86,14 @@ impl Conversations {
         })
     }
 
+    /// Stored responses in the fleet's PostgreSQL (`store.kind: postgres`).
+    pub fn postgres(pg: Arc<crate::store::Pg>) -> Result<Conversations, StoreError> {
+        Ok(Conversations {
+            store: Arc::new(ResponseStore::postgres(pg)?),
+            pending: Mutex::new(HashMap::new()),
+        })
+    }
+
     fn pending(&self, id: &str, owner: &str) -> Option<Arc<StoredResponse>> {
         let map = self.pending.lock().ok()?;
         map.get(id).filter(|r| r.owner == owner).cloned()

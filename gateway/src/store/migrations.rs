@@ -45,6 +45,18 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
          CREATE TRIGGER superseded_changed AFTER INSERT OR UPDATE OR DELETE ON superseded
              FOR EACH STATEMENT EXECUTE FUNCTION switchyard_keys_changed();",
     ),
+    (
+        3,
+        "stored Responses API responses",
+        "CREATE TABLE responses (
+             id TEXT PRIMARY KEY,
+             owner TEXT NOT NULL,
+             created_ms BIGINT NOT NULL,
+             expires_ms BIGINT NOT NULL,
+             input TEXT NOT NULL,
+             response TEXT NOT NULL);
+         CREATE INDEX responses_expires ON responses (expires_ms);",
+    ),
 ];
 
 /// Any number: the advisory lock replicas take while they migrate.
