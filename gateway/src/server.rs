@@ -153,6 +153,7 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
                 live: live.clone(),
                 auth: auth.clone(),
                 path: cfg.store.sqlite_path.clone(),
+                pg: pg.clone(),
             },
         ));
     }

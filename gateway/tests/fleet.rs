@@ -8,6 +8,7 @@
 mod common;
 
 use bytes::Bytes;
+use common::hooks::Receiver;
 use common::stores::{Postgres, Redis};
 use common::Gateway;
 use http_body_util::{BodyExt, Full};
@@ -118,7 +119,12 @@ async fn count(pg: &Postgres, sql: &str) -> u64 {
 async fn three_replicas_agree_on_keys_usage_and_a_shared_budget() {
     let pg = Postgres::start();
     let redis = Redis::start();
-    let cfg = config(&pg_store(&pg, Some(&redis), ""));
+    let hooks = Receiver::start(200).await;
+    let cfg = format!(
+        "{}events:\n  - url: {}\n    secret: fleet-events-secret\n    on: [budget.soft, budget.exhausted]\n",
+        config(&pg_store(&pg, Some(&redis), "")),
+        hooks.url
+    );
     let a = Arc::new(replica(&cfg, "gw-a").await);
     let b = Arc::new(replica(&cfg, "gw-b").await);
     let c = Arc::new(replica(&cfg, "gw-c").await);
@@ -136,7 +142,7 @@ async fn three_replicas_agree_on_keys_usage_and_a_shared_budget() {
     assert_eq!(
         pg.query("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations")
             .await,
-        vec!["1,2,3"]
+        vec!["1,2,3,4"]
     );
 
     // A key made on A is accepted by B and C within 2 s.
@@ -206,6 +212,19 @@ async fn three_replicas_agree_on_keys_usage_and_a_shared_budget() {
         statuses.iter().all(|s| *s == 200 || *s == 429),
         "{statuses:?}"
     );
+
+    // The shared budget's events come once for the fleet, not once per replica.
+    hooks
+        .wait_for("budget.exhausted", |s| {
+            s.iter().any(|d| d.event["type"] == "budget.exhausted")
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let seen = hooks.seen();
+    for kind in ["budget.soft", "budget.exhausted"] {
+        let n = seen.iter().filter(|d| d.event["type"] == kind).count();
+        assert_eq!(n, 1, "{kind} once for the fleet: {seen:#?}");
+    }
 
     // Usage is fleet-wide: the same totals on every replica, rows from all three replicas.
     // 32 requests in team t-budget (refusals are ledger rows too), $0.05 spent.

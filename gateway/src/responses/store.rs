@@ -103,6 +103,11 @@ impl ResponseStore {
         })
     }
 
+    /// Whether other replicas write here too (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        self.pg.is_some()
+    }
+
     /// Runs `f` with the fleet's database handle, waiting for its answer.
     fn on_pg<T, F>(
         pg: &std::sync::Arc<crate::store::Pg>,

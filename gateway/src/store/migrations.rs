@@ -57,6 +57,22 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
              response TEXT NOT NULL);
          CREATE INDEX responses_expires ON responses (expires_ms);",
     ),
+    (
+        4,
+        "the events outbox, one for the fleet",
+        "CREATE TABLE events_outbox (
+             event_id TEXT NOT NULL,
+             sink_url TEXT NOT NULL,
+             type TEXT NOT NULL,
+             body BYTEA NOT NULL,
+             created_ms BIGINT NOT NULL,
+             attempts INTEGER NOT NULL DEFAULT 0,
+             next_at_ms BIGINT NOT NULL,
+             state TEXT NOT NULL DEFAULT 'pending',
+             last_error TEXT,
+             PRIMARY KEY (event_id, sink_url));
+         CREATE INDEX events_outbox_due ON events_outbox (state, next_at_ms);",
+    ),
 ];
 
 /// Any number: the advisory lock replicas take while they migrate.

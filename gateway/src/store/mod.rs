@@ -13,6 +13,7 @@ pub mod ledger;
 pub mod listen;
 pub mod migrate;
 pub mod migrations;
+pub mod outbox;
 pub mod responses;
 
 use std::future::Future;
