@@ -108,18 +108,6 @@ impl ResponseStore {
         self.pg.is_some()
     }
 
-    /// Runs `f` with the fleet's database handle, waiting for its answer.
-    fn on_pg<T, F>(
-        pg: &std::sync::Arc<crate::store::Pg>,
-        f: impl FnOnce(std::sync::Arc<crate::store::Pg>) -> F,
-    ) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: std::future::Future<Output = Result<T, crate::store::PgError>> + Send + 'static,
-    {
-        Ok(pg.call(f(pg.clone()))?)
-    }
-
     fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
         self.conn.lock().map_err(|_| StoreError::Poisoned)
     }
@@ -135,9 +123,9 @@ impl ResponseStore {
                 input: serde_json::to_string(&r.input)?,
                 response: serde_json::to_string(&r.response)?,
             };
-            return Self::on_pg(pg, move |p| async move {
-                crate::store::responses::put(&p, &row).await
-            });
+            return Ok(
+                pg.run(move |p| async move { crate::store::responses::put(&p, &row).await })?
+            );
         }
         let conn = self.conn()?;
         conn.execute(
@@ -168,7 +156,7 @@ impl ResponseStore {
     ) -> Result<Option<StoredResponse>, StoreError> {
         if let Some(pg) = &self.pg {
             let (i, o) = (id.to_string(), owner.to_string());
-            let found = Self::on_pg(pg, move |p| async move {
+            let found = pg.run(move |p| async move {
                 crate::store::responses::get(&p, &i, &o, now_ms as i64).await
             })?;
             let Some(r) = found else {
@@ -216,9 +204,9 @@ impl ResponseStore {
     pub fn delete(&self, id: &str, owner: &str, now_ms: u64) -> Result<bool, StoreError> {
         if let Some(pg) = &self.pg {
             let (i, o) = (id.to_string(), owner.to_string());
-            return Self::on_pg(pg, move |p| async move {
+            return Ok(pg.run(move |p| async move {
                 crate::store::responses::delete(&p, &i, &o, now_ms as i64).await
-            });
+            })?);
         }
         let n = self.conn()?.execute(
             "DELETE FROM responses WHERE id = ?1 AND owner = ?2 AND expires_ms > ?3",
@@ -230,10 +218,7 @@ impl ResponseStore {
     /// Rows still in the table (expired ones included until swept).
     pub fn rows(&self) -> Result<u64, StoreError> {
         if let Some(pg) = &self.pg {
-            return Self::on_pg(
-                pg,
-                |p| async move { crate::store::responses::rows(&p).await },
-            );
+            return Ok(pg.run(|p| async move { crate::store::responses::rows(&p).await })?);
         }
         let n: i64 = self
             .conn()?

@@ -101,6 +101,15 @@ impl Pg {
         }
     }
 
+    /// [`Pg::call`] with `f` given this handle (the usual shape: one query of a sibling module).
+    pub fn run<T, F>(self: &Arc<Self>, f: impl FnOnce(Arc<Pg>) -> F) -> Result<T, PgError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, PgError>> + Send + 'static,
+    {
+        self.call(f(self.clone()))
+    }
+
     /// The shared connection, connecting when there is none or it broke.
     pub async fn client(&self) -> Result<Arc<Client>, PgError> {
         let mut slot = self.client.lock().await;

@@ -66,18 +66,6 @@ impl Outbox {
         })
     }
 
-    /// Runs one of [`crate::store::outbox`]'s queries with the fleet's database handle.
-    fn on_pg<T, F>(
-        pg: &std::sync::Arc<crate::store::Pg>,
-        f: impl FnOnce(std::sync::Arc<crate::store::Pg>) -> F,
-    ) -> Result<T, OutboxError>
-    where
-        T: Send + 'static,
-        F: std::future::Future<Output = Result<T, crate::store::PgError>> + Send + 'static,
-    {
-        Ok(pg.call(f(pg.clone()))?)
-    }
-
     pub fn open(path: Option<&Path>) -> rusqlite::Result<Outbox> {
         let conn = match path {
             Some(p) => Connection::open(p)?,
@@ -127,9 +115,9 @@ impl Outbox {
                 body: body.to_vec(),
                 now_ms,
             };
-            return Self::on_pg(pg, move |p| async move {
-                crate::store::outbox::insert(&p, &row).await
-            });
+            return Ok(
+                pg.run(move |p| async move { crate::store::outbox::insert(&p, &row).await })?
+            );
         }
         let n = self.conn.execute(
             "INSERT OR IGNORE INTO events_outbox (event_id, sink_url, type, body, created_ms, next_at_ms)
@@ -143,9 +131,9 @@ impl Outbox {
     /// while, so no other sends them meanwhile).
     pub fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Due>, OutboxError> {
         if let Some(pg) = &self.pg {
-            return Self::on_pg(pg, move |p| async move {
+            return Ok(pg.run(move |p| async move {
                 crate::store::outbox::claim_due(&p, now_ms, limit as i64).await
-            });
+            })?);
         }
         let mut stmt = self.conn.prepare_cached(
             "SELECT event_id, sink_url, body, created_ms, attempts FROM events_outbox
@@ -166,9 +154,9 @@ impl Outbox {
     pub fn delivered(&self, d: &Due) -> Result<(), OutboxError> {
         if let Some(pg) = &self.pg {
             let (id, url) = (d.event_id.clone(), d.sink_url.clone());
-            return Self::on_pg(pg, move |p| async move {
+            return Ok(pg.run(move |p| async move {
                 crate::store::outbox::settle(&p, &id, &url, None, None).await
-            });
+            })?);
         }
         self.conn.execute(
             "UPDATE events_outbox SET state = 'delivered', attempts = attempts + 1, last_error = NULL
@@ -182,9 +170,9 @@ impl Outbox {
     pub fn failed(&self, d: &Due, error: &str, next_ms: Option<i64>) -> Result<(), OutboxError> {
         if let Some(pg) = &self.pg {
             let (id, url, error) = (d.event_id.clone(), d.sink_url.clone(), error.to_string());
-            return Self::on_pg(pg, move |p| async move {
+            return Ok(pg.run(move |p| async move {
                 crate::store::outbox::settle(&p, &id, &url, Some(&error), next_ms).await
-            });
+            })?);
         }
         self.conn.execute(
             "UPDATE events_outbox SET attempts = attempts + 1, last_error = ?3,
@@ -200,9 +188,9 @@ impl Outbox {
     pub fn prune(&self, now_ms: i64) -> Result<usize, OutboxError> {
         let before = now_ms - KEEP.as_millis() as i64;
         if let Some(pg) = &self.pg {
-            return Self::on_pg(pg, move |p| async move {
-                crate::store::outbox::prune(&p, before).await
-            });
+            return Ok(
+                pg.run(move |p| async move { crate::store::outbox::prune(&p, before).await })?
+            );
         }
         Ok(self.conn.execute(
             "DELETE FROM events_outbox WHERE state <> 'pending' AND created_ms < ?1",
