@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::stores::Redis;
 use common::*;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -422,49 +423,6 @@ async fn past_the_soft_ratio_the_cheapest_deployment_serves_and_a_spent_provider
         .json();
     let global = &health["budgets"][0];
     assert_eq!(global["state"], "prefer_cheapest", "{health}");
-}
-
-/// A throwaway `redis-server` on a free loopback port (Debian's; `scripts/test.sh` installs it).
-struct Redis {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start_on(port: u16) -> Redis {
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (apt-get install redis-server)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn ask_as(gw: &Gateway, key: &str) -> Reply {

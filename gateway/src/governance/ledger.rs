@@ -672,6 +672,20 @@ pub enum GroupBy {
 }
 
 impl GroupBy {
+    /// The SQL expression rows are grouped by (the same in SQLite and PostgreSQL); tags are
+    /// grouped through their JSON instead (each backend its own way).
+    pub fn column(self) -> &'static str {
+        match self {
+            GroupBy::Key => "key",
+            GroupBy::Team => "team",
+            GroupBy::Project => "project",
+            GroupBy::Model => "model",
+            GroupBy::Endpoint => "endpoint",
+            GroupBy::Deployment => "provider || '/' || deployment",
+            GroupBy::Provider | GroupBy::Tag => "provider",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<GroupBy> {
         Some(match s {
             "key" => GroupBy::Key,
@@ -713,21 +727,11 @@ pub fn usage(
                  FROM ledger l, json_each(CASE WHEN json_valid(l.tags) THEN l.tags ELSE '{}' END) t
                  WHERE l.ts_ms >= ?1 AND l.ts_ms < ?2 GROUP BY 1 ORDER BY 5 DESC"
             .to_string(),
-        Some(g) => {
-            let col = match g {
-                GroupBy::Key => "key",
-                GroupBy::Team => "team",
-                GroupBy::Project => "project",
-                GroupBy::Model => "model",
-                GroupBy::Endpoint => "endpoint",
-                GroupBy::Deployment => "provider || '/' || deployment",
-                _ => "provider",
-            };
-            format!(
-                "SELECT {col}, COUNT(*), SUM(tokens_in), SUM(tokens_out), SUM(cost_nanos)
-                 FROM ledger WHERE ts_ms >= ?1 AND ts_ms < ?2 GROUP BY 1 ORDER BY 5 DESC"
-            )
-        }
+        Some(g) => format!(
+            "SELECT {}, COUNT(*), SUM(tokens_in), SUM(tokens_out), SUM(cost_nanos)
+             FROM ledger WHERE ts_ms >= ?1 AND ts_ms < ?2 GROUP BY 1 ORDER BY 5 DESC",
+            g.column()
+        ),
     };
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map(params![from_ms, to_ms], |r| {

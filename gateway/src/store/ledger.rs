@@ -233,21 +233,11 @@ pub async fn usage(
                                                  ELSE '{{}}'::jsonb END) t
              WHERE l.ts_ms >= $1 AND l.ts_ms < $2 GROUP BY 1 ORDER BY 5 DESC"
         ),
-        Some(g) => {
-            let col = match g {
-                GroupBy::Key => "key",
-                GroupBy::Team => "team",
-                GroupBy::Project => "project",
-                GroupBy::Model => "model",
-                GroupBy::Endpoint => "endpoint",
-                GroupBy::Deployment => "provider || '/' || deployment",
-                _ => "provider",
-            };
-            format!(
-                "SELECT {col}, {SUMS} FROM ledger WHERE ts_ms >= $1 AND ts_ms < $2
-                 GROUP BY 1 ORDER BY 5 DESC"
-            )
-        }
+        Some(g) => format!(
+            "SELECT {}, {SUMS} FROM ledger WHERE ts_ms >= $1 AND ts_ms < $2
+             GROUP BY 1 ORDER BY 5 DESC",
+            g.column()
+        ),
     };
     let rows = pg.client().await?.query(&sql, &[&from_ms, &to_ms]).await?;
     Ok(rows

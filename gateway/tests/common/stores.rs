@@ -86,18 +86,23 @@ impl Postgres {
         pg
     }
 
-    /// Runs one of PostgreSQL's programs (as the unprivileged user when root).
-    fn run(&self, program: &str, args: &[&std::ffi::OsStr]) {
+    /// One of PostgreSQL's programs, run as the unprivileged user when root.
+    fn command(&self, program: &str) -> Command {
         let exe = self.bin.join(program);
-        let mut cmd = match &self.user {
+        match &self.user {
             Some(u) => {
                 let mut c = Command::new("runuser");
                 c.args(["-u", u, "--"]).arg(&exe);
                 c
             }
             None => Command::new(&exe),
-        };
-        let out = cmd
+        }
+    }
+
+    /// Runs one of PostgreSQL's programs; it must succeed.
+    fn run(&self, program: &str, args: &[&std::ffi::OsStr]) {
+        let out = self
+            .command(program)
             .args(args)
             .current_dir(&self.dir)
             .stdin(Stdio::null())
@@ -187,16 +192,8 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         let data = self.dir.join("data");
-        let exe = self.bin.join("pg_ctl");
-        let mut cmd = match &self.user {
-            Some(u) => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", u, "--"]).arg(&exe);
-                c
-            }
-            None => Command::new(&exe),
-        };
-        let _ = cmd
+        let _ = self
+            .command("pg_ctl")
             .arg("-D")
             .arg(&data)
             .args(["-m", "immediate", "stop"])
@@ -215,7 +212,11 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Redis {
-        let port = super::free_port();
+        Redis::start_on(super::free_port())
+    }
+
+    /// On `port` (again on the same one after a drop: a restart, empty).
+    pub fn start_on(port: u16) -> Redis {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
