@@ -9,7 +9,6 @@
 //! ([`crate::providers::decode_response`]). Borrowed views only: no tree is built. No I/O.
 
 use crate::canonical::Dialect;
-use serde::de::IgnoredAny;
 use serde::Deserialize;
 use std::borrow::Cow;
 
@@ -33,17 +32,6 @@ fn object_start(body: &[u8]) -> Result<(), NotAnAnswer> {
 }
 
 #[derive(Deserialize)]
-struct ChatShape {
-    choices: Vec<IgnoredAny>,
-}
-
-#[derive(Deserialize)]
-struct EmbeddingsShape {
-    #[allow(dead_code)]
-    data: Vec<IgnoredAny>,
-}
-
-#[derive(Deserialize)]
 struct ChatTexts<'a> {
     #[serde(borrow)]
     choices: Vec<ChoiceText<'a>>,
@@ -62,22 +50,46 @@ struct MessageText<'a> {
 }
 
 /// An OpenAI chat completion (or text completion): an object with a non-empty `choices` array.
+///
+/// A structural scan, not a parse: this runs on every non-stream answer of the byte-exact fast
+/// path, where a full parse (even into `IgnoredAny`) cost ~5,500 instructions per request for a
+/// short answer and grows with it. The body must open and close an object and have a top-level
+/// `"choices"` key whose array is not empty. A raw `"choices"` match is a real key: inside a
+/// JSON string its quotes would be escaped. Completeness of the JSON itself is the HTTP
+/// framing's job (a body cut short fails on its `content-length` or chunked end before this).
 pub fn openai_chat(body: &[u8]) -> Result<(), NotAnAnswer> {
-    object_start(body)?;
-    let shape: ChatShape =
-        serde_json::from_slice(body).map_err(|e| not(format!("not a chat completion: {e}")))?;
-    if shape.choices.is_empty() {
-        return Err(not("`choices` is empty"));
+    match array_member(body, b"\"choices\"", "not a chat completion")? {
+        b']' => Err(not("`choices` is empty")),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
-/// An OpenAI embeddings answer: an object with a `data` array.
+/// An OpenAI embeddings answer: an object with a `data` array (the same structural scan as
+/// [`openai_chat`]; embeddings answers are large, which a parse would pay for in full).
 pub fn openai_embeddings(body: &[u8]) -> Result<(), NotAnAnswer> {
+    array_member(body, b"\"data\"", "not an embeddings answer").map(|_| ())
+}
+
+/// Checks that `body` is one JSON object holding `key` (quoted) as an array member, and returns
+/// the array's first significant byte (`]` when it is empty).
+fn array_member(body: &[u8], key: &[u8], what: &str) -> Result<u8, NotAnAnswer> {
     object_start(body)?;
-    serde_json::from_slice::<EmbeddingsShape>(body)
-        .map(|_| ())
-        .map_err(|e| not(format!("not an embeddings answer: {e}")))
+    if body.iter().rev().find(|b| !b.is_ascii_whitespace()) != Some(&b'}') {
+        return Err(not(format!("{what}: the object does not end")));
+    }
+    let at = memchr::memmem::find(body, key)
+        .ok_or_else(|| not(format!("{what}: no {}", String::from_utf8_lossy(key))))?;
+    let mut rest = body[at + key.len()..]
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace());
+    match (rest.next(), rest.next(), rest.next()) {
+        (Some(b':'), Some(b'['), Some(first)) => Ok(first),
+        _ => Err(not(format!(
+            "{what}: {} is not an array",
+            String::from_utf8_lossy(key)
+        ))),
+    }
 }
 
 /// The text answer of each choice of an OpenAI chat completion (`message.content`); `None` for a
@@ -208,6 +220,9 @@ mod tests {
             &OPENAI_OK[..OPENAI_OK.len() / 2],
             br#"{"id":"x","object":"chat.completion"}"#,
             br#"{"choices":[]}"#,
+            br#"{"choices":"none"}"#,
+            br#"{"choices": [ ] }"#,
+            br#"{"message":"say \"choices\": [1]"}"#,
             br#"[{"choices":[1]}]"#,
             b"",
         ] {
@@ -230,6 +245,9 @@ mod tests {
     fn embeddings_need_data() {
         assert!(openai_embeddings(br#"{"object":"list","data":[{"embedding":[0.1]}]}"#).is_ok());
         assert!(openai_embeddings(br#"{"object":"list"}"#).is_err());
+        assert!(openai_embeddings(br#"{"object":"list","data":[{"embedding":[0.1"#).is_err());
+        // Whitespace anywhere JSON allows it.
+        assert!(openai_chat(b" {\n  \"choices\" :\n [ {\"index\": 0} ]\n}\n").is_ok());
     }
 
     #[test]

@@ -217,7 +217,10 @@ pub fn new_request_id() -> String {
     ID_STATE.with(|s| {
         let (prefix, n) = s.get();
         s.set((prefix, n.wrapping_add(1)));
-        format!("{prefix:016x}{n:016x}")
+        let mut id = String::with_capacity(32);
+        super::trace::push_hex16(&mut id, prefix);
+        super::trace::push_hex16(&mut id, n);
+        id
     })
 }
 
