@@ -1,8 +1,9 @@
 //! `switchyard`: the LLM edge gateway binary.
 //!
 //! `switchyard run --conf FILE` serves; `switchyard check --conf FILE` validates a file and prints
-//! the routing table; `keys`, `usage` and `status` talk to a running gateway's admin API
-//! ([`switchyard::cli`]). This file owns the command line only; the server is assembled in
+//! the routing table; `migrate` brings a PostgreSQL store's schema up to date (and copies an
+//! embedded store in, [`switchyard::store::migrate`]); `keys`, `usage` and `status` talk to a
+//! running gateway's admin API ([`switchyard::cli`]). This file owns the command line only; the server is assembled in
 //! [`server`].
 
 use clap::{Parser, Subcommand};
