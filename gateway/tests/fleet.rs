@@ -142,7 +142,7 @@ async fn three_replicas_agree_on_keys_usage_and_a_shared_budget() {
     assert_eq!(
         pg.query("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations")
             .await,
-        vec!["1,2,3,4"]
+        vec!["1,2,3,4,5"]
     );
 
     // A key made on A is accepted by B and C within 2 s.
@@ -174,6 +174,15 @@ async fn three_replicas_agree_on_keys_usage_and_a_shared_budget() {
     for gw in [&a, &c] {
         until_status(gw, &rotated, 401, Duration::from_secs(2)).await;
     }
+    // One audit trail for the fleet, each action under the replica that took it.
+    assert_eq!(
+        pg.query(
+            "SELECT string_agg(action || '@' || replica || ':' || outcome, ',' ORDER BY id)
+             FROM audit_log WHERE target = 'fleet-1'"
+        )
+        .await,
+        vec!["create_key@gw-a:ok,rotate_key@gw-c:ok,revoke_key@gw-b:ok"]
+    );
     // Every replica lists the same runtime keys.
     for gw in [&a, &b, &c] {
         let list = gw

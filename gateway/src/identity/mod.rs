@@ -569,6 +569,13 @@ impl Auth {
         Ok((secret, until))
     }
 
+    /// Records an admin action in the store's audit trail (the fleet's, with PostgreSQL).
+    pub fn audit_to_store(&self, entry: crate::store::audit::Entry) {
+        if let Err(e) = self.store.audit(entry) {
+            log::warn!("audit trail: {e}");
+        }
+    }
+
     pub fn store_is_persistent(&self) -> bool {
         self.store.persistent
     }

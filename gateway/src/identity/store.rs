@@ -216,6 +216,15 @@ impl KeyStore {
         Ok(())
     }
 
+    /// Records an admin action in the fleet's audit trail (PostgreSQL only: the embedded store's
+    /// trail is the audit log file).
+    pub fn audit(&self, entry: crate::store::audit::Entry) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg() {
+            pg.run(move |p| async move { crate::store::audit::insert(&p, &entry).await })?;
+        }
+        Ok(())
+    }
+
     /// Marks a key revoked. Returns false when no such stored key exists.
     pub fn revoke(&self, name: &str) -> Result<bool, StoreError> {
         if let Some(pg) = self.pg() {

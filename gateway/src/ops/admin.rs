@@ -162,6 +162,13 @@ impl AdminApp {
             "client": client,
             "outcome": outcome,
         }));
+        self.auth.audit_to_store(crate::store::audit::Entry {
+            actor: actor.to_string(),
+            action: action.to_string(),
+            target: target.map(str::to_string),
+            client,
+            outcome: outcome.to_string(),
+        });
     }
 
     /// Who is calling the admin API: `Ok(actor)` for the audit log, or the refusal to send (404

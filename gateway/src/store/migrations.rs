@@ -73,6 +73,20 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
              PRIMARY KEY (event_id, sink_url));
          CREATE INDEX events_outbox_due ON events_outbox (state, next_at_ms);",
     ),
+    (
+        5,
+        "the admin API's audit trail",
+        "CREATE TABLE audit_log (
+             id BIGSERIAL PRIMARY KEY,
+             ts TIMESTAMPTZ NOT NULL DEFAULT now(),
+             replica TEXT NOT NULL,
+             actor TEXT NOT NULL,
+             action TEXT NOT NULL,
+             target TEXT,
+             client TEXT,
+             outcome TEXT NOT NULL);
+         CREATE INDEX audit_log_ts ON audit_log (ts);",
+    ),
 ];
 
 /// Any number: the advisory lock replicas take while they migrate.

@@ -8,6 +8,7 @@
 //! writer thread, the key listener) hand it a future and wait for the answer with [`Pg::call`].
 //! It owns the connection handling and nothing about what is stored (see the sibling modules).
 
+pub mod audit;
 pub mod keys;
 pub mod ledger;
 pub mod listen;
