@@ -241,7 +241,20 @@ pub fn support(dialect: Dialect, field: Field) -> Support {
 }
 
 /// How a provider handles a caller field with no canonical slot (kept in `ChatRequest::extra`).
+/// Responses API fields no chat API has: a Responses request translated for a chat deployment
+/// carries them as extras (when set to a non-default value), and no dialect can honour them.
+pub const RESPONSES_ONLY: &[&str] = &[
+    "include",
+    "truncation",
+    "top_logprobs",
+    "max_tool_calls",
+    "prompt",
+];
+
 pub fn extra_support(dialect: Dialect, name: &str) -> Support {
+    if RESPONSES_ONLY.contains(&name) {
+        return Support::Unsupported;
+    }
     if dialect == Dialect::OpenAi {
         return Support::Forward;
     }
@@ -414,7 +427,9 @@ pub fn markdown() -> String {
          Fields outside the table with no canonical meaning (e.g. `logit_bias`, `reasoning_effort`) \
          are forwarded to `openai` deployments and rejected by the others, except bookkeeping fields \
          (`metadata`, `store`, `service_tier`, `prompt_cache_key`, `safety_identifier`, \
-         `cache_control`), which are ignored.\n\n\
+         `cache_control`), which are ignored. Responses API fields no chat API has (`include`, \
+         `truncation` other than `disabled`, `top_logprobs`, `max_tool_calls`, `prompt`) are \
+         rejected by every translated deployment (`responses: native` ones get them as is).\n\n\
          Cloud kinds use their dialect's column: `azure` is `openai` (bodies pass through), \
          `bedrock` has its own (Converse), `vertex` is `gemini` for Gemini models and \
          `anthropic` for Claude models.\n\n",

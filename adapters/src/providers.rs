@@ -180,6 +180,18 @@ impl StreamEncoder {
         }
     }
 
+    /// Ends a Responses stream with `response.failed` carrying the gateway's own `code` (e.g. a
+    /// budget's cutoff); `false`, writing nothing, for the other formats.
+    pub fn fail_with(&mut self, out: &mut bytes::BytesMut, code: &str, message: &str) -> bool {
+        match self {
+            StreamEncoder::OpenAiResponses(e) => {
+                e.fail_with(out, code, message);
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub fn push(&mut self, event: &StreamEvent, out: &mut bytes::BytesMut) {
         match self {
             StreamEncoder::OpenAi(e) => e.push(event, out),

@@ -44,6 +44,7 @@ pub const CODES: &[&str] = &[
     "upstream_unavailable",
     "upstream_body_too_large",
     "bad_upstream_response",
+    "content_policy_violation",
     "invalid_structured_output",
     "request_timeout",
     "request_header_fields_too_large",
@@ -71,6 +72,7 @@ pub const CODES: &[&str] = &[
     // Recorded by the proxy, not answered as a GatewayError:
     "upstream_status",
     "upstream_stream_error",
+    "content_filter",
     "client_disconnected",
     "aborted",
     "internal_error",
@@ -206,6 +208,9 @@ pub enum GatewayError {
         timeout: bool,
         reason: String,
     },
+    /// A provider refused the request for content policy and no fallback model answered it.
+    #[error("the provider refused the request of `{model}` for content policy: {message}")]
+    ContentPolicy { model: String, message: String },
     /// The last deployment tried answered 2xx with a body that is not an answer of its format.
     #[error("bad_upstream_response: no deployment of `{model}` gave a valid answer after {} tries: {}", tries.len(), describe(tries))]
     BadUpstreamResponse {
@@ -230,6 +235,7 @@ impl GatewayError {
             | GatewayError::ContentBlocked { .. }
             | GatewayError::GuardrailInputTokens { .. }
             | GatewayError::RoutingHint { .. }
+            | GatewayError::ContentPolicy { .. }
             | GatewayError::BodyRead(_) => 400,
             GatewayError::BodyTooLarge(_) => 413,
             GatewayError::HeadersTooLarge { .. } => 431,
@@ -315,6 +321,7 @@ impl GatewayError {
             GatewayError::PassthroughUpstream { .. } => "upstream_unavailable",
             GatewayError::UpstreamBodyTooLarge { .. } => "upstream_body_too_large",
             GatewayError::BadUpstreamResponse { .. } => "bad_upstream_response",
+            GatewayError::ContentPolicy { .. } => "content_policy_violation",
             GatewayError::InvalidStructuredOutput { .. } => "invalid_structured_output",
             GatewayError::RequestTimeout(_) => "request_timeout",
             GatewayError::HeadersTooLarge { .. } => "request_header_fields_too_large",
@@ -438,6 +445,10 @@ mod tests {
                 limit: 1,
             }),
             GatewayError::ModelNotFound("m".into()),
+            GatewayError::ContentPolicy {
+                model: "m".into(),
+                message: "flagged".into(),
+            },
             GatewayError::PreviousResponseNotFound("resp_1".into()),
             GatewayError::ResponseNotFound("resp_1".into()),
             GatewayError::ResponseStore("x".into()),

@@ -61,7 +61,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return bad_command_line(&e),
+    };
     match cli.command {
         Command::Ops(command) => switchyard::cli::run(command),
         Command::Migrate { conf, from } => match config::load(&conf) {
@@ -140,4 +143,48 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `--help` and `--version` print as clap writes them; any other command-line error is one line
+/// on stderr (clap's first line, without its usage block) and exit status 2.
+fn bad_command_line(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            eprintln!("switchyard: a subcommand is required (see `switchyard --help`)");
+            return ExitCode::from(2);
+        }
+        _ => {}
+    }
+    // clap's message: paragraphs, then a usage block; keep the paragraphs, on one line.
+    let text = e.to_string();
+    let mut paragraphs: Vec<String> = Vec::new();
+    let mut current = String::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if line.is_empty() {
+            paragraphs.extend((!current.is_empty()).then(|| std::mem::take(&mut current)));
+            continue;
+        }
+        if !current.is_empty() {
+            current.push(' ');
+        }
+        current.push_str(line);
+    }
+    paragraphs.extend((!current.is_empty()).then_some(current));
+    let mut first = paragraphs
+        .first()
+        .map(|p| p.strip_prefix("error: ").unwrap_or(p).to_string())
+        .unwrap_or_else(|| "invalid command line".into());
+    for tip in paragraphs.iter().skip(1) {
+        first.push_str(&format!(" ({tip})"));
+    }
+    eprintln!("switchyard: {first} (see `switchyard --help`)");
+    ExitCode::from(2)
 }

@@ -95,12 +95,6 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
     let spend = Arc::new(
         crate::governance::Spend::start(&cfg, &metrics, pg.clone()).map_err(StartError::Ledger)?,
     );
-    // The one live config snapshot: routing, auth settings and governance, swapped together.
-    let live = Arc::new(Live::new(Parts {
-        state: Arc::new(State::build(cfg.clone(), &metrics)),
-        auth: Arc::new(AuthView::new(cfg.auth.clone())),
-        governance: Arc::new(spend.governance_for(&cfg, None)),
-    }));
     let store = match &pg {
         Some(pg) => KeyStore::postgres(pg.clone()),
         None => KeyStore::open(cfg.store.sqlite_path.as_deref()).map_err(StartError::Store)?,
@@ -114,10 +108,31 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
         &server.configuration,
     ))));
     let auth = Arc::new(Auth::new(store, jwks, audit).map_err(StartError::Store)?);
+    // The one live config snapshot: routing, auth settings and governance (the file's and the
+    // runtime keys' limits and budgets), swapped together.
+    let keys = auth.key_policies();
+    let sources = crate::governance::Sources {
+        cfg: &cfg,
+        keys: &keys,
+    };
+    let live = Arc::new(Live::new(Parts {
+        state: Arc::new(State::build(cfg.clone(), &metrics)),
+        auth: Arc::new(AuthView::new(cfg.auth.clone())),
+        governance: Arc::new(spend.governance_for(sources, None)),
+    }));
     auth.attach(live.clone());
     if let Some(pg) = &pg {
-        let keys = auth.clone();
-        crate::store::listen::start(pg.clone(), Arc::new(move || keys.reload_keys()))
+        // Keys changed on another replica: reload them, and governance when their limits or
+        // budgets changed.
+        let (keys, governed, spent) = (auth.clone(), live.clone(), spend.clone());
+        let reload = move || {
+            let before = keys.key_policies();
+            keys.reload_keys();
+            if *before != *keys.key_policies() {
+                crate::ops::admin::republish_key_policies(&governed, &spent, &keys);
+            }
+        };
+        crate::store::listen::start(pg.clone(), Arc::new(reload))
             .map_err(|e| StartError::Postgres(crate::store::PgError::Runtime(e)))?;
     }
     let jwks_handle = server.add_service(background_service(

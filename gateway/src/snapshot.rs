@@ -72,6 +72,18 @@ impl Live {
     }
 }
 
+impl Live {
+    /// Like [`Live::publish`], keeping the generation: for a change that is not the file's (a
+    /// runtime key's limits or budget, set through the admin API).
+    pub fn republish(&self, next: impl FnOnce(&Snapshot) -> Parts) {
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.current.load_full();
+        let parts = next(&old);
+        self.current
+            .store(Arc::new(assemble(old.generation, parts)));
+    }
+}
+
 fn assemble(generation: u64, parts: Parts) -> Snapshot {
     let chains = Chains::build(&parts);
     Snapshot {

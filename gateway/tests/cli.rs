@@ -200,9 +200,23 @@ async fn keys_are_created_listed_rotated_and_revoked_from_the_command_line() {
         "--expires",
     );
     assert_fails(
-        &cli(&gw, &["keys", "create", "--name", "x", "--rpm", "5"]),
-        "--rpm",
+        &cli(
+            &gw,
+            &[
+                "keys", "create", "--name", "x", "--budget", "1", "--period", "hourly",
+            ],
+        ),
+        "budget.period",
     );
+    // Bad flags: clap's usage block becomes one line too.
+    assert_fails(&cli(&gw, &["keys", "create", "--nme", "x"]), "--nme");
+    assert_fails(&cli(&gw, &["keys", "create"]), "--name");
+    assert_fails(
+        &cli(&gw, &["keys", "create", "--name", "x", "--rpm", "many"]),
+        "many",
+    );
+    assert_fails(&cli(&gw, &["keys", "frobnicate"]), "frobnicate");
+    assert_fails(&cli(&gw, &["keys"]), "subcommand");
     assert_fails(
         &cli_with(&gw, &["keys", "list"], Some("wrong-token-000000")),
         "(401)",
@@ -304,4 +318,121 @@ async fn usage_and_status_show_the_ledger_and_the_gateway() {
     let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
     assert_eq!(v["status"], "ok");
     assert_eq!(v["traffic"]["window"]["requests"], 3);
+}
+
+/// `keys create --rpm N --budget USD --period P`: the limits are stored with the key and
+/// enforced like a config key's (the 6th request over rpm=5 is a 429 rate limit; a spent budget
+/// is a 429 `budget_exceeded`), and they survive a restart of the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_created_with_rpm_and_a_budget_are_enforced() {
+    let dir = temp_dir();
+    let gw = start(&dir).await;
+    let out = cli(&gw, &["keys", "create", "--name", "limited", "--rpm", "5"]);
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("limit: 5 requests per minute"),
+        "{}",
+        out.stdout
+    );
+    let limited = secret_of(&out.stdout);
+    let out = cli(
+        &gw,
+        &[
+            "keys", "create", "--name", "capped", "--budget", "0.001", "--period", "daily",
+            "--json",
+        ],
+    );
+    assert!(out.ok, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+    assert_eq!(v["budget"]["period"], "daily");
+    let capped = v["key"].as_str().expect("secret").to_string();
+    // The list shows each key's limit and budget.
+    let out = cli(&gw, &["keys", "list"]);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let rpm_col = lines[0].find("RPM").expect("RPM column");
+    let budget_col = lines[0].find("BUDGET").expect("BUDGET column");
+    let row = |name: &str| {
+        *lines
+            .iter()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} listed: {}", out.stdout))
+    };
+    assert_eq!(
+        row("limited").get(rpm_col..rpm_col + 1),
+        Some("5"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        row("capped")[budget_col..].starts_with("$0.001/daily"),
+        "{}",
+        out.stdout
+    );
+    for i in 0..5 {
+        assert_eq!(chat_status(&gw, &limited, "chat").await, 200, "request {i}");
+    }
+    let auth = format!("Bearer {limited}");
+    let sixth = gw
+        .request(
+            "POST",
+            "/v1/chat/completions",
+            Some(br#"{"model":"chat","messages":[{"role":"user","content":"hi"}]}"#),
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+        )
+        .await;
+    assert_eq!(sixth.status, 429, "{}", sixth.text());
+    assert!(
+        sixth.text().contains("requests_per_minute"),
+        "{}",
+        sixth.text()
+    );
+    assert_eq!(
+        chat_status(&gw, KEY, "chat").await,
+        200,
+        "other keys are not limited"
+    );
+
+    // A budget of a tenth of a cent: the mock's answers cost a cent each at this price.
+    let auth = format!("Bearer {capped}");
+    let mut refused = None;
+    for _ in 0..5 {
+        let r = gw
+            .request(
+                "POST",
+                "/v1/chat/completions",
+                Some(br#"{"model":"chat","messages":[{"role":"user","content":"hi"}],"max_tokens":16}"#),
+                &[("authorization", &auth), ("content-type", "application/json")],
+            )
+            .await;
+        if r.status != 200 {
+            refused = Some(r);
+            break;
+        }
+    }
+    let r = refused.expect("the budget is enforced");
+    assert_eq!(r.status, 429, "{}", r.text());
+    let body: serde_json::Value = serde_json::from_str(&r.text()).expect("json");
+    assert_eq!(body["error"]["code"], "budget_exceeded", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("key:capped"),
+        "{body}"
+    );
+
+    // Stored with the key: a restart keeps both.
+    drop(gw);
+    let gw = start(&dir).await;
+    for i in 0..5 {
+        assert_eq!(chat_status(&gw, &limited, "chat").await, 200, "request {i}");
+    }
+    assert_eq!(chat_status(&gw, &limited, "chat").await, 429);
+    // Revoking the key drops its limiter with it.
+    let out = cli(&gw, &["keys", "revoke", "limited"]);
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(chat_status(&gw, &limited, "chat").await, 401);
 }

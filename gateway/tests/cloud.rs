@@ -5,8 +5,9 @@
 //! embeddings, content-filter refusals (never failed over), health probes, extra `headers`.
 //! Bedrock: SigV4 recomputed from each request ([`aws`]), Converse and ConverseStream (binary
 //! event stream), an error of each class. Vertex: the JWT assertion verified with the service
-//! account's public key ([`google`]), Gemini and Claude models. Egress through a local CONNECT
-//! proxy that counts its tunnels.
+//! account's public key ([`google`]), Gemini and Claude models, embeddings by `:predict`.
+//! Health probes of each kind; egress (requests, token fetches, probes) through a local CONNECT
+//! proxy that counts its tunnels. The Azure, Entra and Bedrock mocks are in [`services`].
 
 mod common;
 #[path = "cloud/mock.rs"]
@@ -14,184 +15,9 @@ mod mock;
 
 use common::*;
 use mock::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-const API_VERSION: &str = "2024-10-21";
-const AZURE_KEY: &str = "az-key-0123456789abcdef";
-
-/// Azure's documented chat completion (with its content-filter annotations).
-fn azure_completion(text: &str) -> Value {
-    let safe = json!({"hate": {"filtered": false, "severity": "safe"},
-                      "self_harm": {"filtered": false, "severity": "safe"},
-                      "sexual": {"filtered": false, "severity": "safe"},
-                      "violence": {"filtered": false, "severity": "safe"}});
-    json!({"id": "chatcmpl-7R1nGnsXO8n4oi9UPz2f3UHdgAYMn", "object": "chat.completion",
-           "created": 1686676106, "model": "gpt-4o-2024-05-13",
-           "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": safe}],
-           "choices": [{"index": 0, "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": text},
-                        "content_filter_results": safe}],
-           "usage": {"completion_tokens": 7, "prompt_tokens": 12, "total_tokens": 19}})
-}
-
-/// Azure's stream: a first chunk with no choices (the prompt's filter results), then deltas.
-fn azure_stream(text: &str) -> Answer {
-    let chunk = |delta: Value, finish: Value| {
-        json!({"id": "chatcmpl-7R1nGnsXO8n4oi9UPz2f3UHdgAYMn", "object": "chat.completion.chunk",
-               "created": 1686676106, "model": "gpt-4o-2024-05-13",
-               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-    };
-    Answer::sse(
-        &[
-            json!({"choices": [], "created": 0, "id": "", "model": "", "object": "",
-                   "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {
-                       "hate": {"filtered": false, "severity": "safe"}}}]}),
-            chunk(json!({"role": "assistant", "content": ""}), Value::Null),
-            chunk(json!({"content": text}), Value::Null),
-            chunk(json!({}), json!("stop")),
-            json!({"id": "chatcmpl-7R1nGnsXO8n4oi9UPz2f3UHdgAYMn",
-                   "object": "chat.completion.chunk", "created": 1686676106,
-                   "model": "gpt-4o-2024-05-13", "choices": [],
-                   "usage": {"completion_tokens": 7, "prompt_tokens": 12, "total_tokens": 19}}),
-        ],
-        true,
-    )
-}
-
-/// Azure's documented content-filter refusal of a prompt.
-fn content_filter_error() -> Answer {
-    Answer::json(
-        400,
-        json!({"error": {"message": "The response was filtered due to the prompt triggering Azure OpenAI's content management policy. Please modify your prompt and retry.",
-                         "type": null, "param": "prompt", "code": "content_filter", "status": 400,
-                         "innererror": {"code": "ResponsibleAIPolicyViolation",
-                                        "content_filter_result": {
-                                            "hate": {"filtered": true, "severity": "high"}}}}}),
-    )
-}
-
-/// How the Azure mock authorises a request: `Ok` or the 401 it answers.
-type Authorise = Arc<dyn Fn(&Recv) -> Result<(), Answer> + Send + Sync>;
-
-fn key_auth() -> Authorise {
-    Arc::new(|r: &Recv| {
-        if r.header("api-key") == Some(AZURE_KEY) && r.header("authorization").is_none() {
-            Ok(())
-        } else {
-            Err(Answer::json(
-                401,
-                json!({"error": {"code": "401", "message": "Access denied due to invalid subscription key or wrong API endpoint."}}),
-            ))
-        }
-    })
-}
-
-/// An Azure OpenAI resource: checks the URL layout and the credential, answers chat
-/// (stream or not), embeddings, and refuses prompts containing `FORBIDDEN` as its content
-/// filter does.
-async fn azure(deployment: &'static str, auth: Authorise) -> Mock {
-    Mock::start(Arc::new(move |r: &Recv| {
-        if let Err(denied) = auth(r) {
-            return denied;
-        }
-        let base = format!("/openai/deployments/{deployment}/");
-        let query = format!("?api-version={API_VERSION}");
-        if r.method == "GET" && r.target == format!("/openai/models{query}") {
-            return Answer::json(200, json!({"object": "list", "data": [{"id": "gpt-4o", "object": "model"}]}));
-        }
-        let Some(rest) = r.target.strip_prefix(&base) else {
-            return Answer::json(404, json!({"error": {"code": "DeploymentNotFound", "message": "The API deployment for this resource does not exist."}}));
-        };
-        let body = r.json();
-        match rest.strip_suffix(&query) {
-            Some("chat/completions") => {
-                if body.to_string().contains("FORBIDDEN") {
-                    return content_filter_error();
-                }
-                if body.to_string().contains("FILTERED_OUTPUT") {
-                    // The completion itself was filtered: 200, no content.
-                    let mut v = azure_completion("");
-                    v["choices"][0]["message"]["content"] = Value::Null;
-                    v["choices"][0]["finish_reason"] = json!("content_filter");
-                    v["choices"][0]["content_filter_results"]["violence"] =
-                        json!({"filtered": true, "severity": "high"});
-                    return Answer::json(200, v);
-                }
-                if body["stream"] == json!(true) {
-                    azure_stream("Hello from Azure!")
-                } else {
-                    Answer::json(200, azure_completion("Hello from Azure!"))
-                }
-            }
-            Some("embeddings") => Answer::json(
-                200,
-                json!({"object": "list", "model": "text-embedding-3-small",
-                       "data": [{"object": "embedding", "index": 0, "embedding": [0.25, -0.5, 0.125]}],
-                       "usage": {"prompt_tokens": 4, "total_tokens": 4}}),
-            ),
-            _ => Answer::json(
-                404,
-                json!({"error": {"code": "404", "message": "Resource not found"}}),
-            ),
-        }
-    }))
-    .await
-}
-
-fn azure_provider(name: &str, base: &str, auth: &str) -> String {
-    format!(
-        "  - name: {name}\n    kind: azure\n    base_url: {base}\n    api_version: \"{API_VERSION}\"\n{auth}"
-    )
-}
-
-fn chat_model(deps: &[(&str, &str)]) -> String {
-    let mut s = String::from("models:\n  - name: chat\n    deployments:\n");
-    for (provider, model) in deps {
-        s.push_str(&format!(
-            "      - provider: {provider}\n        model: {model}\n"
-        ));
-    }
-    s
-}
-
-/// The text of an OpenAI chat stream.
-fn openai_stream_text(body: &[u8]) -> String {
-    sse_data(body)
-        .iter()
-        .filter_map(|e| {
-            e["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(String::from)
-        })
-        .collect()
-}
-
-/// The text of an Anthropic messages stream, and its events.
-fn anthropic_stream_text(body: &[u8]) -> (String, Vec<Value>) {
-    let events = sse_data(body);
-    let text = events
-        .iter()
-        .filter(|e| e["type"] == "content_block_delta")
-        .filter_map(|e| e["delta"]["text"].as_str().map(String::from))
-        .collect();
-    (text, events)
-}
-
-fn openai_chat(stream: bool, text: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({"model": "chat", "stream": stream,
-                               "messages": [{"role": "user", "content": text}]}))
-    .expect("json")
-}
-
-fn anthropic_messages(stream: bool, text: &str) -> Vec<u8> {
-    serde_json::to_vec(
-        &json!({"model": "chat", "stream": stream, "max_tokens": 100,
-                               "messages": [{"role": "user", "content": text}]}),
-    )
-    .expect("json")
-}
 
 #[tokio::test]
 async fn azure_api_key_both_callers_stream_and_not() {
@@ -335,109 +161,72 @@ async fn azure_content_filter_is_a_policy_error_never_failed_over() {
         .await;
     assert_eq!(r.status, 400, "{}", r.text());
 
-    // A filtered completion: OpenAI's `finish_reason: content_filter` as sent, Anthropic's
-    // `stop_reason: refusal`; neither is failed over.
+    // A completion Azure filtered (a 200 with `finish_reason: content_filter`): the same
+    // content-policy error in the caller's format, never failed over.
     let r = gw
         .post_json(
             "/v1/chat/completions",
             &openai_chat(false, "FILTERED_OUTPUT"),
         )
         .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["choices"][0]["finish_reason"], "content_filter");
+    assert_eq!(r.status, 400, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["error"]["code"], "content_filter", "{v}");
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("content management policy"));
     let r = gw
         .post_json(
             "/v1/messages",
             &anthropic_messages(false, "FILTERED_OUTPUT"),
         )
         .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+
+    // Streams: the text so far, then the caller's error as the last event (no [DONE], no
+    // message_stop).
+    let r = gw
+        .post_json(
+            "/v1/chat/completions",
+            &openai_chat(true, "FILTERED_OUTPUT"),
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["stop_reason"], "refusal");
-    assert_eq!(first.requests().len(), 5);
+    let body = r.text();
+    assert_eq!(openai_stream_text(body.as_bytes()), "Once upon", "{body}");
+    assert!(!body.contains("[DONE]"), "{body}");
+    let events = sse_data(body.as_bytes());
+    let last = events.last().expect("events");
+    assert_eq!(last["error"]["code"], "content_filter", "{body}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["choices"][0]["finish_reason"] != "content_filter"),
+        "the filtered event is replaced by the error: {body}"
+    );
+    let r = gw
+        .post_json("/v1/messages", &anthropic_messages(true, "FILTERED_OUTPUT"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (text, events) = anthropic_stream_text(r.text().as_bytes());
+    assert_eq!(text, "Once upon");
+    let last = events.last().expect("events");
+    assert_eq!(last["type"], "error", "{events:?}");
+    assert_eq!(last["error"]["type"], "invalid_request_error");
+    assert!(
+        events.iter().all(|e| e["type"] != "message_stop"),
+        "{events:?}"
+    );
+    assert_eq!(first.requests().len(), 7);
     assert!(
         second.requests().is_empty(),
         "a content-filter refusal is not an outage: never retried on another deployment"
     );
-}
-
-/// An Entra ID tenant: checks the client-credentials form and issues short-lived tokens.
-struct Tenant {
-    mock: Mock,
-    issued: Arc<Mutex<Vec<(String, Instant)>>>,
-}
-
-impl Tenant {
-    async fn start(lifetime: Duration) -> Tenant {
-        let issued: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
-        let keep = issued.clone();
-        let mock = Mock::start(Arc::new(move |r: &Recv| {
-            let f = form(&r.body);
-            let get = |k: &str| f.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-            let ok = r.method == "POST"
-                && r.target == "/tenant-1/oauth2/v2.0/token"
-                && r.header("content-type") == Some("application/x-www-form-urlencoded")
-                && get("grant_type") == Some("client_credentials")
-                && get("client_id") == Some("app-123")
-                && get("client_secret") == Some("s3cret/+=")
-                && get("scope") == Some("https://cognitiveservices.azure.com/.default");
-            if !ok {
-                return Answer::json(
-                    401,
-                    json!({"error": "invalid_client", "error_description": "AADSTS7000215"}),
-                );
-            }
-            let mut issued = keep.lock().unwrap_or_else(|e| e.into_inner());
-            let token = format!("eyJ0eXAi.entra-{}", issued.len() + 1);
-            issued.push((token.clone(), Instant::now() + lifetime));
-            Answer::json(
-                200,
-                json!({"token_type": "Bearer", "expires_in": lifetime.as_secs(),
-                       "ext_expires_in": lifetime.as_secs(), "access_token": token}),
-            )
-        }))
-        .await;
-        Tenant { mock, issued }
-    }
-
-    /// The Azure side: only an issued, unexpired token is accepted.
-    fn authorise(&self) -> Authorise {
-        let issued = self.issued.clone();
-        Arc::new(move |r: &Recv| {
-            let now = Instant::now();
-            let valid = r
-                .header("authorization")
-                .and_then(|h| h.strip_prefix("Bearer "))
-                .is_some_and(|t| {
-                    issued
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .iter()
-                        .any(|(tok, until)| tok == t && now < *until)
-                });
-            if valid && r.header("api-key").is_none() {
-                Ok(())
-            } else {
-                Err(Answer::json(
-                    401,
-                    json!({"error": {"code": "401", "message": "Unauthorized. Access token is missing, invalid, audience is incorrect, or have expired."}}),
-                ))
-            }
-        })
-    }
-}
-
-/// A gateway with one Azure deployment authorised by Entra client credentials.
-async fn entra_gateway(tenant: &Tenant, up: &Mock, client_secret: &str) -> Gateway {
-    let entra = format!(
-        "    entra:\n      tenant_id: tenant-1\n      client_id: app-123\n      client_secret: {client_secret}\n      token_url: {}/tenant-1/oauth2/v2.0/token\n",
-        tenant.mock.base
-    );
-    let conf = format!(
-        "providers:\n{}{}",
-        azure_provider("az", &up.base, &entra),
-        chat_model(&[("az", "gpt4o-prod")])
-    );
-    Gateway::start(&conf, "").await
 }
 
 #[tokio::test]
@@ -495,100 +284,12 @@ mod aws;
 mod connect_proxy;
 #[path = "cloud/google.rs"]
 mod google;
+#[path = "cloud/services.rs"]
+mod services;
 
 use connect_proxy::connect_proxy;
 use google::*;
-
-const BEDROCK_MODEL: &str = "anthropic.claude-3-haiku-20240307-v1:0";
-
-/// An error of each Bedrock class, chosen by a word in the prompt.
-fn bedrock_error(prompt: &str) -> Option<Answer> {
-    let (status, kind, message) = if prompt.contains("THROTTLE") {
-        (
-            429,
-            "ThrottlingException",
-            "Too many requests, please wait before trying again.",
-        )
-    } else if prompt.contains("INVALID") {
-        (
-            400,
-            "ValidationException",
-            "The model returned the following errors: messages: roles must alternate",
-        )
-    } else if prompt.contains("UNAVAILABLE") {
-        (
-            503,
-            "ServiceUnavailableException",
-            "Service is temporarily unavailable.",
-        )
-    } else if prompt.contains("NOTREADY") {
-        (
-            429,
-            "ModelNotReadyException",
-            "The model is not ready to serve inference requests.",
-        )
-    } else {
-        return None;
-    };
-    let mut a = Answer::json(status, json!({"message": message}));
-    a.headers.push((
-        "x-amzn-errortype",
-        format!("{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/"),
-    ));
-    Some(a)
-}
-
-/// A Bedrock runtime: SigV4 checked, Converse and ConverseStream answered (AWS's documented
-/// shapes), errors by prompt word when `failing`.
-async fn bedrock(failing: bool) -> Mock {
-    use switchyard_adapters::bedrock::eventstream::encode_event;
-    Mock::start(Arc::new(move |r: &Recv| {
-        if let Err(denied) = aws::verify(r) {
-            return denied;
-        }
-        let model = switchyard_adapters::bedrock::encode_model_id(BEDROCK_MODEL);
-        let body = r.json();
-        if failing {
-            if let Some(e) = bedrock_error(&body.to_string()) {
-                return e;
-            }
-        }
-        if r.target == format!("/model/{model}/converse") {
-            Answer::json(200, json!({
-                "output": {"message": {"role": "assistant", "content": [{"text": "Hello from Bedrock!"}]}},
-                "stopReason": "end_turn",
-                "usage": {"inputTokens": 30, "outputTokens": 12, "totalTokens": 42,
-                          "cacheReadInputTokens": 8, "cacheWriteInputTokens": 2},
-                "metrics": {"latencyMs": 1275}}))
-        } else if r.target == format!("/model/{model}/converse-stream") {
-            let frames = [
-                encode_event("messageStart", br#"{"p":"abcdefgh","role":"assistant"}"#),
-                encode_event("contentBlockDelta", br#"{"contentBlockIndex":0,"delta":{"text":"Hello from "},"p":"abc"}"#),
-                encode_event("contentBlockDelta", br#"{"contentBlockIndex":0,"delta":{"text":"Bedrock!"},"p":"abcd"}"#),
-                encode_event("contentBlockStop", br#"{"contentBlockIndex":0,"p":"ab"}"#),
-                encode_event("messageStop", br#"{"p":"abcdef","stopReason":"end_turn"}"#),
-                encode_event("metadata", br#"{"metrics":{"latencyMs":463},"p":"abc","usage":{"inputTokens":30,"outputTokens":12,"totalTokens":42}}"#),
-            ]
-            .concat();
-            Answer {
-                status: 200,
-                content_type: "application/vnd.amazon.eventstream",
-                headers: Vec::new(),
-                body: frames.into(),
-            }
-        } else {
-            Answer::json(404, json!({"message": "Unknown operation"}))
-        }
-    }))
-    .await
-}
-
-fn bedrock_provider(name: &str, base: &str, secret: &str) -> String {
-    format!(
-        "  - name: {name}\n    kind: bedrock\n    region: {}\n    base_url: {base}\n    aws_access_key_id: {}\n    aws_secret_access_key: {secret}\n    aws_session_token: {}\n",
-        aws::REGION, aws::ACCESS_KEY_ID, aws::SESSION_TOKEN
-    )
-}
+use services::*;
 
 #[tokio::test]
 async fn bedrock_signed_converse_both_callers_stream_and_not() {
@@ -931,4 +632,175 @@ async fn azure_health_checks_probe_the_models_list_with_the_key() {
         format!("/openai/models?api-version={API_VERSION}")
     );
     assert_eq!(probe.header("api-key"), Some(AZURE_KEY));
+}
+
+/// Waits until `ok` holds (10 s at most).
+async fn eventually(what: &str, mut ok: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ok().await {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn gets(m: &Mock) -> Vec<mock::Recv> {
+    m.requests()
+        .into_iter()
+        .filter(|r| r.method == "GET")
+        .collect()
+}
+
+/// Health checks per kind: Bedrock probes `ListAsyncInvokes` (`GET /async-invoke`) signed with
+/// SigV4 (the mock recomputes the signature), Vertex probes its location with a service-account
+/// token; a provider whose secret is wrong is marked down by its probes alone.
+#[tokio::test]
+async fn bedrock_and_vertex_health_checks_probe_with_their_credentials() {
+    let br = bedrock(false).await;
+    let bad = bedrock(false).await;
+    let vx = vertex_setup().await;
+    let hc = "    health_check: { interval: 200ms, timeout: 1s }\n";
+    let conf = format!(
+        "providers:\n{}{hc}{}{hc}  - name: vx\n    kind: vertex\n    project: {PROJECT}\n    location: {LOCATION}\n    base_url: {}\n    credentials_file: {}\n{hc}models:\n  - name: chat\n    deployments:\n      - {{ provider: br, model: \"{BEDROCK_MODEL}\" }}\n      - {{ provider: bad, model: \"{BEDROCK_MODEL}\" }}\n      - {{ provider: vx, model: gemini-2.0-flash }}\n",
+        bedrock_provider("br", &br.base, aws::SECRET_ACCESS_KEY),
+        bedrock_provider("bad", &bad.base, "not-the-secret-key"),
+        vx.up.base,
+        vx.sa.file.display()
+    );
+    let gw = Gateway::start(&conf, "").await;
+    let up = |name: &'static str| {
+        let gw = &gw;
+        async move {
+            gw.metric(&format!("switchyard_provider_up{{provider=\"{name}\"}}"))
+                .await
+        }
+    };
+    eventually("three probes each", async || {
+        gets(&br).len() >= 3 && gets(&bad).len() >= 3 && gets(&vx.up).len() >= 3
+    })
+    .await;
+    eventually("the wrong secret marks bad down", async || {
+        up("bad").await == Some(0.0)
+    })
+    .await;
+    assert_eq!(up("br").await, Some(1.0));
+    assert_eq!(up("vx").await, Some(1.0));
+    let probe = &gets(&br)[0];
+    assert_eq!(probe.target, "/async-invoke?maxResults=1");
+    assert!(aws::verify(probe).is_ok(), "a valid SigV4 signature");
+    assert!(probe
+        .header("authorization")
+        .is_some_and(|a| a.contains("/bedrock/aws4_request")));
+    assert!(aws::verify(&gets(&bad)[0]).is_err());
+    let probe = &gets(&vx.up)[0];
+    assert_eq!(
+        probe.target,
+        format!("/v1/projects/{PROJECT}/locations/{LOCATION}")
+    );
+    let issued = vx.issued.lock().unwrap().clone();
+    assert_eq!(issued.len(), 1, "one token, cached across probes");
+    assert_eq!(
+        probe.header("authorization"),
+        Some(format!("Bearer {}", issued[0]).as_str())
+    );
+    // Traffic avoids the provider its probes found down.
+    for _ in 0..3 {
+        let r = gw
+            .post_json("/v1/chat/completions", &openai_chat(false, "Hi"))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert!(bad.requests().iter().all(|r| r.method == "GET"));
+}
+
+/// `proxy` carries everything a provider sends: its Entra token fetches and its health probes
+/// go through the CONNECT proxy too (and Vertex's token fetches and probes likewise).
+#[tokio::test]
+async fn token_fetches_and_health_probes_go_through_the_proxy() {
+    let tenant = Tenant::start(Duration::from_secs(60)).await;
+    let up = azure("gpt4o-prod", tenant.authorise()).await;
+    let vx = vertex_setup().await;
+    let (proxy_port, tunnels) = connect_proxy("Basic c3F1aWQ6czNjcmV0").await;
+    let proxy = format!("    proxy: http://squid:s3cret@127.0.0.1:{proxy_port}\n");
+    let hc = "    health_check: { interval: 200ms, timeout: 1s }\n";
+    let entra = entra_section(&tenant, "\"s3cret/+=\"");
+    let conf = format!(
+        "providers:\n{}{proxy}{hc}  - name: vx\n    kind: vertex\n    project: {PROJECT}\n    location: {LOCATION}\n    base_url: {}\n    credentials_file: {}\n{proxy}{hc}models:\n  - name: chat\n    deployments:\n      - {{ provider: az, model: gpt4o-prod }}\n  - name: gem\n    deployments:\n      - {{ provider: vx, model: gemini-2.0-flash }}\n",
+        azure_provider("az", &up.base, &entra),
+        vx.up.base,
+        vx.sa.file.display()
+    );
+    let gw = Gateway::start(&conf, "").await;
+    eventually("probes through the proxy", async || {
+        gets(&up).len() >= 2 && gets(&vx.up).len() >= 2
+    })
+    .await;
+    let r = gw
+        .post_json("/v1/chat/completions", &openai_chat(false, "Hi"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let tunnels = tunnels.lock().unwrap().clone();
+    for (what, port) in [
+        ("the Entra token endpoint", tenant.mock.port),
+        ("Azure", up.port),
+        ("the Google token endpoint", vx.oauth.port),
+        ("Vertex", vx.up.port),
+    ] {
+        assert!(
+            tunnels.contains(&format!("127.0.0.1:{port}")),
+            "{what} reached through the proxy: {tunnels:?}"
+        );
+    }
+    assert_eq!(
+        gw.metric("switchyard_provider_up{provider=\"az\"}").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        gw.metric("switchyard_provider_up{provider=\"vx\"}").await,
+        Some(1.0)
+    );
+}
+
+/// Vertex text embeddings: OpenAI's `/v1/embeddings` becomes the model's `:predict` with
+/// `instances[{content}]` and `parameters.outputDimensionality`; the predictions' vectors and
+/// token counts come back in OpenAI's shape.
+#[tokio::test]
+async fn vertex_embeddings_use_predict() {
+    let vx = vertex_setup().await;
+    let conf = format!(
+        "providers:\n  - name: vx\n    kind: vertex\n    project: {PROJECT}\n    location: {LOCATION}\n    base_url: {}\n    credentials_file: {}\nmodels:\n  - name: emb\n    deployments:\n      - {{ provider: vx, model: text-embedding-005 }}\n",
+        vx.up.base,
+        vx.sa.file.display()
+    );
+    let gw = Gateway::start(&conf, "").await;
+    let r = gw
+        .post_json(
+            "/v1/embeddings",
+            br#"{"model":"emb","input":["one two","three"],"dimensions":3}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["data"][0]["embedding"], json!([0.2, 0.21, 0.22]), "{v}");
+    assert_eq!(v["data"][1]["embedding"], json!([0.1, 0.11, 0.12]), "{v}");
+    assert_eq!(v["usage"]["prompt_tokens"], 3);
+    let sent = vx.up.requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0].target,
+        format!("/v1/projects/{PROJECT}/locations/{LOCATION}/publishers/google/models/text-embedding-005:predict")
+    );
+    assert_eq!(
+        sent[0].json(),
+        json!({"instances": [{"content": "one two"}, {"content": "three"}],
+               "parameters": {"outputDimensionality": 3}})
+    );
+    // One input: the same call with one instance.
+    let r = gw
+        .post_json("/v1/embeddings", br#"{"model":"emb","input":"solo"}"#)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["data"][0]["embedding"].as_array().map(Vec::len),
+        Some(4)
+    );
 }

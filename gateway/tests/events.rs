@@ -194,3 +194,63 @@ async fn a_key_expiring_within_a_week_is_announced_once_across_restarts() {
     assert_eq!(of_type(&all, "key.expiring").len(), 1, "{all:#?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Health transitions, an opened circuit and an applied reload are signed events too: a
+/// provider that fails (`circuit.open` from traffic, `provider.down` from its probes) and then
+/// answers again (`provider.up`), and a SIGHUP with a valid file (`config.reloaded`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_up_circuit_open_and_config_reloaded_are_signed_events() {
+    let dir = std::env::temp_dir().join(format!("sy-events-{}", free_port()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let receiver = Receiver::start(200).await;
+    // The provider: every request answered 500 until told otherwise.
+    let flappy = Receiver::start(500).await;
+    let base = flappy.url.trim_end_matches("/hook").to_string();
+    let cfg = format!(
+        "providers:\n  - {{ name: sim, kind: mock }}\n  - name: flappy\n    kind: openai\n    base_url: {base}\n    api_key: sk-flappy-secret\n    health_check: {{ interval: 1s, timeout: 500ms }}\nmodels:\n  - name: chat\n    deployments:\n      - {{ provider: sim, model: mock-1 }}\n  - name: flaky\n    deployments:\n      - {{ provider: flappy, model: gpt-x }}\nrouting:\n  retry: {{ attempts: 1 }}\n  circuit_breaker: {{ failures: 2, open_for: 30s }}\nstore: {{ kind: sqlite, path: {} }}\nevents:\n  - url: {}\n    secret: {SECRET}\n    on: [provider.down, provider.up, circuit.open, config.reloaded]\n",
+        dir.join("e.db").display(),
+        receiver.url
+    );
+    let gw = Gateway::start(&cfg, "").await;
+    let body = br#"{"model":"flaky","messages":[{"role":"user","content":"hi"}]}"#;
+    for _ in 0..3 {
+        let r = gw.post_json("/v1/chat/completions", body).await;
+        assert!(r.status >= 500, "{} {}", r.status, r.text());
+    }
+    let seen = receiver
+        .wait_for("circuit.open and provider.down", |s| {
+            !of_type(s, "circuit.open").is_empty() && !of_type(s, "provider.down").is_empty()
+        })
+        .await;
+    let open = of_type(&seen, "circuit.open")[0];
+    assert_eq!(open.event["data"]["provider"], "flappy");
+    assert_eq!(open.event["data"]["model"], "gpt-x");
+    assert!(of_type(&seen, "provider.up").is_empty());
+
+    // The provider answers again: its next probe brings it up.
+    flappy.status.store(200, Ordering::SeqCst);
+    let seen = receiver
+        .wait_for("provider.up", |s| !of_type(s, "provider.up").is_empty())
+        .await;
+    let up = of_type(&seen, "provider.up")[0];
+    assert_eq!(up.event["data"]["provider"], "flappy");
+
+    // A valid reload is announced with its generation.
+    gw.signal("HUP");
+    let seen = receiver
+        .wait_for("config.reloaded", |s| {
+            !of_type(s, "config.reloaded").is_empty()
+        })
+        .await;
+    let reloaded = of_type(&seen, "config.reloaded")[0];
+    assert_eq!(reloaded.event["data"]["generation"], 2);
+    for d in &seen {
+        assert_eq!(d.signature, expected_signature(&d.body), "{d:?}");
+        assert_eq!(d.header_id, d.event["id"].as_str().unwrap_or(""));
+        assert!(
+            !String::from_utf8_lossy(&d.body).contains("sk-flappy-secret"),
+            "no secret in an event"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -156,3 +156,101 @@ async fn a_prompt_over_every_context_window_without_fallbacks_is_a_400_on_messag
     );
     assert_eq!(primary.request_count(), 0);
 }
+
+/// OpenAI's content-policy refusal (Azure OpenAI sends the same shape with `content_filter`).
+const POLICY_REFUSAL: &str = r#"{"error":{"message":"Your request was rejected as a result of our safety system.","type":"invalid_request_error","param":null,"code":"content_policy_violation"}}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_content_policy_refusal_moves_to_the_fallback_model_not_another_deployment() {
+    use common::canned::Canned;
+    let refusing = Canned::start(400, "application/json", POLICY_REFUSAL).await;
+    let other = upstream(200).await;
+    let backup = upstream(200).await;
+    let plain_400 = Canned::start(
+        400,
+        "application/json",
+        r#"{"error":{"message":"bad temperature","type":"invalid_request_error","param":"temperature","code":null}}"#,
+    )
+    .await;
+    let config = format!(
+        "providers:\n{}\n{}\n{}\n{}\nmodels:\n  - name: chat\n    fallbacks: [backup]\n    strategy: priority\n    retry: {{ attempts: 2, backoff: {{ base: 1ms, max: 2ms }} }}\n    circuit_breaker: {{ failures: 2, open_for: 30s }}\n    deployments:\n      - {{ provider: refusing, model: r1, priority: 1 }}\n      - {{ provider: other, model: o1, priority: 2 }}\n  - name: backup\n    deployments:\n      - {{ provider: backup, model: b1 }}\n  - name: alone\n    deployments:\n      - {{ provider: refusing, model: r1 }}\n  - name: picky\n    fallbacks: [backup]\n    deployments:\n      - {{ provider: plain, model: p1 }}\n",
+        openai_provider("refusing", &refusing.base, ""),
+        openai_provider("other", &other.base_url(), ""),
+        openai_provider("backup", &backup.base_url(), ""),
+        openai_provider("plain", &plain_400.base, ""),
+    );
+    let gw = Gateway::start(&config, "").await;
+    for i in 1..=4 {
+        let r = gw
+            .post_json("/v1/chat/completions", &chat("chat", "something flagged"))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-switchyard-fallback"), Some("backup"));
+        assert_eq!(r.header("x-switchyard-provider"), Some("backup"));
+        // Not an outage: the refusing deployment is asked first every time (its circuit, at
+        // two failures, never opens) and the model's other deployment is never asked.
+        assert_eq!(refusing.raw().len(), i);
+        assert_eq!(other.request_count(), 0);
+    }
+    let line = gw
+        .access_line(|l| l["route"] != "health" && l["status"] == 200)
+        .await
+        .expect("access line");
+    assert_eq!(line["model"], "backup", "{line}");
+
+    // Without a fallback the provider's refusal reaches the caller as it was sent.
+    let r = gw
+        .post_json("/v1/chat/completions", &chat("alone", "something flagged"))
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["code"], "content_policy_violation");
+    // Any other 400 is the caller's own error: relayed byte for byte, no fallback.
+    let before = backup.request_count();
+    let r = gw
+        .post_json("/v1/chat/completions", &chat("picky", "hi"))
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["param"], "temperature", "{}", r.text());
+    assert_eq!(r.header("x-switchyard-fallback"), None);
+    assert_eq!(backup.request_count(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_content_policy_refusal_with_no_fallback_answering_is_a_400_in_the_callers_format() {
+    use common::canned::Canned;
+    let refusing = Canned::start(400, "application/json", POLICY_REFUSAL).await;
+    let down = upstream(503).await;
+    let config = format!(
+        "providers:\n{}\n{}\nmodels:\n  - name: chat\n    fallbacks: [backup]\n    deployments:\n      - {{ provider: refusing, model: r1 }}\n  - name: backup\n    retry: {{ attempts: 1 }}\n    deployments:\n      - {{ provider: down, model: d1 }}\n",
+        openai_provider("refusing", &refusing.base, ""),
+        openai_provider("down", &down.base_url(), ""),
+    );
+    let gw = Gateway::start(&config, "").await;
+    let r = gw
+        .post_json("/v1/chat/completions", &chat("chat", "something flagged"))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let e = r.json();
+    assert_eq!(e["error"]["code"], "content_policy_violation", "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("safety system"),
+        "{e}"
+    );
+    assert!(down.request_count() >= 1, "the fallback was not tried");
+    // The Anthropic ingress gets it in its own format.
+    let body = br#"{"model":"chat","max_tokens":10,"messages":[{"role":"user","content":"something flagged"}]}"#;
+    let r = gw
+        .request(
+            "POST",
+            "/v1/messages",
+            Some(body),
+            &[("content-type", "application/json")],
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["type"], "error");
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+}

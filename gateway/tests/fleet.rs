@@ -142,7 +142,7 @@ async fn three_replicas_agree_on_keys_usage_and_a_shared_budget() {
     assert_eq!(
         pg.query("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations")
             .await,
-        vec!["1,2,3,4,5"]
+        vec!["1,2,3,4,5,6"]
     );
 
     // A key made on A is accepted by B and C within 2 s.

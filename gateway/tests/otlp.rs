@@ -119,6 +119,11 @@ async fn a_request_is_a_server_span_with_a_client_span_per_try() {
     assert!(s("gen_ai.usage.output_tokens")["intValue"]
         .as_str()
         .is_some());
+    assert_eq!(
+        s("gen_ai.response.finish_reasons")["arrayValue"]["values"],
+        serde_json::json!([{"stringValue": "stop"}]),
+        "{server:#}"
+    );
     assert_eq!(s("switchyard.key.name")["stringValue"], "k1");
     assert_eq!(s("switchyard.team")["stringValue"], "t1");
     assert!(s("switchyard.cost_usd")["doubleValue"]
@@ -188,4 +193,42 @@ async fn sample_ratio_zero_exports_only_callers_sampled_traces_and_a_dead_collec
         .metric("switchyard_otlp_spans_dropped_total")
         .await
         .is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finish_reasons_are_read_from_a_stream_in_the_callers_format() {
+    let collector = Receiver::start(200).await;
+    let gw = traced(&collector.url, 1.0).await;
+    let r = gw
+        .request(
+            "POST",
+            "/v1/messages",
+            Some(br#"{"model":"chat","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#),
+            &[
+                ("x-api-key", KEY),
+                ("anthropic-version", "2023-06-01"),
+                ("content-type", "application/json"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text().contains("\"stop_reason\":\"end_turn\""),
+        "{}",
+        r.text()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let server = loop {
+        if let Some(s) = spans(&collector).into_iter().find(|s| s["kind"] == 2) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no server span");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        attr(&server, "gen_ai.response.finish_reasons").expect("finish reasons")["arrayValue"]
+            ["values"],
+        serde_json::json!([{"stringValue": "end_turn"}]),
+        "{server:#}"
+    );
 }

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::canned::Canned;
+use common::canned::{sse_events as sse, sse_stream, Canned};
 use common::*;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -41,25 +41,6 @@ async fn call(
 
 async fn create(gw: &Gateway, body: Value) -> Reply {
     call(gw, "POST", "/v1/responses", Some(&body), None).await
-}
-
-/// The `(event, data)` pairs of an SSE body.
-fn sse(body: &str) -> Vec<(String, Value)> {
-    body.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let event = e
-                .lines()
-                .find_map(|l| l.strip_prefix("event: "))
-                .unwrap_or("");
-            let data = e
-                .lines()
-                .find_map(|l| l.strip_prefix("data: "))
-                .unwrap_or("null");
-            let v: Value = serde_json::from_str(data).unwrap_or_else(|err| panic!("{err}: {data}"));
-            (event.to_string(), v)
-        })
-        .collect()
 }
 
 fn output_text(resp: &Value) -> String {
@@ -505,6 +486,30 @@ async fn native_deployments_get_the_request_as_is() {
     )
     .await;
     assert_eq!(next.status, 200, "{}", next.text());
+    // A known native id continues on the native deployment with its history expanded.
+    let again = create(
+        &gw,
+        json!({"model": "n", "previous_response_id": "resp_native1", "input": "more"}),
+    )
+    .await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    let (_, sent) = &up.raw()[1];
+    let sent: Value = serde_json::from_slice(sent).unwrap();
+    assert!(sent.get("previous_response_id").is_none(), "{sent}");
+    assert_eq!(sent["input"].as_array().map(Vec::len), Some(3), "{sent}");
+    // An id the gateway never stored for this caller is a 404 even on a native model: it never
+    // reaches the provider (whose key may know another tenant's responses).
+    let unknown = create(
+        &gw,
+        json!({"model": "n", "previous_response_id": "resp_someone_elses", "input": "more"}),
+    )
+    .await;
+    assert_eq!(unknown.status, 404, "{}", unknown.text());
+    assert_eq!(
+        unknown.json()["error"]["code"],
+        "previous_response_not_found"
+    );
+    assert_eq!(up.raw().len(), 2, "the unknown id reached the provider");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -564,13 +569,7 @@ async fn a_native_stream_passes_through_and_is_stored() {
         r#"{"type":"response.output_text.delta","sequence_number":1,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"Hi"}"#,
         r#"{"type":"response.completed","sequence_number":2,"response":{"id":"resp_ns1","object":"response","status":"completed","model":"gpt-4.1","output":[{"type":"message","id":"msg_1","status":"completed","role":"assistant","content":[{"type":"output_text","text":"Hi","annotations":[]}]}],"usage":{"input_tokens":3,"output_tokens":1,"total_tokens":4}}}"#,
     ];
-    let stream: String = events
-        .iter()
-        .map(|d| {
-            let kind: Value = serde_json::from_str(d).unwrap();
-            format!("event: {}\ndata: {d}\n\n", kind["type"].as_str().unwrap())
-        })
-        .collect();
+    let stream = sse_stream(&events);
     let up = Canned::start(200, "text/event-stream", stream.clone()).await;
     let gw = native_gateway(&up).await;
     let r = create(&gw, json!({"model": "n", "input": "hi", "stream": true})).await;

@@ -182,6 +182,21 @@ async fn auto_routes_by_each_strategy_and_task_and_strips_the_hints() {
     .await;
     assert_eq!(bad.status, 400);
     assert_eq!(bad.json()["error"]["param"], "routingStrategy");
+
+    // A task the model's `tasks` map does not name is refused, listing the known ones.
+    let before = t.cheap.request_count() + t.premium.request_count() + t.coder.request_count();
+    let bad = send(&gw, &body("auto", json!({"task": "poetry"})), &[]).await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    let err = &bad.json()["error"];
+    assert_eq!(err["param"], "task", "{err}");
+    assert_eq!(err["code"], "unknown_task", "{err}");
+    let message = err["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("poetry") && message.contains("code-generation, summarize"),
+        "{err}"
+    );
+    let after = t.cheap.request_count() + t.premium.request_count() + t.coder.request_count();
+    assert_eq!(after, before, "an unknown task reached a provider");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,4 +278,79 @@ async fn retry_attempts_lowers_the_tries_never_raises_them() {
         4,
         "capped at retry.attempts (3)"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_providers_are_tried_after_the_models_own_deployments() {
+    let (down, cheap, premium) = (
+        upstream(503, 0).await,
+        upstream(200, 0).await,
+        upstream(200, 0).await,
+    );
+    let cfg = format!(
+        "providers:\n{}\n{}\n{}\n  - {{ name: sim, kind: mock }}\nmodels:\n  - name: chat-cheap\n    deployments:\n      - {{ provider: cheap, model: c1 }}\n  - name: premium-chat\n    deployments:\n      - {{ provider: premium, model: p1 }}\n  - name: solo\n    retry: {{ attempts: 1 }}\n    deployments:\n      - {{ provider: down, model: c1 }}\n  - name: odd\n    retry: {{ attempts: 1 }}\n    deployments:\n      - {{ provider: down, model: zz-1 }}\n",
+        openai_provider("down", &down.base_url(), ""),
+        openai_provider("cheap", &cheap.base_url(), ""),
+        openai_provider("premium", &premium.base_url(), ""),
+    );
+    let gw = Gateway::start(&cfg, "").await;
+    // Without the hint the model's own failure is the answer.
+    let r = send(&gw, &body("solo", json!({})), &[]).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+
+    // A provider by name: `cheap` already serves solo's upstream model c1 (for chat-cheap).
+    let r = send(
+        &gw,
+        &body("solo", json!({"fallbackProviders": ["cheap"]})),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-switchyard-provider"), Some("cheap"));
+    assert_eq!(r.header("x-switchyard-fallback"), None);
+    let sent = last_sent(&cheap);
+    assert_eq!(sent["model"], "c1");
+    assert!(sent.get("fallbackProviders").is_none(), "{sent}");
+
+    // No deployment of zz-1 on premium: the model's first deployment of premium's kind names it.
+    let r = send(
+        &gw,
+        &body("odd", json!({})),
+        &[("x-switchyard-fallback-providers", "premium")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-switchyard-provider"), Some("premium"));
+    assert_eq!(last_sent(&premium)["model"], "zz-1");
+
+    // By kind, with no deployment of that kind: the public model name.
+    let r = send(
+        &gw,
+        &body("odd", json!({"fallbackProviders": ["mock"]})),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-switchyard-provider"), Some("sim"));
+    assert_eq!(r.header("x-switchyard-model"), Some("odd"));
+
+    // The model's own deployments go first: a healthy one serves without the hint's providers.
+    let before = premium.request_count();
+    let r = send(
+        &gw,
+        &body("chat-cheap", json!({"fallbackProviders": ["premium"]})),
+        &[],
+    )
+    .await;
+    assert_eq!(r.header("x-switchyard-provider"), Some("cheap"));
+    assert_eq!(premium.request_count(), before);
+
+    let bad = send(
+        &gw,
+        &body("solo", json!({"fallbackProviders": ["nowhere"]})),
+        &[],
+    )
+    .await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert_eq!(bad.json()["error"]["param"], "fallbackProviders");
 }

@@ -1,13 +1,17 @@
 """The Responses API through Switchyard with the official `openai` SDK (`client.responses`): create,
 stream (the SDK's stream helper and stream=True), `output_text`, a function tool round trip through
-`previous_response_id`, `text.format` json_schema, retrieve / input_items / delete — against the built-in
+`previous_response_id`, `text.format` json_schema, retrieve / input_items / delete, `store: false`, TTL
+expiry, fields the capability table drops or refuses, a provider failing mid-stream — against the built-in
 mock provider and mock_providers.py speaking each provider's own wire format (the gateway translates).
+The built-in mock has no structured output (its answers are words of a fixed vocabulary), so json_schema
+runs on the five wire formats only.
 A conversation hops providers turn by turn; the OpenAI Agents SDK runs an agent with one function tool.
 
 mock_providers.py answers deterministically: "Echo: <last user text>", one call get_weather({"city":
 "Paris"}) when tools are declared, "Tool said: <result>" after a tool result (see its docstring).
 """
 import json
+import time
 import uuid
 
 import openai
@@ -35,6 +39,7 @@ models:
   - {{name: via-gemini, deployments: [{{provider: up-gemini, model: gemini-up}}]}}
   - {{name: via-cloudflare, deployments: [{{provider: up-cloudflare, model: "@cf/meta/llama-3.1-8b-instruct"}}]}}
   - {{name: via-ollama, deployments: [{{provider: up-ollama, model: "llama3.2"}}]}}
+  - {{name: lenient-anthropic, strict: false, deployments: [{{provider: up-anthropic, model: claude-up, max_tokens: 256}}]}}
 routing: {{retry: {{attempts: 1}}}}
 telemetry: {{access_log: off}}
 """
@@ -61,22 +66,27 @@ def marker() -> str:
 
 
 every_provider = pytest.mark.parametrize("provider", PROVIDERS)
+# The built-in mock answers words of its own vocabulary, not an echo.
+every_kind = pytest.mark.parametrize("provider", PROVIDERS + ["mock"])
 
 
-@every_provider
+@every_kind
 def test_create_answers_a_response_object(env, oai, provider):
     prompt = f"hello {marker()} responses"
     r = oai.responses.create(model=f"via-{provider}", input=prompt, instructions="Be helpful.")
     assert r.object == "response" and r.id.startswith("resp_")
     assert r.status == "completed"
-    assert r.output_text == f"Echo: {prompt}"
     assert r.output[0].type == "message" and r.output[0].role == "assistant"
     assert r.instructions == "Be helpful."
     assert r.usage.total_tokens == r.usage.input_tokens + r.usage.output_tokens
+    if provider == "mock":
+        assert r.output_text and r.usage.output_tokens > 0
+        return
+    assert r.output_text == f"Echo: {prompt}"
     assert r.usage.output_tokens == len(f"Echo: {prompt}".split())
 
 
-@every_provider
+@every_kind
 def test_the_sdk_stream_helper_sees_every_delta(env, oai, provider):
     prompt = f"stream {marker()} please"
     with oai.responses.stream(model=f"via-{provider}", input=prompt) as stream:
@@ -88,7 +98,9 @@ def test_the_sdk_stream_helper_sees_every_delta(env, oai, provider):
     assert [e.sequence_number for e in events] == list(range(len(events)))
     deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
     assert len(deltas) > 1
-    assert "".join(deltas) == f"Echo: {prompt}" == final.output_text
+    assert "".join(deltas) == final.output_text
+    if provider != "mock":
+        assert final.output_text == f"Echo: {prompt}"
 
 
 def test_stream_true_on_the_mock_provider(env, oai):
@@ -126,6 +138,59 @@ def test_text_format_json_schema(env, oai, provider):
     person = json.loads(r.output_text)
     assert isinstance(person["name"], str) and isinstance(person["age"], int)
     assert r.text.format.type == "json_schema"
+
+
+@every_provider
+def test_a_provider_failing_mid_stream_ends_with_response_failed(env, oai, provider):
+    # The provider's own mid-stream error event (mock_providers.py "fail midstream"): the stream ends
+    # with a typed `response.failed` carrying the error, never a chat-style error chunk.
+    events = list(oai.responses.create(model=f"via-{provider}", input="fail midstream", stream=True))
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    last = events[-1]
+    assert last.type == "response.failed", [e.type for e in events]
+    assert last.response.status == "failed"
+    assert last.response.error.message and last.response.error.code
+    assert any(e.type == "response.output_text.delta" for e in events)
+
+
+def test_store_false_keeps_nothing(env, oai):
+    r = oai.responses.create(model="via-openai", input=f"forget {marker()}", store=False)
+    assert r.store is False and r.output_text
+    with pytest.raises(openai.NotFoundError):
+        oai.responses.retrieve(r.id)
+    with pytest.raises(openai.NotFoundError) as e:
+        oai.responses.create(model="via-openai", input="and?", previous_response_id=r.id)
+    assert e.value.body["code"] == "previous_response_not_found"
+
+
+def test_fields_a_provider_cannot_honour_follow_the_capability_table(env, oai):
+    extra = {"include": ["reasoning.encrypted_content"], "truncation": "auto", "top_logprobs": 2}
+    raw = oai.responses.with_raw_response.create(model="lenient-anthropic", input=f"hi {marker()}", **extra)
+    # Named in the order the request has them (the SDK's).
+    assert sorted(raw.headers["x-switchyard-dropped"].split(", ")) == ["include", "top_logprobs", "truncation"]
+    assert raw.parse().output_text.startswith("Echo: hi")
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.responses.create(model="via-anthropic", input="hi", **extra)
+    assert e.value.body["param"] == "include"
+    assert e.value.body["code"] == "unsupported_field"
+
+
+@pytest.fixture(scope="module")
+def short_ttl(processes):
+    env = start_mock_providers(processes, CONFIG + "responses: {{ttl: 1s}}\n", "responses-ttl")
+    return openai.OpenAI(base_url=f"http://127.0.0.1:{env.port}/v1", api_key="sk-caller", max_retries=0,
+                         timeout=30)
+
+
+def test_stored_responses_expire_after_the_ttl(short_ttl):
+    r = short_ttl.responses.create(model="via-gemini", input=f"brief {marker()}")
+    assert short_ttl.responses.retrieve(r.id).id == r.id
+    time.sleep(1.3)
+    with pytest.raises(openai.NotFoundError):
+        short_ttl.responses.retrieve(r.id)
+    with pytest.raises(openai.NotFoundError) as e:
+        short_ttl.responses.create(model="via-gemini", input="more", previous_response_id=r.id)
+    assert e.value.body["code"] == "previous_response_not_found"
 
 
 def test_retrieve_input_items_and_delete(env, oai):

@@ -41,11 +41,16 @@ providers:
     health_check: {{ interval: 100ms, timeout: 200ms }}
 models:
   - name: chat
+    cache: {{ ttl: 10m }}
+    guardrails: [greeting]
     deployments:
       - {{ provider: sim, model: mock-1, price: {{ input_per_mtok: 1, output_per_mtok: 2 }} }}
   - name: broken
     deployments:
       - {{ provider: dead, model: gpt-x }}
+guardrails:
+  - {{ name: greeting, on: [request], words: ["hi"], action: flag }}
+cache: {{ kind: memory, ttl: 10m }}
 auth:
   api_keys:
     - {{ name: k1, key: {key}, team: t1 }}
@@ -203,6 +208,14 @@ def test_the_status_page_logs_in_and_shows_what_the_json_says(processes, browser
       models: [...document.querySelectorAll('#models .model')].map((m) => ({
         name: m.dataset.model,
         circuits: [...m.querySelectorAll('li')].map((li) => li.dataset.circuit) })),
+      scores: [...document.querySelectorAll('#models li')].map((li) => Number(li.dataset.score)),
+      meters: document.querySelectorAll('#models .meter span').length,
+      cacheHidden: document.getElementById('cache').hidden,
+      hitRate: document.getElementById('cache').dataset.hitRate,
+      cacheText: document.getElementById('cache-rate').textContent,
+      guardrails: [...document.querySelectorAll('#guardrails tbody tr[data-guardrail]')].map((tr) =>
+        [...tr.cells].map((c) => c.textContent)),
+      guardrailsHidden: document.getElementById('guardrails').hidden,
       budgets: [...document.querySelectorAll('#budgets .budget')].map((b) => b.dataset.scope),
       bars: [...document.querySelectorAll('#budgets .bar span')].length,
       sparklines: [...document.querySelectorAll('svg.spark polyline')].map((p) =>
@@ -221,6 +234,30 @@ def test_the_status_page_logs_in_and_shows_what_the_json_says(processes, browser
     assert labels == {"sim": "up", "dead": "down"}
     assert shown["models"] == [{"name": m["name"], "circuits": [d["circuit"] for d in m["deployments"]]}
                                for m in status["models"]]
+    # Reputation per deployment, as /admin/routing scores it (the failing one lower).
+    scores = [d["score"] for m in status["models"] for d in m["deployments"]]
+    # (scores decay with time: the page drew them a moment before this JSON was read)
+    assert shown["scores"] == pytest.approx(scores, abs=0.05) and shown["meters"] == len(scores) == 2
+    routing = {(m["name"], d["provider"]): d["score"] for m in admin_json(admin_port, "/admin/routing")["models"]
+               for d in m["deployments"]}
+    assert routing[("chat", "sim")] == pytest.approx(scores[0], abs=0.05)
+    assert routing[("broken", "dead")] < routing[("chat", "sim")]
+    # The cache: 3 identical requests, 1 miss then 2 hits.
+    assert shown["cacheHidden"] is False
+    assert status["cache"]["hits"] == 2 and status["cache"]["misses"] == 1
+    assert float(shown["hitRate"]) == pytest.approx(status["cache"]["hit_rate"]) == pytest.approx(2 / 3)
+    assert shown["cacheText"] == "66.7%"
+    # Guardrail actions: what switchyard_guardrail_actions_total counts.
+    assert shown["guardrailsHidden"] is False
+    assert shown["guardrails"] == [[g["guardrail"], g["action"], g["phase"], str(g["count"])]
+                                   for g in status["guardrails"]]
+    assert [g["guardrail"] for g in status["guardrails"]] == ["greeting"] and status["guardrails"][0]["count"] >= 1
+    req = urllib.request.Request(f"http://127.0.0.1:{admin_port}/metrics",
+                                 headers={"authorization": f"Bearer {ADMIN}"})
+    metrics = _direct.open(req, timeout=5).read().decode()
+    counted = sum(float(l.rsplit(" ", 1)[1]) for l in metrics.splitlines()
+                  if l.startswith("switchyard_guardrail_actions_total{"))
+    assert counted == sum(g["count"] for g in status["guardrails"])
     assert shown["budgets"] == [b["scope"] for b in status["budgets"]]
     assert shown["bars"] == len(status["budgets"]) == 2
     assert shown["sparklines"] and all(n == len(status["traffic"]["rps"]) for n in shown["sparklines"])

@@ -301,6 +301,10 @@ fn kind_of(error_type: &str, message: &str, status: u16) -> ErrorKind {
                 || m.contains("too many tokens")
             {
                 ErrorKind::ContextLength
+            } else if m.contains("content filtering policy") || m.contains("usage policy") {
+                // "Output blocked by content filtering policy", and refusals citing the usage
+                // policy: a content-policy refusal (a fallback model may serve it).
+                ErrorKind::ContentPolicy
             } else {
                 ErrorKind::InvalidRequest
             }

@@ -3,6 +3,9 @@
 //! several → `POST /models/{m}:batchEmbedContents` (`{"requests":[{"model":"models/{m}",..}]}` →
 //! `{"embeddings":[{"values"}]}`). `dimensions` becomes `outputDimensionality`. Gemini does not
 //! count the tokens of embeddings inputs, so usage is estimated by the caller of [`decode`].
+//! Vertex AI's text-embedding `:predict` answer (`{"predictions":[{"embeddings":{"values",
+//! "statistics":{"token_count"}}}]}`, the gateway rewrites the request) is read here too, with
+//! its token counts.
 
 use super::{floats, to_vec, Embeddings, EmbeddingsRequest};
 use crate::canonical::EncodedRequest;
@@ -37,6 +40,9 @@ pub fn encode(req: &EmbeddingsRequest, model: &str) -> EncodedRequest {
 
 /// The vectors of an `embedContent` or `batchEmbedContents` answer.
 pub fn decode(v: &Value) -> Option<Embeddings> {
+    if let Some(p) = v.get("predictions") {
+        return decode_predictions(p);
+    }
     let vectors = if let Some(e) = v.get("embedding") {
         vec![floats(e.get("values")?)?]
     } else {
@@ -52,5 +58,23 @@ pub fn decode(v: &Value) -> Option<Embeddings> {
         prompt_tokens: v
             .pointer("/usageMetadata/promptTokenCount")
             .and_then(Value::as_u64),
+    })
+}
+
+/// Vertex AI's `:predict` answer: a vector and its input's token count per instance.
+fn decode_predictions(p: &Value) -> Option<Embeddings> {
+    let mut vectors = Vec::new();
+    let mut tokens = 0;
+    for e in p.as_array()? {
+        let e = e.get("embeddings")?;
+        vectors.push(floats(e.get("values")?)?);
+        tokens += e
+            .pointer("/statistics/token_count")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0) as u64;
+    }
+    Some(Embeddings {
+        vectors,
+        prompt_tokens: Some(tokens),
     })
 }

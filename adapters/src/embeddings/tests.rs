@@ -56,6 +56,25 @@ fn gemini_several_inputs_are_one_batch_with_output_dimensionality() {
 }
 
 #[test]
+fn vertex_predict_answer_as_documented() {
+    // Vertex AI text embeddings (cloud.google.com/vertex-ai get-text-embeddings): one prediction
+    // per instance, with its token count.
+    let answer = br#"{"predictions": [
+        {"embeddings": {"statistics": {"truncated": false, "token_count": 6},
+                        "values": [0.0058, 0.011, -0.0342]}},
+        {"embeddings": {"statistics": {"truncated": false, "token_count": 9},
+                        "values": [0.5, -0.25, 0.125]}}],
+        "metadata": {"billableCharacterCount": 57}}"#;
+    let e = decode_response(Dialect::Gemini, answer, 2).unwrap();
+    assert_eq!(
+        e.vectors,
+        vec![vec![0.0058, 0.011, -0.0342], vec![0.5, -0.25, 0.125]]
+    );
+    assert_eq!(e.prompt_tokens, Some(15));
+    assert!(decode_response(Dialect::Gemini, answer, 3).is_err());
+}
+
+#[test]
 fn ollama_embed_as_documented() {
     let r =
         req(json!({"model": "e", "input": ["Why is the sky blue?", "Why is the grass green?"]}));

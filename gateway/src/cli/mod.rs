@@ -75,7 +75,7 @@ pub enum KeysAction {
         /// A spend limit in USD for this key.
         #[arg(long, value_name = "USD")]
         budget: Option<f64>,
-        /// The budget's period.
+        /// The budget's period: daily, weekly, monthly (default) or total.
         #[arg(long, requires = "budget")]
         period: Option<String>,
         /// When the key stops working: a duration from now (30d, 12h) or an RFC 3339 time.
@@ -242,24 +242,28 @@ fn keys(c: Client, action: KeysAction) -> Result<String, CliError> {
             if let Some(e) = expires {
                 body["expires"] = Value::from(expiry(&e)?);
             }
-            if rpm.is_some() || budget.is_some() || period.is_some() {
-                // The admin API keeps no limits or budgets on keys made at run time yet: refuse
-                // rather than create a key without the limit asked for.
-                return Err(CliError::Invalid(
-                    "--rpm/--budget: the admin API cannot set limits or budgets on keys made at \
-                     run time yet; set them in the config (auth.api_keys[].limits, budgets[] \
-                     with scope key:NAME)"
-                        .into(),
-                ));
+            if let Some(rpm) = rpm {
+                body["limits"] = json!({ "requests_per_minute": rpm });
+            }
+            if let Some(limit) = budget {
+                let period = period.unwrap_or_else(|| "monthly".into());
+                body["budget"] = json!({ "limit": limit, "period": period });
             }
             let v = c.call("POST", "/admin/keys", Some(&body))?;
             Ok(c.show(&v, |v| {
-                format!(
+                let mut out = format!(
                     "created key {} (team {})\nsecret: {}\nThis secret is shown once: store it now.\n",
                     cell(&v["name"]),
                     cell(&v["team"]),
                     cell(&v["key"])
-                )
+                );
+                if let Some(rpm) = v["limits"]["requests_per_minute"].as_u64() {
+                    out += &format!("limit: {rpm} requests per minute\n");
+                }
+                if let Some(limit) = v["budget"]["limit"].as_f64() {
+                    out += &format!("budget: ${limit} {}\n", cell(&v["budget"]["period"]));
+                }
+                out
             }))
         }
         KeysAction::List => {
@@ -281,12 +285,17 @@ fn keys(c: Client, action: KeysAction) -> Result<String, CliError> {
                             cell(&k["expires"]),
                             state.to_string(),
                             cell(&k["source"]),
+                            cell(&k["limits"]["requests_per_minute"]),
+                            k["budget"]["limit"].as_f64().map_or("-".into(), |l| {
+                                format!("${l}/{}", cell(&k["budget"]["period"]))
+                            }),
                         ]
                     })
                     .collect();
                 table::render(
                     &[
-                        "NAME", "TEAM", "PROJECT", "MODELS", "EXPIRES", "STATE", "SOURCE",
+                        "NAME", "TEAM", "PROJECT", "MODELS", "EXPIRES", "STATE", "SOURCE", "RPM",
+                        "BUDGET",
                     ],
                     &rows,
                 )

@@ -7,6 +7,7 @@
 //! [`Cloud::credential`] fetched before the request head is built). It must not touch bodies,
 //! routing or the relay.
 
+pub mod content_filter;
 pub mod egress;
 pub mod entra;
 pub mod sigv4;
@@ -62,6 +63,9 @@ pub enum AzureAuth {
     Entra(Arc<TokenCache>),
 }
 
+/// Bedrock's health probe: `ListAsyncInvokes`, one result at most.
+const BEDROCK_PROBE: &str = "/async-invoke?maxResults=1";
+
 /// The header Azure OpenAI reads its key from.
 static API_KEY: HeaderName = HeaderName::from_static("api-key");
 
@@ -83,11 +87,20 @@ impl Cloud {
         }
     }
 
-    /// The body as the cloud takes it, when it differs from the dialect's (Vertex Claude).
-    pub fn adapt_body(&self, model: &str, body: &[u8]) -> Result<Option<Bytes>, String> {
+    /// The body as the cloud takes it for a call to `path` (from [`Cloud::api_path`]), when it
+    /// differs from the dialect's (Vertex Claude; Vertex embeddings, `:predict`).
+    pub fn adapt_body(
+        &self,
+        model: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<Option<Bytes>, String> {
         match self {
             Cloud::Vertex(_) if vertex::Vertex::dialect_for(model) == Dialect::Anthropic => {
                 vertex::Vertex::claude_body(body).map(Some)
+            }
+            Cloud::Vertex(_) if path.ends_with(vertex::PREDICT) => {
+                vertex::Vertex::predict_body(body).map(Some)
             }
             _ => Ok(None),
         }
@@ -108,15 +121,21 @@ impl Cloud {
         }
     }
 
-    /// The health probe's path (below `base_url`); `None`: the kind has no cheap read to probe
-    /// (validation refuses `health_check` there).
+    /// The health probe's path (below `base_url`): a cheap authenticated read on the same
+    /// endpoint the provider's calls go to. Azure: the resource's model list
+    /// (`GET /openai/models`); Bedrock: `ListAsyncInvokes` of the runtime API
+    /// (`GET /async-invoke?maxResults=1`, SigV4-signed like a Converse call: the signature,
+    /// the credentials and the region are checked, nothing is invoked); Vertex: the
+    /// project's location (`GET /v1/projects/{project}/locations/{location}`, Locations.get,
+    /// with the service account's token, so a token fetch is part of every probe).
     pub fn probe_path(&self) -> Option<String> {
         match self {
             Cloud::Azure(a) => Some(format!(
                 "/openai/models?api-version={}",
                 encode_segment(&a.api_version)
             )),
-            Cloud::Bedrock(_) | Cloud::Vertex(_) => None,
+            Cloud::Bedrock(_) => Some(BEDROCK_PROBE.to_string()),
+            Cloud::Vertex(v) => Some(v.probe_path()),
         }
     }
 
@@ -168,10 +187,19 @@ impl Cloud {
         Ok(())
     }
 
-    /// The credential headers as pairs (health checks, on the small identity client).
-    pub async fn auth_pairs(&self, path: &str) -> Result<Vec<(&'static str, String)>, String> {
+    /// The credential headers of a `GET` of `path` on `host` as pairs (health checks, on the
+    /// small identity client, which sends the same `host`).
+    pub async fn auth_pairs(
+        &self,
+        host: &str,
+        path: &str,
+    ) -> Result<Vec<(&'static str, String)>, String> {
         let token = self.credential().await?;
         let mut h = HeaderMap::new();
+        h.insert(
+            http::header::HOST,
+            HeaderValue::from_str(host).map_err(|_| "invalid host")?,
+        );
         let out = Outgoing {
             token: token.as_deref(),
             method: "GET",
@@ -180,11 +208,14 @@ impl Cloud {
         };
         self.authorize(&out, &mut h)?;
         Ok(h.iter()
+            .filter(|(k, _)| *k != http::header::HOST)
             .filter_map(|(k, v)| {
-                let name: &'static str = if k == API_KEY {
-                    "api-key"
-                } else {
-                    "authorization"
+                let name: &'static str = match k.as_str() {
+                    "api-key" => "api-key",
+                    "x-amz-date" => "x-amz-date",
+                    "x-amz-security-token" => "x-amz-security-token",
+                    "x-amz-content-sha256" => "x-amz-content-sha256",
+                    _ => "authorization",
                 };
                 v.to_str().ok().map(|v| (name, v.to_string()))
             })

@@ -25,6 +25,8 @@ pub struct TokenEndpoint {
     pub endpoint: HttpEndpoint,
     /// Path and query below the endpoint's host.
     pub path: String,
+    /// The provider's `proxy`: the token is fetched through it too.
+    pub proxy: Option<Arc<super::egress::EgressProxy>>,
 }
 
 #[derive(Debug)]
@@ -123,9 +125,13 @@ impl TokenCache {
         let connector = self.connector.get_or_init(|| Connector::new(None));
         let form = self.grant.form()?;
         let ep = &self.endpoint;
-        let (status, body) = crate::identity::http_call(
+        let target = crate::identity::http::Target {
+            ep: &ep.endpoint,
+            proxy: ep.proxy.as_deref(),
+        };
+        let (status, body) = crate::identity::http::call_to(
             connector,
-            &ep.endpoint,
+            target,
             "POST",
             &ep.path,
             &[

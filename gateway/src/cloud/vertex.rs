@@ -4,7 +4,9 @@
 //! models to `publishers/google/models/{model}:generateContent` (Gemini dialect), Claude models
 //! (ids starting `claude`) to `publishers/anthropic/models/{model}:rawPredict` /
 //! `:streamRawPredict` with the Anthropic body (`anthropic_version: "vertex-2023-10-16"`, no
-//! `model`). Must not touch anything but the URL, the body's two Vertex fields and the token.
+//! `model`); embeddings to the model's `:predict` (`instances[{content}]`, see
+//! [`Vertex::predict_body`]). Must not touch anything but the URL, the body's Vertex shapes and
+//! the token.
 
 use super::token::{form_encode, Grant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -16,6 +18,8 @@ use switchyard_adapters::canonical::Dialect;
 
 /// The scope Vertex AI tokens need.
 pub const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+/// The method of Vertex's text-embedding models.
+pub const PREDICT: &str = ":predict";
 /// The `anthropic_version` Vertex's Claude endpoints take in the body.
 pub const ANTHROPIC_VERSION: &str = "vertex-2023-10-16";
 
@@ -126,6 +130,11 @@ impl Vertex {
         }
     }
 
+    /// The health probe: the project's location (Locations.get), below `base_url`.
+    pub fn probe_path(&self) -> String {
+        format!("/v1/projects/{}/locations/{}", self.project, self.location)
+    }
+
     fn prefix(&self) -> String {
         format!(
             "/v1/projects/{}/locations/{}/publishers",
@@ -145,9 +154,53 @@ impl Vertex {
                     "rawPredict"
                 }
             ),
-            // The Gemini encoder's `/models/{model}:generateContent` (or the stream's).
-            _ => format!("{}/google{api_path}", self.prefix()),
+            // The Gemini encoder's `/models/{model}:generateContent` (or the stream's);
+            // embeddings go to the model's `:predict`.
+            _ => match api_path
+                .strip_suffix(":embedContent")
+                .or_else(|| api_path.strip_suffix(":batchEmbedContents"))
+            {
+                Some(model_path) => format!("{}/google{model_path}{PREDICT}", self.prefix()),
+                None => format!("{}/google{api_path}", self.prefix()),
+            },
         }
+    }
+
+    /// A Gemini `embedContent` / `batchEmbedContents` body as Vertex's text-embedding
+    /// `:predict` takes it: `{"instances":[{"content"}],"parameters":{"outputDimensionality"}}`
+    /// (answered `{"predictions":[{"embeddings":{"values","statistics":{"token_count"}}}]}`,
+    /// which the Gemini embeddings decoder reads).
+    pub fn predict_body(body: &[u8]) -> Result<Bytes, String> {
+        let v: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| format!("not a JSON object: {e}"))?;
+        let one = std::slice::from_ref(&v);
+        let requests = v
+            .get("requests")
+            .and_then(serde_json::Value::as_array)
+            .map_or(one, Vec::as_slice);
+        let text = |r: &serde_json::Value| -> String {
+            r.pointer("/content/parts")
+                .and_then(serde_json::Value::as_array)
+                .map(|parts| {
+                    parts
+                        .iter()
+                        .filter_map(|p| p.get("text").and_then(serde_json::Value::as_str))
+                        .collect::<Vec<_>>()
+                        .join("")
+                })
+                .unwrap_or_default()
+        };
+        let instances: Vec<serde_json::Value> = requests
+            .iter()
+            .map(|r| serde_json::json!({ "content": text(r) }))
+            .collect();
+        let mut out = serde_json::json!({ "instances": instances });
+        if let Some(d) = requests.first().and_then(|r| r.get("outputDimensionality")) {
+            out["parameters"] = serde_json::json!({ "outputDimensionality": d });
+        }
+        serde_json::to_vec(&out)
+            .map(Bytes::from)
+            .map_err(|e| e.to_string())
     }
 
     /// The Anthropic body as Vertex takes it: `anthropic_version` set, `model` removed.
@@ -159,5 +212,69 @@ impl Vertex {
         serde_json::to_vec(&v)
             .map(Bytes::from)
             .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vertex() -> Vertex {
+        let endpoint = super::super::token::TokenEndpoint {
+            endpoint: crate::config::endpoint::parse_endpoint("http://127.0.0.1:1/token").unwrap(),
+            path: "/token".into(),
+            proxy: None,
+        };
+        struct NoGrant;
+        impl std::fmt::Debug for NoGrant {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("NoGrant")
+            }
+        }
+        impl Grant for NoGrant {
+            fn form(&self) -> Result<String, String> {
+                Err("none".into())
+            }
+        }
+        Vertex {
+            project: "p1".into(),
+            location: "us-east5".into(),
+            tokens: std::sync::Arc::new(super::super::token::TokenCache::new(
+                endpoint,
+                Box::new(NoGrant),
+            )),
+        }
+    }
+
+    #[test]
+    fn embeddings_go_to_predict_with_instances() {
+        let v = vertex();
+        let base = "/v1/projects/p1/locations/us-east5/publishers/google/models";
+        for gemini in [":embedContent", ":batchEmbedContents"] {
+            assert_eq!(
+                v.api_path(
+                    &format!("/models/text-embedding-005{gemini}"),
+                    "text-embedding-005",
+                    false
+                ),
+                format!("{base}/text-embedding-005:predict")
+            );
+        }
+        assert_eq!(v.probe_path(), "/v1/projects/p1/locations/us-east5");
+        let batch = br#"{"requests":[{"model":"models/e","content":{"parts":[{"text":"a b"}]},"outputDimensionality":3},{"model":"models/e","content":{"parts":[{"text":"c"}]},"outputDimensionality":3}]}"#;
+        let body: serde_json::Value =
+            serde_json::from_slice(&Vertex::predict_body(batch).unwrap()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"instances": [{"content": "a b"}, {"content": "c"}],
+                               "parameters": {"outputDimensionality": 3}})
+        );
+        let one = br#"{"model":"models/e","content":{"parts":[{"text":"hello"}]}}"#;
+        let body: serde_json::Value =
+            serde_json::from_slice(&Vertex::predict_body(one).unwrap()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"instances": [{"content": "hello"}]})
+        );
     }
 }

@@ -36,6 +36,9 @@ pub(super) enum Rejection {
     BadResponse,
     /// Not JSON valid against the caller's strict schema.
     InvalidStructured,
+    /// An error answer refusing the request for content policy (checked only where a fallback
+    /// model could take the request): on to the fallback, not another deployment.
+    ContentPolicy,
 }
 
 /// How the check ended.
@@ -131,12 +134,28 @@ impl Forwarder {
         ctx: &RequestCtx,
         mut committed: Box<Committed>,
         answer: &Answer<'_, '_>,
+        fallbacks: bool,
     ) -> Vetted {
         let success = committed
             .upstream
             .response_header()
             .is_some_and(|h| h.status.is_success());
         let mode = answer.prepared.mode;
+        if !success && fallbacks {
+            let idle = answer.dep.provider.config.timeouts.idle;
+            let refusal =
+                super::fallback::content_refusal(&mut committed, dialect_of(mode), idle).await;
+            if let Some(e) = refusal {
+                return Vetted::Rejected(
+                    Rejection::ContentPolicy,
+                    TryError {
+                        outcome: AttemptOutcome::Status4xx,
+                        reason: format!("refused for content policy: {}", e.message),
+                        retry_after: None,
+                    },
+                );
+            }
+        }
         // A native Responses answer is the provider's own format: relayed as it came.
         if !success || mode == Mode::ResponsesNative {
             return Vetted::Ready(committed);

@@ -314,7 +314,7 @@ pub(super) fn prepare_for(
     if let Some(cloud) = cloud {
         prepared.path = cloud.api_path(&prepared.path, &spec.model, inbound.facts.stream);
         if let Some(body) = cloud
-            .adapt_body(&spec.model, &prepared.body)
+            .adapt_body(&spec.model, &prepared.path, &prepared.body)
             .map_err(|e| TranslateError::invalid(e, None))?
         {
             prepared.body = body;

@@ -45,6 +45,9 @@ struct Tally {
     /// The last try was a 2xx refused by the answer check (and why): the answer when nothing
     /// is left is then a 502 saying so.
     last_rejection: Option<Rejection>,
+    /// A provider refused the request for content policy (its message): the model's plan stops
+    /// there (another deployment of it would refuse too) and a fallback model may serve.
+    content_policy: Option<String>,
     /// Local deployments whose model refused the request (asked once, not per retry).
     #[cfg_attr(not(feature = "local"), allow(dead_code))]
     local_refused: Vec<usize>,
@@ -484,9 +487,21 @@ impl Forwarder {
                     prepared: &prepared,
                     inbound,
                 };
-                let committed = match self.vet(ctx, committed, &answer).await {
+                let committed = match self.vet(ctx, committed, &answer, walk.fallbacks).await {
                     Vetted::Ready(c) => c,
                     Vetted::Failed(f) => return StepEnd::Done(Err(f)),
+                    Vetted::Rejected(Rejection::ContentPolicy, e) => {
+                        // The caller's prompt, not the deployment's failure: no health, breaker
+                        // or reputation count, and no other deployment of this model.
+                        dep.provider.metrics.attempt(e.outcome);
+                        ctx.failures.push(crate::errors::TryFailure {
+                            provider: dep.provider.name().to_string(),
+                            model: dep.spec(model).model.clone(),
+                            reason: e.reason.clone(),
+                        });
+                        tally.content_policy = Some(e.reason);
+                        return StepEnd::Stop;
+                    }
                     Vetted::Rejected(why, e) => {
                         let end = failed_try(ctx, model, dep, e, walk.deadline, tally);
                         tally.last_rejection = Some(why);
@@ -611,13 +626,19 @@ fn exhausted(ctx: &RequestCtx, model: &RoutedModel, tally: Tally) -> GatewayErro
             retry_after_secs,
         };
     }
+    if let Some(message) = tally.content_policy {
+        return GatewayError::ContentPolicy {
+            model: model.config.name.clone(),
+            message,
+        };
+    }
     let (model, tries) = (model.config.name.clone(), ctx.failures.clone());
     match tally.last_rejection {
         Some(Rejection::BadResponse) => return GatewayError::BadUpstreamResponse { model, tries },
         Some(Rejection::InvalidStructured) => {
             return GatewayError::InvalidStructuredOutput { model, tries }
         }
-        None => {}
+        Some(Rejection::ContentPolicy) | None => {}
     }
     if tally.last_outcome == Some(AttemptOutcome::Timeout) {
         GatewayError::UpstreamTimeout { model, tries }

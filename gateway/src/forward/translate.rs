@@ -5,6 +5,7 @@
 //! It holds no I/O: [`crate::forward`] sends what [`Inbound::prepare`] built and pipes the answer
 //! through a [`StreamRelay`] or [`translate_body`].
 
+use super::cutoff;
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -432,6 +433,8 @@ pub enum StreamRelay {
         usage: Option<Usage>,
         ended: bool,
         error: Option<ProviderError>,
+        /// A native Responses stream's turn: numbers the gateway's own `error` event.
+        turn: Option<Arc<Turn>>,
     },
     Translated {
         decoder: Box<dyn StreamDecode>,
@@ -464,6 +467,7 @@ impl StreamRelay {
                 usage: None,
                 ended: false,
                 error: None,
+                turn: None,
             },
             Mode::Observed(d) => StreamRelay::Observed {
                 caller,
@@ -473,6 +477,7 @@ impl StreamRelay {
                 usage: None,
                 ended: false,
                 error: None,
+                turn: None,
             },
             // Embeddings never stream; were one to, it is read as the provider's chat stream.
             Mode::Translated(d) | Mode::Embeddings { dialect: d, .. } => StreamRelay::Translated {
@@ -505,10 +510,16 @@ impl StreamRelay {
         );
         match (&mut relay, &inbound.turn) {
             (StreamRelay::Translated { encoder, .. }, Some(turn)) => encoder.set_turn(turn.clone()),
-            (StreamRelay::Observed { decoder, .. }, Some(turn))
-                if mode == Mode::ResponsesNative =>
-            {
+            (
+                StreamRelay::Observed {
+                    decoder,
+                    turn: slot,
+                    ..
+                },
+                Some(turn),
+            ) if mode == Mode::ResponsesNative => {
                 *decoder = Box::new(responses::native::StreamDecoder::with_turn(turn.clone()));
+                *slot = Some(turn.clone());
             }
             _ => {}
         }
@@ -560,6 +571,7 @@ impl StreamRelay {
                 usage,
                 ended,
                 error,
+                turn,
             } => {
                 // An unterminated last event goes out as it is, as the provider sent it.
                 let tail = framer.finish();
@@ -570,7 +582,7 @@ impl StreamRelay {
                 let mut failed = None;
                 let caller = *caller;
                 note(events.drain(..), usage, ended, error, |e| {
-                    failed = Some(caller_error_event(caller, e));
+                    failed = Some(caller_error_event(caller, turn.as_deref(), e));
                 });
                 match (tail, failed) {
                     (Some(t), Some(f)) => {
@@ -605,9 +617,14 @@ impl StreamRelay {
                 let (_, etype, code) = openai::codec::error_status_and_type(kind);
                 openai::stream_error_event(message, etype, code)
             }
-            StreamRelay::Observed { caller, error, .. } => {
+            StreamRelay::Observed {
+                caller,
+                error,
+                turn,
+                ..
+            } => {
                 *error = Some(err.clone());
-                caller_error_event(*caller, &err)
+                caller_error_event(*caller, turn.as_deref(), &err)
             }
             StreamRelay::Translated { encoder, error, .. } => {
                 let mut out = BytesMut::new();
@@ -615,6 +632,18 @@ impl StreamRelay {
                 *error = Some(err);
                 out.freeze()
             }
+        }
+    }
+
+    /// The final event when a budget's cutoff ends the stream, in the caller's format (a
+    /// Responses stream ends with `response.failed`, or `error` when native).
+    pub fn budget_stop(&mut self, caller: Caller) -> Bytes {
+        match self {
+            StreamRelay::Translated { encoder, .. } => cutoff::budget_stop_encoded(caller, encoder),
+            StreamRelay::Observed { turn, .. } if caller == Caller::OpenAiResponses => {
+                cutoff::budget_stop_native(turn.as_deref())
+            }
+            _ => cutoff::budget_stop_event(caller),
         }
     }
 
@@ -725,9 +754,15 @@ impl StreamDecode for NoEvents {
 }
 
 /// An error event in the caller's stream format.
-fn caller_error_event(caller: Caller, e: &ProviderError) -> Bytes {
+fn caller_error_event(caller: Caller, turn: Option<&Turn>, e: &ProviderError) -> Bytes {
     match caller {
-        Caller::OpenAi | Caller::OpenAiCompletions | Caller::OpenAiResponses => {
+        Caller::OpenAiResponses => {
+            // A (native) Responses stream ends as OpenAI ends one: an `error` event.
+            let (_, _, code) = openai::codec::error_status_and_type(e.kind);
+            let seq = turn.map_or(0, Turn::next_sequence_number);
+            responses::native::error_event(code, &e.message, seq)
+        }
+        Caller::OpenAi | Caller::OpenAiCompletions => {
             let (_, etype, code) = openai::codec::error_status_and_type(e.kind);
             openai::stream_error_event(&e.message, etype, code)
         }

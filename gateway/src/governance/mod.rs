@@ -315,17 +315,31 @@ impl Governance {
     }
 }
 
+/// What governance is built from: the config file and the runtime keys' limits and budgets
+/// (the admin API's, [`crate::identity::policy`]).
+pub struct Sources<'a> {
+    pub cfg: &'a Config,
+    pub keys: &'a crate::identity::policy::KeyPolicies,
+}
+
 fn build(
-    cfg: &Config,
+    src: Sources<'_>,
     old: Option<&Governance>,
     ledger: Option<&Ledger>,
     m: &SpendMetrics,
     notifier: &Arc<Notifier>,
 ) -> Governance {
+    let cfg = src.cfg;
     let now = crate::clock::unix_secs_i64();
+    let key_budgets: Vec<BudgetSettings> = src
+        .keys
+        .iter()
+        .filter_map(|(name, p)| p.budget_settings(name))
+        .collect();
     let budgets: Vec<Arc<Budget>> = cfg
         .budgets
         .iter()
+        .chain(&key_budgets)
         .map(|s| {
             let limit = budget::usd_to_nanos(s.limit_usd);
             let carried = old.and_then(|g| {
@@ -384,9 +398,15 @@ fn build(
             .cloned()
             .unwrap_or_else(|| Arc::new(Limiter::new(*l)))
     };
+    let runtime_limits: Vec<(String, RateLimits)> = src
+        .keys
+        .iter()
+        .map(|(name, p)| (name.clone(), p.rate_limits()))
+        .collect();
     let key_limits = cfg
         .key_limits
         .iter()
+        .chain(runtime_limits.iter().map(|(k, l)| (k, l)))
         .filter(|(_, l)| !l.is_empty())
         .map(|(k, l)| (k.clone(), carry(old.map(|g| &g.key_limits), k, l)))
         .collect();

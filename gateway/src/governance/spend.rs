@@ -178,9 +178,13 @@ impl Spend {
 
     /// The governance of `cfg`, carrying budget accounts and limiters over from `previous`
     /// (the live one, on a reload) and rebuilding budget totals from the ledger at start.
-    pub fn governance_for(&self, cfg: &Config, previous: Option<&Governance>) -> Governance {
+    pub fn governance_for(
+        &self,
+        src: super::Sources<'_>,
+        previous: Option<&Governance>,
+    ) -> Governance {
         build(
-            cfg,
+            src,
             previous,
             self.ledger.as_ref(),
             &self.metrics,

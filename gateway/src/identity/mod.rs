@@ -12,6 +12,7 @@ pub(crate) mod http;
 pub use failures::FailureLimiter;
 pub use http::call as http_call;
 pub mod jwks;
+pub mod policy;
 pub mod store;
 
 use crate::config::AuthSettings;
@@ -98,6 +99,12 @@ pub struct NewKey {
     pub ip_allow: Option<Vec<String>>,
     #[serde(default)]
     pub metadata: Option<BTreeMap<String, String>>,
+    /// Rate limits for the key, as `auth.api_keys[].limits`.
+    #[serde(default)]
+    pub limits: Option<policy::KeyLimits>,
+    /// A spend limit for the key, as a `budgets[]` entry with scope `key:NAME`.
+    #[serde(default)]
+    pub budget: Option<policy::KeyBudget>,
 }
 
 /// The `auth` section of one config file and the index of the keys it defines: part of the
@@ -153,6 +160,8 @@ pub struct Auth {
     store: KeyStore,
     /// Keys created through the admin API (and superseded secrets in their grace period).
     index: ArcSwap<KeyIndex>,
+    /// The runtime keys' limits and budgets (read by governance when it is built).
+    policies: ArcSwap<policy::KeyPolicies>,
     pub jwks: jwks::Jwks,
     failures: FailureLimiter,
     rng: SystemRandom,
@@ -169,6 +178,7 @@ impl Auth {
             live: std::sync::OnceLock::new(),
             store,
             index: ArcSwap::from_pointee(KeyIndex::default()),
+            policies: ArcSwap::from_pointee(Vec::new()),
             jwks,
             failures: FailureLimiter::default(),
             rng: SystemRandom::new(),
@@ -228,7 +238,13 @@ impl Auth {
             }
         }
         self.index.store(Arc::new(index));
+        self.policies.store(Arc::new(self.store.policies()?));
         Ok(())
+    }
+
+    /// The limits and budgets of the runtime keys that are not revoked.
+    pub fn key_policies(&self) -> Arc<policy::KeyPolicies> {
+        self.policies.load_full()
     }
 
     /// Authenticates a request from its credential headers. `Ok(None)`: no `auth` section, every
@@ -521,6 +537,11 @@ impl Auth {
                 AdminError::Invalid(format!("ip_allow: invalid network `{net}`"))
             })?);
         }
+        let policy = policy::KeyPolicy {
+            limits: req.limits,
+            budget: req.budget,
+        };
+        policy.check().map_err(AdminError::Invalid)?;
         let secret = generate_key(&self.rng).map_err(|_| AdminError::Random)?;
         let record = KeyRecord {
             name: req.name,
@@ -536,6 +557,9 @@ impl Auth {
             created_unix: crate::clock::unix_secs(),
         };
         self.store.insert(&hash_key(&secret), &record)?;
+        if !policy.is_empty() {
+            self.store.set_policy(&record.name, &policy)?;
+        }
         self.rebuild_index()?;
         Ok((secret, record))
     }

@@ -163,14 +163,14 @@ impl KeyStore {
         }
     }
 
-    fn conn(&self) -> Result<Option<std::sync::MutexGuard<'_, Connection>>, StoreError> {
+    pub(super) fn conn(&self) -> Result<Option<std::sync::MutexGuard<'_, Connection>>, StoreError> {
         match &self.backend {
             Backend::Sqlite(c) => c.lock().map(Some).map_err(|_| StoreError::Poisoned),
             Backend::Postgres(_) => Ok(None),
         }
     }
 
-    fn pg(&self) -> Option<&std::sync::Arc<crate::store::Pg>> {
+    pub(super) fn pg(&self) -> Option<&std::sync::Arc<crate::store::Pg>> {
         match &self.backend {
             Backend::Postgres(pg) => Some(pg),
             Backend::Sqlite(_) => None,

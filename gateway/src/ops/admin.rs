@@ -87,9 +87,13 @@ pub(crate) fn bearer(session: &ServerSession) -> Option<&str> {
         .map(str::trim)
 }
 
-/// A key's policy as the admin API shows it (never the secret).
-fn key_json(k: &KeyRecord) -> Value {
+/// A key's policy as the admin API shows it (never the secret), with a runtime key's limits
+/// and budget from `policies`.
+fn key_json(k: &KeyRecord, policies: &crate::identity::policy::KeyPolicies) -> Value {
+    let policy = policies.iter().find(|(n, _)| *n == k.name).map(|(_, p)| p);
     json!({
+        "limits": policy.and_then(|p| p.limits.as_ref()),
+        "budget": policy.and_then(|p| p.budget.as_ref()),
         "name": k.name,
         "team": k.team,
         "project": k.project,
@@ -144,7 +148,34 @@ fn group(keys: &[KeyRecord], by: impl Fn(&KeyRecord) -> Option<&String>, label: 
     json!({ label: list })
 }
 
+/// Rebuilds governance with the runtime keys' limits and budgets as `auth` has them now (after a
+/// key was created or revoked here, or on another replica of a fleet).
+pub fn republish_key_policies(
+    live: &crate::snapshot::Live,
+    spend: &crate::governance::Spend,
+    auth: &Auth,
+) {
+    let keys = auth.key_policies();
+    live.republish(|old| crate::snapshot::Parts {
+        state: old.state.clone(),
+        auth: old.auth.clone(),
+        governance: Arc::new(spend.governance_for(
+            crate::governance::Sources {
+                cfg: &old.state.config,
+                keys: &keys,
+            },
+            Some(&old.governance),
+        )),
+    });
+}
+
 impl AdminApp {
+    /// Rebuilds governance with the runtime keys' limits and budgets after a key was created
+    /// or revoked (the config file and its generation stay as they are; accounts carry over).
+    fn refresh_key_policies(&self) {
+        republish_key_policies(&self.live, &self.spend, &self.auth);
+    }
+
     pub(crate) fn audit(
         &self,
         actor: &str,
@@ -290,7 +321,10 @@ impl AdminApp {
             ("GET", ["keys"]) => match self.auth.list() {
                 Ok(keys) => json_response(
                     200,
-                    &json!({"keys": keys.iter().map(key_json).collect::<Vec<_>>()}),
+                    &json!({"keys": keys
+                        .iter()
+                        .map(|k| key_json(k, &self.auth.key_policies()))
+                        .collect::<Vec<_>>()}),
                 ),
                 Err(e) => admin_error(&e),
             },
@@ -307,7 +341,8 @@ impl AdminApp {
                 match self.auth.create(req, &known_models) {
                     Ok((secret, rec)) => {
                         self.audit(&actor, "create_key", Some(&name), client, "ok");
-                        let mut v = key_json(&rec);
+                        self.refresh_key_policies();
+                        let mut v = key_json(&rec, &self.auth.key_policies());
                         v["key"] = Value::from(secret);
                         v["persistent"] = Value::from(self.auth.store_is_persistent());
                         json_response(201, &v)
@@ -319,12 +354,13 @@ impl AdminApp {
                 }
             }
             ("GET", ["keys", name]) => match self.auth.get(name) {
-                Ok(k) => json_response(200, &key_json(&k)),
+                Ok(k) => json_response(200, &key_json(&k, &self.auth.key_policies())),
                 Err(e) => admin_error(&e),
             },
             ("DELETE", ["keys", name]) => match self.auth.revoke(name) {
                 Ok(()) => {
                     self.audit(&actor, "revoke_key", Some(name), client, "ok");
+                    self.refresh_key_policies();
                     json_response(200, &json!({"name": name, "revoked": true}))
                 }
                 Err(e) => {

@@ -6,6 +6,7 @@ pub mod access_log;
 pub mod admin;
 pub mod drain;
 pub mod events;
+pub mod finish_reasons;
 pub mod otlp;
 pub mod pulse;
 pub mod reload;

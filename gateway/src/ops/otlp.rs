@@ -100,6 +100,14 @@ fn span(
     })
 }
 
+/// Whether a request with `trace` will have its spans exported (tracing on and sampled).
+pub fn exported(snapshot: &Snapshot, trace: Option<&crate::proxy::trace::TraceContext>) -> bool {
+    match (&snapshot.state.config.telemetry.otlp, trace) {
+        (Some(settings), Some(trace)) => sampled(trace, settings.sample_ratio),
+        _ => false,
+    }
+}
+
 /// Queues the spans of a finished inference request (when tracing is on and it is sampled).
 pub fn record(snapshot: &Snapshot, ctx: &RequestCtx) {
     let Some(queue) = QUEUE_TX.get() else { return };
@@ -154,6 +162,10 @@ fn spans(ctx: &RequestCtx, trace: &crate::proxy::trace::TraceContext) -> Vec<Val
         (
             "gen_ai.usage.output_tokens",
             json!(ctx.usage.map(|u| u.completion_tokens)),
+        ),
+        (
+            "gen_ai.response.finish_reasons",
+            json!(ctx.finish_reasons.as_ref().filter(|r| !r.is_empty())),
         ),
         ("error.type", json!(error)),
         ("http.response.status_code", json!(ctx.status)),

@@ -66,7 +66,12 @@ impl Reloader {
                 // new one.
                 self.auth.jwks.clear_cache();
             }
-            let governance = Arc::new(self.spend.governance_for(&cfg, Some(&old.governance)));
+            let keys = self.auth.key_policies();
+            let sources = crate::governance::Sources {
+                cfg: &cfg,
+                keys: &keys,
+            };
+            let governance = Arc::new(self.spend.governance_for(sources, Some(&old.governance)));
             let state = Arc::new(State::rebuild(
                 Arc::new(cfg),
                 &self.metrics,

@@ -424,6 +424,28 @@ impl Metrics {
             .inc();
     }
 
+    /// Every guardrail action counted so far: (guardrail, action, phase, count), for the
+    /// status page (the same numbers as `switchyard_guardrail_actions_total`).
+    pub fn guardrail_counts(&self) -> Vec<(String, String, String, u64)> {
+        use prometheus::core::Collector;
+        let mut out = Vec::new();
+        for family in self.guardrail_actions.collect() {
+            for m in family.get_metric() {
+                let label = |name: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map(|l| l.value().to_string())
+                        .unwrap_or_default()
+                };
+                let count = m.get_counter().get_value() as u64;
+                out.push((label("guardrail"), label("action"), label("phase"), count));
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// Counts an inference request for a caller's team and credential kind. Handles are cached
     /// per thread, so the shared label map is read once per (team, kind) per thread.
     pub fn caller(&self, team: &str, credential: &'static str) {

@@ -123,6 +123,9 @@ pub struct RequestCtx {
     pub started: Instant,
     pub request_id: String,
     pub trace: Option<crate::proxy::trace::TraceContext>,
+    /// The answer's finish reasons, collected only when the trace is exported (`None`: not
+    /// looked for); see [`crate::ops::finish_reasons`].
+    pub finish_reasons: Option<Vec<String>>,
     /// Switchyard nodes this request already crossed (`x-switchyard-hops`).
     pub hops: u32,
     /// The API format the caller speaks (errors are answered in it).
@@ -159,6 +162,8 @@ pub struct RequestCtx {
     pub fallback: bool,
     /// Routing hints the caller gave (body fields or headers), if any.
     pub hints: Option<crate::routing::hints::Hints>,
+    /// The deployments a `fallbackProviders` hint adds after the model's own.
+    pub hinted: Option<Arc<RoutedModel>>,
     pub status: u16,
     pub stream: bool,
     pub first_byte: Option<Duration>,
@@ -230,6 +235,7 @@ impl RequestCtx {
             started: Instant::now(),
             request_id: String::new(),
             trace: None,
+            finish_reasons: None,
             hops: 0,
             caller: switchyard_adapters::providers::Caller::OpenAi,
             anthropic_beta: None,
@@ -254,6 +260,7 @@ impl RequestCtx {
             tries: 0,
             fallback: false,
             hints: None,
+            hinted: None,
             failures: Vec::new(),
             try_started: Default::default(),
             error_code: None,

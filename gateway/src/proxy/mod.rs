@@ -107,7 +107,7 @@ impl Gateway {
             && state.config.cache.enabled
             && crate::cache::continues(&body);
         if ctx.route == Route::Responses {
-            let t = self.responses_turn(ctx, state, body).await?;
+            let t = self.responses_turn(ctx, body).await?;
             body = t.body.clone();
             turn = Some(t);
         }
@@ -143,6 +143,9 @@ impl Gateway {
             return Err(GatewayError::ModelNotFound(facts.model.into_owned()).into());
         };
         let model = model.clone();
+        crate::routing::hints::check_task(ctx.hints.as_ref(), &model.config.tasks)?;
+        ctx.hinted =
+            crate::routing::hinted::for_request(state, &model, ctx.hints.as_ref(), &self.metrics)?;
         if ctx.route == Route::Responses
             && !model
                 .deployments
@@ -366,6 +369,9 @@ impl ProxyHttp for Gateway {
         // One snapshot for the whole request, from here to its logging.
         let snapshot = self.live.load();
         ctx.snapshot = Some(snapshot.clone());
+        if crate::ops::otlp::exported(&snapshot, ctx.trace.as_ref()) {
+            ctx.finish_reasons = Some(Vec::new());
+        }
         let mut route = match routes::route_of(&req.method, req.uri.path()) {
             Ok(r) => r,
             Err(allow) => {

@@ -11,30 +11,19 @@ use super::respond::write_json;
 use super::Gateway;
 use crate::errors::GatewayError;
 use crate::responses::{owner, CreateTurn};
-use crate::routing::state::State;
 use bytes::Bytes;
 use pingora_error::Result;
 use pingora_proxy::Session;
-use switchyard_adapters::openai;
 
 impl Gateway {
     /// A create request: its history expanded (see [`crate::responses::Conversations::prepare`]).
     pub(super) async fn responses_turn(
         &self,
         ctx: &RequestCtx,
-        state: &State,
         body: Bytes,
     ) -> std::result::Result<CreateTurn, GatewayError> {
-        let native = {
-            let facts = openai::inspect_chat_request(&body)?;
-            state.model(&facts.model).is_some_and(|m| {
-                m.deployments
-                    .iter()
-                    .any(|d| d.provider.config.responses_native)
-            })
-        };
         self.conversations
-            .prepare(body, &owner(ctx.identity.as_ref()), &ctx.request_id, native)
+            .prepare(body, &owner(ctx.identity.as_ref()), &ctx.request_id)
             .await
     }
 

@@ -130,14 +130,15 @@ impl Conversations {
     }
 
     /// Reads a create request: its echo fields, and `previous_response_id` expanded into `input`.
-    /// An id the caller has no stored response for is a 404, unless `native` (the model has a
-    /// `responses: native` deployment, whose provider may know it): then the body goes as is.
+    /// An id the caller has no stored response for is a 404 whatever the model's deployments:
+    /// an id the gateway did not store for this caller never reaches a provider (a native
+    /// provider might know another tenant's id under the gateway's own key). A stored one is
+    /// expanded for native deployments too, so the next turn may run on any deployment.
     pub async fn prepare(
         &self,
         body: Bytes,
         owner: &str,
         request_id: &str,
-        native: bool,
     ) -> Result<CreateTurn, GatewayError> {
         let mut obj = rq::parse_object(&body).map_err(bad_request)?;
         let turn = Turn::new(rq::echo_fields(&obj));
@@ -172,11 +173,11 @@ impl Conversations {
                     .map_err(|e| GatewayError::ResponseStore(e.to_string()))?;
                 (body, items)
             }
-            (None, Some(id)) if !native => {
+            (None, Some(id)) => {
                 return Err(GatewayError::PreviousResponseNotFound(id));
             }
-            // No history, or one only a native provider may know: the caller's bytes as they are.
-            (None, _) => (body, input),
+            // No history: the caller's bytes as they are.
+            (None, None) => (body, input),
         };
         Ok(CreateTurn {
             body,

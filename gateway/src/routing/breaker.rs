@@ -154,6 +154,11 @@ impl DeploymentRuntime {
             .fetch_max(now + wait.as_millis() as u64, Ordering::AcqRel);
     }
 
+    /// The total latency of an answer sent in full, for the reputation score.
+    pub fn observe_total(&self, took: Duration) {
+        self.reputation.total(crate::clock::now_ms(), took);
+    }
+
     /// Folds one time-to-first-byte sample into the EWMA (weight 0.2).
     pub fn observe_ttfb(&self, ttfb: Duration) {
         self.reputation.ttfb(crate::clock::now_ms(), ttfb);

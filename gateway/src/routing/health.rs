@@ -42,6 +42,7 @@ impl HealthChecker {
                 endpoint,
                 api_key,
                 cloud,
+                proxy,
                 ..
             },
             Some(hc),
@@ -55,7 +56,10 @@ impl HealthChecker {
                 let Some(path) = c.probe_path() else {
                     return Ok(());
                 };
-                headers.extend(c.auth_pairs(&endpoint.path(&path)).await?);
+                headers.extend(
+                    c.auth_pairs(&endpoint.host_header, &endpoint.path(&path))
+                        .await?,
+                );
                 path
             }
             None => {
@@ -66,9 +70,13 @@ impl HealthChecker {
                 providers::probe_path(*dialect).to_string()
             }
         };
-        let (status, _) = crate::identity::http_call(
+        let target = crate::identity::http::Target {
+            ep: endpoint,
+            proxy: proxy.as_deref(),
+        };
+        let (status, _) = crate::identity::http::call_to(
             &self.connector,
-            endpoint,
+            target,
             "GET",
             &endpoint.path(&probe),
             &headers,

@@ -1,9 +1,10 @@
 //! Per-request routing hints: body fields `routingStrategy`, `task`, `retryAttempts`,
-//! `maxCostPerRequest`, and headers `x-switchyard-strategy`, `x-switchyard-max-cost` (a header
-//! wins over the body field). Body hints are removed before any provider sees the request; a body
-//! that names none of them is not parsed here and goes on byte for byte (one multi-pattern scan:
-//! an Aho-Corasick automaton over the four quoted keys, built once — four separate substring
-//! searches cost ~4,000 instructions on every request).
+//! `maxCostPerRequest`, `fallbackProviders`, and headers `x-switchyard-strategy`,
+//! `x-switchyard-max-cost`, `x-switchyard-fallback-providers` (a header wins over the body
+//! field). Body hints are removed before any provider sees the request; a body that names none of
+//! them is not parsed here and goes on byte for byte (one multi-pattern scan: an Aho-Corasick
+//! automaton over the quoted keys, built once — separate substring searches cost ~4,000
+//! instructions on every request).
 //! Owns the parsing only: the plan ([`crate::routing::router`]) applies them.
 
 use crate::config::Strategy;
@@ -21,14 +22,18 @@ pub struct Hints {
     pub retry_attempts: Option<u32>,
     /// USD: deployments whose expected cost for this request exceeds it are skipped.
     pub max_cost_usd: Option<f64>,
+    /// Provider names or kinds tried after the model's own deployments
+    /// ([`crate::routing::hinted`]).
+    pub fallback_providers: Vec<String>,
 }
 
 /// The hint fields as JSON keys (quoted): a body holding none of them is not parsed.
-const FIELDS: [&str; 4] = [
+const FIELDS: [&str; 5] = [
     "\"routingStrategy\"",
     "\"task\"",
     "\"retryAttempts\"",
     "\"maxCostPerRequest\"",
+    "\"fallbackProviders\"",
 ];
 
 /// The automaton over [`FIELDS`], built on first use.
@@ -37,7 +42,7 @@ fn fields() -> Option<&'static aho_corasick::AhoCorasick> {
         std::sync::OnceLock::new();
     FIELDS_AC
         .get_or_init(|| {
-            // Four fixed literals always build; were it ever to fail, every body is parsed.
+            // Fixed literals always build; were it ever to fail, every body is parsed.
             aho_corasick::AhoCorasick::new(FIELDS)
                 .map_err(|e| log::error!("routing hint automaton: {e}"))
                 .ok()
@@ -48,6 +53,8 @@ fn fields() -> Option<&'static aho_corasick::AhoCorasick> {
 /// Hint headers, named once (a `&str` name is parsed and hashed on every lookup).
 static STRATEGY_HEADER: http::HeaderName = http::HeaderName::from_static("x-switchyard-strategy");
 static MAX_COST_HEADER: http::HeaderName = http::HeaderName::from_static("x-switchyard-max-cost");
+static FALLBACK_PROVIDERS_HEADER: http::HeaderName =
+    http::HeaderName::from_static("x-switchyard-fallback-providers");
 
 fn invalid(message: String, param: &'static str) -> GatewayError {
     GatewayError::RoutingHint {
@@ -150,7 +157,63 @@ fn from_body(map: &mut Map<String, Value>, hints: &mut Hints) -> Result<bool, Ga
         })?;
         hints.max_cost_usd = Some(parse_cost(usd, "maxCostPerRequest")?);
     }
+    if let Some(v) = map.shift_remove("fallbackProviders") {
+        found = true;
+        hints.fallback_providers = provider_list(&v)?;
+    }
     Ok(found)
+}
+
+/// `fallbackProviders`: an array of names (or one comma-separated string).
+fn provider_list(v: &Value) -> Result<Vec<String>, GatewayError> {
+    let bad = || {
+        invalid(
+            "fallbackProviders must be an array of provider names or kinds".into(),
+            "fallbackProviders",
+        )
+    };
+    match v {
+        Value::String(s) => Ok(split_names(s)),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().map(|s| s.trim().to_string()).ok_or_else(bad))
+            .filter(|r| r.as_ref().map_or(true, |s| !s.is_empty()))
+            .collect(),
+        _ => Err(bad()),
+    }
+}
+
+fn split_names(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// A `task` the model's `tasks` map does not name is the caller's 400, listing the known ones
+/// (silently routing it to every candidate would hide a typo).
+pub fn check_task(
+    hints: Option<&Hints>,
+    tasks: &std::collections::BTreeMap<String, Vec<String>>,
+) -> Result<(), GatewayError> {
+    let Some(task) = hints.and_then(|h| h.task.as_deref()) else {
+        return Ok(());
+    };
+    if tasks.contains_key(task) {
+        return Ok(());
+    }
+    let known: Vec<&str> = tasks.keys().map(String::as_str).collect();
+    let message = if known.is_empty() {
+        format!("unknown task {task:?}: this model has no tasks")
+    } else {
+        format!("unknown task {task:?} (known tasks: {})", known.join(", "))
+    };
+    Err(GatewayError::RoutingHint {
+        message,
+        param: "task",
+        code: "unknown_task",
+    })
 }
 
 fn from_headers(headers: &http::HeaderMap, hints: &mut Hints) -> Result<(), GatewayError> {
@@ -174,6 +237,9 @@ fn from_headers(headers: &http::HeaderMap, hints: &mut Hints) -> Result<(), Gate
             )
         })?;
         hints.max_cost_usd = Some(parse_cost(usd, "x-switchyard-max-cost")?);
+    }
+    if let Some(v) = text(&FALLBACK_PROVIDERS_HEADER) {
+        hints.fallback_providers = split_names(v);
     }
     Ok(())
 }

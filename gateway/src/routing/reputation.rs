@@ -1,5 +1,5 @@
 //! A deployment's reputation: what the gateway observed of its tries (successes, failures, 429s,
-//! time to first byte) over a decaying window, folded into a score in `0..=1` that strategy
+//! time to first byte, and total latency of the answers it sent in full) over a decaying window, folded into a score in `0..=1` that strategy
 //! `reliability` draws by and `/admin/routing` and `switchyard_deployment_score` show.
 //!
 //! Every observation counts `0.5^(age / half_life)`: an old failure fades, so a deployment that
@@ -57,6 +57,10 @@ pub struct Reputation {
     /// Sum of time-to-first-byte samples (ms) and their count.
     ttfb_sum_ms: AtomicF64,
     ttfb_n: AtomicF64,
+    /// Sum of total-latency samples (ms, request sent to last byte of a full answer) and their
+    /// count.
+    total_sum_ms: AtomicF64,
+    total_n: AtomicF64,
     /// Per-try EWMA (weight [`RECENT`]) of the failure indicator (429s excluded), fading with
     /// the same half-life: reacts within a few tries where the windowed rate needs a half-life
     /// to forget a good past.
@@ -75,8 +79,33 @@ pub struct Observed {
     pub throttle_rate: f64,
     /// Mean time to first byte, when measured.
     pub ttfb_ms: Option<f64>,
+    /// Mean total latency of full answers, when measured.
+    pub total_ms: Option<f64>,
     /// Weight of the latency evidence (0..1): how far the latency ratio moves the score.
     latency_confidence: f64,
+    /// The same for total latency.
+    total_confidence: f64,
+}
+
+/// The fastest of a model's deployments: what each one's latency is compared with.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Fastest {
+    pub ttfb_ms: Option<f64>,
+    pub total_ms: Option<f64>,
+}
+
+/// The latency factor of one measure: √((best + slack) / (own + slack)), moved toward 1 when
+/// there is little evidence.
+fn latency_factor(own: Option<f64>, best: Option<f64>, confidence: f64) -> f64 {
+    match (own, best) {
+        (Some(own), Some(best)) if own > 0.0 => {
+            let ratio = ((best + LATENCY_SLACK_MS) / (own + LATENCY_SLACK_MS))
+                .min(1.0)
+                .sqrt();
+            1.0 - confidence * (1.0 - ratio)
+        }
+        _ => 1.0,
+    }
 }
 
 impl Reputation {
@@ -120,6 +149,8 @@ impl Reputation {
                 &self.throttled,
                 &self.ttfb_sum_ms,
                 &self.ttfb_n,
+                &self.total_sum_ms,
+                &self.total_n,
                 &self.recent_failure,
             ] {
                 c.update(|v| v * k);
@@ -162,6 +193,14 @@ impl Reputation {
         self.ttfb_n.update(|v| v + 1.0);
     }
 
+    /// The total latency of an answer sent in full (request sent to its last byte).
+    pub fn total(&self, now: u64, took: Duration) {
+        self.decay_to(now);
+        let ms = took.as_secs_f64() * 1000.0;
+        self.total_sum_ms.update(|v| v + ms);
+        self.total_n.update(|v| v + 1.0);
+    }
+
     /// The counts as of `now` (decayed without being written back).
     pub fn read(&self, now: u64) -> Observed {
         let k = self.decay_factor(self.last_ms.load(Ordering::Acquire), now);
@@ -169,6 +208,7 @@ impl Reputation {
         let ok = self.ok.get() * k;
         let throttled = self.throttled.get() * k;
         let n = self.ttfb_n.get() * k;
+        let total_n = self.total_n.get() * k;
         let answered = (tries - throttled).max(0.0);
         Observed {
             tries,
@@ -177,36 +217,33 @@ impl Reputation {
                 .clamp(0.0, 1.0),
             throttle_rate: (throttled / (tries + PRIOR)).clamp(0.0, 1.0),
             ttfb_ms: (n > 1e-9).then(|| self.ttfb_sum_ms.get() * k / n),
+            total_ms: (total_n > 1e-9).then(|| self.total_sum_ms.get() * k / total_n),
             latency_confidence: n / (n + PRIOR),
+            total_confidence: total_n / (total_n + PRIOR),
         }
     }
 }
 
 impl Observed {
-    /// The score in `0..=1`: success rate × (1 − 429 rate) × a latency factor against the
-    /// fastest of the model's deployments (`best_ttfb_ms`): √((best + slack) / (own + slack)),
-    /// weighed by how much recent latency evidence there is.
-    pub fn score(&self, best_ttfb_ms: Option<f64>) -> f64 {
-        let latency = match (self.ttfb_ms, best_ttfb_ms) {
-            (Some(own), Some(best)) if own > 0.0 => {
-                let ratio = ((best + LATENCY_SLACK_MS) / (own + LATENCY_SLACK_MS))
-                    .min(1.0)
-                    .sqrt();
-                1.0 - self.latency_confidence * (1.0 - ratio)
-            }
-            _ => 1.0,
-        };
-        (self.success_rate * (1.0 - self.throttle_rate) * latency).clamp(0.0, 1.0)
+    /// The score in `0..=1`: success rate × (1 − 429 rate) × a latency factor for time to first
+    /// byte and one for total latency, each against the fastest of the model's deployments:
+    /// √((best + slack) / (own + slack)), weighed by how much recent evidence there is.
+    pub fn score(&self, fastest: Fastest) -> f64 {
+        let ttfb = latency_factor(self.ttfb_ms, fastest.ttfb_ms, self.latency_confidence);
+        let total = latency_factor(self.total_ms, fastest.total_ms, self.total_confidence);
+        (self.success_rate * (1.0 - self.throttle_rate) * ttfb * total).clamp(0.0, 1.0)
     }
 }
 
 /// Each deployment's score, against the fastest of `readings` (one per deployment of a model).
 pub fn scores(readings: &[Observed]) -> Vec<f64> {
-    let best = readings
-        .iter()
-        .filter_map(|o| o.ttfb_ms)
-        .min_by(f64::total_cmp);
-    readings.iter().map(|o| o.score(best)).collect()
+    let best =
+        |f: fn(&Observed) -> Option<f64>| readings.iter().filter_map(f).min_by(f64::total_cmp);
+    let fastest = Fastest {
+        ttfb_ms: best(|o| o.ttfb_ms),
+        total_ms: best(|o| o.total_ms),
+    };
+    readings.iter().map(|o| o.score(fastest)).collect()
 }
 
 /// Strategy `reliability` draws a deployment with probability ∝ max(score^SHARPNESS, FLOOR):
@@ -279,6 +316,7 @@ pub fn admin_view(state: &State) -> serde_json::Value {
                         "success_rate": o.success_rate,
                         "rate_limited_rate": o.throttle_rate,
                         "ttfb_ms": o.ttfb_ms,
+                        "total_ms": o.total_ms,
                         "quality": spec.quality,
                         "weight": spec.weight,
                         "context_window": spec.context_window,
@@ -312,7 +350,7 @@ mod tests {
     #[test]
     fn an_unobserved_deployment_scores_perfect() {
         let r = rep();
-        assert_eq!(r.read(1_000).score(None), 1.0);
+        assert_eq!(r.read(1_000).score(Fastest::default()), 1.0);
     }
 
     #[test]
@@ -321,15 +359,15 @@ mod tests {
         for i in 0..10 {
             r.failure(1_000 + i);
         }
-        let now = r.read(1_010).score(None);
+        let now = r.read(1_010).score(Fastest::default());
         assert!(now < 0.2, "{now}");
         // Three half-lives later the failures count an eighth.
-        let later = r.read(31_010).score(None);
+        let later = r.read(31_010).score(Fastest::default());
         assert!(later > 0.5, "{later}");
         for i in 0..10 {
             r.success(31_010 + i);
         }
-        assert!(r.read(31_020).score(None) > now);
+        assert!(r.read(31_020).score(Fastest::default()) > now);
     }
 
     #[test]
@@ -346,5 +384,24 @@ mod tests {
         assert!(s[0] > 0.95, "{s:?}");
         assert!(s[1] < 0.4 && s[1] > 0.1, "{s:?}");
         assert!(s[2] < 0.2, "{s:?}");
+    }
+
+    #[test]
+    fn a_slow_total_latency_lowers_the_score_at_equal_ttfb() {
+        let (quick, long) = (rep(), rep());
+        for i in 0..20 {
+            for r in [&quick, &long] {
+                r.success(1_000 + i);
+                r.ttfb(1_000 + i, Duration::from_millis(10));
+            }
+            quick.total(1_000 + i, Duration::from_millis(50));
+            long.total(1_000 + i, Duration::from_millis(2_000));
+        }
+        let s = scores(&[quick.read(1_020), long.read(1_020)]);
+        assert!(s[0] > 0.95, "{s:?}");
+        assert!(s[1] < 0.4, "{s:?}");
+        // It fades like the rest: ten half-lives later it barely counts.
+        let later = scores(&[quick.read(101_020), long.read(101_020)]);
+        assert!(later[1] > 0.9, "{later:?}");
     }
 }

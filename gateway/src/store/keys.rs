@@ -132,3 +132,30 @@ pub async fn rotate(pg: &Pg, name: &str, hash: &str, valid_until: i64) -> Result
     tx.commit().await?;
     Ok(true)
 }
+
+/// Keeps a runtime key's policy (limits, budget) as JSON text, replacing any earlier one.
+pub async fn set_policy(pg: &Pg, name: &str, policy: &str) -> Result<(), PgError> {
+    pg.client()
+        .await?
+        .execute(
+            "INSERT INTO key_policies (name, policy) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET policy = EXCLUDED.policy",
+            &[&name, &policy],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The policies of the runtime keys that are not revoked, by name.
+pub async fn policies(pg: &Pg) -> Result<Vec<(String, String)>, PgError> {
+    let rows = pg
+        .client()
+        .await?
+        .query(
+            "SELECT p.name, p.policy FROM key_policies p JOIN keys k ON k.name = p.name
+             WHERE NOT k.revoked ORDER BY p.name",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}

@@ -87,6 +87,13 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
              outcome TEXT NOT NULL);
          CREATE INDEX audit_log_ts ON audit_log (ts);",
     ),
+    (
+        6,
+        "runtime keys' limits and budgets",
+        "CREATE TABLE key_policies (name TEXT PRIMARY KEY, policy TEXT NOT NULL);
+         CREATE TRIGGER key_policies_changed AFTER INSERT OR UPDATE OR DELETE ON key_policies
+             FOR EACH STATEMENT EXECUTE FUNCTION switchyard_keys_changed();",
+    ),
 ];
 
 /// Any number: the advisory lock replicas take while they migrate.

@@ -159,7 +159,25 @@ pub async fn vertex(issued: Arc<Mutex<Vec<String>>>) -> Mock {
                                          "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 6, "totalTokenCount": 11},
                                          "modelVersion": "gemini-2.0-flash"});
         let t = r.target.as_str();
-        if t == format!("{base}/google/models/gemini-2.0-flash:generateContent") {
+        let location = format!("/v1/projects/{PROJECT}/locations/{LOCATION}");
+        if t == format!("{base}/google/models/text-embedding-005:predict") {
+            // Text embeddings: one prediction per instance, its tokens counted (one per word).
+            let dims = body["parameters"]["outputDimensionality"].as_u64().unwrap_or(4) as usize;
+            let Some(instances) = body["instances"].as_array() else {
+                return Answer::json(400, json!({"error": {"code": 400, "message": "instances required", "status": "INVALID_ARGUMENT"}}));
+            };
+            let predictions: Vec<Value> = instances.iter().map(|i| {
+                let text = i["content"].as_str().unwrap_or("");
+                let words = text.split_whitespace().count();
+                let values: Vec<f64> = (0..dims).map(|k| (words * 10 + k) as f64 / 100.0).collect();
+                json!({"embeddings": {"statistics": {"truncated": false, "token_count": words}, "values": values}})
+            }).collect();
+            return Answer::json(200, json!({"predictions": predictions, "metadata": {"billableCharacterCount": 10}}));
+        }
+        if r.method == "GET" && t == location {
+            // Locations.get: the health probe.
+            Answer::json(200, json!({"name": location.trim_start_matches("/v1/"), "locationId": LOCATION}))
+        } else if t == format!("{base}/google/models/gemini-2.0-flash:generateContent") {
             Answer::json(200, gemini("Hello from Vertex Gemini!"))
         } else if t == format!("{base}/google/models/gemini-2.0-flash:streamGenerateContent?alt=sse") {
             let mut first = gemini("Hello from ");
@@ -194,4 +212,27 @@ pub async fn vertex(issued: Arc<Mutex<Vec<String>>>) -> Mock {
         }
     }))
     .await
+}
+
+/// A Google OAuth endpoint and a Vertex AI project whose tokens it issues, for `sa`'s key.
+pub struct VertexSetup {
+    pub oauth: Mock,
+    pub up: Mock,
+    pub sa: ServiceAccount,
+    pub issued: Arc<Mutex<Vec<String>>>,
+}
+
+pub async fn vertex_setup() -> VertexSetup {
+    let public: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let issued: Arc<Mutex<Vec<String>>> = Arc::default();
+    let oauth = google_oauth(public.clone(), issued.clone()).await;
+    let sa = service_account(&format!("{}/token", oauth.base));
+    *public.lock().unwrap_or_else(|e| e.into_inner()) = sa.public_der.clone();
+    let up = vertex(issued.clone()).await;
+    VertexSetup {
+        oauth,
+        up,
+        sa,
+        issued,
+    }
 }

@@ -1,5 +1,6 @@
 //! A local upstream answering every request with one canned status, content type and body, and
-//! keeping each POST's path and body.
+//! keeping each POST's path and body; and the SSE helpers tests build canned streams with and read
+//! answers by.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -67,4 +68,35 @@ impl Canned {
     pub fn raw(&self) -> Vec<(String, Bytes)> {
         self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+}
+
+/// A stream of named events (`event: <type>` then `data: <json>`), as OpenAI's Responses API and
+/// Anthropic's Messages API send them, from each event's JSON (its `type` names it).
+pub fn sse_stream(events: &[&str]) -> String {
+    events
+        .iter()
+        .map(|d| {
+            let v: Value = serde_json::from_str(d).expect("event JSON");
+            format!("event: {}\ndata: {d}\n\n", v["type"].as_str().unwrap_or(""))
+        })
+        .collect()
+}
+
+/// The `(event, data)` pairs of an SSE body (`event` empty when an event has no name).
+pub fn sse_events(body: &str) -> Vec<(String, Value)> {
+    body.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let event = e
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .unwrap_or("");
+            let data = e
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap_or("null");
+            let v: Value = serde_json::from_str(data).unwrap_or_else(|err| panic!("{err}: {data}"));
+            (event.to_string(), v)
+        })
+        .collect()
 }

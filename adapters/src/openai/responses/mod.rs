@@ -15,6 +15,7 @@ pub mod response;
 pub mod stream;
 
 use serde_json::{Map, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use request::decode_request;
@@ -30,13 +31,16 @@ pub struct Turn {
     pub echo: Map<String, Value>,
     /// The finished `response` object, set by the encoders when the answer completes.
     pub finished: Mutex<Option<Value>>,
+    /// Events of a native stream relayed so far: the `sequence_number` an event the gateway
+    /// appends (its own `error`) takes.
+    events: AtomicU64,
 }
 
 impl Turn {
     pub fn new(echo: Map<String, Value>) -> Arc<Turn> {
         Arc::new(Turn {
             echo,
-            finished: Mutex::new(None),
+            ..Turn::default()
         })
     }
 
@@ -47,6 +51,16 @@ impl Turn {
                 *slot = Some(response.clone());
             }
         }
+    }
+
+    /// Counts one event of a native stream.
+    pub fn note_event(&self) {
+        self.events.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The next `sequence_number` of a native stream.
+    pub fn next_sequence_number(&self) -> u64 {
+        self.events.load(Ordering::Relaxed)
     }
 
     /// The finished response, when the answer completed.

@@ -35,6 +35,22 @@ pub fn response_usage(body: &[u8]) -> Option<Usage> {
     v.get("usage").filter(|u| u.is_object()).map(decode_usage)
 }
 
+/// The `error` event OpenAI ends a Responses stream with when it fails mid-way, for the
+/// gateway's own failures on a native stream (upstream cut, budget cutoff).
+pub fn error_event(code: &str, message: &str, sequence_number: u64) -> Bytes {
+    let body = serde_json::json!({
+        "type": "error",
+        "code": code,
+        "message": message,
+        "param": null,
+        "sequence_number": sequence_number,
+    });
+    let mut out = b"event: error\ndata: ".to_vec();
+    out.extend_from_slice(&serde_json::to_vec(&body).unwrap_or_default());
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
 /// Reads the terminal events of a native Responses stream.
 #[derive(Default)]
 pub struct StreamDecoder {
@@ -58,6 +74,9 @@ impl StreamDecoder {
     }
 
     fn event(&mut self, ev: &[u8], out: &mut Vec<StreamEvent>) {
+        if let Some(t) = &self.turn {
+            t.note_event();
+        }
         let terminal = [
             &b"response.completed"[..],
             b"response.incomplete",
@@ -165,6 +184,21 @@ mod tests {
             turn.take_finished(),
             Some(serde_json::json!({"id": "resp_9"}))
         );
+    }
+
+    #[test]
+    fn the_gateways_error_event_continues_the_sequence() {
+        let turn = Turn::new(Default::default());
+        let mut d = StreamDecoder::with_turn(turn.clone());
+        let mut out = Vec::new();
+        d.push(b"event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0}\n\nevent: response.in_progress\ndata: {}\n\n", &mut out);
+        let ev = error_event("server_error", "cut", turn.next_sequence_number());
+        let text = std::str::from_utf8(&ev).unwrap();
+        assert!(text.starts_with("event: error\ndata: {"), "{text}");
+        let v: Value = serde_json::from_slice(&event_data(&ev).unwrap()).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["code"], "server_error");
+        assert_eq!(v["sequence_number"], 2);
     }
 
     #[test]

@@ -353,13 +353,41 @@ pub fn to_chat(obj: &Map<String, Value>) -> Result<Map<String, Value>, Translate
     Ok(chat)
 }
 
+/// Fields a translated deployment may honour (OpenAI-compatible chat has them) or that are
+/// bookkeeping elsewhere: carried as extras, so the capability table decides.
+const CHAT_EXTRAS: &[&str] = &["service_tier", "prompt_cache_key", "safety_identifier"];
+
+/// The request's fields with a non-default value that the chat rewrite cannot carry (see
+/// [`crate::capabilities::RESPONSES_ONLY`]) plus [`CHAT_EXTRAS`], as canonical extras: the
+/// capability table then drops them (named in `x-switchyard-dropped`) or, on strict models,
+/// refuses them naming the field, as it does chat fields.
+fn untranslated(obj: &Map<String, Value>) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for (name, value) in obj {
+        let set = match name.as_str() {
+            "include" => value.as_array().is_some_and(|a| !a.is_empty()),
+            "truncation" => !value.is_null() && value.as_str() != Some("disabled"),
+            "top_logprobs" => !value.is_null() && value.as_u64() != Some(0),
+            "max_tool_calls" | "prompt" => !value.is_null(),
+            n => CHAT_EXTRAS.contains(&n) && !value.is_null(),
+        };
+        if set {
+            out.push((name.clone(), value.clone()));
+        }
+    }
+    out
+}
+
 /// Decodes a Responses request (history already expanded into `input`) into the canonical model.
 pub fn decode_request(body: &[u8]) -> Result<ChatRequest, TranslateError> {
-    let chat = to_chat(&parse_object(body)?)?;
+    let obj = parse_object(body)?;
+    let chat = to_chat(&obj)?;
     let bytes = serde_json::to_vec(&Value::Object(chat)).map_err(|e| {
         TranslateError::invalid(format!("request body cannot be re-read: {e}"), None)
     })?;
-    crate::openai::codec::decode_request(&bytes)
+    let mut req = crate::openai::codec::decode_request(&bytes)?;
+    req.extra.extend(untranslated(&obj));
+    Ok(req)
 }
 
 #[cfg(test)]
@@ -457,6 +485,31 @@ mod tests {
             let e = decode_request(body.as_bytes()).unwrap_err();
             assert_eq!(e.param(), Some(param), "{body}: {e}");
         }
+    }
+
+    #[test]
+    fn fields_chat_cannot_carry_follow_the_capability_table() {
+        use crate::capabilities::prune;
+        let body = br#"{"model":"m","input":"x","include":["reasoning.encrypted_content"],"truncation":"auto","top_logprobs":3,"service_tier":"flex","safety_identifier":"u1","max_tool_calls":2}"#;
+        let req = decode_request(body).unwrap();
+        // Dropped and named on a lenient model; bookkeeping fields ignored off OpenAI.
+        let dropped = prune(&mut req.clone(), Dialect::Anthropic, false).unwrap();
+        assert_eq!(
+            dropped,
+            ["include", "truncation", "top_logprobs", "max_tool_calls"]
+        );
+        // OpenAI chat has no `include` either: refused on a strict model, naming it.
+        let e = prune(&mut req.clone(), Dialect::OpenAi, true).unwrap_err();
+        assert_eq!(e.param(), Some("include"));
+        let mut kept = req.clone();
+        let dropped = prune(&mut kept, Dialect::OpenAi, false).unwrap();
+        assert_eq!(dropped.len(), 4);
+        let names: Vec<&str> = kept.extra.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["service_tier", "safety_identifier"]);
+        // Defaults are not reported.
+        let body =
+            br#"{"model":"m","input":"x","include":[],"truncation":"disabled","top_logprobs":0}"#;
+        assert!(decode_request(body).unwrap().extra.is_empty());
     }
 
     #[test]

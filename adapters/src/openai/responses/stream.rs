@@ -2,7 +2,9 @@
 //! (`event: <type>` then `data: <json>` with a `sequence_number`): `response.created`,
 //! `response.in_progress`, then per output item `response.output_item.added`, its deltas
 //! (`response.content_part.added` + `response.output_text.delta`…, or
-//! `response.function_call_arguments.delta`…) and its `.done` events, and finally
+//! `response.function_call_arguments.delta`…, or for reasoning the provider exposed
+//! `response.reasoning_summary_part.added` + `response.reasoning_summary_text.delta`…) and its
+//! `.done` events, and finally
 //! `response.completed` / `response.incomplete` (or `response.failed` on an error), whose
 //! `response` is the same object a non-stream answer gets. Every delta goes out as it arrives.
 
@@ -158,14 +160,26 @@ impl StreamEncoder {
             "response.output_item.added",
             json!({"output_index": index, "item": added}),
         );
-        if let Item::Message { id, .. } = &item {
-            let id = id.clone();
-            self.emit(
-                out,
-                "response.content_part.added",
-                json!({"item_id": id, "output_index": index, "content_index": 0,
-                       "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}}),
-            );
+        match &item {
+            Item::Message { id, .. } => {
+                let id = id.clone();
+                self.emit(
+                    out,
+                    "response.content_part.added",
+                    json!({"item_id": id, "output_index": index, "content_index": 0,
+                           "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}}),
+                );
+            }
+            Item::Reasoning { id, .. } => {
+                let id = id.clone();
+                self.emit(
+                    out,
+                    "response.reasoning_summary_part.added",
+                    json!({"item_id": id, "output_index": index, "summary_index": 0,
+                           "part": {"type": "summary_text", "text": ""}}),
+                );
+            }
+            Item::Call { .. } => {}
         }
         self.items.push(item);
         if !matches!(self.items[index], Item::Call { .. }) {
@@ -203,7 +217,20 @@ impl StreamEncoder {
                                   "arguments": arguments});
                 self.emit(out, "response.function_call_arguments.done", body);
             }
-            Item::Reasoning { .. } => {}
+            Item::Reasoning { id, text } => {
+                let (id, text) = (id.clone(), text.clone());
+                self.emit(
+                    out,
+                    "response.reasoning_summary_text.done",
+                    json!({"item_id": id, "output_index": index, "summary_index": 0, "text": text}),
+                );
+                self.emit(
+                    out,
+                    "response.reasoning_summary_part.done",
+                    json!({"item_id": id, "output_index": index, "summary_index": 0,
+                           "part": {"type": "summary_text", "text": text}}),
+                );
+            }
         }
         self.emit(
             out,
@@ -245,10 +272,19 @@ impl StreamEncoder {
         );
     }
 
-    fn reasoning(&mut self, delta: &str) {
-        if let Some(Item::Reasoning { text, .. }) = self.open.map(|i| &mut self.items[i]) {
-            text.push_str(delta);
-        }
+    /// A reasoning delta, streamed as the reasoning item's summary text.
+    fn reasoning(&mut self, out: &mut BytesMut, delta: &str) {
+        let Some(index) = self.open else { return };
+        let Item::Reasoning { id, text } = &mut self.items[index] else {
+            return;
+        };
+        text.push_str(delta);
+        let id = id.clone();
+        self.emit(
+            out,
+            "response.reasoning_summary_text.delta",
+            json!({"item_id": id, "output_index": index, "summary_index": 0, "delta": delta}),
+        );
     }
 
     fn call_delta(&mut self, out: &mut BytesMut, call: u32, delta: &str) {
@@ -295,10 +331,21 @@ impl StreamEncoder {
 
     fn fail(&mut self, out: &mut BytesMut, e: &ProviderError) {
         let (_, _, code) = crate::openai::codec::error_status_and_type(e.kind);
+        self.fail_with(out, code, &e.message);
+    }
+
+    /// Ends the stream with `response.failed` carrying `code` and `message` (the output so far
+    /// included), unless it already ended.
+    pub fn fail_with(&mut self, out: &mut BytesMut, code: &str, message: &str) {
+        if self.done {
+            return;
+        }
+        self.start(out);
         let output = self.items.iter().map(Item::done_value).collect();
         let mut response = self.object("failed", Value::Null, output);
-        response["error"] = json!({"code": code, "message": e.message});
+        response["error"] = json!({"code": code, "message": message});
         self.emit(out, "response.failed", json!({"response": response}));
+        self.done = true;
     }
 
     /// Appends the caller bytes for one event to `out`.
@@ -310,7 +357,7 @@ impl StreamEncoder {
         match event {
             StreamEvent::Start { .. } => {}
             StreamEvent::TextDelta(t) if !t.is_empty() => self.text(out, t),
-            StreamEvent::ReasoningDelta(t) => {
+            StreamEvent::ReasoningDelta(t) if !t.is_empty() => {
                 if !matches!(
                     self.open.map(|i| &self.items[i]),
                     Some(Item::Reasoning { .. })
@@ -324,7 +371,7 @@ impl StreamEncoder {
                         },
                     );
                 }
-                self.reasoning(t);
+                self.reasoning(out, t);
             }
             StreamEvent::ToolCallStart { index, id, name } => {
                 self.close_open(out);
@@ -355,7 +402,7 @@ impl StreamEncoder {
                 self.fail(out, e);
                 self.done = true;
             }
-            StreamEvent::TextDelta(_) => {}
+            StreamEvent::TextDelta(_) | StreamEvent::ReasoningDelta(_) => {}
         }
     }
 }
@@ -446,6 +493,59 @@ mod tests {
         assert_eq!(done["output"][1]["call_id"], "call_9");
         assert_eq!(done["usage"]["total_tokens"], 5);
         assert_eq!(turn.take_finished().as_ref(), Some(done));
+    }
+
+    /// The events one encoder writes for `input`.
+    fn encode_all<const N: usize>(input: [StreamEvent; N]) -> Vec<(String, Value)> {
+        let mut enc = StreamEncoder::new("resp_r", "m", 5, None);
+        let mut out = BytesMut::new();
+        for ev in &input {
+            enc.push(ev, &mut out);
+        }
+        events(&out)
+    }
+
+    #[test]
+    fn reasoning_streams_as_summary_text_before_the_message() {
+        let usage = Usage {
+            input_tokens: 2,
+            output_tokens: 9,
+            reasoning_tokens: 5,
+            ..Default::default()
+        };
+        let evs = encode_all([
+            StreamEvent::ReasoningDelta("Think".into()),
+            StreamEvent::ReasoningDelta("ing.".into()),
+            StreamEvent::TextDelta("Answer".into()),
+            StreamEvent::Usage(usage),
+            StreamEvent::End,
+        ]);
+        let kinds: Vec<&str> = evs.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            kinds[2..9],
+            [
+                "response.output_item.added",
+                "response.reasoning_summary_part.added",
+                "response.reasoning_summary_text.delta",
+                "response.reasoning_summary_text.delta",
+                "response.reasoning_summary_text.done",
+                "response.reasoning_summary_part.done",
+                "response.output_item.done",
+            ]
+        );
+        assert_eq!(evs[4].1["delta"], "Think");
+        assert_eq!(evs[4].1["item_id"], "rs_r");
+        assert_eq!(evs[6].1["text"], "Thinking.");
+        assert_eq!(evs[9].0, "response.output_item.added");
+        assert_eq!(evs[9].1["output_index"], 1);
+        let done = &evs.last().unwrap().1["response"];
+        assert_eq!(done["output"][0]["type"], "reasoning");
+        assert_eq!(done["output"][0]["summary"][0]["text"], "Thinking.");
+        assert_eq!(done["output"][1]["content"][0]["text"], "Answer");
+        assert_eq!(
+            done["usage"]["output_tokens_details"]["reasoning_tokens"],
+            5
+        );
     }
 
     #[test]

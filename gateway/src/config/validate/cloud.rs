@@ -133,7 +133,7 @@ pub(super) fn azure_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Opt
             None
         }
         (Some(k), None) => Some(AzureAuth::Key(Secret::new(k.to_string()))),
-        (None, Some(e)) => entra_auth(e, &format!("{path}.entra"), errs),
+        (None, Some(e)) => entra_auth(e, &format!("{path}.entra"), proxy_of(p), errs),
     };
     let mut kind = http_kind(Dialect::OpenAi, p, None, path, errs)?;
     if let ProviderKind::Http { api_key, cloud, .. } = &mut kind {
@@ -158,10 +158,7 @@ pub(super) fn bedrock_kind(
         p,
         path,
         "bedrock",
-        &[
-            ("api_key", p.api_key.is_some()),
-            ("health_check", p.health_check.is_some()),
-        ],
+        &[("api_key", p.api_key.is_some())],
         errs,
     );
     let region = p.region.as_deref().map(str::trim).filter(|r| !r.is_empty());
@@ -212,16 +209,7 @@ pub(super) fn bedrock_kind(
 /// `kind: vertex`: Gemini and Claude models of one project and location, with a
 /// service account's OAuth tokens.
 pub(super) fn vertex_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Option<ProviderKind> {
-    reject_keys(
-        p,
-        path,
-        "vertex",
-        &[
-            ("api_key", p.api_key.is_some()),
-            ("health_check", p.health_check.is_some()),
-        ],
-        errs,
-    );
+    reject_keys(p, path, "vertex", &[("api_key", p.api_key.is_some())], errs);
     let mut name = |key: &str, v: &Option<String>| {
         let v = v.as_deref().map(str::trim).filter(|v| !v.is_empty());
         match v {
@@ -271,11 +259,12 @@ pub(super) fn vertex_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Op
     }
     let mut kind = http_kind(Dialect::Gemini, p, default_url, path, errs)?;
     let account = account?;
-    let endpoint = token_endpoint(
+    let mut endpoint = token_endpoint(
         &account.token_uri,
         &format!("{path}.credentials_file"),
         errs,
     )?;
+    endpoint.proxy = proxy_of(p);
     if let ProviderKind::Http { cloud, .. } = &mut kind {
         *cloud = Some(Arc::new(Cloud::Vertex(Vertex {
             project: project?,
@@ -286,7 +275,21 @@ pub(super) fn vertex_kind(p: &FileProvider, path: &str, errs: &mut Errors) -> Op
     Some(kind)
 }
 
-fn entra_auth(e: &FileEntra, path: &str, errs: &mut Errors) -> Option<AzureAuth> {
+/// The provider's `proxy`, for its token fetches (an invalid URL is reported by
+/// [`egress_proxy`]).
+fn proxy_of(p: &FileProvider) -> Option<Arc<crate::cloud::egress::EgressProxy>> {
+    let url = p.proxy.as_deref()?;
+    crate::cloud::egress::EgressProxy::parse(url)
+        .ok()
+        .map(Arc::new)
+}
+
+fn entra_auth(
+    e: &FileEntra,
+    path: &str,
+    proxy: Option<Arc<crate::cloud::egress::EgressProxy>>,
+    errs: &mut Errors,
+) -> Option<AzureAuth> {
     let mut ok = true;
     for (key, v) in [
         ("client_id", &e.client_id),
@@ -309,7 +312,8 @@ fn entra_auth(e: &FileEntra, path: &str, errs: &mut Errors) -> Option<AzureAuth>
             return None;
         }
     };
-    let endpoint = token_endpoint(&url, &format!("{path}.token_url"), errs)?;
+    let mut endpoint = token_endpoint(&url, &format!("{path}.token_url"), errs)?;
+    endpoint.proxy = proxy;
     ok.then(|| {
         AzureAuth::Entra(Arc::new(TokenCache::new(
             endpoint,
@@ -330,7 +334,11 @@ pub(super) fn token_endpoint(url: &str, key: &str, errs: &mut Errors) -> Option<
             } else {
                 endpoint.path_prefix.clone()
             };
-            Some(TokenEndpoint { endpoint, path })
+            Some(TokenEndpoint {
+                endpoint,
+                path,
+                proxy: None,
+            })
         }
         Err(msg) => {
             errs.push(key.to_string(), msg);
@@ -402,7 +410,6 @@ mod tests {
             vec![
                 "providers[0].region: required for kind bedrock (e.g. us-east-1)",
                 "providers[0].aws_secret_access_key: required for kind bedrock",
-                "providers[0].health_check: does not apply to kind bedrock",
             ]
         );
         let c = parse(

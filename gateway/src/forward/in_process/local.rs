@@ -6,7 +6,7 @@
 use super::{served_in_process, write_stream_header, InProcess};
 use crate::clock::unix_secs as unix_now;
 use crate::errors::GatewayError;
-use crate::forward::cutoff::{budget_stop_event, over_cutoff};
+use crate::forward::cutoff::{budget_stop_encoded, over_cutoff};
 use crate::forward::translate::{embedding_usage, Inbound};
 use crate::forward::{Failure, Forwarder};
 use crate::local::generate::GenerateRequest;
@@ -321,6 +321,7 @@ impl Forwarder {
             if done && ctx.error_code.is_none() {
                 self.commit_row(ctx).await;
             }
+            crate::ops::finish_reasons::note(ctx, &out);
             session
                 .write_response_body(Some(out.split().freeze()), false)
                 .await
@@ -332,7 +333,7 @@ impl Forwarder {
                 // Dropping the receiver stops the worker's generation at its next token.
                 ctx.error_code = Some("budget_exceeded");
                 session
-                    .write_response_body(Some(budget_stop_event(caller)), true)
+                    .write_response_body(Some(budget_stop_encoded(caller, &mut encoder)), true)
                     .await
                     .map_err(abort)?;
                 return Ok(());

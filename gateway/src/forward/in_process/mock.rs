@@ -6,7 +6,7 @@ use super::{served_in_process, write_stream_header, InProcess};
 use crate::clock::unix_secs as unix_now;
 use crate::config::MockSettings;
 use crate::errors::GatewayError;
-use crate::forward::cutoff::{budget_stop_event, over_cutoff};
+use crate::forward::cutoff::over_cutoff;
 use crate::forward::in_process::mock_answer::MockAnswer;
 use crate::forward::translate::{self, embedding_usage, Inbound, Mode, StreamRelay};
 use crate::forward::{Failure, Forwarder};
@@ -113,6 +113,7 @@ impl Forwarder {
                 tokio::time::sleep(settings.chunk_interval).await;
             }
             if let Some(out) = relay.push(ev) {
+                crate::ops::finish_reasons::note(ctx, &out);
                 ctx.mark_first_byte();
                 ctx.streamed_events += 1;
                 if relay.completed() {
@@ -126,7 +127,7 @@ impl Forwarder {
                     ctx.usage = None;
                     ctx.error_code = Some("budget_exceeded");
                     session
-                        .write_response_body(Some(budget_stop_event(caller)), true)
+                        .write_response_body(Some(relay.budget_stop(caller)), true)
                         .await
                         .map_err(Failure::Abort)?;
                     return Ok(());
@@ -134,6 +135,7 @@ impl Forwarder {
             }
         }
         if let Some(tail) = relay.finish() {
+            crate::ops::finish_reasons::note(ctx, &tail);
             session
                 .write_response_body(Some(tail), false)
                 .await

@@ -52,6 +52,7 @@ impl Forwarder {
             h.insert(&rh::X_SWITCHYARD_COST_USD, cost_value(cost));
         }
         crate::cache::store_whole(ctx, 200, &body, cost);
+        crate::ops::finish_reasons::note(ctx, &body);
         h.insert(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/json"),

@@ -69,10 +69,14 @@ impl Forwarder {
         peer: &HttpPeer,
         started: Instant,
     ) {
+        let took = started.elapsed();
         dep.provider
             .metrics
             .upstream_duration
-            .observe(started.elapsed().as_secs_f64());
+            .observe(took.as_secs_f64());
+        if (200..300).contains(&ctx.status) {
+            dep.runtime.observe_total(took);
+        }
         ctx.completed = true;
         if upstream.response_done() {
             // Boxed: Pingora's release future is ~3 KB, which inline would be part of every

@@ -21,7 +21,7 @@ use super::Answer;
 use crate::clock::unix_secs;
 use crate::config::Timeouts;
 use crate::forward::attempt::{is_timeout, Committed};
-use crate::forward::cutoff::{budget_stop_event, over_cutoff};
+use crate::forward::cutoff::over_cutoff;
 use crate::forward::translate::StreamRelay;
 use crate::forward::{Failure, Forwarder, MAX_UPSTREAM_BODY};
 use crate::ops::telemetry::AttemptOutcome;
@@ -118,6 +118,9 @@ impl Forwarder {
         if let Some(r) = relay.as_mut() {
             if midstream.is_none() {
                 tail = r.finish();
+            }
+            if let Some(t) = &tail {
+                crate::ops::finish_reasons::note(ctx, t);
             }
             ctx.usage = r.usage();
             if let Some(g) = &guard {
@@ -217,6 +220,7 @@ impl Forwarder {
         let deadline = started + timeouts.total;
         // Bytes of a non-stream body relayed so far (counted only, never held).
         let mut relayed = 0usize;
+        let azure = crate::cloud::content_filter::applies(&dep.provider.config.kind);
         loop {
             // One read timeout bounds both the idle gap and what is left of `total`, so no timer
             // beyond Pingora's own is armed per chunk.
@@ -234,6 +238,15 @@ impl Forwarder {
                 Ok(None) => return Ok(Pumped::Done),
                 Ok(Some(chunk)) => chunk,
             };
+            // Azure's filtered event and what follows it are replaced by the caller's error.
+            let cut = azure
+                .then(|| crate::cloud::content_filter::event_start(&chunk))
+                .flatten();
+            let filtered = cut.is_some();
+            let chunk = match cut {
+                Some(at) => chunk.slice(..at),
+                None => chunk,
+            };
             let out = match relay.as_deref_mut() {
                 Some(r) => r.push(chunk),
                 None => {
@@ -246,6 +259,7 @@ impl Forwarder {
                     Some(chunk)
                 }
             };
+            let out = out.filter(|o| !o.is_empty());
             let wrote = out.is_some();
             if let Some(out) = out {
                 ctx.mark_first_byte();
@@ -256,12 +270,27 @@ impl Forwarder {
                     self.commit_row(ctx).await;
                 }
                 crate::cache::record(ctx, &out);
+                crate::ops::finish_reasons::note(ctx, &out);
                 session
                     .write_response_body(Some(out), false)
                     .await
                     .map_err(Failure::Abort)?;
             }
-            let Some(r) = relay.as_deref() else { continue };
+            if filtered {
+                // Azure withheld the rest: the caller's content-policy error ends the stream
+                // (not the deployment's failure; nothing more is read).
+                ctx.usage = relay.as_deref().and_then(StreamRelay::usage);
+                ctx.error_code = Some(crate::cloud::content_filter::CODE);
+                let event = crate::cloud::content_filter::stream_event(answer.inbound.caller);
+                session
+                    .write_response_body(Some(event), true)
+                    .await
+                    .map_err(Failure::Abort)?;
+                return Ok(Pumped::CutOff);
+            }
+            let Some(r) = relay.as_deref_mut() else {
+                continue;
+            };
             if r.oversized() {
                 return Ok(Pumped::Failed(too_large(format!(
                     "an upstream stream event exceeds {MAX_EVENT_BYTES} bytes"
@@ -277,7 +306,7 @@ impl Forwarder {
                 ctx.usage = r.usage();
                 ctx.error_code = Some("budget_exceeded");
                 session
-                    .write_response_body(Some(budget_stop_event(answer.inbound.caller)), true)
+                    .write_response_body(Some(r.budget_stop(answer.inbound.caller)), true)
                     .await
                     .map_err(Failure::Abort)?;
                 return Ok(Pumped::CutOff);

@@ -232,6 +232,8 @@ fn caller_body(
         )
         .unwrap_or((facts.status, raw));
     }
+    let filtered = crate::cloud::content_filter::applies(&answer.dep.provider.config.kind)
+        && crate::cloud::content_filter::filtered(&raw);
     let response_id = format!("{}{}", caller.id_prefix(), ctx.request_id);
     match translate::translate_answer(
         mode,
@@ -242,8 +244,16 @@ fn caller_body(
         answer.upstream_model,
         unix_secs(),
     ) {
+        Ok((_, usage)) if filtered => {
+            // Azure withheld the output: the caller's content-policy error (the prompt was
+            // still billed, so the usage is kept).
+            ctx.usage = usage;
+            ctx.error_code = Some(crate::cloud::content_filter::CODE);
+            crate::cloud::content_filter::error(caller, &ctx.request_id)
+        }
         Ok((body, usage)) => {
             ctx.usage = usage;
+            crate::ops::finish_reasons::note(ctx, &body);
             (facts.status, body)
         }
         Err(e) => {

@@ -1,6 +1,8 @@
 //! `GET /admin/status`: the one JSON document the status page draws, assembled from what the
-//! admin API already computes (the full health view with circuits per deployment, the budgets,
-//! the spend ledger) plus the pulse ring. Read-only; runs on the admin listener only.
+//! admin API already computes (the full health view with circuits per deployment, each
+//! deployment's reputation score as `/admin/routing` shows it, the budgets, the spend ledger,
+//! the cache and guardrail counters when those are configured) plus the pulse ring. Read-only;
+//! runs on the admin listener only.
 
 use crate::ops::admin::AdminApp;
 use serde_json::{json, Value};
@@ -27,6 +29,33 @@ impl AdminApp {
                 }
             }
         }
+        let mut models = health.get("models").cloned().unwrap_or(json!([]));
+        add_scores(
+            &mut models,
+            &crate::routing::reputation::admin_view(&snapshot.state),
+        );
+        let config = &snapshot.state.config;
+        let cache = config.cache.enabled.then(|| {
+            let (hits, misses) = (
+                self.metrics.cache_hits.get(),
+                self.metrics.cache_misses.get(),
+            );
+            json!({
+                "hits": hits,
+                "misses": misses,
+                "hit_rate": (hits + misses > 0).then(|| hits as f64 / (hits + misses) as f64),
+                "saved_usd": self.metrics.cache_saved_usd.get(),
+            })
+        });
+        let guardrails = (!config.guardrails.is_empty()).then(|| {
+            self.metrics
+                .guardrail_counts()
+                .into_iter()
+                .map(|(guardrail, action, phase, count)| {
+                    json!({"guardrail": guardrail, "action": action, "phase": phase, "count": count})
+                })
+                .collect::<Vec<_>>()
+        });
         let now = crate::clock::unix_secs();
         json!({
             "generated_at": crate::clock::rfc3339(now),
@@ -35,7 +64,9 @@ impl AdminApp {
             "config_generation": snapshot.generation,
             "status": health.get("status").cloned().unwrap_or(Value::Null),
             "providers": providers,
-            "models": health.get("models").cloned().unwrap_or(json!([])),
+            "models": models,
+            "cache": cache,
+            "guardrails": guardrails,
             "budgets": self.budget_list().await,
             "traffic": self.metrics.pulse.series(now),
             "local_pools": local_pools,
@@ -69,5 +100,32 @@ impl AdminApp {
                 })
             })
             .collect()
+    }
+}
+
+/// Puts each deployment's reputation `score` (from `/admin/routing`'s view) into the health
+/// view's models, matched by model name, provider and upstream model.
+fn add_scores(models: &mut Value, routing: &Value) {
+    let Some(models) = models.as_array_mut() else {
+        return;
+    };
+    let scored = routing["models"].as_array().map_or(&[][..], Vec::as_slice);
+    for m in models {
+        let Some(r) = scored.iter().find(|r| r["name"] == m["name"]) else {
+            continue;
+        };
+        let Some(deps) = m.get_mut("deployments").and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for d in deps {
+            let score = r["deployments"].as_array().and_then(|list| {
+                list.iter()
+                    .find(|x| x["provider"] == d["provider"] && x["model"] == d["model"])
+                    .map(|x| x["score"].clone())
+            });
+            if let Some(s) = score {
+                d["score"] = s;
+            }
+        }
     }
 }

@@ -88,6 +88,15 @@
         li.dataset.circuit = d.circuit;
         li.appendChild(st);
         li.appendChild(el("span", " errors " + pct(d.error_rate) + (d.ewma_ttfb_ms ? ", ttfb " + ms(d.ewma_ttfb_ms) : ""), "muted"));
+        if (typeof d.score === "number") {
+          // Reputation: a small meter (the share of traffic `reliability` would give it).
+          li.dataset.score = String(d.score);
+          const meter = el("span", null, "meter" + (d.score < 0.5 ? " low" : ""));
+          const fillMeter = document.createElement("span");
+          fillMeter.style.width = (Math.max(0, Math.min(1, d.score)) * 100).toFixed(0) + "%";
+          meter.appendChild(fillMeter);
+          li.append(el("span", " score " + d.score.toFixed(2) + " ", "score"), meter);
+        }
         ul.appendChild(li);
       }
       div.appendChild(ul);
@@ -114,6 +123,30 @@
     }
   }
 
+  function drawCache(c) {
+    const box = document.getElementById("cache");
+    box.hidden = !c;
+    if (!c) return;
+    const rate = c.hit_rate;
+    box.dataset.hitRate = rate === null ? "" : String(rate);
+    document.getElementById("cache-rate").textContent = rate === null ? "–" : pct(rate);
+    box.querySelector(".bar span").style.width = ((rate || 0) * 100).toFixed(1) + "%";
+    document.getElementById("cache-detail").textContent =
+      c.hits + " hits · " + c.misses + " misses · " + usd(c.saved_usd) + " saved";
+  }
+
+  function drawGuardrails(list) {
+    const box = document.getElementById("guardrails");
+    box.hidden = !list;
+    if (!list) return;
+    const rows = list.map((a) => {
+      const tr = row([a.guardrail, a.action, a.phase, a.count]);
+      tr.dataset.guardrail = a.guardrail;
+      return tr;
+    });
+    fill(box.querySelector("tbody"), rows, "no actions yet", 4);
+  }
+
   function draw(s) {
     const overall = document.getElementById("overall");
     overall.textContent = s.status;
@@ -123,6 +156,8 @@
     drawProviders(s.providers);
     drawModels(s.models);
     drawBudgets(s.budgets);
+    drawCache(s.cache);
+    drawGuardrails(s.guardrails);
     const keys = (s.top_keys_today || []).map((k) => row([k.key || "(anonymous)", k.requests, usd(k.cost_usd)]));
     fill(document.querySelector("#top-keys tbody"), keys, s.top_keys_today === null ? "no spend ledger" : "no spend today", 3);
     const errs = s.last_errors.map((e) => row([e.time.replace("T", " "), e.status, e.code, e.model || "", e.provider || ""]));
