@@ -183,6 +183,27 @@ async fn three_replicas_agree_on_keys_usage_and_a_shared_budget() {
         .await,
         vec!["create_key@gw-a:ok,rotate_key@gw-c:ok,revoke_key@gw-b:ok"]
     );
+    // A runtime key's own budget, set on A, is enforced by B and C once they heard of it.
+    let capped = create_key(
+        &a,
+        r#"{"name":"fleet-capped","budget":{"limit":0.01,"period":"total"}}"#,
+    )
+    .await;
+    for gw in [&b, &c] {
+        until_status(gw, &capped, 200, Duration::from_secs(2)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut refused_on = Vec::new();
+    for i in 0..6 {
+        let gw = if i % 2 == 0 { &b } else { &c };
+        if ask(gw, &capped, None).await == 429 {
+            refused_on.push(gw.port);
+        }
+    }
+    assert!(
+        refused_on.contains(&b.port) && refused_on.contains(&c.port),
+        "the key's $0.01 budget holds on B and C: {refused_on:?}"
+    );
     // Every replica lists the same runtime keys.
     for gw in [&a, &b, &c] {
         let list = gw
@@ -225,13 +246,18 @@ async fn three_replicas_agree_on_keys_usage_and_a_shared_budget() {
     // The shared budget's events come once for the fleet, not once per replica.
     hooks
         .wait_for("budget.exhausted", |s| {
-            s.iter().any(|d| d.event["type"] == "budget.exhausted")
+            s.iter().any(|d| {
+                d.event["type"] == "budget.exhausted" && d.event["data"]["scope"] == "team:t-budget"
+            })
         })
         .await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     let seen = hooks.seen();
     for kind in ["budget.soft", "budget.exhausted"] {
-        let n = seen.iter().filter(|d| d.event["type"] == kind).count();
+        let n = seen
+            .iter()
+            .filter(|d| d.event["type"] == kind && d.event["data"]["scope"] == "team:t-budget")
+            .count();
         assert_eq!(n, 1, "{kind} once for the fleet: {seen:#?}");
     }
 
