@@ -18,6 +18,11 @@
 #   SY_BIN=/tmp/old/switchyard bash benches/instructions.sh   measures another build's gateway
 #   CONFIGS="hop none" bash benches/instructions.sh            only these (ratios need hop, none, key)
 #   STREAM=1 bash benches/instructions.sh                      streamed answers instead
+#   PROMPT_BYTES=2048 CONFIGS="none pii" bash benches/instructions.sh
+#       a prompt of about that many bytes of prose (lines, no personal data) instead of "hello";
+#       `pii` is `none` with one PII guardrail on requests (benches/guardrails.sh runs this pair)
+#   NO_BUILD=1 SY_BIN=... UP_BIN=...                            binaries built elsewhere
+#                                                               (a smoke check may use debug ones)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,14 +40,18 @@ conf() { # none|key|gov: the configs of load.sh and paired.sh (benches/lib.sh)
     none) gateway_conf $SY_PORT $SY_ADMIN $UP_PORT ;;
     key) keyed_conf $SY_PORT $SY_ADMIN $UP_PORT ;;
     gov) governed_conf $SY_PORT $SY_ADMIN $UP_PORT "$work/ledger.db" ;;
+    pii) guarded_conf $SY_PORT $SY_ADMIN $UP_PORT ;;
   esac
 }
 
 cat > "$work/client.py" <<'PY'
 import http.client, json, sys
 port, n = int(sys.argv[1]), int(sys.argv[2])
+size = int(sys.argv[5]) if len(sys.argv) > 5 else 0
+line = "The gateway routes each request to a healthy deployment, meters its tokens and keeps the caller's budget; "
+prompt = "hello" if size == 0 else "\n".join([line] * (size // (len(line) + 1) + 1))[:size]
 body = json.dumps({"model": "bench", "stream": sys.argv[4] == "1",
-                   "messages": [{"role": "user", "content": "hello"}]})
+                   "messages": [{"role": "user", "content": prompt}]})
 headers = {"content-type": "application/json", "authorization": "Bearer " + sys.argv[3]}
 c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
 for _ in range(n):
@@ -53,7 +62,7 @@ for _ in range(n):
         sys.exit(f"status {r.status}")
 PY
 
-start $bin/mock-upstream --listen 127.0.0.1:$UP_PORT --threads 1
+start ${UP_BIN:-$bin/mock-upstream} --listen 127.0.0.1:$UP_PORT --threads 1
 wait_port $UP_PORT
 : > "$work/results"
 for name in ${CONFIGS:-hop none key gov}; do
@@ -67,11 +76,11 @@ for name in ${CONFIGS:-hop none key gov}; do
     "${cmd[@]}" > "$work/$name.log" 2>&1 &
   pid=$!
   pids+=($pid)
-  wait_port $SY_PORT 60   # valgrind starts slowly
-  python3 "$work/client.py" $SY_PORT "$WARMUP" "$BENCH_KEY" "${STREAM:-0}"
+  wait_port $SY_PORT ${START_WAIT:-60}   # valgrind starts slowly (a debug build: minutes)
+  python3 "$work/client.py" $SY_PORT "$WARMUP" "$BENCH_KEY" "${STREAM:-0}" "${PROMPT_BYTES:-0}"
   sleep 1.5                                   # the warm-up's ledger flush is not counted
   callgrind_control -z $pid > /dev/null 2>&1
-  python3 "$work/client.py" $SY_PORT "$N" "$BENCH_KEY" "${STREAM:-0}"
+  python3 "$work/client.py" $SY_PORT "$N" "$BENCH_KEY" "${STREAM:-0}" "${PROMPT_BYTES:-0}"
   sleep 1.5                                   # ...this run's is
   callgrind_control -d $pid > /dev/null 2>&1
   sleep 0.5

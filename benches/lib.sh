@@ -9,6 +9,8 @@
 #   governed_conf PORT ADMIN UP_PORT LEDGER   the key plus requests/tokens/concurrency limits, a
 #                                             team budget and the SQLite spend ledger (`sy+gov`;
 #                                             limits and budget set never to refuse)
+#   guarded_conf PORT ADMIN UP_PORT           the bench gateway with one PII guardrail (every PII
+#                                             kind, redact) on the model's requests (`sy+pii`)
 #   BENCH_KEY           the virtual key's secret
 
 bench_setup() {
@@ -64,6 +66,17 @@ YAML
 }
 
 BENCH_KEY=sk-bench-virtual-key-0001
+
+guarded_conf() {
+  gateway_conf "$@" | sed 's/^  - name: bench$/  - name: bench\n    guardrails: [pii]/'
+  cat <<YAML
+guardrails:
+  - name: pii
+    on: [request]
+    pii: [email, phone, credit_card, ssn, iban, ip_address, secret]
+    action: redact
+YAML
+}
 
 keyed_conf() {
   gateway_conf "$@"

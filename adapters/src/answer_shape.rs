@@ -177,20 +177,29 @@ fn ndjson_start(chunk: &[u8]) -> Result<(), NotAnAnswer> {
 }
 
 /// One event's data: `[DONE]`, or a JSON object with the member every event of `dialect` has.
+/// The same structural scan as [`openai_chat`] (parsing the first event into a map cost ~3,000
+/// instructions on every stream): it opens and closes an object and names one of the members
+/// as a key (a quoted key cannot occur unescaped inside a string value).
 fn event_payload(dialect: Dialect, data: &[u8]) -> Result<(), NotAnAnswer> {
     if data == b"[DONE]" {
         return Ok(());
     }
-    let v: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(data)
-        .map_err(|e| not(format!("the first event is not a JSON object: {e}")))?;
-    let expected: &[&str] = match dialect {
-        Dialect::OpenAi => &["choices", "error"],
-        Dialect::Anthropic => &["type"],
+    let trimmed = data.trim_ascii();
+    if !(trimmed.starts_with(b"{") && trimmed.ends_with(b"}")) {
+        return Err(not("the first event is not a JSON object"));
+    }
+    let expected: &[&[u8]] = match dialect {
+        Dialect::OpenAi => &[b"\"choices\"", b"\"error\""],
+        Dialect::Anthropic => &[b"\"type\""],
         _ => &[],
     };
-    if !expected.is_empty() && !expected.iter().any(|k| v.contains_key(*k)) {
+    if !expected.is_empty()
+        && !expected
+            .iter()
+            .any(|k| memchr::memmem::find(trimmed, k).is_some())
+    {
         return Err(not(format!(
-            "the first event has none of {expected:?} ({} stream)",
+            "the first event has none of the members every {} event has",
             dialect.name()
         )));
     }

@@ -254,3 +254,47 @@ async fn a_content_policy_refusal_with_no_fallback_answering_is_a_400_in_the_cal
     assert_eq!(r.json()["type"], "error");
     assert_eq!(r.json()["error"]["type"], "invalid_request_error");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_withheld_for_content_policy_moves_to_the_fallback_model() {
+    use common::canned::Canned;
+    // Azure's filtered completion (a 200 whose choice ends `content_filter`, as documented for
+    // Azure OpenAI's content filtering) and Gemini's blocked prompt (a 200 with
+    // `promptFeedback.blockReason` and no candidates, as in Gemini's API reference).
+    let filtered = Canned::start(
+        200,
+        "application/json",
+        r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"finish_reason":"content_filter","message":{"role":"assistant","content":null}}],"usage":{"prompt_tokens":9,"completion_tokens":0,"total_tokens":9}}"#,
+    )
+    .await;
+    let blocked = Canned::start(
+        200,
+        "application/json",
+        r#"{"promptFeedback":{"blockReason":"SAFETY"},"usageMetadata":{"promptTokenCount":9,"totalTokenCount":9}}"#,
+    )
+    .await;
+    let backup = upstream(200).await;
+    let config = format!(
+        "providers:\n{}\n  - {{ name: gem, kind: gemini, base_url: {}, api_key: g-key }}\n{}\nmodels:\n  - name: filtered\n    fallbacks: [backup]\n    deployments:\n      - {{ provider: filtered, model: f1 }}\n  - name: blocked\n    fallbacks: [backup]\n    deployments:\n      - {{ provider: gem, model: gemini-2.0-flash }}\n  - name: backup\n    deployments:\n      - {{ provider: backup, model: b1 }}\n  - name: alone\n    deployments:\n      - {{ provider: filtered, model: f1 }}\n",
+        openai_provider("filtered", &filtered.base, ""),
+        blocked.base,
+        openai_provider("backup", &backup.base_url(), ""),
+    );
+    let gw = Gateway::start(&config, "").await;
+    for model in ["filtered", "blocked"] {
+        let r = gw
+            .post_json("/v1/chat/completions", &chat(model, "something flagged"))
+            .await;
+        assert_eq!(r.status, 200, "{model}: {}", r.text());
+        assert_eq!(r.header("x-switchyard-fallback"), Some("backup"), "{model}");
+        assert_eq!(r.header("x-switchyard-provider"), Some("backup"), "{model}");
+    }
+    assert_eq!(backup.request_count(), 2);
+    // Without a fallback model the withheld answer is relayed as the provider sent it.
+    let r = gw
+        .post_json("/v1/chat/completions", &chat("alone", "something flagged"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["choices"][0]["finish_reason"], "content_filter");
+    assert_eq!(backup.request_count(), 2);
+}

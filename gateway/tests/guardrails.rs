@@ -4,33 +4,15 @@
 //! metric, header, access and audit logs; `switchyard check` and reload.
 
 mod common;
+mod rails;
 
 use common::canned::Canned;
 use common::*;
+use rails::*;
 use serde_json::{json, Value};
 
-const JSON: &str = "application/json";
 const CARD: &str = "4111 1111 1111 1111";
 const KEY: &str = "sk-guardrails-key-0001";
-
-fn chat_answer(text: &str) -> String {
-    json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1741569952,
-           "model": "gpt-4o-mini",
-           "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                        "logprobs": null, "finish_reason": "stop"}],
-           "usage": {"prompt_tokens": 19, "completion_tokens": 10, "total_tokens": 29}})
-    .to_string()
-}
-
-/// A gateway whose model `chat` (guardrails `model_rails`) is served by `up`, with `rails`
-/// (the `guardrails:` list body) and any `extra` top-level YAML.
-async fn gateway(up: &Canned, rails: &str, model_rails: &str, extra: &str) -> Gateway {
-    let conf = format!(
-        "providers:\n{}models:\n  - name: chat\n    guardrails: [{model_rails}]\n    deployments:\n      - provider: up\n        model: gpt-4o-mini\nguardrails:\n{rails}{extra}",
-        openai_provider("up", &up.base, "")
-    );
-    Gateway::start(&conf, "").await
-}
 
 const NO_PII: &str = "  - name: no-pii\n    pii: [email, credit_card, ssn, secret]\n    words: [project-bluebird]\n    action: redact\n";
 
@@ -82,14 +64,7 @@ async fn redact_rewrites_what_the_provider_receives_tools_included() {
     assert_eq!(msgs[1]["tool_calls"][0]["id"], "c1");
     let raw = String::from_utf8_lossy(&up.raw()[0].1).to_string();
     assert!(!raw.contains("jane@") && !raw.contains("4111"), "{raw}");
-    assert_eq!(
-        gw.metric_eventually(
-            r#"switchyard_guardrail_actions_total{action="redact",guardrail="no-pii",phase="request"}"#,
-            1.0
-        )
-        .await,
-        Some(1.0)
-    );
+    assert_eq!(counted(&gw, "no-pii", "redact", "request").await, Some(1.0));
     let line = gw
         .access_line(|l| l["guardrails"] == "no-pii:redact:request")
         .await;
@@ -225,9 +200,9 @@ async fn responses_and_embeddings_inputs_are_redacted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn token_caps_refuse_large_inputs_and_lower_max_tokens() {
+async fn max_output_tokens_lowers_the_max_tokens_sent() {
     let up = Canned::start(200, JSON, chat_answer("ok")).await;
-    let rails = "  - name: caps\n    max_input_tokens: 10\n    max_output_tokens: 50\n";
+    let rails = "  - name: caps\n    max_input_tokens: 50\n    max_output_tokens: 50\n";
     let gw = gateway(&up, rails, "caps", "").await;
     let r = chat(
         &gw,
@@ -237,19 +212,7 @@ async fn token_caps_refuse_large_inputs_and_lower_max_tokens() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(up.requests()[0].1["max_tokens"], 50);
-    let r = chat(
-        &gw,
-        &json!({"model": "chat", "messages": [{"role": "user", "content": "x".repeat(400)}]}),
-    )
-    .await;
-    assert_eq!(r.status, 400, "{}", r.text());
-    let e = &r.json()["error"];
-    assert_eq!(e["code"], "input_tokens_exceeded");
-    assert!(
-        e["message"].as_str().unwrap_or_default().contains("`caps`"),
-        "{e}"
-    );
-    assert_eq!(up.requests().len(), 1);
+    // (`max_input_tokens` at its boundary: guardrails_answers.rs.)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -411,11 +374,7 @@ async fn a_blocked_answer_is_an_anthropic_error_without_the_text() {
         Some("secrets-out:block:response")
     );
     assert_eq!(
-        gw.metric_eventually(
-            r#"switchyard_guardrail_actions_total{action="block",guardrail="secrets-out",phase="response"}"#,
-            1.0
-        )
-        .await,
+        counted(&gw, "secrets-out", "block", "response").await,
         Some(1.0)
     );
 }
@@ -450,27 +409,6 @@ async fn an_anthropic_answer_is_redacted_and_a_flag_keeps_the_text() {
 
 // ---- streamed answers ----
 
-const SSE: &str = "text/event-stream";
-
-/// An OpenAI chat stream whose text arrives as `deltas`.
-fn openai_stream(deltas: &[&str]) -> String {
-    let chunk = |delta: Value, finish: Value| {
-        format!(
-            "data: {}\n\n",
-            json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1741569952,
-                   "model": "gpt-4o-mini",
-                   "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
-        )
-    };
-    let mut s = chunk(json!({"role": "assistant", "content": ""}), Value::Null);
-    for d in deltas {
-        s.push_str(&chunk(json!({"content": d}), Value::Null));
-    }
-    s.push_str(&chunk(json!({}), json!("stop")));
-    s.push_str("data: [DONE]\n\n");
-    s
-}
-
 /// An Anthropic Messages stream (the documented event sequence) whose text arrives as `deltas`.
 fn anthropic_stream(deltas: &[&str]) -> String {
     let ev = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
@@ -502,23 +440,9 @@ fn anthropic_stream(deltas: &[&str]) -> String {
     s
 }
 
-/// The `data:` payloads of an SSE body, as JSON where they are.
-fn data_events(text: &str) -> Vec<Value> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .map(|d| serde_json::from_str(d).expect("event JSON"))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_openai_stream_is_redacted_across_chunks_and_stays_valid() {
-    let up = Canned::start(
-        200,
-        SSE,
-        openai_stream(&["Card 4111 1111", " 1111 1111, mail a@", "b.io thanks"]),
-    )
-    .await;
+    let up = streaming(openai_stream(&SPLIT_TEXT)).await;
     let rails = "  - name: out\n    on: [response]\n    pii: [credit_card, email]\n";
     let gw = gateway(&up, rails, "out", "").await;
     let r = chat(
@@ -535,10 +459,7 @@ async fn an_openai_stream_is_redacted_across_chunks_and_stays_valid() {
         .iter()
         .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
         .collect();
-    assert_eq!(
-        said,
-        "Card [REDACTED:CREDIT_CARD], mail [REDACTED:EMAIL] thanks"
-    );
+    assert_eq!(said, REDACTED_TEXT);
     assert!(
         events
             .iter()
@@ -552,22 +473,15 @@ async fn an_openai_stream_is_redacted_across_chunks_and_stays_valid() {
         "{text}"
     );
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
-    assert!(
-        gw.access_line(|l| l["guardrails"] == "out:redact:response")
-            .await
-            .is_some(),
-        "{}",
-        gw.access_log()
-    );
+    logged(&gw, "out:redact:response").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocked_stream_ends_with_an_anthropic_error_event_and_never_the_text() {
-    let up = Canned::start(
-        200,
-        SSE,
-        openai_stream(&["The code is project-blue", "bird, keep it"]),
-    )
+    let up = streaming(openai_stream(&[
+        "The code is project-blue",
+        "bird, keep it",
+    ]))
     .await;
     let rails = "  - name: secrets-out\n    on: [response]\n    words: [project-bluebird]\n    action: block\n";
     let gw = gateway(&up, rails, "secrets-out", "").await;
@@ -591,10 +505,7 @@ async fn a_blocked_stream_ends_with_an_anthropic_error_event_and_never_the_text(
         "{text}"
     );
     assert_eq!(events[0]["type"], "message_start", "{text}");
-    let line = gw
-        .access_line(|l| l["guardrails"] == "secrets-out:block:response")
-        .await
-        .unwrap_or_else(|| panic!("{}", gw.access_log()));
+    let line = logged(&gw, "secrets-out:block:response").await;
     assert_eq!(line["error"], "content_blocked");
     // Not the provider's failure.
     assert_eq!(
@@ -607,12 +518,7 @@ async fn a_blocked_stream_ends_with_an_anthropic_error_event_and_never_the_text(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_anthropic_to_anthropic_stream_is_redacted_across_events() {
-    let up = Canned::start(
-        200,
-        SSE,
-        anthropic_stream(&["mail jane@", "corp.example now"]),
-    )
-    .await;
+    let up = streaming(anthropic_stream(&["mail jane@", "corp.example now"])).await;
     let conf = format!(
         "providers:\n  - name: claude\n    kind: anthropic\n    base_url: {}\n    api_key: sk-ant-test\nmodels:\n  - name: chat\n    guardrails: [out]\n    deployments:\n      - provider: claude\n        model: claude-sonnet-4-5\nguardrails:\n  - name: out\n    on: [response]\n    pii: [email]\n",
         up.base
@@ -642,11 +548,10 @@ async fn an_anthropic_to_anthropic_stream_is_redacted_across_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_responses_stream_is_redacted_in_its_own_events() {
-    let up = Canned::start(
-        200,
-        SSE,
-        openai_stream(&["key sk-proj-abcdefghij", "klmnopqrstuvwxyz done"]),
-    )
+    let up = streaming(openai_stream(&[
+        "key sk-proj-abcdefghij",
+        "klmnopqrstuvwxyz done",
+    ]))
     .await;
     let rails = "  - name: out\n    on: [response]\n    pii: [secret]\n";
     let gw = gateway(&up, rails, "out", "").await;
@@ -676,7 +581,7 @@ async fn a_responses_stream_is_redacted_in_its_own_events() {
 /// A gateway whose model `chat` asks the webhook at `url` (`on_error` as given).
 async fn hooked(up: &Canned, url: &str, on_error: &str) -> Gateway {
     let rails = format!(
-        "  - name: policy\n    webhook: {{ url: \"{url}\", timeout: 300ms, on_error: {on_error} }}\n"
+        "  - name: policy\n    on: [request]\n    webhook: {{ url: \"{url}\", timeout: 300ms, on_error: {on_error} }}\n"
     );
     gateway(up, &rails, "policy", "").await
 }
@@ -688,7 +593,7 @@ fn ask_body() -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_sees_the_conversation_and_allows_it() {
     let up = Canned::start(200, JSON, chat_answer("ok")).await;
-    let hook = Canned::start(200, JSON, json!({"action": "allow"}).to_string()).await;
+    let hook = hook_answering(json!({"action": "allow"})).await;
     let gw = hooked(&up, &format!("{}/check", hook.base), "block").await;
     let r = chat(&gw, &ask_body()).await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -705,12 +610,7 @@ async fn a_webhook_sees_the_conversation_and_allows_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_blocks_or_redacts() {
     let up = Canned::start(200, JSON, chat_answer("ok")).await;
-    let hook = Canned::start(
-        200,
-        JSON,
-        json!({"action": "block", "reason": "no"}).to_string(),
-    )
-    .await;
+    let hook = hook_answering(json!({"action": "block", "reason": "no"})).await;
     let gw = hooked(&up, &hook.base, "allow").await;
     let r = chat(&gw, &ask_body()).await;
     assert_eq!(r.status, 400, "{}", r.text());
@@ -719,12 +619,7 @@ async fn a_webhook_blocks_or_redacts() {
     drop(gw);
 
     let redacted = json!([{"role": "user", "content": "tell me about [REDACTED]"}]);
-    let hook = Canned::start(
-        200,
-        JSON,
-        json!({"action": "redact", "messages": redacted}).to_string(),
-    )
-    .await;
+    let hook = hook_answering(json!({"action": "redact", "messages": redacted})).await;
     let gw = hooked(&up, &hook.base, "allow").await;
     let r = chat(&gw, &ask_body()).await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -768,12 +663,5 @@ async fn a_silent_or_failing_webhook_is_decided_by_on_error() {
         r.header("x-switchyard-guardrails"),
         Some("policy:error:request")
     );
-    assert_eq!(
-        gw.metric_eventually(
-            r#"switchyard_guardrail_actions_total{action="error",guardrail="policy",phase="request"}"#,
-            1.0
-        )
-        .await,
-        Some(1.0)
-    );
+    assert_eq!(counted(&gw, "policy", "error", "request").await, Some(1.0));
 }

@@ -317,6 +317,53 @@ async fn local_generation_streams_token_by_token_in_both_formats() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_generation_streams_and_answers_pass_the_response_guardrails() {
+    let (lib, model) = artefacts();
+    // "rstuv" spans five one-character chunks of the known answer "pqrstuvwxyz".
+    let conf = config(&lib.display().to_string(), &model, 16).replace(
+        "  - name: local-chat\n    deployments:",
+        "  - name: local-chat\n    guardrails: [out]\n    deployments:",
+    ) + "guardrails:\n  - name: out\n    on: [response]\n    regex: [\"rstuv\"]\n";
+    let gw = Gateway::start(&conf, "").await;
+    let r = gw
+        .post_json(
+            "/v1/chat/completions",
+            br#"{"model":"local-chat","stream":true,"messages":[{"role":"user","content":"Hello"}]}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    let said: String = sse_events(&text)
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(said, "pq[REDACTED:REGEX]wxyz");
+    let r = gw
+        .post_json(
+            "/v1/chat/completions",
+            br#"{"model":"local-chat","messages":[{"role":"user","content":"Hello"}]}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        "pq[REDACTED:REGEX]wxyz"
+    );
+    assert_eq!(
+        r.header("x-switchyard-guardrails"),
+        Some("out:redact:response")
+    );
+    assert!(
+        gw.access_line(|l| l["guardrails"] == "out:redact:response" && l["stream"] == true)
+            .await
+            .is_some(),
+        "{}",
+        gw.access_log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_local_models_cannot_do_goes_elsewhere_or_gets_a_clear_400() {
     let (lib, model) = artefacts();
     let gw = Gateway::start(&config(&lib.display().to_string(), &model, 16), "").await;

@@ -3,6 +3,7 @@ request guardrail redacted it (mock_providers.py records every request), a block
 error type, and answers (whole and streamed) redacted in each caller's format. The mock answers
 "Echo: <last user text>", so a response-only guardrail sees the caller's own text come back.
 """
+import json
 import uuid
 
 import anthropic
@@ -24,10 +25,13 @@ models:
   - {{name: redact-in, guardrails: [pii-in], deployments: [{{provider: up-openai, model: gpt-up}}]}}
   - {{name: block-in, guardrails: [cards-block], deployments: [{{provider: up-anthropic, model: claude-up, max_tokens: 256}}]}}
   - {{name: redact-out, guardrails: [pii-out], deployments: [{{provider: up-anthropic, model: claude-up, max_tokens: 256}}]}}
+  - {{name: tools-ant, guardrails: [no-paris], deployments: [{{provider: up-anthropic, model: claude-up, max_tokens: 256}}]}}
+  - {{name: tools-oai, guardrails: [no-paris], deployments: [{{provider: up-openai, model: gpt-up}}]}}
 guardrails:
   - {{name: pii-in, on: [request], pii: [email, credit_card], action: redact}}
   - {{name: cards-block, pii: [credit_card], action: block}}
   - {{name: pii-out, on: [response], pii: [email], action: redact}}
+  - {{name: no-paris, on: [response], words: [paris], action: redact}}
 telemetry: {{access_log: off}}
 """
 
@@ -98,3 +102,26 @@ def test_answers_are_redacted_whole_and_streamed_in_both_formats(env, oai, ant):
                                          messages=[{"role": "user", "content": text}])
     said = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert said == f"Echo: {m} write to [REDACTED:EMAIL] soon"
+
+
+WEATHER = [{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+
+
+def test_streamed_tool_call_arguments_are_redacted_and_still_parse(oai, ant):
+    # The mock calls the first tool with {"city": "Paris"}; the guardrail redacts the word in the
+    # argument deltas, and each SDK still assembles and parses the arguments.
+    with ant.messages.stream(model="tools-ant", max_tokens=64,
+                             tools=[{"name": "get_weather", "description": "Weather of a city",
+                                     "input_schema": WEATHER[0]["function"]["parameters"]}],
+                             messages=[{"role": "user", "content": f"{marker()} weather?"}]) as s:
+        final = s.get_final_message()
+    calls = [b for b in final.content if b.type == "tool_use"]
+    assert [c.input for c in calls] == [{"city": "[REDACTED:WORD]"}]
+    assert final.stop_reason == "tool_use"
+
+    chunks = oai.chat.completions.create(model="tools-oai", stream=True, tools=WEATHER,
+                                         messages=[{"role": "user", "content": f"{marker()} weather?"}])
+    args = "".join(tc.function.arguments or "" for c in chunks if c.choices
+                   for tc in c.choices[0].delta.tool_calls or [])
+    assert json.loads(args) == {"city": "[REDACTED:WORD]"}

@@ -19,7 +19,9 @@ use crate::proxy::context::RequestCtx;
 use bytes::Bytes;
 use serde_json::Value;
 use switchyard_adapters::answer_shape;
-use switchyard_adapters::canonical::{ChatResponse, Dialect, OutputPart, ProviderError};
+use switchyard_adapters::canonical::{
+    ChatResponse, Dialect, FinishReason, OutputPart, ProviderError,
+};
 use switchyard_adapters::{embeddings, providers};
 
 /// A successful non-stream answer read whole before committing: its bytes, and the provider
@@ -191,6 +193,19 @@ impl Forwarder {
             },
         };
         match checked {
+            Ok(decoded) if fallbacks && withheld(mode, &raw, decoded.as_ref()) => {
+                // A 200 whose answer the provider withheld for content policy (Azure's
+                // `finish_reason: content_filter`, Gemini's SAFETY / blocked prompt): with a
+                // fallback model waiting, the model's plan stops here as for a refusal.
+                Vetted::Rejected(
+                    Rejection::ContentPolicy,
+                    TryError {
+                        outcome: AttemptOutcome::Status4xx,
+                        reason: "the answer was withheld for content policy".into(),
+                        retry_after: None,
+                    },
+                )
+            }
             Ok(decoded) => {
                 committed.whole = Some(Whole { raw, decoded });
                 Vetted::Ready(committed)
@@ -201,6 +216,25 @@ impl Forwarder {
 }
 
 type Check<T> = Result<T, (Rejection, String)>;
+
+/// Whether a 2xx answer carries nothing but a content-policy stop: an OpenAI-format body with a
+/// `finish_reason: "content_filter"` choice, or a decoded answer that ended `ContentFilter` with
+/// no text or tool call. Asked only where a fallback model could serve instead.
+fn withheld(mode: Mode, raw: &[u8], decoded: Option<&Decoded>) -> bool {
+    match (mode, decoded) {
+        (Mode::OpenAiPassthrough { .. }, _) => {
+            crate::ops::finish_reasons::has(raw, crate::cloud::content_filter::CODE)
+        }
+        (Mode::Observed(_) | Mode::Translated(_), Some(Decoded::Chat(Ok(resp)))) => {
+            resp.finish == FinishReason::ContentFilter
+                && resp.content.iter().all(|p| match p {
+                    OutputPart::Text(t) | OutputPart::Reasoning(t) => t.trim().is_empty(),
+                    OutputPart::ToolCall { .. } => false,
+                })
+        }
+        _ => false,
+    }
+}
 
 /// An OpenAI-format body on the byte-exact path: its shape, and its texts against `strict`.
 fn check_openai(

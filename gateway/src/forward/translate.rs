@@ -661,6 +661,22 @@ impl StreamRelay {
         true
     }
 
+    /// Encodes events held back from a decoding relay's stream (by a guardrail waiting for its
+    /// webhooks) in the caller's format; `None` for relays that pass bytes through.
+    pub fn emit(&mut self, mut held: Vec<StreamEvent>) -> Option<Bytes> {
+        let StreamRelay::Translated {
+            encoder,
+            usage,
+            ended,
+            error,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        encode(&mut held, encoder, usage, ended, error)
+    }
+
     /// An upstream event grew past [`switchyard_adapters::sse::MAX_EVENT_BYTES`] without its
     /// terminator on a pass-through stream: nothing of it went out, and the stream cannot go on.
     /// (A translated stream's decoder reports the same as a provider error.)

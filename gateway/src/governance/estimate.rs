@@ -15,7 +15,7 @@ pub fn deployment_cost_nanos(
     choices: u64,
 ) -> u64 {
     let spec = dep.spec(model);
-    let prompt = (body_bytes / 4) as u64 + 1;
+    let prompt = prompt_tokens(body_bytes);
     let completion = max_tokens
         .or(spec.max_tokens)
         .unwrap_or(u64::from(crate::forward::translate::FALLBACK_MAX_TOKENS))
@@ -27,6 +27,13 @@ pub fn deployment_cost_nanos(
         ..Default::default()
     };
     budget::usd_to_nanos(crate::governance::cost::cost_usd(&spec.price, &usage))
+}
+
+/// The prompt tokens a request body of `body_bytes` bytes is taken to hold (≈ 4 bytes per token,
+/// an upper estimate for JSON, plus one): what admission reserves for, and what a guardrail's
+/// `max_input_tokens` is checked against.
+pub fn prompt_tokens(body_bytes: usize) -> u64 {
+    (body_bytes / 4) as u64 + 1
 }
 
 /// The most a request may cost on any deployment of its model (nano-dollars): the prompt

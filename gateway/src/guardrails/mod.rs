@@ -4,16 +4,27 @@
 //! * [`compile`]: the config entries compiled once per load (detectors from
 //!   `switchyard_filters::guardrails`), with where each applies;
 //! * [`request`]: the request step — scans the caller's text (messages, prompts, inputs, tool
-//!   arguments and results), redacts, blocks or flags, and applies the token caps;
+//!   arguments and results), redacts, blocks or flags, and applies the token caps; [`raw`]
+//!   first asks whether any string of the body matches at all, so a clean body is never parsed
+//!   into a tree;
 //! * [`response`]: the same on a whole (non-stream) answer in the caller's format;
 //! * [`stream`]: the same on a streamed answer, holding back only what a match needs;
-//! * [`webhook`]: an external policy service asked about a request (`webhook`).
+//!   [`native`] on a native Responses stream's own events;
+//! * [`webhook`]: an external policy service asked about a request or an answer (`webhook`).
+//!
+//! Hold-back bound on streams: a streamed answer holds back at most the longest match its
+//! detectors can make plus 4 bytes (emails 410, cards 40, IBANs 42, phones 32; secrets
+//! `SECRET_HOLD_BACK` = 512; configured unbounded regexes `UNBOUNDED_HOLD_BACK` = 1024), per text
+//! and per tool call; a longer secret or match split across chunks is redacted only up to where
+//! the hold-back reached (documented in docs/).
 //!
 //! It owns the policy only; detection is the filters crate's, the body is parsed here only when
 //! a guardrail applies to the request (no guardrail: one emptiness check). It must not touch
 //! routing, admission or the relay.
 
 mod compile;
+pub mod native;
+mod raw;
 mod request;
 mod response;
 pub mod stream;
@@ -157,4 +168,24 @@ pub fn header_value(applied: &[Applied]) -> String {
         })
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// A response guardrail that finds credit cards and does `action` (unit tests' fixture).
+#[cfg(test)]
+pub(crate) fn card_rail(action: Action) -> Arc<Guardrail> {
+    use switchyard_filters::guardrails::{Kind, Spec};
+    let spec = Spec {
+        pii: vec![Kind::CreditCard],
+        ..Spec::default()
+    };
+    Arc::new(Guardrail {
+        name: "g".into(),
+        on_request: false,
+        on_response: true,
+        detector: Detector::new(&spec).ok(),
+        action,
+        max_input_tokens: None,
+        max_output_tokens: None,
+        webhook: None,
+    })
 }

@@ -119,7 +119,7 @@ pub async fn request_step(
     let rails = all.applicable(&model.config.name, ctx.identity.as_ref());
     ctx.response_guardrails = rails
         .iter()
-        .filter(|g| g.on_response && g.detector.is_some())
+        .filter(|g| g.on_response && (g.detector.is_some() || g.webhook.is_some()))
         .cloned()
         .collect();
     if !rails
@@ -129,9 +129,23 @@ pub async fn request_step(
         return Ok(None);
     }
     let cap = rails.iter().filter_map(|g| g.max_output_tokens).min();
+    check_input_tokens(&rails, body.len(), ctx)?;
+    let hooked = rails.iter().any(|g| g.on_request && g.webhook.is_some());
+    let scanned = || {
+        super::raw::any_string(body, |s| {
+            rails
+                .iter()
+                .filter(|g| g.on_request)
+                .filter_map(|g| g.detector.as_ref())
+                .any(|d| !d.find(s).is_empty())
+        })
+    };
+    if cap.is_none() && !hooked && !scanned() {
+        // No string matches: the body goes on as the caller sent it, never parsed here.
+        return Ok(None);
+    }
     let mut doc: Value =
         serde_json::from_slice(body).map_err(|e| InspectError::Json(e.to_string()))?;
-    check_input_tokens(&rails, &mut doc, ctx)?;
     let mut changed = false;
     for g in rails.iter().filter(|g| g.on_request) {
         // (`max_input_tokens` is checked above whatever `on` says.)
@@ -150,7 +164,6 @@ pub async fn request_step(
         }
     }
     let name = model.config.name.clone();
-    let hooked = rails.iter().any(|g| g.webhook.is_some());
     if hooked {
         let asked =
             super::webhook_step(connector, &rails, &name, ctx, &mut doc, &mut changed).await;
@@ -203,19 +216,18 @@ pub(super) fn scan(g: &Guardrail, doc: &mut Value, changed: &mut bool) -> Option
     param
 }
 
-/// Refuses a request whose estimated input (text bytes / 4, as `governance::estimate`) is over
-/// a guardrail's `max_input_tokens`.
+/// Refuses a request whose estimated input is over a guardrail's `max_input_tokens`: the
+/// estimate admission reserves for ([`crate::governance::estimate::prompt_tokens`] of the
+/// body's size), so a request admitted is one the guardrail measured the same way.
 fn check_input_tokens(
     rails: &[Arc<Guardrail>],
-    doc: &mut Value,
+    body_bytes: usize,
     ctx: &mut RequestCtx,
 ) -> Result<(), GatewayError> {
     let Some(limit) = rails.iter().filter_map(|g| g.max_input_tokens).min() else {
         return Ok(());
     };
-    let mut bytes = 0usize;
-    each_text(doc, &mut |_, s| bytes += s.len());
-    let estimate = (bytes as u64).div_ceil(4);
+    let estimate = crate::governance::estimate::prompt_tokens(body_bytes);
     if estimate <= limit {
         return Ok(());
     }

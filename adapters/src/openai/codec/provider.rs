@@ -427,12 +427,10 @@ impl StreamDecoder {
             {
                 out.push(StreamEvent::ReasoningDelta(t.to_string()));
             }
-            for key in ["content", "refusal"] {
-                if let Some(t) = delta
-                    .get(key)
-                    .and_then(Value::as_str)
-                    .filter(|s| !s.is_empty())
-                {
+            // A legacy completions chunk (`text_completion`) carries its text on the choice.
+            let legacy = choice.get("text").filter(|_| choice.get("delta").is_none());
+            for t in [delta.get("content"), delta.get("refusal"), legacy] {
+                if let Some(t) = t.and_then(Value::as_str).filter(|s| !s.is_empty()) {
                     out.push(StreamEvent::TextDelta(t.to_string()));
                 }
             }

@@ -251,6 +251,8 @@ impl Forwarder {
             target.inbound.include_usage(),
         );
         let mut out = BytesMut::new();
+        let mut guard = crate::guardrails::stream::EventGuard::open(ctx);
+        let mut guarded = Vec::new();
         encoder.push(
             &StreamEvent::Start {
                 id: Some(id.clone()),
@@ -275,7 +277,7 @@ impl Forwarder {
             let done = match event {
                 GenEvent::Text(t) => {
                     completion += 1;
-                    encoder.push(&StreamEvent::TextDelta(t), &mut out);
+                    guarded_push(guard.as_mut(), StreamEvent::TextDelta(t), &mut guarded);
                     false
                 }
                 GenEvent::Finished {
@@ -284,12 +286,20 @@ impl Forwarder {
                     ..
                 } => {
                     completion = completion_tokens;
-                    encoder.push(
-                        &StreamEvent::Usage(canonical_usage(prompt_tokens, completion)),
-                        &mut out,
-                    );
-                    encoder.push(&StreamEvent::Finish(finish), &mut out);
-                    encoder.push(&StreamEvent::End, &mut out);
+                    let usage = canonical_usage(prompt_tokens, completion);
+                    for ev in [
+                        StreamEvent::Usage(usage),
+                        StreamEvent::Finish(finish),
+                        StreamEvent::End,
+                    ] {
+                        guarded_push(guard.as_mut(), ev, &mut guarded);
+                    }
+                    if let Some(g) = guard.as_mut() {
+                        g.finish(&mut guarded);
+                        let record = g.record.clone();
+                        let last = crate::guardrails::stream::settle(&record, ctx, &self.connector);
+                        guarded.extend(last.await.unwrap_or_default());
+                    }
                     true
                 }
                 GenEvent::Failed(why) => {
@@ -308,6 +318,15 @@ impl Forwarder {
                     false
                 }
             };
+            let mut done = done;
+            for ev in guarded.drain(..) {
+                encoder.push(&ev, &mut out);
+                if matches!(ev, StreamEvent::Error(_)) {
+                    // A guardrail blocked the answer: nothing more goes out.
+                    done = true;
+                    ctx.error_code = Some("content_blocked");
+                }
+            }
             ctx.usage = Some(usage(completion));
             if out.is_empty() {
                 continue;
@@ -338,6 +357,9 @@ impl Forwarder {
                     .map_err(abort)?;
                 return Ok(());
             }
+        }
+        if let Some(g) = &guard {
+            crate::guardrails::stream::finish_into(&g.record, ctx);
         }
         session
             .write_response_body(None, true)
@@ -393,4 +415,17 @@ pub(in crate::forward) fn local_embeddings(
         });
     }
     Ok(())
+}
+
+/// An event of a local stream on its way to the encoder: through the response guardrails when
+/// they apply (which may hold it back or release held text first).
+fn guarded_push(
+    guard: Option<&mut crate::guardrails::stream::EventGuard>,
+    ev: StreamEvent,
+    out: &mut Vec<StreamEvent>,
+) {
+    match guard {
+        Some(g) => g.push(ev, out),
+        None => out.push(ev),
+    }
 }

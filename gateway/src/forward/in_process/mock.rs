@@ -106,7 +106,11 @@ impl Forwarder {
             .await
             .map_err(Failure::Abort)?;
         let _stream_guard = ctx.stream_guard();
+        let guarded = crate::guardrails::stream::stream_mode(mode, caller)
+            .filter(|_| !ctx.response_guardrails.is_empty());
+        let mode = guarded.unwrap_or(mode);
         let mut relay = StreamRelay::for_inbound(mode, inbound, &id, &spec.model, created);
+        let guard = crate::guardrails::stream::open(&mut relay, ctx);
         let events = answer.stream_events(&id, &spec.model, created, settings.chunks);
         for (i, ev) in events.into_iter().enumerate() {
             if i > 0 && !settings.chunk_interval.is_zero() {
@@ -134,7 +138,17 @@ impl Forwarder {
                 }
             }
         }
-        if let Some(tail) = relay.finish() {
+        let mut tail = relay.finish();
+        if let Some(g) = &guard {
+            if let Some(last) = crate::guardrails::stream::settle(g, ctx, &self.connector).await {
+                tail = crate::forward::relay::join(tail, relay.emit(last));
+            }
+            if !crate::guardrails::stream::finish_into(g, ctx) && relay.completed() {
+                // The end was held for a webhook: the row is committed now.
+                self.commit_row(ctx).await;
+            }
+        }
+        if let Some(tail) = tail {
             crate::ops::finish_reasons::note(ctx, &tail);
             session
                 .write_response_body(Some(tail), false)
@@ -145,7 +159,7 @@ impl Forwarder {
             .write_response_body(None, true)
             .await
             .map_err(Failure::Abort)?;
-        ctx.completed = true;
+        ctx.completed = ctx.error_code.is_none();
         Ok(())
     }
 }

@@ -14,7 +14,7 @@ mod mock_tools;
 use super::{cost_value, Forwarder};
 use crate::forward::translate::Inbound;
 use crate::ops::telemetry::AttemptOutcome;
-use crate::proxy::context::RequestCtx;
+use crate::proxy::context::{RequestCtx, Route};
 use crate::proxy::response_headers as rh;
 use crate::routing::state::{RoutedDeployment, RoutedModel};
 use bytes::Bytes;
@@ -43,7 +43,14 @@ impl Forwarder {
         spec: &crate::config::Deployment,
         body: Bytes,
     ) -> pingora_error::Result<()> {
-        let mut resp = rh::head(200, 16)?;
+        let (status, body) = if ctx.response_guardrails.is_empty() || ctx.route == Route::Embeddings
+        {
+            (200, body)
+        } else {
+            let caller = ctx.caller;
+            crate::guardrails::answer_step(ctx, &self.connector, caller, 200, body).await
+        };
+        let mut resp = rh::head(status, 16)?;
         let h = &mut resp.headers;
         rh::add_gateway_headers(h, ctx, Some((dep.provider.name(), &spec.model)))?;
         let mut cost = 0.0;
@@ -51,7 +58,7 @@ impl Forwarder {
             cost = crate::governance::cost::cost_usd(&spec.price, u);
             h.insert(&rh::X_SWITCHYARD_COST_USD, cost_value(cost));
         }
-        crate::cache::store_whole(ctx, 200, &body, cost);
+        crate::cache::store_whole(ctx, status, &body, cost);
         crate::ops::finish_reasons::note(ctx, &body);
         h.insert(
             http::header::CONTENT_TYPE,

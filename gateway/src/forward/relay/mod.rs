@@ -6,6 +6,7 @@
 
 mod headers;
 mod stream;
+pub(in crate::forward) use stream::join;
 mod whole;
 
 pub(super) use whole::read_success_whole;

@@ -22,8 +22,9 @@ use crate::clock::unix_secs;
 use crate::config::Timeouts;
 use crate::forward::attempt::{is_timeout, Committed};
 use crate::forward::cutoff::over_cutoff;
-use crate::forward::translate::StreamRelay;
+use crate::forward::translate::{Mode, StreamRelay};
 use crate::forward::{Failure, Forwarder, MAX_UPSTREAM_BODY};
+use crate::guardrails::native::NativeGuard;
 use crate::ops::telemetry::AttemptOutcome;
 use crate::proxy::context::RequestCtx;
 use crate::proxy::response_headers as rh;
@@ -56,6 +57,8 @@ struct Pipe<'s, 'u> {
     upstream: &'u mut HttpSession,
     first_chunk: Option<Bytes>,
     started: Instant,
+    /// Response guardrails on a native Responses stream (its events rewritten).
+    native: Option<&'u mut NativeGuard>,
 }
 
 impl Forwarder {
@@ -98,15 +101,19 @@ impl Forwarder {
                 unix_secs(),
             )
         });
+        let mut native = (guarded && mode == Mode::ResponsesNative)
+            .then(|| NativeGuard::open(ctx))
+            .flatten();
         let guard = match (guarded_mode, relay.as_mut()) {
-            (Some(_), Some(r)) => Some(guard_relay(r, ctx)),
-            _ => None,
+            (Some(_), Some(r)) => crate::guardrails::stream::open(r, ctx),
+            _ => native.as_ref().map(|(_, record)| record.clone()),
         };
         let pipe = Pipe {
             session,
             upstream: &mut upstream,
             first_chunk,
             started,
+            native: native.as_mut().map(|(n, _)| n),
         };
         let midstream = match self.pump(pipe, ctx, relay.as_mut(), answer).await? {
             Pumped::CutOff => return Ok(()),
@@ -118,6 +125,19 @@ impl Forwarder {
         if let Some(r) = relay.as_mut() {
             if midstream.is_none() {
                 tail = r.finish();
+                if let Some((n, record)) = native.as_mut() {
+                    // Blocked: the error event went out, nothing after it.
+                    tail = tail
+                        .filter(|_| !crate::guardrails::native::blocked(record))
+                        .and_then(|t| n.rewrite(t).ok());
+                }
+                if let Some(g) = &guard {
+                    if let Some(last) =
+                        crate::guardrails::stream::settle(g, ctx, &self.connector).await
+                    {
+                        tail = join(tail, r.emit(last));
+                    }
+                }
             }
             if let Some(t) = &tail {
                 crate::ops::finish_reasons::note(ctx, t);
@@ -214,6 +234,7 @@ impl Forwarder {
             upstream,
             mut first_chunk,
             started,
+            mut native,
         } = pipe;
         let dep = answer.dep;
         let timeouts = dep.provider.config.timeouts;
@@ -258,6 +279,21 @@ impl Forwarder {
                     }
                     Some(chunk)
                 }
+            };
+            let out = match (out, native.as_deref_mut(), relay.as_deref_mut()) {
+                (Some(o), Some(n), Some(r)) => match n.rewrite(o) {
+                    Ok(o) => Some(o),
+                    Err(name) => {
+                        let why = format!("the answer was blocked by guardrail `{name}`");
+                        let ev = r.fail(ErrorKind::ContentPolicy, &why);
+                        session
+                            .write_response_body(Some(ev), false)
+                            .await
+                            .map_err(Failure::Abort)?;
+                        return Ok(Pumped::Done);
+                    }
+                },
+                (o, _, _) => o,
             };
             let out = out.filter(|o| !o.is_empty());
             let wrote = out.is_some();
@@ -315,16 +351,17 @@ impl Forwarder {
     }
 }
 
-/// Puts the request's response guardrails between `relay`'s decoder and encoder.
-fn guard_relay(
-    relay: &mut StreamRelay,
-    ctx: &RequestCtx,
-) -> crate::guardrails::stream::SharedRecord {
-    use crate::guardrails::stream::{GuardedDecoder, TextGuard};
-    let record = crate::guardrails::stream::SharedRecord::default();
-    let guard = TextGuard::new(ctx.response_guardrails.clone(), record.clone());
-    relay.wrap_decoder(|inner| Box::new(GuardedDecoder::new(inner, guard)));
-    record
+/// Two optional pieces of a stream's end, in order.
+pub(in crate::forward) fn join(a: Option<Bytes>, b: Option<Bytes>) -> Option<Bytes> {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            let mut out = bytes::BytesMut::with_capacity(a.len() + b.len());
+            out.extend_from_slice(&a);
+            out.extend_from_slice(&b);
+            Some(out.freeze())
+        }
+        (a, b) => a.or(b),
+    }
 }
 
 /// The upstream broke a size bound.

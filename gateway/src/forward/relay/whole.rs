@@ -60,8 +60,14 @@ impl Forwarder {
         };
         let (mut status, mut body) = caller_body(ctx, raw, decoded, facts, answer);
         if !ctx.response_guardrails.is_empty() && (200..300).contains(&status) {
-            (status, body) =
-                crate::guardrails::answer_step(ctx, answer.inbound.caller, status, body);
+            (status, body) = crate::guardrails::answer_step(
+                ctx,
+                &self.connector,
+                answer.inbound.caller,
+                status,
+                body,
+            )
+            .await;
             if !ctx.guardrails.is_empty() {
                 let v = crate::guardrails::header_value(&ctx.guardrails);
                 rh::set(&mut resp.headers, &rh::X_SWITCHYARD_GUARDRAILS, &v)
