@@ -45,6 +45,8 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v systemd-analyze >/dev/null || need+=(systemd)     # the unit file is verified
 command -v openssl >/dev/null || need+=(openssl)             # TLS tests make a throwaway CA
 command -v redis-server >/dev/null || need+=(redis-server)   # shared-store tests start their own
+# The fleet tests start a throwaway PostgreSQL cluster (initdb is not on PATH on Debian).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 command -v chromium >/dev/null || need+=(chromium)           # the status page's browser test
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"

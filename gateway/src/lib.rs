@@ -39,3 +39,4 @@ pub mod responses;
 pub mod routing;
 pub mod server;
 pub mod snapshot;
+pub mod store;

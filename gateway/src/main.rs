@@ -1,8 +1,9 @@
 //! `switchyard`: the LLM edge gateway binary.
 //!
 //! `switchyard run --conf FILE` serves; `switchyard check --conf FILE` validates a file and prints
-//! the routing table; `keys`, `usage` and `status` talk to a running gateway's admin API
-//! ([`switchyard::cli`]). This file owns the command line only; the server is assembled in
+//! the routing table; `migrate` brings a PostgreSQL store's schema up to date (and copies an
+//! embedded store in, [`switchyard::store::migrate`]); `keys`, `usage` and `status` talk to a
+//! running gateway's admin API ([`switchyard::cli`]). This file owns the command line only; the server is assembled in
 //! [`server`].
 
 use clap::{Parser, Subcommand};
@@ -45,6 +46,16 @@ enum Command {
         #[arg(long, short = 'c')]
         conf: PathBuf,
     },
+    /// Apply the PostgreSQL schema migrations (`store.kind: postgres`) without serving; with
+    /// --from sqlite:PATH, also copy an embedded store's keys and ledger into PostgreSQL.
+    Migrate {
+        /// The configuration file (YAML).
+        #[arg(long, short = 'c', alias = "config")]
+        conf: PathBuf,
+        /// An embedded store to copy from: sqlite:PATH.
+        #[arg(long)]
+        from: Option<String>,
+    },
     #[command(flatten)]
     Ops(switchyard::cli::Command),
 }
@@ -56,6 +67,24 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Ops(command) => switchyard::cli::run(command),
+        Command::Migrate { conf, from } => match config::load(&conf) {
+            Ok(cfg) => match switchyard::store::migrate::command(&cfg, from.as_deref()) {
+                Ok(report) => {
+                    println!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("switchyard migrate: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(errors) => {
+                for e in &errors.0 {
+                    eprintln!("{}: {e}", conf.display());
+                }
+                ExitCode::FAILURE
+            }
+        },
         Command::Check { conf } => match config::load(&conf) {
             Ok(cfg) => {
                 print!("{}", switchyard::routing::table::routing_table(&cfg));

@@ -45,6 +45,8 @@ pub enum StartError {
     Ledger(crate::governance::ledger::LedgerError),
     #[error("{0}")]
     Responses(crate::responses::store::StoreError),
+    #[error("{0}")]
+    Postgres(crate::store::PgError),
 }
 
 /// How the process was asked to start.
@@ -82,9 +84,21 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
     let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
 
-    let spend =
-        Arc::new(crate::governance::Spend::start(&cfg, &metrics).map_err(StartError::Ledger)?);
-    let store = KeyStore::open(cfg.store.sqlite_path.as_deref()).map_err(StartError::Store)?;
+    // `store.kind: postgres`: the fleet's database, its schema brought up to date first.
+    let pg = match cfg.store.postgres_url.as_deref() {
+        Some(url) => Some(
+            crate::store::migrate::open(url, &cfg.server.replica_id)
+                .map_err(StartError::Postgres)?,
+        ),
+        None => None,
+    };
+    let spend = Arc::new(
+        crate::governance::Spend::start(&cfg, &metrics, pg.clone()).map_err(StartError::Ledger)?,
+    );
+    let store = match &pg {
+        Some(pg) => KeyStore::postgres(pg.clone()),
+        None => KeyStore::open(cfg.store.sqlite_path.as_deref()).map_err(StartError::Store)?,
+    };
     if !store.persistent && cfg.server.admin_token.is_some() {
         log::warn!("no `store` configured: keys created through the admin API live in memory and are lost on restart");
     }
@@ -107,6 +121,20 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
         governance: Arc::new(spend.governance_for(sources, None)),
     }));
     auth.attach(live.clone());
+    if let Some(pg) = &pg {
+        // Keys changed on another replica: reload them, and governance when their limits or
+        // budgets changed.
+        let (keys, governed, spent) = (auth.clone(), live.clone(), spend.clone());
+        let reload = move || {
+            let before = keys.key_policies();
+            keys.reload_keys();
+            if *before != *keys.key_policies() {
+                crate::ops::admin::republish_key_policies(&governed, &spent, &keys);
+            }
+        };
+        crate::store::listen::start(pg.clone(), Arc::new(reload))
+            .map_err(|e| StartError::Postgres(crate::store::PgError::Runtime(e)))?;
+    }
     let jwks_handle = server.add_service(background_service(
         "switchyard jwks",
         JwksRefresher { auth: auth.clone() },
@@ -140,6 +168,7 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
                 live: live.clone(),
                 auth: auth.clone(),
                 path: cfg.store.sqlite_path.clone(),
+                pg: pg.clone(),
             },
         ));
     }
@@ -165,8 +194,11 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
         in_flight,
         client_timeouts: cfg.server.client_timeouts,
         conversations: Arc::new(
-            crate::responses::Conversations::open(cfg.store.sqlite_path.as_deref())
-                .map_err(StartError::Responses)?,
+            match &pg {
+                Some(pg) => crate::responses::Conversations::postgres(pg.clone()),
+                None => crate::responses::Conversations::open(cfg.store.sqlite_path.as_deref()),
+            }
+            .map_err(StartError::Responses)?,
         ),
         cache: Arc::new(crate::cache::Cache::new(
             &cfg.cache,

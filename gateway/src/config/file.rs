@@ -306,6 +306,9 @@ pub struct FileStore {
     /// with 503) while Redis is unreachable.
     #[serde(default)]
     pub on_unavailable: Option<String>,
+    /// PostgreSQL store: the Redis for budgets, limits and the shared cache.
+    #[serde(default)]
+    pub redis_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -317,6 +320,9 @@ pub struct FileServer {
     pub admin_listen: Option<String>,
     #[serde(default)]
     pub admin_token: Option<String>,
+    /// Names this replica in ledger rows, the access log and `/v1/health` (default: host name).
+    #[serde(default)]
+    pub replica_id: Option<String>,
     #[serde(default)]
     pub threads: Option<Lenient<usize>>,
     #[serde(default)]

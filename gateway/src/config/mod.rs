@@ -515,6 +515,58 @@ models:
     }
 
     #[test]
+    fn a_postgres_store_and_the_replica_id_are_validated() {
+        let bad = format!(
+            "{MINIMAL}store: {{ kind: postgres, url: \"mysql://u:secret@x/db\", redis_url: http://r, durability: strict }}\n"
+        );
+        let errs = errors_of(&bad);
+        for want in [
+            "store.url: expected postgres://user@host:port/database",
+            "store.redis_url: expected redis://host:port",
+            "store.durability: strict needs the local spool file",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(want)),
+                "missing {want:?} in {errs:#?}"
+            );
+        }
+        assert!(
+            !errs.iter().any(|e| e.contains("secret")),
+            "the URL is never echoed"
+        );
+        let stray = format!(
+            "{MINIMAL}store: {{ kind: sqlite, path: /tmp/x.db, redis_url: \"redis://r:6379\" }}\n"
+        );
+        assert!(errors_of(&stray)[0].starts_with("store.redis_url: applies to kind postgres only"));
+        let ok = format!(
+            "{}store: {{ kind: postgres, url: \"postgres://sy@10.0.0.6:5432/sy\", redis_url: \"redis://10.0.0.5:6379\", path: /tmp/spool.db, durability: strict }}\n",
+            MINIMAL.replacen("server:\n", "server:\n  replica_id: gw-7\n", 1)
+        );
+        let c = parse(&ok, &no_env).unwrap();
+        assert_eq!(c.server.replica_id, "gw-7");
+        assert_eq!(
+            c.store.postgres_url.as_deref(),
+            Some("postgres://sy@10.0.0.6:5432/sy")
+        );
+        assert_eq!(
+            c.store.redis.as_ref().map(|r| r.url.as_str()),
+            Some("redis://10.0.0.5:6379")
+        );
+        assert_eq!(
+            c.store.sqlite_path.as_deref(),
+            Some(std::path::Path::new("/tmp/spool.db"))
+        );
+        assert!(c.store.strict_durability);
+        let bad_id = MINIMAL.replacen("server:\n", "server:\n  replica_id: \"a b\"\n", 1);
+        assert!(errors_of(&bad_id)[0].starts_with("server.replica_id: must be 1-64 characters"));
+        let default = parse(MINIMAL, &no_env).unwrap();
+        assert!(
+            !default.server.replica_id.is_empty(),
+            "the host name by default"
+        );
+    }
+
+    #[test]
     fn local_provider_device_and_cores_are_validated() {
         let text = MINIMAL.replace(
             "kind: mock",

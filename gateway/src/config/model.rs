@@ -150,6 +150,9 @@ pub struct StoreSettings {
     pub strict_durability: bool,
     /// Budgets, reservations and rate limits shared by every gateway on this Redis.
     pub redis: Option<RedisSettings>,
+    /// `store.kind: postgres`: keys, the ledger and usage shared by every replica on this
+    /// database (`sqlite_path` is then the local spool file).
+    pub postgres_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,6 +169,7 @@ impl Default for StoreSettings {
             flush_interval: Duration::from_secs(1),
             strict_durability: false,
             redis: None,
+            postgres_url: None,
         }
     }
 }
@@ -243,6 +247,8 @@ pub struct ServerSettings {
     pub max_hops: u32,
     /// How long a caller may take to send its request (`server.client_timeouts`).
     pub client_timeouts: ClientTimeouts,
+    /// Names this replica in ledger rows, the access log and `/v1/health`.
+    pub replica_id: String,
 }
 
 /// `server.client_timeouts`: how long a caller may take to send its request, so a slow or silent

@@ -8,6 +8,10 @@
 //! (group commit) and acknowledges, so no record of a response a caller received in full is lost.
 //! Reads (start-up totals, the usage API) use their own connections; they never block writes for
 //! long (WAL mode). It owns the ledger table and nothing else.
+//!
+//! With `store.kind: postgres` the same writer loop hands its batches to
+//! [`crate::store::ledger::PgSink`] instead (PostgreSQL, with a local spool while it is away), and
+//! the totals are read from there: fleet-wide.
 
 use prometheus::IntGauge;
 use rusqlite::{params, Connection, OpenFlags};
@@ -25,6 +29,10 @@ pub enum LedgerError {
     Thread(std::io::Error),
     #[error("spend ledger: the writer stopped")]
     WriterGone,
+    #[error("spend ledger: {0}")]
+    Postgres(#[from] crate::store::PgError),
+    #[error("spend ledger: kept in PostgreSQL, not in a local file")]
+    NotLocal,
 }
 
 /// The text columns of one request's record, borrowed while [`LedgerRow::new`] packs them.
@@ -111,7 +119,7 @@ impl LedgerRow {
     }
 
     /// Text column `i` (in [`RowText`] order); `None` for NULL.
-    fn column(&self, i: usize) -> Option<&str> {
+    pub(crate) fn column(&self, i: usize) -> Option<&str> {
         let end = *self.ends.get(i)?;
         if end == u32::MAX {
             return None;
@@ -144,24 +152,26 @@ pub struct Ledger {
     target: Target,
 }
 
-/// Where the database lives: a file, or a process-private shared in-memory database.
+/// Where the database lives: a file, a process-private shared in-memory database, or the
+/// fleet's PostgreSQL.
 #[derive(Clone)]
 enum Target {
     File(PathBuf),
     Memory(String),
+    Postgres(std::sync::Arc<crate::store::Pg>),
 }
 
 impl Target {
-    fn open(&self, write: bool) -> rusqlite::Result<Connection> {
-        match self {
+    fn open(&self, write: bool) -> Result<Connection, LedgerError> {
+        Ok(match self {
             Target::File(p) => {
                 if write {
-                    Connection::open(p)
+                    Connection::open(p)?
                 } else {
                     Connection::open_with_flags(
                         p,
                         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                    )
+                    )?
                 }
             }
             Target::Memory(name) => Connection::open_with_flags(
@@ -170,8 +180,9 @@ impl Target {
                     | OpenFlags::SQLITE_OPEN_CREATE
                     | OpenFlags::SQLITE_OPEN_URI
                     | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            ),
-        }
+            )?,
+            Target::Postgres(_) => return Err(LedgerError::NotLocal),
+        })
     }
 }
 
@@ -220,19 +231,60 @@ impl Ledger {
                 Target::Memory(format!("switchyard-ledger-{}-{n}", std::process::id()))
             }
         };
-        let conn = target.open(true)?;
-        conn.execute_batch(if strict {
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-        } else {
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-        })?;
-        conn.execute_batch(SCHEMA)?;
-        add_missing_columns(&conn)?;
+        let mut conn = open_local(&target, strict)?;
+        let sink = move |rows: &[LedgerRow]| {
+            if let Err(e) = commit(&mut conn, rows) {
+                log::error!("spend ledger: {} row(s) not written: {e}", rows.len());
+            }
+        };
+        Ledger::start(target, flush_interval, strict, pending, None, sink)
+    }
+
+    /// The ledger in the fleet's PostgreSQL, spooling to `spool` (a local ledger file) — or to
+    /// memory, bounded — while the database is away.
+    pub fn open_postgres(
+        pg: std::sync::Arc<crate::store::Pg>,
+        spool: Option<&Path>,
+        flush_interval: Duration,
+        strict: bool,
+        pending: IntGauge,
+        spooled: IntGauge,
+    ) -> Result<Ledger, LedgerError> {
+        let spool = match spool {
+            Some(p) => Some(open_local(&Target::File(p.to_path_buf()), true)?),
+            None => None,
+        };
+        let mut sink = crate::store::ledger::PgSink::new(pg.clone(), spool, spooled);
+        Ledger::start(
+            Target::Postgres(pg),
+            flush_interval,
+            strict,
+            pending,
+            // Idle, the writer still looks at its spool now and then (rows left by a crash while
+            // the database was away, or kept while it was).
+            Some(Duration::from_millis(500)),
+            move |rows: &[LedgerRow]| sink.commit(rows),
+        )
+    }
+
+    fn start(
+        target: Target,
+        flush_interval: Duration,
+        strict: bool,
+        pending: IntGauge,
+        idle: Option<Duration>,
+        sink: impl FnMut(&[LedgerRow]) + Send + 'static,
+    ) -> Result<Ledger, LedgerError> {
         let (tx, rx) = mpsc::channel();
         let writer_pending = pending.clone();
+        let loop_settings = Loop {
+            interval: flush_interval,
+            strict,
+            idle,
+        };
         std::thread::Builder::new()
             .name("switchyard-ledger".into())
-            .spawn(move || writer(conn, rx, flush_interval, strict, writer_pending))
+            .spawn(move || writer(rx, loop_settings, writer_pending, sink))
             .map_err(LedgerError::Thread)?;
         Ok(Ledger {
             tx,
@@ -270,10 +322,58 @@ impl Ledger {
         done.await.map_err(|_| LedgerError::WriterGone)
     }
 
-    /// A read connection (start-up totals, the usage API).
+    /// A read connection to a local ledger (not with PostgreSQL: see [`Ledger::usage`]).
     pub fn reader(&self) -> Result<Connection, LedgerError> {
-        Ok(self.target.open(false)?)
+        self.target.open(false)
     }
+
+    /// Totals of the rows with `from_ms <= ts_ms < to_ms`, grouped (fleet-wide on PostgreSQL).
+    pub fn usage(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        group_by: Option<GroupBy>,
+    ) -> Result<Vec<UsageTotals>, LedgerError> {
+        if let Target::Postgres(pg) = &self.target {
+            let p = pg.clone();
+            return Ok(pg.call(async move {
+                crate::store::ledger::usage(&p, from_ms, to_ms, group_by).await
+            })?);
+        }
+        Ok(usage(&self.reader()?, from_ms, to_ms, group_by)?)
+    }
+
+    /// Total cost (nano-dollars) since `since_ms` of the rows matching `scope`.
+    pub fn spent_since(&self, scope: ScopeColumn<'_>, since_ms: i64) -> Result<u64, LedgerError> {
+        if let Target::Postgres(pg) = &self.target {
+            let (p, scope) = (pg.clone(), scope.owned());
+            return Ok(pg.call(async move {
+                crate::store::ledger::spent_since(&p, scope, since_ms).await
+            })?);
+        }
+        Ok(spent_since(&self.reader()?, scope, since_ms)?)
+    }
+}
+
+/// Opens (creating) a local ledger file for writing.
+fn open_local(target: &Target, strict: bool) -> Result<Connection, LedgerError> {
+    let conn = target.open(true)?;
+    conn.execute_batch(if strict {
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+    } else {
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+    })?;
+    conn.execute_batch(SCHEMA)?;
+    add_missing_columns(&conn)?;
+    Ok(conn)
+}
+
+/// The writer loop's timing.
+struct Loop {
+    interval: Duration,
+    strict: bool,
+    /// With nothing queued, call the sink with no rows this often (`None`: sleep until a row).
+    idle: Option<Duration>,
 }
 
 /// The writer loop. It blocks only for the first row of a batch; then, in batched mode, it
@@ -293,12 +393,16 @@ fn nap(strict: bool) -> Duration {
 }
 
 fn writer(
-    mut conn: Connection,
     rx: Receiver<Msg>,
-    interval: Duration,
-    strict: bool,
+    settings: Loop,
     pending: IntGauge,
+    mut sink: impl FnMut(&[LedgerRow]),
 ) {
+    let Loop {
+        interval,
+        strict,
+        idle,
+    } = settings;
     let mut batch: Vec<LedgerRow> = Vec::new();
     let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
     let take = |m: Msg, batch: &mut Vec<LedgerRow>, acks: &mut Vec<_>| match m {
@@ -318,9 +422,19 @@ fn writer(
         }
     };
     loop {
-        let first = match rx.recv() {
-            Ok(m) => m,
-            Err(_) => return,
+        let first = match idle {
+            None => match rx.recv() {
+                Ok(m) => m,
+                Err(_) => return,
+            },
+            Some(tick) => match rx.recv_timeout(tick) {
+                Ok(m) => m,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    sink(&[]);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            },
         };
         let started = Instant::now();
         let mut urgent = take(first, &mut batch, &mut acks);
@@ -345,9 +459,7 @@ fn writer(
             std::thread::sleep(left.min(nap(strict)));
         }
         let n = batch.len() as i64;
-        if let Err(e) = commit(&mut conn, &batch) {
-            log::error!("spend ledger: {} row(s) not written: {e}", batch.len());
-        }
+        sink(&batch);
         pending.sub(n);
         batch.clear();
         for a in acks.drain(..) {
@@ -377,7 +489,7 @@ fn insert_sql(rows: usize) -> String {
     )
 }
 
-fn commit(conn: &mut Connection, rows: &[LedgerRow]) -> rusqlite::Result<()> {
+pub(crate) fn commit(conn: &mut Connection, rows: &[LedgerRow]) -> rusqlite::Result<()> {
     static MANY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     static ONE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let tx = conn.transaction()?;
@@ -427,6 +539,60 @@ fn bind_row(
     Ok(())
 }
 
+/// The oldest `limit` rows of a local ledger with their `rowid`s (a spool's rows to ship, or an
+/// embedded store's ledger to copy), after `after_rowid`.
+pub(crate) fn read_rows(
+    conn: &Connection,
+    after_rowid: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<(i64, LedgerRow)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT rowid, ts_ms, request_id, key, team, project, user, model, provider, deployment,
+                tokens_in, tokens_out, tokens_cached, cost_nanos, estimated, status, tags, endpoint
+         FROM ledger WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![after_rowid, limit as i64], |r| {
+        let text: [Option<String>; TEXT_COLUMNS] = [
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+            r.get(7)?,
+            r.get(8)?,
+            r.get(9)?,
+            r.get(16)?,
+            r.get(17)?,
+        ];
+        let c = |i: usize| text[i].as_deref();
+        let row = LedgerRow::new(
+            &RowText {
+                request_id: c(0).unwrap_or(""),
+                key: c(1),
+                team: c(2),
+                project: c(3),
+                user: c(4),
+                model: c(5),
+                provider: c(6),
+                deployment: c(7),
+                tags: c(8),
+                endpoint: c(9),
+            },
+            RowNumbers {
+                ts_ms: r.get(1)?,
+                tokens_in: r.get::<_, i64>(10)?.max(0) as u64,
+                tokens_out: r.get::<_, i64>(11)?.max(0) as u64,
+                tokens_cached: r.get::<_, i64>(12)?.max(0) as u64,
+                cost_nanos: r.get::<_, i64>(13)?.max(0) as u64,
+                estimated: r.get::<_, i64>(14)? != 0,
+                status: r.get::<_, i64>(15)?.clamp(0, u16::MAX as i64) as u16,
+            },
+        );
+        Ok((r.get(0)?, row))
+    })?;
+    rows.collect()
+}
+
 /// What a budget scope matches in the ledger.
 #[derive(Debug, Clone, Copy)]
 pub enum ScopeColumn<'a> {
@@ -435,6 +601,24 @@ pub enum ScopeColumn<'a> {
     Project(&'a str),
     Key(&'a str),
     Provider(&'a str),
+}
+
+impl ScopeColumn<'_> {
+    /// The column a scope filters on and the value it must hold (`None`: every row).
+    pub fn filter(&self) -> Option<(&'static str, &str)> {
+        match self {
+            ScopeColumn::All => None,
+            ScopeColumn::Team(t) => Some(("team", t)),
+            ScopeColumn::Project(p) => Some(("project", p)),
+            ScopeColumn::Key(k) => Some(("key", k)),
+            ScopeColumn::Provider(p) => Some(("provider", p)),
+        }
+    }
+
+    /// The same scope, owning its value (to cross into the store's runtime).
+    pub fn owned(&self) -> Option<(&'static str, String)> {
+        self.filter().map(|(c, v)| (c, v.to_string()))
+    }
 }
 
 /// Total cost (nano-dollars) of the rows since `since_ms` matching `scope`.
@@ -488,6 +672,20 @@ pub enum GroupBy {
 }
 
 impl GroupBy {
+    /// The SQL expression rows are grouped by (the same in SQLite and PostgreSQL); tags are
+    /// grouped through their JSON instead (each backend its own way).
+    pub fn column(self) -> &'static str {
+        match self {
+            GroupBy::Key => "key",
+            GroupBy::Team => "team",
+            GroupBy::Project => "project",
+            GroupBy::Model => "model",
+            GroupBy::Endpoint => "endpoint",
+            GroupBy::Deployment => "provider || '/' || deployment",
+            GroupBy::Provider | GroupBy::Tag => "provider",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<GroupBy> {
         Some(match s {
             "key" => GroupBy::Key,
@@ -529,21 +727,11 @@ pub fn usage(
                  FROM ledger l, json_each(CASE WHEN json_valid(l.tags) THEN l.tags ELSE '{}' END) t
                  WHERE l.ts_ms >= ?1 AND l.ts_ms < ?2 GROUP BY 1 ORDER BY 5 DESC"
             .to_string(),
-        Some(g) => {
-            let col = match g {
-                GroupBy::Key => "key",
-                GroupBy::Team => "team",
-                GroupBy::Project => "project",
-                GroupBy::Model => "model",
-                GroupBy::Endpoint => "endpoint",
-                GroupBy::Deployment => "provider || '/' || deployment",
-                _ => "provider",
-            };
-            format!(
-                "SELECT {col}, COUNT(*), SUM(tokens_in), SUM(tokens_out), SUM(cost_nanos)
-                 FROM ledger WHERE ts_ms >= ?1 AND ts_ms < ?2 GROUP BY 1 ORDER BY 5 DESC"
-            )
-        }
+        Some(g) => format!(
+            "SELECT {}, COUNT(*), SUM(tokens_in), SUM(tokens_out), SUM(cost_nanos)
+             FROM ledger WHERE ts_ms >= ?1 AND ts_ms < ?2 GROUP BY 1 ORDER BY 5 DESC",
+            g.column()
+        ),
     };
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map(params![from_ms, to_ms], |r| {

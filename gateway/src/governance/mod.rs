@@ -331,7 +331,6 @@ fn build(
 ) -> Governance {
     let cfg = src.cfg;
     let now = crate::clock::unix_secs_i64();
-    let reader = ledger.and_then(|l| l.reader().map_err(|e| log::error!("{e}")).ok());
     let key_budgets: Vec<BudgetSettings> = src
         .keys
         .iter()
@@ -359,9 +358,12 @@ fn build(
                         BudgetScope::Key(k) => ScopeColumn::Key(k),
                         BudgetScope::Provider(p) => ScopeColumn::Provider(p),
                     };
-                    reader
-                        .as_ref()
-                        .and_then(|c| crate::governance::ledger::spent_since(c, col, since_ms).ok())
+                    ledger
+                        .and_then(|l| {
+                            l.spent_since(col, since_ms)
+                                .map_err(|e| log::error!("{e}"))
+                                .ok()
+                        })
                         .unwrap_or(0)
                 }
             };

@@ -23,6 +23,8 @@ pub(super) struct SpendMetrics {
     pub(super) over_soft: IntGaugeVec,
     pub(super) refused: IntCounterVec,
     pub(super) ledger_pending: IntGauge,
+    /// Ledger rows waiting in the local spool for PostgreSQL (`store.kind: postgres`).
+    pub(super) ledger_spooled: IntGauge,
     pub(super) store_up: IntGauge,
     pub(super) store_errors: prometheus::IntCounter,
 }
@@ -69,6 +71,10 @@ impl SpendMetrics {
                 "switchyard_ledger_pending_rows",
                 "Spend-ledger rows queued but not yet committed",
             )),
+            ledger_spooled: must(IntGauge::new(
+                "switchyard_ledger_spooled_rows",
+                "Spend-ledger rows kept in the local spool until PostgreSQL answers again",
+            )),
             store_up: must(IntGauge::new(
                 "switchyard_store_up",
                 "1 while the shared (Redis) store answers; 0 after a failed call (always 1 without one)",
@@ -95,6 +101,7 @@ impl SpendMetrics {
             Box::new(m.over_soft.clone()),
             Box::new(m.refused.clone()),
             Box::new(m.ledger_pending.clone()),
+            Box::new(m.ledger_spooled.clone()),
             Box::new(m.store_up.clone()),
             Box::new(m.store_errors.clone()),
         ] {
@@ -124,17 +131,30 @@ pub struct Spend {
 }
 
 impl Spend {
-    /// Opens the ledger and builds the governance, rebuilding budget totals from the ledger.
-    pub fn start(cfg: &Config, metrics: &Metrics) -> Result<Spend, LedgerError> {
+    /// Opens the ledger (in `pg`, the fleet's PostgreSQL, when given) and builds the governance,
+    /// rebuilding budget totals from the ledger.
+    pub fn start(
+        cfg: &Config,
+        metrics: &Metrics,
+        pg: Option<Arc<crate::store::Pg>>,
+    ) -> Result<Spend, LedgerError> {
         let m = SpendMetrics::new(metrics);
-        let ledger = match cfg.store.sqlite_path.as_deref() {
-            Some(path) => Some(Ledger::open(
+        let ledger = match (pg, cfg.store.sqlite_path.as_deref()) {
+            (Some(pg), spool) => Some(Ledger::open_postgres(
+                pg,
+                spool,
+                cfg.store.flush_interval,
+                cfg.store.strict_durability,
+                m.ledger_pending.clone(),
+                m.ledger_spooled.clone(),
+            )?),
+            (None, Some(path)) => Some(Ledger::open(
                 Some(path),
                 cfg.store.flush_interval,
                 cfg.store.strict_durability,
                 m.ledger_pending.clone(),
             )?),
-            None => None,
+            (None, None) => None,
         };
         let notifier = Arc::new(Notifier::new());
         let shared = cfg.store.redis.clone().map(|settings| {

@@ -202,6 +202,14 @@ impl Auth {
         }
     }
 
+    /// Reloads the runtime keys from the store (another replica changed them); on failure the
+    /// index keeps its last known state.
+    pub fn reload_keys(&self) {
+        if let Err(e) = self.rebuild_index() {
+            log::warn!("runtime keys not reloaded (serving the last known ones): {e}");
+        }
+    }
+
     /// Rebuilds the runtime key index from the store.
     fn rebuild_index(&self) -> Result<(), store::StoreError> {
         let mut index = KeyIndex::default();
@@ -583,6 +591,13 @@ impl Auth {
         }
         self.rebuild_index()?;
         Ok((secret, until))
+    }
+
+    /// Records an admin action in the store's audit trail (the fleet's, with PostgreSQL).
+    pub fn audit_to_store(&self, entry: crate::store::audit::Entry) {
+        if let Err(e) = self.store.audit(entry) {
+            log::warn!("audit trail: {e}");
+        }
     }
 
     pub fn store_is_persistent(&self) -> bool {

@@ -111,9 +111,16 @@ const TABLE: &str =
 impl KeyStore {
     /// Keeps `policy` for the key `name` (replacing any earlier one).
     pub fn set_policy(&self, name: &str, policy: &KeyPolicy) -> Result<(), StoreError> {
-        let conn = self.conn()?;
-        conn.execute(TABLE, [])?;
         let text = serde_json::to_string(policy).map_err(|_| StoreError::Corrupt(name.into()))?;
+        if let Some(pg) = self.pg() {
+            let name = name.to_string();
+            pg.run(move |p| async move { crate::store::keys::set_policy(&p, &name, &text).await })?;
+            return Ok(());
+        }
+        let Some(conn) = self.conn()? else {
+            return Err(StoreError::Poisoned);
+        };
+        conn.execute(TABLE, [])?;
         conn.execute(
             "INSERT OR REPLACE INTO key_policies (name, policy) VALUES (?1, ?2)",
             params![name, text],
@@ -123,16 +130,22 @@ impl KeyStore {
 
     /// The policies of the keys that are not revoked.
     pub fn policies(&self) -> Result<KeyPolicies, StoreError> {
-        let conn = self.conn()?;
-        conn.execute(TABLE, [])?;
-        let mut stmt = conn.prepare(
-            "SELECT p.name, p.policy FROM key_policies p JOIN keys k ON k.name = p.name
-             WHERE k.revoked = 0 ORDER BY p.name",
-        )?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let stored: Vec<(String, String)> = match (self.pg(), self.conn()?) {
+            (Some(pg), _) => pg.run(|p| async move { crate::store::keys::policies(&p).await })?,
+            (None, Some(conn)) => {
+                conn.execute(TABLE, [])?;
+                let mut stmt = conn.prepare(
+                    "SELECT p.name, p.policy FROM key_policies p JOIN keys k ON k.name = p.name
+                     WHERE k.revoked = 0 ORDER BY p.name",
+                )?;
+                let rows =
+                    stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            }
+            (None, None) => return Err(StoreError::Poisoned),
+        };
         let mut out = Vec::new();
-        for row in rows {
-            let (name, text) = row?;
+        for (name, text) in stored {
             let policy =
                 serde_json::from_str(&text).map_err(|_| StoreError::Corrupt(name.clone()))?;
             out.push((name, policy));

@@ -2,6 +2,8 @@
 //! `store.path`, so they survive restarts and reloads. Secrets are never stored — only SHA-256
 //! hashes. Without a `store` section the database lives in memory (and a warning says so).
 //!
+//! With `store.kind: postgres` the same rows live in the fleet's database ([`crate::store::keys`]).
+//!
 //! Used from the admin path only (never per request): the request path reads the in-memory index.
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -17,6 +19,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("key store: the lock was poisoned")]
     Poisoned,
+    #[error("key store: {0}")]
+    Postgres(#[from] crate::store::PgError),
 }
 
 /// One stored key: its current hash, policy, and superseded hashes still inside their grace.
@@ -31,10 +35,111 @@ pub struct Superseded {
     pub valid_until: u64,
 }
 
+/// One `keys` row as stored (JSON text for the lists and maps), the same in SQLite and PostgreSQL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawKey {
+    pub name: String,
+    pub hash: String,
+    pub team: Option<String>,
+    pub project: Option<String>,
+    pub models: Option<String>,
+    pub expires: Option<i64>,
+    pub ip_allow: Option<String>,
+    pub metadata: Option<String>,
+    pub revoked: bool,
+    pub created: i64,
+}
+
+impl RawKey {
+    /// The row for a new key.
+    pub fn new(hash: &KeyHash, rec: &KeyRecord) -> RawKey {
+        let nets: Vec<String> = rec.ip_allow.iter().map(|n| n.to_string()).collect();
+        RawKey {
+            name: rec.name.clone(),
+            hash: hash_hex(hash),
+            team: rec.team.clone(),
+            project: rec.project.clone(),
+            models: rec
+                .models
+                .as_ref()
+                .map(|m| serde_json::to_string(m).unwrap_or_default()),
+            expires: rec.expires_unix.map(|e| e as i64),
+            ip_allow: Some(serde_json::to_string(&nets).unwrap_or_default()),
+            metadata: Some(serde_json::to_string(&rec.metadata).unwrap_or_default()),
+            revoked: false,
+            created: rec.created_unix as i64,
+        }
+    }
+
+    /// The key this row stores.
+    pub fn decode(self) -> Result<StoredKey, StoreError> {
+        let name = self.name;
+        let corrupt = || StoreError::Corrupt(name.clone());
+        let hash = parse_hash_hex(&self.hash).ok_or_else(corrupt)?;
+        let models: Option<Vec<String>> = match self.models {
+            Some(m) => Some(serde_json::from_str(&m).map_err(|_| corrupt())?),
+            None => None,
+        };
+        let ip_allow: Vec<String> = match self.ip_allow {
+            Some(s) => serde_json::from_str(&s).map_err(|_| corrupt())?,
+            None => Vec::new(),
+        };
+        let ip_allow = ip_allow
+            .iter()
+            .map(|n| n.parse::<ipnet::IpNet>().map_err(|_| corrupt()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let metadata = match self.metadata {
+            Some(s) => serde_json::from_str(&s).map_err(|_| corrupt())?,
+            None => Default::default(),
+        };
+        Ok(StoredKey {
+            hash,
+            record: KeyRecord {
+                name: name.clone(),
+                team: self.team,
+                project: self.project,
+                models,
+                expires_unix: self.expires.map(|e| e.max(0) as u64),
+                ip_allow,
+                limits: Default::default(),
+                metadata,
+                revoked: self.revoked,
+                source: KeySource::Store,
+                created_unix: self.created.max(0) as u64,
+            },
+        })
+    }
+}
+
+/// One `superseded` row as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawSuperseded {
+    pub hash: String,
+    pub name: String,
+    pub valid_until: i64,
+}
+
 pub struct KeyStore {
-    conn: Mutex<Connection>,
+    backend: Backend,
     pub persistent: bool,
 }
+
+enum Backend {
+    Sqlite(Mutex<Connection>),
+    Postgres(std::sync::Arc<crate::store::Pg>),
+}
+
+const SQLITE_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS keys (
+         name TEXT PRIMARY KEY,
+         hash TEXT NOT NULL UNIQUE,
+         team TEXT, project TEXT,
+         models TEXT, expires INTEGER, ip_allow TEXT, metadata TEXT,
+         revoked INTEGER NOT NULL DEFAULT 0,
+         created INTEGER NOT NULL);
+     CREATE TABLE IF NOT EXISTS superseded (
+         hash TEXT PRIMARY KEY,
+         name TEXT NOT NULL,
+         valid_until INTEGER NOT NULL);";
 
 impl KeyStore {
     pub fn open(path: Option<&Path>) -> Result<KeyStore, StoreError> {
@@ -42,138 +147,93 @@ impl KeyStore {
             Some(p) => Connection::open(p)?,
             None => Connection::open_in_memory()?,
         };
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL;
-             PRAGMA synchronous=FULL;
-             CREATE TABLE IF NOT EXISTS keys (
-                 name TEXT PRIMARY KEY,
-                 hash TEXT NOT NULL UNIQUE,
-                 team TEXT, project TEXT,
-                 models TEXT, expires INTEGER, ip_allow TEXT, metadata TEXT,
-                 revoked INTEGER NOT NULL DEFAULT 0,
-                 created INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS superseded (
-                 hash TEXT PRIMARY KEY,
-                 name TEXT NOT NULL,
-                 valid_until INTEGER NOT NULL);",
-        )?;
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")?;
+        conn.execute_batch(SQLITE_SCHEMA)?;
         Ok(KeyStore {
-            conn: Mutex::new(conn),
+            backend: Backend::Sqlite(Mutex::new(conn)),
             persistent: path.is_some(),
         })
     }
 
-    pub(super) fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
-        self.conn.lock().map_err(|_| StoreError::Poisoned)
+    /// The keys of the fleet's PostgreSQL (`store.kind: postgres`).
+    pub fn postgres(pg: std::sync::Arc<crate::store::Pg>) -> KeyStore {
+        KeyStore {
+            backend: Backend::Postgres(pg),
+            persistent: true,
+        }
+    }
+
+    pub(super) fn conn(&self) -> Result<Option<std::sync::MutexGuard<'_, Connection>>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(c) => c.lock().map(Some).map_err(|_| StoreError::Poisoned),
+            Backend::Postgres(_) => Ok(None),
+        }
+    }
+
+    pub(super) fn pg(&self) -> Option<&std::sync::Arc<crate::store::Pg>> {
+        match &self.backend {
+            Backend::Postgres(pg) => Some(pg),
+            Backend::Sqlite(_) => None,
+        }
     }
 
     pub fn load(&self) -> Result<(Vec<StoredKey>, Vec<Superseded>), StoreError> {
-        let conn = self.conn()?;
-        let mut stmt = conn.prepare(
-            "SELECT name, hash, team, project, models, expires, ip_allow, metadata, revoked, created FROM keys",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, Option<String>>(4)?,
-                r.get::<_, Option<i64>>(5)?,
-                r.get::<_, Option<String>>(6)?,
-                r.get::<_, Option<String>>(7)?,
-                r.get::<_, i64>(8)?,
-                r.get::<_, i64>(9)?,
-            ))
-        })?;
-        let mut keys = Vec::new();
-        for row in rows {
-            let (name, hash, team, project, models, expires, ip_allow, metadata, revoked, created) =
-                row?;
-            let corrupt = || StoreError::Corrupt(name.clone());
-            let hash = parse_hash_hex(&hash).ok_or_else(corrupt)?;
-            let models: Option<Vec<String>> = match models {
-                Some(m) => Some(serde_json::from_str(&m).map_err(|_| corrupt())?),
-                None => None,
-            };
-            let ip_allow: Vec<String> = match ip_allow {
-                Some(s) => serde_json::from_str(&s).map_err(|_| corrupt())?,
-                None => Vec::new(),
-            };
-            let ip_allow = ip_allow
-                .iter()
-                .map(|n| n.parse::<ipnet::IpNet>().map_err(|_| corrupt()))
-                .collect::<Result<Vec<_>, _>>()?;
-            let metadata = match metadata {
-                Some(s) => serde_json::from_str(&s).map_err(|_| corrupt())?,
-                None => Default::default(),
-            };
-            keys.push(StoredKey {
+        let (keys, superseded) = match (self.pg(), self.conn()?) {
+            (Some(pg), _) => {
+                let p = pg.clone();
+                pg.call(async move { crate::store::keys::load(&p).await })?
+            }
+            (None, Some(conn)) => load_sqlite(&conn)?,
+            (None, None) => return Err(StoreError::Poisoned),
+        };
+        let keys = keys
+            .into_iter()
+            .map(RawKey::decode)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut out = Vec::with_capacity(superseded.len());
+        for s in superseded {
+            let hash =
+                parse_hash_hex(&s.hash).ok_or_else(|| StoreError::Corrupt(s.name.clone()))?;
+            out.push(Superseded {
                 hash,
-                record: KeyRecord {
-                    name: name.clone(),
-                    team,
-                    project,
-                    models,
-                    expires_unix: expires.map(|e| e.max(0) as u64),
-                    ip_allow,
-                    limits: Default::default(),
-                    metadata,
-                    revoked: revoked != 0,
-                    source: KeySource::Store,
-                    created_unix: created.max(0) as u64,
-                },
+                name: s.name,
+                valid_until: s.valid_until.max(0) as u64,
             });
         }
-        let mut stmt = conn.prepare("SELECT hash, name, valid_until FROM superseded")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })?;
-        let mut superseded = Vec::new();
-        for row in rows {
-            let (hash, name, until) = row?;
-            let hash = parse_hash_hex(&hash).ok_or_else(|| StoreError::Corrupt(name.clone()))?;
-            superseded.push(Superseded {
-                hash,
-                name,
-                valid_until: until.max(0) as u64,
-            });
-        }
-        Ok((keys, superseded))
+        Ok((keys, out))
     }
 
     pub fn insert(&self, hash: &KeyHash, rec: &KeyRecord) -> Result<(), StoreError> {
-        let conn = self.conn()?;
-        let models = rec
-            .models
-            .as_ref()
-            .map(|m| serde_json::to_string(m).unwrap_or_default());
-        let nets: Vec<String> = rec.ip_allow.iter().map(|n| n.to_string()).collect();
-        conn.execute(
-            "INSERT INTO keys (name, hash, team, project, models, expires, ip_allow, metadata, revoked, created)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9)",
-            params![
-                rec.name,
-                hash_hex(hash),
-                rec.team,
-                rec.project,
-                models,
-                rec.expires_unix.map(|e| e as i64),
-                serde_json::to_string(&nets).unwrap_or_default(),
-                serde_json::to_string(&rec.metadata).unwrap_or_default(),
-                rec.created_unix as i64,
-            ],
-        )?;
+        let raw = RawKey::new(hash, rec);
+        if let Some(pg) = self.pg() {
+            let p = pg.clone();
+            return Ok(pg.call(async move { crate::store::keys::insert(&p, &raw).await })?);
+        }
+        let Some(conn) = self.conn()? else {
+            return Err(StoreError::Poisoned);
+        };
+        insert_sqlite(&conn, &raw)?;
+        Ok(())
+    }
+
+    /// Records an admin action in the fleet's audit trail (PostgreSQL only: the embedded store's
+    /// trail is the audit log file).
+    pub fn audit(&self, entry: crate::store::audit::Entry) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg() {
+            pg.run(move |p| async move { crate::store::audit::insert(&p, &entry).await })?;
+        }
         Ok(())
     }
 
     /// Marks a key revoked. Returns false when no such stored key exists.
     pub fn revoke(&self, name: &str) -> Result<bool, StoreError> {
-        let conn = self.conn()?;
+        if let Some(pg) = self.pg() {
+            let (p, name) = (pg.clone(), name.to_string());
+            return Ok(pg.call(async move { crate::store::keys::revoke(&p, &name).await })?);
+        }
+        let Some(conn) = self.conn()? else {
+            return Err(StoreError::Poisoned);
+        };
         let n = conn.execute("UPDATE keys SET revoked = 1 WHERE name = ?1", params![name])?;
         conn.execute("DELETE FROM superseded WHERE name = ?1", params![name])?;
         Ok(n > 0)
@@ -186,7 +246,15 @@ impl KeyStore {
         new_hash: &KeyHash,
         valid_until: u64,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.conn()?;
+        if let Some(pg) = self.pg() {
+            let (p, name, hash) = (pg.clone(), name.to_string(), hash_hex(new_hash));
+            return Ok(pg.call(async move {
+                crate::store::keys::rotate(&p, &name, &hash, valid_until as i64).await
+            })?);
+        }
+        let Some(mut conn) = self.conn()? else {
+            return Err(StoreError::Poisoned);
+        };
         let tx = conn.transaction()?;
         let old: Option<String> = tx
             .query_row(
@@ -209,6 +277,53 @@ impl KeyStore {
         tx.commit()?;
         Ok(true)
     }
+}
+
+/// Every key and superseded secret of an embedded store (also what `switchyard migrate --from
+/// sqlite:PATH` copies).
+pub fn load_sqlite(conn: &Connection) -> rusqlite::Result<(Vec<RawKey>, Vec<RawSuperseded>)> {
+    let mut stmt = conn.prepare(
+        "SELECT name, hash, team, project, models, expires, ip_allow, metadata, revoked, created FROM keys",
+    )?;
+    let keys = stmt
+        .query_map([], |r| {
+            Ok(RawKey {
+                name: r.get(0)?,
+                hash: r.get(1)?,
+                team: r.get(2)?,
+                project: r.get(3)?,
+                models: r.get(4)?,
+                expires: r.get(5)?,
+                ip_allow: r.get(6)?,
+                metadata: r.get(7)?,
+                revoked: r.get::<_, i64>(8)? != 0,
+                created: r.get(9)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut stmt = conn.prepare("SELECT hash, name, valid_until FROM superseded")?;
+    let superseded = stmt
+        .query_map([], |r| {
+            Ok(RawSuperseded {
+                hash: r.get(0)?,
+                name: r.get(1)?,
+                valid_until: r.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok((keys, superseded))
+}
+
+fn insert_sqlite(conn: &Connection, k: &RawKey) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO keys (name, hash, team, project, models, expires, ip_allow, metadata, revoked, created)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            k.name, k.hash, k.team, k.project, k.models, k.expires, k.ip_allow, k.metadata,
+            k.revoked as i64, k.created,
+        ],
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]

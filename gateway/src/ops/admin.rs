@@ -148,22 +148,32 @@ fn group(keys: &[KeyRecord], by: impl Fn(&KeyRecord) -> Option<&String>, label: 
     json!({ label: list })
 }
 
+/// Rebuilds governance with the runtime keys' limits and budgets as `auth` has them now (after a
+/// key was created or revoked here, or on another replica of a fleet).
+pub fn republish_key_policies(
+    live: &crate::snapshot::Live,
+    spend: &crate::governance::Spend,
+    auth: &Auth,
+) {
+    let keys = auth.key_policies();
+    live.republish(|old| crate::snapshot::Parts {
+        state: old.state.clone(),
+        auth: old.auth.clone(),
+        governance: Arc::new(spend.governance_for(
+            crate::governance::Sources {
+                cfg: &old.state.config,
+                keys: &keys,
+            },
+            Some(&old.governance),
+        )),
+    });
+}
+
 impl AdminApp {
     /// Rebuilds governance with the runtime keys' limits and budgets after a key was created
     /// or revoked (the config file and its generation stay as they are; accounts carry over).
     fn refresh_key_policies(&self) {
-        let keys = self.auth.key_policies();
-        self.live.republish(|old| crate::snapshot::Parts {
-            state: old.state.clone(),
-            auth: old.auth.clone(),
-            governance: Arc::new(self.spend.governance_for(
-                crate::governance::Sources {
-                    cfg: &old.state.config,
-                    keys: &keys,
-                },
-                Some(&old.governance),
-            )),
-        });
+        republish_key_policies(&self.live, &self.spend, &self.auth);
     }
 
     pub(crate) fn audit(
@@ -183,6 +193,13 @@ impl AdminApp {
             "client": client,
             "outcome": outcome,
         }));
+        self.auth.audit_to_store(crate::store::audit::Entry {
+            actor: actor.to_string(),
+            action: action.to_string(),
+            target: target.map(str::to_string),
+            client,
+            outcome: outcome.to_string(),
+        });
     }
 
     /// Who is calling the admin API: `Ok(actor)` for the audit log, or the refusal to send (404
@@ -449,7 +466,7 @@ impl AdminApp {
     /// `GET /admin/usage?from=&to=&group_by=`: totals from the spend ledger, and a forecast of
     /// the current month.
     fn usage(&self, query: &str) -> Response<Vec<u8>> {
-        use crate::governance::ledger::{self, GroupBy};
+        use crate::governance::ledger::GroupBy;
         let mut from = None;
         let mut to = None;
         let mut group_by = None;
@@ -487,15 +504,12 @@ impl AdminApp {
                 "ledger_disabled",
             );
         };
-        let conn = match ledger.reader() {
-            Ok(c) => c,
+        let totals = match ledger.usage(from * 1000, to * 1000, group_by) {
+            Ok(t) => t,
             Err(e) => return error(500, &e.to_string(), "ledger_unavailable"),
         };
-        let totals = match ledger::usage(&conn, from * 1000, to * 1000, group_by) {
-            Ok(t) => t,
-            Err(e) => return error(500, &format!("spend ledger: {e}"), "ledger_unavailable"),
-        };
-        let month = ledger::usage(&conn, month_start * 1000, (now + 1) * 1000, None)
+        let month = ledger
+            .usage(month_start * 1000, (now + 1) * 1000, None)
             .ok()
             .and_then(|v| v.into_iter().next());
         let month_so_far = month.map(|m| m.cost_nanos).unwrap_or(0);

@@ -181,6 +181,7 @@ mod tests {
             status_page: true,
             max_hops: 8,
             client_timeouts: crate::config::ClientTimeouts::default(),
+            replica_id: "gw-1".into(),
         }
     }
 

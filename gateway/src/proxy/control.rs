@@ -78,7 +78,11 @@ pub fn health_body(snapshot: &Snapshot, view: HealthView<'_>) -> (u16, Bytes) {
     };
     let now = crate::clock::now_ms();
     if matches!(view, HealthView::Public) {
-        let body = serde_json::json!({"status": overall, "version": env!("CARGO_PKG_VERSION")});
+        let body = serde_json::json!({
+            "status": overall,
+            "version": env!("CARGO_PKG_VERSION"),
+            "replica_id": state.config.server.replica_id,
+        });
         return (status, Bytes::from(body.to_string()));
     }
     let models: Vec<serde_json::Value> = visible_models
@@ -134,6 +138,7 @@ pub fn health_body(snapshot: &Snapshot, view: HealthView<'_>) -> (u16, Bytes) {
     let body = serde_json::json!({
         "status": overall,
         "version": env!("CARGO_PKG_VERSION"),
+        "replica_id": state.config.server.replica_id,
         "providers": providers,
         "models": models,
         "budgets": budgets,

@@ -170,6 +170,7 @@ impl Gateway {
             "method": req.method.as_str(),
             "path": req.uri.path(),
             "route": ctx.route.name(),
+            "replica_id": snapshot.state.config.server.replica_id,
             "config_generation": snapshot.generation,
             "model": model,
             "provider": provider,

@@ -86,6 +86,14 @@ impl Conversations {
         })
     }
 
+    /// Stored responses in the fleet's PostgreSQL (`store.kind: postgres`).
+    pub fn postgres(pg: Arc<crate::store::Pg>) -> Result<Conversations, StoreError> {
+        Ok(Conversations {
+            store: Arc::new(ResponseStore::postgres(pg)?),
+            pending: Mutex::new(HashMap::new()),
+        })
+    }
+
     fn pending(&self, id: &str, owner: &str) -> Option<Arc<StoredResponse>> {
         let map = self.pending.lock().ok()?;
         map.get(id).filter(|r| r.owner == owner).cloned()
@@ -100,12 +108,25 @@ impl Conversations {
         if let Some(r) = self.pending(id, owner) {
             return Ok(Some(r));
         }
-        let (store, id, owner) = (self.store.clone(), id.to_string(), owner.to_string());
-        tokio::task::spawn_blocking(move || store.get(&id, &owner, unix_ms()))
-            .await
-            .map_err(|e| GatewayError::ResponseStore(e.to_string()))?
-            .map(|r| r.map(Arc::new))
-            .map_err(store_failed)
+        // A response is written just after its answer left: in a fleet, a follow-up that lands
+        // on another replica at once may come before the write, so a miss there is asked again.
+        let waits: &[u64] = if self.store.is_shared() {
+            &[0, 50, 200]
+        } else {
+            &[0]
+        };
+        for wait in waits {
+            tokio::time::sleep(Duration::from_millis(*wait)).await;
+            let (store, id, owner) = (self.store.clone(), id.to_string(), owner.to_string());
+            let found = tokio::task::spawn_blocking(move || store.get(&id, &owner, unix_ms()))
+                .await
+                .map_err(|e| GatewayError::ResponseStore(e.to_string()))?
+                .map_err(store_failed)?;
+            if let Some(r) = found {
+                return Ok(Some(Arc::new(r)));
+            }
+        }
+        Ok(None)
     }
 
     /// Reads a create request: its echo fields, and `previous_response_id` expanded into `input`.

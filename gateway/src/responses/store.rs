@@ -3,6 +3,9 @@
 //! owner, until it expires. Schema changes are numbered migrations recorded in
 //! `responses_schema` and only ever add (never drop or rewrite what a previous version stored).
 //!
+//! With `store.kind: postgres` the same rows live in the fleet's database
+//! ([`crate::store::responses`]), so a follow-up turn may land on any replica.
+//!
 //! Blocking: callers run it off the request path (`spawn_blocking`). It must not touch the other
 //! tables of the same database (keys, ledger).
 
@@ -19,6 +22,8 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
     #[error("responses store: the connection lock is poisoned")]
     Poisoned,
+    #[error("responses store: {0}")]
+    Postgres(#[from] crate::store::PgError),
 }
 
 /// Numbered migrations, applied in order once each.
@@ -57,6 +62,8 @@ impl StoredResponse {
 
 pub struct ResponseStore {
     conn: Mutex<Connection>,
+    /// `store.kind: postgres`: the rows live there (`conn` then stays an unused in-memory one).
+    pg: Option<std::sync::Arc<crate::store::Pg>>,
 }
 
 impl ResponseStore {
@@ -84,7 +91,21 @@ impl ResponseStore {
         tx.commit()?;
         Ok(ResponseStore {
             conn: Mutex::new(conn),
+            pg: None,
         })
+    }
+
+    /// The responses in the fleet's PostgreSQL.
+    pub fn postgres(pg: std::sync::Arc<crate::store::Pg>) -> Result<ResponseStore, StoreError> {
+        Ok(ResponseStore {
+            conn: Mutex::new(Connection::open_in_memory()?),
+            pg: Some(pg),
+        })
+    }
+
+    /// Whether other replicas write here too (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        self.pg.is_some()
     }
 
     fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
@@ -93,6 +114,19 @@ impl ResponseStore {
 
     /// Stores (or replaces) a response, and sweeps the expired ones.
     pub fn put(&self, r: &StoredResponse) -> Result<(), StoreError> {
+        if let Some(pg) = &self.pg {
+            let row = crate::store::responses::Row {
+                id: r.id.clone(),
+                owner: r.owner.clone(),
+                created_ms: r.created_ms as i64,
+                expires_ms: r.expires_ms as i64,
+                input: serde_json::to_string(&r.input)?,
+                response: serde_json::to_string(&r.response)?,
+            };
+            return Ok(
+                pg.run(move |p| async move { crate::store::responses::put(&p, &row).await })?
+            );
+        }
         let conn = self.conn()?;
         conn.execute(
             "INSERT OR REPLACE INTO responses (id, owner, created_ms, expires_ms, input, response)
@@ -120,6 +154,23 @@ impl ResponseStore {
         owner: &str,
         now_ms: u64,
     ) -> Result<Option<StoredResponse>, StoreError> {
+        if let Some(pg) = &self.pg {
+            let (i, o) = (id.to_string(), owner.to_string());
+            let found = pg.run(move |p| async move {
+                crate::store::responses::get(&p, &i, &o, now_ms as i64).await
+            })?;
+            let Some(r) = found else {
+                return Ok(None);
+            };
+            return Ok(Some(StoredResponse {
+                id: r.id,
+                owner: r.owner,
+                created_ms: r.created_ms.max(0) as u64,
+                expires_ms: r.expires_ms.max(0) as u64,
+                input: serde_json::from_str(&r.input)?,
+                response: serde_json::from_str(&r.response)?,
+            }));
+        }
         let conn = self.conn()?;
         let row = conn
             .query_row(
@@ -151,6 +202,12 @@ impl ResponseStore {
 
     /// Deletes the caller's response `id`; whether there was one.
     pub fn delete(&self, id: &str, owner: &str, now_ms: u64) -> Result<bool, StoreError> {
+        if let Some(pg) = &self.pg {
+            let (i, o) = (id.to_string(), owner.to_string());
+            return Ok(pg.run(move |p| async move {
+                crate::store::responses::delete(&p, &i, &o, now_ms as i64).await
+            })?);
+        }
         let n = self.conn()?.execute(
             "DELETE FROM responses WHERE id = ?1 AND owner = ?2 AND expires_ms > ?3",
             params![id, owner, now_ms as i64],
@@ -160,6 +217,9 @@ impl ResponseStore {
 
     /// Rows still in the table (expired ones included until swept).
     pub fn rows(&self) -> Result<u64, StoreError> {
+        if let Some(pg) = &self.pg {
+            return Ok(pg.run(|p| async move { crate::store::responses::rows(&p).await })?);
+        }
         let n: i64 = self
             .conn()?
             .query_row("SELECT COUNT(*) FROM responses", [], |r| r.get(0))?;

@@ -5,6 +5,7 @@
 pub mod canned;
 pub mod hooks;
 pub mod redis_server;
+pub mod stores;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};

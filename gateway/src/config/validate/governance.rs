@@ -139,8 +139,16 @@ pub(super) fn store(s: Option<&FileStore>, errs: &mut Errors) -> StoreSettings {
         flush_interval,
         strict_durability,
         redis: None,
+        postgres_url: None,
     };
+    if s.redis_url.is_some() && s.kind != "postgres" {
+        errs.push(
+            "store.redis_url",
+            "applies to kind postgres only (kind redis: url)",
+        );
+    }
     match s.kind.as_str() {
+        "postgres" => postgres_store(s, fail_closed, base, errs),
         "sqlite" => {
             if s.url.is_some() {
                 errs.push("store.url", "does not apply to kind sqlite (use path)");
@@ -195,10 +203,69 @@ pub(super) fn store(s: Option<&FileStore>, errs: &mut Errors) -> StoreSettings {
         k => {
             errs.push(
                 "store.kind",
-                format!("unknown store kind {k:?} (expected sqlite or redis)"),
+                format!("unknown store kind {k:?} (expected sqlite, redis or postgres)"),
             );
             base
         }
+    }
+}
+
+/// `store.kind: postgres`: `url` (postgres://), optional `redis_url` for the hot counters and
+/// `path` for the local spool file (required with `durability: strict`).
+fn postgres_store(
+    s: &FileStore,
+    fail_closed: bool,
+    base: StoreSettings,
+    errs: &mut Errors,
+) -> StoreSettings {
+    let url = match s.url.as_deref() {
+        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+            if u.parse::<tokio_postgres::Config>().is_err() {
+                errs.push("store.url", "is not a valid PostgreSQL URL");
+            }
+            u.to_string()
+        }
+        Some(_) => {
+            // The URL may hold a password: never echoed.
+            errs.push("store.url", "expected postgres://user@host:port/database");
+            String::new()
+        }
+        None => {
+            errs.push(
+                "store.url",
+                "required for kind postgres (postgres://user@host:port/database)",
+            );
+            String::new()
+        }
+    };
+    let redis = match s.redis_url.as_deref() {
+        Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => Some(RedisSettings {
+            url: u.to_string(),
+            fail_closed,
+        }),
+        Some(_) => {
+            errs.push("store.redis_url", "expected redis://host:port");
+            None
+        }
+        None => {
+            if s.on_unavailable.is_some() {
+                errs.push("store.on_unavailable", "applies with store.redis_url only");
+            }
+            None
+        }
+    };
+    let spool = s.path.as_deref().filter(|p| !p.trim().is_empty());
+    if base.strict_durability && spool.is_none() {
+        errs.push(
+            "store.durability",
+            "strict needs the local spool file for when PostgreSQL is away: set store.path",
+        );
+    }
+    StoreSettings {
+        sqlite_path: spool.map(Into::into),
+        redis,
+        postgres_url: Some(url),
+        ..base
     }
 }
 

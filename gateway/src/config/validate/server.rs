@@ -111,7 +111,32 @@ pub(super) fn server_settings(s: &FileServer, errs: &mut Errors) -> ServerSettin
         status_page: s.status_page.map(|p| p.0).unwrap_or(true),
         max_hops: s.max_hops.map(|h| h.0).unwrap_or(8),
         client_timeouts,
+        replica_id: replica_id(s.replica_id.as_deref(), errs),
     }
+}
+
+/// `server.replica_id`, or the host name (then `localhost` where none can be read).
+fn replica_id(given: Option<&str>, errs: &mut Errors) -> String {
+    if let Some(id) = given {
+        let ok = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !ok {
+            errs.push(
+                "server.replica_id",
+                "must be 1-64 characters of [A-Za-z0-9._-]",
+            );
+        }
+        return id.to_string();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
 }
 
 pub(super) fn client_timeouts(t: Option<&FileClientTimeouts>, errs: &mut Errors) -> ClientTimeouts {

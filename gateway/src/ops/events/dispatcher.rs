@@ -35,6 +35,8 @@ pub struct Dispatcher {
     pub auth: Arc<Auth>,
     /// The store's SQLite file (`None`: in memory).
     pub path: Option<PathBuf>,
+    /// `store.kind: postgres`: the outbox is the fleet's, in PostgreSQL.
+    pub pg: Option<Arc<crate::store::Pg>>,
 }
 
 /// When a row that failed `attempts` times (this one included) is due again, or `None` once
@@ -151,7 +153,11 @@ impl BackgroundService for Dispatcher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let taken = self.rx.lock().ok().and_then(|mut r| r.take());
         let Some(rx) = taken else { return };
-        let outbox = match Outbox::open(self.path.as_deref()) {
+        let opened = match &self.pg {
+            Some(pg) => Outbox::postgres(pg.clone()),
+            None => Outbox::open(self.path.as_deref()),
+        };
+        let outbox = match opened {
             Ok(o) => Mutex::new(o),
             Err(e) => {
                 return log::error!("events: cannot open the outbox: {e}; no events are sent")

@@ -2,6 +2,10 @@
 //! `store.path` is unset: then nothing survives a restart), created by a versioned migration
 //! recorded in `switchyard_migrations`. Rows stay after delivery (marked), so a once-only event
 //! raised again is not sent again; they are pruned after 30 days. Owns this table only.
+//!
+//! With `store.kind: postgres` the table is the fleet's ([`crate::store::outbox`]): an event
+//! raised by every replica (`budget.soft` for a shared budget) is stored — and sent — once, and
+//! a replica claims the rows it sends so two never send the same one.
 
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -40,9 +44,28 @@ pub struct Due {
 
 pub struct Outbox {
     conn: Connection,
+    /// The fleet's PostgreSQL (then `conn` is an unused in-memory database).
+    pg: Option<std::sync::Arc<crate::store::Pg>>,
+}
+
+/// Why the outbox could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Postgres(#[from] crate::store::PgError),
 }
 
 impl Outbox {
+    /// The outbox in the fleet's PostgreSQL.
+    pub fn postgres(pg: std::sync::Arc<crate::store::Pg>) -> rusqlite::Result<Outbox> {
+        Ok(Outbox {
+            conn: Connection::open_in_memory()?,
+            pg: Some(pg),
+        })
+    }
+
     pub fn open(path: Option<&Path>) -> rusqlite::Result<Outbox> {
         let conn = match path {
             Some(p) => Connection::open(p)?,
@@ -72,7 +95,7 @@ impl Outbox {
                 tx.commit()?;
             }
         }
-        Ok(Outbox { conn })
+        Ok(Outbox { conn, pg: None })
     }
 
     /// Stores an event for a receiver, due now; an id already stored is left as it is.
@@ -83,7 +106,19 @@ impl Outbox {
         kind: &str,
         body: &[u8],
         now_ms: i64,
-    ) -> rusqlite::Result<bool> {
+    ) -> Result<bool, OutboxError> {
+        if let Some(pg) = &self.pg {
+            let row = crate::store::outbox::NewRow {
+                event_id: event_id.to_string(),
+                sink_url: sink_url.to_string(),
+                kind: kind.to_string(),
+                body: body.to_vec(),
+                now_ms,
+            };
+            return Ok(
+                pg.run(move |p| async move { crate::store::outbox::insert(&p, &row).await })?
+            );
+        }
         let n = self.conn.execute(
             "INSERT OR IGNORE INTO events_outbox (event_id, sink_url, type, body, created_ms, next_at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
@@ -92,8 +127,14 @@ impl Outbox {
         Ok(n > 0)
     }
 
-    /// Pending rows due by `now_ms`, oldest first.
-    pub fn due(&self, now_ms: i64, limit: usize) -> rusqlite::Result<Vec<Due>> {
+    /// Pending rows due by `now_ms`, oldest first (in PostgreSQL: claimed by this replica for a
+    /// while, so no other sends them meanwhile).
+    pub fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Due>, OutboxError> {
+        if let Some(pg) = &self.pg {
+            return Ok(pg.run(move |p| async move {
+                crate::store::outbox::claim_due(&p, now_ms, limit as i64).await
+            })?);
+        }
         let mut stmt = self.conn.prepare_cached(
             "SELECT event_id, sink_url, body, created_ms, attempts FROM events_outbox
              WHERE state = 'pending' AND next_at_ms <= ?1 ORDER BY next_at_ms LIMIT ?2",
@@ -107,10 +148,16 @@ impl Outbox {
                 attempts: r.get(4)?,
             })
         })?;
-        rows.collect()
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    pub fn delivered(&self, d: &Due) -> rusqlite::Result<()> {
+    pub fn delivered(&self, d: &Due) -> Result<(), OutboxError> {
+        if let Some(pg) = &self.pg {
+            let (id, url) = (d.event_id.clone(), d.sink_url.clone());
+            return Ok(pg.run(move |p| async move {
+                crate::store::outbox::settle(&p, &id, &url, None, None).await
+            })?);
+        }
         self.conn.execute(
             "UPDATE events_outbox SET state = 'delivered', attempts = attempts + 1, last_error = NULL
              WHERE event_id = ?1 AND sink_url = ?2",
@@ -120,7 +167,13 @@ impl Outbox {
     }
 
     /// A failed try: due again at `next_ms`, or abandoned when `next_ms` is `None`.
-    pub fn failed(&self, d: &Due, error: &str, next_ms: Option<i64>) -> rusqlite::Result<()> {
+    pub fn failed(&self, d: &Due, error: &str, next_ms: Option<i64>) -> Result<(), OutboxError> {
+        if let Some(pg) = &self.pg {
+            let (id, url, error) = (d.event_id.clone(), d.sink_url.clone(), error.to_string());
+            return Ok(pg.run(move |p| async move {
+                crate::store::outbox::settle(&p, &id, &url, Some(&error), next_ms).await
+            })?);
+        }
         self.conn.execute(
             "UPDATE events_outbox SET attempts = attempts + 1, last_error = ?3,
                  next_at_ms = COALESCE(?4, next_at_ms),
@@ -132,11 +185,17 @@ impl Outbox {
     }
 
     /// Drops finished rows older than [`KEEP`].
-    pub fn prune(&self, now_ms: i64) -> rusqlite::Result<usize> {
-        self.conn.execute(
+    pub fn prune(&self, now_ms: i64) -> Result<usize, OutboxError> {
+        let before = now_ms - KEEP.as_millis() as i64;
+        if let Some(pg) = &self.pg {
+            return Ok(
+                pg.run(move |p| async move { crate::store::outbox::prune(&p, before).await })?
+            );
+        }
+        Ok(self.conn.execute(
             "DELETE FROM events_outbox WHERE state <> 'pending' AND created_ms < ?1",
-            [now_ms - KEEP.as_millis() as i64],
-        )
+            [before],
+        )?)
     }
 }
 

@@ -78,20 +78,14 @@ impl AdminApp {
 
     /// Keys by spend since midnight UTC, most first; `null` without a spend ledger.
     fn top_keys_today(&self, now: i64) -> Value {
-        use crate::governance::ledger::{self, GroupBy};
+        use crate::governance::ledger::GroupBy;
         let Some(ledger) = &self.spend.ledger else {
             return Value::Null;
         };
         let (day_start, _) = switchyard_filters::budget::Period::Daily.window(now);
-        let rows = ledger.reader().ok().and_then(|conn| {
-            ledger::usage(
-                &conn,
-                day_start * 1000,
-                (now + 1) * 1000,
-                Some(GroupBy::Key),
-            )
-            .ok()
-        });
+        let rows = ledger
+            .usage(day_start * 1000, (now + 1) * 1000, Some(GroupBy::Key))
+            .ok();
         let Some(mut rows) = rows else {
             return Value::Null;
         };

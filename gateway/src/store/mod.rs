@@ -1,0 +1,146 @@
+//! `store.kind: postgres`: the state a fleet of replicas shares — runtime keys, the spend ledger
+//! and the usage it answers — in PostgreSQL (budgets, limits and the shared cache stay in the
+//! store's Redis, `store.redis_url`).
+//!
+//! [`Pg`] owns a small runtime of its own (two threads) that drives every database connection, so
+//! no Pingora worker ever waits on PostgreSQL's I/O: the request path only queues ledger rows and
+//! reads keys from an in-memory index. Callers off the request path (the admin API, the ledger's
+//! writer thread, the key listener) hand it a future and wait for the answer with [`Pg::call`].
+//! It owns the connection handling and nothing about what is stored (see the sibling modules).
+
+pub mod audit;
+pub mod keys;
+pub mod ledger;
+pub mod listen;
+pub mod migrate;
+pub mod migrations;
+pub mod outbox;
+pub mod responses;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::{Client, NoTls};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("postgres: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("postgres: cannot start its runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("postgres: the store's runtime stopped")]
+    Gone,
+    #[error("postgres: no answer within {}s", QUERY_TIMEOUT.as_secs())]
+    Timeout,
+    #[error("postgres: not a valid PostgreSQL URL")]
+    Url,
+    #[error("postgres: {0}")]
+    Data(String),
+}
+
+/// How long a connection attempt may take: a replica whose database is away serves from its last
+/// known state instead of waiting.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a caller waits for one database call (a writer that gives up spools its rows; the
+/// ledger's inserts are idempotent, so a late success doubles nothing).
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Handle to the fleet's database; cheap to share (`Arc`).
+pub struct Pg {
+    handle: tokio::runtime::Handle,
+    config: tokio_postgres::Config,
+    /// The shared connection (tokio-postgres pipelines concurrent queries on one), made on first
+    /// use and again after it breaks.
+    client: tokio::sync::Mutex<Option<Arc<Client>>>,
+    /// This replica's id (`server.replica_id`), written in its ledger rows.
+    pub replica: String,
+}
+
+impl Pg {
+    /// Starts the store's runtime; connects lazily (a database that is away at start is not an
+    /// error: the replica serves from its last known state and the ledger spools).
+    pub fn open(url: &str, replica: &str) -> Result<Arc<Pg>, PgError> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(|_| PgError::Url)?;
+        config
+            .connect_timeout(CONNECT_TIMEOUT)
+            .application_name("switchyard")
+            .keepalives_idle(Duration::from_secs(30));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("switchyard-pg")
+            .enable_all()
+            .build()
+            .map_err(PgError::Runtime)?;
+        let handle = rt.handle().clone();
+        std::thread::Builder::new()
+            .name("switchyard-pg".into())
+            .spawn(move || rt.block_on(std::future::pending::<()>()))
+            .map_err(PgError::Runtime)?;
+        Ok(Arc::new(Pg {
+            handle,
+            config,
+            client: tokio::sync::Mutex::new(None),
+            replica: replica.to_string(),
+        }))
+    }
+
+    /// Runs `f` on the store's runtime and waits for its answer. Never call it from that runtime.
+    pub fn call<T, F>(&self, f: F) -> Result<T, PgError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, PgError>> + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.handle.spawn(async move {
+            let _ = tx.send(f.await);
+        });
+        match rx.recv_timeout(QUERY_TIMEOUT) {
+            Ok(r) => r,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(PgError::Timeout),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(PgError::Gone),
+        }
+    }
+
+    /// [`Pg::call`] with `f` given this handle (the usual shape: one query of a sibling module).
+    pub fn run<T, F>(self: &Arc<Self>, f: impl FnOnce(Arc<Pg>) -> F) -> Result<T, PgError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, PgError>> + Send + 'static,
+    {
+        self.call(f(self.clone()))
+    }
+
+    /// The shared connection, connecting when there is none or it broke.
+    pub async fn client(&self) -> Result<Arc<Client>, PgError> {
+        let mut slot = self.client.lock().await;
+        if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        *slot = None;
+        let c = Arc::new(self.connect().await?);
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// The connection settings (for a connection driven by its owner: LISTEN).
+    pub fn config(&self) -> &tokio_postgres::Config {
+        &self.config
+    }
+
+    /// A connection of its own (migrations, a transaction), driven on the current runtime.
+    pub async fn connect(&self) -> Result<Client, PgError> {
+        connect(&self.config).await
+    }
+}
+
+/// Opens a connection and drives it on the current runtime until it closes.
+pub async fn connect(config: &tokio_postgres::Config) -> Result<Client, PgError> {
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            log::warn!("postgres connection closed: {e}");
+        }
+    });
+    Ok(client)
+}
