@@ -9,7 +9,8 @@ mod common;
 
 use bytes::Bytes;
 use common::hooks::Receiver;
-use common::stores::{Postgres, Redis};
+use common::redis_server::Redis;
+use common::stores::Postgres;
 use common::Gateway;
 use http_body_util::{BodyExt, Full};
 use std::collections::HashSet;

@@ -203,6 +203,3 @@ impl Drop for Postgres {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
-
-/// The Redis a fleet shares: the same throwaway server the cache and governance tests start.
-pub use super::redis_server::Redis;
