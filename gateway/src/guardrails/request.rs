@@ -15,7 +15,7 @@ use crate::routing::state::State;
 use bytes::Bytes;
 use serde_json::Value;
 use std::sync::Arc;
-use switchyard_adapters::openai::{self, InspectError};
+use switchyard_adapters::openai::InspectError;
 use switchyard_filters::guardrails::redact_with;
 
 /// Keys whose string values (directly or in arrays) are text a model reads.
@@ -92,12 +92,13 @@ fn walk(
 }
 
 /// Runs the request's guardrails on `body` (rewritten in place when a guardrail redacted or
-/// capped it). Returns the output-token cap, if one applies, for the reservation. A block or an
+/// capped it) for the model the caller named (`model_name`, from the caller's inspection). Returns the output-token cap, if one applies, for the reservation. A block or an
 /// input over `max_input_tokens` is the caller's 400; blocks are audited (never the text).
 pub async fn request_step(
     state: &State,
     ctx: &mut RequestCtx,
     body: &mut Bytes,
+    model_name: &str,
     audit: &AccessLogger,
     connector: &pingora_core::connectors::http::Connector,
 ) -> Result<Option<u64>, GatewayError> {
@@ -105,8 +106,7 @@ pub async fn request_step(
     if all.is_empty() {
         return Ok(None);
     }
-    let name = openai::inspect_chat_request(body)?.model;
-    let Some(model) = state.model(&name) else {
+    let Some(model) = state.model(model_name) else {
         return Ok(None); // answered 404 by the caller of this step
     };
     if ctx

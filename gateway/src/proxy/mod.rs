@@ -111,15 +111,25 @@ impl Gateway {
             body = t.body.clone();
             turn = Some(t);
         }
+        // Inspected once: the guardrail step reads the model from these facts, and only a body
+        // it rewrote is inspected again.
+        let original = body.clone();
+        let inspected = openai::inspect_chat_request(&original).map_err(GatewayError::from)?;
         let cap = crate::guardrails::request_step(
             state,
             ctx,
             &mut body,
+            &inspected.model,
             &self.auth.audit,
             self.auth.jwks.connector(),
         )
         .await?;
-        let mut facts = openai::inspect_chat_request(&body).map_err(GatewayError::from)?;
+        let rewritten = body.as_ptr() != original.as_ptr() || body.len() != original.len();
+        let mut facts = if rewritten {
+            openai::inspect_chat_request(&body).map_err(GatewayError::from)?
+        } else {
+            inspected
+        };
         if let Some(cap) = cap.filter(|_| ctx.route != Route::Embeddings) {
             facts.max_tokens = Some(facts.max_tokens.map_or(cap, |m| m.min(cap)));
         }
