@@ -442,14 +442,6 @@ impl StreamDecoder {
                     out.push(StreamEvent::TextDelta(t.to_string()));
                 }
             }
-            // Legacy `text_completion` chunks carry their text on the choice.
-            if let Some(t) = choice
-                .get("text")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-            {
-                out.push(StreamEvent::TextDelta(t.to_string()));
-            }
             if let Some(Value::Array(calls)) = delta.get("tool_calls") {
                 for c in calls {
                     let raw_index = c.get("index").and_then(Value::as_u64).unwrap_or(0) as u32;
