@@ -501,4 +501,47 @@ async fn a_native_responses_stream_is_redacted_in_its_deltas_and_whole_events() 
         .collect();
     assert_eq!(names.len(), events.len(), "{text}");
     logged(&gw, "out:redact:response").await;
+
+    // Stored, the conversation keeps what the caller was shown, never the provider's text.
+    let body = json!({"model": "chat", "stream": true, "input": "say it"});
+    let r = post(&gw, "/v1/responses", &body).await;
+    let events = data_events(&r.text());
+    let id = events.last().expect("events")["response"]["id"]
+        .as_str()
+        .expect("response id")
+        .to_string();
+    let stored = gw
+        .request("GET", &format!("/v1/responses/{id}"), None, &[])
+        .await;
+    assert_eq!(stored.status, 200, "{}", stored.text());
+    assert!(!stored.text().contains("4111"), "{}", stored.text());
+    assert_eq!(
+        stored.json()["output"][0]["content"][0]["text"],
+        REDACTED_TEXT
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_response_keeps_the_redacted_answer() {
+    let up = Canned::start(200, JSON, chat_answer(&SPLIT_TEXT.concat())).await;
+    let gw = gateway(&up, OUT, "out", "").await;
+    let r = post(
+        &gw,
+        "/v1/responses",
+        &json!({"model": "chat", "input": "say it"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer = r.json();
+    assert_eq!(answer["output"][0]["content"][0]["text"], REDACTED_TEXT);
+    let id = answer["id"].as_str().expect("id");
+    let stored = gw
+        .request("GET", &format!("/v1/responses/{id}"), None, &[])
+        .await;
+    assert_eq!(stored.status, 200, "{}", stored.text());
+    assert!(!stored.text().contains("4111"), "{}", stored.text());
+    assert_eq!(
+        stored.json()["output"][0]["content"][0]["text"],
+        REDACTED_TEXT
+    );
 }

@@ -7,8 +7,9 @@
 //! repeat the whole text (`.done` events, `response.completed`) are scanned whole and redacted the
 //! same way. A block replaces the rest of the stream with the caller's error event.
 //!
-//! Known limits: the response object the gateway stores for `previous_response_id` is read from
-//! the provider's events before this rewrite; webhook guardrails are not asked on these streams.
+//! A redacted `response.completed` / `response.incomplete` also replaces the response object the
+//! gateway stores for `previous_response_id` (the store never keeps text the caller was not
+//! shown). Known limit: webhook guardrails are not asked on these streams.
 //! It must not touch the relay's framing: each event it writes is a whole SSE event.
 
 use super::request::scan;
@@ -18,6 +19,7 @@ use crate::proxy::context::RequestCtx;
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
+use switchyard_adapters::openai::responses::Turn;
 use switchyard_adapters::sse::{event_data, events};
 
 /// Events whose `delta` is streamed text.
@@ -36,6 +38,9 @@ const WHOLE: [&str; 6] = [
     "response.incomplete",
 ];
 
+/// Events that end the stream with the whole response object (the one the gateway stores).
+const TERMINAL: [&str; 2] = ["response.completed", "response.incomplete"];
+
 /// One streamed text: its item and part, its guard and its last delta event.
 struct Part {
     key: (String, u64),
@@ -49,11 +54,13 @@ pub struct NativeGuard {
     parts: Vec<Part>,
     rails: Vec<Arc<super::Guardrail>>,
     record: SharedRecord,
+    /// The stored conversation turn, when the response is stored.
+    turn: Option<Arc<Turn>>,
 }
 
 impl NativeGuard {
     /// `None` when no response guardrail with a detector applies.
-    pub fn open(ctx: &RequestCtx) -> Option<(NativeGuard, SharedRecord)> {
+    pub fn open(ctx: &RequestCtx, turn: Option<Arc<Turn>>) -> Option<(NativeGuard, SharedRecord)> {
         let rails: Vec<_> = ctx
             .response_guardrails
             .iter()
@@ -69,6 +76,7 @@ impl NativeGuard {
             parts: Vec::new(),
             rails,
             record: record.clone(),
+            turn,
         };
         Some((guard, record))
     }
@@ -89,7 +97,11 @@ impl NativeGuard {
                 continue;
             }
             self.flush(&mut out)?;
-            if WHOLE.contains(&kind) && self.whole(&mut v)? {
+            let (whole, terminal) = (WHOLE.contains(&kind), TERMINAL.contains(&kind));
+            if whole && self.whole(&mut v)? {
+                if let (true, Some(t), Some(r)) = (terminal, &self.turn, v.get("response")) {
+                    t.replace_finished(r);
+                }
                 push_event(&v, &mut out);
             } else {
                 out.extend_from_slice(&ev);
@@ -189,6 +201,7 @@ mod tests {
             parts: Vec::new(),
             rails: vec![g],
             record,
+            turn: None,
         }
     }
 

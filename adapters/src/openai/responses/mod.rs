@@ -53,6 +53,15 @@ impl Turn {
         }
     }
 
+    /// Replaces the finished response with what the caller was sent after the response
+    /// guardrails rewrote it (a redacted answer), whether or not [`Turn::finish`] ran first: the
+    /// store must never keep text the caller was not shown.
+    pub fn replace_finished(&self, response: &Value) {
+        if let Ok(mut slot) = self.finished.lock() {
+            *slot = Some(response.clone());
+        }
+    }
+
     /// Counts one event of a native stream.
     pub fn note_event(&self) {
         self.events.fetch_add(1, Ordering::Relaxed);

@@ -102,7 +102,7 @@ impl Forwarder {
             )
         });
         let mut native = (guarded && mode == Mode::ResponsesNative)
-            .then(|| NativeGuard::open(ctx))
+            .then(|| NativeGuard::open(ctx, inbound.turn.clone()))
             .flatten();
         let guard = match (guarded_mode, relay.as_mut()) {
             (Some(_), Some(r)) => crate::guardrails::stream::open(r, ctx),

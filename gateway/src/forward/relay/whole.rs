@@ -60,6 +60,7 @@ impl Forwarder {
         };
         let (mut status, mut body) = caller_body(ctx, raw, decoded, facts, answer);
         if !ctx.response_guardrails.is_empty() && (200..300).contains(&status) {
+            let before = body.clone();
             (status, body) = crate::guardrails::answer_step(
                 ctx,
                 &self.connector,
@@ -68,6 +69,20 @@ impl Forwarder {
                 body,
             )
             .await;
+            if let Some(turn) = &answer.inbound.turn {
+                if body.as_ptr() != before.as_ptr() || body.len() != before.len() {
+                    // The store keeps what the caller was shown (a redacted answer), never the
+                    // provider's original; a blocked answer is an error, not a response.
+                    match serde_json::from_slice::<serde_json::Value>(&body) {
+                        Ok(v) if v.get("object").and_then(|o| o.as_str()) == Some("response") => {
+                            turn.replace_finished(&v)
+                        }
+                        _ => {
+                            turn.take_finished();
+                        }
+                    }
+                }
+            }
             if !ctx.guardrails.is_empty() {
                 let v = crate::guardrails::header_value(&ctx.guardrails);
                 rh::set(&mut resp.headers, &rh::X_SWITCHYARD_GUARDRAILS, &v)
