@@ -91,9 +91,18 @@ fn walk(
     }
 }
 
+/// What the request step did: the output-token cap for the reservation, if one applies, and
+/// whether `body` was rewritten (redacted or capped) and must be inspected again.
+#[derive(Debug, Default)]
+pub struct Checked {
+    pub cap: Option<u64>,
+    pub rewritten: bool,
+}
+
 /// Runs the request's guardrails on `body` (rewritten in place when a guardrail redacted or
-/// capped it) for the model the caller named (`model_name`, from the caller's inspection). Returns the output-token cap, if one applies, for the reservation. A block or an
-/// input over `max_input_tokens` is the caller's 400; blocks are audited (never the text).
+/// capped it) for the model the caller named (`model_name`, from the caller's inspection). A
+/// block or an input over `max_input_tokens` is the caller's 400; blocks are audited (never the
+/// text).
 pub async fn request_step(
     state: &State,
     ctx: &mut RequestCtx,
@@ -101,20 +110,20 @@ pub async fn request_step(
     model_name: &str,
     audit: &AccessLogger,
     connector: &pingora_core::connectors::http::Connector,
-) -> Result<Option<u64>, GatewayError> {
+) -> Result<Checked, GatewayError> {
     let all = &state.config.guardrails;
     if all.is_empty() {
-        return Ok(None);
+        return Ok(Checked::default());
     }
     let Some(model) = state.model(model_name) else {
-        return Ok(None); // answered 404 by the caller of this step
+        return Ok(Checked::default()); // answered 404 by the caller of this step
     };
     if ctx
         .identity
         .as_ref()
         .is_some_and(|who| !who.may_use(&model.config.name))
     {
-        return Ok(None); // refused by the model-access step, not here
+        return Ok(Checked::default()); // refused by the model-access step, not here
     }
     let rails = all.applicable(&model.config.name, ctx.identity.as_ref());
     ctx.response_guardrails = rails
@@ -126,7 +135,7 @@ pub async fn request_step(
         .iter()
         .any(|g| g.on_request || g.max_output_tokens.is_some() || g.max_input_tokens.is_some())
     {
-        return Ok(None);
+        return Ok(Checked::default());
     }
     let cap = rails.iter().filter_map(|g| g.max_output_tokens).min();
     check_input_tokens(&rails, body.len(), ctx)?;
@@ -142,7 +151,7 @@ pub async fn request_step(
     };
     if cap.is_none() && !hooked && !scanned() {
         // No string matches: the body goes on as the caller sent it, never parsed here.
-        return Ok(None);
+        return Ok(Checked::default());
     }
     let mut doc: Value =
         serde_json::from_slice(body).map_err(|e| InspectError::Json(e.to_string()))?;
@@ -179,7 +188,10 @@ pub async fn request_step(
         let out = serde_json::to_vec(&doc).map_err(|e| InspectError::Json(e.to_string()))?;
         *body = Bytes::from(out);
     }
-    Ok(cap)
+    Ok(Checked {
+        cap,
+        rewritten: changed,
+    })
 }
 
 /// A request block in the audit log: which guardrail and where, never the matched text.

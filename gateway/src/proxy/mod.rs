@@ -115,7 +115,7 @@ impl Gateway {
         // it rewrote is inspected again.
         let original = body.clone();
         let inspected = openai::inspect_chat_request(&original).map_err(GatewayError::from)?;
-        let cap = crate::guardrails::request_step(
+        let checked = crate::guardrails::request_step(
             state,
             ctx,
             &mut body,
@@ -124,13 +124,12 @@ impl Gateway {
             self.auth.jwks.connector(),
         )
         .await?;
-        let rewritten = body.as_ptr() != original.as_ptr() || body.len() != original.len();
-        let mut facts = if rewritten {
+        let mut facts = if checked.rewritten {
             openai::inspect_chat_request(&body).map_err(GatewayError::from)?
         } else {
             inspected
         };
-        if let Some(cap) = cap.filter(|_| ctx.route != Route::Embeddings) {
+        if let Some(cap) = checked.cap.filter(|_| ctx.route != Route::Embeddings) {
             facts.max_tokens = Some(facts.max_tokens.map_or(cap, |m| m.min(cap)));
         }
         if let Some(t) = &turn {

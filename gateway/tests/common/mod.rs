@@ -81,6 +81,18 @@ impl Gateway {
     /// Starts the gateway with `body` (YAML without the `server` section) plus a server section
     /// on fresh ports. `server_extra` lines are added under `server:`.
     pub async fn start(body: &str, server_extra: &str) -> Gateway {
+        // A port `free_port` handed out can be taken by another test's server (bound to port 0)
+        // before the gateway binds it: the gateway then exits and that server would answer in
+        // its place. Such a start is retried on fresh ports.
+        for _ in 0..3 {
+            if let Some(gw) = Gateway::start_once(body, server_extra).await {
+                return gw;
+            }
+        }
+        panic!("switchyard could not start on three pairs of fresh ports");
+    }
+
+    async fn start_once(body: &str, server_extra: &str) -> Option<Gateway> {
         let port = free_port();
         let admin_port = free_port();
         let dir =
@@ -114,11 +126,12 @@ impl Gateway {
             client,
             h2,
         };
-        gw.wait_ready().await;
-        gw
+        gw.wait_ready().await.then_some(gw)
     }
 
-    async fn wait_ready(&mut self) {
+    /// Waits until this gateway answers; false when the port answered for another server (every
+    /// Switchyard answer names its config generation) while this process could not bind it.
+    async fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -128,8 +141,13 @@ impl Gateway {
                 .try_request(false, "GET", "/v1/health", None, &[])
                 .await
             {
+                if r.header("x-switchyard-config-generation").is_none() {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    return false;
+                }
                 if matches!(r.status, 200 | 401 | 503) {
-                    return;
+                    return true;
                 }
             }
             if Instant::now() > deadline {
