@@ -206,12 +206,7 @@ mod tempdir {
         }
     }
     pub fn new(tag: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!(
-            "sy-auth-{tag}-{}-{}",
-            std::process::id(),
-            super::free_port()
-        ));
-        std::fs::create_dir_all(&p).expect("dir");
+        let p = super::scratch_dir(&format!("sy-auth-{tag}"));
         Dir(p)
     }
 }

@@ -351,8 +351,7 @@ async fn team_scope_shares_within_a_team_only_and_the_ledger_records_the_saving(
     let up = MockUpstream::start(MockUpstreamConfig::default())
         .await
         .expect("upstream");
-    let dir = std::env::temp_dir().join(format!("sy-cache-ledger-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = scratch_dir("sy-cache-ledger");
     let db = dir.join("ledger.db");
     let extra = format!(
         "auth:\n  api_keys:\n    - {{ name: k1, key: {K1}, team: t1 }}\n    - {{ name: k2, key: {K2}, team: t1 }}\n    - {{ name: k3, key: {K3}, team: t2 }}\nstore: {{ kind: sqlite, path: {}, flush_interval: 50ms }}\n",

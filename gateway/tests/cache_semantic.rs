@@ -99,8 +99,7 @@ async fn a_paraphrase_hits_a_different_question_and_another_team_miss() {
     let Some((lib, model)) = artefacts() else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("sy-semantic-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = scratch_dir("sy-semantic");
     let db = dir.join("ledger.db");
     let gw = Gateway::start(&config(&lib, &model, &db), "").await;
 

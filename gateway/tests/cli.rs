@@ -86,9 +86,7 @@ fn secret_of(stdout: &str) -> String {
 }
 
 fn temp_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("sy-cli-{}", free_port()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    dir
+    scratch_dir("sy-cli")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

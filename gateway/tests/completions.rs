@@ -316,12 +316,7 @@ fn governed(providers: &[String], deployments: &[(&str, &str)], db: &std::path::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completions_are_metered_and_token_counts_are_not_billed() {
-    let dir = std::env::temp_dir().join(format!(
-        "switchyard-cmpl-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = scratch_dir("switchyard-cmpl");
     let sim = "  - { name: sim, kind: mock }\n".to_string();
     let conf = governed(&[sim], &[("sim", "mock-1")], &dir.join("state.db"));
     let gw = Gateway::start(&conf, &format!("  admin_token: {ADMIN}\n")).await;

@@ -33,8 +33,7 @@ fn of_type<'a>(seen: &'a [Delivery], kind: &str) -> Vec<&'a Delivery> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_are_signed_retried_under_one_id_and_delivered_after_kill_9() {
-    let dir = std::env::temp_dir().join(format!("sy-events-{}", free_port()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = scratch_dir("sy-events");
     let db = dir.join("events.db");
     let receiver = Receiver::start(500).await;
     let dead = refused_addr();
@@ -106,8 +105,7 @@ async fn events_are_signed_retried_under_one_id_and_delivered_after_kill_9() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_budget_running_out_is_one_event_per_period_and_the_alert_webhook_still_fires() {
-    let dir = std::env::temp_dir().join(format!("sy-events-{}", free_port()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = scratch_dir("sy-events");
     let receiver = Receiver::start(200).await;
     let legacy = Receiver::start(200).await;
     let cfg = format!(
@@ -165,8 +163,7 @@ async fn a_budget_running_out_is_one_event_per_period_and_the_alert_webhook_stil
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_expiring_within_a_week_is_announced_once_across_restarts() {
-    let dir = std::env::temp_dir().join(format!("sy-events-{}", free_port()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = scratch_dir("sy-events");
     let receiver = Receiver::start(200).await;
     let soon = humantime::format_rfc3339_seconds(
         std::time::SystemTime::now() + Duration::from_secs(3 * 86_400),
@@ -200,8 +197,7 @@ async fn a_key_expiring_within_a_week_is_announced_once_across_restarts() {
 /// answers again (`provider.up`), and a SIGHUP with a valid file (`config.reloaded`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_up_circuit_open_and_config_reloaded_are_signed_events() {
-    let dir = std::env::temp_dir().join(format!("sy-events-{}", free_port()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = scratch_dir("sy-events");
     let receiver = Receiver::start(200).await;
     // The provider: every request answered 500 until told otherwise.
     let flappy = Receiver::start(500).await;

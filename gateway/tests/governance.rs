@@ -14,13 +14,7 @@ const ADMIN: &str = "0123456789abcdef-admin";
 
 /// A fresh directory for a test's store (kept outside the harness's dir, which restarts share).
 fn store_dir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "switchyard-gov-{name}-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&d).expect("store dir");
-    d
+    scratch_dir(&format!("switchyard-gov-{name}"))
 }
 
 /// One mock deployment priced at $1000 per million output tokens, so a 5-token answer costs

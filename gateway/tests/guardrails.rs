@@ -276,8 +276,7 @@ async fn a_reload_changes_the_guardrails() {
 
 #[test]
 fn check_rejects_unknown_guardrail_names_and_invalid_regexes() {
-    let dir = std::env::temp_dir().join(format!("switchyard-gr-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = scratch_dir("switchyard-gr-check");
     let conf = dir.join("bad.yaml");
     let text = "server:\n  listen: [\"127.0.0.1:0\"]\nproviders:\n  - name: up\n    kind: openai\n    base_url: http://127.0.0.1:9/v1\n    api_key: k\nmodels:\n  - name: chat\n    guardrails: [no-pi]\n    deployments: [{provider: up, model: m}]\nguardrails:\n  - name: no-pii\n    pii: [email, passport]\n    regex: [\"(unclosed\"]\nteam_guardrails: { team-a: [nope] }\n";
     std::fs::write(&conf, text).expect("write");

@@ -382,8 +382,7 @@ fn systemd_unit_verifies() {
         assert!(unit.contains(needed), "unit lacks {needed}");
     }
     // Verify the unit as installed, with the binary and config paths pointing at this build.
-    let dir = std::env::temp_dir().join(format!("switchyard-unit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = scratch_dir("switchyard-unit");
     let conf = root.join("conf/quickstart.yaml");
     let local = unit
         .replace(

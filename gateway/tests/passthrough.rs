@@ -229,12 +229,7 @@ store: {{ kind: sqlite, path: \"{db}\", flush_interval: 50ms }}
 
 async fn start(extra: &str) -> (Gateway, Upstream, std::path::PathBuf) {
     let up = Upstream::start().await;
-    let dir = std::env::temp_dir().join(format!(
-        "switchyard-passthrough-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = scratch_dir("switchyard-passthrough");
     let gw = Gateway::start(&config(&up, &dir, extra), "").await;
     (gw, up, dir)
 }

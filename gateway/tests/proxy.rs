@@ -587,8 +587,7 @@ async fn the_built_in_mock_provider_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reports_every_error_with_its_path() {
-    let dir = std::env::temp_dir().join(format!("switchyard-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = scratch_dir("switchyard-check");
     let bad = dir.join("bad.yaml");
     // One file, six kinds of problem; every one must be reported in the same run.
     let text = "\
@@ -651,8 +650,7 @@ models:
 
 #[test]
 fn config_errors_show_references_not_the_secrets_they_expand_to() {
-    let dir = std::env::temp_dir().join(format!("switchyard-secret-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = scratch_dir("switchyard-secret-check");
     let files = [
         // A URL with the key in its query, and a duration that is a key: validation errors.
         ("values.yaml", "server:\n  listen: [\"127.0.0.1:1\"]\nproviders:\n  - name: g\n    kind: openai\n    base_url: \"http://127.0.0.1:9/v1?key=${GEMINI_API_KEY}\"\n    api_key: ${GEMINI_API_KEY}\n    timeouts: { connect: \"${CONNECT_TIMEOUT}\" }\nmodels:\n  - name: a\n    deployments: [{provider: g, model: x}]\n", &["${GEMINI_API_KEY}", "${CONNECT_TIMEOUT}"][..]),

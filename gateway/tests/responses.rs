@@ -380,8 +380,7 @@ async fn stored_responses_belong_to_their_team() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stored_responses_expire_and_store_false_keeps_nothing() {
-    let db = std::env::temp_dir().join(format!("sy-responses-ttl-{}.db", std::process::id()));
-    let _ = std::fs::remove_file(&db);
+    let db = scratch_dir("sy-responses-ttl").join("responses.db");
     let extra = format!(
         "responses:\n  ttl: 600ms\nstore: {{ kind: sqlite, path: {} }}\n",
         db.display()

@@ -22,8 +22,7 @@ fn config(dead: std::net::SocketAddr, dir: &std::path::Path) -> String {
 
 /// A gateway with the admin token (and `server_extra`), its store in a fresh directory.
 async fn start(server_extra: &str) -> Gateway {
-    let dir = std::env::temp_dir().join(format!("sy-status-{}", free_port()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = scratch_dir("sy-status");
     Gateway::start(
         &config(refused_addr(), &dir),
         &format!("  admin_token: {ADMIN}\n{server_extra}"),

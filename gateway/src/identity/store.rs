@@ -352,6 +352,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sy-store-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("state.db");
+        let _ = std::fs::remove_file(&path);
         {
             let s = KeyStore::open(Some(&path)).unwrap();
             s.insert(&hash_key("a-secret"), &rec("a")).unwrap();

@@ -2,7 +2,7 @@
 //! the OAuth token endpoint (the JWT-bearer assertion verified with the account's public key and
 //! its claims checked), and Vertex AI's Gemini and Claude publisher paths (only issued tokens).
 
-use super::common::free_port;
+use super::common::scratch_dir;
 use super::mock::{form, Answer, Mock, Recv};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
@@ -19,12 +19,7 @@ pub struct ServiceAccount {
 }
 
 pub fn service_account(token_uri: &str) -> ServiceAccount {
-    let dir = std::env::temp_dir().join(format!(
-        "sy-cloud-sa-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = scratch_dir("sy-cloud-sa");
     let key = dir.join("key.pem");
     let run = |args: &[&str]| {
         let out = std::process::Command::new("openssl")

@@ -38,6 +38,22 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A directory no earlier run left anything in: named by this process, a counter and the clock,
+/// and emptied first. A machine's temp dir outlives test runs, so a name built from a port or a
+/// pid alone can meet an earlier run's database (a key "already exists").
+pub fn scratch_dir(prefix: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}-{n}-{nanos}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
 /// An address nothing listens on (connections are refused).
 pub fn refused_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -95,9 +111,7 @@ impl Gateway {
     async fn start_once(body: &str, server_extra: &str) -> Option<Gateway> {
         let port = free_port();
         let admin_port = free_port();
-        let dir =
-            std::env::temp_dir().join(format!("switchyard-test-{}-{}", std::process::id(), port));
-        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let dir = scratch_dir("switchyard-test");
         let conf = config_text(port, admin_port, &dir, server_extra, body);
         let conf_path = dir.join("switchyard.yaml");
         std::fs::write(&conf_path, conf).expect("write conf");

@@ -44,9 +44,7 @@ fn is_root() -> bool {
 impl Postgres {
     pub fn start() -> Postgres {
         let port = super::free_port();
-        let dir = std::env::temp_dir().join(format!("sy-pg-{}-{port}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("pg dir");
+        let dir = super::scratch_dir("sy-pg");
         let user = is_root().then(|| {
             let ok = |u: &str| {
                 Command::new("id")
