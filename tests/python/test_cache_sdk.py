@@ -127,3 +127,38 @@ def test_embeddings_hit(env, oai):
     assert (first.headers["x-switchyard-cache"], again.headers["x-switchyard-cache"]) == ("miss", "hit")
     assert again.parse().data[0].embedding == first.parse().data[0].embedding
     assert len(env.sent(m)) == 1
+
+
+def test_responses_hit_whole_and_streamed_with_the_first_ids(env, oai):
+    # A whole miss, then a whole hit and a streamed hit replayed from it.
+    m = marker()
+    first = oai.responses.with_raw_response.create(model="cached", input=f"Say {m}")
+    assert first.headers["x-switchyard-cache"] == "miss"
+    answer = first.parse()
+    assert answer.output_text
+    again = oai.responses.with_raw_response.create(model="cached", input=f"Say {m}")
+    assert again.headers["x-switchyard-cache"] == "hit"
+    assert (again.parse().id, again.parse().output_text) == (answer.id, answer.output_text)
+    raw = oai.responses.with_raw_response.create(model="cached", input=f"Say {m}", stream=True)
+    assert raw.headers["x-switchyard-cache"] == "hit"
+    events = list(raw.parse())
+    assert events[0].type == "response.created"
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == answer.output_text
+    assert events[-1].type == "response.completed"
+    assert events[-1].response.id == answer.id
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert len(env.sent(m)) == 1
+
+    # A streamed miss is stored when it completes: it then answers whole and streamed requests.
+    m = marker()
+    raw = oai.responses.with_raw_response.create(model="cached", input=f"Say {m}", stream=True)
+    assert raw.headers["x-switchyard-cache"] == "miss"
+    completed = [e for e in raw.parse() if e.type == "response.completed"][0].response
+    whole = oai.responses.with_raw_response.create(model="cached", input=f"Say {m}")
+    assert whole.headers["x-switchyard-cache"] == "hit"
+    assert (whole.parse().id, whole.parse().output_text) == (completed.id, completed.output_text)
+    with oai.responses.stream(model="cached", input=f"Say {m}") as s:
+        final = s.get_final_response()
+    assert (final.id, final.output_text) == (completed.id, completed.output_text)
+    assert final.usage.output_tokens == completed.usage.output_tokens
+    assert len(env.sent(m)) == 1

@@ -6,12 +6,12 @@
 //!
 //! What is cached: chat completions, `/v1/messages`, `/v1/completions`, `/v1/embeddings` and
 //! `/v1/responses` (whole, without `previous_response_id`: a hit answers the first response,
-//! stored under its own id) successful answers, stored whole in the caller's format (the route is part of the key, so an
-//! entry is only ever replayed to the format that produced it). Chat, Messages and completions
-//! streams are recorded and stored when they end normally, and a streamed request that hits is
-//! replayed as SSE ([`stream`]). In-process answers (mock, local pool) are stored when whole.
-//! Streamed `/v1/responses` are not cached (`bypass`), errors never are, and an in-process
-//! stream is a miss that is not stored. Near-duplicates: [`semantic`]. Answers say
+//! stored under its own id) successful answers, stored whole in the caller's format (the route is
+//! part of the key, so an entry is only ever replayed to the format that produced it). Chat,
+//! Messages, completions and Responses streams are recorded and stored when they end normally,
+//! and a streamed request that hits is replayed as SSE ([`stream`]). In-process answers (mock,
+//! local pool) are stored when whole. Errors are never cached, and an in-process stream is a
+//! miss that is not stored. Near-duplicates: [`semantic`]. Answers say
 //! `x-switchyard-cache: hit | miss | bypass` (only where a cache is configured) and `age` on
 //! hits. A hit costs 0 in the ledger; what it saved is in the row's tags (`cache_saved_usd`)
 //! and `switchyard_cache_saved_usd_total`.
@@ -369,15 +369,9 @@ pub fn store_stream(ctx: &mut RequestCtx) {
         output_tokens: u.completion_tokens,
         ..Default::default()
     });
-    let Some(resp) = rec.finish(relayed) else {
+    let Some(body) = rec.finish(relayed, crate::clock::unix_secs()) else {
         return;
     };
-    let body = Bytes::from(ctx.caller.encode_response(
-        &resp,
-        &resp.id,
-        &resp.model,
-        crate::clock::unix_secs(),
-    ));
     let acct = crate::governance::ledger_row::accounting(ctx);
     let cost = acct.cost_nanos as f64 / 1e9;
     let now = crate::clock::unix_ms();

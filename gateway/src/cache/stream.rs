@@ -1,13 +1,18 @@
 //! Streams and the cache: a cached answer replayed as SSE in the caller's format (OpenAI chat or
-//! `text_completion` chunks, Anthropic events; usage when asked), and a streamed miss recorded — the caller's own events
-//! decoded back to a whole answer — so it can be stored once the stream ends normally. It owns
-//! only the conversion between whole answers and events; what is stored and when is decided in
-//! [`super`], and it must not write to the caller itself.
+//! `text_completion` chunks, Anthropic events, Responses events; usage when asked), and a streamed
+//! miss recorded — the caller's own events decoded back to a whole answer — so it can be stored
+//! once the stream ends normally. A Responses stream is recorded as the `response` object its
+//! `response.completed` (or `.incomplete`) event carries, and replayed from it with the stored
+//! ids ([`switchyard_adapters::openai::responses::replay`]). It owns only the conversion between
+//! whole answers and events; what is stored and when is decided in [`super`], and it must not
+//! write to the caller itself.
 
 use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
 use switchyard_adapters::canonical::{
     ChatResponse, FinishReason, OutputPart, StreamDecode, StreamEvent, Usage,
 };
+use switchyard_adapters::openai::responses::{self, Turn};
 use switchyard_adapters::providers::{self, Caller, StreamEncoder};
 
 /// Most caller bytes recorded for one streamed miss; a longer stream is not stored.
@@ -17,7 +22,7 @@ const MAX_RECORDED: usize = 8 * 1024 * 1024;
 pub fn streams(caller: Caller) -> bool {
     matches!(
         caller,
-        Caller::OpenAi | Caller::Anthropic | Caller::OpenAiCompletions
+        Caller::OpenAi | Caller::Anthropic | Caller::OpenAiCompletions | Caller::OpenAiResponses
     )
 }
 
@@ -65,6 +70,10 @@ fn events_of(resp: &ChatResponse) -> Vec<StreamEvent> {
 
 /// A cached whole answer (`body`, in `caller`'s format) as the caller's SSE stream.
 pub fn replay(caller: Caller, body: &[u8], include_usage: bool, created: u64) -> Option<Bytes> {
+    if caller == Caller::OpenAiResponses {
+        let object: serde_json::Value = serde_json::from_slice(body).ok()?;
+        return responses::replay::replay(&object).map(BytesMut::freeze);
+    }
     let resp = providers::decode_response(caller.dialect(), body).ok()?;
     let mut enc = StreamEncoder::new(caller, &resp.id, &resp.model, created, include_usage);
     let mut out = BytesMut::with_capacity(body.len() * 2);
@@ -82,15 +91,27 @@ pub struct Recorder {
     bytes: usize,
     /// Too long to keep: never stored.
     over: bool,
+    caller: Caller,
+    /// A Responses stream: receives the `response` object of its terminal event.
+    turn: Option<Arc<Turn>>,
 }
 
 impl Recorder {
     pub fn new(caller: Caller) -> Recorder {
+        let (decoder, turn): (Box<dyn StreamDecode>, _) = if caller == Caller::OpenAiResponses {
+            let turn = Turn::new(Default::default());
+            let watcher = responses::native::StreamDecoder::with_turn(turn.clone());
+            (Box::new(watcher), Some(turn))
+        } else {
+            (providers::stream_decoder(caller.dialect()), None)
+        };
         Recorder {
-            decoder: std::sync::Mutex::new(providers::stream_decoder(caller.dialect())),
+            decoder: std::sync::Mutex::new(decoder),
             events: Vec::new(),
             bytes: 0,
             over: false,
+            caller,
+            turn,
         }
     }
 
@@ -114,15 +135,29 @@ impl Recorder {
         matches!(self.events.last(), Some(StreamEvent::End))
     }
 
-    /// The whole answer the stream carried, when it ended normally (its end marker, no error);
-    /// `usage` (the relay's count) fills in what the caller's events did not carry.
-    pub fn finish(mut self, usage: Option<Usage>) -> Option<ChatResponse> {
+    /// The whole answer the stream carried, in the caller's format, when it ended normally (its
+    /// end marker, no error); `usage` (the relay's count) fills in what the caller's events did
+    /// not carry; `created` stamps a re-encoded answer.
+    pub fn finish(mut self, usage: Option<Usage>, created: u64) -> Option<Bytes> {
         if self.over {
             return None;
         }
         let decoder = self.decoder.get_mut().unwrap_or_else(|p| p.into_inner());
         decoder.finish(&mut self.events);
-        response_of(self.events, usage)
+        if let Some(turn) = &self.turn {
+            let ended = matches!(self.events.last(), Some(StreamEvent::End))
+                && !self
+                    .events
+                    .iter()
+                    .any(|e| matches!(e, StreamEvent::Error(_)));
+            let object = turn.take_finished().filter(|_| ended)?;
+            return serde_json::to_vec(&object).ok().map(Bytes::from);
+        }
+        let resp = response_of(self.events, usage)?;
+        let body = self
+            .caller
+            .encode_response(&resp, &resp.id, &resp.model, created);
+        Some(Bytes::from(body))
     }
 }
 
@@ -198,7 +233,8 @@ mod tests {
             for piece in sse.chunks(7) {
                 rec.push(piece);
             }
-            let back = rec.finish(None).expect("ended normally");
+            let body = rec.finish(None, 1).expect("ended normally");
+            let back = providers::decode_response(caller.dialect(), &body).expect("decodes");
             assert_eq!(back.content, vec![OutputPart::Text("Hello there.".into())]);
             assert_eq!(back.finish, FinishReason::Stop);
             assert_eq!(back.usage.map(|u| u.output_tokens), Some(4), "{caller:?}");
@@ -213,6 +249,32 @@ mod tests {
         let sse = replay(Caller::OpenAi, &body, false, 1).expect("replays");
         let mut rec = Recorder::new(Caller::OpenAi);
         rec.push(&sse[..sse.len() / 2]);
-        assert!(rec.finish(None).is_none());
+        assert!(rec.finish(None, 1).is_none());
+    }
+
+    #[test]
+    fn a_responses_answer_replays_and_records_back_to_the_same_object() {
+        let first =
+            providers::decode_response(Caller::OpenAi.dialect(), CHAT.as_bytes()).expect("decodes");
+        let body = responses::encode_response(&first, "resp_1", "m", 1, None);
+        let sse = replay(Caller::OpenAiResponses, &body, false, 1).expect("replays");
+        let mut rec = Recorder::new(Caller::OpenAiResponses);
+        for piece in sse.chunks(5) {
+            rec.push(piece);
+            if rec.ended() {
+                break;
+            }
+        }
+        assert!(rec.ended());
+        let back = rec.finish(None, 1).expect("completed");
+        let (a, b): (serde_json::Value, serde_json::Value) = (
+            serde_json::from_slice(&body).unwrap(),
+            serde_json::from_slice(&back).unwrap(),
+        );
+        assert_eq!(a, b);
+        // Cut before `response.completed`: nothing to store.
+        let mut rec = Recorder::new(Caller::OpenAiResponses);
+        rec.push(&sse[..sse.len() - 20]);
+        assert!(rec.finish(None, 1).is_none());
     }
 }

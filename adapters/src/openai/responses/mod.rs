@@ -10,6 +10,7 @@
 //! expanded into `input`. No I/O here.
 
 pub mod native;
+pub mod replay;
 pub mod request;
 pub mod response;
 pub mod stream;
