@@ -1,14 +1,23 @@
 //! `cache.kind: memory`: a per-replica LRU of cached answers bounded by bytes (`max_bytes`: the
 //! bodies plus a fixed overhead per entry), each entry with its own expiry. It stores and evicts
 //! only; what is cached and how it is answered is decided in [`super`].
+//!
+//! Sharded by key (up to 16 shards of at least 4 MiB each, each an LRU over its share of
+//! `max_bytes`), so requests to different entries never wait on one lock. Hand-written rather
+//! than a crate: Pingora's `pingora-lru` evicts by weight but cannot hand an entry back on a
+//! hit, and a per-entry expiry checked on read is all the TTL handling this needs.
 
 use super::key::Key;
 use super::Entry;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Bytes counted for an entry beyond its body (key, maps, metadata).
 const OVERHEAD: u64 = 160;
+/// The smallest share of `max_bytes` a shard gets, and the most shards.
+const MIN_SHARD_BYTES: u64 = 4 * 1024 * 1024;
+const MAX_SHARDS: u64 = 16;
 
 #[derive(Default)]
 struct Inner {
@@ -22,8 +31,11 @@ struct Inner {
 
 /// The memory store.
 pub struct Memory {
-    max_bytes: u64,
-    inner: Mutex<Inner>,
+    /// Each shard's bound.
+    shard_max: u64,
+    shards: Box<[Mutex<Inner>]>,
+    /// Bytes held by all shards (for the `switchyard_cache_bytes` gauge).
+    held: AtomicU64,
 }
 
 fn cost(e: &Entry) -> u64 {
@@ -32,15 +44,23 @@ fn cost(e: &Entry) -> u64 {
 
 impl Memory {
     pub fn new(max_bytes: u64) -> Memory {
+        let shards = (max_bytes / MIN_SHARD_BYTES).clamp(1, MAX_SHARDS);
         Memory {
-            max_bytes,
-            inner: Mutex::new(Inner::default()),
+            shard_max: max_bytes / shards,
+            shards: (0..shards).map(|_| Mutex::new(Inner::default())).collect(),
+            held: AtomicU64::new(0),
         }
+    }
+
+    fn shard(&self, key: &Key) -> std::sync::MutexGuard<'_, Inner> {
+        // Keys are SHA-256 digests: their first byte spreads evenly.
+        let i = usize::from(key[0]) % self.shards.len();
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The entry under `key` unless it expired by `now_ms` (unix milliseconds).
     pub fn get(&self, key: &Key, now_ms: u64) -> Option<Arc<Entry>> {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = self.shard(key);
         let inner = &mut *g;
         inner.tick += 1;
         let tick = inner.tick;
@@ -50,6 +70,7 @@ impl Memory {
             inner.order.remove(&old);
             if let Some((e, _)) = inner.entries.remove(key) {
                 inner.bytes -= cost(&e);
+                self.held.fetch_sub(cost(&e), Ordering::Relaxed);
             }
             return None;
         }
@@ -60,37 +81,40 @@ impl Memory {
         Some(entry)
     }
 
-    /// Stores `entry` under `key`, evicting the least recently used until it fits; an entry
-    /// larger than the whole bound is not stored.
+    /// Stores `entry` under `key`, evicting its shard's least recently used until it fits; an
+    /// entry larger than a shard's bound is not stored.
     pub fn put(&self, key: Key, entry: Entry) {
         let size = cost(&entry);
-        if size > self.max_bytes {
+        if size > self.shard_max {
             return;
         }
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = self.shard(&key);
         let inner = &mut *g;
+        let mut freed = 0;
         if let Some((old, used)) = inner.entries.remove(&key) {
             inner.order.remove(&used);
-            inner.bytes -= cost(&old);
+            freed += cost(&old);
         }
-        while inner.bytes + size > self.max_bytes {
+        while inner.bytes - freed + size > self.shard_max {
             let Some((_, oldest)) = inner.order.pop_first() else {
                 break;
             };
             if let Some((e, _)) = inner.entries.remove(&oldest) {
-                inner.bytes -= cost(&e);
+                freed += cost(&e);
             }
         }
         inner.tick += 1;
         let tick = inner.tick;
         inner.order.insert(tick, key);
         inner.entries.insert(key, (Arc::new(entry), tick));
-        inner.bytes += size;
+        inner.bytes = inner.bytes - freed + size;
+        self.held.fetch_add(size, Ordering::Relaxed);
+        self.held.fetch_sub(freed, Ordering::Relaxed);
     }
 
     /// Bytes held (bodies plus overhead).
     pub fn bytes(&self) -> u64 {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).bytes
+        self.held.load(Ordering::Relaxed)
     }
 }
 
@@ -135,6 +159,31 @@ mod tests {
             m.get(&[9; 32], 0).is_none(),
             "larger than the bound: not stored"
         );
+    }
+
+    #[test]
+    fn a_large_cache_is_sharded_and_each_shard_bounded() {
+        let max = 64 * 1024 * 1024;
+        let m = Memory::new(max);
+        assert_eq!(m.shards.len(), 16);
+        for i in 0..=255u8 {
+            for j in 0..4u8 {
+                let mut key = [i; 32];
+                key[1] = j;
+                m.put(key, entry(512 * 1024, 1000));
+                assert!(m.bytes() <= max);
+            }
+        }
+        let held: u64 = m
+            .shards
+            .iter()
+            .map(|s| s.lock().unwrap().bytes)
+            .sum();
+        assert_eq!(held, m.bytes());
+        assert!(m.get(&[255; 32], 0).is_none(), "evicted");
+        let mut last = [255; 32];
+        last[1] = 3;
+        assert!(m.get(&last, 0).is_some(), "the newest stays");
     }
 
     #[test]
