@@ -96,7 +96,8 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
         crate::governance::Spend::start(&cfg, &metrics, pg.clone()).map_err(StartError::Ledger)?,
     );
     let store = match &pg {
-        Some(pg) => KeyStore::postgres(pg.clone()),
+        Some(pg) => KeyStore::postgres(pg.clone(), cfg.store.sqlite_path.as_deref())
+            .map_err(StartError::Store)?,
         None => KeyStore::open(cfg.store.sqlite_path.as_deref()).map_err(StartError::Store)?,
     };
     if !store.persistent && cfg.server.admin_token.is_some() {

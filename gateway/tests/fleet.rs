@@ -447,6 +447,60 @@ async fn postgres_restarted_under_load_loses_no_row_and_doubles_none() {
     }
 }
 
+/// A replica (re)started while PostgreSQL is down serves the runtime keys and key limits it
+/// last read (kept in its spool file) and spools its ledger rows; one with no spool file serves
+/// the config file's keys. Once the database answers, the rows are written and the runtime keys
+/// reach the second replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_starts_while_postgres_is_down_on_its_last_known_keys() {
+    let pg = Postgres::start();
+    let spool = common::scratch_dir("sy-fleet-cold").join("spool.db");
+    let with_file = config(&pg_store(
+        &pg,
+        None,
+        &format!(", path: \"{}\"", spool.display()),
+    ));
+    let a = replica(&with_file, "gw-a").await;
+    let key = create_key(
+        &a,
+        r#"{"name":"cold-start","limits":{"requests_per_minute":3}}"#,
+    )
+    .await;
+    assert_eq!(ask(&a, &key, None).await, 200);
+    drop(a);
+    pg.down();
+
+    let a = replica(&with_file, "gw-a").await;
+    let b = replica(&config(&pg_store(&pg, None, "")), "gw-b").await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let id = format!("load-cold-{i}");
+        assert_eq!(ask(&a, &key, Some(&id)).await, 200, "request {i}");
+        ids.push(id);
+    }
+    assert_eq!(
+        ask(&a, &key, None).await,
+        429,
+        "the key's limit came back with it"
+    );
+    assert_eq!(ask(&b, KEY, None).await, 200, "the file's keys work");
+    assert_eq!(
+        ask(&b, &key, None).await,
+        401,
+        "b never knew the runtime key"
+    );
+    // The writer spools once its attempt to reach the database gives up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.metric("switchyard_ledger_spooled_rows").await < Some(3.0) {
+        assert!(Instant::now() < deadline, "the rows were not spooled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    pg.up();
+    ledger_has(&pg, &ids, Duration::from_secs(15)).await;
+    until_status(&b, &key, 200, Duration::from_secs(15)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_of_a_strict_replica_under_load_loses_no_row_of_a_completed_response() {
     let pg = Postgres::start();

@@ -174,11 +174,7 @@ mod tests {
                 assert!(m.bytes() <= max);
             }
         }
-        let held: u64 = m
-            .shards
-            .iter()
-            .map(|s| s.lock().unwrap().bytes)
-            .sum();
+        let held: u64 = m.shards.iter().map(|s| s.lock().unwrap().bytes).sum();
         assert_eq!(held, m.bytes());
         assert!(m.get(&[255; 32], 0).is_none(), "evicted");
         let mut last = [255; 32];

@@ -184,7 +184,14 @@ impl Auth {
             rng: SystemRandom::new(),
             audit,
         };
-        auth.rebuild_index()?;
+        match auth.rebuild_index() {
+            // A fleet replica starting while PostgreSQL is away, with no local copy of the keys
+            // yet: the file's keys work now, the runtime keys once the database answers.
+            Err(store::StoreError::Postgres(e)) if e.is_unreachable() => {
+                log::warn!("runtime keys not loaded ({e}): serving the config file's keys until the database answers");
+            }
+            other => other?,
+        }
         Ok(auth)
     }
 

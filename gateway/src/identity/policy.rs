@@ -105,7 +105,7 @@ impl KeyPolicy {
     }
 }
 
-const TABLE: &str =
+pub(super) const TABLE: &str =
     "CREATE TABLE IF NOT EXISTS key_policies (name TEXT PRIMARY KEY, policy TEXT NOT NULL)";
 
 impl KeyStore {
@@ -130,19 +130,15 @@ impl KeyStore {
 
     /// The policies of the keys that are not revoked.
     pub fn policies(&self) -> Result<KeyPolicies, StoreError> {
-        let stored: Vec<(String, String)> = match (self.pg(), self.conn()?) {
-            (Some(pg), _) => pg.run(|p| async move { crate::store::keys::policies(&p).await })?,
-            (None, Some(conn)) => {
-                conn.execute(TABLE, [])?;
-                let mut stmt = conn.prepare(
-                    "SELECT p.name, p.policy FROM key_policies p JOIN keys k ON k.name = p.name
-                     WHERE k.revoked = 0 ORDER BY p.name",
-                )?;
-                let rows =
-                    stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-                rows.collect::<rusqlite::Result<_>>()?
-            }
-            (None, None) => return Err(StoreError::Poisoned),
+        let stored = match self.postgres_policies() {
+            Some(rows) => rows?,
+            None => match self.conn()? {
+                Some(conn) => {
+                    conn.execute(TABLE, [])?;
+                    load_sqlite(&conn)?
+                }
+                None => return Err(StoreError::Poisoned),
+            },
         };
         let mut out = Vec::new();
         for (name, text) in stored {
@@ -152,6 +148,17 @@ impl KeyStore {
         }
         Ok(out)
     }
+}
+
+/// The policies of the keys that are not revoked, in an embedded store (or a fleet replica's
+/// local copy), as (name, JSON).
+pub(super) fn load_sqlite(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<(String, String)>> {
+    let mut stmt = conn.prepare(
+        "SELECT p.name, p.policy FROM key_policies p JOIN keys k ON k.name = p.name
+         WHERE k.revoked = 0 ORDER BY p.name",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    rows.collect()
 }
 
 #[cfg(test)]

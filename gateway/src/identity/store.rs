@@ -126,7 +126,81 @@ pub struct KeyStore {
 
 enum Backend {
     Sqlite(Mutex<Connection>),
-    Postgres(std::sync::Arc<crate::store::Pg>),
+    Postgres {
+        pg: std::sync::Arc<crate::store::Pg>,
+        /// The keys last read from PostgreSQL, kept in the local spool file's `keys` tables: a
+        /// replica that starts while the database is away serves them.
+        snapshot: Option<Snapshot>,
+    },
+}
+
+/// The last known keys of a PostgreSQL store, on local disk.
+struct Snapshot {
+    conn: Mutex<Connection>,
+    /// What was last written (a reload that reads the same rows writes nothing).
+    saved: Mutex<Option<(Vec<RawKey>, Vec<RawSuperseded>)>>,
+    saved_policies: Mutex<Option<Vec<(String, String)>>>,
+}
+
+impl Snapshot {
+    /// Replaces the snapshot with `keys` and `superseded` unless they are what it holds.
+    fn save(&self, keys: &[RawKey], superseded: &[RawSuperseded]) -> Result<(), StoreError> {
+        let mut saved = self.saved.lock().map_err(|_| StoreError::Poisoned)?;
+        if saved
+            .as_ref()
+            .is_some_and(|(k, s)| k.as_slice() == keys && s.as_slice() == superseded)
+        {
+            return Ok(());
+        }
+        let mut conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
+        let tx = conn.transaction()?;
+        tx.execute_batch("DELETE FROM keys; DELETE FROM superseded;")?;
+        for k in keys {
+            insert_sqlite(&tx, k)?;
+        }
+        for s in superseded {
+            tx.execute(
+                "INSERT OR REPLACE INTO superseded (hash, name, valid_until) VALUES (?1, ?2, ?3)",
+                params![s.hash, s.name, s.valid_until],
+            )?;
+        }
+        tx.commit()?;
+        *saved = Some((keys.to_vec(), superseded.to_vec()));
+        Ok(())
+    }
+
+    fn load(&self) -> Result<(Vec<RawKey>, Vec<RawSuperseded>), StoreError> {
+        let conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
+        Ok(load_sqlite(&conn)?)
+    }
+
+    /// Replaces the snapshot's key policies (name, JSON) unless they are what it holds.
+    fn save_policies(&self, rows: &[(String, String)]) -> Result<(), StoreError> {
+        let mut saved = self
+            .saved_policies
+            .lock()
+            .map_err(|_| StoreError::Poisoned)?;
+        if saved.as_deref() == Some(rows) {
+            return Ok(());
+        }
+        let mut conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM key_policies", [])?;
+        for (name, policy) in rows {
+            tx.execute(
+                "INSERT INTO key_policies (name, policy) VALUES (?1, ?2)",
+                params![name, policy],
+            )?;
+        }
+        tx.commit()?;
+        *saved = Some(rows.to_vec());
+        Ok(())
+    }
+
+    fn load_policies(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
+        Ok(super::policy::load_sqlite(&conn)?)
+    }
 }
 
 const SQLITE_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS keys (
@@ -143,48 +217,101 @@ const SQLITE_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS keys (
 
 impl KeyStore {
     pub fn open(path: Option<&Path>) -> Result<KeyStore, StoreError> {
-        let conn = match path {
-            Some(p) => Connection::open(p)?,
-            None => Connection::open_in_memory()?,
-        };
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")?;
-        conn.execute_batch(SQLITE_SCHEMA)?;
         Ok(KeyStore {
-            backend: Backend::Sqlite(Mutex::new(conn)),
+            backend: Backend::Sqlite(Mutex::new(open_sqlite(path)?)),
             persistent: path.is_some(),
         })
     }
 
-    /// The keys of the fleet's PostgreSQL (`store.kind: postgres`).
-    pub fn postgres(pg: std::sync::Arc<crate::store::Pg>) -> KeyStore {
-        KeyStore {
-            backend: Backend::Postgres(pg),
+    /// The keys of the fleet's PostgreSQL (`store.kind: postgres`); `snapshot`: the local spool
+    /// file, where the keys last read are kept for a start while the database is away.
+    pub fn postgres(
+        pg: std::sync::Arc<crate::store::Pg>,
+        snapshot: Option<&Path>,
+    ) -> Result<KeyStore, StoreError> {
+        let snapshot = match snapshot {
+            Some(path) => Some(Snapshot {
+                conn: Mutex::new(open_sqlite(Some(path))?),
+                saved: Mutex::new(None),
+                saved_policies: Mutex::new(None),
+            }),
+            None => None,
+        };
+        Ok(KeyStore {
+            backend: Backend::Postgres { pg, snapshot },
             persistent: true,
-        }
+        })
     }
 
     pub(super) fn conn(&self) -> Result<Option<std::sync::MutexGuard<'_, Connection>>, StoreError> {
         match &self.backend {
             Backend::Sqlite(c) => c.lock().map(Some).map_err(|_| StoreError::Poisoned),
-            Backend::Postgres(_) => Ok(None),
+            Backend::Postgres { .. } => Ok(None),
         }
     }
 
     pub(super) fn pg(&self) -> Option<&std::sync::Arc<crate::store::Pg>> {
         match &self.backend {
-            Backend::Postgres(pg) => Some(pg),
+            Backend::Postgres { pg, .. } => Some(pg),
             Backend::Sqlite(_) => None,
         }
     }
 
-    pub fn load(&self) -> Result<(Vec<StoredKey>, Vec<Superseded>), StoreError> {
-        let (keys, superseded) = match (self.pg(), self.conn()?) {
-            (Some(pg), _) => {
-                let p = pg.clone();
-                pg.call(async move { crate::store::keys::load(&p).await })?
+    /// The rows of a PostgreSQL store, saved to its snapshot; while the database is away, the
+    /// snapshot's (the keys this replica last knew).
+    fn load_postgres(
+        pg: &std::sync::Arc<crate::store::Pg>,
+        snapshot: Option<&Snapshot>,
+    ) -> Result<(Vec<RawKey>, Vec<RawSuperseded>), StoreError> {
+        let p = pg.clone();
+        match pg.call(async move { crate::store::keys::load(&p).await }) {
+            Ok((keys, superseded)) => {
+                if let Some(s) = snapshot {
+                    if let Err(e) = s.save(&keys, &superseded) {
+                        log::warn!("the local copy of the keys was not updated: {e}");
+                    }
+                }
+                Ok((keys, superseded))
             }
-            (None, Some(conn)) => load_sqlite(&conn)?,
-            (None, None) => return Err(StoreError::Poisoned),
+            Err(e) => match snapshot {
+                Some(s) => {
+                    log::warn!("{e}: serving the keys last read from it (the local spool file)");
+                    s.load()
+                }
+                None => Err(e.into()),
+            },
+        }
+    }
+
+    /// The key policies (name, JSON) of a PostgreSQL store, saved to its snapshot like the
+    /// keys and read from it while the database is away; `None` for an embedded store.
+    pub(super) fn postgres_policies(&self) -> Option<Result<Vec<(String, String)>, StoreError>> {
+        let Backend::Postgres { pg, snapshot } = &self.backend else {
+            return None;
+        };
+        let p = pg.clone();
+        Some(
+            match pg.call(async move { crate::store::keys::policies(&p).await }) {
+                Ok(rows) => {
+                    if let Some(s) = snapshot {
+                        if let Err(e) = s.save_policies(&rows) {
+                            log::warn!("the local copy of the key policies was not updated: {e}");
+                        }
+                    }
+                    Ok(rows)
+                }
+                Err(e) => match snapshot {
+                    Some(s) => s.load_policies(),
+                    None => Err(e.into()),
+                },
+            },
+        )
+    }
+
+    pub fn load(&self) -> Result<(Vec<StoredKey>, Vec<Superseded>), StoreError> {
+        let (keys, superseded) = match &self.backend {
+            Backend::Postgres { pg, snapshot } => Self::load_postgres(pg, snapshot.as_ref())?,
+            Backend::Sqlite(c) => load_sqlite(&*c.lock().map_err(|_| StoreError::Poisoned)?)?,
         };
         let keys = keys
             .into_iter()
@@ -277,6 +404,18 @@ impl KeyStore {
         tx.commit()?;
         Ok(true)
     }
+}
+
+/// An embedded store's connection (in memory without a path), its tables created.
+fn open_sqlite(path: Option<&Path>) -> Result<Connection, StoreError> {
+    let conn = match path {
+        Some(p) => Connection::open(p)?,
+        None => Connection::open_in_memory()?,
+    };
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")?;
+    conn.execute_batch(SQLITE_SCHEMA)?;
+    conn.execute(super::policy::TABLE, [])?;
+    Ok(conn)
 }
 
 /// Every key and superseded secret of an embedded store (also what `switchyard migrate --from

@@ -12,8 +12,10 @@ use tokio_postgres::AsyncMessage;
 
 /// A full reload this often even without a notification.
 pub const REFRESH: Duration = Duration::from_secs(10);
-/// Wait before reconnecting after the connection broke.
+/// Wait before reconnecting after the connection broke, doubled after each failed attempt up
+/// to [`RECONNECT_MAX`].
 const RECONNECT: Duration = Duration::from_millis(500);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 /// Starts the listener thread; `reload` runs on it (it may block on the store).
 pub fn start(pg: Arc<Pg>, reload: Arc<dyn Fn() + Send + Sync>) -> std::io::Result<()> {
@@ -36,11 +38,24 @@ pub fn start(pg: Arc<Pg>, reload: Arc<dyn Fn() + Send + Sync>) -> std::io::Resul
 }
 
 async fn run(pg: Arc<Pg>, reload: Arc<dyn Fn() + Send + Sync>) {
+    let mut wait = RECONNECT;
     loop {
-        if let Err(e) = listen(&pg, &reload).await {
-            log::warn!("postgres: key notifications paused ({e}); reconnecting");
+        let started = tokio::time::Instant::now();
+        let result = listen(&pg, &reload).await;
+        // A connection that lived a while was healthy: this outage starts the backoff over.
+        if started.elapsed() > RECONNECT_MAX {
+            wait = RECONNECT;
         }
-        tokio::time::sleep(RECONNECT).await;
+        match result {
+            // One line per outage, not one per attempt.
+            Err(e) if wait == RECONNECT => {
+                log::warn!("postgres: key notifications paused ({e}); reconnecting")
+            }
+            Err(e) => log::debug!("postgres: key listener still away ({e})"),
+            Ok(()) => {}
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(RECONNECT_MAX);
     }
 }
 

@@ -8,18 +8,20 @@ use crate::config::Config;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Opens `url`'s database for this replica and brings its schema up to date.
+/// Opens `url`'s database for this replica and brings its schema up to date. A database that
+/// cannot be reached is not an error: the replica starts on its last known state (keys from the
+/// local spool file, ledger rows spooled) and migrates on its first connection. One that answers
+/// with an error (credentials, a failed migration) is.
 pub fn open(url: &str, replica: &str) -> Result<Arc<Pg>, PgError> {
     let pg = Pg::open(url, replica)?;
-    let p = pg.clone();
-    let applied = pg.call(async move {
-        let mut c = p.connect().await?;
-        super::migrations::apply(&mut c).await
-    })?;
-    if !applied.is_empty() {
-        log::info!("postgres: applied schema migrations {applied:?}");
+    match pg.run(|p| async move { p.client().await.map(|_| ()) }) {
+        Ok(()) => Ok(pg),
+        Err(e) if e.is_unreachable() => {
+            log::warn!("{e}: starting without the database (keys last known, ledger rows spooled until it answers)");
+            Ok(pg)
+        }
+        Err(e) => Err(e),
     }
-    Ok(pg)
 }
 
 /// What `migrate --from` copied.
@@ -96,7 +98,9 @@ pub fn command(cfg: &Config, from: Option<&str>) -> Result<String, MigrateError>
         .postgres_url
         .as_deref()
         .ok_or(MigrateError::NotPostgres)?;
-    let pg = open(url, &cfg.server.replica_id)?;
+    // Unlike a serving replica's start, `migrate` needs the database now.
+    let pg = Pg::open(url, &cfg.server.replica_id)?;
+    pg.run(|p| async move { p.client().await.map(|_| ()) })?;
     let mut out = format!("schema at version {}", super::migrations::latest());
     if let Some(from) = from {
         let path = from.strip_prefix("sqlite:").ok_or(MigrateError::From)?;

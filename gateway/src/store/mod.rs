@@ -38,6 +38,18 @@ pub enum PgError {
     Data(String),
 }
 
+impl PgError {
+    /// Whether the database could not be reached (as opposed to answering with an error: bad
+    /// credentials, a failed statement).
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            PgError::Db(e) => e.as_db_error().is_none(),
+            PgError::Timeout => true,
+            _ => false,
+        }
+    }
+}
+
 /// How long a connection attempt may take: a replica whose database is away serves from its last
 /// known state instead of waiting.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -55,6 +67,9 @@ pub struct Pg {
     client: tokio::sync::Mutex<Option<Arc<Client>>>,
     /// This replica's id (`server.replica_id`), written in its ledger rows.
     pub replica: String,
+    /// Whether this process brought the schema up to date (done by the first connection, which
+    /// may come long after the start when the database was away then).
+    migrated: std::sync::atomic::AtomicBool,
 }
 
 impl Pg {
@@ -82,6 +97,7 @@ impl Pg {
             config,
             client: tokio::sync::Mutex::new(None),
             replica: replica.to_string(),
+            migrated: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -128,9 +144,19 @@ impl Pg {
         &self.config
     }
 
-    /// A connection of its own (migrations, a transaction), driven on the current runtime.
+    /// A connection of its own (a transaction), driven on the current runtime. The first one
+    /// this process makes applies the schema migrations the database lacks.
     pub async fn connect(&self) -> Result<Client, PgError> {
-        connect(&self.config).await
+        use std::sync::atomic::Ordering;
+        let mut c = connect(&self.config).await?;
+        if !self.migrated.load(Ordering::Acquire) {
+            let applied = migrations::apply(&mut c).await?;
+            if !applied.is_empty() {
+                log::info!("postgres: applied schema migrations {applied:?}");
+            }
+            self.migrated.store(true, Ordering::Release);
+        }
+        Ok(c)
     }
 }
 
