@@ -449,8 +449,8 @@ async fn postgres_restarted_under_load_loses_no_row_and_doubles_none() {
 
 /// A replica (re)started while PostgreSQL is down serves the runtime keys and key limits it
 /// last read (kept in its spool file) and spools its ledger rows; one with no spool file serves
-/// the config file's keys. Once the database answers, the rows are written and the runtime keys
-/// reach the second replica.
+/// the config file's keys. Killed with rows in its spool file, its next start (the database
+/// back) ships them, and the runtime keys reach the second replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_starts_while_postgres_is_down_on_its_last_known_keys() {
     let pg = Postgres::start();
@@ -496,7 +496,10 @@ async fn a_replica_starts_while_postgres_is_down_on_its_last_known_keys() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // Killed (SIGKILL) with its rows in the spool file: the next start ships them.
+    drop(a);
     pg.up();
+    let _a = replica(&with_file, "gw-a").await;
     ledger_has(&pg, &ids, Duration::from_secs(15)).await;
     until_status(&b, &key, 200, Duration::from_secs(15)).await;
 }

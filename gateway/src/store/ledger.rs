@@ -112,14 +112,20 @@ impl PgSink {
                 ),
             }
         }
+        let mut dropped = 0usize;
         for r in rows {
             if self.memory.len() >= MEMORY_SPOOL_ROWS {
                 self.memory.pop_front();
-                self.spooled.dec();
-                log::error!("spend ledger: the memory spool is full: the oldest row was dropped");
+                dropped += 1;
+            } else {
+                self.spooled.inc();
             }
             self.memory.push_back(r.clone());
-            self.spooled.inc();
+        }
+        if dropped > 0 {
+            log::error!(
+                "spend ledger: the memory spool is full ({MEMORY_SPOOL_ROWS} rows): its {dropped} oldest row(s) were dropped (set store.path for a spool file)"
+            );
         }
     }
 
@@ -250,4 +256,41 @@ pub async fn usage(
             cost_nanos: r.get::<_, i64>(4).max(0) as u64,
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::governance::ledger::{RowNumbers, RowText};
+
+    fn row(i: usize) -> LedgerRow {
+        let id = format!("r{i}");
+        LedgerRow::new(
+            &RowText {
+                request_id: &id,
+                ..Default::default()
+            },
+            RowNumbers::default(),
+        )
+    }
+
+    #[test]
+    fn the_memory_spool_keeps_the_newest_rows_up_to_its_bound() {
+        // Nothing listens on port 1: every write is refused and spooled.
+        let pg = Pg::open("postgres://sy@127.0.0.1:1/sy", "r1").expect("opens");
+        let gauge = IntGauge::new("spooled", "rows").expect("gauge");
+        let mut sink = PgSink::new(pg, None, gauge.clone());
+        let rows: Vec<LedgerRow> = (0..MEMORY_SPOOL_ROWS + 25).map(row).collect();
+        sink.commit(&rows[..10]);
+        assert_eq!(gauge.get(), 10);
+        sink.commit(&rows[10..]);
+        assert_eq!(sink.memory.len(), MEMORY_SPOOL_ROWS);
+        assert_eq!(gauge.get(), MEMORY_SPOOL_ROWS as i64);
+        assert_eq!(sink.memory.front().and_then(|r| r.column(0)), Some("r25"));
+        let newest = format!("r{}", MEMORY_SPOOL_ROWS + 24);
+        assert_eq!(
+            sink.memory.back().and_then(|r| r.column(0)),
+            Some(newest.as_str())
+        );
+    }
 }
