@@ -1,11 +1,23 @@
-//! The cache key: a SHA-256 of the request's canonical form — the route, the public model, the
-//! scope (team, key or global) and the body with every field that cannot change the answer
-//! removed (`user`, `stream`, `stream_options`, `metadata`, the gateway's routing hints) and its
-//! object keys sorted, so field order and whitespace do not matter. It reads the body only; it
-//! must not touch the request or decide whether a request is cached.
+//! The cache key: the request's canonical form — the route, the public model, the scope (team,
+//! key or global) and the body with every field that cannot change the answer removed (`user`,
+//! `stream`, `stream_options`, `metadata`, the gateway's routing hints) and its object keys
+//! sorted, so field order and whitespace do not matter. It reads the body only; it must not touch
+//! the request or decide whether a request is cached.
+//!
+//! The key holds the canonical text itself, so two requests share an entry only when their
+//! canonical forms are equal byte for byte (no hash collision can hand one team's answer to
+//! another); the memory store indexes it by a SipHash of that text computed once, and Redis by
+//! its SHA-256 ([`Key::digest`]). The canonical text is written while the body is parsed, with
+//! no `serde_json::Value` tree in between (the tree and a SHA-256 per request were most of a
+//! miss's cost in `benches/cache.sh`).
 
-use ring::digest::{Context, SHA256};
+use ring::digest::{digest, Context, SHA256};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
+use std::borrow::Cow;
+use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::sync::{Arc, OnceLock};
 
 /// Body fields that do not change the answer (or are read from elsewhere, like `model`).
 const IGNORED: &[&str] = &[
@@ -21,56 +33,120 @@ const IGNORED: &[&str] = &[
     "maxCostPerRequest",
 ];
 
-/// A cache key.
-pub type Key = [u8; 32];
+/// A cache key: a request's canonical text, with its hash.
+#[derive(Clone)]
+pub struct Key {
+    hash: u64,
+    text: Arc<[u8]>,
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.hash == other.hash && self.text == other.text
+    }
+}
+
+impl Eq for Key {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl fmt::Debug for Key {
+    // The text is a caller's prompt: never printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Key({:016x}, {} bytes)", self.hash, self.text.len())
+    }
+}
+
+impl Key {
+    fn new(text: Vec<u8>) -> Key {
+        // Keyed per process, so callers cannot aim requests at one shard or bucket.
+        static SEED: OnceLock<RandomState> = OnceLock::new();
+        let hash = SEED.get_or_init(RandomState::new).hash_one(&text[..]);
+        Key {
+            hash,
+            text: text.into(),
+        }
+    }
+
+    /// A key of `text` as it stands (tests of the stores).
+    #[cfg(test)]
+    pub fn of(text: &[u8]) -> Key {
+        Key::new(text.to_vec())
+    }
+
+    /// The SipHash of the text (which shard of the memory store holds it).
+    pub fn spread(&self) -> u64 {
+        self.hash
+    }
+
+    /// Bytes of canonical text (counted in the memory store's bound).
+    pub fn text_len(&self) -> usize {
+        self.text.len()
+    }
+
+    /// The SHA-256 of the text: the same on every replica (Redis keys).
+    pub fn digest(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest(&SHA256, &self.text).as_ref());
+        out
+    }
+}
+
+/// `route`, `model` and `scope`, each preceded by its length (so no two triples run together).
+fn head(route: &str, model: &str, scope: &str, body_len: usize) -> Vec<u8> {
+    let mut text = Vec::with_capacity(64 + body_len);
+    for part in [route, model, scope] {
+        text.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        text.extend_from_slice(part.as_bytes());
+    }
+    text
+}
 
 /// The key of a request to `model` on `route`, shared within `scope`; `None` when the body is not
 /// a JSON object.
 pub fn key(route: &str, model: &str, scope: &str, body: &[u8]) -> Option<Key> {
-    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
-        return None;
-    };
-    Some(key_of_map(route, model, scope, &map))
+    let mut text = head(route, model, scope, body.len());
+    let mut de = serde_json::Deserializer::from_slice(body);
+    de.deserialize_map(Canon {
+        out: &mut text,
+        top: true,
+    })
+    .ok()?;
+    de.end().ok()?;
+    Some(Key::new(text))
 }
 
-/// The key of a request body already parsed (the semantic index's partitions use it with the
-/// prompt taken out).
-pub fn key_of_map(
+/// A digest of a request body already parsed (the semantic index's partitions: the request with
+/// its prompt taken out), canonical like [`key`].
+pub fn digest_of_map(
     route: &str,
     model: &str,
     scope: &str,
     map: &serde_json::Map<String, Value>,
-) -> Key {
-    let mut ctx = Context::new(&SHA256);
-    for part in [route, model, scope] {
-        ctx.update(&(part.len() as u64).to_le_bytes());
-        ctx.update(part.as_bytes());
-    }
+) -> [u8; 32] {
+    let mut text = head(route, model, scope, 256);
     let mut fields: Vec<(&String, &Value)> = map
         .iter()
         .filter(|(k, _)| !IGNORED.contains(&k.as_str()))
         .collect();
     fields.sort_by(|a, b| a.0.cmp(b.0));
-    // The canonical text is written into one buffer and hashed once (a digest update per token
-    // and a `to_string` per leaf cost ~11,000 instructions for a short chat request).
-    let mut text = Vec::with_capacity(256);
     text.push(b'{');
     for (k, v) in fields {
-        member(&mut text, k, v);
+        leaf(&mut text, k);
+        text.push(b':');
+        canonical_value(&mut text, v);
+        text.push(b',');
     }
     text.push(b'}');
+    let mut ctx = Context::new(&SHA256);
     ctx.update(&text);
     let mut out = [0u8; 32];
     out.copy_from_slice(ctx.finish().as_ref());
     out
-}
-
-/// `"key":value,` with the value canonical.
-fn member(out: &mut Vec<u8>, k: &str, v: &Value) {
-    leaf(out, k);
-    out.push(b':');
-    canonical(out, v);
-    out.push(b',');
 }
 
 /// A JSON leaf (string, number, bool, null) as serde_json writes it.
@@ -79,22 +155,25 @@ fn leaf<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
     let _ = serde_json::to_writer(&mut *out, v);
 }
 
-/// Writes `v` with object keys sorted.
-fn canonical(out: &mut Vec<u8>, v: &Value) {
+/// Writes a parsed `v` with object keys sorted (the same text [`Canon`] writes while parsing).
+fn canonical_value(out: &mut Vec<u8>, v: &Value) {
     match v {
         Value::Object(map) => {
             let mut fields: Vec<_> = map.iter().collect();
             fields.sort_by(|a, b| a.0.cmp(b.0));
             out.push(b'{');
             for (k, v) in fields {
-                member(out, k, v);
+                leaf(out, k);
+                out.push(b':');
+                canonical_value(out, v);
+                out.push(b',');
             }
             out.push(b'}');
         }
         Value::Array(items) => {
             out.push(b'[');
             for v in items {
-                canonical(out, v);
+                canonical_value(out, v);
                 out.push(b',');
             }
             out.push(b']');
@@ -103,9 +182,134 @@ fn canonical(out: &mut Vec<u8>, v: &Value) {
     }
 }
 
-/// Hex text of a key (Redis keys).
-pub fn hex(key: &Key) -> String {
-    key.iter().map(|b| format!("{b:02x}")).collect()
+/// Writes the canonical text of the value being parsed into `out`: objects as `{"k":v,...}`
+/// with members sorted by key (at the top level without the [`IGNORED`] ones), arrays as
+/// `[v,...]`, leaves as serde_json writes them.
+struct Canon<'a> {
+    out: &'a mut Vec<u8>,
+    top: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for Canon<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+/// An object key, borrowed from the body unless it had escapes.
+struct KeyText<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for KeyText<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = KeyText<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<KeyText<'de>, E> {
+                Ok(KeyText(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<KeyText<'de>, E> {
+                Ok(KeyText(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> Visitor<'de> for Canon<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        leaf(self.out, &v);
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        leaf(self.out, &v);
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        leaf(self.out, &v);
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        // As a parsed `Value` writes it (a non-finite number cannot come from JSON).
+        leaf(self.out, &Value::from(v));
+        Ok(())
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        leaf(self.out, v);
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.out.extend_from_slice(b"null");
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.out.push(b'[');
+        while seq
+            .next_element_seed(Canon {
+                out: &mut *self.out,
+                top: false,
+            })?
+            .is_some()
+        {
+            self.out.push(b',');
+        }
+        self.out.push(b']');
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        // Members are written as they come (`"k":v,`), then put in key order when they were
+        // not in it.
+        self.out.push(b'{');
+        let start = self.out.len();
+        let mut members: Vec<(KeyText<'de>, usize, usize)> = Vec::new();
+        while let Some(k) = map.next_key::<KeyText<'de>>()? {
+            if self.top && IGNORED.contains(&k.0.as_ref()) {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            let from = self.out.len();
+            leaf(self.out, k.0.as_ref());
+            self.out.push(b':');
+            map.next_value_seed(Canon {
+                out: &mut *self.out,
+                top: false,
+            })?;
+            self.out.push(b',');
+            members.push((k, from, self.out.len()));
+        }
+        if !members.windows(2).all(|w| w[0].0 .0 <= w[1].0 .0) {
+            members.sort_by(|a, b| a.0 .0.cmp(&b.0 .0));
+            let written = self.out.split_off(start);
+            for (_, from, to) in &members {
+                self.out
+                    .extend_from_slice(&written[from - start..to - start]);
+            }
+        }
+        self.out.push(b'}');
+        Ok(())
+    }
+}
+
+/// Hex text of a digest (Redis keys).
+pub fn hex(digest: &[u8; 32]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -132,6 +336,41 @@ mod tests {
         assert_ne!(k, key("chat", "m", "team:b", a));
         assert_ne!(k, key("messages", "m", "team:a", a));
         assert_ne!(k, key("chat", "m2", "team:a", a));
+        // A nested "model" or "user" is part of the answer (only top-level fields are ignored).
+        let nested =
+            br#"{"messages":[{"role":"user","content":"hi","user":"x"}],"temperature":0.5}"#;
+        assert_ne!(k, key("chat", "m", "team:a", nested));
         assert_eq!(key("chat", "m", "", b"[1]"), None);
+        assert_eq!(key("chat", "m", "", b"{\"a\":1} x"), None);
+        assert_eq!(key("chat", "m", "", b"{\"a\":"), None);
+    }
+
+    #[test]
+    fn the_text_is_what_a_parsed_value_canonicalises_to() {
+        // Escapes, numbers written differently, nesting, unicode: the same canonical text as
+        // the parsed-tree writer the semantic index uses.
+        let body = br#"{"b":[1,2.50,-3,1e3,{"z":null,"a\u0041":"x\"y\u00e9"}],"a":{"y":true,"x":false},"model":"m"}"#;
+        let k = key("r", "m", "s", body).expect("an object");
+        let map: serde_json::Map<String, Value> = serde_json::from_slice(body).unwrap();
+        let mut text = head("r", "m", "s", 0);
+        let fields: std::collections::BTreeMap<_, _> = map
+            .iter()
+            .filter(|(k, _)| !IGNORED.contains(&k.as_str()))
+            .collect();
+        text.push(b'{');
+        for (k, v) in fields {
+            leaf(&mut text, k);
+            text.push(b':');
+            canonical_value(&mut text, v);
+            text.push(b',');
+        }
+        text.push(b'}');
+        assert_eq!(
+            &k.text[..],
+            &text[..],
+            "{}",
+            String::from_utf8_lossy(&k.text)
+        );
+        assert_eq!(k.digest(), Key::new(text).digest());
     }
 }

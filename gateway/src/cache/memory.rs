@@ -38,8 +38,8 @@ pub struct Memory {
     held: AtomicU64,
 }
 
-fn cost(e: &Entry) -> u64 {
-    e.body.len() as u64 + OVERHEAD
+fn cost(key: &Key, e: &Entry) -> u64 {
+    (key.text_len() + e.body.len()) as u64 + OVERHEAD
 }
 
 impl Memory {
@@ -53,8 +53,7 @@ impl Memory {
     }
 
     fn shard(&self, key: &Key) -> std::sync::MutexGuard<'_, Inner> {
-        // Keys are SHA-256 digests: their first byte spreads evenly.
-        let i = usize::from(key[0]) % self.shards.len();
+        let i = (key.spread() % self.shards.len() as u64) as usize;
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -69,22 +68,22 @@ impl Memory {
             let old = *used;
             inner.order.remove(&old);
             if let Some((e, _)) = inner.entries.remove(key) {
-                inner.bytes -= cost(&e);
-                self.held.fetch_sub(cost(&e), Ordering::Relaxed);
+                inner.bytes -= cost(key, &e);
+                self.held.fetch_sub(cost(key, &e), Ordering::Relaxed);
             }
             return None;
         }
         let entry = entry.clone();
         inner.order.remove(used);
         *used = tick;
-        inner.order.insert(tick, *key);
+        inner.order.insert(tick, key.clone());
         Some(entry)
     }
 
     /// Stores `entry` under `key`, evicting its shard's least recently used until it fits; an
     /// entry larger than a shard's bound is not stored.
     pub fn put(&self, key: Key, entry: Entry) {
-        let size = cost(&entry);
+        let size = cost(&key, &entry);
         if size > self.shard_max {
             return;
         }
@@ -93,19 +92,19 @@ impl Memory {
         let mut freed = 0;
         if let Some((old, used)) = inner.entries.remove(&key) {
             inner.order.remove(&used);
-            freed += cost(&old);
+            freed += cost(&key, &old);
         }
         while inner.bytes - freed + size > self.shard_max {
             let Some((_, oldest)) = inner.order.pop_first() else {
                 break;
             };
             if let Some((e, _)) = inner.entries.remove(&oldest) {
-                freed += cost(&e);
+                freed += cost(&oldest, &e);
             }
         }
         inner.tick += 1;
         let tick = inner.tick;
-        inner.order.insert(tick, key);
+        inner.order.insert(tick, key.clone());
         inner.entries.insert(key, (Arc::new(entry), tick));
         inner.bytes = inner.bytes - freed + size;
         self.held.fetch_add(size, Ordering::Relaxed);
@@ -136,27 +135,30 @@ mod tests {
 
     #[test]
     fn bounded_by_bytes_evicting_the_least_recently_used() {
-        let m = Memory::new(3 * (100 + OVERHEAD));
-        m.put([1; 32], entry(100, 1000));
-        m.put([2; 32], entry(100, 1000));
-        m.put([3; 32], entry(100, 1000));
-        assert!(m.get(&[1; 32], 0).is_some(), "1 is now the most recent");
-        m.put([4; 32], entry(100, 1000));
+        let m = Memory::new(3 * (101 + OVERHEAD));
+        m.put(Key::of(&[1]), entry(100, 1000));
+        m.put(Key::of(&[2]), entry(100, 1000));
+        m.put(Key::of(&[3]), entry(100, 1000));
         assert!(
-            m.get(&[2; 32], 0).is_none(),
+            m.get(&Key::of(&[1]), 0).is_some(),
+            "1 is now the most recent"
+        );
+        m.put(Key::of(&[4]), entry(100, 1000));
+        assert!(
+            m.get(&Key::of(&[2]), 0).is_none(),
             "2 was the least recently used"
         );
-        assert!(m.get(&[1; 32], 0).is_some());
-        assert!(m.get(&[3; 32], 0).is_some());
-        assert!(m.get(&[4; 32], 0).is_some());
-        assert!(m.bytes() <= 3 * (100 + OVERHEAD));
+        assert!(m.get(&Key::of(&[1]), 0).is_some());
+        assert!(m.get(&Key::of(&[3]), 0).is_some());
+        assert!(m.get(&Key::of(&[4]), 0).is_some());
+        assert!(m.bytes() <= 3 * (101 + OVERHEAD));
         for i in 0..200u8 {
-            m.put([i; 32], entry(100, 1000));
-            assert!(m.bytes() <= 3 * (100 + OVERHEAD));
+            m.put(Key::of(&[i]), entry(100, 1000));
+            assert!(m.bytes() <= 3 * (101 + OVERHEAD));
         }
-        m.put([9; 32], entry(10_000, 1000));
+        m.put(Key::of(&[9]), entry(10_000, 1000));
         assert!(
-            m.get(&[9; 32], 0).is_none(),
+            m.get(&Key::of(&[9]), 0).is_none(),
             "larger than the bound: not stored"
         );
     }
@@ -168,26 +170,23 @@ mod tests {
         assert_eq!(m.shards.len(), 16);
         for i in 0..=255u8 {
             for j in 0..4u8 {
-                let mut key = [i; 32];
-                key[1] = j;
-                m.put(key, entry(512 * 1024, 1000));
+                m.put(Key::of(&[i, j]), entry(512 * 1024, 1000));
                 assert!(m.bytes() <= max);
             }
         }
         let held: u64 = m.shards.iter().map(|s| s.lock().unwrap().bytes).sum();
         assert_eq!(held, m.bytes());
-        assert!(m.get(&[255; 32], 0).is_none(), "evicted");
-        let mut last = [255; 32];
-        last[1] = 3;
-        assert!(m.get(&last, 0).is_some(), "the newest stays");
+        // ~64 entries went to each shard, which holds 7: the first is long gone.
+        assert!(m.get(&Key::of(&[0, 0]), 0).is_none(), "evicted");
+        assert!(m.get(&Key::of(&[255, 3]), 0).is_some(), "the newest stays");
     }
 
     #[test]
     fn expired_entries_are_gone_and_their_bytes_freed() {
         let m = Memory::new(10_000);
-        m.put([1; 32], entry(100, 50));
-        assert!(m.get(&[1; 32], 49).is_some());
-        assert!(m.get(&[1; 32], 50).is_none());
+        m.put(Key::of(&[1]), entry(100, 50));
+        assert!(m.get(&Key::of(&[1]), 49).is_some());
+        assert!(m.get(&Key::of(&[1]), 50).is_none());
         assert_eq!(m.bytes(), 0);
     }
 }

@@ -123,9 +123,13 @@ impl Pending {
     /// Stores the answer, and indexes its prompt's vector when there is one.
     fn store(self, entry: Entry) {
         if let Some(n) = self.semantic {
-            self.cache
-                .semantic
-                .insert(n.part, self.key, n.vector, entry.expires_ms, n.max_entries);
+            self.cache.semantic.insert(
+                n.part,
+                self.key.clone(),
+                n.vector,
+                entry.expires_ms,
+                n.max_entries,
+            );
         }
         self.cache.put(self.key, entry, self.ttl);
     }

@@ -21,7 +21,7 @@ pub struct RedisCache {
 }
 
 fn redis_key(key: &Key) -> String {
-    format!("switchyard:cache:{}", hex(key))
+    format!("switchyard:cache:{}", hex(&key.digest()))
 }
 
 /// An entry as stored: the fixed header, then the body.

@@ -10,6 +10,9 @@
 //! stay in the exact cache ([`super::super::Cache`]), so an answer evicted there is a miss here.
 
 use super::super::key::Key;
+
+/// A partition: the digest of a request without its prompt ([`super::super::key::digest_of_map`]).
+pub type Part = [u8; 32];
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
@@ -24,9 +27,9 @@ struct Item {
 
 #[derive(Default)]
 struct Inner {
-    parts: HashMap<Key, Vec<Item>>,
+    parts: HashMap<Part, Vec<Item>>,
     /// (partition, seq) in insertion order: what is evicted first.
-    order: VecDeque<(Key, u64)>,
+    order: VecDeque<(Part, u64)>,
     seq: u64,
 }
 
@@ -55,7 +58,7 @@ impl Index {
     /// `threshold`, with that similarity.
     pub fn nearest(
         &self,
-        part: &Key,
+        part: &Part,
         v: &[f32],
         threshold: f32,
         now_ms: u64,
@@ -66,14 +69,15 @@ impl Index {
         items
             .iter()
             .filter(|i| i.vector.len() == v.len())
-            .map(|i| (i.key, dot(&i.vector, v)))
+            .map(|i| (&i.key, dot(&i.vector, v)))
             .filter(|(_, s)| *s >= threshold)
             .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(k, s)| (k.clone(), s))
     }
 
     /// Indexes `v` (unit length) for the answer stored under `key`; the oldest vectors go when
     /// the index holds `max_entries`.
-    pub fn insert(&self, part: Key, key: Key, v: Box<[f32]>, expires_ms: u64, max_entries: usize) {
+    pub fn insert(&self, part: Part, key: Key, v: Box<[f32]>, expires_ms: u64, max_entries: usize) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let inner = &mut *g;
         inner.seq += 1;
@@ -121,11 +125,11 @@ mod tests {
     fn the_nearest_above_the_threshold_in_its_partition_wins() {
         let idx = Index::default();
         let (p, q) = ([1u8; 32], [2u8; 32]);
-        idx.insert(p, [10; 32], unit(&[1.0, 0.0, 0.0]), 1000, 10);
-        idx.insert(p, [11; 32], unit(&[0.8, 0.6, 0.0]), 1000, 10);
+        idx.insert(p, Key::of(&[10]), unit(&[1.0, 0.0, 0.0]), 1000, 10);
+        idx.insert(p, Key::of(&[11]), unit(&[0.8, 0.6, 0.0]), 1000, 10);
         let v = unit(&[0.9, 0.44, 0.0]);
         let (k, s) = idx.nearest(&p, &v, 0.9, 0).unwrap();
-        assert_eq!(k, [11; 32]);
+        assert_eq!(k, Key::of(&[11]));
         assert!(s > 0.98, "{s}");
         assert_eq!(idx.nearest(&p, &unit(&[0.0, 0.0, 1.0]), 0.5, 0), None);
         assert_eq!(idx.nearest(&q, &v, 0.1, 0), None, "another partition");
@@ -138,14 +142,20 @@ mod tests {
         let idx = Index::default();
         for n in 0..50u8 {
             let part = [n % 3; 32];
-            idx.insert(part, [n; 32], unit(&[1.0, f32::from(n)]), u64::MAX, 20);
+            idx.insert(
+                part,
+                Key::of(&[n]),
+                unit(&[1.0, f32::from(n)]),
+                u64::MAX,
+                20,
+            );
         }
         assert_eq!(idx.len(), 20);
         // The newest survive: entry 49 (partition 1) is found, entry 0 is gone.
         let (k, _) = idx
             .nearest(&[1; 32], &unit(&[1.0, 49.0]), 0.9999, 0)
             .unwrap();
-        assert_eq!(k, [49; 32]);
+        assert_eq!(k, Key::of(&[49]));
         assert!(idx
             .nearest(&[0; 32], &unit(&[1.0, 0.0]), 0.9999, 0)
             .is_none());

@@ -16,7 +16,7 @@ pub mod prompt;
 
 pub use index::Index;
 
-use super::key::{self, Key};
+use super::key;
 use crate::forward::Failure;
 use crate::proxy::context::RequestCtx;
 use crate::proxy::Gateway;
@@ -25,7 +25,7 @@ use switchyard_adapters::openai::ChatRequestFacts;
 
 /// A miss's place in the index, indexed when its answer is stored.
 pub struct Noted {
-    pub part: Key,
+    pub part: index::Part,
     pub vector: Box<[f32]>,
     pub max_entries: usize,
 }
@@ -60,7 +60,7 @@ impl Gateway {
             return Ok(false);
         };
         let scope = super::scope_id(settings.scope, ctx);
-        let part = key::key_of_map(route, &model.config.name, &scope, &p.rest);
+        let part = key::digest_of_map(route, &model.config.name, &scope, &p.rest);
         let id = ctx.request_id.clone();
         let Some(vector) = self
             .embed_prompt(session, &id, &sem.embedding_model, &p.text)
