@@ -9,6 +9,11 @@
 #   governed_conf PORT ADMIN UP_PORT LEDGER   the key plus requests/tokens/concurrency limits, a
 #                                             team budget and the SQLite spend ledger (`sy+gov`;
 #                                             limits and budget set never to refuse)
+#   fleet_conf PORT ADMIN UP_PORT SPOOL       `governed_conf` on the fleet store (`store.kind:
+#                                             postgres` + Redis, SPOOL the local spool file);
+#                                             call fleet_services first
+#   fleet_services      starts a throwaway PostgreSQL cluster and redis-server on CPU 0 (stopped
+#                       on exit); sets PG_URL and REDIS_URL
 #   guarded_conf PORT ADMIN UP_PORT           the bench gateway with one PII guardrail (every PII
 #                                             kind, redact) on the model's requests (`sy+pii`)
 #   BENCH_KEY           the virtual key's secret
@@ -23,10 +28,12 @@ bench_setup() {
   bin=${CARGO_TARGET_DIR:-target}/release
   work=$(mktemp -d)
   pids=()
+  cleanups=()
   trap bench_cleanup EXIT
 }
 
 bench_cleanup() {
+  for c in "${cleanups[@]}"; do eval "$c" || true; done
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
@@ -104,6 +111,34 @@ budgets:
   - { scope: team:bench, limit: 1000000, period: monthly }
 store: { kind: sqlite, path: $4 }
 YAML
+}
+
+fleet_services() {
+  local pg_bin pgdir as=() owner
+  pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  [ -n "$pg_bin" ] || { apt-get update -qq && apt-get install -y -qq postgresql; pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1); }
+  command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+  pgdir="$work/pg"
+  chmod o+x "$work"   # the unprivileged owner below must reach its directory
+  mkdir -p "$pgdir"
+  if [ "$(id -u)" = 0 ]; then   # PostgreSQL refuses to run as root
+    owner=$(id -u postgres >/dev/null 2>&1 && echo postgres || echo nobody)
+    chown -R "$owner" "$pgdir"
+    as=(runuser -u "$owner" --)
+  fi
+  "${as[@]}" "$pg_bin/initdb" -D "$pgdir/data" -A trust -U switchyard --no-sync > /dev/null
+  "${as[@]}" taskset -c 0 "$pg_bin/pg_ctl" -D "$pgdir/data" -l "$pgdir/log" -w \
+    -o "-p ${PG_PORT:-18450} -c listen_addresses=127.0.0.1 -k $pgdir" start > /dev/null
+  cleanups+=("${as[*]} $pg_bin/pg_ctl -D $pgdir/data -m fast -w stop > /dev/null 2>&1")
+  start taskset -c 0 redis-server --port "${REDIS_PORT:-18451}" --bind 127.0.0.1 --save '' --appendonly no
+  wait_port "${REDIS_PORT:-18451}"
+  PG_URL="postgres://switchyard@127.0.0.1:${PG_PORT:-18450}/postgres"
+  REDIS_URL="redis://127.0.0.1:${REDIS_PORT:-18451}"
+}
+
+fleet_conf() { # port admin upstream_port spool
+  governed_conf "$1" "$2" "$3" "$4" | sed '/^store:/d'
+  echo "store: { kind: postgres, url: \"$PG_URL\", redis_url: \"$REDIS_URL\", path: $4 }"
 }
 
 callgrind_count() { # name port warm_cmd run_cmd -- cmd...

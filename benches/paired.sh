@@ -10,7 +10,9 @@
 #   A=none B=none B_BIN=/tmp/old/switchyard bash benches/paired.sh   two builds of one config
 #   STREAM=1 A=none B=none A_BIN=/tmp/old/switchyard bash benches/paired.sh   the same, streamed
 # Configs (benches/lib.sh): none = no auth; key = one virtual key; gov = the key with request,
-# token and concurrency limits, a team budget and the SQLite spend ledger.
+# token and concurrency limits, a team budget and the SQLite spend ledger; fleet = gov on the
+# fleet store (PostgreSQL ledger and keys, budgets and limits in Redis), both started here:
+#   A=gov B=fleet bash benches/paired.sh     the fleet store against the embedded one (#24)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,9 +32,11 @@ conf() { # name port admin
     none) gateway_conf "$2" "$3" $UP_PORT ;;
     key) keyed_conf "$2" "$3" $UP_PORT ;;
     gov) governed_conf "$2" "$3" $UP_PORT "$work/ledger-$2.db" ;;
-    *) echo "unknown config $1 (none, key, gov)" >&2; exit 2 ;;
+    fleet) fleet_conf "$2" "$3" $UP_PORT "$work/spool-$2.db" ;;
+    *) echo "unknown config $1 (none, key, gov, fleet)" >&2; exit 2 ;;
   esac
 }
+case " $A $B " in *" fleet "*) fleet_services ;; esac
 
 start taskset -c 0 $bin/mock-upstream --listen 127.0.0.1:$UP_PORT --threads 1
 conf "$A" $((UP_PORT + 1)) $((UP_PORT + 11)) > "$work/a.yaml"

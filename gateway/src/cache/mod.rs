@@ -148,23 +148,26 @@ fn control(headers: &http::HeaderMap) -> Control {
         store: true,
         ttl: None,
     };
-    for v in headers.get_all(http::header::CACHE_CONTROL) {
-        for d in v.to_str().unwrap_or("").split(',') {
-            match d.trim().to_ascii_lowercase().as_str() {
-                "no-cache" => c.lookup = false,
-                "no-store" => {
+    // One pass over the few headers a request has (cheaper than two hashed lookups).
+    for (name, v) in headers {
+        if name == http::header::CACHE_CONTROL {
+            for d in v.to_str().unwrap_or("").split(',') {
+                let d = d.trim();
+                if d.eq_ignore_ascii_case("no-cache") {
+                    c.lookup = false;
+                } else if d.eq_ignore_ascii_case("no-store") {
                     c.lookup = false;
                     c.store = false;
                 }
-                _ => {}
             }
+        } else if name.as_str() == "x-switchyard-cache-ttl" {
+            c.ttl = v
+                .to_str()
+                .ok()
+                .and_then(|v| humantime::parse_duration(v.trim()).ok())
+                .filter(|d| !d.is_zero());
         }
     }
-    c.ttl = headers
-        .get("x-switchyard-cache-ttl")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| humantime::parse_duration(v.trim()).ok())
-        .filter(|d| !d.is_zero());
     c
 }
 
