@@ -138,7 +138,10 @@ fleet_services() {
 
 fleet_conf() { # port admin upstream_port spool
   governed_conf "$1" "$2" "$3" "$4" | sed '/^store:/d'
-  echo "store: { kind: postgres, url: \"$PG_URL\", redis_url: \"$REDIS_URL\", path: $4 }"
+  # FLEET_REDIS=0: PostgreSQL alone (limits and budgets counted on the replica itself).
+  local redis=", redis_url: \"$REDIS_URL\""
+  [ "${FLEET_REDIS:-1}" = 1 ] || redis=""
+  echo "store: { kind: postgres, url: \"$PG_URL\"$redis, path: $4 }"
 }
 
 callgrind_count() { # name port warm_cmd run_cmd -- cmd...

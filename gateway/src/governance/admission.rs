@@ -10,7 +10,7 @@
 use super::shared::{shared_budget_key, Shared};
 use super::{Budget, Governance, Limiter};
 use crate::config::BudgetScope;
-use crate::governance::redis_store::RedisStoreError;
+use crate::governance::redis_store::{Outcome, RedisStoreError, Step, WindowMode};
 use crate::proxy::rate_headers::RateHeaders;
 use smallvec::SmallVec;
 use std::sync::Arc;
@@ -84,6 +84,22 @@ pub struct Admission {
     pub cutoff_nanos: Option<u64>,
 }
 
+/// A step of a shared admission: which subject's (key's or team's) limit it checks.
+#[derive(Debug, Clone, Copy)]
+enum Planned {
+    Requests(usize),
+    Tokens(usize),
+    Concurrency(usize),
+}
+
+impl Planned {
+    fn subject(self) -> usize {
+        match self {
+            Planned::Requests(i) | Planned::Tokens(i) | Planned::Concurrency(i) => i,
+        }
+    }
+}
+
 /// A reservation in the shared store.
 pub(super) struct SharedReservation {
     pub(super) budget: Arc<Budget>,
@@ -116,29 +132,39 @@ impl SharedHold {
             };
             let (cost, tokens) = actual.unwrap_or((0, 0));
             let now = crate::clock::unix_secs_i64();
+            // Everything in one round trip: settles, token charges, exits.
+            let mut steps =
+                Vec::with_capacity(self.budgets.len() + self.tokens.len() + self.entered.len());
             for r in &self.budgets {
                 let start_now = r.budget.settings.period.window(now).0;
-                let (start, reserved) = if start_now == r.period_start {
+                let (period_start, reserved) = if start_now == r.period_start {
                     (r.period_start, r.amount)
                 } else {
                     (start_now, 0)
                 };
-                let r = store.settle(&r.key, start, reserved, cost, r.ttl).await;
-                if let Err(e) = r {
-                    self.store.failed(&e);
-                }
+                steps.push(Step::Settle {
+                    key: &r.key,
+                    period_start,
+                    reserved,
+                    actual: cost,
+                    ttl_secs: r.ttl,
+                });
             }
             if tokens > 0 {
                 for (key, rate) in &self.tokens {
-                    if let Err(e) = store.sliding_window_charge(key, *rate, tokens).await {
-                        self.store.failed(&e);
-                    }
+                    steps.push(Step::Window {
+                        key,
+                        limit_per_minute: *rate,
+                        cost: tokens,
+                        mode: WindowMode::Charge,
+                    });
                 }
             }
             for key in &self.entered {
-                if let Err(e) = store.exit(key).await {
-                    self.store.failed(&e);
-                }
+                steps.push(Step::Exit { key });
+            }
+            if let Err(e) = store.steps(&steps).await {
+                self.store.failed(&e);
             }
         });
     }
@@ -251,105 +277,155 @@ impl Governance {
             entered: Vec::new(),
             tokens: Vec::new(),
         };
-        let subjects = [
+        let subjects: SmallVec<[(&Arc<Limiter>, String); 2]> = [
             who.and_then(Identity::key_name)
                 .and_then(|k| self.key_limits.get(k).map(|l| (l, format!("key:{k}")))),
             who.and_then(|i| i.team.as_deref())
                 .and_then(|t| self.team_limits.get(t).map(|l| (l, format!("team:{t}")))),
-        ];
-        for (limiter, subject) in subjects.into_iter().flatten() {
-            let first = adm.headers.is_empty();
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let now = crate::clock::unix_secs_i64();
+        let budgets: Vec<(&Arc<Budget>, String, i64, Option<u64>)> = self
+            .budgets
+            .iter()
+            .filter(|b| b.applies_to(who))
+            .map(|b| {
+                let (key, start, ttl) = shared_budget_key(b, now);
+                (b, key, start, ttl)
+            })
+            .collect();
+        // The whole admission in one round trip: per subject its request window, token check
+        // and concurrency, then every budget; the script stops at the first refusal.
+        let mut plan: Vec<(Planned, String)> = Vec::new();
+        for (i, (limiter, subject)) in subjects.iter().enumerate() {
+            if limiter.limits.requests_per_minute.is_some() {
+                plan.push((Planned::Requests(i), format!("{subject}:rpm")));
+            }
+            if limiter.limits.tokens_per_minute.is_some() {
+                plan.push((Planned::Tokens(i), format!("{subject}:tpm")));
+            }
+            if limiter.limits.concurrency.is_some() {
+                plan.push((Planned::Concurrency(i), subject.clone()));
+            }
+        }
+        let steps: Vec<Step<'_>> = plan
+            .iter()
+            .map(|(what, key)| {
+                let limits = |i: usize| &subjects[i].0.limits;
+                match *what {
+                    Planned::Requests(i) => Step::Window {
+                        key,
+                        limit_per_minute: limits(i).requests_per_minute.unwrap_or(0),
+                        cost: 1,
+                        mode: WindowMode::Acquire,
+                    },
+                    Planned::Tokens(i) => Step::Window {
+                        key,
+                        limit_per_minute: limits(i).tokens_per_minute.unwrap_or(0),
+                        cost: 1,
+                        mode: WindowMode::Check,
+                    },
+                    Planned::Concurrency(i) => Step::Enter {
+                        key,
+                        limit: limits(i).concurrency.unwrap_or(0),
+                    },
+                }
+            })
+            .chain(budgets.iter().map(|(b, key, start, ttl)| Step::Reserve {
+                key,
+                period_start: *start,
+                limit: b.account.limit,
+                amount: estimate_nanos,
+                ttl_secs: *ttl,
+                cutoff: b.settings.cutoff,
+            }))
+            .collect();
+        let outcomes = store.steps(&steps).await?;
+        let (mut current, mut first) = (None, true);
+        for (n, outcome) in outcomes.into_iter().enumerate() {
+            let Some((what, key)) = plan.get(n) else {
+                // A budget's reservation.
+                let Some((b, key, start, ttl)) = budgets.get(n - plan.len()) else {
+                    break;
+                };
+                match outcome {
+                    Outcome::Reserved(Ok((committed, amount))) => {
+                        if b.settings.cutoff {
+                            adm.cutoff_nanos =
+                                Some(adm.cutoff_nanos.unwrap_or(u64::MAX).min(amount));
+                        }
+                        b.alert(committed, false, now);
+                        adm.prefer_cheapest |= committed >= b.account.soft;
+                        b.remaining.set(budget::nanos_to_usd(
+                            b.account.limit.saturating_sub(committed),
+                        ));
+                        b.over_soft.set(i64::from(committed >= b.account.soft));
+                        hold.budgets.push(SharedReservation {
+                            budget: (*b).clone(),
+                            key: key.clone(),
+                            period_start: *start,
+                            amount,
+                            ttl: *ttl,
+                        });
+                    }
+                    Outcome::Reserved(Err(committed)) => {
+                        b.alert(committed, true, now);
+                        adm.shared = Some(hold);
+                        return Ok(Err(Refusal::BudgetExceeded {
+                            scope: b.settings.scope.to_string(),
+                            limit_usd: b.settings.limit_usd,
+                            resets_at: b.settings.period.window(now).1,
+                        }));
+                    }
+                    _ => {}
+                }
+                continue;
+            };
+            let i = what.subject();
+            let (limiter, subject) = &subjects[i];
+            // The headers report the first subject that reports one (the key's, else the team's).
+            if current != Some(i) {
+                current = Some(i);
+                first = adm.headers.is_empty();
+            }
             let refuse = |limit: &'static str, ns: u64| Refusal::RateLimited {
                 limit,
                 subject: subject.clone(),
                 retry_after_secs: ns.div_ceil(1_000_000_000).max(1),
             };
-            if let Some(rate) = limiter.limits.requests_per_minute {
-                let o = store
-                    .sliding_window(&format!("{subject}:rpm"), rate, 1, false)
-                    .await?;
-                if !o.allowed {
-                    adm.shared = Some(hold);
-                    return Ok(Err(refuse("requests_per_minute", o.retry_after_ns)));
-                }
-                if first {
-                    adm.headers.requests =
-                        Limiter::report(&limiter.requests_limit, o.remaining, o.reset_ns);
-                }
-            }
-            if let Some(rate) = limiter.limits.tokens_per_minute {
-                let key = format!("{subject}:tpm");
-                let o = store.sliding_window(&key, rate, 1, true).await?;
-                if !o.allowed {
-                    adm.shared = Some(hold);
-                    return Ok(Err(refuse("tokens_per_minute", o.retry_after_ns)));
-                }
-                if first {
-                    adm.headers.tokens =
-                        Limiter::report(&limiter.tokens_limit, o.remaining, o.reset_ns);
-                }
-                hold.tokens.push((key, rate));
-            }
-            if let Some(limit) = limiter.limits.concurrency {
-                if !store.enter(&subject, limit).await? {
-                    adm.shared = Some(hold);
-                    return Ok(Err(refuse("concurrency", 1_000_000_000)));
-                }
-                hold.entered.push(subject.clone());
-            }
-        }
-        let now = crate::clock::unix_secs_i64();
-        for b in self.budgets.iter().filter(|b| b.applies_to(who)) {
-            let (key, start, ttl) = shared_budget_key(b, now);
-            let mut amount = estimate_nanos;
-            let mut outcome = store
-                .reserve(&key, start, b.account.limit, amount, ttl)
-                .await;
-            // A cutoff budget lets the request start with what is left (retried if another
-            // gateway took it meanwhile).
-            for _ in 0..3 {
-                match outcome {
-                    Ok(Err(committed)) if b.settings.cutoff && committed < b.account.limit => {
-                        amount = b.account.limit - committed;
-                        outcome = store
-                            .reserve(&key, start, b.account.limit, amount, ttl)
-                            .await;
+            match (what, outcome) {
+                (Planned::Requests(_), Outcome::Window(o)) => {
+                    if !o.allowed {
+                        adm.shared = Some(hold);
+                        return Ok(Err(refuse("requests_per_minute", o.retry_after_ns)));
                     }
-                    _ => break,
-                }
-            }
-            match outcome {
-                Ok(Ok(committed)) => {
-                    if b.settings.cutoff {
-                        adm.cutoff_nanos = Some(adm.cutoff_nanos.unwrap_or(u64::MAX).min(amount));
+                    if first {
+                        adm.headers.requests =
+                            Limiter::report(&limiter.requests_limit, o.remaining, o.reset_ns);
                     }
-                    b.alert(committed, false, now);
-                    adm.prefer_cheapest |= committed >= b.account.soft;
-                    b.remaining.set(budget::nanos_to_usd(
-                        b.account.limit.saturating_sub(committed),
-                    ));
-                    b.over_soft.set(i64::from(committed >= b.account.soft));
-                    hold.budgets.push(SharedReservation {
-                        budget: b.clone(),
-                        key,
-                        period_start: start,
-                        amount,
-                        ttl,
-                    });
                 }
-                Ok(Err(committed)) => {
-                    b.alert(committed, true, now);
-                    adm.shared = Some(hold);
-                    return Ok(Err(Refusal::BudgetExceeded {
-                        scope: b.settings.scope.to_string(),
-                        limit_usd: b.settings.limit_usd,
-                        resets_at: b.settings.period.window(now).1,
-                    }));
+                (Planned::Tokens(_), Outcome::Window(o)) => {
+                    if !o.allowed {
+                        adm.shared = Some(hold);
+                        return Ok(Err(refuse("tokens_per_minute", o.retry_after_ns)));
+                    }
+                    if first {
+                        adm.headers.tokens =
+                            Limiter::report(&limiter.tokens_limit, o.remaining, o.reset_ns);
+                    }
+                    let rate = limiter.limits.tokens_per_minute.unwrap_or(0);
+                    hold.tokens.push((key.clone(), rate));
                 }
-                Err(e) => {
-                    adm.shared = Some(hold);
-                    return Err(e);
+                (Planned::Concurrency(_), Outcome::Entered(entered)) => {
+                    if !entered {
+                        adm.shared = Some(hold);
+                        return Ok(Err(refuse("concurrency", 1_000_000_000)));
+                    }
+                    hold.entered.push(key.clone());
                 }
+                _ => {}
             }
         }
         adm.providers = self.provider_budgets_list();

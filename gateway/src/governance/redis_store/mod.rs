@@ -34,6 +34,10 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 
+pub mod steps;
+
+pub use steps::{Outcome, Step, WindowMode};
+
 /// The longest any one command may take before it fails with [`RedisStoreError::Timeout`].
 pub const OP_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long [`RedisStore::connect`] waits for a first connection.
@@ -53,6 +57,8 @@ pub enum RedisStoreError {
     Url(String),
     #[error("redis: {0} timed out")]
     Timeout(&'static str),
+    #[error("redis: {0}: an unexpected reply")]
+    Reply(&'static str),
 }
 
 /// The outcome of a sliding-window call.
@@ -67,43 +73,6 @@ pub struct WindowOutcome {
     pub retry_after_ns: u64,
 }
 
-/// A budget reservation: `KEYS[1]` budget hash; `ARGV` limit, amount, ttl (0: none).
-/// Returns `{1, committed_after}` or `{0, committed_now}` (committed as a decimal string).
-const RESERVE_LUA: &str = r#"
-local k = KEYS[1]
-local raw = redis.call('HGET', k, 'committed')
-if not raw then raw = '0' end
-if tonumber(raw) + tonumber(ARGV[2]) > tonumber(ARGV[1]) then
-  return {0, raw}
-end
-redis.call('HINCRBY', k, 'committed', ARGV[2])
-redis.call('HSETNX', k, 'spent', '0')
-if tonumber(ARGV[3]) > 0 then
-  redis.call('EXPIRE', k, ARGV[3])
-end
-return {1, redis.call('HGET', k, 'committed')}
-"#;
-
-/// Swaps a reservation for the actual cost: `KEYS[1]` budget hash; `ARGV` reserved, actual, ttl.
-const SETTLE_LUA: &str = r#"
-local k = KEYS[1]
-local raw = redis.call('HGET', k, 'committed')
-if not raw then raw = '0' end
-if ARGV[1] ~= '0' then
-  if tonumber(ARGV[1]) >= tonumber(raw) then
-    redis.call('HSET', k, 'committed', '0')
-  elseif redis.call('HINCRBY', k, 'committed', '-' .. ARGV[1]) < 0 then
-    redis.call('HSET', k, 'committed', '0')
-  end
-end
-redis.call('HINCRBY', k, 'committed', ARGV[2])
-redis.call('HINCRBY', k, 'spent', ARGV[2])
-if tonumber(ARGV[3]) > 0 then
-  redis.call('EXPIRE', k, ARGV[3])
-end
-return 1
-"#;
-
 /// Seeds a period only if it has no key yet: `KEYS[1]` budget hash; `ARGV` spent, ttl.
 const SEED_LUA: &str = r#"
 local k = KEYS[1]
@@ -117,121 +86,9 @@ end
 return 1
 "#;
 
-/// A sliding window on the server's clock: `KEYS[1]` the subject's hash (field: second since the
-/// epoch, value: units counted in it); `ARGV` limit, cost, mode (`acquire`, `check` or
-/// `charge`). Returns `{allowed, remaining, reset_ns, retry_after_ns}` as the local
-/// `SlidingWindow` computes them.
-///
-/// The script runs atomically, so it decides before it writes (the local limiter adds first and
-/// takes back on a refusal only because it has no lock). Times are relative to now, in
-/// nanoseconds below 2^53: exact in doubles.
-const SLIDING_WINDOW_LUA: &str = r#"
-if redis.replicate_commands then
-  redis.replicate_commands()
-end
-local t = redis.call('TIME')
-local now_s = tonumber(t[1])
-local into_ns = tonumber(t[2]) * 1000
-local limit = tonumber(ARGV[1])
-local cost = tonumber(ARGV[2])
-local mode = ARGV[3]
-local k = KEYS[1]
-local SEC = 1000000000
-
-local flat = redis.call('HGETALL', k)
-local seconds, counts, stale = {}, {}, {}
-local sum = 0
-for i = 1, #flat, 2 do
-  local s = tonumber(flat[i])
-  local c = tonumber(flat[i + 1]) or 0
-  if not s or s < now_s - 60 then
-    stale[#stale + 1] = flat[i]
-  elseif c > 0 then
-    seconds[#seconds + 1] = s
-    counts[s] = c
-    sum = sum + c
-  end
-end
-if #stale > 0 then
-  redis.call('HDEL', k, unpack(stale))
-end
-table.sort(seconds)
-
--- Nanoseconds until the units of second s leave the window (at the start of second s + 61).
-local function leaves(s)
-  return (s + 61 - now_s) * SEC - into_ns
-end
--- Until at least `excess` units have left, oldest first; at least a second.
-local function wait(excess)
-  local freed, last = 0, now_s
-  for _, s in ipairs(seconds) do
-    freed = freed + counts[s]
-    last = s
-    if freed >= excess then break end
-  end
-  return math.max(leaves(last), SEC)
-end
-local function reset()
-  if #seconds == 0 then return 0 end
-  return leaves(seconds[1])
-end
-local function add()
-  redis.call('HINCRBY', k, t[1], ARGV[2])
-  redis.call('PEXPIRE', k, ARGV[4])
-  sum = sum + cost
-  if cost > 0 and (#seconds == 0 or seconds[1] > now_s) then
-    table.insert(seconds, 1, now_s)
-  end
-end
-
-if mode == 'charge' then
-  add()
-  return {1, math.max(limit - sum, 0), reset(), 0}
-end
-if mode == 'check' then
-  if sum >= limit then
-    return {0, 0, reset(), wait(sum + 1 - limit)}
-  end
-  return {1, limit - sum, reset(), 0}
-end
-if sum + cost > limit then
-  return {0, math.max(limit - sum, 0), reset(), wait(sum + cost - limit)}
-end
-add()
-return {1, limit - sum, reset(), 0}
-"#;
-
-/// Enters a concurrency limit: `KEYS[1]` counter; `ARGV` limit, ttl_ms. Returns 1 if entered.
-const ENTER_LUA: &str = r#"
-local k = KEYS[1]
-local c = tonumber(redis.call('GET', k) or '0') or 0
-if c >= tonumber(ARGV[1]) then
-  return 0
-end
-redis.call('INCR', k)
-redis.call('PEXPIRE', k, ARGV[2])
-return 1
-"#;
-
-/// Leaves a concurrency limit: `KEYS[1]` counter; never below zero.
-const EXIT_LUA: &str = r#"
-local k = KEYS[1]
-local c = tonumber(redis.call('GET', k) or '0') or 0
-if c > 1 then
-  redis.call('DECR', k)
-else
-  redis.call('DEL', k)
-end
-return 1
-"#;
-
 struct Scripts {
-    reserve: Script,
-    settle: Script,
     seed: Script,
-    window: Script,
-    enter: Script,
-    exit: Script,
+    steps: Script,
 }
 
 /// A handle on the shared counters; cheap to share behind an `Arc`, usable from many tasks.
@@ -290,12 +147,8 @@ impl RedisStore {
         Ok(RedisStore {
             conn,
             scripts: Scripts {
-                reserve: Script::new(RESERVE_LUA),
-                settle: Script::new(SETTLE_LUA),
                 seed: Script::new(SEED_LUA),
-                window: Script::new(SLIDING_WINDOW_LUA),
-                enter: Script::new(ENTER_LUA),
-                exit: Script::new(EXIT_LUA),
+                steps: Script::new(steps::STEPS_LUA),
             },
             prefix: prefix.to_string(),
         })
@@ -325,17 +178,18 @@ impl RedisStore {
         amount: u64,
         ttl_secs: Option<u64>,
     ) -> Result<Result<u64, u64>, RedisStoreError> {
-        let mut conn = self.conn.clone();
-        let mut inv = self.scripts.reserve.key(self.budget_key(key, period_start));
-        inv.arg(limit)
-            .arg(clamp_i64(amount))
-            .arg(clamp_i64(ttl_secs.unwrap_or(0)));
-        let (ok, committed): (i64, u64) = bounded("reserve", inv.invoke_async(&mut conn)).await?;
-        Ok(if ok == 1 {
-            Ok(committed)
-        } else {
-            Err(committed)
-        })
+        let step = Step::Reserve {
+            key,
+            period_start,
+            limit,
+            amount,
+            ttl_secs,
+            cutoff: false,
+        };
+        match self.steps(&[step]).await?.first() {
+            Some(Outcome::Reserved(r)) => Ok(r.map(|(committed, _)| committed)),
+            _ => Err(RedisStoreError::Reply("reserve")),
+        }
     }
 
     /// committed = max(0, committed - reserved) + actual; spent += actual (same period key; if the
@@ -349,13 +203,14 @@ impl RedisStore {
         actual: u64,
         ttl_secs: Option<u64>,
     ) -> Result<(), RedisStoreError> {
-        let mut conn = self.conn.clone();
-        let mut inv = self.scripts.settle.key(self.budget_key(key, period_start));
-        inv.arg(clamp_i64(reserved))
-            .arg(clamp_i64(actual))
-            .arg(clamp_i64(ttl_secs.unwrap_or(0)));
-        let _: i64 = bounded("settle", inv.invoke_async(&mut conn)).await?;
-        Ok(())
+        let step = Step::Settle {
+            key,
+            period_start,
+            reserved,
+            actual,
+            ttl_secs,
+        };
+        self.steps(&[step]).await.map(|_| ())
     }
 
     /// (spent, committed) for the period.
@@ -396,24 +251,18 @@ impl RedisStore {
         key: &str,
         limit_per_minute: u64,
         cost: u64,
-        mode: &'static str,
+        mode: WindowMode,
     ) -> Result<WindowOutcome, RedisStoreError> {
-        let mut conn = self.conn.clone();
-        let mut inv = self.scripts.window.key(self.window_key(key));
-        // At most u32::MAX units per call, as the local buckets count.
-        inv.arg(clamp_i64(limit_per_minute.max(1)))
-            .arg(cost.min(u64::from(u32::MAX)))
-            .arg(mode)
-            .arg(WINDOW_TTL_MS);
-        let (allowed, remaining, reset_ns, retry_after_ns): (i64, i64, i64, i64) =
-            bounded("sliding window", inv.invoke_async(&mut conn)).await?;
-        let nonneg = |v: i64| u64::try_from(v).unwrap_or(0);
-        Ok(WindowOutcome {
-            allowed: allowed == 1,
-            remaining: nonneg(remaining),
-            reset_ns: nonneg(reset_ns),
-            retry_after_ns: nonneg(retry_after_ns),
-        })
+        let step = Step::Window {
+            key,
+            limit_per_minute,
+            cost,
+            mode,
+        };
+        match self.steps(&[step]).await?.first() {
+            Some(Outcome::Window(o)) => Ok(*o),
+            _ => Err(RedisStoreError::Reply("sliding window")),
+        }
     }
 
     /// A sliding-window rate limit on the Redis server's clock (TIME inside the script, so all
@@ -427,7 +276,11 @@ impl RedisStore {
         cost: u64,
         check_only: bool,
     ) -> Result<WindowOutcome, RedisStoreError> {
-        let mode = if check_only { "check" } else { "acquire" };
+        let mode = if check_only {
+            WindowMode::Check
+        } else {
+            WindowMode::Acquire
+        };
         self.window_call(key, limit_per_minute, cost, mode).await
     }
 
@@ -438,7 +291,7 @@ impl RedisStore {
         limit_per_minute: u64,
         cost: u64,
     ) -> Result<(), RedisStoreError> {
-        self.window_call(key, limit_per_minute, cost, "charge")
+        self.window_call(key, limit_per_minute, cost, WindowMode::Charge)
             .await
             .map(|_| ())
     }
@@ -446,19 +299,15 @@ impl RedisStore {
     /// Concurrency: INCR if below limit (key expires after 10 min as a safety net against crashed
     /// holders), returns whether entered.
     pub async fn enter(&self, key: &str, limit: u64) -> Result<bool, RedisStoreError> {
-        let mut conn = self.conn.clone();
-        let mut inv = self.scripts.enter.key(self.conc_key(key));
-        inv.arg(clamp_i64(limit)).arg(CONC_TTL_MS);
-        let entered: i64 = bounded("enter", inv.invoke_async(&mut conn)).await?;
-        Ok(entered == 1)
+        match self.steps(&[Step::Enter { key, limit }]).await?.first() {
+            Some(Outcome::Entered(e)) => Ok(*e),
+            _ => Err(RedisStoreError::Reply("enter")),
+        }
     }
 
     /// Leaves a concurrency limit: DECR, never below 0.
     pub async fn exit(&self, key: &str) -> Result<(), RedisStoreError> {
-        let mut conn = self.conn.clone();
-        let inv = self.scripts.exit.key(self.conc_key(key));
-        let _: i64 = bounded("exit", inv.invoke_async(&mut conn)).await?;
-        Ok(())
+        self.steps(&[Step::Exit { key }]).await.map(|_| ())
     }
 }
 
@@ -534,6 +383,61 @@ mod tests {
         fn drop(&mut self) {
             self.kill();
         }
+    }
+
+    #[tokio::test]
+    async fn a_batch_runs_in_order_stops_at_the_first_refusal_and_a_cutoff_takes_what_is_left() {
+        let srv = TestRedis::start();
+        let s = srv.store().await;
+        let reserve = |key, amount, cutoff| Step::Reserve {
+            key,
+            period_start: 0,
+            limit: 100,
+            amount,
+            ttl_secs: None,
+            cutoff,
+        };
+        let window = Step::Window {
+            key: "w",
+            limit_per_minute: 1,
+            cost: 1,
+            mode: WindowMode::Acquire,
+        };
+        let enter = Step::Enter { key: "c", limit: 5 };
+        let out = s
+            .steps(&[window.clone(), enter.clone(), reserve("b", 70, false)])
+            .await
+            .unwrap();
+        assert_eq!(out.len(), 3);
+        assert!(out.iter().all(|o| !o.refused()), "{out:?}");
+        assert_eq!(out[2], Outcome::Reserved(Ok((70, 70))));
+        // The window is full: nothing after it runs (the counter and the budget are untouched).
+        let out = s
+            .steps(&[window, enter, reserve("b", 10, false)])
+            .await
+            .unwrap();
+        assert_eq!(out.len(), 1);
+        assert!(out[0].refused());
+        assert_eq!(s.totals("b", 0).await.unwrap(), (0, 70));
+        // 50 more does not fit: refused, or with cutoff the 30 left are reserved.
+        let out = s.steps(&[reserve("b", 50, false)]).await.unwrap();
+        assert_eq!(out, vec![Outcome::Reserved(Err(70))]);
+        let out = s.steps(&[reserve("b", 50, true)]).await.unwrap();
+        assert_eq!(out, vec![Outcome::Reserved(Ok((100, 30)))]);
+        // A release: settle both, leave the concurrency limit once.
+        let settle = |reserved| Step::Settle {
+            key: "b",
+            period_start: 0,
+            reserved,
+            actual: 5,
+            ttl_secs: None,
+        };
+        let out = s
+            .steps(&[settle(70), settle(30), Step::Exit { key: "c" }])
+            .await
+            .unwrap();
+        assert_eq!(out, vec![Outcome::Done; 3]);
+        assert_eq!(s.totals("b", 0).await.unwrap(), (10, 10));
     }
 
     #[tokio::test]
