@@ -7,7 +7,7 @@
 //! team's `requests_per_minute` windows and is refused when either is full; `tokens_per_minute`
 //! is only checked here and charged when the request settles.
 
-use super::shared::{shared_budget_key, Shared};
+use super::shared::{shared_budget_key, Release, Shared};
 use super::{Budget, Governance, Limiter};
 use crate::config::BudgetScope;
 use crate::governance::redis_store::{Outcome, RedisStoreError, Step, WindowMode};
@@ -120,53 +120,41 @@ pub(super) struct SharedHold {
 }
 
 impl SharedHold {
-    /// Settles (or, with `None`, releases) everything in the background: the request's
-    /// response is already out, and Redis round trips must not hold its connection.
+    /// Settles (or, with `None`, releases) everything through the shared store's release queue:
+    /// the request's response is already out, and Redis round trips must not hold its
+    /// connection.
     pub(super) fn finish(self, actual: Option<(u64, u64)>) {
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        if tokio::runtime::Handle::try_current().is_err() {
             return;
-        };
-        rt.spawn(async move {
-            let Ok(store) = self.store.store().await else {
-                return;
+        }
+        let (cost, tokens) = actual.unwrap_or((0, 0));
+        let now = crate::clock::unix_secs_i64();
+        let mut ops =
+            Vec::with_capacity(self.budgets.len() + self.tokens.len() + self.entered.len());
+        for r in self.budgets {
+            let start_now = r.budget.settings.period.window(now).0;
+            let (period_start, reserved) = if start_now == r.period_start {
+                (r.period_start, r.amount)
+            } else {
+                (start_now, 0)
             };
-            let (cost, tokens) = actual.unwrap_or((0, 0));
-            let now = crate::clock::unix_secs_i64();
-            // Everything in one round trip: settles, token charges, exits.
-            let mut steps =
-                Vec::with_capacity(self.budgets.len() + self.tokens.len() + self.entered.len());
-            for r in &self.budgets {
-                let start_now = r.budget.settings.period.window(now).0;
-                let (period_start, reserved) = if start_now == r.period_start {
-                    (r.period_start, r.amount)
-                } else {
-                    (start_now, 0)
-                };
-                steps.push(Step::Settle {
-                    key: &r.key,
-                    period_start,
-                    reserved,
-                    actual: cost,
-                    ttl_secs: r.ttl,
-                });
+            ops.push(Release::Settle {
+                key: r.key,
+                period_start,
+                reserved,
+                actual: cost,
+                ttl: r.ttl,
+            });
+        }
+        if tokens > 0 {
+            for (key, rate) in self.tokens {
+                ops.push(Release::Charge { key, rate, tokens });
             }
-            if tokens > 0 {
-                for (key, rate) in &self.tokens {
-                    steps.push(Step::Window {
-                        key,
-                        limit_per_minute: *rate,
-                        cost: tokens,
-                        mode: WindowMode::Charge,
-                    });
-                }
-            }
-            for key in &self.entered {
-                steps.push(Step::Exit { key });
-            }
-            if let Err(e) = store.steps(&steps).await {
-                self.store.failed(&e);
-            }
-        });
+        }
+        for key in self.entered {
+            ops.push(Release::Exit { key });
+        }
+        self.store.release(ops);
     }
 }
 

@@ -1,10 +1,66 @@
 //! The shared (Redis) store of a fleet's limits and budgets: connected on first use, reconnected
-//! by the client while Redis is away, with the budget keys each replica agrees on.
+//! by the client while Redis is away, with the budget keys each replica agrees on, and the
+//! queue that releases what finished requests held ([`Shared::release`]).
 
 use super::{Budget, Governance};
 use crate::config::RedisSettings;
-use crate::governance::redis_store::{RedisStore, RedisStoreError};
+use crate::governance::redis_store::{RedisStore, RedisStoreError, Step, WindowMode};
 use prometheus::IntGauge;
+use std::sync::Arc;
+
+/// Releases queued (requests' worth) before new ones are dropped: only while Redis is slower
+/// than the requests that finish, and each dropped one only holds a reservation or a
+/// concurrency slot until its key expires.
+const RELEASE_QUEUE: usize = 65_536;
+/// Most steps sent in one script call.
+const RELEASE_BATCH: usize = 1_024;
+
+/// What a finished request gives back, owned (queued until the next batch goes out).
+#[derive(Debug)]
+pub(super) enum Release {
+    Settle {
+        key: String,
+        period_start: i64,
+        reserved: u64,
+        actual: u64,
+        ttl: Option<u64>,
+    },
+    Charge {
+        key: String,
+        rate: u64,
+        tokens: u64,
+    },
+    Exit {
+        key: String,
+    },
+}
+
+impl Release {
+    fn step(&self) -> Step<'_> {
+        match self {
+            Release::Settle {
+                key,
+                period_start,
+                reserved,
+                actual,
+                ttl,
+            } => Step::Settle {
+                key,
+                period_start: *period_start,
+                reserved: *reserved,
+                actual: *actual,
+                ttl_secs: *ttl,
+            },
+            Release::Charge { key, rate, tokens } => Step::Window {
+                key,
+                limit_per_minute: *rate,
+                cost: *tokens,
+                mode: WindowMode::Charge,
+            },
+            Release::Exit { key } => Step::Exit { key },
+        }
+    }
+}
 
 /// A budget's key in the shared store: (key, period start, expiry seconds).
 pub(super) fn shared_budget_key(b: &Budget, now: i64) -> (String, i64, Option<u64>) {
@@ -27,6 +83,8 @@ pub struct Shared {
     pub(super) up: IntGauge,
     pub(super) errors: prometheus::IntCounter,
     pub(super) last_warning: std::sync::atomic::AtomicI64,
+    /// Feeds the task that sends releases (started on first use, on the request path's runtime).
+    pub(super) releases: std::sync::OnceLock<tokio::sync::mpsc::Sender<Vec<Release>>>,
 }
 
 impl Shared {
@@ -58,6 +116,26 @@ impl Shared {
         }
     }
 
+    /// Queues what a finished request held. One task sends the queue: each script call carries
+    /// every release that arrived while the previous call was out, so under load many requests
+    /// share one round trip, and an idle gateway sends each at once. Must run on a runtime.
+    pub(super) fn release(self: &Arc<Self>, ops: Vec<Release>) {
+        if ops.is_empty() {
+            return;
+        }
+        let tx = self.releases.get_or_init(|| {
+            let (tx, rx) = tokio::sync::mpsc::channel(RELEASE_QUEUE);
+            tokio::spawn(send_releases(self.clone(), rx));
+            tx
+        });
+        if tx.try_send(ops).is_err() {
+            self.errors.inc();
+            log::warn!(
+                "shared store: the release queue is full; a request's holds expire on their own"
+            );
+        }
+    }
+
     pub(super) fn failed(&self, e: &RedisStoreError) {
         self.errors.inc();
         self.up.set(0);
@@ -78,5 +156,29 @@ impl Shared {
                 }
             );
         }
+    }
+}
+
+/// Sends queued releases in batches until the gateway stops.
+async fn send_releases(shared: Arc<Shared>, mut rx: tokio::sync::mpsc::Receiver<Vec<Release>>) {
+    let mut batch: Vec<Release> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.extend(first);
+        while batch.len() < RELEASE_BATCH {
+            match rx.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
+        match shared.store().await {
+            Ok(store) => {
+                let steps: Vec<Step<'_>> = batch.iter().map(Release::step).collect();
+                if let Err(e) = store.steps(&steps).await {
+                    shared.failed(&e);
+                }
+            }
+            Err(e) => shared.failed(&e),
+        }
+        batch.clear();
     }
 }

@@ -165,6 +165,7 @@ impl Spend {
                 up: m.store_up.clone(),
                 errors: m.store_errors.clone(),
                 last_warning: Default::default(),
+                releases: Default::default(),
             })
         });
         Ok(Spend {
