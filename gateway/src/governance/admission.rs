@@ -143,12 +143,17 @@ impl SharedHold {
                 period_start,
                 reserved,
                 actual: cost,
-                ttl: r.ttl,
+                ttl_secs: r.ttl,
             });
         }
         if tokens > 0 {
             for (key, rate) in self.tokens {
-                ops.push(Release::Charge { key, rate, tokens });
+                ops.push(Release::Window {
+                    key,
+                    limit_per_minute: rate,
+                    cost: tokens,
+                    mode: WindowMode::Charge,
+                });
             }
         }
         for key in self.entered {
@@ -298,9 +303,10 @@ impl Governance {
                 plan.push((Planned::Concurrency(i), subject.clone()));
             }
         }
-        let steps: Vec<Step<'_>> = plan
+        let steps: Vec<Step<String>> = plan
             .iter()
             .map(|(what, key)| {
+                let key = key.clone();
                 let limits = |i: usize| &subjects[i].0.limits;
                 match *what {
                     Planned::Requests(i) => Step::Window {
@@ -322,7 +328,7 @@ impl Governance {
                 }
             })
             .chain(budgets.iter().map(|(b, key, start, ttl)| Step::Reserve {
-                key,
+                key: key.clone(),
                 period_start: *start,
                 limit: b.account.limit,
                 amount: estimate_nanos,
@@ -330,7 +336,7 @@ impl Governance {
                 cutoff: b.settings.cutoff,
             }))
             .collect();
-        let outcomes = store.steps(&steps).await?;
+        let outcomes = shared.admit(steps).await?;
         let (mut current, mut first) = (None, true);
         for (n, outcome) in outcomes.into_iter().enumerate() {
             let Some((what, key)) = plan.get(n) else {

@@ -4,7 +4,7 @@
 
 use super::{Budget, Governance};
 use crate::config::RedisSettings;
-use crate::governance::redis_store::{RedisStore, RedisStoreError, Step, WindowMode};
+use crate::governance::redis_store::{Outcome, RedisStore, RedisStoreError, Step};
 use prometheus::IntGauge;
 use std::sync::Arc;
 
@@ -14,52 +14,17 @@ use std::sync::Arc;
 const RELEASE_QUEUE: usize = 65_536;
 /// Most steps sent in one script call.
 const RELEASE_BATCH: usize = 1_024;
+/// Most admissions (requests) sent in one script call.
+const ADMIT_BATCH: usize = 256;
 
-/// What a finished request gives back, owned (queued until the next batch goes out).
-#[derive(Debug)]
-pub(super) enum Release {
-    Settle {
-        key: String,
-        period_start: i64,
-        reserved: u64,
-        actual: u64,
-        ttl: Option<u64>,
-    },
-    Charge {
-        key: String,
-        rate: u64,
-        tokens: u64,
-    },
-    Exit {
-        key: String,
-    },
-}
+/// What a finished request gives back (settles, token charges, exits), queued until the next
+/// batch goes out.
+pub(super) type Release = Step<String>;
 
-impl Release {
-    fn step(&self) -> Step<'_> {
-        match self {
-            Release::Settle {
-                key,
-                period_start,
-                reserved,
-                actual,
-                ttl,
-            } => Step::Settle {
-                key,
-                period_start: *period_start,
-                reserved: *reserved,
-                actual: *actual,
-                ttl_secs: *ttl,
-            },
-            Release::Charge { key, rate, tokens } => Step::Window {
-                key,
-                limit_per_minute: *rate,
-                cost: *tokens,
-                mode: WindowMode::Charge,
-            },
-            Release::Exit { key } => Step::Exit { key },
-        }
-    }
+/// One request's admission waiting for the next batch.
+pub(super) struct AdmitJob {
+    steps: Vec<Step<String>>,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<Outcome>, String>>,
 }
 
 /// A budget's key in the shared store: (key, period start, expiry seconds).
@@ -85,6 +50,8 @@ pub struct Shared {
     pub(super) last_warning: std::sync::atomic::AtomicI64,
     /// Feeds the task that sends releases (started on first use, on the request path's runtime).
     pub(super) releases: std::sync::OnceLock<tokio::sync::mpsc::Sender<Vec<Release>>>,
+    /// Feeds the task that sends admissions, likewise.
+    pub(super) admissions: std::sync::OnceLock<tokio::sync::mpsc::Sender<AdmitJob>>,
 }
 
 impl Shared {
@@ -136,6 +103,30 @@ impl Shared {
         }
     }
 
+    /// Runs one request's admission `steps` (stopping at its first refusal) and answers their
+    /// outcomes. Admissions that arrive while a call is out go together in the next one: under
+    /// load many requests share one round trip, and an idle gateway sends each at once.
+    pub(super) async fn admit(
+        self: &Arc<Self>,
+        steps: Vec<Step<String>>,
+    ) -> Result<Vec<Outcome>, RedisStoreError> {
+        let tx = self.admissions.get_or_init(|| {
+            let (tx, rx) = tokio::sync::mpsc::channel(RELEASE_QUEUE);
+            tokio::spawn(send_admissions(self.clone(), rx));
+            tx
+        });
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        tx.try_send(AdmitJob { steps, reply })
+            .map_err(|_| RedisStoreError::Shared("the admission queue is full".into()))?;
+        match answer.await {
+            Ok(Ok(outcomes)) => Ok(outcomes),
+            Ok(Err(e)) => Err(RedisStoreError::Shared(e)),
+            Err(_) => Err(RedisStoreError::Shared(
+                "the admission sender stopped".into(),
+            )),
+        }
+    }
+
     pub(super) fn failed(&self, e: &RedisStoreError) {
         self.errors.inc();
         self.up.set(0);
@@ -172,13 +163,47 @@ async fn send_releases(shared: Arc<Shared>, mut rx: tokio::sync::mpsc::Receiver<
         }
         match shared.store().await {
             Ok(store) => {
-                let steps: Vec<Step<'_>> = batch.iter().map(Release::step).collect();
-                if let Err(e) = store.steps(&steps).await {
+                if let Err(e) = store.steps(&batch).await {
                     shared.failed(&e);
                 }
             }
             Err(e) => shared.failed(&e),
         }
         batch.clear();
+    }
+}
+
+/// Sends queued admissions in batches (one group per request) until the gateway stops.
+async fn send_admissions(shared: Arc<Shared>, mut rx: tokio::sync::mpsc::Receiver<AdmitJob>) {
+    let mut jobs: Vec<AdmitJob> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        jobs.push(first);
+        while jobs.len() < ADMIT_BATCH {
+            match rx.try_recv() {
+                Ok(more) => jobs.push(more),
+                Err(_) => break,
+            }
+        }
+        let answered = match shared.store().await {
+            Ok(store) => {
+                let groups: Vec<&[Step<String>]> =
+                    jobs.iter().map(|j| j.steps.as_slice()).collect();
+                store.groups(&groups).await
+            }
+            Err(e) => Err(e),
+        };
+        match answered {
+            Ok(outcomes) => {
+                for (job, out) in jobs.drain(..).zip(outcomes) {
+                    let _ = job.reply.send(Ok(out));
+                }
+            }
+            Err(e) => {
+                let e = e.to_string();
+                for job in jobs.drain(..) {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
     }
 }

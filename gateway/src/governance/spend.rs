@@ -166,6 +166,7 @@ impl Spend {
                 errors: m.store_errors.clone(),
                 last_warning: Default::default(),
                 releases: Default::default(),
+                admissions: Default::default(),
             })
         });
         Ok(Spend {

@@ -59,6 +59,9 @@ pub enum RedisStoreError {
     Timeout(&'static str),
     #[error("redis: {0}: an unexpected reply")]
     Reply(&'static str),
+    /// A batch this call was part of failed.
+    #[error("{0}")]
+    Shared(String),
 }
 
 /// The outcome of a sliding-window call.
@@ -438,6 +441,25 @@ mod tests {
             .unwrap();
         assert_eq!(out, vec![Outcome::Done; 3]);
         assert_eq!(s.totals("b", 0).await.unwrap(), (10, 10));
+        // Groups (several requests in one call) each stop at their own refusal.
+        let full = [Step::Window {
+            key: "w",
+            limit_per_minute: 1,
+            cost: 1,
+            mode: WindowMode::Acquire,
+        }];
+        let fits = [reserve("g", 10, false), reserve("g", 10, false)];
+        let out = s.groups(&[&full[..], &fits[..], &full[..]]).await.unwrap();
+        assert_eq!(out.len(), 3);
+        assert!(out[0].len() == 1 && out[0][0].refused());
+        assert_eq!(
+            out[1],
+            vec![
+                Outcome::Reserved(Ok((10, 10))),
+                Outcome::Reserved(Ok((20, 10)))
+            ]
+        );
+        assert!(out[2].len() == 1 && out[2][0].refused());
     }
 
     #[tokio::test]

@@ -13,11 +13,10 @@
 use super::{bounded, clamp_i64, RedisStore, RedisStoreError, WindowOutcome};
 use super::{CONC_TTL_MS, WINDOW_TTL_MS};
 
-/// Every step's arguments: kind then five numbers or words (unused ones `0`).
-const ARGS_PER_STEP: usize = 6;
-
-/// Runs the steps of `KEYS`/`ARGV` (six arguments per key: the kind, then its own) in order;
-/// returns one reply per step run, stopping after the first whose reply starts with 0.
+/// Runs the steps of `KEYS`/`ARGV` (six arguments per key: the kind, four of its own — unused
+/// ones `0` — and its group) in order; returns one reply per step. Within a group, the steps
+/// after the first whose reply starts with 0 (a refusal) are skipped (`{-1}`): a group is one
+/// request's admission, and one call may carry several requests'.
 ///
 /// - `window` limit cost mode ttl_ms: a sliding window on the server's clock (`TIME`), mode
 ///   `acquire`, `check` or `charge`; replies `{allowed, remaining, reset_ns, retry_after_ns}` as
@@ -161,11 +160,14 @@ local function settle(k, reserved, actual, ttl)
 end
 
 local out = {}
+local skip = nil
 for i = 1, #KEYS do
   local a = (i - 1) * 6
-  local kind, k = ARGV[a + 1], KEYS[i]
+  local kind, k, group = ARGV[a + 1], KEYS[i], ARGV[a + 6]
   local r
-  if kind == 'window' then
+  if group == skip then
+    r = {-1}
+  elseif kind == 'window' then
     r = window(k, tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), ARGV[a + 4], ARGV[a + 5])
   elseif kind == 'enter' then
     r = enter(k, tonumber(ARGV[a + 2]), ARGV[a + 3])
@@ -179,7 +181,7 @@ for i = 1, #KEYS do
     return redis.error_reply('unknown step ' .. tostring(kind))
   end
   out[#out + 1] = r
-  if r[1] == 0 then break end
+  if r[1] == 0 then skip = group end
 end
 return out
 "#;
@@ -195,27 +197,28 @@ pub enum WindowMode {
     Charge,
 }
 
-/// One step of a batch. Keys are the caller's names; the store adds its prefix and kind.
+/// One step of a batch. Keys are the caller's names (borrowed or owned); the store adds its
+/// prefix and kind.
 #[derive(Debug, Clone)]
-pub enum Step<'a> {
+pub enum Step<K> {
     Window {
-        key: &'a str,
+        key: K,
         limit_per_minute: u64,
         cost: u64,
         mode: WindowMode,
     },
     Enter {
-        key: &'a str,
+        key: K,
         limit: u64,
     },
     Exit {
-        key: &'a str,
+        key: K,
     },
     /// A reservation on the budget `key` for the period starting `period_start`; `ttl_secs`:
     /// seconds until the period's end + 1 day (None: no expiry). `cutoff`: reserve what is left
     /// when `amount` does not fit.
     Reserve {
-        key: &'a str,
+        key: K,
         period_start: i64,
         limit: u64,
         amount: u64,
@@ -224,7 +227,7 @@ pub enum Step<'a> {
     },
     /// Swaps `reserved` for `actual` (the period's key; `reserved` 0 when the period changed).
     Settle {
-        key: &'a str,
+        key: K,
         period_start: i64,
         reserved: u64,
         actual: u64,
@@ -274,108 +277,138 @@ fn nonneg(v: i64) -> u64 {
 impl RedisStore {
     /// Runs `steps` in one round trip, in order, stopping after the first that refuses; returns
     /// the outcome of each step that ran.
-    pub async fn steps(&self, steps: &[Step<'_>]) -> Result<Vec<Outcome>, RedisStoreError> {
-        if steps.is_empty() {
-            return Ok(Vec::new());
+    pub async fn steps<K: AsRef<str>>(
+        &self,
+        steps: &[Step<K>],
+    ) -> Result<Vec<Outcome>, RedisStoreError> {
+        let mut out = self.groups(&[steps]).await?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// Runs several groups of steps (several requests' admissions) in one round trip; each group
+    /// stops at its own first refusal. Returns each group's outcomes, as [`RedisStore::steps`].
+    pub async fn groups<K: AsRef<str>>(
+        &self,
+        groups: &[&[Step<K>]],
+    ) -> Result<Vec<Vec<Outcome>>, RedisStoreError> {
+        if groups.iter().all(|g| g.is_empty()) {
+            return Ok(vec![Vec::new(); groups.len()]);
         }
         let mut inv = self.scripts.steps.prepare_invoke();
-        for step in steps {
-            let args: [String; ARGS_PER_STEP - 1] = match step {
-                Step::Window {
-                    key,
-                    limit_per_minute,
-                    cost,
-                    mode,
-                } => {
-                    inv.key(self.window_key(key));
-                    let mode = match mode {
-                        WindowMode::Acquire => "acquire",
-                        WindowMode::Check => "check",
-                        WindowMode::Charge => "charge",
-                    };
-                    inv.arg("window");
-                    [
-                        clamp_i64((*limit_per_minute).max(1)).to_string(),
-                        // At most u32::MAX units per call, as the local buckets count.
-                        (*cost).min(u64::from(u32::MAX)).to_string(),
-                        mode.to_string(),
-                        WINDOW_TTL_MS.to_string(),
-                        "0".into(),
-                    ]
+        for (group, steps) in groups.iter().enumerate() {
+            for step in steps.iter() {
+                let (kind, args): (&str, [String; 4]) = match step {
+                    Step::Window {
+                        key,
+                        limit_per_minute,
+                        cost,
+                        mode,
+                    } => {
+                        inv.key(self.window_key(key.as_ref()));
+                        let mode = match mode {
+                            WindowMode::Acquire => "acquire",
+                            WindowMode::Check => "check",
+                            WindowMode::Charge => "charge",
+                        };
+                        (
+                            "window",
+                            [
+                                clamp_i64((*limit_per_minute).max(1)).to_string(),
+                                // At most u32::MAX units per call, as the local buckets count.
+                                (*cost).min(u64::from(u32::MAX)).to_string(),
+                                mode.to_string(),
+                                WINDOW_TTL_MS.to_string(),
+                            ],
+                        )
+                    }
+                    Step::Enter { key, limit } => {
+                        inv.key(self.conc_key(key.as_ref()));
+                        let args = [clamp_i64(*limit).to_string(), CONC_TTL_MS.to_string()];
+                        let [a, b] = args;
+                        ("enter", [a, b, "0".into(), "0".into()])
+                    }
+                    Step::Exit { key } => {
+                        inv.key(self.conc_key(key.as_ref()));
+                        ("exit", ["0", "0", "0", "0"].map(String::from))
+                    }
+                    Step::Reserve {
+                        key,
+                        period_start,
+                        limit,
+                        amount,
+                        ttl_secs,
+                        cutoff,
+                    } => {
+                        inv.key(self.budget_key(key.as_ref(), *period_start));
+                        (
+                            "reserve",
+                            [
+                                clamp_i64(*limit).to_string(),
+                                clamp_i64(*amount).to_string(),
+                                clamp_i64(ttl_secs.unwrap_or(0)).to_string(),
+                                if *cutoff { "1" } else { "0" }.into(),
+                            ],
+                        )
+                    }
+                    Step::Settle {
+                        key,
+                        period_start,
+                        reserved,
+                        actual,
+                        ttl_secs,
+                    } => {
+                        inv.key(self.budget_key(key.as_ref(), *period_start));
+                        (
+                            "settle",
+                            [
+                                clamp_i64(*reserved).to_string(),
+                                clamp_i64(*actual).to_string(),
+                                clamp_i64(ttl_secs.unwrap_or(0)).to_string(),
+                                "0".into(),
+                            ],
+                        )
+                    }
+                };
+                inv.arg(kind);
+                for a in args {
+                    inv.arg(a);
                 }
-                Step::Enter { key, limit } => {
-                    inv.key(self.conc_key(key)).arg("enter");
-                    [
-                        clamp_i64(*limit).to_string(),
-                        CONC_TTL_MS.to_string(),
-                        "0".into(),
-                        "0".into(),
-                        "0".into(),
-                    ]
-                }
-                Step::Exit { key } => {
-                    inv.key(self.conc_key(key)).arg("exit");
-                    ["0", "0", "0", "0", "0"].map(String::from)
-                }
-                Step::Reserve {
-                    key,
-                    period_start,
-                    limit,
-                    amount,
-                    ttl_secs,
-                    cutoff,
-                } => {
-                    inv.key(self.budget_key(key, *period_start)).arg("reserve");
-                    [
-                        clamp_i64(*limit).to_string(),
-                        clamp_i64(*amount).to_string(),
-                        clamp_i64(ttl_secs.unwrap_or(0)).to_string(),
-                        if *cutoff { "1" } else { "0" }.into(),
-                        "0".into(),
-                    ]
-                }
-                Step::Settle {
-                    key,
-                    period_start,
-                    reserved,
-                    actual,
-                    ttl_secs,
-                } => {
-                    inv.key(self.budget_key(key, *period_start)).arg("settle");
-                    [
-                        clamp_i64(*reserved).to_string(),
-                        clamp_i64(*actual).to_string(),
-                        clamp_i64(ttl_secs.unwrap_or(0)).to_string(),
-                        "0".into(),
-                        "0".into(),
-                    ]
-                }
-            };
-            for a in args {
-                inv.arg(a);
+                inv.arg(group);
             }
         }
         let mut conn = self.conn.clone();
         let replies: Vec<Vec<redis::Value>> =
             bounded("counter steps", inv.invoke_async(&mut conn)).await?;
-        Ok(steps
+        let mut replies = replies.into_iter();
+        Ok(groups
             .iter()
-            .zip(replies)
-            .map(|(step, r)| match step {
-                Step::Window { .. } => Outcome::Window(WindowOutcome {
-                    allowed: int(r.first()) == 1,
-                    remaining: nonneg(int(r.get(1))),
-                    reset_ns: nonneg(int(r.get(2))),
-                    retry_after_ns: nonneg(int(r.get(3))),
-                }),
-                Step::Enter { .. } => Outcome::Entered(int(r.first()) == 1),
-                Step::Reserve { .. } => Outcome::Reserved(if int(r.first()) == 1 {
-                    Ok((nonneg(int(r.get(1))), nonneg(int(r.get(2)))))
-                } else {
-                    Err(nonneg(int(r.get(1))))
-                }),
-                Step::Exit { .. } | Step::Settle { .. } => Outcome::Done,
+            .map(|steps| {
+                steps
+                    .iter()
+                    .zip(replies.by_ref())
+                    .filter(|(_, r)| int(r.first()) != -1)
+                    .map(|(step, r)| outcome(step, &r))
+                    .collect()
             })
             .collect())
+    }
+}
+
+/// A step's reply as its outcome.
+fn outcome<K>(step: &Step<K>, r: &[redis::Value]) -> Outcome {
+    match step {
+        Step::Window { .. } => Outcome::Window(WindowOutcome {
+            allowed: int(r.first()) == 1,
+            remaining: nonneg(int(r.get(1))),
+            reset_ns: nonneg(int(r.get(2))),
+            retry_after_ns: nonneg(int(r.get(3))),
+        }),
+        Step::Enter { .. } => Outcome::Entered(int(r.first()) == 1),
+        Step::Reserve { .. } => Outcome::Reserved(if int(r.first()) == 1 {
+            Ok((nonneg(int(r.get(1))), nonneg(int(r.get(2)))))
+        } else {
+            Err(nonneg(int(r.get(1))))
+        }),
+        Step::Exit { .. } | Step::Settle { .. } => Outcome::Done,
     }
 }
