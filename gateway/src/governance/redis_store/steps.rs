@@ -295,41 +295,45 @@ impl RedisStore {
             return Ok(vec![Vec::new(); groups.len()]);
         }
         let mut inv = self.scripts.steps.prepare_invoke();
+        // Numbers go in as integers (the client writes them without a String each); unused
+        // arguments are `0`.
         for (group, steps) in groups.iter().enumerate() {
             for step in steps.iter() {
-                let (kind, args): (&str, [String; 4]) = match step {
+                match step {
                     Step::Window {
                         key,
                         limit_per_minute,
                         cost,
                         mode,
                     } => {
-                        inv.key(self.window_key(key.as_ref()));
                         let mode = match mode {
                             WindowMode::Acquire => "acquire",
                             WindowMode::Check => "check",
                             WindowMode::Charge => "charge",
                         };
-                        (
-                            "window",
-                            [
-                                clamp_i64((*limit_per_minute).max(1)).to_string(),
-                                // At most u32::MAX units per call, as the local buckets count.
-                                (*cost).min(u64::from(u32::MAX)).to_string(),
-                                mode.to_string(),
-                                WINDOW_TTL_MS.to_string(),
-                            ],
-                        )
+                        inv.key(self.window_key(key.as_ref()))
+                            .arg("window")
+                            .arg(clamp_i64((*limit_per_minute).max(1)))
+                            // At most u32::MAX units per call, as the local buckets count.
+                            .arg((*cost).min(u64::from(u32::MAX)))
+                            .arg(mode)
+                            .arg(WINDOW_TTL_MS);
                     }
                     Step::Enter { key, limit } => {
-                        inv.key(self.conc_key(key.as_ref()));
-                        let args = [clamp_i64(*limit).to_string(), CONC_TTL_MS.to_string()];
-                        let [a, b] = args;
-                        ("enter", [a, b, "0".into(), "0".into()])
+                        inv.key(self.conc_key(key.as_ref()))
+                            .arg("enter")
+                            .arg(clamp_i64(*limit))
+                            .arg(CONC_TTL_MS)
+                            .arg(0)
+                            .arg(0);
                     }
                     Step::Exit { key } => {
-                        inv.key(self.conc_key(key.as_ref()));
-                        ("exit", ["0", "0", "0", "0"].map(String::from))
+                        inv.key(self.conc_key(key.as_ref()))
+                            .arg("exit")
+                            .arg(0)
+                            .arg(0)
+                            .arg(0)
+                            .arg(0);
                     }
                     Step::Reserve {
                         key,
@@ -339,16 +343,12 @@ impl RedisStore {
                         ttl_secs,
                         cutoff,
                     } => {
-                        inv.key(self.budget_key(key.as_ref(), *period_start));
-                        (
-                            "reserve",
-                            [
-                                clamp_i64(*limit).to_string(),
-                                clamp_i64(*amount).to_string(),
-                                clamp_i64(ttl_secs.unwrap_or(0)).to_string(),
-                                if *cutoff { "1" } else { "0" }.into(),
-                            ],
-                        )
+                        inv.key(self.budget_key(key.as_ref(), *period_start))
+                            .arg("reserve")
+                            .arg(clamp_i64(*limit))
+                            .arg(clamp_i64(*amount))
+                            .arg(clamp_i64(ttl_secs.unwrap_or(0)))
+                            .arg(u8::from(*cutoff));
                     }
                     Step::Settle {
                         key,
@@ -357,21 +357,13 @@ impl RedisStore {
                         actual,
                         ttl_secs,
                     } => {
-                        inv.key(self.budget_key(key.as_ref(), *period_start));
-                        (
-                            "settle",
-                            [
-                                clamp_i64(*reserved).to_string(),
-                                clamp_i64(*actual).to_string(),
-                                clamp_i64(ttl_secs.unwrap_or(0)).to_string(),
-                                "0".into(),
-                            ],
-                        )
+                        inv.key(self.budget_key(key.as_ref(), *period_start))
+                            .arg("settle")
+                            .arg(clamp_i64(*reserved))
+                            .arg(clamp_i64(*actual))
+                            .arg(clamp_i64(ttl_secs.unwrap_or(0)))
+                            .arg(0);
                     }
-                };
-                inv.arg(kind);
-                for a in args {
-                    inv.arg(a);
                 }
                 inv.arg(group);
             }
