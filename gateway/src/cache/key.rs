@@ -6,17 +6,17 @@
 //!
 //! The key holds the canonical text itself, so two requests share an entry only when their
 //! canonical forms are equal byte for byte (no hash collision can hand one team's answer to
-//! another); the memory store indexes it by a SipHash of that text computed once, and Redis by
-//! its SHA-256 ([`Key::digest`]). The canonical text is written while the body is parsed, with
-//! no `serde_json::Value` tree in between (the tree and a SHA-256 per request were most of a
-//! miss's cost in `benches/cache.sh`).
+//! another); the memory store indexes it by a per-process seeded foldhash of that text, computed
+//! once, and Redis by its SHA-256 ([`Key::digest`]). The canonical text is written while the body
+//! is parsed, with no `serde_json::Value` tree in between (the tree and a SHA-256 per request were
+//! most of a miss's cost in `benches/cache.sh`).
 
 use ring::digest::{digest, Context, SHA256};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use std::borrow::Cow;
 use std::fmt;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 
 /// Body fields that do not change the answer (or are read from elsewhere, like `model`).
@@ -37,7 +37,8 @@ const IGNORED: &[&str] = &[
 #[derive(Clone)]
 pub struct Key {
     hash: u64,
-    text: Arc<[u8]>,
+    /// In an `Arc<Vec>` so the buffer it was written in is kept, not copied.
+    text: Arc<Vec<u8>>,
 }
 
 impl PartialEq for Key {
@@ -63,12 +64,15 @@ impl fmt::Debug for Key {
 
 impl Key {
     fn new(text: Vec<u8>) -> Key {
-        // Keyed per process, so callers cannot aim requests at one shard or bucket.
-        static SEED: OnceLock<RandomState> = OnceLock::new();
-        let hash = SEED.get_or_init(RandomState::new).hash_one(&text[..]);
+        // Seeded per process, so callers cannot aim requests at one shard or bucket (foldhash:
+        // several times cheaper than SipHash per byte; equal hashes still compare the text).
+        static SEED: OnceLock<foldhash::quality::RandomState> = OnceLock::new();
+        let hash = SEED
+            .get_or_init(foldhash::quality::RandomState::default)
+            .hash_one(&text[..]);
         Key {
             hash,
-            text: text.into(),
+            text: Arc::new(text),
         }
     }
 
@@ -78,7 +82,7 @@ impl Key {
         Key::new(text.to_vec())
     }
 
-    /// The SipHash of the text (which shard of the memory store holds it).
+    /// The seeded hash of the text (which shard of the memory store holds it).
     pub fn spread(&self) -> u64 {
         self.hash
     }
@@ -278,7 +282,9 @@ impl<'de> Visitor<'de> for Canon<'_> {
         // not in it.
         self.out.push(b'{');
         let start = self.out.len();
-        let mut members: Vec<(KeyText<'de>, usize, usize)> = Vec::new();
+        // Inline for the usual handful of members: a message object allocates nothing here.
+        let mut members: smallvec::SmallVec<[(KeyText<'de>, usize, usize); 8]> =
+            smallvec::SmallVec::new();
         while let Some(k) = map.next_key::<KeyText<'de>>()? {
             if self.top && IGNORED.contains(&k.0.as_ref()) {
                 map.next_value::<IgnoredAny>()?;
@@ -296,7 +302,9 @@ impl<'de> Visitor<'de> for Canon<'_> {
         }
         if !members.windows(2).all(|w| w[0].0 .0 <= w[1].0 .0) {
             members.sort_by(|a, b| a.0 .0.cmp(&b.0 .0));
-            let written = self.out.split_off(start);
+            let written: smallvec::SmallVec<[u8; 256]> =
+                smallvec::SmallVec::from_slice(&self.out[start..]);
+            self.out.truncate(start);
             for (_, from, to) in &members {
                 self.out
                     .extend_from_slice(&written[from - start..to - start]);

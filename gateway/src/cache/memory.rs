@@ -9,7 +9,8 @@
 
 use super::key::Key;
 use super::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -22,11 +23,47 @@ const MAX_SHARDS: u64 = 16;
 #[derive(Default)]
 struct Inner {
     /// Key → (entry, its last use).
-    entries: HashMap<Key, (Arc<Entry>, u64)>,
-    /// Last use → key: the least recently used first.
-    order: BTreeMap<u64, Key>,
+    entries: HashMap<Key, (Arc<Entry>, u64), BuildHasherDefault<KeyHasher>>,
+    /// (use, key) in the order of use, the least recent first. A key used again is pushed
+    /// again: a record whose use is not its entry's last is stale and skipped when met (the
+    /// queue is compacted when stale records outnumber the entries).
+    order: VecDeque<(u64, Key)>,
     tick: u64,
     bytes: u64,
+}
+
+/// Hands the key's own hash to the map: it is already a hash seeded per process
+/// ([`Key::spread`]), so hashing it again would only cost time.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (`Key`'s `Hash`); anything else still spreads.
+        for b in bytes {
+            self.0 =
+                (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+impl Inner {
+    /// Drops stale order records once they outnumber the entries (amortised O(1) per use).
+    fn compact(&mut self) {
+        if self.order.len() > 2 * self.entries.len() + 64 {
+            let entries = &self.entries;
+            self.order
+                .retain(|(used, k)| entries.get(k).is_some_and(|(_, u)| u == used));
+        }
+    }
 }
 
 /// The memory store.
@@ -53,7 +90,8 @@ impl Memory {
     }
 
     fn shard(&self, key: &Key) -> std::sync::MutexGuard<'_, Inner> {
-        let i = (key.spread() % self.shards.len() as u64) as usize;
+        // Middle bits: the map inside uses the low ones for its slot and the top ones for tags.
+        let i = ((key.spread() >> 32) % self.shards.len() as u64) as usize;
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -61,12 +99,8 @@ impl Memory {
     pub fn get(&self, key: &Key, now_ms: u64) -> Option<Arc<Entry>> {
         let mut g = self.shard(key);
         let inner = &mut *g;
-        inner.tick += 1;
-        let tick = inner.tick;
         let (entry, used) = inner.entries.get_mut(key)?;
         if entry.expires_ms <= now_ms {
-            let old = *used;
-            inner.order.remove(&old);
             if let Some((e, _)) = inner.entries.remove(key) {
                 inner.bytes -= cost(key, &e);
                 self.held.fetch_sub(cost(key, &e), Ordering::Relaxed);
@@ -74,9 +108,10 @@ impl Memory {
             return None;
         }
         let entry = entry.clone();
-        inner.order.remove(used);
-        *used = tick;
-        inner.order.insert(tick, key.clone());
+        inner.tick += 1;
+        *used = inner.tick;
+        inner.order.push_back((inner.tick, key.clone()));
+        inner.compact();
         Some(entry)
     }
 
@@ -90,23 +125,25 @@ impl Memory {
         let mut g = self.shard(&key);
         let inner = &mut *g;
         let mut freed = 0;
-        if let Some((old, used)) = inner.entries.remove(&key) {
-            inner.order.remove(&used);
+        if let Some((old, _)) = inner.entries.remove(&key) {
             freed += cost(&key, &old);
         }
         while inner.bytes - freed + size > self.shard_max {
-            let Some((_, oldest)) = inner.order.pop_first() else {
+            let Some((used, oldest)) = inner.order.pop_front() else {
                 break;
             };
-            if let Some((e, _)) = inner.entries.remove(&oldest) {
-                freed += cost(&oldest, &e);
+            if inner.entries.get(&oldest).is_some_and(|(_, u)| *u == used) {
+                if let Some((e, _)) = inner.entries.remove(&oldest) {
+                    freed += cost(&oldest, &e);
+                }
             }
         }
         inner.tick += 1;
         let tick = inner.tick;
-        inner.order.insert(tick, key.clone());
+        inner.order.push_back((tick, key.clone()));
         inner.entries.insert(key, (Arc::new(entry), tick));
         inner.bytes = inner.bytes - freed + size;
+        inner.compact();
         self.held.fetch_add(size, Ordering::Relaxed);
         self.held.fetch_sub(freed, Ordering::Relaxed);
     }
@@ -179,6 +216,23 @@ mod tests {
         // ~64 entries went to each shard, which holds 7: the first is long gone.
         assert!(m.get(&Key::of(&[0, 0]), 0).is_none(), "evicted");
         assert!(m.get(&Key::of(&[255, 3]), 0).is_some(), "the newest stays");
+    }
+
+    #[test]
+    fn the_order_queue_stays_bounded_under_repeated_hits() {
+        let m = Memory::new(10_000);
+        m.put(Key::of(&[1]), entry(10, 1000));
+        m.put(Key::of(&[2]), entry(10, 1000));
+        for _ in 0..10_000 {
+            assert!(m.get(&Key::of(&[1]), 0).is_some());
+        }
+        let order = m.shards[0].lock().unwrap().order.len();
+        assert!(order <= 2 * 2 + 64 + 1, "{order}");
+        // 2 is the least recently used: a put that needs room evicts it, not 1.
+        // 171 bytes each for 1 and 2; 9,761 for 3: room for one of them only.
+        m.put(Key::of(&[3]), entry(9_600, 1000));
+        assert!(m.get(&Key::of(&[2]), 0).is_none());
+        assert!(m.get(&Key::of(&[1]), 0).is_some());
     }
 
     #[test]
