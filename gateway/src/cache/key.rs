@@ -11,7 +11,7 @@
 //! is parsed, with no `serde_json::Value` tree in between (the tree and a SHA-256 per request were
 //! most of a miss's cost in `benches/cache.sh`).
 
-use ring::digest::{digest, Context, SHA256};
+use ring::digest::{digest, SHA256};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use std::borrow::Cow;
@@ -94,9 +94,7 @@ impl Key {
 
     /// The SHA-256 of the text: the same on every replica (Redis keys).
     pub fn digest(&self) -> [u8; 32] {
-        let mut out = [0u8; 32];
-        out.copy_from_slice(digest(&SHA256, &self.text).as_ref());
-        out
+        sha256(&self.text)
     }
 }
 
@@ -132,24 +130,24 @@ pub fn digest_of_map(
     scope: &str,
     map: &serde_json::Map<String, Value>,
 ) -> [u8; 32] {
+    sha256(&map_text(route, model, scope, map))
+}
+
+/// The canonical text of a parsed request body: what [`key`] writes while parsing it.
+fn map_text(
+    route: &str,
+    model: &str,
+    scope: &str,
+    map: &serde_json::Map<String, Value>,
+) -> Vec<u8> {
     let mut text = head(route, model, scope, 256);
-    let mut fields: Vec<(&String, &Value)> = map
-        .iter()
-        .filter(|(k, _)| !IGNORED.contains(&k.as_str()))
-        .collect();
-    fields.sort_by(|a, b| a.0.cmp(b.0));
-    text.push(b'{');
-    for (k, v) in fields {
-        leaf(&mut text, k);
-        text.push(b':');
-        canonical_value(&mut text, v);
-        text.push(b',');
-    }
-    text.push(b'}');
-    let mut ctx = Context::new(&SHA256);
-    ctx.update(&text);
+    object_text(&mut text, map, true);
+    text
+}
+
+fn sha256(text: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
+    out.copy_from_slice(digest(&SHA256, text).as_ref());
     out
 }
 
@@ -159,21 +157,28 @@ fn leaf<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
     let _ = serde_json::to_writer(&mut *out, v);
 }
 
+/// Writes `{"k":v,...}` with members sorted by key (at the top level without the [`IGNORED`]
+/// ones).
+fn object_text(out: &mut Vec<u8>, map: &serde_json::Map<String, Value>, top: bool) {
+    let mut fields: Vec<(&String, &Value)> = map
+        .iter()
+        .filter(|(k, _)| !(top && IGNORED.contains(&k.as_str())))
+        .collect();
+    fields.sort_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
+    for (k, v) in fields {
+        leaf(out, k);
+        out.push(b':');
+        canonical_value(out, v);
+        out.push(b',');
+    }
+    out.push(b'}');
+}
+
 /// Writes a parsed `v` with object keys sorted (the same text [`Canon`] writes while parsing).
 fn canonical_value(out: &mut Vec<u8>, v: &Value) {
     match v {
-        Value::Object(map) => {
-            let mut fields: Vec<_> = map.iter().collect();
-            fields.sort_by(|a, b| a.0.cmp(b.0));
-            out.push(b'{');
-            for (k, v) in fields {
-                leaf(out, k);
-                out.push(b':');
-                canonical_value(out, v);
-                out.push(b',');
-            }
-            out.push(b'}');
-        }
+        Value::Object(map) => object_text(out, map, false),
         Value::Array(items) => {
             out.push(b'[');
             for v in items {
@@ -360,19 +365,7 @@ mod tests {
         let body = br#"{"b":[1,2.50,-3,1e3,{"z":null,"a\u0041":"x\"y\u00e9"}],"a":{"y":true,"x":false},"model":"m"}"#;
         let k = key("r", "m", "s", body).expect("an object");
         let map: serde_json::Map<String, Value> = serde_json::from_slice(body).unwrap();
-        let mut text = head("r", "m", "s", 0);
-        let fields: std::collections::BTreeMap<_, _> = map
-            .iter()
-            .filter(|(k, _)| !IGNORED.contains(&k.as_str()))
-            .collect();
-        text.push(b'{');
-        for (k, v) in fields {
-            leaf(&mut text, k);
-            text.push(b':');
-            canonical_value(&mut text, v);
-            text.push(b',');
-        }
-        text.push(b'}');
+        let text = map_text("r", "m", "s", &map);
         assert_eq!(
             &k.text[..],
             &text[..],

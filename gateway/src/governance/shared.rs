@@ -12,10 +12,8 @@ use std::sync::Arc;
 /// than the requests that finish, and each dropped one only holds a reservation or a
 /// concurrency slot until its key expires.
 const RELEASE_QUEUE: usize = 65_536;
-/// Most steps sent in one script call.
-const RELEASE_BATCH: usize = 1_024;
-/// Most admissions (requests) sent in one script call.
-const ADMIT_BATCH: usize = 256;
+/// Most requests' admissions, or releases, sent in one script call.
+const BATCH: usize = 256;
 
 /// What a finished request gives back (settles, token charges, exits), queued until the next
 /// batch goes out.
@@ -150,40 +148,36 @@ impl Shared {
     }
 }
 
+/// Waits for one queued item, then takes whatever else is queued now, up to `max` in all.
+async fn next_batch<T>(rx: &mut tokio::sync::mpsc::Receiver<T>, max: usize) -> Option<Vec<T>> {
+    let mut batch = vec![rx.recv().await?];
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(more) => batch.push(more),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
 /// Sends queued releases in batches until the gateway stops.
 async fn send_releases(shared: Arc<Shared>, mut rx: tokio::sync::mpsc::Receiver<Vec<Release>>) {
-    let mut batch: Vec<Release> = Vec::new();
-    while let Some(first) = rx.recv().await {
-        batch.extend(first);
-        while batch.len() < RELEASE_BATCH {
-            match rx.try_recv() {
-                Ok(more) => batch.extend(more),
-                Err(_) => break,
-            }
-        }
+    while let Some(requests) = next_batch(&mut rx, BATCH).await {
+        let steps: Vec<Release> = requests.into_iter().flatten().collect();
         match shared.store().await {
             Ok(store) => {
-                if let Err(e) = store.steps(&batch).await {
+                if let Err(e) = store.steps(&steps).await {
                     shared.failed(&e);
                 }
             }
             Err(e) => shared.failed(&e),
         }
-        batch.clear();
     }
 }
 
 /// Sends queued admissions in batches (one group per request) until the gateway stops.
 async fn send_admissions(shared: Arc<Shared>, mut rx: tokio::sync::mpsc::Receiver<AdmitJob>) {
-    let mut jobs: Vec<AdmitJob> = Vec::new();
-    while let Some(first) = rx.recv().await {
-        jobs.push(first);
-        while jobs.len() < ADMIT_BATCH {
-            match rx.try_recv() {
-                Ok(more) => jobs.push(more),
-                Err(_) => break,
-            }
-        }
+    while let Some(jobs) = next_batch(&mut rx, BATCH).await {
         let answered = match shared.store().await {
             Ok(store) => {
                 let groups: Vec<&[Step<String>]> =
@@ -194,13 +188,13 @@ async fn send_admissions(shared: Arc<Shared>, mut rx: tokio::sync::mpsc::Receive
         };
         match answered {
             Ok(outcomes) => {
-                for (job, out) in jobs.drain(..).zip(outcomes) {
+                for (job, out) in jobs.into_iter().zip(outcomes) {
                     let _ = job.reply.send(Ok(out));
                 }
             }
             Err(e) => {
                 let e = e.to_string();
-                for job in jobs.drain(..) {
+                for job in jobs {
                     let _ = job.reply.send(Err(e.clone()));
                 }
             }

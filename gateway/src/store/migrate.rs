@@ -14,7 +14,7 @@ use std::sync::Arc;
 /// with an error (credentials, a failed migration) is.
 pub fn open(url: &str, replica: &str) -> Result<Arc<Pg>, PgError> {
     let pg = Pg::open(url, replica)?;
-    match pg.run(|p| async move { p.client().await.map(|_| ()) }) {
+    match pg.ping() {
         Ok(()) => Ok(pg),
         Err(e) if e.is_unreachable() => {
             log::warn!("{e}: starting without the database (keys last known, ledger rows spooled until it answers)");
@@ -100,7 +100,7 @@ pub fn command(cfg: &Config, from: Option<&str>) -> Result<String, MigrateError>
         .ok_or(MigrateError::NotPostgres)?;
     // Unlike a serving replica's start, `migrate` needs the database now.
     let pg = Pg::open(url, &cfg.server.replica_id)?;
-    pg.run(|p| async move { p.client().await.map(|_| ()) })?;
+    pg.ping()?;
     let mut out = format!("schema at version {}", super::migrations::latest());
     if let Some(from) = from {
         let path = from.strip_prefix("sqlite:").ok_or(MigrateError::From)?;

@@ -139,6 +139,11 @@ impl Pg {
         Ok(c)
     }
 
+    /// Connects now (migrating on the first connection), from outside the store's runtime.
+    pub fn ping(self: &Arc<Self>) -> Result<(), PgError> {
+        self.run(|p| async move { p.client().await.map(|_| ()) })
+    }
+
     /// The connection settings (for a connection driven by its owner: LISTEN).
     pub fn config(&self) -> &tokio_postgres::Config {
         &self.config
