@@ -15,10 +15,15 @@
 //!
 //! Keys (every one under the store's `prefix`):
 //! - `{prefix}budget:{key}:{period_start}`: a hash `{committed, spent}` in nano-dollars;
-//! - `{prefix}window:{key}`: a hash of per-second counts (field: the second since the Unix epoch
+//! - `{prefix}win:{key}`: a hash of per-second counts (field: the second since the Unix epoch
 //!   on the Redis server's clock — `TIME` inside the script, so all gateways agree; value: the
-//!   units counted in it). Each call deletes the fields that left the window, so a hash holds at
-//!   most 61; the key expires [`WINDOW_TTL_MS`] after its last write, when all of them have left;
+//!   units counted in it) with two bookkeeping fields: `n`, the sum of the counted seconds, and
+//!   `h`, the oldest second still holding units. A call reads those two, deletes the seconds that
+//!   left the window since `h` (each second is visited once in the key's life) and adds its own:
+//!   a handful of commands whatever the traffic, where reading the whole hash cost up to 61 fields
+//!   and a sort per call. The key expires [`WINDOW_TTL_MS`] after its last write, when all of
+//!   them have left. (`win:`, not the earlier releases' `window:` layout without `n`/`h`: during
+//!   a rolling upgrade each layout counts its own replicas for at most a minute.)
 //! - `{prefix}conc:{key}`: requests in flight, expiring 10 minutes after the last entry (a safety
 //!   net against holders that crashed without exiting).
 //!
@@ -162,7 +167,7 @@ impl RedisStore {
     }
 
     fn window_key(&self, key: &str) -> String {
-        format!("{}window:{key}", self.prefix)
+        format!("{}win:{key}", self.prefix)
     }
 
     fn conc_key(&self, key: &str) -> String {
@@ -634,21 +639,26 @@ mod tests {
         // The key holds one field per second and expires a little after its newest is counted.
         let mut conn = a.conn.clone();
         let pttl: i64 = redis::cmd("PTTL")
-            .arg("test:window:k")
+            .arg("test:win:k")
             .query_async(&mut conn)
             .await
             .unwrap();
         assert!((60_000..=62_000).contains(&pttl), "pttl {pttl}");
 
         // The window is the seconds s-60..=s of the server's clock: a second 60 s old counts,
-        // one 61 s old has left and is deleted.
+        // one 61 s old has left and is deleted (planted with the bookkeeping a call keeps: the
+        // sum `n` and the oldest second `h`).
         let now = server_second(&a, Duration::from_millis(300)).await;
         let _: () = redis::cmd("HSET")
-            .arg("test:window:edge")
+            .arg("test:win:edge")
             .arg(now - 61)
             .arg(2)
             .arg(now - 60)
             .arg(1)
+            .arg("n")
+            .arg(3)
+            .arg("h")
+            .arg(now - 61)
             .query_async(&mut conn)
             .await
             .unwrap();
@@ -660,7 +670,7 @@ mod tests {
         assert!(!d.allowed);
         assert_eq!(d.retry_after_ns, 1_000 * MS, "at least a second");
         let fields: Vec<String> = redis::cmd("HKEYS")
-            .arg("test:window:edge")
+            .arg("test:win:edge")
             .query_async(&mut conn)
             .await
             .unwrap();
@@ -685,6 +695,69 @@ mod tests {
             d.retry_after_ns > 58_000 * MS && d.retry_after_ns <= 61_000 * MS,
             "{d:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_window_drops_the_seconds_that_left_it_and_keeps_its_sum() {
+        let srv = TestRedis::start();
+        let s = srv.store().await;
+        let mut conn = s.conn.clone();
+        // Seconds 75 and 64 s old have left (a gap of idle seconds between them), 30 and 5 s
+        // old are counted: 7 + 2 of a limit of 10.
+        let now = server_second(&s, Duration::from_millis(300)).await;
+        let _: () = redis::cmd("HSET")
+            .arg("test:win:gap")
+            .arg(&[now - 75, 4, now - 64, 1, now - 30, 7, now - 5, 2])
+            .arg(&["n", "14", "h"])
+            .arg(now - 75)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let o = s.sliding_window("gap", 10, 1, false).await.unwrap();
+        assert_eq!((o.allowed, o.remaining), (true, 0), "{o:?}");
+        // The reset is when the oldest counted second (30 s old) leaves: 30 to 31 s.
+        assert!(
+            o.reset_ns > 30_000 * MS && o.reset_ns <= 31_000 * MS,
+            "{o:?}"
+        );
+        let (n, h): (u64, u64) = redis::cmd("HMGET")
+            .arg("test:win:gap")
+            .arg(&["n", "h"])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!((n, h), (10, now - 30));
+        let fields: Vec<String> = redis::cmd("HKEYS")
+            .arg("test:win:gap")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(fields.len(), 5, "{fields:?}");
+        // Full: the next unit waits until the 7 units 30 s old leave, not the 2 of 5 s ago.
+        let d = s.sliding_window("gap", 10, 1, false).await.unwrap();
+        assert!(!d.allowed);
+        assert_eq!(d.retry_after_ns, d.reset_ns, "{d:?}");
+        assert!(
+            d.retry_after_ns > 29_000 * MS && d.retry_after_ns <= 31_000 * MS,
+            "{d:?}"
+        );
+        // A window whose every second has left is empty again.
+        let _: () = redis::cmd("HSET")
+            .arg("test:win:old")
+            .arg(&[now - 90, 9])
+            .arg(&["n", "9", "h"])
+            .arg(now - 90)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let c = s.sliding_window("old", 10, 1, true).await.unwrap();
+        assert_eq!((c.allowed, c.remaining, c.reset_ns), (true, 10, 0), "{c:?}");
+        let left: Vec<String> = redis::cmd("HKEYS")
+            .arg("test:win:old")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[tokio::test]

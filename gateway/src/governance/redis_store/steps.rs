@@ -14,9 +14,10 @@ use super::{bounded, clamp_i64, RedisStore, RedisStoreError, WindowOutcome};
 use super::{CONC_TTL_MS, WINDOW_TTL_MS};
 
 /// Runs the steps of `KEYS`/`ARGV` (six arguments per key: the kind, four of its own — unused
-/// ones `0` — and its group) in order; returns one reply per step. Within a group, the steps
-/// after the first whose reply starts with 0 (a refusal) are skipped (`{-1}`): a group is one
-/// request's admission, and one call may carry several requests'.
+/// ones `0` — and its group) in order; replies with every step's numbers in one string (see
+/// [`Replies`]). Within a group, the steps after the first whose reply starts with 0 (a refusal)
+/// are skipped (`-1`): a group is one request's admission, and one call may carry several
+/// requests'.
 ///
 /// - `window` limit cost mode ttl_ms: a sliding window on the server's clock (`TIME`), mode
 ///   `acquire`, `check` or `charge`; replies `{allowed, remaining, reset_ns, retry_after_ns}` as
@@ -41,24 +42,31 @@ local function window(k, limit, cost, mode, ttl)
   if not clock then clock = redis.call('TIME') end
   local now_s = tonumber(clock[1])
   local into_ns = tonumber(clock[2]) * 1000
-  local flat = redis.call('HGETALL', k)
-  local seconds, counts, stale = {}, {}, {}
-  local sum = 0
-  for i = 1, #flat, 2 do
-    local s = tonumber(flat[i])
-    local c = tonumber(flat[i + 1]) or 0
-    if not s or s < now_s - 60 then
-      stale[#stale + 1] = flat[i]
-    elseif c > 0 then
-      seconds[#seconds + 1] = s
-      counts[s] = c
-      sum = sum + c
+  local lo = now_s - 60
+  local meta = redis.call('HMGET', k, 'n', 'h')
+  local sum = tonumber(meta[1]) or 0
+  local head = tonumber(meta[2])
+  local moved = false
+  if head and head < lo then
+    -- Seconds that left the window, oldest first: each is visited once in the key's life.
+    while head < lo do
+      local c = redis.call('HGET', k, head)
+      if c then
+        sum = sum - tonumber(c)
+        redis.call('HDEL', k, head)
+      end
+      head = head + 1
     end
+    -- The oldest second still holding units (the reset is counted from it).
+    while head <= now_s and redis.call('HEXISTS', k, head) == 0 do
+      head = head + 1
+    end
+    if head > now_s then
+      head = nil
+      sum = 0
+    end
+    moved = true
   end
-  if #stale > 0 then
-    redis.call('HDEL', k, unpack(stale))
-  end
-  table.sort(seconds)
   -- Nanoseconds until the units of second s leave the window (at the start of second s + 61).
   local function leaves(s)
     return (s + 61 - now_s) * SEC - into_ns
@@ -66,23 +74,38 @@ local function window(k, limit, cost, mode, ttl)
   -- Until at least `excess` units have left, oldest first; at least a second.
   local function wait(excess)
     local freed, last = 0, now_s
-    for _, s in ipairs(seconds) do
-      freed = freed + counts[s]
-      last = s
-      if freed >= excess then break end
+    if head then
+      for s = head, math.max(now_s, head) do
+        local c = tonumber(redis.call('HGET', k, s))
+        if c then
+          freed = freed + c
+          last = s
+          if freed >= excess then break end
+        end
+      end
     end
     return math.max(leaves(last), SEC)
   end
   local function reset()
-    if #seconds == 0 then return 0 end
-    return leaves(seconds[1])
+    if not head then return 0 end
+    return leaves(head)
+  end
+  local function save()
+    if head then
+      redis.call('HSET', k, 'n', string.format('%d', sum), 'h', string.format('%d', head))
+    else
+      redis.call('HDEL', k, 'n', 'h')
+    end
   end
   local function add()
-    redis.call('HINCRBY', k, clock[1], cost)
-    redis.call('PEXPIRE', k, ttl)
-    sum = sum + cost
-    if cost > 0 and (#seconds == 0 or seconds[1] > now_s) then
-      table.insert(seconds, 1, now_s)
+    if cost > 0 then
+      redis.call('HINCRBY', k, clock[1], cost)
+      sum = sum + cost
+      if not head or head > now_s then head = now_s end
+      save()
+      redis.call('PEXPIRE', k, ttl)
+    elseif moved then
+      save()
     end
   end
   if mode == 'charge' then
@@ -90,12 +113,14 @@ local function window(k, limit, cost, mode, ttl)
     return {1, math.max(limit - sum, 0), reset(), 0}
   end
   if mode == 'check' then
+    if moved then save() end
     if sum >= limit then
       return {0, 0, reset(), wait(sum + 1 - limit)}
     end
     return {1, limit - sum, reset(), 0}
   end
   if sum + cost > limit then
+    if moved then save() end
     return {0, math.max(limit - sum, 0), reset(), wait(sum + cost - limit)}
   end
   add()
@@ -159,6 +184,9 @@ local function settle(k, reserved, actual, ttl)
   return {1}
 end
 
+-- One flat reply: every step's numbers in order, space-separated (a step that did not run is
+-- `-1`). One bulk string costs the client one value to parse where nested arrays cost one per
+-- number.
 local out = {}
 local skip = nil
 for i = 1, #KEYS do
@@ -180,10 +208,13 @@ for i = 1, #KEYS do
   else
     return redis.error_reply('unknown step ' .. tostring(kind))
   end
-  out[#out + 1] = r
+  for _, v in ipairs(r) do
+    if type(v) == 'number' then v = string.format('%d', v) end
+    out[#out + 1] = v
+  end
   if r[1] == 0 then skip = group end
 end
-return out
+return table.concat(out, ' ')
 "#;
 
 /// How a sliding-window step counts.
@@ -257,21 +288,68 @@ impl Outcome {
     }
 }
 
-/// An integer of a reply (Lua numbers come as integers, hash fields as bulk strings).
-fn int(v: Option<&redis::Value>) -> i64 {
-    match v {
-        Some(redis::Value::Int(i)) => *i,
-        Some(redis::Value::BulkString(b)) => std::str::from_utf8(b)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0),
-        Some(redis::Value::SimpleString(s)) => s.parse().unwrap_or(0),
-        _ => 0,
-    }
-}
+/// The script's reply read number by number: `{1, 59, 60123, 0}` of a window step, then the next
+/// step's, all in one space-separated string; a step that did not run is the single number `-1`.
+struct Replies<'a>(std::slice::SplitInclusive<'a, u8, fn(&u8) -> bool>);
 
-fn nonneg(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
+impl<'a> Replies<'a> {
+    fn new(text: &'a [u8]) -> Replies<'a> {
+        Replies(text.split_inclusive((|b: &u8| *b == b' ') as fn(&u8) -> bool))
+    }
+
+    /// The next number (0 when the reply ran out or a number is malformed).
+    fn int(&mut self) -> i64 {
+        let Some(word) = self.0.next() else {
+            return 0;
+        };
+        let word = word.strip_suffix(b" ").unwrap_or(word);
+        let (negative, digits) = match word.split_first() {
+            Some((b'-', rest)) => (true, rest),
+            _ => (false, word),
+        };
+        let mut v: i64 = 0;
+        for d in digits {
+            if !d.is_ascii_digit() {
+                return 0;
+            }
+            v = v.saturating_mul(10).saturating_add(i64::from(d - b'0'));
+        }
+        if negative {
+            -v
+        } else {
+            v
+        }
+    }
+
+    fn nonneg(&mut self) -> u64 {
+        u64::try_from(self.int()).unwrap_or(0)
+    }
+
+    /// A step's outcome, or None when it did not run (its group had been refused before it).
+    fn outcome<K>(&mut self, step: &Step<K>) -> Option<Outcome> {
+        let first = self.int();
+        if first == -1 {
+            return None;
+        }
+        Some(match step {
+            Step::Window { .. } => Outcome::Window(WindowOutcome {
+                allowed: first == 1,
+                remaining: self.nonneg(),
+                reset_ns: self.nonneg(),
+                retry_after_ns: self.nonneg(),
+            }),
+            Step::Enter { .. } => Outcome::Entered(first == 1),
+            Step::Reserve { .. } => {
+                let (committed, amount) = (self.nonneg(), self.nonneg());
+                Outcome::Reserved(if first == 1 {
+                    Ok((committed, amount))
+                } else {
+                    Err(committed)
+                })
+            }
+            Step::Exit { .. } | Step::Settle { .. } => Outcome::Done,
+        })
+    }
 }
 
 impl RedisStore {
@@ -369,38 +447,70 @@ impl RedisStore {
             }
         }
         let mut conn = self.conn.clone();
-        let replies: Vec<Vec<redis::Value>> =
-            bounded("counter steps", inv.invoke_async(&mut conn)).await?;
-        let mut replies = replies.into_iter();
+        let reply: Vec<u8> = bounded("counter steps", inv.invoke_async(&mut conn)).await?;
+        let mut replies = Replies::new(&reply);
         Ok(groups
             .iter()
             .map(|steps| {
                 steps
                     .iter()
-                    .zip(replies.by_ref())
-                    .filter(|(_, r)| int(r.first()) != -1)
-                    .map(|(step, r)| outcome(step, &r))
+                    .filter_map(|step| replies.outcome(step))
                     .collect()
             })
             .collect())
     }
 }
 
-/// A step's reply as its outcome.
-fn outcome<K>(step: &Step<K>, r: &[redis::Value]) -> Outcome {
-    match step {
-        Step::Window { .. } => Outcome::Window(WindowOutcome {
-            allowed: int(r.first()) == 1,
-            remaining: nonneg(int(r.get(1))),
-            reset_ns: nonneg(int(r.get(2))),
-            retry_after_ns: nonneg(int(r.get(3))),
-        }),
-        Step::Enter { .. } => Outcome::Entered(int(r.first()) == 1),
-        Step::Reserve { .. } => Outcome::Reserved(if int(r.first()) == 1 {
-            Ok((nonneg(int(r.get(1))), nonneg(int(r.get(2)))))
-        } else {
-            Err(nonneg(int(r.get(1))))
-        }),
-        Step::Exit { .. } | Step::Settle { .. } => Outcome::Done,
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flat_reply_reads_back_step_by_step() {
+        let steps: [Step<&str>; 4] = [
+            Step::Window {
+                key: "w",
+                limit_per_minute: 60,
+                cost: 1,
+                mode: WindowMode::Acquire,
+            },
+            Step::Reserve {
+                key: "b",
+                period_start: 0,
+                limit: 10,
+                amount: 3,
+                ttl_secs: None,
+                cutoff: false,
+            },
+            Step::Enter { key: "c", limit: 2 },
+            Step::Exit { key: "c" },
+        ];
+        let mut r = Replies::new(b"1 59 60123456789 0 0 9007199254740993 0 -1 -1");
+        assert_eq!(
+            r.outcome(&steps[0]),
+            Some(Outcome::Window(WindowOutcome {
+                allowed: true,
+                remaining: 59,
+                reset_ns: 60_123_456_789,
+                retry_after_ns: 0
+            }))
+        );
+        assert_eq!(
+            r.outcome(&steps[1]),
+            Some(Outcome::Reserved(Err(9_007_199_254_740_993)))
+        );
+        assert_eq!(r.outcome(&steps[2]), None);
+        assert_eq!(r.outcome(&steps[3]), None);
+        // A short or malformed reply reads as zeros, never a panic.
+        let mut short = Replies::new(b"1 x");
+        assert_eq!(
+            short.outcome(&steps[0]),
+            Some(Outcome::Window(WindowOutcome {
+                allowed: true,
+                remaining: 0,
+                reset_ns: 0,
+                retry_after_ns: 0
+            }))
+        );
     }
 }
