@@ -61,7 +61,8 @@ async fn run(pg: Arc<Pg>, reload: Arc<dyn Fn() + Send + Sync>) {
 
 /// One connection's life: LISTEN, reload, then reload on each notification or tick.
 async fn listen(pg: &Pg, reload: &Arc<dyn Fn() + Send + Sync>) -> Result<(), super::PgError> {
-    let (client, mut connection) = pg.config().connect(tokio_postgres::NoTls).await?;
+    let (config, tls) = pg.config();
+    let (client, mut connection) = config.connect(tls).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));

@@ -16,15 +16,17 @@ pub mod migrate;
 pub mod migrations;
 pub mod outbox;
 pub mod responses;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", describe(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error("postgres: cannot start its runtime: {0}")]
     Runtime(std::io::Error),
@@ -32,8 +34,8 @@ pub enum PgError {
     Gone,
     #[error("postgres: no answer within {}s", QUERY_TIMEOUT.as_secs())]
     Timeout,
-    #[error("postgres: not a valid PostgreSQL URL")]
-    Url,
+    #[error("postgres: {0}")]
+    Url(#[from] tls::TlsError),
     #[error("postgres: {0}")]
     Data(String),
 }
@@ -50,6 +52,23 @@ impl PgError {
     }
 }
 
+/// A driver error with its causes: tokio-postgres's own text is only "db error" or "error
+/// performing TLS handshake"; what an operator needs (the server's message, the certificate
+/// problem) is in the chain. Never holds the URL.
+fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
+    }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// How long a connection attempt may take: a replica whose database is away serves from its last
 /// known state instead of waiting.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -62,6 +81,8 @@ pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Pg {
     handle: tokio::runtime::Handle,
     config: tokio_postgres::Config,
+    /// TLS as the URL's `sslmode` asks (see [`tls`]).
+    tls: MakeRustlsConnect,
     /// The shared connection (tokio-postgres pipelines concurrent queries on one), made on first
     /// use and again after it breaks.
     client: tokio::sync::Mutex<Option<Arc<Client>>>,
@@ -76,7 +97,7 @@ impl Pg {
     /// Starts the store's runtime; connects lazily (a database that is away at start is not an
     /// error: the replica serves from its last known state and the ledger spools).
     pub fn open(url: &str, replica: &str) -> Result<Arc<Pg>, PgError> {
-        let mut config: tokio_postgres::Config = url.parse().map_err(|_| PgError::Url)?;
+        let tls::Connection { mut config, tls } = tls::parse(url)?;
         config
             .connect_timeout(CONNECT_TIMEOUT)
             .application_name("switchyard")
@@ -95,6 +116,7 @@ impl Pg {
         Ok(Arc::new(Pg {
             handle,
             config,
+            tls,
             client: tokio::sync::Mutex::new(None),
             replica: replica.to_string(),
             migrated: std::sync::atomic::AtomicBool::new(false),
@@ -144,16 +166,16 @@ impl Pg {
         self.run(|p| async move { p.client().await.map(|_| ()) })
     }
 
-    /// The connection settings (for a connection driven by its owner: LISTEN).
-    pub fn config(&self) -> &tokio_postgres::Config {
-        &self.config
+    /// The connection settings and their TLS (for a connection driven by its owner: LISTEN).
+    pub fn config(&self) -> (&tokio_postgres::Config, MakeRustlsConnect) {
+        (&self.config, self.tls.clone())
     }
 
     /// A connection of its own (a transaction), driven on the current runtime. The first one
     /// this process makes applies the schema migrations the database lacks.
     pub async fn connect(&self) -> Result<Client, PgError> {
         use std::sync::atomic::Ordering;
-        let mut c = connect(&self.config).await?;
+        let mut c = connect(&self.config, self.tls.clone()).await?;
         if !self.migrated.load(Ordering::Acquire) {
             let applied = migrations::apply(&mut c).await?;
             if !applied.is_empty() {
@@ -166,8 +188,11 @@ impl Pg {
 }
 
 /// Opens a connection and drives it on the current runtime until it closes.
-pub async fn connect(config: &tokio_postgres::Config) -> Result<Client, PgError> {
-    let (client, connection) = config.connect(NoTls).await?;
+pub async fn connect(
+    config: &tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+) -> Result<Client, PgError> {
+    let (client, connection) = config.connect(tls).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             log::warn!("postgres connection closed: {e}");

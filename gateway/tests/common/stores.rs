@@ -143,6 +143,40 @@ impl Postgres {
         }
     }
 
+    /// Turns TLS on with `cert`/`key` (PEM) and lets clients in only over it (every pg_hba.conf
+    /// line becomes `hostssl`); restarts the server.
+    pub fn require_tls(&self, cert: &Path, key: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        let data = self.dir.join("data");
+        std::fs::copy(cert, data.join("server.crt")).expect("copy cert");
+        std::fs::copy(key, data.join("server.key")).expect("copy key");
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("chmod key");
+        let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).expect("conf");
+        conf.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(data.join("postgresql.conf"), conf).expect("write conf");
+        let hba: String = std::fs::read_to_string(data.join("pg_hba.conf"))
+            .expect("hba")
+            .lines()
+            .filter(|l| l.starts_with("host"))
+            .map(|l| format!("hostssl{}\n", &l[4..]))
+            .collect();
+        std::fs::write(data.join("pg_hba.conf"), hba).expect("write hba");
+        if let Some(u) = &self.user {
+            let status = Command::new("chown")
+                .args(["-R", u])
+                .arg(&data)
+                .status()
+                .expect("chown");
+            assert!(status.success(), "chown {u}");
+        }
+        self.down();
+        self.up();
+    }
+
     /// Stops the server (`fast`: open connections are cut, as in an outage).
     pub fn down(&self) {
         let data = self.dir.join("data");

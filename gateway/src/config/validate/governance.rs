@@ -220,8 +220,10 @@ fn postgres_store(
 ) -> StoreSettings {
     let url = match s.url.as_deref() {
         Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
-            if u.parse::<tokio_postgres::Config>().is_err() {
-                errs.push("store.url", "is not a valid PostgreSQL URL");
+            // The TLS files are read too: a missing root certificate is a config error, not a
+            // database that seems away. The message never holds the URL (it may hold a password).
+            if let Err(e) = crate::store::tls::parse(u) {
+                errs.push("store.url", e.to_string());
             }
             u.to_string()
         }
