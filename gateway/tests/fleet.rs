@@ -504,6 +504,65 @@ async fn a_replica_starts_while_postgres_is_down_on_its_last_known_keys() {
     until_status(&b, &key, 200, Duration::from_secs(15)).await;
 }
 
+/// Two replicas wrongly given one `store.path` (or an upgrade's old and new process, which share
+/// it on purpose) both ship the file: each row goes in under the replica that spooled it, so the
+/// (request id, replica, time) constraint still sees one row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_sharing_one_spool_file_ship_each_row_once_under_its_own_replica() {
+    let pg = Postgres::start();
+    let spool = common::scratch_dir("sy-fleet-shared").join("spool.db");
+    let cfg = config(&pg_store(
+        &pg,
+        None,
+        &format!(", path: \"{}\"", spool.display()),
+    ));
+    // A starts on the database (the schema is made), B while it is away.
+    let a = replica(&cfg, "gw-a").await;
+    pg.down();
+    let b = replica(&cfg, "gw-b").await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        for (gw, name) in [(&a, "a"), (&b, "b")] {
+            let id = format!("load-shared-{name}-{i}");
+            assert_eq!(ask(gw, KEY, Some(&id)).await, 200, "{id}");
+            ids.push(id);
+        }
+    }
+    for gw in [&a, &b] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while gw.metric("switchyard_ledger_spooled_rows").await < Some(10.0) {
+            assert!(Instant::now() < deadline, "the rows were not spooled");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    pg.up();
+    ledger_has(&pg, &ids, Duration::from_secs(15)).await;
+    // Both writers have looked at the file again (every 500 ms) before the rows are counted.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        count(
+            &pg,
+            "SELECT COUNT(*) FROM ledger WHERE request_id LIKE 'load-shared-%'"
+        )
+        .await,
+        20
+    );
+    for name in ["a", "b"] {
+        assert_eq!(
+            count(
+                &pg,
+                &format!(
+                    "SELECT COUNT(*) FROM ledger WHERE request_id LIKE 'load-shared-{name}-%' \
+                     AND replica = 'gw-{name}'"
+                )
+            )
+            .await,
+            10,
+            "rows of gw-{name} under another replica"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_of_a_strict_replica_under_load_loses_no_row_of_a_completed_response() {
     let pg = Postgres::start();

@@ -193,12 +193,14 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS ledger (
     model TEXT, provider TEXT, deployment TEXT,
     tokens_in INTEGER NOT NULL, tokens_out INTEGER NOT NULL, tokens_cached INTEGER NOT NULL,
     cost_nanos INTEGER NOT NULL, estimated INTEGER NOT NULL,
-    status INTEGER NOT NULL, tags TEXT, endpoint TEXT);
+    status INTEGER NOT NULL, tags TEXT, endpoint TEXT, replica TEXT);
  CREATE INDEX IF NOT EXISTS ledger_ts ON ledger (ts_ms);";
 
 /// Columns added after the first schema, each with its type: a ledger written by an older build
 /// gets them (`ALTER TABLE … ADD COLUMN`, never destructive; older rows read NULL).
-const ADDED_COLUMNS: &[(&str, &str)] = &[("endpoint", "TEXT")];
+/// `replica`: the replica that wrote a row into a fleet replica's spool file (NULL in an embedded
+/// store's ledger), so that whichever process ships it names its origin.
+const ADDED_COLUMNS: &[(&str, &str)] = &[("endpoint", "TEXT"), ("replica", "TEXT")];
 
 /// Brings an existing ledger table up to [`SCHEMA`]'s columns.
 fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
@@ -233,7 +235,7 @@ impl Ledger {
         };
         let mut conn = open_local(&target, strict)?;
         let sink = move |rows: &[LedgerRow]| {
-            if let Err(e) = commit(&mut conn, rows) {
+            if let Err(e) = commit(&mut conn, rows, None) {
                 log::error!("spend ledger: {} row(s) not written: {e}", rows.len());
             }
         };
@@ -472,10 +474,10 @@ fn writer(
 }
 
 /// Rows per multi-row `INSERT`: SQLite's per-statement work (step, reset, the VDBE's set-up) is
-/// paid once per chunk instead of once per row. 32 × 17 parameters stay far below SQLite's limit.
+/// paid once per chunk instead of once per row. 32 × 18 parameters stay far below SQLite's limit.
 const ROWS_PER_INSERT: usize = 32;
 /// Columns per row, in the order [`bind_row`] binds them.
-const COLUMNS: usize = 17;
+const COLUMNS: usize = 18;
 
 /// `INSERT` of `rows` rows.
 fn insert_sql(rows: usize) -> String {
@@ -483,13 +485,18 @@ fn insert_sql(rows: usize) -> String {
     format!(
         "INSERT INTO ledger (ts_ms, request_id, key, team, project, user, model, provider,
             deployment, tokens_in, tokens_out, tokens_cached, cost_nanos, estimated, status, tags,
-            endpoint)
+            endpoint, replica)
          VALUES {}",
         vec![one; rows].join(",")
     )
 }
 
-pub(crate) fn commit(conn: &mut Connection, rows: &[LedgerRow]) -> rusqlite::Result<()> {
+/// Appends `rows`, written by `replica` (a fleet replica's spool; `None` in an embedded store).
+pub(crate) fn commit(
+    conn: &mut Connection,
+    rows: &[LedgerRow],
+    replica: Option<&str>,
+) -> rusqlite::Result<()> {
     static MANY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     static ONE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let tx = conn.transaction()?;
@@ -499,7 +506,7 @@ pub(crate) fn commit(conn: &mut Connection, rows: &[LedgerRow]) -> rusqlite::Res
             let mut stmt = tx.prepare_cached(MANY.get_or_init(|| insert_sql(ROWS_PER_INSERT)))?;
             for chunk in &mut chunks {
                 for (i, r) in chunk.iter().enumerate() {
-                    bind_row(&mut stmt, i * COLUMNS, r)?;
+                    bind_row(&mut stmt, i * COLUMNS, r, replica)?;
                 }
                 stmt.raw_execute()?;
             }
@@ -508,7 +515,7 @@ pub(crate) fn commit(conn: &mut Connection, rows: &[LedgerRow]) -> rusqlite::Res
         if !rest.is_empty() {
             let mut stmt = tx.prepare_cached(ONE.get_or_init(|| insert_sql(1)))?;
             for r in rest {
-                bind_row(&mut stmt, 0, r)?;
+                bind_row(&mut stmt, 0, r, replica)?;
                 stmt.raw_execute()?;
             }
         }
@@ -521,6 +528,7 @@ fn bind_row(
     stmt: &mut rusqlite::CachedStatement<'_>,
     base: usize,
     r: &LedgerRow,
+    replica: Option<&str>,
 ) -> rusqlite::Result<()> {
     let n = &r.numbers;
     stmt.raw_bind_parameter(base + 1, n.ts_ms)?;
@@ -536,7 +544,17 @@ fn bind_row(
     stmt.raw_bind_parameter(base + 15, n.status)?;
     stmt.raw_bind_parameter(base + 16, r.column(8))?;
     stmt.raw_bind_parameter(base + 17, r.column(9))?;
+    stmt.raw_bind_parameter(base + 18, replica)?;
     Ok(())
+}
+
+/// A row read back from a local ledger.
+pub(crate) struct StoredRow {
+    pub rowid: i64,
+    pub row: LedgerRow,
+    /// The replica that spooled it (None: an embedded store's row, or one spooled before the
+    /// column existed).
+    pub replica: Option<String>,
 }
 
 /// The oldest `limit` rows of a local ledger with their `rowid`s (a spool's rows to ship, or an
@@ -545,10 +563,11 @@ pub(crate) fn read_rows(
     conn: &Connection,
     after_rowid: i64,
     limit: usize,
-) -> rusqlite::Result<Vec<(i64, LedgerRow)>> {
+) -> rusqlite::Result<Vec<StoredRow>> {
     let mut stmt = conn.prepare_cached(
         "SELECT rowid, ts_ms, request_id, key, team, project, user, model, provider, deployment,
-                tokens_in, tokens_out, tokens_cached, cost_nanos, estimated, status, tags, endpoint
+                tokens_in, tokens_out, tokens_cached, cost_nanos, estimated, status, tags, endpoint,
+                replica
          FROM ledger WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![after_rowid, limit as i64], |r| {
@@ -588,7 +607,11 @@ pub(crate) fn read_rows(
                 status: r.get::<_, i64>(15)?.clamp(0, u16::MAX as i64) as u16,
             },
         );
-        Ok((r.get(0)?, row))
+        Ok(StoredRow {
+            rowid: r.get(0)?,
+            row,
+            replica: r.get(18)?,
+        })
     })?;
     rows.collect()
 }

@@ -73,11 +73,23 @@ impl PgSink {
         }
         while let Some(conn) = self.file.as_ref() {
             let chunk = ledger::read_rows(conn, 0, SHIP_CHUNK).map_err(spool_error)?;
-            let Some(last) = chunk.last().map(|(id, _)| *id) else {
+            let Some(last) = chunk.last().map(|s| s.rowid) else {
                 break;
             };
             let n = chunk.len();
-            self.insert(chunk.into_iter().map(|(_, r)| r).collect())?;
+            // Each row goes in under the replica that spooled it (a file another process — an
+            // upgrade's successor, or a replica wrongly given the same `store.path` — also
+            // ships), so the (request id, replica, time) constraint still sees one row.
+            let mut runs: Vec<(Option<String>, Vec<LedgerRow>)> = Vec::new();
+            for s in chunk {
+                match runs.last_mut() {
+                    Some((replica, rows)) if *replica == s.replica => rows.push(s.row),
+                    _ => runs.push((s.replica, vec![s.row])),
+                }
+            }
+            for (replica, rows) in runs {
+                self.insert_as(rows, replica)?;
+            }
             // Shipped before deleted: a crash between the two ships them again, which the
             // request-id constraint turns into a no-op.
             conn.execute("DELETE FROM ledger WHERE rowid <= ?1", [last])
@@ -91,9 +103,16 @@ impl PgSink {
     }
 
     fn insert(&self, rows: Vec<LedgerRow>) -> Result<(), PgError> {
+        self.insert_as(rows, None)
+    }
+
+    /// Inserts `rows` as written by `replica` (None: this one).
+    fn insert_as(&self, rows: Vec<LedgerRow>, replica: Option<String>) -> Result<(), PgError> {
         let pg = self.pg.clone();
-        self.pg
-            .call(async move { insert(&pg, &rows).await.map(|_| ()) })
+        self.pg.call(async move {
+            let replica = replica.as_deref().unwrap_or(&pg.replica);
+            insert(&pg, &rows, replica).await.map(|_| ())
+        })
     }
 
     fn spool(&mut self, rows: &[LedgerRow]) {
@@ -101,7 +120,7 @@ impl PgSink {
             return;
         }
         if let Some(conn) = self.file.as_mut() {
-            match ledger::commit(conn, rows) {
+            match ledger::commit(conn, rows, Some(&self.pg.replica)) {
                 Ok(()) => {
                     self.spooled.add(rows.len() as i64);
                     return;
@@ -143,9 +162,9 @@ fn spool_error(e: rusqlite::Error) -> PgError {
     PgError::Data(format!("spool file: {e}"))
 }
 
-/// Inserts `rows` in one statement (columns as arrays), skipping request ids already present;
-/// returns how many were new.
-pub async fn insert(pg: &Pg, rows: &[LedgerRow]) -> Result<u64, PgError> {
+/// Inserts `rows`, written by `replica`, in one statement (columns as arrays), skipping rows
+/// already present; returns how many were new.
+pub async fn insert(pg: &Pg, rows: &[LedgerRow], replica: &str) -> Result<u64, PgError> {
     if rows.is_empty() {
         return Ok(0);
     }
@@ -172,7 +191,7 @@ pub async fn insert(pg: &Pg, rows: &[LedgerRow]) -> Result<u64, PgError> {
         estimated.push(m.estimated);
         status.push(m.status as i32);
     }
-    let replica = vec![pg.replica.as_str(); n];
+    let replica = vec![replica; n];
     let [ts, tin, tout, tcached, cost] = &ints;
     let [rid, key, team, project, user, model, provider, deployment, tags, endpoint] = &text;
     let inserted = c

@@ -76,14 +76,14 @@ pub fn copy_sqlite(pg: &Arc<Pg>, path: &Path) -> Result<Copied, MigrateError> {
         let mut after = 0;
         loop {
             let chunk = crate::governance::ledger::read_rows(&conn, after, 5_000).map_err(err)?;
-            let Some(last) = chunk.last().map(|(id, _)| *id) else {
+            let Some(last) = chunk.last().map(|s| s.rowid) else {
                 break;
             };
             after = last;
-            let rows: Vec<_> = chunk.into_iter().map(|(_, r)| r).collect();
+            let rows: Vec<_> = chunk.into_iter().map(|s| s.row).collect();
             let n = rows.len() as u64;
             let p = pg.clone();
-            let new = pg.call(async move { super::ledger::insert(&p, &rows).await })?;
+            let new = pg.call(async move { super::ledger::insert(&p, &rows, &p.replica).await })?;
             copied.ledger_rows += new;
             copied.ledger_present += n - new;
         }
