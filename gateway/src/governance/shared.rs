@@ -1,6 +1,8 @@
 //! The shared (Redis) store of a fleet's limits and budgets: connected on first use, reconnected
-//! by the client while Redis is away, with the budget keys each replica agrees on, and the
-//! queue that releases what finished requests held ([`Shared::release`]).
+//! by the client while Redis is away, with the budget keys each replica agrees on, and the one
+//! queue through which requests are admitted ([`Shared::admit`]) and what finished requests held
+//! is released ([`Shared::release`]): each script call carries everything queued while the
+//! previous one was out, releases first.
 
 use super::{Budget, Governance};
 use crate::config::RedisSettings;
@@ -8,21 +10,26 @@ use crate::governance::redis_store::{Outcome, RedisStore, RedisStoreError, Step}
 use prometheus::IntGauge;
 use std::sync::Arc;
 
-/// Releases queued (requests' worth) before new ones are dropped: only while Redis is slower
-/// than the requests that finish, and each dropped one only holds a reservation or a
-/// concurrency slot until its key expires.
-const RELEASE_QUEUE: usize = 65_536;
-/// Most requests' admissions, or releases, sent in one script call.
+/// Requests' admissions and releases queued before new ones are refused (an admission: an error,
+/// handled as Redis away; a release: dropped, its reservation or concurrency slot held until its
+/// key expires): only while Redis is slower than the requests.
+const QUEUE: usize = 65_536;
+/// Most requests' admissions and releases sent in one script call.
 const BATCH: usize = 256;
 
 /// What a finished request gives back (settles, token charges, exits), queued until the next
 /// batch goes out.
 pub(super) type Release = Step<String>;
 
-/// One request's admission waiting for the next batch.
-pub(super) struct AdmitJob {
-    steps: Vec<Step<String>>,
-    reply: tokio::sync::oneshot::Sender<Result<Vec<Outcome>, String>>,
+/// What waits for the next script call.
+pub(super) enum Job {
+    /// One request's admission, answered with its outcomes.
+    Admit {
+        steps: Vec<Step<String>>,
+        reply: tokio::sync::oneshot::Sender<Result<Vec<Outcome>, String>>,
+    },
+    /// What one finished request held.
+    Release(Vec<Release>),
 }
 
 /// A budget's key in the shared store: (key, period start, expiry seconds).
@@ -46,10 +53,9 @@ pub struct Shared {
     pub(super) up: IntGauge,
     pub(super) errors: prometheus::IntCounter,
     pub(super) last_warning: std::sync::atomic::AtomicI64,
-    /// Feeds the task that sends releases (started on first use, on the request path's runtime).
-    pub(super) releases: std::sync::OnceLock<tokio::sync::mpsc::Sender<Vec<Release>>>,
-    /// Feeds the task that sends admissions, likewise.
-    pub(super) admissions: std::sync::OnceLock<tokio::sync::mpsc::Sender<AdmitJob>>,
+    /// Feeds the task that sends admissions and releases (started on first use, on the request
+    /// path's runtime).
+    pub(super) queue: std::sync::OnceLock<tokio::sync::mpsc::Sender<Job>>,
 }
 
 impl Shared {
@@ -81,40 +87,39 @@ impl Shared {
         }
     }
 
-    /// Queues what a finished request held. One task sends the queue: each script call carries
-    /// every release that arrived while the previous call was out, so under load many requests
-    /// share one round trip, and an idle gateway sends each at once. Must run on a runtime.
+    /// The queue's sender, starting its task on first use. Must run on a runtime.
+    fn queue(self: &Arc<Self>) -> &tokio::sync::mpsc::Sender<Job> {
+        self.queue.get_or_init(|| {
+            let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
+            tokio::spawn(send_jobs(self.clone(), rx));
+            tx
+        })
+    }
+
+    /// Queues what a finished request held; it goes with the next call (an idle gateway sends
+    /// it at once). Must run on a runtime.
     pub(super) fn release(self: &Arc<Self>, ops: Vec<Release>) {
         if ops.is_empty() {
             return;
         }
-        let tx = self.releases.get_or_init(|| {
-            let (tx, rx) = tokio::sync::mpsc::channel(RELEASE_QUEUE);
-            tokio::spawn(send_releases(self.clone(), rx));
-            tx
-        });
-        if tx.try_send(ops).is_err() {
+        if self.queue().try_send(Job::Release(ops)).is_err() {
             self.errors.inc();
             log::warn!(
-                "shared store: the release queue is full; a request's holds expire on their own"
+                "shared store: the queue is full; a finished request's holds expire on their own"
             );
         }
     }
 
     /// Runs one request's admission `steps` (stopping at its first refusal) and answers their
-    /// outcomes. Admissions that arrive while a call is out go together in the next one: under
-    /// load many requests share one round trip, and an idle gateway sends each at once.
+    /// outcomes. Under load many requests share one round trip; an idle gateway sends each at
+    /// once.
     pub(super) async fn admit(
         self: &Arc<Self>,
         steps: Vec<Step<String>>,
     ) -> Result<Vec<Outcome>, RedisStoreError> {
-        let tx = self.admissions.get_or_init(|| {
-            let (tx, rx) = tokio::sync::mpsc::channel(RELEASE_QUEUE);
-            tokio::spawn(send_admissions(self.clone(), rx));
-            tx
-        });
         let (reply, answer) = tokio::sync::oneshot::channel();
-        tx.try_send(AdmitJob { steps, reply })
+        self.queue()
+            .try_send(Job::Admit { steps, reply })
             .map_err(|_| RedisStoreError::Shared("the admission queue is full".into()))?;
         match answer.await {
             Ok(Ok(outcomes)) => Ok(outcomes),
@@ -160,42 +165,41 @@ async fn next_batch<T>(rx: &mut tokio::sync::mpsc::Receiver<T>, max: usize) -> O
     Some(batch)
 }
 
-/// Sends queued releases in batches until the gateway stops.
-async fn send_releases(shared: Arc<Shared>, mut rx: tokio::sync::mpsc::Receiver<Vec<Release>>) {
-    while let Some(requests) = next_batch(&mut rx, BATCH).await {
-        let steps: Vec<Release> = requests.into_iter().flatten().collect();
-        match shared.store().await {
-            Ok(store) => {
-                if let Err(e) = store.steps(&steps).await {
-                    shared.failed(&e);
-                }
-            }
-            Err(e) => shared.failed(&e),
-        }
-    }
-}
-
-/// Sends queued admissions in batches (one group per request) until the gateway stops.
-async fn send_admissions(shared: Arc<Shared>, mut rx: tokio::sync::mpsc::Receiver<AdmitJob>) {
+/// Sends queued jobs until the gateway stops: each call carries the releases that arrived as one
+/// group (they never refuse), first, so that what they free is there for the admissions, then
+/// one group per admission.
+async fn send_jobs(shared: Arc<Shared>, mut rx: tokio::sync::mpsc::Receiver<Job>) {
     while let Some(jobs) = next_batch(&mut rx, BATCH).await {
-        let answered = match shared.store().await {
-            Ok(store) => {
-                let groups: Vec<&[Step<String>]> =
-                    jobs.iter().map(|j| j.steps.as_slice()).collect();
-                store.groups(&groups).await
+        let mut released: Vec<Release> = Vec::new();
+        let mut admissions = Vec::new();
+        for job in jobs {
+            match job {
+                Job::Release(steps) => released.extend(steps),
+                Job::Admit { steps, reply } => admissions.push((steps, reply)),
             }
+        }
+        let mut groups: Vec<&[Step<String>]> = Vec::with_capacity(admissions.len() + 1);
+        groups.push(&released);
+        groups.extend(admissions.iter().map(|(steps, _)| steps.as_slice()));
+        let answered = match shared.store().await {
+            Ok(store) => store.groups(&groups).await,
             Err(e) => Err(e),
         };
         match answered {
             Ok(outcomes) => {
-                for (job, out) in jobs.into_iter().zip(outcomes) {
-                    let _ = job.reply.send(Ok(out));
+                for ((_, reply), out) in admissions.into_iter().zip(outcomes.into_iter().skip(1)) {
+                    let _ = reply.send(Ok(out));
                 }
             }
             Err(e) => {
+                // An admission's caller reports the failure (with its fail-open or -closed
+                // answer); releases alone have no caller.
+                if admissions.is_empty() {
+                    shared.failed(&e);
+                }
                 let e = e.to_string();
-                for job in jobs {
-                    let _ = job.reply.send(Err(e.clone()));
+                for (_, reply) in admissions {
+                    let _ = reply.send(Err(e.clone()));
                 }
             }
         }

@@ -165,8 +165,7 @@ impl Spend {
                 up: m.store_up.clone(),
                 errors: m.store_errors.clone(),
                 last_warning: Default::default(),
-                releases: Default::default(),
-                admissions: Default::default(),
+                queue: Default::default(),
             })
         });
         Ok(Spend {
