@@ -7,6 +7,7 @@ pub mod admin;
 pub mod drain;
 pub mod events;
 pub mod finish_reasons;
+pub mod giveback;
 pub mod otlp;
 pub mod pulse;
 pub mod reload;

@@ -80,22 +80,33 @@ impl Route {
     }
 }
 
-/// Counts every request in progress (all routes); the drain on shutdown waits for zero.
+/// Counts every request in progress (all routes; the drain on shutdown waits for zero) and, in
+/// the same atomic word, every request that ever entered (the allocator's give-back task watches
+/// the word, [`crate::ops::giveback`]): one atomic add per request, as before.
 #[derive(Clone, Default)]
-pub struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+pub struct InFlight(Arc<std::sync::atomic::AtomicU64>);
+
+/// One request entered: the in-progress count in the low 32 bits, the entered count above.
+const ENTER: u64 = (1 << 32) | 1;
 
 impl InFlight {
     pub fn count(&self) -> usize {
+        (self.0.load(std::sync::atomic::Ordering::Acquire) & u64::from(u32::MAX)) as usize
+    }
+
+    /// A value that changes whenever a request enters or leaves (the entered count and the
+    /// in-progress count together).
+    pub fn activity(&self) -> u64 {
         self.0.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn enter(&self) -> InFlightGuard {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.0.fetch_add(ENTER, std::sync::atomic::Ordering::AcqRel);
         InFlightGuard(self.0.clone())
     }
 }
 
-pub struct InFlightGuard(Arc<std::sync::atomic::AtomicUsize>);
+pub struct InFlightGuard(Arc<std::sync::atomic::AtomicU64>);
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {

@@ -355,6 +355,7 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
+        crate::ops::giveback::start_once(&self.in_flight);
         RequestCtx::new(self.metrics.active_streams.clone(), &self.in_flight)
     }
 
