@@ -166,14 +166,6 @@ impl RedisStore {
         format!("{}budget:{key}:{period_start}", self.prefix)
     }
 
-    fn window_key(&self, key: &str) -> String {
-        format!("{}win:{key}", self.prefix)
-    }
-
-    fn conc_key(&self, key: &str) -> String {
-        format!("{}conc:{key}", self.prefix)
-    }
-
     /// Budget `key` for the period starting `period_start` (unix s); `ttl_secs` = seconds until the
     /// period's end + 1 day (None for total budgets: no expiry).
     /// Atomically: if committed + amount <= limit then committed += amount, return
@@ -758,6 +750,21 @@ mod tests {
             .await
             .unwrap();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn a_redis_that_forgot_the_script_gets_it_again() {
+        let srv = TestRedis::start();
+        let s = srv.store().await;
+        assert!(s.sliding_window("f", 5, 1, false).await.unwrap().allowed);
+        let mut conn = s.conn.clone();
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let o = s.sliding_window("f", 5, 1, false).await.unwrap();
+        assert_eq!((o.allowed, o.remaining), (true, 3));
     }
 
     #[tokio::test]
