@@ -375,6 +375,15 @@ async fn answered(tasks: Vec<tokio::task::JoinHandle<Vec<String>>>) -> Vec<Strin
 }
 
 /// Waits until the ledger holds every id of `ids` (each once); returns the row count.
+/// Waits (10 s at most) until `gw` holds at least `rows` ledger rows in its spool.
+async fn until_spooled(gw: &Gateway, rows: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.metric("switchyard_ledger_spooled_rows").await < Some(rows) {
+        assert!(Instant::now() < deadline, "the rows were not spooled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn ledger_has(pg: &Postgres, ids: &[String], limit: Duration) {
     let want: HashSet<&str> = ids.iter().map(String::as_str).collect();
     let deadline = Instant::now() + limit;
@@ -490,11 +499,7 @@ async fn a_replica_starts_while_postgres_is_down_on_its_last_known_keys() {
         "b never knew the runtime key"
     );
     // The writer spools once its attempt to reach the database gives up.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while a.metric("switchyard_ledger_spooled_rows").await < Some(3.0) {
-        assert!(Instant::now() < deadline, "the rows were not spooled");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_spooled(&a, 3.0).await;
 
     // Killed (SIGKILL) with its rows in the spool file: the next start ships them.
     drop(a);
@@ -529,11 +534,7 @@ async fn replicas_sharing_one_spool_file_ship_each_row_once_under_its_own_replic
         }
     }
     for gw in [&a, &b] {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while gw.metric("switchyard_ledger_spooled_rows").await < Some(10.0) {
-            assert!(Instant::now() < deadline, "the rows were not spooled");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        until_spooled(gw, 10.0).await;
     }
     pg.up();
     ledger_has(&pg, &ids, Duration::from_secs(15)).await;

@@ -162,8 +162,21 @@ impl RedisStore {
         })
     }
 
+    /// The key layout of the module doc: `{prefix}{kind}{key}`, then `:{period}` for budgets.
+    fn write_key_of(&self, out: &mut String, kind: &str, key: &str, period: Option<i64>) {
+        use std::fmt::Write;
+        out.push_str(&self.prefix);
+        out.push_str(kind);
+        out.push_str(key);
+        if let Some(p) = period {
+            let _ = write!(out, ":{p}");
+        }
+    }
+
     fn budget_key(&self, key: &str, period_start: i64) -> String {
-        format!("{}budget:{key}:{period_start}", self.prefix)
+        let mut out = String::new();
+        self.write_key_of(&mut out, "budget:", key, Some(period_start));
+        out
     }
 
     /// Budget `key` for the period starting `period_start` (unix s); `ttl_secs` = seconds until the

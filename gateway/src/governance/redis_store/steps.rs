@@ -46,7 +46,7 @@ local function window(k, limit, cost, mode, ttl)
   local meta = redis.call('HMGET', k, 'n', 'h')
   local sum = tonumber(meta[1]) or 0
   local head = tonumber(meta[2])
-  local moved = false
+  local dirty = false
   if head and head < lo then
     -- Seconds that left the window, oldest first: each is visited once in the key's life.
     while head < lo do
@@ -65,7 +65,7 @@ local function window(k, limit, cost, mode, ttl)
       head = nil
       sum = 0
     end
-    moved = true
+    dirty = true
   end
   -- Nanoseconds until the units of second s leave the window (at the start of second s + 61).
   local function leaves(s)
@@ -90,41 +90,40 @@ local function window(k, limit, cost, mode, ttl)
     if not head then return 0 end
     return leaves(head)
   end
-  local function save()
-    if head then
-      redis.call('HSET', k, 'n', string.format('%d', sum), 'h', string.format('%d', head))
-    else
-      redis.call('HDEL', k, 'n', 'h')
-    end
-  end
   local function add()
     if cost > 0 then
       redis.call('HINCRBY', k, clock[1], cost)
+      redis.call('PEXPIRE', k, ttl)
       sum = sum + cost
       if not head or head > now_s then head = now_s end
-      save()
-      redis.call('PEXPIRE', k, ttl)
-    elseif moved then
-      save()
+      dirty = true
     end
   end
-  if mode == 'charge' then
+  local function decide()
+    if mode == 'charge' then
+      add()
+      return {1, math.max(limit - sum, 0), reset(), 0}
+    end
+    if mode == 'check' then
+      if sum >= limit then
+        return {0, 0, reset(), wait(sum + 1 - limit)}
+      end
+      return {1, limit - sum, reset(), 0}
+    end
+    if sum + cost > limit then
+      return {0, math.max(limit - sum, 0), reset(), wait(sum + cost - limit)}
+    end
     add()
-    return {1, math.max(limit - sum, 0), reset(), 0}
-  end
-  if mode == 'check' then
-    if moved then save() end
-    if sum >= limit then
-      return {0, 0, reset(), wait(sum + 1 - limit)}
-    end
     return {1, limit - sum, reset(), 0}
   end
-  if sum + cost > limit then
-    if moved then save() end
-    return {0, math.max(limit - sum, 0), reset(), wait(sum + cost - limit)}
+  local r = decide()
+  -- The bookkeeping, once, when seconds left or units came in.
+  if dirty and head then
+    redis.call('HSET', k, 'n', string.format('%d', sum), 'h', string.format('%d', head))
+  elseif dirty then
+    redis.call('HDEL', k, 'n', 'h')
   end
-  add()
-  return {1, limit - sum, reset(), 0}
+  return r
 end
 
 local function enter(k, limit, ttl)
@@ -290,35 +289,20 @@ impl Outcome {
 
 /// The script's reply read number by number: `{1, 59, 60123, 0}` of a window step, then the next
 /// step's, all in one space-separated string; a step that did not run is the single number `-1`.
-struct Replies<'a>(std::slice::SplitInclusive<'a, u8, fn(&u8) -> bool>);
+struct Replies<'a>(std::slice::Split<'a, u8, fn(&u8) -> bool>);
 
 impl<'a> Replies<'a> {
     fn new(text: &'a [u8]) -> Replies<'a> {
-        Replies(text.split_inclusive((|b: &u8| *b == b' ') as fn(&u8) -> bool))
+        Replies(text.split((|b: &u8| *b == b' ') as fn(&u8) -> bool))
     }
 
     /// The next number (0 when the reply ran out or a number is malformed).
     fn int(&mut self) -> i64 {
-        let Some(word) = self.0.next() else {
-            return 0;
-        };
-        let word = word.strip_suffix(b" ").unwrap_or(word);
-        let (negative, digits) = match word.split_first() {
-            Some((b'-', rest)) => (true, rest),
-            _ => (false, word),
-        };
-        let mut v: i64 = 0;
-        for d in digits {
-            if !d.is_ascii_digit() {
-                return 0;
-            }
-            v = v.saturating_mul(10).saturating_add(i64::from(d - b'0'));
-        }
-        if negative {
-            -v
-        } else {
-            v
-        }
+        self.0
+            .next()
+            .and_then(|w| std::str::from_utf8(w).ok())
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(0)
     }
 
     fn nonneg(&mut self) -> u64 {
@@ -424,22 +408,17 @@ impl RedisStore {
 impl RedisStore {
     /// A step's key, prefixed (`{prefix}win:…`, `{prefix}conc:…`, `{prefix}budget:…:{period}`).
     fn write_key<K: AsRef<str>>(&self, out: &mut String, step: &Step<K>) {
-        use std::fmt::Write;
-        let (kind, key, period) = match step {
-            Step::Window { key, .. } => ("win:", key, None),
-            Step::Enter { key, .. } | Step::Exit { key } => ("conc:", key, None),
+        match step {
+            Step::Window { key, .. } => self.write_key_of(out, "win:", key.as_ref(), None),
+            Step::Enter { key, .. } | Step::Exit { key } => {
+                self.write_key_of(out, "conc:", key.as_ref(), None)
+            }
             Step::Reserve {
                 key, period_start, ..
             }
             | Step::Settle {
                 key, period_start, ..
-            } => ("budget:", key, Some(*period_start)),
-        };
-        out.push_str(&self.prefix);
-        out.push_str(kind);
-        out.push_str(key.as_ref());
-        if let Some(p) = period {
-            let _ = write!(out, ":{p}");
+            } => self.write_key_of(out, "budget:", key.as_ref(), Some(*period_start)),
         }
     }
 }
