@@ -7,7 +7,7 @@
 //! team's `requests_per_minute` windows and is refused when either is full; `tokens_per_minute`
 //! is only checked here and charged when the request settles.
 
-use super::shared::{shared_budget_key, Release, Shared};
+use super::shared::{shared_budget_key, Key, Release, Shared};
 use super::{Budget, Governance, Limiter};
 use crate::config::BudgetScope;
 use crate::governance::redis_store::{Outcome, RedisStoreError, Step, WindowMode};
@@ -100,10 +100,13 @@ impl Planned {
     }
 }
 
+/// A budget an admission reserves on: (budget, its shared key, period start, expiry seconds).
+type BudgetStep<'a> = (&'a Arc<Budget>, Key, i64, Option<u64>);
+
 /// A reservation in the shared store.
 pub(super) struct SharedReservation {
     pub(super) budget: Arc<Budget>,
-    pub(super) key: String,
+    pub(super) key: Key,
     pub(super) period_start: i64,
     pub(super) amount: u64,
     pub(super) ttl: Option<u64>,
@@ -114,9 +117,9 @@ pub(super) struct SharedHold {
     pub(super) store: Arc<Shared>,
     pub(super) budgets: Vec<SharedReservation>,
     /// Concurrency keys entered.
-    pub(super) entered: Vec<String>,
+    pub(super) entered: SmallVec<[Key; 2]>,
     /// Token limiters to charge: (key, rate per minute).
-    pub(super) tokens: Vec<(String, u64)>,
+    pub(super) tokens: SmallVec<[(Key, u64); 2]>,
 }
 
 impl SharedHold {
@@ -157,7 +160,7 @@ impl SharedHold {
             }
         }
         for key in self.entered {
-            ops.push(Release::Exit { key });
+            ops.push(Release::Exit { key, count: 1 });
         }
         self.store.release(ops);
     }
@@ -267,20 +270,20 @@ impl Governance {
         let mut hold = SharedHold {
             store: shared.clone(),
             budgets: Vec::new(),
-            entered: Vec::new(),
-            tokens: Vec::new(),
+            entered: SmallVec::new(),
+            tokens: SmallVec::new(),
         };
-        let subjects: SmallVec<[(&Arc<Limiter>, String); 2]> = [
+        let subjects: SmallVec<[&Arc<Limiter>; 2]> = [
             who.and_then(Identity::key_name)
-                .and_then(|k| self.key_limits.get(k).map(|l| (l, format!("key:{k}")))),
+                .and_then(|k| self.key_limits.get(k)),
             who.and_then(|i| i.team.as_deref())
-                .and_then(|t| self.team_limits.get(t).map(|l| (l, format!("team:{t}")))),
+                .and_then(|t| self.team_limits.get(t)),
         ]
         .into_iter()
         .flatten()
         .collect();
         let now = crate::clock::unix_secs_i64();
-        let budgets: Vec<(&Arc<Budget>, String, i64, Option<u64>)> = self
+        let budgets: SmallVec<[BudgetStep<'_>; 2]> = self
             .budgets
             .iter()
             .filter(|b| b.applies_to(who))
@@ -290,56 +293,50 @@ impl Governance {
             })
             .collect();
         // The whole admission in one round trip: per subject its request window, token check
-        // and concurrency, then every budget; the script stops at the first refusal.
-        let mut plan: Vec<(Planned, String)> = Vec::new();
-        for (i, (limiter, subject)) in subjects.iter().enumerate() {
-            if limiter.limits.requests_per_minute.is_some() {
-                plan.push((Planned::Requests(i), format!("{subject}:rpm")));
+        // and concurrency, then every budget; the script stops at the first refusal. The keys
+        // were made with the limiters and budgets.
+        let mut plan: SmallVec<[Planned; 6]> = SmallVec::new();
+        let mut steps: Vec<Step<Key>> = Vec::with_capacity(subjects.len() * 3 + budgets.len());
+        for (i, limiter) in subjects.iter().enumerate() {
+            let (limits, keys) = (&limiter.limits, &limiter.shared);
+            if let Some(limit) = limits.requests_per_minute {
+                plan.push(Planned::Requests(i));
+                steps.push(Step::Window {
+                    key: keys.requests.clone(),
+                    limit_per_minute: limit,
+                    cost: 1,
+                    mode: WindowMode::Acquire,
+                });
             }
-            if limiter.limits.tokens_per_minute.is_some() {
-                plan.push((Planned::Tokens(i), format!("{subject}:tpm")));
+            if let Some(limit) = limits.tokens_per_minute {
+                plan.push(Planned::Tokens(i));
+                steps.push(Step::Window {
+                    key: keys.tokens.clone(),
+                    limit_per_minute: limit,
+                    cost: 1,
+                    mode: WindowMode::Check,
+                });
             }
-            if limiter.limits.concurrency.is_some() {
-                plan.push((Planned::Concurrency(i), subject.clone()));
+            if let Some(limit) = limits.concurrency {
+                plan.push(Planned::Concurrency(i));
+                steps.push(Step::Enter {
+                    key: keys.subject.clone(),
+                    limit,
+                });
             }
         }
-        let steps: Vec<Step<String>> = plan
-            .iter()
-            .map(|(what, key)| {
-                let key = key.clone();
-                let limits = |i: usize| &subjects[i].0.limits;
-                match *what {
-                    Planned::Requests(i) => Step::Window {
-                        key,
-                        limit_per_minute: limits(i).requests_per_minute.unwrap_or(0),
-                        cost: 1,
-                        mode: WindowMode::Acquire,
-                    },
-                    Planned::Tokens(i) => Step::Window {
-                        key,
-                        limit_per_minute: limits(i).tokens_per_minute.unwrap_or(0),
-                        cost: 1,
-                        mode: WindowMode::Check,
-                    },
-                    Planned::Concurrency(i) => Step::Enter {
-                        key,
-                        limit: limits(i).concurrency.unwrap_or(0),
-                    },
-                }
-            })
-            .chain(budgets.iter().map(|(b, key, start, ttl)| Step::Reserve {
-                key: key.clone(),
-                period_start: *start,
-                limit: b.account.limit,
-                amount: estimate_nanos,
-                ttl_secs: *ttl,
-                cutoff: b.settings.cutoff,
-            }))
-            .collect();
+        steps.extend(budgets.iter().map(|(b, key, start, ttl)| Step::Reserve {
+            key: key.clone(),
+            period_start: *start,
+            limit: b.account.limit,
+            amount: estimate_nanos,
+            ttl_secs: *ttl,
+            cutoff: b.settings.cutoff,
+        }));
         let outcomes = shared.admit(steps).await?;
         let (mut current, mut first) = (None, true);
         for (n, outcome) in outcomes.into_iter().enumerate() {
-            let Some((what, key)) = plan.get(n) else {
+            let Some(what) = plan.get(n) else {
                 // A budget's reservation.
                 let Some((b, key, start, ttl)) = budgets.get(n - plan.len()) else {
                     break;
@@ -378,7 +375,7 @@ impl Governance {
                 continue;
             };
             let i = what.subject();
-            let (limiter, subject) = &subjects[i];
+            let limiter = subjects[i];
             // The headers report the first subject that reports one (the key's, else the team's).
             if current != Some(i) {
                 current = Some(i);
@@ -386,7 +383,7 @@ impl Governance {
             }
             let refuse = |limit: &'static str, ns: u64| Refusal::RateLimited {
                 limit,
-                subject: subject.clone(),
+                subject: limiter.shared.subject.to_string(),
                 retry_after_secs: ns.div_ceil(1_000_000_000).max(1),
             };
             match (what, outcome) {
@@ -410,14 +407,14 @@ impl Governance {
                             Limiter::report(&limiter.tokens_limit, o.remaining, o.reset_ns);
                     }
                     let rate = limiter.limits.tokens_per_minute.unwrap_or(0);
-                    hold.tokens.push((key.clone(), rate));
+                    hold.tokens.push((limiter.shared.tokens.clone(), rate));
                 }
                 (Planned::Concurrency(_), Outcome::Entered(entered)) => {
                     if !entered {
                         adm.shared = Some(hold);
                         return Ok(Err(refuse("concurrency", 1_000_000_000)));
                     }
-                    hold.entered.push(key.clone());
+                    hold.entered.push(limiter.shared.subject.clone());
                 }
                 _ => {}
             }

@@ -52,11 +52,29 @@ pub struct Limiter {
     /// `x-ratelimit-limit-requests` / `-tokens` values, made once.
     requests_limit: HeaderValue,
     tokens_limit: HeaderValue,
+    /// Its counters' names in the shared store, made once.
+    shared: SharedKeys,
+}
+
+/// A limiter's counters in the shared store: `{subject}` (concurrency), `{subject}:rpm` and
+/// `{subject}:tpm`, where the subject is `key:<name>` or `team:<name>`. Made with the limiter so
+/// that an admission through Redis formats no key.
+struct SharedKeys {
+    subject: Arc<str>,
+    requests: Arc<str>,
+    tokens: Arc<str>,
 }
 
 impl Limiter {
-    fn new(limits: RateLimits) -> Self {
+    /// `subject`: `key:<name>` or `team:<name>` (refusals name it; the shared store's keys
+    /// start with it).
+    fn new(limits: RateLimits, subject: String) -> Self {
         Limiter {
+            shared: SharedKeys {
+                requests: format!("{subject}:rpm").into(),
+                tokens: format!("{subject}:tpm").into(),
+                subject: subject.into(),
+            },
             limits,
             requests: limits.requests_per_minute.map(SlidingWindow::per_minute),
             tokens: limits.tokens_per_minute.map(SlidingWindow::per_minute),
@@ -84,6 +102,8 @@ pub struct Budget {
     /// Alert state, carried across reloads with the account.
     alerts: Arc<AlertState>,
     notifier: Arc<Notifier>,
+    /// Its name in the shared store, `{scope}:{period}` (the period's start follows), made once.
+    shared_name: Arc<str>,
 }
 
 /// The period (its start) for which each alert was last sent.
@@ -381,6 +401,7 @@ fn build(
             };
             let labels = [s.scope.to_string(), s.period.name().to_string()];
             let b = Budget {
+                shared_name: format!("{}:{}", s.scope, s.period.name()).into(),
                 settings: s.clone(),
                 alerts: carried.map(|b| b.alerts.clone()).unwrap_or_default(),
                 notifier: notifier.clone(),
@@ -392,12 +413,13 @@ fn build(
             Arc::new(b)
         })
         .collect();
-    let carry = |old: Option<&HashMap<String, Arc<Limiter>>>, name: &str, l: &RateLimits| {
-        old.and_then(|o| o.get(name))
-            .filter(|x| x.limits == *l)
-            .cloned()
-            .unwrap_or_else(|| Arc::new(Limiter::new(*l)))
-    };
+    let carry =
+        |old: Option<&HashMap<String, Arc<Limiter>>>, kind: &str, name: &str, l: &RateLimits| {
+            old.and_then(|o| o.get(name))
+                .filter(|x| x.limits == *l)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(Limiter::new(*l, format!("{kind}:{name}"))))
+        };
     let runtime_limits: Vec<(String, RateLimits)> = src
         .keys
         .iter()
@@ -408,13 +430,13 @@ fn build(
         .iter()
         .chain(runtime_limits.iter().map(|(k, l)| (k, l)))
         .filter(|(_, l)| !l.is_empty())
-        .map(|(k, l)| (k.clone(), carry(old.map(|g| &g.key_limits), k, l)))
+        .map(|(k, l)| (k.clone(), carry(old.map(|g| &g.key_limits), "key", k, l)))
         .collect();
     let team_limits = cfg
         .team_limits
         .iter()
         .filter(|(_, l)| !l.is_empty())
-        .map(|(t, l)| (t.clone(), carry(old.map(|g| &g.team_limits), t, l)))
+        .map(|(t, l)| (t.clone(), carry(old.map(|g| &g.team_limits), "team", t, l)))
         .collect();
     Governance {
         provider_budgets: budgets

@@ -6,7 +6,7 @@
 
 use super::{Budget, Governance};
 use crate::config::RedisSettings;
-use crate::governance::redis_store::{Outcome, RedisStore, RedisStoreError, Step};
+use crate::governance::redis_store::{Outcome, RedisStore, RedisStoreError, Step, WindowMode};
 use prometheus::IntGauge;
 use std::sync::Arc;
 
@@ -17,15 +17,18 @@ const QUEUE: usize = 65_536;
 /// Most requests' admissions and releases sent in one script call.
 const BATCH: usize = 256;
 
+/// A counter's name in the shared store, made once with its limiter or budget.
+pub(super) type Key = Arc<str>;
+
 /// What a finished request gives back (settles, token charges, exits), queued until the next
 /// batch goes out.
-pub(super) type Release = Step<String>;
+pub(super) type Release = Step<Key>;
 
 /// What waits for the next script call.
 pub(super) enum Job {
     /// One request's admission, answered with its outcomes.
     Admit {
-        steps: Vec<Step<String>>,
+        steps: Vec<Step<Key>>,
         reply: tokio::sync::oneshot::Sender<Result<Vec<Outcome>, String>>,
     },
     /// What one finished request held.
@@ -33,10 +36,10 @@ pub(super) enum Job {
 }
 
 /// A budget's key in the shared store: (key, period start, expiry seconds).
-pub(super) fn shared_budget_key(b: &Budget, now: i64) -> (String, i64, Option<u64>) {
+pub(super) fn shared_budget_key(b: &Budget, now: i64) -> (Key, i64, Option<u64>) {
     let (start, end) = b.settings.period.window(now);
     (
-        format!("{}:{}", b.settings.scope, b.settings.period.name()),
+        b.shared_name.clone(),
         start,
         end.map(|e| (e - now).max(0) as u64 + 86_400),
     )
@@ -115,7 +118,7 @@ impl Shared {
     /// once.
     pub(super) async fn admit(
         self: &Arc<Self>,
-        steps: Vec<Step<String>>,
+        steps: Vec<Step<Key>>,
     ) -> Result<Vec<Outcome>, RedisStoreError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.queue()
@@ -178,7 +181,8 @@ async fn send_jobs(shared: Arc<Shared>, mut rx: tokio::sync::mpsc::Receiver<Job>
                 Job::Admit { steps, reply } => admissions.push((steps, reply)),
             }
         }
-        let mut groups: Vec<&[Step<String>]> = Vec::with_capacity(admissions.len() + 1);
+        let released = merge(released);
+        let mut groups: Vec<&[Step<Key>]> = Vec::with_capacity(admissions.len() + 1);
         groups.push(&released);
         groups.extend(admissions.iter().map(|(steps, _)| steps.as_slice()));
         let answered = match shared.store().await {
@@ -203,5 +207,140 @@ async fn send_jobs(shared: Arc<Shared>, mut rx: tokio::sync::mpsc::Receiver<Job>
                 }
             }
         }
+    }
+}
+
+/// How far back [`merge`] looks for a release of the same counter (a batch of many distinct keys
+/// costs at most this many comparisons a release; a counter missed is only sent twice).
+const MERGE_LOOKBACK: usize = 32;
+
+/// A batch's releases with one step per counter where they can be added up: a key's exits
+/// counted, its token charges summed, a budget period's settles summed. The counters end where
+/// the separate steps would have left them (a settle's floor at zero aside: it only matters when
+/// Redis lost its state, and then either order is a guess).
+fn merge(releases: Vec<Release>) -> Vec<Release> {
+    let mut out: Vec<Release> = Vec::with_capacity(releases.len().min(16));
+    'next: for r in releases {
+        let seen = out.len().saturating_sub(MERGE_LOOKBACK);
+        for o in out[seen..].iter_mut().rev() {
+            match (o, &r) {
+                (Step::Exit { key, count }, Step::Exit { key: k, count: n }) if key == k => {
+                    *count += n;
+                    continue 'next;
+                }
+                (
+                    Step::Window {
+                        key,
+                        limit_per_minute,
+                        cost,
+                        mode: WindowMode::Charge,
+                    },
+                    Step::Window {
+                        key: k,
+                        limit_per_minute: l,
+                        cost: c,
+                        mode: WindowMode::Charge,
+                    },
+                ) if key == k => {
+                    *cost = cost.saturating_add(*c);
+                    *limit_per_minute = *l;
+                    continue 'next;
+                }
+                (
+                    Step::Settle {
+                        key,
+                        period_start,
+                        reserved,
+                        actual,
+                        ttl_secs,
+                    },
+                    Step::Settle {
+                        key: k,
+                        period_start: p,
+                        reserved: r,
+                        actual: a,
+                        ttl_secs: t,
+                    },
+                ) if key == k && period_start == p => {
+                    *reserved = reserved.saturating_add(*r);
+                    *actual = actual.saturating_add(*a);
+                    *ttl_secs = (*ttl_secs).max(*t);
+                    continue 'next;
+                }
+                _ => {}
+            }
+        }
+        out.push(r);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_of_releases_sends_one_step_per_counter() {
+        let k = |s: &str| -> Key { s.into() };
+        let request = |cost: u64, tokens: u64| {
+            [
+                Step::Settle {
+                    key: k("team:t:monthly"),
+                    period_start: 100,
+                    reserved: 10,
+                    actual: cost,
+                    ttl_secs: Some(5),
+                },
+                Step::Window {
+                    key: k("key:a:tpm"),
+                    limit_per_minute: 1000,
+                    cost: tokens,
+                    mode: WindowMode::Charge,
+                },
+                Step::Exit {
+                    key: k("key:a"),
+                    count: 1,
+                },
+            ]
+        };
+        let mut all: Vec<Release> = Vec::new();
+        all.extend(request(3, 7));
+        all.extend(request(4, 8));
+        // A settle into the next period and another key's exit stay apart.
+        all.push(Step::Settle {
+            key: k("team:t:monthly"),
+            period_start: 200,
+            reserved: 0,
+            actual: 1,
+            ttl_secs: Some(9),
+        });
+        all.push(Step::Exit {
+            key: k("key:b"),
+            count: 1,
+        });
+        all.extend(request(5, 9));
+        let merged = merge(all);
+        assert_eq!(merged.len(), 5, "{merged:?}");
+        assert!(matches!(
+            &merged[0],
+            Step::Settle {
+                period_start: 100,
+                reserved: 30,
+                actual: 12,
+                ttl_secs: Some(5),
+                ..
+            }
+        ));
+        assert!(matches!(&merged[1], Step::Window { cost: 24, .. }));
+        assert!(matches!(&merged[2], Step::Exit { key, count: 3 } if &**key == "key:a"));
+        assert!(matches!(
+            &merged[3],
+            Step::Settle {
+                period_start: 200,
+                actual: 1,
+                ..
+            }
+        ));
+        assert!(matches!(&merged[4], Step::Exit { key, count: 1 } if &**key == "key:b"));
     }
 }

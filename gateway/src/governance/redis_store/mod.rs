@@ -320,7 +320,9 @@ impl RedisStore {
 
     /// Leaves a concurrency limit: DECR, never below 0.
     pub async fn exit(&self, key: &str) -> Result<(), RedisStoreError> {
-        self.steps(&[Step::Exit { key }]).await.map(|_| ())
+        self.steps(&[Step::Exit { key, count: 1 }])
+            .await
+            .map(|_| ())
     }
 }
 
@@ -446,7 +448,7 @@ mod tests {
             ttl_secs: None,
         };
         let out = s
-            .steps(&[settle(70), settle(30), Step::Exit { key: "c" }])
+            .steps(&[settle(70), settle(30), Step::Exit { key: "c", count: 1 }])
             .await
             .unwrap();
         assert_eq!(out, vec![Outcome::Done; 3]);

@@ -13,24 +13,29 @@
 use super::{bounded, clamp_i64, RedisStore, RedisStoreError, WindowOutcome};
 use super::{CONC_TTL_MS, WINDOW_TTL_MS};
 
-/// Runs the steps of `KEYS`/`ARGV` (six arguments per key: the kind, four of its own — unused
-/// ones `0` — and its group) in order; replies with every step's numbers in one string (see
+/// Runs the steps written in `ARGV[1]`, one program of space-separated tokens, seven per step:
+/// the kind (`w` window, `e` enter, `x` exit, `r` reserve, `s` settle), the index of its key in
+/// `KEYS` (each key is sent once per call however many steps name it), four numbers of its own (unused ones `0`) and its group. Replies with every step's numbers in one string (see
 /// [`Replies`]). Within a group, the steps after the first whose reply starts with 0 (a refusal)
 /// are skipped (`-1`): a group is one request's admission, and one call may carry several
 /// requests'.
 ///
-/// - `window` limit cost mode ttl_ms: a sliding window on the server's clock (`TIME`), mode
-///   `acquire`, `check` or `charge`; replies `{allowed, remaining, reset_ns, retry_after_ns}` as
-///   the local `SlidingWindow` computes them. It decides before it writes (the local limiter adds
-///   first and takes back on a refusal only because it has no lock). Times are relative to now,
-///   in nanoseconds below 2^53: exact in doubles.
-/// - `enter` limit ttl_ms: a concurrency counter; `{1}` entered or `{0}`.
-/// - `exit`: leaves one, never below zero; `{1}`.
-/// - `reserve` limit amount ttl_s cutoff: committed += amount when it stays within the limit;
-///   with cutoff `1`, what is left when the amount does not fit. `{1, committed_after, amount}`
-///   or `{0, committed_now, 0}`.
-/// - `settle` reserved actual ttl_s: committed = max(0, committed - reserved) + actual,
+/// - `w` limit cost mode ttl_ms: a sliding window on the server's clock (`TIME`), mode `0`
+///   (acquire), `1` (check) or `2` (charge); replies `{allowed, remaining, reset_ns,
+///   retry_after_ns}` as the local `SlidingWindow` computes them. It decides before it writes (the
+///   local limiter adds first and takes back on a refusal only because it has no lock). Times are
+///   relative to now, in nanoseconds below 2^53: exact in doubles.
+/// - `e` limit ttl_ms: a concurrency counter; `{1}` entered or `{0}`.
+/// - `x` count: leaves `count` times, never below zero; `{1}`.
+/// - `r` limit amount ttl_s cutoff: committed += amount when it stays within the limit; with
+///   cutoff `1`, what is left when the amount does not fit. `{1, committed_after, amount}` or
+///   `{0, committed_now, 0}`.
+/// - `s` reserved actual ttl_s: committed = max(0, committed - reserved) + actual,
 ///   spent += actual; `{1}`.
+///
+/// One string instead of six arguments and a key per step: a governed request's admission and
+/// release came to ~700 bytes of RESP (the same key names written again for every request);
+/// the program is ~25 bytes a step and each key goes once per call.
 pub(super) const STEPS_LUA: &str = r#"
 if redis.replicate_commands then
   redis.replicate_commands()
@@ -100,11 +105,11 @@ local function window(k, limit, cost, mode, ttl)
     end
   end
   local function decide()
-    if mode == 'charge' then
+    if mode == '2' then
       add()
       return {1, math.max(limit - sum, 0), reset(), 0}
     end
-    if mode == 'check' then
+    if mode == '1' then
       if sum >= limit then
         return {0, 0, reset(), wait(sum + 1 - limit)}
       end
@@ -136,10 +141,10 @@ local function enter(k, limit, ttl)
   return {1}
 end
 
-local function exit(k)
+local function exit(k, n)
   local c = tonumber(redis.call('GET', k) or '0') or 0
-  if c > 1 then
-    redis.call('DECR', k)
+  if c > n then
+    redis.call('DECRBY', k, n)
   else
     redis.call('DEL', k)
   end
@@ -186,24 +191,27 @@ end
 -- One flat reply: every step's numbers in order, space-separated (a step that did not run is
 -- `-1`). One bulk string costs the client one value to parse where nested arrays cost one per
 -- number.
+local T = {}
+for t in string.gmatch(ARGV[1], '%S+') do
+  T[#T + 1] = t
+end
 local out = {}
 local skip = nil
-for i = 1, #KEYS do
-  local a = (i - 1) * 6
-  local kind, k, group = ARGV[a + 1], KEYS[i], ARGV[a + 6]
+for a = 0, #T - 7, 7 do
+  local kind, k, group = T[a + 1], KEYS[tonumber(T[a + 2])], T[a + 7]
   local r
   if group == skip then
     r = {-1}
-  elseif kind == 'window' then
-    r = window(k, tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), ARGV[a + 4], ARGV[a + 5])
-  elseif kind == 'enter' then
-    r = enter(k, tonumber(ARGV[a + 2]), ARGV[a + 3])
-  elseif kind == 'exit' then
-    r = exit(k)
-  elseif kind == 'reserve' then
-    r = reserve(k, tonumber(ARGV[a + 2]), ARGV[a + 3], tonumber(ARGV[a + 4]), ARGV[a + 5])
-  elseif kind == 'settle' then
-    r = settle(k, ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
+  elseif kind == 'w' then
+    r = window(k, tonumber(T[a + 3]), tonumber(T[a + 4]), T[a + 5], T[a + 6])
+  elseif kind == 'e' then
+    r = enter(k, tonumber(T[a + 3]), T[a + 4])
+  elseif kind == 'x' then
+    r = exit(k, tonumber(T[a + 3]))
+  elseif kind == 'r' then
+    r = reserve(k, tonumber(T[a + 3]), T[a + 4], tonumber(T[a + 5]), T[a + 6])
+  elseif kind == 's' then
+    r = settle(k, T[a + 3], T[a + 4], T[a + 5])
   else
     return redis.error_reply('unknown step ' .. tostring(kind))
   end
@@ -241,8 +249,10 @@ pub enum Step<K> {
         key: K,
         limit: u64,
     },
+    /// Leaves the concurrency limit `count` times (a batch's releases of one key, merged).
     Exit {
         key: K,
+        count: u64,
     },
     /// A reservation on the budget `key` for the period starting `period_start`; `ttl_secs`:
     /// seconds until the period's end + 1 day (None: no expiry). `cutoff`: reserve what is left
@@ -356,29 +366,15 @@ impl RedisStore {
         if groups.iter().all(|g| g.is_empty()) {
             return Ok(vec![Vec::new(); groups.len()]);
         }
-        // One `EVALSHA` written straight into a command's single buffer: the client's script
-        // invocation kept each argument in a vector of its own and copied them all into a
-        // command (about 50 allocations per governed request). Keys first, then each step's six
-        // arguments; numbers go in as integers, unused ones `0`.
-        let steps = || {
-            groups
-                .iter()
-                .enumerate()
-                .flat_map(|(group, steps)| steps.iter().map(move |s| (group, s)))
-        };
+        // One `EVALSHA`: the distinct keys, then the whole batch as one program string (see
+        // [`STEPS_LUA`]).
+        let (keys, program) = self.encode(groups);
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.scripts.steps.get_hash())
-            .arg(groups.iter().map(|g| g.len()).sum::<usize>());
-        let mut key = String::new();
-        for (_, step) in steps() {
-            key.clear();
-            self.write_key(&mut key, step);
+        cmd.arg(self.scripts.steps.get_hash()).arg(keys.len());
+        for key in &keys {
             cmd.arg(key.as_str());
         }
-        for (group, step) in steps() {
-            write_args(&mut cmd, step);
-            cmd.arg(group);
-        }
+        cmd.arg(program.as_bytes());
         let mut conn = self.conn.clone();
         let reply: Vec<u8> = match bounded("counter steps", cmd.query_async(&mut conn)).await {
             // A Redis that restarted (or flushed its scripts) does not know the script yet.
@@ -405,81 +401,123 @@ impl RedisStore {
     }
 }
 
+/// How far back [`RedisStore::encode`] looks for a key already sent in the same call: the steps of
+/// one request, and the same keys named by the requests queued beside it, sit close together; a
+/// batch of many distinct keys costs at most this many comparisons a step (a key seen earlier is
+/// then sent twice, which is only less compact).
+const KEY_LOOKBACK: usize = 32;
+
+/// A step's key as the script sees it, before its prefix is written: (kind, caller's key, period).
+type KeyId<'a> = (&'static str, &'a str, Option<i64>);
+
 impl RedisStore {
-    /// A step's key, prefixed (`{prefix}win:…`, `{prefix}conc:…`, `{prefix}budget:…:{period}`).
-    fn write_key<K: AsRef<str>>(&self, out: &mut String, step: &Step<K>) {
-        match step {
-            Step::Window { key, .. } => self.write_key_of(out, "win:", key.as_ref(), None),
-            Step::Enter { key, .. } | Step::Exit { key } => {
-                self.write_key_of(out, "conc:", key.as_ref(), None)
+    /// The call's distinct keys (prefixed) and its program: seven tokens a step, as [`STEPS_LUA`]
+    /// reads them.
+    fn encode<K: AsRef<str>>(&self, groups: &[&[Step<K>]]) -> (Vec<String>, String) {
+        let steps: usize = groups.iter().map(|g| g.len()).sum();
+        let mut ids: Vec<KeyId<'_>> = Vec::new();
+        let mut keys: Vec<String> = Vec::new();
+        let mut program = String::with_capacity(steps * 32);
+        for (group, steps) in groups.iter().enumerate() {
+            for step in steps.iter() {
+                let id = key_id(step);
+                let seen = ids.len().saturating_sub(KEY_LOOKBACK);
+                let index = match ids[seen..].iter().position(|k| *k == id) {
+                    Some(i) => seen + i,
+                    None => {
+                        let mut key = String::with_capacity(self.prefix.len() + id.1.len() + 24);
+                        self.write_key_of(&mut key, id.0, id.1, id.2);
+                        ids.push(id);
+                        keys.push(key);
+                        ids.len() - 1
+                    }
+                };
+                write_step(&mut program, step, index + 1, group);
             }
-            Step::Reserve {
-                key, period_start, ..
-            }
-            | Step::Settle {
-                key, period_start, ..
-            } => self.write_key_of(out, "budget:", key.as_ref(), Some(*period_start)),
         }
+        (keys, program)
     }
 }
 
-/// A step's five arguments before its group (see [`STEPS_LUA`]).
-fn write_args<K>(cmd: &mut redis::Cmd, step: &Step<K>) {
+/// A step's key layout: `{prefix}win:…`, `{prefix}conc:…`, `{prefix}budget:…:{period}`.
+fn key_id<K: AsRef<str>>(step: &Step<K>) -> KeyId<'_> {
     match step {
+        Step::Window { key, .. } => ("win:", key.as_ref(), None),
+        Step::Enter { key, .. } | Step::Exit { key, .. } => ("conc:", key.as_ref(), None),
+        Step::Reserve {
+            key, period_start, ..
+        }
+        | Step::Settle {
+            key, period_start, ..
+        } => ("budget:", key.as_ref(), Some(*period_start)),
+    }
+}
+
+/// A step's seven tokens (see [`STEPS_LUA`]), each followed by a space; `key` is its 1-based
+/// index in `KEYS`.
+fn write_step<K>(out: &mut String, step: &Step<K>, key: usize, group: usize) {
+    let num = |out: &mut String, n: u64| {
+        out.push_str(itoa::Buffer::new().format(n));
+        out.push(' ');
+    };
+    let (kind, args): (&str, [u64; 4]) = match step {
         Step::Window {
             limit_per_minute,
             cost,
             mode,
             ..
-        } => {
-            let mode = match mode {
-                WindowMode::Acquire => "acquire",
-                WindowMode::Check => "check",
-                WindowMode::Charge => "charge",
-            };
-            cmd.arg("window")
-                .arg(clamp_i64((*limit_per_minute).max(1)))
+        } => (
+            "w ",
+            [
+                clamp_i64((*limit_per_minute).max(1)),
                 // At most u32::MAX units per call, as the local buckets count.
-                .arg((*cost).min(u64::from(u32::MAX)))
-                .arg(mode)
-                .arg(WINDOW_TTL_MS);
-        }
-        Step::Enter { limit, .. } => {
-            cmd.arg("enter")
-                .arg(clamp_i64(*limit))
-                .arg(CONC_TTL_MS)
-                .arg(0)
-                .arg(0);
-        }
-        Step::Exit { .. } => {
-            cmd.arg("exit").arg(0).arg(0).arg(0).arg(0);
-        }
+                (*cost).min(u64::from(u32::MAX)),
+                match mode {
+                    WindowMode::Acquire => 0,
+                    WindowMode::Check => 1,
+                    WindowMode::Charge => 2,
+                },
+                WINDOW_TTL_MS,
+            ],
+        ),
+        Step::Enter { limit, .. } => ("e ", [clamp_i64(*limit), CONC_TTL_MS, 0, 0]),
+        Step::Exit { count, .. } => ("x ", [*count, 0, 0, 0]),
         Step::Reserve {
             limit,
             amount,
             ttl_secs,
             cutoff,
             ..
-        } => {
-            cmd.arg("reserve")
-                .arg(clamp_i64(*limit))
-                .arg(clamp_i64(*amount))
-                .arg(clamp_i64(ttl_secs.unwrap_or(0)))
-                .arg(u8::from(*cutoff));
-        }
+        } => (
+            "r ",
+            [
+                clamp_i64(*limit),
+                clamp_i64(*amount),
+                clamp_i64(ttl_secs.unwrap_or(0)),
+                u64::from(*cutoff),
+            ],
+        ),
         Step::Settle {
             reserved,
             actual,
             ttl_secs,
             ..
-        } => {
-            cmd.arg("settle")
-                .arg(clamp_i64(*reserved))
-                .arg(clamp_i64(*actual))
-                .arg(clamp_i64(ttl_secs.unwrap_or(0)))
-                .arg(0);
-        }
+        } => (
+            "s ",
+            [
+                clamp_i64(*reserved),
+                clamp_i64(*actual),
+                clamp_i64(ttl_secs.unwrap_or(0)),
+                0,
+            ],
+        ),
+    };
+    out.push_str(kind);
+    num(out, key as u64);
+    for a in args {
+        num(out, a);
     }
+    num(out, group as u64);
 }
 
 #[cfg(test)]
@@ -504,7 +542,7 @@ mod tests {
                 cutoff: false,
             },
             Step::Enter { key: "c", limit: 2 },
-            Step::Exit { key: "c" },
+            Step::Exit { key: "c", count: 1 },
         ];
         let mut r = Replies::new(b"1 59 60123456789 0 0 9007199254740993 0 -1 -1");
         assert_eq!(
