@@ -7,6 +7,8 @@
 # serves: RPS(B)/RPS(A) = 1 / cpu_ratio when the gateway is the bottleneck. Needs 2 CPUs.
 #   bash benches/paired.sh                    none vs gov, 5 rounds of 5 s at c=32
 #   A=key B=gov ROUNDS=8 DURATION=3 CONNS=64 bash benches/paired.sh
+#   SEQ=1 A=gov B=fleet bash benches/paired.sh   each round loads A, then B (each has CPU 1 to
+#                                                itself): also reports the requests-per-second ratio
 #   A=none B=none B_BIN=/tmp/old/switchyard bash benches/paired.sh   two builds of one config
 #   STREAM=1 A=none B=none A_BIN=/tmp/old/switchyard bash benches/paired.sh   the same, streamed
 # Configs (benches/lib.sh): none = no auth; key = one virtual key; gov = the key with request,
@@ -63,18 +65,23 @@ DURATION=1 load $((UP_PORT + 1)) /dev/null & DURATION=1 load $((UP_PORT + 2)) /d
 : > "$work/rounds"
 for _ in $(seq 1 "$ROUNDS"); do
   a0=$(cpu $a_pid); b0=$(cpu $b_pid)
-  load $((UP_PORT + 1)) "$work/a.out" & la=$!
-  load $((UP_PORT + 2)) "$work/b.out" & lb=$!
-  wait $la $lb
+  if [ -n "${SEQ:-}" ]; then   # one after the other: each gateway has CPU 1 to itself
+    load $((UP_PORT + 1)) "$work/a.out"; load $((UP_PORT + 2)) "$work/b.out"
+  else
+    load $((UP_PORT + 1)) "$work/a.out" & la=$!
+    load $((UP_PORT + 2)) "$work/b.out" & lb=$!
+    wait $la $lb
+  fi
   a1=$(cpu $a_pid); b1=$(cpu $b_pid)
   echo "$(requests "$work/a.out") $((a1 - a0)) $(requests "$work/b.out") $((b1 - b0)) $(errors "$work/a.out")$(errors "$work/b.out")" >> "$work/rounds"
 done
 
-python3 - "$work/rounds" "$A" "$B" "$CONNS" "$DURATION" "$(getconf CLK_TCK)" <<'PY'
+python3 - "$work/rounds" "$A" "$B" "$CONNS" "$DURATION" "$(getconf CLK_TCK)" "${SEQ:-}" <<'PY'
 import statistics, sys
-path, a, b, conns, duration, tick = sys.argv[1:]
+path, a, b, conns, duration, tick, seq = sys.argv[1:]
 rows = [l.split() for l in open(path) if l.strip()]
-print(f"\npaired A/B on one shared core: {a} vs {b}, wrk -t1 -c{conns} each, {duration}s rounds")
+how = "one after the other on CPU 1" if seq else "on one shared core"
+print(f"\npaired A/B {how}: {a} vs {b}, wrk -t1 -c{conns} each, {duration}s rounds")
 print(f"{'round':>5} {a + ' req':>12} {a + ' CPU s':>10} {b + ' req':>12} {b + ' CPU s':>10} {'CPU/req ' + b + '/' + a:>18}")
 ratios = []
 for i, r in enumerate(rows, 1):
@@ -85,6 +92,9 @@ for i, r in enumerate(rows, 1):
     ratios.append(ratio)
     print(f"{i:>5} {ra:>12} {ca / int(tick):>10.2f} {rb:>12} {cb / int(tick):>10.2f} {ratio:>18.3f}")
 m = statistics.median(ratios)
+if seq:
+    rps = statistics.median(int(r[2]) / int(r[0]) for r in rows)
+    print(f"median requests per second {b}/{a}: {rps:.3f}x (each alone on CPU 1)")
 print(f"median CPU per request {b}/{a}: {m:.3f}x (rounds {min(ratios):.3f}-{max(ratios):.3f}) "
       f"=> one core serves {1 / m:.3f}x the requests with {b} ({(1 / m - 1) * 100:+.1f} %)")
 PY

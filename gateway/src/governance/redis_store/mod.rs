@@ -27,9 +27,9 @@
 //! - `{prefix}conc:{key}`: requests in flight, expiring 10 minutes after the last entry (a safety
 //!   net against holders that crashed without exiting).
 //!
-//! Lua numbers are doubles: budget comparisons are exact below 2^53 nano-dollars (about
-//! $9 million per period; the stored values themselves are exact 64-bit integers), and a rate
-//! window's sum is exact below 2^53 units (a call adds at most `u32::MAX`, as the local buckets).
+//! Lua numbers are doubles: budgets are exact below 2^53 nano-dollars (about $9 million per
+//! period; the script computes in doubles and writes the results back), and a rate window's sum
+//! is exact below 2^53 units (a call adds at most `u32::MAX`, as the local buckets).
 //!
 //! Every call is bounded by [`OP_TIMEOUT`] so that a dead Redis never hangs a request; the
 //! connection manager reconnects by itself when Redis comes back.
@@ -472,6 +472,114 @@ mod tests {
             ]
         );
         assert!(out[2].len() == 1 && out[2][0].refused());
+    }
+
+    /// One call of many requests naming the same counters (each read once, written once at the
+    /// end) leaves what the same steps one call each leave.
+    #[tokio::test]
+    async fn steps_sharing_counters_in_one_call_match_one_call_each() {
+        let srv = TestRedis::start();
+        let s = srv.store().await;
+        let admission = |w: &'static str, c: &'static str, b: &'static str| {
+            vec![
+                Step::Window {
+                    key: w,
+                    limit_per_minute: 3,
+                    cost: 1,
+                    mode: WindowMode::Acquire,
+                },
+                Step::Enter { key: c, limit: 4 },
+                Step::Reserve {
+                    key: b,
+                    period_start: 0,
+                    limit: 100,
+                    amount: 30,
+                    ttl_secs: Some(600),
+                    cutoff: false,
+                },
+            ]
+        };
+        let release = |c: &'static str, b: &'static str| {
+            vec![
+                Step::Settle {
+                    key: b,
+                    period_start: 0,
+                    reserved: 30,
+                    actual: 7,
+                    ttl_secs: Some(600),
+                },
+                Step::Exit { key: c, count: 1 },
+            ]
+        };
+        // Batched: five admissions in one call, then two releases and a sixth admission.
+        let one: Vec<Vec<Step<&str>>> = (0..5).map(|_| admission("w1", "c1", "b1")).collect();
+        let refs: Vec<&[Step<&str>]> = one.iter().map(|g| g.as_slice()).collect();
+        let batched = s.groups(&refs).await.unwrap();
+        let second = [
+            release("c1", "b1"),
+            release("c1", "b1"),
+            admission("w1", "c1", "b1"),
+        ];
+        let refs: Vec<&[Step<&str>]> = second.iter().map(|g| g.as_slice()).collect();
+        let batched_after = s.groups(&refs).await.unwrap();
+        // The same steps, one call each, on other counters.
+        let mut alone = Vec::new();
+        for _ in 0..5 {
+            alone.push(s.steps(&admission("w2", "c2", "b2")).await.unwrap());
+        }
+        let mut alone_after = Vec::new();
+        for steps in [
+            release("c2", "b2"),
+            release("c2", "b2"),
+            admission("w2", "c2", "b2"),
+        ] {
+            alone_after.push(s.steps(&steps).await.unwrap());
+        }
+        // Windows answer reset times from the server's clock; compare what must agree.
+        let shape = |groups: &[Vec<Outcome>]| -> Vec<Vec<String>> {
+            groups
+                .iter()
+                .map(|g| {
+                    g.iter()
+                        .map(|o| match o {
+                            Outcome::Window(w) => format!("window {} {}", w.allowed, w.remaining),
+                            other => format!("{other:?}"),
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        assert_eq!(shape(&batched), shape(&alone));
+        assert_eq!(shape(&batched_after), shape(&alone_after));
+        // Three fit the window; the fourth and fifth stop at it (nothing else of theirs ran);
+        // three reservations of 30 fit a budget of 100.
+        assert_eq!(
+            shape(&batched)[3..],
+            [
+                vec!["window false 0".to_string()],
+                vec!["window false 0".to_string()]
+            ]
+        );
+        assert_eq!(s.totals("b1", 0).await.unwrap(), (14, 14 + 30));
+        assert_eq!(
+            s.totals("b1", 0).await.unwrap(),
+            s.totals("b2", 0).await.unwrap()
+        );
+        let mut conn = s.conn.clone();
+        for key in ["c1", "c2"] {
+            let n: i64 = redis::cmd("GET")
+                .arg(format!("test:conc:{key}"))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!(n, 1, "{key}: three entered, two left");
+            let ttl: i64 = redis::cmd("PTTL")
+                .arg(format!("test:conc:{key}"))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert!(ttl > 0, "{key} keeps its expiry: {ttl}");
+        }
     }
 
     #[tokio::test]
