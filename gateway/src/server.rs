@@ -136,10 +136,9 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
         crate::store::listen::start(pg.clone(), Arc::new(reload))
             .map_err(|e| StartError::Postgres(crate::store::PgError::Runtime(e)))?;
     }
-    let jwks_handle = server.add_service(background_service(
-        "switchyard jwks",
-        JwksRefresher { auth: auth.clone() },
-    ));
+    // Every background job on one thread (see `ops::background`).
+    let mut background = crate::ops::background::Background::default();
+    background.add(JwksRefresher { auth: auth.clone() });
     let reloader = Reloader {
         path: options.conf_path,
         live: live.clone(),
@@ -148,43 +147,34 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
         auth: auth.clone(),
         spend: spend.clone(),
     };
-    let reload_handle = server.add_service(background_service("switchyard reload", reloader));
+    background.add(reloader);
     // Installed even without `telemetry.otlp`, so a reload can turn tracing on; until then a
     // request pays one config check.
     if let Some(rx) = crate::ops::otlp::install(metrics.otlp_dropped.clone()) {
-        server.add_service(background_service(
-            "switchyard otlp",
-            crate::ops::otlp::Shipper {
-                rx: std::sync::Mutex::new(Some(rx)),
-                live: live.clone(),
-            },
-        ));
+        background.add(crate::ops::otlp::Shipper {
+            rx: std::sync::Mutex::new(Some(rx)),
+            live: live.clone(),
+        });
     }
     crate::ops::events::set_enabled(!cfg.events.is_empty());
     if let Some(rx) = crate::ops::events::install() {
-        server.add_service(background_service(
-            "switchyard events",
-            crate::ops::events::dispatcher::Dispatcher {
-                rx: std::sync::Mutex::new(Some(rx)),
-                live: live.clone(),
-                auth: auth.clone(),
-                path: cfg.store.sqlite_path.clone(),
-                pg: pg.clone(),
-            },
-        ));
+        background.add(crate::ops::events::dispatcher::Dispatcher {
+            rx: std::sync::Mutex::new(Some(rx)),
+            live: live.clone(),
+            auth: auth.clone(),
+            path: cfg.store.sqlite_path.clone(),
+            pg: pg.clone(),
+        });
     }
     let connector = Connector::new(Some(ConnectorOptions::from_server_conf(
         &server.configuration,
     )));
     let in_flight = InFlight::default();
-    server.add_service(background_service(
-        "switchyard drain",
-        Drain {
-            in_flight: in_flight.clone(),
-            access_log: access_log.clone(),
-            spend: spend.clone(),
-        },
-    ));
+    background.add(Drain {
+        in_flight: in_flight.clone(),
+        access_log: access_log.clone(),
+        spend: spend.clone(),
+    });
     let gateway = Gateway {
         live: live.clone(),
         spend: spend.clone(),
@@ -236,14 +226,15 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
             &server.configuration,
         )))),
     };
-    for (name, lb) in crate::routing::health::balancers(&checker) {
-        server.add_service(background_service(&format!("switchyard health {name}"), lb));
+    for (_, lb) in crate::routing::health::balancers(&checker) {
+        background.add(lb);
     }
-    let health_handle = server.add_service(background_service("switchyard health", checker));
+    background.add(checker);
+    let background_handle =
+        server.add_service(background_service("switchyard background", background));
     let inference_handle = server.add_service(inference);
-    inference_handle.add_dependency(&health_handle);
-    inference_handle.add_dependency(&reload_handle);
-    inference_handle.add_dependency(&jwks_handle);
+    // Serves once the health checker, the reloader and the JWKS refresher are ready.
+    inference_handle.add_dependency(&background_handle);
 
     if let Some(addr) = &cfg.server.admin_listen {
         let mut admin = Service::new(

@@ -4,6 +4,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod background;
 pub mod drain;
 pub mod events;
 pub mod finish_reasons;

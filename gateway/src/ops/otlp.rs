@@ -13,9 +13,9 @@ use pingora_core::connectors::http::Connector;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use serde_json::{json, Value};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+use tokio::sync::mpsc::{channel, error::TrySendError, Receiver, Sender};
 
 /// Spans waiting for the shipper; more are dropped (and counted).
 const QUEUE: usize = 8192;
@@ -26,15 +26,17 @@ const FLUSH_EVERY: Duration = Duration::from_millis(500);
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Queue {
-    tx: SyncSender<Value>,
+    tx: Sender<Value>,
     dropped: prometheus::IntCounter,
 }
 
 static QUEUE_TX: OnceLock<Queue> = OnceLock::new();
 
-/// Installs the span queue (once per process); the receiver goes to the [`Shipper`].
+/// Installs the span queue (once per process); the receiver goes to the [`Shipper`]. Tokio's
+/// channel takes its slots in blocks of 32 as spans come: a gateway without tracing holds none
+/// (std's `sync_channel` wrote all 8,192 slots at start, 655 KB resident for nothing).
 pub fn install(dropped: prometheus::IntCounter) -> Option<Receiver<Value>> {
-    let (tx, rx) = sync_channel(QUEUE);
+    let (tx, rx) = channel(QUEUE);
     QUEUE_TX.set(Queue { tx, dropped }).ok().map(|()| rx)
 }
 
@@ -285,7 +287,7 @@ impl Shipper {
 impl BackgroundService for Shipper {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let taken = self.rx.lock().ok().and_then(|mut r| r.take());
-        let Some(rx) = taken else { return };
+        let Some(mut rx) = taken else { return };
         let connector = Connector::new(None);
         loop {
             let stop = tokio::select! {
@@ -293,7 +295,9 @@ impl BackgroundService for Shipper {
                 _ = tokio::time::sleep(FLUSH_EVERY) => false,
             };
             loop {
-                let batch: Vec<Value> = rx.try_iter().take(BATCH).collect();
+                let batch: Vec<Value> = std::iter::from_fn(|| rx.try_recv().ok())
+                    .take(BATCH)
+                    .collect();
                 if batch.is_empty() {
                     break;
                 }

@@ -144,7 +144,9 @@ pub struct RequestCtx {
     /// The caller's `anthropic-beta` header, passed on when an Anthropic caller reaches Anthropic.
     pub anthropic_beta: Option<String>,
     /// Limits and budget reservations held by this request (settled in `logging`).
-    pub admission: Option<crate::governance::Admission>,
+    /// Boxed: ~400 bytes that every request's context (moved into Pingora's request future, and
+    /// kept there twice) carried even where nothing is governed.
+    pub admission: Option<Box<crate::governance::Admission>>,
     /// The most this request may cost (nano-dollars), as reserved.
     pub estimate_nanos: u64,
     /// Request body size (the prompt estimate when a provider reports no usage).

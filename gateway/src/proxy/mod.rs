@@ -237,7 +237,7 @@ impl Gateway {
             .await;
         match admitted {
             Ok(a) => {
-                ctx.admission = Some(a);
+                ctx.admission = Some(Box::new(a));
                 Ok(())
             }
             Err(r) => {

@@ -132,8 +132,9 @@ impl Forwarder {
                         .and_then(|t| n.rewrite(t).ok());
                 }
                 if let Some(g) = &guard {
+                    // Boxed, as the whole answer's step: ~3 KB every stream carried otherwise.
                     if let Some(last) =
-                        crate::guardrails::stream::settle(g, ctx, &self.connector).await
+                        Box::pin(crate::guardrails::stream::settle(g, ctx, &self.connector)).await
                     {
                         tail = join(tail, r.emit(last));
                     }

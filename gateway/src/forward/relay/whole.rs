@@ -61,13 +61,15 @@ impl Forwarder {
         let (mut status, mut body) = caller_body(ctx, raw, decoded, facts, answer);
         if !ctx.response_guardrails.is_empty() && (200..300).contains(&status) {
             let before = body.clone();
-            (status, body) = crate::guardrails::answer_step(
+            // Boxed: its webhook call is ~3 KB of future that every whole answer's relay carried
+            // (and every request's future with it) although most gateways run no guardrail.
+            (status, body) = Box::pin(crate::guardrails::answer_step(
                 ctx,
                 &self.connector,
                 answer.inbound.caller,
                 status,
                 body,
-            )
+            ))
             .await;
             if let Some(turn) = &answer.inbound.turn {
                 if body.as_ptr() != before.as_ptr() || body.len() != before.len() {

@@ -15,9 +15,9 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use serde_json::json;
 use std::path::PathBuf;
-use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::mpsc::Receiver;
 
 const TICK: Duration = Duration::from_millis(100);
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -152,7 +152,7 @@ impl Dispatcher {
 impl BackgroundService for Dispatcher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let taken = self.rx.lock().ok().and_then(|mut r| r.take());
-        let Some(rx) = taken else { return };
+        let Some(mut rx) = taken else { return };
         let opened = match &self.pg {
             Some(pg) => Outbox::postgres(pg.clone()),
             None => Outbox::open(self.path.as_deref()),

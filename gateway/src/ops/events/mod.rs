@@ -14,8 +14,8 @@ pub mod outbox;
 
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::OnceLock;
+use tokio::sync::mpsc::{channel, error::TrySendError, Receiver, Sender};
 
 /// Events waiting for the dispatcher before new ones are dropped (and logged).
 const QUEUE: usize = 4096;
@@ -31,14 +31,16 @@ pub struct Raised {
     pub data: Value,
 }
 
-static SENDER: OnceLock<SyncSender<Raised>> = OnceLock::new();
+static SENDER: OnceLock<Sender<Raised>> = OnceLock::new();
 /// Whether any `events[]` receiver is configured (kept current by reloads).
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
 /// Installs the process's event channel; the receiver goes to the dispatcher. A second call
 /// (tests building two servers in one process) gets `None`.
 pub fn install() -> Option<Receiver<Raised>> {
-    let (tx, rx) = sync_channel(QUEUE);
+    // Tokio's channel takes its slots in blocks as events come (std's `sync_channel` wrote all
+    // 4,096 at start: 524 KB resident in a gateway without events).
+    let (tx, rx) = channel(QUEUE);
     SENDER.set(tx).ok().map(|()| rx)
 }
 
@@ -79,7 +81,7 @@ pub fn raise(kind: &'static str, once: Option<String>, data: Value) {
         Err(TrySendError::Full(ev)) => {
             log::error!("events: queue full; dropped {} {}", ev.kind, ev.id)
         }
-        Err(TrySendError::Disconnected(_)) => {}
+        Err(TrySendError::Closed(_)) => {}
     }
 }
 
