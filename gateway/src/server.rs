@@ -151,14 +151,14 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
     // Installed even without `telemetry.otlp`, so a reload can turn tracing on; until then a
     // request pays one config check.
     if let Some(rx) = crate::ops::otlp::install(metrics.otlp_dropped.clone()) {
-        background.add(crate::ops::otlp::Shipper {
+        background.add_after_ready(crate::ops::otlp::Shipper {
             rx: std::sync::Mutex::new(Some(rx)),
             live: live.clone(),
         });
     }
     crate::ops::events::set_enabled(!cfg.events.is_empty());
     if let Some(rx) = crate::ops::events::install() {
-        background.add(crate::ops::events::dispatcher::Dispatcher {
+        background.add_after_ready(crate::ops::events::dispatcher::Dispatcher {
             rx: std::sync::Mutex::new(Some(rx)),
             live: live.clone(),
             auth: auth.clone(),
@@ -170,7 +170,7 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
         &server.configuration,
     )));
     let in_flight = InFlight::default();
-    background.add(Drain {
+    background.add_after_ready(Drain {
         in_flight: in_flight.clone(),
         access_log: access_log.clone(),
         spend: spend.clone(),

@@ -6,7 +6,10 @@
 //! beside one request thread, each with a stack, a runtime and an allocator heap of its own
 //! (about 1 MiB resident between them in a gateway at rest). The jobs are timers and network
 //! waits; none needs a core of its own. The service is ready (for the services that depend on it,
-//! such as the inference listener) once every job has said it is ready.
+//! such as the inference listener) once every job added with [`Background::add`] has said it is
+//! ready; the jobs nothing waits for ([`Background::add_after_ready`]: the drain, the OTLP
+//! shipper, the event dispatcher, which opens its outbox synchronously) start after that, so
+//! that sharing a thread never delays the listeners.
 //!
 //! Owns only the running of the jobs: what each job does stays in its own module.
 
@@ -22,13 +25,21 @@ pub type Job = Arc<dyn BackgroundService + Send + Sync>;
 /// The background jobs, run together on one thread.
 #[derive(Default)]
 pub struct Background {
+    /// Started first; the service is ready when all of them are.
     jobs: Vec<Job>,
+    /// Started once the service is ready.
+    later: Vec<Job>,
 }
 
 impl Background {
-    /// Adds a job; it starts with the service.
+    /// Adds a job whose readiness the service's dependents wait for; it starts with the service.
     pub fn add(&mut self, job: impl BackgroundService + Send + Sync + 'static) {
         self.jobs.push(Arc::new(job));
+    }
+
+    /// Adds a job nothing waits for; it starts once the service is ready.
+    pub fn add_after_ready(&mut self, job: impl BackgroundService + Send + Sync + 'static) {
+        self.later.push(Arc::new(job));
     }
 }
 
@@ -50,15 +61,22 @@ impl BackgroundService for Background {
                     .await
             });
         }
-        let all_ready = async move {
+        let later = self.later.clone();
+        let then = async move {
             for mut rx in readiness {
                 // A job that stopped without a word counts as ready (Pingora's rule: the
                 // notifier says so when dropped).
                 let _ = rx.wait_for(|r| *r).await;
             }
             ready.notify_ready();
+            futures_util::future::join_all(later.iter().map(|job| {
+                // Nothing waits for these: their notifiers speak to no one.
+                let (tx, _) = tokio::sync::watch::channel(false);
+                job.start_with_ready_notifier(shutdown.clone(), ServiceReadyNotifier::new(tx))
+            }))
+            .await;
         };
-        tokio::join!(futures_util::future::join_all(running), all_ready);
+        tokio::join!(futures_util::future::join_all(running), then);
     }
 }
 
@@ -97,6 +115,11 @@ mod tests {
                 started: started.clone(),
             });
         }
+        let later = Arc::new(AtomicUsize::new(0));
+        bg.add_after_ready(Slow {
+            delay: Duration::ZERO,
+            started: later.clone(),
+        });
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         let (tx, mut ready) = tokio::sync::watch::channel(false);
         let t0 = std::time::Instant::now();
@@ -113,6 +136,12 @@ mod tests {
             "waits for the slowest job"
         );
         assert_eq!(started.load(Ordering::SeqCst), 2, "both jobs run at once");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            later.load(Ordering::SeqCst),
+            1,
+            "the later job runs once ready"
+        );
         stop.send(true).expect("the service listens");
         tokio::time::timeout(Duration::from_secs(5), service)
             .await
