@@ -382,7 +382,11 @@ impl KeyStore {
         let Some(mut conn) = self.conn()? else {
             return Err(StoreError::Poisoned);
         };
-        let tx = conn.transaction()?;
+        // Immediate: the write lock is taken (waiting up to rusqlite's 5 s busy timeout) before
+        // the read. A deferred transaction that reads first fails at once with SQLITE_BUSY when
+        // another connection to the file (the ledger writer) committed in between: no busy
+        // handler can mend a stale read snapshot.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let old: Option<String> = tx
             .query_row(
                 "SELECT hash FROM keys WHERE name = ?1 AND revoked = 0",
@@ -520,6 +524,41 @@ mod tests {
         assert_eq!(superseded.len(), 1);
         assert_eq!(superseded[0].hash, hash_key("a-secret"));
         assert_eq!(superseded[0].valid_until, 1234);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The ledger writer commits to the same file between a rotation's read and its writes: the
+    /// rotation waits for the lock instead of failing with SQLITE_BUSY (seen as a 500 in CI).
+    #[test]
+    fn rotation_survives_another_writer_on_the_same_file() {
+        let dir = std::env::temp_dir().join(format!("sy-store-busy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.db");
+        let _ = std::fs::remove_file(&path);
+        let s = KeyStore::open(Some(&path)).unwrap();
+        s.insert(&hash_key("a-secret"), &rec("a")).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (path, stop) = (path.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let conn = Connection::open(&path).unwrap();
+                conn.execute_batch("CREATE TABLE IF NOT EXISTS other (n INTEGER)")
+                    .unwrap();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Holds the write lock a while, as a batch of ledger rows does.
+                    conn.execute_batch("BEGIN IMMEDIATE; INSERT INTO other (n) VALUES (1)")
+                        .unwrap();
+                    std::thread::sleep(std::time::Duration::from_micros(500));
+                    conn.execute_batch("COMMIT").unwrap();
+                }
+            })
+        };
+        for i in 0..200 {
+            let hash = hash_key(&format!("a-secret-{i}"));
+            assert!(s.rotate("a", &hash, 1234).unwrap(), "rotation {i}");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
