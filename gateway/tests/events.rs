@@ -183,6 +183,29 @@ async fn a_key_expiring_within_a_week_is_announced_once_across_restarts() {
     let ev = &of_type(&seen, "key.expiring")[0].event;
     assert_eq!(ev["data"]["key"], "soon");
     assert_eq!(ev["data"]["team"], "t1");
+    // Delivery is at least once: a gateway killed between the receiver's 200 and marking the
+    // row delivered sends it again after the restart (under the same id). Wait for the mark, so
+    // what follows tests the scan alone.
+    let db = dir.join("k.db");
+    let marked = async {
+        loop {
+            let delivered = rusqlite::Connection::open(&db).ok().and_then(|c| {
+                c.query_row(
+                    "SELECT count(*) FROM events_outbox WHERE type = 'key.expiring' AND state = 'delivered'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .ok()
+            });
+            if delivered == Some(1) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), marked)
+        .await
+        .expect("the delivery is marked in the outbox");
     drop(gw);
     // A restart scans again; the event is not sent a second time.
     let _gw = Gateway::start(&cfg, "").await;
