@@ -166,9 +166,9 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
             pg: pg.clone(),
         });
     }
-    let connector = Connector::new(Some(ConnectorOptions::from_server_conf(
-        &server.configuration,
-    )));
+    let options = ConnectorOptions::from_server_conf(&server.configuration);
+    let pool = crate::forward::pool::UpstreamPool::new(Some(options.clone()));
+    let connector = Connector::new(Some(options));
     let in_flight = InFlight::default();
     background.add_after_ready(Drain {
         in_flight: in_flight.clone(),
@@ -180,7 +180,7 @@ pub fn run(cfg: Config, options: RunOptions) -> Result<Infallible, StartError> {
         spend: spend.clone(),
         auth: auth.clone(),
         metrics: metrics.clone(),
-        forwarder: Forwarder::new(connector, spend.clone()),
+        forwarder: Forwarder::new(pool, connector, spend.clone()),
         access_log,
         in_flight,
         client_timeouts: cfg.server.client_timeouts,

@@ -201,10 +201,9 @@ impl Forwarder {
         // A pooled connection may have been closed by the upstream meanwhile: one fresh retry.
         let mut fresh_retry = true;
         loop {
-            // Boxed: Pingora's connect future is ~9 KB (TLS and HTTP/2 set-up states); inline,
-            // it made every try's future that big, and each try is moved into its timeout and the
-            // request's future into Pingora's box — ~40 KB of copying per request.
-            let (mut up, reused) = Box::pin(self.connector.get_http_session(&*peer))
+            let (mut up, reused) = self
+                .pool
+                .acquire(&peer)
                 .await
                 .map_err(|e| classify(&e, "connecting"))?;
             up.set_write_timeout(Some(timeouts.idle));
@@ -260,8 +259,9 @@ impl Forwarder {
                     let headers = up.response_header().map(|h| &h.headers);
                     let retry_after = headers.and_then(|h| {
                         crate::routing::breaker::parse_retry_after(
-                            h.get("retry-after").map(|v| v.as_bytes()),
-                            h.get("retry-after-ms").map(|v| v.as_bytes()),
+                            h.get(http::header::RETRY_AFTER).map(|v| v.as_bytes()),
+                            h.get(&crate::proxy::response_headers::RETRY_AFTER_MS)
+                                .map(|v| v.as_bytes()),
                         )
                     });
                     return Err(TryError {

@@ -1,5 +1,5 @@
 //! Executes a routing plan for one inference request: tries deployments in order, exchanges the
-//! request with the chosen upstream through Pingora's pooled [`Connector`], and relays the answer
+//! request with the chosen upstream through the connection [`pool`], and relays the answer
 //! to the caller as it arrives.
 //!
 //! This is "pattern C" from `docs/architecture.md`: the body was read once in `request_filter`,
@@ -24,6 +24,7 @@ mod cutoff;
 mod fallback;
 pub mod in_process;
 mod plan;
+pub mod pool;
 mod race;
 mod relay;
 mod request_head;
@@ -91,15 +92,22 @@ impl From<GatewayError> for Failure {
     }
 }
 
-/// Runs plans against upstreams. One per process; the connector's pool is shared.
+/// Runs plans against upstreams. One per process; the pools are shared.
 pub struct Forwarder {
+    /// Connections to the deployments' upstreams.
+    pool: pool::UpstreamPool,
+    /// Guardrail webhooks' connections.
     connector: Connector,
     spend: Arc<Spend>,
 }
 
 impl Forwarder {
-    pub fn new(connector: Connector, spend: Arc<Spend>) -> Self {
-        Forwarder { connector, spend }
+    pub fn new(pool: pool::UpstreamPool, connector: Connector, spend: Arc<Spend>) -> Self {
+        Forwarder {
+            pool,
+            connector,
+            spend,
+        }
     }
 
     /// Strict durability: commits the request's ledger row before the caller gets the response's

@@ -22,7 +22,7 @@ pub async fn read_body(
     let announced = session
         .req_header()
         .headers
-        .get("content-length")
+        .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if let Some(n) = announced {
@@ -31,7 +31,7 @@ pub async fn read_body(
     let expects_continue = session
         .req_header()
         .headers
-        .get("expect")
+        .get(http::header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if expects_continue {
         session

@@ -35,7 +35,7 @@ impl HeadFacts {
         let success = (200..300).contains(&status);
         let upstream_sse = up
             .headers
-            .get("content-type")
+            .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
         // A translated stream is a stream whatever the provider calls it (Ollama sends NDJSON).
         let is_stream = success
@@ -46,7 +46,7 @@ impl HeadFacts {
             };
         let declared = up
             .headers
-            .get("content-length")
+            .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
         // A successful non-stream answer is read whole (up to `MAX_UPSTREAM_BODY`) before its
@@ -55,8 +55,10 @@ impl HeadFacts {
         // error body, a stream the upstream answered without SSE) streams through as it comes.
         let read_whole = !is_stream && (translated || (success && !stream_requested));
         let retry_after = crate::routing::breaker::parse_retry_after(
-            up.headers.get("retry-after").map(|v| v.as_bytes()),
-            up.headers.get("retry-after-ms").map(|v| v.as_bytes()),
+            up.headers
+                .get(http::header::RETRY_AFTER)
+                .map(|v| v.as_bytes()),
+            up.headers.get(&rh::RETRY_AFTER_MS).map(|v| v.as_bytes()),
         );
         let retry_after_secs = retry_after.map(crate::routing::breaker::whole_seconds);
         HeadFacts {

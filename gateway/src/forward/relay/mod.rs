@@ -80,13 +80,9 @@ impl Forwarder {
         }
         ctx.completed = true;
         if upstream.response_done() {
-            // Boxed: Pingora's release future is ~3 KB, which inline would be part of every
-            // relay's (and so every request's) future.
-            Box::pin(
-                self.connector
-                    .release_http_session(upstream, peer, Some(POOL_IDLE_TIMEOUT)),
-            )
-            .await;
+            self.pool
+                .release(upstream, peer, Some(POOL_IDLE_TIMEOUT))
+                .await;
         }
     }
 }
