@@ -323,7 +323,7 @@ struct UsageView {
 /// last; a `"usage":` inside a string value would be escaped, so a raw match is a real key) and
 /// just that object is parsed. Falls back to a full parse when that fails.
 pub fn response_usage(body: &[u8]) -> Option<Usage> {
-    if let Some(pos) = memchr::memmem::rfind(body, b"\"usage\":") {
+    if let Some(pos) = finders().usage_key.rfind(body) {
         let mut de = serde_json::Deserializer::from_slice(&body[pos + 8..]);
         if let Ok(Some(u)) = <Option<Usage>>::deserialize(&mut de) {
             return Some(u);
@@ -335,6 +335,8 @@ pub fn response_usage(body: &[u8]) -> Option<Usage> {
 /// Substring searchers built once (building one per call costs more than the search itself on
 /// a short SSE event).
 struct Finders {
+    /// `"usage":` from the end (a whole answer's usage comes last).
+    usage_key: memchr::memmem::FinderRev<'static>,
     usage: memchr::memmem::Finder<'static>,
     usage_spaced: memchr::memmem::Finder<'static>,
     null_usage: memchr::memmem::Finder<'static>,
@@ -344,6 +346,7 @@ struct Finders {
 fn finders() -> &'static Finders {
     static FINDERS: std::sync::OnceLock<Finders> = std::sync::OnceLock::new();
     FINDERS.get_or_init(|| Finders {
+        usage_key: memchr::memmem::FinderRev::new(b"\"usage\":"),
         usage: memchr::memmem::Finder::new(b"\"usage\":{"),
         usage_spaced: memchr::memmem::Finder::new(b"\"usage\": {"),
         null_usage: memchr::memmem::Finder::new(b",\"usage\":null"),

@@ -51,6 +51,10 @@ pub(crate) const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
 /// of 1e-8 dollars (float formatting cost ~1,100 instructions on every answer); what is not a
 /// finite non-negative amount below 10^10 USD is written as the formatter would.
 pub(crate) fn cost_value(usd: f64) -> http::HeaderValue {
+    if usd == 0.0 {
+        // Unpriced deployments (local, mock, self-hosted): no digits to write.
+        return http::HeaderValue::from_static("0.00000000");
+    }
     if !(0.0..1e10).contains(&usd) {
         return rh::value(&format!("{usd:.8}")).unwrap_or(http::HeaderValue::from_static("0"));
     }

@@ -65,12 +65,16 @@ pub(super) fn build(t: &Try<'_>, upstream: &Upstream<'_>) -> Result<RequestHeade
     );
     h.insert(
         &rh::X_SWITCHYARD_HOPS,
-        http::HeaderValue::from(ctx.hops + 1),
+        match ctx.hops {
+            // The first hop (nearly every request): no number to format.
+            0 => static_value("1"),
+            n => http::HeaderValue::from(n + 1),
+        },
     );
     if let Some(trace) = &ctx.trace {
         h.insert(
             &rh::TRACEPARENT,
-            rh::value(&trace.upstream_header()).map_err(internal)?,
+            rh::value(trace.upstream_header()).map_err(internal)?,
         );
     }
     if let Some(cloud) = upstream.cloud {
@@ -84,8 +88,17 @@ pub(super) fn build(t: &Try<'_>, upstream: &Upstream<'_>) -> Result<RequestHeade
     } else {
         let key = upstream.api_key.map(Secret::expose);
         for (name, value) in providers::auth_headers(upstream.dialect, key) {
-            let name = header::HeaderName::from_bytes(name.as_bytes()).map_err(internal)?;
-            let mut value = rh::value(&value).map_err(internal)?;
+            // The usual names without parsing them (~175 instructions each).
+            let name = match name {
+                "authorization" => header::AUTHORIZATION,
+                "x-api-key" => rh::X_API_KEY.clone(),
+                "anthropic-version" => rh::ANTHROPIC_VERSION.clone(),
+                other => header::HeaderName::from_bytes(other.as_bytes()).map_err(internal)?,
+            };
+            // The string's own buffer becomes the value's (no copy).
+            let mut value =
+                http::HeaderValue::from_maybe_shared(bytes::Bytes::from(value.into_bytes()))
+                    .map_err(internal)?;
             // Credentials: never printed by `Debug`, never indexed by HPACK.
             value.set_sensitive(true);
             h.insert(name, value);

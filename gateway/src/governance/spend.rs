@@ -260,14 +260,15 @@ impl Spend {
             input: prometheus::IntCounter,
             output: prometheus::IntCounter,
         }
+        // foldhash, not std's SipHash: ~600 instructions less on every request; the labels are
+        // compared on a hit, so a collision costs a refetch, never a wrong counter.
+        type Fold = foldhash::fast::FixedState;
         thread_local! {
-            static CACHE: std::cell::RefCell<HashMap<u64, Handles>> =
-                std::cell::RefCell::new(HashMap::new());
+            static CACHE: std::cell::RefCell<HashMap<u64, Handles, Fold>> =
+                std::cell::RefCell::new(HashMap::with_hasher(Fold::default()));
         }
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (team, model, provider).hash(&mut h);
-        let key = h.finish();
+        use std::hash::BuildHasher;
+        let key = Fold::default().hash_one((team, model, provider));
         CACHE.with(|c| {
             let mut c = c.borrow_mut();
             let hit = c.get(&key).is_some_and(|h| {

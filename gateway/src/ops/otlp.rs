@@ -71,10 +71,10 @@ fn operation(route: Route) -> &'static str {
 /// is kept with probability `ratio`, decided from its id (every replica decides alike).
 fn sampled(trace: &crate::proxy::trace::TraceContext, ratio: f64) -> bool {
     if trace.parent_id.is_some() {
-        return trace.flags.ends_with('1');
+        return trace.flags().ends_with('1');
     }
     let low = trace
-        .trace_id
+        .trace_id()
         .get(16..)
         .and_then(|h| u64::from_str_radix(h, 16).ok())
         .unwrap_or(0);
@@ -179,7 +179,11 @@ fn spans(ctx: &RequestCtx, trace: &crate::proxy::trace::TraceContext) -> Vec<Val
     ]);
     let name = format!("{op} {}", request_model.as_deref().unwrap_or(""));
     let mut out = vec![span(
-        (&trace.trace_id, &trace.span_id, trace.parent_id.as_deref()),
+        (
+            trace.trace_id(),
+            trace.span_id(),
+            trace.parent_id.as_deref(),
+        ),
         name.trim_end().to_string(),
         2,
         (start_ns, now_ns),
@@ -226,7 +230,7 @@ fn spans(ctx: &RequestCtx, trace: &crate::proxy::trace::TraceContext) -> Vec<Val
             ("error.type", json!(err)),
         ]);
         out.push(span(
-            (&trace.trace_id, &span_id, Some(&trace.span_id)),
+            (trace.trace_id(), &span_id, Some(trace.span_id())),
             format!("{op} {model}"),
             3,
             (begin, end.max(begin)),
@@ -317,11 +321,8 @@ mod tests {
 
     #[test]
     fn sampling_follows_the_caller_or_the_ratio() {
-        let t = |parent: Option<&str>, flags: &str, id: &str| TraceContext {
-            trace_id: id.into(),
-            parent_id: parent.map(String::from),
-            span_id: "00f067aa0ba902b7".into(),
-            flags: flags.into(),
+        let t = |parent: Option<&str>, flags: &str, id: &str| {
+            TraceContext::of(id, parent, "00f067aa0ba902b7", flags)
         };
         let low = "4bf92f3577b34da60000000000000001";
         let high = "4bf92f3577b34da6ffffffffffffff00";

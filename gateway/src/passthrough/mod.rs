@@ -243,10 +243,7 @@ pub fn rewrite_head(
         http::HeaderValue::from(ctx.hops + 1),
     )?;
     if let Some(trace) = &ctx.trace {
-        req.insert_header(
-            rh::TRACEPARENT.clone(),
-            rh::value(&trace.upstream_header())?,
-        )?;
+        req.insert_header(rh::TRACEPARENT.clone(), rh::value(trace.upstream_header())?)?;
     }
     Ok(())
 }

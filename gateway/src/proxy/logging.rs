@@ -159,8 +159,8 @@ impl Gateway {
         let record = serde_json::json!({
             "ts": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
             "request_id": ctx.request_id,
-            "trace_id": ctx.trace.as_ref().map(|t| t.trace_id.as_str()),
-            "span_id": ctx.trace.as_ref().map(|t| t.span_id.as_str()),
+            "trace_id": ctx.trace.as_ref().map(|t| t.trace_id()),
+            "span_id": ctx.trace.as_ref().map(|t| t.span_id()),
             "parent_span_id": ctx.trace.as_ref().and_then(|t| t.parent_id.as_deref()),
             "caller": ctx.identity.as_ref().map(|i| serde_json::json!({
                 "name": i.name, "team": i.team, "project": i.project, "user": i.user, "kind": i.kind.label(),

@@ -16,23 +16,14 @@ pub fn push_hex16(out: &mut String, v: u64) {
     }
 }
 
-fn hex16(v: u64) -> String {
-    let mut s = String::with_capacity(16);
-    push_hex16(&mut s, v);
-    s
-}
-
 /// The trace this request belongs to and the gateway's span in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceContext {
-    /// 32 lowercase hex digits.
-    pub trace_id: String,
+    /// `00-{trace id}-{this hop's span}-{flags}`: the `traceparent` sent upstream, written once;
+    /// the ids are read out of it (one string a request instead of four).
+    traceparent: String,
     /// The caller's span (16 hex), when the caller sent a valid `traceparent`.
     pub parent_id: Option<String>,
-    /// This hop's span (16 hex), sent upstream as the parent.
-    pub span_id: String,
-    /// Trace flags (2 hex), `01` (sampled) for new traces.
-    pub flags: String,
 }
 
 fn is_hex(s: &str, len: usize) -> bool {
@@ -45,36 +36,60 @@ impl TraceContext {
     /// Continues a valid version-00 `traceparent`, or starts a new trace. `random` supplies
     /// 64-bit random values.
     pub fn from_header(header: Option<&[u8]>, mut random: impl FnMut() -> u64) -> TraceContext {
-        let span_id = hex16(random() | 1);
-        if let Some(parsed) = header
+        let span = random() | 1;
+        let mut traceparent = String::with_capacity(55);
+        traceparent.push_str("00-");
+        if let Some((trace_id, parent_id, flags)) = header
             .and_then(|h| std::str::from_utf8(h).ok())
             .and_then(parse)
         {
+            traceparent.push_str(trace_id);
+            traceparent.push('-');
+            push_hex16(&mut traceparent, span);
+            traceparent.push('-');
+            traceparent.push_str(flags);
             return TraceContext {
-                trace_id: parsed.0.to_string(),
-                parent_id: Some(parsed.1.to_string()),
-                span_id,
-                flags: parsed.2.to_string(),
+                traceparent,
+                parent_id: Some(parent_id.to_string()),
             };
         }
-        let mut trace_id = String::with_capacity(32);
-        push_hex16(&mut trace_id, random());
-        push_hex16(&mut trace_id, random() | 1);
+        push_hex16(&mut traceparent, random());
+        push_hex16(&mut traceparent, random() | 1);
+        traceparent.push('-');
+        push_hex16(&mut traceparent, span);
+        traceparent.push_str("-01");
         TraceContext {
-            trace_id,
+            traceparent,
             parent_id: None,
-            span_id,
-            flags: "01".into(),
         }
     }
 
-    /// The `traceparent` to send upstream: same trace, this hop as parent.
-    pub fn upstream_header(&self) -> String {
-        let mut h = String::with_capacity(55);
-        for part in ["00-", &self.trace_id, "-", &self.span_id, "-", &self.flags] {
-            h.push_str(part);
+    /// A context from its parts (tests and span export).
+    pub fn of(trace_id: &str, parent_id: Option<&str>, span_id: &str, flags: &str) -> Self {
+        TraceContext {
+            traceparent: format!("00-{trace_id}-{span_id}-{flags}"),
+            parent_id: parent_id.map(String::from),
         }
-        h
+    }
+
+    /// 32 lowercase hex digits.
+    pub fn trace_id(&self) -> &str {
+        self.traceparent.get(3..35).unwrap_or("")
+    }
+
+    /// This hop's span (16 hex), sent upstream as the parent.
+    pub fn span_id(&self) -> &str {
+        self.traceparent.get(36..52).unwrap_or("")
+    }
+
+    /// Trace flags (2 hex), `01` (sampled) for new traces.
+    pub fn flags(&self) -> &str {
+        self.traceparent.get(53..).unwrap_or("")
+    }
+
+    /// The `traceparent` to send upstream: same trace, this hop as parent.
+    pub fn upstream_header(&self) -> &str {
+        &self.traceparent
     }
 }
 
@@ -99,6 +114,12 @@ fn parse(h: &str) -> Option<(&str, &str, &str)> {
 mod tests {
     use super::*;
 
+    fn hex16(v: u64) -> String {
+        let mut s = String::with_capacity(16);
+        push_hex16(&mut s, v);
+        s
+    }
+
     fn counter() -> impl FnMut() -> u64 {
         let mut n = 0x1234u64;
         move || {
@@ -118,7 +139,9 @@ mod tests {
     fn continues_a_valid_trace_with_a_new_span() {
         let h = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let t = TraceContext::from_header(Some(h), counter());
-        assert_eq!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(t.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(t.flags(), "01");
+        assert!(is_hex(t.span_id(), 16));
         assert_eq!(t.parent_id.as_deref(), Some("00f067aa0ba902b7"));
         let up = t.upstream_header();
         assert!(up.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
@@ -137,8 +160,10 @@ mod tests {
         ] {
             let t = TraceContext::from_header(h, counter());
             assert!(t.parent_id.is_none());
-            assert!(is_hex(&t.trace_id, 32));
-            assert!(parse(&t.upstream_header()).is_some());
+            assert!(is_hex(t.trace_id(), 32));
+            assert!(is_hex(t.span_id(), 16));
+            assert_eq!(t.flags(), "01");
+            assert!(parse(t.upstream_header()).is_some());
         }
     }
 }

@@ -382,6 +382,15 @@ impl QuotaTracker {
                 H::from_static("anthropic-ratelimit-tokens-reset"),
             ),
         ];
+        // Most answers carry none of them (mock and local providers, many compatible servers):
+        // one pass over the names is ~100 instructions, the eight lookups ~1,000.
+        let quota_named = headers.keys().any(|k| {
+            let k = k.as_str();
+            k.starts_with("x-ratelimit-") || k.starts_with("anthropic-ratelimit-")
+        });
+        if !quota_named {
+            return;
+        }
         let text = |name: &H| headers.get(name).and_then(|v| v.to_str().ok());
         let exhausted = |name: &H| text(name).and_then(|v| v.trim().parse::<u64>().ok()) == Some(0);
         let block = |reset: Option<Duration>| {

@@ -217,7 +217,11 @@ pub fn check_task(
 }
 
 fn from_headers(headers: &http::HeaderMap, hints: &mut Hints) -> Result<(), GatewayError> {
-    if headers.is_empty() {
+    // One pass over the names (a handful) instead of three lookups by name (~600 instructions).
+    if !headers
+        .keys()
+        .any(|k| k.as_str().starts_with("x-switchyard-"))
+    {
         return Ok(());
     }
     let text = |name: &http::HeaderName| {
