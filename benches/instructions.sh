@@ -77,10 +77,11 @@ for name in ${CONFIGS:-hop none key gov}; do
     "$client $N $BENCH_KEY ${STREAM:-0} ${PROMPT_BYTES:-0}" -- "${cmd[@]}"
 done
 
-python3 - "$work/results" "$N" <<'PY'
+python3 - "$work/results" "$N" "${STREAM:-0}" <<'PY'
 import sys
 ir = {k: int(v) / int(sys.argv[2]) for k, v in (l.split() for l in open(sys.argv[1]))}
-print(f"\nInstructions per request (callgrind, {sys.argv[2]} non-stream requests, all proxy threads)")
+kind = "streamed" if sys.argv[3] == "1" else "non-stream"
+print(f"\nInstructions per request (callgrind, {sys.argv[2]} {kind} requests, all proxy threads)")
 def ratio(v, base):
     return f"{v / ir[base]:.3f}x {base}" if base in ir else ""
 for name, v in ir.items():
