@@ -538,22 +538,28 @@ mod tests {
         let s = KeyStore::open(Some(&path)).unwrap();
         s.insert(&hash_key("a-secret"), &rec("a")).unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (started, writing) = std::sync::mpsc::channel();
         let writer = {
             let (path, stop) = (path.clone(), stop.clone());
             std::thread::spawn(move || {
                 let conn = Connection::open(&path).unwrap();
                 conn.execute_batch("CREATE TABLE IF NOT EXISTS other (n INTEGER)")
                     .unwrap();
+                started.send(()).unwrap();
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    // Holds the write lock a while, as a batch of ledger rows does.
+                    // Holds the write lock a while, as a batch of ledger rows does, then leaves
+                    // a gap as the ledger's flush interval does (a writer that never lets go
+                    // would starve any other, whose busy handler sleeps between its checks).
                     conn.execute_batch("BEGIN IMMEDIATE; INSERT INTO other (n) VALUES (1)")
                         .unwrap();
                     std::thread::sleep(std::time::Duration::from_micros(500));
                     conn.execute_batch("COMMIT").unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(2));
                 }
             })
         };
-        for i in 0..200 {
+        writing.recv().unwrap();
+        for i in 0..500 {
             let hash = hash_key(&format!("a-secret-{i}"));
             assert!(s.rotate("a", &hash, 1234).unwrap(), "rotation {i}");
         }
