@@ -490,12 +490,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn keys_round_trip_and_rotate() {
-        let dir = std::env::temp_dir().join(format!("sy-store-{}", std::process::id()));
+    /// A directory of this process's own and an absent `state.db` path in it.
+    fn fresh_db(tag: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("{tag}{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("state.db");
         let _ = std::fs::remove_file(&path);
+        (dir, path)
+    }
+
+    #[test]
+    fn keys_round_trip_and_rotate() {
+        let (dir, path) = fresh_db("sy-store-");
         {
             let s = KeyStore::open(Some(&path)).unwrap();
             s.insert(&hash_key("a-secret"), &rec("a")).unwrap();
@@ -531,10 +537,7 @@ mod tests {
     /// rotation waits for the lock instead of failing with SQLITE_BUSY (seen as a 500 in CI).
     #[test]
     fn rotation_survives_another_writer_on_the_same_file() {
-        let dir = std::env::temp_dir().join(format!("sy-store-busy-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("state.db");
-        let _ = std::fs::remove_file(&path);
+        let (dir, path) = fresh_db("sy-store-busy-");
         let s = KeyStore::open(Some(&path)).unwrap();
         s.insert(&hash_key("a-secret"), &rec("a")).unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

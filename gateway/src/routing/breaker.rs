@@ -384,11 +384,7 @@ impl QuotaTracker {
         ];
         // Most answers carry none of them (mock and local providers, many compatible servers):
         // one pass over the names is ~100 instructions, the eight lookups ~1,000.
-        let quota_named = headers.keys().any(|k| {
-            let k = k.as_str();
-            k.starts_with("x-ratelimit-") || k.starts_with("anthropic-ratelimit-")
-        });
-        if !quota_named {
+        if !headers.keys().any(|k| is_quota_header(k.as_str())) {
             return;
         }
         let text = |name: &H| headers.get(name).and_then(|v| v.to_str().ok());
@@ -415,6 +411,12 @@ impl QuotaTracker {
             }
         }
     }
+}
+
+/// A provider's account-quota header (OpenAI's `x-ratelimit-*`, Anthropic's
+/// `anthropic-ratelimit-*`): read here, never shown to callers.
+pub fn is_quota_header(name: &str) -> bool {
+    name.starts_with("x-ratelimit-") || name.starts_with("anthropic-ratelimit-")
 }
 
 /// OpenAI's reset durations: `1s`, `6m0s`, `12ms`, `1h2m3.5s`.

@@ -104,11 +104,9 @@ pub(super) fn caller_head(
     let withheld: smallvec::SmallVec<[http::HeaderName; 4]> = h
         .keys()
         .filter(|k| {
-            let name = k.as_str();
             HOP_BY_HOP.contains(k)
                 || *k == http::header::SET_COOKIE
-                || name.starts_with("x-ratelimit-")
-                || name.starts_with("anthropic-ratelimit-")
+                || crate::routing::breaker::is_quota_header(k.as_str())
         })
         .cloned()
         .collect();
