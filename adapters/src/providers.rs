@@ -217,7 +217,6 @@ pub fn auth_headers(dialect: Dialect, api_key: Option<&str>) -> Vec<(&'static st
         }
         (Dialect::Gemini, Some(k)) => out.push(("x-goog-api-key", k.to_string())),
         (_, Some(k)) => {
-            // Not `format!`: this runs on every request (~250 instructions of formatting).
             let mut v = String::with_capacity(7 + k.len());
             v.push_str("Bearer ");
             v.push_str(k);

@@ -38,6 +38,36 @@ pub(super) struct Try<'a> {
     pub routing: &'a RoutingPolicy,
 }
 
+impl Try<'_> {
+    /// What is left of the request's deadline.
+    fn left(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// `timeout`, or what is left of the deadline when that is less.
+    fn within(&self, timeout: Duration) -> Duration {
+        timeout.min(self.left())
+    }
+
+    fn deadline_reached(&self) -> TryError {
+        TryError {
+            outcome: AttemptOutcome::Timeout,
+            retry_after: None,
+            reason: format!("request deadline of {:?} reached", self.routing.deadline),
+        }
+    }
+
+    /// A wait that failed: the deadline's timeout when it had run out (Pingora's timers fire
+    /// on a 10 ms tick), else what [`classify`] makes of it.
+    fn failed(&self, e: &Error, during: &str) -> TryError {
+        if is_timeout(e) && self.left() < Duration::from_millis(20) {
+            self.deadline_reached()
+        } else {
+            classify(e, during)
+        }
+    }
+}
+
 /// Why one try did not produce a response to relay.
 pub(super) struct TryError {
     pub outcome: AttemptOutcome,
@@ -59,7 +89,7 @@ impl TryError {
 }
 
 /// A response whose header has arrived and which will be relayed. Handed on boxed: it passes
-/// through the try's timeout, the plan step and the relay, and inline each would copy it.
+/// through the try, the plan step and the relay, and inline each would copy it.
 pub(super) struct Committed {
     pub upstream: HttpSession,
     /// Boxed: a peer is ~670 bytes, and the try's future holds it across its awaits.
@@ -90,7 +120,11 @@ pub(super) struct Upstream<'a> {
 }
 
 impl Forwarder {
-    /// One try, bounded by what is left of the request's deadline.
+    /// One try, bounded by what is left of the request's deadline: each of its waits (the
+    /// credential, the address, the connection, each write and the response head) gets the
+    /// smaller of its own timeout and what is left ([`Try::within`]), so no timer of the try's
+    /// own runs beside them (a Pingora timer costs ~850 instructions to register; the waits
+    /// that end at once, a cached address or a pooled connection, register none).
     pub(super) async fn try_within(&self, t: &Try<'_>) -> Result<Box<Committed>, TryError> {
         let ProviderKind::Http {
             dialect,
@@ -108,36 +142,28 @@ impl Forwarder {
                 reason: "not an HTTP provider".into(),
             });
         };
-        let remaining = t.deadline.saturating_duration_since(Instant::now());
         let cloud = cloud.as_deref();
-        pingora_timeout::timeout(remaining, async {
-            let token = match cloud {
-                Some(c) => c.credential().await.map_err(|e| TryError {
+        let token = match cloud {
+            Some(c) => pingora_timeout::timeout(t.left(), c.credential())
+                .await
+                .map_err(|_| t.deadline_reached())?
+                .map_err(|e| TryError {
                     outcome: AttemptOutcome::ConnectError,
                     retry_after: None,
                     reason: format!("cannot get a {} credential: {e}", c.kind()),
                 })?,
-                None => None,
-            };
-            let upstream = Upstream {
-                dialect: *dialect,
-                endpoint,
-                api_key: api_key.as_ref(),
-                headers,
-                cloud,
-                token,
-                proxy: proxy.as_deref(),
-            };
-            self.try_http(t, upstream).await
-        })
-        .await
-        .unwrap_or_else(|_| {
-            Err(TryError {
-                outcome: AttemptOutcome::Timeout,
-                retry_after: None,
-                reason: format!("request deadline of {:?} reached", t.routing.deadline),
-            })
-        })
+            None => None,
+        };
+        let upstream = Upstream {
+            dialect: *dialect,
+            endpoint,
+            api_key: api_key.as_ref(),
+            headers,
+            cloud,
+            token,
+            proxy: proxy.as_deref(),
+        };
+        self.try_http(t, upstream).await
     }
 
     /// One try against an HTTP upstream, up to its response header. A retryable status is a
@@ -161,11 +187,14 @@ impl Forwarder {
         let addr = match upstream.proxy {
             // The proxy resolves the provider's name; the address only keys the pool.
             Some(_) => std::net::SocketAddr::from(([0, 0, 0, 0], endpoint.port)),
-            None => dep.provider.address().await.map_err(|reason| TryError {
-                outcome: AttemptOutcome::ConnectError,
-                retry_after: None,
-                reason,
-            })?,
+            None => pingora_timeout::timeout(t.left(), dep.provider.address())
+                .await
+                .map_err(|_| t.deadline_reached())?
+                .map_err(|reason| TryError {
+                    outcome: AttemptOutcome::ConnectError,
+                    retry_after: None,
+                    reason,
+                })?,
         };
         let mut peer = Box::new(HttpPeer::new(
             addr,
@@ -176,8 +205,6 @@ impl Forwarder {
                 String::new()
             },
         ));
-        peer.options.connection_timeout = Some(timeouts.connect);
-        peer.options.total_connection_timeout = Some(timeouts.connect);
         peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
         peer.options.ca = dep.provider.ca.clone();
         if let Some(proxy) = upstream.proxy {
@@ -201,21 +228,26 @@ impl Forwarder {
         // A pooled connection may have been closed by the upstream meanwhile: one fresh retry.
         let mut fresh_retry = true;
         loop {
+            // Only a new connection waits here (a proxy's CONNECT included): within what is left.
+            let connect = t.within(timeouts.connect);
+            peer.options.connection_timeout = Some(connect);
+            peer.options.total_connection_timeout = Some(connect);
             let (mut up, reused) = self
                 .pool
                 .acquire(&peer)
                 .await
-                .map_err(|e| classify(&e, "connecting"))?;
-            up.set_write_timeout(Some(timeouts.idle));
-            up.set_read_timeout(Some(header_timeout));
+                .map_err(|e| t.failed(&e, "connecting"))?;
             let req = match header.take() {
                 Some(h) => h,
                 None => request_head::build(t, &upstream)?,
             };
             let sent = async {
+                up.set_write_timeout(Some(t.within(timeouts.idle)));
                 up.write_request_header(Box::new(req)).await?;
+                up.set_write_timeout(Some(t.within(timeouts.idle)));
                 up.write_request_body(body.clone(), true).await?;
                 up.finish_request_body().await?;
+                up.set_read_timeout(Some(t.within(header_timeout)));
                 up.read_response_header().await
             }
             .await;
@@ -225,7 +257,7 @@ impl Forwarder {
                     fresh_retry = false;
                     continue;
                 }
-                Err(e) => return Err(classify(&e, "waiting for the response")),
+                Err(e) => return Err(t.failed(&e, "waiting for the response")),
             }
             let status = up
                 .response_header()
@@ -274,10 +306,11 @@ impl Forwarder {
             // Providers send a stream's header at once and its first event when the first token
             // is ready: wait for that event (within `first_byte`) before committing.
             let first_chunk = if stream && (200..300).contains(&status) {
+                up.set_read_timeout(Some(t.within(header_timeout)));
                 match up.read_response_body().await {
                     Ok(Some(chunk)) => Some(chunk),
                     Ok(None) => None,
-                    Err(e) => return Err(classify(&e, "waiting for the first token")),
+                    Err(e) => return Err(t.failed(&e, "waiting for the first token")),
                 }
             } else {
                 None

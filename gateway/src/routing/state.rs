@@ -18,7 +18,7 @@ use pingora_core::utils::tls::{parse_x509, WrappedX509};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use switchyard_filters::guard::BodyLimit;
 
@@ -256,6 +256,13 @@ pub struct ProviderHandle {
     /// The worker pool of a `local` provider (`None` when it failed to start: the provider is
     /// then unhealthy and its deployments are skipped).
     pub local: Option<Arc<LocalPool>>,
+    /// The headers every upstream request to this provider carries (host, content type, user
+    /// agent, API key, `headers`), built by `forward::request_head` on the first try and cloned
+    /// by every later one. A reload makes a new handle, so it never outlives its config.
+    pub upstream_head: OnceLock<http::HeaderMap>,
+    /// The first API path asked of this provider and its parsed upstream URI (the same path
+    /// comes nearly every time; another is parsed per request). Filled by `forward::request_head`.
+    pub upstream_uri: OnceLock<(String, http::Uri)>,
 }
 
 impl ProviderHandle {
@@ -310,6 +317,8 @@ impl ProviderHandle {
             ca,
             metrics,
             local,
+            upstream_head: OnceLock::new(),
+            upstream_uri: OnceLock::new(),
         }
     }
 

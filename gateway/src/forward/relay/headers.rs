@@ -21,7 +21,7 @@ pub(super) struct HeadFacts {
     pub declared: Option<usize>,
     /// The body is read whole before the caller's head is written.
     pub read_whole: bool,
-    /// The upstream's `Retry-After` (or `retry-after-ms`).
+    /// The upstream's `Retry-After` (or `retry-after-ms`); `None` for a success.
     pub retry_after: Option<std::time::Duration>,
     /// The same in whole seconds, rounded up (at least 1), for translated errors.
     pub retry_after_secs: Option<u64>,
@@ -54,12 +54,18 @@ impl HeadFacts {
         // an answer (or error) to translate is always read whole. Anything else (an untranslated
         // error body, a stream the upstream answered without SSE) streams through as it comes.
         let read_whole = !is_stream && (translated || (success && !stream_requested));
-        let retry_after = crate::routing::breaker::parse_retry_after(
-            up.headers
-                .get(http::header::RETRY_AFTER)
-                .map(|v| v.as_bytes()),
-            up.headers.get(&rh::RETRY_AFTER_MS).map(|v| v.as_bytes()),
-        );
+        // Only an error is retried after a wait: a success's head is not searched for one (two
+        // lookups, ~350 instructions, on every answer).
+        let retry_after = if success {
+            None
+        } else {
+            crate::routing::breaker::parse_retry_after(
+                up.headers
+                    .get(http::header::RETRY_AFTER)
+                    .map(|v| v.as_bytes()),
+                up.headers.get(&rh::RETRY_AFTER_MS).map(|v| v.as_bytes()),
+            )
+        };
         let retry_after_secs = retry_after.map(crate::routing::breaker::whole_seconds);
         HeadFacts {
             status,
