@@ -152,7 +152,12 @@ impl Forwarder {
         let spec = ctx.model.as_ref().map(|m| dep.spec(m).model.clone());
         let mut resp = rh::head(200, 16)?;
         let h = &mut resp.headers;
-        rh::add_gateway_headers(h, ctx, spec.as_deref().map(|m| (dep.provider.name(), m)))?;
+        rh::add_gateway_headers(
+            h,
+            ctx,
+            spec.as_deref()
+                .map(|m| rh::ServedBy::Names(dep.provider.name(), m)),
+        )?;
         h.insert(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/json"),

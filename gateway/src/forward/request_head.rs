@@ -42,7 +42,7 @@ pub(super) fn build(t: &Try<'_>, upstream: &Upstream<'_>) -> Result<RequestHeade
     let h = &mut headers;
     let static_value = http::HeaderValue::from_static;
     let per_request = [
-        http::HeaderValue::from(prepared.body.len()),
+        rh::number(prepared.body.len() as u64),
         static_value(match (stream, upstream.dialect) {
             (true, Dialect::Ollama) => "application/x-ndjson",
             (true, Dialect::Bedrock) => "application/vnd.amazon.eventstream",
@@ -53,7 +53,7 @@ pub(super) fn build(t: &Try<'_>, upstream: &Upstream<'_>) -> Result<RequestHeade
         match ctx.hops {
             // The first hop (nearly every request): no number to format.
             0 => static_value("1"),
-            n => http::HeaderValue::from(n + 1),
+            n => rh::number(u64::from(n) + 1),
         },
         match &ctx.trace {
             Some(trace) => rh::value(trace.upstream_header()).map_err(internal)?,

@@ -91,7 +91,7 @@ impl Gateway {
         resp.insert_header(rh::X_REQUEST_ID.clone(), rh::value(&ctx.request_id)?)?;
         resp.insert_header(
             rh::X_SWITCHYARD_CONFIG_GENERATION.clone(),
-            http::HeaderValue::from(ctx.generation()),
+            rh::number(ctx.generation()),
         )?;
         if let Some((route, _)) = passthrough::route_of(ctx) {
             resp.insert_header(

@@ -71,7 +71,35 @@ pub fn set(headers: &mut HeaderMap, name: &HeaderName, text: &str) -> pingora_er
 
 /// Sets `content-length`.
 pub fn set_length(headers: &mut HeaderMap, len: usize) {
-    headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
+    headers.insert(http::header::CONTENT_LENGTH, number(len as u64));
+}
+
+/// `n` as a header value in one allocation of its exact size: `HeaderValue::from(n)` writes
+/// into a 20-byte buffer and then shrinks it (two allocations; three numbers go out on every
+/// request).
+pub fn number(n: u64) -> HeaderValue {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    // Digits are always a valid value; the fallback only keeps this free of a panic.
+    HeaderValue::from_bytes(&digits[at..]).unwrap_or_else(|_| HeaderValue::from(n))
+}
+
+/// Who served an answer, for `x-switchyard-provider` and `x-switchyard-model`.
+#[derive(Clone, Copy)]
+pub enum ServedBy<'a> {
+    /// The provider's name and the upstream model, validated and copied per answer.
+    Names(&'a str, &'a str),
+    /// The same as values made once with the routing state (a clone shares their bytes).
+    Values(&'a (HeaderValue, HeaderValue)),
 }
 
 /// The headers every answer carries: the request id, the caller's `x-ratelimit-*` when a limit
@@ -79,13 +107,10 @@ pub fn set_length(headers: &mut HeaderMap, len: usize) {
 pub fn add_gateway_headers(
     headers: &mut HeaderMap,
     ctx: &RequestCtx,
-    served_by: Option<(&str, &str)>,
+    served_by: Option<ServedBy<'_>>,
 ) -> pingora_error::Result<()> {
     set(headers, &X_REQUEST_ID, &ctx.request_id)?;
-    headers.insert(
-        &X_SWITCHYARD_CONFIG_GENERATION,
-        HeaderValue::from(ctx.generation()),
-    );
+    headers.insert(&X_SWITCHYARD_CONFIG_GENERATION, number(ctx.generation()));
     if let Some(a) = &ctx.admission {
         a.headers.write(headers);
     }
@@ -96,9 +121,16 @@ pub fn add_gateway_headers(
         let v = crate::guardrails::header_value(&ctx.guardrails);
         set(headers, &X_SWITCHYARD_GUARDRAILS, &v)?;
     }
-    if let Some((provider, model)) = served_by {
-        set(headers, &X_SWITCHYARD_PROVIDER, provider)?;
-        set(headers, &X_SWITCHYARD_MODEL, model)?;
+    match served_by {
+        Some(ServedBy::Names(provider, model)) => {
+            set(headers, &X_SWITCHYARD_PROVIDER, provider)?;
+            set(headers, &X_SWITCHYARD_MODEL, model)?;
+        }
+        Some(ServedBy::Values((provider, model))) => {
+            headers.insert(&X_SWITCHYARD_PROVIDER, provider.clone());
+            headers.insert(&X_SWITCHYARD_MODEL, model.clone());
+        }
+        None => {}
     }
     if let Some(m) = ctx.model.as_ref().filter(|_| ctx.fallback) {
         set(headers, &X_SWITCHYARD_FALLBACK, &m.config.name)?;
@@ -109,6 +141,13 @@ pub fn add_gateway_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_are_written_as_http_writes_them() {
+        for n in [0, 7, 10, 42, 999, 1_000_000, u64::MAX] {
+            assert_eq!(number(n), HeaderValue::from(n), "{n}");
+        }
+    }
 
     #[test]
     fn a_head_built_here_goes_out_as_set() {

@@ -150,6 +150,7 @@ pub fn for_request(
         .enumerate()
         .map(|(i, (h, d))| RoutedDeployment {
             index: i,
+            served_by: crate::routing::state::served_by(&h.config.name, &d.model),
             provider: (*h).clone(),
             metrics: metrics.deployment(&base.name, &h.config.name),
             runtime: runtime_for(state, d, base),

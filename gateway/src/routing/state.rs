@@ -112,6 +112,7 @@ impl State {
                     .enumerate()
                     .map(|(i, d)| RoutedDeployment {
                         index: i,
+                        served_by: served_by(&d.provider.name, &d.model),
                         provider: handle_of(&d.provider),
                         metrics: metrics.deployment(&m.name, &d.provider.name),
                         runtime: lender(&by_name, d)
@@ -234,6 +235,15 @@ pub struct RoutedDeployment {
     pub metrics: DeploymentMetrics,
     /// Circuit breaker, Retry-After and latency estimate; survives reloads.
     pub runtime: Arc<crate::routing::breaker::DeploymentRuntime>,
+    /// `x-switchyard-provider` and `x-switchyard-model` of its answers, made once ([`served_by`];
+    /// `None` when a name is not a valid header value: then checked per answer, as before).
+    pub served_by: Option<(http::HeaderValue, http::HeaderValue)>,
+}
+
+/// The header values naming `provider` and its upstream `model`.
+pub fn served_by(provider: &str, model: &str) -> Option<(http::HeaderValue, http::HeaderValue)> {
+    let value = |text: &str| http::HeaderValue::from_str(text).ok();
+    Some((value(provider)?, value(model)?))
 }
 
 impl RoutedDeployment {

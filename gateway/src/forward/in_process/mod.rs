@@ -52,7 +52,11 @@ impl Forwarder {
         };
         let mut resp = rh::head(status, 16)?;
         let h = &mut resp.headers;
-        rh::add_gateway_headers(h, ctx, Some((dep.provider.name(), &spec.model)))?;
+        rh::add_gateway_headers(
+            h,
+            ctx,
+            Some(rh::ServedBy::Names(dep.provider.name(), &spec.model)),
+        )?;
         let mut cost = 0.0;
         if let Some(u) = &ctx.usage {
             cost = crate::governance::cost::cost_usd(&spec.price, u);
@@ -85,7 +89,11 @@ pub(super) async fn write_stream_header(
 ) -> pingora_error::Result<()> {
     let mut resp = rh::head(200, 16)?;
     let h = &mut resp.headers;
-    rh::add_gateway_headers(h, ctx, Some((dep.provider.name(), &spec.model)))?;
+    rh::add_gateway_headers(
+        h,
+        ctx,
+        Some(rh::ServedBy::Names(dep.provider.name(), &spec.model)),
+    )?;
     for (name, v) in [
         (http::header::CONTENT_TYPE, "text/event-stream"),
         (http::header::CACHE_CONTROL, "no-cache"),

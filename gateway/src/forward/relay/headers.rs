@@ -150,11 +150,12 @@ pub(super) fn caller_head(
             http::HeaderValue::from_static("exact"),
         );
     }
-    rh::add_gateway_headers(
-        h,
-        ctx,
-        Some((answer.dep.provider.name(), answer.upstream_model)),
-    )
-    .map_err(Failure::Abort)?;
+    let served_by = match &answer.dep.served_by {
+        Some(values) if values.1.as_bytes() == answer.upstream_model.as_bytes() => {
+            rh::ServedBy::Values(values)
+        }
+        _ => rh::ServedBy::Names(answer.dep.provider.name(), answer.upstream_model),
+    };
+    rh::add_gateway_headers(h, ctx, Some(served_by)).map_err(Failure::Abort)?;
     Ok(resp)
 }
