@@ -23,6 +23,11 @@ use std::time::{Duration, Instant};
 use switchyard_adapters::canonical::{Dialect, TranslateError};
 use switchyard_adapters::providers::Caller;
 
+/// Request bodies up to this size are written without a write timeout (see [`Forwarder::try_http`]):
+/// well under the smallest send buffer Linux gives a TCP socket (`tcp_wmem`'s 16 KiB default)
+/// with the head beside it.
+const WRITES_NEVER_WAIT: usize = 8 * 1024;
+
 /// What one try needs, carried as one value instead of a row of arguments.
 #[derive(Clone, Copy)]
 pub(super) struct Try<'a> {
@@ -49,6 +54,7 @@ impl Try<'_> {
         timeout.min(self.left())
     }
 
+    #[cold]
     fn deadline_reached(&self) -> TryError {
         TryError {
             outcome: AttemptOutcome::Timeout,
@@ -59,6 +65,7 @@ impl Try<'_> {
 
     /// A wait that failed: the deadline's timeout when it had run out (Pingora's timers fire
     /// on a 10 ms tick), else what [`classify`] makes of it.
+    #[cold]
     fn failed(&self, e: &Error, during: &str) -> TryError {
         if is_timeout(e) && self.left() < Duration::from_millis(20) {
             self.deadline_reached()
@@ -225,6 +232,10 @@ impl Forwarder {
         };
         let started = Instant::now();
         let mut header = Some(request_head::build(t, &upstream)?);
+        // A head and a body this small go into the connection's send buffer at once (an idle
+        // connection's is empty; a closed one fails at once): no write can wait, so none needs
+        // a timeout (each costs a timer check). The wait for the answer is bounded either way.
+        let writes_may_wait = body.len() > WRITES_NEVER_WAIT;
         // A pooled connection may have been closed by the upstream meanwhile: one fresh retry.
         let mut fresh_retry = true;
         loop {
@@ -242,9 +253,13 @@ impl Forwarder {
                 None => request_head::build(t, &upstream)?,
             };
             let sent = async {
-                up.set_write_timeout(Some(t.within(timeouts.idle)));
+                if writes_may_wait {
+                    up.set_write_timeout(Some(t.within(timeouts.idle)));
+                }
                 up.write_request_header(Box::new(req)).await?;
-                up.set_write_timeout(Some(t.within(timeouts.idle)));
+                if writes_may_wait {
+                    up.set_write_timeout(Some(t.within(timeouts.idle)));
+                }
                 up.write_request_body(body.clone(), true).await?;
                 up.finish_request_body().await?;
                 up.set_read_timeout(Some(t.within(header_timeout)));
@@ -365,6 +380,7 @@ pub(super) fn prepare_for(
 
 /// Records a failed try everywhere it counts (metrics, provider health, breaker, Retry-After,
 /// the request's failure list). Returns whether the failure allows another try.
+#[cold]
 pub(super) fn note_failure(
     ctx: &mut RequestCtx,
     model: &RoutedModel,
@@ -427,6 +443,7 @@ pub(super) fn is_timeout(e: &Error) -> bool {
     )
 }
 
+#[cold]
 pub(super) fn classify(e: &Error, during: &str) -> TryError {
     let outcome = if is_timeout(e) {
         AttemptOutcome::Timeout

@@ -194,6 +194,7 @@ fn parse_path(path: &str) -> Result<http::Uri, TryError> {
     Ok(http::request::Parts::from(head).uri)
 }
 
+#[cold]
 fn internal(e: impl std::fmt::Display) -> TryError {
     TryError {
         outcome: AttemptOutcome::ConnectError,

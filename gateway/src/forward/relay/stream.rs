@@ -371,6 +371,7 @@ fn too_large(reason: String) -> Midstream {
 }
 
 /// The try's `total` ran out.
+#[cold]
 pub(super) fn over_total(timeouts: &Timeouts) -> Midstream {
     (
         AttemptOutcome::Timeout,
@@ -384,6 +385,7 @@ pub(super) fn over_total(timeouts: &Timeouts) -> Midstream {
 
 /// Why a read in the middle of a body failed: the upstream broke, `total` ran out, or it went
 /// idle.
+#[cold]
 pub(super) fn midstream_failure(e: &Error, deadline: Instant, timeouts: &Timeouts) -> Midstream {
     if !is_timeout(e) {
         (

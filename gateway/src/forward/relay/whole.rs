@@ -152,6 +152,7 @@ pub(in crate::forward) async fn read_success_whole(
 }
 
 /// A failed read, as the relay of a stream describes it.
+#[cold]
 fn unread((outcome, _, reason): Midstream) -> Unread {
     match outcome {
         AttemptOutcome::Timeout => Unread::TimedOut(reason),
@@ -160,6 +161,7 @@ fn unread((outcome, _, reason): Midstream) -> Unread {
 }
 
 /// The failed try's bookkeeping, and the caller's error for it.
+#[cold]
 fn unread_error(ctx: &RequestCtx, answer: &Answer<'_, '_>, unread: Unread) -> GatewayError {
     let dep = answer.dep;
     let model = ctx
