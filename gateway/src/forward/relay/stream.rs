@@ -13,8 +13,10 @@
 //!   event), a non-stream body by [`MAX_UPSTREAM_BODY`] (counted, not held: past it the body is
 //!   cut).
 //!
-//! Each upstream chunk is written as soon as it is read (one downstream write per chunk): see
-//! [`Forwarder::pump`] for why reads are not coalesced.
+//! What the upstream has already sent goes out in one downstream write: chunks that were waiting
+//! when read are gathered until a read would wait (see [`Forwarder::pump`]), so a burst of events
+//! costs one write (and one wake-up of the caller) rather than one per event, and paced events
+//! still go out the moment they arrive.
 
 use super::headers::HeadFacts;
 use super::Answer;
@@ -32,6 +34,8 @@ use bytes::Bytes;
 use pingora_core::protocols::http::client::HttpSession;
 use pingora_error::{Error, ErrorType};
 use pingora_proxy::Session;
+use std::future::Future;
+use std::task::Poll;
 use std::time::Instant;
 use switchyard_adapters::canonical::ErrorKind;
 use switchyard_adapters::sse::MAX_EVENT_BYTES;
@@ -43,10 +47,12 @@ pub(super) type Midstream = (AttemptOutcome, ErrorKind, String);
 /// How the upstream body's relay loop ended.
 enum Pumped {
     /// The upstream body ended, or the provider reported an error in its stream (already
-    /// relayed in the caller's format).
-    Done,
-    /// The upstream failed or broke a bound; the caller has not been told yet.
-    Failed(Midstream),
+    /// relayed in the caller's format). Carries the relayed bytes not yet written, which go out
+    /// with the stream's end.
+    Done(Option<Bytes>),
+    /// The upstream failed or broke a bound; the caller has not been told yet. Carries the
+    /// relayed bytes not yet written, which go out before the caller is told.
+    Failed(Midstream, Option<Bytes>),
     /// A budget's cutoff ended the stream; the caller's response is complete.
     CutOff,
 }
@@ -115,10 +121,10 @@ impl Forwarder {
             started,
             native: native.as_mut().map(|(n, _)| n),
         };
-        let midstream = match self.pump(pipe, ctx, relay.as_mut(), answer).await? {
+        let (midstream, mut unsent) = match self.pump(pipe, ctx, relay.as_mut(), answer).await? {
             Pumped::CutOff => return Ok(()),
-            Pumped::Done => None,
-            Pumped::Failed(m) => Some(m),
+            Pumped::Done(unsent) => (None, unsent),
+            Pumped::Failed(m, unsent) => (Some(m), unsent),
         };
         // The stream's last events (the translator's tail) go out with its end: one write.
         let mut tail = None;
@@ -149,7 +155,7 @@ impl Forwarder {
                     // A guardrail ended the stream with the caller's error event: not the
                     // provider's failure.
                     session
-                        .write_response_body(tail, true)
+                        .write_response_body(join(unsent, tail), true)
                         .await
                         .map_err(Failure::Abort)?;
                     return Ok(());
@@ -163,7 +169,7 @@ impl Forwarder {
                     dep.provider.record_failure(&e.message);
                     ctx.error_code = Some("upstream_stream_error");
                     session
-                        .write_response_body(tail, true)
+                        .write_response_body(join(unsent, tail), true)
                         .await
                         .map_err(Failure::Abort)?;
                     return Ok(());
@@ -183,10 +189,16 @@ impl Forwarder {
                 // Tell the caller in its own stream format, then end the stream cleanly.
                 let ev = r.fail(kind, &reason);
                 session
-                    .write_response_body(Some(ev), true)
+                    .write_response_body(join(unsent, Some(ev)), true)
                     .await
                     .map_err(Failure::Abort)?;
                 return Ok(());
+            }
+            if unsent.is_some() {
+                session
+                    .write_response_body(unsent.take(), false)
+                    .await
+                    .map_err(Failure::Abort)?;
             }
             // A body with a length cannot signal an error: drop the connection so the caller
             // sees a truncated response instead of a silently short one.
@@ -203,26 +215,23 @@ impl Forwarder {
             crate::cache::store_stream(ctx);
         }
         session
-            .write_response_body(tail, true)
+            .write_response_body(join(unsent, tail), true)
             .await
             .map_err(Failure::Abort)?;
         self.complete(ctx, dep, upstream, &peer, started).await;
         Ok(())
     }
 
-    /// Reads the upstream body and writes what each chunk completes, until the body ends, a
-    /// bound is broken or a budget's cutoff is reached.
+    /// Reads the upstream body and writes what it completes, until the body ends, a bound is
+    /// broken or a budget's cutoff is reached.
     ///
-    /// Not coalesced (issue #16): Pingora writes each chunked body write with its own flush, so
-    /// several frames already read could go out as one write, but only by polling the next read
-    /// and dropping it when nothing is waiting. Pingora's client body reader is not cancel-safe:
-    /// for a chunk head split across reads, `v1/body.rs` `do_read_chunked_body` compacts the
-    /// partial head in its buffer (`copy_within` + `truncate`) before awaiting the socket and
-    /// updates its parse state only after, so a read dropped there would corrupt the body (and
-    /// HTTP/2 reads would need their own audit). Keeping the pending read alive across the write
-    /// instead is sound, but it holds `upstream` borrowed, so the per-read timeout (idle and
-    /// what is left of `total`) could no longer be set on it and would need a timer of its own
-    /// per chunk; without a measurement showing per-frame writes matter, it is left as it is.
+    /// Coalesced (issue #16): a read is polled once; when it is ready (the upstream's bytes were
+    /// already waiting) its output joins what is ready to go out and the next read is tried;
+    /// only when a read would wait does what is ready go out, in one write, while that same
+    /// read stays pending (it is awaited, never dropped: Pingora's chunked body reader is not
+    /// cancel-safe, see `v1/body.rs` `do_read_chunked_body`). Each read is bounded by the
+    /// provider's `idle` and what is left of `total` through one timeout around it, in place of
+    /// Pingora's own per-read timeout (turned off here): the same one timer when a read waits.
     async fn pump(
         &self,
         pipe: Pipe<'_, '_>,
@@ -233,7 +242,7 @@ impl Forwarder {
         let Pipe {
             session,
             upstream,
-            mut first_chunk,
+            first_chunk,
             started,
             mut native,
         } = pipe;
@@ -243,21 +252,50 @@ impl Forwarder {
         // Bytes of a non-stream body relayed so far (counted only, never held).
         let mut relayed = 0usize;
         let azure = crate::cloud::content_filter::applies(&dep.provider.config.kind);
+        // What is ready to go out, written when the next read would wait.
+        let mut ready = Ready::default();
+        upstream.set_read_timeout(None);
+        let mut next = first_chunk.map(|c| Ok(Some(c)));
         loop {
-            // One read timeout bounds both the idle gap and what is left of `total`, so no timer
-            // beyond Pingora's own is armed per chunk.
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(Pumped::Failed(over_total(&timeouts)));
-            }
-            upstream.set_read_timeout(Some(timeouts.idle.min(deadline - now)));
-            let next = match first_chunk.take() {
-                Some(c) => Ok(Some(c)),
-                None => upstream.read_response_body().await,
+            let read = match next.take() {
+                Some(read) => read,
+                None => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Ok(Pumped::Failed(over_total(&timeouts), ready.take()));
+                    }
+                    let wait = timeouts.idle.min(deadline - now);
+                    let mut read = std::pin::pin!(pingora_timeout::timeout(
+                        wait,
+                        upstream.read_response_body()
+                    ));
+                    let polled =
+                        std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+                    let done = match polled {
+                        Poll::Ready(done) => done,
+                        Poll::Pending => {
+                            // Nothing more is waiting: what is ready goes out while this read
+                            // waits for the upstream.
+                            if let Some(out) = ready.take() {
+                                session
+                                    .write_response_body(Some(out), false)
+                                    .await
+                                    .map_err(Failure::Abort)?;
+                            }
+                            read.await
+                        }
+                    };
+                    done.unwrap_or_else(|_| {
+                        Error::e_explain(ErrorType::ReadTimedout, "reading the upstream body")
+                    })
+                }
             };
-            let chunk = match next {
-                Err(e) => return Ok(Pumped::Failed(midstream_failure(&e, deadline, &timeouts))),
-                Ok(None) => return Ok(Pumped::Done),
+            let chunk = match read {
+                Err(e) => {
+                    let failure = midstream_failure(&e, deadline, &timeouts);
+                    return Ok(Pumped::Failed(failure, ready.take()));
+                }
+                Ok(None) => return Ok(Pumped::Done(ready.take())),
                 Ok(Some(chunk)) => chunk,
             };
             // Azure's filtered event and what follows it are replaced by the caller's error.
@@ -274,9 +312,10 @@ impl Forwarder {
                 None => {
                     relayed += chunk.len();
                     if relayed > MAX_UPSTREAM_BODY {
-                        return Ok(Pumped::Failed(too_large(format!(
+                        let failure = too_large(format!(
                             "upstream response exceeds {MAX_UPSTREAM_BODY} bytes"
-                        ))));
+                        ));
+                        return Ok(Pumped::Failed(failure, ready.take()));
                     }
                     Some(chunk)
                 }
@@ -287,11 +326,7 @@ impl Forwarder {
                     Err(name) => {
                         let why = format!("the answer was blocked by guardrail `{name}`");
                         let ev = r.fail(ErrorKind::ContentPolicy, &why);
-                        session
-                            .write_response_body(Some(ev), false)
-                            .await
-                            .map_err(Failure::Abort)?;
-                        return Ok(Pumped::Done);
+                        return Ok(Pumped::Done(join(ready.take(), Some(ev))));
                     }
                 },
                 (o, _, _) => o,
@@ -308,10 +343,16 @@ impl Forwarder {
                 }
                 crate::cache::record(ctx, &out);
                 crate::ops::finish_reasons::note(ctx, &out);
-                session
-                    .write_response_body(Some(out), false)
-                    .await
-                    .map_err(Failure::Abort)?;
+                ready.push(out);
+                if ready.len() >= COALESCE_LIMIT {
+                    // An upstream that never pauses still reaches the caller as it goes.
+                    if let Some(out) = ready.take() {
+                        session
+                            .write_response_body(Some(out), false)
+                            .await
+                            .map_err(Failure::Abort)?;
+                    }
+                }
             }
             if filtered {
                 // Azure withheld the rest: the caller's content-policy error ends the stream
@@ -320,7 +361,7 @@ impl Forwarder {
                 ctx.error_code = Some(crate::cloud::content_filter::CODE);
                 let event = crate::cloud::content_filter::stream_event(answer.inbound.caller);
                 session
-                    .write_response_body(Some(event), true)
+                    .write_response_body(join(ready.take(), Some(event)), true)
                     .await
                     .map_err(Failure::Abort)?;
                 return Ok(Pumped::CutOff);
@@ -329,25 +370,67 @@ impl Forwarder {
                 continue;
             };
             if r.oversized() {
-                return Ok(Pumped::Failed(too_large(format!(
+                let failure = too_large(format!(
                     "an upstream stream event exceeds {MAX_EVENT_BYTES} bytes"
-                ))));
+                ));
+                return Ok(Pumped::Failed(failure, ready.take()));
             }
             if r.provider_error().is_some() {
                 // Already told to the caller; nothing after it is worth reading.
-                return Ok(Pumped::Done);
+                return Ok(Pumped::Done(ready.take()));
             }
             if wrote && !r.completed() && over_cutoff(ctx, dep) {
                 // The budget's cutoff: end the stream cleanly, saying why; the upstream
                 // connection is dropped (nothing more is bought).
                 ctx.usage = r.usage();
                 ctx.error_code = Some("budget_exceeded");
+                let stop = r.budget_stop(answer.inbound.caller);
                 session
-                    .write_response_body(Some(r.budget_stop(answer.inbound.caller)), true)
+                    .write_response_body(join(ready.take(), Some(stop)), true)
                     .await
                     .map_err(Failure::Abort)?;
                 return Ok(Pumped::CutOff);
             }
+        }
+    }
+}
+
+/// Relayed bytes past this size go out at once, however many more are waiting.
+const COALESCE_LIMIT: usize = 16 * 1024;
+
+/// Relayed bytes ready to go out in one write: one chunk as it came (no copy), or several
+/// gathered into one buffer.
+#[derive(Default)]
+struct Ready {
+    one: Option<Bytes>,
+    many: bytes::BytesMut,
+}
+
+impl Ready {
+    fn push(&mut self, out: Bytes) {
+        if !self.many.is_empty() {
+            self.many.extend_from_slice(&out);
+            return;
+        }
+        match self.one.take() {
+            None => self.one = Some(out),
+            Some(first) => {
+                self.many.reserve(first.len() + out.len());
+                self.many.extend_from_slice(&first);
+                self.many.extend_from_slice(&out);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.one.as_ref().map_or(self.many.len(), Bytes::len)
+    }
+
+    fn take(&mut self) -> Option<Bytes> {
+        if self.many.is_empty() {
+            self.one.take()
+        } else {
+            Some(self.many.split().freeze())
         }
     }
 }
@@ -404,5 +487,33 @@ pub(super) fn midstream_failure(e: &Error, deadline: Instant, timeouts: &Timeout
                 timeouts.idle
             ),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_bytes_go_out_in_the_order_they_came() {
+        let mut ready = Ready::default();
+        assert_eq!(ready.take(), None);
+        ready.push(Bytes::from_static(b"data: 1\n\n"));
+        assert_eq!(ready.len(), 9);
+        assert_eq!(ready.take(), Some(Bytes::from_static(b"data: 1\n\n")));
+        assert_eq!(ready.take(), None);
+        for n in 2..5 {
+            ready.push(Bytes::from(format!("data: {n}\n\n")));
+        }
+        assert_eq!(ready.len(), 27);
+        assert_eq!(
+            ready.take(),
+            Some(Bytes::from_static(b"data: 2\n\ndata: 3\n\ndata: 4\n\n"))
+        );
+        assert_eq!(ready.len(), 0);
+        ready.push(Bytes::from_static(b"x"));
+        ready.push(Bytes::from_static(b"y"));
+        assert_eq!(ready.take(), Some(Bytes::from_static(b"xy")));
+        assert_eq!(ready.take(), None);
     }
 }
