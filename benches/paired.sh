@@ -15,6 +15,8 @@
 # token and concurrency limits, a team budget and the SQLite spend ledger; fleet = gov on the
 # fleet store (PostgreSQL ledger and keys, budgets and limits in Redis), both started here:
 #   A=gov B=fleet bash benches/paired.sh     the fleet store against the embedded one (#24)
+#   A=hop B=none bash benches/paired.sh      Switchyard against the bare Pingora hop (`hop`:
+#                                            bench's bare-hop on the same mock; the goal of #16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,16 +37,22 @@ conf() { # name port admin
     key) keyed_conf "$2" "$3" $UP_PORT ;;
     gov) governed_conf "$2" "$3" $UP_PORT "$work/ledger-$2.db" ;;
     fleet) fleet_conf "$2" "$3" $UP_PORT "$work/spool-$2.db" ;;
-    *) echo "unknown config $1 (none, key, gov, fleet)" >&2; exit 2 ;;
+    *) echo "unknown config $1 (hop, none, key, gov, fleet)" >&2; exit 2 ;;
   esac
+}
+launch() { # name port admin yaml binary: the gateway of that config, or the bare hop, on CPU 1
+  if [ "$1" = hop ]; then
+    start taskset -c 1 $bin/bare-hop --listen 127.0.0.1:"$2" --upstream 127.0.0.1:$UP_PORT --threads 1
+  else
+    conf "$1" "$2" "$3" > "$4"
+    start taskset -c 1 "$5" run --conf "$4"
+  fi
 }
 case " $A $B " in *" fleet "*) fleet_services ;; esac
 
 start taskset -c 0 $bin/mock-upstream --listen 127.0.0.1:$UP_PORT --threads 1
-conf "$A" $((UP_PORT + 1)) $((UP_PORT + 11)) > "$work/a.yaml"
-conf "$B" $((UP_PORT + 2)) $((UP_PORT + 12)) > "$work/b.yaml"
-start taskset -c 1 "${A_BIN:-$bin/switchyard}" run --conf "$work/a.yaml"; a_pid=${pids[-1]}
-start taskset -c 1 "${B_BIN:-$bin/switchyard}" run --conf "$work/b.yaml"; b_pid=${pids[-1]}
+launch "$A" $((UP_PORT + 1)) $((UP_PORT + 11)) "$work/a.yaml" "${A_BIN:-$bin/switchyard}"; a_pid=${pids[-1]}
+launch "$B" $((UP_PORT + 2)) $((UP_PORT + 12)) "$work/b.yaml" "${B_BIN:-$bin/switchyard}"; b_pid=${pids[-1]}
 for p in $UP_PORT $((UP_PORT + 1)) $((UP_PORT + 2)); do wait_port $p; done
 
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime of every thread, in ticks
