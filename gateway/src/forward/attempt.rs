@@ -184,10 +184,8 @@ impl Forwarder {
             dep,
             prepared,
             stream,
-            may_retry,
             ..
         } = *t;
-        let on = &t.routing.retry.on;
         let endpoint = upstream.endpoint;
         let body = &prepared.body;
         let timeouts = dep.provider.config.timeouts;
@@ -279,43 +277,8 @@ impl Forwarder {
                 .map(|h| h.status.as_u16())
                 .unwrap_or(502);
             if let Some(h) = up.response_header() {
-                dep.provider.quota.observe_headers(&h.headers, now_ms());
-                if let (Some(cloud), 401 | 403) = (upstream.cloud, status) {
-                    // The gateway's credential problem, not the caller's: said in the log.
-                    let kind = h
-                        .headers
-                        .get("x-amzn-errortype")
-                        .and_then(|v| v.to_str().ok());
-                    log::error!(
-                        "provider {} ({}) refused the gateway's credentials: HTTP {status} {}",
-                        dep.provider.name(),
-                        cloud.kind(),
-                        kind.unwrap_or("")
-                    );
-                }
-            }
-            if may_retry {
-                let outcome = match status {
-                    // A loop further down the mesh: retrying elsewhere would only loop again.
-                    508 => None,
-                    429 if on.too_many_requests => Some(AttemptOutcome::Status429),
-                    500..=599 if on.server_error => Some(AttemptOutcome::Status5xx),
-                    _ => None,
-                };
-                if let Some(outcome) = outcome {
-                    let headers = up.response_header().map(|h| &h.headers);
-                    let retry_after = headers.and_then(|h| {
-                        crate::routing::breaker::parse_retry_after(
-                            h.get(http::header::RETRY_AFTER).map(|v| v.as_bytes()),
-                            h.get(&crate::proxy::response_headers::RETRY_AFTER_MS)
-                                .map(|v| v.as_bytes()),
-                        )
-                    });
-                    return Err(TryError {
-                        outcome,
-                        reason: format!("upstream answered {status}"),
-                        retry_after,
-                    });
+                if let Some(failure) = read_head(t, &upstream, h, status) {
+                    return Err(failure);
                 }
             }
             // Providers send a stream's header at once and its first event when the first token
@@ -339,6 +302,56 @@ impl Forwarder {
             }));
         }
     }
+}
+
+/// What the upstream's response head tells before the answer is taken: the provider's quota
+/// headers observed, a cloud credential refusal logged, and — when there is a next step — a
+/// retryable status as the try's failure (with its `Retry-After`).
+fn read_head(
+    t: &Try<'_>,
+    upstream: &Upstream<'_>,
+    h: &pingora_http::ResponseHeader,
+    status: u16,
+) -> Option<TryError> {
+    let dep = t.dep;
+    dep.provider.quota.observe_headers(&h.headers, now_ms());
+    if let (Some(cloud), 401 | 403) = (upstream.cloud, status) {
+        // The gateway's credential problem, not the caller's: said in the log.
+        let kind = h
+            .headers
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok());
+        log::error!(
+            "provider {} ({}) refused the gateway's credentials: HTTP {status} {}",
+            dep.provider.name(),
+            cloud.kind(),
+            kind.unwrap_or("")
+        );
+    }
+    if !t.may_retry {
+        return None;
+    }
+    let on = &t.routing.retry.on;
+    let outcome = match status {
+        // A loop further down the mesh: retrying elsewhere would only loop again.
+        508 => None,
+        429 if on.too_many_requests => Some(AttemptOutcome::Status429),
+        500..=599 if on.server_error => Some(AttemptOutcome::Status5xx),
+        _ => None,
+    }?;
+    let retry_after = crate::routing::breaker::parse_retry_after(
+        h.headers
+            .get(http::header::RETRY_AFTER)
+            .map(|v| v.as_bytes()),
+        h.headers
+            .get(&crate::proxy::response_headers::RETRY_AFTER_MS)
+            .map(|v| v.as_bytes()),
+    );
+    Some(TryError {
+        outcome,
+        reason: format!("upstream answered {status}"),
+        retry_after,
+    })
 }
 
 /// The upstream request for one deployment of `model`.

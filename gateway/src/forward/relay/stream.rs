@@ -265,29 +265,7 @@ impl Forwarder {
                         return Ok(Pumped::Failed(over_total(&timeouts), ready.take()));
                     }
                     let wait = timeouts.idle.min(deadline - now);
-                    let mut read = std::pin::pin!(pingora_timeout::timeout(
-                        wait,
-                        upstream.read_response_body()
-                    ));
-                    let polled =
-                        std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
-                    let done = match polled {
-                        Poll::Ready(done) => done,
-                        Poll::Pending => {
-                            // Nothing more is waiting: what is ready goes out while this read
-                            // waits for the upstream.
-                            if let Some(out) = ready.take() {
-                                session
-                                    .write_response_body(Some(out), false)
-                                    .await
-                                    .map_err(Failure::Abort)?;
-                            }
-                            read.await
-                        }
-                    };
-                    done.unwrap_or_else(|_| {
-                        Error::e_explain(ErrorType::ReadTimedout, "reading the upstream body")
-                    })
+                    read_or_write(session, upstream, &mut ready, wait).await?
                 }
             };
             let chunk = match read {
@@ -393,6 +371,36 @@ impl Forwarder {
             }
         }
     }
+}
+
+/// The next upstream body read, within `wait`. When the read has to wait for the upstream, what
+/// is `ready` goes out first, in one write, while the read stays pending (it is awaited, never
+/// dropped).
+async fn read_or_write(
+    session: &mut Session,
+    upstream: &mut HttpSession,
+    ready: &mut Ready,
+    wait: std::time::Duration,
+) -> Result<pingora_error::Result<Option<Bytes>>, Failure> {
+    let mut read = std::pin::pin!(pingora_timeout::timeout(
+        wait,
+        upstream.read_response_body()
+    ));
+    let polled = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+    let done = match polled {
+        Poll::Ready(done) => done,
+        Poll::Pending => {
+            if let Some(out) = ready.take() {
+                session
+                    .write_response_body(Some(out), false)
+                    .await
+                    .map_err(Failure::Abort)?;
+            }
+            read.await
+        }
+    };
+    Ok(done
+        .unwrap_or_else(|_| Error::e_explain(ErrorType::ReadTimedout, "reading the upstream body")))
 }
 
 /// Relayed bytes past this size go out at once, however many more are waiting.
