@@ -140,14 +140,19 @@ class Processes:
         wait_for_port(port, p, log)
         return port
 
-    def gateway(self, config: str, health_url: str) -> subprocess.Popen:
-        """Writes `config` and runs `switchyard run --conf` on it until `health_url` answers 200."""
+    def gateway(self, config: str, health_url: str, serving_port: int | None = None) -> subprocess.Popen:
+        """Writes `config` and runs `switchyard run --conf` on it until `health_url` answers 200
+        and, when given, `serving_port` accepts connections: the admin listener opens before the
+        inference one (which waits for the background services), so a test that waits on an
+        admin URL names the inference port too."""
         n = len(self.procs)
         conf = self.tmp / f"switchyard-{n}.yaml"
         conf.write_text(config)
         log = self.tmp / f"gateway-{n}.log"
         p = self._spawn([SWITCHYARD, "run", "--conf", str(conf)], log)
         wait_for(health_url, p, log)
+        if serving_port is not None:
+            wait_for_port(serving_port, p, log)
         return p
 
     def stop_all(self, keep_logs: bool) -> None:

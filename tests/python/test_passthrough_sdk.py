@@ -138,7 +138,7 @@ def env(processes):
     processes.gateway(
         CONFIG.format(port=port, admin_port=admin_port, mp=mock.port, admin=ADMIN,
                       provider_key=PROVIDER_KEY, caller_key=CALLER_KEY),
-        f"http://127.0.0.1:{admin_port}/metrics")
+        f"http://127.0.0.1:{admin_port}/metrics", serving_port=port)
     yield mock, port, admin_port
     mock.server.shutdown()
 

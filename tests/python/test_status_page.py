@@ -177,6 +177,7 @@ def test_the_status_page_logs_in_and_shows_what_the_json_says(processes, browser
         CONFIG.format(port=port, admin_port=admin_port, admin=ADMIN, key=KEY,
                       dead_port=refused_port(), db=tmp_path / "state.db"),
         f"http://127.0.0.1:{admin_port}/status.css",
+        serving_port=port,
     )
     for _ in range(3):
         assert chat(port, "chat") == 200
