@@ -127,72 +127,42 @@ pub(super) struct Upstream<'a> {
 }
 
 impl Forwarder {
-    /// One try, bounded by what is left of the request's deadline: each of its waits (the
-    /// credential, the address, the connection, each write and the response head) gets the
-    /// smaller of its own timeout and what is left ([`Try::within`]), so no timer of the try's
-    /// own runs beside them (a Pingora timer costs ~850 instructions to register; the waits
-    /// that end at once, a cached address or a pooled connection, register none).
+    /// One try against an HTTP upstream, up to its response header, bounded by what is left of
+    /// the request's deadline: each of its waits (the credential, the address, the connection,
+    /// each write and the response head) gets the smaller of its own timeout and what is left
+    /// ([`Try::within`]), so no timer of the try's own runs beside them (a Pingora timer costs
+    /// ~850 instructions to register; the waits that end at once, a cached address or a pooled
+    /// connection, register none). A retryable status is a failure only when `may_retry` (there
+    /// is a next step to take).
+    ///
+    /// One async function, not two: each layer of futures is copied whole once per request.
     pub(super) async fn try_within(&self, t: &Try<'_>) -> Result<Box<Committed>, TryError> {
-        let ProviderKind::Http {
-            dialect,
-            endpoint,
-            api_key,
-            headers,
-            cloud,
-            proxy,
-            ..
-        } = &t.dep.provider.config.kind
-        else {
-            return Err(TryError {
-                outcome: AttemptOutcome::ConnectError,
-                retry_after: None,
-                reason: "not an HTTP provider".into(),
-            });
-        };
-        let cloud = cloud.as_deref();
-        let token = match cloud {
-            Some(c) => pingora_timeout::timeout(t.left(), c.credential())
+        let mut upstream = upstream_of(t)?;
+        if let Some(c) = upstream.cloud {
+            // Boxed: a credential's future is ~2.4 KB that every try carried otherwise.
+            upstream.token = Box::pin(pingora_timeout::timeout(t.left(), c.credential()))
                 .await
                 .map_err(|_| t.deadline_reached())?
                 .map_err(|e| TryError {
                     outcome: AttemptOutcome::ConnectError,
                     retry_after: None,
                     reason: format!("cannot get a {} credential: {e}", c.kind()),
-                })?,
-            None => None,
-        };
-        let upstream = Upstream {
-            dialect: *dialect,
-            endpoint,
-            api_key: api_key.as_ref(),
-            headers,
-            cloud,
-            token,
-            proxy: proxy.as_deref(),
-        };
-        self.try_http(t, upstream).await
-    }
-
-    /// One try against an HTTP upstream, up to its response header. A retryable status is a
-    /// failure only when `may_retry` (there is a next step to take).
-    async fn try_http(
-        &self,
-        t: &Try<'_>,
-        upstream: Upstream<'_>,
-    ) -> Result<Box<Committed>, TryError> {
+                })?;
+        }
         let Try {
             dep,
             prepared,
             stream,
             ..
         } = *t;
-        let endpoint = upstream.endpoint;
         let body = &prepared.body;
         let timeouts = dep.provider.config.timeouts;
-        let addr = match upstream.proxy {
+        let addr = match (upstream.proxy, dep.provider.known_address()) {
             // The proxy resolves the provider's name; the address only keys the pool.
-            Some(_) => std::net::SocketAddr::from(([0, 0, 0, 0], endpoint.port)),
-            None => pingora_timeout::timeout(t.left(), dep.provider.address())
+            (Some(_), _) => std::net::SocketAddr::from(([0, 0, 0, 0], upstream.endpoint.port)),
+            // An address literal or a fresh cached answer: no wait, so no timeout to arm.
+            (None, Some(addr)) => addr,
+            (None, None) => Box::pin(pingora_timeout::timeout(t.left(), dep.provider.address()))
                 .await
                 .map_err(|_| t.deadline_reached())?
                 .map_err(|reason| TryError {
@@ -201,26 +171,7 @@ impl Forwarder {
                     reason,
                 })?,
         };
-        let mut peer = Box::new(HttpPeer::new(
-            addr,
-            endpoint.tls,
-            if endpoint.tls {
-                endpoint.host.clone()
-            } else {
-                String::new()
-            },
-        ));
-        peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
-        peer.options.ca = dep.provider.ca.clone();
-        if let Some(proxy) = upstream.proxy {
-            proxy
-                .apply(&mut peer, &endpoint.host, endpoint.port)
-                .map_err(|reason| TryError {
-                    outcome: AttemptOutcome::ConnectError,
-                    retry_after: None,
-                    reason,
-                })?;
-        }
+        let mut peer = peer_for(t, &upstream, addr)?;
         // Streams must show their first event within `first_byte`; a non-stream answer comes
         // whole, so its wait is bounded by `total` instead.
         let header_timeout = if stream {
@@ -254,7 +205,7 @@ impl Forwarder {
                 if writes_may_wait {
                     up.set_write_timeout(Some(t.within(timeouts.idle)));
                 }
-                up.write_request_header(Box::new(req)).await?;
+                up.write_request_header(req).await?;
                 if writes_may_wait {
                     up.set_write_timeout(Some(t.within(timeouts.idle)));
                 }
@@ -302,6 +253,66 @@ impl Forwarder {
             }));
         }
     }
+}
+
+/// Where try `t` goes: its provider's format, address and credential (a cloud account's token
+/// is fetched by the try).
+fn upstream_of<'a>(t: &Try<'a>) -> Result<Upstream<'a>, TryError> {
+    let ProviderKind::Http {
+        dialect,
+        endpoint,
+        api_key,
+        headers,
+        cloud,
+        proxy,
+        ..
+    } = &t.dep.provider.config.kind
+    else {
+        return Err(TryError {
+            outcome: AttemptOutcome::ConnectError,
+            retry_after: None,
+            reason: "not an HTTP provider".into(),
+        });
+    };
+    Ok(Upstream {
+        dialect: *dialect,
+        endpoint,
+        api_key: api_key.as_ref(),
+        headers,
+        cloud: cloud.as_deref(),
+        token: None,
+        proxy: proxy.as_deref(),
+    })
+}
+
+/// The pool's peer for `upstream` at `addr`: TLS name, CA, idle timeout and egress proxy.
+fn peer_for(
+    t: &Try<'_>,
+    upstream: &Upstream<'_>,
+    addr: std::net::SocketAddr,
+) -> Result<Box<HttpPeer>, TryError> {
+    let endpoint = upstream.endpoint;
+    let mut peer = Box::new(HttpPeer::new(
+        addr,
+        endpoint.tls,
+        if endpoint.tls {
+            endpoint.host.clone()
+        } else {
+            String::new()
+        },
+    ));
+    peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
+    peer.options.ca = t.dep.provider.ca.clone();
+    if let Some(proxy) = upstream.proxy {
+        proxy
+            .apply(&mut peer, &endpoint.host, endpoint.port)
+            .map_err(|reason| TryError {
+                outcome: AttemptOutcome::ConnectError,
+                retry_after: None,
+                reason,
+            })?;
+    }
+    Ok(peer)
 }
 
 /// What the upstream's response head tells before the answer is taken: the provider's quota

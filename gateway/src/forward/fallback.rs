@@ -35,8 +35,38 @@ pub(super) struct Bounds {
 }
 
 impl Forwarder {
-    /// Serves one inference request for `model`: its own plan, then its fallbacks.
+    /// Serves one inference request for `model`: its own plan, then its fallbacks. A model
+    /// without fallbacks (nearly every request) runs its plan alone; the walk over fallbacks is
+    /// boxed, so its future (~3 KB) is not part of every request's.
     pub async fn serve_chat(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        model: &RoutedModel,
+        inbound: &Inbound<'_>,
+    ) -> Result<(), Failure> {
+        let plain = model.config.fallbacks.is_empty()
+            && ctx.hinted.is_none()
+            && !model
+                .config
+                .deployments
+                .iter()
+                .any(|d| d.context_window.is_some());
+        if plain {
+            let bounds = Bounds {
+                deadline: ctx.started + model.config.routing.deadline,
+                prompt_tokens: None,
+                fallbacks: false,
+            };
+            self.serve_model(session, ctx, model, inbound, bounds).await
+        } else {
+            Box::pin(self.serve_with_fallbacks(session, ctx, model, inbound)).await
+        }
+    }
+
+    /// [`Self::serve_chat`] for a model with fallbacks, a caller's `fallbackProviders` or a
+    /// deployment's `context_window`.
+    async fn serve_with_fallbacks(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,

@@ -95,6 +95,12 @@ type LocalChat = Option<crate::local::generate::GenerateRequest>;
 #[cfg(not(feature = "local"))]
 type LocalChat = ();
 
+/// A step that is taken: what its deployment needs, and whether no later step could answer.
+struct Go<'a> {
+    ready: Ready<'a>,
+    is_last: bool,
+}
+
 /// A deployment ready to take the request: what each kind needs to serve it.
 enum Ready<'a> {
     Http(Prepared),
@@ -192,8 +198,50 @@ impl Forwarder {
             fallbacks: bounds.fallbacks,
         };
         let mut tally = Tally::default();
-        for i in 0..steps.len() {
-            match self.step(session, ctx, &walk, i, &mut tally).await {
+        for (i, step) in steps.iter().enumerate() {
+            // Each step's waits are awaited here rather than in a `step` future of their own:
+            // every layer of futures is copied whole once per request.
+            let end = match self.step_ready(ctx, &walk, i, &mut tally) {
+                Err(end) => end,
+                Ok(Go { ready, is_last }) => {
+                    let backoff = step.backoff;
+                    if !backoff.is_zero() {
+                        if Instant::now() + backoff >= walk.deadline {
+                            break;
+                        }
+                        tokio::time::sleep(backoff).await;
+                    }
+                    let target = InProcess {
+                        model,
+                        dep: step.deployment,
+                        inbound,
+                        deadline: walk.deadline,
+                    };
+                    // The in-process providers' futures are boxed (~4 KB each): inline, every
+                    // HTTP request's future carried their size.
+                    match ready {
+                        Ready::Mock(settings) => {
+                            ctx.tries += 1;
+                            ctx.try_started.push(ctx.started.elapsed());
+                            StepEnd::Done(
+                                Box::pin(self.serve_mock(session, ctx, &target, settings)).await,
+                            )
+                        }
+                        Ready::Local(chat) => {
+                            Box::pin(self.step_local(session, ctx, &target, chat, &mut tally)).await
+                        }
+                        Ready::Http(prepared) => {
+                            let http = HttpStep {
+                                i,
+                                prepared,
+                                may_retry: !is_last || walk.fallbacks,
+                            };
+                            self.step_http(session, ctx, &walk, http, &mut tally).await
+                        }
+                    }
+                }
+            };
+            match end {
                 StepEnd::Done(r) => return r,
                 StepEnd::Next => {}
                 StepEnd::Stop => break,
@@ -202,67 +250,38 @@ impl Forwarder {
         Err(Failure::Respond(exhausted(ctx, model, tally)))
     }
 
-    /// Step `i` of the plan.
-    async fn step(
+    /// Whether step `i` of the plan is taken, and with what: a deployment that cannot take the
+    /// request, or may not be tried now, is noted and skipped (`Err(StepEnd::Next)`).
+    fn step_ready<'w>(
         &self,
-        session: &mut Session,
         ctx: &mut RequestCtx,
-        walk: &Walk<'_, '_>,
+        walk: &Walk<'w, '_>,
         i: usize,
         tally: &mut Tally,
-    ) -> StepEnd {
-        let (model, inbound, steps, deadline) =
-            (walk.model, walk.inbound, walk.steps, walk.deadline);
-        let step = &steps[i];
-        let dep = step.deployment;
+    ) -> Result<Go<'w>, StepEnd> {
+        let (model, inbound, steps) = (walk.model, walk.inbound, walk.steps);
+        let dep = steps[i].deployment;
         // What the deployment needs, worked out before it is admitted: a request it cannot take
         // costs no breaker probe and no quota.
         if let Err(e) = fits(dep.spec(model), walk.prompt_tokens) {
             skip_refused(ctx, dep, model, tally, e);
-            return StepEnd::Next;
+            return Err(StepEnd::Next);
         }
         let ready = match Ready::for_deployment(inbound, model, dep) {
             Ok(r) => r,
             Err(e) => {
                 skip_refused(ctx, dep, model, tally, e);
-                return StepEnd::Next;
+                return Err(StepEnd::Next);
             }
         };
         if !self.admissible(ctx, model, dep, inbound, tally) {
-            return StepEnd::Next;
+            return Err(StepEnd::Next);
         }
         let now = now_ms();
         let is_last = !steps[i + 1..]
             .iter()
             .any(|s| s.deployment.runtime.available(now));
-        if !step.backoff.is_zero() {
-            if Instant::now() + step.backoff >= deadline {
-                return StepEnd::Stop;
-            }
-            tokio::time::sleep(step.backoff).await;
-        }
-        let target = InProcess {
-            model,
-            dep,
-            inbound,
-            deadline,
-        };
-        match ready {
-            Ready::Mock(settings) => {
-                ctx.tries += 1;
-                ctx.try_started.push(ctx.started.elapsed());
-                StepEnd::Done(self.serve_mock(session, ctx, &target, settings).await)
-            }
-            Ready::Local(chat) => self.step_local(session, ctx, &target, chat, tally).await,
-            Ready::Http(prepared) => {
-                let http = HttpStep {
-                    i,
-                    prepared,
-                    may_retry: !is_last || walk.fallbacks,
-                };
-                self.step_http(session, ctx, walk, http, tally).await
-            }
-        }
+        Ok(Go { ready, is_last })
     }
 
     /// Whether `dep` may be tried now: its provider's budget allows the request's estimate, its

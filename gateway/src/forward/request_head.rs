@@ -22,7 +22,7 @@ use switchyard_adapters::canonical::Dialect;
 use switchyard_adapters::providers;
 
 /// The request head of try `t` to `upstream`.
-pub(super) fn build(t: &Try<'_>, upstream: &Upstream<'_>) -> Result<RequestHeader, TryError> {
+pub(super) fn build(t: &Try<'_>, upstream: &Upstream<'_>) -> Result<Box<RequestHeader>, TryError> {
     let Try {
         ctx,
         prepared,
@@ -91,7 +91,8 @@ pub(super) fn build(t: &Try<'_>, upstream: &Upstream<'_>) -> Result<RequestHeade
         provider_headers(h, upstream.headers);
     }
     parts.headers = headers;
-    Ok(RequestHeader::from(parts))
+    // Boxed as Pingora's writer takes it: the try's future holds a pointer, not ~350 bytes.
+    Ok(Box::new(RequestHeader::from(parts)))
 }
 
 /// What every request to this provider carries: the per-request headers' places

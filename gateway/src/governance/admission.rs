@@ -240,7 +240,9 @@ impl Governance {
         let Some(shared) = shared else {
             return self.admit(who, estimate_nanos, now_ns);
         };
-        match self.admit_shared(shared, who, estimate_nanos).await {
+        // Boxed: the Redis round trip's future (~3.6 KB) would otherwise be carried by every
+        // request's future, with or without a fleet store.
+        match Box::pin(self.admit_shared(shared, who, estimate_nanos)).await {
             Ok(r) => {
                 shared.up.set(1);
                 r

@@ -31,7 +31,7 @@ pub mod stream;
 mod webhook;
 
 pub use compile::compile;
-pub use request::request_step;
+pub use request::{request_step, Checked};
 pub use response::answer_step;
 pub use webhook::webhook_step;
 

@@ -269,7 +269,8 @@ impl Jwks {
         let attempt = |set: &JwkSet| jwt::verify(token, set, &oauth.policy, now);
         let verified = match attempt(&self.set.load()) {
             Err(JwtError::UnknownKid(_)) => {
-                self.refresh_on_demand(oauth).await;
+                // Boxed: a key fetch is ~2.5 KB of future that every token check carried.
+                Box::pin(self.refresh_on_demand(oauth)).await;
                 attempt(&self.set.load())
             }
             other => other,

@@ -289,7 +289,10 @@ impl Auth {
                         .as_ref()
                         .and_then(|o| o.introspection.as_ref().map(|i| (o, i)))
                     {
-                        Some((oauth, intro)) => self.introspect(oauth, intro, secret, now).await,
+                        // Boxed: an issuer's round trip (~2.6 KB of future) is rare here.
+                        Some((oauth, intro)) => {
+                            Box::pin(self.introspect(oauth, intro, secret, now)).await
+                        }
                         None => Err(AuthError::InvalidKey),
                     },
                     Err(e) => Err(e),

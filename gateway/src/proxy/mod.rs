@@ -115,15 +115,21 @@ impl Gateway {
         // it rewrote is inspected again.
         let original = body.clone();
         let inspected = openai::inspect_chat_request(&original).map_err(GatewayError::from)?;
-        let checked = crate::guardrails::request_step(
-            state,
-            ctx,
-            &mut body,
-            &inspected.model,
-            &self.auth.audit,
-            self.auth.jwks.connector(),
-        )
-        .await?;
+        // The optional steps' futures are boxed, and only built when configured: inline, each
+        // (~3-4 KB) made every request's future larger, and each layer above copies it once.
+        let checked = if state.config.guardrails.is_empty() {
+            crate::guardrails::Checked::default()
+        } else {
+            Box::pin(crate::guardrails::request_step(
+                state,
+                ctx,
+                &mut body,
+                &inspected.model,
+                &self.auth.audit,
+                self.auth.jwks.connector(),
+            ))
+            .await?
+        };
         let mut facts = if checked.rewritten {
             openai::inspect_chat_request(&body).map_err(GatewayError::from)?
         } else {
@@ -197,13 +203,24 @@ impl Gateway {
             }
         }
         if ctx.route == Route::CountTokens {
-            return self
-                .forwarder
-                .serve_count_tokens(session, ctx, &model, &inbound)
-                .await;
+            return Box::pin(
+                self.forwarder
+                    .serve_count_tokens(session, ctx, &model, &inbound),
+            )
+            .await;
         }
-        if crate::cache::lookup(&self.cache, session, ctx, &body, &facts, continued).await?
-            || self.semantic_lookup(session, ctx, &body, &facts).await?
+        if state.config.cache.enabled
+            && (Box::pin(crate::cache::lookup(
+                &self.cache,
+                session,
+                ctx,
+                &body,
+                &facts,
+                continued,
+            ))
+            .await?
+                || (ctx.cache_pending.is_some()
+                    && Box::pin(self.semantic_lookup(session, ctx, &body, &facts)).await?))
         {
             return Ok(());
         }
@@ -469,7 +486,8 @@ impl ProxyHttp for Gateway {
             }
             Route::Passthrough => {
                 ctx.active = Some(GaugeGuard::new(&self.metrics.active_requests));
-                match self.passthrough_admit(session, ctx, &snapshot).await {
+                // Boxed: its future (~3.8 KB) would size every request's.
+                match Box::pin(self.passthrough_admit(session, ctx, &snapshot)).await {
                     // On to Pingora's upstream phases, which stream both bodies.
                     Ok(()) => return Ok(false),
                     Err(err) => write_error(session, ctx, &err).await?,

@@ -347,6 +347,12 @@ impl ProviderHandle {
         self.quota.add_tokens(n, crate::clock::unix_ms() / 60_000);
     }
 
+    /// The address to connect to when it is known without a wait: an address literal or a
+    /// cached answer still fresh.
+    pub fn known_address(&self) -> Option<SocketAddr> {
+        self.resolver.as_ref().and_then(|r| r.known())
+    }
+
     /// The address to connect to (DNS answers are cached; look-ups never block a worker).
     pub async fn address(&self) -> Result<SocketAddr, String> {
         match &self.resolver {
@@ -436,14 +442,21 @@ impl Resolver {
         }
     }
 
-    async fn resolve(&self) -> Result<SocketAddr, String> {
-        if let Some(addr) = self.fixed {
-            return Ok(addr);
+    /// The address literal, or the cached answer while it is fresh.
+    fn known(&self) -> Option<SocketAddr> {
+        if self.fixed.is_some() {
+            return self.fixed;
         }
-        if let Some(c) = self.cached.load().as_ref() {
-            if c.1.elapsed() < DNS_TTL {
-                return Ok(c.0);
-            }
+        self.cached
+            .load()
+            .as_ref()
+            .filter(|c| c.1.elapsed() < DNS_TTL)
+            .map(|c| c.0)
+    }
+
+    async fn resolve(&self) -> Result<SocketAddr, String> {
+        if let Some(addr) = self.known() {
+            return Ok(addr);
         }
         let mut addrs = tokio::net::lookup_host((self.host.as_str(), self.port))
             .await

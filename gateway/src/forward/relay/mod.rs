@@ -18,10 +18,7 @@ use crate::clock::now_ms;
 use crate::errors::GatewayError;
 use crate::proxy::context::RequestCtx;
 use crate::routing::state::RoutedDeployment;
-use pingora_core::protocols::http::client::HttpSession;
-use pingora_core::upstreams::peer::HttpPeer;
 use pingora_proxy::Session;
-use std::time::Instant;
 
 /// What is being answered: the deployment that answered, under which upstream model name, the
 /// request that was sent and the caller's.
@@ -42,34 +39,26 @@ impl Forwarder {
         committed: Box<Committed>,
         answer: &Answer<'_, '_>,
     ) -> Result<(), Failure> {
-        let Some(up_header) = committed.upstream.response_header() else {
-            return Err(Failure::Respond(GatewayError::NoDeploymentAvailable {
-                model: String::new(),
-                tries: Vec::new(),
-            }));
-        };
-        let facts = headers::HeadFacts::of(up_header, answer);
-        let head = headers::caller_head(up_header, &facts, ctx, answer)?;
-        account_head(ctx, answer.dep, &facts);
+        let (facts, head) = answer_head(ctx, &committed, answer)?;
         if facts.read_whole {
-            self.relay_whole(session, ctx, committed, head, &facts, answer)
+            self.relay_whole(session, ctx, committed, head, facts, answer)
                 .await
         } else {
-            self.relay_body(session, ctx, committed, head, &facts, answer)
-                .await
+            // Boxed: the body loop's future (~2.7 KB) is only for streams and bodies relayed as
+            // they come; inline, every whole answer's future (and each layer above) carried it.
+            Box::pin(self.relay_body(session, ctx, committed, head, facts, answer)).await
         }
     }
 
     /// Bookkeeping once a response went out in full: the try's duration, the request marked
     /// complete, and the upstream connection back to the pool when its body was read to the end.
-    async fn complete(
-        &self,
-        ctx: &mut RequestCtx,
-        dep: &RoutedDeployment,
-        mut upstream: HttpSession,
-        peer: &HttpPeer,
-        started: Instant,
-    ) {
+    fn complete(&self, ctx: &mut RequestCtx, dep: &RoutedDeployment, committed: Box<Committed>) {
+        let Committed {
+            mut upstream,
+            peer,
+            started,
+            ..
+        } = *committed;
         let took = started.elapsed();
         dep.provider
             .metrics
@@ -80,11 +69,28 @@ impl Forwarder {
         }
         ctx.completed = true;
         if upstream.response_done() {
-            self.pool
-                .release(upstream, peer, Some(POOL_IDLE_TIMEOUT))
-                .await;
+            self.pool.release(upstream, &peer, Some(POOL_IDLE_TIMEOUT));
         }
     }
+}
+
+/// What the committed answer's head says ([`headers::HeadFacts`]) and the caller's head made
+/// from it, with the deployment's health told what the status was.
+fn answer_head(
+    ctx: &mut RequestCtx,
+    committed: &Committed,
+    answer: &Answer<'_, '_>,
+) -> Result<(headers::HeadFacts, http::response::Parts), Failure> {
+    let Some(up_header) = committed.upstream.response_header() else {
+        return Err(Failure::Respond(GatewayError::NoDeploymentAvailable {
+            model: String::new(),
+            tries: Vec::new(),
+        }));
+    };
+    let facts = headers::HeadFacts::of(up_header, answer);
+    let head = headers::caller_head(up_header, &facts, ctx, answer)?;
+    account_head(ctx, answer.dep, &facts);
+    Ok((facts, head))
 }
 
 /// What the answer's head says about the deployment and the request: who served, with what

@@ -73,19 +73,13 @@ impl Forwarder {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        committed: Box<Committed>,
+        mut committed: Box<Committed>,
         resp: http::response::Parts,
-        facts: &HeadFacts,
+        facts: HeadFacts,
         answer: &Answer<'_, '_>,
     ) -> Result<(), Failure> {
-        let Committed {
-            mut upstream,
-            peer,
-            started,
-            first_chunk,
-            // Set only for answers read whole, which `relay_whole` writes.
-            whole: _,
-        } = *committed;
+        // Kept boxed to the end (its session is ~470 bytes: moved out, the future would hold it).
+        // Its `whole` is set only for answers read whole, which `relay_whole` writes.
         let (dep, inbound) = (answer.dep, answer.inbound);
         session
             .write_response_header(rh::finish(resp), false)
@@ -116,9 +110,9 @@ impl Forwarder {
         };
         let pipe = Pipe {
             session,
-            upstream: &mut upstream,
-            first_chunk,
-            started,
+            first_chunk: committed.first_chunk.take(),
+            started: committed.started,
+            upstream: &mut committed.upstream,
             native: native.as_mut().map(|(n, _)| n),
         };
         let (midstream, mut unsent) = match self.pump(pipe, ctx, relay.as_mut(), answer).await? {
@@ -218,7 +212,7 @@ impl Forwarder {
             .write_response_body(join(unsent, tail), true)
             .await
             .map_err(Failure::Abort)?;
-        self.complete(ctx, dep, upstream, &peer, started).await;
+        self.complete(ctx, dep, committed);
         Ok(())
     }
 

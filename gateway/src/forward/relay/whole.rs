@@ -36,29 +36,31 @@ impl Forwarder {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        committed: Box<Committed>,
+        mut committed: Box<Committed>,
         mut resp: http::response::Parts,
-        facts: &HeadFacts,
+        facts: HeadFacts,
         answer: &Answer<'_, '_>,
     ) -> Result<(), Failure> {
-        let Committed {
-            mut upstream,
-            peer,
-            started,
-            first_chunk,
-            whole,
-        } = *committed;
+        // Kept boxed to the end (its session is ~470 bytes: moved out, the future would hold it).
         let dep = answer.dep;
-        let deadline = started + dep.provider.config.timeouts.total;
-        let (raw, decoded) = match whole {
+        let deadline = committed.started + dep.provider.config.timeouts.total;
+        let (raw, decoded) = match committed.whole.take() {
             // Already read (and checked) before the try was committed.
             Some(w) => (w.raw, w.decoded),
-            None => match read_whole(&mut upstream, first_chunk, facts, answer, deadline).await {
+            None => match read_whole(
+                &mut committed.upstream,
+                committed.first_chunk.take(),
+                &facts,
+                answer,
+                deadline,
+            )
+            .await
+            {
                 Ok(raw) => (raw, None),
                 Err(unread) => return Err(Failure::Respond(unread_error(ctx, answer, unread))),
             },
         };
-        let (mut status, mut body) = caller_body(ctx, raw, decoded, facts, answer);
+        let (mut status, mut body) = caller_body(ctx, raw, decoded, &facts, answer);
         if !ctx.response_guardrails.is_empty() && (200..300).contains(&status) {
             let before = body.clone();
             // Boxed: its webhook call is ~3 KB of future that every whole answer's relay carried
@@ -124,7 +126,7 @@ impl Forwarder {
             .write_response_body(Some(body), true)
             .await
             .map_err(Failure::Abort)?;
-        self.complete(ctx, dep, upstream, &peer, started).await;
+        self.complete(ctx, dep, committed);
         Ok(())
     }
 }
