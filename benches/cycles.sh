@@ -9,6 +9,7 @@
 #   bash benches/cycles.sh                      hop and none at c=32, 8 s each
 #   CONFIGS="hop none gov" CONNS=64 DURATION=10 bash benches/cycles.sh
 #   SY_BIN=/tmp/old/switchyard NO_BUILD=1 bash benches/cycles.sh   another build's gateway
+#   STREAM=1 bash benches/cycles.sh             streamed answers instead
 #   TOP=30 bash benches/cycles.sh               also lists the 30 functions that cost most over
 #                                               the hop (needs hop among CONFIGS)
 #   KEEP=/tmp/cyc bash benches/cycles.sh        keeps the profiles (uncompressed names), to read
@@ -43,7 +44,9 @@ for name in ${CONFIGS:-hop none}; do
   esac
   [ $name = hop ] || cmd=("${SY_BIN:-$bin/switchyard}" run --conf "$work/$name.yaml")
   case $name in key|gov) auth="Bearer $BENCH_KEY" ;; *) auth="" ;; esac
-  body="{\"model\":\"$model\",\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}"
+  stream=""
+  [ "${STREAM:-0}" = 1 ] && stream='"stream":true,'
+  body="{\"model\":\"$model\",$stream\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}"
   valgrind --tool=callgrind --cache-sim=yes --branch-sim=yes --compress-strings=no \
     --callgrind-out-file="$work/cg.$name.%p" "${cmd[@]}" > "$work/$name.log" 2>&1 &
   pid=$!
@@ -67,7 +70,7 @@ for name in ${CONFIGS:-hop none}; do
 done
 
 echo
-echo "Estimated cycles per request (callgrind cache + branch simulation, wrk -c$CONNS, ${DURATION}s, 1 proxy thread)"
+echo "Estimated cycles per request (callgrind cache + branch simulation, wrk -c$CONNS, ${DURATION}s, 1 proxy thread$([ "${STREAM:-0}" = 1 ] && echo ", streamed"))"
 python3 benches/cycles.py summary "$work/results"
 if [ -n "${TOP:-}" ] && grep -q "^hop " "$work/results"; then
   read -r _ hop_out hop_n < <(grep "^hop " "$work/results")

@@ -72,10 +72,13 @@ pub fn openai_embeddings(body: &[u8]) -> Result<(), NotAnAnswer> {
     array_member(body, &DATA, "not an embeddings answer").map(|_| ())
 }
 
-/// The quoted keys [`array_member`] looks for, each searcher built once: `memmem::find` builds
-/// one per call (~450 instructions, more than the search of a short answer).
+/// The quoted keys [`array_member`] and [`event_payload`] look for, each searcher built once:
+/// `memmem::find` builds one per call (~450 instructions, more than the search of a short
+/// answer).
 static CHOICES: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"choices\""));
 static DATA: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"data\""));
+static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
+static TYPE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"type\""));
 
 /// Checks that `body` is one JSON object holding `key` (quoted) as an array member, and returns
 /// the array's first significant byte (`]` when it is empty).
@@ -197,16 +200,13 @@ fn event_payload(dialect: Dialect, data: &[u8]) -> Result<(), NotAnAnswer> {
     if !(trimmed.starts_with(b"{") && trimmed.ends_with(b"}")) {
         return Err(not("the first event is not a JSON object"));
     }
-    let expected: &[&[u8]] = match dialect {
-        Dialect::OpenAi => &[b"\"choices\"", b"\"error\""],
-        Dialect::Anthropic => &[b"\"type\""],
+    // Searchers built once (a one-shot `memmem::find` builds one per call).
+    let expected: &[&LazyLock<Finder<'static>>] = match dialect {
+        Dialect::OpenAi => &[&CHOICES, &ERROR],
+        Dialect::Anthropic => &[&TYPE],
         _ => &[],
     };
-    if !expected.is_empty()
-        && !expected
-            .iter()
-            .any(|k| memchr::memmem::find(trimmed, k).is_some())
-    {
+    if !expected.is_empty() && !expected.iter().any(|k| k.find(trimmed).is_some()) {
         return Err(not(format!(
             "the first event has none of the members every {} event has",
             dialect.name()

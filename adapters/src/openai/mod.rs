@@ -337,20 +337,15 @@ pub fn response_usage(body: &[u8]) -> Option<Usage> {
 struct Finders {
     /// `"usage":` from the end (a whole answer's usage comes last).
     usage_key: memchr::memmem::FinderRev<'static>,
+    /// `"usage":` from the start (a stream chunk's).
     usage: memchr::memmem::Finder<'static>,
-    usage_spaced: memchr::memmem::Finder<'static>,
-    null_usage: memchr::memmem::Finder<'static>,
-    null_usage_spaced: memchr::memmem::Finder<'static>,
 }
 
 fn finders() -> &'static Finders {
     static FINDERS: std::sync::OnceLock<Finders> = std::sync::OnceLock::new();
     FINDERS.get_or_init(|| Finders {
         usage_key: memchr::memmem::FinderRev::new(b"\"usage\":"),
-        usage: memchr::memmem::Finder::new(b"\"usage\":{"),
-        usage_spaced: memchr::memmem::Finder::new(b"\"usage\": {"),
-        null_usage: memchr::memmem::Finder::new(b",\"usage\":null"),
-        null_usage_spaced: memchr::memmem::Finder::new(b",\"usage\": null"),
+        usage: memchr::memmem::Finder::new(b"\"usage\":"),
     })
 }
 
@@ -377,7 +372,7 @@ pub fn classify_stream_event(event: &[u8]) -> StreamEvent {
     if data.starts_with(b"[DONE]") {
         return StreamEvent::Done;
     }
-    if finders().usage.find(data).is_some() || finders().usage_spaced.find(data).is_some() {
+    if usage_member(data).is_some_and(|(_, value)| data.get(value) == Some(&b'{')) {
         if let Some(u) = serde_json::from_slice::<UsageView>(data)
             .ok()
             .and_then(|v| v.usage)
@@ -388,15 +383,26 @@ pub fn classify_stream_event(event: &[u8]) -> StreamEvent {
     StreamEvent::Chunk
 }
 
+/// Where `bytes`' first `"usage":` member is: its key's offset and where its value starts (after
+/// any spaces). One search serves every question asked of an event's usage (an object, `null`)
+/// instead of one search per spelling (four a chunk once `include_usage` was injected).
+fn usage_member(bytes: &[u8]) -> Option<(usize, usize)> {
+    let key = finders().usage.find(bytes)?;
+    let mut value = key + b"\"usage\":".len();
+    while bytes.get(value) == Some(&b' ') {
+        value += 1;
+    }
+    Some((key, value))
+}
+
 /// Appends `event` to `out` without the `"usage":null` member that OpenAI adds to every chunk
 /// once `include_usage` is on, so a caller who did not ask for usage sees the chunk the provider
 /// would have sent.
 pub fn push_without_null_usage(event: &[u8], out: &mut BytesMut) {
-    let f = finders();
-    for finder in [&f.null_usage, &f.null_usage_spaced] {
-        if let Some(pos) = finder.find(event) {
-            out.extend_from_slice(&event[..pos]);
-            out.extend_from_slice(&event[pos + finder.needle().len()..]);
+    if let Some((key, value)) = usage_member(event) {
+        if key > 0 && event[key - 1] == b',' && event[value..].starts_with(b"null") {
+            out.extend_from_slice(&event[..key - 1]);
+            out.extend_from_slice(&event[value + b"null".len()..]);
             return;
         }
     }
@@ -699,6 +705,24 @@ mod tests {
         out.clear();
         push_without_null_usage(b"data: {\"id\":\"c\"}", &mut out);
         assert_eq!(&out[..], b"data: {\"id\":\"c\"}");
+        out.clear();
+        // Spaced as some compatible servers write it; a usage object is never stripped.
+        push_without_null_usage(br#"data: {"id":"c", "x":1,"usage": null}"#, &mut out);
+        assert_eq!(&out[..], br#"data: {"id":"c", "x":1}"#);
+        out.clear();
+        let with_usage = br#"data: {"id":"c","choices":[],"usage":{"total_tokens":3}}"#;
+        push_without_null_usage(with_usage, &mut out);
+        assert_eq!(&out[..], &with_usage[..]);
+    }
+
+    #[test]
+    fn a_usage_chunk_is_told_apart_from_a_null_one_in_either_spelling() {
+        let spaced = b"data: {\"choices\":[],\"usage\": {\"prompt_tokens\":1,\"completion_tokens\":2,\"total_tokens\":3}}\n\n";
+        assert!(
+            matches!(classify_stream_event(spaced), StreamEvent::Usage(u) if u.total_tokens == 3)
+        );
+        let null = b"data: {\"choices\":[{\"delta\":{}}],\"usage\":null}\n\n";
+        assert_eq!(classify_stream_event(null), StreamEvent::Chunk);
     }
 
     #[test]
