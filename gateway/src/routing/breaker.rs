@@ -332,6 +332,11 @@ impl QuotaTracker {
         blocked.max(60_000 - unix_ms % 60_000)
     }
 
+    /// The provider asked for a pause at least once (its rate-limit headers said it was spent).
+    pub fn ever_blocked(&self) -> bool {
+        self.blocked_until_ms.load(Ordering::Acquire) != 0
+    }
+
     /// Counts one request if the quota allows it now.
     pub fn admit(&self, quota: Option<&crate::config::Quota>, unix_minute: u64, now: u64) -> bool {
         if now < self.blocked_until_ms.load(Ordering::Acquire) {

@@ -339,14 +339,28 @@ impl ProviderHandle {
     }
 
     /// Counts a request against the provider's quota; false when it is used up.
+    /// Whether the provider's quota lets one more request go now. Without a configured quota,
+    /// and until the provider once asked for a pause, there is nothing to check: no clock is
+    /// read (two reads on every request otherwise).
     pub fn admit(&self) -> bool {
+        if self.config.quota.is_none() && !self.quota.ever_blocked() {
+            return true;
+        }
         let minute = crate::clock::unix_ms() / 60_000;
         self.quota
             .admit(self.config.quota.as_ref(), minute, crate::clock::now_ms())
     }
 
+    /// Counts an answer's tokens against the provider's `tokens_per_minute`, when it has one.
     pub fn add_tokens(&self, n: u64) {
-        self.quota.add_tokens(n, crate::clock::unix_ms() / 60_000);
+        if self
+            .config
+            .quota
+            .as_ref()
+            .is_some_and(|q| q.tokens_per_minute.is_some())
+        {
+            self.quota.add_tokens(n, crate::clock::unix_ms() / 60_000);
+        }
     }
 
     /// The address to connect to when it is known without a wait: an address literal or a
