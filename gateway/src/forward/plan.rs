@@ -95,10 +95,11 @@ type LocalChat = Option<crate::local::generate::GenerateRequest>;
 #[cfg(not(feature = "local"))]
 type LocalChat = ();
 
-/// A step that is taken: what its deployment needs, and whether no later step could answer.
+/// A step that is taken: what its deployment needs, and whether a retryable failure moves on
+/// (a later step or a fallback could answer).
 struct Go<'a> {
     ready: Ready<'a>,
-    is_last: bool,
+    may_retry: bool,
 }
 
 /// A deployment ready to take the request: what each kind needs to serve it.
@@ -203,7 +204,7 @@ impl Forwarder {
             // every layer of futures is copied whole once per request.
             let end = match self.step_ready(ctx, &walk, i, &mut tally) {
                 Err(end) => end,
-                Ok(Go { ready, is_last }) => {
+                Ok(Go { ready, may_retry }) => {
                     let backoff = step.backoff;
                     if !backoff.is_zero() {
                         if Instant::now() + backoff >= walk.deadline {
@@ -234,7 +235,7 @@ impl Forwarder {
                             let http = HttpStep {
                                 i,
                                 prepared,
-                                may_retry: !is_last || walk.fallbacks,
+                                may_retry,
                             };
                             self.step_http(session, ctx, &walk, http, &mut tally).await
                         }
@@ -281,7 +282,10 @@ impl Forwarder {
         let is_last = !steps[i + 1..]
             .iter()
             .any(|s| s.deployment.runtime.available(now));
-        Ok(Go { ready, is_last })
+        Ok(Go {
+            ready,
+            may_retry: !is_last || walk.fallbacks,
+        })
     }
 
     /// Whether `dep` may be tried now: its provider's budget allows the request's estimate, its
