@@ -47,8 +47,10 @@ fn benches(c: &mut Criterion) {
         let s = state(strategy);
         let model = s.model("m").expect("model");
         for (i, d) in model.deployments.iter().enumerate() {
-            d.runtime
-                .observe_ttfb(Duration::from_millis(20 + 10 * i as u64));
+            d.runtime.observe_ttfb(
+                Duration::from_millis(20 + 10 * i as u64),
+                switchyard::clock::now_ms(),
+            );
         }
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         g.bench_function(strategy, |b| {

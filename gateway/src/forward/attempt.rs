@@ -102,6 +102,9 @@ pub(super) struct Committed {
     /// Boxed: a peer is ~670 bytes, and the try's future holds it across its awaits.
     pub peer: Box<HttpPeer>,
     pub started: Instant,
+    /// When the answer came: its head, or a stream's first event (time to first byte, and the
+    /// one clock reading the answer's bookkeeping shares).
+    pub answered: Instant,
     /// For a successful stream: its first body chunk, read before committing so that a late
     /// first token (past `first_byte`) can still move on to the next deployment.
     pub first_chunk: Option<Bytes>,
@@ -187,9 +190,13 @@ impl Forwarder {
         let writes_may_wait = body.len() > WRITES_NEVER_WAIT;
         // A pooled connection may have been closed by the upstream meanwhile: one fresh retry.
         let mut fresh_retry = true;
+        // The clock as last read: timeouts are cut to what is left of the deadline from it (a
+        // read costs ~30 ns; a reused connection's writes take microseconds, not worth another).
+        let mut now = started;
         loop {
+            let left = |now: Instant| t.deadline.saturating_duration_since(now);
             // Only a new connection waits here (a proxy's CONNECT included): within what is left.
-            let connect = t.within(timeouts.connect);
+            let connect = timeouts.connect.min(left(now));
             peer.options.connection_timeout = Some(connect);
             peer.options.total_connection_timeout = Some(connect);
             let (mut up, reused) = self
@@ -197,6 +204,9 @@ impl Forwarder {
                 .acquire(&peer)
                 .await
                 .map_err(|e| t.failed(&e, "connecting"))?;
+            if !reused {
+                now = Instant::now();
+            }
             let req = match header.take() {
                 Some(h) => h,
                 None => request_head::build(t, &upstream)?,
@@ -211,7 +221,9 @@ impl Forwarder {
                 }
                 up.write_request_body(body.clone(), true).await?;
                 up.finish_request_body().await?;
-                up.set_read_timeout(Some(t.within(header_timeout)));
+                // Writes that may have waited moved the clock on: read it again.
+                let read_left = if writes_may_wait { t.left() } else { left(now) };
+                up.set_read_timeout(Some(header_timeout.min(read_left)));
                 up.read_response_header().await
             }
             .await;
@@ -219,6 +231,7 @@ impl Forwarder {
                 Ok(()) => {}
                 Err(e) if reused && fresh_retry && !is_timeout(&e) => {
                     fresh_retry = false;
+                    now = Instant::now();
                     continue;
                 }
                 Err(e) => return Err(t.failed(&e, "waiting for the response")),
@@ -234,13 +247,16 @@ impl Forwarder {
             }
             // Providers send a stream's header at once and its first event when the first token
             // is ready: wait for that event (within `first_byte`) before committing.
+            let mut answered = Instant::now();
             let first_chunk = if stream && (200..300).contains(&status) {
-                up.set_read_timeout(Some(t.within(header_timeout)));
-                match up.read_response_body().await {
+                up.set_read_timeout(Some(header_timeout.min(left(answered))));
+                let chunk = match up.read_response_body().await {
                     Ok(Some(chunk)) => Some(chunk),
                     Ok(None) => None,
                     Err(e) => return Err(t.failed(&e, "waiting for the first token")),
-                }
+                };
+                answered = Instant::now();
+                chunk
             } else {
                 None
             };
@@ -248,6 +264,7 @@ impl Forwarder {
                 upstream: up,
                 peer,
                 started,
+                answered,
                 first_chunk,
                 whole: None,
             }));
@@ -325,7 +342,7 @@ fn read_head(
     status: u16,
 ) -> Option<TryError> {
     let dep = t.dep;
-    dep.provider.quota.observe_headers(&h.headers, now_ms());
+    dep.provider.quota.observe_headers(&h.headers, now_ms);
     if let (Some(cloud), 401 | 403) = (upstream.cloud, status) {
         // The gateway's credential problem, not the caller's: said in the log.
         let kind = h

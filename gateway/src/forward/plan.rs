@@ -275,10 +275,11 @@ impl Forwarder {
                 return Err(StepEnd::Next);
             }
         };
-        if !self.admissible(ctx, model, dep, inbound, tally) {
+        // One clock reading for the step's checks (the breaker's, the next steps' availability).
+        let now = now_ms();
+        if !self.admissible(ctx, model, dep, inbound, tally, now) {
             return Err(StepEnd::Next);
         }
-        let now = now_ms();
         let is_last = !steps[i + 1..]
             .iter()
             .any(|s| s.deployment.runtime.available(now));
@@ -290,7 +291,7 @@ impl Forwarder {
 
     /// Whether `dep` may be tried now: its provider's budget allows the request's estimate, its
     /// circuit is closed (or half-open with a probe free) and its provider's quota is not spent.
-    /// A skip is noted in the request's tries.
+    /// A skip is noted in the request's tries. `now`: [`now_ms`] at the step.
     fn admissible(
         &self,
         ctx: &mut RequestCtx,
@@ -298,6 +299,7 @@ impl Forwarder {
         dep: &RoutedDeployment,
         inbound: &Inbound<'_>,
         tally: &mut Tally,
+        now: u64,
     ) -> bool {
         let spec = dep.spec(model);
         if let Some(gov) = ctx.governance().filter(|g| g.has_provider_budgets()) {
@@ -323,7 +325,7 @@ impl Forwarder {
         }
         let acquired = dep
             .runtime
-            .acquire(&model.config.routing.breaker, now_ms())
+            .acquire(&model.config.routing.breaker, now)
             .and_then(|()| {
                 if dep.provider.admit() {
                     Ok(())
@@ -334,7 +336,6 @@ impl Forwarder {
         let Err(why) = acquired else {
             return true;
         };
-        let now = now_ms();
         match why {
             Unavailable::RetryAfter => tally.wait(dep.runtime.wait_left_ms(now)),
             Unavailable::Quota => {
@@ -535,7 +536,12 @@ impl Forwarder {
                 if ctx.tries > 1 {
                     model.metrics.failovers.inc();
                 }
-                dep.runtime.observe_ttfb(committed.started.elapsed());
+                dep.runtime.observe_ttfb(
+                    committed
+                        .answered
+                        .saturating_duration_since(committed.started),
+                    crate::clock::ms_at(committed.answered),
+                );
                 StepEnd::Done(self.relay(session, ctx, committed, &answer).await)
             }
             Err(e) => failed_try(ctx, model, dep, e, walk.deadline, tally),

@@ -14,6 +14,7 @@
 //! the totals are read from there: fleet-wide.
 
 use prometheus::IntGauge;
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, OpenFlags};
 use smallvec::SmallVec;
 use std::path::{Path, PathBuf};
@@ -120,6 +121,12 @@ impl LedgerRow {
 
     /// Text column `i` (in [`RowText`] order); `None` for NULL.
     pub(crate) fn column(&self, i: usize) -> Option<&str> {
+        // Always valid: a column is a whole `&str` and starts where the previous one ended.
+        std::str::from_utf8(self.column_bytes(i)?).ok()
+    }
+
+    /// Text column `i`'s UTF-8 bytes, as SQLite binds them (no second validation per column).
+    fn column_bytes(&self, i: usize) -> Option<&[u8]> {
         let end = *self.ends.get(i)?;
         if end == u32::MAX {
             return None;
@@ -130,8 +137,13 @@ impl LedgerRow {
             .find(|e| **e != u32::MAX)
             .copied()
             .unwrap_or(0);
-        // Always valid: a column is a whole `&str` and starts where the previous one ended.
-        std::str::from_utf8(self.text.get(start as usize..end as usize)?).ok()
+        self.text.get(start as usize..end as usize)
+    }
+
+    /// Text column `i` bound as SQLite text (packed from `&str`s, so UTF-8).
+    fn column_value(&self, i: usize) -> Option<ToSqlOutput<'_>> {
+        self.column_bytes(i)
+            .map(|b| ToSqlOutput::Borrowed(ValueRef::Text(b)))
     }
 }
 
@@ -532,9 +544,13 @@ fn bind_row(
 ) -> rusqlite::Result<()> {
     let n = &r.numbers;
     stmt.raw_bind_parameter(base + 1, n.ts_ms)?;
-    stmt.raw_bind_parameter(base + 2, r.column(0).unwrap_or(""))?;
+    stmt.raw_bind_parameter(
+        base + 2,
+        r.column_value(0)
+            .unwrap_or(ToSqlOutput::Borrowed(ValueRef::Text(b""))),
+    )?;
     for (i, column) in (1..=7).enumerate() {
-        stmt.raw_bind_parameter(base + 3 + i, r.column(column))?;
+        stmt.raw_bind_parameter(base + 3 + i, r.column_value(column))?;
     }
     stmt.raw_bind_parameter(base + 10, n.tokens_in as i64)?;
     stmt.raw_bind_parameter(base + 11, n.tokens_out as i64)?;
@@ -542,8 +558,8 @@ fn bind_row(
     stmt.raw_bind_parameter(base + 13, n.cost_nanos as i64)?;
     stmt.raw_bind_parameter(base + 14, n.estimated)?;
     stmt.raw_bind_parameter(base + 15, n.status)?;
-    stmt.raw_bind_parameter(base + 16, r.column(8))?;
-    stmt.raw_bind_parameter(base + 17, r.column(9))?;
+    stmt.raw_bind_parameter(base + 16, r.column_value(8))?;
+    stmt.raw_bind_parameter(base + 17, r.column_value(9))?;
     stmt.raw_bind_parameter(base + 18, replica)?;
     Ok(())
 }

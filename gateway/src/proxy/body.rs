@@ -46,9 +46,9 @@ pub async fn read_body(
     // left (no second timer per read); HTTP/2 ignores it, so its reads get a timer of their own.
     let h2 = session.is_http2();
     let read_timeout = session.get_read_timeout();
+    // The first read has all of `within` (the clock was just read).
+    let mut left = within;
     let read = loop {
-        // Checked before each read as well: a read that finds data waiting never times out.
-        let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break Err(GatewayError::RequestTimeout(within));
         }
@@ -87,6 +87,14 @@ pub async fn read_body(
                 buf = Some(b);
             }
         }
+        // A body whose length was announced is complete with its last byte: asking again would
+        // only be told so (after a clock read and a timeout armed for nothing).
+        if session.is_body_done() {
+            break Ok(());
+        }
+        // Checked before each further read as well: a read that finds data waiting never times
+        // out.
+        left = deadline.saturating_duration_since(Instant::now());
     };
     if !h2 {
         session.set_read_timeout(read_timeout);

@@ -59,7 +59,8 @@ pub fn health_body(snapshot: &Snapshot, view: HealthView<'_>) -> (u16, Bytes) {
                 "kind": p.config.kind.name(),
                 "status": if h.is_healthy() { "healthy" } else { "unhealthy" },
                 "consecutive_failures": h.consecutive_failures.load(Ordering::Relaxed),
-                "last_success_unix_ms": nonzero(h.last_success_ms.load(Ordering::Relaxed)),
+                "last_success_unix_ms": nonzero(h.last_success_ms.load(Ordering::Relaxed))
+                    .map(crate::clock::unix_ms_of),
                 "last_failure_unix_ms": nonzero(h.last_failure_ms.load(Ordering::Relaxed)),
                 "last_error": last_error.as_deref(),
             })

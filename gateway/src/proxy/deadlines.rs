@@ -91,10 +91,10 @@ pub fn head_complete() {
     let _ = CONNECTION.try_with(|w| w.set(None));
 }
 
-/// The answer is done: the connection's next request head must be complete within `idle` from
-/// now.
-pub fn request_done(t: &ClientTimeouts) {
-    let _ = CONNECTION.try_with(|w| w.set(Some(Instant::now() + t.idle)));
+/// The answer is done (at `now`): the connection's next request head must be complete within
+/// `idle` from then.
+pub fn request_done(t: &ClientTimeouts, now: Instant) {
+    let _ = CONNECTION.try_with(|w| w.set(Some(now + t.idle)));
 }
 
 /// The inference listener's app: Pingora's, run under a per-connection head deadline.
@@ -261,7 +261,7 @@ mod tests {
         assert_eq!(w.get(), None);
         CONNECTION
             .scope(w.clone(), async {
-                request_done(&t);
+                request_done(&t, Instant::now());
             })
             .await;
         assert!(w
@@ -269,6 +269,6 @@ mod tests {
             .is_some_and(|d| d > Instant::now() && d <= Instant::now() + t.idle));
         // Outside a watched connection the hooks do nothing.
         head_complete();
-        request_done(&t);
+        request_done(&t, Instant::now());
     }
 }

@@ -14,7 +14,15 @@ use std::sync::Arc;
 
 impl Gateway {
     /// Runs the snapshot's response chain for a finished request.
-    pub(super) fn finish(&self, session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+    /// `done`: when the answer ended (the one clock reading the steps share).
+    pub(super) fn finish(
+        &self,
+        session: &Session,
+        e: Option<&Error>,
+        ctx: &mut RequestCtx,
+        done: std::time::Instant,
+    ) {
+        let elapsed = done.saturating_duration_since(ctx.started);
         if e.is_some() && !ctx.completed && ctx.error_code.is_none() {
             ctx.error_code = Some(
                 if e.is_some_and(|e| e.esource() == &ErrorSource::Downstream) {
@@ -42,15 +50,14 @@ impl Gateway {
                         self.spend.finish(ctx);
                     }
                 }
-                ResponseStep::Meter => self.meter(&snapshot, ctx),
-                ResponseStep::AccessLog => self.access_line(session, &snapshot, ctx),
+                ResponseStep::Meter => self.meter(&snapshot, ctx, elapsed),
+                ResponseStep::AccessLog => self.access_line(session, &snapshot, ctx, elapsed),
             }
         }
         crate::ops::otlp::record(&snapshot, ctx);
     }
 
-    fn meter(&self, snapshot: &Snapshot, ctx: &RequestCtx) {
-        let elapsed = ctx.started.elapsed();
+    fn meter(&self, snapshot: &Snapshot, ctx: &RequestCtx, elapsed: std::time::Duration) {
         for a in &ctx.guardrails {
             self.metrics
                 .guardrail(&a.guardrail.name, a.action.label(), a.phase.label());
@@ -129,11 +136,16 @@ impl Gateway {
         }
     }
 
-    fn access_line(&self, session: &Session, snapshot: &Snapshot, ctx: &RequestCtx) {
+    fn access_line(
+        &self,
+        session: &Session,
+        snapshot: &Snapshot,
+        ctx: &RequestCtx,
+        elapsed: std::time::Duration,
+    ) {
         if !self.access_log.enabled() {
             return;
         }
-        let elapsed = ctx.started.elapsed();
         let req = session.req_header();
         let served = served(ctx);
         let passthrough = crate::passthrough::charge(ctx);

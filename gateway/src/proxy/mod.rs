@@ -623,8 +623,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Box<RequestCtx>) {
-        deadlines::request_done(&self.client_timeouts);
-        self.finish(session, e, ctx);
+        let done = std::time::Instant::now();
+        deadlines::request_done(&self.client_timeouts, done);
+        self.finish(session, e, ctx, done);
     }
 }
 

@@ -108,8 +108,9 @@ impl DeploymentRuntime {
         self.error_rate_ppm.load(Ordering::Relaxed) as f64 / 1_000_000.0
     }
 
-    pub fn on_success(&self) {
-        self.reputation.success(crate::clock::now_ms());
+    /// A good answer at `now` (ms, [`crate::clock::now_ms`]).
+    pub fn on_success(&self, now: u64) {
+        self.reputation.success(now);
         self.fold_error(false);
         self.consecutive_failures.store(0, Ordering::Release);
         self.open_until_ms.store(0, Ordering::Release);
@@ -154,14 +155,14 @@ impl DeploymentRuntime {
             .fetch_max(now + wait.as_millis() as u64, Ordering::AcqRel);
     }
 
-    /// The total latency of an answer sent in full, for the reputation score.
-    pub fn observe_total(&self, took: Duration) {
-        self.reputation.total(crate::clock::now_ms(), took);
+    /// The total latency of an answer sent in full, for the reputation score, at `now` (ms).
+    pub fn observe_total(&self, took: Duration, now: u64) {
+        self.reputation.total(now, took);
     }
 
-    /// Folds one time-to-first-byte sample into the EWMA (weight 0.2).
-    pub fn observe_ttfb(&self, ttfb: Duration) {
-        self.reputation.ttfb(crate::clock::now_ms(), ttfb);
+    /// Folds one time-to-first-byte sample, taken at `now` (ms), into the EWMA (weight 0.2).
+    pub fn observe_ttfb(&self, ttfb: Duration, now: u64) {
+        self.reputation.ttfb(now, ttfb);
         let sample = ttfb.as_micros().max(1) as u64;
         let old = self.ewma_ttfb_us.load(Ordering::Relaxed);
         let new = if old == 0 {
@@ -235,7 +236,7 @@ mod tests {
         assert_eq!(r.state(1500), BreakerState::Open);
         // Next probe succeeds: closed.
         assert!(r.acquire(&POLICY, 2100).is_ok());
-        r.on_success();
+        r.on_success(2100);
         assert_eq!(r.state(2100), BreakerState::Closed);
         assert!(r.acquire(&POLICY, 2101).is_ok());
     }
@@ -257,7 +258,7 @@ mod tests {
         let r = DeploymentRuntime::default();
         r.on_failure(&POLICY, 1);
         r.on_failure(&POLICY, 2);
-        r.on_success();
+        r.on_success(2);
         assert!(!r.on_failure(&POLICY, 3));
         assert_eq!(r.state(4), BreakerState::Closed);
     }
@@ -290,9 +291,9 @@ mod tests {
     fn ewma_moves_towards_samples() {
         let r = DeploymentRuntime::default();
         assert_eq!(r.ewma_ttfb(), None);
-        r.observe_ttfb(Duration::from_millis(100));
+        r.observe_ttfb(Duration::from_millis(100), 1);
         assert_eq!(r.ewma_ttfb(), Some(Duration::from_millis(100)));
-        r.observe_ttfb(Duration::from_millis(200));
+        r.observe_ttfb(Duration::from_millis(200), 1);
         assert_eq!(r.ewma_ttfb(), Some(Duration::from_millis(120)));
     }
 }
@@ -365,7 +366,7 @@ impl QuotaTracker {
     /// Applies the provider's rate-limit headers (OpenAI style, and Anthropic's variant whose
     /// reset is an RFC 3339 instant, not a duration). Header names are built once: formatting
     /// and parsing eight names cost ~3,800 instructions on every answer.
-    pub fn observe_headers(&self, headers: &http::HeaderMap, now: u64) {
+    pub fn observe_headers(&self, headers: &http::HeaderMap, now: impl FnOnce() -> u64) {
         use http::HeaderName as H;
         static OPENAI: [(H, H); 2] = [
             (
@@ -392,6 +393,7 @@ impl QuotaTracker {
         if !headers.keys().any(|k| is_quota_header(k.as_str())) {
             return;
         }
+        let now = now();
         let text = |name: &H| headers.get(name).and_then(|v| v.to_str().ok());
         let exhausted = |name: &H| text(name).and_then(|v| v.trim().parse::<u64>().ok()) == Some(0);
         let block = |reset: Option<Duration>| {
@@ -484,7 +486,7 @@ mod quota_tests {
         let mut h = http::HeaderMap::new();
         h.insert("x-ratelimit-remaining-requests", "0".parse().unwrap());
         h.insert("x-ratelimit-reset-requests", "1.5s".parse().unwrap());
-        t.observe_headers(&h, 1000);
+        t.observe_headers(&h, || 1000);
         assert!(!t.admit(None, 0, 2000));
         assert!(t.admit(None, 0, 2600));
         assert_eq!(parse_reset("6m0s"), Some(Duration::from_secs(360)));

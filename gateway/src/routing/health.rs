@@ -93,7 +93,7 @@ impl HealthChecker {
 
     async fn check(&self, p: &ProviderHandle) {
         match self.probe(p).await {
-            Ok(()) => p.record_success(),
+            Ok(()) => p.record_success(crate::clock::now_ms()),
             Err(e) => {
                 log::warn!("provider {}: {e}", p.name());
                 p.record_failure(&format!("health check: {e}"));
@@ -194,7 +194,7 @@ impl HealthCheck for ProviderProbe {
         };
         match self.checker.probe(p).await {
             Ok(()) => {
-                p.record_success();
+                p.record_success(crate::clock::now_ms());
                 Ok(())
             }
             Err(e) => {

@@ -385,7 +385,8 @@ mod tests {
     /// Gives each deployment one time-to-first-byte sample, in milliseconds.
     fn set_latencies(m: &RoutedModel, ms: &[u64]) {
         for (d, ms) in m.deployments.iter().zip(ms) {
-            d.runtime.observe_ttfb(Duration::from_millis(*ms));
+            d.runtime
+                .observe_ttfb(Duration::from_millis(*ms), crate::clock::now_ms());
         }
     }
 

@@ -377,7 +377,8 @@ impl ProviderHandle {
         }
     }
 
-    pub fn record_success(&self) {
+    /// A good answer (or probe) at `now` ([`crate::clock::now_ms`]).
+    pub fn record_success(&self, now: u64) {
         let before = self.health.consecutive_failures.load(Ordering::Relaxed);
         if before != 0 {
             self.health.consecutive_failures.store(0, Ordering::Relaxed);
@@ -389,9 +390,7 @@ impl ProviderHandle {
                 );
             }
         }
-        self.health
-            .last_success_ms
-            .store(crate::clock::unix_ms(), Ordering::Relaxed);
+        self.health.last_success_ms.store(now, Ordering::Relaxed);
         self.metrics.up.set(1);
     }
 
@@ -424,7 +423,10 @@ impl ProviderHandle {
 #[derive(Default)]
 pub struct ProviderHealth {
     pub consecutive_failures: AtomicU32,
+    /// The last success on the monotonic clock ([`crate::clock::now_ms`], the reading the
+    /// answer's bookkeeping already has; shown as Unix time via [`crate::clock::unix_ms_of`]).
     pub last_success_ms: AtomicU64,
+    /// The last failure in Unix milliseconds.
     pub last_failure_ms: AtomicU64,
     pub last_error: ArcSwapOption<String>,
 }

@@ -94,7 +94,8 @@ impl Forwarder {
             base64,
         ));
         served_in_process(ctx, dep, embedding_usage(tokens));
-        dep.runtime.observe_ttfb(started.elapsed());
+        dep.runtime
+            .observe_ttfb(started.elapsed(), crate::clock::now_ms());
         self.write_whole_json(session, ctx, dep, spec, body)
             .await
             .map_err(|e| LocalMiss::Failed(Failure::Abort(e)))
@@ -198,7 +199,8 @@ impl Forwarder {
                 Ok(Some(other)) => return Err(failed(format!("unexpected event {other:?}"))),
             }
         };
-        dep.runtime.observe_ttfb(started.elapsed());
+        dep.runtime
+            .observe_ttfb(started.elapsed(), crate::clock::now_ms());
         ctx.usage = Some(usage(completion));
         let response = ChatResponse {
             id: id.clone(),
@@ -333,7 +335,8 @@ impl Forwarder {
             }
             if first {
                 first = false;
-                dep.runtime.observe_ttfb(started.elapsed());
+                dep.runtime
+                    .observe_ttfb(started.elapsed(), crate::clock::now_ms());
                 ctx.mark_first_byte();
             }
             ctx.streamed_events += 1;

@@ -114,6 +114,7 @@ pub(super) fn served_in_process(
     ctx.served = Some(dep.index);
     ctx.usage = Some(usage);
     dep.provider.metrics.attempt(AttemptOutcome::Ok);
-    dep.provider.record_success();
-    dep.runtime.on_success();
+    let now = crate::clock::now_ms();
+    dep.provider.record_success(now);
+    dep.runtime.on_success(now);
 }

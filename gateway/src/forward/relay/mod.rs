@@ -14,11 +14,11 @@ pub(super) use whole::read_success_whole;
 use super::attempt::{model_breaker, Committed};
 use super::translate::{Inbound, Prepared};
 use super::{Failure, Forwarder, POOL_IDLE_TIMEOUT};
-use crate::clock::now_ms;
 use crate::errors::GatewayError;
 use crate::proxy::context::RequestCtx;
 use crate::routing::state::RoutedDeployment;
 use pingora_proxy::Session;
+use std::time::Instant;
 
 /// What is being answered: the deployment that answered, under which upstream model name, the
 /// request that was sent and the caller's.
@@ -59,13 +59,14 @@ impl Forwarder {
             started,
             ..
         } = *committed;
-        let took = started.elapsed();
+        let now = Instant::now();
+        let took = now.saturating_duration_since(started);
         dep.provider
             .metrics
             .upstream_duration
             .observe(took.as_secs_f64());
         if (200..300).contains(&ctx.status) {
-            dep.runtime.observe_total(took);
+            dep.runtime.observe_total(took, crate::clock::ms_at(now));
         }
         ctx.completed = true;
         if upstream.response_done() {
@@ -89,33 +90,43 @@ fn answer_head(
     };
     let facts = headers::HeadFacts::of(up_header, answer);
     let head = headers::caller_head(up_header, &facts, ctx, answer)?;
-    account_head(ctx, answer.dep, &facts);
+    account_head(
+        ctx,
+        answer.dep,
+        &facts,
+        crate::clock::ms_at(committed.answered),
+    );
     Ok((facts, head))
 }
 
 /// What the answer's head says about the deployment and the request: who served, with what
 /// status, and the deployment's health (a 4xx other than 429 is the caller's problem, not the
-/// deployment's).
-fn account_head(ctx: &mut RequestCtx, dep: &RoutedDeployment, facts: &headers::HeadFacts) {
+/// deployment's). `now` is when the answer came ([`crate::clock::now_ms`]).
+fn account_head(
+    ctx: &mut RequestCtx,
+    dep: &RoutedDeployment,
+    facts: &headers::HeadFacts,
+    now: u64,
+) {
     ctx.status = facts.status;
     ctx.served = Some(dep.index);
     ctx.stream = facts.is_stream;
     if facts.success {
-        dep.provider.record_success();
+        dep.provider.record_success(now);
     } else {
         ctx.error_code = Some("upstream_status");
     }
     if facts.status == 429 {
         // Relayed as the provider sent it; for the deployment only a wait.
-        dep.runtime.rate_limited(facts.retry_after, now_ms());
+        dep.runtime.rate_limited(facts.retry_after, now);
     } else if facts.status >= 500 {
-        if dep.runtime.on_failure(&model_breaker(ctx), now_ms()) {
+        if dep.runtime.on_failure(&model_breaker(ctx), now) {
             dep.provider.metrics.circuit_opened.inc();
             if let Some(m) = &ctx.model {
                 crate::ops::events::circuit_opened(dep.provider.name(), &dep.spec(m).model);
             }
         }
     } else {
-        dep.runtime.on_success();
+        dep.runtime.on_success(now);
     }
 }

@@ -228,7 +228,12 @@ async fn read_whole(
         upstream.set_read_timeout(Some(timeouts.idle.min(deadline - now)));
         match upstream.read_response_body().await {
             Ok(Some(chunk)) if whole.len() + chunk.len() <= limit => {
-                whole.extend_from_slice(&chunk)
+                whole.extend_from_slice(&chunk);
+                // A body of announced length is complete with its last byte: asking again
+                // would only be told so, after a clock read and a timeout armed for nothing.
+                if upstream.response_done() {
+                    return Ok(whole.freeze());
+                }
             }
             Ok(Some(_)) => return Err(Unread::TooLarge),
             Ok(None) => return Ok(whole.freeze()),
