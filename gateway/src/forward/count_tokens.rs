@@ -103,7 +103,7 @@ impl Forwarder {
                 dropped: Vec::new(),
             };
             ctx.tries += 1;
-            ctx.try_started.push(ctx.started.elapsed());
+            ctx.mark_try_started();
             let t = Try {
                 ctx,
                 dep,

@@ -223,7 +223,7 @@ impl Forwarder {
                     match ready {
                         Ready::Mock(settings) => {
                             ctx.tries += 1;
-                            ctx.try_started.push(ctx.started.elapsed());
+                            ctx.mark_try_started();
                             StepEnd::Done(
                                 Box::pin(self.serve_mock(session, ctx, &target, settings)).await,
                             )
@@ -389,7 +389,7 @@ impl Forwarder {
             return StepEnd::Next;
         }
         ctx.tries += 1;
-        ctx.try_started.push(ctx.started.elapsed());
+        ctx.mark_try_started();
         let served = match chat {
             Some(request) => self.serve_local_chat(session, ctx, target, request).await,
             None => self.serve_local_embeddings(session, ctx, target).await,
@@ -458,7 +458,7 @@ impl Forwarder {
         let routing = &model.config.routing;
         let stream = inbound.facts.stream;
         ctx.tries += 1;
-        ctx.try_started.push(ctx.started.elapsed());
+        ctx.mark_try_started();
         tally.tried = true;
         // A hedge partner: the next available deployment in the plan that can take the request.
         let partner = routing.hedge_after.filter(|_| i == 0).and_then(|after| {

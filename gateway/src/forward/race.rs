@@ -106,7 +106,7 @@ impl Forwarder {
         };
         if hedged {
             ctx.tries += 1;
-            ctx.try_started.push(ctx.started.elapsed());
+            ctx.mark_try_started();
         }
         if let Some((d, e)) = loser_failure {
             note_failure(ctx, model, d, e);

@@ -182,7 +182,8 @@ pub struct RequestCtx {
     pub first_byte: Option<Duration>,
     pub usage: Option<Usage>,
     pub tries: u32,
-    /// When each try started (since `started`), for the trace's client spans.
+    /// When each try started (since `started`), for the exported trace's client spans (empty
+    /// when the trace is not exported; see [`RequestCtx::mark_try_started`]).
     pub try_started: smallvec::SmallVec<[Duration; 4]>,
     pub failures: Vec<TryFailure>,
     /// The OpenAI error code answered, when the request failed.
@@ -283,6 +284,15 @@ impl RequestCtx {
             cache_pending: None,
             active_streams,
             _in_flight: in_flight.enter(),
+        }
+    }
+
+    /// Notes that a try starts now, for the exported trace's client spans. The answer's finish
+    /// reasons are collected exactly when the trace is exported: without one this reads no
+    /// clock.
+    pub fn mark_try_started(&mut self) {
+        if self.finish_reasons.is_some() {
+            self.try_started.push(self.started.elapsed());
         }
     }
 

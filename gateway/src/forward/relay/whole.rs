@@ -266,7 +266,16 @@ fn caller_body(
     }
     let filtered = crate::cloud::content_filter::applies(&answer.dep.provider.config.kind)
         && crate::cloud::content_filter::filtered(&raw);
-    let response_id = format!("{}{}", caller.id_prefix(), ctx.request_id);
+    // Only a translated answer is written anew, with an id and a `created` time (a passed-through
+    // one keeps the provider's): no formatting and no wall-clock read for the others.
+    let (response_id, created) = if mode.translated() {
+        (
+            format!("{}{}", caller.id_prefix(), ctx.request_id),
+            unix_secs(),
+        )
+    } else {
+        (String::new(), 0)
+    };
     match translate::translate_answer(
         mode,
         answer.inbound,
@@ -274,7 +283,7 @@ fn caller_body(
         decoded,
         &response_id,
         answer.upstream_model,
-        unix_secs(),
+        created,
     ) {
         Ok((_, usage)) if filtered => {
             // Azure withheld the output: the caller's content-policy error (the prompt was
