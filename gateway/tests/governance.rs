@@ -693,3 +693,63 @@ async fn a_fan_out_reserves_every_choice_so_one_request_cannot_overshoot_a_budge
         assert_eq!(e["error"]["code"], code, "{e}");
     }
 }
+
+/// The provider's own answer headers reach the caller; what describes the gateway's account or
+/// connection with the provider does not: its `x-ratelimit-*` (the caller sees the gateway's own
+/// limits instead), its `anthropic-ratelimit-*`, its cookies and hop-by-hop headers. Its request
+/// id is kept as `x-upstream-request-id`; the caller's `x-request-id` is the gateway's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callers_head_carries_the_gateways_limits_never_the_providers_account() {
+    let up = common::canned::Canned::start_with_headers(
+        200,
+        "application/json",
+        switchyard_benches::upstream::chat_completion_body("up-model"),
+        &[
+            ("x-ratelimit-limit-requests", "10000"),
+            ("x-ratelimit-remaining-requests", "9999"),
+            ("anthropic-ratelimit-tokens-remaining", "77"),
+            ("set-cookie", "__cf_bm=provider-session; path=/"),
+            ("set-cookie", "second=cookie"),
+            ("keep-alive", "timeout=5"),
+            ("x-request-id", "req_provider_123"),
+            ("openai-processing-ms", "42"),
+            ("x-provider-note", "one"),
+            ("x-provider-note", "two"),
+        ],
+    )
+    .await;
+    let cfg = format!(
+        "providers:\n  - {{ name: up, kind: openai, base_url: {}, api_key: sk-up-secret }}\nmodels:\n  - name: chat\n    deployments:\n      - {{ provider: up, model: up-model }}\nauth:\n  api_keys:\n    - {{ name: k1, key: {KEY}, team: t1, limits: {{ requests_per_minute: 5 }} }}\n",
+        up.base
+    );
+    let gw = Gateway::start(&cfg, "").await;
+    let r = ask(&gw).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The gateway's limit, not the provider's account.
+    assert_eq!(r.header("x-ratelimit-limit-requests"), Some("5"));
+    assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("4"));
+    assert_eq!(
+        r.headers
+            .get_all("x-ratelimit-limit-requests")
+            .iter()
+            .count(),
+        1
+    );
+    assert_eq!(r.header("anthropic-ratelimit-tokens-remaining"), None);
+    assert_eq!(r.header("set-cookie"), None);
+    assert_eq!(r.header("keep-alive"), None);
+    // The provider's request id under its own name; the caller's is the gateway's.
+    assert_eq!(r.header("x-upstream-request-id"), Some("req_provider_123"));
+    let id = r.header("x-request-id").expect("x-request-id");
+    assert_ne!(id, "req_provider_123");
+    // The provider's other headers, every value of a repeated one, as it sent them.
+    assert_eq!(r.header("openai-processing-ms"), Some("42"));
+    let notes: Vec<_> = r.headers.get_all("x-provider-note").iter().collect();
+    assert_eq!(notes, ["one", "two"]);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("x-switchyard-provider"), Some("up"));
+    assert_eq!(
+        r.body,
+        switchyard_benches::upstream::chat_completion_body("up-model").as_bytes()
+    );
+}

@@ -112,6 +112,8 @@ pub(super) struct Committed {
     /// ([`super::answer_check`]) before committing, so that a 2xx that is not an answer can
     /// still move on to the next deployment.
     pub whole: Option<super::answer_check::Whole>,
+    /// What the answer's head says, once worked out (by the read of a whole answer).
+    pub facts: Option<super::relay::HeadFacts>,
 }
 
 /// Where one try goes: the provider's format, address and credential.
@@ -267,6 +269,7 @@ impl Forwarder {
                 answered,
                 first_chunk,
                 whole: None,
+                facts: None,
             }));
         }
     }

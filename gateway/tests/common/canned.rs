@@ -19,6 +19,16 @@ pub struct Canned {
 
 impl Canned {
     pub async fn start(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Canned {
+        Canned::start_with_headers(status, content_type, body, &[]).await
+    }
+
+    /// [`Canned::start`], the answer also carrying `headers` (a name may come more than once).
+    pub async fn start_with_headers(
+        status: u16,
+        content_type: &'static str,
+        body: impl Into<Bytes>,
+        headers: &'static [(&'static str, &'static str)],
+    ) -> Canned {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -39,11 +49,13 @@ impl Canned {
                                 .unwrap_or_else(|e| e.into_inner())
                                 .push((path, sent.unwrap_or_default()));
                         }
-                        let resp = hyper::Response::builder()
+                        let mut resp = hyper::Response::builder()
                             .status(status)
-                            .header("content-type", content_type)
-                            .body(Full::new(body))
-                            .expect("response");
+                            .header("content-type", content_type);
+                        for (name, value) in headers {
+                            resp = resp.header(*name, *value);
+                        }
+                        let resp = resp.body(Full::new(body)).expect("response");
                         Ok::<_, Infallible>(resp)
                     }
                 });

@@ -10,7 +10,8 @@ use crate::proxy::response_headers as rh;
 use pingora_http::ResponseHeader;
 
 /// What the upstream's head says about how to relay its body.
-pub(super) struct HeadFacts {
+#[derive(Clone, Copy)]
+pub(in crate::forward) struct HeadFacts {
     pub status: u16,
     pub success: bool,
     /// The answer goes out as a stream (SSE to the caller).
@@ -98,30 +99,32 @@ pub(super) fn caller_head(
     ctx: &RequestCtx,
     answer: &Answer<'_, '_>,
 ) -> Result<http::response::Parts, Failure> {
-    let mut resp = up.as_owned_parts();
+    // One pass copies the upstream's headers into a map sized for them and the gateway's own
+    // (a clone of the upstream's map, then room for those, allocated it twice and re-inserted
+    // every entry), leaving out on the way what the caller must not see (a removal by name
+    // hashes and probes even when the name is absent). The provider's quota headers describe
+    // the gateway's upstream account, not the caller's limits (those are the gateway's own
+    // `x-ratelimit-*`, added below). A provider's cookies are the gateway's session with it,
+    // never the caller's. Its request id is kept under another name.
+    let mut headers = http::HeaderMap::with_capacity(up.headers.len() + 12);
+    for (name, value) in up.headers.iter() {
+        if HOP_BY_HOP.contains(&name)
+            || name == http::header::SET_COOKIE
+            || crate::routing::breaker::is_quota_header(name.as_str())
+        {
+            continue;
+        }
+        if name == rh::X_REQUEST_ID {
+            headers.insert(&rh::X_UPSTREAM_REQUEST_ID, value.clone());
+        } else {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let (mut resp, ()) = http::Response::new(()).into_parts();
+    resp.status = up.status;
+    resp.version = up.version;
+    resp.headers = headers;
     let h = &mut resp.headers;
-    // Room for what is added below (the gateway's own headers), so the map grows at most once.
-    h.reserve(12);
-    // One pass over the upstream's names finds what the caller must not see (a removal by name
-    // hashes and probes even when the name is absent: eleven of them cost ~900 instructions).
-    // The provider's quota headers describe the gateway's upstream account, not the caller's
-    // limits (those are the gateway's own `x-ratelimit-*`, added below). A provider's cookies
-    // are the gateway's session with it, never the caller's.
-    let withheld: smallvec::SmallVec<[http::HeaderName; 4]> = h
-        .keys()
-        .filter(|k| {
-            HOP_BY_HOP.contains(k)
-                || *k == http::header::SET_COOKIE
-                || crate::routing::breaker::is_quota_header(k.as_str())
-        })
-        .cloned()
-        .collect();
-    for name in &withheld {
-        h.remove(name);
-    }
-    if let Some(upstream_id) = h.remove(&rh::X_REQUEST_ID) {
-        h.insert(&rh::X_UPSTREAM_REQUEST_ID, upstream_id);
-    }
     if facts.is_stream || facts.declared.is_none() {
         h.remove(http::header::CONTENT_LENGTH);
         h.insert(

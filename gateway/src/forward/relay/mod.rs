@@ -9,6 +9,7 @@ mod stream;
 pub(in crate::forward) use stream::join;
 mod whole;
 
+pub(super) use headers::HeadFacts;
 pub(super) use whole::read_success_whole;
 
 use super::attempt::{model_breaker, Committed};
@@ -88,7 +89,10 @@ fn answer_head(
             tries: Vec::new(),
         }));
     };
-    let facts = headers::HeadFacts::of(up_header, answer);
+    // Worked out once: a successful non-stream answer's were when its body was read.
+    let facts = committed
+        .facts
+        .unwrap_or_else(|| headers::HeadFacts::of(up_header, answer));
     let head = headers::caller_head(up_header, &facts, ctx, answer)?;
     account_head(
         ctx,

@@ -141,6 +141,7 @@ pub(in crate::forward) async fn read_success_whole(
     answer: &Answer<'_, '_>,
 ) -> Option<Result<Bytes, GatewayError>> {
     let facts = HeadFacts::of(committed.upstream.response_header()?, answer);
+    committed.facts = Some(facts);
     if !(facts.read_whole && facts.success) {
         return None;
     }
