@@ -437,6 +437,16 @@ pub struct HttpEndpoint {
 }
 
 impl HttpEndpoint {
+    /// The name a connection's TLS handshake asks for (SNI, certificate check): the host for
+    /// `https`, none for plain HTTP.
+    pub fn sni(&self) -> String {
+        if self.tls {
+            self.host.clone()
+        } else {
+            String::new()
+        }
+    }
+
     /// The full upstream path for an API path such as `/chat/completions`.
     pub fn path(&self, api_path: &str) -> String {
         let mut p = String::with_capacity(self.path_prefix.len() + api_path.len());

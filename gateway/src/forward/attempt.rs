@@ -195,8 +195,8 @@ impl Forwarder {
         // The clock as last read: timeouts are cut to what is left of the deadline from it (a
         // read costs ~30 ns; a reused connection's writes take microseconds, not worth another).
         let mut now = started;
+        let left = |now: Instant| t.deadline.saturating_duration_since(now);
         loop {
-            let left = |now: Instant| t.deadline.saturating_duration_since(now);
             // Only a new connection waits here (a proxy's CONNECT included): within what is left.
             let connect = timeouts.connect.min(left(now));
             peer.options.connection_timeout = Some(connect);
@@ -312,15 +312,7 @@ fn peer_for(
     addr: std::net::SocketAddr,
 ) -> Result<Box<HttpPeer>, TryError> {
     let endpoint = upstream.endpoint;
-    let mut peer = Box::new(HttpPeer::new(
-        addr,
-        endpoint.tls,
-        if endpoint.tls {
-            endpoint.host.clone()
-        } else {
-            String::new()
-        },
-    ));
+    let mut peer = Box::new(HttpPeer::new(addr, endpoint.tls, endpoint.sni()));
     peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
     peer.options.ca = t.dep.provider.ca.clone();
     if let Some(proxy) = upstream.proxy {

@@ -6,8 +6,8 @@
 //! at most the rows of the last interval. In `strict` durability a response's last bytes wait for
 //! [`Ledger::record_durable`]: the writer commits at once together with whatever else is queued
 //! (group commit) and acknowledges, so no record of a response a caller received in full is lost.
-//! Reads (start-up totals, the usage API) use their own connections; they never block writes for
-//! long (WAL mode). It owns the ledger table and nothing else.
+//! Reads (start-up totals, the usage API: [`super::ledger_query`]) use their own connections;
+//! they never block writes for long (WAL mode). It owns the ledger table and nothing else.
 //!
 //! With `store.kind: postgres` the same writer loop hands its batches to
 //! [`crate::store::ledger::PgSink`] instead (PostgreSQL, with a local spool while it is away), and
@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+
+pub use super::ledger_query::{spent_since, usage, GroupBy, ScopeColumn, UsageTotals};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -627,159 +629,6 @@ pub(crate) fn read_rows(
             rowid: r.get(0)?,
             row,
             replica: r.get(18)?,
-        })
-    })?;
-    rows.collect()
-}
-
-/// What a budget scope matches in the ledger.
-#[derive(Debug, Clone, Copy)]
-pub enum ScopeColumn<'a> {
-    All,
-    Team(&'a str),
-    Project(&'a str),
-    Key(&'a str),
-    Provider(&'a str),
-}
-
-impl ScopeColumn<'_> {
-    /// The column a scope filters on and the value it must hold (`None`: every row).
-    pub fn filter(&self) -> Option<(&'static str, &str)> {
-        match self {
-            ScopeColumn::All => None,
-            ScopeColumn::Team(t) => Some(("team", t)),
-            ScopeColumn::Project(p) => Some(("project", p)),
-            ScopeColumn::Key(k) => Some(("key", k)),
-            ScopeColumn::Provider(p) => Some(("provider", p)),
-        }
-    }
-
-    /// The same scope, owning its value (to cross into the store's runtime).
-    pub fn owned(&self) -> Option<(&'static str, String)> {
-        self.filter().map(|(c, v)| (c, v.to_string()))
-    }
-}
-
-/// Total cost (nano-dollars) of the rows since `since_ms` matching `scope`.
-pub fn spent_since(
-    conn: &Connection,
-    scope: ScopeColumn<'_>,
-    since_ms: i64,
-) -> rusqlite::Result<u64> {
-    let (sql, arg): (&str, Option<&str>) = match scope {
-        ScopeColumn::All => (
-            "SELECT COALESCE(SUM(cost_nanos),0) FROM ledger WHERE ts_ms >= ?1",
-            None,
-        ),
-        ScopeColumn::Team(t) => (
-            "SELECT COALESCE(SUM(cost_nanos),0) FROM ledger WHERE ts_ms >= ?1 AND team = ?2",
-            Some(t),
-        ),
-        ScopeColumn::Project(p) => (
-            "SELECT COALESCE(SUM(cost_nanos),0) FROM ledger WHERE ts_ms >= ?1 AND project = ?2",
-            Some(p),
-        ),
-        ScopeColumn::Key(k) => (
-            "SELECT COALESCE(SUM(cost_nanos),0) FROM ledger WHERE ts_ms >= ?1 AND key = ?2",
-            Some(k),
-        ),
-        ScopeColumn::Provider(p) => (
-            "SELECT COALESCE(SUM(cost_nanos),0) FROM ledger WHERE ts_ms >= ?1 AND provider = ?2",
-            Some(p),
-        ),
-    };
-    let total: i64 = match arg {
-        None => conn.query_row(sql, params![since_ms], |r| r.get(0))?,
-        Some(a) => conn.query_row(sql, params![since_ms, a], |r| r.get(0))?,
-    };
-    Ok(total.max(0) as u64)
-}
-
-/// How the usage API groups rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GroupBy {
-    Key,
-    Team,
-    Project,
-    Model,
-    Provider,
-    Tag,
-    /// The API the request came in by (`chat_completions`, `messages`, `responses`, …).
-    Endpoint,
-    /// `provider/upstream model`: one group per deployment (a sticky A/B split's arms).
-    Deployment,
-}
-
-impl GroupBy {
-    /// The SQL expression rows are grouped by (the same in SQLite and PostgreSQL); tags are
-    /// grouped through their JSON instead (each backend its own way).
-    pub fn column(self) -> &'static str {
-        match self {
-            GroupBy::Key => "key",
-            GroupBy::Team => "team",
-            GroupBy::Project => "project",
-            GroupBy::Model => "model",
-            GroupBy::Endpoint => "endpoint",
-            GroupBy::Deployment => "provider || '/' || deployment",
-            GroupBy::Provider | GroupBy::Tag => "provider",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<GroupBy> {
-        Some(match s {
-            "key" => GroupBy::Key,
-            "team" => GroupBy::Team,
-            "project" => GroupBy::Project,
-            "model" => GroupBy::Model,
-            "provider" => GroupBy::Provider,
-            "tag" => GroupBy::Tag,
-            "endpoint" => GroupBy::Endpoint,
-            "deployment" => GroupBy::Deployment,
-            _ => return None,
-        })
-    }
-}
-
-/// One group's totals.
-#[derive(Debug, Clone, PartialEq)]
-pub struct UsageTotals {
-    pub group: Option<String>,
-    pub requests: u64,
-    pub tokens_in: u64,
-    pub tokens_out: u64,
-    pub cost_nanos: u64,
-}
-
-/// Totals of the rows with `from_ms <= ts_ms < to_ms`, grouped.
-pub fn usage(
-    conn: &Connection,
-    from_ms: i64,
-    to_ms: i64,
-    group_by: Option<GroupBy>,
-) -> rusqlite::Result<Vec<UsageTotals>> {
-    let sql = match group_by {
-        None => "SELECT NULL, COUNT(*), COALESCE(SUM(tokens_in),0), COALESCE(SUM(tokens_out),0),
-                 COALESCE(SUM(cost_nanos),0) FROM ledger WHERE ts_ms >= ?1 AND ts_ms < ?2"
-            .to_string(),
-        Some(GroupBy::Tag) => "SELECT t.key || '=' || t.value, COUNT(*), SUM(l.tokens_in),
-                 SUM(l.tokens_out), SUM(l.cost_nanos)
-                 FROM ledger l, json_each(CASE WHEN json_valid(l.tags) THEN l.tags ELSE '{}' END) t
-                 WHERE l.ts_ms >= ?1 AND l.ts_ms < ?2 GROUP BY 1 ORDER BY 5 DESC"
-            .to_string(),
-        Some(g) => format!(
-            "SELECT {}, COUNT(*), SUM(tokens_in), SUM(tokens_out), SUM(cost_nanos)
-             FROM ledger WHERE ts_ms >= ?1 AND ts_ms < ?2 GROUP BY 1 ORDER BY 5 DESC",
-            g.column()
-        ),
-    };
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(params![from_ms, to_ms], |r| {
-        Ok(UsageTotals {
-            group: r.get(0)?,
-            requests: r.get::<_, i64>(1)?.max(0) as u64,
-            tokens_in: r.get::<_, i64>(2)?.max(0) as u64,
-            tokens_out: r.get::<_, i64>(3)?.max(0) as u64,
-            cost_nanos: r.get::<_, i64>(4)?.max(0) as u64,
         })
     })?;
     rows.collect()

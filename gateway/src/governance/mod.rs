@@ -22,6 +22,7 @@ pub mod admission;
 pub mod cost;
 pub mod estimate;
 pub mod ledger;
+pub mod ledger_query;
 pub mod ledger_row;
 pub mod redis_store;
 pub mod shared;

@@ -53,15 +53,7 @@ pub async fn call_to(
                 .next()
                 .ok_or_else(|| format!("{} resolved to no address", ep.host))?,
         };
-        let mut peer = HttpPeer::new(
-            addr,
-            ep.tls,
-            if ep.tls {
-                ep.host.clone()
-            } else {
-                String::new()
-            },
-        );
+        let mut peer = HttpPeer::new(addr, ep.tls, ep.sni());
         peer.options.connection_timeout = Some(timeout);
         peer.options.read_timeout = Some(timeout);
         if let Some(proxy) = target.proxy {

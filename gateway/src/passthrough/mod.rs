@@ -183,12 +183,7 @@ pub fn peer(
     addr: std::net::SocketAddr,
 ) -> Box<HttpPeer> {
     let endpoint = target.endpoint;
-    let sni = if endpoint.tls {
-        endpoint.host.clone()
-    } else {
-        String::new()
-    };
-    let mut peer = Box::new(HttpPeer::new(addr, endpoint.tls, sni));
+    let mut peer = Box::new(HttpPeer::new(addr, endpoint.tls, endpoint.sni()));
     let t = handle.config.timeouts;
     peer.options.connection_timeout = Some(t.connect);
     peer.options.total_connection_timeout = Some(t.connect);
