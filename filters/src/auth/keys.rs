@@ -125,15 +125,26 @@ pub struct KeyEntry {
     pub superseded_until: Option<u64>,
 }
 
+/// One hash's entry and the identity its key gives a caller, made once when the index is built
+/// (a request shares it: no name, team or model list copied per request).
+#[derive(Debug, Clone)]
+struct Indexed {
+    entry: KeyEntry,
+    identity: Arc<Identity>,
+}
+
 /// The lookup table from key hash to key. Built off the request path and swapped in whole.
 #[derive(Debug, Default, Clone)]
 pub struct KeyIndex {
-    by_hash: HashMap<KeyHash, KeyEntry>,
+    /// Hashed with foldhash (seeded per process), not std's SipHash: every keyed request looks
+    /// its digest up.
+    by_hash: HashMap<KeyHash, Indexed, foldhash::fast::RandomState>,
 }
 
 impl KeyIndex {
     pub fn insert(&mut self, hash: KeyHash, entry: KeyEntry) {
-        self.by_hash.insert(hash, entry);
+        let identity = Arc::new(entry.record.identity());
+        self.by_hash.insert(hash, Indexed { entry, identity });
     }
 
     pub fn len(&self) -> usize {
@@ -144,14 +155,15 @@ impl KeyIndex {
         self.by_hash.is_empty()
     }
 
-    /// Checks a presented secret from `client` at `now_unix`.
+    /// Checks a presented secret from `client` at `now_unix`; the caller's identity if it may
+    /// pass.
     pub fn check(
         &self,
         secret: &str,
         client: Option<IpAddr>,
         now_unix: u64,
-    ) -> Result<Arc<KeyRecord>, AuthError> {
-        let entry = self
+    ) -> Result<Arc<Identity>, AuthError> {
+        let Indexed { entry, identity } = self
             .by_hash
             .get(&hash_key(secret))
             .ok_or(AuthError::InvalidKey)?;
@@ -172,7 +184,7 @@ impl KeyIndex {
                 caller: rec.name.clone(),
             });
         }
-        Ok(rec.clone())
+        Ok(identity.clone())
     }
 }
 
@@ -243,7 +255,10 @@ mod tests {
             },
         );
         let local = Some("127.0.0.1".parse().unwrap());
-        assert!(idx.check("sy-new", local, 1000).is_ok());
+        assert_eq!(
+            idx.check("sy-new", local, 1000),
+            Ok(Arc::new(rec.identity()))
+        );
         assert!(
             idx.check("sy-old", local, 1400).is_ok(),
             "inside the grace period"

@@ -192,7 +192,7 @@ pub fn continues(body: &[u8]) -> bool {
 
 /// Who shares entries with this caller.
 fn scope_id(scope: CacheScope, ctx: &RequestCtx) -> String {
-    let who = ctx.identity.as_ref();
+    let who = ctx.identity.as_deref();
     let key = || {
         who.map(|i| format!("key:{}", i.subject()))
             .unwrap_or_default()

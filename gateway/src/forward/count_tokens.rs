@@ -51,7 +51,7 @@ impl Forwarder {
         let sticky_key = model.config.sticky.as_ref().and_then(|s| {
             crate::routing::sticky::caller_key(
                 s,
-                ctx.identity.as_ref(),
+                ctx.identity.as_deref(),
                 &session.req_header().headers,
                 inbound.body,
             )
@@ -65,7 +65,7 @@ impl Forwarder {
             metadata: facts.metadata,
             prefer_cheapest: false,
             hints: ctx.hints.as_ref(),
-            caller: ctx.identity.as_ref(),
+            caller: ctx.identity.as_deref(),
             sticky: sticky_key.as_deref(),
         };
         let steps = router::plan(model, &input);

@@ -167,7 +167,7 @@ impl Forwarder {
         let sticky_key = model.config.sticky.as_ref().and_then(|s| {
             crate::routing::sticky::caller_key(
                 s,
-                ctx.identity.as_ref(),
+                ctx.identity.as_deref(),
                 &session.req_header().headers,
                 inbound.body,
             )
@@ -181,7 +181,7 @@ impl Forwarder {
             metadata: facts.metadata,
             prefer_cheapest: ctx.admission.as_ref().is_some_and(|a| a.prefer_cheapest),
             hints: ctx.hints.as_ref(),
-            caller: ctx.identity.as_ref(),
+            caller: ctx.identity.as_deref(),
             sticky: sticky_key.as_deref(),
         };
         let steps = router::plan(model, &input);

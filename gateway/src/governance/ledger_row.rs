@@ -110,7 +110,7 @@ pub(super) fn row_with(
         (Some(m), Some(i)) => m.deployments.get(i).map(|d| (m, d)),
         _ => None,
     };
-    let who = ctx.identity.as_ref();
+    let who = ctx.identity.as_deref();
     let subject = who.map(Identity::subject);
     LedgerRow::new(
         &RowText {

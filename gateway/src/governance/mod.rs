@@ -284,11 +284,15 @@ impl Budget {
     }
 }
 
+/// Limiters by key or team name. Hashed with foldhash (seeded per process), not std's SipHash:
+/// every limited request looks one up.
+type LimitersByName = HashMap<String, Arc<Limiter>, foldhash::fast::RandomState>;
+
 /// The live policy for one config.
 pub struct Governance {
     pub budgets: Vec<Arc<Budget>>,
-    key_limits: HashMap<String, Arc<Limiter>>,
-    team_limits: HashMap<String, Arc<Limiter>>,
+    key_limits: LimitersByName,
+    team_limits: LimitersByName,
     /// Whether any budget has a provider scope (if not, routing skips the per-deployment check).
     provider_budgets: bool,
 }
@@ -414,13 +418,12 @@ fn build(
             Arc::new(b)
         })
         .collect();
-    let carry =
-        |old: Option<&HashMap<String, Arc<Limiter>>>, kind: &str, name: &str, l: &RateLimits| {
-            old.and_then(|o| o.get(name))
-                .filter(|x| x.limits == *l)
-                .cloned()
-                .unwrap_or_else(|| Arc::new(Limiter::new(*l, format!("{kind}:{name}"))))
-        };
+    let carry = |old: Option<&LimitersByName>, kind: &str, name: &str, l: &RateLimits| {
+        old.and_then(|o| o.get(name))
+            .filter(|x| x.limits == *l)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Limiter::new(*l, format!("{kind}:{name}"))))
+    };
     let runtime_limits: Vec<(String, RateLimits)> = src
         .keys
         .iter()

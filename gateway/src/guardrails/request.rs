@@ -125,7 +125,7 @@ pub async fn request_step(
     {
         return Ok(Checked::default()); // refused by the model-access step, not here
     }
-    let rails = all.applicable(&model.config.name, ctx.identity.as_ref());
+    let rails = all.applicable(&model.config.name, ctx.identity.as_deref());
     ctx.response_guardrails = rails
         .iter()
         .filter(|g| g.on_response && (g.detector.is_some() || g.webhook.is_some()))
@@ -202,7 +202,7 @@ fn audit_block(audit: &AccessLogger, ctx: &RequestCtx, guardrail: &str, model: &
         "guardrail": guardrail,
         "phase": "request",
         "param": param,
-        "caller": ctx.identity.as_ref().map(|i| i.name.as_str()),
+        "caller": ctx.identity.as_deref().map(|i| i.name.as_str()),
         "model": model,
         "request_id": ctx.request_id,
         "outcome": "denied",

@@ -76,7 +76,7 @@ pub(super) async fn consult(
         return Verdict::Allow;
     };
     let (model, phase) = (asker.model.as_str(), asker.phase);
-    let who = ctx.identity.as_ref();
+    let who = ctx.identity.as_deref();
     let payload = json!({
         "guardrail": g.name,
         "phase": phase.label(),

@@ -262,7 +262,7 @@ impl Auth {
         authorization: Option<&[u8]>,
         x_api_key: Option<&[u8]>,
         client: Option<IpAddr>,
-    ) -> Result<Option<Identity>, Denied> {
+    ) -> Result<Option<Arc<Identity>>, Denied> {
         let Some(settings) = view.settings.as_ref() else {
             return Ok(None);
         };
@@ -281,7 +281,7 @@ impl Auth {
                     found => found,
                 };
                 match checked {
-                    Ok(rec) => Ok(rec.identity()),
+                    Ok(identity) => Ok(identity),
                     // Not one of ours and not shaped like any API key: maybe an opaque token
                     // the issuer can vouch for.
                     Err(AuthError::InvalidKey) if !jwks::key_shaped(secret) => match settings
@@ -291,14 +291,18 @@ impl Auth {
                     {
                         // Boxed: an issuer's round trip (~2.6 KB of future) is rare here.
                         Some((oauth, intro)) => {
-                            Box::pin(self.introspect(oauth, intro, secret, now)).await
+                            Box::pin(self.introspect(oauth, intro, secret, now))
+                                .await
+                                .map(Arc::new)
                         }
                         None => Err(AuthError::InvalidKey),
                     },
                     Err(e) => Err(e),
                 }
             }
-            Some(Credential::Token(token)) => self.verify_token(settings, token, now).await,
+            Some(Credential::Token(token)) => {
+                self.verify_token(settings, token, now).await.map(Arc::new)
+            }
         };
         if let Err(e) = &result {
             if e.is_guess() {

@@ -145,7 +145,7 @@ fn spans(ctx: &RequestCtx, trace: &crate::proxy::trace::TraceContext) -> Vec<Val
         .error_code
         .map(str::to_string)
         .or_else(|| (ctx.status >= 500).then(|| ctx.status.to_string()));
-    let who = ctx.identity.as_ref();
+    let who = ctx.identity.as_deref();
     let server_attrs = attrs(vec![
         ("gen_ai.operation.name", json!(op)),
         (

@@ -455,9 +455,13 @@ impl Metrics {
     /// Counts an inference request for a caller's team and credential kind. Handles are cached
     /// per thread, so the shared label map is read once per (team, kind) per thread.
     pub fn caller(&self, team: &str, credential: &'static str) {
-        type Handles = std::collections::HashMap<String, Vec<(&'static str, IntCounter)>>;
+        type Handles = std::collections::HashMap<
+            String,
+            Vec<(&'static str, IntCounter)>,
+            foldhash::fast::RandomState,
+        >;
         thread_local! {
-            static HANDLES: std::cell::RefCell<Handles> = std::cell::RefCell::new(Handles::new());
+            static HANDLES: std::cell::RefCell<Handles> = std::cell::RefCell::new(Handles::default());
         }
         HANDLES.with(|h| {
             let mut h = h.borrow_mut();

@@ -158,7 +158,7 @@ pub struct RequestCtx {
     /// The ledger row was already written (strict durability writes it before the last bytes).
     pub ledger_recorded: bool,
     /// The authenticated caller (`None` without an `auth` section).
-    pub identity: Option<switchyard_filters::auth::Identity>,
+    pub identity: Option<Arc<switchyard_filters::auth::Identity>>,
     /// Guardrail actions taken (`x-switchyard-guardrails`, metric, access log).
     pub guardrails: Vec<crate::guardrails::Applied>,
     /// Guardrails that look at this request's answer (empty: the answer is not parsed).

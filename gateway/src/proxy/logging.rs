@@ -70,7 +70,7 @@ impl Gateway {
                     "event": "guardrail_block",
                     "guardrail": a.guardrail.name,
                     "phase": "response",
-                    "caller": ctx.identity.as_ref().map(|i| i.name.as_str()),
+                    "caller": ctx.identity.as_deref().map(|i| i.name.as_str()),
                     "request_id": ctx.request_id,
                     "outcome": "denied",
                 }));
@@ -174,7 +174,7 @@ impl Gateway {
             "trace_id": ctx.trace.as_ref().map(|t| t.trace_id()),
             "span_id": ctx.trace.as_ref().map(|t| t.span_id()),
             "parent_span_id": ctx.trace.as_ref().and_then(|t| t.parent_id.as_deref()),
-            "caller": ctx.identity.as_ref().map(|i| serde_json::json!({
+            "caller": ctx.identity.as_deref().map(|i| serde_json::json!({
                 "name": i.name, "team": i.team, "project": i.project, "user": i.user, "kind": i.kind.label(),
             })),
             "cost_usd": cost,

@@ -247,7 +247,7 @@ impl Gateway {
             .governance
             .admit_with(
                 self.spend.shared.as_ref(),
-                ctx.identity.as_ref(),
+                ctx.identity.as_deref(),
                 estimate,
                 crate::clock::now_ns(),
             )
@@ -321,7 +321,7 @@ impl Gateway {
             "event": "auth_failure",
             "reason": err.code(),
             "message": err.to_string(),
-            "caller": ctx.identity.as_ref().map(|i| i.name.as_str()),
+            "caller": ctx.identity.as_deref().map(|i| i.name.as_str()),
             "client": session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string()),
             "path": session.req_header().uri.path(),
             "request_id": ctx.request_id,
@@ -495,12 +495,12 @@ impl ProxyHttp for Gateway {
             }
             Route::StoredResponse => self.stored_response(session, ctx).await?,
             Route::Models => {
-                let body = models::list(&snapshot.state, ctx.identity.as_ref(), ctx.caller);
+                let body = models::list(&snapshot.state, ctx.identity.as_deref(), ctx.caller);
                 write_json(session, ctx, 200, body, &[]).await?;
             }
             Route::Model => {
                 let path = session.req_header().uri.path().to_string();
-                match models::one(&snapshot.state, ctx.identity.as_ref(), ctx.caller, &path) {
+                match models::one(&snapshot.state, ctx.identity.as_deref(), ctx.caller, &path) {
                     Ok(body) => write_json(session, ctx, 200, body, &[]).await?,
                     Err(err) => write_error(session, ctx, &err).await?,
                 }

@@ -23,7 +23,7 @@ impl Gateway {
         body: Bytes,
     ) -> std::result::Result<CreateTurn, GatewayError> {
         self.conversations
-            .prepare(body, &owner(ctx.identity.as_ref()), &ctx.request_id)
+            .prepare(body, &owner(ctx.identity.as_deref()), &ctx.request_id)
             .await
     }
 
@@ -35,7 +35,7 @@ impl Gateway {
         ttl: std::time::Duration,
     ) {
         self.conversations
-            .save(turn, owner(ctx.identity.as_ref()), ttl);
+            .save(turn, owner(ctx.identity.as_deref()), ttl);
     }
 
     /// `GET` / `DELETE` on `/v1/responses/{id}[/input_items]`.
@@ -48,7 +48,7 @@ impl Gateway {
         let method = req.method.clone();
         let path = req.uri.path().to_string();
         let query = req.uri.query().map(str::to_string);
-        let who = owner(ctx.identity.as_ref());
+        let who = owner(ctx.identity.as_deref());
         let rest = path.trim_start_matches("/v1/responses/");
         let answer = match rest.split_once('/') {
             None if method == http::Method::DELETE => self.conversations.delete(rest, &who).await,
