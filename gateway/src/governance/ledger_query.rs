@@ -39,31 +39,15 @@ pub fn spent_since(
     scope: ScopeColumn<'_>,
     since_ms: i64,
 ) -> rusqlite::Result<u64> {
-    let (sql, arg): (&str, Option<&str>) = match scope {
-        ScopeColumn::All => (
-            "SELECT COALESCE(SUM(cost_nanos),0) FROM ledger WHERE ts_ms >= ?1",
-            None,
-        ),
-        ScopeColumn::Team(t) => (
-            "SELECT COALESCE(SUM(cost_nanos),0) FROM ledger WHERE ts_ms >= ?1 AND team = ?2",
-            Some(t),
-        ),
-        ScopeColumn::Project(p) => (
-            "SELECT COALESCE(SUM(cost_nanos),0) FROM ledger WHERE ts_ms >= ?1 AND project = ?2",
-            Some(p),
-        ),
-        ScopeColumn::Key(k) => (
-            "SELECT COALESCE(SUM(cost_nanos),0) FROM ledger WHERE ts_ms >= ?1 AND key = ?2",
-            Some(k),
-        ),
-        ScopeColumn::Provider(p) => (
-            "SELECT COALESCE(SUM(cost_nanos),0) FROM ledger WHERE ts_ms >= ?1 AND provider = ?2",
-            Some(p),
-        ),
-    };
-    let total: i64 = match arg {
-        None => conn.query_row(sql, params![since_ms], |r| r.get(0))?,
-        Some(a) => conn.query_row(sql, params![since_ms, a], |r| r.get(0))?,
+    const SUM: &str = "SELECT COALESCE(SUM(cost_nanos),0) FROM ledger WHERE ts_ms >= ?1";
+    let total: i64 = match scope.filter() {
+        None => conn.query_row(SUM, params![since_ms], |r| r.get(0))?,
+        // The column is one of the scope's fixed names, never caller text.
+        Some((column, value)) => conn.query_row(
+            &format!("{SUM} AND {column} = ?2"),
+            params![since_ms, value],
+            |r| r.get(0),
+        )?,
     };
     Ok(total.max(0) as u64)
 }

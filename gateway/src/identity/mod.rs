@@ -281,7 +281,6 @@ impl Auth {
                     found => found,
                 };
                 match checked {
-                    Ok(identity) => Ok(identity),
                     // Not one of ours and not shaped like any API key: maybe an opaque token
                     // the issuer can vouch for.
                     Err(AuthError::InvalidKey) if !jwks::key_shaped(secret) => match settings
@@ -297,7 +296,7 @@ impl Auth {
                         }
                         None => Err(AuthError::InvalidKey),
                     },
-                    Err(e) => Err(e),
+                    checked => checked,
                 }
             }
             Some(Credential::Token(token)) => {
