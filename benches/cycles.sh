@@ -7,7 +7,7 @@
 # time 1.8x the hop's for 1.25x the instructions, December 2026): code and data spread over more
 # cache lines, more branches mispredicted. This figure moves with that; `instructions.sh` cannot.
 #   bash benches/cycles.sh                      hop and none at c=32, 8 s each
-#   CONFIGS="hop none gov" CONNS=64 DURATION=10 bash benches/cycles.sh
+#   CONFIGS="hop none gov" CONNS=64 DURATION=10 bash benches/cycles.sh   (also `llmhop`: bare-hop --llm)
 #   SY_BIN=/tmp/old/switchyard NO_BUILD=1 bash benches/cycles.sh   another build's gateway
 #   STREAM=1 bash benches/cycles.sh             streamed answers instead
 #   TOP=30 bash benches/cycles.sh               also lists the 30 functions that cost most over
@@ -37,12 +37,14 @@ for name in ${CONFIGS:-hop none}; do
   case $name in
     hop) cmd=($bin/bare-hop --listen 127.0.0.1:$SY_PORT --upstream 127.0.0.1:$UP_PORT --threads 1)
          model=mock-model ;;
+    llmhop) cmd=($bin/bare-hop --listen 127.0.0.1:$SY_PORT --upstream 127.0.0.1:$UP_PORT --threads 1 --llm)
+         model=mock-model ;;
     none) gateway_conf $SY_PORT $SY_ADMIN $UP_PORT > "$work/$name.yaml" ;;
     key) keyed_conf $SY_PORT $SY_ADMIN $UP_PORT > "$work/$name.yaml" ;;
     gov) governed_conf $SY_PORT $SY_ADMIN $UP_PORT "$work/ledger.db" > "$work/$name.yaml" ;;
     *) echo "unknown config $name" >&2; exit 1 ;;
   esac
-  [ $name = hop ] || cmd=("${SY_BIN:-$bin/switchyard}" run --conf "$work/$name.yaml")
+  case $name in hop|llmhop) ;; *) cmd=("${SY_BIN:-$bin/switchyard}" run --conf "$work/$name.yaml") ;; esac
   case $name in key|gov) auth="Bearer $BENCH_KEY" ;; *) auth="" ;; esac
   stream=""
   [ "${STREAM:-0}" = 1 ] && stream='"stream":true,'

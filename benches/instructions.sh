@@ -4,6 +4,8 @@
 # The bare Pingora hop and three Switchyard configs against the same mock upstream, each under
 # callgrind in turn:
 #   hop   bench's bare-hop (the floor any Pingora gateway stands on)
+#   llmhop  `bare-hop --llm`: the hop reading the request's model and the answer's usage (the
+#         floor any metering LLM gateway on Pingora stands on; only when named in CONFIGS)
 #   none  no auth, no limits, no ledger (the load bench's `switchyard`)
 #   key   one virtual key (`sy+key`)
 #   gov   the key + requests/tokens/concurrency limits + a team budget + the SQLite spend ledger
@@ -68,6 +70,8 @@ wait_port $UP_PORT
 for name in ${CONFIGS:-hop none key gov}; do
   if [ $name = hop ]; then
     cmd=($bin/bare-hop --listen 127.0.0.1:$SY_PORT --upstream 127.0.0.1:$UP_PORT --threads 1)
+  elif [ $name = llmhop ]; then
+    cmd=($bin/bare-hop --listen 127.0.0.1:$SY_PORT --upstream 127.0.0.1:$UP_PORT --threads 1 --llm)
   else
     conf $name > "$work/$name.yaml"
     cmd=("${SY_BIN:-$bin/switchyard}" run --conf "$work/$name.yaml")
@@ -85,5 +89,5 @@ print(f"\nInstructions per request (callgrind, {sys.argv[2]} {kind} requests, al
 def ratio(v, base):
     return f"{v / ir[base]:.3f}x {base}" if base in ir else ""
 for name, v in ir.items():
-    print(f"  {name:<5} {v:>9,.0f}   {ratio(v, 'hop'):>11}   {ratio(v, 'none'):>12}   {ratio(v, 'key'):>11}")
+    print(f"  {name:<6} {v:>9,.0f}   {ratio(v, 'hop'):>11}   {ratio(v, 'none'):>12}   {ratio(v, 'key'):>11}")
 PY

@@ -17,6 +17,9 @@
 #   A=gov B=fleet bash benches/paired.sh     the fleet store against the embedded one (#24)
 #   A=hop B=none bash benches/paired.sh      Switchyard against the bare Pingora hop (`hop`:
 #                                            bench's bare-hop on the same mock; the goal of #16)
+#   A=hop B=llmhop bash benches/paired.sh    the floor of any metering LLM gateway on Pingora
+#                                            (`bare-hop --llm`: reads the request's model and
+#                                            the answer's usage, nothing else) against the hop
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,12 +40,13 @@ conf() { # name port admin
     key) keyed_conf "$2" "$3" $UP_PORT ;;
     gov) governed_conf "$2" "$3" $UP_PORT "$work/ledger-$2.db" ;;
     fleet) fleet_conf "$2" "$3" $UP_PORT "$work/spool-$2.db" ;;
-    *) echo "unknown config $1 (hop, none, key, gov, fleet)" >&2; exit 2 ;;
+    *) echo "unknown config $1 (hop, llmhop, none, key, gov, fleet)" >&2; exit 2 ;;
   esac
 }
 launch() { # name port admin yaml binary: the gateway of that config, or the bare hop, on CPU 1
-  if [ "$1" = hop ]; then
-    start taskset -c 1 $bin/bare-hop --listen 127.0.0.1:"$2" --upstream 127.0.0.1:$UP_PORT --threads 1
+  if [ "$1" = hop ] || [ "$1" = llmhop ]; then
+    start taskset -c 1 $bin/bare-hop --listen 127.0.0.1:"$2" --upstream 127.0.0.1:$UP_PORT --threads 1 \
+      $([ "$1" = llmhop ] && echo --llm)
   else
     conf "$1" "$2" "$3" > "$4"
     start taskset -c 1 "$5" run --conf "$4"

@@ -365,22 +365,42 @@ pub enum StreamEvent {
 /// Classifies one complete SSE event of an OpenAI chat stream. Only events that can carry usage
 /// are parsed.
 pub fn classify_stream_event(event: &[u8]) -> StreamEvent {
+    classify_located(event).0
+}
+
+/// Where an event's `"usage":` member is in the event's own bytes, as far as its classification
+/// found out: `Some(None)` when its (single-line) data has none, `None` when it was not looked
+/// for (no data, `[DONE]`, a usage chunk, or data joined from several lines).
+type UsageAt = Option<Option<(usize, usize)>>;
+
+/// [`classify_stream_event`], and where the event's `"usage":` member is ([`UsageAt`]): the
+/// pass-through relay strips `"usage":null` with the offsets of the search that classified the
+/// event instead of searching it again.
+fn classify_located(event: &[u8]) -> (StreamEvent, UsageAt) {
     let Some(data) = crate::sse::event_data(event) else {
-        return StreamEvent::Other;
+        return (StreamEvent::Other, None);
     };
-    let data = data.as_ref();
     if data.starts_with(b"[DONE]") {
-        return StreamEvent::Done;
+        return (StreamEvent::Done, None);
     }
-    if usage_member(data).is_some_and(|(_, value)| data.get(value) == Some(&b'{')) {
-        if let Some(u) = serde_json::from_slice::<UsageView>(data)
+    let member = usage_member(&data);
+    if member.is_some_and(|(_, value)| data.get(value) == Some(&b'{')) {
+        if let Some(u) = serde_json::from_slice::<UsageView>(&data)
             .ok()
             .and_then(|v| v.usage)
         {
-            return StreamEvent::Usage(u);
+            return (StreamEvent::Usage(u), None);
         }
     }
-    StreamEvent::Chunk
+    let at = match data {
+        // Borrowed data is a slice of `event`: its offsets move by where it starts.
+        std::borrow::Cow::Borrowed(d) => {
+            let base = d.as_ptr() as usize - event.as_ptr() as usize;
+            Some(member.map(|(key, value)| (base + key, base + value)))
+        }
+        std::borrow::Cow::Owned(_) => None,
+    };
+    (StreamEvent::Chunk, at)
 }
 
 /// Where `bytes`' first `"usage":` member is: its key's offset and where its value starts (after
@@ -399,7 +419,17 @@ fn usage_member(bytes: &[u8]) -> Option<(usize, usize)> {
 /// once `include_usage` is on, so a caller who did not ask for usage sees the chunk the provider
 /// would have sent.
 pub fn push_without_null_usage(event: &[u8], out: &mut BytesMut) {
-    if let Some((key, value)) = usage_member(event) {
+    push_without_null_usage_at(event, None, out)
+}
+
+/// [`push_without_null_usage`] with the member's place when the event's classification found it
+/// (searched for here otherwise).
+fn push_without_null_usage_at(event: &[u8], at: UsageAt, out: &mut BytesMut) {
+    let member = match at {
+        Some(found) => found,
+        None => usage_member(event),
+    };
+    if let Some((key, value)) = member {
         if key > 0 && event[key - 1] == b',' && event[value..].starts_with(b"null") {
             out.extend_from_slice(&event[..key - 1]);
             out.extend_from_slice(&event[value + b"null".len()..]);
@@ -450,22 +480,23 @@ impl PassthroughStream {
         }
         let mut out = BytesMut::with_capacity(block.len());
         for ev in crate::sse::events(&block) {
-            if let StreamEvent::Usage(_) = self.observe(&ev) {
+            let (kind, at) = self.observe(&ev);
+            if let StreamEvent::Usage(_) = kind {
                 continue;
             }
-            push_without_null_usage(&ev, &mut out);
+            push_without_null_usage_at(&ev, at, &mut out);
         }
         (!out.is_empty()).then(|| out.freeze())
     }
 
-    fn observe(&mut self, event: &[u8]) -> StreamEvent {
-        let kind = classify_stream_event(event);
+    fn observe(&mut self, event: &[u8]) -> (StreamEvent, UsageAt) {
+        let (kind, at) = classify_located(event);
         match &kind {
             StreamEvent::Usage(u) => self.usage = Some(*u),
             StreamEvent::Done => self.saw_done = true,
             _ => {}
         }
-        kind
+        (kind, at)
     }
 
     /// Bytes of an unterminated last event, forwarded as they are at the end of the stream.
@@ -803,6 +834,31 @@ mod tests {
             assert_eq!(out.matches("data: ").count(), 4);
             assert_eq!(usage.unwrap().total_tokens, 4);
             assert!(done);
+        }
+    }
+
+    #[test]
+    fn injected_null_usage_is_stripped_where_classification_found_it() {
+        // An `id:` line and CRLF ends move the data within the event; data over two lines is
+        // joined (its offsets are not the event's): the member is searched for again there.
+        let cases: [(&[u8], &[u8]); 3] = [
+            (
+                b"id: 7\r\ndata: {\"id\":\"c\",\"choices\":[],\"usage\":null}\r\n\r\n",
+                b"id: 7\r\ndata: {\"id\":\"c\",\"choices\":[]}\r\n\r\n",
+            ),
+            (
+                b"data: {\"id\":\"c\"\ndata: ,\"usage\": null}\n\n",
+                b"data: {\"id\":\"c\"\ndata: }\n\n",
+            ),
+            (b": keep-alive\n\n", b": keep-alive\n\n"),
+        ];
+        for (event, expected) in cases {
+            let mut relay = PassthroughStream::new(true);
+            let out = relay.push(Bytes::copy_from_slice(event));
+            assert_eq!(out.as_deref(), Some(expected));
+            let mut searched = BytesMut::new();
+            push_without_null_usage(event, &mut searched);
+            assert_eq!(&searched[..], expected);
         }
     }
 
