@@ -103,9 +103,10 @@ impl ProxyHttp for LlmHop {
         }
         if end_of_stream {
             let whole = held.body.split().freeze();
+            // A body that is not a chat request is the caller's error: 400.
             let inspected: Inspected<'_> = serde_json::from_slice(&whole).map_err(|e| {
                 pingora_core::Error::explain(
-                    pingora_core::ErrorType::InvalidHTTPHeader,
+                    pingora_core::ErrorType::HTTPStatus(400),
                     e.to_string(),
                 )
             })?;
