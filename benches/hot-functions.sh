@@ -5,7 +5,8 @@
 # key + limits + budget + SQLite ledger, and streams (wrk -c32 on CPU 0, the gateway alone on
 # CPU 1, `perf record` sampling the CPU clock). Names are the mangled ones the linker sees.
 #   bash benches/hot-functions.sh                then rebuild: cargo build --release -p switchyard
-#   DURATION=15 bash benches/hot-functions.sh    longer profiles (default 8 s each)
+#   DURATION=30 bash benches/hot-functions.sh    longer profiles (default 20 s each: 8 s missed
+#                                                ~50 lukewarm functions; 20 s measured ~1 % better)
 # Run it again when the request path changed much, or the dependencies' versions did (their
 # symbols' hashes change with them; a stale name is skipped, it only costs layout).
 #   NO_BUILD=1 CARGO_TARGET_DIR=/tmp/t bash benches/hot-functions.sh   profiles a build made there
@@ -13,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=${DURATION:-8}
+DURATION=${DURATION:-20}
 UP_PORT=${UP_PORT:-18950}
 SY_PORT=${SY_PORT:-18951}
 SY_ADMIN=${SY_ADMIN:-18952}
