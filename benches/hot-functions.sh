@@ -10,6 +10,8 @@
 # Run it again when the request path changed much, or the dependencies' versions did (their
 # symbols' hashes change with them; a stale name is skipped, it only costs layout).
 #   NO_BUILD=1 CARGO_TARGET_DIR=/tmp/t bash benches/hot-functions.sh   profiles a build made there
+# How many of the list's names a build has (all but a few, or the list is stale):
+#   nm --defined-only target/release/switchyard | awk '{print $3}' | grep -cxF -f gateway/link/hot-functions.txt
 # Needs perf (Debian: linux-perf) and 2 CPUs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
